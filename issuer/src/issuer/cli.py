@@ -1,0 +1,136 @@
+"""Operator commands: `python -m issuer users ...` and `python -m issuer keys ...`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from issuer import db
+from issuer.keys import KeyRecord, KeyStore, KeyStoreError
+from issuer.settings import IssuerSettings
+from issuer.users import UserError, UserStore
+from shared.settings import SettingsError
+
+
+def _settings() -> IssuerSettings:
+    try:
+        return IssuerSettings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@contextmanager
+def _users() -> Iterator[UserStore]:
+    settings = _settings()
+    db.initialise(settings.db_path)
+    conn = db.connect(settings.db_path)
+    try:
+        yield UserStore(conn, settings.password_hasher())
+    finally:
+        conn.close()
+
+
+def _keys() -> KeyStore:
+    settings = _settings()
+    db.initialise(settings.db_path)
+    return KeyStore(settings.key_dir, settings.db_path, rsa_key_bits=settings.rsa_key_bits)
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _date(stamp: int | None) -> str:
+    return "-" if stamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def _describe(record: KeyRecord) -> str:
+    return (
+        f"{record.kid}  {record.state:<8}  created {_date(record.created_at)}"
+        f"  activated {_date(record.activated_at)}  retiring {_date(record.retiring_at)}"
+        f"  retired {_date(record.retired_at)}"
+    )
+
+
+@click.group()
+def main() -> None:
+    """Manage the issuer's users and signing keys (settings come from ISSUER_* variables)."""
+
+
+@main.group()
+def users() -> None:
+    """Add, list and delete users."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--scope", default="profile", show_default=True, help="Space-separated scopes the user may be granted.")
+def users_add(name: str, scope: str) -> None:
+    """Add a user; the password is read from stdin or a prompt, never from the command line."""
+    password = _read_password()
+    with _users() as store:
+        try:
+            user = store.add(name, password, scope)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"added {user.username} with scope {user.scope!r}")
+
+
+@users.command("list")
+def users_list() -> None:
+    """List users and their scopes."""
+    with _users() as store:
+        for user in store.list():
+            click.echo(f"{user.username}  {user.scope}  created {_date(user.created_at)}")
+
+
+@users.command("delete")
+@click.argument("name")
+def users_delete(name: str) -> None:
+    """Delete a user and revoke their refresh tokens."""
+    with _users() as store:
+        if not store.delete(name):
+            raise click.ClickException(f"no user named {name!r}")
+    click.echo(f"deleted {name}")
+
+
+@main.group()
+def keys() -> None:
+    """List, rotate and retire signing keys."""
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Show every key: its full kid, its state and its dates."""
+    store = _keys()
+    for record in store.records():
+        click.echo(_describe(record))
+
+
+@keys.command("rotate")
+@click.option("--now", is_flag=True, help="Emergency: the staged (or a new) key signs at once.")
+def keys_rotate(now: bool) -> None:
+    """Stage a new key as `next` (published, not yet signing)."""
+    try:
+        record = _keys().rotate(now=now)
+    except KeyStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(_describe(record))
+
+
+@keys.command("retire")
+@click.argument("kid")
+def keys_retire(kid: str) -> None:
+    """Withdraw a key that does not sign from the JWKS at once (for a compromised key)."""
+    try:
+        record = _keys().retire(kid)
+    except KeyStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(_describe(record))

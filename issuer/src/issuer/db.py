@@ -1,0 +1,77 @@
+"""The issuer's embedded SQLite database: connection set-up and schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from flask import Flask, current_app, g
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    username      TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    family_id  TEXT NOT NULL,
+    username   TEXT NOT NULL,
+    client_id  TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family_id);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid          TEXT PRIMARY KEY,
+    state        TEXT NOT NULL CHECK (state IN ('next', 'active', 'retiring', 'retired')),
+    public_jwk   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    activated_at INTEGER,
+    retiring_at  INTEGER,
+    retired_at   INTEGER
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the database in autocommit mode, waiting for locks held by other workers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def initialise(path: Path) -> None:
+    """Create the schema if it is not there yet (safe to run from every worker)."""
+    conn = connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(SCHEMA)
+    finally:
+        conn.close()
+
+
+def get_db() -> sqlite3.Connection:
+    """Return this request's connection, opening it on first use."""
+    if "db" not in g:
+        g.db = connect(current_app.extensions["issuer.settings"].db_path)
+    conn: sqlite3.Connection = g.db
+    return conn
+
+
+def _close(_exc: BaseException | None) -> None:
+    conn = g.pop("db", None)
+    if conn is not None:
+        conn.close()
+
+
+def init_app(app: Flask) -> None:
+    """Close the request's connection when the request ends."""
+    app.teardown_appcontext(_close)

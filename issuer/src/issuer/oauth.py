@@ -1,0 +1,149 @@
+"""The token endpoint (RFC 6749) and the revocation endpoint (RFC 7009)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+
+from issuer import extensions
+from issuer.clients import DEFAULT_CLIENT_ID, Client
+from issuer.tokens import Grant, RefreshError, mint_access_token
+from issuer.users import UserError, parse_scope
+from shared.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("oauth", __name__)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthError(ApiError):
+    """An RFC 6749 section 5.2 error response."""
+
+
+def _form() -> dict[str, str]:
+    """Return the form parameters, refusing other bodies and repeated parameters (RFC 6749 3.2)."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise OAuthError("send the parameters as application/x-www-form-urlencoded")
+    params: dict[str, str] = {}
+    for name, values in request.form.lists():
+        if len(values) > 1:
+            raise OAuthError(f"parameter {name!r} was sent more than once")
+        params[name] = values[0]
+    return params
+
+
+def _required(params: dict[str, str], name: str) -> str:
+    value = params.get(name, "")
+    if not value:
+        raise OAuthError(f"the {name!r} parameter is required")
+    return value
+
+
+def _client(params: dict[str, str]) -> Client:
+    client_id = params.get("client_id") or DEFAULT_CLIENT_ID
+    client = extensions.clients().get(client_id)
+    if client is None:
+        raise OAuthError("the client is not registered", error="invalid_client", status=401)
+    return client
+
+
+def _scope(requested: str | None, allowed: frozenset[str]) -> str:
+    """Narrow the requested scope to what is allowed; no request means everything allowed."""
+    if requested is None:
+        return " ".join(sorted(allowed))
+    try:
+        wanted = parse_scope(requested)
+    except UserError as exc:
+        raise OAuthError(str(exc), error="invalid_scope") from exc
+    granted = wanted & allowed
+    if wanted and not granted:
+        raise OAuthError("none of the requested scopes can be granted", error="invalid_scope")
+    return " ".join(sorted(granted))
+
+
+def _token_response(grant: Grant, refresh_token: str) -> Response:
+    settings = extensions.settings()
+    access_token, claims = mint_access_token(
+        extensions.key_store().signing_key(),
+        grant,
+        issuer=settings.url,
+        audience=settings.audience,
+        ttl=settings.access_token_ttl,
+    )
+    log.info(
+        "issued access token",
+        extra={
+            "fields": {"sub": grant.username, "client_id": grant.client_id, "jti": claims["jti"], "scope": grant.scope}
+        },
+    )
+    response = jsonify(
+        access_token=access_token,
+        token_type="Bearer",
+        expires_in=settings.access_token_ttl,
+        refresh_token=refresh_token,
+        scope=grant.scope,
+    )
+    response.headers.update(NO_STORE)
+    return response
+
+
+def _password_grant(params: dict[str, str], client: Client) -> Response:
+    username = _required(params, "username")
+    password = _required(params, "password")
+    user = extensions.users().authenticate(username, password)
+    if user is None:
+        log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
+        raise OAuthError("the username or password is incorrect", error="invalid_grant")
+    grant = Grant(user.username, client.client_id, _scope(params.get("scope"), user.scopes))
+    return _token_response(grant, extensions.refresh_tokens().issue(grant))
+
+
+def _refresh_grant(params: dict[str, str], client: Client) -> Response:
+    try:
+        grant, successor = extensions.refresh_tokens().rotate(_required(params, "refresh_token"), client.client_id)
+    except RefreshError as exc:
+        log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
+        raise OAuthError(str(exc), error="invalid_grant") from exc
+    user = extensions.users().get(grant.username)
+    if user is None:
+        raise OAuthError("the user no longer exists", error="invalid_grant")
+    # The user's scopes may have shrunk since the first grant; never widen the original.
+    scope = _scope(params.get("scope"), parse_scope(grant.scope) & user.scopes)
+    return _token_response(Grant(grant.username, grant.client_id, scope), successor)
+
+
+GRANTS = {"password": _password_grant, "refresh_token": _refresh_grant}
+
+
+@bp.post("/token")
+def token() -> Response:
+    """Exchange a grant for an access token and a refresh token."""
+    params = _form()
+    grant_type = _required(params, "grant_type")
+    handler = GRANTS.get(grant_type)
+    if handler is None:
+        raise OAuthError(f"grant type {grant_type[:40]!r} is not supported", error="unsupported_grant_type")
+    client = _client(params)
+    if grant_type not in client.grant_types:
+        raise OAuthError("the client may not use this grant type", error="unauthorized_client")
+    return handler(params, client)
+
+
+@bp.post("/revoke")
+def revoke() -> Response:
+    """Revoke a refresh token and its family; unknown tokens get 200 too (RFC 7009 2.2)."""
+    params = _form()
+    token = _required(params, "token")
+    if token.count(".") == 2 and params.get("token_type_hint") != "refresh_token":
+        raise OAuthError(
+            "access tokens are short-lived JWTs and cannot be revoked; revoke the refresh token",
+            error="unsupported_token_type",
+        )
+    if extensions.refresh_tokens().revoke(token):
+        log.info("refresh token revoked")
+    response = Response(status=200)
+    response.headers.update(NO_STORE)
+    return response

@@ -1,0 +1,64 @@
+"""Issuer settings: one frozen object built once from `ISSUER_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+
+from shared.settings import Environ, env_int, env_str, env_url
+
+
+@dataclass(frozen=True)
+class IssuerSettings:
+    """Everything the issuer is configured with; see the README's configuration table."""
+
+    url: str = "http://localhost:8000"
+    data_dir: Path = Path("var/issuer")
+    audience: str = "jwt-split-api"
+    access_token_ttl: int = 600
+    refresh_token_ttl: int = 14 * 24 * 3600
+    jwks_max_age: int = 300
+    rsa_key_bits: int = 2048
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    key_reload_interval: float = 1.0
+    demo_users: str = ""
+    log_level: str = "INFO"
+    max_body_bytes: int = 16 * 1024
+
+    def password_hasher(self) -> PasswordHasher:
+        """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""
+        return PasswordHasher(time_cost=self.argon2_time_cost, memory_cost=self.argon2_memory_kib, parallelism=1)
+
+    @property
+    def db_path(self) -> Path:
+        """Return the SQLite database holding users, refresh tokens and key states."""
+        return self.data_dir / "issuer.sqlite3"
+
+    @property
+    def key_dir(self) -> Path:
+        """Return the directory of private key files, one PKCS#8 PEM per key."""
+        return self.data_dir / "keys"
+
+    @classmethod
+    def from_env(cls, environ: Environ | None = None) -> IssuerSettings:
+        """Build settings from the environment, naming the variable of any bad value."""
+        env = os.environ if environ is None else environ
+        return cls(
+            url=env_url(env, "ISSUER_URL", cls.url),
+            data_dir=Path(env_str(env, "ISSUER_DATA_DIR", str(cls.data_dir))),
+            audience=env_str(env, "ISSUER_AUDIENCE", cls.audience),
+            access_token_ttl=env_int(env, "ISSUER_ACCESS_TOKEN_TTL", cls.access_token_ttl, minimum=30, maximum=3600),
+            refresh_token_ttl=env_int(env, "ISSUER_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, minimum=60),
+            jwks_max_age=env_int(env, "ISSUER_JWKS_MAX_AGE", cls.jwks_max_age, minimum=0, maximum=86400),
+            rsa_key_bits=env_int(env, "ISSUER_RSA_KEY_BITS", cls.rsa_key_bits, minimum=2048, maximum=8192),
+            argon2_time_cost=env_int(env, "ISSUER_ARGON2_TIME_COST", cls.argon2_time_cost, minimum=1, maximum=20),
+            argon2_memory_kib=env_int(
+                env, "ISSUER_ARGON2_MEMORY_KIB", cls.argon2_memory_kib, minimum=8192, maximum=1024 * 1024
+            ),
+            demo_users=env.get("ISSUER_DEMO_USERS", ""),
+            log_level=env_str(env, "ISSUER_LOG_LEVEL", cls.log_level).upper(),
+        )

@@ -1,0 +1,131 @@
+"""Tokens: RFC 9068 JWT access tokens, and opaque refresh tokens rotated on every use.
+
+A refresh token is 256 random bits; only its SHA-256 is stored. Each use marks it used and
+issues a successor in the same family. Presenting a used token again means it was copied, so
+the whole family is revoked (OAuth 2.0 Security BCP, RFC 9700 section 4.14.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from issuer.keys import SigningKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Who a token is for, through which client, with which scope."""
+
+    username: str
+    client_id: str
+    scope: str
+
+
+class RefreshError(Exception):
+    """A refresh token cannot be used; the message is safe to show the client."""
+
+
+def mint_access_token(
+    key: SigningKey, grant: Grant, *, issuer: str, audience: str, ttl: int, now: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Sign an RFC 9068 access token; return it with its claims."""
+    issued_at = int(time.time()) if now is None else now
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": grant.username,
+        "aud": audience,
+        "exp": issued_at + ttl,
+        "iat": issued_at,
+        "jti": uuid.uuid4().hex,
+        "client_id": grant.client_id,
+        "scope": grant.scope,
+    }
+    token = jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "typ": "at+jwt"})
+    return token, claims
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class RefreshTokens:
+    """Refresh tokens in the issuer's database."""
+
+    def __init__(self, conn: sqlite3.Connection, ttl: int) -> None:
+        self.conn = conn
+        self.ttl = ttl
+
+    def issue(self, grant: Grant, family_id: str | None = None) -> str:
+        """Create a refresh token, starting a new family unless one is given."""
+        token = secrets.token_urlsafe(32)
+        now = int(time.time())
+        self.conn.execute(
+            "INSERT INTO refresh_tokens (token_hash, family_id, username, client_id, scope, issued_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                _hash(token),
+                family_id or uuid.uuid4().hex,
+                grant.username,
+                grant.client_id,
+                grant.scope,
+                now,
+                now + self.ttl,
+            ),
+        )
+        return token
+
+    def rotate(self, token: str, client_id: str) -> tuple[Grant, str]:
+        """Spend a refresh token and return its grant with a fresh successor token."""
+        now = int(time.time())
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.conn.execute("SELECT * FROM refresh_tokens WHERE token_hash = ?", (_hash(token),)).fetchone()
+            if row is None:
+                raise RefreshError("the refresh token is not known")
+            if row["client_id"] != client_id:
+                raise RefreshError("the refresh token was issued to another client")
+            if row["revoked_at"] is not None:
+                raise RefreshError("the refresh token has been revoked")
+            if row["used_at"] is not None:
+                self._revoke_family(row["family_id"], now)
+                self.conn.execute("COMMIT")
+                log.warning(
+                    "refresh token reused; family revoked",
+                    extra={"fields": {"sub": row["username"], "family": row["family_id"]}},
+                )
+                raise RefreshError("the refresh token was already used; its session has been revoked")
+            if row["expires_at"] <= now:
+                raise RefreshError("the refresh token has expired")
+            self.conn.execute("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?", (now, row["token_hash"]))
+            grant = Grant(row["username"], row["client_id"], row["scope"])
+            successor = self.issue(grant, row["family_id"])
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        return grant, successor
+
+    def revoke(self, token: str) -> bool:
+        """Revoke the family of a refresh token; return whether the token was known."""
+        row = self.conn.execute("SELECT family_id FROM refresh_tokens WHERE token_hash = ?", (_hash(token),)).fetchone()
+        if row is None:
+            return False
+        self._revoke_family(row["family_id"], int(time.time()))
+        return True
+
+    def _revoke_family(self, family_id: str, now: int) -> None:
+        self.conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL", (now, family_id)
+        )

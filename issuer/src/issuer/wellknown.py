@@ -1,0 +1,47 @@
+"""Public discovery: the JWKS (RFC 7517), server metadata (RFC 8414) and liveness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from issuer import extensions
+
+bp = Blueprint("wellknown", __name__)
+
+GRANT_TYPES = ["password", "refresh_token"]
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks() -> Response:
+    """Publish the public halves of the next, active and retiring keys."""
+    response = jsonify(keys=extensions.key_store().published())
+    response.headers["Cache-Control"] = f"public, max-age={extensions.settings().jwks_max_age}"
+    return response
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+@bp.get("/.well-known/openid-configuration")
+def metadata() -> Response:
+    """Describe the issuer's endpoints and what it supports."""
+    url = extensions.settings().url
+    document: dict[str, Any] = {
+        "issuer": url,
+        "jwks_uri": f"{url}/.well-known/jwks.json",
+        "token_endpoint": f"{url}/token",
+        "revocation_endpoint": f"{url}/revoke",
+        "grant_types_supported": GRANT_TYPES,
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+    }
+    response = jsonify(document)
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Answer while the process is alive."""
+    return jsonify(status="ok")

@@ -1,0 +1,43 @@
+"""The jwt-split resource server: verifies issuer-signed tokens locally and holds no secret."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from resource_server import api
+from resource_server.jwks import JwksClient
+from resource_server.settings import ResourceSettings
+from resource_server.verifier import Verifier
+from shared import logs, web
+
+
+def create_app(settings: ResourceSettings | None = None) -> Flask:
+    """Build the resource app: JWKS client, verifier and routes."""
+    settings = settings or ResourceSettings.from_env()
+    logs.configure("resource", settings.log_level)
+    app = Flask(__name__)
+    # Tokens travel in headers; a body is never needed, so keep any that arrives small.
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+
+    jwks = JwksClient(
+        settings.jwks_url,
+        timeout=settings.jwks_timeout,
+        max_bytes=settings.jwks_max_bytes,
+        default_ttl=settings.jwks_default_ttl,
+        min_ttl=settings.jwks_min_ttl,
+        max_ttl=settings.jwks_max_ttl,
+        cooldown=settings.jwks_cooldown,
+    )
+    app.extensions["resource.settings"] = settings
+    app.extensions["resource.jwks"] = jwks
+    app.extensions["resource.verifier"] = Verifier(
+        jwks,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        leeway=settings.leeway,
+        max_token_bytes=settings.max_token_bytes,
+    )
+
+    web.init_app(app)
+    app.register_blueprint(api.bp)
+    return app

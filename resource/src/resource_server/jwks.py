@@ -1,0 +1,220 @@
+"""The JWKS client: fetches the issuer's public keys over HTTP and keeps them in memory.
+
+- Keys are parsed once per fetch and looked up in a plain dict by `kid`.
+- Freshness follows the response's `Cache-Control: max-age`, clamped to [min_ttl, max_ttl].
+  A stale set keeps serving while one background thread refetches, so no request waits.
+- An unknown `kid` triggers a refetch at most once per `cooldown`, one fetch at a time
+  (concurrent requests wait for it); unknown kids are remembered for a cooldown so a flood
+  of random kids cannot hammer the issuer.
+- Any failure (issuer down, slow, redirecting, oversized, garbage) keeps the keys it has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+from werkzeug.datastructures import ResponseCacheControl
+from werkzeug.http import parse_cache_control_header
+
+from shared.jose import JwkError, load_verification_key
+
+log = logging.getLogger(__name__)
+
+MAX_UNKNOWN_KIDS = 1024
+
+
+class KeysUnavailable(Exception):
+    """No verification key could be loaded: the issuer has not been reachable yet."""
+
+
+class UnknownKey(Exception):
+    """The token names a `kid` the issuer does not publish."""
+
+
+class JwksFetchError(Exception):
+    """A JWKS fetch failed; the message says why (and never holds response content)."""
+
+
+class JwksClient:
+    """A cache of the issuer's RS256 verification keys."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 2.0,
+        max_bytes: int = 64 * 1024,
+        default_ttl: float = 300,
+        min_ttl: float = 30,
+        max_ttl: float = 86400,
+        cooldown: float = 10,
+        clock: Callable[[], float] = time.monotonic,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.default_ttl = default_ttl
+        self.min_ttl = min_ttl
+        self.max_ttl = max(min_ttl, max_ttl)
+        self.cooldown = cooldown
+        self.clock = clock
+        self.session = session or requests.Session()
+        self.fetch_count = 0
+        self._keys: Mapping[str, rsa.RSAPublicKey] = {}
+        self._fresh_until = float("-inf")
+        self._next_fetch_at = float("-inf")
+        self._fetched_at = float("-inf")
+        self._fetch_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._background = False
+        self._unknown: dict[str, float] = {}
+
+    @property
+    def kids(self) -> list[str]:
+        """Return the kids currently held."""
+        return list(self._keys)
+
+    def get(self, kid: str) -> rsa.RSAPublicKey:
+        """Return the key for `kid`, fetching the JWKS when the kid is new (within limits)."""
+        now = self.clock()
+        keys = self._keys
+        if keys and now >= self._fresh_until:
+            self._refresh_in_background()
+        key = keys.get(kid)
+        if key is not None:
+            return key
+        if keys and self._recently_unknown(kid, now):
+            raise UnknownKey(kid)
+        self._fetch_if_allowed()
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        if not self._keys:
+            raise KeysUnavailable("no verification keys have been loaded from the issuer yet")
+        self._remember_unknown(kid, now)
+        raise UnknownKey(kid)
+
+    def ensure_loaded(self) -> bool:
+        """Return whether keys are held, trying a fetch (within limits) when none are."""
+        if not self._keys:
+            self._fetch_if_allowed()
+        return bool(self._keys)
+
+    # -- fetching ---------------------------------------------------------------------------
+
+    def _fetch_if_allowed(self) -> None:
+        """Fetch now unless a fetch finished while we waited or the cooldown has not passed."""
+        asked_at = self.clock()
+        with self._fetch_lock:
+            if self._fetched_at >= asked_at or self.clock() < self._next_fetch_at:
+                return
+            self._fetch()
+
+    def _refresh_in_background(self) -> None:
+        with self._state_lock:
+            if self._background or self.clock() < self._next_fetch_at:
+                return
+            self._background = True
+        threading.Thread(target=self._background_fetch, name="jwks-refresh", daemon=True).start()
+
+    def _background_fetch(self) -> None:
+        try:
+            self._fetch_if_allowed()
+        finally:
+            with self._state_lock:
+                self._background = False
+
+    def _fetch(self) -> None:
+        started = self.clock()
+        self._next_fetch_at = started + self.cooldown
+        self.fetch_count += 1
+        try:
+            keys, ttl = self._download()
+        except JwksFetchError as exc:
+            log.warning(
+                "jwks fetch failed; keeping the keys held",
+                extra={"fields": {"reason": str(exc), "kids_held": len(self._keys)}},
+            )
+            return
+        finally:
+            self._fetched_at = self.clock()
+        self._keys = keys
+        self._fresh_until = self.clock() + ttl
+        with self._state_lock:
+            self._unknown.clear()
+        log.info("jwks loaded", extra={"fields": {"kids": sorted(keys), "ttl": ttl}})
+
+    def _download(self) -> tuple[dict[str, rsa.RSAPublicKey], float]:
+        deadline = time.monotonic() + 2 * self.timeout
+        try:
+            with self.session.get(
+                self.url,
+                timeout=self.timeout,
+                stream=True,
+                allow_redirects=False,
+                headers={"Accept": "application/json"},
+            ) as response:
+                if response.status_code != 200:
+                    raise JwksFetchError(f"the issuer answered HTTP {response.status_code}")
+                body = bytearray()
+                for chunk in response.iter_content(chunk_size=16384):
+                    body += chunk
+                    if len(body) > self.max_bytes:
+                        raise JwksFetchError(f"the JWKS is larger than {self.max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        raise JwksFetchError("the JWKS took too long to arrive")
+                cache_control = response.headers.get("Cache-Control")
+        except requests.RequestException as exc:
+            raise JwksFetchError(f"cannot fetch the JWKS: {type(exc).__name__}") from exc
+        return self._parse(bytes(body)), self._ttl(cache_control)
+
+    def _parse(self, body: bytes) -> dict[str, rsa.RSAPublicKey]:
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise JwksFetchError("the JWKS is not JSON") from exc
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise JwksFetchError("the JWKS is not an object with a 'keys' list")
+        keys: dict[str, rsa.RSAPublicKey] = {}
+        for jwk in document["keys"]:
+            try:
+                kid, key = load_verification_key(jwk)
+            except JwkError as exc:
+                log.warning("ignoring a JWKS key", extra={"fields": {"reason": str(exc)}})
+                continue
+            keys[kid] = key
+        if not keys:
+            raise JwksFetchError("the JWKS holds no usable RS256 key")
+        return keys
+
+    def _ttl(self, header: str | None) -> float:
+        control = parse_cache_control_header(header, cls=ResponseCacheControl)
+        if control.no_store or control.no_cache:
+            ttl: float = self.min_ttl
+        elif control.max_age is not None:
+            ttl = control.max_age
+        else:
+            ttl = self.default_ttl
+        return min(max(ttl, self.min_ttl), self.max_ttl)
+
+    # -- unknown kids -----------------------------------------------------------------------
+
+    def _recently_unknown(self, kid: str, now: float) -> bool:
+        with self._state_lock:
+            until = self._unknown.get(kid)
+            return until is not None and now < until
+
+    def _remember_unknown(self, kid: str, now: float) -> None:
+        with self._state_lock:
+            if len(self._unknown) >= MAX_UNKNOWN_KIDS:
+                self._unknown = {k: t for k, t in self._unknown.items() if t > now}
+                while len(self._unknown) >= MAX_UNKNOWN_KIDS:
+                    del self._unknown[next(iter(self._unknown))]
+            self._unknown[kid] = now + self.cooldown

@@ -1,0 +1,49 @@
+"""Resource settings: one frozen object built once from `RESOURCE_*` environment variables.
+
+The resource holds no secret: everything here is public configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from shared.settings import Environ, env_float, env_int, env_str, env_url
+
+
+@dataclass(frozen=True)
+class ResourceSettings:
+    """Everything the resource is configured with; see the README's configuration table."""
+
+    issuer: str = "http://localhost:8000"
+    jwks_url: str = "http://localhost:8000/.well-known/jwks.json"
+    audience: str = "jwt-split-api"
+    leeway: int = 10
+    max_token_bytes: int = 4096
+    jwks_timeout: float = 2.0
+    jwks_max_bytes: int = 64 * 1024
+    jwks_default_ttl: int = 300
+    jwks_min_ttl: int = 30
+    jwks_max_ttl: int = 86400
+    jwks_cooldown: float = 10.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Environ | None = None) -> ResourceSettings:
+        """Build settings from the environment, naming the variable of any bad value."""
+        env = os.environ if environ is None else environ
+        issuer = env_url(env, "RESOURCE_ISSUER", cls.issuer)
+        return cls(
+            issuer=issuer,
+            jwks_url=env_url(env, "RESOURCE_JWKS_URL", f"{issuer}/.well-known/jwks.json"),
+            audience=env_str(env, "RESOURCE_AUDIENCE", cls.audience),
+            leeway=env_int(env, "RESOURCE_LEEWAY", cls.leeway, minimum=0, maximum=300),
+            max_token_bytes=env_int(env, "RESOURCE_MAX_TOKEN_BYTES", cls.max_token_bytes, minimum=512, maximum=65536),
+            jwks_timeout=env_float(env, "RESOURCE_JWKS_TIMEOUT", cls.jwks_timeout, minimum=0.1),
+            jwks_max_bytes=env_int(env, "RESOURCE_JWKS_MAX_BYTES", cls.jwks_max_bytes, minimum=1024),
+            jwks_default_ttl=env_int(env, "RESOURCE_JWKS_DEFAULT_TTL", cls.jwks_default_ttl, minimum=0),
+            jwks_min_ttl=env_int(env, "RESOURCE_JWKS_MIN_TTL", cls.jwks_min_ttl, minimum=0),
+            jwks_max_ttl=env_int(env, "RESOURCE_JWKS_MAX_TTL", cls.jwks_max_ttl, minimum=1),
+            jwks_cooldown=env_float(env, "RESOURCE_JWKS_COOLDOWN", cls.jwks_cooldown, minimum=0.0),
+            log_level=env_str(env, "RESOURCE_LOG_LEVEL", cls.log_level).upper(),
+        )

@@ -1,0 +1,1 @@
+"""Code shared by the jwt-split services: settings, logging, JOSE helpers and errors."""

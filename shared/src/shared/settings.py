@@ -1,0 +1,83 @@
+"""Read typed settings from environment variables, naming the variable on every error."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+Environ = Mapping[str, str]
+
+
+def env_str(environ: Environ, name: str, default: str | None = None) -> str:
+    """Return a non-empty string setting, or the default when the variable is unset."""
+    value = environ.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise SettingsError(f"{name} is required but not set")
+    return default
+
+
+def env_int(
+    environ: Environ,
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    """Return an integer setting within the given bounds."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def env_float(environ: Environ, name: str, default: float, *, minimum: float = 0.0) -> float:
+    """Return a non-negative number setting (seconds, usually)."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:  # also rejects NaN
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw}")
+    return value
+
+
+def env_bool(environ: Environ, name: str, default: bool) -> bool:
+    """Return a boolean setting written as 1/0, true/false, yes/no or on/off."""
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def env_url(environ: Environ, name: str, default: str | None = None) -> str:
+    """Return an absolute http(s) URL setting without a trailing slash."""
+    value = env_str(environ, name, default)
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise SettingsError(f"{name} must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"{name} must not have a query or fragment, got {value!r}")
+    return value.rstrip("/")
