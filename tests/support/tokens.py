@@ -1,0 +1,63 @@
+"""Build test tokens: `make_claims(**overrides)` and `sign(...)` with keys the tests generate."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.jose import public_jwk
+
+ISSUER = "http://localhost:8000"
+AUDIENCE = "jwt-split-api"
+
+_MISSING = object()
+
+
+def make_claims(*, issuer: str = ISSUER, audience: str = AUDIENCE, **overrides: Any) -> dict[str, Any]:
+    """Return valid RFC 9068 claims; an override of `None` removes that claim."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": "alice",
+        "aud": audience,
+        "exp": now + 300,
+        "iat": now,
+        "jti": uuid.uuid4().hex,
+        "client_id": "cli",
+        "scope": "profile",
+    }
+    for name, value in overrides.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return claims
+
+
+def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    """Generate an RSA private key."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def kid_of(key: rsa.RSAPrivateKey) -> str:
+    """Return the RFC 7638 thumbprint kid of a key."""
+    return public_jwk(key.public_key())["kid"]
+
+
+def sign(
+    claims: dict[str, Any],
+    key: rsa.RSAPrivateKey,
+    *,
+    kid: str | None = None,
+    typ: str | None = "at+jwt",
+    **headers: Any,
+) -> str:
+    """Sign claims with RS256 the way the issuer does; `kid` defaults to the key's thumbprint."""
+    header: dict[str, Any] = {"kid": kid if kid is not None else kid_of(key), **headers}
+    if typ is not None:
+        header["typ"] = typ
+    return jwt.encode(claims, key, algorithm="RS256", headers=header)
