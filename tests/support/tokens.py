@@ -14,8 +14,6 @@ from shared.jose import public_jwk
 ISSUER = "http://localhost:8000"
 AUDIENCE = "jwt-split-api"
 
-_MISSING = object()
-
 
 def make_claims(*, issuer: str = ISSUER, audience: str = AUDIENCE, **overrides: Any) -> dict[str, Any]:
     """Return valid RFC 9068 claims; an override of `None` removes that claim."""
@@ -57,7 +55,6 @@ def sign(
     **headers: Any,
 ) -> str:
     """Sign claims with RS256 the way the issuer does; `kid` defaults to the key's thumbprint."""
-    header: dict[str, Any] = {"kid": kid if kid is not None else kid_of(key), **headers}
-    if typ is not None:
-        header["typ"] = typ
+    # PyJWT drops a `typ` of None instead of writing its default "JWT".
+    header: dict[str, Any] = {"kid": kid if kid is not None else kid_of(key), "typ": typ, **headers}
     return jwt.encode(claims, key, algorithm="RS256", headers=header)
