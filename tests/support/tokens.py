@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
 import uuid
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from shared.jose import public_jwk
+from shared.jose import b64url_encode, public_jwk
 
 ISSUER = "http://localhost:8000"
 AUDIENCE = "jwt-split-api"
@@ -58,3 +62,22 @@ def sign(
     # PyJWT drops a `typ` of None instead of writing its default "JWT".
     header: dict[str, Any] = {"kid": kid if kid is not None else kid_of(key), "typ": typ, **headers}
     return jwt.encode(claims, key, algorithm="RS256", headers=header)
+
+
+def compact(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    """Assemble a JWS compact serialization by hand, for tokens no library would make."""
+    encode = lambda part: b64url_encode(json.dumps(part, separators=(",", ":")).encode())  # noqa: E731
+    return f"{encode(header)}.{encode(claims)}.{b64url_encode(signature)}"
+
+
+def forge_hs256(claims: dict[str, Any], secret: bytes, kid: str) -> str:
+    """Sign with HS256 using `secret` as the HMAC key: the classic algorithm-confusion forgery."""
+    header = {"alg": "HS256", "typ": "at+jwt", "kid": kid}
+    unsigned = compact(header, claims).rsplit(".", 1)[0]
+    signature = hmac.new(secret, unsigned.encode(), hashlib.sha256).digest()
+    return f"{unsigned}.{b64url_encode(signature)}"
+
+
+def public_pem(key: rsa.RSAPrivateKey) -> bytes:
+    """Return the SPKI PEM of a key's public half, as a forger would download it."""
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

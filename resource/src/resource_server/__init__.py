@@ -38,6 +38,9 @@ def create_app(settings: ResourceSettings | None = None) -> Flask:
         max_token_bytes=settings.max_token_bytes,
     )
 
+    if settings.jwks_prefetch:
+        jwks.prefetch()
+
     web.init_app(app)
     app.register_blueprint(api.bp)
     return app

@@ -7,6 +7,7 @@
   (concurrent requests wait for it); unknown kids are remembered for a cooldown so a flood
   of random kids cannot hammer the issuer.
 - Any failure (issuer down, slow, redirecting, oversized, garbage) keeps the keys it has.
+- `prefetch()` loads keys at start-up in the background, retrying until the issuer answers.
 """
 
 from __future__ import annotations
@@ -100,6 +101,19 @@ class JwksClient:
             raise KeysUnavailable("no verification keys have been loaded from the issuer yet")
         self._remember_unknown(kid, now)
         raise UnknownKey(kid)
+
+    def prefetch(self) -> None:
+        """Load the keys in a background thread now, retrying each cooldown until some arrive.
+
+        Each worker process calls this at start, so every worker holds keys before the issuer
+        can go away, not just the one that happened to answer the first request.
+        """
+        threading.Thread(target=self._prefetch_until_loaded, name="jwks-prefetch", daemon=True).start()
+
+    def _prefetch_until_loaded(self) -> None:
+        while not self._keys:
+            self._fetch_if_allowed()
+            time.sleep(max(0.05, min(self._next_fetch_at - self.clock(), self.cooldown)))
 
     def ensure_loaded(self) -> bool:
         """Return whether keys are held, trying a fetch (within limits) when none are."""

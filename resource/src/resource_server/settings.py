@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from shared.settings import Environ, env_float, env_int, env_str, env_url
+from shared.settings import Environ, env_bool, env_float, env_int, env_str, env_url
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class ResourceSettings:
     jwks_min_ttl: int = 30
     jwks_max_ttl: int = 86400
     jwks_cooldown: float = 10.0
+    jwks_prefetch: bool = True
     log_level: str = "INFO"
 
     @classmethod
@@ -45,5 +46,6 @@ class ResourceSettings:
             jwks_min_ttl=env_int(env, "RESOURCE_JWKS_MIN_TTL", cls.jwks_min_ttl, minimum=0),
             jwks_max_ttl=env_int(env, "RESOURCE_JWKS_MAX_TTL", cls.jwks_max_ttl, minimum=1),
             jwks_cooldown=env_float(env, "RESOURCE_JWKS_COOLDOWN", cls.jwks_cooldown, minimum=0.0),
+            jwks_prefetch=env_bool(env, "RESOURCE_JWKS_PREFETCH", cls.jwks_prefetch),
             log_level=env_str(env, "RESOURCE_LOG_LEVEL", cls.log_level).upper(),
         )

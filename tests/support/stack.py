@@ -1,0 +1,241 @@
+"""Running stacks for integration tests: both services as real gunicorn processes on loopback.
+
+A stack is driven only over HTTP (and the issuer CLI, as an operator would); the compose
+backend offers the same methods so the same test functions run against both deployments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Any, *, timeout: float = 20.0, interval: float = 0.1, what: str = "condition") -> None:
+    """Poll `predicate()` until it is true, failing the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def answers(url: str, status: int = 200) -> bool:
+    """Return whether GET url answers with the given status."""
+    try:
+        return requests.get(url, timeout=1).status_code == status
+    except requests.RequestException:
+        return False
+
+
+class GunicornService:
+    """One service under gunicorn, its output in a log file."""
+
+    def __init__(self, name: str, app: str, port: int, env: Mapping[str, str], log_path: Path) -> None:
+        self.name = name
+        self.app = app
+        self.port = port
+        self.env = dict(env)
+        self.log_path = log_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start gunicorn (returns at once; use `wait_until` for readiness)."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "gunicorn"), "-c", "python:shared.gunicorn_conf", "--bind", f"127.0.0.1:{self.port}", self.app],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to gunicorn's master and workers."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signum)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop gunicorn (SIGKILL with `kill`) and wait for it to exit."""
+        if self.proc is None:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def log(self) -> str:
+        """Return everything the service has logged."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """Return the JSON log lines the app wrote."""
+        events = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue
+        return events
+
+
+class LoopbackStack:
+    """The issuer and the resource as gunicorn processes on free loopback ports."""
+
+    backend = "loopback"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        issuer_env: Mapping[str, str] | None = None,
+        resource_env: Mapping[str, str] | None = None,
+        workers: int = 2,
+    ) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.data_dir = root / "issuer-data"
+        issuer_port, resource_port = free_port(), free_port()
+        self.public_issuer = f"http://localhost:{issuer_port}"
+        common = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": "4"}
+        self.issuer = GunicornService(
+            "issuer",
+            "issuer:create_app()",
+            issuer_port,
+            {
+                **common,
+                "ISSUER_URL": self.public_issuer,
+                "ISSUER_DATA_DIR": str(self.data_dir),
+                "ISSUER_DEMO_USERS": DEMO_USERS,
+                **(issuer_env or {}),
+            },
+            root / "issuer.log",
+        )
+        self.resource = GunicornService(
+            "resource",
+            "resource_server:create_app()",
+            resource_port,
+            {
+                **common,
+                "RESOURCE_ISSUER": self.public_issuer,
+                "RESOURCE_JWKS_URL": f"http://127.0.0.1:{issuer_port}/.well-known/jwks.json",
+                "RESOURCE_JWKS_COOLDOWN": "1",
+                **(resource_env or {}),
+            },
+            root / "resource.log",
+        )
+        self.issuer_url = self.issuer.url
+        self.resource_url = self.resource.url
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> LoopbackStack:
+        """Start both services and wait until the resource is ready."""
+        self.start_issuer()
+        self.start_resource()
+        wait_until(lambda: answers(f"{self.resource_url}/readyz"), what="the resource to be ready")
+        return self
+
+    def start_issuer(self) -> None:
+        """Start the issuer and wait until it answers."""
+        self.issuer.start()
+        wait_until(lambda: answers(f"{self.issuer_url}/healthz"), what="the issuer to answer")
+
+    def stop_issuer(self) -> None:
+        """Stop the issuer process (connections are then refused)."""
+        self.issuer.stop()
+
+    def freeze_issuer(self) -> None:
+        """Make the issuer accept connections but never answer (SIGSTOP)."""
+        self.issuer.signal(signal.SIGSTOP)
+
+    def thaw_issuer(self) -> None:
+        """Undo `freeze_issuer`."""
+        self.issuer.signal(signal.SIGCONT)
+
+    def start_resource(self) -> None:
+        """Start the resource and wait until it answers (ready or not)."""
+        self.resource.start()
+        wait_until(lambda: answers(f"{self.resource_url}/healthz"), what="the resource to answer")
+
+    def close(self) -> None:
+        """Stop everything."""
+        self.resource.stop()
+        self.issuer.stop()
+
+    # -- operator access ------------------------------------------------------------------------
+
+    def issuer_cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run `python -m issuer ARGS` against the issuer's data, as an operator would."""
+        return subprocess.run(
+            [sys.executable, "-m", "issuer", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.issuer.env},
+            timeout=60,
+            check=False,
+        )
+
+    def active_private_key(self) -> tuple[str, rsa.RSAPrivateKey]:
+        """Return the issuer's signing key, read from its key directory (to forge claims tests)."""
+        line = next(row for row in self.issuer_cli("keys", "list").stdout.splitlines() if " active " in row)
+        kid = line.split()[0]
+        key = serialization.load_pem_private_key((self.data_dir / "keys" / f"{kid}.pem").read_bytes(), None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return kid, key
+
+    def jwks_fetches(self) -> int:
+        """Return how many times the JWKS has been served by the issuer."""
+        return sum(
+            1 for e in self.issuer.log_events() if e.get("path") == "/.well-known/jwks.json" and e.get("msg") == "request"
+        )
+
+    # -- HTTP helpers -------------------------------------------------------------------------
+
+    def token(self, username: str = "alice", password: str = "wonderland", **params: str) -> dict[str, Any]:
+        """Get tokens with the password grant, as the README's curl walk-through does."""
+        response = requests.post(
+            f"{self.issuer_url}/token",
+            data={"grant_type": "password", "username": username, "password": password, **params},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def get(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
+        """GET a resource path, with a bearer token if given."""
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.get(f"{self.resource_url}{path}", headers=headers, timeout=10, **kwargs)
