@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -14,7 +15,7 @@ from tests.support.tokens import compact, forge_hs256, make_claims, new_rsa_key,
 Forger = Callable[[LoopbackStack, str, rsa.RSAPrivateKey], str]
 
 
-def _claims(stack: LoopbackStack, **overrides: object) -> dict[str, object]:
+def _claims(stack: LoopbackStack, **overrides: Any) -> dict[str, Any]:
     return make_claims(issuer=stack.public_issuer, **overrides)
 
 

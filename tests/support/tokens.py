@@ -66,8 +66,11 @@ def sign(
 
 def compact(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
     """Assemble a JWS compact serialization by hand, for tokens no library would make."""
-    encode = lambda part: b64url_encode(json.dumps(part, separators=(",", ":")).encode())  # noqa: E731
-    return f"{encode(header)}.{encode(claims)}.{b64url_encode(signature)}"
+    return f"{_encode_json(header)}.{_encode_json(claims)}.{b64url_encode(signature)}"
+
+
+def _encode_json(part: dict[str, Any]) -> str:
+    return b64url_encode(json.dumps(part, separators=(",", ":")).encode())
 
 
 def forge_hs256(claims: dict[str, Any], secret: bytes, kid: str) -> str:
