@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import requests
 
-from tests.support.stack import LoopbackStack
+from tests.support.stack import Stack
 
 
-def test_password_grant_token_gives_200_on_api_me(stack: LoopbackStack) -> None:
+def test_password_grant_token_gives_200_on_api_me(stack: Stack) -> None:
     tokens = stack.token("alice", "wonderland")
     assert tokens["token_type"] == "Bearer"
     assert tokens["scope"] == "admin profile"
@@ -21,7 +21,7 @@ def test_password_grant_token_gives_200_on_api_me(stack: LoopbackStack) -> None:
     assert body["claims"]["client_id"] == "cli"
 
 
-def test_admin_needs_admin_scope(stack: LoopbackStack) -> None:
+def test_admin_needs_admin_scope(stack: Stack) -> None:
     bob = stack.token("bob", "builder")["access_token"]
     response = stack.get("/api/admin", bob)
     assert response.status_code == 403
@@ -32,13 +32,13 @@ def test_admin_needs_admin_scope(stack: LoopbackStack) -> None:
     assert stack.get("/api/admin", alice).status_code == 200
 
 
-def test_requested_scope_is_narrowed_to_what_the_user_has(stack: LoopbackStack) -> None:
+def test_requested_scope_is_narrowed_to_what_the_user_has(stack: Stack) -> None:
     tokens = stack.token("bob", "builder", scope="profile admin")
     assert tokens["scope"] == "profile"
     assert stack.get("/api/me", tokens["access_token"]).json()["scope"] == "profile"
 
 
-def test_wrong_password_is_invalid_grant(stack: LoopbackStack) -> None:
+def test_wrong_password_is_invalid_grant(stack: Stack) -> None:
     response = requests.post(
         f"{stack.issuer_url}/token",
         data={"grant_type": "password", "username": "alice", "password": "nope"},
@@ -49,13 +49,13 @@ def test_wrong_password_is_invalid_grant(stack: LoopbackStack) -> None:
     assert "nope" not in response.text
 
 
-def test_unknown_grant_type_is_unsupported(stack: LoopbackStack) -> None:
+def test_unknown_grant_type_is_unsupported(stack: Stack) -> None:
     response = requests.post(f"{stack.issuer_url}/token", data={"grant_type": "implicit"}, timeout=10)
     assert response.status_code == 400
     assert response.json()["error"] == "unsupported_grant_type"
 
 
-def test_jwks_publishes_only_public_members(stack: LoopbackStack) -> None:
+def test_jwks_publishes_only_public_members(stack: Stack) -> None:
     response = requests.get(f"{stack.issuer_url}/.well-known/jwks.json", timeout=10)
     assert response.status_code == 200
     assert response.headers["Cache-Control"].startswith("public, max-age=")
@@ -66,7 +66,7 @@ def test_jwks_publishes_only_public_members(stack: LoopbackStack) -> None:
         assert (key["kty"], key["alg"], key["use"]) == ("RSA", "RS256", "sig")
 
 
-def test_metadata_is_served_at_both_well_known_paths(stack: LoopbackStack) -> None:
+def test_metadata_is_served_at_both_well_known_paths(stack: Stack) -> None:
     for path in ("oauth-authorization-server", "openid-configuration"):
         document = requests.get(f"{stack.issuer_url}/.well-known/{path}", timeout=10).json()
         assert document["issuer"] == stack.public_issuer
@@ -75,7 +75,7 @@ def test_metadata_is_served_at_both_well_known_paths(stack: LoopbackStack) -> No
         assert "refresh_token" in document["grant_types_supported"]
 
 
-def test_refresh_token_rotates_and_reuse_revokes_the_family(stack: LoopbackStack) -> None:
+def test_refresh_token_rotates_and_reuse_revokes_the_family(stack: Stack) -> None:
     first = stack.token("bob", "builder")
     refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
     second = requests.post(f"{stack.issuer_url}/token", data=refresh, timeout=10)
@@ -97,7 +97,7 @@ def test_refresh_token_rotates_and_reuse_revokes_the_family(stack: LoopbackStack
     assert successor.json()["error"] == "invalid_grant"
 
 
-def test_revoked_refresh_token_cannot_be_used(stack: LoopbackStack) -> None:
+def test_revoked_refresh_token_cannot_be_used(stack: Stack) -> None:
     tokens = stack.token("bob", "builder")
     revoked = requests.post(f"{stack.issuer_url}/revoke", data={"token": tokens["refresh_token"]}, timeout=10)
     assert revoked.status_code == 200
@@ -112,7 +112,7 @@ def test_revoked_refresh_token_cannot_be_used(stack: LoopbackStack) -> None:
     assert requests.post(f"{stack.issuer_url}/revoke", data={"token": "unknown"}, timeout=10).status_code == 200
 
 
-def test_health_endpoints(stack: LoopbackStack) -> None:
+def test_health_endpoints(stack: Stack) -> None:
     assert requests.get(f"{stack.issuer_url}/healthz", timeout=10).json() == {"status": "ok"}
     assert stack.get("/healthz").json() == {"status": "ok"}
     ready = stack.get("/readyz")

@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.stack import LoopbackStack
+from tests.support.stack import Stack
 from tests.support.tokens import compact, forge_hs256, make_claims, new_rsa_key, public_pem, sign
 
-Forger = Callable[[LoopbackStack, str, rsa.RSAPrivateKey], str]
+Forger = Callable[[Stack, str, rsa.RSAPrivateKey], str]
 
 
-def _claims(stack: LoopbackStack, **overrides: Any) -> dict[str, Any]:
+def _claims(stack: Stack, **overrides: Any) -> dict[str, Any]:
     return make_claims(issuer=stack.public_issuer, **overrides)
 
 
-def _tampered(stack: LoopbackStack, kid: str, key: rsa.RSAPrivateKey) -> str:
+def _tampered(stack: Stack, kid: str, key: rsa.RSAPrivateKey) -> str:
     header, _, signature = sign(_claims(stack, scope="profile"), key, kid=kid).split(".")
     _, payload, _ = sign(_claims(stack, scope="profile admin"), key, kid=kid).split(".")
     return f"{header}.{payload}.{signature}"
@@ -45,14 +45,14 @@ FORGERIES: dict[str, Forger] = {
 
 
 @pytest.fixture(scope="module")
-def issuer_key(stack: LoopbackStack) -> tuple[str, rsa.RSAPrivateKey]:
+def issuer_key(stack: Stack) -> tuple[str, rsa.RSAPrivateKey]:
     """The issuer's real signing key: claim checks must hold even for genuinely signed tokens."""
     return stack.active_private_key()
 
 
 @pytest.mark.parametrize("case", FORGERIES)
 def test_unacceptable_token_gets_401_invalid_token(
-    stack: LoopbackStack, issuer_key: tuple[str, rsa.RSAPrivateKey], case: str
+    stack: Stack, issuer_key: tuple[str, rsa.RSAPrivateKey], case: str
 ) -> None:
     kid, key = issuer_key
     response = stack.get("/api/me", FORGERIES[case](stack, kid, key))
@@ -63,14 +63,14 @@ def test_unacceptable_token_gets_401_invalid_token(
     assert 'error="invalid_token"' in challenge
 
 
-def test_request_without_token_gets_challenge_without_error_code(stack: LoopbackStack) -> None:
+def test_request_without_token_gets_challenge_without_error_code(stack: Stack) -> None:
     response = stack.get("/api/me")
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="jwt-split"'
 
 
 def test_properly_signed_token_is_accepted_so_rejections_above_are_about_the_forgery(
-    stack: LoopbackStack, issuer_key: tuple[str, rsa.RSAPrivateKey]
+    stack: Stack, issuer_key: tuple[str, rsa.RSAPrivateKey]
 ) -> None:
     kid, key = issuer_key
     assert stack.get("/api/me", sign(_claims(stack), key, kid=kid)).status_code == 200

@@ -6,6 +6,7 @@ backend offers the same methods so the same test functions run against both depl
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import signal
@@ -67,7 +68,14 @@ class GunicornService:
         """Start gunicorn (returns at once; use `wait_until` for readiness)."""
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(BIN / "gunicorn"), "-c", "python:shared.gunicorn_conf", "--bind", f"127.0.0.1:{self.port}", self.app],
+                [
+                    str(BIN / "gunicorn"),
+                    "-c",
+                    "python:shared.gunicorn_conf",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    self.app,
+                ],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -96,19 +104,131 @@ class GunicornService:
         """Return everything the service has logged."""
         return self.log_path.read_text(errors="replace")
 
-    def log_events(self) -> list[dict[str, Any]]:
-        """Return the JSON log lines the app wrote."""
-        events = []
-        for line in self.log().splitlines():
-            if line.startswith("{"):
-                try:
-                    events.append(json.loads(line))
-                except ValueError:
-                    continue
-        return events
+
+class Stack(abc.ABC):
+    """What every backend offers: lifecycle, operator access and HTTP helpers."""
+
+    backend = "abstract"
+    public_issuer: str
+    issuer_url: str
+    resource_url: str
+    workers: int
+
+    @abc.abstractmethod
+    def __init__(
+        self,
+        root: Path,
+        *,
+        issuer_env: Mapping[str, str] | None = None,
+        resource_env: Mapping[str, str] | None = None,
+        workers: int = 2,
+    ) -> None:
+        """Prepare, without starting, a stack whose files live under `root`."""
+
+    def start(self) -> Stack:
+        """Start both services and wait until the resource is ready."""
+        self.start_issuer()
+        self.start_resource()
+        wait_until(self.all_workers_hold_keys, timeout=30, what="every resource worker to load keys")
+        return self
+
+    def all_workers_hold_keys(self) -> bool:
+        """Return whether every resource worker has logged loading the JWKS."""
+        loaded = {e.get("pid") for e in log_events(self.resource_logs()) if e.get("msg") == "jwks loaded"}
+        return len(loaded) >= self.workers
+
+    @abc.abstractmethod
+    def start_issuer(self) -> None:
+        """Start (or restart) the issuer and wait until it answers."""
+
+    @abc.abstractmethod
+    def stop_issuer(self) -> None:
+        """Stop the issuer (connections are then refused)."""
+
+    @abc.abstractmethod
+    def freeze_issuer(self) -> None:
+        """Make the issuer accept connections but never answer."""
+
+    @abc.abstractmethod
+    def thaw_issuer(self) -> None:
+        """Undo `freeze_issuer`."""
+
+    @abc.abstractmethod
+    def start_resource(self) -> None:
+        """Start the resource and wait until it answers (ready or not)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop and remove everything."""
+
+    @abc.abstractmethod
+    def issuer_cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run `python -m issuer ARGS` where the issuer's data is, as an operator would."""
+
+    @abc.abstractmethod
+    def issuer_logs(self) -> str:
+        """Return everything the issuer has logged."""
+
+    @abc.abstractmethod
+    def resource_logs(self) -> str:
+        """Return everything the resource has logged."""
+
+    @abc.abstractmethod
+    def _private_key_pem(self, kid: str) -> bytes:
+        """Return the PEM file of a key from the issuer's data directory."""
+
+    # -- derived helpers ----------------------------------------------------------------------
+
+    def active_private_key(self) -> tuple[str, rsa.RSAPrivateKey]:
+        """Return the issuer's signing key, read from its key directory (to forge claims tests)."""
+        listing = self.issuer_cli("keys", "list")
+        assert listing.returncode == 0, listing.stderr
+        line = next(row for row in listing.stdout.splitlines() if row.split()[1:2] == ["active"])
+        kid = line.split()[0]
+        key = serialization.load_pem_private_key(self._private_key_pem(kid), None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return kid, key
+
+    def jwks_fetches(self) -> int:
+        """Return how many times the issuer has served the JWKS."""
+        return sum(
+            1
+            for e in log_events(self.issuer_logs())
+            if e.get("path") == "/.well-known/jwks.json" and e.get("msg") == "request"
+        )
+
+    def token(self, username: str = "alice", password: str = "wonderland", **params: str) -> dict[str, Any]:
+        """Get tokens with the password grant, as the README's curl walk-through does."""
+        response = requests.post(
+            f"{self.issuer_url}/token",
+            data={"grant_type": "password", "username": username, "password": password, **params},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def get(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
+        """GET a resource path, with a bearer token if given."""
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.get(f"{self.resource_url}{path}", headers=headers, timeout=10, **kwargs)
 
 
-class LoopbackStack:
+def log_events(text: str) -> list[dict[str, Any]]:
+    """Return the JSON log lines in a service's output."""
+    events = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return events
+
+
+class LoopbackStack(Stack):
     """The issuer and the resource as gunicorn processes on free loopback ports."""
 
     backend = "loopback"
@@ -122,6 +242,7 @@ class LoopbackStack:
         workers: int = 2,
     ) -> None:
         self.root = root
+        self.workers = workers
         root.mkdir(parents=True, exist_ok=True)
         self.data_dir = root / "issuer-data"
         issuer_port, resource_port = free_port(), free_port()
@@ -157,13 +278,6 @@ class LoopbackStack:
         self.resource_url = self.resource.url
 
     # -- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> LoopbackStack:
-        """Start both services and wait until the resource is ready."""
-        self.start_issuer()
-        self.start_resource()
-        wait_until(lambda: answers(f"{self.resource_url}/readyz"), what="the resource to be ready")
-        return self
 
     def start_issuer(self) -> None:
         """Start the issuer and wait until it answers."""
@@ -206,36 +320,13 @@ class LoopbackStack:
             check=False,
         )
 
-    def active_private_key(self) -> tuple[str, rsa.RSAPrivateKey]:
-        """Return the issuer's signing key, read from its key directory (to forge claims tests)."""
-        line = next(row for row in self.issuer_cli("keys", "list").stdout.splitlines() if " active " in row)
-        kid = line.split()[0]
-        key = serialization.load_pem_private_key((self.data_dir / "keys" / f"{kid}.pem").read_bytes(), None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return kid, key
+    def issuer_logs(self) -> str:
+        """Return everything the issuer has logged."""
+        return self.issuer.log()
 
-    def jwks_fetches(self) -> int:
-        """Return how many times the JWKS has been served by the issuer."""
-        return sum(
-            1 for e in self.issuer.log_events() if e.get("path") == "/.well-known/jwks.json" and e.get("msg") == "request"
-        )
+    def resource_logs(self) -> str:
+        """Return everything the resource has logged."""
+        return self.resource.log()
 
-    # -- HTTP helpers -------------------------------------------------------------------------
-
-    def token(self, username: str = "alice", password: str = "wonderland", **params: str) -> dict[str, Any]:
-        """Get tokens with the password grant, as the README's curl walk-through does."""
-        response = requests.post(
-            f"{self.issuer_url}/token",
-            data={"grant_type": "password", "username": username, "password": password, **params},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def get(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
-        """GET a resource path, with a bearer token if given."""
-        headers = dict(kwargs.pop("headers", {}))
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return requests.get(f"{self.resource_url}{path}", headers=headers, timeout=10, **kwargs)
+    def _private_key_pem(self, kid: str) -> bytes:
+        return (self.data_dir / "keys" / f"{kid}.pem").read_bytes()

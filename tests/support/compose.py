@@ -1,0 +1,145 @@
+"""The compose backend: both services as real containers, driven like the loopback stack.
+
+Each stack is its own compose project (`-p`), on free host ports, with a generated override
+file for test settings; `close()` always runs `docker compose down -v --remove-orphans`.
+Nothing here skips: without a working Docker the container tests fail with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from tests.support.stack import Stack, answers, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def compose_available() -> str | None:
+    """Return why Docker Compose cannot be used here, or None when it can."""
+    if shutil.which("docker") is None:
+        return "the docker client is not installed (run scripts/docker-setup)"
+    for command in (["docker", "info"], ["docker", "compose", "version"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        if result.returncode != 0:
+            return f"`{' '.join(command)}` failed: {result.stderr.strip()[:300]} (run scripts/docker-setup)"
+    return None
+
+
+def build_images() -> None:
+    """Build both images once per test session (later `up`s reuse them)."""
+    subprocess.run(["docker", "compose", "-f", str(REPO / "compose.yaml"), "build"], check=True, timeout=900)
+
+
+class ComposeStack(Stack):
+    """The issuer and the resource as containers of a compose project of their own."""
+
+    backend = "compose"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        issuer_env: Mapping[str, str] | None = None,
+        resource_env: Mapping[str, str] | None = None,
+        workers: int = 2,
+    ) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.workers = workers
+        self.project = f"jwtsplit-test-{uuid.uuid4().hex[:8]}"
+        issuer_port, resource_port = free_port(), free_port()
+        self.public_issuer = f"http://localhost:{issuer_port}"
+        self.issuer_url = f"http://127.0.0.1:{issuer_port}"
+        self.resource_url = f"http://127.0.0.1:{resource_port}"
+        self.env = {
+            **os.environ,
+            "ISSUER_PORT": str(issuer_port),
+            "RESOURCE_PORT": str(resource_port),
+            "WEB_CONCURRENCY": str(workers),
+        }
+        override = {
+            "services": {
+                "issuer": {"environment": dict(issuer_env or {}), "healthcheck": {"interval": "1s"}},
+                "resource": {
+                    "environment": {"RESOURCE_JWKS_COOLDOWN": "1", **(resource_env or {})},
+                    "healthcheck": {"interval": "1s"},
+                },
+            }
+        }
+        self.override = root / "compose.test.yaml"
+        self.override.write_text(json.dumps(override, indent=2))  # JSON is YAML
+        self.started = False
+
+    def compose(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `docker compose` on this project."""
+        result = subprocess.run(
+            [
+                "docker",
+                "compose",
+                "-p",
+                self.project,
+                "-f",
+                str(REPO / "compose.yaml"),
+                "-f",
+                str(self.override),
+                *args,
+            ],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start_issuer(self) -> None:
+        """Start (or restart) the issuer container and wait until it answers."""
+        self.started = True
+        self.compose("up", "-d", "--no-build", "issuer")
+        wait_until(lambda: answers(f"{self.issuer_url}/healthz"), timeout=60, what="the issuer container")
+
+    def stop_issuer(self) -> None:
+        """Stop the issuer container."""
+        self.compose("stop", "issuer")
+
+    def freeze_issuer(self) -> None:
+        """Pause the issuer container: the kernel still accepts connections, nothing answers."""
+        self.compose("pause", "issuer")
+
+    def thaw_issuer(self) -> None:
+        """Unpause the issuer container."""
+        self.compose("unpause", "issuer")
+
+    def start_resource(self) -> None:
+        """Start the resource container and wait until it answers (ready or not)."""
+        self.started = True
+        self.compose("up", "-d", "--no-build", "--no-deps", "resource")
+        wait_until(lambda: answers(f"{self.resource_url}/healthz"), timeout=60, what="the resource container")
+
+    def close(self) -> None:
+        """Remove the containers, the network and the volume."""
+        if self.started:
+            self.compose("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
+
+    def issuer_cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run `python -m issuer ARGS` inside the issuer container."""
+        return self.compose("exec", "-T", "issuer", "python", "-m", "issuer", *args, stdin=stdin, check=False)
+
+    def issuer_logs(self) -> str:
+        """Return the issuer container's output."""
+        return self.compose("logs", "--no-color", "--no-log-prefix", "issuer").stdout
+
+    def resource_logs(self) -> str:
+        """Return the resource container's output."""
+        return self.compose("logs", "--no-color", "--no-log-prefix", "resource").stdout
+
+    def _private_key_pem(self, kid: str) -> bytes:
+        return self.compose("exec", "-T", "issuer", "cat", f"/data/keys/{kid}.pem").stdout.encode()
