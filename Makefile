@@ -4,22 +4,35 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast docker demo lint clean
 
 install: $(STAMP)
 
 $(STAMP): requirements/runtime.lock requirements/dev.lock shared/pyproject.toml issuer/pyproject.toml resource/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/runtime.lock -r requirements/dev.lock
-	$(BIN)/python -m pip install -q --no-deps -e shared -e issuer -e resource
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e shared -e issuer -e resource
 	touch $@
 
 run: install
 	scripts/run-local
 
+# The stand-in base image that scripts/docker-setup builds where no registry can be reached.
+STAND_IN := jwt-split-python:bookworm
+USE_STAND_IN = if [ -z "$${PYTHON_IMAGE:-}" ] && docker image inspect $(STAND_IN) >/dev/null 2>&1; then \
+	export PYTHON_IMAGE=$(STAND_IN); fi
+
 ## All tests: unit, loopback integration, containers.
-test: install
-	$(BIN)/pytest
+test: install docker
+	@$(USE_STAND_IN); $(BIN)/pytest
+
+## A Docker engine and Compose v2 (installed and started by scripts/docker-setup where missing).
+docker:
+	@docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 || scripts/docker-setup
+
+## Narrated curl walk-through against the compose stack (started if it is not running).
+demo: docker
+	@$(USE_STAND_IN); scripts/demo
 
 ## Unit and loopback tests only (no Docker).
 test-fast: install

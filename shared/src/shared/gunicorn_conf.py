@@ -15,6 +15,9 @@ graceful_timeout = 10
 keepalive = 5
 # The apps log one JSON line per request themselves, without query strings.
 accesslog = None
+# No gunicornc control socket: it would live in $HOME, absent in containers and shared by
+# the two services of `make run`.
+control_socket_disable = True
 errorlog = "-"
 # Headers are where tokens travel: refuse oversized ones before the app sees them.
 limit_request_line = 4094

@@ -1,0 +1,53 @@
+"""Operator actions on a running stack: emergency rotation and issuer restarts."""
+
+from __future__ import annotations
+
+import jwt
+import requests
+
+from tests.conftest import StackFactory
+from tests.support.stack import wait_until
+
+
+def _kid(token: str) -> str:
+    kid: str = jwt.get_unverified_header(token)["kid"]
+    return kid
+
+
+def test_emergency_rotation_is_accepted_without_restarting_the_resource(make_stack: StackFactory) -> None:
+    stack = make_stack().start()
+    old = stack.token("alice", "wonderland")["access_token"]
+
+    rotated = stack.issuer_cli("keys", "rotate", "--now")
+    assert rotated.returncode == 0, rotated.stderr
+    new_kid = rotated.stdout.split()[0]
+    assert " active " in rotated.stdout
+
+    # Every issuer worker picks the new key up within its reload interval.
+    wait_until(lambda: _kid(stack.token("alice", "wonderland")["access_token"]) == new_kid, what="the new signing key")
+    new = stack.token("alice", "wonderland")["access_token"]
+    assert _kid(new) != _kid(old)
+    assert stack.get("/api/me", new).status_code == 200
+    assert stack.get("/api/me", old).status_code == 200  # the retiring key is still published
+
+    listing = stack.issuer_cli("keys", "list").stdout
+    states = {line.split()[0]: line.split()[1] for line in listing.splitlines()}
+    assert states == {new_kid: "active", _kid(old): "retiring"}
+
+
+def test_issuer_restart_keeps_keys_and_users(make_stack: StackFactory) -> None:
+    stack = make_stack().start()
+    added = stack.issuer_cli("users", "add", "carol", "--scope", "profile", stdin="correct horse battery\n")
+    assert added.returncode == 0, added.stderr
+    before = requests.get(f"{stack.issuer_url}/.well-known/jwks.json", timeout=10).json()
+    token = stack.token("carol", "correct horse battery")["access_token"]
+
+    stack.stop_issuer()
+    stack.start_issuer()
+
+    after = requests.get(f"{stack.issuer_url}/.well-known/jwks.json", timeout=10).json()
+    assert after == before
+    again = stack.token("carol", "correct horse battery")["access_token"]
+    assert _kid(again) == _kid(token)
+    assert stack.get("/api/me", token).status_code == 200
+    assert stack.get("/api/me", again).json()["sub"] == "carol"
