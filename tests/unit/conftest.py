@@ -1,0 +1,113 @@
+"""Fixtures for the in-process unit tests: session RSA keys, a hand-moved clock, a tiny JWKS server."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from issuer import db
+from issuer.keys import KeyStore
+from issuer.settings import IssuerSettings
+from tests.support.tokens import new_rsa_key
+from tests.unit.fakes import FakeClock, JwksServer
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> rsa.RSAPrivateKey:
+    """The key the trusted issuer signs with."""
+    return new_rsa_key()
+
+
+@pytest.fixture(scope="session")
+def other_rsa_key() -> rsa.RSAPrivateKey:
+    """A second key: the next key in a rotation, or an attacker's key."""
+    return new_rsa_key()
+
+
+@pytest.fixture(scope="session")
+def small_rsa_key() -> rsa.RSAPrivateKey:
+    """A 1024-bit key, too short to be trusted."""
+    return new_rsa_key(1024)
+
+
+# -- clock --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fresh hand-moved clock."""
+    return FakeClock()
+
+
+# -- issuer settings ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def issuer_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An issuer data directory with its schema and first (2048-bit) key, made once."""
+    data_dir = tmp_path_factory.mktemp("issuer-template")
+    db.initialise(data_dir / "issuer.sqlite3")
+    KeyStore(data_dir / "keys", data_dir / "issuer.sqlite3").ensure_active()
+    return data_dir
+
+
+@pytest.fixture
+def issuer_settings(tmp_path: Path, issuer_data_template: Path) -> IssuerSettings:
+    """Issuer settings on a private copy of the template data directory, with cheap argon2."""
+    data_dir = tmp_path / "issuer"
+    shutil.copytree(issuer_data_template, data_dir)
+    return IssuerSettings(
+        url="http://issuer.test",
+        data_dir=data_dir,
+        argon2_time_cost=1,
+        argon2_memory_kib=8192,
+        key_reload_interval=0.0,
+    )
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo the `dictConfig` each `create_app` applies, so no test inherits another's handlers."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    werkzeug_level = logging.getLogger("werkzeug").level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("werkzeug").setLevel(werkzeug_level)
+
+
+# -- a JWKS server ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[JwksServer]:
+    """A JWKS server of the test's own, answering an empty key set until told otherwise."""
+    server = JwksServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A URL on a loopback port where nothing listens."""
+    probe = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = probe.server_address[1]
+    probe.server_close()
+    return f"http://127.0.0.1:{port}/.well-known/jwks.json"

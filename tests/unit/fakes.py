@@ -1,0 +1,146 @@
+"""Test doubles the unit tests share: a clock moved by hand and a real little JWKS server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.jose import public_jwk
+
+
+class FakeClock:
+    """A clock that moves only when a test moves it."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += seconds
+
+
+class JwksServer:
+    """A real HTTP server on 127.0.0.1 whose answer a test sets, counting the requests it gets.
+
+    `hold()` makes answers wait until `release()`; `delay` waits before the headers; `trickle`
+    sends the body one byte per `trickle_interval` with chunked encoding.
+    """
+
+    path = "/.well-known/jwks.json"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._released = threading.Event()
+        self._released.set()
+        self.paths: list[str] = []
+        self.status = 200
+        self.body = b'{"keys": []}'
+        self.headers: dict[str, str] = {"Content-Type": "application/json"}
+        self.delay = 0.0
+        self.trickle = False
+        self.trickle_interval = 0.05
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="jwks-server", daemon=True
+        )
+        self._thread.start()
+        port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.url = self.base_url + self.path
+
+    @property
+    def request_count(self) -> int:
+        """Return how many requests arrived."""
+        with self._lock:
+            return len(self.paths)
+
+    def serve_keys(self, *keys: rsa.RSAPrivateKey, cache_control: str | None = "public, max-age=300") -> None:
+        """Answer with the public JWKs of these keys."""
+        self.serve_jwks([public_jwk(key.public_key()) for key in keys], cache_control=cache_control)
+
+    def serve_jwks(self, jwks: list[Any], *, cache_control: str | None = "public, max-age=300") -> None:
+        """Answer 200 with these JWKs."""
+        headers = {"Content-Type": "application/json"}
+        if cache_control is not None:
+            headers["Cache-Control"] = cache_control
+        self.answer(200, json.dumps({"keys": jwks}).encode(), headers)
+
+    def answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """Answer every request with this status, body and headers."""
+        with self._lock:
+            self.status = status
+            self.body = body
+            self.headers = dict(headers if headers is not None else {"Content-Type": "application/json"})
+
+    def hold(self) -> None:
+        """Make requests wait for `release()` before they are answered."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let held requests be answered."""
+        self._released.set()
+
+    def stop(self) -> None:
+        """Stop listening: connections are refused from now on."""
+        if not self._stopped.is_set():
+            self._stopped.set()
+            self._released.set()
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+
+    def _snapshot(self, path: str) -> tuple[int, bytes, dict[str, str]]:
+        with self._lock:
+            self.paths.append(path)
+            return self.status, self.body, dict(self.headers)
+
+    def _wait_released(self) -> None:
+        self._released.wait(timeout=10)
+        if self.delay:
+            self._stopped.wait(self.delay)
+
+
+def _handler_for(server: JwksServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            status, body, headers = server._snapshot(self.path)
+            server._wait_released()
+            try:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Connection", "close")
+                if server.trickle:
+                    self._trickle(body)
+                    return
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:
+                pass  # the client gave up; that is what some tests want
+
+        def _trickle(self, body: bytes) -> None:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for byte in body:
+                if server._stopped.wait(server.trickle_interval):
+                    return
+                self.wfile.write(b"1\r\n" + bytes([byte]) + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep the test output quiet."""
+
+    return Handler

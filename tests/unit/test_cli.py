@@ -1,0 +1,225 @@
+"""Unit tests for issuer.cli through click's CliRunner, with ISSUER_DATA_DIR pointing at tmp_path."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner, Result
+
+from issuer import db
+from issuer.cli import main
+from issuer.keys import KeyStore
+from issuer.settings import IssuerSettings
+from issuer.tokens import Grant, RefreshError, RefreshTokens
+from issuer.users import UserStore
+
+KID = r"[A-Za-z0-9_-]{43}"
+
+
+@pytest.fixture
+def settings(issuer_settings: IssuerSettings) -> IssuerSettings:
+    return issuer_settings
+
+
+@pytest.fixture
+def runner(settings: IssuerSettings) -> CliRunner:
+    """A runner whose environment points the CLI at the test's data directory, cheap argon2."""
+    return CliRunner(
+        env={
+            "ISSUER_DATA_DIR": str(settings.data_dir),
+            "ISSUER_ARGON2_TIME_COST": str(settings.argon2_time_cost),
+            "ISSUER_ARGON2_MEMORY_KIB": str(settings.argon2_memory_kib),
+        }
+    )
+
+
+@pytest.fixture
+def user_store(settings: IssuerSettings) -> Iterator[UserStore]:
+    conn = db.connect(settings.db_path)
+    yield UserStore(conn, settings.password_hasher())
+    conn.close()
+
+
+def _keys(settings: IssuerSettings) -> KeyStore:
+    return KeyStore(settings.key_dir, settings.db_path, reload_interval=0.0)
+
+
+def _states(settings: IssuerSettings) -> dict[str, str]:
+    return {record.kid: record.state for record in _keys(settings).records()}
+
+
+def _add(runner: CliRunner, name: str = "carol", password: str = "correct horse", *args: str) -> Result:
+    return runner.invoke(main, ["users", "add", name, *args], input=password + "\n")
+
+
+# -- users --------------------------------------------------------------------------------
+
+
+def test_users_add_reads_the_password_from_stdin(runner: CliRunner, user_store: UserStore) -> None:
+    result = _add(runner, "carol", "correct horse", "--scope", "profile admin")
+    assert result.exit_code == 0, result.output
+    assert result.output == "added carol with scope 'admin profile'\n"
+    assert "correct horse" not in result.output
+    user = user_store.authenticate("carol", "correct horse")
+    assert user is not None
+    assert user.scopes == frozenset({"profile", "admin"})
+
+
+def test_users_add_defaults_to_the_profile_scope(runner: CliRunner, user_store: UserStore) -> None:
+    assert _add(runner).exit_code == 0
+    user = user_store.get("carol")
+    assert user is not None
+    assert user.scope == "profile"
+
+
+def test_users_add_keeps_spaces_inside_the_password(runner: CliRunner, user_store: UserStore) -> None:
+    assert _add(runner, "carol", "  spaced out  ").exit_code == 0
+    assert user_store.authenticate("carol", "  spaced out  ") is not None
+
+
+def test_users_add_refuses_a_password_on_the_command_line(runner: CliRunner, user_store: UserStore) -> None:
+    positional = runner.invoke(main, ["users", "add", "carol", "correct horse"], input="")
+    option = runner.invoke(main, ["users", "add", "carol", "--password", "correct horse"], input="")
+    assert positional.exit_code == 2
+    assert option.exit_code == 2
+    assert user_store.get("carol") is None
+
+
+def test_users_add_refuses_a_weak_password(runner: CliRunner, user_store: UserStore) -> None:
+    result = _add(runner, "carol", "short")
+    assert result.exit_code == 1
+    assert "Error: password must be at least 8 characters" in result.output
+    assert user_store.get("carol") is None
+
+
+def test_users_add_refuses_a_malformed_name(runner: CliRunner) -> None:
+    result = _add(runner, "Carol")
+    assert result.exit_code == 1
+    assert "Error: username must be" in result.output
+
+
+def test_users_add_refuses_an_existing_user(runner: CliRunner) -> None:
+    assert _add(runner).exit_code == 0
+    result = _add(runner, "carol", "another password")
+    assert result.exit_code == 1
+    assert "Error: user 'carol' already exists" in result.output
+
+
+def test_users_list_shows_names_and_scopes(runner: CliRunner) -> None:
+    _add(runner, "dave", "correct horse", "--scope", "profile")
+    _add(runner, "carol", "correct horse", "--scope", "profile admin")
+    result = runner.invoke(main, ["users", "list"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r"carol  admin profile  created \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", lines[0])
+    assert lines[1].startswith("dave  profile  created ")
+
+
+def test_users_delete_removes_the_user_and_revokes_tokens(runner: CliRunner, user_store: UserStore) -> None:
+    _add(runner)
+    tokens = RefreshTokens(user_store.conn, ttl=3600)
+    token = tokens.issue(Grant("carol", "cli", "profile"))
+    result = runner.invoke(main, ["users", "delete", "carol"])
+    assert (result.exit_code, result.output) == (0, "deleted carol\n")
+    assert user_store.get("carol") is None
+    with pytest.raises(RefreshError, match="revoked"):
+        tokens.rotate(token, "cli")
+
+
+def test_users_delete_of_unknown_user_fails(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["users", "delete", "nobody"])
+    assert result.exit_code == 1
+    assert "Error: no user named 'nobody'" in result.output
+
+
+def test_bad_setting_stops_the_cli_naming_the_variable(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["users", "list"], env={"ISSUER_ARGON2_TIME_COST": "lots"})
+    assert result.exit_code == 1
+    assert "Error: ISSUER_ARGON2_TIME_COST must be a whole number" in result.output
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+def test_keys_list_shows_the_full_kid_state_and_dates(runner: CliRunner, settings: IssuerSettings) -> None:
+    (kid,) = _states(settings)
+    result = runner.invoke(main, ["keys", "list"])
+    assert result.exit_code == 0
+    date = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert re.fullmatch(
+        rf"{re.escape(kid)}  active    created {date}  activated {date}  retiring -  retired -\n", result.output
+    )
+
+
+def test_keys_rotate_stages_a_next_key(runner: CliRunner, settings: IssuerSettings) -> None:
+    (active,) = _states(settings)
+    result = runner.invoke(main, ["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    match = re.match(rf"({KID})  next ", result.output)
+    assert match is not None
+    assert _states(settings) == {active: "active", match.group(1): "next"}
+    assert _keys(settings).signing_key().kid == active
+
+
+def test_second_keys_rotate_fails_with_a_clear_message(runner: CliRunner, settings: IssuerSettings) -> None:
+    runner.invoke(main, ["keys", "rotate"])
+    before = _states(settings)
+    result = runner.invoke(main, ["keys", "rotate"])
+    assert result.exit_code == 1
+    assert "is already staged as next" in result.output
+    assert "keys rotate --now" in result.output
+    assert _states(settings) == before
+
+
+def test_keys_rotate_now_activates_the_staged_key(runner: CliRunner, settings: IssuerSettings) -> None:
+    (old,) = _states(settings)
+    staged = _keys(settings).rotate().kid
+    result = runner.invoke(main, ["keys", "rotate", "--now"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{staged}  active ")
+    assert _states(settings) == {old: "retiring", staged: "active"}
+    listing = runner.invoke(main, ["keys", "list"]).output
+    assert f"{old}  retiring" in listing
+
+
+def test_keys_rotate_now_without_staged_key_makes_a_new_active_key(runner: CliRunner, settings: IssuerSettings) -> None:
+    (old,) = _states(settings)
+    result = runner.invoke(main, ["keys", "rotate", "--now"])
+    assert result.exit_code == 0
+    states = _states(settings)
+    assert states.pop(old) == "retiring"
+    assert list(states.values()) == ["active"]
+
+
+def test_keys_retire_refuses_the_active_key(runner: CliRunner, settings: IssuerSettings) -> None:
+    (active,) = _states(settings)
+    result = runner.invoke(main, ["keys", "retire", active])
+    assert result.exit_code == 1
+    assert f"Error: key {active} is signing; run 'keys rotate --now' first" in result.output
+    assert _states(settings) == {active: "active"}
+
+
+def test_keys_retire_withdraws_a_retiring_key(runner: CliRunner, settings: IssuerSettings) -> None:
+    (old,) = _states(settings)
+    runner.invoke(main, ["keys", "rotate", "--now"])
+    result = runner.invoke(main, ["keys", "retire", old])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{old}  retired ")
+    assert old not in {jwk["kid"] for jwk in _keys(settings).published()}
+    assert not (settings.key_dir / f"{old}.pem").exists()
+
+
+def test_keys_retire_of_unknown_kid_fails(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["keys", "retire", "no-such-kid"])
+    assert result.exit_code == 1
+    assert "Error: no key has kid 'no-such-kid'" in result.output
+
+
+def test_help_lists_the_command_groups(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "users" in result.output
+    assert "keys" in result.output

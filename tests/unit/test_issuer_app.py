@@ -1,0 +1,341 @@
+"""Unit tests for the issuer app through Flask's test client: token, revoke and discovery endpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from issuer import create_app
+from issuer.clients import Client
+from issuer.keys import KeyStore
+from issuer.settings import IssuerSettings
+from resource_server.verifier import Verifier
+from shared.jose import load_verification_key
+from shared.logs import JsonFormatter
+
+DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
+
+
+@pytest.fixture
+def settings(issuer_settings: IssuerSettings) -> IssuerSettings:
+    return dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, jwks_max_age=123)
+
+
+@pytest.fixture
+def app(settings: IssuerSettings) -> Flask:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def _token(client: FlaskClient, **form: str) -> TestResponse:
+    return client.post("/token", data=form)
+
+
+def _login(client: FlaskClient, username: str = "alice", password: str = "wonderland", **form: str) -> TestResponse:
+    return _token(client, grant_type="password", username=username, password=password, **form)
+
+
+def _assert_error(response: TestResponse, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body: dict[str, Any] = response.get_json()
+    assert body["error"] == error
+    assert body["error_description"]
+    assert response.headers["Cache-Control"] == "no-store"
+    return body
+
+
+def _refresh_token(response: TestResponse) -> str:
+    value: str = response.get_json()["refresh_token"]
+    return value
+
+
+def _jwks_verifier(client: FlaskClient, settings: IssuerSettings) -> Verifier:
+    keys = dict(load_verification_key(jwk) for jwk in client.get("/.well-known/jwks.json").get_json()["keys"])
+
+    class Keys:
+        def get(self, kid: str) -> Any:
+            return keys[kid]
+
+    return Verifier(Keys(), issuer=settings.url, audience=settings.audience)
+
+
+# -- password grant -----------------------------------------------------------------------
+
+
+def test_password_grant_issues_tokens_that_verify_against_the_jwks(
+    client: FlaskClient, settings: IssuerSettings
+) -> None:
+    response = _login(client)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token", "scope"}
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == settings.access_token_ttl
+    assert body["scope"] == "admin profile"
+    claims = _jwks_verifier(client, settings).verify(body["access_token"])
+    assert (claims["sub"], claims["scope"], claims["client_id"]) == ("alice", "admin profile", "cli")
+    assert claims["iss"] == "http://issuer.test"
+
+
+def test_success_is_never_cached(client: FlaskClient) -> None:
+    response = _login(client)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+
+
+def test_access_token_is_signed_by_the_active_key(app: Flask, client: FlaskClient) -> None:
+    token = _login(client).get_json()["access_token"]
+    keys: KeyStore = app.extensions["issuer.keys"]
+    assert jwt.get_unverified_header(token)["kid"] == keys.signing_key().kid
+
+
+def test_requested_scope_is_narrowed_to_what_the_user_may_have(client: FlaskClient) -> None:
+    assert _login(client, scope="profile").get_json()["scope"] == "profile"
+    assert _login(client, scope="profile billing").get_json()["scope"] == "profile"
+    assert _login(client, username="bob", password="builder", scope="profile admin").get_json()["scope"] == "profile"
+
+
+def test_scope_nobody_may_have_is_invalid_scope(client: FlaskClient) -> None:
+    _assert_error(_login(client, username="bob", password="builder", scope="admin"), 400, "invalid_scope")
+
+
+def test_malformed_scope_is_invalid_scope(client: FlaskClient) -> None:
+    _assert_error(_login(client, scope='profile "admin"'), 400, "invalid_scope")
+
+
+def test_wrong_password_is_invalid_grant(client: FlaskClient) -> None:
+    body = _assert_error(_login(client, password="wrong-password"), 400, "invalid_grant")
+    assert body["error_description"] == "the username or password is incorrect"
+
+
+def test_unknown_user_is_invalid_grant_with_the_same_description(client: FlaskClient) -> None:
+    body = _assert_error(_login(client, username="mallory"), 400, "invalid_grant")
+    assert body["error_description"] == "the username or password is incorrect"
+
+
+@pytest.mark.parametrize("missing", ["username", "password"])
+def test_missing_credentials_are_invalid_request(client: FlaskClient, missing: str) -> None:
+    form = {"grant_type": "password", "username": "alice", "password": "wonderland"}
+    del form[missing]
+    body = _assert_error(_token(client, **form), 400, "invalid_request")
+    assert missing in body["error_description"]
+
+
+def test_wrong_content_type_is_invalid_request(client: FlaskClient) -> None:
+    response = client.post("/token", json={"grant_type": "password", "username": "alice", "password": "wonderland"})
+    body = _assert_error(response, 400, "invalid_request")
+    assert "application/x-www-form-urlencoded" in body["error_description"]
+
+
+def test_duplicated_parameter_is_invalid_request(client: FlaskClient) -> None:
+    response = client.post(
+        "/token",
+        data="grant_type=password&username=alice&username=bob&password=wonderland",
+        content_type="application/x-www-form-urlencoded",
+    )
+    body = _assert_error(response, 400, "invalid_request")
+    assert "'username' was sent more than once" in body["error_description"]
+
+
+def test_missing_grant_type_is_invalid_request(client: FlaskClient) -> None:
+    body = _assert_error(_token(client, username="alice", password="wonderland"), 400, "invalid_request")
+    assert "grant_type" in body["error_description"]
+
+
+def test_unsupported_grant_type(client: FlaskClient) -> None:
+    _assert_error(_token(client, grant_type="client_credentials"), 400, "unsupported_grant_type")
+
+
+def test_unsupported_grant_type_description_is_truncated(client: FlaskClient) -> None:
+    body = _assert_error(_token(client, grant_type="x" * 5000), 400, "unsupported_grant_type")
+    assert len(body["error_description"]) < 200
+
+
+def test_unknown_client_is_401_invalid_client(client: FlaskClient) -> None:
+    _assert_error(_login(client, client_id="stranger"), 401, "invalid_client")
+
+
+def test_client_not_allowed_the_grant_is_unauthorized_client(app: Flask, client: FlaskClient) -> None:
+    clients: dict[str, Client] = app.extensions["issuer.clients"]
+    clients["login-only"] = dataclasses.replace(
+        clients["cli"], client_id="login-only", grant_types=frozenset({"password"})
+    )
+    _assert_error(
+        _token(client, grant_type="refresh_token", refresh_token="x", client_id="login-only"),
+        400,
+        "unauthorized_client",
+    )
+
+
+def test_oversized_body_is_413_json(client: FlaskClient, settings: IssuerSettings) -> None:
+    response = _login(client, padding="x" * (settings.max_body_bytes + 1))
+    _assert_error(response, 413, "request_too_large")
+
+
+def test_get_on_token_endpoint_is_405_json(client: FlaskClient) -> None:
+    response = client.get("/token")
+    _assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_unknown_path_is_404_json(client: FlaskClient) -> None:
+    _assert_error(client.get("/admin.php"), 404, "not_found")
+
+
+# -- refresh grant ------------------------------------------------------------------------
+
+
+def test_refresh_grant_rotates_the_refresh_token(client: FlaskClient, settings: IssuerSettings) -> None:
+    first = _refresh_token(_login(client))
+    response = _token(client, grant_type="refresh_token", refresh_token=first)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert body["refresh_token"] != first
+    assert body["scope"] == "admin profile"
+    assert _jwks_verifier(client, settings).verify(body["access_token"])["sub"] == "alice"
+
+
+def test_reused_refresh_token_is_invalid_grant_and_kills_its_successor(client: FlaskClient) -> None:
+    first = _refresh_token(_login(client))
+    second = _refresh_token(_token(client, grant_type="refresh_token", refresh_token=first))
+    _assert_error(_token(client, grant_type="refresh_token", refresh_token=first), 400, "invalid_grant")
+    body = _assert_error(_token(client, grant_type="refresh_token", refresh_token=second), 400, "invalid_grant")
+    assert "revoked" in body["error_description"]
+
+
+def test_refresh_can_narrow_but_never_widen_the_scope(client: FlaskClient) -> None:
+    narrow = _login(client, scope="profile")
+    token = _refresh_token(narrow)
+    _assert_error(_token(client, grant_type="refresh_token", refresh_token=token, scope="admin"), 400, "invalid_scope")
+    token = _refresh_token(_login(client))
+    response = _token(client, grant_type="refresh_token", refresh_token=token, scope="profile")
+    assert response.get_json()["scope"] == "profile"
+
+
+def test_refresh_token_missing_is_invalid_request(client: FlaskClient) -> None:
+    _assert_error(_token(client, grant_type="refresh_token"), 400, "invalid_request")
+
+
+def test_unknown_refresh_token_is_invalid_grant(client: FlaskClient) -> None:
+    _assert_error(_token(client, grant_type="refresh_token", refresh_token="made-up"), 400, "invalid_grant")
+
+
+# -- revocation ---------------------------------------------------------------------------
+
+
+def test_revoke_ends_the_refresh_token(client: FlaskClient) -> None:
+    token = _refresh_token(_login(client))
+    response = client.post("/revoke", data={"token": token})
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    _assert_error(_token(client, grant_type="refresh_token", refresh_token=token), 400, "invalid_grant")
+
+
+def test_revoke_of_unknown_token_is_200(client: FlaskClient) -> None:
+    assert client.post("/revoke", data={"token": "never-issued"}).status_code == 200
+
+
+def test_revoke_of_access_token_is_unsupported_token_type(client: FlaskClient) -> None:
+    access = _login(client).get_json()["access_token"]
+    _assert_error(client.post("/revoke", data={"token": access}), 400, "unsupported_token_type")
+
+
+def test_revoke_without_token_is_invalid_request(client: FlaskClient) -> None:
+    _assert_error(client.post("/revoke", data={}), 400, "invalid_request")
+
+
+def test_revoke_with_json_body_is_invalid_request(client: FlaskClient) -> None:
+    _assert_error(client.post("/revoke", json={"token": "x"}), 400, "invalid_request")
+
+
+# -- discovery ----------------------------------------------------------------------------
+
+
+def test_jwks_publishes_public_keys_with_cache_control(client: FlaskClient, app: Flask) -> None:
+    response = client.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "public, max-age=123"
+    (jwk,) = response.get_json()["keys"]
+    assert set(jwk) == {"kty", "n", "e", "kid", "alg", "use"}
+    assert jwk["kid"] == app.extensions["issuer.keys"].signing_key().kid
+
+
+def test_jwks_shows_a_key_rotated_by_another_process_without_restart(
+    client: FlaskClient, settings: IssuerSettings
+) -> None:
+    staged = KeyStore(settings.key_dir, settings.db_path).rotate()
+    kids = [jwk["kid"] for jwk in client.get("/.well-known/jwks.json").get_json()["keys"]]
+    assert staged.kid in kids
+    assert len(kids) == 2
+
+
+@pytest.mark.parametrize("path", ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"])
+def test_metadata_describes_the_endpoints(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    document = response.get_json()
+    assert document["issuer"] == "http://issuer.test"
+    assert document["jwks_uri"] == "http://issuer.test/.well-known/jwks.json"
+    assert document["token_endpoint"] == "http://issuer.test/token"
+    assert document["revocation_endpoint"] == "http://issuer.test/revoke"
+    assert set(document["grant_types_supported"]) >= {"password", "refresh_token"}
+    assert "public" in response.headers["Cache-Control"]
+
+
+def test_healthz(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
+
+
+# -- start-up -----------------------------------------------------------------------------
+
+
+def test_demo_users_are_seeded_once(settings: IssuerSettings) -> None:
+    create_app(settings)
+    second = create_app(settings).test_client()
+    assert _login(second).status_code == 200
+    assert _login(second, username="bob", password="builder").status_code == 200
+
+
+def test_app_creates_its_first_key_in_an_empty_data_dir(settings: IssuerSettings) -> None:
+    empty = dataclasses.replace(settings, data_dir=settings.data_dir.parent / "empty")
+    app = create_app(empty)
+    assert len(app.extensions["issuer.keys"].published()) == 1
+    assert (empty.key_dir / f"{app.extensions['issuer.keys'].signing_key().kid}.pem").exists()
+
+
+@pytest.fixture
+def log_lines(app: Flask) -> Iterator[io.StringIO]:
+    """Every log line the app writes during the test, formatted as in production."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("issuer"))
+    logging.getLogger().addHandler(handler)
+    yield stream
+    logging.getLogger().removeHandler(handler)
+
+
+def test_logs_never_hold_passwords_or_tokens(client: FlaskClient, log_lines: io.StringIO) -> None:
+    body = _login(client).get_json()
+    _login(client, password="not-the-password")
+    _token(client, grant_type="refresh_token", refresh_token=body["refresh_token"])
+    output = log_lines.getvalue()
+    entries = [json.loads(line) for line in output.splitlines()]
+    assert any(e.get("msg") == "issued access token" and e.get("sub") == "alice" for e in entries)
+    for secret in ("wonderland", "not-the-password", body["access_token"], body["refresh_token"]):
+        assert secret not in output

@@ -1,0 +1,82 @@
+"""Unit tests for issuer.settings: defaults, ISSUER_* variables and errors naming them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+
+from issuer.settings import IssuerSettings
+from shared.settings import SettingsError
+
+
+def test_defaults_come_from_an_empty_environment() -> None:
+    settings = IssuerSettings.from_env({})
+    assert settings == IssuerSettings()
+    assert settings.url == "http://localhost:8000"
+    assert settings.access_token_ttl == 600
+    assert settings.rsa_key_bits == 2048
+
+
+def test_variables_override_the_defaults(tmp_path: Path) -> None:
+    settings = IssuerSettings.from_env(
+        {
+            "ISSUER_URL": "https://auth.example/",
+            "ISSUER_DATA_DIR": str(tmp_path),
+            "ISSUER_AUDIENCE": "orders-api",
+            "ISSUER_ACCESS_TOKEN_TTL": "300",
+            "ISSUER_REFRESH_TOKEN_TTL": "3600",
+            "ISSUER_JWKS_MAX_AGE": "60",
+            "ISSUER_RSA_KEY_BITS": "3072",
+            "ISSUER_ARGON2_TIME_COST": "3",
+            "ISSUER_ARGON2_MEMORY_KIB": "65536",
+            "ISSUER_DEMO_USERS": "alice:wonderland:profile",
+            "ISSUER_LOG_LEVEL": "debug",
+        }
+    )
+    assert settings.url == "https://auth.example"
+    assert settings.data_dir == tmp_path
+    assert settings.audience == "orders-api"
+    assert (settings.access_token_ttl, settings.refresh_token_ttl, settings.jwks_max_age) == (300, 3600, 60)
+    assert settings.rsa_key_bits == 3072
+    assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (3, 65536)
+    assert settings.demo_users == "alice:wonderland:profile"
+    assert settings.log_level == "DEBUG"
+
+
+def test_database_and_key_dir_live_in_the_data_dir(tmp_path: Path) -> None:
+    settings = IssuerSettings(data_dir=tmp_path)
+    assert settings.db_path == tmp_path / "issuer.sqlite3"
+    assert settings.key_dir == tmp_path / "keys"
+
+
+def test_password_hasher_uses_the_configured_cost() -> None:
+    hasher = IssuerSettings(argon2_time_cost=1, argon2_memory_kib=8192).password_hasher()
+    assert isinstance(hasher, PasswordHasher)
+    assert "m=8192,t=1,p=1" in hasher.hash("correct horse")
+
+
+def test_settings_are_frozen() -> None:
+    settings = IssuerSettings()
+    with pytest.raises(AttributeError):
+        settings.url = "http://elsewhere"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ISSUER_URL", "auth.example", "absolute http"),
+        ("ISSUER_ACCESS_TOKEN_TTL", "10", "at least 30"),
+        ("ISSUER_ACCESS_TOKEN_TTL", "86400", "at most 3600"),
+        ("ISSUER_ACCESS_TOKEN_TTL", "ten minutes", "whole number"),
+        ("ISSUER_REFRESH_TOKEN_TTL", "59", "at least 60"),
+        ("ISSUER_JWKS_MAX_AGE", "-1", "at least 0"),
+        ("ISSUER_RSA_KEY_BITS", "1024", "at least 2048"),
+        ("ISSUER_ARGON2_TIME_COST", "0", "at least 1"),
+        ("ISSUER_ARGON2_MEMORY_KIB", "1024", "at least 8192"),
+    ],
+)
+def test_bad_value_stops_start_up_naming_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name} must .*{message}"):
+        IssuerSettings.from_env({name: value})

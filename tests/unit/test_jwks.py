@@ -1,0 +1,490 @@
+"""Unit tests for resource_server.jwks against a real HTTP server on 127.0.0.1, with a hand-moved clock."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from resource_server.jwks import JwksClient, KeysUnavailable, UnknownKey
+from shared.jose import public_jwk
+from tests.support.tokens import kid_of
+from tests.unit.fakes import FakeClock, JwksServer
+
+ClientFactory = Callable[..., JwksClient]
+
+COOLDOWN = 10.0
+
+
+def _join_threads(name: str) -> None:
+    for thread in threading.enumerate():
+        if thread.name == name:
+            thread.join(timeout=10)
+            assert not thread.is_alive(), f"{name} thread did not finish"
+
+
+def _wait_for_background_refresh() -> None:
+    _join_threads("jwks-refresh")
+
+
+@pytest.fixture
+def make_client(jwks_server: JwksServer, clock: FakeClock) -> Iterator[ClientFactory]:
+    """Build JWKS clients on the test server and clock; their sessions are closed afterwards."""
+    sessions: list[requests.Session] = []
+
+    def make(**options: Any) -> JwksClient:
+        session = requests.Session()
+        sessions.append(session)
+        settings: dict[str, Any] = {
+            "timeout": 0.5,
+            "max_bytes": 64 * 1024,
+            "default_ttl": 300,
+            "min_ttl": 30,
+            "max_ttl": 3600,
+            "cooldown": COOLDOWN,
+            "clock": clock,
+            "session": session,
+            **options,
+        }
+        return JwksClient(settings.pop("url", jwks_server.url), **settings)
+
+    yield make
+    _wait_for_background_refresh()
+    for session in sessions:
+        session.close()
+
+
+@pytest.fixture
+def loaded(make_client: ClientFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> JwksClient:
+    """A client that has fetched the JWKS once and holds `rsa_key` (fresh for 300 s)."""
+    jwks_server.serve_keys(rsa_key)
+    client = make_client()
+    client.get(kid_of(rsa_key))
+    assert jwks_server.request_count == 1
+    return client
+
+
+def _same_key(a: rsa.RSAPublicKey, b: rsa.RSAPrivateKey) -> bool:
+    return a.public_numbers() == b.public_key().public_numbers()
+
+
+def _jwks_body(*keys: rsa.RSAPrivateKey, **extra: Any) -> bytes:
+    return json.dumps({"keys": [public_jwk(k.public_key()) for k in keys], **extra}).encode()
+
+
+# -- loading and caching ------------------------------------------------------------------
+
+
+def test_first_use_fetches_the_jwks_and_returns_the_key(
+    make_client: ClientFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    client = make_client()
+    assert _same_key(client.get(kid_of(rsa_key)), rsa_key)
+    assert client.kids == [kid_of(rsa_key)]
+    assert jwks_server.paths == [JwksServer.path]
+
+
+def test_fresh_keys_are_served_from_memory(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    for _ in range(50):
+        loaded.get(kid_of(rsa_key))
+        clock.advance(5)
+    assert jwks_server.request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "ttl"),
+    [
+        ("public, max-age=120", 120),
+        ("max-age=5", 30),  # clamped up to min_ttl
+        ("max-age=0", 30),
+        ("public, max-age=999999", 3600),  # clamped down to max_ttl
+        ("no-store", 30),
+        ("no-cache", 30),
+        ("no-store, max-age=600", 30),
+        (None, 300),  # default_ttl
+    ],
+)
+def test_cache_lifetime_follows_cache_control_within_limits(
+    make_client: ClientFactory,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    cache_control: str | None,
+    ttl: int,
+) -> None:
+    jwks_server.serve_keys(rsa_key, cache_control=cache_control)
+    client = make_client()
+    kid = kid_of(rsa_key)
+    client.get(kid)
+
+    clock.advance(ttl - 0.5)
+    client.get(kid)
+    _wait_for_background_refresh()
+    assert jwks_server.request_count == 1
+
+    clock.advance(0.5)
+    client.get(kid)
+    _wait_for_background_refresh()
+    assert jwks_server.request_count == 2
+
+
+def test_stale_keys_keep_serving_while_one_background_fetch_runs(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    old, new = kid_of(rsa_key), kid_of(other_rsa_key)
+    jwks_server.serve_keys(other_rsa_key)
+    jwks_server.hold()
+    clock.advance(300)
+
+    started = time.perf_counter()
+    for _ in range(20):
+        assert _same_key(loaded.get(old), rsa_key)  # answered while the issuer has not replied
+    assert time.perf_counter() - started < 1.0
+
+    jwks_server.release()
+    _wait_for_background_refresh()
+    assert jwks_server.request_count == 2
+    assert loaded.kids == [new]
+    assert _same_key(loaded.get(new), other_rsa_key)
+    assert jwks_server.request_count == 2
+
+
+def test_failed_background_refresh_keeps_the_old_keys(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(503, b"down for maintenance")
+    clock.advance(301)
+    loaded.get(kid_of(rsa_key))
+    _wait_for_background_refresh()
+    assert jwks_server.request_count == 2
+    assert _same_key(loaded.get(kid_of(rsa_key)), rsa_key)
+
+
+def test_background_refresh_after_failure_waits_for_the_cooldown(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(500, b"")
+    clock.advance(301)
+    for _ in range(5):
+        loaded.get(kid_of(rsa_key))
+        _wait_for_background_refresh()
+        clock.advance(1)
+    assert jwks_server.request_count == 2
+    clock.advance(COOLDOWN)
+    loaded.get(kid_of(rsa_key))
+    _wait_for_background_refresh()
+    assert jwks_server.request_count == 3
+
+
+# -- unknown kids -------------------------------------------------------------------------
+
+
+def test_unknown_kid_triggers_a_refetch_that_finds_a_new_key(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    jwks_server.serve_keys(rsa_key, other_rsa_key)
+    clock.advance(COOLDOWN)
+    assert _same_key(loaded.get(kid_of(other_rsa_key)), other_rsa_key)
+    assert jwks_server.request_count == 2
+    assert sorted(loaded.kids) == sorted([kid_of(rsa_key), kid_of(other_rsa_key)])
+
+
+def test_unknown_kid_burst_refetches_at_most_once_per_cooldown(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock
+) -> None:
+    def burst() -> None:
+        for _ in range(100):
+            with pytest.raises(UnknownKey):
+                loaded.get(uuid.uuid4().hex)
+
+    clock.advance(COOLDOWN + 1)
+    burst()
+    assert jwks_server.request_count == 2
+    clock.advance(COOLDOWN / 2)
+    burst()
+    assert jwks_server.request_count == 2
+    clock.advance(COOLDOWN / 2)
+    burst()
+    assert jwks_server.request_count == 3
+
+
+def test_same_unknown_kid_is_remembered_for_a_cooldown(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock
+) -> None:
+    clock.advance(COOLDOWN)
+    for _ in range(10):
+        with pytest.raises(UnknownKey):
+            loaded.get("forged-kid")
+        clock.advance(COOLDOWN / 20)
+    assert jwks_server.request_count == 2
+
+
+def test_key_published_just_after_a_fetch_is_found_once_the_cooldown_passes(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    other_rsa_key: rsa.RSAPrivateKey,
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    jwks_server.serve_keys(rsa_key, other_rsa_key)
+    with pytest.raises(UnknownKey):
+        loaded.get(kid_of(other_rsa_key))
+    assert jwks_server.request_count == 1
+    clock.advance(COOLDOWN)
+    assert _same_key(loaded.get(kid_of(other_rsa_key)), other_rsa_key)
+    assert jwks_server.request_count == 2
+
+
+@pytest.mark.parametrize("cooldown", [COOLDOWN, 0.0])
+def test_concurrent_requests_for_a_new_kid_cause_one_fetch(
+    make_client: ClientFactory,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+    cooldown: float,
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    client = make_client(cooldown=cooldown)
+    client.get(kid_of(rsa_key))
+    jwks_server.serve_keys(rsa_key, other_rsa_key)
+    jwks_server.delay = 0.2  # keep the fetch in flight while the others arrive
+    clock.advance(COOLDOWN)
+    new = kid_of(other_rsa_key)
+    threads = 16
+    barrier = threading.Barrier(threads)
+    results: list[object] = []
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            results.append(client.get(new))
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            results.append(exc)
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=10)
+    assert len(results) == threads
+    assert all(isinstance(r, rsa.RSAPublicKey) and _same_key(r, other_rsa_key) for r in results), results
+    assert jwks_server.request_count == 2
+
+
+# -- failures keep the keys held ----------------------------------------------------------
+
+
+def _fail_http_500(server: JwksServer, body: bytes) -> None:
+    server.answer(500, body)
+
+
+def _fail_garbage(server: JwksServer, body: bytes) -> None:
+    server.answer(200, b"\x00\xffnot json at all" + body)
+
+
+def _fail_html(server: JwksServer, body: bytes) -> None:
+    server.answer(200, b"<html><body>Welcome to nginx</body></html>", {"Content-Type": "text/html"})
+
+
+def _fail_non_object(server: JwksServer, body: bytes) -> None:
+    server.answer(200, json.dumps([json.loads(body)]).encode())
+
+
+def _fail_keys_not_a_list(server: JwksServer, body: bytes) -> None:
+    server.answer(200, json.dumps({"keys": json.loads(body)["keys"][1]}).encode())
+
+
+def _fail_no_usable_key(server: JwksServer, body: bytes) -> None:
+    server.answer(200, b'{"keys": [{"kty": "EC", "kid": "ec"}]}')
+
+
+def _fail_oversized(server: JwksServer, body: bytes) -> None:
+    document = json.loads(body)
+    document["padding"] = "x" * 70_000
+    server.answer(200, json.dumps(document).encode())
+
+
+def _fail_redirect(server: JwksServer, body: bytes) -> None:
+    server.answer(302, body, {"Location": server.base_url + "/elsewhere.json", "Content-Type": "application/json"})
+
+
+def _fail_slow(server: JwksServer, body: bytes) -> None:
+    server.answer(200, body)
+    server.delay = 5.0
+
+
+def _fail_trickle(server: JwksServer, body: bytes) -> None:
+    server.answer(200, body)
+    server.trickle = True
+
+
+def _fail_stopped(server: JwksServer, body: bytes) -> None:
+    server.stop()
+
+
+FAILURES = {
+    "http-500": (_fail_http_500, "HTTP 500"),
+    "garbage": (_fail_garbage, "not JSON"),
+    "html": (_fail_html, "not JSON"),
+    "non-object": (_fail_non_object, "not an object with a 'keys' list"),
+    "keys-not-a-list": (_fail_keys_not_a_list, "not an object with a 'keys' list"),
+    "no-usable-key": (_fail_no_usable_key, "no usable RS256 key"),
+    "oversized": (_fail_oversized, "larger than 65536 bytes"),
+    "redirect": (_fail_redirect, "HTTP 302"),
+    "slow": (_fail_slow, "ReadTimeout"),
+    "trickle": (_fail_trickle, "took too long"),
+    "issuer-down": (_fail_stopped, "ConnectionError"),
+}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_failed_fetch_keeps_serving_the_keys_held(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+    failure: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_fail, reason = FAILURES[failure]
+    # Each failing answer would, if accepted, publish the new key.
+    make_fail(jwks_server, _jwks_body(rsa_key, other_rsa_key))
+    clock.advance(COOLDOWN)
+    started = time.perf_counter()
+    with pytest.raises(UnknownKey):
+        loaded.get(kid_of(other_rsa_key))
+    assert time.perf_counter() - started < 3.0
+    assert loaded.fetch_count == 2
+    assert loaded.kids == [kid_of(rsa_key)]
+    assert _same_key(loaded.get(kid_of(rsa_key)), rsa_key)
+    reasons = [r.fields["reason"] for r in caplog.records if r.getMessage().startswith("jwks fetch failed")]  # type: ignore[attr-defined]
+    assert len(reasons) == 1
+    assert reason in reasons[0]
+
+
+def test_redirect_is_not_followed(loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock) -> None:
+    _fail_redirect(jwks_server, b"{}")
+    clock.advance(COOLDOWN)
+    with pytest.raises(UnknownKey):
+        loaded.get("other")
+    assert jwks_server.paths == [JwksServer.path, JwksServer.path]
+
+
+def test_jwks_at_the_size_limit_is_accepted(
+    make_client: ClientFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    body = _jwks_body(rsa_key)
+    jwks_server.answer(200, body)
+    assert _same_key(make_client(max_bytes=len(body)).get(kid_of(rsa_key)), rsa_key)
+
+
+# -- which keys are trusted ---------------------------------------------------------------
+
+
+def test_unfit_keys_are_ignored_and_fit_ones_kept(
+    make_client: ClientFactory,
+    jwks_server: JwksServer,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+    small_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    good = dict(public_jwk(rsa_key.public_key()))
+    other = dict(public_jwk(other_rsa_key.public_key()))
+    unfit = [
+        {**other, "kid": "wrong-kty", "kty": "EC"},
+        {**other, "kid": "wrong-use", "use": "enc"},
+        {**other, "kid": "wrong-alg", "alg": "RS384"},
+        {**other, "kid": "hmac", "alg": "HS256"},
+        {**public_jwk(small_rsa_key.public_key()), "kid": "small"},
+        {**other, "kid": "private", "d": "AQAB"},
+        {**other, "kid": None},
+        "not an object",
+    ]
+    jwks_server.serve_jwks([*unfit, good])
+    client = make_client()
+    assert _same_key(client.get(kid_of(rsa_key)), rsa_key)
+    assert client.kids == [kid_of(rsa_key)]
+    for kid in ("wrong-kty", "wrong-use", "wrong-alg", "hmac", "small", "private"):
+        with pytest.raises(UnknownKey):
+            client.get(kid)
+
+
+# -- nothing loaded yet -------------------------------------------------------------------
+
+
+def test_keys_unavailable_when_the_issuer_was_never_reachable(make_client: ClientFactory, dead_url: str) -> None:
+    client = make_client(url=dead_url)
+    with pytest.raises(KeysUnavailable):
+        client.get("any-kid")
+    assert client.ensure_loaded() is False
+    assert client.kids == []
+
+
+def test_keys_unavailable_when_the_issuer_only_fails(make_client: ClientFactory, jwks_server: JwksServer) -> None:
+    jwks_server.answer(500, b"")
+    client = make_client()
+    with pytest.raises(KeysUnavailable):
+        client.get("any-kid")
+
+
+def test_keys_unavailable_when_the_jwks_holds_no_usable_key(
+    make_client: ClientFactory, jwks_server: JwksServer, small_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.serve_keys(small_rsa_key)
+    with pytest.raises(KeysUnavailable):
+        make_client().get(kid_of(small_rsa_key))
+
+
+def test_retries_while_unloaded_respect_the_cooldown(
+    make_client: ClientFactory, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(500, b"")
+    client = make_client()
+    for _ in range(20):
+        with pytest.raises(KeysUnavailable):
+            client.get(kid_of(rsa_key))
+        assert client.ensure_loaded() is False
+    assert jwks_server.request_count == 1
+
+    jwks_server.serve_keys(rsa_key)
+    clock.advance(COOLDOWN)
+    assert client.ensure_loaded() is True
+    assert _same_key(client.get(kid_of(rsa_key)), rsa_key)
+    assert jwks_server.request_count == 2
+
+
+def test_ensure_loaded_does_not_refetch_when_keys_are_held(loaded: JwksClient, jwks_server: JwksServer) -> None:
+    assert loaded.ensure_loaded() is True
+    assert loaded.ensure_loaded() is True
+    assert jwks_server.request_count == 1
+
+
+def test_prefetch_loads_keys_in_the_background(
+    make_client: ClientFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    client = make_client(cooldown=0.0)
+    client.prefetch()
+    _join_threads("jwks-prefetch")
+    assert client.kids == [kid_of(rsa_key)]
+    assert jwks_server.request_count == 1

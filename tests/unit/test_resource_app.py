@@ -1,0 +1,221 @@
+"""Unit tests for the resource app through Flask's test client, with keys from a real JWKS server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from resource_server import create_app
+from resource_server.jwks import JwksClient
+from resource_server.settings import ResourceSettings
+from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
+from tests.unit.fakes import JwksServer
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
+    """Build resource apps on the test JWKS server; their HTTP sessions are closed afterwards."""
+    apps: list[Flask] = []
+
+    def make(**options: Any) -> Flask:
+        settings = ResourceSettings(
+            issuer=ISSUER,
+            jwks_url=jwks_server.url,
+            audience=AUDIENCE,
+            jwks_timeout=0.5,
+            jwks_cooldown=0.0,
+            jwks_prefetch=False,
+            **options,
+        )
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        jwks: JwksClient = app.extensions["resource.jwks"]
+        jwks.session.close()
+
+
+@pytest.fixture
+def client(make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> FlaskClient:
+    """A client of a resource whose issuer publishes `rsa_key`."""
+    jwks_server.serve_keys(rsa_key)
+    return make_app().test_client()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _assert_error(response: TestResponse, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body: dict[str, Any] = response.get_json()
+    assert body["error"] == error
+    assert response.headers["Cache-Control"] == "no-store"
+    return body
+
+
+def _assert_invalid_token(response: TestResponse) -> None:
+    _assert_error(response, 401, "invalid_token")
+    assert response.headers["WWW-Authenticate"].startswith('Bearer realm="jwt-split", error="invalid_token"')
+
+
+# -- /api/me ------------------------------------------------------------------------------
+
+
+def test_me_returns_the_verified_claims(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    claims = make_claims(scope="profile admin")
+    response = client.get("/api/me", headers=_bearer(sign(claims, rsa_key)))
+    assert response.status_code == 200
+    assert response.get_json() == {"sub": "alice", "scope": "profile admin", "claims": claims}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_me_without_token_is_401_with_a_bare_challenge(client: FlaskClient) -> None:
+    response = client.get("/api/me")
+    _assert_error(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="jwt-split"'
+
+
+def test_other_auth_scheme_counts_as_no_token(client: FlaskClient) -> None:
+    response = client.get("/api/me", headers={"Authorization": "Basic YWxpY2U6d29uZGVybGFuZA=="})
+    _assert_error(response, 401, "unauthorized")
+    assert "error=" not in response.headers["WWW-Authenticate"]
+
+
+def test_empty_bearer_token_is_invalid_token(client: FlaskClient) -> None:
+    _assert_invalid_token(client.get("/api/me", headers={"Authorization": "Bearer "}))
+
+
+def test_expired_token_is_invalid_token(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    now = int(time.time())
+    response = client.get("/api/me", headers=_bearer(sign(make_claims(iat=now - 900, exp=now - 60), rsa_key)))
+    _assert_invalid_token(response)
+    assert 'error_description="the token has expired"' in response.headers["WWW-Authenticate"]
+
+
+def test_token_for_other_audience_is_invalid_token(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    _assert_invalid_token(client.get("/api/me", headers=_bearer(sign(make_claims(audience="other"), rsa_key))))
+
+
+def test_forged_token_is_invalid_token(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    token = sign(make_claims(scope="admin"), other_rsa_key, kid=kid_of(rsa_key))
+    _assert_invalid_token(client.get("/api/admin", headers=_bearer(token)))
+
+
+def test_unknown_kid_is_invalid_token(client: FlaskClient, other_rsa_key: rsa.RSAPrivateKey) -> None:
+    response = client.get("/api/me", headers=_bearer(sign(make_claims(), other_rsa_key)))
+    _assert_invalid_token(response)
+    assert "does not publish" in response.get_json()["error_description"]
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["garbage", "a.b.c", "....", "x" * 5000, "eyJhbGciOiJub25lIn0.e30.", "\u00e9\u00e9.\u00e9.\u00e9"],
+)
+def test_malformed_token_is_invalid_token_never_500(client: FlaskClient, token: str) -> None:
+    _assert_invalid_token(client.get("/api/me", headers=_bearer(token)))
+
+
+def test_two_tokens_in_the_authorization_header_are_refused(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    # WSGI servers join repeated headers with a comma; neither token may be picked.
+    token = sign(make_claims(), rsa_key)
+    response = client.get("/api/me", headers={"Authorization": f"Bearer {token}, Bearer {token}"})
+    _assert_invalid_token(response)
+
+
+# -- /api/admin ---------------------------------------------------------------------------
+
+
+def test_admin_with_admin_scope_is_200(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    response = client.get("/api/admin", headers=_bearer(sign(make_claims(scope="profile admin"), rsa_key)))
+    assert response.status_code == 200
+    assert response.get_json()["sub"] == "alice"
+
+
+def test_admin_without_admin_scope_is_403_insufficient_scope(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    response = client.get("/api/admin", headers=_bearer(sign(make_claims(scope="profile"), rsa_key)))
+    _assert_error(response, 403, "insufficient_scope")
+    challenge = response.headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge
+    assert 'scope="admin"' in challenge
+
+
+def test_admin_scope_must_be_a_whole_word(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    response = client.get("/api/admin", headers=_bearer(sign(make_claims(scope="administrator"), rsa_key)))
+    _assert_error(response, 403, "insufficient_scope")
+
+
+def test_admin_without_token_is_401_not_403(client: FlaskClient) -> None:
+    _assert_error(client.get("/api/admin"), 401, "unauthorized")
+
+
+# -- issuer unavailable -------------------------------------------------------------------
+
+
+def test_no_keys_yet_is_503_with_retry_after(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(500, b"")
+    client = make_app().test_client()
+    response = client.get("/api/me", headers=_bearer(sign(make_claims(), rsa_key)))
+    _assert_error(response, 503, "temporarily_unavailable")
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_keys_held_keep_working_when_the_issuer_goes_down(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    assert client.get("/api/me", headers=_bearer(sign(make_claims(), rsa_key))).status_code == 200
+    jwks_server.stop()
+    assert client.get("/api/me", headers=_bearer(sign(make_claims(), rsa_key))).status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+# -- health -------------------------------------------------------------------------------
+
+
+def test_healthz_answers_even_when_the_issuer_is_down(make_app: AppFactory, jwks_server: JwksServer) -> None:
+    jwks_server.stop()
+    response = make_app().test_client().get("/healthz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
+
+
+def test_readyz_is_503_until_keys_arrive_then_200(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(500, b"")
+    client = make_app().test_client()
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.get_json()["status"] == "not ready"
+
+    jwks_server.serve_keys(rsa_key)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["status"] == "ready"
+    assert ready.get_json()["kids"] == [kid_of(rsa_key)]
+
+
+def test_unknown_path_is_404_json(client: FlaskClient) -> None:
+    _assert_error(client.get("/nope"), 404, "not_found")
+
+
+def test_post_to_api_is_405_json(client: FlaskClient) -> None:
+    _assert_error(client.post("/api/me"), 405, "method_not_allowed")
+
+
+def test_responses_carry_a_request_id(client: FlaskClient) -> None:
+    assert client.get("/healthz", headers={"X-Request-ID": "trace-42"}).headers["X-Request-ID"] == "trace-42"

@@ -1,0 +1,71 @@
+"""Unit tests for resource_server.settings: defaults, RESOURCE_* variables and errors naming them."""
+
+from __future__ import annotations
+
+import pytest
+
+from resource_server.settings import ResourceSettings
+from shared.settings import SettingsError
+
+
+def test_defaults_come_from_an_empty_environment() -> None:
+    settings = ResourceSettings.from_env({})
+    assert settings == ResourceSettings()
+    assert settings.issuer == "http://localhost:8000"
+    assert settings.jwks_url == "http://localhost:8000/.well-known/jwks.json"
+    assert settings.audience == "jwt-split-api"
+
+
+def test_jwks_url_follows_the_issuer_unless_set() -> None:
+    derived = ResourceSettings.from_env({"RESOURCE_ISSUER": "https://auth.example/"})
+    assert derived.issuer == "https://auth.example"
+    assert derived.jwks_url == "https://auth.example/.well-known/jwks.json"
+    explicit = ResourceSettings.from_env(
+        {"RESOURCE_ISSUER": "https://auth.example", "RESOURCE_JWKS_URL": "http://issuer:8000/.well-known/jwks.json"}
+    )
+    assert explicit.issuer == "https://auth.example"
+    assert explicit.jwks_url == "http://issuer:8000/.well-known/jwks.json"
+
+
+def test_variables_override_the_defaults() -> None:
+    settings = ResourceSettings.from_env(
+        {
+            "RESOURCE_AUDIENCE": "orders-api",
+            "RESOURCE_LEEWAY": "0",
+            "RESOURCE_MAX_TOKEN_BYTES": "8192",
+            "RESOURCE_JWKS_TIMEOUT": "0.5",
+            "RESOURCE_JWKS_MAX_BYTES": "2048",
+            "RESOURCE_JWKS_DEFAULT_TTL": "120",
+            "RESOURCE_JWKS_MIN_TTL": "5",
+            "RESOURCE_JWKS_MAX_TTL": "600",
+            "RESOURCE_JWKS_COOLDOWN": "2.5",
+            "RESOURCE_LOG_LEVEL": "warning",
+        }
+    )
+    assert settings.audience == "orders-api"
+    assert (settings.leeway, settings.max_token_bytes) == (0, 8192)
+    assert (settings.jwks_timeout, settings.jwks_max_bytes) == (0.5, 2048)
+    assert (settings.jwks_default_ttl, settings.jwks_min_ttl, settings.jwks_max_ttl) == (120, 5, 600)
+    assert settings.jwks_cooldown == 2.5
+    assert settings.log_level == "WARNING"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("RESOURCE_ISSUER", "localhost:8000", "absolute http"),
+        ("RESOURCE_JWKS_URL", "file:///etc/jwks.json", "absolute http"),
+        ("RESOURCE_LEEWAY", "-1", "at least 0"),
+        ("RESOURCE_LEEWAY", "301", "at most 300"),
+        ("RESOURCE_MAX_TOKEN_BYTES", "100", "at least 512"),
+        ("RESOURCE_JWKS_TIMEOUT", "0", "at least 0.1"),
+        ("RESOURCE_JWKS_TIMEOUT", "nan", "at least 0.1"),
+        ("RESOURCE_JWKS_MAX_BYTES", "10", "at least 1024"),
+        ("RESOURCE_JWKS_MAX_TTL", "0", "at least 1"),
+        ("RESOURCE_JWKS_COOLDOWN", "-5", "at least 0"),
+        ("RESOURCE_JWKS_COOLDOWN", "often", "a number"),
+    ],
+)
+def test_bad_value_stops_start_up_naming_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name} must .*{message}"):
+        ResourceSettings.from_env({name: value})

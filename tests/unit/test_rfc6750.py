@@ -1,0 +1,85 @@
+"""Unit tests for resource_server.rfc6750: reading bearer tokens and the WWW-Authenticate challenges."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask, request
+
+from resource_server.rfc6750 import (
+    InsufficientScope,
+    InvalidRequest,
+    InvalidTokenError,
+    MissingToken,
+    bearer_token,
+)
+
+app = Flask(__name__)
+
+
+def _token(*authorization: str) -> str | None:
+    headers = [("Authorization", value) for value in authorization]
+    with app.test_request_context("/", headers=headers):
+        return bearer_token(request)
+
+
+def test_missing_token_challenge_has_no_error_code() -> None:
+    error = MissingToken()
+    assert error.status == 401
+    assert error.headers["WWW-Authenticate"] == 'Bearer realm="jwt-split"'
+
+
+def test_invalid_token_challenge_names_the_error_and_description() -> None:
+    error = InvalidTokenError("the token has expired")
+    assert (error.status, error.error) == (401, "invalid_token")
+    assert error.headers["WWW-Authenticate"] == (
+        'Bearer realm="jwt-split", error="invalid_token", error_description="the token has expired"'
+    )
+
+
+def test_insufficient_scope_challenge_is_403_with_the_scope() -> None:
+    error = InsufficientScope("admin")
+    assert (error.status, error.error) == (403, "insufficient_scope")
+    challenge = error.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="jwt-split", error="insufficient_scope", ')
+    assert challenge.endswith('scope="admin"')
+
+
+def test_invalid_request_challenge_is_400() -> None:
+    error = InvalidRequest("send exactly one Authorization header")
+    assert (error.status, error.error) == (400, "invalid_request")
+    assert 'error="invalid_request"' in error.headers["WWW-Authenticate"]
+
+
+def test_challenges_render_as_json_errors() -> None:
+    with app.app_context():
+        response = InsufficientScope("admin").to_response()
+    assert response.status_code == 403
+    assert response.get_json() == {
+        "error": "insufficient_scope",
+        "error_description": "this resource needs the 'admin' scope",
+    }
+    assert response.headers["WWW-Authenticate"].endswith('scope="admin"')
+
+
+def test_bearer_token_is_read_from_the_header() -> None:
+    assert _token("Bearer abc.def.ghi") == "abc.def.ghi"
+
+
+@pytest.mark.parametrize("value", ["bearer abc.def.ghi", "BEARER abc.def.ghi", "  Bearer   abc.def.ghi  "])
+def test_bearer_scheme_is_case_insensitive_and_spacing_tolerant(value: str) -> None:
+    assert _token(value) == "abc.def.ghi"
+
+
+def test_no_authorization_header_means_no_token() -> None:
+    assert _token() is None
+
+
+@pytest.mark.parametrize("value", ["Basic YWxpY2U6d29uZGVybGFuZA==", "Token abc", "Bearerabc", ""])
+def test_other_schemes_mean_no_token(value: str) -> None:
+    assert _token(value) is None
+
+
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer    "])
+def test_empty_bearer_token_is_invalid_token(value: str) -> None:
+    with pytest.raises(InvalidTokenError, match="empty"):
+        _token(value)
