@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast docker demo lint clean
+.PHONY: install run test test-fast docker browser demo lint clean
 
 install: $(STAMP)
 
@@ -22,20 +22,24 @@ STAND_IN := jwt-split-python:bookworm
 USE_STAND_IN = if [ -z "$${PYTHON_IMAGE:-}" ] && docker image inspect $(STAND_IN) >/dev/null 2>&1; then \
 	export PYTHON_IMAGE=$(STAND_IN); fi
 
-## All tests: unit, loopback integration, containers.
-test: install docker
+## All tests: unit, loopback integration, containers, browser.
+test: install docker browser
 	@$(USE_STAND_IN); $(BIN)/pytest
 
 ## A Docker engine and Compose v2 (installed and started by scripts/docker-setup where missing).
 docker:
 	@docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 || scripts/docker-setup
 
+## Debian's Chromium for the browser tests (installed where missing).
+browser:
+	@scripts/browser-setup
+
 ## Narrated curl walk-through against the compose stack (started if it is not running).
 demo: docker
 	@$(USE_STAND_IN); scripts/demo
 
-## Unit and loopback tests only (no Docker).
-test-fast: install
+## Unit, loopback and browser tests only (no Docker).
+test-fast: install browser
 	$(BIN)/pytest -m "not container"
 
 lint: install

@@ -104,7 +104,7 @@ class ComposeStack(Stack):
         """Start (or restart) the issuer container and wait until it answers."""
         self.started = True
         self.compose("up", "-d", "--no-build", "issuer")
-        wait_until(lambda: answers(f"{self.issuer_url}/healthz"), timeout=60, what="the issuer container")
+        self._wait_for("issuer", f"{self.issuer_url}/healthz")
 
     def stop_issuer(self) -> None:
         """Stop the issuer container."""
@@ -122,7 +122,15 @@ class ComposeStack(Stack):
         """Start the resource container and wait until it answers (ready or not)."""
         self.started = True
         self.compose("up", "-d", "--no-build", "--no-deps", "resource")
-        wait_until(lambda: answers(f"{self.resource_url}/healthz"), timeout=60, what="the resource container")
+        self._wait_for("resource", f"{self.resource_url}/healthz")
+
+    def _wait_for(self, service: str, url: str) -> None:
+        try:
+            wait_until(lambda: answers(url), timeout=60, what=f"the {service} container at {url}")
+        except AssertionError as exc:
+            state = self.compose("ps", "-a", check=False).stdout
+            logs = self.compose("logs", "--no-color", "--tail", "40", service, check=False).stdout
+            raise AssertionError(f"{exc}\n{state}\n{logs}") from None
 
     def close(self) -> None:
         """Remove the containers, the network and the volume."""

@@ -257,6 +257,7 @@ class LoopbackStack(Stack):
                 "ISSUER_URL": self.public_issuer,
                 "ISSUER_DATA_DIR": str(self.data_dir),
                 "ISSUER_DEMO_USERS": DEMO_USERS,
+                "ISSUER_WEB_REDIRECT_URIS": f"http://localhost:{resource_port}/callback",
                 **(issuer_env or {}),
             },
             root / "issuer.log",
@@ -268,7 +269,8 @@ class LoopbackStack(Stack):
             {
                 **common,
                 "RESOURCE_ISSUER": self.public_issuer,
-                "RESOURCE_JWKS_URL": f"http://127.0.0.1:{issuer_port}/.well-known/jwks.json",
+                "RESOURCE_ISSUER_INTERNAL_URL": f"http://127.0.0.1:{issuer_port}",
+                "RESOURCE_PUBLIC_URL": f"http://localhost:{resource_port}",
                 "RESOURCE_JWKS_COOLDOWN": "1",
                 **(resource_env or {}),
             },

@@ -2,27 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
-from flask import Flask
+from flask import Flask, request
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
 
-from issuer import db, oauth, wellknown
+from issuer import browser, db, oauth, wellknown
 from issuer.clients import registered_clients
 from issuer.keys import KeyStore
+from issuer.ratelimit import limiter, retry_after
 from issuer.settings import IssuerSettings
 from issuer.users import UserError, UserStore, parse_demo_users
 from shared import logs, web
+from shared.errors import error_response
+from shared.web import STATIC_DIR, content_security_policy
 
 log = logging.getLogger(__name__)
+
+csrf = CSRFProtect()
 
 
 def create_app(settings: IssuerSettings | None = None) -> Flask:
     """Build the issuer app: database, key store, demo users and routes."""
     settings = settings or IssuerSettings.from_env()
     logs.configure("issuer", settings.log_level)
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app = Flask(__name__, static_folder=STATIC_DIR)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SECRET_KEY=settings.session_secret or _session_secret(settings.data_dir),
+        SESSION_COOKIE_NAME="issuer_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=settings.login_session_ttl,
+        RATELIMIT_STORAGE_URI=settings.rate_limit_storage,
+        CONTENT_SECURITY_POLICY=content_security_policy(_origins(settings.web_redirect_uris)),
+    )
 
     db.initialise(settings.db_path)
     keys = KeyStore(
@@ -38,13 +61,60 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     app.extensions["issuer.settings"] = settings
     app.extensions["issuer.keys"] = keys
     app.extensions["issuer.hasher"] = hasher
-    app.extensions["issuer.clients"] = registered_clients()
+    app.extensions["issuer.clients"] = registered_clients(settings.web_redirect_uris)
 
     web.init_app(app)
     db.init_app(app)
+    csrf.init_app(app)
+    csrf.exempt(oauth.bp)  # token and revocation endpoints take no cookies, so need no CSRF token
+    limiter.init_app(app)
+    app.register_error_handler(CSRFError, _csrf_failed)
+    app.register_error_handler(429, _rate_limited)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(oauth.bp)
+    app.register_blueprint(browser.bp)
     return app
+
+
+def _session_secret(data_dir: Path) -> str:
+    """Return the key that signs session cookies, created once in the data directory (0600).
+
+    Written to a private temporary file and linked into place, so that workers starting
+    together all read the same complete key.
+    """
+    path = data_dir / "session-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        temporary = data_dir / f".session-secret.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+        temporary.unlink()
+    return path.read_text().strip()
+
+
+def _origins(urls: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted({"{0.scheme}://{0.netloc}".format(urlsplit(url)) for url in urls}))
+
+
+def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
+    log.info("csrf check failed", extra={"fields": {"reason": exc.description}})
+    return browser.page(
+        "Form expired", "The form was missing its security token or it expired. Please try again.", 400, error=True
+    )
+
+
+def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
+    seconds = retry_after()
+    log.warning("rate limited", extra={"fields": {"path": request.path, "retry_after": seconds}})
+    headers = {"Retry-After": str(seconds)}
+    if request.blueprint == "browser":
+        text = f"Too many login attempts. Please wait {seconds} seconds and try again."
+        body, status = browser.page("Too many attempts", text, 429, error=True)
+        return body, status, headers
+    return error_response(429, "too_many_requests", f"too many requests; retry in {seconds} seconds", headers)
 
 
 def _seed_demo_users(settings: IssuerSettings, hasher: PasswordHasher) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -23,9 +24,28 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     issued_at  INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     used_at    INTEGER,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    session_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family_id);
+CREATE TABLE IF NOT EXISTS login_sessions (
+    session_hash TEXT PRIMARY KEY,
+    username     TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    ended_at     INTEGER
+);
+CREATE TABLE IF NOT EXISTS authorization_codes (
+    code_hash      TEXT PRIMARY KEY,
+    client_id      TEXT NOT NULL,
+    redirect_uri   TEXT NOT NULL,
+    code_challenge TEXT NOT NULL,
+    username       TEXT NOT NULL,
+    scope          TEXT NOT NULL,
+    session_hash   TEXT,
+    expires_at     INTEGER NOT NULL,
+    used_at        INTEGER
+);
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid          TEXT PRIMARY KEY,
     state        TEXT NOT NULL CHECK (state IN ('next', 'active', 'retiring', 'retired')),
@@ -54,8 +74,17 @@ def initialise(path: Path) -> None:
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(SCHEMA)
+        _migrate(conn)
     finally:
         conn.close()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring databases made by earlier versions up to the current schema."""
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(refresh_tokens)")}
+    if "session_hash" not in columns:
+        with contextlib.suppress(sqlite3.OperationalError):  # another worker added it a moment ago
+            conn.execute("ALTER TABLE refresh_tokens ADD COLUMN session_hash TEXT")
 
 
 def get_db() -> sqlite3.Connection:

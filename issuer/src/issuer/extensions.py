@@ -8,8 +8,10 @@ from argon2 import PasswordHasher
 from flask import current_app
 
 from issuer.clients import Client
+from issuer.codes import AuthorizationCodes
 from issuer.db import get_db
 from issuer.keys import KeyStore
+from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
 from issuer.users import UserStore
@@ -33,6 +35,16 @@ def clients() -> dict[str, Client]:
 def users() -> UserStore:
     """Return the user store on this request's database connection."""
     return UserStore(get_db(), cast(PasswordHasher, current_app.extensions["issuer.hasher"]))
+
+
+def login_sessions() -> LoginSessions:
+    """Return the login sessions on this request's database connection."""
+    return LoginSessions(get_db(), settings().login_session_ttl)
+
+
+def authorization_codes() -> AuthorizationCodes:
+    """Return the authorization codes on this request's database connection."""
+    return AuthorizationCodes(get_db())
 
 
 def refresh_tokens() -> RefreshTokens:

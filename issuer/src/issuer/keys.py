@@ -83,9 +83,11 @@ class KeyStore:
     def records(self) -> tuple[KeyRecord, ...]:
         """Return every key, newest first, re-reading the database when the snapshot is old."""
         with self._lock:
-            if time.monotonic() - self._loaded_at >= self.reload_interval:
+            now = self.clock()
+            # Also reload when the (wall) clock went backwards, rather than trusting the snapshot.
+            if not 0 <= now - self._loaded_at < self.reload_interval:
                 self._records = self._read_records()
-                self._loaded_at = time.monotonic()
+                self._loaded_at = now
             return self._records
 
     def published(self) -> list[RsaPublicJwk]:

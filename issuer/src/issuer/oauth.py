@@ -8,6 +8,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from issuer import extensions
 from issuer.clients import DEFAULT_CLIENT_ID, Client
+from issuer.codes import CodeError
+from issuer.ratelimit import account_key, account_limit, address_limit, limiter
 from issuer.tokens import Grant, RefreshError, mint_access_token
 from issuer.users import UserError, parse_scope
 from shared.errors import ApiError
@@ -115,10 +117,34 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
     return _token_response(Grant(grant.username, grant.client_id, scope), successor)
 
 
-GRANTS = {"password": _password_grant, "refresh_token": _refresh_grant}
+def _authorization_code_grant(params: dict[str, str], client: Client) -> Response:
+    _required(params, "client_id")  # public clients identify themselves (RFC 6749 4.1.3)
+    try:
+        redeemed = extensions.authorization_codes().redeem(
+            _required(params, "code"),
+            client_id=client.client_id,
+            redirect_uri=_required(params, "redirect_uri"),
+            verifier=_required(params, "code_verifier"),
+        )
+    except CodeError as exc:
+        log.info("code refused", extra={"fields": {"reason": str(exc), "client_id": client.client_id}})
+        raise OAuthError(str(exc), error="invalid_grant") from exc
+    if extensions.users().get(redeemed.grant.username) is None:
+        raise OAuthError("the user no longer exists", error="invalid_grant")
+    refresh_token = extensions.refresh_tokens().issue(redeemed.grant, session_hash=redeemed.session_hash)
+    return _token_response(redeemed.grant, refresh_token)
+
+
+GRANTS = {
+    "password": _password_grant,
+    "refresh_token": _refresh_grant,
+    "authorization_code": _authorization_code_grant,
+}
 
 
 @bp.post("/token")
+@limiter.limit(address_limit)
+@limiter.limit(account_limit, key_func=account_key, exempt_when=lambda: request.form.get("grant_type") != "password")
 def token() -> Response:
     """Exchange a grant for an access token and a refresh token."""
     params = _form()

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from argon2 import PasswordHasher
+from limits import parse_many
 
-from shared.settings import Environ, env_int, env_str, env_url
+from shared.settings import Environ, SettingsError, env_int, env_str, env_url
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class IssuerSettings:
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
     key_reload_interval: float = 1.0
+    web_redirect_uris: tuple[str, ...] = ("http://localhost:8001/callback",)
+    login_session_ttl: int = 8 * 3600
+    login_rate_limit: str = "5 per minute"
+    address_rate_limit: str = "30 per minute"
+    rate_limit_storage: str = "memory://"
+    session_secret: str = ""
     demo_users: str = ""
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024
@@ -32,6 +39,11 @@ class IssuerSettings:
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""
         return PasswordHasher(time_cost=self.argon2_time_cost, memory_cost=self.argon2_memory_kib, parallelism=1)
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Return whether cookies get the Secure flag (the issuer is served over HTTPS)."""
+        return self.url.startswith("https://")
 
     @property
     def db_path(self) -> Path:
@@ -59,6 +71,28 @@ class IssuerSettings:
             argon2_memory_kib=env_int(
                 env, "ISSUER_ARGON2_MEMORY_KIB", cls.argon2_memory_kib, minimum=8192, maximum=1024 * 1024
             ),
+            web_redirect_uris=_urls(env, "ISSUER_WEB_REDIRECT_URIS", cls.web_redirect_uris),
+            login_session_ttl=env_int(env, "ISSUER_LOGIN_SESSION_TTL", cls.login_session_ttl, minimum=60),
+            login_rate_limit=_rate(env, "ISSUER_LOGIN_RATE_LIMIT", cls.login_rate_limit),
+            address_rate_limit=_rate(env, "ISSUER_ADDRESS_RATE_LIMIT", cls.address_rate_limit),
+            rate_limit_storage=env_str(env, "ISSUER_RATE_LIMIT_STORAGE", cls.rate_limit_storage),
+            session_secret=env.get("ISSUER_SESSION_SECRET", ""),
             demo_users=env.get("ISSUER_DEMO_USERS", ""),
             log_level=env_str(env, "ISSUER_LOG_LEVEL", cls.log_level).upper(),
         )
+
+
+def _urls(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name, "").split()
+    if not raw:
+        return default
+    return tuple(env_url({name: url}, name) for url in raw)
+
+
+def _rate(env: Environ, name: str, default: str) -> str:
+    value = env_str(env, name, default)
+    try:
+        parse_many(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a rate limit such as '5 per minute', got {value!r}") from None
+    return value

@@ -66,13 +66,18 @@ class RefreshTokens:
         self.conn = conn
         self.ttl = ttl
 
-    def issue(self, grant: Grant, family_id: str | None = None) -> str:
-        """Create a refresh token, starting a new family unless one is given."""
+    def issue(self, grant: Grant, family_id: str | None = None, session_hash: str | None = None) -> str:
+        """Create a refresh token, starting a new family unless one is given.
+
+        A token born of a browser login records that login session: revoking the token
+        (the resource's "Log out") ends the session at the issuer too.
+        """
         token = secrets.token_urlsafe(32)
         now = int(time.time())
         self.conn.execute(
-            "INSERT INTO refresh_tokens (token_hash, family_id, username, client_id, scope, issued_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO refresh_tokens"
+            " (token_hash, family_id, username, client_id, scope, issued_at, expires_at, session_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 _hash(token),
                 family_id or uuid.uuid4().hex,
@@ -81,6 +86,7 @@ class RefreshTokens:
                 grant.scope,
                 now,
                 now + self.ttl,
+                session_hash,
             ),
         )
         return token
@@ -109,7 +115,7 @@ class RefreshTokens:
                 raise RefreshError("the refresh token has expired")
             self.conn.execute("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?", (now, row["token_hash"]))
             grant = Grant(row["username"], row["client_id"], row["scope"])
-            successor = self.issue(grant, row["family_id"])
+            successor = self.issue(grant, row["family_id"], row["session_hash"])
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
@@ -118,11 +124,19 @@ class RefreshTokens:
         return grant, successor
 
     def revoke(self, token: str) -> bool:
-        """Revoke the family of a refresh token; return whether the token was known."""
-        row = self.conn.execute("SELECT family_id FROM refresh_tokens WHERE token_hash = ?", (_hash(token),)).fetchone()
+        """Revoke the family of a refresh token and end its login session; return whether it was known."""
+        row = self.conn.execute(
+            "SELECT family_id, session_hash FROM refresh_tokens WHERE token_hash = ?", (_hash(token),)
+        ).fetchone()
         if row is None:
             return False
-        self._revoke_family(row["family_id"], int(time.time()))
+        now = int(time.time())
+        self._revoke_family(row["family_id"], now)
+        if row["session_hash"] is not None:
+            self.conn.execute(
+                "UPDATE login_sessions SET ended_at = ? WHERE session_hash = ? AND ended_at IS NULL",
+                (now, row["session_hash"]),
+            )
         return True
 
     def _revoke_family(self, family_id: str, now: int) -> None:

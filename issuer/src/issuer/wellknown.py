@@ -10,7 +10,7 @@ from issuer import extensions
 
 bp = Blueprint("wellknown", __name__)
 
-GRANT_TYPES = ["password", "refresh_token"]
+GRANT_TYPES = ["authorization_code", "refresh_token", "password"]
 
 
 @bp.get("/.well-known/jwks.json")
@@ -29,10 +29,14 @@ def metadata() -> Response:
     document: dict[str, Any] = {
         "issuer": url,
         "jwks_uri": f"{url}/.well-known/jwks.json",
+        "authorization_endpoint": f"{url}/authorize",
         "token_endpoint": f"{url}/token",
         "revocation_endpoint": f"{url}/revoke",
         "grant_types_supported": GRANT_TYPES,
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
     }

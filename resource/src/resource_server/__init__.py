@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from flask import Flask
 
-from resource_server import api
+from resource_server import api, pages
 from resource_server.jwks import JwksClient
+from resource_server.oauth_client import IssuerClient
 from resource_server.settings import ResourceSettings
 from resource_server.verifier import Verifier
 from shared import logs, web
+from shared.web import STATIC_DIR
 
 
 def create_app(settings: ResourceSettings | None = None) -> Flask:
     """Build the resource app: JWKS client, verifier and routes."""
     settings = settings or ResourceSettings.from_env()
     logs.configure("resource", settings.log_level)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=STATIC_DIR)
     # Tokens travel in headers; a body is never needed, so keep any that arrives small.
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
 
@@ -30,6 +32,14 @@ def create_app(settings: ResourceSettings | None = None) -> Flask:
     )
     app.extensions["resource.settings"] = settings
     app.extensions["resource.jwks"] = jwks
+    app.extensions["resource.issuer_client"] = IssuerClient(
+        public_issuer=settings.issuer,
+        internal_issuer=settings.issuer_internal_url,
+        client_id=settings.client_id,
+        redirect_uri=settings.redirect_uri,
+        scope=settings.scope,
+        timeout=settings.issuer_timeout,
+    )
     app.extensions["resource.verifier"] = Verifier(
         jwks,
         issuer=settings.issuer,
@@ -43,4 +53,5 @@ def create_app(settings: ResourceSettings | None = None) -> Flask:
 
     web.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
     return app

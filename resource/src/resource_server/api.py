@@ -29,11 +29,23 @@ def _jwks() -> JwksClient:
     return cast(JwksClient, current_app.extensions["resource.jwks"])
 
 
+ACCESS_COOKIE = "rs_access"
+
+
 def authenticate() -> dict[str, Any]:
-    """Verify the request's bearer token and return its claims, or raise the RFC 6750 error."""
-    token = bearer_token(request)
+    """Verify the request's token and return its claims, or raise the RFC 6750 error.
+
+    The token comes from the Authorization header, or else from the HttpOnly cookie the
+    browser login set (a GET-only API under SameSite=Lax needs no CSRF token).
+    """
+    token = bearer_token(request) or request.cookies.get(ACCESS_COOKIE)
     if token is None:
         raise MissingToken()
+    return verify(token)
+
+
+def verify(token: str) -> dict[str, Any]:
+    """Verify a token and return its claims, or raise the RFC 6750 (or 503) error."""
     try:
         claims = _verifier().verify(token)
     except InvalidToken as exc:

@@ -4,8 +4,8 @@
 - Freshness follows the response's `Cache-Control: max-age`, clamped to [min_ttl, max_ttl].
   A stale set keeps serving while one background thread refetches, so no request waits.
 - An unknown `kid` triggers a refetch at most once per `cooldown`, one fetch at a time
-  (concurrent requests wait for it); unknown kids are remembered for a cooldown so a flood
-  of random kids cannot hammer the issuer.
+  (concurrent requests wait for it); unknown kids are remembered for a cooldown, so a flood
+  of them neither reaches the issuer nor queues behind a fetch in progress.
 - Any failure (issuer down, slow, redirecting, oversized, garbage) keeps the keys it has.
 - `prefetch()` loads keys at start-up in the background, retrying until the issuer answers.
 """
@@ -111,8 +111,10 @@ class JwksClient:
         threading.Thread(target=self._prefetch_until_loaded, name="jwks-prefetch", daemon=True).start()
 
     def _prefetch_until_loaded(self) -> None:
-        while not self._keys:
+        while True:
             self._fetch_if_allowed()
+            if self._keys:
+                return
             time.sleep(max(0.05, min(self._next_fetch_at - self.clock(), self.cooldown)))
 
     def ensure_loaded(self) -> bool:

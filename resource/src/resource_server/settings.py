@@ -16,7 +16,12 @@ class ResourceSettings:
     """Everything the resource is configured with; see the README's configuration table."""
 
     issuer: str = "http://localhost:8000"
+    issuer_internal_url: str = "http://localhost:8000"
     jwks_url: str = "http://localhost:8000/.well-known/jwks.json"
+    public_url: str = "http://localhost:8001"
+    client_id: str = "resource-web"
+    scope: str = "profile admin"
+    issuer_timeout: float = 5.0
     audience: str = "jwt-split-api"
     leeway: int = 10
     max_token_bytes: int = 4096
@@ -29,14 +34,30 @@ class ResourceSettings:
     jwks_prefetch: bool = True
     log_level: str = "INFO"
 
+    @property
+    def redirect_uri(self) -> str:
+        """Return where the issuer sends the browser back with a code."""
+        return f"{self.public_url}/callback"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Return whether cookies get the Secure flag (the resource is served over HTTPS)."""
+        return self.public_url.startswith("https://")
+
     @classmethod
     def from_env(cls, environ: Environ | None = None) -> ResourceSettings:
         """Build settings from the environment, naming the variable of any bad value."""
         env = os.environ if environ is None else environ
         issuer = env_url(env, "RESOURCE_ISSUER", cls.issuer)
+        internal = env_url(env, "RESOURCE_ISSUER_INTERNAL_URL", issuer)
         return cls(
             issuer=issuer,
-            jwks_url=env_url(env, "RESOURCE_JWKS_URL", f"{issuer}/.well-known/jwks.json"),
+            issuer_internal_url=internal,
+            jwks_url=env_url(env, "RESOURCE_JWKS_URL", f"{internal}/.well-known/jwks.json"),
+            public_url=env_url(env, "RESOURCE_PUBLIC_URL", cls.public_url),
+            client_id=env_str(env, "RESOURCE_CLIENT_ID", cls.client_id),
+            scope=env_str(env, "RESOURCE_SCOPE", cls.scope),
+            issuer_timeout=env_float(env, "RESOURCE_ISSUER_TIMEOUT", cls.issuer_timeout, minimum=0.1),
             audience=env_str(env, "RESOURCE_AUDIENCE", cls.audience),
             leeway=env_int(env, "RESOURCE_LEEWAY", cls.leeway, minimum=0, maximum=300),
             max_token_bytes=env_int(env, "RESOURCE_MAX_TOKEN_BYTES", cls.max_token_bytes, minimum=512, maximum=65536),

@@ -31,6 +31,10 @@ class InvalidToken(Exception):
     """The token must be refused; the message is safe to send to the client."""
 
 
+class TokenExpired(InvalidToken):
+    """The token was valid but its `exp` has passed."""
+
+
 class KeySource(Protocol):
     """Where verification keys come from (the JWKS client)."""
 
@@ -73,6 +77,9 @@ class Verifier:
         return claims
 
     def _header(self, token: str) -> dict[str, Any]:
+        # A compact JWS is base64url and dots only; PyJWT would raise UnicodeEncodeError on a surrogate.
+        if not token.isascii():
+            raise InvalidToken("the token is not a well-formed JWS compact serialization")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -104,7 +111,7 @@ class Verifier:
                 options={"require": REQUIRED_CLAIMS, "strict_aud": False},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise InvalidToken("the token has expired") from exc
+            raise TokenExpired("the token has expired") from exc
         except jwt.ImmatureSignatureError as exc:
             raise InvalidToken("the token is not valid yet") from exc
         except jwt.InvalidAudienceError as exc:

@@ -6,12 +6,15 @@ import logging
 import re
 import time
 import uuid
+from pathlib import Path
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from shared import errors
 
 log = logging.getLogger("access")
+
+STATIC_DIR = str(Path(__file__).parent / "static")  # the stylesheet both services' pages use
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -22,16 +25,26 @@ def _begin() -> None:
     g.started = time.perf_counter()
 
 
+def content_security_policy(form_targets: tuple[str, ...] = ()) -> str:
+    """Return the strict CSP of our HTML: no script at all, styles from our origin only.
+
+    `form_targets` are origins a form submission may end up at through redirects (the issuer's
+    login form redirects to registered clients).
+    """
+    form_action = " ".join(("'self'", *form_targets))
+    return (
+        "default-src 'none'; style-src 'self'; img-src 'self'; "
+        f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
 def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id", "")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if response.mimetype == "text/html":
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'",
-        )
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        csp = current_app.config.get("CONTENT_SECURITY_POLICY") or content_security_policy()
+        response.headers.setdefault("Content-Security-Policy", csp)
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
     elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
     # The path only: query strings can carry codes or tokens.

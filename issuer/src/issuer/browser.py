@@ -1,0 +1,151 @@
+"""The browser side of the issuer: `/authorize` (RFC 6749 4.1 with PKCE), `/login`, `/logout`.
+
+Client and redirect URI are checked first and exactly; when either is wrong the user sees an
+error page and is never redirected (no open redirects). Other errors go back to the client's
+registered redirect URI as RFC 6749 4.1.2.1 errors, with `state` and `iss` (RFC 9207).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+from issuer import extensions
+from issuer.clients import Client
+from issuer.codes import CHALLENGE
+from issuer.ratelimit import account_key, account_limit, address_limit, limiter
+from issuer.tokens import Grant
+from issuer.users import UserError, parse_scope
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("browser", __name__)
+
+AUTHORIZE_PARAMS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+)
+LOGIN_FAILED = "The username or password is incorrect."
+
+
+def page(heading: str, text: str, status: int = 200, *, error: bool = False, logout: bool = False) -> tuple[str, int]:
+    """Render a short message page."""
+    return render_template("message.html", heading=heading, text=text, error=error, logout=logout), status
+
+
+def current_user() -> str | None:
+    """Return the user of the browser's live login session, if any."""
+    return extensions.login_sessions().user(session.get("sid"))
+
+
+def _redirect_to_client(redirect_uri: str, **params: str | None) -> Response:
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    separator = "&" if "?" in redirect_uri else "?"
+    response = redirect(f"{redirect_uri}{separator}{query}", code=302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/authorize")
+def authorize() -> Any:
+    """Check the client and redirect URI, make sure the user is logged in, and issue a code."""
+    args = {name: request.args.get(name) for name in AUTHORIZE_PARAMS}
+    if any(len(request.args.getlist(name)) > 1 for name in AUTHORIZE_PARAMS):
+        return page("Invalid request", "A parameter was sent more than once.", 400, error=True)
+    client: Client | None = extensions.clients().get(args["client_id"] or "")
+    if client is None or "authorization_code" not in client.grant_types:
+        return page("Unknown application", "This application is not registered with the issuer.", 400, error=True)
+    redirect_uri = args["redirect_uri"] or ""
+    if redirect_uri not in client.redirect_uris:
+        log.warning("authorize refused: unregistered redirect_uri", extra={"fields": {"client_id": client.client_id}})
+        return page("Invalid redirect", "The redirect address is not registered for this application.", 400, error=True)
+
+    issuer = extensions.settings().url
+    state = args["state"]
+
+    def deny(error: str, description: str) -> Response:
+        return _redirect_to_client(redirect_uri, error=error, error_description=description, state=state, iss=issuer)
+
+    if args["response_type"] != "code":
+        return deny("unsupported_response_type", "only response_type=code is supported")
+    if args["code_challenge_method"] != "S256" or not CHALLENGE.fullmatch(args["code_challenge"] or ""):
+        return deny("invalid_request", "PKCE is required: send code_challenge with code_challenge_method=S256")
+    try:
+        requested = parse_scope(args["scope"]) if args["scope"] is not None else None
+    except UserError:
+        return deny("invalid_scope", "the scope is malformed")
+
+    username = current_user()
+    user = extensions.users().get(username) if username else None
+    if user is None:
+        session["authorize"] = {k: v for k, v in args.items() if v is not None}
+        return redirect(url_for("browser.login"), code=302)
+
+    granted = user.scopes if requested is None else requested & user.scopes
+    if requested and not granted:
+        return deny("invalid_scope", "none of the requested scopes can be granted")
+    grant = Grant(user.username, client.client_id, " ".join(sorted(granted)))
+    code = extensions.authorization_codes().issue(
+        grant,
+        redirect_uri=redirect_uri,
+        challenge=args["code_challenge"] or "",
+        session_hash=extensions.login_sessions().hash_of(session["sid"]),
+    )
+    session.pop("authorize", None)
+    log.info("issued authorization code", extra={"fields": {"sub": user.username, "client_id": client.client_id}})
+    return _redirect_to_client(redirect_uri, code=code, state=state, iss=issuer)
+
+
+def _pending_client() -> str | None:
+    pending = session.get("authorize") or {}
+    client = extensions.clients().get(pending.get("client_id", ""))
+    return client.name if client else None
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(address_limit, methods=["POST"])
+@limiter.limit(account_limit, key_func=account_key, methods=["POST"])
+def login() -> Any:
+    """Show the login form; on success, continue the pending authorization request."""
+    if request.method == "GET":
+        if current_user() and session.get("authorize"):
+            return redirect(url_for("browser.authorize", **session["authorize"]), code=302)
+        return render_template("login.html", client=_pending_client(), error=None, username="")
+
+    username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    user = extensions.users().authenticate(username, password) if username and password else None
+    if user is None:
+        log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
+        return render_template("login.html", client=_pending_client(), error=LOGIN_FAILED, username=username[:64])
+
+    pending = session.get("authorize")
+    session.clear()  # a fresh session: nothing from before the login survives (no fixation)
+    session["sid"] = extensions.login_sessions().create(user.username)
+    session.permanent = True
+    log.info("browser login", extra={"fields": {"sub": user.username}})
+    if pending:
+        session["authorize"] = pending
+        return redirect(url_for("browser.authorize", **pending), code=303)
+    return page("Logged in", f"You are logged in as {user.username}.", logout=True)
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> Any:
+    """End the issuer login session (GET asks first; the POST carries the CSRF token)."""
+    if request.method == "GET":
+        if current_user() is None:
+            return page("Logged out", "You are not logged in.")
+        return page("Log out", "End your session at the issuer?", logout=True)
+    extensions.login_sessions().end(session.get("sid"))
+    session.clear()
+    return page("Logged out", "You have been logged out.")
