@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,11 +13,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from issuer import db
+from issuer import create_app, db
 from issuer.keys import KeyStore
 from issuer.settings import IssuerSettings
 from tests.support.tokens import new_rsa_key
-from tests.unit.fakes import FakeClock, JwksServer
+from tests.unit.browsing import DEMO_USERS, WEB_REDIRECT_URI
+from tests.unit.fakes import FakeClock, JwksServer, LiveIssuer, WsgiServer
 
 # -- keys ---------------------------------------------------------------------------------
 
@@ -71,6 +74,29 @@ def issuer_settings(tmp_path: Path, issuer_data_template: Path) -> IssuerSetting
         argon2_memory_kib=8192,
         key_reload_interval=0.0,
     )
+
+
+@pytest.fixture
+def issuer_conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to a fresh, empty issuer database."""
+    path = tmp_path / "issuer-db" / "issuer.sqlite3"
+    db.initialise(path)
+    connection = db.connect(path)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def live_issuer(issuer_settings: IssuerSettings) -> Iterator[LiveIssuer]:
+    """A real issuer app served on a loopback port, with the demo users alice and bob."""
+    server = WsgiServer()
+    settings = dataclasses.replace(
+        issuer_settings, url=server.base_url, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,)
+    )
+    app = create_app(settings)
+    server.mount(app)
+    yield LiveIssuer(server.base_url, settings, app)
+    server.stop()
 
 
 # -- logging ------------------------------------------------------------------------------

@@ -1,15 +1,23 @@
-"""Test doubles the unit tests share: a clock moved by hand and a real little JWKS server."""
+"""Test doubles the unit tests share: a clock moved by hand, a real little JWKS server, a WSGI server."""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
+from werkzeug.serving import WSGIRequestHandler, make_server
 
+from issuer.settings import IssuerSettings
 from shared.jose import public_jwk
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 class FakeClock:
@@ -30,7 +38,8 @@ class JwksServer:
     """A real HTTP server on 127.0.0.1 whose answer a test sets, counting the requests it gets.
 
     `hold()` makes answers wait until `release()`; `delay` waits before the headers; `trickle`
-    sends the body one byte per `trickle_interval` with chunked encoding.
+    sends the body one byte per `trickle_interval` with chunked encoding. A POST (its body read
+    and ignored) gets the same answer, so it also stands in for any small HTTP endpoint.
     """
 
     path = "/.well-known/jwks.json"
@@ -130,6 +139,10 @@ def _handler_for(server: JwksServer) -> type[BaseHTTPRequestHandler]:
             except OSError:
                 pass  # the client gave up; that is what some tests want
 
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.do_GET()
+
         def _trickle(self, body: bytes) -> None:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -144,3 +157,50 @@ def _handler_for(server: JwksServer) -> type[BaseHTTPRequestHandler]:
             """Keep the test output quiet."""
 
     return Handler
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+class WsgiServer:
+    """A real threaded HTTP server on 127.0.0.1 for a WSGI app mounted once the URL is known.
+
+    An app often needs its own public URL in its settings, so the server listens first and
+    the test mounts the app with `mount()` afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._app: WSGIApplication | None = None
+        self._server = make_server("127.0.0.1", 0, self._dispatch, threaded=True, request_handler=_QuietHandler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="wsgi-server", daemon=True
+        )
+        self._thread.start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_port}"
+
+    def mount(self, app: WSGIApplication) -> None:
+        """Serve this app from now on."""
+        self._app = app
+
+    def stop(self) -> None:
+        """Stop listening: connections are refused from now on."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _dispatch(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self._app is None:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"no app mounted yet"]
+        return self._app(environ, start_response)
+
+
+@dataclass(frozen=True)
+class LiveIssuer:
+    """A real issuer app served by a `WsgiServer`: its URL, settings and app."""
+
+    url: str
+    settings: IssuerSettings
+    app: Flask

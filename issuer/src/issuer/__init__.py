@@ -17,7 +17,6 @@ from werkzeug.exceptions import HTTPException
 
 from issuer import browser, db, oauth, wellknown
 from issuer.clients import registered_clients
-from issuer.keys import KeyStore
 from issuer.ratelimit import limiter, retry_after
 from issuer.settings import IssuerSettings
 from issuer.users import UserError, UserStore, parse_demo_users
@@ -48,12 +47,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     )
 
     db.initialise(settings.db_path)
-    keys = KeyStore(
-        settings.key_dir,
-        settings.db_path,
-        rsa_key_bits=settings.rsa_key_bits,
-        reload_interval=settings.key_reload_interval,
-    )
+    keys = settings.key_store()
     keys.ensure_active()
     hasher = settings.password_hasher()
     _seed_demo_users(settings, hasher)

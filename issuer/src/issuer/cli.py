@@ -37,7 +37,7 @@ def _users() -> Iterator[UserStore]:
 def _keys() -> KeyStore:
     settings = _settings()
     db.initialise(settings.db_path)
-    return KeyStore(settings.key_dir, settings.db_path, rsa_key_bits=settings.rsa_key_bits)
+    return settings.key_store()
 
 
 def _read_password() -> str:

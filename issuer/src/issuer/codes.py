@@ -13,6 +13,7 @@ import re
 import secrets
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 
 from issuer.tokens import Grant
@@ -29,9 +30,10 @@ class CodeError(Exception):
 
 @dataclass(frozen=True)
 class Redeemed:
-    """What a redeemed code grants, and the login session it came from."""
+    """What a redeemed code grants, the refresh token family to start, and its login session."""
 
     grant: Grant
+    family_id: str
     session_hash: str | None
 
 
@@ -80,9 +82,17 @@ class AuthorizationCodes:
             if row is None:
                 raise CodeError("the authorization code is not known")
             if row["used_at"] is not None:
+                # A second use means the code leaked: revoke what its first use gave out (RFC 6749 4.1.2).
+                self.conn.execute(
+                    "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
+                    (int(time.time()), row["family_id"]),
+                )
+                self.conn.execute("COMMIT")
                 raise CodeError("the authorization code was already used")
+            family_id = uuid.uuid4().hex
             self.conn.execute(
-                "UPDATE authorization_codes SET used_at = ? WHERE code_hash = ?", (int(time.time()), row["code_hash"])
+                "UPDATE authorization_codes SET used_at = ?, family_id = ? WHERE code_hash = ?",
+                (int(time.time()), family_id, row["code_hash"]),
             )
             self.conn.execute("COMMIT")
         except BaseException:
@@ -97,4 +107,4 @@ class AuthorizationCodes:
             raise CodeError("redirect_uri does not match the authorization request")
         if not hmac.compare_digest(s256(verifier), row["code_challenge"]):
             raise CodeError("code_verifier does not match the code challenge")
-        return Redeemed(Grant(row["username"], row["client_id"], row["scope"]), row["session_hash"])
+        return Redeemed(Grant(row["username"], row["client_id"], row["scope"]), family_id, row["session_hash"])

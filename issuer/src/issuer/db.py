@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS authorization_codes (
     scope          TEXT NOT NULL,
     session_hash   TEXT,
     expires_at     INTEGER NOT NULL,
-    used_at        INTEGER
+    used_at        INTEGER,
+    family_id      TEXT
 );
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid          TEXT PRIMARY KEY,
@@ -81,10 +82,11 @@ def initialise(path: Path) -> None:
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring databases made by earlier versions up to the current schema."""
-    columns = {row["name"] for row in conn.execute("PRAGMA table_info(refresh_tokens)")}
-    if "session_hash" not in columns:
-        with contextlib.suppress(sqlite3.OperationalError):  # another worker added it a moment ago
-            conn.execute("ALTER TABLE refresh_tokens ADD COLUMN session_hash TEXT")
+    for table, column in (("refresh_tokens", "session_hash"), ("authorization_codes", "family_id")):
+        columns = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            with contextlib.suppress(sqlite3.OperationalError):  # another worker added it a moment ago
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
 
 def get_db() -> sqlite3.Connection:

@@ -2,8 +2,20 @@
 
 A key moves `next` (published, not signing) -> `active` (signing) -> `retiring` (published
 so that tokens it signed still verify) -> `retired` (withdrawn; its private key file deleted).
-Every worker re-reads the states every `reload_interval` seconds, so a change made by the CLI
-or another replica sharing the data directory is seen without a restart.
+
+The lifecycle advances by itself, checked whenever a worker re-reads the states (every
+`reload_interval` seconds, so CLI changes and other replicas are seen without a restart):
+
+- a `next` key becomes `active` once it has been published for `activation_delay` seconds
+  (at least the JWKS cache lifetime, so every verifier knows it before it signs); the key it
+  replaces becomes `retiring`;
+- a `retiring` key is retired `retire_after` seconds later (the access token lifetime plus a
+  grace), when every token it signed has expired;
+- with `rotation_interval` set, a new `next` key is staged that long after the active key
+  began signing, less the activation delay (automatic rotation; off by default).
+
+Each transition runs in a write transaction that re-checks it, so workers racing to make it
+agree on the result.
 """
 
 from __future__ import annotations
@@ -66,12 +78,18 @@ class KeyStore:
         *,
         rsa_key_bits: int = 2048,
         reload_interval: float = 1.0,
+        activation_delay: float = 600,
+        retire_after: float = 3600 + 60,
+        rotation_interval: float = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.key_dir = key_dir
         self.db_path = db_path
         self.rsa_key_bits = rsa_key_bits
         self.reload_interval = reload_interval
+        self.activation_delay = activation_delay
+        self.retire_after = retire_after
+        self.rotation_interval = rotation_interval
         self.clock = clock
         self._lock = threading.Lock()
         self._loaded_at = float("-inf")
@@ -87,6 +105,9 @@ class KeyStore:
             # Also reload when the (wall) clock went backwards, rather than trusting the snapshot.
             if not 0 <= now - self._loaded_at < self.reload_interval:
                 self._records = self._read_records()
+                if self._due(self._records, now):
+                    self._advance()
+                    self._records = self._read_records()
                 self._loaded_at = now
             return self._records
 
@@ -127,6 +148,54 @@ class KeyStore:
     def _pem_path(self, kid: str) -> Path:
         return self.key_dir / f"{kid}.pem"
 
+    # -- the lifecycle, advancing by itself -----------------------------------------------------
+
+    def _due(self, records: tuple[KeyRecord, ...], now: float) -> bool:
+        """Return whether any lifecycle transition is due (a cheap check on the snapshot)."""
+        for record in records:
+            if record.state == "next" and record.created_at + self.activation_delay <= now:
+                return True
+            if record.state == "retiring" and (record.retiring_at or 0) + self.retire_after <= now:
+                return True
+        return self._rotation_due(records, now)
+
+    def _rotation_due(self, records: tuple[KeyRecord, ...], now: float) -> bool:
+        if self.rotation_interval <= 0 or any(r.state == "next" for r in records):
+            return False
+        active = [r for r in records if r.state == "active"]
+        started = active[0].activated_at or active[0].created_at if active else None
+        return started is not None and started + self.rotation_interval - self.activation_delay <= now
+
+    def _advance(self) -> None:
+        """Make every due transition, re-checked inside one write transaction."""
+        retired: list[str] = []
+        with self._transaction() as conn:
+            now = self.clock()
+            records = tuple(_record(row) for row in conn.execute("SELECT * FROM signing_keys"))
+            for record in records:
+                if record.state == "next" and record.created_at + self.activation_delay <= now:
+                    self._activate(conn, record.kid, int(now))
+                    log.info("staged key now signs", extra={"fields": {"kid": record.kid}})
+                elif record.state == "retiring" and (record.retiring_at or 0) + self.retire_after <= now:
+                    self._set_retired(conn, record.kid, int(now))
+                    retired.append(record.kid)
+                    log.info("retiring key withdrawn", extra={"fields": {"kid": record.kid}})
+            if self._rotation_due(records, now):
+                staged = self._create(conn, "next")
+                log.info("automatic rotation staged a key", extra={"fields": {"kid": staged.kid}})
+        for kid in retired:
+            self._pem_path(kid).unlink(missing_ok=True)
+
+    def _activate(self, conn: sqlite3.Connection, kid: str, stamp: int) -> None:
+        conn.execute(
+            "UPDATE signing_keys SET state = 'retiring', retiring_at = ? WHERE state = 'active'",
+            (stamp,),
+        )
+        conn.execute("UPDATE signing_keys SET state = 'active', activated_at = ? WHERE kid = ?", (stamp, kid))
+
+    def _set_retired(self, conn: sqlite3.Connection, kid: str, stamp: int) -> None:
+        conn.execute("UPDATE signing_keys SET state = 'retired', retired_at = ? WHERE kid = ?", (stamp, kid))
+
     # -- changing --------------------------------------------------------------------------
 
     def ensure_active(self) -> None:
@@ -149,21 +218,9 @@ class KeyStore:
                     )
                 record = self._create(conn, "next")
             else:
-                stamp = int(self.clock())
-                conn.execute(
-                    "UPDATE signing_keys SET state = 'retiring', retiring_at = ? WHERE state = 'active'",
-                    (stamp,),
-                )
-                if staged is not None:
-                    conn.execute(
-                        "UPDATE signing_keys SET state = 'active', activated_at = ? WHERE kid = ?",
-                        (stamp, staged["kid"]),
-                    )
-                    record = _record(
-                        conn.execute("SELECT * FROM signing_keys WHERE kid = ?", (staged["kid"],)).fetchone()
-                    )
-                else:
-                    record = self._create(conn, "active")
+                kid = staged["kid"] if staged is not None else self._create(conn, "next").kid
+                self._activate(conn, kid, int(self.clock()))
+                record = _record(conn.execute("SELECT * FROM signing_keys WHERE kid = ?", (kid,)).fetchone())
         self._invalidate()
         return record
 
@@ -177,10 +234,7 @@ class KeyStore:
                 raise KeyStoreError(f"key {kid} is signing; run 'keys rotate --now' first, then retire it")
             if row["state"] == "retired":
                 raise KeyStoreError(f"key {kid} is already retired")
-            conn.execute(
-                "UPDATE signing_keys SET state = 'retired', retired_at = ? WHERE kid = ?",
-                (int(self.clock()), kid),
-            )
+            self._set_retired(conn, kid, int(self.clock()))
             record = _record(conn.execute("SELECT * FROM signing_keys WHERE kid = ?", (kid,)).fetchone())
         self._pem_path(kid).unlink(missing_ok=True)
         self._invalidate()

@@ -118,7 +118,6 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
 
 
 def _authorization_code_grant(params: dict[str, str], client: Client) -> Response:
-    _required(params, "client_id")  # public clients identify themselves (RFC 6749 4.1.3)
     try:
         redeemed = extensions.authorization_codes().redeem(
             _required(params, "code"),
@@ -131,7 +130,9 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
         raise OAuthError(str(exc), error="invalid_grant") from exc
     if extensions.users().get(redeemed.grant.username) is None:
         raise OAuthError("the user no longer exists", error="invalid_grant")
-    refresh_token = extensions.refresh_tokens().issue(redeemed.grant, session_hash=redeemed.session_hash)
+    refresh_token = extensions.refresh_tokens().issue(
+        redeemed.grant, family_id=redeemed.family_id, session_hash=redeemed.session_hash
+    )
     return _token_response(redeemed.grant, refresh_token)
 
 
@@ -152,6 +153,8 @@ def token() -> Response:
     handler = GRANTS.get(grant_type)
     if handler is None:
         raise OAuthError(f"grant type {grant_type[:40]!r} is not supported", error="unsupported_grant_type")
+    if grant_type == "authorization_code":
+        _required(params, "client_id")  # public clients identify themselves (RFC 6749 4.1.3)
     client = _client(params)
     if grant_type not in client.grant_types:
         raise OAuthError("the client may not use this grant type", error="unauthorized_client")

@@ -9,7 +9,8 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from limits import parse_many
 
-from shared.settings import Environ, SettingsError, env_int, env_str, env_url
+from issuer.keys import KeyStore
+from shared.settings import Environ, SettingsError, env_float, env_int, env_str, env_url
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class IssuerSettings:
     access_token_ttl: int = 600
     refresh_token_ttl: int = 14 * 24 * 3600
     jwks_max_age: int = 300
+    key_activation_delay: int = 600
+    key_retire_grace: int = 60
+    key_rotation_days: float = 0
     rsa_key_bits: int = 2048
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
@@ -55,6 +59,35 @@ class IssuerSettings:
         """Return the directory of private key files, one PKCS#8 PEM per key."""
         return self.data_dir / "keys"
 
+    def __post_init__(self) -> None:
+        if self.key_activation_delay < self.jwks_max_age:
+            raise SettingsError(
+                "ISSUER_KEY_ACTIVATION_DELAY must be at least ISSUER_JWKS_MAX_AGE, so that every "
+                "verifier has fetched a staged key before it signs"
+            )
+
+    @property
+    def key_retire_after(self) -> int:
+        """Return how long a retiring key stays published: every token it signed has expired."""
+        return self.access_token_ttl + self.key_retire_grace
+
+    @property
+    def key_rotation_interval(self) -> float:
+        """Return the automatic rotation period in seconds (0: off)."""
+        return self.key_rotation_days * 86400
+
+    def key_store(self) -> KeyStore:
+        """Return a key store on this issuer's data, with its lifecycle timings."""
+        return KeyStore(
+            self.key_dir,
+            self.db_path,
+            rsa_key_bits=self.rsa_key_bits,
+            reload_interval=self.key_reload_interval,
+            activation_delay=self.key_activation_delay,
+            retire_after=self.key_retire_after,
+            rotation_interval=self.key_rotation_interval,
+        )
+
     @classmethod
     def from_env(cls, environ: Environ | None = None) -> IssuerSettings:
         """Build settings from the environment, naming the variable of any bad value."""
@@ -66,6 +99,9 @@ class IssuerSettings:
             access_token_ttl=env_int(env, "ISSUER_ACCESS_TOKEN_TTL", cls.access_token_ttl, minimum=30, maximum=3600),
             refresh_token_ttl=env_int(env, "ISSUER_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, minimum=60),
             jwks_max_age=env_int(env, "ISSUER_JWKS_MAX_AGE", cls.jwks_max_age, minimum=0, maximum=86400),
+            key_activation_delay=env_int(env, "ISSUER_KEY_ACTIVATION_DELAY", cls.key_activation_delay, minimum=0),
+            key_retire_grace=env_int(env, "ISSUER_KEY_RETIRE_GRACE", cls.key_retire_grace, minimum=0),
+            key_rotation_days=env_float(env, "ISSUER_KEY_ROTATION_DAYS", cls.key_rotation_days),
             rsa_key_bits=env_int(env, "ISSUER_RSA_KEY_BITS", cls.rsa_key_bits, minimum=2048, maximum=8192),
             argon2_time_cost=env_int(env, "ISSUER_ARGON2_TIME_COST", cls.argon2_time_cost, minimum=1, maximum=20),
             argon2_memory_kib=env_int(

@@ -64,6 +64,10 @@ def _forget_tokens(response: Response) -> None:
         response.delete_cookie(name, path="/", httponly=True, samesite="Lax", secure=secure)
 
 
+class KeysNotLoaded(Exception):
+    """The cookie cannot be checked yet: no verification keys (the issuer has not answered)."""
+
+
 def _claims_from_cookie() -> tuple[dict[str, Any] | None, bool]:
     """Return the cookie token's claims, and whether it merely expired (so a refresh may help)."""
     token = request.cookies.get(ACCESS_COOKIE)
@@ -72,6 +76,8 @@ def _claims_from_cookie() -> tuple[dict[str, Any] | None, bool]:
     try:
         return verify(token), False
     except ApiError as exc:
+        if exc.status == 503:
+            raise KeysNotLoaded from exc
         return None, isinstance(exc.__cause__, TokenExpired)
 
 
@@ -84,7 +90,13 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
 @bp.get("/")
 def index() -> Response:
     """Show who is logged in and their token's claims, or a link to log in."""
-    claims, expired = _claims_from_cookie()
+    try:
+        claims, expired = _claims_from_cookie()
+    except KeysNotLoaded:
+        # Keep the cookies: an issuer outage must not log anyone out.
+        return _page(
+            "index.html", 503, claims=None, error="Your login cannot be checked right now. Please try again shortly."
+        )
     refreshed: dict[str, Any] | None = None
     # Only an expired token is renewed; a tampered one logs the browser out.
     if claims is None and expired and request.cookies.get(REFRESH_COOKIE):
@@ -137,7 +149,7 @@ def callback() -> Response:
         return _login_failed(
             "The login could not be completed (it expired or did not start here). Please log in again."
         )
-    if request.args.get("iss") not in (None, _settings().issuer):
+    if request.args.get("iss") != _settings().issuer:  # RFC 9207: our issuer always sends it
         return _login_failed("The login answer came from an unexpected issuer.")
     if "error" in request.args:
         log.info("login refused by the issuer", extra={"fields": {"error": request.args.get("error", "")[:64]}})

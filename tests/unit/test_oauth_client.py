@@ -1,0 +1,258 @@
+"""Unit tests for resource_server.oauth_client: the resource as a PKCE client of a real issuer on loopback."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import pytest
+from flask.testing import FlaskClient
+
+from resource_server.oauth_client import AuthorizationRequest, IssuerClient, IssuerError
+from tests.unit.browsing import WEB_REDIRECT_URI, follow_authorization, location_path, query
+from tests.unit.fakes import JwksServer, LiveIssuer
+
+PUBLIC_ISSUER = "http://issuer.public.test"
+UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]+")
+
+ClientFactory = Callable[..., IssuerClient]
+
+
+@pytest.fixture
+def make_client() -> Iterator[ClientFactory]:
+    """Build issuer clients of the resource's web client; their HTTP sessions are closed afterwards."""
+    made: list[IssuerClient] = []
+
+    def make(internal_issuer: str, *, public_issuer: str = PUBLIC_ISSUER, timeout: float = 2.0) -> IssuerClient:
+        client = IssuerClient(
+            public_issuer=public_issuer,
+            internal_issuer=internal_issuer,
+            client_id="resource-web",
+            redirect_uri=WEB_REDIRECT_URI,
+            scope="profile admin",
+            timeout=timeout,
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.session.close()
+
+
+@pytest.fixture
+def issuer_client(make_client: ClientFactory, live_issuer: LiveIssuer) -> IssuerClient:
+    """A client whose back channel reaches the live issuer (the browser URL is the public one)."""
+    return make_client(live_issuer.url)
+
+
+@pytest.fixture
+def browser(live_issuer: LiveIssuer) -> FlaskClient:
+    """The browser's view of the live issuer (the same app and database)."""
+    return live_issuer.app.test_client()
+
+
+def _code(browser: FlaskClient, flow: AuthorizationRequest) -> str:
+    """Let alice approve the flow at the issuer; return the code the browser brings back."""
+    response = follow_authorization(browser, flow.url)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    params = query(response)
+    assert params["state"] == flow.state
+    return params["code"]
+
+
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def _base_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# -- the authorization request ------------------------------------------------------------
+
+
+def test_authorization_request_sends_the_browser_to_the_public_authorize_endpoint(
+    make_client: ClientFactory,
+) -> None:
+    flow = make_client("http://issuer.internal.test").authorization_request()
+    parts = urlsplit(flow.url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{PUBLIC_ISSUER}/authorize"
+    assert parts.fragment == ""
+
+
+def test_authorization_request_carries_every_parameter_once(make_client: ClientFactory) -> None:
+    flow = make_client("http://issuer.internal.test").authorization_request()
+    params = parse_qs(urlsplit(flow.url).query, strict_parsing=True)
+    assert params == {
+        "response_type": ["code"],
+        "client_id": ["resource-web"],
+        "redirect_uri": [WEB_REDIRECT_URI],
+        "scope": ["profile admin"],
+        "state": [flow.state],
+        "code_challenge": [_s256(flow.verifier)],
+        "code_challenge_method": ["S256"],
+    }
+
+
+def test_verifier_meets_rfc7636_and_state_is_unguessable(make_client: ClientFactory) -> None:
+    flow = make_client("http://issuer.internal.test").authorization_request()
+    assert 43 <= len(flow.verifier) <= 128
+    assert UNRESERVED.fullmatch(flow.verifier)
+    assert len(flow.state) >= 32
+    assert flow.state not in flow.verifier
+
+
+def test_each_authorization_request_is_fresh(make_client: ClientFactory) -> None:
+    client = make_client("http://issuer.internal.test")
+    flows = [client.authorization_request() for _ in range(10)]
+    assert len({flow.state for flow in flows}) == 10
+    assert len({flow.verifier for flow in flows}) == 10
+
+
+def test_the_issuer_accepts_the_authorization_request(
+    make_client: ClientFactory, live_issuer: LiveIssuer, browser: FlaskClient
+) -> None:
+    flow = make_client(live_issuer.url, public_issuer=live_issuer.url).authorization_request()
+    response = follow_authorization(browser, flow.url)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith(WEB_REDIRECT_URI + "?")
+    params = query(response)
+    assert (params["state"], params["iss"]) == (flow.state, live_issuer.url)
+    assert "error" not in params
+
+
+# -- exchange -----------------------------------------------------------------------------
+
+
+def test_exchange_trades_the_code_for_tokens_over_the_back_channel(
+    issuer_client: IssuerClient, browser: FlaskClient, live_issuer: LiveIssuer
+) -> None:
+    flow = issuer_client.authorization_request()
+    tokens = issuer_client.exchange(_code(browser, flow), flow.verifier)
+    assert tokens["token_type"] == "Bearer"
+    assert tokens["scope"] == "admin profile"
+    assert tokens["refresh_token"]
+    key = live_issuer.app.extensions["issuer.keys"].signing_key().private_key.public_key()
+    claims = jwt.decode(
+        tokens["access_token"], key, algorithms=["RS256"], audience="jwt-split-api", issuer=live_issuer.url
+    )
+    assert (claims["sub"], claims["client_id"]) == ("alice", "resource-web")
+
+
+def test_exchange_with_the_wrong_verifier_raises_with_the_issuers_description(
+    issuer_client: IssuerClient, browser: FlaskClient
+) -> None:
+    flow = issuer_client.authorization_request()
+    other = issuer_client.authorization_request()
+    with pytest.raises(IssuerError, match="code_verifier does not match"):
+        issuer_client.exchange(_code(browser, flow), other.verifier)
+
+
+def test_exchange_of_a_used_code_raises(issuer_client: IssuerClient, browser: FlaskClient) -> None:
+    flow = issuer_client.authorization_request()
+    code = _code(browser, flow)
+    issuer_client.exchange(code, flow.verifier)
+    with pytest.raises(IssuerError, match="already used"):
+        issuer_client.exchange(code, flow.verifier)
+
+
+def test_exchange_of_an_unknown_code_raises_with_the_issuers_description(issuer_client: IssuerClient) -> None:
+    flow = issuer_client.authorization_request()
+    with pytest.raises(IssuerError, match=r"^the issuer refused: the authorization code is not known$"):
+        issuer_client.exchange("made-up-code", flow.verifier)
+
+
+# -- refresh and revoke -------------------------------------------------------------------
+
+
+def test_refresh_rotates_the_refresh_token(issuer_client: IssuerClient, browser: FlaskClient) -> None:
+    flow = issuer_client.authorization_request()
+    first = issuer_client.exchange(_code(browser, flow), flow.verifier)
+    second = issuer_client.refresh(first["refresh_token"])
+    assert second["access_token"] != first["access_token"]
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["scope"] == "admin profile"
+    assert issuer_client.refresh(second["refresh_token"])["access_token"]
+
+
+def test_refresh_with_a_used_refresh_token_raises(issuer_client: IssuerClient, browser: FlaskClient) -> None:
+    flow = issuer_client.authorization_request()
+    first = issuer_client.exchange(_code(browser, flow), flow.verifier)
+    issuer_client.refresh(first["refresh_token"])
+    with pytest.raises(IssuerError, match="already used"):
+        issuer_client.refresh(first["refresh_token"])
+
+
+def test_revoke_ends_the_refresh_token_and_the_issuer_login(issuer_client: IssuerClient, browser: FlaskClient) -> None:
+    flow = issuer_client.authorization_request()
+    tokens = issuer_client.exchange(_code(browser, flow), flow.verifier)
+    issuer_client.revoke(tokens["refresh_token"])
+    with pytest.raises(IssuerError, match="revoked"):
+        issuer_client.refresh(tokens["refresh_token"])
+    again = urlsplit(issuer_client.authorization_request().url)
+    assert location_path(browser.get(again.path, query_string=again.query)) == "/login"
+
+
+def test_revoke_on_an_unreachable_issuer_is_logged_not_raised(
+    make_client: ClientFactory, dead_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_client(_base_url(dead_url)).revoke("some-refresh-token")
+    assert "could not revoke at the issuer" in caplog.text
+    assert "some-refresh-token" not in caplog.text
+
+
+# -- failures of the back channel ---------------------------------------------------------
+
+
+def test_unreachable_issuer_raises_issuer_error(make_client: ClientFactory, dead_url: str) -> None:
+    with pytest.raises(IssuerError, match="could not be reached") as caught:
+        make_client(_base_url(dead_url)).exchange("code", "v" * 43)
+    assert caught.value.__cause__ is not None
+
+
+def test_issuer_slower_than_the_timeout_raises_issuer_error(
+    make_client: ClientFactory, jwks_server: JwksServer
+) -> None:
+    jwks_server.delay = 2.0
+    with pytest.raises(IssuerError, match="could not be reached"):
+        make_client(jwks_server.base_url, timeout=0.2).refresh("some-refresh-token")
+
+
+def test_non_json_answer_raises_issuer_error_with_the_status(
+    make_client: ClientFactory, jwks_server: JwksServer
+) -> None:
+    jwks_server.answer(502, b"<html><body>Bad gateway</body></html>", {"Content-Type": "text/html"})
+    with pytest.raises(IssuerError, match="HTTP 502 without JSON"):
+        make_client(jwks_server.base_url).exchange("code", "v" * 43)
+    assert jwks_server.paths == ["/token"]
+
+
+def test_refusal_without_description_names_the_status(make_client: ClientFactory, jwks_server: JwksServer) -> None:
+    jwks_server.answer(400, b'{"error": "invalid_grant"}')
+    with pytest.raises(IssuerError, match=r"^the issuer refused: 400$"):
+        make_client(jwks_server.base_url).refresh("some-refresh-token")
+
+
+def test_long_error_description_is_cut_short(make_client: ClientFactory, jwks_server: JwksServer) -> None:
+    jwks_server.answer(400, json.dumps({"error": "invalid_grant", "error_description": "x" * 5000}).encode())
+    with pytest.raises(IssuerError) as caught:
+        make_client(jwks_server.base_url).refresh("some-refresh-token")
+    assert len(str(caught.value)) < 250
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"token_type": "Bearer"}', b'["access_token"]', b'"access_token"'], ids=["no-token", "list", "string"]
+)
+def test_success_status_without_an_access_token_raises(
+    make_client: ClientFactory, jwks_server: JwksServer, body: bytes
+) -> None:
+    jwks_server.answer(200, body)
+    with pytest.raises(IssuerError, match="the issuer refused"):
+        make_client(jwks_server.base_url).exchange("code", "v" * 43)

@@ -1,0 +1,460 @@
+"""Unit tests for resource_server.pages through Flask's test client: the page, browser login and logout."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from resource_server import create_app
+from resource_server.jwks import JwksClient
+from resource_server.oauth_client import IssuerClient
+from resource_server.settings import ResourceSettings
+from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
+from tests.unit.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
+from tests.unit.fakes import JwksServer, LiveIssuer
+
+PUBLIC_URL = "http://localhost:8001"
+TOKEN_COOKIES = ("rs_access", "rs_refresh")
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
+    """Build resource apps (keys from the test JWKS server by default); their HTTP sessions are closed afterwards."""
+    apps: list[Flask] = []
+
+    def make(**options: Any) -> Flask:
+        settings = ResourceSettings(
+            issuer=ISSUER,
+            issuer_internal_url=jwks_server.base_url,
+            jwks_url=jwks_server.url,
+            audience=AUDIENCE,
+            public_url=PUBLIC_URL,
+            issuer_timeout=2.0,
+            jwks_timeout=0.5,
+            jwks_cooldown=0.0,
+            jwks_prefetch=False,
+        )
+        settings = dataclasses.replace(settings, **options)
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        jwks: JwksClient = app.extensions["resource.jwks"]
+        issuer: IssuerClient = app.extensions["resource.issuer_client"]
+        jwks.session.close()
+        issuer.session.close()
+
+
+@pytest.fixture
+def client(make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> FlaskClient:
+    """A browser on a resource whose issuer publishes `rsa_key`."""
+    jwks_server.serve_keys(rsa_key)
+    return make_app().test_client()
+
+
+def _cookie_headers(response: TestResponse) -> dict[str, str]:
+    """Return the Set-Cookie headers of a response by cookie name."""
+    headers = response.headers.getlist("Set-Cookie")
+    return {header.split("=", 1)[0]: header for header in headers}
+
+
+def _attributes(header: str) -> set[str]:
+    return {part.strip().lower() for part in header.split(";")[1:]}
+
+
+def _assert_deleted(response: TestResponse, name: str) -> None:
+    header = _cookie_headers(response)[name]
+    assert header.startswith(f"{name}=;")
+    assert "max-age=0" in _attributes(header)
+
+
+def _assert_no_token_cookies_set(response: TestResponse) -> None:
+    """Check no access or refresh cookie is given a value (deleting one is fine)."""
+    for name, header in _cookie_headers(response).items():
+        if name in TOKEN_COOKIES:
+            assert header.startswith(f"{name}=;"), header
+
+
+def _log_in_cookie(client: FlaskClient, state: str = "state-abc", verifier: str = "v" * 43) -> None:
+    client.set_cookie("rs_login", f"{state}.{verifier}", path="/callback")
+
+
+def _same_origin() -> dict[str, str]:
+    return {"Sec-Fetch-Site": "same-origin"}
+
+
+# -- the page -----------------------------------------------------------------------------
+
+
+def test_page_when_logged_out_offers_a_log_in_link(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert '<a class="button" href="/login">Log in</a>' in html
+    assert "Hello" not in html
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Set-Cookie" not in response.headers
+
+
+def test_page_with_a_valid_access_cookie_shows_the_user_scope_and_claims(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    claims = make_claims(scope="profile admin", sub="alice")
+    client.set_cookie("rs_access", sign(claims, rsa_key))
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "<h1>Hello, alice</h1>" in html
+    assert '<dd id="scope">profile admin</dd>' in html
+    assert f"<td>{claims['jti']}</td>" in html
+    assert f"<td>{claims['client_id']}</td>" in html
+    assert "Log in</a>" not in html
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Set-Cookie" not in response.headers
+
+
+def test_page_escapes_the_claims_it_shows(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    client.set_cookie("rs_access", sign(make_claims(sub="<script>alert(1)</script>"), rsa_key))
+    html = client.get("/").get_data(as_text=True)
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_page_with_a_tampered_cookie_shows_logged_out_and_deletes_the_cookies(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    header, _, signature = sign(make_claims(), rsa_key).split(".")
+    forged_payload = base64.urlsafe_b64encode(b'{"sub":"admin"}').rstrip(b"=").decode()
+    client.set_cookie("rs_access", f"{header}.{forged_payload}.{signature}")
+    client.set_cookie("rs_refresh", "some-refresh-token")
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "Log in</a>" in response.get_data(as_text=True)
+    for name in TOKEN_COOKIES:
+        _assert_deleted(response, name)
+    assert client.get_cookie("rs_access") is None
+    assert client.get_cookie("rs_refresh") is None
+
+
+def test_page_with_a_token_of_another_key_shows_logged_out(
+    client: FlaskClient, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    client.set_cookie("rs_access", sign(make_claims(), other_rsa_key))
+    response = client.get("/")
+    assert "Log in</a>" in response.get_data(as_text=True)
+    _assert_deleted(response, "rs_access")
+
+
+def test_page_with_an_expired_token_and_unreachable_issuer_shows_logged_out(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, dead_url: str
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    client = make_app(issuer_internal_url=dead_url.removesuffix("/.well-known/jwks.json")).test_client()
+    now = int(time.time())
+    client.set_cookie("rs_access", sign(make_claims(iat=now - 900, exp=now - 600), rsa_key))
+    client.set_cookie("rs_refresh", "some-refresh-token")
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "Log in</a>" in response.get_data(as_text=True)
+    for name in TOKEN_COOKIES:
+        _assert_deleted(response, name)
+
+
+def test_page_keeps_the_cookies_while_the_issuers_keys_are_unavailable(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(503, b"down for maintenance", {"Content-Type": "text/plain"})
+    client = make_app().test_client()
+    client.set_cookie("rs_access", sign(make_claims(), rsa_key))
+    client.set_cookie("rs_refresh", "some-refresh-token")
+    client.get("/")
+    assert client.get_cookie("rs_access") is not None
+    assert client.get_cookie("rs_refresh") is not None
+
+
+# -- /api/me with the cookie --------------------------------------------------------------
+
+
+def test_api_me_accepts_the_access_cookie(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    claims = make_claims(scope="profile")
+    client.set_cookie("rs_access", sign(claims, rsa_key))
+    response = client.get("/api/me")
+    assert response.status_code == 200
+    assert response.get_json() == {"sub": "alice", "scope": "profile", "claims": claims}
+
+
+def test_api_me_refuses_a_tampered_access_cookie(client: FlaskClient, other_rsa_key: rsa.RSAPrivateKey) -> None:
+    client.set_cookie("rs_access", sign(make_claims(), other_rsa_key))
+    response = client.get("/api/me")
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "invalid_token"
+
+
+# -- /login -------------------------------------------------------------------------------
+
+
+def test_login_sends_the_browser_to_the_issuers_authorize_endpoint(client: FlaskClient) -> None:
+    response = client.get("/login")
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{ISSUER}/authorize"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_login_remembers_state_and_verifier_in_an_httponly_cookie_for_the_callback_only(client: FlaskClient) -> None:
+    response = client.get("/login")
+    header = _cookie_headers(response)["rs_login"]
+    assert {"httponly", "path=/callback", "samesite=lax", "max-age=600"} <= _attributes(header)
+    assert "secure" not in _attributes(header)
+    state, _, verifier = header.split(";")[0].split("=", 1)[1].partition(".")
+    params = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert params["state"] == [state]
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    assert params["code_challenge"] == [challenge]
+    assert params["redirect_uri"] == [f"{PUBLIC_URL}/callback"]
+    assert verifier not in response.headers["Location"]
+
+
+def test_login_cookie_is_secure_when_the_resource_is_served_over_https(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    client = make_app(public_url="https://rs.test").test_client()
+    header = _cookie_headers(client.get("/login"))["rs_login"]
+    assert "secure" in _attributes(header)
+
+
+# -- /callback ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cookie_state", "query_state"),
+    [(None, "state-abc"), ("state-abc", None), ("state-abc", "state-xyz"), ("state-abc", ""), (None, None)],
+    ids=["no-cookie", "no-state", "other-state", "empty-state", "neither"],
+)
+def test_callback_without_the_matching_state_is_refused(
+    client: FlaskClient, jwks_server: JwksServer, cookie_state: str | None, query_state: str | None
+) -> None:
+    if cookie_state is not None:
+        _log_in_cookie(client, cookie_state)
+    params = {"code": "some-code", "iss": ISSUER}
+    if query_state is not None:
+        params["state"] = query_state
+    response = client.get("/callback", query_string=params)
+    assert response.status_code == 400
+    assert "could not be completed" in response.get_data(as_text=True)
+    _assert_no_token_cookies_set(response)
+    assert jwks_server.paths == []  # the code was never sent to the issuer
+
+
+def test_refused_callback_forgets_the_login_cookie(client: FlaskClient) -> None:
+    _log_in_cookie(client)
+    response = client.get("/callback", query_string={"code": "c", "state": "state-xyz"})
+    header = _cookie_headers(response)["rs_login"]
+    assert "path=/callback" in _attributes(header)
+    assert "max-age=0" in _attributes(header)
+
+
+def test_callback_with_an_error_from_the_issuer_is_refused(client: FlaskClient, jwks_server: JwksServer) -> None:
+    _log_in_cookie(client)
+    response = client.get("/callback", query_string={"error": "access_denied", "state": "state-abc", "iss": ISSUER})
+    assert response.status_code == 400
+    assert "did not grant the login" in response.get_data(as_text=True)
+    _assert_no_token_cookies_set(response)
+    assert jwks_server.paths == []
+
+
+def test_callback_from_another_issuer_is_refused(client: FlaskClient, jwks_server: JwksServer) -> None:
+    _log_in_cookie(client)
+    response = client.get("/callback", query_string={"code": "c", "state": "state-abc", "iss": "http://evil.test"})
+    assert response.status_code == 400
+    assert "unexpected issuer" in response.get_data(as_text=True)
+    _assert_no_token_cookies_set(response)
+    assert jwks_server.paths == []
+
+
+def test_callback_without_a_code_is_refused(client: FlaskClient) -> None:
+    _log_in_cookie(client)
+    response = client.get("/callback", query_string={"state": "state-abc", "iss": ISSUER})
+    assert response.status_code == 400
+    _assert_no_token_cookies_set(response)
+
+
+def test_callback_whose_exchange_fails_is_a_502_without_token_cookies(
+    client: FlaskClient, jwks_server: JwksServer
+) -> None:
+    jwks_server.answer(400, b'{"error": "invalid_grant", "error_description": "the authorization code is not known"}')
+    _log_in_cookie(client)
+    response = client.get("/callback", query_string={"code": "c", "state": "state-abc", "iss": ISSUER})
+    assert response.status_code == 502
+    assert "the authorization code is not known" in response.get_data(as_text=True)
+    assert jwks_server.paths == ["/token"]
+    _assert_no_token_cookies_set(response)
+
+
+# -- /logout ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://evil.test"},
+        {"Origin": "null"},
+        {"Origin": "https://localhost:8001"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": PUBLIC_URL},
+    ],
+    ids=["no-headers", "cross-site", "same-site", "other-origin", "null-origin", "other-scheme", "fetch-site-wins"],
+)
+def test_logout_from_elsewhere_is_forbidden_and_keeps_the_cookies(
+    client: FlaskClient, jwks_server: JwksServer, headers: dict[str, str]
+) -> None:
+    client.set_cookie("rs_access", "some-access-token")
+    client.set_cookie("rs_refresh", "some-refresh-token")
+    response = client.post("/logout", headers=headers)
+    assert response.status_code == 403
+    assert "must start from this site" in response.get_data(as_text=True)
+    assert "Set-Cookie" not in response.headers
+    assert jwks_server.paths == []  # nothing was revoked
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Sec-Fetch-Site": "same-origin"}, {"Origin": PUBLIC_URL}], ids=["same-origin", "own-origin"]
+)
+def test_logout_from_our_page_revokes_and_deletes_the_cookies(
+    client: FlaskClient, jwks_server: JwksServer, headers: dict[str, str]
+) -> None:
+    jwks_server.answer(200, b"")
+    client.set_cookie("rs_access", "some-access-token")
+    client.set_cookie("rs_refresh", "some-refresh-token")
+    response = client.post("/logout", headers=headers)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    for name in TOKEN_COOKIES:
+        _assert_deleted(response, name)
+    assert client.get_cookie("rs_access") is None
+    assert jwks_server.paths == ["/revoke"]
+
+
+def test_logout_without_a_refresh_cookie_revokes_nothing(client: FlaskClient, jwks_server: JwksServer) -> None:
+    response = client.post("/logout", headers=_same_origin())
+    assert response.status_code == 303
+    assert jwks_server.paths == []
+
+
+def test_logout_succeeds_even_when_the_issuer_is_unreachable(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, dead_url: str
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    client = make_app(issuer_internal_url=dead_url.removesuffix("/.well-known/jwks.json")).test_client()
+    client.set_cookie("rs_refresh", "some-refresh-token")
+    response = client.post("/logout", headers=_same_origin())
+    assert response.status_code == 303
+    _assert_deleted(response, "rs_refresh")
+
+
+def test_logout_get_is_not_allowed(client: FlaskClient) -> None:
+    assert client.get("/logout").status_code == 405
+
+
+# -- the whole flow against a real issuer -------------------------------------------------
+
+
+@pytest.fixture
+def live_client(make_app: AppFactory, live_issuer: LiveIssuer) -> FlaskClient:
+    """A browser on a resource whose issuer is the live one on loopback."""
+    app = make_app(
+        issuer=live_issuer.url,
+        issuer_internal_url=live_issuer.url,
+        jwks_url=f"{live_issuer.url}/.well-known/jwks.json",
+    )
+    assert app.extensions["resource.settings"].redirect_uri == WEB_REDIRECT_URI
+    return app.test_client()
+
+
+def _browser_login(resource: FlaskClient, issuer: FlaskClient) -> TestResponse:
+    """Log alice in from the resource's page through the issuer; return the callback's answer."""
+    at_issuer = follow_authorization(issuer, resource.get("/login").headers["Location"])
+    assert at_issuer.status_code == 302, at_issuer.get_data(as_text=True)
+    back = urlsplit(at_issuer.headers["Location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == WEB_REDIRECT_URI
+    return resource.get(back.path, query_string=back.query)
+
+
+def test_browser_login_through_the_issuer_stores_the_tokens_in_httponly_cookies(
+    live_client: FlaskClient, live_issuer: LiveIssuer
+) -> None:
+    response = _browser_login(live_client, live_issuer.app.test_client())
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert response.headers["Location"] == "/"
+    headers = _cookie_headers(response)
+    for name in TOKEN_COOKIES:
+        assert {"httponly", "samesite=lax", "path=/"} <= _attributes(headers[name])
+    _assert_deleted(response, "rs_login")
+    html = live_client.get("/").get_data(as_text=True)
+    assert "<h1>Hello, alice</h1>" in html
+    assert '<dd id="scope">admin profile</dd>' in html
+
+
+def test_state_of_one_login_cannot_finish_another(live_client: FlaskClient, live_issuer: LiveIssuer) -> None:
+    issuer = live_issuer.app.test_client()
+    at_issuer = follow_authorization(issuer, live_client.get("/login").headers["Location"])
+    live_client.get("/login")  # a second login replaces the first's state and verifier
+    back = urlsplit(at_issuer.headers["Location"])
+    response = live_client.get(back.path, query_string=back.query)
+    assert response.status_code == 400
+    _assert_no_token_cookies_set(response)
+
+
+def test_expired_access_cookie_is_renewed_with_the_refresh_cookie(
+    live_client: FlaskClient, live_issuer: LiveIssuer
+) -> None:
+    _browser_login(live_client, live_issuer.app.test_client())
+    old_refresh = live_client.get_cookie("rs_refresh")
+    assert old_refresh is not None
+    key = live_issuer.app.extensions["issuer.keys"].signing_key()
+    now = int(time.time())
+    expired = make_claims(issuer=live_issuer.url, client_id="resource-web", iat=now - 900, exp=now - 600)
+    live_client.set_cookie("rs_access", sign(expired, key.private_key, kid=key.kid))
+    response = live_client.get("/")
+    assert "<h1>Hello, alice</h1>" in response.get_data(as_text=True)
+    headers = _cookie_headers(response)
+    assert set(TOKEN_COOKIES) <= set(headers)
+    new_refresh = live_client.get_cookie("rs_refresh")
+    assert new_refresh is not None
+    assert new_refresh.value != old_refresh.value
+
+
+def test_logout_revokes_at_the_issuer_and_ends_the_issuer_login(
+    live_client: FlaskClient, live_issuer: LiveIssuer
+) -> None:
+    issuer = live_issuer.app.test_client()
+    _browser_login(live_client, issuer)
+    refresh = live_client.get_cookie("rs_refresh")
+    assert refresh is not None
+    response = live_client.post("/logout", headers=_same_origin())
+    assert response.status_code == 303
+    assert "Log in</a>" in live_client.get("/").get_data(as_text=True)
+    refused = issuer.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": refresh.value, "client_id": "resource-web"}
+    )
+    assert refused.get_json()["error"] == "invalid_grant"
+    again = urlsplit(live_client.get("/login").headers["Location"])
+    assert location_path(issuer.get(again.path, query_string=again.query)) == "/login"
