@@ -65,9 +65,11 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
     """The stack under attack; its JWKS stays fresh for the whole suite, so any fetch is news."""
     stack = LoopbackStack(
         tmp_path_factory.mktemp("target"),
-        issuer_env={"ISSUER_JWKS_MAX_AGE": "3600"},
+        issuer_env={"ISSUER_JWKS_MAX_AGE": "3600", "ISSUER_KEY_ACTIVATION_DELAY": "3600"},
         resource_env={"RESOURCE_JWKS_COOLDOWN": "30"},
     )
-    stack.start()
-    yield stack
-    stack.close()
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.close()

@@ -27,9 +27,11 @@ JWT_SHAPE = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{20,}")
 @pytest.fixture(scope="module")
 def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
     stack = LoopbackStack(tmp_path_factory.mktemp("hygiene"))
-    stack.start()
-    yield stack
-    stack.close()
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.close()
 
 
 def _browser_login(stack: LoopbackStack, username: str, password: str) -> requests.Session:
