@@ -75,8 +75,24 @@ def test_settings_are_frozen() -> None:
         ("ISSUER_RSA_KEY_BITS", "1024", "at least 2048"),
         ("ISSUER_ARGON2_TIME_COST", "0", "at least 1"),
         ("ISSUER_ARGON2_MEMORY_KIB", "1024", "at least 8192"),
+        ("ISSUER_KEY_ACTIVATION_DELAY", "-5", "at least 0"),
+        ("ISSUER_LOGIN_RATE_LIMIT", "lots", "rate limit"),
+        ("ISSUER_WEB_REDIRECT_URIS", "callback", "absolute http"),
     ],
 )
 def test_bad_value_stops_start_up_naming_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=f"^{name} must .*{message}"):
         IssuerSettings.from_env({name: value})
+
+
+def test_staged_keys_must_wait_at_least_the_jwks_cache_lifetime() -> None:
+    with pytest.raises(SettingsError, match="ISSUER_KEY_ACTIVATION_DELAY must be at least ISSUER_JWKS_MAX_AGE"):
+        IssuerSettings.from_env({"ISSUER_JWKS_MAX_AGE": "900", "ISSUER_KEY_ACTIVATION_DELAY": "600"})
+    accepted = IssuerSettings.from_env({"ISSUER_JWKS_MAX_AGE": "900", "ISSUER_KEY_ACTIVATION_DELAY": "900"})
+    assert accepted.key_activation_delay == accepted.jwks_max_age
+
+
+def test_retiring_keys_outlive_the_tokens_they_signed() -> None:
+    settings = IssuerSettings.from_env({"ISSUER_ACCESS_TOKEN_TTL": "600", "ISSUER_KEY_RETIRE_GRACE": "60"})
+    assert settings.key_retire_after == 660
+    assert settings.key_store().retire_after == 660

@@ -33,13 +33,14 @@ def make_store(data_dir: Path, clock: FakeClock) -> StoreFactory:
     test checks the 2048-bit default.
     """
 
-    def make(*, reload_interval: float = 0.0, bits: int = 1024) -> KeyStore:
+    def make(*, reload_interval: float = 0.0, bits: int = 1024, **lifecycle: float) -> KeyStore:
         return KeyStore(
             data_dir / "keys",
             data_dir / "issuer.sqlite3",
             rsa_key_bits=bits,
             reload_interval=reload_interval,
             clock=clock,
+            **lifecycle,
         )
 
     return make
@@ -260,3 +261,77 @@ def test_own_changes_are_seen_at_once_despite_reload_interval(make_store: StoreF
     assert _states(keys)[staged.kid] == "next"
     keys.rotate(now=True)
     assert keys.signing_key().kid == staged.kid
+
+
+# -- the lifecycle advancing by itself ------------------------------------------------------
+
+
+def _only(keys: KeyStore, state: str) -> str:
+    kids = [kid for kid, current in _states(keys).items() if current == state]
+    assert len(kids) == 1, _states(keys)
+    return kids[0]
+
+
+def test_staged_key_signs_once_published_for_the_activation_delay(make_store: StoreFactory, clock: FakeClock) -> None:
+    keys = make_store(activation_delay=600, retire_after=900)
+    keys.ensure_active()
+    old = keys.signing_key().kid
+    staged = keys.rotate().kid
+
+    clock.advance(599)
+    assert keys.signing_key().kid == old
+    assert _states(keys) == {old: "active", staged: "next"}
+
+    clock.advance(1)
+    assert keys.signing_key().kid == staged
+    assert _states(keys) == {old: "retiring", staged: "active"}
+    assert {jwk["kid"] for jwk in keys.published()} == {old, staged}
+
+
+def test_retiring_key_is_withdrawn_once_its_tokens_have_expired(make_store: StoreFactory, clock: FakeClock) -> None:
+    keys = make_store(activation_delay=600, retire_after=900)
+    keys.ensure_active()
+    old = keys.signing_key().kid
+    new = keys.rotate(now=True).kid
+
+    clock.advance(899)
+    assert _states(keys)[old] == "retiring"
+    assert _pem(keys, old).exists()
+
+    clock.advance(1)
+    assert _states(keys) == {old: "retired", new: "active"}
+    assert [jwk["kid"] for jwk in keys.published()] == [new]
+    assert not _pem(keys, old).exists()
+
+
+def test_automatic_rotation_stages_a_key_in_time_to_sign_on_schedule(
+    make_store: StoreFactory, clock: FakeClock
+) -> None:
+    day = 86400.0
+    keys = make_store(activation_delay=600, retire_after=900, rotation_interval=30 * day)
+    keys.ensure_active()
+    first = keys.signing_key().kid
+
+    clock.advance(30 * day - 601)
+    assert list(_states(keys).values()) == ["active"]
+    clock.advance(1)
+    staged = _only(keys, "next")  # staged one activation delay before the month is up
+    clock.advance(600)
+    assert keys.signing_key().kid == staged
+    assert _states(keys)[first] == "retiring"
+
+
+def test_automatic_rotation_is_off_by_default(make_store: StoreFactory, clock: FakeClock) -> None:
+    keys = make_store()
+    keys.ensure_active()
+    clock.advance(10 * 365 * 86400)
+    assert list(_states(keys).values()) == ["active"]
+
+
+def test_workers_racing_through_a_transition_agree(make_store: StoreFactory, clock: FakeClock) -> None:
+    one, two = make_store(activation_delay=600), make_store(activation_delay=600)
+    one.ensure_active()
+    staged = one.rotate().kid
+    clock.advance(600)
+    assert one.signing_key().kid == two.signing_key().kid == staged
+    assert sorted(_states(one).values()) == ["active", "retiring"]
