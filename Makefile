@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast docker browser demo lint clean
+.PHONY: install run test test-fast docker browser demo lint clean bench
 
 install: $(STAMP)
 
@@ -41,6 +41,12 @@ demo: docker
 ## Unit, loopback and browser tests only (no Docker).
 test-fast: install browser
 	$(BIN)/pytest -m "not container"
+
+## The benchmark: costs and HTTP throughput measured side by side, printed as a table
+## (wrk from Debian, installed by scripts/bench-setup where missing; load on 127.0.0.1 only).
+bench: install
+	@scripts/bench-setup
+	$(BIN)/python -m bench
 
 lint: install
 	$(BIN)/ruff check .

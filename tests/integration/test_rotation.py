@@ -65,7 +65,9 @@ class Traffic:
                 )
                 self.requests_made += 1
                 if answer.status_code != 200 and kid_of(candidate) not in self.withdrawn:
-                    self.failures.append(f"{answer.status_code} for a token of {kid_of(candidate)}: {answer.text[:200]}")
+                    self.failures.append(
+                        f"{answer.status_code} for a token of {kid_of(candidate)}: {answer.text[:200]}"
+                    )
 
 
 def _cli(stack: Stack, *args: str) -> str:

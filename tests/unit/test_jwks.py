@@ -488,3 +488,73 @@ def test_prefetch_loads_keys_in_the_background(
     _join_threads("jwks-prefetch")
     assert client.kids == [kid_of(rsa_key)]
     assert jwks_server.request_count == 1
+
+
+# -- change notices and key objects -------------------------------------------------------
+
+
+def test_subscribers_hear_the_new_kids_when_the_key_set_changes(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    heard: list[frozenset[str]] = []
+    loaded.subscribe(heard.append)
+    jwks_server.serve_keys(other_rsa_key)
+    clock.advance(COOLDOWN)
+    loaded.get(kid_of(other_rsa_key))
+    assert heard == [frozenset({kid_of(other_rsa_key)})]
+
+
+def test_subscribers_hear_nothing_when_a_refetch_finds_the_same_keys(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    heard: list[frozenset[str]] = []
+    loaded.subscribe(heard.append)
+    clock.advance(300)
+    loaded.get(kid_of(rsa_key))
+    _wait_for_background_refresh()
+    assert jwks_server.request_count == 2
+    assert heard == []
+
+
+def test_an_unchanged_jwk_keeps_its_key_object_across_refetches(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    before = loaded.get(kid_of(rsa_key))
+    jwks_server.serve_keys(rsa_key, other_rsa_key)
+    clock.advance(COOLDOWN)
+    loaded.get(kid_of(other_rsa_key))
+    assert jwks_server.request_count == 2
+    assert loaded.get(kid_of(rsa_key)) is before
+
+
+def test_key_signing_right_after_a_scheduled_refresh_is_fetched_at_once(
+    make_client: ClientFactory,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    """An emergency rotation just after a routine refresh must not wait out a cooldown."""
+    jwks_server.serve_keys(rsa_key)
+    client = make_client()
+    assert client.ensure_loaded()  # the start-up load: no cooldown
+    clock.advance(300)
+    client.get(kid_of(rsa_key))  # stale: a scheduled refresh runs in the background
+    _wait_for_background_refresh()
+    assert jwks_server.request_count == 2
+
+    jwks_server.serve_keys(rsa_key, other_rsa_key)  # the emergency key signs at once
+    assert _same_key(client.get(kid_of(other_rsa_key)), other_rsa_key)
+    assert jwks_server.request_count == 3
+    # That fetch was for an unknown kid: the next one waits out the cooldown.
+    with pytest.raises(UnknownKey):
+        client.get("yet-another-kid")
+    assert jwks_server.request_count == 3

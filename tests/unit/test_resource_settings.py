@@ -69,3 +69,34 @@ def test_variables_override_the_defaults() -> None:
 def test_bad_value_stops_start_up_naming_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=f"^{name} must .*{message}"):
         ResourceSettings.from_env({name: value})
+
+
+# -- verified-token cache and introspection -----------------------------------------------
+
+
+def test_token_cache_size_defaults_and_can_be_turned_off() -> None:
+    assert ResourceSettings.from_env({}).token_cache_size == 4096
+    assert ResourceSettings.from_env({"RESOURCE_TOKEN_CACHE_SIZE": "0"}).token_cache_size == 0
+    with pytest.raises(SettingsError, match="RESOURCE_TOKEN_CACHE_SIZE"):
+        ResourceSettings.from_env({"RESOURCE_TOKEN_CACHE_SIZE": "-1"})
+
+
+def test_verification_is_local_by_default() -> None:
+    settings = ResourceSettings.from_env({"RESOURCE_ISSUER_INTERNAL_URL": "http://issuer:8000"})
+    assert settings.verification == "local"
+    assert settings.introspection_url == "http://issuer:8000/introspect"
+    assert settings.introspection_secret == ""
+
+
+def test_introspection_needs_a_secret_named_in_the_error() -> None:
+    with pytest.raises(SettingsError, match="RESOURCE_INTROSPECTION_SECRET"):
+        ResourceSettings.from_env({"RESOURCE_VERIFICATION": "introspection"})
+    settings = ResourceSettings.from_env(
+        {"RESOURCE_VERIFICATION": "Introspection", "RESOURCE_INTROSPECTION_SECRET": "s3cret"}
+    )
+    assert (settings.verification, settings.introspection_secret) == ("introspection", "s3cret")
+
+
+def test_unknown_verification_mode_is_refused() -> None:
+    with pytest.raises(SettingsError, match="RESOURCE_VERIFICATION"):
+        ResourceSettings.from_env({"RESOURCE_VERIFICATION": "trust-me"})

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from unittest import mock
 
+import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from resource_server.jwks import UnknownKey
-from resource_server.verifier import InvalidToken, Verifier
+from resource_server.jwks import JwksClient, UnknownKey
+from resource_server.verifier import (
+    MAX_LIFETIME,
+    CachedToken,
+    InvalidToken,
+    TokenExpired,
+    VerifiedTokens,
+    Verifier,
+    strict_json,
+)
 from shared.jose import b64url_decode, b64url_encode
 from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
+from tests.unit.fakes import FakeClock, JwksServer
 
 
 class StaticKeys:
@@ -287,3 +303,539 @@ def test_garbage_is_invalid_token_never_another_error(verifier: Verifier, token:
 def test_payload_that_is_not_json_is_refused(verifier: Verifier, rsa_key: rsa.RSAPrivateKey) -> None:
     header, _, signature = sign(make_claims(), rsa_key).split(".")
     _refused(verifier, f"{header}.{b64url_encode(b'not json')}.{signature}", "malformed|signature")
+
+
+# -- the fast path rejects exactly what jwt.decode rejects --------------------------------
+
+
+def _stricter_than_pyjwt(token: str) -> None:
+    """Our deliberate additions to PyJWT's rules: strict JSON, NumericDates that are numbers."""
+    try:
+        claims = strict_json(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    except (ValueError, IndexError, RecursionError):
+        return  # malformed: jwt.decode refuses it on its own
+    try:
+        strict_json(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    except (ValueError, RecursionError) as exc:
+        raise InvalidToken("duplicate header member") from exc
+    if not isinstance(claims, dict):
+        return
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidToken(name)
+
+
+def _reference_verify(keys: StaticKeys, token: str, *, leeway: int = 10) -> dict[str, Any]:
+    """The verifier as it was before the fast path: the same header policy, then `jwt.decode`."""
+    if not token.isascii():
+        raise InvalidToken("malformed")
+    _stricter_than_pyjwt(token)
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken("malformed") from exc
+    typ = header.get("typ")
+    if (
+        header.get("alg") not in ["RS256"]
+        or not isinstance(typ, str)
+        or typ.lower() not in {"at+jwt", "application/at+jwt"}
+    ):
+        raise InvalidToken("header")
+    if "crit" in header or "b64" in header:
+        raise InvalidToken("extension")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > 128:
+        raise InvalidToken("kid")
+    key = keys.get(kid)
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=["RS256"],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            leeway=leeway,
+            options={"require": ["iss", "aud", "exp", "iat", "sub", "jti"], "strict_aud": False},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenExpired("expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken("invalid") from exc
+    for name in ("sub", "jti"):
+        if not isinstance(claims[name], str) or not claims[name]:
+            raise InvalidToken(name)
+    for name in ("scope", "client_id"):
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidToken(name)
+    if claims["exp"] - claims["iat"] > MAX_LIFETIME:
+        raise InvalidToken("lifetime")
+    return claims
+
+
+def _outcome(verify: Any, token: str) -> object:
+    try:
+        return verify(token)
+    except TokenExpired:
+        return "TokenExpired"
+    except InvalidToken:
+        return "InvalidToken"
+    except UnknownKey:
+        return "UnknownKey"
+
+
+def _assert_same_outcome(keys: StaticKeys, token: str) -> object:
+    fast = Verifier(keys, issuer=ISSUER, audience=AUDIENCE, leeway=10, cache_size=0)
+    expected = _outcome(lambda t: _reference_verify(keys, t), token)
+    assert _outcome(fast.verify, token) == expected, token
+    return expected
+
+
+def _resign(header: dict[str, Any], claims: dict[str, Any], key: rsa.RSAPrivateKey) -> str:
+    """Sign a hand-made header and claims (any JSON at all) with RS256."""
+    unsigned = f"{_segment(header)}.{_segment(claims)}"
+    signature = key.sign(unsigned.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{unsigned}.{b64url_encode(signature)}"
+
+
+def _variants(token: str) -> list[str]:
+    """Spellings of a valid token that jwt.decode may or may not accept."""
+    header, payload, signature = token.split(".")
+    out = [
+        token,
+        token + ".",
+        "." + token,
+        f"{header}.{payload}.{payload}.{signature}",  # a duplicated segment
+        f"{header}.{header}.{payload}.{signature}",
+        f"{header}..{signature}",
+        f"{header}.{payload}",
+        f"{header}.{payload}.",
+        token + " ",
+        " " + token,
+        token + "\n",
+        f"{header} .{payload}.{signature}",
+        f"{header}.{payload}.{signature[:100]} {signature[100:]}",
+        f"{header}.{payload}.{signature[:100]}\t{signature[100:]}",
+        token.replace("-", "+").replace("_", "/"),
+        f"{header}.{payload}.{signature}=",
+        f"{header}.{payload}.{signature}==",
+        f"{header}.{payload}.{signature}===",
+        f"{header}=.{payload}.{signature}",
+        f"{header}.{payload}=.{signature}",
+        f"{header}.{payload}.{signature[:-1]}",
+        f"{header}.{payload}.{signature[:-2]}",
+        f"{header}.{payload}.{signature}A",
+        f"{header}.{payload}.{signature}AA",
+        f"{header}.{payload}.{signature}AAAA",
+        f"{header}.{payload}.{signature[:10]}={signature[10:]}",
+        f"{header}.{payload}.{signature}!",
+        f"{header}.{payload}.{signature}\x00",
+    ]
+    # Non-canonical encodings: the same bytes with other unused trailing bits.
+    for segment_index in range(3):
+        parts = token.split(".")
+        segment = parts[segment_index]
+        if len(segment) % 4 in (2, 3):
+            alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            value = alphabet.index(segment[-1])
+            for flip in (1, 2, 3):
+                parts[segment_index] = segment[:-1] + alphabet[value ^ flip]
+                out.append(".".join(parts))
+    # Padded but otherwise canonical spellings (PyJWT accepts `=` when the length is a multiple of 4).
+    parts = token.split(".")
+    out.append(".".join(part + "=" * (-len(part) % 4) for part in parts))
+    return out
+
+
+def test_fast_path_agrees_with_jwt_decode_on_spellings_of_a_valid_token(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    outcomes = [_assert_same_outcome(keys, variant) for variant in _variants(sign(make_claims(), rsa_key))]
+    assert outcomes[0] != "InvalidToken"
+    assert outcomes.count("InvalidToken") > 20
+
+
+def test_padded_segments_are_accepted_as_jwt_decode_accepts_them(keys: StaticKeys, rsa_key: rsa.RSAPrivateKey) -> None:
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": kid_of(rsa_key)}
+    accepted = 0
+    for pad in range(4):
+        claims = make_claims(jti="j" * (pad + 10))
+        # The signature covers the segments as sent, so sign the padded spelling itself.
+        unsigned = ".".join(_padded(_segment(part)) for part in (header, claims))
+        signature = rsa_key.sign(unsigned.encode(), padding.PKCS1v15(), hashes.SHA256())
+        outcome = _assert_same_outcome(keys, f"{unsigned}.{_padded(b64url_encode(signature))}")
+        accepted += outcome == claims
+    assert accepted == 4
+
+
+def _padded(segment: str) -> str:
+    return segment + "=" * (-len(segment) % 4)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "none", "typ": "at+jwt"},
+        {"alg": "HS256", "typ": "at+jwt"},
+        {"alg": "RS256"},
+        {"alg": "RS256", "typ": "JWT"},
+        {"alg": "RS256", "typ": None},
+        {"alg": "RS256", "typ": ["at+jwt"]},
+        {"alg": "RS256", "typ": "at+jwt", "crit": ["b64"], "b64": False},
+        {"alg": "RS256", "typ": "at+jwt", "crit": []},
+        {"alg": "RS256", "typ": "at+jwt", "b64": True},
+        {"alg": "RS256", "typ": "at+jwt", "kid": 7},
+        {"alg": "RS256", "typ": "application/AT+JWT"},
+        {"alg": "RS256", "typ": "at+jwt", "jku": "https://evil.example/jwks"},
+    ],
+)
+def test_fast_path_agrees_with_jwt_decode_on_headers(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey, header: dict[str, Any]
+) -> None:
+    full = {"kid": kid_of(rsa_key), **header}
+    _assert_same_outcome(keys, _resign({k: v for k, v in full.items() if v is not None}, make_claims(), rsa_key))
+
+
+def _claim_cases() -> list[dict[str, Any]]:
+    now = int(time.time())
+    return [
+        {},
+        {"exp": str(now + 300)},
+        {"exp": float(now + 300)},
+        {"exp": now + 300.9},
+        {"exp": True},
+        {"exp": [now + 300]},
+        {"exp": "soon"},
+        {"exp": now - 5},
+        {"exp": now - 11},
+        {"exp": now - 10},
+        {"iat": now + 9},
+        {"iat": now + 11},
+        {"iat": "now"},
+        {"iat": None},
+        {"nbf": now + 5},
+        {"nbf": now + 60},
+        {"nbf": "later"},
+        {"nbf": None},
+        {"iss": ["http://localhost:8000"]},
+        {"iss": ""},
+        {"iss": 8000},
+        {"aud": ""},
+        {"aud": []},
+        {"aud": [AUDIENCE]},
+        {"aud": [AUDIENCE, 5]},
+        {"aud": {"a": AUDIENCE}},
+        {"aud": 0},
+        {"aud": AUDIENCE + " "},
+        {"sub": ""},
+        {"sub": None},
+        {"sub": ["alice"]},
+        {"jti": 5},
+        {"jti": ""},
+        {"scope": None},
+        {"scope": 5},
+        {"client_id": {"id": "cli"}},
+        {"extra": {"nested": [1, 2, {"deep": None}]}},
+    ]
+
+
+@pytest.mark.parametrize("overrides", _claim_cases())
+def test_fast_path_agrees_with_jwt_decode_on_claims(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey, overrides: dict[str, Any]
+) -> None:
+    claims = make_claims()
+    for name, value in overrides.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": kid_of(rsa_key)}
+    _assert_same_outcome(keys, _resign(header, claims, rsa_key))  # by hand: PyJWT refuses to sign some
+
+
+@pytest.mark.parametrize("payload", [b"[]", b"null", b"1", b'"claims"', b"{", b"\xff\xfe{}", b"{}"])
+def test_fast_path_agrees_with_jwt_decode_on_payloads_that_are_not_claims(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey, payload: bytes
+) -> None:
+    header = _segment({"alg": "RS256", "typ": "at+jwt", "kid": kid_of(rsa_key)})
+    unsigned = f"{header}.{b64url_encode(payload)}"
+    signature = rsa_key.sign(unsigned.encode(), padding.PKCS1v15(), hashes.SHA256())
+    assert _assert_same_outcome(keys, f"{unsigned}.{b64url_encode(signature)}") == "InvalidToken"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fast_path_agrees_with_jwt_decode_on_random_mutations(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey, data: st.DataObject
+) -> None:
+    token = _valid_tokens(rsa_key)[data.draw(st.integers(0, 1))]
+    chars = list(token)
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(chars)))
+        action = data.draw(st.sampled_from(["replace", "insert", "delete"]))
+        char = data.draw(st.sampled_from(list("AQgw09-_+/=. \t\n\x00é") + [chr(c) for c in range(33, 127)]))
+        if action == "insert":
+            chars.insert(position, char)
+        elif chars and position < len(chars):
+            if action == "replace":
+                chars[position] = char
+            else:
+                del chars[position]
+    _assert_same_outcome(keys, "".join(chars))
+
+
+_VALID_TOKENS: dict[int, list[str]] = {}
+
+
+def _valid_tokens(key: rsa.RSAPrivateKey) -> list[str]:
+    """Two valid tokens per key, made once (hypothesis calls the test many times)."""
+    if id(key) not in _VALID_TOKENS:
+        now = int(time.time())
+        _VALID_TOKENS[id(key)] = [
+            sign(make_claims(iat=now, exp=now + 3600), key),
+            sign(make_claims(iat=now, exp=now + 3600, aud=[AUDIENCE], nbf=now), key, typ="application/at+jwt"),
+        ]
+    return _VALID_TOKENS[id(key)]
+
+
+def test_a_header_seen_before_is_still_held_to_the_signature(verifier: Verifier, rsa_key: rsa.RSAPrivateKey) -> None:
+    assert verifier.verify(sign(make_claims(), rsa_key))
+    header, payload, signature = sign(make_claims(scope="profile"), rsa_key).split(".")
+    claims = json.loads(b64url_decode(payload))
+    claims["scope"] = "profile admin"
+    _refused(verifier, f"{header}.{_segment(claims)}.{signature}", "signature is invalid")
+
+
+def test_time_claims_are_judged_on_the_injected_clock(keys: StaticKeys, rsa_key: rsa.RSAPrivateKey) -> None:
+    clock = FakeClock(start=2_000_000_000.0)
+    verifier = Verifier(keys, issuer=ISSUER, audience=AUDIENCE, leeway=0, clock=clock)
+    token = sign(make_claims(iat=2_000_000_000, exp=2_000_000_060), rsa_key)
+    assert verifier.verify(token)["exp"] == 2_000_000_060
+    clock.advance(-100)
+    with pytest.raises(InvalidToken, match="not valid yet"):
+        Verifier(keys, issuer=ISSUER, audience=AUDIENCE, leeway=0, clock=clock).verify(token)
+
+
+# -- the verified-token cache -------------------------------------------------------------
+
+
+class CountingKeys(StaticKeys):
+    """Static keys that can withdraw or replace a key."""
+
+    def withdraw(self, key: rsa.RSAPrivateKey) -> None:
+        del self.keys[kid_of(key)]
+
+    def replace(self, key: rsa.RSAPrivateKey, with_key: rsa.RSAPrivateKey) -> None:
+        self.keys[kid_of(key)] = with_key.public_key()
+
+
+@pytest.fixture
+def clock_now() -> FakeClock:
+    return FakeClock(start=float(int(time.time())))
+
+
+def _cached_verifier(keys: StaticKeys, clock: FakeClock, **options: Any) -> Verifier:
+    return Verifier(keys, issuer=ISSUER, audience=AUDIENCE, clock=clock, **{"leeway": 10, **options})
+
+
+def _claims_at(clock: FakeClock, ttl: int = 60, **overrides: Any) -> dict[str, Any]:
+    now = int(clock.now)
+    return make_claims(iat=now, exp=now + ttl, **overrides)
+
+
+def test_repeated_token_is_served_from_the_cache(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
+    keys = CountingKeys(rsa_key)
+    verifier = _cached_verifier(keys, clock_now)
+    token = sign(_claims_at(clock_now), rsa_key)
+    first = verifier.verify(token)
+    assert token in verifier.cache
+    with mock.patch("resource_server.verifier._RS256.verify", side_effect=AssertionError("verified again")):
+        assert verifier.verify(token) == first
+    assert keys.asked == [kid_of(rsa_key)] * 2  # the key is still looked up: a withdrawn key is noticed
+
+
+def test_cached_claims_cannot_be_changed_through_a_returned_dict(
+    rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock
+) -> None:
+    verifier = _cached_verifier(StaticKeys(rsa_key), clock_now)
+    token = sign(_claims_at(clock_now, scope="profile"), rsa_key)
+    verifier.verify(token)["scope"] = "profile admin"
+    assert verifier.verify(token)["scope"] == "profile"
+
+
+def test_expiry_is_enforced_on_a_cached_token(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
+    verifier = _cached_verifier(StaticKeys(rsa_key), clock_now, leeway=0)
+    token = sign(_claims_at(clock_now, ttl=60), rsa_key)
+    verifier.verify(token)
+    clock_now.advance(59)
+    assert verifier.verify(token)
+    clock_now.advance(1)
+    with pytest.raises(TokenExpired):
+        verifier.verify(token)
+    assert token not in verifier.cache
+
+
+def test_leeway_after_exp_is_allowed_but_never_from_the_cache(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
+    verifier = _cached_verifier(StaticKeys(rsa_key), clock_now, leeway=10)
+    token = sign(_claims_at(clock_now, ttl=60), rsa_key)
+    verifier.verify(token)
+    clock_now.advance(65)
+    assert verifier.verify(token)  # within the leeway, verified in full
+    assert token not in verifier.cache
+    clock_now.advance(5)
+    with pytest.raises(TokenExpired):
+        verifier.verify(token)
+
+
+def test_entry_is_gone_after_exp_even_if_never_asked_for_again(
+    clock_now: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    cache = VerifiedTokens(10, clock=clock_now, sweep_interval=1.0)
+    cache.put("a", CachedToken({"sub": "a"}, "kid", rsa_key.public_key(), clock_now.now + 5))
+    cache.put("b", CachedToken({"sub": "b"}, "kid", rsa_key.public_key(), clock_now.now + 500))
+    clock_now.advance(5)
+    cache.put("c", CachedToken({"sub": "c"}, "kid", rsa_key.public_key(), clock_now.now + 500))
+    assert "a" not in cache
+    assert len(cache) == 2
+    assert cache.get("a") is None
+
+
+def test_a_token_already_past_exp_is_not_cached(clock_now: FakeClock, rsa_key: rsa.RSAPrivateKey) -> None:
+    cache = VerifiedTokens(10, clock=clock_now)
+    cache.put("a", CachedToken({}, "kid", rsa_key.public_key(), clock_now.now))
+    assert len(cache) == 0
+
+
+def test_cache_is_bounded_and_evicts_the_least_recently_used(clock_now: FakeClock, rsa_key: rsa.RSAPrivateKey) -> None:
+    cache = VerifiedTokens(3, clock=clock_now)
+    for name in "abc":
+        cache.put(name, CachedToken({}, "kid", rsa_key.public_key(), clock_now.now + 60))
+    assert cache.get("a") is not None  # now the most recently used
+    cache.put("d", CachedToken({}, "kid", rsa_key.public_key(), clock_now.now + 60))
+    assert len(cache) == 3
+    assert "b" not in cache
+    assert all(name in cache for name in "acd")
+
+
+def test_verifier_cache_holds_at_most_cache_size_tokens(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
+    verifier = _cached_verifier(StaticKeys(rsa_key), clock_now, cache_size=5)
+    for _ in range(8):
+        verifier.verify(sign(_claims_at(clock_now), rsa_key))
+    assert len(verifier.cache) == 5
+
+
+def test_cache_size_zero_turns_the_cache_off(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
+    verifier = _cached_verifier(StaticKeys(rsa_key), clock_now, cache_size=0)
+    token = sign(_claims_at(clock_now), rsa_key)
+    verifier.verify(token)
+    assert len(verifier.cache) == 0
+
+
+def test_cached_token_of_a_withdrawn_key_is_refused(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
+    keys = CountingKeys(rsa_key)
+    verifier = _cached_verifier(keys, clock_now)
+    token = sign(_claims_at(clock_now), rsa_key)
+    verifier.verify(token)
+    keys.withdraw(rsa_key)
+    with pytest.raises(UnknownKey):
+        verifier.verify(token)
+    assert token not in verifier.cache
+
+
+def test_cached_token_is_verified_again_when_its_kid_names_another_key(
+    rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock
+) -> None:
+    keys = CountingKeys(rsa_key)
+    verifier = _cached_verifier(keys, clock_now)
+    token = sign(_claims_at(clock_now), rsa_key)
+    verifier.verify(token)
+    keys.replace(rsa_key, other_rsa_key)
+    _refused(verifier, token, "signature is invalid")
+
+
+def test_keys_changed_purges_tokens_of_withdrawn_kids(
+    rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock
+) -> None:
+    verifier = _cached_verifier(StaticKeys(rsa_key, other_rsa_key), clock_now)
+    old = sign(_claims_at(clock_now), rsa_key)
+    new = sign(_claims_at(clock_now), other_rsa_key)
+    verifier.verify(old)
+    verifier.verify(new)
+    verifier.keys_changed(frozenset({kid_of(other_rsa_key)}))
+    assert old not in verifier.cache
+    assert new in verifier.cache
+
+
+def test_withdrawing_a_kid_from_the_jwks_purges_its_cached_tokens(
+    rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey, jwks_server: JwksServer
+) -> None:
+    jwks_server.serve_keys(rsa_key, other_rsa_key)
+    with requests.Session() as session:
+        jwks = JwksClient(jwks_server.url, cooldown=0, session=session)
+        verifier = Verifier(jwks, issuer=ISSUER, audience=AUDIENCE)
+        withdrawn = sign(make_claims(), rsa_key)
+        kept = sign(make_claims(), other_rsa_key)
+        verifier.verify(withdrawn)
+        verifier.verify(kept)
+        assert len(verifier.cache) == 2
+        jwks_server.serve_keys(other_rsa_key)
+        with pytest.raises(UnknownKey):
+            verifier.verify(sign(make_claims(), rsa_key, kid="a-new-kid"))  # makes the client refetch
+        assert withdrawn not in verifier.cache
+        assert kept in verifier.cache
+        with pytest.raises(UnknownKey):
+            verifier.verify(withdrawn)
+
+
+def test_cache_is_safe_under_concurrent_use(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
+    cache = VerifiedTokens(50, clock=clock_now, sweep_interval=0.0)
+    key = rsa_key.public_key()
+
+    def hammer(worker: int) -> None:
+        for i in range(2000):
+            token = f"{worker}-{i % 120}"
+            if cache.get(token) is None:
+                cache.put(token, CachedToken({"i": i}, f"kid{i % 3}", key, clock_now.now + 60))
+            if i % 500 == 0:
+                cache.purge_kids({"kid0", "kid1"})
+
+    with ThreadPoolExecutor(8) as pool:
+        for done in [pool.submit(hammer, n) for n in range(8)]:
+            done.result()  # re-raises whatever a thread hit
+    assert len(cache) <= 50
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ['"sub": "root"', '"exp": NaN', '"nbf": Infinity', '"exp": 1e400'],
+)
+def test_verify_rejects_duplicate_members_and_non_numbers_even_when_signed(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey, extra: str
+) -> None:
+    payload = json.dumps(make_claims())[:-1] + ", " + extra + "}"
+    header = json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": kid_of(rsa_key)})
+    signing_input = f"{b64url_encode(header.encode())}.{b64url_encode(payload.encode())}"
+    token = (
+        f"{signing_input}.{b64url_encode(rsa_key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()))}"
+    )
+    with pytest.raises(InvalidToken) as caught:
+        Verifier(keys, issuer=ISSUER, audience=AUDIENCE).verify(token)
+    assert not isinstance(caught.value, TokenExpired)
+
+
+@pytest.mark.parametrize("exp", [str(int(time.time()) + 300), True, 10**400, 2**53])
+def test_verify_rejects_time_claims_that_are_not_sane_numbers(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey, exp: Any
+) -> None:
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": kid_of(rsa_key)}
+    token = _resign(header, {**make_claims(), "exp": exp}, rsa_key)
+    with pytest.raises(InvalidToken, match=r"malformed|lifetime"):
+        Verifier(keys, issuer=ISSUER, audience=AUDIENCE).verify(token)
+
+
+def test_verify_rejects_a_token_living_longer_than_the_maximum(keys: StaticKeys, rsa_key: rsa.RSAPrivateKey) -> None:
+    now = int(time.time())
+    token = sign(make_claims(iat=now, exp=now + 2 * 86400), rsa_key)
+    with pytest.raises(InvalidToken, match="lifetime"):
+        Verifier(keys, issuer=ISSUER, audience=AUDIENCE).verify(token)
+    assert Verifier(keys, issuer=ISSUER, audience=AUDIENCE, max_lifetime=3 * 86400).verify(token)["sub"] == "alice"

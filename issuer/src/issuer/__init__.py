@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, db, oauth, wellknown
+from issuer import browser, db, introspect, oauth, wellknown
 from issuer.clients import registered_clients
 from issuer.ratelimit import limiter, retry_after
 from issuer.settings import IssuerSettings
@@ -66,6 +66,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     app.register_error_handler(429, _rate_limited)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(oauth.bp)
+    introspect.init_app(app)  # RFC 7662, off unless ISSUER_INTROSPECTION_SECRET is set
     app.register_blueprint(browser.bp)
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from issuer import extensions
 
@@ -40,6 +40,10 @@ def metadata() -> Response:
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
     }
+    introspection = current_app.extensions.get("issuer.introspection")
+    if introspection is not None and introspection.enabled:
+        document["introspection_endpoint"] = f"{url}/introspect"
+        document["introspection_endpoint_auth_methods_supported"] = ["client_secret_basic"]
     response = jsonify(document)
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response

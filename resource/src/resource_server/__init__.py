@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from resource_server import api, pages
+from resource_server.introspection import IntrospectingVerifier
 from resource_server.jwks import JwksClient
 from resource_server.oauth_client import IssuerClient
 from resource_server.settings import ResourceSettings
@@ -40,12 +41,26 @@ def create_app(settings: ResourceSettings | None = None) -> Flask:
         scope=settings.scope,
         timeout=settings.issuer_timeout,
     )
-    app.extensions["resource.verifier"] = Verifier(
-        jwks,
-        issuer=settings.issuer,
-        audience=settings.audience,
-        leeway=settings.leeway,
-        max_token_bytes=settings.max_token_bytes,
+    app.extensions["resource.verifier"] = (
+        IntrospectingVerifier(
+            settings.introspection_url,
+            client_id=settings.introspection_client_id,
+            secret=settings.introspection_secret,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway=settings.leeway,
+            max_token_bytes=settings.max_token_bytes,
+            timeout=settings.issuer_timeout,
+        )
+        if settings.verification == "introspection"
+        else Verifier(
+            jwks,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway=settings.leeway,
+            max_token_bytes=settings.max_token_bytes,
+            cache_size=settings.token_cache_size,
+        )
     )
 
     if settings.jwks_prefetch:

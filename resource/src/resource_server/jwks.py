@@ -1,9 +1,11 @@
 """The JWKS client: fetches the issuer's public keys over HTTP and keeps them in memory.
 
-- Keys are parsed once per fetch and looked up in a plain dict by `kid`.
+- Keys are parsed once per key (a refetch reuses the key object of an unchanged JWK) and looked
+  up in a plain dict by `kid`; `subscribe` callbacks hear of every change of the key set.
 - Freshness follows the response's `Cache-Control: max-age`, clamped to [min_ttl, max_ttl].
   A stale set keeps serving while one background thread refetches, so no request waits.
-- An unknown `kid` triggers a refetch at most once per `cooldown`, one fetch at a time
+- An unknown `kid` triggers a refetch at most once per `cooldown` (a failed fetch also
+  starts the cooldown; a scheduled refresh does not), one fetch at a time
   (concurrent requests wait for it); unknown kids are remembered for a cooldown, so a flood
   of them neither reaches the issuer nor queues behind a fetch in progress.
 - Any failure (issuer down, slow, redirecting, oversized, garbage) keeps the keys it has.
@@ -71,16 +73,22 @@ class JwksClient:
         self._keys: Mapping[str, rsa.RSAPublicKey] = {}
         self._fresh_until = float("-inf")
         self._next_fetch_at = float("-inf")
-        self._fetched_at = float("-inf")
+        self._generation = 0  # fetches finished so far
         self._fetch_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._background = False
         self._unknown: dict[str, float] = {}
+        self._parsed: dict[str, tuple[str, rsa.RSAPublicKey]] = {}
+        self._subscribers: list[Callable[[frozenset[str]], None]] = []
 
     @property
     def kids(self) -> list[str]:
         """Return the kids currently held."""
         return list(self._keys)
+
+    def subscribe(self, callback: Callable[[frozenset[str]], None]) -> None:
+        """Call `callback` with the kids held whenever a fetch changes the set of keys."""
+        self._subscribers.append(callback)
 
     def get(self, kid: str) -> rsa.RSAPublicKey:
         """Return the key for `kid`, fetching the JWKS when the kid is new (within limits)."""
@@ -93,7 +101,7 @@ class JwksClient:
             return key
         if keys and self._recently_unknown(kid, now):
             raise UnknownKey(kid)
-        self._fetch_if_allowed()
+        self._fetch_if_allowed(for_unknown_kid=True)
         key = self._keys.get(kid)
         if key is not None:
             return key
@@ -125,13 +133,18 @@ class JwksClient:
 
     # -- fetching ---------------------------------------------------------------------------
 
-    def _fetch_if_allowed(self) -> None:
-        """Fetch now unless a fetch finished while we waited or the cooldown has not passed."""
-        asked_at = self.clock()
+    def _fetch_if_allowed(self, *, for_unknown_kid: bool = False) -> None:
+        """Fetch now unless a fetch finished while we waited or the cooldown has not passed.
+
+        The cooldown starts after a fetch caused by an unknown kid, and after a failed fetch;
+        a scheduled refresh does not start it, so a key that begins signing right after one
+        (an emergency rotation) is still fetched on its first token.
+        """
+        generation = self._generation
         with self._fetch_lock:
-            if self._fetched_at >= asked_at or self.clock() < self._next_fetch_at:
-                return
-            self._fetch()
+            if self._generation != generation or self.clock() < self._next_fetch_at:
+                return  # a fetch finished while we waited for the lock, or too soon after one
+            self._fetch(for_unknown_kid=for_unknown_kid)
 
     def _refresh_in_background(self) -> None:
         with self._state_lock:
@@ -147,25 +160,32 @@ class JwksClient:
             with self._state_lock:
                 self._background = False
 
-    def _fetch(self) -> None:
+    def _fetch(self, *, for_unknown_kid: bool) -> None:
         started = self.clock()
-        self._next_fetch_at = started + self.cooldown
+        if for_unknown_kid:
+            self._next_fetch_at = started + self.cooldown
         self.fetch_count += 1
         try:
             keys, ttl = self._download()
         except JwksFetchError as exc:
+            self._next_fetch_at = started + self.cooldown
             log.warning(
                 "jwks fetch failed; keeping the keys held",
                 extra={"fields": {"reason": str(exc), "kids_held": len(self._keys)}},
             )
             return
         finally:
-            self._fetched_at = self.clock()
+            self._generation += 1
+        changed = keys != self._keys
         self._keys = keys
         self._fresh_until = self.clock() + ttl
         with self._state_lock:
             self._unknown.clear()
         log.info("jwks loaded", extra={"fields": {"kids": sorted(keys), "ttl": ttl}})
+        if changed:
+            kids = frozenset(keys)
+            for callback in self._subscribers:
+                callback(kids)
 
     def _download(self) -> tuple[dict[str, rsa.RSAPublicKey], float]:
         deadline = time.monotonic() + 2 * self.timeout
@@ -199,15 +219,24 @@ class JwksClient:
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise JwksFetchError("the JWKS is not an object with a 'keys' list")
         keys: dict[str, rsa.RSAPublicKey] = {}
+        parsed: dict[str, tuple[str, rsa.RSAPublicKey]] = {}
         for jwk in document["keys"]:
-            try:
-                kid, key = load_verification_key(jwk)
-            except JwkError as exc:
-                log.warning("ignoring a JWKS key", extra={"fields": {"reason": str(exc)}})
-                continue
+            # The same JWK as last time keeps its key object: parsed once, and still the
+            # object the verified-token cache recorded.
+            canonical = json.dumps(jwk, sort_keys=True)
+            known = self._parsed.get(canonical)
+            if known is None:
+                try:
+                    known = load_verification_key(jwk)
+                except JwkError as exc:
+                    log.warning("ignoring a JWKS key", extra={"fields": {"reason": str(exc)}})
+                    continue
+            kid, key = known
+            parsed[canonical] = known
             keys[kid] = key
         if not keys:
             raise JwksFetchError("the JWKS holds no usable RS256 key")
+        self._parsed = parsed
         return keys
 
     def _ttl(self, header: str | None) -> float:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from shared.settings import Environ, env_bool, env_float, env_int, env_str, env_url
+from shared.settings import Environ, SettingsError, env_bool, env_float, env_int, env_str, env_url
+
+VERIFICATION_MODES = ("local", "introspection")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class ResourceSettings:
     jwks_cooldown: float = 10.0
     jwks_prefetch: bool = True
     log_level: str = "INFO"
+    token_cache_size: int = 4096
+    verification: str = "local"
+    introspection_url: str = "http://localhost:8000/introspect"
+    introspection_client_id: str = "resource-api"
+    introspection_secret: str = ""
 
     @property
     def redirect_uri(self) -> str:
@@ -50,6 +57,12 @@ class ResourceSettings:
         env = os.environ if environ is None else environ
         issuer = env_url(env, "RESOURCE_ISSUER", cls.issuer)
         internal = env_url(env, "RESOURCE_ISSUER_INTERNAL_URL", issuer)
+        verification = env_str(env, "RESOURCE_VERIFICATION", cls.verification).lower()
+        if verification not in VERIFICATION_MODES:
+            raise SettingsError(f"RESOURCE_VERIFICATION must be 'local' or 'introspection', got {verification!r}")
+        secret = env.get("RESOURCE_INTROSPECTION_SECRET", "")
+        if verification == "introspection" and not secret:
+            raise SettingsError("RESOURCE_INTROSPECTION_SECRET is required when RESOURCE_VERIFICATION=introspection")
         return cls(
             issuer=issuer,
             issuer_internal_url=internal,
@@ -69,4 +82,11 @@ class ResourceSettings:
             jwks_cooldown=env_float(env, "RESOURCE_JWKS_COOLDOWN", cls.jwks_cooldown, minimum=0.0),
             jwks_prefetch=env_bool(env, "RESOURCE_JWKS_PREFETCH", cls.jwks_prefetch),
             log_level=env_str(env, "RESOURCE_LOG_LEVEL", cls.log_level).upper(),
+            token_cache_size=env_int(
+                env, "RESOURCE_TOKEN_CACHE_SIZE", cls.token_cache_size, minimum=0, maximum=1_000_000
+            ),
+            verification=verification,
+            introspection_url=env_url(env, "RESOURCE_INTROSPECTION_URL", f"{internal}/introspect"),
+            introspection_client_id=env_str(env, "RESOURCE_INTROSPECTION_CLIENT_ID", cls.introspection_client_id),
+            introspection_secret=secret,
         )

@@ -1,0 +1,289 @@
+"""Run the whole benchmark: `python -m bench` (what `make bench` does). Only 127.0.0.1 is loaded.
+
+Figures and their floors are measured side by side in the same run; see the README's
+Performance section for what each row means. BENCH_SECONDS sets the length of each HTTP run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench import micro, report
+from bench.load import wrk
+from bench.services import Service, wait_for
+from issuer import db
+from issuer.keys import KeyStore
+from issuer.tokens import Grant, RefreshTokens, mint_access_token
+
+REPO = Path(__file__).resolve().parents[1]
+ISSUER_URL = "http://localhost:8000"
+AUDIENCE = "jwt-split-api"
+JWKS_MAX_AGE = 300
+SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+MAIN_SETTINGS = ("gthread", 4, 4)  # shared/src/shared/gunicorn_conf.py's defaults
+COMPARED_SETTINGS = [("sync", 2, 1), ("sync", 4, 1), ("gthread", 2, 4), ("gthread", 4, 4), ("gthread", 8, 2)]
+
+
+def say(text: str) -> None:
+    """Report progress on stderr; the table goes to stdout."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def _mint_batch(args: tuple[str, str, int]) -> list[str]:
+    key_dir, db_path, count = args
+    signing = KeyStore(Path(key_dir), Path(db_path)).signing_key()
+    grant = Grant("alice", "cli", "profile admin")
+    return [mint_access_token(signing, grant, issuer=ISSUER_URL, audience=AUDIENCE, ttl=600)[0] for _ in range(count)]
+
+
+def mint_tokens(data_dir: Path, count: int) -> list[str]:
+    """Sign `count` access tokens with the issuer's active key and code, on both cores."""
+    half = (count + 1) // 2
+    jobs = [(str(data_dir / "keys"), str(data_dir / "issuer.sqlite3"), half)] * 2
+    with ProcessPoolExecutor(2, mp_context=get_context("fork")) as pool:
+        return [token for batch in pool.map(_mint_batch, jobs) for token in batch]
+
+
+def issue_refresh_tokens(data_dir: Path, count: int) -> list[str]:
+    """Create refresh tokens for alice directly in the issuer's database, as the issuer does."""
+    conn = db.connect(data_dir / "issuer.sqlite3")
+    try:
+        store = RefreshTokens(conn, 3600)
+        conn.execute("BEGIN IMMEDIATE")
+        tokens = [store.issue(Grant("alice", "cli", "profile admin")) for _ in range(count)]
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return tokens
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    """Write one item per line."""
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def measured(url: str, services: list[Service], **options: Any) -> dict[str, Any]:
+    """Run wrk and also count the CPU time the services spent per request (robust to noise)."""
+    before = sum(service.cpu_seconds() for service in services)
+    result = wrk(url, seconds=options.pop("seconds", SECONDS), **options)
+    spent = sum(service.cpu_seconds() for service in services) - before
+    return {**asdict(result), "cpu_us_per_request": spent / result.requests * 1e6 if result.requests else 0.0}
+
+
+def combine(runs: list[dict[str, Any]], plain: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Combine rounds of one kind of run: medians, summed requests and errors.
+
+    With `plain`, also the median of per-round ratios to the plain run of the same round,
+    which cancels most of the drift a shared machine adds between rounds.
+    """
+    combined: dict[str, Any] = {
+        "rps": statistics.median(r["rps"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in runs),
+        "rounds": [round(r["rps"]) for r in runs],
+    }
+    if plain is not None:
+        combined["ratio_to_plain"] = statistics.median(r["rps"] / p["rps"] for r, p in zip(runs, plain, strict=True))
+    return combined
+
+
+def resource(name: str, run_dir: Path, issuer: Service, settings: tuple[str, int, int], **env: str) -> Service:
+    """Prepare a resource service of the given worker settings."""
+    worker_class, workers, threads = settings
+    return Service(
+        name,
+        "resource_server:create_app()",
+        {
+            "RESOURCE_ISSUER": ISSUER_URL,
+            "RESOURCE_ISSUER_INTERNAL_URL": issuer.url,
+            "RESOURCE_PUBLIC_URL": "http://localhost:8001",
+            **env,
+        },
+        run_dir,
+        workers=workers,
+        threads=threads,
+        worker_class=worker_class,
+    )
+
+
+def main() -> int:
+    """Run everything and print the table."""
+    started = time.time()
+    run_dir = REPO / "var" / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True)
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": report.machine(),
+        "python": platform.python_version(),
+        "seconds_per_run": SECONDS,
+        "rounds": ROUNDS,
+    }
+
+    say("micro-benchmarks: verify and sign, side by side with raw cryptography")
+    results["micro"] = micro.run().as_dict()
+
+    secret = secrets.token_urlsafe(32)
+    data_dir = run_dir / "issuer"
+    issuer = Service(
+        "issuer",
+        "issuer:create_app()",
+        {
+            "ISSUER_URL": ISSUER_URL,
+            "ISSUER_DATA_DIR": str(data_dir),
+            "ISSUER_DEMO_USERS": "alice:wonderland:profile admin",
+            "ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second",
+            "ISSUER_ARGON2_TIME_COST": "1",
+            "ISSUER_ARGON2_MEMORY_KIB": "8192",
+            "ISSUER_JWKS_MAX_AGE": str(JWKS_MAX_AGE),
+            "ISSUER_INTROSPECTION_SECRET": secret,
+        },
+        run_dir,
+        workers=MAIN_SETTINGS[1],
+        threads=MAIN_SETTINGS[2],
+    )
+    local = resource("resource-local", run_dir, issuer, MAIN_SETTINGS)
+    asking = resource(
+        "resource-introspection",
+        run_dir,
+        issuer,
+        MAIN_SETTINGS,
+        RESOURCE_VERIFICATION="introspection",
+        RESOURCE_INTROSPECTION_SECRET=secret,
+        RESOURCE_JWKS_PREFETCH="false",
+    )
+    services = [issuer, local, asking]
+    try:
+        say("starting the issuer and two resources (local verification, introspection) under gunicorn")
+        issuer.start()
+        wait_for(f"{issuer.url}/healthz")
+        local_started = time.monotonic()
+        local.start()
+        asking.start()
+        local.wait_all_workers("jwks loaded")
+        wait_for(f"{asking.url}/healthz")
+
+        response = requests.post(
+            f"{issuer.url}/token",
+            data={"grant_type": "password", "username": "alice", "password": "wonderland"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        bearer = {"Authorization": f"Bearer {response.json()['access_token']}"}
+        assert requests.get(f"{local.url}/api/me", headers=bearer, timeout=5).status_code == 200
+        assert requests.get(f"{asking.url}/api/me", headers=bearer, timeout=5).status_code == 200
+
+        say("warming up every endpoint")
+        for url, headers in ((f"{local.url}/healthz", None), (f"{local.url}/api/me", bearer)):
+            wrk(url, seconds=1, headers=headers)
+        wrk(f"{asking.url}/api/me", seconds=1, headers=bearer)
+
+        runs: dict[str, list[dict[str, Any]]] = {
+            name: [] for name in ("plain", "local_repeated", "local_new", "introspection")
+        }
+        probe = wrk(f"{local.url}/api/me", seconds=SECONDS, headers=bearer)
+        per_run = int(probe.rps * SECONDS * 1.3) + 500
+        say(f"minting {ROUNDS * per_run} access tokens with the issuer's key (a new token on every request)")
+        fresh = mint_tokens(data_dir, ROUNDS * per_run)
+        token_files = [
+            write_lines(run_dir / f"tokens-{i}.txt", fresh[i * per_run : (i + 1) * per_run]) for i in range(ROUNDS)
+        ]
+        for round_no in range(ROUNDS):
+            say(f"HTTP round {round_no + 1}/{ROUNDS}: plain, local (repeated, new tokens), introspection")
+            runs["plain"].append(measured(f"{local.url}/healthz", [local]))
+            runs["local_repeated"].append(measured(f"{local.url}/api/me", [local], headers=bearer))
+            runs["local_new"].append(
+                measured(f"{local.url}/api/me", [local], script="tokens.lua", script_args=(str(token_files[round_no]),))
+            )
+            runs["introspection"].append(measured(f"{asking.url}/api/me", [asking, issuer], headers=bearer))
+        results["http"] = {"plain": combine(runs["plain"])} | {
+            name: combine(done, runs["plain"]) for name, done in runs.items() if name != "plain"
+        }
+        results["http"]["local_new"]["tokens_per_round"] = per_run
+        results["http"]["introspection"]["ratio_local_new_over_introspection"] = statistics.median(
+            n["rps"] / i["rps"] for n, i in zip(runs["local_new"], runs["introspection"], strict=True)
+        )
+
+        say("issuer: plain endpoint and the refresh grant")
+        refresh_file = write_lines(run_dir / "refresh.txt", issue_refresh_tokens(data_dir, 6000))
+        results["issuer_http"] = {
+            "plain": measured(f"{issuer.url}/healthz", [issuer], seconds=2 * SECONDS),
+            "refresh": measured(
+                issuer.url, [issuer], seconds=2 * SECONDS, script="refresh.lua", script_args=(str(refresh_file),)
+            ),
+        }
+
+        results["jwks"] = {
+            "fetches": issuer.count("request", "/.well-known/jwks.json"),
+            "workers": local.workers,
+            "seconds": time.monotonic() - local_started,
+            "max_age": JWKS_MAX_AGE,
+        }
+        results["rss_mib"] = {
+            "issuer": issuer.worker_rss_mib(),
+            "resource (local)": local.worker_rss_mib(),
+            "resource (introspection)": asking.worker_rss_mib(),
+        }
+        local.stop()
+        asking.stop()
+
+        say("gunicorn worker settings compared on the local resource (plain, new token every request)")
+        compared = []
+        for settings in COMPARED_SETTINGS:
+            candidate = resource(f"resource-{settings[0]}-{settings[1]}x{settings[2]}", run_dir, issuer, settings)
+            services.append(candidate)
+            candidate.start()
+            candidate.wait_all_workers("jwks loaded")
+            wrk(f"{candidate.url}/healthz", seconds=1)
+            plain_runs, new_runs = [], []
+            for round_no in range(2):
+                plain_runs.append(measured(f"{candidate.url}/healthz", [candidate]))
+                new_runs.append(
+                    measured(
+                        f"{candidate.url}/api/me",
+                        [candidate],
+                        script="tokens.lua",
+                        script_args=(str(token_files[round_no]),),
+                    )
+                )
+            compared.append(
+                {"settings": candidate.label, "plain": combine(plain_runs), "local_new": combine(new_runs, plain_runs)}
+            )
+            candidate.stop()
+        results["gunicorn"] = compared
+    finally:
+        for service in services:
+            service.stop()
+
+    results["elapsed_s"] = time.time() - started
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    table = report.table(results)
+    (run_dir / "table.md").write_text(table)
+    plot = report.plot(results, REPO / "docs" / "bench-throughput.png")
+    latest = REPO / "var" / "bench" / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(run_dir.name)
+    print(table)
+    say(f"results in {run_dir.relative_to(REPO)}; plot {plot.relative_to(REPO)}; {results['elapsed_s']:.0f} s")
+    return 0  # the bench reports figures and verdicts; a missed target is not a crash
+
+
+if __name__ == "__main__":
+    sys.exit(main())

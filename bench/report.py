@@ -1,0 +1,197 @@
+"""The bench's table (Markdown, pasted into the README as printed) and its plot."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> str:
+    """Describe the machine: CPU model, cores, memory, kernel."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kib = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+    except (OSError, StopIteration, ValueError):
+        mem_kib = 0
+    return f"{model}, {os.cpu_count()} cores, {mem_kib / 1024 / 1024:.0f} GiB, Linux {platform.release()}"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
+    """Return (measure, figure, ratio, target, met) rows."""
+    m = results["micro"]
+    http = results["http"]
+    plain, repeated, new, asking = (http[k] for k in ("plain", "local_repeated", "local_new", "introspection"))
+    first = m["verify_first_us"] / m["rsa_verify_us"]
+    cached = m["verify_cached_us"] / m["rsa_verify_us"]
+    decode = m["pyjwt_decode_us"] / m["rsa_verify_us"]
+    mint = m["mint_us"] / m["rsa_sign_us"]
+    issuer = results["issuer_http"]
+    jwks = results["jwks"]
+    lifetimes = max(1, math.ceil(jwks["seconds"] / jwks["max_age"]))
+    per_worker = jwks["fetches"] / jwks["workers"] / lifetimes
+    rss = results["rss_mib"]
+    over_asking = asking["ratio_local_new_over_introspection"]
+
+    def http_figure(run: dict[str, Any]) -> str:
+        return f"{run['rps']:,.0f} rps; {run['cpu_us_per_request']:,.0f} µs CPU/req"
+
+    def cpu_ratio(run: dict[str, Any]) -> str:
+        return f"(CPU: {plain['cpu_us_per_request'] / run['cpu_us_per_request']:.2f})"
+
+    out: list[tuple[str, str, str, str, bool | None]] = [
+        ("raw RSA-2048 verify (`cryptography`)", f"{m['rsa_verify_us']:.1f} µs", "1.00x", "floor", None),
+        (
+            "1. verify, first sight of a token",
+            f"{m['verify_first_us']:.1f} µs",
+            f"{first:.2f}x",
+            "≤ 2.0x",
+            first <= 2.0,
+        ),
+        ("   for reference: PyJWT 2.15.1 `jwt.decode`", f"{m['pyjwt_decode_us']:.1f} µs", f"{decode:.2f}x", "", None),
+        (
+            "2. verify, repeated token (cache hit)",
+            f"{m['verify_cached_us']:.2f} µs",
+            f"{cached:.3f}x",
+            "≤ 0.3x",
+            cached <= 0.3,
+        ),
+        ("3. plain endpoint `/healthz`, resource", http_figure(plain), "1.00", "floor", None),
+        (
+            "3a. `/api/me`, repeated token",
+            http_figure(repeated),
+            f"{repeated['ratio_to_plain']:.2f} {cpu_ratio(repeated)}",
+            "≥ 0.9",
+            repeated["ratio_to_plain"] >= 0.9,
+        ),
+        (
+            "3b. `/api/me`, new token every request",
+            http_figure(new),
+            f"{new['ratio_to_plain']:.2f} {cpu_ratio(new)}",
+            "≥ 0.75",
+            new["ratio_to_plain"] >= 0.75,
+        ),
+        (
+            "4. `/api/me`, introspection (CPU: resource + issuer)",
+            http_figure(asking),
+            f"{asking['ratio_to_plain']:.2f} {cpu_ratio(asking)}",
+            "",
+            None,
+        ),
+        (
+            "4. local (new token) over introspection",
+            "",
+            f"{over_asking:.1f}x (CPU: {asking['cpu_us_per_request'] / new['cpu_us_per_request']:.1f}x)",
+            "≥ 3x",
+            over_asking >= 3,
+        ),
+        ("raw RSA-2048 sign (`cryptography`)", f"{m['rsa_sign_us']:.0f} µs", "1.00x", "floor", None),
+        ("5. issuer signing (`mint_access_token`)", f"{m['mint_us']:.0f} µs", f"{mint:.2f}x", "≤ 1.1x", mint <= 1.1),
+        ("5. issuer `/healthz`", http_figure(issuer["plain"]), "1.00", "", None),
+        (
+            "5. issuer `/token`, refresh grant",
+            http_figure(issuer["refresh"]),
+            f"{issuer['refresh']['rps'] / issuer['plain']['rps']:.2f}",
+            "",
+            None,
+        ),
+        (
+            "6. JWKS fetches at the issuer during the HTTP runs",
+            f"{jwks['fetches']} by {jwks['workers']} workers in {jwks['seconds']:.0f} s",
+            f"{per_worker:.2f} per worker per {jwks['max_age']} s lifetime",
+            "≤ 1",
+            per_worker <= 1,
+        ),
+    ]
+    for service, sizes in rss.items():
+        if sizes:
+            out.append(
+                (
+                    f"7. RSS per worker, {service}",
+                    f"{sum(sizes) / len(sizes):.0f} MiB",
+                    f"({len(sizes)} workers)",
+                    "",
+                    None,
+                )
+            )
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    """Render the results as Markdown tables."""
+    lines = [
+        f"`make bench` on {results['date']}: {results['machine']}, Python {results['python']}; "
+        f"wrk -t1 -c32, {results['rounds']} interleaved rounds of {results['seconds_per_run']:g} s runs (medians; "
+        "HTTP ratios are medians of per-round ratios), gunicorn gthread 4 workers x 4 threads",
+        "",
+        "| measure | figure | ratio | target | verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for measure, figure, ratio, target, met in rows(results):
+        lines.append(f"| {measure} | {figure} | {ratio} | {target} | {'' if met is None else _verdict(met)} |")
+    errors = {name: run["errors"] for name, run in results["http"].items() if run["errors"]}
+    if errors:
+        lines += ["", f"Non-2xx responses or socket errors: {errors}"]
+    lines += [
+        "",
+        "Gunicorn worker settings on 2 cores (resource, local verification):",
+        "",
+        "| settings | plain rps | `/api/me` new token rps | ratio | CPU µs/req plain, new token | p99 ms (new token) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results.get("gunicorn", []):
+        plain, new = row["plain"], row["local_new"]
+        lines.append(
+            f"| {row['settings']} | {plain['rps']:,.0f} | {new['rps']:,.0f} | {new['ratio_to_plain']:.2f} | "
+            f"{plain['cpu_us_per_request']:,.0f}, {new['cpu_us_per_request']:,.0f} | {new['p99_ms']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def all_met(results: dict[str, Any]) -> bool:
+    """Return whether every target was met."""
+    return all(met for *_, met in rows(results) if met is not None)
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Draw the throughput of the three designs as a bar chart (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    http = results["http"]
+    labels = [
+        "plain\n(no token)",
+        "local verify\nrepeated token",
+        "local verify\nnew token each request",
+        "introspection\n(asks the issuer)",
+    ]
+    values = [http[k]["rps"] for k in ("plain", "local_repeated", "local_new", "introspection")]
+    colours = ["#9e9e9e", "#2e7d32", "#66bb6a", "#c62828"]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    bars = ax.bar(labels, values, color=colours)
+    for bar, value in zip(bars, values, strict=True):
+        ax.annotate(f"{value:,.0f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom")
+    ax.set_ylabel("requests per second")
+    ax.set_title(f"Resource throughput, 2 cores, gunicorn gthread 4x4, wrk -c32 ({results['date'][:10]})")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,195 @@
+"""Token introspection (RFC 7662): the alternative to local verification, kept for comparison.
+
+A resource set to `RESOURCE_VERIFICATION=introspection` asks here about every token instead of
+verifying it itself (the README's Performance section measures both designs).
+
+- Callers must authenticate (section 2.1 MUST, against token scanning) with HTTP Basic client
+  credentials (`client_secret_basic`, RFC 6749 section 2.3.1): `ISSUER_INTROSPECTION_CLIENT_ID`
+  and `ISSUER_INTROSPECTION_SECRET`. Network position is not trusted: in compose, every
+  container on the network and the host's published port reach the issuer alike. Without a
+  secret configured the endpoint does not exist (404).
+- A token is active when local verification would accept it (RS256 from a published key,
+  `typ` at+jwt, no `crit`, `iss`, `aud`, `exp`, `iat`, `sub`, `jti`) and its user still
+  exists. An active token gets its claims (section 2.2); anything else gets `{"active": false}`
+  and nothing more, whoever asked.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import unquote
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask_wtf.csrf import CSRFProtect
+
+from issuer import extensions
+from shared.errors import ApiError
+from shared.jose import JwkError, b64url_decode, load_verification_key
+from shared.settings import Environ, SettingsError, env_int, env_str
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("introspect", __name__)
+
+MIN_SECRET_CHARS = 32
+MAX_TOKEN_BYTES = 8192
+ACCEPTED_TYPES = {"at+jwt", "application/at+jwt"}
+REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "sub", "jti"]
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@dataclass(frozen=True)
+class IntrospectionSettings:
+    """Who may introspect; an empty secret turns the endpoint off."""
+
+    client_id: str = "resource-api"
+    secret: str = ""
+    leeway: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Return whether the endpoint is on."""
+        return bool(self.secret)
+
+    @classmethod
+    def from_env(cls, environ: Environ | None = None) -> IntrospectionSettings:
+        """Build settings from `ISSUER_INTROSPECTION_*`, naming the variable of any bad value."""
+        env = os.environ if environ is None else environ
+        secret = env.get("ISSUER_INTROSPECTION_SECRET", "")
+        if secret and len(secret) < MIN_SECRET_CHARS:
+            raise SettingsError(f"ISSUER_INTROSPECTION_SECRET must be at least {MIN_SECRET_CHARS} characters")
+        return cls(
+            client_id=env_str(env, "ISSUER_INTROSPECTION_CLIENT_ID", cls.client_id),
+            secret=secret,
+            leeway=env_int(env, "ISSUER_INTROSPECTION_LEEWAY", cls.leeway, minimum=0, maximum=300),
+        )
+
+
+class PublishedKeys:
+    """Public keys of the published JWKS by kid, each parsed once."""
+
+    MAX_KEYS = 64
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, str], rsa.RSAPublicKey] = {}
+
+    def get(self, kid: str) -> rsa.RSAPublicKey | None:
+        """Return the published key named `kid` (next, active or retiring), or None."""
+        for jwk in extensions.key_store().published():
+            if jwk["kid"] != kid:
+                continue
+            key = self._parsed.get((kid, jwk["n"]))
+            if key is None:
+                try:
+                    _, key = load_verification_key(dict(jwk))
+                except JwkError:
+                    return None
+                if len(self._parsed) >= self.MAX_KEYS:
+                    self._parsed = {}
+                self._parsed[(kid, jwk["n"])] = key
+            return key
+        return None
+
+
+def init_app(app: Flask, settings: IntrospectionSettings | None = None) -> None:
+    """Register the endpoint (exempt from CSRF: it takes no cookies) with its settings."""
+    app.extensions["issuer.introspection"] = settings or IntrospectionSettings.from_env()
+    app.extensions["issuer.introspection_keys"] = PublishedKeys()
+    app.register_blueprint(bp)
+    csrf = app.extensions.get("csrf")
+    if isinstance(csrf, CSRFProtect):
+        csrf.exempt(bp)
+
+
+def _settings() -> IntrospectionSettings:
+    return cast(IntrospectionSettings, current_app.extensions["issuer.introspection"])
+
+
+def _keys() -> PublishedKeys:
+    return cast(PublishedKeys, current_app.extensions["issuer.introspection_keys"])
+
+
+def _authenticate(settings: IntrospectionSettings) -> None:
+    """Check the caller's client_secret_basic credentials in constant time, or raise 401."""
+    auth = request.authorization
+    given_id = unquote(auth.username or "") if auth is not None and auth.type == "basic" else ""
+    given_secret = unquote(auth.password or "") if auth is not None and auth.type == "basic" else ""
+    id_ok = hmac.compare_digest(given_id.encode(), settings.client_id.encode())
+    secret_ok = hmac.compare_digest(given_secret.encode(), settings.secret.encode())
+    if not (id_ok and secret_ok):
+        log.warning("introspection refused", extra={"fields": {"reason": "bad client credentials"}})
+        raise ApiError(
+            "client authentication failed",
+            error="invalid_client",
+            status=401,
+            headers={"WWW-Authenticate": 'Basic realm="introspection"'},
+        )
+
+
+def _token() -> str:
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise ApiError("send the parameters as application/x-www-form-urlencoded")
+    values = request.form.getlist("token")
+    if len(values) != 1 or not values[0]:
+        raise ApiError("exactly one 'token' parameter is required")
+    return values[0]
+
+
+def active_claims(token: str, *, issuer: str, audience: str, leeway: int) -> dict[str, Any] | None:
+    """Return the claims of a token that local verification would accept, or None."""
+    if len(token) > MAX_TOKEN_BYTES or not token.isascii() or token.count(".") != 2:
+        return None
+    try:
+        header = json.loads(b64url_decode(token.split(".", 1)[0]))
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or header.get("alg") != "RS256" or "crit" in header or "b64" in header:
+        return None
+    typ, kid = header.get("typ"), header.get("kid")
+    if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES or not isinstance(kid, str):
+        return None
+    key = _keys().get(kid)
+    if key is None:
+        return None
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=["RS256"],
+            audience=audience,
+            issuer=issuer,
+            leeway=leeway,
+            options={"require": REQUIRED_CLAIMS, "strict_aud": False},
+        )
+    except jwt.InvalidTokenError:
+        return None
+    for name in ("sub", "jti"):
+        if not isinstance(claims[name], str) or not claims[name]:
+            return None
+    return claims
+
+
+@bp.post("/introspect")
+def introspect() -> Response:
+    """Tell an authenticated resource whether a token is active, and its claims if it is."""
+    settings = _settings()
+    if not settings.enabled:
+        raise ApiError("token introspection is not enabled", error="not_found", status=404)
+    _authenticate(settings)
+    issuer = extensions.settings()
+    claims = active_claims(_token(), issuer=issuer.url, audience=issuer.audience, leeway=settings.leeway)
+    if claims is not None and extensions.users().get(claims["sub"]) is None:
+        claims = None  # the user was deleted: unlike a local check, introspection can see that
+    body: dict[str, Any] = {"active": False}
+    if claims is not None:
+        body = {"active": True, "token_type": "Bearer", "username": claims["sub"], **claims}
+    response = jsonify(body)
+    response.headers.update(NO_STORE)
+    return response

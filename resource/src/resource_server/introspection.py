@@ -1,0 +1,115 @@
+"""The other design: ask the issuer about every token (RFC 7662 token introspection).
+
+Kept so the README can compare it with local verification (`RESOURCE_VERIFICATION`). Each
+check is an HTTP round trip to the issuer, authenticated with a client secret: the resource
+then holds a credential and stops working when the issuer does. What it gains is that the
+issuer's answer is current (a deleted user's tokens stop at once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from resource_server.jwks import KeysUnavailable
+from resource_server.verifier import InvalidToken, TokenExpired
+from shared.jose import b64url_decode
+
+log = logging.getLogger(__name__)
+
+# RFC 7662 section 2.2 members that describe the answer, not the token.
+_RESPONSE_MEMBERS = {"active", "token_type", "username"}
+
+
+class IntrospectionUnavailable(KeysUnavailable):
+    """The issuer could not answer an introspection request: a 503 of ours, not a 401."""
+
+
+class IntrospectingVerifier:
+    """Verify tokens by asking the issuer's introspection endpoint about each one."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str,
+        secret: str,
+        issuer: str,
+        audience: str,
+        leeway: int = 10,
+        max_token_bytes: int = 4096,
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        # client_secret_basic: both parts form-urlencoded first (RFC 6749 section 2.3.1).
+        self._auth = (quote(client_id, safe=""), quote(secret, safe=""))
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.max_token_bytes = max_token_bytes
+        self.timeout = timeout
+        self.clock = clock
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        # One keep-alive connection per thread: requests' sessions are not meant to be shared.
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Return the claims of an active token, or raise InvalidToken (503 when the issuer fails)."""
+        if len(token) > self.max_token_bytes:
+            raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes")
+        answer = self._ask(token)
+        if answer.get("active") is not True:
+            if self._expired(token):
+                raise TokenExpired("the token has expired")
+            raise InvalidToken("the token is not active")
+        aud = answer.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        if answer.get("iss") != self.issuer or self.audience not in audiences:
+            raise InvalidToken("the token is not meant for this API")
+        return {name: value for name, value in answer.items() if name not in _RESPONSE_MEMBERS}
+
+    def _ask(self, token: str) -> dict[str, Any]:
+        try:
+            response = self._session().post(
+                self.url,
+                data={"token": token, "token_type_hint": "access_token"},
+                auth=self._auth,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise IntrospectionUnavailable(f"cannot reach the introspection endpoint: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            log.error("introspection failed", extra={"fields": {"status": response.status_code}})
+            raise IntrospectionUnavailable(f"the introspection endpoint answered HTTP {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise IntrospectionUnavailable("the introspection endpoint answered something other than JSON") from exc
+        if not isinstance(answer, dict):
+            raise IntrospectionUnavailable("the introspection endpoint answered something other than an object")
+        return answer
+
+    def _expired(self, token: str) -> bool:
+        """Return whether an inactive token's own (unverified) `exp` has passed.
+
+        Only tells the pages to try their refresh token; it never makes a token acceptable.
+        """
+        try:
+            claims = json.loads(b64url_decode(token.split(".")[1]))
+            return bool(int(claims["exp"]) <= self.clock() - self.leeway)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError):
+            return False

@@ -1,0 +1,213 @@
+"""Unit tests for issuer.introspect: RFC 7662 token introspection for authenticated resources."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from issuer import create_app, db
+from issuer.introspect import IntrospectionSettings
+from issuer.keys import KeyStore
+from issuer.settings import IssuerSettings
+from issuer.tokens import Grant, mint_access_token
+from issuer.users import UserStore
+from shared.settings import SettingsError
+from tests.support.tokens import make_claims, new_rsa_key, sign
+
+SECRET = "s" * 40
+CLIENT_ID = "resource-api"
+
+
+@pytest.fixture
+def settings(issuer_settings: IssuerSettings) -> IssuerSettings:
+    return dataclasses.replace(issuer_settings, demo_users="alice:wonderland:profile admin;bob:builder:profile")
+
+
+@pytest.fixture
+def app(settings: IssuerSettings) -> Flask:
+    app = create_app(settings)
+    app.extensions["issuer.introspection"] = IntrospectionSettings(client_id=CLIENT_ID, secret=SECRET)
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def _basic(client_id: str = CLIENT_ID, secret: str = SECRET) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def _mint(app: Flask, username: str = "alice", **kwargs: Any) -> str:
+    settings: IssuerSettings = app.extensions["issuer.settings"]
+    keys: KeyStore = app.extensions["issuer.keys"]
+    options: dict[str, Any] = {"issuer": settings.url, "audience": settings.audience, "ttl": 600, **kwargs}
+    token, _ = mint_access_token(keys.signing_key(), Grant(username, "cli", "profile"), **options)
+    return token
+
+
+def _introspect(client: FlaskClient, token: str, headers: dict[str, str] | None = None) -> Any:
+    return client.post("/introspect", data={"token": token}, headers=_basic() if headers is None else headers)
+
+
+def _inactive(client: FlaskClient, token: str) -> None:
+    response = _introspect(client, token)
+    assert response.status_code == 200
+    assert response.get_json() == {"active": False}  # nothing else, ever
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+# -- active -------------------------------------------------------------------------------
+
+
+def test_active_token_gets_active_true_and_its_claims(app: Flask, client: FlaskClient) -> None:
+    response = _introspect(client, _mint(app))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["active"] is True
+    assert body["sub"] == body["username"] == "alice"
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "profile"
+    assert body["client_id"] == "cli"
+    assert body["iss"] == "http://issuer.test"
+    assert body["aud"] == "jwt-split-api"
+    assert {"exp", "iat", "jti"} <= set(body)
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_token_hint_is_accepted_and_ignored(app: Flask, client: FlaskClient) -> None:
+    response = client.post(
+        "/introspect", data={"token": _mint(app), "token_type_hint": "refresh_token"}, headers=_basic()
+    )
+    assert response.get_json()["active"] is True
+
+
+# -- inactive: no claims leak ---------------------------------------------------------------
+
+
+def test_expired_token_is_inactive(app: Flask, client: FlaskClient) -> None:
+    _inactive(client, _mint(app, now=int(time.time()) - 3600))
+
+
+def test_token_signed_by_another_key_is_inactive(app: Flask, client: FlaskClient) -> None:
+    kid = app.extensions["issuer.keys"].signing_key().kid
+    _inactive(client, sign(make_claims(issuer="http://issuer.test"), new_rsa_key(), kid=kid))
+
+
+def test_token_for_another_audience_is_inactive(app: Flask, client: FlaskClient) -> None:
+    settings: IssuerSettings = app.extensions["issuer.settings"]
+    keys: KeyStore = app.extensions["issuer.keys"]
+    token, _ = mint_access_token(
+        keys.signing_key(), Grant("alice", "cli", "profile"), issuer=settings.url, audience="other-api", ttl=600
+    )
+    _inactive(client, token)
+
+
+def test_token_of_a_deleted_user_is_inactive(app: Flask, client: FlaskClient, settings: IssuerSettings) -> None:
+    token = _mint(app, username="bob")
+    assert _introspect(client, token).get_json()["active"] is True
+    conn = db.connect(settings.db_path)
+    try:
+        UserStore(conn, settings.password_hasher()).delete("bob")
+    finally:
+        conn.close()
+    _inactive(client, token)
+
+
+def test_token_of_a_retired_key_is_inactive(app: Flask, client: FlaskClient) -> None:
+    keys: KeyStore = app.extensions["issuer.keys"]
+    token = _mint(app)
+    old = keys.signing_key().kid
+    keys.rotate(now=True)
+    assert _introspect(client, token).get_json()["active"] is True  # retiring: still published
+    keys.retire(old)
+    _inactive(client, token)
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["garbage", "a.b.c", "", "x" * 9000, "caf\u00e9.caf\u00e9.caf\u00e9", "eyJhbGciOiJub25lIn0.e30."],
+)
+def test_garbage_is_inactive_never_an_error(client: FlaskClient, token: str) -> None:
+    if token == "":
+        assert _introspect(client, token).status_code == 400
+    else:
+        _inactive(client, token)
+
+
+def test_alg_none_and_missing_typ_are_inactive(app: Flask, client: FlaskClient) -> None:
+    token = _mint(app)
+    payload = token.split(".")[1]
+    none = base64.urlsafe_b64encode(b'{"alg":"none","typ":"at+jwt"}').rstrip(b"=").decode()
+    _inactive(client, f"{none}.{payload}.")
+
+
+# -- who may ask ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        _basic(secret="s" * 39),
+        _basic(secret=SECRET + "x"),
+        _basic(client_id="resource-web"),
+        {"Authorization": f"Bearer {SECRET}"},
+    ],
+)
+def test_callers_without_the_client_credential_get_401(
+    app: Flask, client: FlaskClient, headers: dict[str, str]
+) -> None:
+    response = _introspect(client, _mint(app), headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert "sub" not in response.get_data(as_text=True)
+
+
+def test_url_encoded_credentials_are_accepted(app: Flask, client: FlaskClient) -> None:
+    secret = "a secret/with:odd chars" + "x" * 20
+    app.extensions["issuer.introspection"] = IntrospectionSettings(client_id=CLIENT_ID, secret=secret)
+    encoded = "a%20secret%2Fwith%3Aodd%20chars" + "x" * 20
+    assert _introspect(client, _mint(app), headers=_basic(secret=encoded)).get_json()["active"] is True
+
+
+def test_endpoint_is_off_without_a_secret(app: Flask, client: FlaskClient) -> None:
+    app.extensions["issuer.introspection"] = IntrospectionSettings()
+    response = _introspect(client, _mint(app), headers=_basic(secret=""))
+    assert response.status_code == 404
+
+
+def test_parameters_must_be_a_form_with_one_token(app: Flask, client: FlaskClient) -> None:
+    assert client.post("/introspect", json={"token": _mint(app)}, headers=_basic()).status_code == 400
+    twice = client.post("/introspect", data={"token": [_mint(app), _mint(app)]}, headers=_basic())
+    assert twice.status_code == 400
+    assert client.post("/introspect", data={}, headers=_basic()).status_code == 400
+
+
+def test_get_is_not_allowed(client: FlaskClient) -> None:
+    assert client.get("/introspect", headers=_basic()).status_code == 405
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def test_settings_from_env() -> None:
+    settings = IntrospectionSettings.from_env(
+        {"ISSUER_INTROSPECTION_SECRET": SECRET, "ISSUER_INTROSPECTION_CLIENT_ID": "api-1"}
+    )
+    assert settings == IntrospectionSettings(client_id="api-1", secret=SECRET)
+    assert settings.enabled
+    assert not IntrospectionSettings.from_env({}).enabled
+
+
+def test_short_secret_stops_start_up_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="ISSUER_INTROSPECTION_SECRET"):
+        IntrospectionSettings.from_env({"ISSUER_INTROSPECTION_SECRET": "short"})
