@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import sqlite3
 from pathlib import Path
 
@@ -70,14 +71,22 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def initialise(path: Path) -> None:
-    """Create the schema if it is not there yet (safe to run from every worker)."""
-    conn = connect(path)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(SCHEMA)
-        _migrate(conn)
-    finally:
-        conn.close()
+    """Create the schema if it is not there yet (safe to run from every worker at once).
+
+    Workers starting together take turns through a file lock: switching a new database to WAL
+    needs it to itself, and SQLite answers "database is locked" there without waiting.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / ".initialise.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        conn = connect(path)
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+            _migrate(conn)
+        finally:
+            conn.close()
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
