@@ -335,3 +335,12 @@ def test_workers_racing_through_a_transition_agree(make_store: StoreFactory, clo
     clock.advance(600)
     assert one.signing_key().kid == two.signing_key().kid == staged
     assert sorted(_states(one).values()) == ["active", "retiring"]
+
+
+def test_fresh_read_publishes_a_key_another_worker_just_activated(make_store: StoreFactory) -> None:
+    serving = make_store(reload_interval=60)
+    serving.ensure_active()
+    before = {jwk["kid"] for jwk in serving.published()}
+    new = make_store().rotate(now=True).kid  # the CLI, or another worker
+    assert {jwk["kid"] for jwk in serving.published()} == before  # the snapshot is a minute old
+    assert new in {jwk["kid"] for jwk in serving.published(fresh=True)}

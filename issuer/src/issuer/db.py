@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import sqlite3
+import threading
 from pathlib import Path
 
 from flask import Flask, current_app, g
@@ -98,20 +99,31 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
 
+_threads = threading.local()
+
+
 def get_db() -> sqlite3.Connection:
-    """Return this request's connection, opening it on first use."""
-    if "db" not in g:
-        g.db = connect(current_app.extensions["issuer.settings"].db_path)
-    conn: sqlite3.Connection = g.db
+    """Return this thread's connection to the app's database, opened once and kept.
+
+    Worker threads live long, and so does their connection: opening one per request costs
+    the connect and, when the last connection to a WAL database closes, a checkpoint.
+    """
+    path: Path = current_app.extensions["issuer.settings"].db_path
+    connections: dict[Path, sqlite3.Connection] = _threads.__dict__.setdefault("connections", {})
+    conn = connections.get(path)
+    if conn is None:
+        conn = connections[path] = connect(path)
+    g.db = conn
     return conn
 
 
-def _close(_exc: BaseException | None) -> None:
-    conn = g.pop("db", None)
-    if conn is not None:
-        conn.close()
+def _end_request(_exc: BaseException | None) -> None:
+    """Leave the connection clean for the thread's next request."""
+    conn: sqlite3.Connection | None = g.pop("db", None)
+    if conn is not None and conn.in_transaction:
+        conn.rollback()
 
 
 def init_app(app: Flask) -> None:
-    """Close the request's connection when the request ends."""
-    app.teardown_appcontext(_close)
+    """Roll back whatever a request left open when it ends."""
+    app.teardown_appcontext(_end_request)

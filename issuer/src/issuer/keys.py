@@ -98,12 +98,16 @@ class KeyStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def records(self) -> tuple[KeyRecord, ...]:
-        """Return every key, newest first, re-reading the database when the snapshot is old."""
+    def records(self, *, fresh: bool = False) -> tuple[KeyRecord, ...]:
+        """Return every key, newest first, re-reading the database when the snapshot is old.
+
+        `fresh` re-reads it in any case: the JWKS is served that way, so that it holds every
+        key any worker may already sign with, however recently that key began.
+        """
         with self._lock:
             now = self.clock()
             # Also reload when the (wall) clock went backwards, rather than trusting the snapshot.
-            if not 0 <= now - self._loaded_at < self.reload_interval:
+            if fresh or not 0 <= now - self._loaded_at < self.reload_interval:
                 self._records = self._read_records()
                 if self._due(self._records, now):
                     self._advance()
@@ -111,9 +115,9 @@ class KeyStore:
                 self._loaded_at = now
             return self._records
 
-    def published(self) -> list[RsaPublicJwk]:
+    def published(self, *, fresh: bool = False) -> list[RsaPublicJwk]:
         """Return the public JWKs verifiers must know: next, active and retiring keys."""
-        return [r.jwk for r in self.records() if r.state in PUBLISHED_STATES]
+        return [r.jwk for r in self.records(fresh=fresh) if r.state in PUBLISHED_STATES]
 
     def signing_key(self) -> SigningKey:
         """Return the active key, loading its PEM file only the first time it is seen."""

@@ -16,7 +16,8 @@ GRANT_TYPES = ["authorization_code", "refresh_token", "password"]
 @bp.get("/.well-known/jwks.json")
 def jwks() -> Response:
     """Publish the public halves of the next, active and retiring keys."""
-    response = jsonify(keys=extensions.key_store().published())
+    # Read fresh: a key another worker has just begun signing with must be here already.
+    response = jsonify(keys=extensions.key_store().published(fresh=True))
     response.headers["Cache-Control"] = f"public, max-age={extensions.settings().jwks_max_age}"
     return response
 
