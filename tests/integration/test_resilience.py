@@ -67,5 +67,7 @@ def test_resource_started_before_the_issuer_becomes_ready_when_it_appears(make_s
 
     stack.start_issuer()
     wait_until(lambda: stack.get("/readyz").status_code == 200, what="the resource to load keys")
+    # Each worker retries on its own (once per cooldown); wait until every one holds keys.
+    wait_until(stack.all_workers_hold_keys, what="every resource worker to load keys")
     token = stack.token("alice", "wonderland")["access_token"]
     assert stack.get("/api/me", token).status_code == 200

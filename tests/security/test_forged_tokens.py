@@ -155,7 +155,20 @@ def now() -> int:
     return int(time.time())
 
 
-UNKNOWN_KID_CASES = {"unknown kid", "kid path traversal", "kid SQL", "kid shell", "kid null byte", "rogue key own kid"}
+# Tokens naming a kid the issuer does not publish may cost one JWKS fetch per cooldown per
+# worker, by design; every other case must cost none.
+UNKNOWN_KID_CASES = {
+    "unknown kid",
+    "kid path traversal",
+    "kid SQL",
+    "kid shell",
+    "kid null byte",
+    "rogue key own kid",
+    "jku to attacker",
+    "x5u to attacker",
+    "x5c attacker certificate",
+    "embedded jwk",
+}
 
 CASES: dict[str, Callable[[Ctx], str]] = {
     # alg none, every spelling, with and without a signature
