@@ -25,8 +25,8 @@ import resource_server
 from issuer.settings import IssuerSettings
 from resource_server.jwks import KeysUnavailable, UnknownKey
 from resource_server.settings import ResourceSettings
-from resource_server.verifier import InvalidToken, Verifier
 from shared.jose import b64url_encode
+from shared.verifier import InvalidToken, Verifier
 from tests.support.tokens import kid_of, make_claims, new_rsa_key, sign
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import time
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -17,6 +20,7 @@ from issuer.keys import KeyStore
 from issuer.settings import IssuerSettings
 from issuer.tokens import Grant, mint_access_token
 from issuer.users import UserStore
+from shared.jose import b64url_encode
 from shared.settings import SettingsError
 from tests.support.tokens import make_claims, new_rsa_key, sign
 
@@ -211,3 +215,19 @@ def test_settings_from_env() -> None:
 def test_short_secret_stops_start_up_naming_the_variable() -> None:
     with pytest.raises(SettingsError, match="ISSUER_INTROSPECTION_SECRET"):
         IntrospectionSettings.from_env({"ISSUER_INTROSPECTION_SECRET": "short"})
+
+
+@pytest.mark.parametrize(
+    "payload_tail",
+    ['"sub": "root"}', '"exp": "9999999999"}', '"exp": 9999999999}'],
+    ids=["duplicate member", "exp as a string", "lifetime over a day"],
+)
+def test_introspection_refuses_what_the_resource_refuses(app: Flask, client: FlaskClient, payload_tail: str) -> None:
+    """Both designs judge tokens by one policy (shared.verifier): no answer drifts apart."""
+    signing = app.extensions["issuer.keys"].signing_key()
+    settings: IssuerSettings = app.extensions["issuer.settings"]
+    claims = {k: v for k, v in make_claims(issuer=settings.url).items() if k != "exp" or "exp" not in payload_tail}
+    header = b64url_encode(json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": signing.kid}).encode())
+    payload = b64url_encode((json.dumps(claims)[:-1] + ", " + payload_tail).encode())
+    signature = signing.private_key.sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    _inactive(client, f"{header}.{payload}.{b64url_encode(signature)}")

@@ -12,7 +12,7 @@ from issuer.keys import KeyStore
 from issuer.tokens import Grant, mint_access_token
 from resource_server.introspection import IntrospectingVerifier, IntrospectionUnavailable
 from resource_server.jwks import KeysUnavailable
-from resource_server.verifier import InvalidToken, TokenExpired
+from shared.verifier import InvalidToken, TokenExpired
 from tests.support.tokens import make_claims, new_rsa_key, sign
 from tests.unit.fakes import LiveIssuer
 

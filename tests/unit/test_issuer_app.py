@@ -19,9 +19,9 @@ from issuer import create_app
 from issuer.clients import Client
 from issuer.keys import KeyStore
 from issuer.settings import IssuerSettings
-from resource_server.verifier import Verifier
 from shared.jose import load_verification_key
 from shared.logs import JsonFormatter
+from shared.verifier import Verifier
 
 DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from issuer import db
 from issuer.keys import SigningKey
 from issuer.tokens import Grant, RefreshError, RefreshTokens, mint_access_token
-from resource_server.verifier import Verifier
+from shared.verifier import Verifier
 from tests.support.tokens import kid_of
 
 ISSUER = "http://issuer.test"

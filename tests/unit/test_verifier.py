@@ -1,4 +1,4 @@
-"""Unit tests for resource_server.verifier: the RFC 9068 / RFC 8725 claim policy, one test per rule."""
+"""Unit tests for shared.verifier: the RFC 9068 / RFC 8725 claim policy, one test per rule."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resource_server.jwks import JwksClient, UnknownKey
-from resource_server.verifier import (
+from shared.jose import b64url_decode, b64url_encode
+from shared.verifier import (
     MAX_LIFETIME,
     CachedToken,
     InvalidToken,
@@ -29,7 +30,6 @@ from resource_server.verifier import (
     Verifier,
     strict_json,
 )
-from shared.jose import b64url_decode, b64url_encode
 from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
 from tests.unit.fakes import FakeClock, JwksServer
 
@@ -649,7 +649,7 @@ def test_repeated_token_is_served_from_the_cache(rsa_key: rsa.RSAPrivateKey, clo
     token = sign(_claims_at(clock_now), rsa_key)
     first = verifier.verify(token)
     assert token in verifier.cache
-    with mock.patch("resource_server.verifier._RS256.verify", side_effect=AssertionError("verified again")):
+    with mock.patch("shared.verifier._RS256.verify", side_effect=AssertionError("verified again")):
         assert verifier.verify(token) == first
     assert keys.asked == [kid_of(rsa_key)] * 2  # the key is still looked up: a withdrawn key is noticed
 

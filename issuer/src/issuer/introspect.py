@@ -8,8 +8,8 @@ verifying it itself (the README's Performance section measures both designs).
   and `ISSUER_INTROSPECTION_SECRET`. Network position is not trusted: in compose, every
   container on the network and the host's published port reach the issuer alike. Without a
   secret configured the endpoint does not exist (404).
-- A token is active when local verification would accept it (RS256 from a published key,
-  `typ` at+jwt, no `crit`, `iss`, `aud`, `exp`, `iat`, `sub`, `jti`) and its user still
+- A token is active when the resource's own verification would accept it: the same
+  `shared.verifier` policy, with keys from this issuer's published set, and its user still
   exists. An active token gets its claims (section 2.2); anything else gets `{"active": false}`
   and nothing more, whoever asked.
 """
@@ -17,31 +17,27 @@ verifying it itself (the README's Performance section measures both designs).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
 from issuer import extensions
 from shared.errors import ApiError
-from shared.jose import JwkError, b64url_decode, load_verification_key
+from shared.jose import JwkError, load_verification_key
 from shared.settings import Environ, SettingsError, env_int, env_str
+from shared.verifier import InvalidToken, Verifier
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("introspect", __name__)
 
 MIN_SECRET_CHARS = 32
-MAX_TOKEN_BYTES = 8192
-ACCEPTED_TYPES = {"at+jwt", "application/at+jwt"}
-REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "sub", "jti"]
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -80,8 +76,8 @@ class PublishedKeys:
     def __init__(self) -> None:
         self._parsed: dict[tuple[str, str], rsa.RSAPublicKey] = {}
 
-    def get(self, kid: str) -> rsa.RSAPublicKey | None:
-        """Return the published key named `kid` (next, active or retiring), or None."""
+    def get(self, kid: str) -> rsa.RSAPublicKey:
+        """Return the published key named `kid` (next, active or retiring), or raise InvalidToken."""
         for jwk in extensions.key_store().published():
             if jwk["kid"] != kid:
                 continue
@@ -89,19 +85,23 @@ class PublishedKeys:
             if key is None:
                 try:
                     _, key = load_verification_key(dict(jwk))
-                except JwkError:
-                    return None
+                except JwkError as exc:
+                    raise InvalidToken("the token's key is not usable") from exc
                 if len(self._parsed) >= self.MAX_KEYS:
                     self._parsed = {}
                 self._parsed[(kid, jwk["n"])] = key
             return key
-        return None
+        raise InvalidToken("the token's key is not published")
 
 
 def init_app(app: Flask, settings: IntrospectionSettings | None = None) -> None:
     """Register the endpoint (exempt from CSRF: it takes no cookies) with its settings."""
-    app.extensions["issuer.introspection"] = settings or IntrospectionSettings.from_env()
-    app.extensions["issuer.introspection_keys"] = PublishedKeys()
+    introspection = settings or IntrospectionSettings.from_env()
+    issuer = app.extensions["issuer.settings"]
+    app.extensions["issuer.introspection"] = introspection
+    app.extensions["issuer.introspection_verifier"] = Verifier(
+        PublishedKeys(), issuer=issuer.url, audience=issuer.audience, leeway=introspection.leeway
+    )
     app.register_blueprint(bp)
     csrf = app.extensions.get("csrf")
     if isinstance(csrf, CSRFProtect):
@@ -112,8 +112,8 @@ def _settings() -> IntrospectionSettings:
     return cast(IntrospectionSettings, current_app.extensions["issuer.introspection"])
 
 
-def _keys() -> PublishedKeys:
-    return cast(PublishedKeys, current_app.extensions["issuer.introspection_keys"])
+def _verifier() -> Verifier:
+    return cast(Verifier, current_app.extensions["issuer.introspection_verifier"])
 
 
 def _authenticate(settings: IntrospectionSettings) -> None:
@@ -142,38 +142,12 @@ def _token() -> str:
     return values[0]
 
 
-def active_claims(token: str, *, issuer: str, audience: str, leeway: int) -> dict[str, Any] | None:
-    """Return the claims of a token that local verification would accept, or None."""
-    if len(token) > MAX_TOKEN_BYTES or not token.isascii() or token.count(".") != 2:
-        return None
+def active_claims(token: str) -> dict[str, Any] | None:
+    """Return the claims of a token the resource's own verification would accept, or None."""
     try:
-        header = json.loads(b64url_decode(token.split(".", 1)[0]))
-    except ValueError:
+        return _verifier().verify(token)
+    except InvalidToken:
         return None
-    if not isinstance(header, dict) or header.get("alg") != "RS256" or "crit" in header or "b64" in header:
-        return None
-    typ, kid = header.get("typ"), header.get("kid")
-    if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES or not isinstance(kid, str):
-        return None
-    key = _keys().get(kid)
-    if key is None:
-        return None
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key,
-            algorithms=["RS256"],
-            audience=audience,
-            issuer=issuer,
-            leeway=leeway,
-            options={"require": REQUIRED_CLAIMS, "strict_aud": False},
-        )
-    except jwt.InvalidTokenError:
-        return None
-    for name in ("sub", "jti"):
-        if not isinstance(claims[name], str) or not claims[name]:
-            return None
-    return claims
 
 
 @bp.post("/introspect")
@@ -183,8 +157,7 @@ def introspect() -> Response:
     if not settings.enabled:
         raise ApiError("token introspection is not enabled", error="not_found", status=404)
     _authenticate(settings)
-    issuer = extensions.settings()
-    claims = active_claims(_token(), issuer=issuer.url, audience=issuer.audience, leeway=settings.leeway)
+    claims = active_claims(_token())
     if claims is not None and extensions.users().get(claims["sub"]) is None:
         claims = None  # the user was deleted: unlike a local check, introspection can see that
     body: dict[str, Any] = {"active": False}

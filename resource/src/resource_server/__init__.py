@@ -9,8 +9,8 @@ from resource_server.introspection import IntrospectingVerifier
 from resource_server.jwks import JwksClient
 from resource_server.oauth_client import IssuerClient
 from resource_server.settings import ResourceSettings
-from resource_server.verifier import Verifier
 from shared import logs, web
+from shared.verifier import Verifier
 from shared.web import STATIC_DIR
 
 

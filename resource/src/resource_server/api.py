@@ -11,8 +11,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from resource_server.jwks import JwksClient, KeysUnavailable, UnknownKey
 from resource_server.rfc6750 import InsufficientScope, InvalidTokenError, MissingToken, bearer_token
-from resource_server.verifier import InvalidToken, Verifier
 from shared.errors import ApiError
+from shared.verifier import InvalidToken, Verifier
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import requests
 
 from resource_server.jwks import KeysUnavailable
-from resource_server.verifier import InvalidToken, TokenExpired
 from shared.jose import b64url_decode
+from shared.verifier import InvalidToken, TokenExpired
 
 log = logging.getLogger(__name__)
 

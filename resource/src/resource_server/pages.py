@@ -20,8 +20,8 @@ from werkzeug.wrappers import Response
 from resource_server.api import ACCESS_COOKIE, verify
 from resource_server.oauth_client import IssuerClient, IssuerError
 from resource_server.settings import ResourceSettings
-from resource_server.verifier import TokenExpired
 from shared.errors import ApiError
+from shared.verifier import TokenExpired
 
 log = logging.getLogger(__name__)
 

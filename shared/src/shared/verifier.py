@@ -1,4 +1,8 @@
-"""Access token verification: RFC 9068 profile, RFC 8725 rules, keys only from the JWKS.
+"""Access token verification: RFC 9068 profile, RFC 8725 rules, keys only from a key source.
+
+One policy for both services: the resource verifies every request with it (keys from the
+issuer's JWKS), and the issuer's introspection endpoint answers "active" by the same rules
+(keys from its own key store), so the two designs cannot drift apart.
 
 The claim policy in one place:
 
