@@ -15,9 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from issuer import create_app, db
-from issuer.introspect import IntrospectionSettings
 from issuer.keys import KeyStore
-from issuer.settings import IssuerSettings
+from issuer.settings import IntrospectionSettings, IssuerSettings
 from issuer.tokens import Grant, mint_access_token
 from issuer.users import UserStore
 from shared.jose import b64url_encode
@@ -201,6 +200,12 @@ def test_get_is_not_allowed(client: FlaskClient) -> None:
 
 
 # -- settings -------------------------------------------------------------------------------
+
+
+def test_settings_come_with_the_issuer_settings() -> None:
+    settings = IssuerSettings.from_env({"ISSUER_INTROSPECTION_SECRET": SECRET})
+    assert settings.introspection == IntrospectionSettings(secret=SECRET)
+    assert not IssuerSettings.from_env({}).introspection.enabled
 
 
 def test_settings_from_env() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from issuer.introspect import IntrospectionSettings
 from issuer.keys import KeyStore
+from issuer.settings import IntrospectionSettings
 from issuer.tokens import Grant, mint_access_token
 from resource_server.introspection import IntrospectingVerifier, IntrospectionUnavailable
 from resource_server.jwks import KeysUnavailable

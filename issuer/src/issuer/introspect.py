@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
-from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -28,44 +26,16 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
 from issuer import extensions
+from issuer.settings import IntrospectionSettings, IssuerSettings
 from shared.errors import ApiError
 from shared.jose import JwkError, load_verification_key
-from shared.settings import Environ, SettingsError, env_int, env_str
 from shared.verifier import InvalidToken, Verifier
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("introspect", __name__)
 
-MIN_SECRET_CHARS = 32
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-@dataclass(frozen=True)
-class IntrospectionSettings:
-    """Who may introspect; an empty secret turns the endpoint off."""
-
-    client_id: str = "resource-api"
-    secret: str = ""
-    leeway: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        """Return whether the endpoint is on."""
-        return bool(self.secret)
-
-    @classmethod
-    def from_env(cls, environ: Environ | None = None) -> IntrospectionSettings:
-        """Build settings from `ISSUER_INTROSPECTION_*`, naming the variable of any bad value."""
-        env = os.environ if environ is None else environ
-        secret = env.get("ISSUER_INTROSPECTION_SECRET", "")
-        if secret and len(secret) < MIN_SECRET_CHARS:
-            raise SettingsError(f"ISSUER_INTROSPECTION_SECRET must be at least {MIN_SECRET_CHARS} characters")
-        return cls(
-            client_id=env_str(env, "ISSUER_INTROSPECTION_CLIENT_ID", cls.client_id),
-            secret=secret,
-            leeway=env_int(env, "ISSUER_INTROSPECTION_LEEWAY", cls.leeway, minimum=0, maximum=300),
-        )
 
 
 class PublishedKeys:
@@ -94,10 +64,10 @@ class PublishedKeys:
         raise InvalidToken("the token's key is not published")
 
 
-def init_app(app: Flask, settings: IntrospectionSettings | None = None) -> None:
+def init_app(app: Flask) -> None:
     """Register the endpoint (exempt from CSRF: it takes no cookies) with its settings."""
-    introspection = settings or IntrospectionSettings.from_env()
-    issuer = app.extensions["issuer.settings"]
+    issuer: IssuerSettings = app.extensions["issuer.settings"]
+    introspection = issuer.introspection
     app.extensions["issuer.introspection"] = introspection
     app.extensions["issuer.introspection_verifier"] = Verifier(
         PublishedKeys(), issuer=issuer.url, audience=issuer.audience, leeway=introspection.leeway

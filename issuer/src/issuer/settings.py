@@ -12,6 +12,36 @@ from limits import parse_many
 from issuer.keys import KeyStore
 from shared.settings import Environ, SettingsError, env_float, env_int, env_str, env_url
 
+MIN_INTROSPECTION_SECRET_CHARS = 32
+
+
+@dataclass(frozen=True)
+class IntrospectionSettings:
+    """Who may introspect; an empty secret turns the endpoint off."""
+
+    client_id: str = "resource-api"
+    secret: str = ""
+    leeway: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Return whether the endpoint is on."""
+        return bool(self.secret)
+
+    @classmethod
+    def from_env(cls, env: Environ) -> IntrospectionSettings:
+        """Build settings from `ISSUER_INTROSPECTION_*`, naming the variable of any bad value."""
+        secret = env.get("ISSUER_INTROSPECTION_SECRET", "")
+        if secret and len(secret) < MIN_INTROSPECTION_SECRET_CHARS:
+            raise SettingsError(
+                f"ISSUER_INTROSPECTION_SECRET must be at least {MIN_INTROSPECTION_SECRET_CHARS} characters"
+            )
+        return cls(
+            client_id=env_str(env, "ISSUER_INTROSPECTION_CLIENT_ID", cls.client_id),
+            secret=secret,
+            leeway=env_int(env, "ISSUER_INTROSPECTION_LEEWAY", cls.leeway, minimum=0, maximum=300),
+        )
+
 
 @dataclass(frozen=True)
 class IssuerSettings:
@@ -37,6 +67,7 @@ class IssuerSettings:
     rate_limit_storage: str = "memory://"
     session_secret: str = ""
     demo_users: str = ""
+    introspection: IntrospectionSettings = IntrospectionSettings()
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024
 
@@ -114,6 +145,7 @@ class IssuerSettings:
             rate_limit_storage=env_str(env, "ISSUER_RATE_LIMIT_STORAGE", cls.rate_limit_storage),
             session_secret=env.get("ISSUER_SESSION_SECRET", ""),
             demo_users=env.get("ISSUER_DEMO_USERS", ""),
+            introspection=IntrospectionSettings.from_env(env),
             log_level=env_str(env, "ISSUER_LOG_LEVEL", cls.log_level).upper(),
         )
 
