@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from issuer import db
 from issuer.keys import KeyStore, KeyStoreError
 from shared.jose import public_jwk
-from tests.unit.fakes import FakeClock
+from tests.support.fakes import FakeClock
 
 StoreFactory = Callable[..., KeyStore]
 

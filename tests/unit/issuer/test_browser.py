@@ -13,7 +13,7 @@ from werkzeug.test import TestResponse
 
 from issuer import create_app
 from issuer.settings import IssuerSettings
-from tests.unit.browsing import (
+from tests.support.browsing import (
     CHALLENGE,
     DEMO_USERS,
     VERIFIER,

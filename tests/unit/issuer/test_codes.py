@@ -11,7 +11,7 @@ import pytest
 from issuer import codes
 from issuer.codes import CODE_TTL, AuthorizationCodes, CodeError, Redeemed, s256
 from issuer.tokens import Grant
-from tests.unit.fakes import FakeClock
+from tests.support.fakes import FakeClock
 
 # RFC 7636 appendix B.
 RFC_VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"

@@ -14,7 +14,7 @@ from resource_server.introspection import IntrospectingVerifier, IntrospectionUn
 from resource_server.jwks import KeysUnavailable
 from shared.verifier import InvalidToken, TokenExpired
 from tests.support.tokens import make_claims, new_rsa_key, sign
-from tests.unit.fakes import LiveIssuer
+from tests.support.fakes import LiveIssuer
 
 SECRET = "introspection-secret-" + "x" * 20
 

@@ -16,7 +16,7 @@ from resource_server import create_app
 from resource_server.jwks import JwksClient
 from resource_server.settings import ResourceSettings
 from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
-from tests.unit.fakes import JwksServer
+from tests.support.fakes import JwksServer
 
 AppFactory = Callable[..., Flask]
 

@@ -31,7 +31,7 @@ from shared.verifier import (
     strict_json,
 )
 from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
-from tests.unit.fakes import FakeClock, JwksServer
+from tests.support.fakes import FakeClock, JwksServer
 
 
 class StaticKeys:

@@ -14,8 +14,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from resource_server.oauth_client import AuthorizationRequest, IssuerClient, IssuerError
-from tests.unit.browsing import WEB_REDIRECT_URI, follow_authorization, location_path, query
-from tests.unit.fakes import JwksServer, LiveIssuer
+from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path, query
+from tests.support.fakes import JwksServer, LiveIssuer
 
 PUBLIC_ISSUER = "http://issuer.public.test"
 UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]+")

@@ -21,8 +21,8 @@ from resource_server.jwks import JwksClient
 from resource_server.oauth_client import IssuerClient
 from resource_server.settings import ResourceSettings
 from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
-from tests.unit.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
-from tests.unit.fakes import JwksServer, LiveIssuer
+from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
+from tests.support.fakes import JwksServer, LiveIssuer
 
 PUBLIC_URL = "http://localhost:8001"
 TOKEN_COOKIES = ("rs_access", "rs_refresh")

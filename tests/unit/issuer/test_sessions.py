@@ -10,7 +10,7 @@ import pytest
 
 from issuer import sessions
 from issuer.sessions import LoginSessions
-from tests.unit.fakes import FakeClock
+from tests.support.fakes import FakeClock
 
 TTL = 3600
 
