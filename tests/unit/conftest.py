@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from issuer import create_app, db
 from issuer.keys import KeyStore
 from issuer.settings import IssuerSettings
-from tests.support.tokens import new_rsa_key
 from tests.support.browsing import DEMO_USERS, WEB_REDIRECT_URI
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer, WsgiServer
+from tests.support.tokens import new_rsa_key
 
 # -- keys ---------------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from werkzeug.test import TestResponse
 from resource_server import create_app
 from resource_server.jwks import JwksClient
 from resource_server.settings import ResourceSettings
-from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
 from tests.support.fakes import JwksServer
+from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
 
 AppFactory = Callable[..., Flask]
 

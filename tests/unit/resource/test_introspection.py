@@ -13,8 +13,8 @@ from issuer.tokens import Grant, mint_access_token
 from resource_server.introspection import IntrospectingVerifier, IntrospectionUnavailable
 from resource_server.jwks import KeysUnavailable
 from shared.verifier import InvalidToken, TokenExpired
-from tests.support.tokens import make_claims, new_rsa_key, sign
 from tests.support.fakes import LiveIssuer
+from tests.support.tokens import make_claims, new_rsa_key, sign
 
 SECRET = "introspection-secret-" + "x" * 20
 

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from resource_server.jwks import JwksClient, KeysUnavailable, UnknownKey
 from shared.jose import public_jwk
-from tests.support.tokens import kid_of
 from tests.support.fakes import FakeClock, JwksServer
+from tests.support.tokens import kid_of
 
 ClientFactory = Callable[..., JwksClient]
 

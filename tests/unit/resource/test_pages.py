@@ -20,9 +20,9 @@ from resource_server import create_app
 from resource_server.jwks import JwksClient
 from resource_server.oauth_client import IssuerClient
 from resource_server.settings import ResourceSettings
-from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
 from tests.support.fakes import JwksServer, LiveIssuer
+from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
 
 PUBLIC_URL = "http://localhost:8001"
 TOKEN_COOKIES = ("rs_access", "rs_refresh")

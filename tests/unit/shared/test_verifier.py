@@ -30,8 +30,8 @@ from shared.verifier import (
     Verifier,
     strict_json,
 )
-from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
 from tests.support.fakes import FakeClock, JwksServer
+from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
 
 
 class StaticKeys:
