@@ -1,129 +1,242 @@
-"""The issuer's embedded SQLite database: connection set-up and schema."""
+"""The issuer's database: the schema as SQLAlchemy Core tables, one transaction helper, migrations.
+
+SQLAlchemy Core (not the ORM) because the stores are a handful of small, explicit statements,
+and Core gives one dialect-neutral way to write them for the embedded SQLite default and for
+PostgreSQL, with Alembic migrations on the same table definitions.
+
+Each table has one owner, the store named beside it; only the owner writes it. Stores join
+whatever transaction is open in the current thread, so a caller can make several owners'
+changes atomic:
+
+    with database.transaction():
+        redeemed = codes.redeem(...)          # authorization_codes
+        token = refresh_tokens.issue(...)     # refresh_tokens, in the same commit
+"""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
-import sqlite3
-import threading
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from flask import Flask, current_app, g
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Connection,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    make_url,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    username      TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    scope         TEXT NOT NULL,
-    created_at    INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS refresh_tokens (
-    token_hash TEXT PRIMARY KEY,
-    family_id  TEXT NOT NULL,
-    username   TEXT NOT NULL,
-    client_id  TEXT NOT NULL,
-    scope      TEXT NOT NULL,
-    issued_at  INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    used_at    INTEGER,
-    revoked_at INTEGER,
-    session_hash TEXT
-);
-CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family_id);
-CREATE TABLE IF NOT EXISTS login_sessions (
-    session_hash TEXT PRIMARY KEY,
-    username     TEXT NOT NULL,
-    created_at   INTEGER NOT NULL,
-    expires_at   INTEGER NOT NULL,
-    ended_at     INTEGER
-);
-CREATE TABLE IF NOT EXISTS authorization_codes (
-    code_hash      TEXT PRIMARY KEY,
-    client_id      TEXT NOT NULL,
-    redirect_uri   TEXT NOT NULL,
-    code_challenge TEXT NOT NULL,
-    username       TEXT NOT NULL,
-    scope          TEXT NOT NULL,
-    session_hash   TEXT,
-    expires_at     INTEGER NOT NULL,
-    used_at        INTEGER,
-    family_id      TEXT
-);
-CREATE TABLE IF NOT EXISTS signing_keys (
-    kid          TEXT PRIMARY KEY,
-    state        TEXT NOT NULL CHECK (state IN ('next', 'active', 'retiring', 'retired')),
-    public_jwk   TEXT NOT NULL,
-    created_at   INTEGER NOT NULL,
-    activated_at INTEGER,
-    retiring_at  INTEGER,
-    retired_at   INTEGER
-);
-"""
+metadata = MetaData()
 
+# Owner: issuer.users.UserStore. `id` is stable: a new user with a deleted user's name is
+# someone else, and nothing of the old user's (sessions, refresh tokens) carries over.
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("created_at", Integer, nullable=False),
+)
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open the database in autocommit mode, waiting for locks held by other workers."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
+# Owner: issuer.sessions.LoginSessions. Deleting a user ends their sessions (cascade).
+login_sessions = Table(
+    "login_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False),
+    Column("ended_at", Integer),
+)
 
+# Owner: issuer.tokens.RefreshTokens. Deleting a user removes their tokens (cascade).
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("family_id", String(32), nullable=False),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("client_id", String(64), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("issued_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False),
+    Column("family_expires_at", Integer, nullable=False),
+    Column("used_at", Integer),
+    Column("revoked_at", Integer),
+    Column("session_hash", String(64), index=True),
+    Index("refresh_tokens_family", "family_id"),
+)
 
-def initialise(path: Path) -> None:
-    """Create the schema if it is not there yet (safe to run from every worker at once).
+# Owner: issuer.codes.AuthorizationCodes.
+authorization_codes = Table(
+    "authorization_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(64), nullable=False),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("session_hash", String(64)),
+    Column("expires_at", Integer, nullable=False),
+    Column("used_at", Integer),
+    Column("family_id", String(32)),
+)
 
-    Workers starting together take turns through a file lock: switching a new database to WAL
-    needs it to itself, and SQLite answers "database is locked" there without waiting.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with (path.parent / ".initialise.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        conn = connect(path)
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(SCHEMA)
-            _migrate(conn)
-        finally:
-            conn.close()
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring databases made by earlier versions up to the current schema."""
-    for table, column in (("refresh_tokens", "session_hash"), ("authorization_codes", "family_id")):
-        columns = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in columns:
-            with contextlib.suppress(sqlite3.OperationalError):  # another worker added it a moment ago
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
-
-
-_threads = threading.local()
-
-
-def get_db() -> sqlite3.Connection:
-    """Return this thread's connection to the app's database, opened once and kept.
-
-    Worker threads live long, and so does their connection: opening one per request costs
-    the connect and, when the last connection to a WAL database closes, a checkpoint.
-    """
-    path: Path = current_app.extensions["issuer.settings"].db_path
-    connections: dict[Path, sqlite3.Connection] = _threads.__dict__.setdefault("connections", {})
-    conn = connections.get(path)
-    if conn is None:
-        conn = connections[path] = connect(path)
-    g.db = conn
-    return conn
+# Owner: issuer.keys.KeyStore. The private half is encrypted (AES-256-GCM) under the
+# key-encryption key and erased when the key is retired.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("public_jwk", Text, nullable=False),
+    Column("private_key", LargeBinary),
+    Column("created_at", Integer, nullable=False),
+    Column("activated_at", Integer),
+    Column("retiring_at", Integer),
+    Column("retired_at", Integer),
+    CheckConstraint("state IN ('next', 'active', 'retiring', 'retired')", name="signing_keys_state"),
+)
 
 
-def _end_request(_exc: BaseException | None) -> None:
-    """Leave the connection clean for the thread's next request."""
-    conn: sqlite3.Connection | None = g.pop("db", None)
-    if conn is not None and conn.in_transaction:
-        conn.rollback()
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or used right now (a 503 of ours, not the client's fault)."""
 
 
-def init_app(app: Flask) -> None:
-    """Roll back whatever a request left open when it ends."""
-    app.teardown_appcontext(_end_request)
+class Database:
+    """An engine on the issuer's database and the transaction helper every store uses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.engine = _engine(url, self.is_sqlite)
+        # The writer begins SQLite transactions IMMEDIATE: the write lock is taken at BEGIN, so
+        # two writers queue on busy_timeout instead of one failing when it upgrades its lock.
+        self._writer = self.engine.execution_options(sqlite_immediate=True)
+        self._current: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+            f"issuer-db-{id(self)}", default=None
+        )
+
+    @classmethod
+    def for_data_dir(cls, url: str, data_dir: Path) -> Database:
+        """Open the database at `url`, or the embedded SQLite file in `data_dir` when `url` is empty."""
+        if url:
+            return cls(url)
+        path = data_dir / "issuer.sqlite3"
+        private_file(path)
+        return cls(f"sqlite:///{path}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Run the block in one write transaction, or join the one this thread has open."""
+        outer = self._current.get()
+        if outer is not None:
+            yield outer
+            return
+        with self._writer.begin() as conn:
+            token = self._current.set(conn)
+            try:
+                yield conn
+            finally:
+                self._current.reset(token)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """Read in the thread's open transaction, or on a connection of its own (no write lock)."""
+        outer = self._current.get()
+        if outer is not None:
+            yield outer
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        """Close every pooled connection (after a fork, or at the end of a CLI command)."""
+        self.engine.dispose()
+
+    def upgrade(self) -> None:
+        """Bring the schema to the current version, one process at a time (see `issuer.migrations`)."""
+        from issuer.migrations import upgrade  # noqa: PLC0415 (Alembic is only needed here)
+
+        with self._migration_lock():
+            upgrade(self)
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """Let processes starting together take turns migrating (SQLite: a file lock beside it)."""
+        database = self.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            yield
+            return
+        path = Path(database)
+        lock = private_file(path.parent / ".migrate.lock")
+        with lock.open("r+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if self.engine.dialect.name == "sqlite":
+                with self.engine.connect() as conn:
+                    if conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+                        conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            yield
+
+    def tables(self) -> set[str]:
+        """Return the names of the tables the database has."""
+        return set(inspect(self.engine).get_table_names())
+
+
+def _engine(url: str, is_sqlite: bool) -> Engine:
+    if not is_sqlite:
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below emit BEGIN, so that writers can ask for IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def private_dir(path: Path) -> Path:
+    """Create a directory only its owner may enter (0700), tightening an existing one."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create an empty file only its owner may read (0600) unless it exists; tighten it if it does."""
+    private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path

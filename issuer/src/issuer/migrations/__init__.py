@@ -1,0 +1,56 @@
+"""Schema migrations (Alembic), run by `python -m issuer db upgrade` and at every start.
+
+A database made before migrations existed (it has the tables but no `alembic_version`) is
+first brought to the last hand-migrated schema and stamped as revision 0001, then upgraded
+like any other: today's data directories upgrade in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, inspect, text
+
+if TYPE_CHECKING:
+    from issuer.db import Database
+
+HERE = Path(__file__).parent
+BASELINE = "0001"
+
+
+def config(conn: Connection) -> Config:
+    """Return an Alembic configuration that migrates over `conn`."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def upgrade(database: Database) -> None:
+    """Upgrade the database to the newest revision."""
+    with database.engine.begin() as conn:
+        tables = set(inspect(conn).get_table_names())
+        cfg = config(conn)
+        if "alembic_version" not in tables and "users" in tables:
+            _complete_baseline(conn)
+            command.stamp(cfg, BASELINE)
+        command.upgrade(cfg, "head")
+
+
+def current(database: Database) -> str | None:
+    """Return the revision the database is at (None before the first migration)."""
+    with database.engine.connect() as conn:
+        if "alembic_version" not in inspect(conn).get_table_names():
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _complete_baseline(conn: Connection) -> None:
+    """Add the columns that the first releases added by hand, where a database lacks them."""
+    for table, column in (("refresh_tokens", "session_hash"), ("authorization_codes", "family_id")):
+        columns = {c["name"] for c in inspect(conn).get_columns(table)}
+        if column not in columns:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} TEXT"))
