@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import sqlite3
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,9 +12,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from issuer import create_app, db
-from issuer.keys import KeyStore
+from argon2 import PasswordHasher
+
+from issuer import create_app
+from issuer.db import Database
+from issuer.kek import load_key_encryption_key
 from issuer.settings import IssuerSettings
+from issuer.users import User, UserStore
 from tests.support.browsing import DEMO_USERS, WEB_REDIRECT_URI
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer, WsgiServer
 from tests.support.tokens import new_rsa_key
@@ -57,8 +60,11 @@ def clock() -> FakeClock:
 def issuer_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An issuer data directory with its schema and first (2048-bit) key, made once."""
     data_dir = tmp_path_factory.mktemp("issuer-template")
-    db.initialise(data_dir / "issuer.sqlite3")
-    KeyStore(data_dir / "keys", data_dir / "issuer.sqlite3").ensure_active()
+    settings = IssuerSettings(data_dir=data_dir)
+    database = settings.database()
+    database.upgrade()
+    settings.key_store(database, load_key_encryption_key(settings)).start(settings.legacy_key_dir)
+    database.dispose()
     return data_dir
 
 
@@ -77,13 +83,36 @@ def issuer_settings(tmp_path: Path, issuer_data_template: Path) -> IssuerSetting
 
 
 @pytest.fixture
-def issuer_conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    """A connection to a fresh, empty issuer database."""
-    path = tmp_path / "issuer-db" / "issuer.sqlite3"
-    db.initialise(path)
-    connection = db.connect(path)
-    yield connection
-    connection.close()
+def database(tmp_path: Path) -> Iterator[Database]:
+    """A fresh, empty issuer database at the current schema."""
+    fresh = Database.for_data_dir("", tmp_path / "issuer-db")
+    fresh.upgrade()
+    yield fresh
+    fresh.dispose()
+
+
+@pytest.fixture
+def hasher() -> PasswordHasher:
+    """An argon2id hasher with the cheapest parameters, for speed."""
+    return PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+
+
+@pytest.fixture
+def users(database: Database, hasher: PasswordHasher) -> UserStore:
+    """A user store on the fresh database."""
+    return UserStore(database, hasher)
+
+
+@pytest.fixture
+def alice(users: UserStore) -> User:
+    """The user alice (password 'wonderland', scopes admin and profile)."""
+    return users.add("alice", "wonderland", "profile admin")
+
+
+@pytest.fixture
+def bob(users: UserStore) -> User:
+    """The user bob (password 'builder', scope profile)."""
+    return users.add("bob", "builder", "profile")
 
 
 @pytest.fixture

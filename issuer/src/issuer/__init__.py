@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from argon2 import PasswordHasher
 from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, db, introspect, oauth, wellknown
+from issuer import browser, introspect, oauth, wellknown
 from issuer.clients import registered_clients
+from issuer.codes import AuthorizationCodes
+from issuer.db import private_dir
+from issuer.kek import load_key_encryption_key
 from issuer.ratelimit import limiter, retry_after
+from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
+from issuer.tokens import RefreshTokens
 from issuer.users import UserError, UserStore, parse_demo_users
 from shared import logs, web
 from shared.errors import error_response
@@ -34,9 +41,10 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     settings = settings or IssuerSettings.from_env()
     logs.configure("issuer", settings.log_level)
     app = Flask(__name__, static_folder=STATIC_DIR)
+    secret = settings.session_secret or _session_secret(settings.data_dir)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        SECRET_KEY=settings.session_secret or _session_secret(settings.data_dir),
+        SECRET_KEY=secret,
         SESSION_COOKIE_NAME="issuer_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -46,24 +54,39 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         CONTENT_SECURITY_POLICY=content_security_policy(_origins(settings.web_redirect_uris)),
     )
 
-    db.initialise(settings.db_path)
-    keys = settings.key_store()
-    keys.ensure_active()
-    hasher = settings.password_hasher()
-    _seed_demo_users(settings, hasher)
+    database = settings.database()
+    database.upgrade()
+    keys = settings.key_store(database, load_key_encryption_key(settings))
+    keys.start(settings.legacy_key_dir)
+    users = UserStore(database, settings.password_hasher())
+    _seed_demo_users(settings, users)
 
-    app.extensions["issuer.settings"] = settings
-    app.extensions["issuer.keys"] = keys
-    app.extensions["issuer.hasher"] = hasher
-    app.extensions["issuer.clients"] = registered_clients(settings.web_redirect_uris)
+    app.extensions.update(
+        {
+            "issuer.settings": settings,
+            "issuer.database": database,
+            "issuer.keys": keys,
+            "issuer.users": users,
+            "issuer.clients": registered_clients(settings.web_redirect_uris),
+            "issuer.login_sessions": LoginSessions(database, settings.login_session_ttl),
+            "issuer.authorization_codes": AuthorizationCodes(database),
+            "issuer.refresh_tokens": RefreshTokens(
+                database,
+                ttl=settings.refresh_token_ttl,
+                family_ttl=settings.refresh_family_ttl,
+                reuse_grace=settings.refresh_reuse_grace,
+                successor_key=_subkey(secret, RefreshTokens.SUCCESSOR),
+            ),
+        }
+    )
 
     web.init_app(app)
-    db.init_app(app)
     csrf.init_app(app)
     csrf.exempt(oauth.bp)  # token and revocation endpoints take no cookies, so need no CSRF token
     limiter.init_app(app)
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(429, _rate_limited)
+    app.register_error_handler(OperationalError, _database_unavailable)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(oauth.bp)
     introspect.init_app(app)  # RFC 7662, off unless ISSUER_INTROSPECTION_SECRET is set
@@ -79,7 +102,7 @@ def _session_secret(data_dir: Path) -> str:
     """
     path = data_dir / "session-secret"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         temporary = data_dir / f".session-secret.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -112,20 +135,26 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
     return error_response(429, "too_many_requests", f"too many requests; retry in {seconds} seconds", headers)
 
 
-def _seed_demo_users(settings: IssuerSettings, hasher: PasswordHasher) -> None:
+def _subkey(secret: str, purpose: str) -> bytes:
+    """Derive a key for one purpose from the issuer's secret, so that no two uses share a key."""
+    return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
+
+
+def _database_unavailable(exc: OperationalError) -> ResponseReturnValue:
+    """Answer 503 when the database cannot be used right now (locked too long, or unreachable)."""
+    log.error("database unavailable", extra={"fields": {"error": type(exc.orig).__name__}})
+    return error_response(
+        503, "temporarily_unavailable", "the issuer cannot reach its database; try again shortly", {"Retry-After": "5"}
+    )
+
+
+def _seed_demo_users(settings: IssuerSettings, users: UserStore) -> None:
     """Add the users named in ISSUER_DEMO_USERS that do not exist yet (run and compose only)."""
-    if not settings.demo_users:
-        return
-    conn = db.connect(settings.db_path)
-    try:
-        store = UserStore(conn, hasher)
-        for name, password, scope in parse_demo_users(settings.demo_users):
-            if store.get(name) is not None:
-                continue
-            try:
-                store.add(name, password, scope, enforce_policy=False)
-                log.info("seeded demo user", extra={"fields": {"sub": name, "scope": scope}})
-            except UserError:
-                pass  # another worker seeded it first
-    finally:
-        conn.close()
+    for name, password, scope in parse_demo_users(settings.demo_users):
+        if users.get(name) is not None:
+            continue
+        try:
+            users.add(name, password, scope, enforce_policy=False)
+            log.info("seeded demo user", extra={"fields": {"sub": name, "scope": scope}})
+        except UserError:
+            pass  # another worker seeded it first

@@ -16,10 +16,11 @@ from werkzeug.wrappers import Response
 
 from issuer import extensions
 from issuer.clients import Client
-from issuer.codes import CHALLENGE
-from issuer.ratelimit import account_key, account_limit, address_limit, limiter
+from issuer.opaque import secret_hash
+from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant
-from issuer.users import UserError, parse_scope
+from issuer.users import User, UserError, parse_scope
+from shared.pkce import CHALLENGE
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,10 @@ def page(heading: str, text: str, status: int = 200, *, error: bool = False, log
     return render_template("message.html", heading=heading, text=text, error=error, logout=logout), status
 
 
-def current_user() -> str | None:
+def current_user() -> User | None:
     """Return the user of the browser's live login session, if any."""
-    return extensions.login_sessions().user(session.get("sid"))
+    user_id = extensions.login_sessions().user_id(session.get("sid"))
+    return extensions.users().get_by_id(user_id) if user_id else None
 
 
 def _redirect_to_client(redirect_uri: str, **params: str | None) -> Response:
@@ -84,8 +86,7 @@ def authorize() -> Any:
     except UserError:
         return deny("invalid_scope", "the scope is malformed")
 
-    username = current_user()
-    user = extensions.users().get(username) if username else None
+    user = current_user()
     if user is None:
         session["authorize"] = {k: v for k, v in args.items() if v is not None}
         return redirect(url_for("browser.login"), code=302)
@@ -93,12 +94,12 @@ def authorize() -> Any:
     granted = user.scopes if requested is None else requested & user.scopes
     if requested and not granted:
         return deny("invalid_scope", "none of the requested scopes can be granted")
-    grant = Grant(user.username, client.client_id, " ".join(sorted(granted)))
+    grant = Grant(user.id, user.username, client.client_id, " ".join(sorted(granted)))
     code = extensions.authorization_codes().issue(
         grant,
         redirect_uri=redirect_uri,
         challenge=args["code_challenge"] or "",
-        session_hash=extensions.login_sessions().hash_of(session["sid"]),
+        session_hash=secret_hash(session["sid"]),
     )
     session.pop("authorize", None)
     log.info("issued authorization code", extra={"fields": {"sub": user.username, "client_id": client.client_id}})
@@ -112,8 +113,7 @@ def _pending_client() -> str | None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(address_limit, methods=["POST"])
-@limiter.limit(account_limit, key_func=account_key, methods=["POST"])
+@password_limits()
 def login() -> Any:
     """Show the login form; on success, continue the pending authorization request."""
     if request.method == "GET":
@@ -125,12 +125,13 @@ def login() -> Any:
     password = request.form.get("password", "")
     user = extensions.users().authenticate(username, password) if username and password else None
     if user is None:
+        note_failed_password()
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
         return render_template("login.html", client=_pending_client(), error=LOGIN_FAILED, username=username[:64])
 
     pending = session.get("authorize")
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)
-    session["sid"] = extensions.login_sessions().create(user.username)
+    session["sid"] = extensions.login_sessions().create(user.id)
     session.permanent = True
     log.info("browser login", extra={"fields": {"sub": user.username}})
     if pending:
@@ -146,6 +147,12 @@ def logout() -> Any:
         if current_user() is None:
             return page("Logged out", "You are not logged in.")
         return page("Log out", "End your session at the issuer?", logout=True)
-    extensions.login_sessions().end(session.get("sid"))
+    session_id = session.get("sid")
+    if isinstance(session_id, str):
+        # Ending the session also revokes the refresh tokens it produced.
+        session_hash = secret_hash(session_id)
+        with extensions.database().transaction():
+            extensions.login_sessions().end(session_hash)
+            extensions.refresh_tokens().revoke_session(session_hash)
     session.clear()
     return page("Logged out", "You have been logged out.")

@@ -9,7 +9,9 @@ from contextlib import contextmanager
 
 import click
 
-from issuer import db
+from issuer import migrations
+from issuer.db import Database
+from issuer.kek import load_key_encryption_key
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
 from issuer.settings import IssuerSettings
 from issuer.users import UserError, UserStore
@@ -24,20 +26,32 @@ def _settings() -> IssuerSettings:
 
 
 @contextmanager
+def _database(settings: IssuerSettings) -> Iterator[Database]:
+    database = settings.database()
+    try:
+        database.upgrade()
+        yield database
+    finally:
+        database.dispose()
+
+
+@contextmanager
 def _users() -> Iterator[UserStore]:
     settings = _settings()
-    db.initialise(settings.db_path)
-    conn = db.connect(settings.db_path)
-    try:
-        yield UserStore(conn, settings.password_hasher())
-    finally:
-        conn.close()
+    with _database(settings) as database:
+        yield UserStore(database, settings.password_hasher())
 
 
-def _keys() -> KeyStore:
+@contextmanager
+def _keys() -> Iterator[KeyStore]:
     settings = _settings()
-    db.initialise(settings.db_path)
-    return settings.key_store()
+    with _database(settings) as database:
+        try:
+            store = settings.key_store(database, load_key_encryption_key(settings))
+            store.start(settings.legacy_key_dir)
+            yield store
+        except (KeyStoreError, SettingsError) as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 def _read_password() -> str:
@@ -61,7 +75,20 @@ def _describe(record: KeyRecord) -> str:
 
 @click.group()
 def main() -> None:
-    """Manage the issuer's users and signing keys (settings come from ISSUER_* variables)."""
+    """Manage the issuer's users, signing keys and database (settings come from ISSUER_* variables)."""
+
+
+@main.group("db")
+def database_group() -> None:
+    """Manage the issuer's database schema."""
+
+
+@database_group.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to the current schema (the issuer also does it at start)."""
+    settings = _settings()
+    with _database(settings) as database:
+        click.echo(f"database at revision {migrations.current(database)}")
 
 
 @main.group()
@@ -94,7 +121,7 @@ def users_list() -> None:
 @users.command("delete")
 @click.argument("name")
 def users_delete(name: str) -> None:
-    """Delete a user and revoke their refresh tokens."""
+    """Delete a user, ending their login sessions and revoking their refresh tokens."""
     with _users() as store:
         if not store.delete(name):
             raise click.ClickException(f"no user named {name!r}")
@@ -109,28 +136,28 @@ def keys() -> None:
 @keys.command("list")
 def keys_list() -> None:
     """Show every key: its full kid, its state and its dates."""
-    store = _keys()
-    for record in store.records():
-        click.echo(_describe(record))
+    with _keys() as store:
+        for record in store.records():
+            click.echo(_describe(record))
 
 
 @keys.command("rotate")
 @click.option("--now", is_flag=True, help="Emergency: the staged (or a new) key signs at once.")
 def keys_rotate(now: bool) -> None:
     """Stage a new key as `next` (published, not yet signing)."""
-    try:
-        record = _keys().rotate(now=now)
-    except KeyStoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with _keys() as store:
+        record = store.rotate(now=now)
     click.echo(_describe(record))
 
 
-@keys.command("retire")
+# A kid is base64url and may begin with '-' (one key in 64): such an argument is a kid, not an option.
+@keys.command("retire", context_settings={"ignore_unknown_options": True})
 @click.argument("kid")
 def keys_retire(kid: str) -> None:
-    """Withdraw a key that does not sign from the JWKS at once (for a compromised key)."""
-    try:
-        record = _keys().retire(kid)
-    except KeyStoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    """Withdraw a key that does not sign from the JWKS at once (for a compromised key).
+
+    KID may begin with '-': `keys retire -AbC...` works, and so does `keys retire -- -AbC...`.
+    """
+    with _keys() as store:
+        record = store.retire(kid)
     click.echo(_describe(record))

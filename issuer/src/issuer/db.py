@@ -175,7 +175,7 @@ class Database:
 
     def upgrade(self) -> None:
         """Bring the schema to the current version, one process at a time (see `issuer.migrations`)."""
-        from issuer.migrations import upgrade  # noqa: PLC0415 (Alembic is only needed here)
+        from issuer.migrations import upgrade
 
         with self._migration_lock():
             upgrade(self)

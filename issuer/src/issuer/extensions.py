@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import cast
 
-from argon2 import PasswordHasher
 from flask import current_app
 
 from issuer.clients import Client
 from issuer.codes import AuthorizationCodes
-from issuer.db import get_db
+from issuer.db import Database
 from issuer.keys import KeyStore
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
@@ -20,6 +19,11 @@ from issuer.users import UserStore
 def settings() -> IssuerSettings:
     """Return the app's settings."""
     return cast(IssuerSettings, current_app.extensions["issuer.settings"])
+
+
+def database() -> Database:
+    """Return the app's database."""
+    return cast(Database, current_app.extensions["issuer.database"])
 
 
 def key_store() -> KeyStore:
@@ -33,20 +37,20 @@ def clients() -> dict[str, Client]:
 
 
 def users() -> UserStore:
-    """Return the user store on this request's database connection."""
-    return UserStore(get_db(), cast(PasswordHasher, current_app.extensions["issuer.hasher"]))
+    """Return the user store."""
+    return cast(UserStore, current_app.extensions["issuer.users"])
 
 
 def login_sessions() -> LoginSessions:
-    """Return the login sessions on this request's database connection."""
-    return LoginSessions(get_db(), settings().login_session_ttl)
+    """Return the login sessions."""
+    return cast(LoginSessions, current_app.extensions["issuer.login_sessions"])
 
 
 def authorization_codes() -> AuthorizationCodes:
-    """Return the authorization codes on this request's database connection."""
-    return AuthorizationCodes(get_db())
+    """Return the authorization codes."""
+    return cast(AuthorizationCodes, current_app.extensions["issuer.authorization_codes"])
 
 
 def refresh_tokens() -> RefreshTokens:
-    """Return the refresh token store on this request's database connection."""
-    return RefreshTokens(get_db(), settings().refresh_token_ttl)
+    """Return the refresh token store."""
+    return cast(RefreshTokens, current_app.extensions["issuer.refresh_tokens"])

@@ -8,8 +8,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from issuer import extensions
 from issuer.clients import DEFAULT_CLIENT_ID, Client
-from issuer.codes import CodeError
-from issuer.ratelimit import account_key, account_limit, address_limit, limiter
+from issuer.codes import CodeError, CodeMismatch, CodeReused
+from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant, RefreshError, mint_access_token
 from issuer.users import UserError, parse_scope
 from shared.errors import ApiError
@@ -97,9 +97,10 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
     password = _required(params, "password")
     user = extensions.users().authenticate(username, password)
     if user is None:
+        note_failed_password()
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
-    grant = Grant(user.username, client.client_id, _scope(params.get("scope"), user.scopes))
+    grant = Grant(user.id, user.username, client.client_id, _scope(params.get("scope"), user.scopes))
     return _token_response(grant, extensions.refresh_tokens().issue(grant))
 
 
@@ -109,30 +110,37 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
     except RefreshError as exc:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
-    user = extensions.users().get(grant.username)
+    user = extensions.users().get_by_id(grant.user_id)
     if user is None:
         raise OAuthError("the user no longer exists", error="invalid_grant")
     # The user's scopes may have shrunk since the first grant; never widen the original.
     scope = _scope(params.get("scope"), parse_scope(grant.scope) & user.scopes)
-    return _token_response(Grant(grant.username, grant.client_id, scope), successor)
+    return _token_response(Grant(user.id, user.username, grant.client_id, scope), successor)
 
 
 def _authorization_code_grant(params: dict[str, str], client: Client) -> Response:
+    code, redirect_uri = _required(params, "code"), _required(params, "redirect_uri")
+    verifier = _required(params, "code_verifier")
     try:
-        redeemed = extensions.authorization_codes().redeem(
-            _required(params, "code"),
-            client_id=client.client_id,
-            redirect_uri=_required(params, "redirect_uri"),
-            verifier=_required(params, "code_verifier"),
-        )
+        # One commit: the code is spent and the refresh token it grants is stored together.
+        with extensions.database().transaction():
+            redeemed = extensions.authorization_codes().redeem(
+                code, client_id=client.client_id, redirect_uri=redirect_uri, verifier=verifier
+            )
+            refresh_token = extensions.refresh_tokens().issue(
+                redeemed.grant, family_id=redeemed.family_id, session_hash=redeemed.session_hash
+            )
+    except CodeReused as exc:
+        # A second use means the code leaked: revoke what its first use gave out (RFC 6749 4.1.2).
+        if exc.family_id is not None:
+            extensions.refresh_tokens().revoke_family(exc.family_id)
+        log.warning("code reused; its tokens revoked", extra={"fields": {"client_id": client.client_id}})
+        raise OAuthError(str(exc), error="invalid_grant") from exc
     except CodeError as exc:
+        if isinstance(exc, CodeMismatch):
+            extensions.authorization_codes().spend(code)  # one wrong try spends it: verifiers cannot be guessed
         log.info("code refused", extra={"fields": {"reason": str(exc), "client_id": client.client_id}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
-    if extensions.users().get(redeemed.grant.username) is None:
-        raise OAuthError("the user no longer exists", error="invalid_grant")
-    refresh_token = extensions.refresh_tokens().issue(
-        redeemed.grant, family_id=redeemed.family_id, session_hash=redeemed.session_hash
-    )
     return _token_response(redeemed.grant, refresh_token)
 
 
@@ -144,8 +152,7 @@ GRANTS = {
 
 
 @bp.post("/token")
-@limiter.limit(address_limit)
-@limiter.limit(account_limit, key_func=account_key, exempt_when=lambda: request.form.get("grant_type") != "password")
+@password_limits(exempt_when=lambda: request.form.get("grant_type") != "password")
 def token() -> Response:
     """Exchange a grant for an access token and a refresh token."""
     params = _form()
@@ -171,7 +178,11 @@ def revoke() -> Response:
             "access tokens are short-lived JWTs and cannot be revoked; revoke the refresh token",
             error="unsupported_token_type",
         )
-    if extensions.refresh_tokens().revoke(token):
+    with extensions.database().transaction():
+        session_hash = extensions.refresh_tokens().revoke(token)
+        if session_hash:
+            extensions.login_sessions().end(session_hash)
+    if session_hash is not None:
         log.info("refresh token revoked")
     response = Response(status=200)
     response.headers.update(NO_STORE)

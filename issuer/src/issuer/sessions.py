@@ -1,61 +1,57 @@
 """Login sessions at the issuer, kept server-side so that logging out really ends them.
 
 The browser holds only a random session id (inside Flask's signed, HttpOnly session cookie);
-the database keeps its SHA-256 with the user and the expiry.
+the database keeps its hash with the user's stable id and the expiry. Owner of `login_sessions`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import sqlite3
 import time
 
+from sqlalchemy import insert, select, update
 
-def _hash(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+from issuer.db import Database, login_sessions
+from issuer.opaque import new_secret, secret_hash
 
 
 class LoginSessions:
     """Create, look up and end login sessions."""
 
-    def __init__(self, conn: sqlite3.Connection, ttl: int) -> None:
-        self.conn = conn
+    def __init__(self, database: Database, ttl: int) -> None:
+        self.database = database
         self.ttl = ttl
 
-    def create(self, username: str) -> str:
+    def create(self, user_id: str) -> str:
         """Start a session for a user who just proved their password; return its id."""
-        session_id = secrets.token_urlsafe(32)
+        session_id = new_secret()
         now = int(time.time())
-        self.conn.execute(
-            "INSERT INTO login_sessions (session_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)",
-            (_hash(session_id), username, now, now + self.ttl),
-        )
+        with self.database.transaction() as conn:
+            conn.execute(
+                insert(login_sessions).values(
+                    session_hash=secret_hash(session_id), user_id=user_id, created_at=now, expires_at=now + self.ttl
+                )
+            )
         return session_id
 
-    def user(self, session_id: str | None) -> str | None:
-        """Return the user of a live session, or None."""
-        if not session_id:
+    def user_id(self, session_id: str | None) -> str | None:
+        """Return the stable id of the user of a live session, or None."""
+        if not session_id or not isinstance(session_id, str):
             return None
-        row = self.conn.execute(
-            "SELECT username FROM login_sessions WHERE session_hash = ? AND ended_at IS NULL AND expires_at > ?",
-            (_hash(session_id), int(time.time())),
-        ).fetchone()
-        return None if row is None else str(row["username"])
-
-    def end(self, session_id: str | None) -> None:
-        """End a session (logout)."""
-        if session_id:
-            self.end_hash(_hash(session_id))
-
-    def end_hash(self, session_hash: str) -> None:
-        """End a session known by its hash (as refresh tokens record it)."""
-        self.conn.execute(
-            "UPDATE login_sessions SET ended_at = ? WHERE session_hash = ? AND ended_at IS NULL",
-            (int(time.time()), session_hash),
+        query = select(login_sessions.c.user_id).where(
+            login_sessions.c.session_hash == secret_hash(session_id),
+            login_sessions.c.ended_at.is_(None),
+            login_sessions.c.expires_at > int(time.time()),
         )
+        with self.database.reading() as conn:
+            found: str | None = conn.execute(query).scalar()
+        return found
 
-    @staticmethod
-    def hash_of(session_id: str) -> str:
-        """Return the stored form of a session id."""
-        return _hash(session_id)
+    def end(self, session_hash: str) -> bool:
+        """End a session known by its hash; return whether it was live."""
+        with self.database.transaction() as conn:
+            ended = conn.execute(
+                update(login_sessions)
+                .where(login_sessions.c.session_hash == session_hash, login_sessions.c.ended_at.is_(None))
+                .values(ended_at=int(time.time()))
+            )
+        return ended.rowcount > 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from limits import parse_many
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
+from issuer.db import Database
 from issuer.keys import KeyStore
 from shared.settings import Environ, SettingsError, env_float, env_int, env_str, env_url
 
@@ -49,9 +52,14 @@ class IssuerSettings:
 
     url: str = "http://localhost:8000"
     data_dir: Path = Path("var/issuer")
+    database_url: str = ""
+    key_encryption_key: str = field(default="", repr=False)
+    key_encryption_key_file: str = ""
     audience: str = "jwt-split-api"
     access_token_ttl: int = 600
     refresh_token_ttl: int = 14 * 24 * 3600
+    refresh_family_ttl: int = 30 * 24 * 3600
+    refresh_reuse_grace: int = 30
     jwks_max_age: int = 300
     key_activation_delay: int = 600
     key_retire_grace: int = 60
@@ -65,7 +73,7 @@ class IssuerSettings:
     login_rate_limit: str = "5 per minute"
     address_rate_limit: str = "30 per minute"
     rate_limit_storage: str = "memory://"
-    session_secret: str = ""
+    session_secret: str = field(default="", repr=False)
     demo_users: str = ""
     introspection: IntrospectionSettings = IntrospectionSettings()
     log_level: str = "INFO"
@@ -81,13 +89,8 @@ class IssuerSettings:
         return self.url.startswith("https://")
 
     @property
-    def db_path(self) -> Path:
-        """Return the SQLite database holding users, refresh tokens and key states."""
-        return self.data_dir / "issuer.sqlite3"
-
-    @property
-    def key_dir(self) -> Path:
-        """Return the directory of private key files, one PKCS#8 PEM per key."""
+    def legacy_key_dir(self) -> Path:
+        """Return where releases before keys moved into the database kept key files (imported at start)."""
         return self.data_dir / "keys"
 
     def __post_init__(self) -> None:
@@ -107,11 +110,15 @@ class IssuerSettings:
         """Return the automatic rotation period in seconds (0: off)."""
         return self.key_rotation_days * 86400
 
-    def key_store(self) -> KeyStore:
-        """Return a key store on this issuer's data, with its lifecycle timings."""
+    def database(self) -> Database:
+        """Open the issuer's database: ISSUER_DATABASE_URL, or SQLite in the data directory."""
+        return Database.for_data_dir(self.database_url, self.data_dir)
+
+    def key_store(self, database: Database, kek: bytes) -> KeyStore:
+        """Return a key store on this issuer's database, with its lifecycle timings."""
         return KeyStore(
-            self.key_dir,
-            self.db_path,
+            database,
+            kek,
             rsa_key_bits=self.rsa_key_bits,
             reload_interval=self.key_reload_interval,
             activation_delay=self.key_activation_delay,
@@ -126,9 +133,16 @@ class IssuerSettings:
         return cls(
             url=env_url(env, "ISSUER_URL", cls.url),
             data_dir=Path(env_str(env, "ISSUER_DATA_DIR", str(cls.data_dir))),
+            database_url=_database_url(env),
+            key_encryption_key=env.get("ISSUER_KEY_ENCRYPTION_KEY", ""),
+            key_encryption_key_file=env.get("ISSUER_KEY_ENCRYPTION_KEY_FILE", ""),
             audience=env_str(env, "ISSUER_AUDIENCE", cls.audience),
             access_token_ttl=env_int(env, "ISSUER_ACCESS_TOKEN_TTL", cls.access_token_ttl, minimum=30, maximum=3600),
             refresh_token_ttl=env_int(env, "ISSUER_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, minimum=60),
+            refresh_family_ttl=env_int(env, "ISSUER_REFRESH_FAMILY_TTL", cls.refresh_family_ttl, minimum=60),
+            refresh_reuse_grace=env_int(
+                env, "ISSUER_REFRESH_REUSE_GRACE", cls.refresh_reuse_grace, minimum=0, maximum=300
+            ),
             jwks_max_age=env_int(env, "ISSUER_JWKS_MAX_AGE", cls.jwks_max_age, minimum=0, maximum=86400),
             key_activation_delay=env_int(env, "ISSUER_KEY_ACTIVATION_DELAY", cls.key_activation_delay, minimum=0),
             key_retire_grace=env_int(env, "ISSUER_KEY_RETIRE_GRACE", cls.key_retire_grace, minimum=0),
@@ -164,3 +178,16 @@ def _rate(env: Environ, name: str, default: str) -> str:
     except ValueError:
         raise SettingsError(f"{name} must be a rate limit such as '5 per minute', got {value!r}") from None
     return value
+
+
+def _database_url(env: Environ) -> str:
+    url = env.get("ISSUER_DATABASE_URL", "").strip()
+    if not url:
+        return ""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise SettingsError("ISSUER_DATABASE_URL must be a database URL such as postgresql://host/db") from None
+    if backend not in {"sqlite", "postgresql"}:
+        raise SettingsError(f"ISSUER_DATABASE_URL must be a sqlite:// or postgresql:// URL, not {backend}://")
+    return url

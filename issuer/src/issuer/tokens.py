@@ -1,26 +1,28 @@
 """Tokens: RFC 9068 JWT access tokens, and opaque refresh tokens rotated on every use.
 
 A refresh token is 256 random bits; only its SHA-256 is stored. Each use marks it used and
-issues a successor in the same family. Presenting a used token again means it was copied, so
-the whole family is revoked (OAuth 2.0 Security BCP, RFC 9700 section 4.14.2).
+issues a successor in the same family. Presenting a used token again, after a short grace
+for concurrent tabs and retries, means it was copied, so the whole family is revoked (OAuth
+2.0 Security BCP, RFC 9700 section 4.14.2). A family ends at an absolute lifetime however
+often it is refreshed.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
-import secrets
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from jwt.algorithms import RSAAlgorithm
+from sqlalchemy import Connection, insert, select, update
 
+from issuer.db import Database, refresh_tokens, users
 from issuer.keys import SigningKey
+from issuer.opaque import derived_secret, new_secret, secret_hash
 from shared.jose import b64url_encode
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 class Grant:
     """Who a token is for, through which client, with which scope."""
 
+    user_id: str
     username: str
     client_id: str
     scope: str
@@ -37,6 +40,10 @@ class Grant:
 
 class RefreshError(Exception):
     """A refresh token cannot be used; the message is safe to show the client."""
+
+
+class RefreshReused(RefreshError):
+    """A used refresh token came back after the reuse grace: its family has been revoked."""
 
 
 def mint_access_token(
@@ -73,91 +80,145 @@ def _header_segment(kid: str) -> str:
     return b64url_encode(json.dumps(header, separators=(",", ":")).encode())
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 class RefreshTokens:
-    """Refresh tokens in the issuer's database."""
+    """Refresh tokens in the issuer's database (owner of `refresh_tokens`).
 
-    def __init__(self, conn: sqlite3.Connection, ttl: int) -> None:
-        self.conn = conn
+    Reuse grace: a token presented again within `reuse_grace` seconds of its first use, by
+    the same client (two tabs refreshing at once, a retry after a lost response), gets the
+    same successor again instead of revoking the family. The successor is derived from the
+    token under `successor_key` (HMAC), so it can be handed out again without being stored.
+    After the grace, reuse means the token was copied: the whole family is revoked.
+    """
+
+    SUCCESSOR = "refresh-successor"
+
+    def __init__(
+        self, database: Database, *, ttl: int, family_ttl: int, reuse_grace: int, successor_key: bytes
+    ) -> None:
+        self.database = database
         self.ttl = ttl
+        self.family_ttl = family_ttl
+        self.reuse_grace = reuse_grace
+        self.successor_key = successor_key
 
-    def issue(self, grant: Grant, family_id: str | None = None, session_hash: str | None = None) -> str:
-        """Create a refresh token, starting a new family unless one is given.
+    def issue(self, grant: Grant, *, session_hash: str | None = None, family_id: str | None = None) -> str:
+        """Start a new family with a first refresh token; return the token.
 
         A token born of a browser login records that login session: revoking the token
-        (the resource's "Log out") ends the session at the issuer too.
+        (the resource's "Log out") ends the session at the issuer too, and ending the
+        session (the issuer's own logout) revokes the token.
         """
-        token = secrets.token_urlsafe(32)
+        token = new_secret()
         now = int(time.time())
-        self.conn.execute(
-            "INSERT INTO refresh_tokens"
-            " (token_hash, family_id, username, client_id, scope, issued_at, expires_at, session_hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                _hash(token),
-                family_id or uuid.uuid4().hex,
-                grant.username,
-                grant.client_id,
-                grant.scope,
-                now,
-                now + self.ttl,
-                session_hash,
-            ),
-        )
+        with self.database.transaction() as conn:
+            self._insert(conn, token, grant, family_id or uuid.uuid4().hex, now, now + self.family_ttl, session_hash)
         return token
 
+    def _insert(
+        self,
+        conn: Connection,
+        token: str,
+        grant: Grant,
+        family_id: str,
+        now: int,
+        family_expires_at: int,
+        session_hash: str | None,
+    ) -> None:
+        conn.execute(
+            insert(refresh_tokens).values(
+                token_hash=secret_hash(token),
+                family_id=family_id,
+                user_id=grant.user_id,
+                client_id=grant.client_id,
+                scope=grant.scope,
+                issued_at=now,
+                expires_at=min(now + self.ttl, family_expires_at),
+                family_expires_at=family_expires_at,
+                session_hash=session_hash,
+            )
+        )
+
     def rotate(self, token: str, client_id: str) -> tuple[Grant, str]:
-        """Spend a refresh token and return its grant with a fresh successor token."""
+        """Spend a refresh token and return its grant with the successor token."""
         now = int(time.time())
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = self.conn.execute("SELECT * FROM refresh_tokens WHERE token_hash = ?", (_hash(token),)).fetchone()
+        successor = derived_secret(self.successor_key, self.SUCCESSOR, token)
+        with self.database.transaction() as conn:
+            row = conn.execute(
+                select(refresh_tokens, users.c.username)
+                .join(users, users.c.id == refresh_tokens.c.user_id)
+                .where(refresh_tokens.c.token_hash == secret_hash(token))
+                .with_for_update()
+            ).first()
             if row is None:
                 raise RefreshError("the refresh token is not known")
-            if row["client_id"] != client_id:
+            if row.client_id != client_id:
                 raise RefreshError("the refresh token was issued to another client")
-            if row["revoked_at"] is not None:
+            if row.revoked_at is not None:
                 raise RefreshError("the refresh token has been revoked")
-            if row["used_at"] is not None:
-                self._revoke_family(row["family_id"], now)
-                self.conn.execute("COMMIT")
-                log.warning(
-                    "refresh token reused; family revoked",
-                    extra={"fields": {"sub": row["username"], "family": row["family_id"]}},
+            if row.family_expires_at <= now:
+                raise RefreshError("the refresh token's session has reached its maximum lifetime")
+            grant = Grant(row.user_id, row.username, row.client_id, row.scope)
+            if row.used_at is not None:
+                if now - row.used_at <= self.reuse_grace and self._live(conn, successor, now):
+                    log.info(
+                        "refresh token re-presented within the reuse grace", extra={"fields": {"sub": row.username}}
+                    )
+                    return grant, successor
+                self._revoke_family(conn, row.family_id, now)
+            else:
+                if row.expires_at <= now:
+                    raise RefreshError("the refresh token has expired")
+                conn.execute(
+                    update(refresh_tokens).where(refresh_tokens.c.token_hash == row.token_hash).values(used_at=now)
                 )
-                raise RefreshError("the refresh token was already used; its session has been revoked")
-            if row["expires_at"] <= now:
-                raise RefreshError("the refresh token has expired")
-            self.conn.execute("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?", (now, row["token_hash"]))
-            grant = Grant(row["username"], row["client_id"], row["scope"])
-            successor = self.issue(grant, row["family_id"], row["session_hash"])
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        return grant, successor
+                self._insert(conn, successor, grant, row.family_id, now, row.family_expires_at, row.session_hash)
+                return grant, successor
+        # Raised once the revocation has committed.
+        log.warning(
+            "refresh token reused; family revoked", extra={"fields": {"sub": row.username, "family": row.family_id}}
+        )
+        raise RefreshReused("the refresh token was already used; its session has been revoked")
 
-    def revoke(self, token: str) -> bool:
-        """Revoke the family of a refresh token and end its login session; return whether it was known."""
-        row = self.conn.execute(
-            "SELECT family_id, session_hash FROM refresh_tokens WHERE token_hash = ?", (_hash(token),)
-        ).fetchone()
-        if row is None:
-            return False
-        now = int(time.time())
-        self._revoke_family(row["family_id"], now)
-        if row["session_hash"] is not None:
-            self.conn.execute(
-                "UPDATE login_sessions SET ended_at = ? WHERE session_hash = ? AND ended_at IS NULL",
-                (now, row["session_hash"]),
+    def _live(self, conn: Connection, token: str, now: int) -> bool:
+        """Return whether a token is known, unrevoked and unexpired."""
+        query = select(refresh_tokens.c.token_hash).where(
+            refresh_tokens.c.token_hash == secret_hash(token),
+            refresh_tokens.c.revoked_at.is_(None),
+            refresh_tokens.c.expires_at > now,
+        )
+        return conn.execute(query).first() is not None
+
+    def revoke(self, token: str) -> str | None:
+        """Revoke the family of a refresh token; return its login session's hash ("" for none), None if unknown."""
+        with self.database.transaction() as conn:
+            row = conn.execute(
+                select(refresh_tokens.c.family_id, refresh_tokens.c.session_hash).where(
+                    refresh_tokens.c.token_hash == secret_hash(token)
+                )
+            ).first()
+            if row is None:
+                return None
+            self._revoke_family(conn, row.family_id, int(time.time()))
+        return row.session_hash or ""
+
+    def revoke_family(self, family_id: str) -> None:
+        """Revoke every token of a family (a leaked authorization code's)."""
+        with self.database.transaction() as conn:
+            self._revoke_family(conn, family_id, int(time.time()))
+
+    def revoke_session(self, session_hash: str) -> int:
+        """Revoke every token born of a login session (the issuer's logout); return how many."""
+        with self.database.transaction() as conn:
+            revoked = conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.session_hash == session_hash, refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=int(time.time()))
             )
-        return True
+        return revoked.rowcount
 
-    def _revoke_family(self, family_id: str, now: int) -> None:
-        self.conn.execute(
-            "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL", (now, family_id)
+    def _revoke_family(self, conn: Connection, family_id: str, now: int) -> None:
+        conn.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
         )

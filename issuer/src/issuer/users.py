@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from issuer.db import Database, users
+
+MAX_USERNAME_LENGTH = 64
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
@@ -28,6 +34,7 @@ class User:
     username: str
     scopes: frozenset[str]
     created_at: int
+    id: str
 
     @property
     def scope(self) -> str:
@@ -62,10 +69,10 @@ def check_password(password: str, username: str) -> str:
 
 
 class UserStore:
-    """Users in the issuer's database, with constant-work authentication."""
+    """Users in the issuer's database (owner of `users`), with constant-work authentication."""
 
-    def __init__(self, conn: sqlite3.Connection, hasher: PasswordHasher) -> None:
-        self.conn = conn
+    def __init__(self, database: Database, hasher: PasswordHasher) -> None:
+        self.database = database
         self.hasher = hasher
 
     def add(self, username: str, password: str, scope: str, *, enforce_policy: bool = True) -> User:
@@ -74,35 +81,44 @@ class UserStore:
         scopes = parse_scope(scope)
         if enforce_policy:
             check_password(password, username)
-        now = int(time.time())
+        user = User(username, scopes, int(time.time()), uuid.uuid4().hex)
+        password_hash = self.hasher.hash(password)  # before the transaction: it takes a while
         try:
-            self.conn.execute(
-                "INSERT INTO users (username, password_hash, scope, created_at) VALUES (?, ?, ?, ?)",
-                (username, self.hasher.hash(password), " ".join(sorted(scopes)), now),
-            )
-        except sqlite3.IntegrityError:
+            with self.database.transaction() as conn:
+                conn.execute(
+                    insert(users).values(
+                        id=user.id,
+                        username=username,
+                        password_hash=password_hash,
+                        scope=user.scope,
+                        created_at=user.created_at,
+                    )
+                )
+        except IntegrityError:
             raise UserError(f"user {username!r} already exists") from None
-        return User(username, scopes, now)
+        return user
 
     def get(self, username: str) -> User | None:
-        """Return the user, or None."""
-        row = self.conn.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
+        """Return the user named `username`, or None."""
+        with self.database.reading() as conn:
+            row = conn.execute(select(users).where(users.c.username == username)).first()
+        return None if row is None else _user(row)
+
+    def get_by_id(self, user_id: str) -> User | None:
+        """Return the user with this stable id, or None."""
+        with self.database.reading() as conn:
+            row = conn.execute(select(users).where(users.c.id == user_id)).first()
         return None if row is None else _user(row)
 
     def list(self) -> list[User]:
         """Return all users by name."""
-        return [_user(row) for row in self.conn.execute("SELECT * FROM users ORDER BY username")]
+        with self.database.reading() as conn:
+            return [_user(row) for row in conn.execute(select(users).order_by(users.c.username))]
 
     def delete(self, username: str) -> bool:
-        """Delete a user and revoke their refresh tokens; return whether the user existed."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        deleted = self.conn.execute("DELETE FROM users WHERE username = ?", (username,)).rowcount
-        self.conn.execute(
-            "UPDATE refresh_tokens SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL",
-            (int(time.time()), username),
-        )
-        self.conn.execute("COMMIT")
-        return deleted > 0
+        """Delete a user; their login sessions, refresh tokens and codes go with them (cascade)."""
+        with self.database.transaction() as conn:
+            return conn.execute(delete(users).where(users.c.username == username)).rowcount > 0
 
     def authenticate(self, username: str, password: str) -> User | None:
         """Return the user if the password is right, else None, doing the same work either way.
@@ -110,12 +126,13 @@ class UserStore:
         An unknown name is checked against a dummy hash so that timing does not reveal which
         names exist. A hash made with older parameters is upgraded on success.
         """
-        row = (
-            self.conn.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
-            if len(username) <= 64
-            else None
-        )
-        stored = row["password_hash"] if row is not None else self._dummy_hash()
+        with self.database.reading() as conn:
+            row = (
+                conn.execute(select(users).where(users.c.username == username)).first()
+                if len(username) <= MAX_USERNAME_LENGTH
+                else None
+            )
+        stored = row.password_hash if row is not None else self._dummy_hash()
         try:
             self.hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
@@ -123,10 +140,9 @@ class UserStore:
         if row is None:
             return None
         if self.hasher.check_needs_rehash(stored):
-            self.conn.execute(
-                "UPDATE users SET password_hash = ? WHERE username = ?",
-                (self.hasher.hash(password), username),
-            )
+            rehashed = self.hasher.hash(password)
+            with self.database.transaction() as conn:
+                conn.execute(update(users).where(users.c.id == row.id).values(password_hash=rehashed))
         return _user(row)
 
     _dummy: str | None = None
@@ -137,8 +153,8 @@ class UserStore:
         return UserStore._dummy
 
 
-def _user(row: sqlite3.Row) -> User:
-    return User(row["username"], parse_scope(row["scope"]), row["created_at"])
+def _user(row: Row[Any]) -> User:
+    return User(row.username, parse_scope(row.scope), row.created_at, row.id)
 
 
 def parse_demo_users(spec: str) -> list[tuple[str, str, str]]:

@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import types
 
 import pytest
+from sqlalchemy import insert
 
 from issuer import codes
-from issuer.codes import CODE_TTL, AuthorizationCodes, CodeError, Redeemed, s256
+from issuer.codes import CODE_TTL, AuthorizationCodes, CodeError, CodeMismatch, CodeReused, Redeemed
+from issuer.db import Database, users
 from issuer.tokens import Grant
+from shared.pkce import s256
 from tests.support.fakes import FakeClock
+from tests.support.sql import rows
 
 # RFC 7636 appendix B.
 RFC_VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 RFC_CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
-GRANT = Grant("alice", "resource-web", "admin profile")
+GRANT = Grant("alice-id", "alice", "resource-web", "admin profile")
 REDIRECT = "http://localhost:8001/callback"
 
 
 @pytest.fixture
-def store(issuer_conn: sqlite3.Connection, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> AuthorizationCodes:
-    """Authorization codes on a fresh database, with time read from the test's clock."""
+def store(database: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> AuthorizationCodes:
+    """Authorization codes on a fresh database with the user alice, time read from the test's clock."""
     monkeypatch.setattr(codes, "time", types.SimpleNamespace(time=clock))
-    return AuthorizationCodes(issuer_conn)
+    with database.transaction() as conn:
+        conn.execute(
+            insert(users).values(id=GRANT.user_id, username="alice", password_hash="-", scope="", created_at=0)
+        )
+    return AuthorizationCodes(database)
 
 
 def _issue(store: AuthorizationCodes, session_hash: str | None = "session-hash") -> str:
@@ -68,11 +75,11 @@ def test_each_code_is_new_and_long(store: AuthorizationCodes) -> None:
     assert all(len(code) >= 43 for code in issued)
 
 
-def test_codes_are_stored_only_as_their_sha256(store: AuthorizationCodes, issuer_conn: sqlite3.Connection) -> None:
+def test_codes_are_stored_only_as_their_sha256(store: AuthorizationCodes, database: Database) -> None:
     code = _issue(store)
-    row = issuer_conn.execute("SELECT * FROM authorization_codes").fetchone()
+    (row,) = rows(database, "SELECT * FROM authorization_codes")
     assert row["code_hash"] == hashlib.sha256(code.encode()).hexdigest()
-    assert code not in [str(value) for value in tuple(row)]
+    assert code not in [str(value) for value in row.values()]
 
 
 def test_code_is_single_use(store: AuthorizationCodes) -> None:
@@ -113,12 +120,10 @@ def test_code_expires_after_its_ttl(store: AuthorizationCodes, clock: FakeClock)
 # -- bindings -----------------------------------------------------------------------------
 
 
-def test_code_of_another_client_is_refused_and_spent(store: AuthorizationCodes) -> None:
+def test_code_of_another_client_is_refused_as_a_mismatch(store: AuthorizationCodes) -> None:
     code = _issue(store)
-    with pytest.raises(CodeError, match="another client"):
+    with pytest.raises(CodeMismatch, match="another client"):
         _redeem(store, code, client_id="cli")
-    with pytest.raises(CodeError, match="already used"):
-        _redeem(store, code)
 
 
 @pytest.mark.parametrize(
@@ -142,12 +147,14 @@ def test_wrong_verifier_is_refused(store: AuthorizationCodes) -> None:
         _redeem(store, code, verifier="A" * 43)
 
 
-def test_wrong_verifier_spends_the_code_so_verifiers_cannot_be_guessed(store: AuthorizationCodes) -> None:
+def test_a_spent_code_cannot_be_redeemed(store: AuthorizationCodes) -> None:
     code = _issue(store)
-    with pytest.raises(CodeError):
+    with pytest.raises(CodeMismatch):
         _redeem(store, code, verifier="B" * 64)
-    with pytest.raises(CodeError, match="already used"):
+    store.spend(code)
+    with pytest.raises(CodeReused, match="already used") as raised:
         _redeem(store, code)
+    assert raised.value.family_id is None
 
 
 def test_the_challenge_itself_is_not_a_valid_verifier(store: AuthorizationCodes) -> None:

@@ -1,24 +1,53 @@
-"""Unit tests for issuer.db: the schema, created safely by workers starting together."""
+"""Unit tests for issuer.db: schema migrations, the transaction helper and private files."""
 
 from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import stat
+import threading
 from pathlib import Path
 from typing import Any
 
-from issuer import db
-from issuer.keys import KeyStore
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import OperationalError
+
+from issuer import migrations
+from issuer.db import Database, users
+from issuer.kek import load_key_encryption_key
+from issuer.settings import IssuerSettings
+from tests.support.sql import rows
+
+# The schema of the release before migrations, as its `db.initialise` wrote it.
+PREVIOUS_RELEASE_SCHEMA = """
+CREATE TABLE users (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, scope TEXT NOT NULL,
+    created_at INTEGER NOT NULL);
+CREATE TABLE refresh_tokens (token_hash TEXT PRIMARY KEY, family_id TEXT NOT NULL, username TEXT NOT NULL,
+    client_id TEXT NOT NULL, scope TEXT NOT NULL, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+    used_at INTEGER, revoked_at INTEGER, session_hash TEXT);
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
+CREATE TABLE login_sessions (session_hash TEXT PRIMARY KEY, username TEXT NOT NULL, created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL, ended_at INTEGER);
+CREATE TABLE authorization_codes (code_hash TEXT PRIMARY KEY, client_id TEXT NOT NULL, redirect_uri TEXT NOT NULL,
+    code_challenge TEXT NOT NULL, username TEXT NOT NULL, scope TEXT NOT NULL, session_hash TEXT,
+    expires_at INTEGER NOT NULL, used_at INTEGER, family_id TEXT);
+CREATE TABLE signing_keys (kid TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('next', 'active', 'retiring', 'retired')), public_jwk TEXT NOT NULL,
+    created_at INTEGER NOT NULL, activated_at INTEGER, retiring_at INTEGER, retired_at INTEGER);
+"""
 
 
 def _start_worker(data_dir: str, barrier: Any) -> str:
-    """What each gunicorn worker does first: create the schema and make sure a key signs."""
-    path = Path(data_dir)
+    """What each gunicorn worker does first: migrate the schema and make sure a key signs."""
+    settings = IssuerSettings(data_dir=Path(data_dir), rsa_key_bits=2048)
     barrier.wait()  # all at the same moment, as gunicorn's freshly forked workers are
     try:
-        db.initialise(path / "issuer.sqlite3")
-        KeyStore(path / "keys", path / "issuer.sqlite3", rsa_key_bits=1024).ensure_active()
-    except sqlite3.Error as exc:
+        database = settings.database()
+        database.upgrade()
+        settings.key_store(database, load_key_encryption_key(settings)).start(settings.legacy_key_dir)
+        database.dispose()
+    except (sqlite3.Error, OperationalError) as exc:
         return f"failed: {exc}"
     return "started"
 
@@ -26,33 +55,169 @@ def _start_worker(data_dir: str, barrier: Any) -> str:
 def test_workers_starting_together_on_a_new_data_directory_all_start(tmp_path: Path) -> None:
     context = multiprocessing.get_context("fork")
     with context.Manager() as manager, context.Pool(8) as pool:
-        for attempt in range(10):
+        for attempt in range(5):
             data_dir = tmp_path / str(attempt)
             barrier = manager.Barrier(8)
             results = pool.starmap(_start_worker, [(str(data_dir), barrier)] * 8)
             assert results == ["started"] * 8, results
-            _check(data_dir)
+            database = Database.for_data_dir("", data_dir)
+            assert rows(database, "SELECT COUNT(*) AS n FROM signing_keys WHERE state = 'active'") == [{"n": 1}]
+            with database.reading() as conn:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            database.dispose()
 
 
-def _check(data_dir: Path) -> None:
+# -- migrations ---------------------------------------------------------------------------
+
+
+def _previous_release(data_dir: Path, schema: str = PREVIOUS_RELEASE_SCHEMA) -> None:
+    data_dir.mkdir()
     conn = sqlite3.connect(data_dir / "issuer.sqlite3")
-    try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT COUNT(*) FROM signing_keys WHERE state = 'active'").fetchone()[0] == 1
-    finally:
-        conn.close()
+    conn.executescript(schema)
+    conn.executescript(
+        """
+        INSERT INTO users VALUES ('alice', 'hash-a', 'profile admin', 10);
+        INSERT INTO users VALUES ('bob', 'hash-b', 'profile', 11);
+        INSERT INTO login_sessions VALUES ('s-alice', 'alice', 10, 4000000000, NULL);
+        INSERT INTO refresh_tokens VALUES ('t-alice', 'f1', 'alice', 'cli', 'profile', 10, 4000000000, NULL, NULL, 's-alice');
+        INSERT INTO refresh_tokens VALUES ('t-gone', 'f2', 'carol', 'cli', 'profile', 10, 4000000000, NULL, NULL, NULL);
+        """
+    )
+    conn.commit()
+    conn.close()
 
 
-def test_initialise_adds_columns_missing_from_older_databases(tmp_path: Path) -> None:
-    path = tmp_path / "issuer.sqlite3"
-    old = sqlite3.connect(path)
-    old.execute("CREATE TABLE refresh_tokens (token_hash TEXT PRIMARY KEY, family_id TEXT)")
-    old.commit()
-    old.close()
-    db.initialise(path)
-    conn = sqlite3.connect(path)
-    try:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(refresh_tokens)")}
-    finally:
-        conn.close()
-    assert "session_hash" in columns
+def test_a_database_of_the_previous_release_upgrades_in_place(tmp_path: Path) -> None:
+    _previous_release(tmp_path / "data")
+    database = Database.for_data_dir("", tmp_path / "data")
+    database.upgrade()
+    assert migrations.current(database) == "0002"
+    people = {row["username"]: row for row in rows(database, "SELECT * FROM users")}
+    assert set(people) == {"alice", "bob"}
+    assert people["alice"]["password_hash"] == "hash-a"
+    assert people["alice"]["id"] != people["bob"]["id"]
+    (session,) = rows(database, "SELECT * FROM login_sessions")
+    assert session["user_id"] == people["alice"]["id"]
+    # The token of a user who no longer exists is dropped; the others keep their family and session.
+    (token,) = rows(database, "SELECT * FROM refresh_tokens")
+    assert (token["token_hash"], token["user_id"], token["session_hash"]) == (
+        "t-alice",
+        people["alice"]["id"],
+        "s-alice",
+    )
+    assert token["family_expires_at"] == token["expires_at"]
+
+
+def test_a_database_older_still_gets_its_missing_columns_first(tmp_path: Path) -> None:
+    oldest = PREVIOUS_RELEASE_SCHEMA.replace(", session_hash TEXT);", ");").replace(", family_id TEXT);", ");")
+    assert "session_hash TEXT)" not in oldest
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    conn = sqlite3.connect(data_dir / "issuer.sqlite3")
+    conn.executescript(oldest)
+    conn.close()
+    database = Database.for_data_dir("", data_dir)
+    database.upgrade()
+    assert migrations.current(database) == "0002"
+
+
+def test_upgrade_is_idempotent(database: Database) -> None:
+    database.upgrade()
+    database.upgrade()
+    assert migrations.current(database) == "0002"
+    assert {"users", "login_sessions", "refresh_tokens", "authorization_codes", "signing_keys"} <= database.tables()
+
+
+# -- the transaction helper ----------------------------------------------------------------
+
+
+def _add_user(database: Database, name: str) -> None:
+    with database.transaction() as conn:
+        conn.execute(insert(users).values(id=name, username=name, password_hash="-", scope="", created_at=0))
+
+
+def _names(database: Database) -> list[str]:
+    with database.reading() as conn:
+        return list(conn.execute(select(users.c.username).order_by(users.c.username)).scalars())
+
+
+def test_a_transaction_commits_what_it_did(database: Database) -> None:
+    _add_user(database, "alice")
+    assert _names(database) == ["alice"]
+
+
+def test_a_failing_transaction_rolls_back_everything_in_it(database: Database) -> None:
+    def both_then_fail() -> None:
+        with database.transaction():
+            _add_user(database, "alice")
+            _add_user(database, "bob")
+            raise RuntimeError("something went wrong after both writes")
+
+    with pytest.raises(RuntimeError):
+        both_then_fail()
+    assert _names(database) == []
+
+
+def test_stores_join_the_transaction_the_thread_has_open(database: Database) -> None:
+    with database.transaction() as outer:
+        _add_user(database, "alice")
+        with database.reading() as inner:
+            assert inner is outer
+        # Another thread does not see the uncommitted row.
+        seen: list[list[str]] = []
+        thread = threading.Thread(target=lambda: seen.append(_names(database)))
+        thread.start()
+        thread.join()
+        assert seen == [[]]
+    assert _names(database) == ["alice"]
+
+
+def test_concurrent_read_then_write_transactions_queue_instead_of_failing(database: Database) -> None:
+    """SQLite upgrades a read lock to a write lock by failing at once; IMMEDIATE transactions queue."""
+    _add_user(database, "counter")
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def bump() -> None:
+        barrier.wait()
+        try:
+            with database.transaction() as conn:
+                value = conn.execute(text("SELECT created_at FROM users WHERE id = 'counter'")).scalar_one()
+                conn.execute(text("UPDATE users SET created_at = :v WHERE id = 'counter'"), {"v": value + 1})
+        except OperationalError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert rows(database, "SELECT created_at FROM users WHERE id = 'counter'") == [{"created_at": 8}]
+
+
+# -- private files (defect: the data directory was 0755 and the database 0644) ---------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_data_directory_and_database_are_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var" / "issuer"
+    database = Database.for_data_dir("", data_dir)
+    database.upgrade()
+    _add_user(database, "alice")
+    assert _mode(data_dir) == 0o700
+    files = [path for path in data_dir.iterdir() if path.is_file()]
+    assert {path.name for path in files} >= {"issuer.sqlite3", "issuer.sqlite3-wal", "issuer.sqlite3-shm"}
+    assert {path.name: _mode(path) for path in files} == {path.name: 0o600 for path in files}
+
+
+def test_an_existing_open_data_directory_is_tightened(tmp_path: Path) -> None:
+    _previous_release(tmp_path / "data")
+    (tmp_path / "data").chmod(0o755)
+    (tmp_path / "data" / "issuer.sqlite3").chmod(0o644)
+    Database.for_data_dir("", tmp_path / "data").upgrade()
+    assert _mode(tmp_path / "data") == 0o700
+    assert _mode(tmp_path / "data" / "issuer.sqlite3") == 0o600

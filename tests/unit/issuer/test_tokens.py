@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
+import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from issuer import db
+from issuer.db import Database
 from issuer.keys import SigningKey
-from issuer.tokens import Grant, RefreshError, RefreshTokens, mint_access_token
+from issuer.tokens import Grant, RefreshError, RefreshReused, RefreshTokens, mint_access_token
+from issuer.users import User
 from shared.verifier import Verifier
+from tests.support.fakes import FakeClock
+from tests.support.sql import rows
 from tests.support.tokens import kid_of
 
 ISSUER = "http://issuer.test"
 AUDIENCE = "jwt-split-api"
-GRANT = Grant("alice", "cli", "admin profile")
+GRANT = Grant("alice-id", "alice", "cli", "admin profile")
 
 
 @pytest.fixture
@@ -29,18 +30,25 @@ def signing_key(rsa_key: rsa.RSAPrivateKey) -> SigningKey:
     return SigningKey(kid_of(rsa_key), rsa_key)
 
 
-@pytest.fixture
-def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    path = tmp_path / "issuer.sqlite3"
-    db.initialise(path)
-    connection = db.connect(path)
-    yield connection
-    connection.close()
+def _store(database: Database, ttl: int = 3600, family_ttl: int = 30 * 86400, reuse_grace: int = 30) -> RefreshTokens:
+    return RefreshTokens(database, ttl=ttl, family_ttl=family_ttl, reuse_grace=reuse_grace, successor_key=b"k" * 32)
 
 
 @pytest.fixture
-def refresh(conn: sqlite3.Connection) -> RefreshTokens:
-    return RefreshTokens(conn, ttl=3600)
+def refresh(database: Database) -> RefreshTokens:
+    return _store(database)
+
+
+@pytest.fixture
+def grant(alice: User) -> Grant:
+    return Grant(alice.id, "alice", "cli", "admin profile")
+
+
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> FakeClock:
+    """The refresh token store's clock, moved by hand."""
+    monkeypatch.setattr("issuer.tokens.time.time", clock)
+    return clock
 
 
 def _mint(signing_key: SigningKey, **kwargs: Any) -> tuple[str, dict[str, Any]]:
@@ -100,88 +108,182 @@ def test_access_token_is_accepted_by_the_resource_verifier(signing_key: SigningK
 # -- refresh tokens -----------------------------------------------------------------------
 
 
-def test_refresh_token_is_random_and_stored_only_as_a_hash(refresh: RefreshTokens, conn: sqlite3.Connection) -> None:
-    token = refresh.issue(GRANT)
+def test_refresh_token_is_random_and_stored_only_as_a_hash(
+    refresh: RefreshTokens, database: Database, grant: Grant
+) -> None:
+    token = refresh.issue(grant)
     assert len(token) >= 43
-    assert token != refresh.issue(GRANT)
-    hashes = [row["token_hash"] for row in conn.execute("SELECT token_hash FROM refresh_tokens")]
+    assert token != refresh.issue(grant)
+    hashes = [row["token_hash"] for row in rows(database, "SELECT token_hash FROM refresh_tokens")]
     assert hashlib.sha256(token.encode()).hexdigest() in hashes
     assert token not in hashes
 
 
-def test_rotate_returns_the_grant_and_a_working_successor(refresh: RefreshTokens) -> None:
-    token = refresh.issue(GRANT)
+def test_rotate_returns_the_grant_and_a_working_successor(refresh: RefreshTokens, grant: Grant) -> None:
+    token = refresh.issue(grant)
     grant, successor = refresh.rotate(token, "cli")
-    assert grant == GRANT
+    assert grant == grant
     assert successor != token
     again, third = refresh.rotate(successor, "cli")
-    assert again == GRANT
+    assert again == grant
     assert third not in {token, successor}
 
 
-def test_successor_stays_in_the_same_family(refresh: RefreshTokens, conn: sqlite3.Connection) -> None:
-    token = refresh.issue(GRANT)
+def test_successor_stays_in_the_same_family(refresh: RefreshTokens, database: Database, grant: Grant) -> None:
+    token = refresh.issue(grant)
     refresh.rotate(token, "cli")
-    families = {row["family_id"] for row in conn.execute("SELECT family_id FROM refresh_tokens")}
+    families = {row["family_id"] for row in rows(database, "SELECT family_id FROM refresh_tokens")}
     assert len(families) == 1
 
 
-def test_reused_refresh_token_revokes_the_whole_family(refresh: RefreshTokens) -> None:
-    token = refresh.issue(GRANT)
+def test_reused_refresh_token_revokes_the_whole_family(refresh: RefreshTokens, grant: Grant, now: FakeClock) -> None:
+    token = refresh.issue(grant)
     _, successor = refresh.rotate(token, "cli")
-    with pytest.raises(RefreshError, match="already used; its session has been revoked"):
+    now.advance(31)
+    with pytest.raises(RefreshReused, match="already used; its session has been revoked"):
         refresh.rotate(token, "cli")
     with pytest.raises(RefreshError, match="has been revoked"):
         refresh.rotate(successor, "cli")
 
 
-def test_reuse_leaves_other_families_alone(refresh: RefreshTokens) -> None:
-    token = refresh.issue(GRANT)
-    other = refresh.issue(GRANT)
+def test_reuse_leaves_other_families_alone(refresh: RefreshTokens, grant: Grant, now: FakeClock) -> None:
+    token = refresh.issue(grant)
+    other = refresh.issue(grant)
     refresh.rotate(token, "cli")
-    with pytest.raises(RefreshError):
+    now.advance(31)
+    with pytest.raises(RefreshReused):
         refresh.rotate(token, "cli")
-    assert refresh.rotate(other, "cli")[0] == GRANT
+    assert refresh.rotate(other, "cli")[0] == grant
 
 
-def test_expired_refresh_token_is_refused(conn: sqlite3.Connection) -> None:
-    token = RefreshTokens(conn, ttl=0).issue(GRANT)
+# -- the reuse grace: two tabs, or a retry after a lost response ----------------------------
+
+
+def test_token_presented_again_within_the_grace_gets_the_same_successor(
+    refresh: RefreshTokens, grant: Grant, now: FakeClock
+) -> None:
+    token = refresh.issue(grant)
+    _, successor = refresh.rotate(token, "cli")
+    now.advance(29)
+    again, same = refresh.rotate(token, "cli")
+    assert (again, same) == (grant, successor)
+    # Nothing was revoked: the successor still works, and so does its own successor.
+    assert refresh.rotate(successor, "cli")[0] == grant
+
+
+def test_retry_within_the_grace_from_another_client_is_refused_and_revokes_nothing(
+    refresh: RefreshTokens, grant: Grant
+) -> None:
+    token = refresh.issue(grant)
+    _, successor = refresh.rotate(token, "cli")
+    with pytest.raises(RefreshError, match="another client"):
+        refresh.rotate(token, "resource-web")
+    assert refresh.rotate(successor, "cli")[0] == grant
+
+
+def test_grace_ends_when_the_successor_was_revoked(refresh: RefreshTokens, grant: Grant) -> None:
+    token = refresh.issue(grant)
+    _, successor = refresh.rotate(token, "cli")
+    refresh.revoke(successor)
+    with pytest.raises(RefreshError, match="revoked"):
+        refresh.rotate(token, "cli")
+
+
+def test_no_grace_when_it_is_configured_off(database: Database, grant: Grant, now: FakeClock) -> None:
+    store = _store(database, reuse_grace=0)
+    token = store.issue(grant)
+    store.rotate(token, "cli")
+    now.advance(1)
+    with pytest.raises(RefreshReused):
+        store.rotate(token, "cli")
+
+
+def test_concurrent_refreshes_of_one_token_all_succeed_with_one_successor(refresh: RefreshTokens, grant: Grant) -> None:
+    token = refresh.issue(grant)
+    barrier = threading.Barrier(4)
+    results: list[tuple[Grant, str] | BaseException] = []
+
+    def tab() -> None:
+        barrier.wait()
+        try:
+            results.append(refresh.rotate(token, "cli"))
+        except RefreshError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=tab) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(result, tuple) for result in results), results
+    successors = {result[1] for result in results if isinstance(result, tuple)}
+    assert len(successors) == 1
+    assert refresh.rotate(successors.pop(), "cli")[0] == grant
+
+
+# -- the family's absolute lifetime ---------------------------------------------------------
+
+
+def test_family_ends_at_its_absolute_lifetime_however_often_refreshed(
+    database: Database, grant: Grant, now: FakeClock
+) -> None:
+    store = _store(database, ttl=3600, family_ttl=3 * 3600)
+    token = store.issue(grant)
+    for _ in range(2):
+        now.advance(3000)
+        _, token = store.rotate(token, "cli")
+    now.advance(3000)  # 9000 s: within the token's own hour, past the family's three
+    with pytest.raises(RefreshError, match="maximum lifetime"):
+        store.rotate(token, "cli")
+
+
+def test_a_successor_never_outlives_its_family(database: Database, grant: Grant, now: FakeClock) -> None:
+    store = _store(database, ttl=3600, family_ttl=5000)
+    token = store.issue(grant)
+    now.advance(4000)
+    store.rotate(token, "cli")
+    expiries = [row["expires_at"] for row in rows(database, "SELECT expires_at FROM refresh_tokens")]
+    assert max(expiries) == (1_700_000_000 + 5000)
+
+
+def test_expired_refresh_token_is_refused(database: Database, grant: Grant) -> None:
+    token = _store(database, ttl=0).issue(grant)
     with pytest.raises(RefreshError, match="has expired"):
-        RefreshTokens(conn, ttl=3600).rotate(token, "cli")
+        _store(database).rotate(token, "cli")
 
 
-def test_revoked_refresh_token_is_refused(refresh: RefreshTokens) -> None:
-    token = refresh.issue(GRANT)
-    assert refresh.revoke(token) is True
+def test_revoked_refresh_token_is_refused(refresh: RefreshTokens, grant: Grant) -> None:
+    token = refresh.issue(grant)
+    assert refresh.revoke(token) == ""
     with pytest.raises(RefreshError, match="has been revoked"):
         refresh.rotate(token, "cli")
 
 
-def test_revoking_a_successor_revokes_its_family(refresh: RefreshTokens) -> None:
-    token = refresh.issue(GRANT)
+def test_revoking_a_successor_revokes_its_family(refresh: RefreshTokens, grant: Grant) -> None:
+    token = refresh.issue(grant)
     _, successor = refresh.rotate(token, "cli")
     refresh.revoke(successor)
     with pytest.raises(RefreshError, match="has been revoked"):
         refresh.rotate(successor, "cli")
 
 
-def test_revoke_of_unknown_token_returns_false(refresh: RefreshTokens) -> None:
-    assert refresh.revoke("not-a-token") is False
+def test_revoke_of_unknown_token_returns_none(refresh: RefreshTokens, grant: Grant) -> None:
+    assert refresh.revoke("not-a-token") is None
 
 
-def test_refresh_token_of_another_client_is_refused_and_not_spent(refresh: RefreshTokens) -> None:
-    token = refresh.issue(GRANT)
+def test_refresh_token_of_another_client_is_refused_and_not_spent(refresh: RefreshTokens, grant: Grant) -> None:
+    token = refresh.issue(grant)
     with pytest.raises(RefreshError, match="issued to another client"):
         refresh.rotate(token, "evil-client")
-    assert refresh.rotate(token, "cli")[0] == GRANT
+    assert refresh.rotate(token, "cli")[0] == grant
 
 
-def test_unknown_refresh_token_is_refused(refresh: RefreshTokens) -> None:
+def test_unknown_refresh_token_is_refused(refresh: RefreshTokens, grant: Grant) -> None:
     with pytest.raises(RefreshError, match="not known"):
         refresh.rotate("made-up", "cli")
 
 
-def test_failed_rotation_leaves_no_open_transaction(refresh: RefreshTokens, conn: sqlite3.Connection) -> None:
+def test_failed_rotation_leaves_the_database_writable(refresh: RefreshTokens, grant: Grant) -> None:
     with pytest.raises(RefreshError):
         refresh.rotate("made-up", "cli")
-    assert not conn.in_transaction
+    assert refresh.rotate(refresh.issue(grant), "cli")[0] == grant

@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from argon2 import PasswordHasher
 
-from issuer import db
+from issuer.db import Database
 from issuer.tokens import Grant, RefreshError, RefreshTokens
 from issuer.users import User, UserError, UserStore, parse_demo_users, parse_scope
+from tests.support.sql import rows
 
 
 def _hasher(time_cost: int = 1) -> PasswordHasher:
     return PasswordHasher(time_cost=time_cost, memory_cost=8192, parallelism=1)
 
 
-@pytest.fixture
-def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    """A connection to a fresh issuer database."""
-    path = tmp_path / "issuer.sqlite3"
-    db.initialise(path)
-    connection = db.connect(path)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
-def users(conn: sqlite3.Connection) -> UserStore:
-    """A user store with cheap argon2 parameters."""
-    return UserStore(conn, _hasher())
-
-
-def _stored_hash(conn: sqlite3.Connection, username: str) -> str:
-    row = conn.execute("SELECT password_hash FROM users WHERE username = ?", (username,)).fetchone()
+def _stored_hash(database: Database, username: str) -> str:
+    (row,) = rows(database, "SELECT password_hash FROM users WHERE username = :name", name=username)
     value: str = row["password_hash"]
     return value
 
@@ -47,13 +28,13 @@ def test_add_then_authenticate_returns_the_user(users: UserStore) -> None:
     added = users.add("alice", "wonderland", "profile admin")
     assert added.scopes == frozenset({"profile", "admin"})
     user = users.authenticate("alice", "wonderland")
-    assert user == User("alice", frozenset({"admin", "profile"}), added.created_at)
+    assert user == User("alice", frozenset({"admin", "profile"}), added.created_at, added.id)
     assert user.scope == "admin profile"
 
 
-def test_password_is_stored_as_an_argon2id_hash(users: UserStore, conn: sqlite3.Connection) -> None:
+def test_password_is_stored_as_an_argon2id_hash(users: UserStore, database: Database) -> None:
     users.add("alice", "wonderland", "profile")
-    stored = _stored_hash(conn, "alice")
+    stored = _stored_hash(database, "alice")
     assert stored.startswith("$argon2id$")
     assert "wonderland" not in stored
 
@@ -93,30 +74,30 @@ def test_adding_an_existing_user_fails(users: UserStore) -> None:
     assert users.authenticate("alice", "wonderland") is not None
 
 
-def test_hash_is_upgraded_on_login_when_parameters_change(conn: sqlite3.Connection) -> None:
-    UserStore(conn, _hasher(time_cost=1)).add("alice", "wonderland", "profile")
-    old = _stored_hash(conn, "alice")
-    stronger = UserStore(conn, _hasher(time_cost=2))
+def test_hash_is_upgraded_on_login_when_parameters_change(database: Database) -> None:
+    UserStore(database, _hasher(time_cost=1)).add("alice", "wonderland", "profile")
+    old = _stored_hash(database, "alice")
+    stronger = UserStore(database, _hasher(time_cost=2))
     assert stronger.authenticate("alice", "wonderland") is not None
-    new = _stored_hash(conn, "alice")
+    new = _stored_hash(database, "alice")
     assert new != old
     assert ",t=2," in new
     assert not stronger.hasher.check_needs_rehash(new)
     assert stronger.authenticate("alice", "wonderland") is not None
 
 
-def test_hash_is_not_rewritten_when_parameters_are_current(users: UserStore, conn: sqlite3.Connection) -> None:
+def test_hash_is_not_rewritten_when_parameters_are_current(users: UserStore, database: Database) -> None:
     users.add("alice", "wonderland", "profile")
-    before = _stored_hash(conn, "alice")
+    before = _stored_hash(database, "alice")
     users.authenticate("alice", "wonderland")
-    assert _stored_hash(conn, "alice") == before
+    assert _stored_hash(database, "alice") == before
 
 
-def test_failed_login_does_not_upgrade_the_hash(conn: sqlite3.Connection) -> None:
-    UserStore(conn, _hasher(time_cost=1)).add("alice", "wonderland", "profile")
-    before = _stored_hash(conn, "alice")
-    assert UserStore(conn, _hasher(time_cost=2)).authenticate("alice", "wrong-password") is None
-    assert _stored_hash(conn, "alice") == before
+def test_failed_login_does_not_upgrade_the_hash(database: Database) -> None:
+    UserStore(database, _hasher(time_cost=1)).add("alice", "wonderland", "profile")
+    before = _stored_hash(database, "alice")
+    assert UserStore(database, _hasher(time_cost=2)).authenticate("alice", "wrong-password") is None
+    assert _stored_hash(database, "alice") == before
 
 
 # -- policy -------------------------------------------------------------------------------
@@ -188,17 +169,26 @@ def test_delete_of_unknown_user_returns_false(users: UserStore) -> None:
     assert users.delete("nobody") is False
 
 
-def test_delete_revokes_the_users_refresh_tokens(users: UserStore, conn: sqlite3.Connection) -> None:
-    users.add("alice", "wonderland", "profile")
-    users.add("bob", "builder1", "profile")
-    tokens = RefreshTokens(conn, ttl=3600)
-    alices = tokens.issue(Grant("alice", "cli", "profile"))
-    bobs = tokens.issue(Grant("bob", "cli", "profile"))
+def test_delete_revokes_the_users_refresh_tokens(users: UserStore, database: Database) -> None:
+    alice = users.add("alice", "wonderland", "profile")
+    bob = users.add("bob", "builder1", "profile")
+    tokens = RefreshTokens(database, ttl=3600, family_ttl=7200, reuse_grace=30, successor_key=b"k" * 32)
+    alices = tokens.issue(Grant(alice.id, "alice", "cli", "profile"))
+    bobs = tokens.issue(Grant(bob.id, "bob", "cli", "profile"))
     users.delete("alice")
-    with pytest.raises(RefreshError, match="revoked"):
+    with pytest.raises(RefreshError, match="not known"):
         tokens.rotate(alices, "cli")
     grant, _ = tokens.rotate(bobs, "cli")
     assert grant.username == "bob"
+
+
+def test_a_new_user_with_a_deleted_users_name_is_someone_else(users: UserStore) -> None:
+    old = users.add("alice", "wonderland", "profile admin")
+    users.delete("alice")
+    new = users.add("alice", "new-password", "profile")
+    assert new.id != old.id
+    assert users.get_by_id(old.id) is None
+    assert users.get_by_id(new.id) == new
 
 
 # -- demo users ---------------------------------------------------------------------------
