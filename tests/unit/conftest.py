@@ -10,13 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from argon2 import PasswordHasher
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from issuer import create_app
 from issuer.db import Database
-from issuer.kek import load_key_encryption_key
 from issuer.settings import IssuerSettings
 from issuer.users import User, UserStore
 from tests.support.browsing import DEMO_USERS, WEB_REDIRECT_URI
@@ -63,7 +61,7 @@ def issuer_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = IssuerSettings(data_dir=data_dir)
     database = settings.database()
     database.upgrade()
-    settings.key_store(database, load_key_encryption_key(settings)).start(settings.legacy_key_dir)
+    settings.key_store(database, settings.load_kek()).start(settings.legacy_key_dir)
     database.dispose()
     return data_dir
 

@@ -21,7 +21,6 @@ from issuer import browser, introspect, oauth, wellknown
 from issuer.clients import registered_clients
 from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir
-from issuer.kek import load_key_encryption_key
 from issuer.ratelimit import limiter, retry_after
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
@@ -56,7 +55,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
 
     database = settings.database()
     database.upgrade()
-    keys = settings.key_store(database, load_key_encryption_key(settings))
+    keys = settings.key_store(database, settings.load_kek())
     keys.start(settings.legacy_key_dir)
     users = UserStore(database, settings.password_hasher())
     _seed_demo_users(settings, users)

@@ -11,7 +11,6 @@ import click
 
 from issuer import migrations
 from issuer.db import Database
-from issuer.kek import load_key_encryption_key
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
 from issuer.settings import IssuerSettings
 from issuer.users import UserError, UserStore
@@ -47,7 +46,7 @@ def _keys() -> Iterator[KeyStore]:
     settings = _settings()
     with _database(settings) as database:
         try:
-            store = settings.key_store(database, load_key_encryption_key(settings))
+            store = settings.key_store(database, settings.load_kek())
             store.start(settings.legacy_key_dir)
             yield store
         except (KeyStoreError, SettingsError) as exc:

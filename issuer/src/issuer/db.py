@@ -191,10 +191,16 @@ class Database:
         lock = private_file(path.parent / ".migrate.lock")
         with lock.open("r+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            if self.engine.dialect.name == "sqlite":
-                with self.engine.connect() as conn:
-                    if conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
-                        conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            # Switching a new database to WAL needs it to itself, and SQLite answers "database is
+            # locked" there without waiting: hence under the lock, outside any transaction.
+            raw = self.engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.close()
+            finally:
+                raw.close()
             yield
 
     def tables(self) -> set[str]:

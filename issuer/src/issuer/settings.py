@@ -12,6 +12,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from issuer.db import Database
+from issuer.kek import load_key_encryption_key
 from issuer.keys import KeyStore
 from shared.settings import Environ, SettingsError, env_float, env_int, env_str, env_url
 
@@ -113,6 +114,10 @@ class IssuerSettings:
     def database(self) -> Database:
         """Open the issuer's database: ISSUER_DATABASE_URL, or SQLite in the data directory."""
         return Database.for_data_dir(self.database_url, self.data_dir)
+
+    def load_kek(self) -> bytes:
+        """Return the key-encryption key: ISSUER_KEY_ENCRYPTION_KEY[_FILE], or the one generated in the data directory."""
+        return load_key_encryption_key(self.key_encryption_key, self.key_encryption_key_file, self.data_dir)
 
     def key_store(self, database: Database, kek: bytes) -> KeyStore:
         """Return a key store on this issuer's database, with its lifecycle timings."""

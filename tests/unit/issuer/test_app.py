@@ -6,6 +6,10 @@ import dataclasses
 import io
 import json
 import logging
+import stat
+import threading
+import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -210,12 +214,45 @@ def test_refresh_grant_rotates_the_refresh_token(client: FlaskClient, settings: 
     assert _jwks_verifier(client, settings).verify(body["access_token"])["sub"] == "alice"
 
 
-def test_reused_refresh_token_is_invalid_grant_and_kills_its_successor(client: FlaskClient) -> None:
+def test_reused_refresh_token_is_invalid_grant_and_kills_its_successor(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = _refresh_token(_login(client))
     second = _refresh_token(_token(client, grant_type="refresh_token", refresh_token=first))
+    later = time.time() + 31  # past the reuse grace
+    monkeypatch.setattr("issuer.tokens.time", types.SimpleNamespace(time=lambda: later))
     _assert_error(_token(client, grant_type="refresh_token", refresh_token=first), 400, "invalid_grant")
     body = _assert_error(_token(client, grant_type="refresh_token", refresh_token=second), 400, "invalid_grant")
     assert "revoked" in body["error_description"]
+
+
+def test_a_retried_refresh_gets_the_same_refresh_token_and_logs_nobody_out(client: FlaskClient) -> None:
+    first = _refresh_token(_login(client))
+    answer = _token(client, grant_type="refresh_token", refresh_token=first)
+    retry = _token(client, grant_type="refresh_token", refresh_token=first)  # the first answer was lost
+    assert retry.status_code == 200
+    assert _refresh_token(retry) == _refresh_token(answer)
+    assert retry.get_json()["access_token"] != answer.get_json()["access_token"]
+    assert _token(client, grant_type="refresh_token", refresh_token=_refresh_token(retry)).status_code == 200
+
+
+def test_two_tabs_refreshing_at_once_both_succeed(app: Flask, client: FlaskClient) -> None:
+    first = _refresh_token(_login(client))
+    barrier = threading.Barrier(2)
+    answers: list[TestResponse] = []
+
+    def tab() -> None:
+        own = app.test_client()
+        barrier.wait()
+        answers.append(_token(own, grant_type="refresh_token", refresh_token=first))
+
+    tabs = [threading.Thread(target=tab) for _ in range(2)]
+    for thread in tabs:
+        thread.start()
+    for thread in tabs:
+        thread.join()
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert len({_refresh_token(answer) for answer in answers}) == 1
 
 
 def test_refresh_can_narrow_but_never_widen_the_scope(client: FlaskClient) -> None:
@@ -278,7 +315,9 @@ def test_jwks_publishes_public_keys_with_cache_control(client: FlaskClient, app:
 def test_jwks_shows_a_key_rotated_by_another_process_without_restart(
     client: FlaskClient, settings: IssuerSettings
 ) -> None:
-    staged = KeyStore(settings.key_dir, settings.db_path).rotate()
+    database = settings.database()
+    staged = settings.key_store(database, settings.load_kek()).rotate()
+    database.dispose()
     kids = [jwk["kid"] for jwk in client.get("/.well-known/jwks.json").get_json()["keys"]]
     assert staged.kid in kids
     assert len(kids) == 2
@@ -316,7 +355,15 @@ def test_app_creates_its_first_key_in_an_empty_data_dir(settings: IssuerSettings
     empty = dataclasses.replace(settings, data_dir=settings.data_dir.parent / "empty")
     app = create_app(empty)
     assert len(app.extensions["issuer.keys"].published()) == 1
-    assert (empty.key_dir / f"{app.extensions['issuer.keys'].signing_key().kid}.pem").exists()
+    assert not empty.legacy_key_dir.exists()  # the private key is in the database, encrypted
+
+
+def test_everything_in_the_data_directory_is_private(settings: IssuerSettings) -> None:
+    app = create_app(settings)
+    _login(app.test_client())
+    for path in [settings.data_dir, *settings.data_dir.rglob("*")]:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import jwt
@@ -396,6 +397,117 @@ def test_password_grant_is_rate_limited_per_account_with_json(client: FlaskClien
 def test_code_grants_are_not_counted_against_the_account_limit(client: FlaskClient) -> None:
     for _ in range(3):
         assert _exchange(client, get_code(client, REDIRECT)).status_code == 200
+
+
+def _from(app: Flask, address: str) -> FlaskClient:
+    """A browser at another client address."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_successful_logins_do_not_count_against_the_limit(client: FlaskClient) -> None:
+    for _ in range(5):
+        assert "You are logged in as alice." in log_in(client).get_data(as_text=True)
+
+
+def test_successful_password_grants_do_not_count_against_the_limit(client: FlaskClient) -> None:
+    for _ in range(5):
+        response = client.post("/token", data={"grant_type": "password", "username": "alice", "password": "wonderland"})
+        assert response.status_code == 200
+
+
+def test_failures_from_one_address_do_not_lock_the_account_out_elsewhere(app: Flask) -> None:
+    attacker, owner = _from(app, "192.0.2.66"), _from(app, "192.0.2.10")
+    for guess in ("guess-1", "guess-2", "guess-3", "guess-4", "guess-5"):
+        log_in(attacker, "alice", guess)
+    assert log_in(attacker, "alice", "wonderland").status_code == 429
+    assert "You are logged in as alice." in log_in(owner).get_data(as_text=True)
+    grant = {"grant_type": "password", "username": "alice", "password": "wonderland"}
+    assert owner.post("/token", data=grant).status_code == 200
+
+
+def test_failures_through_the_form_and_the_token_endpoint_share_one_count(client: FlaskClient) -> None:
+    log_in(client, "alice", "guess-1")
+    client.post("/token", data={"grant_type": "password", "username": "alice", "password": "guess-2"})
+    assert log_in(client).status_code == 429
+
+
+def _refresh(client: FlaskClient, refresh_token: str) -> TestResponse:
+    form = {"grant_type": "refresh_token", "client_id": "resource-web", "refresh_token": refresh_token}
+    return client.post("/token", data=form)
+
+
+@pytest.mark.parametrize("grant", ["authorization_code", "refresh_token"])
+def test_junk_exchanges_from_one_address_spend_no_budget_others_share(app: Flask, grant: str) -> None:
+    """The resource's back channel relays every browser's code exchange and refresh from one address."""
+    back_channel = _from(app, "198.51.100.7")
+    for _ in range(40):  # more than ISSUER_ADDRESS_RATE_LIMIT's 30 a minute
+        junk = _exchange(back_channel, "junk") if grant == "authorization_code" else _refresh(back_channel, "junk")
+        _assert_json_error(junk, 400, "invalid_grant")
+    tokens = _exchange(back_channel, get_code(app.test_client(), REDIRECT))
+    assert tokens.status_code == 200
+    assert _refresh(back_channel, tokens.get_json()["refresh_token"]).status_code == 200
+
+
+def _redeem_twice_at_once(app: Flask, code: str) -> list[TestResponse]:
+    barrier = threading.Barrier(2)
+    answers: list[TestResponse] = []
+
+    def redeem() -> None:
+        client = app.test_client()
+        barrier.wait()
+        answers.append(_exchange(client, code))
+
+    threads = [threading.Thread(target=redeem) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_concurrent_redemptions_of_one_code_leave_no_token_alive(app: Flask) -> None:
+    """The second redemption must find the first one's refresh token to revoke it, every time."""
+    browser = app.test_client()
+    for _ in range(40):
+        answers = _redeem_twice_at_once(app, get_code(browser, REDIRECT))
+        assert sorted(answer.status_code for answer in answers) == [200, 400]
+        (winner,) = [answer for answer in answers if answer.status_code == 200]
+        _assert_json_error(_refresh(app.test_client(), winner.get_json()["refresh_token"]), 400, "invalid_grant")
+
+
+# -- users deleted and sessions ended -----------------------------------------------------
+
+
+def test_deleting_a_user_ends_their_browser_session(client: FlaskClient, app: Flask) -> None:
+    log_in(client)
+    assert _authorize(client).headers["Location"].startswith(REDIRECT + "?")
+    app.extensions["issuer.users"].delete("alice")
+    assert location_path(_authorize(client)) == "/login"
+
+
+def test_a_new_user_with_a_deleted_users_name_inherits_no_session(client: FlaskClient, app: Flask) -> None:
+    log_in(client)
+    users = app.extensions["issuer.users"]
+    users.delete("alice")
+    users.add("alice", "another-password", "profile")
+    assert location_path(_authorize(client)) == "/login"
+
+
+def test_issuer_logout_revokes_the_refresh_tokens_of_that_session(client: FlaskClient) -> None:
+    tokens = _exchange(client, get_code(client, REDIRECT)).get_json()
+    token = csrf_token(client.get("/logout").get_data(as_text=True))
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 200
+    _assert_json_error(_refresh(client, tokens["refresh_token"]), 400, "invalid_grant")
+
+
+def test_issuer_logout_leaves_other_sessions_tokens_alone(app: Flask) -> None:
+    mine, theirs = app.test_client(), app.test_client()
+    kept = _exchange(theirs, get_code(theirs, REDIRECT)).get_json()["refresh_token"]
+    log_in(mine)
+    mine.post("/logout", data={"csrf_token": csrf_token(mine.get("/logout").get_data(as_text=True))})
+    assert _refresh(app.test_client(), kept).status_code == 200
 
 
 # -- /logout ------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from sqlalchemy.exc import OperationalError
 
 from issuer import migrations
 from issuer.db import Database, users
-from issuer.kek import load_key_encryption_key
 from issuer.settings import IssuerSettings
 from tests.support.sql import rows
 
@@ -45,7 +44,7 @@ def _start_worker(data_dir: str, barrier: Any) -> str:
     try:
         database = settings.database()
         database.upgrade()
-        settings.key_store(database, load_key_encryption_key(settings)).start(settings.legacy_key_dir)
+        settings.key_store(database, settings.load_kek()).start(settings.legacy_key_dir)
         database.dispose()
     except (sqlite3.Error, OperationalError) as exc:
         return f"failed: {exc}"

@@ -14,11 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from flask import Flask
 from flask.testing import FlaskClient
 
-from issuer import create_app, db
+from issuer import create_app
 from issuer.keys import KeyStore
 from issuer.settings import IntrospectionSettings, IssuerSettings
 from issuer.tokens import Grant, mint_access_token
-from issuer.users import UserStore
 from shared.jose import b64url_encode
 from shared.settings import SettingsError
 from tests.support.tokens import make_claims, new_rsa_key, sign
@@ -52,7 +51,7 @@ def _mint(app: Flask, username: str = "alice", **kwargs: Any) -> str:
     settings: IssuerSettings = app.extensions["issuer.settings"]
     keys: KeyStore = app.extensions["issuer.keys"]
     options: dict[str, Any] = {"issuer": settings.url, "audience": settings.audience, "ttl": 600, **kwargs}
-    token, _ = mint_access_token(keys.signing_key(), Grant(username, "cli", "profile"), **options)
+    token, _ = mint_access_token(keys.signing_key(), Grant(f"{username}-id", username, "cli", "profile"), **options)
     return token
 
 
@@ -108,7 +107,11 @@ def test_token_for_another_audience_is_inactive(app: Flask, client: FlaskClient)
     settings: IssuerSettings = app.extensions["issuer.settings"]
     keys: KeyStore = app.extensions["issuer.keys"]
     token, _ = mint_access_token(
-        keys.signing_key(), Grant("alice", "cli", "profile"), issuer=settings.url, audience="other-api", ttl=600
+        keys.signing_key(),
+        Grant("alice-id", "alice", "cli", "profile"),
+        issuer=settings.url,
+        audience="other-api",
+        ttl=600,
     )
     _inactive(client, token)
 
@@ -116,11 +119,7 @@ def test_token_for_another_audience_is_inactive(app: Flask, client: FlaskClient)
 def test_token_of_a_deleted_user_is_inactive(app: Flask, client: FlaskClient, settings: IssuerSettings) -> None:
     token = _mint(app, username="bob")
     assert _introspect(client, token).get_json()["active"] is True
-    conn = db.connect(settings.db_path)
-    try:
-        UserStore(conn, settings.password_hasher()).delete("bob")
-    finally:
-        conn.close()
+    app.extensions["issuer.users"].delete("bob")
     _inactive(client, token)
 
 

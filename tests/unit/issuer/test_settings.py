@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
+from issuer.db import Database
 from issuer.settings import IssuerSettings
 from shared.settings import SettingsError
 
@@ -45,10 +46,33 @@ def test_variables_override_the_defaults(tmp_path: Path) -> None:
     assert settings.log_level == "DEBUG"
 
 
-def test_database_and_key_dir_live_in_the_data_dir(tmp_path: Path) -> None:
-    settings = IssuerSettings(data_dir=tmp_path)
-    assert settings.db_path == tmp_path / "issuer.sqlite3"
-    assert settings.key_dir == tmp_path / "keys"
+def test_the_embedded_database_lives_in_the_data_dir(tmp_path: Path) -> None:
+    database = IssuerSettings(data_dir=tmp_path).database()
+    assert database.url.database == str(tmp_path / "issuer.sqlite3")
+    database.dispose()
+
+
+def test_database_url_names_sqlite_or_postgresql() -> None:
+    url = "postgresql+psycopg://jwt:secret@db.internal:5432/issuer"
+    assert IssuerSettings.from_env({"ISSUER_DATABASE_URL": url}).database_url == url
+    with pytest.raises(SettingsError, match="ISSUER_DATABASE_URL must be a sqlite:// or postgresql:// URL"):
+        IssuerSettings.from_env({"ISSUER_DATABASE_URL": "mysql://db/issuer"})
+    with pytest.raises(SettingsError, match="ISSUER_DATABASE_URL must be a database URL"):
+        IssuerSettings.from_env({"ISSUER_DATABASE_URL": "not a url"})
+
+
+def test_refresh_reuse_grace_and_family_lifetime_come_from_the_environment() -> None:
+    settings = IssuerSettings.from_env({"ISSUER_REFRESH_REUSE_GRACE": "5", "ISSUER_REFRESH_FAMILY_TTL": "86400"})
+    assert (settings.refresh_reuse_grace, settings.refresh_family_ttl) == (5, 86400)
+    assert (IssuerSettings().refresh_reuse_grace, IssuerSettings().refresh_family_ttl) == (30, 30 * 86400)
+    with pytest.raises(SettingsError, match="ISSUER_REFRESH_REUSE_GRACE"):
+        IssuerSettings.from_env({"ISSUER_REFRESH_REUSE_GRACE": "301"})
+
+
+def test_secrets_stay_out_of_the_settings_repr() -> None:
+    settings = IssuerSettings(session_secret="s3cret-session", key_encryption_key="k3k-value")
+    assert "s3cret-session" not in repr(settings)
+    assert "k3k-value" not in repr(settings)
 
 
 def test_password_hasher_uses_the_configured_cost() -> None:
@@ -92,7 +116,9 @@ def test_staged_keys_must_wait_at_least_the_jwks_cache_lifetime() -> None:
     assert accepted.key_activation_delay == accepted.jwks_max_age
 
 
-def test_retiring_keys_outlive_the_tokens_they_signed() -> None:
+def test_retiring_keys_outlive_the_tokens_they_signed(tmp_path: Path) -> None:
     settings = IssuerSettings.from_env({"ISSUER_ACCESS_TOKEN_TTL": "600", "ISSUER_KEY_RETIRE_GRACE": "60"})
     assert settings.key_retire_after == 660
-    assert settings.key_store().retire_after == 660
+    database = Database.for_data_dir("", tmp_path)
+    assert settings.key_store(database, b"k" * 32).retire_after == 660
+    database.dispose()
