@@ -216,6 +216,7 @@ class KeyStore:
             if row.private_key is None:
                 if row.state in SIGNING_STATES:
                     unreadable.append((row.kid, row.state, None))
+                    _report_unreadable(row.kid, "its private key is missing")
                 continue
             try:
                 open_private_key(self._kek, row.kid, row.private_key)

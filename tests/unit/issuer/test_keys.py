@@ -563,15 +563,17 @@ def test_damaged_active_key_found_while_signing_is_replaced(
     assert store.signing_key().kid == signing.kid
 
 
-def test_active_key_without_its_private_half_is_replaced(
-    store: KeyStore, make_store: StoreFactory, database: Database
+def test_active_key_without_its_private_half_is_reported_and_replaced(
+    store: KeyStore, make_store: StoreFactory, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     missing = store.signing_key().kid
     _set_sealed(database, missing, None)
     restarted = make_store()
-    restarted.ensure_active()
+    with caplog.at_level(logging.ERROR, logger="issuer.keys"):
+        restarted.ensure_active()
     assert restarted.signing_key().kid != missing
     assert _states(restarted)[missing] == "retiring"
+    assert _logged_kids(caplog) == [missing]
 
 
 def test_a_sealed_key_moved_onto_another_row_does_not_open(
