@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import requests
 
+from tests.conftest import StackFactory
 from tests.support.stack import Stack
 
 
@@ -75,24 +78,37 @@ def test_metadata_is_served_at_both_well_known_paths(stack: Stack) -> None:
         assert "refresh_token" in document["grant_types_supported"]
 
 
-def test_refresh_token_rotates_and_reuse_revokes_the_family(stack: Stack) -> None:
+def _refresh(stack: Stack, refresh_token: str) -> requests.Response:
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    return requests.post(f"{stack.issuer_url}/token", data=form, timeout=10)
+
+
+def test_refresh_token_rotates_and_a_retry_within_the_grace_gets_the_same_successor(stack: Stack) -> None:
     first = stack.token("bob", "builder")
-    refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
-    second = requests.post(f"{stack.issuer_url}/token", data=refresh, timeout=10)
+    second = _refresh(stack, first["refresh_token"])
     assert second.status_code == 200
     rotated = second.json()
     assert rotated["refresh_token"] != first["refresh_token"]
     assert stack.get("/api/me", rotated["access_token"]).status_code == 200
 
-    reused = requests.post(f"{stack.issuer_url}/token", data=refresh, timeout=10)
+    # A second tab, or a retry after a lost answer: the same successor, and nobody is logged out.
+    retried = _refresh(stack, first["refresh_token"])
+    assert retried.status_code == 200
+    assert retried.json()["refresh_token"] == rotated["refresh_token"]
+    assert _refresh(stack, rotated["refresh_token"]).status_code == 200
+
+
+def test_refresh_token_reused_after_the_grace_revokes_the_family(make_stack: StackFactory) -> None:
+    stack = make_stack(issuer_env={"ISSUER_REFRESH_REUSE_GRACE": "0"}).start()
+    first = stack.token("bob", "builder")
+    rotated = _refresh(stack, first["refresh_token"]).json()
+    time.sleep(1.1)  # a zero grace still covers the second of first use: the real clock must move on
+
+    reused = _refresh(stack, first["refresh_token"])
     assert reused.status_code == 400
     assert reused.json()["error"] == "invalid_grant"
     # The copy was detected: the legitimate successor is revoked with the whole family.
-    successor = requests.post(
-        f"{stack.issuer_url}/token",
-        data={"grant_type": "refresh_token", "refresh_token": rotated["refresh_token"]},
-        timeout=10,
-    )
+    successor = _refresh(stack, rotated["refresh_token"])
     assert successor.status_code == 400
     assert successor.json()["error"] == "invalid_grant"
 

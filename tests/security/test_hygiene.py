@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
 from flask.testing import FlaskClient
 
 import issuer
@@ -77,9 +78,11 @@ def test_logs_hold_no_secret_after_a_whole_session(session_stack: LoopbackStack)
     browser = _browser_login(stack, "bob", "builder")
     secrets += [cookie.value for cookie in browser.cookies if cookie.value]
     secrets.append((stack.data_dir / "session-secret").read_text().strip())
-    for pem in (stack.data_dir / "keys").glob("*.pem"):
-        body = [line for line in pem.read_text().splitlines() if not line.startswith("-----")]
-        secrets += body[1:4]  # a few lines of the private key itself
+    secrets.append((stack.data_dir / "key-encryption-key").read_text().strip())
+    _, key = stack.active_private_key()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    body = [line for line in pem.decode().splitlines() if not line.startswith("-----")]
+    secrets += body[1:4]  # a few lines of the private key itself
 
     logs = stack.issuer_logs() + stack.resource_logs()
     assert '"msg": "issued access token"' in logs  # the logs did record the session
@@ -105,12 +108,13 @@ def test_errors_never_echo_what_was_sent(session_stack: LoopbackStack) -> None:
         assert marker not in str(response.headers)
 
 
-def test_private_key_files_and_cookie_secret_are_private(session_stack: LoopbackStack) -> None:
-    files = [*sorted((session_stack.data_dir / "keys").glob("*.pem")), session_stack.data_dir / "session-secret"]
-    assert len(files) >= 2
-    for path in files:
-        assert path.stat().st_mode & 0o777 == 0o600, path
-    assert (session_stack.data_dir / "keys").stat().st_mode & 0o077 == 0
+def test_the_issuer_data_directory_and_every_file_in_it_are_private(session_stack: LoopbackStack) -> None:
+    """Password hashes, sealed keys, the key-encryption key and the cookie secret: owner only."""
+    data_dir = session_stack.data_dir
+    names = {path.name for path in data_dir.iterdir()}
+    assert {"issuer.sqlite3", "key-encryption-key", "session-secret"} <= names
+    for path in [data_dir, *data_dir.rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
 
 
 @pytest.fixture

@@ -149,5 +149,6 @@ class ComposeStack(Stack):
         """Return the resource container's output."""
         return self.compose("logs", "--no-color", "--no-log-prefix", "resource").stdout
 
-    def _private_key_pem(self, kid: str) -> bytes:
-        return self.compose("exec", "-T", "issuer", "cat", f"/data/keys/{kid}.pem").stdout.encode()
+    def issuer_python(self, code: str) -> subprocess.CompletedProcess[str]:
+        """Run Python code inside the issuer container."""
+        return self.compose("exec", "-T", "issuer", "python", "-c", code, check=False)

@@ -23,6 +23,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
+
+# Print the kid and PEM of the issuer's active key: what an attacker with the database and the
+# key-encryption key would have. Only tests do this, to show what the verifier checks beyond
+# the signature.
+EXPORT_SIGNING_KEY = """
+from cryptography.hazmat.primitives import serialization as s
+from issuer.settings import IssuerSettings
+settings = IssuerSettings.from_env()
+key = settings.key_store(settings.database(), settings.load_kek()).signing_key()
+pem = key.private_key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()).decode()
+print(key.kid + "\\n" + pem, end="")
+"""
 BIN = Path(sys.executable).parent
 
 
@@ -174,18 +186,17 @@ class Stack(abc.ABC):
         """Return everything the resource has logged."""
 
     @abc.abstractmethod
-    def _private_key_pem(self, kid: str) -> bytes:
-        """Return the PEM file of a key from the issuer's data directory."""
+    def issuer_python(self, code: str) -> subprocess.CompletedProcess[str]:
+        """Run Python code where the issuer runs, with its settings (as `issuer_cli` does)."""
 
     # -- derived helpers ----------------------------------------------------------------------
 
     def active_private_key(self) -> tuple[str, rsa.RSAPrivateKey]:
-        """Return the issuer's signing key, read from its key directory (to forge claims tests)."""
-        listing = self.issuer_cli("keys", "list")
-        assert listing.returncode == 0, listing.stderr
-        line = next(row for row in listing.stdout.splitlines() if row.split()[1:2] == ["active"])
-        kid = line.split()[0]
-        key = serialization.load_pem_private_key(self._private_key_pem(kid), None)
+        """Return the issuer's signing key, unsealed from its database (to forge claims tests)."""
+        result = self.issuer_python(EXPORT_SIGNING_KEY)
+        assert result.returncode == 0, result.stderr
+        kid, _, pem = result.stdout.partition("\n")
+        key = serialization.load_pem_private_key(pem.encode(), None)
         assert isinstance(key, rsa.RSAPrivateKey)
         return kid, key
 
@@ -330,5 +341,13 @@ class LoopbackStack(Stack):
         """Return everything the resource has logged."""
         return self.resource.log()
 
-    def _private_key_pem(self, kid: str) -> bytes:
-        return (self.data_dir / "keys" / f"{kid}.pem").read_bytes()
+    def issuer_python(self, code: str) -> subprocess.CompletedProcess[str]:
+        """Run Python code against the issuer's data, with its environment."""
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.issuer.env},
+            timeout=60,
+            check=False,
+        )
