@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast docker browser demo lint clean bench
+.PHONY: install run test test-fast docker browser services demo lint clean bench
 
 install: $(STAMP)
 
@@ -22,8 +22,8 @@ STAND_IN := jwt-split-python:bookworm
 USE_STAND_IN = if [ -z "$${PYTHON_IMAGE:-}" ] && docker image inspect $(STAND_IN) >/dev/null 2>&1; then \
 	export PYTHON_IMAGE=$(STAND_IN); fi
 
-## All tests: unit, loopback integration, containers, browser.
-test: install docker browser
+## All tests: unit, loopback integration, containers, browser, PostgreSQL and Redis.
+test: install docker browser services
 	@$(USE_STAND_IN); $(BIN)/pytest
 
 ## A Docker engine and Compose v2 (installed and started by scripts/docker-setup where missing).
@@ -34,12 +34,16 @@ docker:
 browser:
 	@scripts/browser-setup
 
+## Debian's PostgreSQL and Redis servers (installed where missing; the tests start their own).
+services:
+	@scripts/services-setup
+
 ## Narrated curl walk-through against the compose stack (started if it is not running).
 demo: docker
 	@$(USE_STAND_IN); scripts/demo
 
 ## Unit, loopback and browser tests only (no Docker).
-test-fast: install browser
+test-fast: install browser services
 	$(BIN)/pytest -m "not container"
 
 ## The benchmark: costs and HTTP throughput measured side by side, printed as a table

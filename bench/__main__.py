@@ -23,10 +23,12 @@ import requests
 
 from bench import micro, report
 from bench.load import wrk
-from bench.services import Service, wait_for
-from issuer import db
-from issuer.keys import KeyStore
+from bench.services import cpu_seconds, label, worker_rss_mib
+from issuer.db import Database
+from issuer.settings import IssuerSettings
 from issuer.tokens import Grant, RefreshTokens, mint_access_token
+from issuer.users import UserStore
+from tests.support.processes import GunicornService, count_events, issuer_process, resource_process
 
 REPO = Path(__file__).resolve().parents[1]
 ISSUER_URL = "http://localhost:8000"
@@ -43,31 +45,45 @@ def say(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def _mint_batch(args: tuple[str, str, int]) -> list[str]:
-    key_dir, db_path, count = args
-    signing = KeyStore(Path(key_dir), Path(db_path)).signing_key()
-    grant = Grant("alice", "cli", "profile admin")
+def _alice(settings: IssuerSettings, database: Database) -> Grant:
+    user = UserStore(database, settings.password_hasher()).get("alice")
+    assert user is not None, "the bench issuer seeds the demo user alice"
+    return Grant(user.id, user.username, "cli", "profile admin")
+
+
+def _mint_batch(args: tuple[str, int]) -> list[str]:
+    data_dir, count = args
+    settings = IssuerSettings(data_dir=Path(data_dir))
+    database = settings.database()
+    signing = settings.key_store(database, settings.load_kek()).signing_key()
+    grant = _alice(settings, database)
+    database.dispose()
     return [mint_access_token(signing, grant, issuer=ISSUER_URL, audience=AUDIENCE, ttl=600)[0] for _ in range(count)]
 
 
 def mint_tokens(data_dir: Path, count: int) -> list[str]:
     """Sign `count` access tokens with the issuer's active key and code, on both cores."""
     half = (count + 1) // 2
-    jobs = [(str(data_dir / "keys"), str(data_dir / "issuer.sqlite3"), half)] * 2
+    jobs = [(str(data_dir), half)] * 2
     with ProcessPoolExecutor(2, mp_context=get_context("fork")) as pool:
         return [token for batch in pool.map(_mint_batch, jobs) for token in batch]
 
 
 def issue_refresh_tokens(data_dir: Path, count: int) -> list[str]:
     """Create refresh tokens for alice directly in the issuer's database, as the issuer does."""
-    conn = db.connect(data_dir / "issuer.sqlite3")
-    try:
-        store = RefreshTokens(conn, 3600)
-        conn.execute("BEGIN IMMEDIATE")
-        tokens = [store.issue(Grant("alice", "cli", "profile admin")) for _ in range(count)]
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    settings = IssuerSettings(data_dir=data_dir)
+    database = settings.database()
+    store = RefreshTokens(
+        database,
+        ttl=settings.refresh_token_ttl,
+        family_ttl=settings.refresh_family_ttl,
+        reuse_grace=settings.refresh_reuse_grace,
+        successor_key=b"issuing needs no successor key",
+    )
+    grant = _alice(settings, database)
+    with database.transaction():
+        tokens = [store.issue(grant) for _ in range(count)]
+    database.dispose()
     return tokens
 
 
@@ -77,11 +93,11 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def measured(url: str, services: list[Service], **options: Any) -> dict[str, Any]:
+def measured(url: str, services: list[GunicornService], **options: Any) -> dict[str, Any]:
     """Run wrk and also count the CPU time the services spent per request (robust to noise)."""
-    before = sum(service.cpu_seconds() for service in services)
+    before = sum(cpu_seconds(service) for service in services)
     result = wrk(url, seconds=options.pop("seconds", SECONDS), **options)
-    spent = sum(service.cpu_seconds() for service in services) - before
+    spent = sum(cpu_seconds(service) for service in services) - before
     return {**asdict(result), "cpu_us_per_request": spent / result.requests * 1e6 if result.requests else 0.0}
 
 
@@ -105,23 +121,72 @@ def combine(runs: list[dict[str, Any]], plain: list[dict[str, Any]] | None = Non
     return combined
 
 
-def resource(name: str, run_dir: Path, issuer: Service, settings: tuple[str, int, int], **env: str) -> Service:
+def resource(
+    name: str, run_dir: Path, issuer: GunicornService, settings: tuple[str, int, int], **env: str
+) -> GunicornService:
     """Prepare a resource service of the given worker settings."""
     worker_class, workers, threads = settings
-    return Service(
-        name,
-        "resource_server:create_app()",
-        {
-            "RESOURCE_ISSUER": ISSUER_URL,
-            "RESOURCE_ISSUER_INTERNAL_URL": issuer.url,
-            "RESOURCE_PUBLIC_URL": "http://localhost:8001",
-            **env,
-        },
-        run_dir,
-        workers=workers,
-        threads=threads,
-        worker_class=worker_class,
+    return resource_process(
+        run_dir, issuer, name=name, env=env, workers=workers, threads=threads, worker_class=worker_class
     )
+
+
+def prepare_services(run_dir: Path, data_dir: Path) -> tuple[GunicornService, GunicornService, GunicornService]:
+    """Prepare the issuer and two resources (local verification, introspection), logs in `run_dir`."""
+    secret = secrets.token_urlsafe(32)
+    issuer = issuer_process(
+        run_dir,
+        public_url=ISSUER_URL,
+        data_dir=data_dir,
+        env={
+            "ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second",
+            "ISSUER_ARGON2_TIME_COST": "1",
+            "ISSUER_ARGON2_MEMORY_KIB": "8192",
+            "ISSUER_JWKS_MAX_AGE": str(JWKS_MAX_AGE),
+            "ISSUER_INTROSPECTION_SECRET": secret,
+        },
+        workers=MAIN_SETTINGS[1],
+        threads=MAIN_SETTINGS[2],
+    )
+    local = resource("resource-local", run_dir, issuer, MAIN_SETTINGS)
+    asking = resource(
+        "resource-introspection",
+        run_dir,
+        issuer,
+        MAIN_SETTINGS,
+        RESOURCE_VERIFICATION="introspection",
+        RESOURCE_INTROSPECTION_SECRET=secret,
+        RESOURCE_JWKS_PREFETCH="false",
+    )
+    return issuer, local, asking
+
+
+def start_services(
+    issuer: GunicornService, local: GunicornService, asking: GunicornService
+) -> tuple[dict[str, str], float]:
+    """Start the services and check both resources accept alice's token.
+
+    Returns the token's bearer header and when the local resource started (`time.monotonic()`).
+    """
+    say("starting the issuer and two resources (local verification, introspection) under gunicorn")
+    issuer.start().wait_answering(timeout=60)
+    local_started = time.monotonic()
+    local.start()
+    asking.start()
+    local.wait_all_workers("jwks loaded", timeout=60)
+    asking.wait_answering(timeout=60)
+    response = requests.post(
+        f"{issuer.url}/token",
+        data={"grant_type": "password", "username": "alice", "password": "wonderland"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    bearer = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    for service in (local, asking):
+        answer = requests.get(f"{service.url}/api/me", headers=bearer, timeout=5)
+        if answer.status_code != 200:
+            raise RuntimeError(f"{service.name} refused a fresh token: {answer.status_code} {answer.text[:200]}")
+    return bearer, local_started
 
 
 def main() -> int:
@@ -140,55 +205,11 @@ def main() -> int:
     say("micro-benchmarks: verify and sign, side by side with raw cryptography")
     results["micro"] = micro.run().as_dict()
 
-    secret = secrets.token_urlsafe(32)
     data_dir = run_dir / "issuer"
-    issuer = Service(
-        "issuer",
-        "issuer:create_app()",
-        {
-            "ISSUER_URL": ISSUER_URL,
-            "ISSUER_DATA_DIR": str(data_dir),
-            "ISSUER_DEMO_USERS": "alice:wonderland:profile admin",
-            "ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second",
-            "ISSUER_ARGON2_TIME_COST": "1",
-            "ISSUER_ARGON2_MEMORY_KIB": "8192",
-            "ISSUER_JWKS_MAX_AGE": str(JWKS_MAX_AGE),
-            "ISSUER_INTROSPECTION_SECRET": secret,
-        },
-        run_dir,
-        workers=MAIN_SETTINGS[1],
-        threads=MAIN_SETTINGS[2],
-    )
-    local = resource("resource-local", run_dir, issuer, MAIN_SETTINGS)
-    asking = resource(
-        "resource-introspection",
-        run_dir,
-        issuer,
-        MAIN_SETTINGS,
-        RESOURCE_VERIFICATION="introspection",
-        RESOURCE_INTROSPECTION_SECRET=secret,
-        RESOURCE_JWKS_PREFETCH="false",
-    )
+    issuer, local, asking = prepare_services(run_dir, data_dir)
     services = [issuer, local, asking]
     try:
-        say("starting the issuer and two resources (local verification, introspection) under gunicorn")
-        issuer.start()
-        wait_for(f"{issuer.url}/healthz")
-        local_started = time.monotonic()
-        local.start()
-        asking.start()
-        local.wait_all_workers("jwks loaded")
-        wait_for(f"{asking.url}/healthz")
-
-        response = requests.post(
-            f"{issuer.url}/token",
-            data={"grant_type": "password", "username": "alice", "password": "wonderland"},
-            timeout=10,
-        )
-        response.raise_for_status()
-        bearer = {"Authorization": f"Bearer {response.json()['access_token']}"}
-        assert requests.get(f"{local.url}/api/me", headers=bearer, timeout=5).status_code == 200
-        assert requests.get(f"{asking.url}/api/me", headers=bearer, timeout=5).status_code == 200
+        bearer, local_started = start_services(issuer, local, asking)
 
         say("warming up every endpoint")
         for url, headers in ((f"{local.url}/healthz", None), (f"{local.url}/api/me", bearer)):
@@ -226,20 +247,24 @@ def main() -> int:
         results["issuer_http"] = {
             "plain": measured(f"{issuer.url}/healthz", [issuer], seconds=2 * SECONDS),
             "refresh": measured(
-                issuer.url, [issuer], seconds=2 * SECONDS, script="refresh.lua", script_args=(str(refresh_file),)
+                issuer.url,
+                [issuer],
+                seconds=2 * SECONDS,
+                script="tokens.lua",
+                script_args=(str(refresh_file), "refresh"),
             ),
         }
 
         results["jwks"] = {
-            "fetches": issuer.count("request", "/.well-known/jwks.json"),
+            "fetches": count_events(issuer.log(), "request", "/.well-known/jwks.json"),
             "workers": local.workers,
             "seconds": time.monotonic() - local_started,
             "max_age": JWKS_MAX_AGE,
         }
         results["rss_mib"] = {
-            "issuer": issuer.worker_rss_mib(),
-            "resource (local)": local.worker_rss_mib(),
-            "resource (introspection)": asking.worker_rss_mib(),
+            "issuer": worker_rss_mib(issuer),
+            "resource (local)": worker_rss_mib(local),
+            "resource (introspection)": worker_rss_mib(asking),
         }
         local.stop()
         asking.stop()
@@ -250,7 +275,7 @@ def main() -> int:
             candidate = resource(f"resource-{settings[0]}-{settings[1]}x{settings[2]}", run_dir, issuer, settings)
             services.append(candidate)
             candidate.start()
-            candidate.wait_all_workers("jwks loaded")
+            candidate.wait_all_workers("jwks loaded", timeout=60)
             wrk(f"{candidate.url}/healthz", seconds=1)
             plain_runs, new_runs = [], []
             for round_no in range(2):
@@ -264,7 +289,7 @@ def main() -> int:
                     )
                 )
             compared.append(
-                {"settings": candidate.label, "plain": combine(plain_runs), "local_new": combine(new_runs, plain_runs)}
+                {"settings": label(candidate), "plain": combine(plain_runs), "local_new": combine(new_runs, plain_runs)}
             )
             candidate.stop()
         results["gunicorn"] = compared

@@ -71,7 +71,7 @@ def run(rounds: int = 60) -> MicroResults:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = private.public_key()
     kid = public_jwk(public)["kid"]
-    grant = Grant("alice", "cli", "profile admin")
+    grant = Grant("alice-id", "alice", "cli", "profile admin")
     signing = SigningKey(kid, private)
     now = int(time.time())
     tokens = [

@@ -1,19 +1,26 @@
-"""Fixtures shared by the integration suites: running stacks on two backends.
+"""Fixtures shared by the integration suites: running stacks on two backends, and databases.
 
 `stack` and `make_stack` are parametrized: every test that uses them runs once against
 gunicorn processes on loopback and once against Docker Compose containers (marked
 `container`), so both deployments prove the same behaviour.
+
+`postgres_server` and `redis_server` run private servers from Debian's packages for the
+session (`make services` installs them); without them a test that asks fails, never skips.
+`postgres_url` gives each test an empty database of its own on that PostgreSQL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import databases
 from tests.support.compose import ComposeStack, build_images, compose_available
+from tests.support.processes import NotStarted
 from tests.support.stack import LoopbackStack, Stack
 
 StackFactory = Callable[..., Stack]
@@ -61,3 +68,32 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack
     yield factory
     for built in made:
         built.close()
+
+
+def _serve(server: AbstractContextManager[str]) -> Iterator[str]:
+    """Yield the URL of a started server; fail (never skip) the tests when it cannot start."""
+    with ExitStack() as running:
+        try:
+            url = running.enter_context(server)
+        except NotStarted as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A private PostgreSQL for the session: `postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres`."""
+    yield from _serve(databases.postgres_server())
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """An empty database of the test's own on the session's PostgreSQL, dropped after the test."""
+    with databases.fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A private Redis without persistence for the session: `redis://127.0.0.1:PORT/0`."""
+    yield from _serve(databases.redis_server())

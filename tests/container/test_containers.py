@@ -26,11 +26,12 @@ def containers(compose_images: None, tmp_path_factory: pytest.TempPathFactory) -
     running.close()
 
 
-def test_resource_container_holds_no_private_key(containers: ComposeStack) -> None:
+def files_holding_a_private_key(containers: ComposeStack, service: str) -> list[str]:
+    """Return every file in the service's container that holds a PEM private key block."""
     found = containers.compose(
         "exec",
         "-T",
-        "resource",
+        service,
         "grep",
         "-rlIsE",
         "--exclude-dir=proc",
@@ -41,24 +42,16 @@ def test_resource_container_holds_no_private_key(containers: ComposeStack) -> No
         check=False,
     )
     # grep exits 2 for files the unprivileged user cannot read (/etc/shadow): judge by output.
-    assert found.stdout == "", f"private key material found in the resource container: {found.stdout}"
+    return found.stdout.split()
+
+
+def test_resource_container_holds_no_private_key(containers: ComposeStack) -> None:
+    found = files_holding_a_private_key(containers, "resource")
+    assert found == [], f"private key material found in the resource container: {found}"
 
 
 def test_issuer_keeps_its_private_key_only_in_the_data_volume(containers: ComposeStack) -> None:
-    found = containers.compose(
-        "exec",
-        "-T",
-        "issuer",
-        "grep",
-        "-rlIsE",
-        "--exclude-dir=proc",
-        "--exclude-dir=sys",
-        "--exclude-dir=dev",
-        PEM_PRIVATE_KEY,
-        "/",
-        check=False,
-    )
-    paths = found.stdout.split()
+    paths = files_holding_a_private_key(containers, "issuer")
     assert paths, "the issuer should hold its key"
     assert all(path.startswith("/data/keys/") for path in paths), paths
 

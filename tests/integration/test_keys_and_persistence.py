@@ -6,7 +6,7 @@ import jwt
 import requests
 
 from tests.conftest import StackFactory
-from tests.support.stack import wait_until
+from tests.support.processes import wait_until
 
 
 def _kid(token: str) -> str:

@@ -7,7 +7,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import StackFactory
-from tests.support.stack import answers, wait_until
+from tests.support.processes import answers, wait_until
 from tests.support.tokens import make_claims, new_rsa_key, sign
 
 

@@ -16,7 +16,8 @@ import jwt
 import requests
 
 from tests.conftest import StackFactory
-from tests.support.stack import Stack, wait_until
+from tests.support.processes import wait_until
+from tests.support.stack import Stack
 
 FAST_LIFECYCLE = {
     "ISSUER_JWKS_MAX_AGE": "2",

@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.support.stack import Stack, answers, free_port, wait_until
+from tests.support.processes import answers, free_port, wait_until
+from tests.support.stack import Stack
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,13 +7,10 @@ backend offers the same methods so the same test functions run against both depl
 from __future__ import annotations
 
 import abc
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,14 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
+from tests.support.processes import (
+    count_events,
+    free_port,
+    issuer_process,
+    pids_that_logged,
+    resource_process,
+    wait_until,
+)
 
 # Print the kid and PEM of the issuer's active key: what an attacker with the database and the
 # key-encryption key would have. Only tests do this, to show what the verifier checks beyond
@@ -35,86 +39,6 @@ key = settings.key_store(settings.database(), settings.load_kek()).signing_key()
 pem = key.private_key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()).decode()
 print(key.kid + "\\n" + pem, end="")
 """
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(predicate: Any, *, timeout: float = 20.0, interval: float = 0.1, what: str = "condition") -> None:
-    """Poll `predicate()` until it is true, failing the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def answers(url: str, status: int = 200) -> bool:
-    """Return whether GET url answers with the given status."""
-    try:
-        return requests.get(url, timeout=1).status_code == status
-    except requests.RequestException:
-        return False
-
-
-class GunicornService:
-    """One service under gunicorn, its output in a log file."""
-
-    def __init__(self, name: str, app: str, port: int, env: Mapping[str, str], log_path: Path) -> None:
-        self.name = name
-        self.app = app
-        self.port = port
-        self.env = dict(env)
-        self.log_path = log_path
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start gunicorn (returns at once; use `wait_until` for readiness)."""
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(BIN / "gunicorn"),
-                    "-c",
-                    "python:shared.gunicorn_conf",
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                    self.app,
-                ],
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def signal(self, signum: int) -> None:
-        """Send a signal to gunicorn's master and workers."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signum)
-
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop gunicorn (SIGKILL with `kill`) and wait for it to exit."""
-        if self.proc is None:
-            return
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
-        self.proc = None
-
-    def log(self) -> str:
-        """Return everything the service has logged."""
-        return self.log_path.read_text(errors="replace")
 
 
 class Stack(abc.ABC):
@@ -146,8 +70,7 @@ class Stack(abc.ABC):
 
     def all_workers_hold_keys(self) -> bool:
         """Return whether every resource worker has logged loading the JWKS."""
-        loaded = {e.get("pid") for e in log_events(self.resource_logs()) if e.get("msg") == "jwks loaded"}
-        return len(loaded) >= self.workers
+        return len(pids_that_logged(self.resource_logs(), "jwks loaded")) >= self.workers
 
     @abc.abstractmethod
     def start_issuer(self) -> None:
@@ -202,11 +125,7 @@ class Stack(abc.ABC):
 
     def jwks_fetches(self) -> int:
         """Return how many times the issuer has served the JWKS."""
-        return sum(
-            1
-            for e in log_events(self.issuer_logs())
-            if e.get("path") == "/.well-known/jwks.json" and e.get("msg") == "request"
-        )
+        return count_events(self.issuer_logs(), "request", "/.well-known/jwks.json")
 
     def token(self, username: str = "alice", password: str = "wonderland", **params: str) -> dict[str, Any]:
         """Get tokens with the password grant, as the README's curl walk-through does."""
@@ -227,18 +146,6 @@ class Stack(abc.ABC):
         return requests.get(f"{self.resource_url}{path}", headers=headers, timeout=10, **kwargs)
 
 
-def log_events(text: str) -> list[dict[str, Any]]:
-    """Return the JSON log lines in a service's output."""
-    events = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
-
-
 class LoopbackStack(Stack):
     """The issuer and the resource as gunicorn processes on free loopback ports."""
 
@@ -256,37 +163,21 @@ class LoopbackStack(Stack):
         self.workers = workers
         root.mkdir(parents=True, exist_ok=True)
         self.data_dir = root / "issuer-data"
-        issuer_port, resource_port = free_port(), free_port()
-        self.public_issuer = f"http://localhost:{issuer_port}"
-        common = {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": "4"}
-        self.issuer = GunicornService(
-            "issuer",
-            "issuer:create_app()",
-            issuer_port,
-            {
-                **common,
-                "ISSUER_URL": self.public_issuer,
-                "ISSUER_DATA_DIR": str(self.data_dir),
-                "ISSUER_DEMO_USERS": DEMO_USERS,
-                "ISSUER_WEB_REDIRECT_URIS": f"http://localhost:{resource_port}/callback",
-                **(issuer_env or {}),
-            },
-            root / "issuer.log",
+        resource_port = free_port()
+        self.issuer = issuer_process(
+            root,
+            data_dir=self.data_dir,
+            env={"ISSUER_WEB_REDIRECT_URIS": f"http://localhost:{resource_port}/callback", **(issuer_env or {})},
+            workers=workers,
         )
-        self.resource = GunicornService(
-            "resource",
-            "resource_server:create_app()",
-            resource_port,
-            {
-                **common,
-                "RESOURCE_ISSUER": self.public_issuer,
-                "RESOURCE_ISSUER_INTERNAL_URL": f"http://127.0.0.1:{issuer_port}",
-                "RESOURCE_PUBLIC_URL": f"http://localhost:{resource_port}",
-                "RESOURCE_JWKS_COOLDOWN": "1",
-                **(resource_env or {}),
-            },
-            root / "resource.log",
+        self.resource = resource_process(
+            root,
+            self.issuer,
+            port=resource_port,
+            env={"RESOURCE_JWKS_COOLDOWN": "1", **(resource_env or {})},
+            workers=workers,
         )
+        self.public_issuer = self.issuer.env["ISSUER_URL"]
         self.issuer_url = self.issuer.url
         self.resource_url = self.resource.url
 
@@ -294,8 +185,7 @@ class LoopbackStack(Stack):
 
     def start_issuer(self) -> None:
         """Start the issuer and wait until it answers."""
-        self.issuer.start()
-        wait_until(lambda: answers(f"{self.issuer_url}/healthz"), what="the issuer to answer")
+        self.issuer.start().wait_answering()
 
     def stop_issuer(self) -> None:
         """Stop the issuer process (connections are then refused)."""
@@ -311,8 +201,7 @@ class LoopbackStack(Stack):
 
     def start_resource(self) -> None:
         """Start the resource and wait until it answers (ready or not)."""
-        self.resource.start()
-        wait_until(lambda: answers(f"{self.resource_url}/healthz"), what="the resource to answer")
+        self.resource.start().wait_answering()
 
     def close(self) -> None:
         """Stop everything."""
