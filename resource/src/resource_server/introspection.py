@@ -18,9 +18,10 @@ from urllib.parse import quote
 
 import requests
 
-from resource_server.jwks import KeysUnavailable
+from resource_server.settings import ResourceSettings
+from shared.errors import InvalidToken, TokenExpired, VerificationUnavailable
 from shared.jose import b64url_decode
-from shared.verifier import InvalidToken, TokenExpired
+from shared.jsonread import read_json
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,12 @@ log = logging.getLogger(__name__)
 _RESPONSE_MEMBERS = {"active", "token_type", "username"}
 
 
-class IntrospectionUnavailable(KeysUnavailable):
+class IntrospectionUnavailable(VerificationUnavailable):
     """The issuer could not answer an introspection request: a 503 of ours, not a 401."""
 
 
 class IntrospectingVerifier:
-    """Verify tokens by asking the issuer's introspection endpoint about each one."""
+    """Verify tokens by asking the issuer's introspection endpoint about each one (a TokenVerifier)."""
 
     def __init__(
         self,
@@ -43,9 +44,9 @@ class IntrospectingVerifier:
         secret: str,
         issuer: str,
         audience: str,
-        leeway: int = 10,
-        max_token_bytes: int = 4096,
-        timeout: float = 2.0,
+        leeway: int,
+        max_token_bytes: int,
+        timeout: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
@@ -58,6 +59,21 @@ class IntrospectingVerifier:
         self.timeout = timeout
         self.clock = clock
         self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings: ResourceSettings, **options: Any) -> IntrospectingVerifier:
+        """Build the verifier the settings describe (`options`: clock)."""
+        return cls(
+            settings.introspection_url,
+            client_id=settings.introspection_client_id,
+            secret=settings.introspection_secret,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway=settings.leeway,
+            max_token_bytes=settings.max_token_bytes,
+            timeout=settings.issuer_timeout,
+            **options,
+        )
 
     def _session(self) -> requests.Session:
         # One keep-alive connection per thread: requests' sessions are not meant to be shared.
@@ -96,7 +112,7 @@ class IntrospectingVerifier:
             log.error("introspection failed", extra={"fields": {"status": response.status_code}})
             raise IntrospectionUnavailable(f"the introspection endpoint answered HTTP {response.status_code}")
         try:
-            answer = response.json()
+            answer = read_json(response.content)
         except ValueError as exc:
             raise IntrospectionUnavailable("the introspection endpoint answered something other than JSON") from exc
         if not isinstance(answer, dict):
