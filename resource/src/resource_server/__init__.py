@@ -22,10 +22,10 @@ def create_app(settings: ResourceSettings | None = None) -> Flask:
     # Tokens travel in headers; a body is never needed, so keep any that arrives small.
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
 
-    jwks = JwksClient.from_settings(settings)
+    jwks = JwksClient(settings)
     verifier: TokenVerifier
     if settings.verification == "introspection":
-        verifier = IntrospectingVerifier.from_settings(settings)
+        verifier = IntrospectingVerifier(settings)
     else:
         verifier = Verifier(
             jwks,
@@ -37,7 +37,7 @@ def create_app(settings: ResourceSettings | None = None) -> Flask:
         )
     app.extensions["resource.settings"] = settings
     app.extensions["resource.jwks"] = jwks
-    app.extensions["resource.issuer_client"] = IssuerClient.from_settings(settings)
+    app.extensions["resource.issuer_client"] = IssuerClient(settings)
     app.extensions["resource.verifier"] = verifier
 
     if settings.jwks_prefetch:

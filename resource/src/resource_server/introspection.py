@@ -36,44 +36,17 @@ class IntrospectionUnavailable(VerificationUnavailable):
 class IntrospectingVerifier:
     """Verify tokens by asking the issuer's introspection endpoint about each one (a TokenVerifier)."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        client_id: str,
-        secret: str,
-        issuer: str,
-        audience: str,
-        leeway: int,
-        max_token_bytes: int,
-        timeout: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.url = url
+    def __init__(self, settings: ResourceSettings, *, clock: Callable[[], float] = time.time) -> None:
+        self.url = settings.introspection_url
         # client_secret_basic: both parts form-urlencoded first (RFC 6749 section 2.3.1).
-        self._auth = (quote(client_id, safe=""), quote(secret, safe=""))
-        self.issuer = issuer
-        self.audience = audience
-        self.leeway = leeway
-        self.max_token_bytes = max_token_bytes
-        self.timeout = timeout
+        self._auth = (quote(settings.introspection_client_id, safe=""), quote(settings.introspection_secret, safe=""))
+        self.issuer = settings.issuer
+        self.audience = settings.audience
+        self.leeway = settings.leeway
+        self.max_token_bytes = settings.max_token_bytes
+        self.timeout = settings.issuer_timeout
         self.clock = clock
         self._local = threading.local()
-
-    @classmethod
-    def from_settings(cls, settings: ResourceSettings, **options: Any) -> IntrospectingVerifier:
-        """Build the verifier the settings describe (`options`: clock)."""
-        return cls(
-            settings.introspection_url,
-            client_id=settings.introspection_client_id,
-            secret=settings.introspection_secret,
-            issuer=settings.issuer,
-            audience=settings.audience,
-            leeway=settings.leeway,
-            max_token_bytes=settings.max_token_bytes,
-            timeout=settings.issuer_timeout,
-            **options,
-        )
 
     def _session(self) -> requests.Session:
         # One keep-alive connection per thread: requests' sessions are not meant to be shared.

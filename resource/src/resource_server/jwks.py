@@ -24,7 +24,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -51,24 +50,18 @@ class JwksClient:
 
     def __init__(
         self,
-        url: str,
+        settings: ResourceSettings,
         *,
-        timeout: float,
-        max_bytes: int,
-        default_ttl: float,
-        min_ttl: float,
-        max_ttl: float,
-        cooldown: float,
         clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
     ) -> None:
-        self.url = url
-        self.timeout = timeout
-        self.max_bytes = max_bytes
-        self.default_ttl = default_ttl
-        self.min_ttl = min_ttl
-        self.max_ttl = max(min_ttl, max_ttl)
-        self.cooldown = cooldown
+        self.url = settings.jwks_url
+        self.timeout = settings.jwks_timeout
+        self.max_bytes = settings.jwks_max_bytes
+        self.default_ttl = settings.jwks_default_ttl
+        self.min_ttl = settings.jwks_min_ttl
+        self.max_ttl = max(settings.jwks_min_ttl, settings.jwks_max_ttl)
+        self.cooldown = settings.jwks_cooldown
         self.clock = clock
         self.session = session or requests.Session()
         self.fetch_count = 0
@@ -82,20 +75,6 @@ class JwksClient:
         self._unknown: dict[str, float] = {}
         self._parsed: dict[str, tuple[str, rsa.RSAPublicKey]] = {}
         self._subscribers: list[Callable[[frozenset[str]], None]] = []
-
-    @classmethod
-    def from_settings(cls, settings: ResourceSettings, **options: Any) -> JwksClient:
-        """Build the client the settings describe (`options`: clock, session)."""
-        return cls(
-            settings.jwks_url,
-            timeout=settings.jwks_timeout,
-            max_bytes=settings.jwks_max_bytes,
-            default_ttl=settings.jwks_default_ttl,
-            min_ttl=settings.jwks_min_ttl,
-            max_ttl=settings.jwks_max_ttl,
-            cooldown=settings.jwks_cooldown,
-            **options,
-        )
 
     @property
     def kids(self) -> list[str]:

@@ -53,36 +53,16 @@ class AuthorizationRequest:
 class IssuerClient:
     """Talk to the issuer's authorization, token and revocation endpoints."""
 
-    def __init__(
-        self,
-        *,
-        public_issuer: str,
-        internal_issuer: str,
-        client_id: str,
-        redirect_uri: str,
-        scope: str,
-        timeout: float,
-    ) -> None:
-        self.authorize_url = f"{public_issuer}/authorize"
-        self.token_url = f"{internal_issuer}/token"
-        self.revoke_url = f"{internal_issuer}/revoke"
-        self.client_id = client_id
-        self.redirect_uri = redirect_uri
-        self.scope = scope
-        self.timeout = timeout
+    def __init__(self, settings: ResourceSettings) -> None:
+        # The browser is sent to the public URL; the back channel uses the internal one.
+        self.authorize_url = f"{settings.issuer}/authorize"
+        self.token_url = f"{settings.issuer_internal_url}/token"
+        self.revoke_url = f"{settings.issuer_internal_url}/revoke"
+        self.client_id = settings.client_id
+        self.redirect_uri = settings.redirect_uri
+        self.scope = settings.scope
+        self.timeout = settings.issuer_timeout
         self.session = requests.Session()
-
-    @classmethod
-    def from_settings(cls, settings: ResourceSettings) -> IssuerClient:
-        """Build the client the settings describe."""
-        return cls(
-            public_issuer=settings.issuer,
-            internal_issuer=settings.issuer_internal_url,
-            client_id=settings.client_id,
-            redirect_uri=settings.redirect_uri,
-            scope=settings.scope,
-            timeout=settings.issuer_timeout,
-        )
 
     def authorization_request(self) -> AuthorizationRequest:
         """Start the flow: a fresh state and PKCE verifier, and the issuer URL to visit."""

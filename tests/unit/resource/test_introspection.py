@@ -11,6 +11,7 @@ from issuer.keys import KeyStore
 from issuer.settings import IntrospectionSettings
 from issuer.tokens import Grant, mint_access_token
 from resource_server.introspection import IntrospectingVerifier, IntrospectionUnavailable
+from resource_server.settings import ResourceSettings
 from shared.errors import InvalidToken, TokenExpired, VerificationUnavailable
 from tests.support.fakes import JwksServer, LiveIssuer
 from tests.support.tokens import make_claims, new_rsa_key, sign
@@ -24,18 +25,18 @@ def issuer(live_issuer: LiveIssuer) -> LiveIssuer:
     return live_issuer
 
 
-def _verifier(url: str, issuer: str, **options: Any) -> IntrospectingVerifier:
-    settings: dict[str, Any] = {
-        "client_id": "resource-api",
-        "secret": SECRET,
-        "issuer": issuer,
-        "audience": "jwt-split-api",
-        "leeway": 10,
-        "max_token_bytes": 4096,
-        "timeout": 2.0,
+def _verifier(url: str, issuer: str, *, secret: str = SECRET, **options: Any) -> IntrospectingVerifier:
+    settings = ResourceSettings(
+        verification="introspection",
+        introspection_url=f"{url}/introspect",
+        introspection_client_id="resource-api",
+        introspection_secret=secret,
+        issuer=issuer,
+        audience="jwt-split-api",
+        issuer_timeout=2.0,
         **options,
-    }
-    return IntrospectingVerifier(f"{url}/introspect", **settings)
+    )
+    return IntrospectingVerifier(settings)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from resource_server.jwks import JwksClient, KeysUnavailable, UnknownKey
+from resource_server.settings import ResourceSettings
 from shared.jose import public_jwk
 from tests.support.fakes import FakeClock, JwksServer
 from tests.support.tokens import kid_of
@@ -43,17 +44,18 @@ def make_client(jwks_server: JwksServer, clock: FakeClock) -> Iterator[ClientFac
         session = requests.Session()
         sessions.append(session)
         settings: dict[str, Any] = {
+            "url": jwks_server.url,
             "timeout": 0.5,
             "max_bytes": 64 * 1024,
             "default_ttl": 300,
             "min_ttl": 30,
             "max_ttl": 3600,
             "cooldown": COOLDOWN,
-            "clock": clock,
-            "session": session,
             **options,
         }
-        return JwksClient(settings.pop("url", jwks_server.url), **settings)
+        # The client's own names for its settings, which ResourceSettings prefixes.
+        resource = ResourceSettings(**{f"jwks_{name}": value for name, value in settings.items()})
+        return JwksClient(resource, clock=clock, session=session)
 
     yield make
     _wait_for_background_refresh()

@@ -20,6 +20,7 @@ from resource_server.oauth_client import (
     IssuerError,
     IssuerUnavailable,
 )
+from resource_server.settings import ResourceSettings
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path, query
 from tests.support.fakes import JwksServer, LiveIssuer
 
@@ -36,12 +37,14 @@ def make_client() -> Iterator[ClientFactory]:
 
     def make(internal_issuer: str, *, public_issuer: str = PUBLIC_ISSUER, timeout: float = 2.0) -> IssuerClient:
         client = IssuerClient(
-            public_issuer=public_issuer,
-            internal_issuer=internal_issuer,
-            client_id="resource-web",
-            redirect_uri=WEB_REDIRECT_URI,
-            scope="profile admin",
-            timeout=timeout,
+            ResourceSettings(
+                issuer=public_issuer,
+                issuer_internal_url=internal_issuer,
+                client_id="resource-web",
+                public_url=WEB_REDIRECT_URI.removesuffix("/callback"),
+                scope="profile admin",
+                issuer_timeout=timeout,
+            )
         )
         made.append(client)
         return client

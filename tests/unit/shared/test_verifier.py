@@ -783,7 +783,7 @@ def test_withdrawing_a_kid_from_the_jwks_purges_its_cached_tokens(
 ) -> None:
     jwks_server.serve_keys(rsa_key, other_rsa_key)
     with requests.Session() as session:
-        jwks = JwksClient.from_settings(ResourceSettings(jwks_url=jwks_server.url, jwks_cooldown=0), session=session)
+        jwks = JwksClient(ResourceSettings(jwks_url=jwks_server.url, jwks_cooldown=0), session=session)
         verifier = Verifier(jwks, issuer=ISSUER, audience=AUDIENCE)
         withdrawn = sign(make_claims(), rsa_key)
         kept = sign(make_claims(), other_rsa_key)
