@@ -37,8 +37,8 @@ class ResourceSettings:
     jwks_prefetch: bool = True
     log_level: str = "INFO"
     token_cache_size: int = DEFAULT_CACHE_SIZE
-    # Per client address and worker: each callback costs a code exchange at the issuer.
-    callback_rate_limit: str = "20 per minute"
+    # Per client address and worker (in memory): each callback costs a code exchange at the issuer.
+    callback_rate_limit: str = "10 per minute"
     verification: str = "local"
     introspection_url: str = "http://localhost:8000/introspect"
     introspection_client_id: str = "resource-api"

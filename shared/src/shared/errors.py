@@ -149,7 +149,7 @@ class VerificationUnavailable(ApiError):
     def __init__(self, reason: str) -> None:
         # The reason is for the log; the client learns only that it should retry.
         super().__init__(
-            "verification keys are not available yet; try again shortly",
+            "tokens cannot be verified right now; try again shortly",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
         self.reason = reason

@@ -19,9 +19,10 @@ from werkzeug.test import TestResponse
 from resource_server import create_app
 from resource_server.jwks import JwksClient
 from resource_server.oauth_client import IssuerClient
+from resource_server.pages import SpentStates
 from resource_server.settings import ResourceSettings
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
-from tests.support.fakes import JwksServer, LiveIssuer
+from tests.support.fakes import FakeClock, JwksServer, LiveIssuer
 from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
 
 PUBLIC_URL = "http://localhost:8001"
@@ -607,3 +608,24 @@ def test_a_refresh_refused_with_invalid_grant_forgets_the_cookies(
     assert "Log in</a>" in response.get_data(as_text=True)
     for name in TOKEN_COOKIES:
         _assert_deleted(response, name)
+
+
+# -- spent states ---------------------------------------------------------------------------
+
+
+def test_a_spent_state_is_refused_until_a_login_cookie_would_have_expired(clock: FakeClock) -> None:
+    spent = SpentStates(600, 10, clock=clock)
+    assert spent.spend("state-1") is True
+    assert spent.spend("state-1") is False
+    clock.advance(599)
+    assert spent.spend("state-1") is False
+    clock.advance(1)
+    assert spent.spend("state-1") is True  # its cookie is long gone: nothing left to replay
+
+
+def test_spent_states_are_bounded(clock: FakeClock) -> None:
+    spent = SpentStates(600, 3, clock=clock)
+    for number in range(5):
+        assert spent.spend(f"state-{number}") is True
+    assert spent.spend("state-4") is False
+    assert spent.spend("state-0") is True  # the oldest made room
