@@ -25,10 +25,11 @@ How, and how fast (see the README's Performance section):
 
 - The signature is checked by PyJWT's RS256 algorithm object. The compact serialization and
   the claims are handled here, by PyJWT's own rules, because PyJWT 2.15's per-character
-  base64url check alone costs more than the RSA verify: `_segment` applies its alphabet,
-  padding and canonical-encoding rules with C-speed stdlib calls, and `_claims_of` its claim
-  rules on an injectable clock. The unit tests hold this path to accepting and rejecting
-  exactly what `jwt.decode` (behind the header policy above) does.
+  base64url check alone costs more than the RSA verify: `_segment` applies its alphabet and
+  canonical-encoding rules with C-speed stdlib calls, and `_claims_of` its claim rules on an
+  injectable clock. The unit tests hold this path to accepting and rejecting exactly what
+  `jwt.decode` (behind the header policy above) does, except where we are deliberately
+  stricter: no `=` padding (PyJWT accepts it), strict JSON, NumericDates that are numbers.
 - A protected header that led to a verified token is remembered (at most 64): the next token
   with the same header segment skips decoding it; the header policy is a function of those
   bytes alone.
