@@ -46,6 +46,7 @@ class JwksServer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._stopped = threading.Event()
         self._released = threading.Event()
         self._released.set()
@@ -71,6 +72,12 @@ class JwksServer:
         """Return how many requests arrived."""
         with self._lock:
             return len(self.paths)
+
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until `count` requests have arrived (each has already taken its answer)."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.paths) >= count, timeout=timeout):
+                raise TimeoutError(f"{count} requests did not arrive within {timeout} s")
 
     def serve_keys(self, *keys: rsa.RSAPrivateKey, cache_control: str | None = "public, max-age=300") -> None:
         """Answer with the public JWKs of these keys."""
@@ -110,6 +117,7 @@ class JwksServer:
     def _snapshot(self, path: str) -> tuple[int, bytes, dict[str, str]]:
         with self._lock:
             self.paths.append(path)
+            self._arrived.notify_all()
             return self.status, self.body, dict(self.headers)
 
     def _wait_released(self) -> None:

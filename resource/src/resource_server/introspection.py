@@ -18,9 +18,10 @@ from urllib.parse import quote
 
 import requests
 
-from resource_server.jwks import KeysUnavailable
+from resource_server.settings import ResourceSettings
+from shared.errors import InvalidToken, TokenExpired, VerificationUnavailable
 from shared.jose import b64url_decode
-from shared.verifier import InvalidToken, TokenExpired
+from shared.jsonread import read_json
 
 log = logging.getLogger(__name__)
 
@@ -28,34 +29,22 @@ log = logging.getLogger(__name__)
 _RESPONSE_MEMBERS = {"active", "token_type", "username"}
 
 
-class IntrospectionUnavailable(KeysUnavailable):
+class IntrospectionUnavailable(VerificationUnavailable):
     """The issuer could not answer an introspection request: a 503 of ours, not a 401."""
 
 
 class IntrospectingVerifier:
-    """Verify tokens by asking the issuer's introspection endpoint about each one."""
+    """Verify tokens by asking the issuer's introspection endpoint about each one (a TokenVerifier)."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        client_id: str,
-        secret: str,
-        issuer: str,
-        audience: str,
-        leeway: int = 10,
-        max_token_bytes: int = 4096,
-        timeout: float = 2.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.url = url
+    def __init__(self, settings: ResourceSettings, *, clock: Callable[[], float] = time.time) -> None:
+        self.url = settings.introspection_url
         # client_secret_basic: both parts form-urlencoded first (RFC 6749 section 2.3.1).
-        self._auth = (quote(client_id, safe=""), quote(secret, safe=""))
-        self.issuer = issuer
-        self.audience = audience
-        self.leeway = leeway
-        self.max_token_bytes = max_token_bytes
-        self.timeout = timeout
+        self._auth = (quote(settings.introspection_client_id, safe=""), quote(settings.introspection_secret, safe=""))
+        self.issuer = settings.issuer
+        self.audience = settings.audience
+        self.leeway = settings.leeway
+        self.max_token_bytes = settings.max_token_bytes
+        self.timeout = settings.issuer_timeout
         self.clock = clock
         self._local = threading.local()
 
@@ -96,7 +85,7 @@ class IntrospectingVerifier:
             log.error("introspection failed", extra={"fields": {"status": response.status_code}})
             raise IntrospectionUnavailable(f"the introspection endpoint answered HTTP {response.status_code}")
         try:
-            answer = response.json()
+            answer = read_json(response.content)
         except ValueError as exc:
             raise IntrospectionUnavailable("the introspection endpoint answered something other than JSON") from exc
         if not isinstance(answer, dict):

@@ -8,7 +8,12 @@
   starts the cooldown; a scheduled refresh does not), one fetch at a time
   (concurrent requests wait for it); unknown kids are remembered for a cooldown, so a flood
   of them neither reaches the issuer nor queues behind a fetch in progress.
-- Any failure (issuer down, slow, redirecting, oversized, garbage) keeps the keys it has.
+- A request that waited for a fetch reuses its answer only if that fetch began after the
+  request started waiting: an answer taken before a new key was published (a scheduled
+  refresh in flight during an emergency rotation) must not turn the new key away.
+- Any failure (issuer down, slow, redirecting, oversized, garbage, JSON nested past the
+  parser's depth) is a failed fetch and keeps the keys it has; the background threads log
+  anything unexpected and carry on.
 - `prefetch()` loads keys at start-up in the background, retrying until the issuer answers.
 """
 
@@ -25,19 +30,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.datastructures import ResponseCacheControl
 from werkzeug.http import parse_cache_control_header
 
+from resource_server.settings import ResourceSettings
+from shared.errors import KeysUnavailable, UnknownKey
 from shared.jose import JwkError, load_verification_key
+
+__all__ = ["JwksClient", "JwksFetchError", "KeysUnavailable", "UnknownKey"]
 
 log = logging.getLogger(__name__)
 
 MAX_UNKNOWN_KIDS = 1024
-
-
-class KeysUnavailable(Exception):
-    """No verification key could be loaded: the issuer has not been reachable yet."""
-
-
-class UnknownKey(Exception):
-    """The token names a `kid` the issuer does not publish."""
 
 
 class JwksFetchError(Exception):
@@ -49,31 +50,25 @@ class JwksClient:
 
     def __init__(
         self,
-        url: str,
+        settings: ResourceSettings,
         *,
-        timeout: float = 2.0,
-        max_bytes: int = 64 * 1024,
-        default_ttl: float = 300,
-        min_ttl: float = 30,
-        max_ttl: float = 86400,
-        cooldown: float = 10,
         clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
     ) -> None:
-        self.url = url
-        self.timeout = timeout
-        self.max_bytes = max_bytes
-        self.default_ttl = default_ttl
-        self.min_ttl = min_ttl
-        self.max_ttl = max(min_ttl, max_ttl)
-        self.cooldown = cooldown
+        self.url = settings.jwks_url
+        self.timeout = settings.jwks_timeout
+        self.max_bytes = settings.jwks_max_bytes
+        self.default_ttl = settings.jwks_default_ttl
+        self.min_ttl = settings.jwks_min_ttl
+        self.max_ttl = max(settings.jwks_min_ttl, settings.jwks_max_ttl)
+        self.cooldown = settings.jwks_cooldown
         self.clock = clock
         self.session = session or requests.Session()
         self.fetch_count = 0
         self._keys: Mapping[str, rsa.RSAPublicKey] = {}
         self._fresh_until = float("-inf")
         self._next_fetch_at = float("-inf")
-        self._generation = 0  # fetches finished so far
+        self._fetches_begun = 0
         self._fetch_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._background = False
@@ -101,7 +96,7 @@ class JwksClient:
             return key
         if keys and self._recently_unknown(kid, now):
             raise UnknownKey(kid)
-        self._fetch_if_allowed(for_unknown_kid=True)
+        self._fetch_if_allowed(wanted_kid=kid)
         key = self._keys.get(kid)
         if key is not None:
             return key
@@ -120,7 +115,10 @@ class JwksClient:
 
     def _prefetch_until_loaded(self) -> None:
         while True:
-            self._fetch_if_allowed()
+            try:
+                self._fetch_if_allowed()
+            except Exception:  # the loop's outermost guard: it must outlive any bug
+                log.exception("jwks prefetch failed; retrying")
             if self._keys:
                 return
             time.sleep(max(0.05, min(self._next_fetch_at - self.clock(), self.cooldown)))
@@ -133,18 +131,26 @@ class JwksClient:
 
     # -- fetching ---------------------------------------------------------------------------
 
-    def _fetch_if_allowed(self, *, for_unknown_kid: bool = False) -> None:
-        """Fetch now unless a fetch finished while we waited or the cooldown has not passed.
+    def _fetch_if_allowed(self, *, wanted_kid: str | None = None) -> None:
+        """Fetch now, unless a fetch that began while we waited has answered, or too soon.
+
+        Only a fetch that began after this call started waiting is reused: one in flight when
+        we arrived may hold an answer from before the key we want was published. Waiters that
+        arrive together share the one fetch the first of them begins.
 
         The cooldown starts after a fetch caused by an unknown kid, and after a failed fetch;
         a scheduled refresh does not start it, so a key that begins signing right after one
         (an emergency rotation) is still fetched on its first token.
         """
-        generation = self._generation
+        arrived = self._fetches_begun
         with self._fetch_lock:
-            if self._generation != generation or self.clock() < self._next_fetch_at:
-                return  # a fetch finished while we waited for the lock, or too soon after one
-            self._fetch(for_unknown_kid=for_unknown_kid)
+            if self._fetches_begun != arrived:
+                return  # a fetch began after we arrived and has finished
+            if wanted_kid is not None and wanted_kid in self._keys:
+                return  # a fetch in flight when we arrived brought it after all
+            if self.clock() < self._next_fetch_at:
+                return
+            self._fetch(for_unknown_kid=wanted_kid is not None)
 
     def _refresh_in_background(self) -> None:
         with self._state_lock:
@@ -156,12 +162,15 @@ class JwksClient:
     def _background_fetch(self) -> None:
         try:
             self._fetch_if_allowed()
+        except Exception:  # the thread's outermost guard: log the bug, keep the keys
+            log.exception("jwks background refresh failed")
         finally:
             with self._state_lock:
                 self._background = False
 
     def _fetch(self, *, for_unknown_kid: bool) -> None:
         started = self.clock()
+        self._fetches_begun += 1
         if for_unknown_kid:
             self._next_fetch_at = started + self.cooldown
         self.fetch_count += 1
@@ -174,8 +183,6 @@ class JwksClient:
                 extra={"fields": {"reason": str(exc), "kids_held": len(self._keys)}},
             )
             return
-        finally:
-            self._generation += 1
         changed = keys != self._keys
         self._keys = keys
         self._fresh_until = self.clock() + ttl
@@ -213,9 +220,12 @@ class JwksClient:
 
     def _parse(self, body: bytes) -> dict[str, rsa.RSAPublicKey]:
         try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise JwksFetchError("the JWKS is not JSON") from exc
+            return self._parse_document(json.loads(body))
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the parser (or re-encoder) will go.
+            raise JwksFetchError("the JWKS is not JSON this client can read") from exc
+
+    def _parse_document(self, document: object) -> dict[str, rsa.RSAPublicKey]:
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise JwksFetchError("the JWKS is not an object with a 'keys' list")
         keys: dict[str, rsa.RSAPublicKey] = {}

@@ -16,11 +16,29 @@ from urllib.parse import urlencode
 
 import requests
 
+from resource_server.settings import ResourceSettings
+from shared.errors import ApiError
+from shared.jsonread import read_json
+
 log = logging.getLogger(__name__)
 
 
-class IssuerError(Exception):
-    """The issuer refused or could not be reached; the message is safe to show."""
+class IssuerError(ApiError):
+    """The issuer refused a grant; the message is safe to show (a 502: our upstream said no)."""
+
+    status = 502
+    error = "bad_gateway"
+
+
+class InvalidGrant(IssuerError):
+    """The issuer answered `invalid_grant`: the code or refresh token is gone for good."""
+
+
+class IssuerUnavailable(IssuerError):
+    """The issuer could not give an answer now (unreachable, rate limited, failing, garbled): a 503."""
+
+    status = 503
+    error = "temporarily_unavailable"
 
 
 @dataclass(frozen=True)
@@ -35,23 +53,15 @@ class AuthorizationRequest:
 class IssuerClient:
     """Talk to the issuer's authorization, token and revocation endpoints."""
 
-    def __init__(
-        self,
-        *,
-        public_issuer: str,
-        internal_issuer: str,
-        client_id: str,
-        redirect_uri: str,
-        scope: str,
-        timeout: float = 5.0,
-    ) -> None:
-        self.authorize_url = f"{public_issuer}/authorize"
-        self.token_url = f"{internal_issuer}/token"
-        self.revoke_url = f"{internal_issuer}/revoke"
-        self.client_id = client_id
-        self.redirect_uri = redirect_uri
-        self.scope = scope
-        self.timeout = timeout
+    def __init__(self, settings: ResourceSettings) -> None:
+        # The browser is sent to the public URL; the back channel uses the internal one.
+        self.authorize_url = f"{settings.issuer}/authorize"
+        self.token_url = f"{settings.issuer_internal_url}/token"
+        self.revoke_url = f"{settings.issuer_internal_url}/revoke"
+        self.client_id = settings.client_id
+        self.redirect_uri = settings.redirect_uri
+        self.scope = settings.scope
+        self.timeout = settings.issuer_timeout
         self.session = requests.Session()
 
     def authorization_request(self) -> AuthorizationRequest:
@@ -100,15 +110,21 @@ class IssuerClient:
             log.warning("could not revoke at the issuer", extra={"fields": {"reason": type(exc).__name__}})
 
     def _token(self, form: dict[str, str]) -> dict[str, Any]:
+        """POST to the token endpoint; only a 4xx naming `invalid_grant` means the grant is gone."""
         try:
             response = self.session.post(self.token_url, data=form, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise IssuerError("the issuer could not be reached; try again shortly") from exc
+            raise IssuerUnavailable("the issuer could not be reached; try again shortly") from exc
         try:
-            body = response.json()
+            body = read_json(response.content)
         except ValueError as exc:
-            raise IssuerError(f"the issuer answered HTTP {response.status_code} without JSON") from exc
-        if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-            description = body.get("error_description", "") if isinstance(body, dict) else ""
-            raise IssuerError(f"the issuer refused: {str(description)[:200] or response.status_code}")
-        return body
+            raise IssuerUnavailable(f"the issuer answered HTTP {response.status_code} without JSON") from exc
+        if response.status_code == 200 and isinstance(body, dict) and isinstance(body.get("access_token"), str):
+            return body
+        if response.status_code == 429 or response.status_code >= 500:
+            raise IssuerUnavailable(f"the issuer is busy or failing (HTTP {response.status_code}); try again shortly")
+        description = body.get("error_description", "") if isinstance(body, dict) else ""
+        message = f"the issuer refused: {str(description)[:200] or response.status_code}"
+        if isinstance(body, dict) and body.get("error") == "invalid_grant":
+            raise InvalidGrant(message)
+        raise IssuerError(message)

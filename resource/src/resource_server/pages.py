@@ -4,24 +4,33 @@ No token ever appears in a URL or where JavaScript could read it: the access and
 tokens live in HttpOnly, SameSite=Lax cookies of the resource's own (Secure over HTTPS).
 The resource holds no secret, so the login cookie carries the `state` and PKCE verifier as
 random values that only this browser has seen; `/callback` requires the `state` to match.
+
+Cookies belong to a host name, and the issuer sends the browser back to the registered
+redirect URI on `RESOURCE_PUBLIC_URL`. So the page and `/login` first move a browser that
+arrived by another name (127.0.0.1, say) to the public URL, and only ever there: the Host
+header is the client's to choose, the target is our configuration.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request
+from flask import Blueprint, Flask, current_app, redirect, render_template, request
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
 from werkzeug.wrappers import Response
 
-from resource_server.api import ACCESS_COOKIE, verify
-from resource_server.oauth_client import IssuerClient, IssuerError
+from resource_server.oauth_client import InvalidGrant, IssuerClient, IssuerError
+from resource_server.protector import ACCESS_COOKIE, protector
 from resource_server.settings import ResourceSettings
-from shared.errors import ApiError
-from shared.verifier import TokenExpired
+from shared.errors import InvalidToken, TokenExpired, VerificationUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,59 @@ bp = Blueprint("pages", __name__)
 
 REFRESH_COOKIE = "rs_refresh"
 LOGIN_COOKIE = "rs_login"
+LOGIN_LIFETIME = 600  # seconds a started login may take to come back
+MAX_SPENT_STATES = 100_000
+
+UNAVAILABLE = "Your login cannot be checked right now. Please try again shortly."
+
+
+class SpentStates:
+    """The login `state` values this worker has already seen at `/callback`.
+
+    A state is good for one callback only, whatever the outcome. The resource keeps no
+    server-side store and runs several workers, so two measures make that so:
+
+    - every callback deletes the login cookie, so an honest browser never presents a state
+      twice, and a login that failed must start again at `/login` (a fresh state);
+    - each worker remembers the states it has seen for as long as a login cookie lives, and
+      refuses one it has seen, so a replayed cookie (a script can resend it at will) reaches
+      the issuer at most once per worker.
+
+    A shared store would make "once" exact across workers; the remaining few replays cost
+    little, because `/callback` is also rate-limited per client address (and a fresh state
+    is only a `/login` away anyway: the rate limit is what bounds the junk).
+    """
+
+    def __init__(self, lifetime: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.lifetime = lifetime
+        self.max_entries = max_entries
+        self.clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def spend(self, state: str) -> bool:
+        """Mark a state used; return False when it had been used already."""
+        now = self.clock()
+        with self._lock:
+            # Insertion order is expiry order: drop the expired from the front.
+            while self._seen and next(iter(self._seen.values())) <= now:
+                self._seen.popitem(last=False)
+            if state in self._seen:
+                return False
+            if len(self._seen) >= self.max_entries:
+                self._seen.popitem(last=False)
+            self._seen[state] = now + self.lifetime
+            return True
+
+
+def init_app(app: Flask, settings: ResourceSettings) -> None:
+    """Register the pages, with `/callback` rate-limited per client address."""
+    app.extensions["resource.spent_states"] = SpentStates(LOGIN_LIFETIME, MAX_SPENT_STATES)
+    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
+    app.extensions["resource.limiter"] = limiter
+    app.register_blueprint(bp)
+    # Each callback costs a code exchange at the issuer: junk ones must not add up.
+    app.view_functions["pages.callback"] = limiter.limit(settings.callback_rate_limit)(callback)
 
 
 def _settings() -> ResourceSettings:
@@ -64,21 +126,10 @@ def _forget_tokens(response: Response) -> None:
         response.delete_cookie(name, path="/", httponly=True, samesite="Lax", secure=secure)
 
 
-class KeysNotLoaded(Exception):
-    """The cookie cannot be checked yet: no verification keys (the issuer has not answered)."""
-
-
-def _claims_from_cookie() -> tuple[dict[str, Any] | None, bool]:
-    """Return the cookie token's claims, and whether it merely expired (so a refresh may help)."""
-    token = request.cookies.get(ACCESS_COOKIE)
-    if not token:
-        return None, request.cookies.get(REFRESH_COOKIE) is not None
-    try:
-        return verify(token), False
-    except ApiError as exc:
-        if exc.status == 503:
-            raise KeysNotLoaded from exc
-        return None, isinstance(exc.__cause__, TokenExpired)
+def _forget_login(response: Response) -> None:
+    response.delete_cookie(
+        LOGIN_COOKIE, path="/callback", httponly=True, samesite="Lax", secure=_settings().secure_cookies
+    )
 
 
 def _page(template: str, status: int = 200, **context: Any) -> Response:
@@ -87,24 +138,70 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
     return response
 
 
+def _netloc(scheme: str, netloc: str) -> str:
+    """Return a host[:port] in one spelling: lower case, without the scheme's default port."""
+    netloc = netloc.lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme, "")
+    return netloc.removesuffix(default) if default else netloc
+
+
+def _elsewhere(path: str) -> Response | None:
+    """Send a browser that reached us by another host name to the same page on the public URL.
+
+    The target is the configured public URL and a fixed path: never anything the request says.
+    """
+    public = urlsplit(_settings().public_url)
+    if _netloc(public.scheme, request.host) == _netloc(public.scheme, public.netloc):
+        return None
+    response = redirect(_settings().public_url + path, code=302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _unavailable(refreshed: dict[str, Any] | None = None) -> Response:
+    """Answer 503 and keep the login: an issuer outage must not log anyone out."""
+    response = _page("index.html", 503, claims=None, unavailable=True, error=UNAVAILABLE)
+    response.headers["Retry-After"] = "5"
+    if refreshed is not None:
+        _store_tokens(response, refreshed)  # the old refresh token is spent: keep its successor
+    return response
+
+
 @bp.get("/")
 def index() -> Response:
     """Show who is logged in and their token's claims, or a link to log in."""
-    try:
-        claims, expired = _claims_from_cookie()
-    except KeysNotLoaded:
-        # Keep the cookies: an issuer outage must not log anyone out.
-        return _page(
-            "index.html", 503, claims=None, error="Your login cannot be checked right now. Please try again shortly."
-        )
+    moved = _elsewhere("/")
+    if moved is not None:
+        return moved
+    token = request.cookies.get(ACCESS_COOKIE)
+    refresh_token = request.cookies.get(REFRESH_COOKIE)
+    claims: dict[str, Any] | None = None
     refreshed: dict[str, Any] | None = None
-    # Only an expired token is renewed; a tampered one logs the browser out.
-    if claims is None and expired and request.cookies.get(REFRESH_COOKIE):
+    try:
+        if token:
+            claims = protector().validate(token)
+    except TokenExpired:
+        pass  # renewed below, if the browser has a refresh token
+    except InvalidToken:
+        # Tampered, or of a key no longer published: this browser is logged out.
+        refresh_token = None
+    except VerificationUnavailable:
+        return _unavailable()
+    if claims is None and refresh_token:
         try:
-            refreshed = _issuer().refresh(request.cookies[REFRESH_COOKIE])
-            claims = verify(refreshed["access_token"])
-        except (IssuerError, ApiError):
-            refreshed, claims = None, None
+            refreshed = _issuer().refresh(refresh_token)
+        except InvalidGrant:
+            refreshed = None  # the grant is gone for good: log out
+        except IssuerError:
+            return _unavailable()
+        if refreshed is not None:
+            try:
+                claims = protector().validate(refreshed["access_token"])
+            except VerificationUnavailable:
+                return _unavailable(refreshed)
+            except InvalidToken:
+                log.warning("the issuer's fresh token was refused")
+                return _unavailable()
     if claims is None:
         response = _page("index.html", claims=None)
         if request.cookies.get(ACCESS_COOKIE) or request.cookies.get(REFRESH_COOKIE):
@@ -125,30 +222,49 @@ def index() -> Response:
 @bp.get("/login")
 def login() -> Response:
     """Start the authorization code flow: send the browser to the issuer."""
+    moved = _elsewhere("/login")
+    if moved is not None:
+        return moved
     flow = _issuer().authorization_request()
     response = redirect(flow.url, code=302)
-    _set_cookie(response, LOGIN_COOKIE, f"{flow.state}.{flow.verifier}", 600, path="/callback")
+    _set_cookie(response, LOGIN_COOKIE, f"{flow.state}.{flow.verifier}", LOGIN_LIFETIME, path="/callback")
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 def _login_failed(message: str, status: int = 400) -> Response:
-    response = _page("index.html", status, claims=None, error=message)
-    response.delete_cookie(
-        LOGIN_COOKIE, path="/callback", httponly=True, samesite="Lax", secure=_settings().secure_cookies
-    )
-    return response
+    return _page("index.html", status, claims=None, error=message)
+
+
+def _matching_state() -> tuple[str, str] | None:
+    """Return (state, verifier) from the login cookie when the callback's `state` matches it."""
+    state, _, verifier = request.cookies.get(LOGIN_COOKIE, "").partition(".")
+    given = request.args.get("state", "")
+    # Our states are ASCII; anything else is not ours (and compare_digest refuses non-ASCII str).
+    if not state or not state.isascii() or not given.isascii() or not verifier.isascii():
+        return None
+    if not hmac.compare_digest(state, given):
+        return None
+    return state, verifier
 
 
 @bp.get("/callback")
 def callback() -> Response:
-    """Finish the flow: check `state` (and `iss`), exchange the code, keep the tokens in cookies."""
-    state, _, verifier = request.cookies.get(LOGIN_COOKIE, "").partition(".")
-    if not state or not hmac.compare_digest(state, request.args.get("state", "")):
-        log.info("login callback refused", extra={"fields": {"reason": "state mismatch"}})
+    """Finish the flow: check `state` (once) and `iss`, exchange the code, keep the tokens in cookies."""
+    response = _finish_login()
+    _forget_login(response)  # whatever the outcome: a state is good for one callback only
+    return response
+
+
+def _finish_login() -> Response:
+    matched = _matching_state()
+    spent = cast(SpentStates, current_app.extensions["resource.spent_states"])
+    if matched is None or not spent.spend(matched[0]):
+        log.info("login callback refused", extra={"fields": {"reason": "state mismatch or reused"}})
         return _login_failed(
             "The login could not be completed (it expired or did not start here). Please log in again."
         )
+    _, verifier = matched
     if request.args.get("iss") != _settings().issuer:  # RFC 9207: our issuer always sends it
         return _login_failed("The login answer came from an unexpected issuer.")
     if "error" in request.args:
@@ -159,17 +275,27 @@ def callback() -> Response:
         return _login_failed("The login answer had no code. Please log in again.")
     try:
         tokens = _issuer().exchange(code, verifier)
-        claims = verify(tokens["access_token"])
+        claims = protector().validate(tokens["access_token"])
     except IssuerError as exc:
-        return _login_failed(f"The login could not be completed: {exc}.", 502)
-    except ApiError as exc:
+        return _login_failed(f"The login could not be completed: {exc.description}.", exc.status)
+    except VerificationUnavailable:
+        return _login_failed(UNAVAILABLE, 503)
+    except InvalidToken as exc:
         return _login_failed(f"The issuer's token was refused: {exc.description}.", 502)
     log.info("browser login", extra={"fields": {"sub": claims["sub"], "jti": claims["jti"]}})
     response = redirect("/", code=303)
     _store_tokens(response, tokens)
-    response.delete_cookie(
-        LOGIN_COOKIE, path="/callback", httponly=True, samesite="Lax", secure=_settings().secure_cookies
-    )
+    return response
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(exc: RateLimitExceeded) -> Response:
+    limiter = cast(Limiter, current_app.extensions["resource.limiter"])
+    current = limiter.current_limit
+    retry_after = max(1, int(current.reset_at - time.time())) if current is not None else 60
+    log.warning("login callbacks rate limited", extra={"fields": {"retry_after": retry_after}})
+    response = _login_failed("Too many login attempts from your address. Please wait a minute and try again.", 429)
+    response.headers["Retry-After"] = str(retry_after)
     return response
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from shared.settings import Environ, SettingsError, env_bool, env_float, env_int, env_str, env_url
+from shared.settings import Environ, SettingsError, env_bool, env_float, env_int, env_rate_limit, env_str, env_url
+from shared.verifier import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
 
 VERIFICATION_MODES = ("local", "introspection")
 
@@ -25,8 +26,8 @@ class ResourceSettings:
     scope: str = "profile admin"
     issuer_timeout: float = 5.0
     audience: str = "jwt-split-api"
-    leeway: int = 10
-    max_token_bytes: int = 4096
+    leeway: int = DEFAULT_LEEWAY
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
     jwks_timeout: float = 2.0
     jwks_max_bytes: int = 64 * 1024
     jwks_default_ttl: int = 300
@@ -35,7 +36,9 @@ class ResourceSettings:
     jwks_cooldown: float = 10.0
     jwks_prefetch: bool = True
     log_level: str = "INFO"
-    token_cache_size: int = 4096
+    token_cache_size: int = DEFAULT_CACHE_SIZE
+    # Per client address and worker (in memory): each callback costs a code exchange at the issuer.
+    callback_rate_limit: str = "10 per minute"
     verification: str = "local"
     introspection_url: str = "http://localhost:8000/introspect"
     introspection_client_id: str = "resource-api"
@@ -85,6 +88,7 @@ class ResourceSettings:
             token_cache_size=env_int(
                 env, "RESOURCE_TOKEN_CACHE_SIZE", cls.token_cache_size, minimum=0, maximum=1_000_000
             ),
+            callback_rate_limit=env_rate_limit(env, "RESOURCE_CALLBACK_RATE_LIMIT", cls.callback_rate_limit),
             verification=verification,
             introspection_url=env_url(env, "RESOURCE_INTROSPECTION_URL", f"{internal}/introspect"),
             introspection_client_id=env_str(env, "RESOURCE_INTROSPECTION_CLIENT_ID", cls.introspection_client_id),

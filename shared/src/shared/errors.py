@@ -1,8 +1,20 @@
-"""Error responses: every failure leaves a service as `{"error", "error_description"}` JSON.
+"""The one exception hierarchy of both services, and the one handler that renders it.
 
-`ApiError` carries its protocol code, HTTP status and headers (RFC 6749 section 5.2 and
-RFC 6750 section 3 both use this shape). Werkzeug's HTTP exceptions are rendered the same way,
-and anything unexpected becomes a logged 500 with a generic body, never a traceback.
+Every error carries its meaning: HTTP status, OAuth error code and headers (RFC 6749 section 5.2
+and RFC 6750 section 3 share the `{"error", "error_description"}` shape). Callers catch a class,
+never read a status back. Werkzeug's HTTP exceptions are rendered the same way, and anything
+unexpected becomes a logged 500 with a generic body, never a traceback.
+
+    ApiError                      any protocol error (400 invalid_request unless told otherwise)
+    ├── BearerError               RFC 6750 section 3: answered with a `WWW-Authenticate: Bearer` challenge
+    │   ├── MissingToken          401, no error code: no token was sent (section 3.1)
+    │   ├── InvalidRequest        400 invalid_request: the token was sent in a forbidden way
+    │   ├── InsufficientScope     403 insufficient_scope
+    │   └── InvalidToken          401 invalid_token: the one "bad token" branch
+    │       ├── TokenExpired      the token was valid but its `exp` has passed (a refresh may help)
+    │       └── UnknownKey        the token names a `kid` the issuer does not publish
+    └── VerificationUnavailable   503 temporarily_unavailable: ours to fix, not the client's
+        └── KeysUnavailable       no verification key could be loaded from the issuer yet
 """
 
 from __future__ import annotations
@@ -55,6 +67,99 @@ class ApiError(Exception):
     def to_response(self) -> Response:
         """Render the error as JSON with its status and headers."""
         return error_response(self.status, self.error, self.description, self.headers)
+
+
+REALM = "jwt-split"
+RETRY_AFTER_SECONDS = 5
+
+
+def bearer_challenge(error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
+    """Return an RFC 6750 section 3 `WWW-Authenticate` value."""
+    params = [f'realm="{REALM}"']
+    for name, value in (("error", error), ("error_description", description), ("scope", scope)):
+        if value:
+            # Our own fixed messages; still, a quote or backslash must not end the quoted-string.
+            params.append(f'{name}="{value.replace(chr(92), "").replace(chr(34), chr(39))}"')
+    return "Bearer " + ", ".join(params)
+
+
+class BearerError(ApiError):
+    """An error of a protected resource (RFC 6750 section 3), with its `Bearer` challenge."""
+
+    status = 401
+    challenge_error: str | None = None
+
+    def __init__(self, description: str, *, scope: str | None = None) -> None:
+        # Without an error code (no token sent, section 3.1) the challenge says nothing more.
+        detail = description if self.challenge_error else None
+        challenge = bearer_challenge(self.challenge_error, detail, scope)
+        super().__init__(description, headers={"WWW-Authenticate": challenge})
+
+
+class MissingToken(BearerError):
+    """No token was sent (section 3.1: no error code in the challenge)."""
+
+    error = "unauthorized"
+
+    def __init__(self, description: str = "send an access token as 'Authorization: Bearer <token>'") -> None:
+        super().__init__(description)
+
+
+class InvalidRequest(BearerError):
+    """The request carries the token in a way RFC 6750 forbids."""
+
+    status = 400
+    error = challenge_error = "invalid_request"
+
+
+class InsufficientScope(BearerError):
+    """The token is valid but lacks a scope the resource needs."""
+
+    status = 403
+    error = challenge_error = "insufficient_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this resource needs the '{scope}' scope", scope=scope)
+
+
+class InvalidToken(BearerError):
+    """The token must be refused; the message is one of our fixed texts, safe to send."""
+
+    error = challenge_error = "invalid_token"
+
+
+class TokenExpired(InvalidToken):
+    """The token was valid but its `exp` has passed."""
+
+
+class UnknownKey(InvalidToken):
+    """The token names a `kid` the issuer does not publish; `kid` is kept for the log only."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__("the token was signed with a key the issuer does not publish")
+        self.kid = kid[:128]
+
+
+class VerificationUnavailable(ApiError):
+    """A token cannot be checked right now (the issuer is down or answered nonsense): a 503."""
+
+    status = 503
+    error = "temporarily_unavailable"
+
+    def __init__(self, reason: str) -> None:
+        # The reason is for the log; the client learns only that it should retry.
+        super().__init__(
+            "tokens cannot be verified right now; try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class KeysUnavailable(VerificationUnavailable):
+    """No verification key could be loaded: the issuer has not been reachable yet."""
 
 
 def error_response(status: int, error: str, description: str, headers: Mapping[str, str] | None = None) -> Response:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from limits import parse_many
+
 
 class SettingsError(Exception):
     """A setting is missing or invalid; the message names the environment variable."""
@@ -81,3 +83,13 @@ def env_url(environ: Environ, name: str, default: str | None = None) -> str:
     if parts.query or parts.fragment:
         raise SettingsError(f"{name} must not have a query or fragment, got {value!r}")
     return value.rstrip("/")
+
+
+def env_rate_limit(environ: Environ, name: str, default: str) -> str:
+    """Return a Flask-Limiter rate limit setting such as '20 per minute'."""
+    value = env_str(environ, name, default)
+    try:
+        parse_many(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a rate limit such as '20 per minute', got {value!r}") from None
+    return value

@@ -9,6 +9,7 @@ The claim policy in one place:
 | check            | rule                                                             |
 | ---------------- | ---------------------------------------------------------------- |
 | size             | at most `max_token_bytes`, refused before any parsing            |
+| encoding         | base64url without `=` padding (RFC 7515 section 2): one spelling per token |
 | `alg`            | exactly RS256, fixed by configuration, never taken from the token |
 | `typ`            | `at+jwt` (or `application/at+jwt`)                               |
 | `kid`            | a string naming a key in the issuer's JWKS; `jku`, `x5u`, `jwk`, |
@@ -24,10 +25,11 @@ How, and how fast (see the README's Performance section):
 
 - The signature is checked by PyJWT's RS256 algorithm object. The compact serialization and
   the claims are handled here, by PyJWT's own rules, because PyJWT 2.15's per-character
-  base64url check alone costs more than the RSA verify: `_segment` applies its alphabet,
-  padding and canonical-encoding rules with C-speed stdlib calls, and `_claims_of` its claim
-  rules on an injectable clock. The unit tests hold this path to accepting and rejecting
-  exactly what `jwt.decode` (behind the header policy above) does.
+  base64url check alone costs more than the RSA verify: `_segment` applies its alphabet and
+  canonical-encoding rules with C-speed stdlib calls, and `_claims_of` its claim rules on an
+  injectable clock. The unit tests hold this path to accepting and rejecting exactly what
+  `jwt.decode` (behind the header policy above) does, except where we are deliberately
+  stricter: no `=` padding (PyJWT accepts it), strict JSON, NumericDates that are numbers.
 - A protected header that led to a verified token is remembered (at most 64): the next token
   with the same header segment skips decoding it; the header policy is a function of those
   bytes alone.
@@ -50,9 +52,30 @@ from typing import Any, Protocol, runtime_checkable
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from shared.errors import InvalidToken, KeysUnavailable, TokenExpired, UnknownKey, VerificationUnavailable
+
+__all__ = [
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_LEEWAY",
+    "DEFAULT_MAX_TOKEN_BYTES",
+    "InvalidToken",
+    "KeySource",
+    "KeysUnavailable",
+    "TokenExpired",
+    "TokenVerifier",
+    "UnknownKey",
+    "VerificationUnavailable",
+    "Verifier",
+    "strict_json",
+]
+
 ALGORITHMS = ["RS256"]
 ACCEPTED_TYPES = {"at+jwt", "application/at+jwt"}
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "sub", "jti"]
+# The verification defaults, declared once: the resource's settings and the issuer's
+# introspection take them from here.
+DEFAULT_LEEWAY = 10
+DEFAULT_MAX_TOKEN_BYTES = 4096
 DEFAULT_CACHE_SIZE = 4096
 
 MAX_KNOWN_HEADERS = 64
@@ -61,19 +84,24 @@ MAX_NUMERIC_DATE = 2**53  # beyond this no JSON implementation agrees on the val
 _RS256 = RSAAlgorithm(RSAAlgorithm.SHA256)
 
 
-class InvalidToken(Exception):
-    """The token must be refused; the message is safe to send to the client."""
+class TokenVerifier(Protocol):
+    """Answer whether a token is acceptable: local verification and introspection alike.
 
+    `verify` returns the token's claims or raises `InvalidToken` (`TokenExpired` when only its
+    `exp` has passed, `UnknownKey` for a key the issuer does not publish) or
+    `VerificationUnavailable` (`KeysUnavailable`) when it cannot tell right now.
+    """
 
-class TokenExpired(InvalidToken):
-    """The token was valid but its `exp` has passed."""
+    def verify(self, token: str) -> dict[str, Any]:
+        """Return the verified claims, or raise one of the errors above."""
+        ...
 
 
 class KeySource(Protocol):
     """Where verification keys come from (the JWKS client)."""
 
     def get(self, kid: str) -> rsa.RSAPublicKey:
-        """Return the key for `kid`, or raise."""
+        """Return the key for `kid`, or raise UnknownKey, KeysUnavailable or InvalidToken."""
         ...
 
 
@@ -100,26 +128,21 @@ _MALFORMED = "the token is not a well-formed JWS compact serialization"
 
 
 def _segment(raw: bytes) -> bytes:
-    """Decode one base64url segment under PyJWT 2.15's rules, without its per-character loop.
+    """Decode one base64url segment strictly, without PyJWT's per-character loop.
 
-    Up to two trailing `=` are allowed when the segment length is a multiple of four; every
-    other character must be in the base64url alphabet; the encoding must be canonical
-    (unused trailing bits zero), so one token has exactly one spelling.
+    Every character must be in the base64url alphabet: no `=` padding, which PyJWT would
+    accept, so one token has exactly one spelling (and one cache entry). The encoding must be
+    canonical (unused trailing bits zero) for the same reason.
     """
-    stripped = raw
-    if raw.endswith(b"="):
-        stripped = raw.rstrip(b"=")
-        if len(raw) - len(stripped) > 2 or len(raw) % 4:
-            raise InvalidToken(_MALFORMED)
-    if stripped.translate(None, _B64URL_ALPHABET):
+    if raw.translate(None, _B64URL_ALPHABET):
         raise InvalidToken(_MALFORMED)
-    rest = len(stripped) % 4
+    rest = len(raw) % 4
     if rest:
-        if rest == 1 or stripped[-1] not in _CANONICAL_LAST[rest]:
+        if rest == 1 or raw[-1] not in _CANONICAL_LAST[rest]:
             raise InvalidToken(_MALFORMED)
-        stripped += b"==="[rest - 1 :]
+        raw += b"==="[rest - 1 :]
     try:
-        return binascii.a2b_base64(stripped.translate(_TO_STANDARD), strict_mode=True)
+        return binascii.a2b_base64(raw.translate(_TO_STANDARD), strict_mode=True)
     except binascii.Error as exc:  # unreachable after the checks above; kept as a guard
         raise InvalidToken(_MALFORMED) from exc
 
@@ -286,8 +309,8 @@ class Verifier:
         *,
         issuer: str,
         audience: str,
-        leeway: int = 10,
-        max_token_bytes: int = 4096,
+        leeway: int = DEFAULT_LEEWAY,
+        max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
         max_lifetime: int = MAX_LIFETIME,
         cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Callable[[], float] = time.time,
@@ -309,7 +332,7 @@ class Verifier:
         self.cache.purge_kids(kids)
 
     def verify(self, token: str) -> dict[str, Any]:
-        """Return the verified claims, or raise InvalidToken (or the key source's errors)."""
+        """Return the verified claims, or raise InvalidToken (or the key source's errors: see TokenVerifier)."""
         if len(token) > self.max_token_bytes:
             raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes")
         entry = self.cache.get(token)

@@ -219,3 +219,18 @@ def test_post_to_api_is_405_json(client: FlaskClient) -> None:
 
 def test_responses_carry_a_request_id(client: FlaskClient) -> None:
     assert client.get("/healthz", headers={"X-Request-ID": "trace-42"}).headers["X-Request-ID"] == "trace-42"
+
+
+# -- a hostile issuer ---------------------------------------------------------------------
+
+DEEPLY_NESTED_JWKS = b'{"keys": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+
+
+def test_deeply_nested_jwks_is_a_failed_fetch_not_a_500(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    assert len(DEEPLY_NESTED_JWKS) < 64 * 1024
+    jwks_server.answer(200, DEEPLY_NESTED_JWKS)
+    client = make_app().test_client()
+    _assert_error(client.get("/api/me", headers=_bearer(sign(make_claims(), rsa_key))), 503, "temporarily_unavailable")
+    assert client.get("/readyz").status_code == 503

@@ -11,9 +11,9 @@ from issuer.keys import KeyStore
 from issuer.settings import IntrospectionSettings
 from issuer.tokens import Grant, mint_access_token
 from resource_server.introspection import IntrospectingVerifier, IntrospectionUnavailable
-from resource_server.jwks import KeysUnavailable
-from shared.verifier import InvalidToken, TokenExpired
-from tests.support.fakes import LiveIssuer
+from resource_server.settings import ResourceSettings
+from shared.errors import InvalidToken, TokenExpired, VerificationUnavailable
+from tests.support.fakes import JwksServer, LiveIssuer
 from tests.support.tokens import make_claims, new_rsa_key, sign
 
 SECRET = "introspection-secret-" + "x" * 20
@@ -25,16 +25,18 @@ def issuer(live_issuer: LiveIssuer) -> LiveIssuer:
     return live_issuer
 
 
-def _verifier(url: str, issuer: str, **options: Any) -> IntrospectingVerifier:
-    settings: dict[str, Any] = {
-        "client_id": "resource-api",
-        "secret": SECRET,
-        "issuer": issuer,
-        "audience": "jwt-split-api",
-        "timeout": 2.0,
+def _verifier(url: str, issuer: str, *, secret: str = SECRET, **options: Any) -> IntrospectingVerifier:
+    settings = ResourceSettings(
+        verification="introspection",
+        introspection_url=f"{url}/introspect",
+        introspection_client_id="resource-api",
+        introspection_secret=secret,
+        issuer=issuer,
+        audience="jwt-split-api",
+        issuer_timeout=2.0,
         **options,
-    }
-    return IntrospectingVerifier(f"{url}/introspect", **settings)
+    )
+    return IntrospectingVerifier(settings)
 
 
 @pytest.fixture
@@ -94,5 +96,17 @@ def test_wrong_secret_is_a_503_problem_not_a_401(issuer: LiveIssuer) -> None:
 
 def test_unreachable_issuer_is_unavailable(issuer: LiveIssuer, dead_url: str) -> None:
     verifier = _verifier(dead_url.rsplit("/.well-known", 1)[0], issuer.settings.url)
-    with pytest.raises(KeysUnavailable):  # the API answers 503 for these
+    with pytest.raises(VerificationUnavailable):  # the API answers 503 for these
         verifier.verify(_mint(issuer))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 20_000 + b"]" * 20_000, b'{"active": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", b"\xff"],
+    ids=["nested", "nested-member", "not-utf8"],
+)
+def test_hostile_introspection_answer_is_unavailable_not_a_crash(jwks_server: JwksServer, body: bytes) -> None:
+    jwks_server.answer(200, body)
+    verifier = _verifier(jwks_server.base_url, "http://issuer.test")
+    with pytest.raises(IntrospectionUnavailable):
+        verifier.verify(sign(make_claims(), new_rsa_key()))

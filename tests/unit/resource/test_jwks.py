@@ -14,6 +14,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from resource_server.jwks import JwksClient, KeysUnavailable, UnknownKey
+from resource_server.settings import ResourceSettings
 from shared.jose import public_jwk
 from tests.support.fakes import FakeClock, JwksServer
 from tests.support.tokens import kid_of
@@ -43,17 +44,18 @@ def make_client(jwks_server: JwksServer, clock: FakeClock) -> Iterator[ClientFac
         session = requests.Session()
         sessions.append(session)
         settings: dict[str, Any] = {
+            "url": jwks_server.url,
             "timeout": 0.5,
             "max_bytes": 64 * 1024,
             "default_ttl": 300,
             "min_ttl": 30,
             "max_ttl": 3600,
             "cooldown": COOLDOWN,
-            "clock": clock,
-            "session": session,
             **options,
         }
-        return JwksClient(settings.pop("url", jwks_server.url), **settings)
+        # The client's own names for its settings, which ResourceSettings prefixes.
+        resource = ResourceSettings(**{f"jwks_{name}": value for name, value in settings.items()})
+        return JwksClient(resource, clock=clock, session=session)
 
     yield make
     _wait_for_background_refresh()
@@ -558,3 +560,126 @@ def test_key_signing_right_after_a_scheduled_refresh_is_fetched_at_once(
     with pytest.raises(UnknownKey):
         client.get("yet-another-kid")
     assert jwks_server.request_count == 3
+
+
+# -- hostile answers ------------------------------------------------------------------------
+
+DEEPLY_NESTED = b'{"keys": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+NESTED_KEY = b'{"keys": [{"kty": "RSA", "x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}]}"
+
+
+@pytest.mark.parametrize("body", [DEEPLY_NESTED, NESTED_KEY], ids=["nested-keys", "nested-member"])
+def test_deeply_nested_jwks_is_a_failed_fetch(make_client: ClientFactory, jwks_server: JwksServer, body: bytes) -> None:
+    assert len(body) < 64 * 1024
+    jwks_server.answer(200, body)
+    client = make_client()
+    with pytest.raises(KeysUnavailable):
+        client.get("some-kid")
+    assert client.ensure_loaded() is False
+
+
+def test_prefetch_survives_a_hostile_jwks_and_loads_keys_later(
+    make_client: ClientFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(200, DEEPLY_NESTED)
+    client = make_client(cooldown=0.0)
+    client.prefetch()
+    jwks_server.wait_for_requests(1)
+    jwks_server.serve_keys(rsa_key)
+    _join_threads("jwks-prefetch")
+    assert client.kids == [kid_of(rsa_key)]
+
+
+def test_background_refresh_survives_a_hostile_jwks(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(200, DEEPLY_NESTED)
+    clock.advance(301)
+    assert _same_key(loaded.get(kid_of(rsa_key)), rsa_key)
+    _wait_for_background_refresh()
+    assert jwks_server.request_count == 2
+    assert _same_key(loaded.get(kid_of(rsa_key)), rsa_key)
+
+
+# -- single flight: a waiter never reuses an answer older than its wait -----------------------
+
+
+class _SignallingLock:
+    """The client's fetch lock, telling the test when a thread has begun to wait for it."""
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> None:
+        self.waiting.set()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_waiter_does_not_reuse_a_fetch_that_began_before_it_waited(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    # A scheduled refresh is in flight, its answer taken before the new key existed ...
+    jwks_server.hold()
+    clock.advance(300)
+    loaded.get(kid_of(rsa_key))
+    jwks_server.wait_for_requests(2)
+    # ... then an emergency rotation: the issuer signs with a new key and publishes it.
+    jwks_server.serve_keys(rsa_key, other_rsa_key)
+    lock = _SignallingLock(loaded._fetch_lock)
+    loaded._fetch_lock = lock  # type: ignore[assignment]
+    results: list[object] = []
+
+    def request_with_the_new_key() -> None:
+        try:
+            results.append(loaded.get(kid_of(other_rsa_key)))
+        except (UnknownKey, KeysUnavailable) as exc:
+            results.append(exc)
+
+    waiter = threading.Thread(target=request_with_the_new_key)
+    waiter.start()
+    assert lock.waiting.wait(timeout=10)
+    jwks_server.release()
+    waiter.join(timeout=10)
+    _wait_for_background_refresh()
+    assert len(results) == 1
+    assert isinstance(results[0], rsa.RSAPublicKey), results
+    assert _same_key(results[0], other_rsa_key)
+    assert jwks_server.request_count == 3
+
+
+def test_waiters_share_a_fetch_that_began_after_they_waited(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    jwks_server.serve_keys(rsa_key, other_rsa_key)
+    clock.advance(COOLDOWN)
+    jwks_server.hold()
+    threads = 8
+    barrier = threading.Barrier(threads + 1)
+    results: list[object] = []
+
+    def request_with_the_new_key() -> None:
+        barrier.wait()
+        results.append(loaded.get(kid_of(other_rsa_key)))
+
+    workers = [threading.Thread(target=request_with_the_new_key) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    barrier.wait()
+    jwks_server.wait_for_requests(2)
+    jwks_server.release()
+    for thread in workers:
+        thread.join(timeout=10)
+    assert len(results) == threads
+    assert jwks_server.request_count == 2

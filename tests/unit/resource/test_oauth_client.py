@@ -13,7 +13,14 @@ import jwt
 import pytest
 from flask.testing import FlaskClient
 
-from resource_server.oauth_client import AuthorizationRequest, IssuerClient, IssuerError
+from resource_server.oauth_client import (
+    AuthorizationRequest,
+    InvalidGrant,
+    IssuerClient,
+    IssuerError,
+    IssuerUnavailable,
+)
+from resource_server.settings import ResourceSettings
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path, query
 from tests.support.fakes import JwksServer, LiveIssuer
 
@@ -30,12 +37,14 @@ def make_client() -> Iterator[ClientFactory]:
 
     def make(internal_issuer: str, *, public_issuer: str = PUBLIC_ISSUER, timeout: float = 2.0) -> IssuerClient:
         client = IssuerClient(
-            public_issuer=public_issuer,
-            internal_issuer=internal_issuer,
-            client_id="resource-web",
-            redirect_uri=WEB_REDIRECT_URI,
-            scope="profile admin",
-            timeout=timeout,
+            ResourceSettings(
+                issuer=public_issuer,
+                issuer_internal_url=internal_issuer,
+                client_id="resource-web",
+                public_url=WEB_REDIRECT_URI.removesuffix("/callback"),
+                scope="profile admin",
+                issuer_timeout=timeout,
+            )
         )
         made.append(client)
         return client
@@ -256,3 +265,50 @@ def test_success_status_without_an_access_token_raises(
     jwks_server.answer(200, body)
     with pytest.raises(IssuerError, match="the issuer refused"):
         make_client(jwks_server.base_url).exchange("code", "v" * 43)
+
+
+NESTED = b"[" * 20_000 + b"]" * 20_000
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, NESTED), (400, NESTED), (200, b'{"access_token": ' + NESTED + b"}"), (200, b"\xff\xfe")],
+    ids=["nested-200", "nested-400", "nested-member", "not-utf8"],
+)
+def test_hostile_json_from_the_token_endpoint_is_unavailable_not_a_crash(
+    make_client: ClientFactory, jwks_server: JwksServer, status: int, body: bytes
+) -> None:
+    jwks_server.answer(status, body)
+    with pytest.raises(IssuerUnavailable):
+        make_client(jwks_server.base_url).refresh("some-refresh-token")
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (429, b'{"error": "too_many_requests", "error_description": "slow down"}'),
+        (503, b'{"error": "temporarily_unavailable"}'),
+        (500, b"{}"),
+    ],
+    ids=["429", "503", "500"],
+)
+def test_rate_limits_and_server_errors_are_unavailable_not_refusals(
+    make_client: ClientFactory, jwks_server: JwksServer, status: int, body: bytes
+) -> None:
+    jwks_server.answer(status, body)
+    with pytest.raises(IssuerUnavailable) as caught:
+        make_client(jwks_server.base_url).refresh("some-refresh-token")
+    assert not isinstance(caught.value, InvalidGrant)
+
+
+def test_invalid_grant_is_its_own_error(make_client: ClientFactory, jwks_server: JwksServer) -> None:
+    jwks_server.answer(400, b'{"error": "invalid_grant", "error_description": "the refresh token was revoked"}')
+    with pytest.raises(InvalidGrant, match="revoked"):
+        make_client(jwks_server.base_url).refresh("some-refresh-token")
+
+
+def test_other_refusals_are_not_invalid_grant(make_client: ClientFactory, jwks_server: JwksServer) -> None:
+    jwks_server.answer(400, b'{"error": "invalid_request", "error_description": "what?"}')
+    with pytest.raises(IssuerError) as caught:
+        make_client(jwks_server.base_url).refresh("some-refresh-token")
+    assert not isinstance(caught.value, InvalidGrant)

@@ -8,7 +8,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -19,15 +19,25 @@ from werkzeug.test import TestResponse
 from resource_server import create_app
 from resource_server.jwks import JwksClient
 from resource_server.oauth_client import IssuerClient
+from resource_server.pages import SpentStates
 from resource_server.settings import ResourceSettings
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
-from tests.support.fakes import JwksServer, LiveIssuer
+from tests.support.fakes import FakeClock, JwksServer, LiveIssuer
 from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
 
 PUBLIC_URL = "http://localhost:8001"
 TOKEN_COOKIES = ("rs_access", "rs_refresh")
 
 AppFactory = Callable[..., Flask]
+
+
+class PublicHostClient(FlaskClient):
+    """A browser that reached the resource by its public URL's host, as the login needs."""
+
+    def open(self, *args: Any, **kwargs: Any) -> TestResponse:
+        """Send the request to the public URL unless the test says otherwise."""
+        kwargs.setdefault("base_url", self.application.extensions["resource.settings"].public_url)
+        return super().open(*args, **kwargs)
 
 
 @pytest.fixture
@@ -49,6 +59,7 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
         )
         settings = dataclasses.replace(settings, **options)
         app = create_app(settings)
+        app.test_client_class = PublicHostClient
         apps.append(app)
         return app
 
@@ -160,19 +171,16 @@ def test_page_with_a_token_of_another_key_shows_logged_out(
     _assert_deleted(response, "rs_access")
 
 
-def test_page_with_an_expired_token_and_unreachable_issuer_shows_logged_out(
+def test_page_with_an_expired_token_and_unreachable_issuer_keeps_the_cookies(
     make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, dead_url: str
 ) -> None:
     jwks_server.serve_keys(rsa_key)
     client = make_app(issuer_internal_url=dead_url.removesuffix("/.well-known/jwks.json")).test_client()
-    now = int(time.time())
-    client.set_cookie("rs_access", sign(make_claims(iat=now - 900, exp=now - 600), rsa_key))
-    client.set_cookie("rs_refresh", "some-refresh-token")
+    _expired_session(client, rsa_key)
     response = client.get("/")
-    assert response.status_code == 200
-    assert "Log in</a>" in response.get_data(as_text=True)
-    for name in TOKEN_COOKIES:
-        _assert_deleted(response, name)
+    assert response.status_code == 503
+    assert "Log in</a>" not in response.get_data(as_text=True)
+    assert not set(TOKEN_COOKIES) & set(_cookie_headers(response))
 
 
 def test_page_keeps_the_cookies_while_the_issuers_keys_are_unavailable(
@@ -458,3 +466,166 @@ def test_logout_revokes_at_the_issuer_and_ends_the_issuer_login(
     assert refused.get_json()["error"] == "invalid_grant"
     again = urlsplit(live_client.get("/login").headers["Location"])
     assert location_path(issuer.get(again.path, query_string=again.query)) == "/login"
+
+
+# -- any host ends at the public URL --------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/login"])
+@pytest.mark.parametrize("host", ["127.0.0.1:8001", "localhost", "localhost:8002", "evil.test", "LOCALHOST:8001.evil"])
+def test_pages_on_another_host_redirect_to_the_public_url(client: FlaskClient, path: str, host: str) -> None:
+    response = client.get(path, headers={"Host": host}, query_string={"next": "//evil.test"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == PUBLIC_URL + path
+    assert "Set-Cookie" not in response.headers
+
+
+def test_pages_on_the_public_host_answer_in_any_case(client: FlaskClient) -> None:
+    assert client.get("/", headers={"Host": "LocalHost:8001"}).status_code == 200
+
+
+def test_the_api_answers_on_any_host(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    response = client.get(
+        "/api/me", headers={"Host": "127.0.0.1:8001", "Authorization": f"Bearer {sign(make_claims(), rsa_key)}"}
+    )
+    assert response.status_code == 200
+
+
+# -- /callback: hostile input, replays, floods ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cookie_state", "query_state"),
+    [("state-abc", "stäte"), ("stäte", "stäte"), ("stäte", "state-abc"), ("state-abc", "%FF%FE")],
+    ids=["query", "both", "cookie", "not-utf8"],
+)
+def test_callback_with_a_non_ascii_state_is_refused_not_a_500(
+    client: FlaskClient, jwks_server: JwksServer, cookie_state: str, query_state: str
+) -> None:
+    _log_in_cookie(client, cookie_state)
+    state = query_state if query_state.startswith("%") else quote(query_state)
+    response = client.get("/callback", query_string=f"code=c&state={state}&iss={quote(ISSUER, safe='')}")
+    assert response.status_code == 400
+    assert jwks_server.paths == []
+
+
+def test_callback_with_a_non_ascii_raw_cookie_is_refused_not_a_500(
+    client: FlaskClient, jwks_server: JwksServer
+) -> None:
+    response = client.get(
+        "/callback",
+        query_string={"code": "c", "state": "state-abc", "iss": ISSUER},
+        headers={"Cookie": "rs_login=st\xe4te.verifier".encode().decode("latin-1")},
+    )
+    assert response.status_code == 400
+    assert jwks_server.paths == []
+
+
+def test_callback_clears_the_login_cookie_whatever_the_outcome(client: FlaskClient, jwks_server: JwksServer) -> None:
+    jwks_server.answer(503, b"down", {"Content-Type": "text/plain"})
+    _log_in_cookie(client)
+    response = client.get("/callback", query_string={"code": "c", "state": "state-abc", "iss": ISSUER})
+    assert response.status_code == 503
+    _assert_deleted(response, "rs_login")
+
+
+def test_a_state_is_good_for_one_callback_only(client: FlaskClient, jwks_server: JwksServer) -> None:
+    jwks_server.answer(400, b'{"error": "invalid_grant", "error_description": "unknown code"}')
+    for _ in range(2):
+        _log_in_cookie(client)  # a replay brings its own copy of the cookie
+        response = client.get("/callback", query_string={"code": "junk", "state": "state-abc", "iss": ISSUER})
+    assert response.status_code == 400
+    assert "could not be completed" in response.get_data(as_text=True)
+    assert jwks_server.paths == ["/token"]  # only the first reached the issuer
+
+
+def test_callback_is_rate_limited_per_client_address(make_app: AppFactory, jwks_server: JwksServer) -> None:
+    jwks_server.answer(400, b'{"error": "invalid_grant", "error_description": "unknown code"}')
+    client = make_app(callback_rate_limit="3 per minute").test_client()
+    statuses = []
+    for number in range(5):
+        _log_in_cookie(client, f"state-{number}")
+        response = client.get(
+            "/callback",
+            query_string={"code": "junk", "state": f"state-{number}", "iss": ISSUER},
+            environ_base={"REMOTE_ADDR": "192.0.2.7"},
+        )
+        statuses.append(response.status_code)
+    assert statuses == [502, 502, 502, 429, 429]
+    assert response.headers.get("Retry-After")
+    assert len(jwks_server.paths) == 3
+    _log_in_cookie(client, "state-other")
+    other = client.get(
+        "/callback",
+        query_string={"code": "junk", "state": "state-other", "iss": ISSUER},
+        environ_base={"REMOTE_ADDR": "192.0.2.8"},
+    )
+    assert other.status_code == 502
+
+
+# -- refresh failures keep the login unless the grant is gone ----------------------------------
+
+
+def _expired_session(client: FlaskClient, key: rsa.RSAPrivateKey) -> None:
+    now = int(time.time())
+    client.set_cookie("rs_access", sign(make_claims(iat=now - 900, exp=now - 600), key))
+    client.set_cookie("rs_refresh", "some-refresh-token")
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (429, b'{"error": "too_many_requests", "error_description": "slow down"}'),
+        (500, b"oops"),
+        (503, b'{"error": "temporarily_unavailable"}'),
+        (400, b'{"error": "invalid_request", "error_description": "what?"}'),
+        (200, b"[" * 20_000 + b"]" * 20_000),
+    ],
+    ids=["429", "500", "503", "invalid_request", "nested-json"],
+)
+def test_a_refresh_that_fails_for_another_reason_is_a_503_that_keeps_the_cookies(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, status: int, body: bytes
+) -> None:
+    _expired_session(client, rsa_key)
+    assert client.get("/readyz").status_code == 200  # the keys are held before the issuer fails
+    jwks_server.answer(status, body)
+    response = client.get("/")
+    assert response.status_code == 503
+    assert "try again" in response.get_data(as_text=True)
+    assert "rs_access" not in _cookie_headers(response)
+    assert "rs_refresh" not in _cookie_headers(response)
+    assert client.get_cookie("rs_refresh") is not None
+
+
+def test_a_refresh_refused_with_invalid_grant_forgets_the_cookies(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    _expired_session(client, rsa_key)
+    assert client.get("/readyz").status_code == 200
+    jwks_server.answer(400, b'{"error": "invalid_grant", "error_description": "the refresh token is not valid"}')
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "Log in</a>" in response.get_data(as_text=True)
+    for name in TOKEN_COOKIES:
+        _assert_deleted(response, name)
+
+
+# -- spent states ---------------------------------------------------------------------------
+
+
+def test_a_spent_state_is_refused_until_a_login_cookie_would_have_expired(clock: FakeClock) -> None:
+    spent = SpentStates(600, 10, clock=clock)
+    assert spent.spend("state-1") is True
+    assert spent.spend("state-1") is False
+    clock.advance(599)
+    assert spent.spend("state-1") is False
+    clock.advance(1)
+    assert spent.spend("state-1") is True  # its cookie is long gone: nothing left to replay
+
+
+def test_spent_states_are_bounded(clock: FakeClock) -> None:
+    spent = SpentStates(600, 3, clock=clock)
+    for number in range(5):
+        assert spent.spend(f"state-{number}") is True
+    assert spent.spend("state-4") is False
+    assert spent.spend("state-0") is True  # the oldest made room

@@ -1,17 +1,12 @@
-"""Unit tests for resource_server.rfc6750: reading bearer tokens and the WWW-Authenticate challenges."""
+"""Unit tests for resource_server.rfc6750 (reading bearer tokens) and the RFC 6750 errors' challenges."""
 
 from __future__ import annotations
 
 import pytest
 from flask import Flask, request
 
-from resource_server.rfc6750 import (
-    InsufficientScope,
-    InvalidRequest,
-    InvalidTokenError,
-    MissingToken,
-    bearer_token,
-)
+from resource_server.rfc6750 import bearer_token
+from shared.errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken
 
 app = Flask(__name__)
 
@@ -29,7 +24,7 @@ def test_missing_token_challenge_has_no_error_code() -> None:
 
 
 def test_invalid_token_challenge_names_the_error_and_description() -> None:
-    error = InvalidTokenError("the token has expired")
+    error = InvalidToken("the token has expired")
     assert (error.status, error.error) == (401, "invalid_token")
     assert error.headers["WWW-Authenticate"] == (
         'Bearer realm="jwt-split", error="invalid_token", error_description="the token has expired"'
@@ -81,5 +76,5 @@ def test_other_schemes_mean_no_token(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer    "])
 def test_empty_bearer_token_is_invalid_token(value: str) -> None:
-    with pytest.raises(InvalidTokenError, match="empty"):
+    with pytest.raises(InvalidToken, match="empty"):
         _token(value)

@@ -6,6 +6,7 @@ import pytest
 
 from resource_server.settings import ResourceSettings
 from shared.settings import SettingsError
+from shared.verifier import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
 
 
 def test_defaults_come_from_an_empty_environment() -> None:
@@ -64,6 +65,7 @@ def test_variables_override_the_defaults() -> None:
         ("RESOURCE_JWKS_MAX_TTL", "0", "at least 1"),
         ("RESOURCE_JWKS_COOLDOWN", "-5", "at least 0"),
         ("RESOURCE_JWKS_COOLDOWN", "often", "a number"),
+        ("RESOURCE_CALLBACK_RATE_LIMIT", "many", "a rate limit"),
     ],
 )
 def test_bad_value_stops_start_up_naming_the_variable(name: str, value: str, message: str) -> None:
@@ -100,3 +102,18 @@ def test_introspection_needs_a_secret_named_in_the_error() -> None:
 def test_unknown_verification_mode_is_refused() -> None:
     with pytest.raises(SettingsError, match="RESOURCE_VERIFICATION"):
         ResourceSettings.from_env({"RESOURCE_VERIFICATION": "trust-me"})
+
+
+def test_callback_rate_limit_is_a_setting() -> None:
+    assert ResourceSettings.from_env({}).callback_rate_limit == ResourceSettings.callback_rate_limit
+    limited = ResourceSettings.from_env({"RESOURCE_CALLBACK_RATE_LIMIT": "3 per minute"})
+    assert limited.callback_rate_limit == "3 per minute"
+
+
+def test_verification_defaults_are_the_verifiers_own() -> None:
+    settings = ResourceSettings()
+    assert (settings.leeway, settings.max_token_bytes, settings.token_cache_size) == (
+        DEFAULT_LEEWAY,
+        DEFAULT_MAX_TOKEN_BYTES,
+        DEFAULT_CACHE_SIZE,
+    )

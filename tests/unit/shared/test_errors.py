@@ -10,7 +10,20 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from shared import errors
-from shared.errors import ApiError, error_response
+from shared.errors import (
+    ApiError,
+    BearerError,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    KeysUnavailable,
+    MissingToken,
+    TokenExpired,
+    UnknownKey,
+    VerificationUnavailable,
+    bearer_challenge,
+    error_response,
+)
 
 
 @pytest.fixture
@@ -117,3 +130,100 @@ def test_api_error_keeps_its_description_as_message() -> None:
     error = ApiError("why it failed", error="invalid_grant")
     assert str(error) == "why it failed"
     assert (error.status, error.error, error.headers) == (400, "invalid_grant", {})
+
+
+# -- the hierarchy: each error carries its status, code and headers -----------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "challenge"),
+    [
+        (MissingToken(), 401, "unauthorized", 'Bearer realm="jwt-split"'),
+        (
+            InvalidToken("the token has expired"),
+            401,
+            "invalid_token",
+            'Bearer realm="jwt-split", error="invalid_token", error_description="the token has expired"',
+        ),
+        (
+            TokenExpired("the token has expired"),
+            401,
+            "invalid_token",
+            'Bearer realm="jwt-split", error="invalid_token", error_description="the token has expired"',
+        ),
+        (
+            UnknownKey("some-kid"),
+            401,
+            "invalid_token",
+            'Bearer realm="jwt-split", error="invalid_token", '
+            'error_description="the token was signed with a key the issuer does not publish"',
+        ),
+        (
+            InsufficientScope("admin"),
+            403,
+            "insufficient_scope",
+            'Bearer realm="jwt-split", error="insufficient_scope", '
+            'error_description="this resource needs the \'admin\' scope", scope="admin"',
+        ),
+        (
+            InvalidRequest("send exactly one Authorization header"),
+            400,
+            "invalid_request",
+            'Bearer realm="jwt-split", error="invalid_request", error_description="send exactly one Authorization header"',
+        ),
+    ],
+    ids=["missing", "invalid", "expired", "unknown-key", "scope", "request"],
+)
+def test_bearer_errors_carry_status_code_and_challenge(
+    error: BearerError, status: int, code: str, challenge: str
+) -> None:
+    assert (error.status, error.error) == (status, code)
+    assert error.headers == {"WWW-Authenticate": challenge}
+
+
+def test_the_bad_token_branch_is_one_class() -> None:
+    assert issubclass(TokenExpired, InvalidToken)
+    assert issubclass(UnknownKey, InvalidToken)
+    assert issubclass(InvalidToken, BearerError)
+    assert issubclass(BearerError, ApiError)
+    assert not issubclass(VerificationUnavailable, InvalidToken)
+
+
+def test_unknown_key_keeps_the_kid_for_the_log_not_the_client() -> None:
+    error = UnknownKey("Z" * 500)
+    assert error.kid == "Z" * 128
+    assert "Z" not in error.headers["WWW-Authenticate"]
+    assert "Z" not in error.description
+
+
+def test_unavailable_verification_is_a_503_whose_reason_stays_in_the_log() -> None:
+    error = KeysUnavailable("cannot fetch the JWKS: ConnectTimeout to http://issuer:8000")
+    assert (error.status, error.error, error.headers) == (503, "temporarily_unavailable", {"Retry-After": "5"})
+    assert "issuer:8000" not in error.description
+    assert str(error) == "cannot fetch the JWKS: ConnectTimeout to http://issuer:8000"
+    assert isinstance(error, VerificationUnavailable)
+
+
+def test_a_challenge_never_breaks_out_of_its_quoted_string() -> None:
+    assert bearer_challenge("invalid_token", 'a "quoted" \\ text') == (
+        'Bearer realm="jwt-split", error="invalid_token", error_description="a \'quoted\'  text"'
+    )
+
+
+def test_every_error_of_the_hierarchy_renders_as_json(app: Flask) -> None:
+    @app.get("/expired")
+    def expired() -> Response:
+        raise TokenExpired("the token has expired")
+
+    @app.get("/unavailable")
+    def unavailable() -> Response:
+        raise KeysUnavailable("no keys")
+
+    client = app.test_client()
+    response = client.get("/expired")
+    body = _assert_json_error(response, 401, "invalid_token")
+    assert body["error_description"] == "the token has expired"
+    assert response.headers["WWW-Authenticate"].startswith('Bearer realm="jwt-split", error="invalid_token"')
+    response = client.get("/unavailable")
+    _assert_json_error(response, 503, "temporarily_unavailable")
+    assert response.headers["Retry-After"] == "5"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import SettingsError, env_bool, env_float, env_int, env_str, env_url
+from shared.settings import SettingsError, env_bool, env_float, env_int, env_rate_limit, env_str, env_url
 
 
 def test_env_str_returns_the_trimmed_value() -> None:
@@ -102,3 +102,13 @@ def test_env_url_uses_default_and_requires_a_value_without_one() -> None:
 def test_env_url_refuses_bad_urls_naming_the_variable(raw: str, message: str) -> None:
     with pytest.raises(SettingsError, match=rf"THE_URL must .*{message}"):
         env_url({"THE_URL": raw}, "THE_URL")
+
+
+def test_env_rate_limit_accepts_flask_limiter_notation_and_defaults() -> None:
+    assert env_rate_limit({"LIMIT": "5/second; 100 per hour"}, "LIMIT", "1 per minute") == "5/second; 100 per hour"
+    assert env_rate_limit({}, "LIMIT", "1 per minute") == "1 per minute"
+
+
+def test_env_rate_limit_refuses_other_text_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match=r"^LIMIT must be a rate limit"):
+        env_rate_limit({"LIMIT": "lots"}, "LIMIT", "1 per minute")

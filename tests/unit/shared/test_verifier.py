@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resource_server.jwks import JwksClient, UnknownKey
+from resource_server.settings import ResourceSettings
 from shared.jose import b64url_decode, b64url_encode
 from shared.verifier import (
     MAX_LIFETIME,
@@ -309,7 +310,9 @@ def test_payload_that_is_not_json_is_refused(verifier: Verifier, rsa_key: rsa.RS
 
 
 def _stricter_than_pyjwt(token: str) -> None:
-    """Our deliberate additions to PyJWT's rules: strict JSON, NumericDates that are numbers."""
+    """Our deliberate additions to PyJWT's rules: no `=` padding, strict JSON, NumericDates that are numbers."""
+    if "=" in token:
+        raise InvalidToken("padding")
     try:
         claims = strict_json(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     except (ValueError, IndexError, RecursionError):
@@ -455,17 +458,26 @@ def test_fast_path_agrees_with_jwt_decode_on_spellings_of_a_valid_token(
     assert outcomes.count("InvalidToken") > 20
 
 
-def test_padded_segments_are_accepted_as_jwt_decode_accepts_them(keys: StaticKeys, rsa_key: rsa.RSAPrivateKey) -> None:
+def test_padded_segments_are_refused_though_jwt_decode_accepts_them(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey
+) -> None:
     header = {"alg": "RS256", "typ": "at+jwt", "kid": kid_of(rsa_key)}
-    accepted = 0
     for pad in range(4):
         claims = make_claims(jti="j" * (pad + 10))
         # The signature covers the segments as sent, so sign the padded spelling itself.
         unsigned = ".".join(_padded(_segment(part)) for part in (header, claims))
         signature = rsa_key.sign(unsigned.encode(), padding.PKCS1v15(), hashes.SHA256())
-        outcome = _assert_same_outcome(keys, f"{unsigned}.{_padded(b64url_encode(signature))}")
-        accepted += outcome == claims
-    assert accepted == 4
+        token = f"{unsigned}.{_padded(b64url_encode(signature))}"
+        assert "=" in token
+        assert jwt.decode(token, rsa_key.public_key(), algorithms=["RS256"], audience=AUDIENCE)["jti"] == claims["jti"]
+        assert _assert_same_outcome(keys, token) == "InvalidToken"
+
+
+def test_a_padded_signature_is_a_second_spelling_and_is_refused(verifier: Verifier, rsa_key: rsa.RSAPrivateKey) -> None:
+    token = sign(make_claims(), rsa_key)
+    assert len(token.rsplit(".", 1)[1]) % 4 == 2  # a 2048-bit signature: 256 bytes, two `=` when padded
+    verifier.verify(token)
+    _refused(verifier, token + "==", "well-formed")
 
 
 def _padded(segment: str) -> str:
@@ -771,7 +783,7 @@ def test_withdrawing_a_kid_from_the_jwks_purges_its_cached_tokens(
 ) -> None:
     jwks_server.serve_keys(rsa_key, other_rsa_key)
     with requests.Session() as session:
-        jwks = JwksClient(jwks_server.url, cooldown=0, session=session)
+        jwks = JwksClient(ResourceSettings(jwks_url=jwks_server.url, jwks_cooldown=0), session=session)
         verifier = Verifier(jwks, issuer=ISSUER, audience=AUDIENCE)
         withdrawn = sign(make_claims(), rsa_key)
         kept = sign(make_claims(), other_rsa_key)
