@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.compose import REPO, ComposeStack, compose_available
-from tests.support.stack import free_port
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.container
 

@@ -47,7 +47,9 @@ def verifier(issuer: LiveIssuer) -> IntrospectingVerifier:
 def _mint(issuer: LiveIssuer, username: str = "alice", **kwargs: Any) -> str:
     keys: KeyStore = issuer.app.extensions["issuer.keys"]
     options: dict[str, Any] = {"issuer": issuer.settings.url, "audience": issuer.settings.audience, "ttl": 600}
-    token, _ = mint_access_token(keys.signing_key(), Grant(username, "cli", "profile"), **(options | kwargs))
+    token, _ = mint_access_token(
+        keys.signing_key(), Grant(f"{username}-id", username, "cli", "profile"), **(options | kwargs)
+    )
     return token
 
 
