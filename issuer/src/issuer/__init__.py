@@ -21,6 +21,7 @@ from issuer import browser, introspect, oauth, wellknown
 from issuer.clients import registered_clients
 from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir
+from issuer.keys import KeyStoreError
 from issuer.ratelimit import limiter, retry_after
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
@@ -86,6 +87,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(429, _rate_limited)
     app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(KeyStoreError, _signing_unavailable)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(oauth.bp)
     introspect.init_app(app)  # RFC 7662, off unless ISSUER_INTROSPECTION_SECRET is set
@@ -144,6 +146,17 @@ def _database_unavailable(exc: OperationalError) -> ResponseReturnValue:
     log.error("database unavailable", extra={"fields": {"error": type(exc.orig).__name__}})
     return error_response(
         503, "temporarily_unavailable", "the issuer cannot reach its database; try again shortly", {"Retry-After": "5"}
+    )
+
+
+def _signing_unavailable(exc: KeyStoreError) -> ResponseReturnValue:
+    """Answer 503 when no key can sign right now; the log says why, the client only that it may retry."""
+    log.error("no signing key", extra={"fields": {"reason": str(exc)}})
+    return error_response(
+        503,
+        "temporarily_unavailable",
+        "the issuer cannot sign tokens right now; try again shortly",
+        {"Retry-After": "5"},
     )
 
 

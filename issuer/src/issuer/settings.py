@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from argon2 import PasswordHasher
-from limits import parse_many
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from issuer.db import Database
 from issuer.kek import load_key_encryption_key
 from issuer.keys import KeyStore
-from shared.settings import Environ, SettingsError, env_float, env_int, env_str, env_url
+from shared.settings import Environ, SettingsError, env_float, env_int, env_rate_limit, env_str, env_url
 
 MIN_INTROSPECTION_SECRET_CHARS = 32
 
@@ -95,6 +94,11 @@ class IssuerSettings:
         return self.data_dir / "keys"
 
     def __post_init__(self) -> None:
+        if self.database_url.startswith("postgresql") and not (self.key_encryption_key or self.key_encryption_key_file):
+            raise SettingsError(
+                "ISSUER_KEY_ENCRYPTION_KEY or ISSUER_KEY_ENCRYPTION_KEY_FILE is required with a PostgreSQL "
+                "ISSUER_DATABASE_URL: every replica must unseal the same signing keys"
+            )
         if self.key_activation_delay < self.jwks_max_age:
             raise SettingsError(
                 "ISSUER_KEY_ACTIVATION_DELAY must be at least ISSUER_JWKS_MAX_AGE, so that every "
@@ -159,8 +163,8 @@ class IssuerSettings:
             ),
             web_redirect_uris=_urls(env, "ISSUER_WEB_REDIRECT_URIS", cls.web_redirect_uris),
             login_session_ttl=env_int(env, "ISSUER_LOGIN_SESSION_TTL", cls.login_session_ttl, minimum=60),
-            login_rate_limit=_rate(env, "ISSUER_LOGIN_RATE_LIMIT", cls.login_rate_limit),
-            address_rate_limit=_rate(env, "ISSUER_ADDRESS_RATE_LIMIT", cls.address_rate_limit),
+            login_rate_limit=env_rate_limit(env, "ISSUER_LOGIN_RATE_LIMIT", cls.login_rate_limit),
+            address_rate_limit=env_rate_limit(env, "ISSUER_ADDRESS_RATE_LIMIT", cls.address_rate_limit),
             rate_limit_storage=env_str(env, "ISSUER_RATE_LIMIT_STORAGE", cls.rate_limit_storage),
             session_secret=env.get("ISSUER_SESSION_SECRET", ""),
             demo_users=env.get("ISSUER_DEMO_USERS", ""),
@@ -174,15 +178,6 @@ def _urls(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     if not raw:
         return default
     return tuple(env_url({name: url}, name) for url in raw)
-
-
-def _rate(env: Environ, name: str, default: str) -> str:
-    value = env_str(env, name, default)
-    try:
-        parse_many(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a rate limit such as '5 per minute', got {value!r}") from None
-    return value
 
 
 def _database_url(env: Environ) -> str:

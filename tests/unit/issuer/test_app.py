@@ -17,6 +17,7 @@ import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from issuer import create_app
@@ -386,3 +387,12 @@ def test_logs_never_hold_passwords_or_tokens(client: FlaskClient, log_lines: io.
     assert any(e.get("msg") == "issued access token" and e.get("sub") == "alice" for e in entries)
     for secret in ("wonderland", "not-the-password", body["access_token"], body["refresh_token"]):
         assert secret not in output
+
+
+def test_no_signing_key_is_a_503_with_retry_after_not_a_500(app: Flask, client: FlaskClient) -> None:
+    with app.extensions["issuer.database"].transaction() as conn:
+        conn.execute(text("UPDATE signing_keys SET state = 'retired'"))
+    response = _login(client)
+    body = _assert_error(response, 503, "temporarily_unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert body["error_description"] == "the issuer cannot sign tokens right now; try again shortly"

@@ -54,7 +54,10 @@ def test_the_embedded_database_lives_in_the_data_dir(tmp_path: Path) -> None:
 
 def test_database_url_names_sqlite_or_postgresql() -> None:
     url = "postgresql+psycopg://jwt:secret@db.internal:5432/issuer"
-    assert IssuerSettings.from_env({"ISSUER_DATABASE_URL": url}).database_url == url
+    kek = {"ISSUER_KEY_ENCRYPTION_KEY": "A" * 43}
+    assert IssuerSettings.from_env({"ISSUER_DATABASE_URL": url, **kek}).database_url == url
+    with pytest.raises(SettingsError, match="ISSUER_KEY_ENCRYPTION_KEY or ISSUER_KEY_ENCRYPTION_KEY_FILE is required"):
+        IssuerSettings.from_env({"ISSUER_DATABASE_URL": url})
     with pytest.raises(SettingsError, match="ISSUER_DATABASE_URL must be a sqlite:// or postgresql:// URL"):
         IssuerSettings.from_env({"ISSUER_DATABASE_URL": "mysql://db/issuer"})
     with pytest.raises(SettingsError, match="ISSUER_DATABASE_URL must be a database URL"):
