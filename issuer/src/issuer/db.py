@@ -36,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     inspect,
@@ -50,10 +51,11 @@ users = Table(
     "users",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("username", String(64), nullable=False, unique=True),
+    Column("username", String(64), nullable=False),
     Column("password_hash", Text, nullable=False),
     Column("scope", Text, nullable=False),
     Column("created_at", Integer, nullable=False),
+    UniqueConstraint("username", name="users_username_key"),
 )
 
 # Owner: issuer.sessions.LoginSessions. Deleting a user ends their sessions (cascade).

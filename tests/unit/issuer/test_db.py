@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import OperationalError
 
 from issuer import migrations
-from issuer.db import Database, users
+from issuer.db import Database, metadata, users
 from issuer.settings import IssuerSettings
 from tests.support.sql import rows
 
@@ -220,3 +222,9 @@ def test_an_existing_open_data_directory_is_tightened(tmp_path: Path) -> None:
     Database.for_data_dir("", tmp_path / "data").upgrade()
     assert _mode(tmp_path / "data") == 0o700
     assert _mode(tmp_path / "data" / "issuer.sqlite3") == 0o600
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_declares(database: Database) -> None:
+    with database.engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert differences == []

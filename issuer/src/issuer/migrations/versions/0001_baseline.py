@@ -2,64 +2,22 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "0001"
 down_revision = None
 
+# One statement a line, exactly as the first release created them.
+SCHEMA = """
+CREATE TABLE users (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, scope TEXT NOT NULL, created_at INTEGER NOT NULL)
+CREATE TABLE refresh_tokens (token_hash TEXT PRIMARY KEY, family_id TEXT NOT NULL, username TEXT NOT NULL, client_id TEXT NOT NULL, scope TEXT NOT NULL, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER, revoked_at INTEGER, session_hash TEXT)
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id)
+CREATE TABLE login_sessions (session_hash TEXT PRIMARY KEY, username TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, ended_at INTEGER)
+CREATE TABLE authorization_codes (code_hash TEXT PRIMARY KEY, client_id TEXT NOT NULL, redirect_uri TEXT NOT NULL, code_challenge TEXT NOT NULL, username TEXT NOT NULL, scope TEXT NOT NULL, session_hash TEXT, expires_at INTEGER NOT NULL, used_at INTEGER, family_id TEXT)
+CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, state TEXT NOT NULL CONSTRAINT signing_keys_state CHECK (state IN ('next', 'active', 'retiring', 'retired')), public_jwk TEXT NOT NULL, created_at INTEGER NOT NULL, activated_at INTEGER, retiring_at INTEGER, retired_at INTEGER)
+"""
+
 
 def upgrade() -> None:
-    op.create_table(
-        "users",
-        sa.Column("username", sa.Text, primary_key=True),
-        sa.Column("password_hash", sa.Text, nullable=False),
-        sa.Column("scope", sa.Text, nullable=False),
-        sa.Column("created_at", sa.Integer, nullable=False),
-    )
-    op.create_table(
-        "refresh_tokens",
-        sa.Column("token_hash", sa.Text, primary_key=True),
-        sa.Column("family_id", sa.Text, nullable=False),
-        sa.Column("username", sa.Text, nullable=False),
-        sa.Column("client_id", sa.Text, nullable=False),
-        sa.Column("scope", sa.Text, nullable=False),
-        sa.Column("issued_at", sa.Integer, nullable=False),
-        sa.Column("expires_at", sa.Integer, nullable=False),
-        sa.Column("used_at", sa.Integer),
-        sa.Column("revoked_at", sa.Integer),
-        sa.Column("session_hash", sa.Text),
-    )
-    op.create_index("refresh_tokens_family", "refresh_tokens", ["family_id"])
-    op.create_table(
-        "login_sessions",
-        sa.Column("session_hash", sa.Text, primary_key=True),
-        sa.Column("username", sa.Text, nullable=False),
-        sa.Column("created_at", sa.Integer, nullable=False),
-        sa.Column("expires_at", sa.Integer, nullable=False),
-        sa.Column("ended_at", sa.Integer),
-    )
-    op.create_table(
-        "authorization_codes",
-        sa.Column("code_hash", sa.Text, primary_key=True),
-        sa.Column("client_id", sa.Text, nullable=False),
-        sa.Column("redirect_uri", sa.Text, nullable=False),
-        sa.Column("code_challenge", sa.Text, nullable=False),
-        sa.Column("username", sa.Text, nullable=False),
-        sa.Column("scope", sa.Text, nullable=False),
-        sa.Column("session_hash", sa.Text),
-        sa.Column("expires_at", sa.Integer, nullable=False),
-        sa.Column("used_at", sa.Integer),
-        sa.Column("family_id", sa.Text),
-    )
-    op.create_table(
-        "signing_keys",
-        sa.Column("kid", sa.Text, primary_key=True),
-        sa.Column("state", sa.Text, nullable=False),
-        sa.Column("public_jwk", sa.Text, nullable=False),
-        sa.Column("created_at", sa.Integer, nullable=False),
-        sa.Column("activated_at", sa.Integer),
-        sa.Column("retiring_at", sa.Integer),
-        sa.Column("retired_at", sa.Integer),
-        sa.CheckConstraint("state IN ('next', 'active', 'retiring', 'retired')", name="signing_keys_state"),
-    )
+    for statement in filter(None, SCHEMA.splitlines()):
+        op.execute(statement)

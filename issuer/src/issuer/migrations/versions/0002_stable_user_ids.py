@@ -5,9 +5,12 @@
   same name inherits nothing.
 - `refresh_tokens.family_expires_at`: the absolute end of a refresh token family. Existing
   tokens get their own expiry as their family's end.
-- `signing_keys.private_key`: the encrypted private half (imported from the key files by the
-  key store at start, where it holds the key-encryption key).
+- `signing_keys.private_key`: the sealed private half; kid and state become non-null VARCHARs (the key store imports the old key
+  files into it at start, where it holds the key-encryption key).
 - Authorization codes live a minute: the old ones are dropped, not converted.
+
+The old rows are read, the tables recreated, and the rows written back converted; rows of
+users who no longer exist are dropped.
 """
 
 from __future__ import annotations
@@ -20,91 +23,48 @@ from alembic import op
 revision = "0002"
 down_revision = "0001"
 
+# One statement a line; {binary} is the dialect's type for bytes.
+SCHEMA = """
+CREATE TABLE users (id VARCHAR(32) NOT NULL, username VARCHAR(64) NOT NULL, password_hash TEXT NOT NULL, scope TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (id), CONSTRAINT users_username_key UNIQUE (username))
+CREATE TABLE login_sessions (session_hash VARCHAR(64) NOT NULL, user_id VARCHAR(32) NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, ended_at INTEGER, PRIMARY KEY (session_hash), FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)
+CREATE INDEX ix_login_sessions_user_id ON login_sessions (user_id)
+CREATE TABLE refresh_tokens (token_hash VARCHAR(64) NOT NULL, family_id VARCHAR(32) NOT NULL, user_id VARCHAR(32) NOT NULL, client_id VARCHAR(64) NOT NULL, scope TEXT NOT NULL, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, family_expires_at INTEGER NOT NULL, used_at INTEGER, revoked_at INTEGER, session_hash VARCHAR(64), PRIMARY KEY (token_hash), FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id)
+CREATE INDEX ix_refresh_tokens_user_id ON refresh_tokens (user_id)
+CREATE INDEX ix_refresh_tokens_session_hash ON refresh_tokens (session_hash)
+CREATE TABLE authorization_codes (code_hash VARCHAR(64) NOT NULL, client_id VARCHAR(64) NOT NULL, redirect_uri TEXT NOT NULL, code_challenge VARCHAR(64) NOT NULL, user_id VARCHAR(32) NOT NULL, scope TEXT NOT NULL, session_hash VARCHAR(64), expires_at INTEGER NOT NULL, used_at INTEGER, family_id VARCHAR(32), PRIMARY KEY (code_hash), FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)
+CREATE TABLE signing_keys (kid VARCHAR(64) NOT NULL, state VARCHAR(16) NOT NULL, public_jwk TEXT NOT NULL, private_key {binary}, created_at INTEGER NOT NULL, activated_at INTEGER, retiring_at INTEGER, retired_at INTEGER, PRIMARY KEY (kid), CONSTRAINT signing_keys_state CHECK (state IN ('next', 'active', 'retiring', 'retired')))
+"""
+
+READ = {
+    "users": "SELECT username, password_hash, scope, created_at FROM users",
+    "login_sessions": "SELECT session_hash, username, created_at, expires_at, ended_at FROM login_sessions",
+    "signing_keys": "SELECT kid, state, public_jwk, created_at, activated_at, retiring_at, retired_at FROM signing_keys",
+    "refresh_tokens": "SELECT token_hash, family_id, username, client_id, scope, issued_at, expires_at, used_at, revoked_at, session_hash FROM refresh_tokens",
+}
+WRITE = {
+    "users": "INSERT INTO users (id, username, password_hash, scope, created_at) VALUES (:id, :username, :password_hash, :scope, :created_at)",
+    "login_sessions": "INSERT INTO login_sessions (session_hash, user_id, created_at, expires_at, ended_at) VALUES (:session_hash, :user_id, :created_at, :expires_at, :ended_at)",
+    "signing_keys": "INSERT INTO signing_keys (kid, state, public_jwk, created_at, activated_at, retiring_at, retired_at) VALUES (:kid, :state, :public_jwk, :created_at, :activated_at, :retiring_at, :retired_at)",
+    "refresh_tokens": "INSERT INTO refresh_tokens (token_hash, family_id, user_id, client_id, scope, issued_at, expires_at, family_expires_at, used_at, revoked_at, session_hash) VALUES (:token_hash, :family_id, :user_id, :client_id, :scope, :issued_at, :expires_at, :expires_at, :used_at, :revoked_at, :session_hash)",
+}
+
 
 def upgrade() -> None:
     conn = op.get_bind()
-    old_users = conn.execute(sa.text("SELECT username, password_hash, scope, created_at FROM users")).all()
-    ids = {row.username: uuid.uuid4().hex for row in old_users}
-    old_sessions = conn.execute(
-        sa.text("SELECT session_hash, username, created_at, expires_at, ended_at FROM login_sessions")
-    ).all()
-    old_tokens = conn.execute(
-        sa.text(
-            "SELECT token_hash, family_id, username, client_id, scope, issued_at, expires_at, used_at,"
-            " revoked_at, session_hash FROM refresh_tokens"
-        )
-    ).all()
-    for table in ("authorization_codes", "refresh_tokens", "login_sessions", "users"):
-        op.drop_table(table)
-
-    users = op.create_table(
-        "users",
-        sa.Column("id", sa.String(32), primary_key=True),
-        sa.Column("username", sa.String(64), nullable=False, unique=True),
-        sa.Column("password_hash", sa.Text, nullable=False),
-        sa.Column("scope", sa.Text, nullable=False),
-        sa.Column("created_at", sa.Integer, nullable=False),
-    )
-    sessions = op.create_table(
-        "login_sessions",
-        sa.Column("session_hash", sa.String(64), primary_key=True),
-        sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("created_at", sa.Integer, nullable=False),
-        sa.Column("expires_at", sa.Integer, nullable=False),
-        sa.Column("ended_at", sa.Integer),
-    )
-    op.create_index("ix_login_sessions_user_id", "login_sessions", ["user_id"])
-    tokens = op.create_table(
-        "refresh_tokens",
-        sa.Column("token_hash", sa.String(64), primary_key=True),
-        sa.Column("family_id", sa.String(32), nullable=False),
-        sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("client_id", sa.String(64), nullable=False),
-        sa.Column("scope", sa.Text, nullable=False),
-        sa.Column("issued_at", sa.Integer, nullable=False),
-        sa.Column("expires_at", sa.Integer, nullable=False),
-        sa.Column("family_expires_at", sa.Integer, nullable=False),
-        sa.Column("used_at", sa.Integer),
-        sa.Column("revoked_at", sa.Integer),
-        sa.Column("session_hash", sa.String(64)),
-    )
-    op.create_index("refresh_tokens_family", "refresh_tokens", ["family_id"])
-    op.create_index("ix_refresh_tokens_user_id", "refresh_tokens", ["user_id"])
-    op.create_index("ix_refresh_tokens_session_hash", "refresh_tokens", ["session_hash"])
-    op.create_table(
-        "authorization_codes",
-        sa.Column("code_hash", sa.String(64), primary_key=True),
-        sa.Column("client_id", sa.String(64), nullable=False),
-        sa.Column("redirect_uri", sa.Text, nullable=False),
-        sa.Column("code_challenge", sa.String(64), nullable=False),
-        sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("scope", sa.Text, nullable=False),
-        sa.Column("session_hash", sa.String(64)),
-        sa.Column("expires_at", sa.Integer, nullable=False),
-        sa.Column("used_at", sa.Integer),
-        sa.Column("family_id", sa.String(32)),
-    )
-    with op.batch_alter_table("signing_keys") as batch:
-        batch.add_column(sa.Column("private_key", sa.LargeBinary))
-
-    op.bulk_insert(users, [{"id": ids[row.username], **row._asdict()} for row in old_users])
-    op.bulk_insert(
-        sessions,
-        [
-            {**_without(row._asdict(), "username"), "user_id": ids[row.username]}
-            for row in old_sessions
-            if row.username in ids
-        ],
-    )
-    op.bulk_insert(
-        tokens,
-        [
-            {**_without(row._asdict(), "username"), "user_id": ids[row.username], "family_expires_at": row.expires_at}
-            for row in old_tokens
-            if row.username in ids
-        ],
-    )
-
-
-def _without(row: dict[str, object], name: str) -> dict[str, object]:
-    return {key: value for key, value in row.items() if key != name}
+    old = {table: [row._asdict() for row in conn.execute(sa.text(query))] for table, query in READ.items()}
+    ids = {user["username"]: uuid.uuid4().hex for user in old["users"]}
+    for table in ("authorization_codes", "refresh_tokens", "login_sessions", "users", "signing_keys"):
+        op.execute(f"DROP TABLE {table}")
+    binary = sa.LargeBinary().compile(dialect=conn.dialect)
+    for statement in filter(None, SCHEMA.format(binary=binary).splitlines()):
+        op.execute(statement)
+    for table, rows in old.items():
+        if table != "signing_keys":  # the others belong to a user: give them the user's id, or drop them
+            rows = [
+                {**row, "id": ids[row["username"]], "user_id": ids[row["username"]]}
+                for row in rows
+                if row["username"] in ids
+            ]
+        if rows:
+            conn.execute(sa.text(WRITE[table]), rows)
