@@ -21,6 +21,7 @@ from issuer import browser, introspect, oauth, wellknown
 from issuer.clients import registered_clients
 from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir
+from issuer.extensions import Issuer
 from issuer.keys import KeyStoreError
 from issuer.ratelimit import limiter, retry_after
 from issuer.sessions import LoginSessions
@@ -61,24 +62,23 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     users = UserStore(database, settings.password_hasher())
     _seed_demo_users(settings, users)
 
-    app.extensions.update(
-        {
-            "issuer.settings": settings,
-            "issuer.database": database,
-            "issuer.keys": keys,
-            "issuer.users": users,
-            "issuer.clients": registered_clients(settings.web_redirect_uris),
-            "issuer.login_sessions": LoginSessions(database, settings.login_session_ttl),
-            "issuer.authorization_codes": AuthorizationCodes(database),
-            "issuer.refresh_tokens": RefreshTokens(
-                database,
-                ttl=settings.refresh_token_ttl,
-                family_ttl=settings.refresh_family_ttl,
-                reuse_grace=settings.refresh_reuse_grace,
-                successor_key=_subkey(secret, RefreshTokens.SUCCESSOR),
-            ),
-        }
+    refresh_tokens = RefreshTokens(
+        database,
+        ttl=settings.refresh_token_ttl,
+        family_ttl=settings.refresh_family_ttl,
+        reuse_grace=settings.refresh_reuse_grace,
+        successor_key=_subkey(secret, RefreshTokens.SUCCESSOR),
     )
+    Issuer(
+        settings=settings,
+        database=database,
+        keys=keys,
+        users=users,
+        login_sessions=LoginSessions(database, settings.login_session_ttl),
+        authorization_codes=AuthorizationCodes(database),
+        refresh_tokens=refresh_tokens,
+        clients=registered_clients(settings.web_redirect_uris),
+    ).init_app(app)
 
     web.init_app(app)
     csrf.init_app(app)

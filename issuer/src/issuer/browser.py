@@ -45,8 +45,8 @@ def page(heading: str, text: str, status: int = 200, *, error: bool = False, log
 
 def current_user() -> User | None:
     """Return the user of the browser's live login session, if any."""
-    user_id = extensions.login_sessions().user_id(session.get("sid"))
-    return extensions.users().get_by_id(user_id) if user_id else None
+    user_id = extensions.current().login_sessions.user_id(session.get("sid"))
+    return extensions.current().users.get_by_id(user_id) if user_id else None
 
 
 def _redirect_to_client(redirect_uri: str, **params: str | None) -> Response:
@@ -63,7 +63,7 @@ def authorize() -> Any:
     args = {name: request.args.get(name) for name in AUTHORIZE_PARAMS}
     if any(len(request.args.getlist(name)) > 1 for name in AUTHORIZE_PARAMS):
         return page("Invalid request", "A parameter was sent more than once.", 400, error=True)
-    client: Client | None = extensions.clients().get(args["client_id"] or "")
+    client: Client | None = extensions.current().clients.get(args["client_id"] or "")
     if client is None or "authorization_code" not in client.grant_types:
         return page("Unknown application", "This application is not registered with the issuer.", 400, error=True)
     redirect_uri = args["redirect_uri"] or ""
@@ -71,7 +71,7 @@ def authorize() -> Any:
         log.warning("authorize refused: unregistered redirect_uri", extra={"fields": {"client_id": client.client_id}})
         return page("Invalid redirect", "The redirect address is not registered for this application.", 400, error=True)
 
-    issuer = extensions.settings().url
+    issuer = extensions.current().settings.url
     state = args["state"]
 
     def deny(error: str, description: str) -> Response:
@@ -95,7 +95,7 @@ def authorize() -> Any:
     if requested and not granted:
         return deny("invalid_scope", "none of the requested scopes can be granted")
     grant = Grant(user.id, user.username, client.client_id, " ".join(sorted(granted)))
-    code = extensions.authorization_codes().issue(
+    code = extensions.current().authorization_codes.issue(
         grant,
         redirect_uri=redirect_uri,
         challenge=args["code_challenge"] or "",
@@ -108,7 +108,7 @@ def authorize() -> Any:
 
 def _pending_client() -> str | None:
     pending = session.get("authorize") or {}
-    client = extensions.clients().get(pending.get("client_id", ""))
+    client = extensions.current().clients.get(pending.get("client_id", ""))
     return client.name if client else None
 
 
@@ -123,7 +123,7 @@ def login() -> Any:
 
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
-    user = extensions.users().authenticate(username, password) if username and password else None
+    user = extensions.current().users.authenticate(username, password) if username and password else None
     if user is None:
         note_failed_password()
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
@@ -131,7 +131,7 @@ def login() -> Any:
 
     pending = session.get("authorize")
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)
-    session["sid"] = extensions.login_sessions().create(user.id)
+    session["sid"] = extensions.current().login_sessions.create(user.id)
     session.permanent = True
     log.info("browser login", extra={"fields": {"sub": user.username}})
     if pending:
@@ -151,8 +151,8 @@ def logout() -> Any:
     if isinstance(session_id, str):
         # Ending the session also revokes the refresh tokens it produced.
         session_hash = secret_hash(session_id)
-        with extensions.database().transaction():
-            extensions.login_sessions().end(session_hash)
-            extensions.refresh_tokens().revoke_session(session_hash)
+        with extensions.current().database.transaction():
+            extensions.current().login_sessions.end(session_hash)
+            extensions.current().refresh_tokens.revoke_session(session_hash)
     session.clear()
     return page("Logged out", "You have been logged out.")

@@ -16,9 +16,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 
-from issuer.db import Database, authorization_codes, users
+from issuer.db import Database, authorization_codes, stamp, with_username
 from issuer.opaque import new_secret, secret_hash
 from issuer.tokens import Grant
 from shared.pkce import VERIFIER, s256
@@ -86,10 +86,7 @@ class AuthorizationCodes:
             raise CodeError("code_verifier must be 43-128 unreserved characters (RFC 7636)")
         with self.database.transaction() as conn:
             row = conn.execute(
-                select(authorization_codes, users.c.username)
-                .join(users, users.c.id == authorization_codes.c.user_id)
-                .where(authorization_codes.c.code_hash == secret_hash(code))
-                .with_for_update()
+                with_username(authorization_codes, authorization_codes.c.code_hash, secret_hash(code))
             ).first()
             if row is None:
                 raise CodeError("the authorization code is not known")
@@ -114,8 +111,9 @@ class AuthorizationCodes:
     def spend(self, code: str) -> None:
         """Mark a code used without granting anything (a failed redemption: verifiers cannot be guessed)."""
         with self.database.transaction() as conn:
-            conn.execute(
-                update(authorization_codes)
-                .where(authorization_codes.c.code_hash == secret_hash(code), authorization_codes.c.used_at.is_(None))
-                .values(used_at=int(time.time()))
+            stamp(
+                conn,
+                authorization_codes.c.used_at,
+                authorization_codes.c.code_hash == secret_hash(code),
+                now=int(time.time()),
             )

@@ -19,7 +19,7 @@ import contextlib
 import contextvars
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,10 @@ from sqlalchemy import (
     event,
     inspect,
     make_url,
+    select,
+    update,
 )
+from sqlalchemy.sql.expression import ColumnElement, Select
 
 metadata = MetaData()
 
@@ -120,10 +123,6 @@ signing_keys = Table(
 )
 
 
-class DatabaseUnavailable(Exception):
-    """The database cannot be reached or used right now (a 503 of ours, not the client's fault)."""
-
-
 class Database:
     """An engine on the issuer's database and the transaction helper every store uses."""
 
@@ -147,29 +146,30 @@ class Database:
         private_file(path)
         return cls(f"sqlite:///{path}")
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
         """Run the block in one write transaction, or join the one this thread has open."""
+        return self._joined(self._writer.begin, share=True)
+
+    def reading(self) -> contextlib.AbstractContextManager[Connection]:
+        """Read in the thread's open transaction, or on a connection of its own (no write lock)."""
+        return self._joined(self.engine.connect, share=False)
+
+    @contextlib.contextmanager
+    def _joined(
+        self, open_connection: Callable[[], contextlib.AbstractContextManager[Connection]], *, share: bool
+    ) -> Iterator[Connection]:
+        """Yield the thread's open transaction, or a new connection (shared with nested blocks if `share`)."""
         outer = self._current.get()
         if outer is not None:
             yield outer
             return
-        with self._writer.begin() as conn:
-            token = self._current.set(conn)
+        with open_connection() as conn:
+            token = self._current.set(conn) if share else None
             try:
                 yield conn
             finally:
-                self._current.reset(token)
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[Connection]:
-        """Read in the thread's open transaction, or on a connection of its own (no write lock)."""
-        outer = self._current.get()
-        if outer is not None:
-            yield outer
-            return
-        with self.engine.connect() as conn:
-            yield conn
+                if token is not None:
+                    self._current.reset(token)
 
     def dispose(self) -> None:
         """Close every pooled connection (after a fork, or at the end of a CLI command)."""
@@ -248,3 +248,16 @@ def private_file(path: Path) -> Path:
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
     return path
+
+
+def stamp(conn: Connection, column: Column[int], *where: ColumnElement[bool], now: int) -> int:
+    """Set a timestamp column (`used_at`, `ended_at`, `revoked_at`) where it is unset; return the rows stamped."""
+    table = column.table
+    return conn.execute(update(table).where(*where, column.is_(None)).values({column.name: now})).rowcount
+
+
+def with_username(table: Table, key: Column[str], value: str) -> Select[Any]:
+    """Select the row of `table` whose `key` is `value`, with its user's name, locked for update."""
+    return (
+        select(table, users.c.username).join(users, users.c.id == table.c.user_id).where(key == value).with_for_update()
+    )

@@ -1,10 +1,11 @@
-"""Typed access to the process-wide objects `create_app` keeps in `app.extensions`."""
+"""The process-wide objects `create_app` builds once, kept in `app.extensions["issuer"]`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
-from flask import current_app
+from flask import Flask, current_app
 
 from issuer.clients import Client
 from issuer.codes import AuthorizationCodes
@@ -16,41 +17,29 @@ from issuer.tokens import RefreshTokens
 from issuer.users import UserStore
 
 
-def settings() -> IssuerSettings:
-    """Return the app's settings."""
-    return cast(IssuerSettings, current_app.extensions["issuer.settings"])
+@dataclass(frozen=True)
+class Issuer:
+    """The settings, the database and its stores (one owner per table), and the clients."""
+
+    settings: IssuerSettings
+    database: Database
+    keys: KeyStore
+    users: UserStore
+    login_sessions: LoginSessions
+    authorization_codes: AuthorizationCodes
+    refresh_tokens: RefreshTokens
+    clients: dict[str, Client]
+
+    def init_app(self, app: Flask) -> None:
+        """Keep this issuer's objects on the app."""
+        app.extensions["issuer"] = self
 
 
-def database() -> Database:
-    """Return the app's database."""
-    return cast(Database, current_app.extensions["issuer.database"])
+def of(app: Flask) -> Issuer:
+    """Return the objects of an issuer app."""
+    return cast(Issuer, app.extensions["issuer"])
 
 
-def key_store() -> KeyStore:
-    """Return the app's key store."""
-    return cast(KeyStore, current_app.extensions["issuer.keys"])
-
-
-def clients() -> dict[str, Client]:
-    """Return the registered clients by id."""
-    return cast(dict[str, Client], current_app.extensions["issuer.clients"])
-
-
-def users() -> UserStore:
-    """Return the user store."""
-    return cast(UserStore, current_app.extensions["issuer.users"])
-
-
-def login_sessions() -> LoginSessions:
-    """Return the login sessions."""
-    return cast(LoginSessions, current_app.extensions["issuer.login_sessions"])
-
-
-def authorization_codes() -> AuthorizationCodes:
-    """Return the authorization codes."""
-    return cast(AuthorizationCodes, current_app.extensions["issuer.authorization_codes"])
-
-
-def refresh_tokens() -> RefreshTokens:
-    """Return the refresh token store."""
-    return cast(RefreshTokens, current_app.extensions["issuer.refresh_tokens"])
+def current() -> Issuer:
+    """Return the objects of the app handling this request."""
+    return of(current_app)

@@ -48,7 +48,7 @@ class PublishedKeys:
 
     def get(self, kid: str) -> rsa.RSAPublicKey:
         """Return the published key named `kid` (next, active or retiring), or raise InvalidToken."""
-        for jwk in extensions.key_store().published():
+        for jwk in extensions.current().keys.published():
             if jwk["kid"] != kid:
                 continue
             key = self._parsed.get((kid, jwk["n"]))
@@ -66,7 +66,7 @@ class PublishedKeys:
 
 def init_app(app: Flask) -> None:
     """Register the endpoint (exempt from CSRF: it takes no cookies) with its settings."""
-    issuer: IssuerSettings = app.extensions["issuer.settings"]
+    issuer: IssuerSettings = extensions.of(app).settings
     introspection = issuer.introspection
     app.extensions["issuer.introspection"] = introspection
     app.extensions["issuer.introspection_verifier"] = Verifier(
@@ -128,7 +128,7 @@ def introspect() -> Response:
         raise ApiError("token introspection is not enabled", error="not_found", status=404)
     _authenticate(settings)
     claims = active_claims(_token())
-    if claims is not None and extensions.users().get(claims["sub"]) is None:
+    if claims is not None and extensions.current().users.get(claims["sub"]) is None:
         claims = None  # the user was deleted: unlike a local check, introspection can see that
     body: dict[str, Any] = {"active": False}
     if claims is not None:

@@ -107,30 +107,28 @@ def generate_rsa_key(bits: int) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
+@dataclass(frozen=True)
+class KeyPolicy:
+    """The key size and lifecycle timings (seconds) a key store follows; settings make one."""
+
+    rsa_key_bits: int
+    reload_interval: float
+    activation_delay: float
+    retire_after: float
+    rotation_interval: float
+
+
 class KeyStore:
     """Create, publish, rotate and retire signing keys."""
 
     def __init__(
-        self,
-        database: Database,
-        kek: bytes,
-        *,
-        rsa_key_bits: int,
-        reload_interval: float,
-        activation_delay: float,
-        retire_after: float,
-        rotation_interval: float,
-        clock: Callable[[], float] = time.time,
+        self, database: Database, kek: bytes, policy: KeyPolicy, *, clock: Callable[[], float] = time.time
     ) -> None:
         if len(kek) != KEK_BYTES:
             raise ValueError(f"the key-encryption key must be {KEK_BYTES} bytes")
         self.database = database
         self._kek = kek
-        self.rsa_key_bits = rsa_key_bits
-        self.reload_interval = reload_interval
-        self.activation_delay = activation_delay
-        self.retire_after = retire_after
-        self.rotation_interval = rotation_interval
+        self.policy = policy
         self.clock = clock
         # Replaceable so that tests can make generation slow or count it.
         self.generate_key: KeyGenerator = generate_rsa_key
@@ -257,7 +255,7 @@ class KeyStore:
         with self._lock:
             now = self.clock()
             # Also reload when the (wall) clock went backwards, rather than trusting the snapshot.
-            if not fresh and 0 <= now - self._loaded_at < self.reload_interval:
+            if not fresh and 0 <= now - self._loaded_at < self.policy.reload_interval:
                 return self._records
             records = self._read_records()
             if not self._due(records, now):
@@ -328,18 +326,18 @@ class KeyStore:
     def _due(self, records: tuple[KeyRecord, ...], now: float) -> bool:
         """Return whether any lifecycle transition is due (a cheap check on the snapshot)."""
         for record in records:
-            if record.state == "next" and record.created_at + self.activation_delay <= now:
+            if record.state == "next" and record.created_at + self.policy.activation_delay <= now:
                 return True
-            if record.state == "retiring" and (record.retiring_at or 0) + self.retire_after <= now:
+            if record.state == "retiring" and (record.retiring_at or 0) + self.policy.retire_after <= now:
                 return True
         return self._rotation_due(records, now)
 
     def _rotation_due(self, records: tuple[KeyRecord, ...], now: float) -> bool:
-        if self.rotation_interval <= 0 or any(r.state == "next" for r in records):
+        if self.policy.rotation_interval <= 0 or any(r.state == "next" for r in records):
             return False
         active = [r for r in records if r.state == "active"]
         started = active[0].activated_at or active[0].created_at if active else None
-        return started is not None and started + self.rotation_interval - self.activation_delay <= now
+        return started is not None and started + self.policy.rotation_interval - self.policy.activation_delay <= now
 
     def _advance(self) -> None:
         """Make every due transition, re-checked inside one write transaction."""
@@ -349,10 +347,10 @@ class KeyStore:
             query = select(*[c for c in signing_keys.c if c.name != "private_key"]).with_for_update()
             records = tuple(_record(row) for row in conn.execute(query))
             for record in records:
-                if record.state == "next" and record.created_at + self.activation_delay <= now:
+                if record.state == "next" and record.created_at + self.policy.activation_delay <= now:
                     _activate(conn, record.kid, int(now))
                     log.info("staged key now signs", extra={"fields": {"kid": record.kid}})
-                elif record.state == "retiring" and (record.retiring_at or 0) + self.retire_after <= now:
+                elif record.state == "retiring" and (record.retiring_at or 0) + self.policy.retire_after <= now:
                     _set_retired(conn, record.kid, int(now))
                     log.info("retiring key withdrawn", extra={"fields": {"kid": record.kid}})
             # A rotation that became due after the snapshot waits for the next reload, so that
@@ -463,7 +461,7 @@ class KeyStore:
 
     def _new_key(self) -> _NewKey:
         """Generate and seal a key: call this before a transaction, never inside one."""
-        private_key = self.generate_key(self.rsa_key_bits)
+        private_key = self.generate_key(self.policy.rsa_key_bits)
         jwk = public_jwk(private_key.public_key())
         return _NewKey(jwk, seal_private_key(self._kek, jwk["kid"], private_key))
 

@@ -46,7 +46,7 @@ def _required(params: dict[str, str], name: str) -> str:
 
 def _client(params: dict[str, str]) -> Client:
     client_id = params.get("client_id") or DEFAULT_CLIENT_ID
-    client = extensions.clients().get(client_id)
+    client = extensions.current().clients.get(client_id)
     if client is None:
         raise OAuthError("the client is not registered", error="invalid_client", status=401)
     return client
@@ -67,9 +67,9 @@ def _scope(requested: str | None, allowed: frozenset[str]) -> str:
 
 
 def _token_response(grant: Grant, refresh_token: str) -> Response:
-    settings = extensions.settings()
+    settings = extensions.current().settings
     access_token, claims = mint_access_token(
-        extensions.key_store().signing_key(),
+        extensions.current().keys.signing_key(),
         grant,
         issuer=settings.url,
         audience=settings.audience,
@@ -95,22 +95,24 @@ def _token_response(grant: Grant, refresh_token: str) -> Response:
 def _password_grant(params: dict[str, str], client: Client) -> Response:
     username = _required(params, "username")
     password = _required(params, "password")
-    user = extensions.users().authenticate(username, password)
+    user = extensions.current().users.authenticate(username, password)
     if user is None:
         note_failed_password()
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
     grant = Grant(user.id, user.username, client.client_id, _scope(params.get("scope"), user.scopes))
-    return _token_response(grant, extensions.refresh_tokens().issue(grant))
+    return _token_response(grant, extensions.current().refresh_tokens.issue(grant))
 
 
 def _refresh_grant(params: dict[str, str], client: Client) -> Response:
     try:
-        grant, successor = extensions.refresh_tokens().rotate(_required(params, "refresh_token"), client.client_id)
+        grant, successor = extensions.current().refresh_tokens.rotate(
+            _required(params, "refresh_token"), client.client_id
+        )
     except RefreshError as exc:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
-    user = extensions.users().get_by_id(grant.user_id)
+    user = extensions.current().users.get_by_id(grant.user_id)
     if user is None:
         raise OAuthError("the user no longer exists", error="invalid_grant")
     # The user's scopes may have shrunk since the first grant; never widen the original.
@@ -123,22 +125,22 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
     verifier = _required(params, "code_verifier")
     try:
         # One commit: the code is spent and the refresh token it grants is stored together.
-        with extensions.database().transaction():
-            redeemed = extensions.authorization_codes().redeem(
+        with extensions.current().database.transaction():
+            redeemed = extensions.current().authorization_codes.redeem(
                 code, client_id=client.client_id, redirect_uri=redirect_uri, verifier=verifier
             )
-            refresh_token = extensions.refresh_tokens().issue(
+            refresh_token = extensions.current().refresh_tokens.issue(
                 redeemed.grant, family_id=redeemed.family_id, session_hash=redeemed.session_hash
             )
     except CodeReused as exc:
         # A second use means the code leaked: revoke what its first use gave out (RFC 6749 4.1.2).
         if exc.family_id is not None:
-            extensions.refresh_tokens().revoke_family(exc.family_id)
+            extensions.current().refresh_tokens.revoke_family(exc.family_id)
         log.warning("code reused; its tokens revoked", extra={"fields": {"client_id": client.client_id}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
     except CodeError as exc:
         if isinstance(exc, CodeMismatch):
-            extensions.authorization_codes().spend(code)  # one wrong try spends it: verifiers cannot be guessed
+            extensions.current().authorization_codes.spend(code)  # one wrong try spends it: verifiers cannot be guessed
         log.info("code refused", extra={"fields": {"reason": str(exc), "client_id": client.client_id}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
     return _token_response(redeemed.grant, refresh_token)
@@ -178,10 +180,10 @@ def revoke() -> Response:
             "access tokens are short-lived JWTs and cannot be revoked; revoke the refresh token",
             error="unsupported_token_type",
         )
-    with extensions.database().transaction():
-        session_hash = extensions.refresh_tokens().revoke(token)
+    with extensions.current().database.transaction():
+        session_hash = extensions.current().refresh_tokens.revoke(token)
         if session_hash:
-            extensions.login_sessions().end(session_hash)
+            extensions.current().login_sessions.end(session_hash)
     if session_hash is not None:
         log.info("refresh token revoked")
     response = Response(status=200)

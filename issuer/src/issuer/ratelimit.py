@@ -22,9 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, current_app, g, request
+from flask import Response, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+
+from issuer import extensions
 
 limiter = Limiter(key_func=get_remote_address)
 
@@ -52,11 +54,11 @@ def _account_and_address() -> str:
 
 
 def _account_limit() -> str:
-    return str(current_app.extensions["issuer.settings"].login_rate_limit)
+    return str(extensions.current().settings.login_rate_limit)
 
 
 def _address_limit() -> str:
-    return str(current_app.extensions["issuer.settings"].address_rate_limit)
+    return str(extensions.current().settings.address_rate_limit)
 
 
 def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[Any], Any]:

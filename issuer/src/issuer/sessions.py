@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 
-from issuer.db import Database, login_sessions
+from issuer.db import Database, login_sessions, stamp
 from issuer.opaque import new_secret, secret_hash
 
 
@@ -49,9 +49,7 @@ class LoginSessions:
     def end(self, session_hash: str) -> bool:
         """End a session known by its hash; return whether it was live."""
         with self.database.transaction() as conn:
-            ended = conn.execute(
-                update(login_sessions)
-                .where(login_sessions.c.session_hash == session_hash, login_sessions.c.ended_at.is_(None))
-                .values(ended_at=int(time.time()))
+            ended = stamp(
+                conn, login_sessions.c.ended_at, login_sessions.c.session_hash == session_hash, now=int(time.time())
             )
-        return ended.rowcount > 0
+        return ended > 0

@@ -12,7 +12,7 @@ from sqlalchemy.exc import ArgumentError
 
 from issuer.db import Database
 from issuer.kek import load_key_encryption_key
-from issuer.keys import KeyStore
+from issuer.keys import KeyPolicy, KeyStore
 from shared.settings import Environ, SettingsError, env_float, env_int, env_rate_limit, env_str, env_url
 
 MIN_INTROSPECTION_SECRET_CHARS = 32
@@ -125,14 +125,17 @@ class IssuerSettings:
 
     def key_store(self, database: Database, kek: bytes) -> KeyStore:
         """Return a key store on this issuer's database, with its lifecycle timings."""
-        return KeyStore(
-            database,
-            kek,
-            rsa_key_bits=self.rsa_key_bits,
-            reload_interval=self.key_reload_interval,
-            activation_delay=self.key_activation_delay,
-            retire_after=self.key_retire_after,
-            rotation_interval=self.key_rotation_interval,
+        return KeyStore(database, kek, self.key_policy)
+
+    @property
+    def key_policy(self) -> KeyPolicy:
+        """Return the key size and lifecycle timings the key store follows."""
+        return KeyPolicy(
+            self.rsa_key_bits,
+            self.key_reload_interval,
+            self.key_activation_delay,
+            self.key_retire_after,
+            self.key_rotation_interval,
         )
 
     @classmethod

@@ -14,13 +14,13 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from jwt.algorithms import RSAAlgorithm
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select
 
-from issuer.db import Database, refresh_tokens, users
+from issuer.db import Database, refresh_tokens, stamp, with_username
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
 from shared.jose import b64url_encode
@@ -80,6 +80,7 @@ def _header_segment(kid: str) -> str:
     return b64url_encode(json.dumps(header, separators=(",", ":")).encode())
 
 
+@dataclass(frozen=True)
 class RefreshTokens:
     """Refresh tokens in the issuer's database (owner of `refresh_tokens`).
 
@@ -90,16 +91,13 @@ class RefreshTokens:
     After the grace, reuse means the token was copied: the whole family is revoked.
     """
 
-    SUCCESSOR = "refresh-successor"
+    SUCCESSOR: ClassVar[str] = "refresh-successor"
 
-    def __init__(
-        self, database: Database, *, ttl: int, family_ttl: int, reuse_grace: int, successor_key: bytes
-    ) -> None:
-        self.database = database
-        self.ttl = ttl
-        self.family_ttl = family_ttl
-        self.reuse_grace = reuse_grace
-        self.successor_key = successor_key
+    database: Database
+    ttl: int
+    family_ttl: int
+    reuse_grace: int
+    successor_key: bytes = field(repr=False)
 
     def issue(self, grant: Grant, *, session_hash: str | None = None, family_id: str | None = None) -> str:
         """Start a new family with a first refresh token; return the token.
@@ -143,12 +141,7 @@ class RefreshTokens:
         now = int(time.time())
         successor = derived_secret(self.successor_key, self.SUCCESSOR, token)
         with self.database.transaction() as conn:
-            row = conn.execute(
-                select(refresh_tokens, users.c.username)
-                .join(users, users.c.id == refresh_tokens.c.user_id)
-                .where(refresh_tokens.c.token_hash == secret_hash(token))
-                .with_for_update()
-            ).first()
+            row = conn.execute(with_username(refresh_tokens, refresh_tokens.c.token_hash, secret_hash(token))).first()
             if row is None:
                 raise RefreshError("the refresh token is not known")
             if row.client_id != client_id:
@@ -168,9 +161,7 @@ class RefreshTokens:
             else:
                 if row.expires_at <= now:
                     raise RefreshError("the refresh token has expired")
-                conn.execute(
-                    update(refresh_tokens).where(refresh_tokens.c.token_hash == row.token_hash).values(used_at=now)
-                )
+                stamp(conn, refresh_tokens.c.used_at, refresh_tokens.c.token_hash == row.token_hash, now=now)
                 self._insert(conn, successor, grant, row.family_id, now, row.family_expires_at, row.session_hash)
                 return grant, successor
         # Raised once the revocation has committed.
@@ -209,16 +200,9 @@ class RefreshTokens:
     def revoke_session(self, session_hash: str) -> int:
         """Revoke every token born of a login session (the issuer's logout); return how many."""
         with self.database.transaction() as conn:
-            revoked = conn.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.session_hash == session_hash, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=int(time.time()))
+            return stamp(
+                conn, refresh_tokens.c.revoked_at, refresh_tokens.c.session_hash == session_hash, now=int(time.time())
             )
-        return revoked.rowcount
 
     def _revoke_family(self, conn: Connection, family_id: str, now: int) -> None:
-        conn.execute(
-            update(refresh_tokens)
-            .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
+        stamp(conn, refresh_tokens.c.revoked_at, refresh_tokens.c.family_id == family_id, now=now)

@@ -17,8 +17,8 @@ GRANT_TYPES = ["authorization_code", "refresh_token", "password"]
 def jwks() -> Response:
     """Publish the public halves of the next, active and retiring keys."""
     # Read fresh: a key another worker has just begun signing with must be here already.
-    response = jsonify(keys=extensions.key_store().published(fresh=True))
-    response.headers["Cache-Control"] = f"public, max-age={extensions.settings().jwks_max_age}"
+    response = jsonify(keys=extensions.current().keys.published(fresh=True))
+    response.headers["Cache-Control"] = f"public, max-age={extensions.current().settings.jwks_max_age}"
     return response
 
 
@@ -26,7 +26,7 @@ def jwks() -> Response:
 @bp.get("/.well-known/openid-configuration")
 def metadata() -> Response:
     """Describe the issuer's endpoints and what it supports."""
-    url = extensions.settings().url
+    url = extensions.current().settings.url
     document: dict[str, Any] = {
         "issuer": url,
         "jwks_uri": f"{url}/.well-known/jwks.json",

@@ -104,7 +104,7 @@ def test_success_is_never_cached(client: FlaskClient) -> None:
 
 def test_access_token_is_signed_by_the_active_key(app: Flask, client: FlaskClient) -> None:
     token = _login(client).get_json()["access_token"]
-    keys: KeyStore = app.extensions["issuer.keys"]
+    keys: KeyStore = app.extensions["issuer"].keys
     assert jwt.get_unverified_header(token)["kid"] == keys.signing_key().kid
 
 
@@ -175,7 +175,7 @@ def test_unknown_client_is_401_invalid_client(client: FlaskClient) -> None:
 
 
 def test_client_not_allowed_the_grant_is_unauthorized_client(app: Flask, client: FlaskClient) -> None:
-    clients: dict[str, Client] = app.extensions["issuer.clients"]
+    clients: dict[str, Client] = app.extensions["issuer"].clients
     clients["login-only"] = dataclasses.replace(
         clients["cli"], client_id="login-only", grant_types=frozenset({"password"})
     )
@@ -310,7 +310,7 @@ def test_jwks_publishes_public_keys_with_cache_control(client: FlaskClient, app:
     assert response.headers["Cache-Control"] == "public, max-age=123"
     (jwk,) = response.get_json()["keys"]
     assert set(jwk) == {"kty", "n", "e", "kid", "alg", "use"}
-    assert jwk["kid"] == app.extensions["issuer.keys"].signing_key().kid
+    assert jwk["kid"] == app.extensions["issuer"].keys.signing_key().kid
 
 
 def test_jwks_shows_a_key_rotated_by_another_process_without_restart(
@@ -355,7 +355,7 @@ def test_demo_users_are_seeded_once(settings: IssuerSettings) -> None:
 def test_app_creates_its_first_key_in_an_empty_data_dir(settings: IssuerSettings) -> None:
     empty = dataclasses.replace(settings, data_dir=settings.data_dir.parent / "empty")
     app = create_app(empty)
-    assert len(app.extensions["issuer.keys"].published()) == 1
+    assert len(app.extensions["issuer"].keys.published()) == 1
     assert not empty.legacy_key_dir.exists()  # the private key is in the database, encrypted
 
 
@@ -390,7 +390,7 @@ def test_logs_never_hold_passwords_or_tokens(client: FlaskClient, log_lines: io.
 
 
 def test_no_signing_key_is_a_503_with_retry_after_not_a_500(app: Flask, client: FlaskClient) -> None:
-    with app.extensions["issuer.database"].transaction() as conn:
+    with app.extensions["issuer"].database.transaction() as conn:
         conn.execute(text("UPDATE signing_keys SET state = 'retired'"))
     response = _login(client)
     body = _assert_error(response, 503, "temporarily_unavailable")

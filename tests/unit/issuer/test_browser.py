@@ -243,7 +243,7 @@ def test_code_is_exchanged_for_tokens_with_the_verifier(client: FlaskClient, app
     assert body["token_type"] == "Bearer"
     assert body["scope"] == "admin profile"
     assert body["refresh_token"]
-    key = app.extensions["issuer.keys"].signing_key().private_key.public_key()
+    key = app.extensions["issuer"].keys.signing_key().private_key.public_key()
     claims = jwt.decode(body["access_token"], key, algorithms=["RS256"], audience="jwt-split-api", issuer=ISSUER)
     assert (claims["sub"], claims["client_id"], claims["scope"]) == ("alice", "resource-web", "admin profile")
 
@@ -483,13 +483,13 @@ def test_concurrent_redemptions_of_one_code_leave_no_token_alive(app: Flask) -> 
 def test_deleting_a_user_ends_their_browser_session(client: FlaskClient, app: Flask) -> None:
     log_in(client)
     assert _authorize(client).headers["Location"].startswith(REDIRECT + "?")
-    app.extensions["issuer.users"].delete("alice")
+    app.extensions["issuer"].users.delete("alice")
     assert location_path(_authorize(client)) == "/login"
 
 
 def test_a_new_user_with_a_deleted_users_name_inherits_no_session(client: FlaskClient, app: Flask) -> None:
     log_in(client)
-    users = app.extensions["issuer.users"]
+    users = app.extensions["issuer"].users
     users.delete("alice")
     users.add("alice", "another-password", "profile")
     assert location_path(_authorize(client)) == "/login"

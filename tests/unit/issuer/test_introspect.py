@@ -48,8 +48,8 @@ def _basic(client_id: str = CLIENT_ID, secret: str = SECRET) -> dict[str, str]:
 
 
 def _mint(app: Flask, username: str = "alice", **kwargs: Any) -> str:
-    settings: IssuerSettings = app.extensions["issuer.settings"]
-    keys: KeyStore = app.extensions["issuer.keys"]
+    settings: IssuerSettings = app.extensions["issuer"].settings
+    keys: KeyStore = app.extensions["issuer"].keys
     options: dict[str, Any] = {"issuer": settings.url, "audience": settings.audience, "ttl": 600, **kwargs}
     token, _ = mint_access_token(keys.signing_key(), Grant(f"{username}-id", username, "cli", "profile"), **options)
     return token
@@ -99,13 +99,13 @@ def test_expired_token_is_inactive(app: Flask, client: FlaskClient) -> None:
 
 
 def test_token_signed_by_another_key_is_inactive(app: Flask, client: FlaskClient) -> None:
-    kid = app.extensions["issuer.keys"].signing_key().kid
+    kid = app.extensions["issuer"].keys.signing_key().kid
     _inactive(client, sign(make_claims(issuer="http://issuer.test"), new_rsa_key(), kid=kid))
 
 
 def test_token_for_another_audience_is_inactive(app: Flask, client: FlaskClient) -> None:
-    settings: IssuerSettings = app.extensions["issuer.settings"]
-    keys: KeyStore = app.extensions["issuer.keys"]
+    settings: IssuerSettings = app.extensions["issuer"].settings
+    keys: KeyStore = app.extensions["issuer"].keys
     token, _ = mint_access_token(
         keys.signing_key(),
         Grant("alice-id", "alice", "cli", "profile"),
@@ -119,12 +119,12 @@ def test_token_for_another_audience_is_inactive(app: Flask, client: FlaskClient)
 def test_token_of_a_deleted_user_is_inactive(app: Flask, client: FlaskClient, settings: IssuerSettings) -> None:
     token = _mint(app, username="bob")
     assert _introspect(client, token).get_json()["active"] is True
-    app.extensions["issuer.users"].delete("bob")
+    app.extensions["issuer"].users.delete("bob")
     _inactive(client, token)
 
 
 def test_token_of_a_retired_key_is_inactive(app: Flask, client: FlaskClient) -> None:
-    keys: KeyStore = app.extensions["issuer.keys"]
+    keys: KeyStore = app.extensions["issuer"].keys
     token = _mint(app)
     old = keys.signing_key().kid
     keys.rotate(now=True)
@@ -228,8 +228,8 @@ def test_short_secret_stops_start_up_naming_the_variable() -> None:
 )
 def test_introspection_refuses_what_the_resource_refuses(app: Flask, client: FlaskClient, payload_tail: str) -> None:
     """Both designs judge tokens by one policy (shared.verifier): no answer drifts apart."""
-    signing = app.extensions["issuer.keys"].signing_key()
-    settings: IssuerSettings = app.extensions["issuer.settings"]
+    signing = app.extensions["issuer"].keys.signing_key()
+    settings: IssuerSettings = app.extensions["issuer"].settings
     claims = {k: v for k, v in make_claims(issuer=settings.url).items() if k != "exp" or "exp" not in payload_tail}
     header = b64url_encode(json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": signing.kid}).encode())
     payload = b64url_encode((json.dumps(claims)[:-1] + ", " + payload_tail).encode())

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from issuer import migrations
 from issuer.db import Database, signing_keys
 from issuer.kek import new_key_encryption_key, open_private_key, seal_private_key
-from issuer.keys import KeyStore, KeyStoreError, WrongKeyEncryptionKey, generate_rsa_key
+from issuer.keys import KeyPolicy, KeyStore, KeyStoreError, WrongKeyEncryptionKey, generate_rsa_key
 from shared.jose import public_jwk
 from tests.support.fakes import FakeClock
 
@@ -58,16 +58,8 @@ def make_store(database: Database, kek: bytes, clock: FakeClock) -> StoreFactory
         retire_after: float = 3660,
         rotation_interval: float = 0,
     ) -> KeyStore:
-        return KeyStore(
-            database,
-            kek,
-            rsa_key_bits=bits,
-            reload_interval=reload_interval,
-            activation_delay=activation_delay,
-            retire_after=retire_after,
-            rotation_interval=rotation_interval,
-            clock=clock,
-        )
+        policy = KeyPolicy(bits, reload_interval, activation_delay, retire_after, rotation_interval)
+        return KeyStore(database, kek, policy, clock=clock)
 
     return make
 
@@ -651,16 +643,7 @@ def make_old_store(old_data_dir: Path, kek: bytes, clock: FakeClock) -> Iterator
         database = Database.for_data_dir("", old_data_dir)
         database.upgrade()
         opened.append(database)
-        return KeyStore(
-            database,
-            kek,
-            rsa_key_bits=BITS,
-            reload_interval=0,
-            activation_delay=600,
-            retire_after=3660,
-            rotation_interval=0,
-            clock=clock,
-        )
+        return KeyStore(database, kek, KeyPolicy(BITS, 0, 600, 3660, 0), clock=clock)
 
     yield make
     for database in opened:

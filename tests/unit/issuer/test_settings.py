@@ -123,5 +123,5 @@ def test_retiring_keys_outlive_the_tokens_they_signed(tmp_path: Path) -> None:
     settings = IssuerSettings.from_env({"ISSUER_ACCESS_TOKEN_TTL": "600", "ISSUER_KEY_RETIRE_GRACE": "60"})
     assert settings.key_retire_after == 660
     database = Database.for_data_dir("", tmp_path)
-    assert settings.key_store(database, b"k" * 32).retire_after == 660
+    assert settings.key_store(database, b"k" * 32).policy.retire_after == 660
     database.dispose()

@@ -45,7 +45,7 @@ def verifier(issuer: LiveIssuer) -> IntrospectingVerifier:
 
 
 def _mint(issuer: LiveIssuer, username: str = "alice", **kwargs: Any) -> str:
-    keys: KeyStore = issuer.app.extensions["issuer.keys"]
+    keys: KeyStore = issuer.app.extensions["issuer"].keys
     options: dict[str, Any] = {"issuer": issuer.settings.url, "audience": issuer.settings.audience, "ttl": 600}
     token, _ = mint_access_token(
         keys.signing_key(), Grant(f"{username}-id", username, "cli", "profile"), **(options | kwargs)
@@ -62,7 +62,7 @@ def test_active_token_gives_its_claims(verifier: IntrospectingVerifier, issuer: 
 
 
 def test_forged_token_is_invalid(verifier: IntrospectingVerifier, issuer: LiveIssuer) -> None:
-    kid = issuer.app.extensions["issuer.keys"].signing_key().kid
+    kid = issuer.app.extensions["issuer"].keys.signing_key().kid
     with pytest.raises(InvalidToken, match="not active"):
         verifier.verify(sign(make_claims(issuer=issuer.settings.url), new_rsa_key(), kid=kid))
 

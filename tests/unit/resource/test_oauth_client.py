@@ -148,7 +148,7 @@ def test_exchange_trades_the_code_for_tokens_over_the_back_channel(
     assert tokens["token_type"] == "Bearer"
     assert tokens["scope"] == "admin profile"
     assert tokens["refresh_token"]
-    key = live_issuer.app.extensions["issuer.keys"].signing_key().private_key.public_key()
+    key = live_issuer.app.extensions["issuer"].keys.signing_key().private_key.public_key()
     claims = jwt.decode(
         tokens["access_token"], key, algorithms=["RS256"], audience="jwt-split-api", issuer=live_issuer.url
     )

@@ -437,7 +437,7 @@ def test_expired_access_cookie_is_renewed_with_the_refresh_cookie(
     _browser_login(live_client, live_issuer.app.test_client())
     old_refresh = live_client.get_cookie("rs_refresh")
     assert old_refresh is not None
-    key = live_issuer.app.extensions["issuer.keys"].signing_key()
+    key = live_issuer.app.extensions["issuer"].keys.signing_key()
     now = int(time.time())
     expired = make_claims(issuer=live_issuer.url, client_id="resource-web", iat=now - 900, exp=now - 600)
     live_client.set_cookie("rs_access", sign(expired, key.private_key, kid=key.kid))
