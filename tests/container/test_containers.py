@@ -50,10 +50,13 @@ def test_resource_container_holds_no_private_key(containers: ComposeStack) -> No
     assert found == [], f"private key material found in the resource container: {found}"
 
 
-def test_issuer_keeps_its_private_key_only_in_the_data_volume(containers: ComposeStack) -> None:
-    paths = files_holding_a_private_key(containers, "issuer")
-    assert paths, "the issuer should hold its key"
-    assert all(path.startswith("/data/keys/") for path in paths), paths
+def test_issuer_keeps_its_private_keys_only_sealed_in_its_data_volume(containers: ComposeStack) -> None:
+    """No readable private key anywhere in the container: the keys are sealed in the database."""
+    assert files_holding_a_private_key(containers, "issuer") == []
+    listing = containers.compose("exec", "-T", "issuer", "ls", "-A", "/data").stdout.split()
+    assert {"issuer.sqlite3", "key-encryption-key", "session-secret"} <= set(listing), listing
+    _, key = containers.active_private_key()  # and they do unseal, with the key-encryption key
+    assert key.key_size == 2048
 
 
 def test_resource_environment_holds_no_secret(containers: ComposeStack) -> None:
@@ -79,8 +82,13 @@ def test_service_runs_as_non_root(containers: ComposeStack, service: str) -> Non
     assert "0" not in owners, owners
 
 
-def test_key_files_are_readable_only_by_the_issuer_user(containers: ComposeStack) -> None:
-    modes = containers.compose("exec", "-T", "issuer", "sh", "-c", "stat -c '%a %u' /data/keys/*.pem").stdout
-    for line in modes.splitlines():
-        mode, _owner = line.split()
-        assert mode == "600", line
+def test_the_issuer_data_volume_is_readable_only_by_the_issuer_user(containers: ComposeStack) -> None:
+    uid = containers.compose("exec", "-T", "issuer", "id", "-u").stdout.strip()
+    listing = containers.compose(
+        "exec", "-T", "issuer", "find", "/data", "-exec", "stat", "-c", "%a %u %F %n", "{}", "+"
+    )
+    lines = listing.stdout.splitlines()
+    assert len(lines) >= 4, lines
+    for line in lines:
+        mode, owner, kind = line.split()[:3]
+        assert (mode, owner) == ("700" if kind == "directory" else "600", uid), line

@@ -36,7 +36,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
     create_engine,
     event,
     inspect,
@@ -46,7 +45,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.expression import ColumnElement, Select
 
-metadata = MetaData()
+metadata = MetaData(naming_convention={"ix": "ix_%(column_0_label)s", "uq": "%(table_name)s_%(column_0_name)s_key"})
+KEY_STATES = ("next", "active", "retiring", "retired")
 
 # Owner: issuer.users.UserStore. `id` is stable: a new user with a deleted user's name is
 # someone else, and nothing of the old user's (sessions, refresh tokens) carries over.
@@ -54,11 +54,10 @@ users = Table(
     "users",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("username", String(64), nullable=False),
+    Column("username", String(64), nullable=False, unique=True),
     Column("password_hash", Text, nullable=False),
     Column("scope", Text, nullable=False),
     Column("created_at", Integer, nullable=False),
-    UniqueConstraint("username", name="users_username_key"),
 )
 
 # Owner: issuer.sessions.LoginSessions. Deleting a user ends their sessions (cascade).
@@ -112,14 +111,13 @@ signing_keys = Table(
     "signing_keys",
     metadata,
     Column("kid", String(64), primary_key=True),
-    Column("state", String(16), nullable=False),
+    Column("state", String(16), CheckConstraint(f"state IN {KEY_STATES}", name="signing_keys_state"), nullable=False),
     Column("public_jwk", Text, nullable=False),
     Column("private_key", LargeBinary),
     Column("created_at", Integer, nullable=False),
     Column("activated_at", Integer),
     Column("retiring_at", Integer),
     Column("retired_at", Integer),
-    CheckConstraint("state IN ('next', 'active', 'retiring', 'retired')", name="signing_keys_state"),
 )
 
 

@@ -13,6 +13,7 @@ header is the client's to choose, the target is our configuration.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import threading
@@ -145,17 +146,24 @@ def _netloc(scheme: str, netloc: str) -> str:
     return netloc.removesuffix(default) if default else netloc
 
 
-def _elsewhere(path: str) -> Response | None:
-    """Send a browser that reached us by another host name to the same page on the public URL.
+def _on_the_public_host(view: Callable[[], Response]) -> Callable[[], Response]:
+    """Send a browser that reached a page by another host name to the same page on the public URL.
 
-    The target is the configured public URL and a fixed path: never anything the request says.
+    Cookies are per host: a login started on 127.0.0.1 could never finish at localhost. The
+    target is the configured public URL and the route's own fixed path: never anything the
+    request says.
     """
-    public = urlsplit(_settings().public_url)
-    if _netloc(public.scheme, request.host) == _netloc(public.scheme, public.netloc):
-        return None
-    response = redirect(_settings().public_url + path, code=302)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+
+    @functools.wraps(view)
+    def on_the_public_host() -> Response:
+        public = urlsplit(_settings().public_url)
+        if _netloc(public.scheme, request.host) == _netloc(public.scheme, public.netloc) or request.url_rule is None:
+            return view()
+        response = redirect(_settings().public_url + request.url_rule.rule, code=302)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return on_the_public_host
 
 
 def _unavailable(refreshed: dict[str, Any] | None = None) -> Response:
@@ -168,11 +176,9 @@ def _unavailable(refreshed: dict[str, Any] | None = None) -> Response:
 
 
 @bp.get("/")
+@_on_the_public_host
 def index() -> Response:
     """Show who is logged in and their token's claims, or a link to log in."""
-    moved = _elsewhere("/")
-    if moved is not None:
-        return moved
     token = request.cookies.get(ACCESS_COOKIE)
     refresh_token = request.cookies.get(REFRESH_COOKIE)
     claims: dict[str, Any] | None = None
@@ -220,11 +226,9 @@ def index() -> Response:
 
 
 @bp.get("/login")
+@_on_the_public_host
 def login() -> Response:
     """Start the authorization code flow: send the browser to the issuer."""
-    moved = _elsewhere("/login")
-    if moved is not None:
-        return moved
     flow = _issuer().authorization_request()
     response = redirect(flow.url, code=302)
     _set_cookie(response, LOGIN_COOKIE, f"{flow.state}.{flow.verifier}", LOGIN_LIFETIME, path="/callback")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from limits import parse_many
@@ -13,6 +14,7 @@ class SettingsError(Exception):
 
 
 Environ = Mapping[str, str]
+Number = TypeVar("Number", int, float)
 
 
 def env_str(environ: Environ, name: str, default: str | None = None) -> str:
@@ -34,13 +36,7 @@ def env_int(
     maximum: int | None = None,
 ) -> int:
     """Return an integer setting within the given bounds."""
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    value = _parsed(environ, name, default, int, "a whole number")
     if minimum is not None and value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -50,16 +46,21 @@ def env_int(
 
 def env_float(environ: Environ, name: str, default: float, *, minimum: float = 0.0) -> float:
     """Return a non-negative number setting (seconds, usually)."""
+    value = _parsed(environ, name, default, float, "a number")
+    if not value >= minimum:  # also rejects NaN
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _parsed(environ: Environ, name: str, default: Number, parse: Callable[[str], Number], what: str) -> Number:
+    """Return the setting parsed, or the default when unset; a value that does not parse names `what` it must be."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        return parse(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum:  # also rejects NaN
-        raise SettingsError(f"{name} must be at least {minimum}, got {raw}")
-    return value
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
 
 
 def env_bool(environ: Environ, name: str, default: bool) -> bool:
