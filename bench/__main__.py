@@ -1,7 +1,7 @@
 """Run the whole benchmark: `python -m bench` (what `make bench` does). Only 127.0.0.1 is loaded.
 
-Figures and their floors are measured side by side in the same run; see the README's
-Performance section for what each row means. BENCH_SECONDS sets the length of each HTTP run.
+Figures and their floors are measured side by side in the same run; see
+docs/performance.md for what each row means. BENCH_SECONDS sets the length of each HTTP run.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from issuer import browser, introspect, oauth, wellknown
 from issuer.clients import registered_clients
 from issuer.codes import AuthorizationCodes
-from issuer.db import private_dir
+from issuer.db import private_dir, private_file
 from issuer.extensions import Issuer
 from issuer.keys import KeyStoreError
 from issuer.ratelimit import limiter, retry_after
@@ -86,7 +86,8 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     limiter.init_app(app)
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(429, _rate_limited)
-    app.register_error_handler(OperationalError, _database_unavailable)
+    for unusable in (OperationalError, InterfaceError):
+        app.register_error_handler(unusable, _database_unavailable)
     app.register_error_handler(KeyStoreError, _signing_unavailable)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(oauth.bp)
@@ -111,6 +112,7 @@ def _session_secret(data_dir: Path) -> str:
         with contextlib.suppress(FileExistsError):
             os.link(temporary, path)
         temporary.unlink()
+    private_file(path)  # tighten a secret someone loosened
     return path.read_text().strip()
 
 
@@ -141,7 +143,7 @@ def _subkey(secret: str, purpose: str) -> bytes:
     return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
 
 
-def _database_unavailable(exc: OperationalError) -> ResponseReturnValue:
+def _database_unavailable(exc: OperationalError | InterfaceError) -> ResponseReturnValue:
     """Answer 503 when the database cannot be used right now (locked too long, or unreachable)."""
     log.error("database unavailable", extra={"fields": {"error": type(exc.orig).__name__}})
     return error_response(

@@ -1,7 +1,7 @@
 """Token introspection (RFC 7662): the alternative to local verification, kept for comparison.
 
 A resource set to `RESOURCE_VERIFICATION=introspection` asks here about every token instead of
-verifying it itself (the README's Performance section measures both designs).
+verifying it itself (docs/performance.md measures both designs).
 
 - Callers must authenticate (section 2.1 MUST, against token scanning) with HTTP Basic client
   credentials (`client_secret_basic`, RFC 6749 section 2.3.1): `ISSUER_INTROSPECTION_CLIENT_ID`

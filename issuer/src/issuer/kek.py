@@ -97,7 +97,7 @@ def new_key_encryption_key() -> bytes:
 
 
 def save_key_encryption_key(path: Path, kek: bytes) -> None:
-    """Write `kek` to `path` (0600) atomically, replacing any file there (e.g. after `keys rewrap`)."""
+    """Write `kek` to `path` (0600) atomically, replacing any file there (when the key-encryption key changes)."""
     tmp = _write_temp(path, kek)
     try:
         tmp.replace(path)

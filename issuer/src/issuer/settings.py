@@ -48,7 +48,7 @@ class IntrospectionSettings:
 
 @dataclass(frozen=True)
 class IssuerSettings:
-    """Everything the issuer is configured with; see the README's configuration table."""
+    """Everything the issuer is configured with; see docs/configuration.md."""
 
     url: str = "http://localhost:8000"
     data_dir: Path = Path("var/issuer")

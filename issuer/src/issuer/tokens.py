@@ -52,7 +52,7 @@ def mint_access_token(
     """Sign an RFC 9068 access token; return it with its claims.
 
     PyJWT's RS256 algorithm object signs; the header segment is encoded once per key, which
-    keeps the cost per token at the RSA signature's (see the README's Performance section).
+    keeps the cost per token at the RSA signature's (see docs/performance.md).
     """
     issued_at = int(time.time()) if now is None else now
     claims: dict[str, Any] = {

@@ -6,8 +6,6 @@ used or revoked, over the back channel (inside compose, http://issuer:8000).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ import requests
 from resource_server.settings import ResourceSettings
 from shared.errors import ApiError
 from shared.jsonread import read_json
+from shared.pkce import new_verifier, s256
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +66,8 @@ class IssuerClient:
     def authorization_request(self) -> AuthorizationRequest:
         """Start the flow: a fresh state and PKCE verifier, and the issuer URL to visit."""
         state = secrets.token_urlsafe(24)
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        verifier = new_verifier()
+        challenge = s256(verifier)
         query = urlencode(
             {
                 "response_type": "code",

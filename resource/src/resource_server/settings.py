@@ -16,7 +16,7 @@ VERIFICATION_MODES = ("local", "introspection")
 
 @dataclass(frozen=True)
 class ResourceSettings:
-    """Everything the resource is configured with; see the README's configuration table."""
+    """Everything the resource is configured with; see docs/configuration.md."""
 
     issuer: str = "http://localhost:8000"
     issuer_internal_url: str = "http://localhost:8000"

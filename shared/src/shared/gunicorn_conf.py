@@ -1,7 +1,7 @@
 """Gunicorn settings both services run with: `gunicorn -c python:shared.gunicorn_conf ...`.
 
 Two cores: four gthread workers of four threads keep keep-alive connections spread over
-processes (two gthread workers let them pile onto one; see the README's Performance notes).
+processes (two gthread workers let them pile onto one; see docs/performance.md).
 WEB_CONCURRENCY and GUNICORN_THREADS override the counts.
 """
 

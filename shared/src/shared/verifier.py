@@ -21,7 +21,7 @@ The claim policy in one place:
 | `sub`, `jti`     | required non-empty strings                                       |
 | `scope`, `client_id` | strings when present                                         |
 
-How, and how fast (see the README's Performance section):
+How, and how fast (see docs/performance.md):
 
 - The signature is checked by PyJWT's RS256 algorithm object. The compact serialization and
   the claims are handled here, by PyJWT's own rules, because PyJWT 2.15's per-character

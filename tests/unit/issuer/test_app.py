@@ -396,3 +396,11 @@ def test_no_signing_key_is_a_503_with_retry_after_not_a_500(app: Flask, client: 
     body = _assert_error(response, 503, "temporarily_unavailable")
     assert response.headers["Retry-After"] == "5"
     assert body["error_description"] == "the issuer cannot sign tokens right now; try again shortly"
+
+
+def test_a_loosened_session_secret_is_tightened_at_start(settings: IssuerSettings) -> None:
+    create_app(settings)
+    secret = settings.data_dir / "session-secret"
+    secret.chmod(0o644)
+    create_app(settings)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
