@@ -57,7 +57,8 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
 
     database = settings.database()
     database.upgrade()
-    keys = settings.key_store(database, settings.load_kek())
+    kek = settings.load_kek()
+    keys = settings.key_store(database, kek)
     keys.start(settings.legacy_key_dir)
     users = UserStore(database, settings.password_hasher())
     _seed_demo_users(settings, users)
@@ -67,7 +68,8 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         ttl=settings.refresh_token_ttl,
         family_ttl=settings.refresh_family_ttl,
         reuse_grace=settings.refresh_reuse_grace,
-        successor_key=_subkey(secret, RefreshTokens.SUCCESSOR),
+        # From the key-encryption key, which every replica of one database shares.
+        successor_key=_subkey(kek, RefreshTokens.SUCCESSOR),
     )
     Issuer(
         settings=settings,
@@ -138,9 +140,9 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
     return error_response(429, "too_many_requests", f"too many requests; retry in {seconds} seconds", headers)
 
 
-def _subkey(secret: str, purpose: str) -> bytes:
-    """Derive a key for one purpose from the issuer's secret, so that no two uses share a key."""
-    return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
+def _subkey(key: bytes, purpose: str) -> bytes:
+    """Derive a key for one purpose from another, so that no two uses share a key."""
+    return hmac.new(key, purpose.encode(), hashlib.sha256).digest()
 
 
 def _database_unavailable(exc: OperationalError | InterfaceError) -> ResponseReturnValue:

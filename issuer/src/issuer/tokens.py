@@ -86,9 +86,11 @@ class RefreshTokens:
 
     Reuse grace: a token presented again within `reuse_grace` seconds of its first use, by
     the same client (two tabs refreshing at once, a retry after a lost response), gets the
-    same successor again instead of revoking the family. The successor is derived from the
-    token under `successor_key` (HMAC), so it can be handed out again without being stored.
-    After the grace, reuse means the token was copied: the whole family is revoked.
+    same successor again instead of revoking the family, as long as that successor is unused.
+    The successor is derived from the token under `successor_key` (HMAC), so it can be handed
+    out again without being stored; every replica derives the same one. After the grace, or
+    once the successor has been used, presenting the token again means it was copied: the
+    whole family is revoked.
     """
 
     SUCCESSOR: ClassVar[str] = "refresh-successor"
@@ -152,7 +154,7 @@ class RefreshTokens:
                 raise RefreshError("the refresh token's session has reached its maximum lifetime")
             grant = Grant(row.user_id, row.username, row.client_id, row.scope)
             if row.used_at is not None:
-                if now - row.used_at <= self.reuse_grace and self._live(conn, successor, now):
+                if now - row.used_at <= self.reuse_grace and self._unspent(conn, successor, now):
                     log.info(
                         "refresh token re-presented within the reuse grace", extra={"fields": {"sub": row.username}}
                     )
@@ -170,10 +172,15 @@ class RefreshTokens:
         )
         raise RefreshReused("the refresh token was already used; its session has been revoked")
 
-    def _live(self, conn: Connection, token: str, now: int) -> bool:
-        """Return whether a token is known, unrevoked and unexpired."""
+    def _unspent(self, conn: Connection, token: str, now: int) -> bool:
+        """Return whether a token is known, unused, unrevoked and unexpired.
+
+        The grace hands out a successor only while nobody has used it: once the rightful
+        client has moved on, the old token leads nowhere, and presenting it is reuse.
+        """
         query = select(refresh_tokens.c.token_hash).where(
             refresh_tokens.c.token_hash == secret_hash(token),
+            refresh_tokens.c.used_at.is_(None),
             refresh_tokens.c.revoked_at.is_(None),
             refresh_tokens.c.expires_at > now,
         )

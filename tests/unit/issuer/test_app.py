@@ -404,3 +404,14 @@ def test_a_loosened_session_secret_is_tightened_at_start(settings: IssuerSetting
     secret.chmod(0o644)
     create_app(settings)
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_replicas_sharing_a_database_agree_on_a_retried_refresh(settings: IssuerSettings) -> None:
+    """Two issuers on one database, each with its own session secret (no shared data directory)."""
+    one = create_app(dataclasses.replace(settings, session_secret="one-" + "s" * 40)).test_client()
+    other = create_app(dataclasses.replace(settings, session_secret="other-" + "s" * 40)).test_client()
+    first = _refresh_token(_login(one))
+    answer = _token(one, grant_type="refresh_token", refresh_token=first)
+    retry = _token(other, grant_type="refresh_token", refresh_token=first)
+    assert retry.status_code == 200, retry.get_json()
+    assert _refresh_token(retry) == _refresh_token(answer)

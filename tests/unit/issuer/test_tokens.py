@@ -287,3 +287,21 @@ def test_failed_rotation_leaves_the_database_writable(refresh: RefreshTokens, gr
     with pytest.raises(RefreshError):
         refresh.rotate("made-up", "cli")
     assert refresh.rotate(refresh.issue(grant), "cli")[0] == grant
+
+
+def test_the_grace_never_hands_out_a_successor_that_was_used(refresh: RefreshTokens, grant: Grant) -> None:
+    """A stolen spent token must not lead along the chain to the token the client holds now."""
+    first = refresh.issue(grant)
+    _, second = refresh.rotate(first, "cli")
+    _, third = refresh.rotate(second, "cli")  # the rightful client has moved on
+    with pytest.raises(RefreshReused):
+        refresh.rotate(first, "cli")
+    with pytest.raises(RefreshError, match="revoked"):
+        refresh.rotate(third, "cli")
+
+
+def test_every_replica_derives_the_same_successor(database: Database, grant: Grant) -> None:
+    one, other = _store(database), _store(database)
+    first = one.issue(grant)
+    _, successor = one.rotate(first, "cli")
+    assert other.rotate(first, "cli")[1] == successor  # a retry that reached another replica
