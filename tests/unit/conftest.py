@@ -80,10 +80,11 @@ def issuer_settings(tmp_path: Path, issuer_data_template: Path) -> IssuerSetting
     )
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    """A fresh, empty issuer database at the current schema."""
-    fresh = Database.for_data_dir("", tmp_path / "issuer-db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh, empty issuer database at the current schema: embedded SQLite, then PostgreSQL."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
+    fresh = Database.for_data_dir(url, tmp_path / "issuer-db")
     fresh.upgrade()
     yield fresh
     fresh.dispose()

@@ -52,6 +52,11 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         SESSION_COOKIE_SECURE=settings.secure_cookies,
         PERMANENT_SESSION_LIFETIME=settings.login_session_ttl,
         RATELIMIT_STORAGE_URI=settings.rate_limit_storage,
+        # Shared counters unreachable (Redis down): each worker counts in memory meanwhile, so
+        # guessing stays limited and logins go on; never a 500 (see issuer.ratelimit).
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 1},
         CONTENT_SECURITY_POLICY=content_security_policy(_origins(settings.web_redirect_uris)),
     )
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from issuer import migrations
 from issuer.db import Database
@@ -30,6 +31,9 @@ def _database(settings: IssuerSettings) -> Iterator[Database]:
     try:
         database.upgrade()
         yield database
+    except (OperationalError, InterfaceError) as exc:
+        where = database.url.render_as_string(hide_password=True)
+        raise click.ClickException(f"cannot use the database at {where}: {type(exc.orig).__name__}") from exc
     finally:
         database.dispose()
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    URL,
     CheckConstraint,
     Column,
     Connection,
@@ -41,9 +42,13 @@ from sqlalchemy import (
     inspect,
     make_url,
     select,
+    text,
     update,
 )
 from sqlalchemy.sql.expression import ColumnElement, Select
+
+# Any fixed number: processes migrating one PostgreSQL database take turns on it.
+MIGRATION_LOCK = 0x6A77_7473  # 'jwts'
 
 metadata = MetaData(naming_convention={"ix": "ix_%(column_0_label)s", "uq": "%(table_name)s_%(column_0_name)s_key"})
 KEY_STATES = ("next", "active", "retiring", "retired")
@@ -126,8 +131,12 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = make_url(url)
+        if self.url.drivername == "postgresql":
+            self.url = self.url.set(drivername="postgresql+psycopg")  # psycopg 3, not SQLAlchemy's default
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        self.engine = _engine(url, self.is_sqlite)
+        if self.is_sqlite and self.url.database not in {None, "", ":memory:"}:
+            _private_sqlite_files(Path(str(self.url.database)))
+        self.engine = _engine(self.url, self.is_sqlite)
         # The writer begins SQLite transactions IMMEDIATE: the write lock is taken at BEGIN, so
         # two writers queue on busy_timeout instead of one failing when it upgrades its lock.
         self._writer = self.engine.execution_options(sqlite_immediate=True)
@@ -140,9 +149,11 @@ class Database:
         """Open the database at `url`, or the embedded SQLite file in `data_dir` when `url` is empty."""
         if url:
             return cls(url)
-        path = data_dir / "issuer.sqlite3"
-        private_file(path)
-        return cls(f"sqlite:///{path}")
+        private_dir(data_dir)
+        for path in data_dir.iterdir():  # what older releases left looser than they should have
+            if path.is_file():
+                private_file(path)
+        return cls(f"sqlite:///{data_dir / 'issuer.sqlite3'}")
 
     def transaction(self) -> contextlib.AbstractContextManager[Connection]:
         """Run the block in one write transaction, or join the one this thread has open."""
@@ -182,13 +193,21 @@ class Database:
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
-        """Let processes starting together take turns migrating (SQLite: a file lock beside it)."""
+        """Let processes starting together take turns migrating: an advisory lock, or a file lock beside SQLite."""
+        if not self.is_sqlite:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            return
         database = self.url.database
-        if not self.is_sqlite or not database or database == ":memory:":
+        if not database or database == ":memory:":
             yield
             return
         path = Path(database)
-        lock = private_file(path.parent / ".migrate.lock")
+        lock = private_file(path.parent / ".migrate.lock", own_dir=False)
         with lock.open("r+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             # Switching a new database to WAL needs it to itself, and SQLite answers "database is
@@ -208,7 +227,7 @@ class Database:
         return set(inspect(self.engine).get_table_names())
 
 
-def _engine(url: str, is_sqlite: bool) -> Engine:
+def _engine(url: URL, is_sqlite: bool) -> Engine:
     if not is_sqlite:
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
@@ -238,14 +257,27 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def private_file(path: Path) -> Path:
-    """Create an empty file only its owner may read (0600) unless it exists; tighten it if it does."""
-    private_dir(path.parent)
+def private_file(path: Path, *, own_dir: bool = True) -> Path:
+    """Create an empty file only its owner may read (0600) unless it exists; tighten it if it does.
+
+    With `own_dir`, its directory is ours too and made private (0700); without, a directory the
+    operator chose (for an explicit SQLite URL) is left as it is.
+    """
+    if own_dir:
+        private_dir(path.parent)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
     return path
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """Make the database file and its journal files private (created 0600, tightened if looser)."""
+    private_file(path, own_dir=False)
+    for journal in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if journal.exists():
+            private_file(journal, own_dir=False)
 
 
 def stamp(conn: Connection, column: Column[int], *where: ColumnElement[bool], now: int) -> int:

@@ -15,7 +15,6 @@ from sqlalchemy.exc import IntegrityError
 
 from issuer.db import Database, users
 
-MAX_USERNAME_LENGTH = 64
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
@@ -100,9 +99,15 @@ class UserStore:
 
     def get(self, username: str) -> User | None:
         """Return the user named `username`, or None."""
-        with self.database.reading() as conn:
-            row = conn.execute(select(users).where(users.c.username == username)).first()
+        row = self._row(username)
         return None if row is None else _user(row)
+
+    def _row(self, username: str) -> Row[Any] | None:
+        """Return the row of a user; a name no user could have (NUL, too long, any case) is nobody's."""
+        if not USERNAME.fullmatch(username):
+            return None  # never sent to the database: PostgreSQL refuses NUL in text outright
+        with self.database.reading() as conn:
+            return conn.execute(select(users).where(users.c.username == username)).first()
 
     def get_by_id(self, user_id: str) -> User | None:
         """Return the user with this stable id, or None."""
@@ -126,12 +131,7 @@ class UserStore:
         An unknown name is checked against a dummy hash so that timing does not reveal which
         names exist. A hash made with older parameters is upgraded on success.
         """
-        with self.database.reading() as conn:
-            row = (
-                conn.execute(select(users).where(users.c.username == username)).first()
-                if len(username) <= MAX_USERNAME_LENGTH
-                else None
-            )
+        row = self._row(username)
         stored = row.password_hash if row is not None else self._dummy_hash()
         try:
             self.hasher.verify(stored, password)

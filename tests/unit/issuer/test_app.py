@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import logging
+import socket
 import stat
 import threading
 import time
@@ -415,3 +416,16 @@ def test_replicas_sharing_a_database_agree_on_a_retried_refresh(settings: Issuer
     retry = _token(other, grant_type="refresh_token", refresh_token=first)
     assert retry.status_code == 200, retry.get_json()
     assert _refresh_token(retry) == _refresh_token(answer)
+
+
+def test_logins_go_on_and_stay_limited_while_the_shared_counters_are_down(settings: IssuerSettings) -> None:
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{probe.getsockname()[1]}"
+    client = create_app(
+        dataclasses.replace(settings, rate_limit_storage=dead, login_rate_limit="2 per minute")
+    ).test_client()
+    assert _login(client).status_code == 200
+    for _ in range(2):
+        _assert_error(_login(client, password="wrong-password"), 400, "invalid_grant")
+    _assert_error(_login(client), 429, "too_many_requests")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -238,3 +239,18 @@ def test_help_lists_the_command_groups(runner: CliRunner) -> None:
     assert result.exit_code == 0
     assert "users" in result.output
     assert "keys" in result.output
+
+
+def test_an_unreachable_database_is_a_message_not_a_traceback(runner: CliRunner) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "ISSUER_DATABASE_URL": f"postgresql://issuer:pw-secret@127.0.0.1:{port}/x",
+        "ISSUER_KEY_ENCRYPTION_KEY": "A" * 43,
+    }
+    result = runner.invoke(main, ["users", "list"], env=env)
+    assert result.exit_code == 1
+    assert f"Error: cannot use the database at postgresql+psycopg://issuer:***@127.0.0.1:{port}/x" in result.output
+    assert "pw-secret" not in result.output
+    assert "Traceback" not in result.output

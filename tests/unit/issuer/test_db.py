@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
 
 from issuer import migrations
@@ -174,7 +174,11 @@ def test_stores_join_the_transaction_the_thread_has_open(database: Database) -> 
 
 
 def test_concurrent_read_then_write_transactions_queue_instead_of_failing(database: Database) -> None:
-    """SQLite upgrades a read lock to a write lock by failing at once; IMMEDIATE transactions queue."""
+    """Read, then write what was read: the stores' pattern (a row locked for update) serializes writers.
+
+    SQLite would fail at once upgrading a read lock to a write lock; its transactions begin
+    IMMEDIATE and queue. PostgreSQL would lose updates; `FOR UPDATE` makes the second wait.
+    """
     _add_user(database, "counter")
     barrier = threading.Barrier(8)
     errors: list[BaseException] = []
@@ -183,8 +187,9 @@ def test_concurrent_read_then_write_transactions_queue_instead_of_failing(databa
         barrier.wait()
         try:
             with database.transaction() as conn:
-                value = conn.execute(text("SELECT created_at FROM users WHERE id = 'counter'")).scalar_one()
-                conn.execute(text("UPDATE users SET created_at = :v WHERE id = 'counter'"), {"v": value + 1})
+                counter = users.c.id == "counter"
+                value = conn.execute(select(users.c.created_at).where(counter).with_for_update()).scalar_one()
+                conn.execute(users.update().where(counter).values(created_at=value + 1))
         except OperationalError as exc:
             errors.append(exc)
 
@@ -228,3 +233,65 @@ def test_the_migrations_build_exactly_the_schema_the_code_declares(database: Dat
     with database.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     assert differences == []
+
+
+def _migrate(url: str, barrier: Any) -> str:
+    database = Database(url)
+    barrier.wait()
+    try:
+        database.upgrade()
+    except OperationalError as exc:
+        return f"failed: {exc}"
+    finally:
+        database.dispose()
+    return "migrated"
+
+
+def test_processes_migrating_one_new_postgresql_database_take_turns(postgres_url: str) -> None:
+    context = multiprocessing.get_context("fork")
+    with context.Manager() as manager, context.Pool(4) as pool:
+        barrier = manager.Barrier(4)
+        assert pool.starmap(_migrate, [(postgres_url, barrier)] * 4) == ["migrated"] * 4
+    database = Database(postgres_url)
+    assert migrations.current(database) == "0002"
+    database.dispose()
+
+
+def test_an_explicit_sqlite_url_keeps_the_operators_directory_as_it_is(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    database = Database(f"sqlite:///{shared / 'issuer.db'}")
+    database.upgrade()
+    database.dispose()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert _mode(shared / "issuer.db") == 0o600
+
+
+def test_files_an_older_release_left_open_are_tightened(tmp_path: Path) -> None:
+    _previous_release(tmp_path / "data")
+    for name in ("issuer.sqlite3-wal", "issuer.sqlite3-shm", ".initialise.lock"):
+        (tmp_path / "data" / name).touch(mode=0o644)
+        (tmp_path / "data" / name).chmod(0o644)
+    Database.for_data_dir("", tmp_path / "data").dispose()
+    assert {path.name: _mode(path) for path in (tmp_path / "data").iterdir()} == {
+        path.name: 0o600 for path in (tmp_path / "data").iterdir()
+    }
+
+
+def test_a_database_of_the_very_first_release_gets_its_missing_tables(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    conn = sqlite3.connect(data_dir / "issuer.sqlite3")
+    conn.executescript(
+        ";".join(
+            s
+            for s in PREVIOUS_RELEASE_SCHEMA.split(";")
+            if "login_sessions" not in s and "authorization_codes" not in s
+        )
+    )
+    conn.close()
+    database = Database.for_data_dir("", data_dir)
+    database.upgrade()
+    assert migrations.current(database) == "0002"
+    database.dispose()

@@ -208,3 +208,11 @@ def test_parse_demo_users_reads_name_password_scope_triples() -> None:
 def test_parse_demo_users_refuses_malformed_entries(spec: str) -> None:
     with pytest.raises(UserError, match="ISSUER_DEMO_USERS entries must look like"):
         parse_demo_users(spec)
+
+
+@pytest.mark.parametrize("name", ["al\x00ice", "ALICE", "a" * 65, "alice\n", ""])
+def test_a_name_no_user_could_have_is_nobody_on_every_engine(users: UserStore, name: str) -> None:
+    """PostgreSQL refuses NUL in text outright: such names must never reach the database."""
+    users.add("alice", "wonderland", "profile")
+    assert users.get(name) is None
+    assert users.authenticate(name, "wonderland") is None
