@@ -18,7 +18,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from issuer import browser, introspect, oauth, wellknown
-from issuer.clients import registered_clients
+from issuer.apis import ApiStore
+from issuer.clients import ClientAssertions, ClientStore, builtin_clients
 from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir, private_file
 from issuer.extensions import Issuer
@@ -67,6 +68,10 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     keys.start(settings.legacy_key_dir)
     users = UserStore(database, settings.password_hasher())
     _seed_demo_users(settings, users)
+    clients = ClientStore(database)
+    clients.seed(builtin_clients(settings.web_redirect_uris))
+    apis = ApiStore(database)
+    apis.seed(settings.audience, settings.audience_scope)
 
     refresh_tokens = RefreshTokens(
         database,
@@ -84,7 +89,9 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         login_sessions=LoginSessions(database, settings.login_session_ttl),
         authorization_codes=AuthorizationCodes(database),
         refresh_tokens=refresh_tokens,
-        clients=registered_clients(settings.web_redirect_uris),
+        clients=clients,
+        client_assertions=ClientAssertions(database),
+        apis=apis,
     ).init_app(app)
 
     web.init_app(app)

@@ -1,32 +1,192 @@
-"""OAuth clients registered with the issuer: all public (no secret), as CLIs and browsers are."""
+"""OAuth clients registered with the issuer, in the database (owner of `clients` and `client_assertions`).
+
+A client is public (`none`: CLIs and browsers, which can keep no secret) or confidential:
+`private_key_jwt` (RFC 7523: the issuer keeps only the client's public keys, from a registered
+JWKS or a JWKS URL) or `client_secret_basic` (RFC 6749 2.3.1: the issuer keeps the secret's
+SHA-256; secrets are long and random, so a fast hash is right). The two built-in clients, the
+command line (`cli`) and the resource's browser login (`resource-web`), are seeded at start
+from settings.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from issuer.db import Database, client_assertions, clients
+from issuer.opaque import secret_hash
+from issuer.users import parse_scope
 
 DEFAULT_CLIENT_ID = "cli"
 WEB_CLIENT_ID = "resource-web"
 
+GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "password", "client_credentials"})
+AUTH_METHODS = ("none", "private_key_jwt", "client_secret_basic")
+MIN_SECRET_LENGTH = 32
+
+
+class ClientError(ValueError):
+    """A client cannot be registered or changed; the message says why."""
+
 
 @dataclass(frozen=True)
 class Client:
-    """A public client, the grants it may use and its exact redirect URIs."""
+    """A registered client: what it may do, and how it proves who it is."""
 
     client_id: str
-    name: str
     grant_types: frozenset[str]
     redirect_uris: tuple[str, ...] = ()
+    scopes: frozenset[str] | None = None  # None: no limit of the client's own
+    audiences: frozenset[str] | None = None  # None: any registered API
+    auth_method: str = "none"
+    secret_hash: str | None = None
+    jwks: str | None = None
+    jwks_uri: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Return how the login page names the client."""
+        return {WEB_CLIENT_ID: "the jwt-split resource", DEFAULT_CLIENT_ID: "the command line"}.get(
+            self.client_id, self.client_id
+        )
+
+    def narrow(self, scopes: frozenset[str]) -> frozenset[str]:
+        """Return the scopes this client may be granted out of `scopes`."""
+        return scopes if self.scopes is None else scopes & self.scopes
+
+    def may_ask_for(self, audience: str) -> bool:
+        """Return whether this client may get tokens for the API `audience`."""
+        return self.audiences is None or audience in self.audiences
 
 
-def registered_clients(web_redirect_uris: tuple[str, ...]) -> dict[str, Client]:
-    """Return the clients the issuer knows, by id."""
-    clients = [
-        Client(DEFAULT_CLIENT_ID, "command line", frozenset({"password", "refresh_token"})),
-        Client(
-            WEB_CLIENT_ID,
-            "the jwt-split resource",
-            frozenset({"authorization_code", "refresh_token"}),
-            web_redirect_uris,
-        ),
+def builtin_clients(web_redirect_uris: tuple[str, ...]) -> list[Client]:
+    """Return the two clients every issuer has: the command line, and the resource's browser login."""
+    return [
+        Client(DEFAULT_CLIENT_ID, frozenset({"password", "refresh_token"})),
+        Client(WEB_CLIENT_ID, frozenset({"authorization_code", "refresh_token"}), web_redirect_uris),
     ]
-    return {client.client_id: client for client in clients}
+
+
+def check_client(client: Client) -> Client:
+    """Return the client if its registration is coherent, or raise ClientError saying why."""
+    if not client.client_id or not client.client_id.isascii() or not client.client_id.isprintable():
+        raise ClientError("a client id must be printable ASCII")
+    if len(client.client_id) > 64 or " " in client.client_id:
+        raise ClientError("a client id must be at most 64 characters, without spaces")
+    if not client.grant_types or not client.grant_types <= GRANT_TYPES:
+        raise ClientError(f"grant types must be some of: {' '.join(sorted(GRANT_TYPES))}")
+    if client.auth_method not in AUTH_METHODS:
+        raise ClientError(f"the authentication method must be one of: {', '.join(AUTH_METHODS)}")
+    if "authorization_code" in client.grant_types and not client.redirect_uris:
+        raise ClientError("a client using authorization_code needs at least one --redirect-uri")
+    if "client_credentials" in client.grant_types and client.auth_method == "none":
+        raise ClientError("client_credentials needs a confidential client: --jwks-file, --jwks-uri or --secret-stdin")
+    return client
+
+
+class ClientStore:
+    """Clients in the issuer's database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def get(self, client_id: str) -> Client | None:
+        """Return the client, or None."""
+        if not client_id or len(client_id) > 64 or "\x00" in client_id:
+            return None  # never sent to the database: PostgreSQL refuses NUL in text outright
+        with self.database.reading() as conn:
+            row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
+        return None if row is None else _client(row)
+
+    def list(self) -> list[Client]:
+        """Return every client by id."""
+        with self.database.reading() as conn:
+            return [_client(row) for row in conn.execute(select(clients).order_by(clients.c.client_id))]
+
+    def add(self, client: Client, *, secret: str | None = None) -> Client:
+        """Register a client; a secret is checked for length and stored only as its SHA-256."""
+        if secret is not None:
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise ClientError(f"a client secret must be at least {MIN_SECRET_LENGTH} characters")
+            client = Client(
+                **{**client.__dict__, "auth_method": "client_secret_basic", "secret_hash": secret_hash(secret)}
+            )
+        check_client(client)
+        try:
+            with self.database.transaction() as conn:
+                conn.execute(insert(clients).values(_values(client)))
+        except IntegrityError:
+            raise ClientError(f"client {client.client_id!r} already exists") from None
+        return client
+
+    def delete(self, client_id: str) -> bool:
+        """Delete a client; return whether it existed."""
+        with self.database.transaction() as conn:
+            return conn.execute(delete(clients).where(clients.c.client_id == client_id)).rowcount > 0
+
+    def seed(self, builtins: Iterable[Client]) -> None:
+        """Make the built-in clients what settings say (they follow ISSUER_WEB_REDIRECT_URIS)."""
+        with self.database.transaction() as conn:
+            for client in builtins:
+                conn.execute(delete(clients).where(clients.c.client_id == client.client_id))
+                conn.execute(insert(clients).values(_values(client)))
+
+
+class ClientAssertions:
+    """The `jti` of every accepted client assertion, each accepted once until it expires."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def accept_once(self, client_id: str, jti: str, expires_at: int) -> bool:
+        """Remember an assertion's `jti`; return False if this client presented it before."""
+        now = int(time.time())
+        try:
+            with self.database.transaction() as conn:
+                conn.execute(delete(client_assertions).where(client_assertions.c.expires_at < now))
+                conn.execute(
+                    insert(client_assertions).values(
+                        jti_hash=secret_hash(f"{client_id}\x00{jti}"), expires_at=expires_at
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+
+def _words(items: frozenset[str] | tuple[str, ...] | None) -> str | None:
+    return None if items is None else " ".join(sorted(items) if isinstance(items, frozenset) else items)
+
+
+def _values(client: Client) -> dict[str, Any]:
+    return {
+        "client_id": client.client_id,
+        "grant_types": _words(client.grant_types),
+        "redirect_uris": _words(client.redirect_uris),
+        "scope": _words(client.scopes),
+        "audiences": _words(client.audiences),
+        "auth_method": client.auth_method,
+        "secret_hash": client.secret_hash,
+        "jwks": client.jwks,
+        "jwks_uri": client.jwks_uri,
+        "created_at": int(time.time()),
+    }
+
+
+def _client(row: Row[Any]) -> Client:
+    return Client(
+        client_id=row.client_id,
+        grant_types=frozenset(row.grant_types.split()),
+        redirect_uris=tuple(row.redirect_uris.split()),
+        scopes=None if row.scope is None else parse_scope(row.scope),
+        audiences=None if row.audiences is None else frozenset(row.audiences.split()),
+        auth_method=row.auth_method,
+        secret_hash=row.secret_hash,
+        jwks=row.jwks,
+        jwks_uri=row.jwks_uri,
+    )

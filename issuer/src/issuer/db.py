@@ -91,6 +91,7 @@ refresh_tokens = Table(
     Column("used_at", Integer),
     Column("revoked_at", Integer),
     Column("session_hash", String(64), index=True),
+    Column("audience", Text),
     Index("refresh_tokens_family", "family_id"),
 )
 
@@ -108,6 +109,7 @@ authorization_codes = Table(
     Column("expires_at", Integer, nullable=False),
     Column("used_at", Integer),
     Column("family_id", String(32)),
+    Column("audience", Text),
 )
 
 # Owner: issuer.keys.KeyStore. The private half is encrypted (AES-256-GCM) under the
@@ -123,6 +125,43 @@ signing_keys = Table(
     Column("activated_at", Integer),
     Column("retiring_at", Integer),
     Column("retired_at", Integer),
+)
+
+
+# Owner: issuer.clients.ClientStore. Space-separated lists; NULL `scope` or `audiences` means
+# no limit of the client's own (the built-in clients). A secret is stored as its SHA-256 (it is
+# long and random), a registered JWKS as its JSON text.
+clients = Table(
+    "clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("grant_types", Text, nullable=False),
+    Column("redirect_uris", Text, nullable=False),
+    Column("scope", Text),
+    Column("audiences", Text),
+    Column("auth_method", String(32), nullable=False),
+    Column("secret_hash", String(64)),
+    Column("jwks", Text),
+    Column("jwks_uri", Text),
+    Column("created_at", Integer, nullable=False),
+)
+
+# Owner: issuer.apis.ApiStore. The APIs (resource servers) tokens may be asked for (RFC 8707).
+apis = Table(
+    "apis",
+    metadata,
+    Column("audience", String(255), primary_key=True),
+    Column("scope", Text, nullable=False),
+    Column("created_at", Integer, nullable=False),
+)
+
+# Owner: issuer.clients.ClientAssertions. Each private_key_jwt assertion's `jti` is accepted
+# once (RFC 7523 section 3): remembered, as a hash, until the assertion expires.
+client_assertions = Table(
+    "client_assertions",
+    metadata,
+    Column("jti_hash", String(64), primary_key=True),
+    Column("expires_at", Integer, nullable=False, index=True),
 )
 
 

@@ -7,7 +7,8 @@ from typing import cast
 
 from flask import Flask, current_app
 
-from issuer.clients import Client
+from issuer.apis import ApiStore
+from issuer.clients import ClientAssertions, ClientStore
 from issuer.codes import AuthorizationCodes
 from issuer.db import Database
 from issuer.keys import KeyStore
@@ -19,7 +20,7 @@ from issuer.users import UserStore
 
 @dataclass(frozen=True)
 class Issuer:
-    """The settings, the database and its stores (one owner per table), and the clients."""
+    """The settings, the database and its stores (one owner per table)."""
 
     settings: IssuerSettings
     database: Database
@@ -28,7 +29,9 @@ class Issuer:
     login_sessions: LoginSessions
     authorization_codes: AuthorizationCodes
     refresh_tokens: RefreshTokens
-    clients: dict[str, Client]
+    clients: ClientStore
+    client_assertions: ClientAssertions
+    apis: ApiStore
 
     def init_app(self, app: Flask) -> None:
         """Keep this issuer's objects on the app."""

@@ -176,10 +176,7 @@ def test_unknown_client_is_401_invalid_client(client: FlaskClient) -> None:
 
 
 def test_client_not_allowed_the_grant_is_unauthorized_client(app: Flask, client: FlaskClient) -> None:
-    clients: dict[str, Client] = app.extensions["issuer"].clients
-    clients["login-only"] = dataclasses.replace(
-        clients["cli"], client_id="login-only", grant_types=frozenset({"password"})
-    )
+    app.extensions["issuer"].clients.add(Client("login-only", frozenset({"password"})))
     _assert_error(
         _token(client, grant_type="refresh_token", refresh_token="x", client_id="login-only"),
         400,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 if TYPE_CHECKING:
@@ -48,6 +49,15 @@ def upgrade(database: Database) -> None:
             _complete_baseline(conn)
             command.stamp(cfg, BASELINE)
         command.upgrade(cfg, "head")
+
+
+def head() -> str:
+    """Return the newest revision."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    newest = ScriptDirectory.from_config(cfg).get_current_head()
+    assert newest is not None
+    return newest
 
 
 def current(database: Database) -> str | None:

@@ -1,0 +1,90 @@
+"""The APIs (resource servers) tokens may be asked for, in the database (owner of `apis`).
+
+A token's `aud` is the API it was asked for with RFC 8707's `resource` parameter, or the
+default API (`ISSUER_AUDIENCE`, seeded at start) when none is named. Each API lists the scopes
+it understands; a token for it carries only those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from issuer.db import Database, apis
+from issuer.users import parse_scope
+
+
+class InvalidApi(ValueError):
+    """An API cannot be registered; the message says why."""
+
+
+@dataclass(frozen=True)
+class Api:
+    """An API: its audience (the `aud` of its tokens) and the scopes it understands."""
+
+    audience: str
+    scopes: frozenset[str]
+
+    @property
+    def scope(self) -> str:
+        """Return the scopes as an RFC 6749 space-separated string, sorted."""
+        return " ".join(sorted(self.scopes))
+
+
+def check_audience(audience: str) -> str:
+    """Return the audience if it can name an API: printable ASCII without spaces, at most 255 characters."""
+    if not audience or len(audience) > 255 or not audience.isascii() or not audience.isprintable() or " " in audience:
+        raise InvalidApi("an API's audience must be 1-255 printable ASCII characters without spaces")
+    return audience
+
+
+class ApiStore:
+    """APIs in the issuer's database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def get(self, audience: str) -> Api | None:
+        """Return the API with this audience, or None."""
+        try:
+            check_audience(audience)
+        except InvalidApi:
+            return None  # never sent to the database
+        with self.database.reading() as conn:
+            row = conn.execute(select(apis).where(apis.c.audience == audience)).first()
+        return None if row is None else _api(row)
+
+    def list(self) -> list[Api]:
+        """Return every API by audience."""
+        with self.database.reading() as conn:
+            return [_api(row) for row in conn.execute(select(apis).order_by(apis.c.audience))]
+
+    def add(self, audience: str, scope: str) -> Api:
+        """Register an API and the scopes it understands."""
+        api = Api(check_audience(audience), parse_scope(scope))
+        try:
+            with self.database.transaction() as conn:
+                conn.execute(insert(apis).values(audience=api.audience, scope=api.scope, created_at=int(time.time())))
+        except IntegrityError:
+            raise InvalidApi(f"API {audience!r} already exists") from None
+        return api
+
+    def delete(self, audience: str) -> bool:
+        """Delete an API; return whether it existed."""
+        with self.database.transaction() as conn:
+            return conn.execute(delete(apis).where(apis.c.audience == audience)).rowcount > 0
+
+    def seed(self, audience: str, scope: str) -> None:
+        """Register the default API unless it exists (an operator may have changed its scopes)."""
+        if self.get(audience) is None:
+            with contextlib.suppress(InvalidApi):  # another worker seeded it first
+                self.add(audience, scope)
+
+
+def _api(row: Row[Any]) -> Api:
+    return Api(row.audience, parse_scope(row.scope))
