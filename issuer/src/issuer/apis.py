@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,10 @@ def check_audience(audience: str) -> str:
     return audience
 
 
+class InvalidTarget(ValueError):
+    """The `resource` asked for is not an API this client may get tokens for (RFC 8707 `invalid_target`)."""
+
+
 class ApiStore:
     """APIs in the issuer's database."""
 
@@ -58,6 +63,17 @@ class ApiStore:
         with self.database.reading() as conn:
             row = conn.execute(select(apis).where(apis.c.audience == audience)).first()
         return None if row is None else _api(row)
+
+    def choose(self, resource: str | None, *, default: str, allowed: Callable[[str], bool]) -> Api:
+        """Return the API a grant is for: the `resource` asked for, or the default API.
+
+        `allowed` says whether the client may get tokens for an audience.
+        """
+        audience = default if resource is None else resource
+        api = self.get(audience)
+        if api is None or not allowed(audience):
+            raise InvalidTarget("the resource is not an API this client may get tokens for")
+        return api
 
     def list(self) -> list[Api]:
         """Return every API by audience."""

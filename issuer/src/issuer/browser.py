@@ -15,6 +15,7 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from werkzeug.wrappers import Response
 
 from issuer import extensions
+from issuer.apis import InvalidTarget
 from issuer.clients import Client
 from issuer.opaque import secret_hash
 from issuer.ratelimit import note_failed_password, password_limits
@@ -34,6 +35,7 @@ AUTHORIZE_PARAMS = (
     "state",
     "code_challenge",
     "code_challenge_method",
+    "resource",
 )
 LOGIN_FAILED = "The username or password is incorrect."
 
@@ -85,16 +87,23 @@ def authorize() -> Any:
         requested = parse_scope(args["scope"]) if args["scope"] is not None else None
     except UserError:
         return deny("invalid_scope", "the scope is malformed")
+    try:  # RFC 8707: the API the token is for, or the default API
+        api = extensions.current().apis.choose(
+            args["resource"], default=extensions.current().settings.audience, allowed=client.may_ask_for
+        )
+    except InvalidTarget as exc:
+        return deny("invalid_target", str(exc))
 
     user = current_user()
     if user is None:
         session["authorize"] = {k: v for k, v in args.items() if v is not None}
         return redirect(url_for("browser.login"), code=302)
 
-    granted = user.scopes if requested is None else requested & user.scopes
+    allowed = client.narrow(user.scopes & api.scopes)
+    granted = allowed if requested is None else requested & allowed
     if requested and not granted:
         return deny("invalid_scope", "none of the requested scopes can be granted")
-    grant = Grant(user.id, user.username, client.client_id, " ".join(sorted(granted)))
+    grant = Grant(user.id, user.username, client.client_id, " ".join(sorted(granted)), api.audience)
     code = extensions.current().authorization_codes.issue(
         grant,
         redirect_uri=redirect_uri,

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import click
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from issuer import migrations
+from issuer.apis import ApiStore, InvalidApi
+from issuer.clients import Client, ClientError, ClientStore
 from issuer.db import Database
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
 from issuer.settings import IssuerSettings
-from issuer.users import UserError, UserStore
-from shared.settings import SettingsError
+from issuer.users import UserError, UserStore, parse_scope
+from shared.jose import load_verification_key
+from shared.settings import SettingsError, env_url
 
 
 def _settings() -> IssuerSettings:
@@ -78,7 +84,7 @@ def _describe(record: KeyRecord) -> str:
 
 @click.group()
 def main() -> None:
-    """Manage the issuer's users, signing keys and database (settings come from ISSUER_* variables)."""
+    """Manage the issuer's users, clients, APIs, signing keys and database (settings: ISSUER_* variables)."""
 
 
 @main.group("db")
@@ -164,3 +170,136 @@ def keys_retire(kid: str) -> None:
     with _keys() as store:
         record = store.retire(kid)
     click.echo(_describe(record))
+
+
+@contextmanager
+def _store(kind: type[ClientStore] | type[ApiStore]) -> Iterator[Any]:
+    settings = _settings()
+    with _database(settings) as database:
+        try:
+            yield kind(database)
+        except (ClientError, InvalidApi) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _read_jwks(path: str) -> str:
+    """Return a registered JWKS file as JSON text, once it holds only usable RS256 public keys."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        keys = document["keys"]
+        if not isinstance(keys, list) or not keys:
+            raise click.ClickException(f"{path} holds no keys")
+        for jwk in keys:
+            load_verification_key(jwk)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"{path} is not a JWKS of RS256 public keys: {exc}") from None
+    return json.dumps({"keys": keys}, separators=(",", ":"))
+
+
+def _words(items: frozenset[str] | tuple[str, ...] | None) -> str:
+    return "-" if items is None else " ".join(sorted(items)) or "(none)"
+
+
+@main.group()
+def clients() -> None:
+    """Register, list and delete OAuth clients."""
+
+
+@clients.command("add")
+@click.argument("client_id")
+@click.option("--grant", "grants", multiple=True, required=True, help="A grant type the client may use (repeat).")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="An exact redirect URI (authorization_code).")
+@click.option("--scope", default=None, help="Space-separated scopes the client may be granted (default: no limit).")
+@click.option("--audience", "audiences", multiple=True, help="An API the client may get tokens for (default: any).")
+@click.option("--jwks-file", default=None, help="private_key_jwt: the client's public keys, as a JWKS file.")
+@click.option("--secret-stdin", is_flag=True, help="client_secret_basic: read the secret from stdin (32+ characters).")
+def clients_add(
+    client_id: str,
+    grants: tuple[str, ...],
+    redirect_uris: tuple[str, ...],
+    scope: str | None,
+    audiences: tuple[str, ...],
+    jwks_file: str | None,
+    secret_stdin: bool,
+) -> None:
+    """Register a client; without --jwks-file or --secret-stdin it is public (no credential)."""
+    if jwks_file and secret_stdin:
+        raise click.ClickException("give --jwks-file or --secret-stdin, not both")
+    try:
+        for uri in redirect_uris:
+            env_url({"--redirect-uri": uri}, "--redirect-uri")
+        scopes = None if scope is None else parse_scope(scope)
+    except (SettingsError, UserError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    client = Client(
+        client_id,
+        frozenset(grants),
+        redirect_uris,
+        scopes,
+        frozenset(audiences) if audiences else None,
+        auth_method="private_key_jwt" if jwks_file else "none",
+        jwks=_read_jwks(jwks_file) if jwks_file else None,
+    )
+    secret = _read_password() if secret_stdin else None
+    with _store(ClientStore) as store:
+        added = store.add(client, secret=secret)
+    click.echo(f"added client {added.client_id} ({added.auth_method}; grants: {_words(added.grant_types)})")
+
+
+@clients.command("list")
+def clients_list() -> None:
+    """List clients: id, authentication, grants, scopes, APIs and redirect URIs."""
+    with _store(ClientStore) as store:
+        for client in store.list():
+            click.echo(
+                f"{client.client_id}  {client.auth_method}  grants: {_words(client.grant_types)}"
+                f"  scope: {_words(client.scopes)}  audiences: {_words(client.audiences)}"
+                f"  redirect: {_words(client.redirect_uris)}"
+            )
+
+
+@clients.command("delete")
+@click.argument("client_id")
+def clients_delete(client_id: str) -> None:
+    """Delete a client (the built-in ones come back at the next start)."""
+    with _store(ClientStore) as store:
+        if not store.delete(client_id):
+            raise click.ClickException(f"no client has id {client_id!r}")
+    click.echo(f"deleted client {client_id}")
+
+
+@main.group()
+def apis() -> None:
+    """Register, list and delete APIs (the audiences tokens may be asked for)."""
+
+
+@apis.command("add")
+@click.argument("audience")
+@click.option("--scope", required=True, help="Space-separated scopes the API understands.")
+def apis_add(audience: str, scope: str) -> None:
+    """Register an API: tokens for it carry `aud` AUDIENCE and only these scopes."""
+    try:
+        parse_scope(scope)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with _store(ApiStore) as store:
+        api = store.add(audience, scope)
+    click.echo(f"added API {api.audience} with scope {api.scope!r}")
+
+
+@apis.command("list")
+def apis_list() -> None:
+    """List APIs and their scopes."""
+    with _store(ApiStore) as store:
+        for api in store.list():
+            click.echo(f"{api.audience}  {api.scope}")
+
+
+@apis.command("delete")
+@click.argument("audience")
+def apis_delete(audience: str) -> None:
+    """Delete an API (the default one comes back at the next start)."""
+    with _store(ApiStore) as store:
+        if not store.delete(audience):
+            raise click.ClickException(f"no API has audience {audience!r}")
+    click.echo(f"deleted API {audience}")

@@ -71,6 +71,7 @@ class AuthorizationCodes:
                     scope=grant.scope,
                     session_hash=session_hash,
                     expires_at=int(time.time()) + CODE_TTL,
+                    audience=grant.audience,
                 )
             )
         return code
@@ -106,7 +107,8 @@ class AuthorizationCodes:
                 .where(authorization_codes.c.code_hash == row.code_hash)
                 .values(used_at=int(time.time()), family_id=family_id)
             )
-        return Redeemed(Grant(row.user_id, row.username, row.client_id, row.scope), family_id, row.session_hash)
+        grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
+        return Redeemed(grant, family_id, row.session_hash)
 
     def spend(self, code: str) -> None:
         """Mark a code used without granting anything (a failed redemption: verifiers cannot be guessed)."""

@@ -7,6 +7,8 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 
 from issuer import extensions
+from issuer.apis import Api, InvalidTarget
+from issuer.client_auth import InvalidClient, authenticate_client
 from issuer.clients import DEFAULT_CLIENT_ID, Client
 from issuer.codes import CodeError, CodeMismatch, CodeReused
 from issuer.ratelimit import note_failed_password, password_limits
@@ -45,10 +47,11 @@ def _required(params: dict[str, str], name: str) -> str:
 
 
 def _client(params: dict[str, str]) -> Client:
+    """Return the client a public request names (confidential clients authenticate instead)."""
     client_id = params.get("client_id") or DEFAULT_CLIENT_ID
     client = extensions.current().clients.get(client_id)
-    if client is None:
-        raise OAuthError("the client is not registered", error="invalid_client", status=401)
+    if client is None or client.auth_method != "none":
+        raise InvalidClient()
     return client
 
 
@@ -66,13 +69,23 @@ def _scope(requested: str | None, allowed: frozenset[str]) -> str:
     return " ".join(sorted(granted))
 
 
-def _token_response(grant: Grant, refresh_token: str) -> Response:
+def _api(params: dict[str, str], client: Client) -> Api:
+    """Return the API the request asks a token for (RFC 8707 `resource`), or the default API."""
+    try:
+        return extensions.current().apis.choose(
+            params.get("resource"), default=extensions.current().settings.audience, allowed=client.may_ask_for
+        )
+    except InvalidTarget as exc:
+        raise OAuthError(str(exc), error="invalid_target") from exc
+
+
+def _token_response(grant: Grant, refresh_token: str | None) -> Response:
     settings = extensions.current().settings
     access_token, claims = mint_access_token(
         extensions.current().keys.signing_key(),
         grant,
         issuer=settings.url,
-        audience=settings.audience,
+        audience=grant.audience or settings.audience,
         ttl=settings.access_token_ttl,
     )
     log.info(
@@ -81,13 +94,10 @@ def _token_response(grant: Grant, refresh_token: str) -> Response:
             "fields": {"sub": grant.username, "client_id": grant.client_id, "jti": claims["jti"], "scope": grant.scope}
         },
     )
-    response = jsonify(
-        access_token=access_token,
-        token_type="Bearer",
-        expires_in=settings.access_token_ttl,
-        refresh_token=refresh_token,
-        scope=grant.scope,
-    )
+    body = {"access_token": access_token, "token_type": "Bearer", "expires_in": settings.access_token_ttl}
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
+    response = jsonify(**body, scope=grant.scope)
     response.headers.update(NO_STORE)
     return response
 
@@ -95,12 +105,14 @@ def _token_response(grant: Grant, refresh_token: str) -> Response:
 def _password_grant(params: dict[str, str], client: Client) -> Response:
     username = _required(params, "username")
     password = _required(params, "password")
+    api = _api(params, client)
     user = extensions.current().users.authenticate(username, password)
     if user is None:
         note_failed_password()
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
-    grant = Grant(user.id, user.username, client.client_id, _scope(params.get("scope"), user.scopes))
+    scope = _scope(params.get("scope"), client.narrow(user.scopes & api.scopes))
+    grant = Grant(user.id, user.username, client.client_id, scope, api.audience)
     return _token_response(grant, extensions.current().refresh_tokens.issue(grant))
 
 
@@ -112,12 +124,16 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
     except RefreshError as exc:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
+    audience = grant.audience or extensions.current().settings.audience
+    if params.get("resource", audience) != audience:
+        raise OAuthError("a refresh token gives tokens only for the API it was granted for", error="invalid_target")
     user = extensions.current().users.get_by_id(grant.user_id)
-    if user is None:
-        raise OAuthError("the user no longer exists", error="invalid_grant")
-    # The user's scopes may have shrunk since the first grant; never widen the original.
-    scope = _scope(params.get("scope"), parse_scope(grant.scope) & user.scopes)
-    return _token_response(Grant(user.id, user.username, grant.client_id, scope), successor)
+    api = extensions.current().apis.get(audience)
+    if user is None or api is None:
+        raise OAuthError("the user or the API no longer exists", error="invalid_grant")
+    # The user's or the API's scopes may have shrunk since the first grant; never widen the original.
+    scope = _scope(params.get("scope"), parse_scope(grant.scope) & user.scopes & api.scopes)
+    return _token_response(Grant(user.id, user.username, grant.client_id, scope, grant.audience), successor)
 
 
 def _authorization_code_grant(params: dict[str, str], client: Client) -> Response:
@@ -146,17 +162,41 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
     return _token_response(redeemed.grant, refresh_token)
 
 
+def _client_credentials_grant(params: dict[str, str], client: Client) -> Response:
+    """A service's own token (RFC 6749 4.4): `sub` is the client (RFC 9068 2.2), and no refresh token."""
+    api = _api(params, client)
+    scope = _scope(params.get("scope"), client.narrow(api.scopes) if client.scopes is not None else frozenset())
+    return _token_response(Grant("", client.client_id, client.client_id, scope, api.audience), None)
+
+
 GRANTS = {
     "password": _password_grant,
     "refresh_token": _refresh_grant,
     "authorization_code": _authorization_code_grant,
+    "client_credentials": _client_credentials_grant,
 }
+
+
+def _authenticated_client(params: dict[str, str]) -> Client:
+    """Return the client making the request: authenticated when it is confidential, named when public."""
+    confidential = request.authorization is not None or "client_assertion" in params
+    if not confidential:
+        return _client(params)
+    issuer = extensions.current()
+    return authenticate_client(
+        request,
+        params,
+        clients=issuer.clients,
+        assertions=issuer.client_assertions,
+        issuer=issuer.settings.url,
+        token_endpoint=f"{issuer.settings.url}/token",
+    )
 
 
 @bp.post("/token")
 @password_limits(exempt_when=lambda: request.form.get("grant_type") != "password")
 def token() -> Response:
-    """Exchange a grant for an access token and a refresh token."""
+    """Exchange a grant for an access token (and, for a user's grant, a refresh token)."""
     params = _form()
     grant_type = _required(params, "grant_type")
     handler = GRANTS.get(grant_type)
@@ -164,7 +204,7 @@ def token() -> Response:
         raise OAuthError(f"grant type {grant_type[:40]!r} is not supported", error="unsupported_grant_type")
     if grant_type == "authorization_code":
         _required(params, "client_id")  # public clients identify themselves (RFC 6749 4.1.3)
-    client = _client(params)
+    client = _authenticated_client(params)
     if grant_type not in client.grant_types:
         raise OAuthError("the client may not use this grant type", error="unauthorized_client")
     return handler(params, client)

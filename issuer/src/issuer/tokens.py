@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 class Grant:
     """Who a token is for, through which client, with which scope."""
 
-    user_id: str
-    username: str
+    user_id: str  # empty for a client's own grant (client_credentials)
+    username: str  # the token's subject: the user's name, or the client id
     client_id: str
     scope: str
+    audience: str | None = None  # the API it is for; None: the default API (grants made before APIs existed)
 
 
 class RefreshError(Exception):
@@ -135,6 +136,7 @@ class RefreshTokens:
                 expires_at=min(now + self.ttl, family_expires_at),
                 family_expires_at=family_expires_at,
                 session_hash=session_hash,
+                audience=grant.audience,
             )
         )
 
@@ -152,7 +154,7 @@ class RefreshTokens:
                 raise RefreshError("the refresh token has been revoked")
             if row.family_expires_at <= now:
                 raise RefreshError("the refresh token's session has reached its maximum lifetime")
-            grant = Grant(row.user_id, row.username, row.client_id, row.scope)
+            grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
             if row.used_at is not None:
                 if now - row.used_at <= self.reuse_grace and self._unspent(conn, successor, now):
                     log.info(

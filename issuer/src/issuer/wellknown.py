@@ -10,7 +10,7 @@ from issuer import extensions
 
 bp = Blueprint("wellknown", __name__)
 
-GRANT_TYPES = ["authorization_code", "refresh_token", "password"]
+GRANT_TYPES = ["authorization_code", "refresh_token", "password", "client_credentials"]
 
 
 @bp.get("/.well-known/jwks.json")
@@ -38,7 +38,8 @@ def metadata() -> Response:
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": ["none", "private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
         "revocation_endpoint_auth_methods_supported": ["none"],
     }
     introspection = current_app.extensions.get("issuer.introspection")

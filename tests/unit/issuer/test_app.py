@@ -163,7 +163,9 @@ def test_missing_grant_type_is_invalid_request(client: FlaskClient) -> None:
 
 
 def test_unsupported_grant_type(client: FlaskClient) -> None:
-    _assert_error(_token(client, grant_type="client_credentials"), 400, "unsupported_grant_type")
+    _assert_error(
+        _token(client, grant_type="urn:ietf:params:oauth:grant-type:device_code"), 400, "unsupported_grant_type"
+    )
 
 
 def test_unsupported_grant_type_description_is_truncated(client: FlaskClient) -> None:
@@ -426,3 +428,71 @@ def test_logins_go_on_and_stay_limited_while_the_shared_counters_are_down(settin
     for _ in range(2):
         _assert_error(_login(client, password="wrong-password"), 400, "invalid_grant")
     _assert_error(_login(client), 429, "too_many_requests")
+
+
+# -- APIs: RFC 8707 resource indicators ------------------------------------------------------
+
+
+def _claims(response: TestResponse) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
+    return claims
+
+
+@pytest.fixture
+def orders_api(app: Flask) -> str:
+    app.extensions["issuer"].apis.add("https://orders.example/api", "orders:read admin")
+    return "https://orders.example/api"
+
+
+def test_a_token_is_for_the_default_api_unless_another_is_named(client: FlaskClient) -> None:
+    claims = _claims(_login(client))
+    assert (claims["aud"], claims["scope"]) == ("jwt-split-api", "admin profile")
+
+
+def test_a_token_for_a_named_api_carries_its_audience_and_only_its_scopes(client: FlaskClient, orders_api: str) -> None:
+    claims = _claims(_login(client, resource=orders_api))
+    assert (claims["aud"], claims["scope"]) == (orders_api, "admin")  # alice has no orders:read
+
+
+def test_an_unknown_resource_is_invalid_target(client: FlaskClient) -> None:
+    _assert_error(_login(client, resource="https://evil.example/"), 400, "invalid_target")
+
+
+def test_a_refreshed_token_stays_for_the_api_it_was_granted_for(client: FlaskClient, orders_api: str) -> None:
+    first = _login(client, resource=orders_api)
+    refreshed = _token(client, grant_type="refresh_token", refresh_token=_refresh_token(first))
+    assert _claims(refreshed)["aud"] == orders_api
+    other = _token(
+        client, grant_type="refresh_token", refresh_token=_refresh_token(refreshed), resource="jwt-split-api"
+    )
+    _assert_error(other, 400, "invalid_target")
+
+
+def test_a_client_limited_to_some_apis_gets_invalid_target_for_others(
+    app: Flask, client: FlaskClient, orders_api: str
+) -> None:
+    limited = Client("orders-only", frozenset({"password"}), audiences=frozenset({orders_api}))
+    app.extensions["issuer"].clients.add(limited)
+    assert _claims(_login(client, client_id="orders-only", resource=orders_api))["aud"] == orders_api
+    _assert_error(_login(client, client_id="orders-only"), 400, "invalid_target")
+
+
+def test_metadata_lists_client_credentials_and_the_client_authentication_methods(client: FlaskClient) -> None:
+    document = client.get("/.well-known/oauth-authorization-server").get_json()
+    assert "client_credentials" in document["grant_types_supported"]
+    assert document["token_endpoint_auth_methods_supported"] == ["none", "private_key_jwt", "client_secret_basic"]
+    assert document["token_endpoint_auth_signing_alg_values_supported"] == ["RS256"]
+
+
+def test_a_public_client_may_not_use_client_credentials(client: FlaskClient) -> None:
+    _assert_error(_token(client, grant_type="client_credentials", client_id="cli"), 400, "unauthorized_client")
+
+
+def test_a_confidential_client_naming_itself_without_credentials_is_invalid_client(
+    app: Flask, client: FlaskClient
+) -> None:
+    service = Client(
+        "reports", frozenset({"client_credentials"}), auth_method="client_secret_basic", secret_hash="0" * 64
+    )
+    app.extensions["issuer"].clients.add(service)
+    _assert_error(_token(client, grant_type="client_credentials", client_id="reports"), 401, "invalid_client")

@@ -629,3 +629,16 @@ def test_metadata_advertises_the_code_flow_with_s256_only(client: FlaskClient) -
     assert document["response_types_supported"] == ["code"]
     assert document["authorization_response_iss_parameter_supported"] is True
     assert "authorization_code" in document["grant_types_supported"]
+
+
+def test_authorize_for_a_named_api_gives_a_code_for_that_api(app: Flask, client: FlaskClient) -> None:
+    app.extensions["issuer"].apis.add("orders-api", "profile orders:read")
+    tokens = _exchange(client, get_code(client, REDIRECT, resource="orders-api")).get_json()
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert (claims["aud"], claims["scope"]) == ("orders-api", "profile")
+
+
+def test_authorize_for_an_unknown_api_redirects_with_invalid_target(client: FlaskClient) -> None:
+    log_in(client)
+    response = _authorize(client, resource="https://evil.example/")
+    assert query(response)["error"] == "invalid_target"

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from issuer import migrations
 from issuer.cli import main
+from issuer.clients import ClientStore
 from issuer.db import Database
 from issuer.keys import KeyStore
 from issuer.settings import IssuerSettings
 from issuer.tokens import Grant, RefreshError, RefreshTokens
 from issuer.users import UserStore
+from shared.jose import public_jwk
 
 KID = r"[A-Za-z0-9_-]{43}"
 
@@ -255,3 +260,99 @@ def test_an_unreachable_database_is_a_message_not_a_traceback(runner: CliRunner)
     assert f"Error: cannot use the database at postgresql+psycopg://issuer:***@127.0.0.1:{port}/x" in result.output
     assert "pw-secret" not in result.output
     assert "Traceback" not in result.output
+
+
+# -- clients and APIs -----------------------------------------------------------------------
+
+
+def _jwks_file(tmp_path: Path, *keys: rsa.RSAPrivateKey) -> str:
+    path = tmp_path / "client.jwks.json"
+    path.write_text(json.dumps({"keys": [public_jwk(key.public_key()) for key in keys]}))
+    return str(path)
+
+
+def test_clients_add_with_a_jwks_file_registers_a_private_key_jwt_client(
+    runner: CliRunner, tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    result = runner.invoke(
+        main,
+        [
+            "clients",
+            "add",
+            "reports",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "orders:read",
+            "--audience",
+            "orders-api",
+            "--jwks-file",
+            _jwks_file(tmp_path, rsa_key),
+        ],
+    )
+    assert (result.exit_code, result.output) == (
+        0,
+        "added client reports (private_key_jwt; grants: client_credentials)\n",
+    )
+    listing = runner.invoke(main, ["clients", "list"]).output.splitlines()
+    assert (
+        "reports  private_key_jwt  grants: client_credentials  scope: orders:read  audiences: orders-api  redirect: (none)"
+        in listing
+    )
+
+
+def test_clients_add_with_a_secret_reads_it_from_stdin(runner: CliRunner, database: Database) -> None:
+    result = runner.invoke(
+        main,
+        ["clients", "add", "batch", "--grant", "client_credentials", "--scope", "x", "--secret-stdin"],
+        input="s" * 40 + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    client = ClientStore(database).get("batch")
+    assert client is not None
+    assert client.auth_method == "client_secret_basic"
+    assert "s" * 40 not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grant", "client_credentials"], "needs a confidential client"),
+        (["--grant", "authorization_code"], "needs at least one --redirect-uri"),
+        (["--grant", "authorization_code", "--redirect-uri", "not a url"], "--redirect-uri must be"),
+        (["--grant", "password", "--scope", "caf\u00e9"], "scope must be"),
+        (["--grant", "client_credentials", "--jwks-file", "/nonexistent.json"], "is not a JWKS of RS256 public keys"),
+    ],
+)
+def test_clients_add_refuses_incoherent_registrations(runner: CliRunner, args: list[str], message: str) -> None:
+    result = runner.invoke(main, ["clients", "add", "x", *args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_clients_add_refuses_a_jwks_holding_a_private_key(
+    runner: CliRunner, tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    private = tmp_path / "private.json"
+    jwk = {**public_jwk(rsa_key.public_key()), "d": "AQAB", "p": "AQAB"}
+    private.write_text(json.dumps({"keys": [jwk]}))
+    result = runner.invoke(main, ["clients", "add", "x", "--grant", "client_credentials", "--jwks-file", str(private)])
+    assert result.exit_code == 1
+    assert "private key" in result.output
+
+
+def test_clients_delete_removes_a_client(runner: CliRunner, database: Database) -> None:
+    runner.invoke(main, ["clients", "add", "mobile", "--grant", "password"])
+    assert runner.invoke(main, ["clients", "delete", "mobile"]).output == "deleted client mobile\n"
+    assert ClientStore(database).get("mobile") is None
+    assert runner.invoke(main, ["clients", "delete", "mobile"]).exit_code == 1
+
+
+def test_apis_add_list_and_delete(runner: CliRunner) -> None:
+    assert runner.invoke(main, ["apis", "add", "orders-api", "--scope", "orders:read orders:write"]).exit_code == 0
+    listing = runner.invoke(main, ["apis", "list"]).output.splitlines()
+    assert "orders-api  orders:read orders:write" in listing
+    assert runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x"]).exit_code == 1
+    assert runner.invoke(main, ["apis", "delete", "orders-api"]).output == "deleted API orders-api\n"
+    assert "orders-api" not in runner.invoke(main, ["apis", "list"]).output

@@ -1,0 +1,103 @@
+"""Unit tests for issuer.clients: registered clients, the built-in ones, and assertion replay."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+
+from issuer.clients import Client, ClientAssertions, ClientError, ClientStore, builtin_clients
+from issuer.db import Database
+from tests.support.sql import rows
+
+SERVICE = Client(
+    "reports",
+    frozenset({"client_credentials"}),
+    scopes=frozenset({"orders:read"}),
+    auth_method="private_key_jwt",
+    jwks='{"keys": []}',
+)
+
+
+@pytest.fixture
+def clients(database: Database) -> ClientStore:
+    return ClientStore(database)
+
+
+def test_a_registered_client_reads_back_as_it_was_registered(clients: ClientStore) -> None:
+    clients.add(SERVICE)
+    assert clients.get("reports") == SERVICE
+
+
+def test_a_secret_is_stored_only_as_its_sha256(clients: ClientStore, database: Database) -> None:
+    secret = "s" * 40
+    added = clients.add(Client("batch", frozenset({"client_credentials"}), scopes=frozenset()), secret=secret)
+    assert added.auth_method == "client_secret_basic"
+    (row,) = rows(database, "SELECT * FROM clients WHERE client_id = 'batch'")
+    assert row["secret_hash"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in [str(value) for value in row.values()]
+
+
+def test_a_short_secret_is_refused(clients: ClientStore) -> None:
+    with pytest.raises(ClientError, match="at least 32 characters"):
+        clients.add(Client("batch", frozenset({"client_credentials"})), secret="short")
+
+
+@pytest.mark.parametrize(
+    ("client", "message"),
+    [
+        (Client("", frozenset({"password"})), "printable ASCII"),
+        (Client("two words", frozenset({"password"})), "without spaces"),
+        (Client("x", frozenset({"implicit"})), "grant types must be"),
+        (Client("x", frozenset()), "grant types must be"),
+        (Client("x", frozenset({"authorization_code"})), "needs at least one --redirect-uri"),
+        (Client("x", frozenset({"client_credentials"})), "needs a confidential client"),
+    ],
+)
+def test_an_incoherent_registration_is_refused(clients: ClientStore, client: Client, message: str) -> None:
+    with pytest.raises(ClientError, match=message):
+        clients.add(client)
+    assert clients.get(client.client_id) is None
+
+
+def test_a_client_is_registered_once(clients: ClientStore) -> None:
+    clients.add(SERVICE)
+    with pytest.raises(ClientError, match="already exists"):
+        clients.add(SERVICE)
+
+
+def test_the_built_in_clients_follow_the_settings_at_every_seed(clients: ClientStore) -> None:
+    clients.seed(builtin_clients(("http://localhost:8001/callback",)))
+    clients.seed(builtin_clients(("http://127.0.0.1:9001/callback",)))
+    web = clients.get("resource-web")
+    assert web is not None
+    assert web.redirect_uris == ("http://127.0.0.1:9001/callback",)
+    assert [client.client_id for client in clients.list()] == ["cli", "resource-web"]
+
+
+def test_a_client_without_its_own_limits_passes_everything_through() -> None:
+    (cli, _) = builtin_clients(())
+    assert cli.narrow(frozenset({"admin"})) == frozenset({"admin"})
+    assert cli.may_ask_for("any-api")
+    assert SERVICE.narrow(frozenset({"admin", "orders:read"})) == frozenset({"orders:read"})
+
+
+@pytest.mark.parametrize("client_id", ["nul\x00", "a" * 65, ""])
+def test_an_id_no_client_could_have_is_nobody(clients: ClientStore, client_id: str) -> None:
+    assert clients.get(client_id) is None
+
+
+def test_an_assertion_jti_is_accepted_once_per_client(database: Database) -> None:
+    assertions = ClientAssertions(database)
+    later = int(time.time()) + 60
+    assert assertions.accept_once("reports", "jti-1", later) is True
+    assert assertions.accept_once("reports", "jti-1", later) is False
+    assert assertions.accept_once("batch", "jti-1", later) is True
+
+
+def test_expired_assertion_records_are_purged(database: Database) -> None:
+    assertions = ClientAssertions(database)
+    assertions.accept_once("reports", "old", int(time.time()) - 10)
+    assertions.accept_once("reports", "new", int(time.time()) + 60)
+    assert len(rows(database, "SELECT * FROM client_assertions")) == 1
