@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, make_response, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from issuer import extensions
@@ -22,6 +22,7 @@ from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant
 from issuer.users import User, UserError, parse_scope
 from shared.pkce import CHALLENGE
+from shared.web import content_security_policy
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,21 @@ def authorize() -> Any:
     return _redirect_to_client(redirect_uri, code=code, state=state, iss=issuer)
 
 
-def _pending_client() -> str | None:
+def _login_page(error: str | None = None, username: str = "") -> Response:
+    """Render the login form, naming the application that asked, if any.
+
+    The form's submission ends, through redirects, at that application's redirect URI: the
+    page's CSP `form-action` must allow its origin (checked at /authorize before it was kept).
+    """
     pending = session.get("authorize") or {}
     client = extensions.current().clients.get(pending.get("client_id", ""))
-    return client.name if client else None
+    redirect_uri = pending.get("redirect_uri", "")
+    html = render_template("login.html", client=client.name if client else None, error=error, username=username)
+    response = make_response(html)
+    if client is not None and redirect_uri in client.redirect_uris:
+        parts = urlsplit(redirect_uri)
+        response.headers["Content-Security-Policy"] = content_security_policy((f"{parts.scheme}://{parts.netloc}",))
+    return response
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -128,7 +140,7 @@ def login() -> Any:
     if request.method == "GET":
         if current_user() and session.get("authorize"):
             return redirect(url_for("browser.authorize", **session["authorize"]), code=302)
-        return render_template("login.html", client=_pending_client(), error=None, username="")
+        return _login_page()
 
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
@@ -136,7 +148,7 @@ def login() -> Any:
     if user is None:
         note_failed_password()
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
-        return render_template("login.html", client=_pending_client(), error=LOGIN_FAILED, username=username[:64])
+        return _login_page(LOGIN_FAILED, username[:64])
 
     pending = session.get("authorize")
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)

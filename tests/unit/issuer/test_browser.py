@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from issuer import create_app
+from issuer.clients import Client
 from issuer.settings import IssuerSettings
 from tests.support.browsing import (
     CHALLENGE,
@@ -642,3 +643,19 @@ def test_authorize_for_an_unknown_api_redirects_with_invalid_target(client: Flas
     log_in(client)
     response = _authorize(client, resource="https://evil.example/")
     assert query(response)["error"] == "invalid_target"
+
+
+def test_the_login_page_lets_its_form_end_at_the_asking_clients_origin(app: Flask, client: FlaskClient) -> None:
+    app.extensions["issuer"].clients.add(
+        Client("partner", frozenset({"authorization_code"}), ("https://partner.example/cb",))
+    )
+    response = client.get(
+        "/authorize", query_string=authorize_params("https://partner.example/cb", client_id="partner")
+    )
+    assert location_path(response) == "/login"
+    page_csp = client.get("/login").headers["Content-Security-Policy"]
+    assert "form-action 'self' https://partner.example" in page_csp
+    assert (
+        "form-action 'self' https://partner.example"
+        not in app.test_client().get("/login").headers["Content-Security-Policy"]
+    )
