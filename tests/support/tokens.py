@@ -10,8 +10,8 @@ import uuid
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from shared.jose import b64url_encode, public_jwk
 
@@ -84,3 +84,34 @@ def forge_hs256(claims: dict[str, Any], secret: bytes, kid: str) -> str:
 def public_pem(key: rsa.RSAPrivateKey) -> bytes:
     """Return the SPKI PEM of a key's public half, as a forger would download it."""
     return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def jwks_json(*keys: rsa.RSAPrivateKey) -> str:
+    """Return the JWKS text of these keys' public halves, as a client registers it."""
+    return json.dumps({"keys": [public_jwk(key.public_key()) for key in keys]})
+
+
+def assertion_claims(client_id: str, audience: str, *, now: float | None = None, **overrides: Any) -> dict[str, Any]:
+    """Return valid RFC 7523 client assertion claims (a minute long); an override of `None` removes that claim."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "exp": issued + 60,
+        "iat": issued,
+        "jti": uuid.uuid4().hex,
+    }
+    for name, value in overrides.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return claims
+
+
+def sign_raw(header: bytes, payload: bytes, key: rsa.RSAPrivateKey) -> str:
+    """Sign hand-written header and payload JSON with RS256, for JSON no library would write."""
+    signing_input = f"{b64url_encode(header)}.{b64url_encode(payload)}"
+    signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64url_encode(signature)}"

@@ -1,0 +1,347 @@
+"""Client authentication at the token endpoint (RFC 6749 2.3, RFC 7521 4.2, RFC 7523 2.2 and 3).
+
+The request says which method the client uses, and the client must be registered with exactly
+that one (RFC 6749 2.3: a client MUST NOT use more than one method in a request):
+
+| the request carries                                   | method                |
+| ----------------------------------------------------- | --------------------- |
+| an `Authorization` header                             | `client_secret_basic` |
+| `client_assertion_type` (jwt-bearer) and `client_assertion` | `private_key_jwt` |
+| neither: only the `client_id` form parameter          | `none` (public)       |
+
+Anything else (both, a `client_secret` form parameter, another `Authorization` scheme, half an
+assertion) is refused. Every refusal is the same 401 `invalid_client` with one fixed description,
+whatever was wrong (RFC 6749 5.2), plus a `Basic` challenge when the request used the
+`Authorization` header; the reason goes to the log only.
+
+The assertion policy of `private_key_jwt`:
+
+| check            | rule                                                                 |
+| ---------------- | -------------------------------------------------------------------- |
+| size, encoding   | at most 8 KB, ASCII, three base64url segments, refused before parsing |
+| JSON             | header and claims are objects, no duplicate members, no NaN (`strict_json`) |
+| `alg`            | exactly RS256; `crit` refused; the key is chosen by `kid`, never by `alg` |
+| key              | from the client's registered JWKS: the `kid`'s key, or the only key when no `kid` |
+| `iss`, `sub`     | both equal the client id                                             |
+| `aud`            | contains the token endpoint URL or the issuer URL                    |
+| `exp`            | a number, not passed, at most 5 minutes ahead (and after `iat`)      |
+| `iat`, `nbf`     | numbers when present, not in the future                              |
+| `jti`            | a non-empty string of at most 255 characters, accepted once per client |
+
+Times are checked on the injected clock with a 30-second leeway, so PyJWT's own time checks
+(on the wall clock) are turned off; it checks the signature, `iss`, `sub`, `aud` and presence.
+
+Logging: one line per refusal with its reason. A registered client is logged as `client_id`;
+an id nobody registered is typed by whoever sent it, so it goes to `unknown_client_id` cut to
+64 characters with everything but printable ASCII escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote_plus
+
+import flask
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from issuer.clients import Client, ClientAssertions, ClientStore
+from issuer.opaque import secret_hash
+from shared.errors import REALM, ApiError
+from shared.jose import JwkError, b64url_decode, load_verification_key
+from shared.verifier import strict_json
+
+log = logging.getLogger(__name__)
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+DESCRIPTION = "client authentication failed"
+BASIC_CHALLENGE = f'Basic realm="{REALM}"'
+LEEWAY = 30
+MAX_ASSERTION_LIFETIME = 300
+MAX_ASSERTION_BYTES = 8192
+MAX_BASIC_CREDENTIALS = 2048  # base64 characters; ids are 64 characters, secrets a few dozen
+MAX_JTI_LENGTH = 255
+MAX_LOGGED_ID = 64
+MAX_NUMERIC_DATE = 2**53
+REQUIRED_CLAIMS = ["exp", "iss", "sub", "aud", "jti"]
+# What an unknown client's secret is compared with, so that it costs what a known one does.
+_DUMMY_HASH = secret_hash("no client is registered with this id")
+
+
+class InvalidClient(ApiError):
+    """Client authentication failed (RFC 6749 5.2): a 401 that never says which part was wrong."""
+
+    status = 401
+    error = "invalid_client"
+
+    def __init__(self, *, basic: bool = False) -> None:
+        super().__init__(DESCRIPTION, headers={"WWW-Authenticate": BASIC_CHALLENGE} if basic else None)
+
+
+class _Refused(Exception):
+    """Why authentication failed, for the log; `client` is set once the id names a registered client."""
+
+    def __init__(self, reason: str, client: Client | None = None, claimed_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.client = client
+        self.claimed_id = claimed_id
+
+
+def authenticate_client(
+    request: flask.Request,
+    params: dict[str, str],
+    *,
+    clients: ClientStore,
+    assertions: ClientAssertions,
+    issuer: str,
+    token_endpoint: str,
+    now: Callable[[], float] = time.time,
+) -> Client:
+    """Return the client the request authenticates as, or raise InvalidClient."""
+    used_header = "Authorization" in request.headers
+    try:
+        return _authenticate(request, params, clients, assertions, issuer, token_endpoint, now)
+    except _Refused as exc:
+        fields: dict[str, Any] = {"reason": exc.reason}
+        if exc.client is not None:
+            fields["client_id"] = exc.client.client_id
+        elif exc.claimed_id is not None:
+            fields["unknown_client_id"] = _escaped(exc.claimed_id)
+        log.warning("client authentication failed", extra={"fields": fields})
+        raise InvalidClient(basic=used_header) from exc
+
+
+def _authenticate(
+    request: flask.Request,
+    params: dict[str, str],
+    clients: ClientStore,
+    assertions: ClientAssertions,
+    issuer: str,
+    token_endpoint: str,
+    now: Callable[[], float],
+) -> Client:
+    headers = request.headers.getlist("Authorization")
+    has_assertion = "client_assertion" in params or "client_assertion_type" in params
+    if "client_secret" in params:
+        raise _Refused("client_secret in the form (client_secret_post) is not supported")
+    if headers and has_assertion:
+        raise _Refused("more than one authentication method")
+    if headers:
+        return _basic(headers, params, clients)
+    if has_assertion:
+        return _private_key_jwt(params, clients, assertions, issuer, token_endpoint, now)
+    return _public(params, clients)
+
+
+def _lookup(clients: ClientStore, client_id: str) -> Client | None:
+    """Return the registered client, asking the database only about ids that could be registered."""
+    # Registered ids are printable ASCII (check_client); anything else, a lone surrogate from
+    # JSON for one, would only make the database driver fail.
+    if not client_id.isascii() or not client_id.isprintable() or len(client_id) > 64:
+        return None
+    return clients.get(client_id)
+
+
+def _expect_method(client: Client | None, claimed_id: str, method: str) -> Client:
+    if client is None:
+        raise _Refused("unknown client", claimed_id=claimed_id)
+    if client.auth_method != method:
+        raise _Refused(f"the client is registered for {client.auth_method}, not {method}", client)
+    return client
+
+
+def _same_id(params: dict[str, str], client: Client) -> None:
+    """Refuse a `client_id` parameter that names another client than the credentials do."""
+    given = params.get("client_id")
+    if given is not None and given != client.client_id:
+        raise _Refused("the client_id parameter names another client", client)
+
+
+# -- none: public clients ------------------------------------------------------------------
+
+
+def _public(params: dict[str, str], clients: ClientStore) -> Client:
+    client_id = params.get("client_id", "")
+    if not client_id:
+        raise _Refused("no client credentials and no client_id")
+    return _expect_method(_lookup(clients, client_id), client_id, "none")
+
+
+# -- client_secret_basic (RFC 6749 2.3.1) ----------------------------------------------------
+
+
+def _basic(headers: list[str], params: dict[str, str], clients: ClientStore) -> Client:
+    client_id, secret = _basic_credentials(headers)
+    client = _lookup(clients, client_id)
+    stored = client.secret_hash if client is not None and client.secret_hash else _DUMMY_HASH
+    # Hash and compare even for an unknown client or another method: the answer takes as long.
+    matches = hmac.compare_digest(secret_hash(secret), stored)
+    client = _expect_method(client, client_id, "client_secret_basic")
+    if not matches:
+        raise _Refused("wrong client secret", client)
+    _same_id(params, client)
+    return client
+
+
+def _basic_credentials(headers: list[str]) -> tuple[str, str]:
+    """Return (client id, secret) from the one Basic header: form-urlencoded, then base64."""
+    if len(headers) != 1:
+        raise _Refused("more than one Authorization header")
+    scheme, _, encoded = headers[0].strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise _Refused("the Authorization scheme is not Basic")
+    encoded = encoded.strip()
+    if len(encoded) > MAX_BASIC_CREDENTIALS:
+        raise _Refused("the Basic credentials are too long")
+    try:
+        decoded = base64.b64decode(encoded.encode("ascii"), validate=True).decode("ascii")
+    except (UnicodeError, binascii.Error) as exc:
+        raise _Refused("the Basic credentials are not base64 of ASCII") from exc
+    raw_id, colon, raw_secret = decoded.partition(":")
+    if not colon:
+        raise _Refused("the Basic credentials have no colon")
+    try:
+        client_id = unquote_plus(raw_id, errors="strict")
+        secret = unquote_plus(raw_secret, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise _Refused("the Basic credentials are not form-urlencoded UTF-8") from exc
+    if not client_id or not secret:
+        raise _Refused("the Basic credentials lack the client id or the secret")
+    return client_id, secret
+
+
+# -- private_key_jwt (RFC 7523) --------------------------------------------------------------
+
+
+def _private_key_jwt(
+    params: dict[str, str],
+    clients: ClientStore,
+    assertions: ClientAssertions,
+    issuer: str,
+    token_endpoint: str,
+    now: Callable[[], float],
+) -> Client:
+    if params.get("client_assertion_type") != ASSERTION_TYPE:
+        raise _Refused("client_assertion_type is missing or not jwt-bearer")
+    assertion = params.get("client_assertion", "")
+    if not assertion:
+        raise _Refused("client_assertion is missing")
+    header, unverified = _parts(assertion)
+    claimed_id = unverified.get("sub")
+    if not isinstance(claimed_id, str) or not claimed_id:
+        raise _Refused("the assertion has no sub")
+    client = _expect_method(_lookup(clients, claimed_id), claimed_id, "private_key_jwt")
+    _same_id(params, client)
+    key = _key(client, header)
+    try:
+        claims = jwt.decode(
+            assertion,
+            key,
+            algorithms=["RS256"],
+            audience=[token_endpoint, issuer],
+            issuer=client.client_id,
+            subject=client.client_id,
+            leeway=LEEWAY,
+            options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise _Refused(f"assertion refused: {exc}", client) from exc
+    expires_at = _check_times(claims, now(), client)
+    jti = claims["jti"]
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
+        raise _Refused(f"the assertion's jti must be a string of 1 to {MAX_JTI_LENGTH} characters", client)
+    # Remembered until the assertion can no longer be accepted: its exp plus the leeway.
+    if not assertions.accept_once(client.client_id, jti, expires_at + LEEWAY):
+        raise _Refused("assertion replayed (jti already used)", client)
+    return client
+
+
+def _parts(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the header and the (unverified) claims, parsed strictly, of a compact JWS."""
+    if len(assertion) > MAX_ASSERTION_BYTES:
+        raise _Refused(f"the assertion is larger than {MAX_ASSERTION_BYTES} bytes")
+    if not assertion.isascii():
+        raise _Refused("the assertion is not ASCII")
+    segments = assertion.split(".")
+    if len(segments) != 3:
+        raise _Refused("the assertion is not a compact JWS (three segments)")
+    try:
+        header, claims = (strict_json(b64url_decode(segment)) for segment in segments[:2])
+        b64url_decode(segments[2])
+    except (ValueError, RecursionError) as exc:
+        raise _Refused("the assertion is malformed") from exc
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise _Refused("the assertion is malformed")
+    if header.get("alg") != "RS256":
+        raise _Refused("the assertion's algorithm is not RS256")
+    if "crit" in header:
+        raise _Refused("the assertion uses a JWS extension (crit)")
+    return header, claims
+
+
+def _key(client: Client, header: dict[str, Any]) -> rsa.RSAPublicKey:
+    """Return the registered public key the assertion names by `kid` (or the only one)."""
+    if client.jwks is None:
+        if client.jwks_uri:
+            raise _Refused("jwks_uri clients are not supported yet", client)
+        raise _Refused("the client has no registered JWKS", client)
+    try:
+        jwks = strict_json(client.jwks.encode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise _Refused("the client's registered JWKS is not JSON", client) from exc
+    entries = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(entries, list):
+        raise _Refused("the client's registered JWKS has no keys list", client)
+    keys: dict[str, rsa.RSAPublicKey] = {}
+    for entry in entries:
+        try:
+            kid, key = load_verification_key(entry)
+        except JwkError:
+            continue  # an encryption key or another kind: not one an assertion can name
+        keys[kid] = key
+    named = header.get("kid")
+    if named is None:
+        if len(keys) != 1:
+            raise _Refused("the assertion has no kid and the JWKS has not exactly one key", client)
+        return next(iter(keys.values()))
+    if not isinstance(named, str) or named not in keys:
+        raise _Refused("the assertion's kid is not in the client's JWKS", client)
+    return keys[named]
+
+
+def _check_times(claims: dict[str, Any], now: float, client: Client) -> int:
+    """Apply the time rules on the injected clock; return `exp`."""
+    exp = _numeric(claims, "exp", client)
+    if exp <= now - LEEWAY:
+        raise _Refused("the assertion has expired", client)
+    if exp > now + MAX_ASSERTION_LIFETIME + LEEWAY:
+        raise _Refused(f"the assertion's exp is more than {MAX_ASSERTION_LIFETIME} seconds ahead", client)
+    if "iat" in claims:
+        iat = _numeric(claims, "iat", client)
+        if iat > now + LEEWAY:
+            raise _Refused("the assertion's iat is in the future", client)
+        if exp - iat > MAX_ASSERTION_LIFETIME:
+            raise _Refused(f"the assertion lives longer than {MAX_ASSERTION_LIFETIME} seconds", client)
+    if "nbf" in claims and _numeric(claims, "nbf", client) > now + LEEWAY:
+        raise _Refused("the assertion is not valid yet (nbf)", client)
+    return exp
+
+
+def _numeric(claims: dict[str, Any], name: str, client: Client) -> int:
+    """Return a NumericDate as whole seconds; strings, booleans and huge numbers are refused."""
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_NUMERIC_DATE:
+        raise _Refused(f"the assertion's {name} is not a NumericDate", client)
+    return int(value)
+
+
+def _escaped(client_id: str) -> str:
+    """Return a typed-in client id fit for a log line: cut short, printable ASCII only."""
+    return client_id[:MAX_LOGGED_ID].encode("unicode_escape").decode("ascii")
