@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
@@ -13,9 +14,11 @@ import time
 import types
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote_plus
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
@@ -28,6 +31,7 @@ from issuer.settings import IssuerSettings
 from shared.jose import load_verification_key
 from shared.logs import JsonFormatter
 from shared.verifier import Verifier
+from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
 
 DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
 
@@ -496,3 +500,105 @@ def test_a_confidential_client_naming_itself_without_credentials_is_invalid_clie
     )
     app.extensions["issuer"].clients.add(service)
     _assert_error(_token(client, grant_type="client_credentials", client_id="reports"), 401, "invalid_client")
+
+
+# -- client_credentials: service-to-service tokens ---------------------------------------------
+
+
+@pytest.fixture
+def service_key() -> rsa.RSAPrivateKey:
+    return new_rsa_key()
+
+
+@pytest.fixture
+def reports(app: Flask, orders_api: str, service_key: rsa.RSAPrivateKey) -> Client:
+    """A service registered with private_key_jwt, allowed orders:read on the orders API."""
+    client = Client(
+        "reports",
+        frozenset({"client_credentials"}),
+        scopes=frozenset({"orders:read"}),
+        audiences=frozenset({orders_api}),
+        auth_method="private_key_jwt",
+        jwks=jwks_json(service_key),
+    )
+    return app.extensions["issuer"].clients.add(client)
+
+
+def _assertion(key: rsa.RSAPrivateKey, client_id: str = "reports", **overrides: Any) -> str:
+    claims = assertion_claims(client_id, "http://issuer.test/token", **overrides)
+    return sign(claims, key, kid=kid_of(key), typ=None)
+
+
+def _client_credentials(client: FlaskClient, assertion: str, **form: str) -> TestResponse:
+    return _token(
+        client,
+        grant_type="client_credentials",
+        client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        client_assertion=assertion,
+        **form,
+    )
+
+
+def test_a_service_gets_its_own_token_with_private_key_jwt(
+    client: FlaskClient, reports: Client, orders_api: str, service_key: rsa.RSAPrivateKey
+) -> None:
+    response = _client_credentials(client, _assertion(service_key), resource=orders_api)
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert "refresh_token" not in body
+    claims = _claims(response)
+    assert (claims["sub"], claims["client_id"], claims["aud"], claims["scope"]) == (
+        "reports",
+        "reports",
+        orders_api,
+        "orders:read",
+    )
+
+
+def test_a_replayed_assertion_is_invalid_client(
+    client: FlaskClient, reports: Client, orders_api: str, service_key: rsa.RSAPrivateKey
+) -> None:
+    assertion = _assertion(service_key)
+    assert _client_credentials(client, assertion, resource=orders_api).status_code == 200
+    _assert_error(_client_credentials(client, assertion, resource=orders_api), 401, "invalid_client")
+
+
+def test_an_assertion_signed_by_another_key_is_invalid_client(
+    client: FlaskClient, reports: Client, orders_api: str
+) -> None:
+    _assert_error(_client_credentials(client, _assertion(new_rsa_key()), resource=orders_api), 401, "invalid_client")
+
+
+def test_a_deleted_client_is_invalid_client(
+    app: Flask, client: FlaskClient, reports: Client, orders_api: str, service_key: rsa.RSAPrivateKey
+) -> None:
+    app.extensions["issuer"].clients.delete("reports")
+    _assert_error(_client_credentials(client, _assertion(service_key), resource=orders_api), 401, "invalid_client")
+
+
+def test_a_service_asking_for_an_api_it_may_not_use_is_invalid_target(
+    client: FlaskClient, reports: Client, service_key: rsa.RSAPrivateKey
+) -> None:
+    _assert_error(_client_credentials(client, _assertion(service_key)), 400, "invalid_target")  # the default API
+
+
+def test_a_service_gets_its_own_token_with_a_client_secret(app: Flask, client: FlaskClient, orders_api: str) -> None:
+    secret = "a-long-random-client-secret-of-40-chars!"
+    app.extensions["issuer"].clients.add(
+        Client("batch", frozenset({"client_credentials"}), scopes=frozenset({"orders:read"})), secret=secret
+    )
+    basic = base64.b64encode(f"batch:{quote_plus(secret)}".encode()).decode()
+    response = client.post(
+        "/token",
+        data={"grant_type": "client_credentials", "resource": orders_api},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert response.status_code == 200, response.get_json()
+    assert _claims(response)["sub"] == "batch"
+    wrong = base64.b64encode(b"batch:not-the-secret").decode()
+    refused = client.post(
+        "/token", data={"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {wrong}"}
+    )
+    body = _assert_error(refused, 401, "invalid_client")
+    assert body["error_description"] == "client authentication failed"
+    assert refused.headers["WWW-Authenticate"] == 'Basic realm="jwt-split"'
