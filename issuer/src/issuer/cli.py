@@ -183,9 +183,9 @@ def _store(kind: type[ClientStore] | type[ApiStore]) -> Iterator[Any]:
 
 
 def _read_jwks(path: str) -> str:
-    """Return a registered JWKS file as JSON text, once it holds only usable RS256 public keys."""
+    """Return a registered JWKS file ('-': stdin) as JSON text, once it holds only usable RS256 public keys."""
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        document = json.loads(sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8"))
         keys = document["keys"]
         if not isinstance(keys, list) or not keys:
             raise click.ClickException(f"{path} holds no keys")
@@ -211,7 +211,7 @@ def clients() -> None:
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="An exact redirect URI (authorization_code).")
 @click.option("--scope", default=None, help="Space-separated scopes the client may be granted (default: no limit).")
 @click.option("--audience", "audiences", multiple=True, help="An API the client may get tokens for (default: any).")
-@click.option("--jwks-file", default=None, help="private_key_jwt: the client's public keys, as a JWKS file.")
+@click.option("--jwks-file", default=None, help="private_key_jwt: the client's public keys, as a JWKS file ('-': stdin).")
 @click.option("--secret-stdin", is_flag=True, help="client_secret_basic: read the secret from stdin (32+ characters).")
 def clients_add(
     client_id: str,
