@@ -167,7 +167,11 @@ def _on_the_public_host(view: Callable[[], Response]) -> Callable[[], Response]:
 
 
 def _unavailable(refreshed: dict[str, Any] | None = None) -> Response:
-    """Answer 503 and keep the login: an issuer outage must not log anyone out."""
+    """Answer 503 and keep the login: an issuer outage must not log anyone out.
+
+    Every answer after a successful refresh passes `refreshed`: the browser's refresh token
+    is spent, and presenting it again after the issuer's reuse grace revokes the whole family.
+    """
     response = _page("index.html", 503, claims=None, unavailable=True, error=UNAVAILABLE)
     response.headers["Retry-After"] = "5"
     if refreshed is not None:
@@ -206,8 +210,10 @@ def index() -> Response:
             except VerificationUnavailable:
                 return _unavailable(refreshed)
             except InvalidToken:
+                # Most likely a key we cannot fetch yet (the JWKS cooldown after an emergency
+                # rotation): the old refresh token is spent, so keep its successor whatever happens.
                 log.warning("the issuer's fresh token was refused")
-                return _unavailable()
+                return _unavailable(refreshed)
     if claims is None:
         response = _page("index.html", claims=None)
         if request.cookies.get(ACCESS_COOKIE) or request.cookies.get(REFRESH_COOKIE):
