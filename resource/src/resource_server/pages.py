@@ -28,10 +28,10 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from werkzeug.wrappers import Response
 
+from jwt_verifier import InvalidToken, ResourceProtector, TokenExpired, VerificationUnavailable, protection
+from resource_server.api import ACCESS_COOKIE
 from resource_server.oauth_client import InvalidGrant, IssuerClient, IssuerError
-from resource_server.protector import ACCESS_COOKIE, protector
 from resource_server.settings import ResourceSettings
-from shared.errors import InvalidToken, TokenExpired, VerificationUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,11 @@ def init_app(app: Flask, settings: ResourceSettings) -> None:
     app.register_blueprint(bp)
     # Each callback costs a code exchange at the issuer: junk ones must not add up.
     app.view_functions["pages.callback"] = limiter.limit(settings.callback_rate_limit)(callback)
+
+
+def _protector() -> ResourceProtector:
+    """Return the verifier library's protector of this app: the pages check tokens where the API does."""
+    return protection().protector
 
 
 def _settings() -> ResourceSettings:
@@ -189,7 +194,7 @@ def index() -> Response:
     refreshed: dict[str, Any] | None = None
     try:
         if token:
-            claims = protector().validate(token)
+            claims = _protector().validate(token)
     except TokenExpired:
         pass  # renewed below, if the browser has a refresh token
     except InvalidToken:
@@ -206,7 +211,7 @@ def index() -> Response:
             return _unavailable()
         if refreshed is not None:
             try:
-                claims = protector().validate(refreshed["access_token"])
+                claims = _protector().validate(refreshed["access_token"])
             except VerificationUnavailable:
                 return _unavailable(refreshed)
             except InvalidToken:
@@ -285,7 +290,7 @@ def _finish_login() -> Response:
         return _login_failed("The login answer had no code. Please log in again.")
     try:
         tokens = _issuer().exchange(code, verifier)
-        claims = protector().validate(tokens["access_token"])
+        claims = _protector().validate(tokens["access_token"])
     except IssuerError as exc:
         return _login_failed(f"The login could not be completed: {exc.description}.", exc.status)
     except VerificationUnavailable:

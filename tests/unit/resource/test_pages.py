@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from jwt_verifier import JwksClient, protection
 from resource_server import create_app
-from resource_server.jwks import JwksClient
 from resource_server.oauth_client import IssuerClient
 from resource_server.pages import SpentStates
 from resource_server.settings import ResourceSettings
@@ -66,7 +66,7 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
 
     yield make
     for app in apps:
-        jwks: JwksClient = app.extensions["resource.jwks"]
+        jwks: JwksClient = protection(app).jwks
         issuer: IssuerClient = app.extensions["resource.issuer_client"]
         jwks.session.close()
         issuer.session.close()

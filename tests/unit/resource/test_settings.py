@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from jwt_verifier.config import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
 from resource_server.settings import ResourceSettings
 from shared.settings import SettingsError
-from shared.verifier import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
 
 
 def test_defaults_come_from_an_empty_environment() -> None:

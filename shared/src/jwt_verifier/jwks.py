@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.datastructures import ResponseCacheControl
 from werkzeug.http import parse_cache_control_header
 
-from resource_server.settings import ResourceSettings
-from shared.errors import KeysUnavailable, UnknownKey
-from shared.jose import JwkError, load_verification_key
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.errors import KeysUnavailable, UnknownKey
+from jwt_verifier.jose import JwkError, load_verification_key
 
 __all__ = ["JwksClient", "JwksFetchError", "KeysUnavailable", "UnknownKey"]
 
@@ -53,18 +53,18 @@ class JwksClient:
 
     def __init__(
         self,
-        settings: ResourceSettings,
+        config: VerifierConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
     ) -> None:
-        self.url = settings.jwks_url
-        self.timeout = settings.jwks_timeout
-        self.max_bytes = settings.jwks_max_bytes
-        self.default_ttl = settings.jwks_default_ttl
-        self.min_ttl = settings.jwks_min_ttl
-        self.max_ttl = max(settings.jwks_min_ttl, settings.jwks_max_ttl)
-        self.cooldown = settings.jwks_cooldown
+        self.url = config.jwks_url
+        self.timeout = config.jwks_timeout
+        self.max_bytes = config.jwks_max_bytes
+        self.default_ttl = config.jwks_default_ttl
+        self.min_ttl = config.jwks_min_ttl
+        self.max_ttl = max(config.jwks_min_ttl, config.jwks_max_ttl)
+        self.cooldown = config.jwks_cooldown
         self.clock = clock
         self.session = session or requests.Session()
         self.fetch_count = 0

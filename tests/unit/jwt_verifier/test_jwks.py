@@ -1,4 +1,4 @@
-"""Unit tests for resource_server.jwks against a real HTTP server on 127.0.0.1, with a hand-moved clock."""
+"""Unit tests for jwt_verifier.jwks against a real HTTP server on 127.0.0.1, with a hand-moved clock."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from resource_server.jwks import JwksClient, KeysUnavailable, UnknownKey
-from resource_server.settings import ResourceSettings
-from shared.jose import public_jwk
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.jose import public_jwk
+from jwt_verifier.jwks import JwksClient, KeysUnavailable, UnknownKey
 from tests.support.fakes import FakeClock, JwksServer
 from tests.support.tokens import kid_of
 
@@ -53,9 +53,14 @@ def make_client(jwks_server: JwksServer, clock: FakeClock) -> Iterator[ClientFac
             "cooldown": COOLDOWN,
             **options,
         }
-        # The client's own names for its settings, which ResourceSettings prefixes.
-        resource = ResourceSettings(**{f"jwks_{name}": value for name, value in settings.items()})
-        return JwksClient(resource, clock=clock, session=session)
+        # The client's own names for its settings, which VerifierConfig prefixes.
+        config = VerifierConfig(
+            issuer="http://issuer.test",
+            audience="api",
+            resource="http://api.test",
+            **{f"jwks_{name}": value for name, value in settings.items()},
+        )
+        return JwksClient(config, clock=clock, session=session)
 
     yield make
     _wait_for_background_refresh()

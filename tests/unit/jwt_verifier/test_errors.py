@@ -1,4 +1,4 @@
-"""Unit tests for shared.errors: every failure leaves as `{"error", "error_description"}` JSON."""
+"""Unit tests for jwt_verifier.errors: every failure leaves as `{"error", "error_description"}` JSON."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from flask import Flask, Response, abort, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from shared import errors
-from shared.errors import (
+from jwt_verifier.errors import (
     ApiError,
     BearerError,
     InsufficientScope,
@@ -24,6 +23,7 @@ from shared.errors import (
     bearer_challenge,
     error_response,
 )
+from shared import errors
 
 
 @pytest.fixture
