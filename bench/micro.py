@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from issuer.keys import SigningKey
 from issuer.tokens import Grant, mint_access_token
-from shared.jose import b64url_decode, public_jwk
-from shared.verifier import Verifier
+from jwt_verifier.jose import b64url_decode, public_jwk
+from jwt_verifier.verifier import Verifier
 
 ISSUER = "http://localhost:8000"
 AUDIENCE = "jwt-split-api"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,7 +67,21 @@ def test_unacceptable_token_gets_401_invalid_token(
 def test_request_without_token_gets_challenge_without_error_code(stack: Stack) -> None:
     response = stack.get("/api/me")
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == 'Bearer realm="jwt-split"'
+    challenge = response.headers["WWW-Authenticate"]
+    # RFC 9728 section 5.1: the challenge names the API's metadata, and nothing else but the realm.
+    assert re.fullmatch(
+        r'Bearer realm="jwt-split", resource_metadata="[^"]+/\.well-known/oauth-protected-resource"', challenge
+    )
+
+
+def test_the_api_publishes_its_protected_resource_metadata(stack: Stack) -> None:
+    response = stack.get("/.well-known/oauth-protected-resource")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["bearer_methods_supported"] == ["header"]
+    assert len(document["authorization_servers"]) == 1
+    challenge = stack.get("/api/me").headers["WWW-Authenticate"]
+    assert f'resource_metadata="{document["resource"]}/.well-known/oauth-protected-resource"' in challenge
 
 
 def test_properly_signed_token_is_accepted_so_rejections_above_are_about_the_forgery(

@@ -38,7 +38,7 @@ def test_resource_keeps_verifying_when_the_issuer_hangs(make_stack: StackFactory
         stack.thaw_issuer()
 
 
-def test_burst_of_unknown_kids_fetches_the_jwks_at_most_once_per_cooldown(make_stack: StackFactory) -> None:
+def test_burst_of_unknown_kids_fetches_the_jwks_at_most_twice_per_cooldown(make_stack: StackFactory) -> None:
     cooldown = 2.0
     workers = 2
     stack = make_stack(resource_env={"RESOURCE_JWKS_COOLDOWN": str(cooldown)}, workers=workers).start()
@@ -53,7 +53,9 @@ def test_burst_of_unknown_kids_fetches_the_jwks_at_most_once_per_cooldown(make_s
     assert set(statuses) == {401}
     fetches = stack.jwks_fetches() - before
     windows = int(elapsed // cooldown) + 1
-    assert 1 <= fetches <= workers * windows, (fetches, elapsed)
+    # Per worker and window: the first unknown kid's fetch, and one follow-up shared by the
+    # requests that waited on it (its answer may predate their key).
+    assert 1 <= fetches <= 2 * workers * windows, (fetches, elapsed)
 
 
 def test_resource_started_before_the_issuer_becomes_ready_when_it_appears(make_stack: StackFactory) -> None:

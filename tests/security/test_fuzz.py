@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 import issuer
 import resource_server
 from issuer.settings import IssuerSettings
-from resource_server.jwks import KeysUnavailable, UnknownKey
+from jwt_verifier.jose import b64url_encode
+from jwt_verifier.jwks import KeysUnavailable, UnknownKey
+from jwt_verifier.verifier import InvalidToken, Verifier
 from resource_server.settings import ResourceSettings
-from shared.jose import b64url_encode
-from shared.verifier import InvalidToken, Verifier
 from tests.support.tokens import kid_of, make_claims, new_rsa_key, sign
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,7 +14,7 @@ from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from issuer.settings import IssuerSettings
-from shared.jose import public_jwk
+from jwt_verifier.jose import public_jwk
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

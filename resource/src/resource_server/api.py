@@ -1,19 +1,16 @@
-"""The protected API and the health endpoints."""
+"""The protected API and the health endpoints, protected with the verifier library like any API."""
 
 from __future__ import annotations
 
-from typing import cast
+from flask import Blueprint, Response, g, jsonify
 
-from flask import Blueprint, Response, current_app, g, jsonify
-
-from resource_server.jwks import JwksClient
-from resource_server.protector import require
+from jwt_verifier import BearerAuth, protection
 
 bp = Blueprint("api", __name__)
 
-
-def _jwks() -> JwksClient:
-    return cast(JwksClient, current_app.extensions["resource.jwks"])
+ACCESS_COOKIE = "rs_access"  # the browser login's HttpOnly copy of the access token
+# The API is GET-only and the cookie SameSite=Lax, so the cookie needs no CSRF token.
+auth = BearerAuth(cookie=ACCESS_COOKIE)
 
 
 def _private(response: Response) -> Response:
@@ -22,7 +19,7 @@ def _private(response: Response) -> Response:
 
 
 @bp.get("/api/me")
-@require()
+@auth.require()
 def me() -> Response:
     """Return who the token is for, its scope and all its verified claims."""
     claims = g.claims
@@ -30,7 +27,7 @@ def me() -> Response:
 
 
 @bp.get("/api/admin")
-@require("admin")
+@auth.require(scope="admin")
 def admin() -> Response:
     """An endpoint only tokens with the `admin` scope may use."""
     return _private(jsonify(sub=g.claims["sub"], message="welcome, administrator"))
@@ -45,7 +42,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response | tuple[Response, int]:
     """Ready once verification keys are held; 503 until then."""
-    jwks = _jwks()
+    jwks = protection().jwks
     if jwks.ensure_loaded():
         return jsonify(status="ready", kids=jwks.kids)
     return jsonify(status="not ready", reason="no verification keys loaded from the issuer yet"), 503

@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 import requests
 
+from jwt_verifier.errors import InvalidToken, TokenExpired, VerificationUnavailable
+from jwt_verifier.jose import b64url_decode
 from resource_server.settings import ResourceSettings
-from shared.errors import InvalidToken, TokenExpired, VerificationUnavailable
-from shared.jose import b64url_decode
 from shared.jsonread import read_json
 
 log = logging.getLogger(__name__)

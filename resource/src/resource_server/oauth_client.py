@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 
 import requests
 
+from jwt_verifier.errors import ApiError
 from resource_server.settings import ResourceSettings
-from shared.errors import ApiError
 from shared.jsonread import read_json
 from shared.pkce import new_verifier, s256
 

@@ -28,10 +28,10 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from werkzeug.wrappers import Response
 
+from jwt_verifier import InvalidToken, ResourceProtector, TokenExpired, VerificationUnavailable, protection
+from resource_server.api import ACCESS_COOKIE
 from resource_server.oauth_client import InvalidGrant, IssuerClient, IssuerError
-from resource_server.protector import ACCESS_COOKIE, protector
 from resource_server.settings import ResourceSettings
-from shared.errors import InvalidToken, TokenExpired, VerificationUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,11 @@ def init_app(app: Flask, settings: ResourceSettings) -> None:
     app.register_blueprint(bp)
     # Each callback costs a code exchange at the issuer: junk ones must not add up.
     app.view_functions["pages.callback"] = limiter.limit(settings.callback_rate_limit)(callback)
+
+
+def _protector() -> ResourceProtector:
+    """Return the verifier library's protector of this app: the pages check tokens where the API does."""
+    return protection().protector
 
 
 def _settings() -> ResourceSettings:
@@ -167,7 +172,11 @@ def _on_the_public_host(view: Callable[[], Response]) -> Callable[[], Response]:
 
 
 def _unavailable(refreshed: dict[str, Any] | None = None) -> Response:
-    """Answer 503 and keep the login: an issuer outage must not log anyone out."""
+    """Answer 503 and keep the login: an issuer outage must not log anyone out.
+
+    Every answer after a successful refresh passes `refreshed`: the browser's refresh token
+    is spent, and presenting it again after the issuer's reuse grace revokes the whole family.
+    """
     response = _page("index.html", 503, claims=None, unavailable=True, error=UNAVAILABLE)
     response.headers["Retry-After"] = "5"
     if refreshed is not None:
@@ -185,7 +194,7 @@ def index() -> Response:
     refreshed: dict[str, Any] | None = None
     try:
         if token:
-            claims = protector().validate(token)
+            claims = _protector().validate(token)
     except TokenExpired:
         pass  # renewed below, if the browser has a refresh token
     except InvalidToken:
@@ -202,12 +211,14 @@ def index() -> Response:
             return _unavailable()
         if refreshed is not None:
             try:
-                claims = protector().validate(refreshed["access_token"])
+                claims = _protector().validate(refreshed["access_token"])
             except VerificationUnavailable:
                 return _unavailable(refreshed)
             except InvalidToken:
+                # Most likely a key we cannot fetch yet (the JWKS cooldown after an emergency
+                # rotation): the old refresh token is spent, so keep its successor whatever happens.
                 log.warning("the issuer's fresh token was refused")
-                return _unavailable()
+                return _unavailable(refreshed)
     if claims is None:
         response = _page("index.html", claims=None)
         if request.cookies.get(ACCESS_COOKIE) or request.cookies.get(REFRESH_COOKIE):
@@ -279,7 +290,7 @@ def _finish_login() -> Response:
         return _login_failed("The login answer had no code. Please log in again.")
     try:
         tokens = _issuer().exchange(code, verifier)
-        claims = protector().validate(tokens["access_token"])
+        claims = _protector().validate(tokens["access_token"])
     except IssuerError as exc:
         return _login_failed(f"The login could not be completed: {exc.description}.", exc.status)
     except VerificationUnavailable:

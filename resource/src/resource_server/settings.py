@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from jwt_verifier import VerifierConfig
 from shared.settings import Environ, SettingsError, env_bool, env_float, env_int, env_rate_limit, env_str, env_url
-from shared.verifier import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
 
 VERIFICATION_MODES = ("local", "introspection")
 
@@ -26,17 +26,20 @@ class ResourceSettings:
     scope: str = "profile admin"
     issuer_timeout: float = 5.0
     audience: str = "jwt-split-api"
-    leeway: int = DEFAULT_LEEWAY
-    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
-    jwks_timeout: float = 2.0
-    jwks_max_bytes: int = 64 * 1024
-    jwks_default_ttl: int = 300
-    jwks_min_ttl: int = 30
-    jwks_max_ttl: int = 86400
-    jwks_cooldown: float = 10.0
-    jwks_prefetch: bool = True
+    # The API's scopes, published in its RFC 9728 metadata.
+    scopes_supported: str = "profile admin"
+    # The verifier's knobs: their defaults are the library's, declared once in VerifierConfig.
+    leeway: int = VerifierConfig.leeway
+    max_token_bytes: int = VerifierConfig.max_token_bytes
+    jwks_timeout: float = VerifierConfig.jwks_timeout
+    jwks_max_bytes: int = VerifierConfig.jwks_max_bytes
+    jwks_default_ttl: int = VerifierConfig.jwks_default_ttl
+    jwks_min_ttl: int = VerifierConfig.jwks_min_ttl
+    jwks_max_ttl: int = VerifierConfig.jwks_max_ttl
+    jwks_cooldown: float = VerifierConfig.jwks_cooldown
+    jwks_prefetch: bool = VerifierConfig.jwks_prefetch
     log_level: str = "INFO"
-    token_cache_size: int = DEFAULT_CACHE_SIZE
+    token_cache_size: int = VerifierConfig.token_cache_size
     # Per client address and worker (in memory): each callback costs a code exchange at the issuer.
     callback_rate_limit: str = "10 per minute"
     verification: str = "local"
@@ -48,6 +51,27 @@ class ResourceSettings:
     def redirect_uri(self) -> str:
         """Return where the issuer sends the browser back with a code."""
         return f"{self.public_url}/callback"
+
+    @property
+    def verifier(self) -> VerifierConfig:
+        """Return the verifier library's configuration: the API is identified by its public URL."""
+        return VerifierConfig(
+            issuer=self.issuer,
+            audience=self.audience,
+            resource=self.public_url,
+            jwks_url=self.jwks_url,
+            scopes_supported=tuple(self.scopes_supported.split()),
+            leeway=self.leeway,
+            max_token_bytes=self.max_token_bytes,
+            token_cache_size=self.token_cache_size,
+            jwks_timeout=self.jwks_timeout,
+            jwks_max_bytes=self.jwks_max_bytes,
+            jwks_default_ttl=self.jwks_default_ttl,
+            jwks_min_ttl=self.jwks_min_ttl,
+            jwks_max_ttl=self.jwks_max_ttl,
+            jwks_cooldown=self.jwks_cooldown,
+            jwks_prefetch=self.jwks_prefetch,
+        )
 
     @property
     def secure_cookies(self) -> bool:
@@ -75,6 +99,7 @@ class ResourceSettings:
             scope=env_str(env, "RESOURCE_SCOPE", cls.scope),
             issuer_timeout=env_float(env, "RESOURCE_ISSUER_TIMEOUT", cls.issuer_timeout, minimum=0.1),
             audience=env_str(env, "RESOURCE_AUDIENCE", cls.audience),
+            scopes_supported=env_str(env, "RESOURCE_SCOPES_SUPPORTED", cls.scopes_supported),
             leeway=env_int(env, "RESOURCE_LEEWAY", cls.leeway, minimum=0, maximum=300),
             max_token_bytes=env_int(env, "RESOURCE_MAX_TOKEN_BYTES", cls.max_token_bytes, minimum=512, maximum=65536),
             jwks_timeout=env_float(env, "RESOURCE_JWKS_TIMEOUT", cls.jwks_timeout, minimum=0.1),

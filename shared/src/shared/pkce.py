@@ -6,7 +6,7 @@ import hashlib
 import re
 import secrets
 
-from shared.jose import b64url_encode
+from jwt_verifier.jose import b64url_encode
 
 # Section 4.1: 43 to 128 characters of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~".
 VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")

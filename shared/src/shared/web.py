@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Flask, Response, current_app, g, request
 
-from shared import errors
+from jwt_verifier import errors
 
 log = logging.getLogger("access")
 

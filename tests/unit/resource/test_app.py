@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from jwt_verifier import JwksClient, protection
 from resource_server import create_app
-from resource_server.jwks import JwksClient
 from resource_server.settings import ResourceSettings
 from tests.support.fakes import JwksServer
 from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
@@ -42,7 +42,7 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
 
     yield make
     for app in apps:
-        jwks: JwksClient = app.extensions["resource.jwks"]
+        jwks: JwksClient = protection(app).jwks
         jwks.session.close()
 
 
@@ -81,10 +81,11 @@ def test_me_returns_the_verified_claims(client: FlaskClient, rsa_key: rsa.RSAPri
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_me_without_token_is_401_with_a_bare_challenge(client: FlaskClient) -> None:
+def test_me_without_token_is_401_with_a_bare_challenge_naming_the_metadata(client: FlaskClient) -> None:
     response = client.get("/api/me")
     _assert_error(response, 401, "unauthorized")
-    assert response.headers["WWW-Authenticate"] == 'Bearer realm="jwt-split"'
+    metadata = "http://localhost:8001/.well-known/oauth-protected-resource"
+    assert response.headers["WWW-Authenticate"] == f'Bearer realm="jwt-split", resource_metadata="{metadata}"'
 
 
 def test_other_auth_scheme_counts_as_no_token(client: FlaskClient) -> None:
@@ -234,3 +235,25 @@ def test_deeply_nested_jwks_is_a_failed_fetch_not_a_500(
     client = make_app().test_client()
     _assert_error(client.get("/api/me", headers=_bearer(sign(make_claims(), rsa_key))), 503, "temporarily_unavailable")
     assert client.get("/readyz").status_code == 503
+
+
+def test_the_api_publishes_its_protected_resource_metadata(client: FlaskClient) -> None:
+    response = client.get("/.well-known/oauth-protected-resource")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "resource": "http://localhost:8001",
+        "authorization_servers": [ISSUER],
+        "scopes_supported": ["profile", "admin"],
+        "bearer_methods_supported": ["header"],
+    }
+
+
+def test_every_challenge_of_the_api_names_the_metadata(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    metadata = 'resource_metadata="http://localhost:8001/.well-known/oauth-protected-resource"'
+    for path, headers in [
+        ("/api/me", {}),
+        ("/api/me", {"Authorization": "Bearer not-a-token"}),
+        ("/api/admin", _bearer(sign(make_claims(scope="profile"), rsa_key))),
+    ]:
+        response = client.get(path, headers=headers)
+        assert metadata in response.headers["WWW-Authenticate"], (path, response.status_code)

@@ -10,9 +10,9 @@ import pytest
 from issuer.keys import KeyStore
 from issuer.settings import IntrospectionSettings
 from issuer.tokens import Grant, mint_access_token
+from jwt_verifier.errors import InvalidToken, TokenExpired, VerificationUnavailable
 from resource_server.introspection import IntrospectingVerifier, IntrospectionUnavailable
 from resource_server.settings import ResourceSettings
-from shared.errors import InvalidToken, TokenExpired, VerificationUnavailable
 from tests.support.fakes import JwksServer, LiveIssuer
 from tests.support.tokens import make_claims, new_rsa_key, sign
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from jwt_verifier import JwksClient, protection
 from resource_server import create_app
-from resource_server.jwks import JwksClient
 from resource_server.oauth_client import IssuerClient
 from resource_server.pages import SpentStates
 from resource_server.settings import ResourceSettings
@@ -65,7 +66,7 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
 
     yield make
     for app in apps:
-        jwks: JwksClient = app.extensions["resource.jwks"]
+        jwks: JwksClient = protection(app).jwks
         issuer: IssuerClient = app.extensions["resource.issuer_client"]
         jwks.session.close()
         issuer.session.close()
@@ -629,3 +630,21 @@ def test_spent_states_are_bounded(clock: FakeClock) -> None:
         assert spent.spend(f"state-{number}") is True
     assert spent.spend("state-4") is False
     assert spent.spend("state-0") is True  # the oldest made room
+
+
+def test_a_refreshed_token_that_cannot_be_verified_yet_keeps_the_successor_refresh_token(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # An emergency rotation: the issuer already signs with a key the resource cannot fetch yet.
+    _expired_session(client, rsa_key)
+    assert client.get("/readyz").status_code == 200
+    now = int(time.time())
+    fresh = sign(make_claims(iat=now, exp=now + 300), other_rsa_key)
+    tokens = {"access_token": fresh, "refresh_token": "successor", "token_type": "Bearer", "expires_in": 300}
+    jwks_server.answer(200, json.dumps(tokens).encode())
+    response = client.get("/")
+    assert response.status_code == 503
+    assert "successor" in _cookie_headers(response)["rs_refresh"]
+    cookie = client.get_cookie("rs_refresh")
+    assert cookie is not None
+    assert cookie.value == "successor"  # the spent one would revoke the family after the reuse grace

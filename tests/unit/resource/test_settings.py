@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from jwt_verifier.config import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES, VerifierConfig
 from resource_server.settings import ResourceSettings
 from shared.settings import SettingsError
-from shared.verifier import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
 
 
 def test_defaults_come_from_an_empty_environment() -> None:
@@ -117,3 +117,31 @@ def test_verification_defaults_are_the_verifiers_own() -> None:
         DEFAULT_MAX_TOKEN_BYTES,
         DEFAULT_CACHE_SIZE,
     )
+
+
+def test_the_verifier_config_is_built_from_the_settings() -> None:
+    settings = ResourceSettings.from_env(
+        {
+            "RESOURCE_ISSUER": "https://issuer.example",
+            "RESOURCE_AUDIENCE": "orders",
+            "RESOURCE_PUBLIC_URL": "https://api.example",
+            "RESOURCE_SCOPES_SUPPORTED": "orders:read  orders:write",
+            "RESOURCE_JWKS_COOLDOWN": "3",
+        }
+    )
+    config = settings.verifier
+    assert (config.issuer, config.audience, config.resource) == (
+        "https://issuer.example",
+        "orders",
+        "https://api.example",
+    )
+    assert config.jwks_url == "https://issuer.example/.well-known/jwks.json"
+    assert config.scopes_supported == ("orders:read", "orders:write")
+    assert config.jwks_cooldown == 3.0
+
+
+def test_the_jwks_defaults_are_the_libraries_own() -> None:
+    settings, config = ResourceSettings(), ResourceSettings().verifier
+    for name in ("jwks_timeout", "jwks_max_bytes", "jwks_default_ttl", "jwks_min_ttl", "jwks_max_ttl", "jwks_cooldown"):
+        assert getattr(settings, name) == getattr(VerifierConfig, name)
+    assert config.jwks_prefetch is settings.jwks_prefetch

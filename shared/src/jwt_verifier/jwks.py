@@ -10,7 +10,10 @@
   of them neither reaches the issuer nor queues behind a fetch in progress.
 - A request that waited for a fetch reuses its answer only if that fetch began after the
   request started waiting: an answer taken before a new key was published (a scheduled
-  refresh in flight during an emergency rotation) must not turn the new key away.
+  refresh, or a junk kid's fetch, in flight during an emergency rotation) must not turn the
+  new key away. Those waiters share one follow-up fetch, even inside the cooldown, at most
+  one per cooldown window; and a kid is remembered as unknown only on the strength of a
+  fetch that began after the request for it arrived.
 - Any failure (issuer down, slow, redirecting, oversized, garbage, JSON nested past the
   parser's depth) is a failed fetch and keeps the keys it has; the background threads log
   anything unexpected and carry on.
@@ -30,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.datastructures import ResponseCacheControl
 from werkzeug.http import parse_cache_control_header
 
-from resource_server.settings import ResourceSettings
-from shared.errors import KeysUnavailable, UnknownKey
-from shared.jose import JwkError, load_verification_key
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.errors import KeysUnavailable, UnknownKey
+from jwt_verifier.jose import JwkError, load_verification_key
 
 __all__ = ["JwksClient", "JwksFetchError", "KeysUnavailable", "UnknownKey"]
 
@@ -50,18 +53,18 @@ class JwksClient:
 
     def __init__(
         self,
-        settings: ResourceSettings,
+        config: VerifierConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
     ) -> None:
-        self.url = settings.jwks_url
-        self.timeout = settings.jwks_timeout
-        self.max_bytes = settings.jwks_max_bytes
-        self.default_ttl = settings.jwks_default_ttl
-        self.min_ttl = settings.jwks_min_ttl
-        self.max_ttl = max(settings.jwks_min_ttl, settings.jwks_max_ttl)
-        self.cooldown = settings.jwks_cooldown
+        self.url = config.jwks_url
+        self.timeout = config.jwks_timeout
+        self.max_bytes = config.jwks_max_bytes
+        self.default_ttl = config.jwks_default_ttl
+        self.min_ttl = config.jwks_min_ttl
+        self.max_ttl = max(config.jwks_min_ttl, config.jwks_max_ttl)
+        self.cooldown = config.jwks_cooldown
         self.clock = clock
         self.session = session or requests.Session()
         self.fetch_count = 0
@@ -69,6 +72,9 @@ class JwksClient:
         self._fresh_until = float("-inf")
         self._next_fetch_at = float("-inf")
         self._fetches_begun = 0
+        self._fetches_finished = 0
+        self._last_fetch_failed = False
+        self._followup_at = float("-inf")
         self._fetch_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._background = False
@@ -96,13 +102,14 @@ class JwksClient:
             return key
         if keys and self._recently_unknown(kid, now):
             raise UnknownKey(kid)
-        self._fetch_if_allowed(wanted_kid=kid)
+        answered = self._fetch_if_allowed(wanted_kid=kid)
         key = self._keys.get(kid)
         if key is not None:
             return key
         if not self._keys:
             raise KeysUnavailable("no verification keys have been loaded from the issuer yet")
-        self._remember_unknown(kid, now)
+        if answered:
+            self._remember_unknown(kid, now)
         raise UnknownKey(kid)
 
     def prefetch(self) -> None:
@@ -131,8 +138,11 @@ class JwksClient:
 
     # -- fetching ---------------------------------------------------------------------------
 
-    def _fetch_if_allowed(self, *, wanted_kid: str | None = None) -> None:
-        """Fetch now, unless a fetch that began while we waited has answered, or too soon.
+    def _fetch_if_allowed(self, *, wanted_kid: str | None = None) -> bool:
+        """Fetch unless a fetch that began while we waited has answered, or it is too soon.
+
+        Return whether a fetch that began after this call arrived has finished: only such an
+        answer may say that a kid is unknown.
 
         Only a fetch that began after this call started waiting is reused: one in flight when
         we arrived may hold an answer from before the key we want was published. Waiters that
@@ -141,16 +151,36 @@ class JwksClient:
         The cooldown starts after a fetch caused by an unknown kid, and after a failed fetch;
         a scheduled refresh does not start it, so a key that begins signing right after one
         (an emergency rotation) is still fetched on its first token.
+
+        A request for a kid that waited on a fetch in flight (which may have begun before the
+        kid was published) gets a follow-up fetch even inside the cooldown: the first such
+        waiter begins it and the others share it. The bound: at most one follow-up per cooldown
+        window, and none after a failed fetch (the issuer is down; asking again at once only
+        makes the waiters wait twice). So a flood of unknown kids costs the issuer at most two
+        fetches per cooldown, the kid's fetch and one follow-up, never fetches back to back.
         """
+        finished = self._fetches_finished
         arrived = self._fetches_begun
+        waited_on_a_fetch = arrived != finished
         with self._fetch_lock:
             if self._fetches_begun != arrived:
-                return  # a fetch began after we arrived and has finished
+                return True  # a fetch began after we arrived and has finished
             if wanted_kid is not None and wanted_kid in self._keys:
-                return  # a fetch in flight when we arrived brought it after all
-            if self.clock() < self._next_fetch_at:
-                return
-            self._fetch(for_unknown_kid=wanted_kid is not None)
+                return True  # a fetch in flight when we arrived brought it after all
+            now = self.clock()
+            if now >= self._next_fetch_at:
+                self._fetch(for_unknown_kid=wanted_kid is not None)
+                return True
+            if (
+                wanted_kid is not None
+                and waited_on_a_fetch
+                and not self._last_fetch_failed
+                and now >= self._followup_at + self.cooldown
+            ):
+                self._followup_at = now
+                self._fetch(for_unknown_kid=True)
+                return True
+            return False
 
     def _refresh_in_background(self) -> None:
         with self._state_lock:
@@ -169,8 +199,16 @@ class JwksClient:
                 self._background = False
 
     def _fetch(self, *, for_unknown_kid: bool) -> None:
-        started = self.clock()
+        """Fetch the JWKS now; the caller holds the fetch lock."""
         self._fetches_begun += 1
+        try:
+            self._fetch_and_store(for_unknown_kid=for_unknown_kid)
+        finally:
+            # Counted once the answer is stored: an arrival before this waited on the fetch.
+            self._fetches_finished += 1
+
+    def _fetch_and_store(self, *, for_unknown_kid: bool) -> None:
+        started = self.clock()
         if for_unknown_kid:
             self._next_fetch_at = started + self.cooldown
         self.fetch_count += 1
@@ -178,11 +216,13 @@ class JwksClient:
             keys, ttl = self._download()
         except JwksFetchError as exc:
             self._next_fetch_at = started + self.cooldown
+            self._last_fetch_failed = True
             log.warning(
                 "jwks fetch failed; keeping the keys held",
                 extra={"fields": {"reason": str(exc), "kids_held": len(self._keys)}},
             )
             return
+        self._last_fetch_failed = False
         changed = keys != self._keys
         self._keys = keys
         self._fresh_until = self.clock() + ttl

@@ -1,4 +1,4 @@
-"""Unit tests for shared.verifier: the RFC 9068 / RFC 8725 claim policy, one test per rule."""
+"""Unit tests for jwt_verifier.verifier: the RFC 9068 / RFC 8725 claim policy, one test per rule."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resource_server.jwks import JwksClient, UnknownKey
-from resource_server.settings import ResourceSettings
-from shared.jose import b64url_decode, b64url_encode
-from shared.verifier import (
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.jose import b64url_decode, b64url_encode
+from jwt_verifier.jwks import JwksClient, UnknownKey
+from jwt_verifier.verifier import (
     MAX_LIFETIME,
     CachedToken,
     InvalidToken,
@@ -661,7 +661,7 @@ def test_repeated_token_is_served_from_the_cache(rsa_key: rsa.RSAPrivateKey, clo
     token = sign(_claims_at(clock_now), rsa_key)
     first = verifier.verify(token)
     assert token in verifier.cache
-    with mock.patch("shared.verifier._RS256.verify", side_effect=AssertionError("verified again")):
+    with mock.patch("jwt_verifier.verifier._RS256.verify", side_effect=AssertionError("verified again")):
         assert verifier.verify(token) == first
     assert keys.asked == [kid_of(rsa_key)] * 2  # the key is still looked up: a withdrawn key is noticed
 
@@ -783,7 +783,12 @@ def test_withdrawing_a_kid_from_the_jwks_purges_its_cached_tokens(
 ) -> None:
     jwks_server.serve_keys(rsa_key, other_rsa_key)
     with requests.Session() as session:
-        jwks = JwksClient(ResourceSettings(jwks_url=jwks_server.url, jwks_cooldown=0), session=session)
+        jwks = JwksClient(
+            VerifierConfig(
+                issuer=ISSUER, audience=AUDIENCE, resource="http://api.test", jwks_url=jwks_server.url, jwks_cooldown=0
+            ),
+            session=session,
+        )
         verifier = Verifier(jwks, issuer=ISSUER, audience=AUDIENCE)
         withdrawn = sign(make_claims(), rsa_key)
         kept = sign(make_claims(), other_rsa_key)

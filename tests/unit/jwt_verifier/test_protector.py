@@ -1,4 +1,4 @@
-"""Unit tests for resource_server.protector: who a request is for, whichever verifier answers."""
+"""Unit tests for jwt_verifier.protector: who a request is for, whichever verifier answers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask, request
 
-from resource_server.protector import ResourceProtector
-from shared.errors import (
+from jwt_verifier.errors import (
     InsufficientScope,
     InvalidToken,
     KeysUnavailable,
@@ -17,6 +16,7 @@ from shared.errors import (
     TokenExpired,
     UnknownKey,
 )
+from jwt_verifier.protector import ResourceProtector
 
 app = Flask(__name__)
 
@@ -50,7 +50,8 @@ def protector() -> ResourceProtector:
                 "unknown": UnknownKey("kid-1"),
                 "down": KeysUnavailable("cannot fetch the JWKS"),
             }
-        )
+        ),
+        cookie="rs_access",
     )
 
 
@@ -88,7 +89,7 @@ def test_missing_scope_is_insufficient_scope(protector: ResourceProtector) -> No
 def test_the_verifiers_errors_pass_unchanged_and_are_logged_once(
     protector: ResourceProtector, caplog: pytest.LogCaptureFixture, token: str, error: type[Exception]
 ) -> None:
-    caplog.set_level(logging.INFO, logger="resource_server.protector")
+    caplog.set_level(logging.INFO, logger="jwt_verifier.protector")
     with pytest.raises(error) as caught:
         protector.validate(token)
     assert caught.value is protector.verifier.answers[token]  # type: ignore[attr-defined]
@@ -96,7 +97,7 @@ def test_the_verifiers_errors_pass_unchanged_and_are_logged_once(
 
 
 def test_an_unknown_kid_is_logged_with_the_kid(protector: ResourceProtector, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="resource_server.protector")
+    caplog.set_level(logging.INFO, logger="jwt_verifier.protector")
     with pytest.raises(UnknownKey):
         protector.validate("unknown")
     assert caplog.records[0].fields == {"reason": "unknown kid", "kid": "kid-1"}  # type: ignore[attr-defined]

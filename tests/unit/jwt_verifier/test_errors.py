@@ -1,4 +1,4 @@
-"""Unit tests for shared.errors: every failure leaves as `{"error", "error_description"}` JSON."""
+"""Unit tests for jwt_verifier.errors: every failure leaves as `{"error", "error_description"}` JSON."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from flask import Flask, Response, abort, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from shared import errors
-from shared.errors import (
+from jwt_verifier import errors
+from jwt_verifier.errors import (
     ApiError,
     BearerError,
     InsufficientScope,
@@ -227,3 +227,23 @@ def test_every_error_of_the_hierarchy_renders_as_json(app: Flask) -> None:
     response = client.get("/unavailable")
     _assert_json_error(response, 503, "temporarily_unavailable")
     assert response.headers["Retry-After"] == "5"
+
+
+def test_a_challenge_names_the_resource_metadata_when_given() -> None:
+    url = "https://api.example/.well-known/oauth-protected-resource"
+    challenge = bearer_challenge("invalid_token", "bad", resource_metadata=url)
+    assert (
+        challenge
+        == f'Bearer realm="jwt-split", error="invalid_token", error_description="bad", resource_metadata="{url}"'
+    )
+
+
+def test_a_bearer_error_renders_its_challenge_with_the_metadata_url() -> None:
+    url = "https://api.example/.well-known/oauth-protected-resource"
+    with Flask(__name__).app_context():
+        response = InsufficientScope("admin").to_response(resource_metadata=url)
+    assert response.status_code == 403
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="jwt-split", error="insufficient_scope", '
+        f'error_description="this resource needs the \'admin\' scope", scope="admin", resource_metadata="{url}"'
+    )

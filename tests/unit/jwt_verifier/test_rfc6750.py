@@ -1,12 +1,12 @@
-"""Unit tests for resource_server.rfc6750 (reading bearer tokens) and the RFC 6750 errors' challenges."""
+"""Unit tests for jwt_verifier.rfc6750 (reading bearer tokens) and the RFC 6750 errors' challenges."""
 
 from __future__ import annotations
 
 import pytest
 from flask import Flask, request
 
-from resource_server.rfc6750 import bearer_token
-from shared.errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken
+from jwt_verifier.errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken
+from jwt_verifier.rfc6750 import bearer_token
 
 app = Flask(__name__)
 

@@ -1,4 +1,4 @@
-"""Unit tests for resource_server.jwks against a real HTTP server on 127.0.0.1, with a hand-moved clock."""
+"""Unit tests for jwt_verifier.jwks against a real HTTP server on 127.0.0.1, with a hand-moved clock."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from resource_server.jwks import JwksClient, KeysUnavailable, UnknownKey
-from resource_server.settings import ResourceSettings
-from shared.jose import public_jwk
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.jose import public_jwk
+from jwt_verifier.jwks import JwksClient, KeysUnavailable, UnknownKey
 from tests.support.fakes import FakeClock, JwksServer
 from tests.support.tokens import kid_of
 
@@ -53,9 +53,14 @@ def make_client(jwks_server: JwksServer, clock: FakeClock) -> Iterator[ClientFac
             "cooldown": COOLDOWN,
             **options,
         }
-        # The client's own names for its settings, which ResourceSettings prefixes.
-        resource = ResourceSettings(**{f"jwks_{name}": value for name, value in settings.items()})
-        return JwksClient(resource, clock=clock, session=session)
+        # The client's own names for its settings, which VerifierConfig prefixes.
+        config = VerifierConfig(
+            issuer="http://issuer.test",
+            audience="api",
+            resource="http://api.test",
+            **{f"jwks_{name}": value for name, value in settings.items()},
+        )
+        return JwksClient(config, clock=clock, session=session)
 
     yield make
     _wait_for_background_refresh()
@@ -605,15 +610,25 @@ def test_background_refresh_survives_a_hostile_jwks(
 
 
 class _SignallingLock:
-    """The client's fetch lock, telling the test when a thread has begun to wait for it."""
+    """The client's fetch lock, telling the test when (and how many) threads have begun to wait for it."""
 
     def __init__(self, lock: Any) -> None:
         self._lock = lock
         self.waiting = threading.Event()
+        self._entered = 0
+        self._counted = threading.Condition()
 
     def __enter__(self) -> None:
+        with self._counted:
+            self._entered += 1
+            self._counted.notify_all()
         self.waiting.set()
         self._lock.acquire()
+
+    def wait_for_entries(self, count: int) -> None:
+        """Wait until `count` threads in all have asked for the lock."""
+        with self._counted:
+            assert self._counted.wait_for(lambda: self._entered >= count, timeout=10), self._entered
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
@@ -683,3 +698,110 @@ def test_waiters_share_a_fetch_that_began_after_they_waited(
         thread.join(timeout=10)
     assert len(results) == threads
     assert jwks_server.request_count == 2
+
+
+def _get_in_threads(client: JwksClient, kids: list[str]) -> tuple[list[threading.Thread], list[object]]:
+    """Start one thread per kid asking the client for it; each records the key or the error."""
+    results: list[object] = []
+
+    def ask(kid: str) -> None:
+        try:
+            results.append(client.get(kid))
+        except (UnknownKey, KeysUnavailable) as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(kid,)) for kid in kids]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+def test_waiter_on_a_junk_kid_fetch_that_began_before_the_new_key_gets_the_new_key(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    lock = _SignallingLock(loaded._fetch_lock)
+    loaded._fetch_lock = lock  # type: ignore[assignment]
+    clock.advance(COOLDOWN)
+    # A junk kid starts a fetch (and the cooldown); its answer is taken before the rotation ...
+    jwks_server.hold()
+    junk, junk_results = _get_in_threads(loaded, ["junk-kid"])
+    jwks_server.wait_for_requests(2)
+    # ... then the issuer publishes and signs with a new key, and a request for it waits.
+    jwks_server.serve_keys(rsa_key, other_rsa_key)
+    waiter, results = _get_in_threads(loaded, [kid_of(other_rsa_key)])
+    lock.wait_for_entries(2)
+    jwks_server.release()
+    _join(junk + waiter)
+    assert isinstance(junk_results[0], UnknownKey)
+    assert len(results) == 1
+    assert isinstance(results[0], rsa.RSAPublicKey), results
+    assert _same_key(results[0], other_rsa_key)
+    assert jwks_server.request_count == 3
+
+
+def test_a_kid_is_not_remembered_unknown_from_a_fetch_older_than_its_request(
+    loaded: JwksClient,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    other_rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    clock.advance(COOLDOWN)
+    with pytest.raises(UnknownKey):
+        loaded.get("junk-kid")  # a fetch, and the cooldown starts
+    jwks_server.serve_keys(rsa_key, other_rsa_key)
+    clock.advance(COOLDOWN / 2)
+    with pytest.raises(UnknownKey):
+        loaded.get(kid_of(other_rsa_key))  # inside the cooldown: no fetch, the answer is old
+    assert jwks_server.request_count == 2
+    clock.advance(COOLDOWN / 2)
+    assert _same_key(loaded.get(kid_of(other_rsa_key)), other_rsa_key)
+    assert jwks_server.request_count == 3
+
+
+def test_a_flood_of_junk_kids_costs_at_most_two_fetches_per_cooldown(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock
+) -> None:
+    lock = _SignallingLock(loaded._fetch_lock)
+    loaded._fetch_lock = lock  # type: ignore[assignment]
+    flood = 16
+    clock.advance(COOLDOWN)
+    entered = 0  # threads that have asked for the fetch lock, over all windows
+    for _ in range(2):
+        before = jwks_server.request_count
+        # The first junk kid starts a fetch; a flood of others waits for it ...
+        jwks_server.hold()
+        first, results = _get_in_threads(loaded, [uuid.uuid4().hex])
+        jwks_server.wait_for_requests(before + 1)
+        waiting, more = _get_in_threads(loaded, [uuid.uuid4().hex for _ in range(flood)])
+        entered += 1 + flood
+        lock.wait_for_entries(entered)
+        # ... and shares one follow-up fetch, itself held while a second flood arrives.
+        jwks_server.release()
+        jwks_server.hold()
+        jwks_server.wait_for_requests(before + 2)
+        late, latest = _get_in_threads(loaded, [uuid.uuid4().hex for _ in range(flood)])
+        entered += flood
+        lock.wait_for_entries(entered)
+        jwks_server.release()
+        _join(first + waiting + late)
+        assert all(isinstance(r, UnknownKey) for r in results + more + latest)
+        assert len(results + more + latest) == 1 + 2 * flood
+        assert jwks_server.request_count == before + 2
+        # The rest of the window: the flood goes on, and nothing more reaches the issuer.
+        clock.advance(COOLDOWN / 2)
+        rest, _ = _get_in_threads(loaded, [uuid.uuid4().hex for _ in range(flood)])
+        _join(rest)
+        entered += flood
+        assert jwks_server.request_count == before + 2
+        clock.advance(COOLDOWN / 2)

@@ -1,4 +1,4 @@
-"""Unit tests for shared.jose: base64url, RSA JWKs and RFC 7638 thumbprints."""
+"""Unit tests for jwt_verifier.jose: base64url, RSA JWKs and RFC 7638 thumbprints."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from shared.jose import (
+from jwt_verifier.jose import (
     JwkError,
     b64url_decode,
     b64url_encode,

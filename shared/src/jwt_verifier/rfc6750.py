@@ -1,14 +1,14 @@
 """Bearer token usage (RFC 6750 section 2.1): reading the token from the Authorization header.
 
 The errors of section 3 (`MissingToken`, `InvalidToken`, `InsufficientScope`,
-`InvalidRequest`) live in `shared.errors` with the rest of the hierarchy.
+`InvalidRequest`) live in `jwt_verifier.errors` with the rest of the hierarchy.
 """
 
 from __future__ import annotations
 
 from flask import Request
 
-from shared.errors import InvalidRequest, InvalidToken
+from jwt_verifier.errors import InvalidRequest, InvalidToken
 
 
 def bearer_token(request: Request) -> str | None:

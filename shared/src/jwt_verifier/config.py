@@ -1,0 +1,42 @@
+"""The verifier's configuration: one small frozen object, with every default declared here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The verification defaults, declared once: VerifierConfig, the Verifier's own arguments and
+# the services' settings all take them from here.
+DEFAULT_LEEWAY = 10
+DEFAULT_MAX_TOKEN_BYTES = 4096
+DEFAULT_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    """Who issues the tokens an API accepts, who the API is, and the JWKS and verification knobs.
+
+    `issuer` and `audience` must equal the tokens' `iss` and `aud`. `resource` is the API's
+    RFC 9728 resource identifier: the https URL clients call it by (its public URL), which
+    its metadata names and from which the metadata's own URL is derived. `jwks_url` defaults
+    to the issuer's `/.well-known/jwks.json`.
+    """
+
+    issuer: str
+    audience: str
+    resource: str
+    jwks_url: str = ""
+    scopes_supported: tuple[str, ...] = ()
+    leeway: int = DEFAULT_LEEWAY
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    token_cache_size: int = DEFAULT_CACHE_SIZE
+    jwks_timeout: float = 2.0
+    jwks_max_bytes: int = 64 * 1024
+    jwks_default_ttl: int = 300
+    jwks_min_ttl: int = 30
+    jwks_max_ttl: int = 86400
+    jwks_cooldown: float = 10.0
+    jwks_prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.jwks_url:
+            object.__setattr__(self, "jwks_url", f"{self.issuer.rstrip('/')}/.well-known/jwks.json")

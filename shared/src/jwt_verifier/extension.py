@@ -1,0 +1,133 @@
+"""The Flask integration: protect an app's views with access tokens from one issuer.
+
+    auth = BearerAuth(VerifierConfig(issuer=..., audience=..., resource=...))
+    auth.init_app(app)
+
+    @app.get("/orders")
+    @auth.require(scope="orders:read")
+    def orders() -> dict[str, str]:
+        return {"sub": g.claims["sub"]}
+
+`init_app` builds the JWKS client, the verifier and the protector for that app (in
+`app.extensions["jwt_verifier"]`, see `protection()`), serves the RFC 9728 metadata, and
+renders the library's errors as JSON: 401/403/400 with a `WWW-Authenticate: Bearer`
+challenge that names the metadata URL, 503 with `Retry-After` when keys cannot be had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import Flask, Response, current_app, g, jsonify, request
+
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.errors import BearerError, VerificationUnavailable
+from jwt_verifier.jwks import JwksClient
+from jwt_verifier.protector import ResourceProtector
+from jwt_verifier.rfc9728 import metadata, metadata_path, metadata_url
+from jwt_verifier.verifier import TokenVerifier, Verifier
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXTENSION = "jwt_verifier"
+METADATA_MAX_AGE = 300
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What `init_app` built for one app."""
+
+    config: VerifierConfig
+    jwks: JwksClient
+    verifier: TokenVerifier
+    protector: ResourceProtector
+    metadata_url: str
+
+
+def protection(app: Flask | None = None) -> Protection:
+    """Return the protection of `app` (the current app by default)."""
+    return cast(Protection, (app or current_app).extensions[EXTENSION])
+
+
+class BearerAuth:
+    """A Flask extension that verifies the access tokens of an API (RFC 6750, RFC 9068, RFC 9728).
+
+    `cookie` names an HttpOnly cookie that may carry the token when no header does (see
+    `ResourceProtector`). One extension object may protect several apps: what `init_app`
+    builds is kept per app.
+    """
+
+    def __init__(
+        self,
+        config: VerifierConfig | None = None,
+        *,
+        cookie: str | None = None,
+        app: Flask | None = None,
+    ) -> None:
+        self.config = config
+        self._cookie = cookie
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(
+        self, app: Flask, config: VerifierConfig | None = None, *, verifier: TokenVerifier | None = None
+    ) -> None:
+        """Build this app's JWKS client, verifier and protector; serve the metadata; render the errors.
+
+        `config` overrides the one given to the constructor (an app factory knows it only
+        then); `verifier` replaces local verification (introspection, say).
+        """
+        config = config or self.config
+        if config is None:
+            raise TypeError("BearerAuth needs a VerifierConfig, in the constructor or in init_app")
+        jwks = JwksClient(config)
+        verifier = verifier or Verifier(
+            jwks,
+            issuer=config.issuer,
+            audience=config.audience,
+            leeway=config.leeway,
+            max_token_bytes=config.max_token_bytes,
+            cache_size=config.token_cache_size,
+        )
+        app.extensions[EXTENSION] = Protection(
+            config=config,
+            jwks=jwks,
+            verifier=verifier,
+            protector=ResourceProtector(verifier, cookie=self._cookie),
+            metadata_url=metadata_url(config.resource),
+        )
+        app.add_url_rule(metadata_path(config.resource), "jwt_verifier.metadata", _metadata, methods=["GET"])
+        app.register_error_handler(BearerError, _render_bearer_error)
+        app.register_error_handler(VerificationUnavailable, _render_unavailable)
+        if config.jwks_prefetch:
+            jwks.prefetch()
+
+    def require(self, scope: str | None = None) -> Callable[[F], F]:
+        """Require a valid access token, and `scope` if given; the verified claims go to `g.claims`."""
+
+        def decorate(view: F) -> F:
+            @wraps(view)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                g.claims = protection().protector.acquire(request, scope)
+                return view(*args, **kwargs)
+
+            return cast(F, wrapper)
+
+        return decorate
+
+
+def _metadata() -> Response:
+    response = jsonify(metadata(protection().config))
+    response.headers["Cache-Control"] = f"public, max-age={METADATA_MAX_AGE}"
+    return response
+
+
+def _render_bearer_error(exc: BearerError) -> Response:
+    return exc.to_response(resource_metadata=protection().metadata_url)
+
+
+def _render_unavailable(exc: VerificationUnavailable) -> Response:
+    return exc.to_response()

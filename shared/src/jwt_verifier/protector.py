@@ -1,0 +1,61 @@
+"""Who a request is for: the one place an API checks a token (like Authlib's ResourceProtector).
+
+The verifier behind it is local verification (`jwt_verifier.verifier.Verifier` with keys from
+the JWKS client) or anything else implementing `TokenVerifier` (the resource's introspection,
+say); all raise the errors of `jwt_verifier.errors`, which carry their own status and
+challenge. This module logs why a token was refused, once, and lets the errors pass on
+unchanged: the extension renders them, a page catches the classes it cares about.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Request
+
+from jwt_verifier.errors import InsufficientScope, InvalidToken, MissingToken, UnknownKey, VerificationUnavailable
+from jwt_verifier.rfc6750 import bearer_token
+from jwt_verifier.verifier import TokenVerifier
+
+log = logging.getLogger(__name__)
+
+
+class ResourceProtector:
+    """Verify the token a request carries and check the scope a resource needs.
+
+    `cookie` names an HttpOnly cookie to read the token from when the request has no
+    Authorization header (a browser login's copy of its access token). It is not an RFC 6750
+    bearer method: only a GET-only API under SameSite cookies should accept it (no CSRF token).
+    """
+
+    def __init__(self, verifier: TokenVerifier, *, cookie: str | None = None) -> None:
+        self.verifier = verifier
+        self.cookie = cookie
+
+    def validate(self, token: str) -> dict[str, Any]:
+        """Return the token's verified claims, or raise (and log) why not."""
+        try:
+            return self.verifier.verify(token)
+        except UnknownKey as exc:
+            log.info("token refused", extra={"fields": {"reason": "unknown kid", "kid": exc.kid}})
+            raise
+        except InvalidToken as exc:
+            log.info("token refused", extra={"fields": {"reason": exc.description}})
+            raise
+        except VerificationUnavailable as exc:
+            log.warning("cannot verify tokens now", extra={"fields": {"reason": str(exc)}})
+            raise
+
+    def acquire(self, req: Request, scope: str | None = None) -> dict[str, Any]:
+        """Return the claims of the request's token, which must grant `scope` if given."""
+        token = bearer_token(req)
+        if token is None and self.cookie is not None:
+            token = req.cookies.get(self.cookie)
+        if token is None:
+            raise MissingToken()
+        claims = self.validate(token)
+        if scope is not None and scope not in str(claims.get("scope", "")).split():
+            log.info("scope missing", extra={"fields": {"sub": claims["sub"], "needed": scope}})
+            raise InsufficientScope(scope)
+        return claims

@@ -1,0 +1,419 @@
+"""Access token verification: RFC 9068 profile, RFC 8725 rules, keys only from a key source.
+
+One policy for every API and the issuer: an API verifies every request with it (keys from the
+issuer's JWKS), and the issuer's introspection endpoint answers "active" by the same rules
+(keys from its own key store), so the two designs cannot drift apart.
+
+The claim policy in one place:
+
+| check            | rule                                                             |
+| ---------------- | ---------------------------------------------------------------- |
+| size             | at most `max_token_bytes`, refused before any parsing            |
+| encoding         | base64url without `=` padding (RFC 7515 section 2): one spelling per token |
+| `alg`            | exactly RS256, fixed by configuration, never taken from the token |
+| `typ`            | `at+jwt` (or `application/at+jwt`)                               |
+| `kid`            | a string naming a key in the issuer's JWKS; `jku`, `x5u`, `jwk`, |
+|                  | `x5c` are ignored; `crit` is refused (no extension is understood) |
+| `iss`, `aud`     | equal to the configured issuer and audience                     |
+| `exp`, `iat`     | required JSON numbers (not strings, booleans, NaN); `exp` past or `iat`/`nbf` |
+|                  | future (with leeway) refused; `exp` at most `max_lifetime` after `iat` |
+| JSON             | header and claims are objects with no duplicate member names (RFC 8725 3.2) |
+| `sub`, `jti`     | required non-empty strings                                       |
+| `scope`, `client_id` | strings when present                                         |
+
+How, and how fast (see docs/performance.md):
+
+- The signature is checked by PyJWT's RS256 algorithm object. The compact serialization and
+  the claims are handled here, by PyJWT's own rules, because PyJWT 2.15's per-character
+  base64url check alone costs more than the RSA verify: `_segment` applies its alphabet and
+  canonical-encoding rules with C-speed stdlib calls, and `_claims_of` its claim rules on an
+  injectable clock. The unit tests hold this path to accepting and rejecting exactly what
+  `jwt.decode` (behind the header policy above) does, except where we are deliberately
+  stricter: no `=` padding (PyJWT accepts it), strict JSON, NumericDates that are numbers.
+- A protected header that led to a verified token is remembered (at most 64): the next token
+  with the same header segment skips decoding it; the header policy is a function of those
+  bytes alone.
+- Verified tokens are remembered (`VerifiedTokens`): the whole token is the key, an entry
+  never outlives the token's `exp`, `exp` is compared with the clock on every use, and
+  entries of a key the JWKS withdrew are purged.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from jwt_verifier.config import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
+from jwt_verifier.errors import InvalidToken, KeysUnavailable, TokenExpired, UnknownKey, VerificationUnavailable
+
+__all__ = [
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_LEEWAY",
+    "DEFAULT_MAX_TOKEN_BYTES",
+    "InvalidToken",
+    "KeySource",
+    "KeysUnavailable",
+    "TokenExpired",
+    "TokenVerifier",
+    "UnknownKey",
+    "VerificationUnavailable",
+    "Verifier",
+    "strict_json",
+]
+
+ALGORITHMS = ["RS256"]
+ACCEPTED_TYPES = {"at+jwt", "application/at+jwt"}
+REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "sub", "jti"]
+
+MAX_KNOWN_HEADERS = 64
+MAX_LIFETIME = 24 * 3600  # RFC 9068 access tokens are short-lived; a day is generous
+MAX_NUMERIC_DATE = 2**53  # beyond this no JSON implementation agrees on the value
+_RS256 = RSAAlgorithm(RSAAlgorithm.SHA256)
+
+
+class TokenVerifier(Protocol):
+    """Answer whether a token is acceptable: local verification and introspection alike.
+
+    `verify` returns the token's claims or raises `InvalidToken` (`TokenExpired` when only its
+    `exp` has passed, `UnknownKey` for a key the issuer does not publish) or
+    `VerificationUnavailable` (`KeysUnavailable`) when it cannot tell right now.
+    """
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Return the verified claims, or raise one of the errors above."""
+        ...
+
+
+class KeySource(Protocol):
+    """Where verification keys come from (the JWKS client)."""
+
+    def get(self, kid: str) -> rsa.RSAPublicKey:
+        """Return the key for `kid`, or raise UnknownKey, KeysUnavailable or InvalidToken."""
+        ...
+
+
+@runtime_checkable
+class WatchedKeySource(Protocol):
+    """A key source that says when its set of keys changes."""
+
+    def subscribe(self, callback: Callable[[frozenset[str]], None]) -> None:
+        """Call `callback` with the kids held after every change of the key set."""
+        ...
+
+
+# -- the compact serialization ----------------------------------------------------------
+
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# The last character of a canonical segment has its unused low bits zero: 4 bits when the
+# length is 2 mod 4, 2 bits when it is 3 mod 4 (what re-encoding the decoded bytes checks).
+_CANONICAL_LAST = {
+    2: frozenset(b"AQgw"),
+    3: frozenset(b"AEIMQUYcgkosw048"),
+}
+_MALFORMED = "the token is not a well-formed JWS compact serialization"
+
+
+def _segment(raw: bytes) -> bytes:
+    """Decode one base64url segment strictly, without PyJWT's per-character loop.
+
+    Every character must be in the base64url alphabet: no `=` padding, which PyJWT would
+    accept, so one token has exactly one spelling (and one cache entry). The encoding must be
+    canonical (unused trailing bits zero) for the same reason.
+    """
+    if raw.translate(None, _B64URL_ALPHABET):
+        raise InvalidToken(_MALFORMED)
+    rest = len(raw) % 4
+    if rest:
+        if rest == 1 or raw[-1] not in _CANONICAL_LAST[rest]:
+            raise InvalidToken(_MALFORMED)
+        raw += b"==="[rest - 1 :]
+    try:
+        return binascii.a2b_base64(raw.translate(_TO_STANDARD), strict_mode=True)
+    except binascii.Error as exc:  # unreachable after the checks above; kept as a guard
+        raise InvalidToken(_MALFORMED) from exc
+
+
+def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """Return (header, payload, signing input, signature) segments, split as PyJWT does."""
+    # A compact JWS is base64url and dots only; a surrogate would not even encode.
+    if not token.isascii():
+        raise InvalidToken(_MALFORMED)
+    raw = token.encode("ascii")
+    signing_input, dot, signature = raw.rpartition(b".")
+    header, dot2, payload = signing_input.partition(b".")
+    if not dot or not dot2:
+        raise InvalidToken(_MALFORMED)
+    return header, payload, signing_input, signature
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, refusing duplicate member names (parsers disagree on which wins)."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise ValueError("duplicate member name")
+    return members
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_no_constant)
+
+
+def strict_json(data: bytes) -> Any:
+    """Parse UTF-8 JSON strictly: no duplicate member names, no NaN or Infinity.
+
+    One decoder is built once: `json.loads` with hooks would build one per call.
+    """
+    return _STRICT_JSON.decode(data.decode("utf-8"))
+
+
+def _header(segment: bytes) -> dict[str, Any]:
+    """Decode a protected header: a JSON object using no JWS extension."""
+    try:
+        header = strict_json(_segment(segment))
+    except (ValueError, RecursionError) as exc:
+        raise InvalidToken(_MALFORMED) from exc
+    if not isinstance(header, dict):
+        raise InvalidToken(_MALFORMED)
+    if "crit" in header or "b64" in header:
+        # RFC 7797 (b64) is the one extension PyJWT understands; we understand none.
+        raise InvalidToken("the token uses a JWS extension this server does not accept")
+    return header
+
+
+def _kid_of(header: dict[str, Any]) -> str:
+    """Apply the header policy (alg, typ, kid) and return the kid."""
+    if header.get("alg") not in ALGORITHMS:
+        raise InvalidToken("the token's algorithm is not accepted")
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES:
+        raise InvalidToken("the token type must be at+jwt")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > 128:
+        raise InvalidToken("the token has no usable 'kid' header")
+    return kid
+
+
+# -- the verified-token cache -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CachedToken:
+    """What a verified token left behind: its claims, the key that verified it, its expiry."""
+
+    claims: dict[str, Any]
+    kid: str
+    key: rsa.RSAPublicKey
+    expires_at: float
+
+
+class VerifiedTokens:
+    """A bounded, thread-safe map of verified tokens, least recently used evicted first.
+
+    An entry is served only while the clock is before the token's `exp` and is dropped once
+    it is not; a sweep at most every `sweep_interval` seconds drops expired entries nobody
+    asks for. `purge_kids` drops the entries of keys that are no longer published.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_CACHE_SIZE,
+        *,
+        clock: Callable[[], float] = time.time,
+        sweep_interval: float = 1.0,
+    ) -> None:
+        self.max_entries = max_entries
+        self.clock = clock
+        self.sweep_interval = sweep_interval
+        self._entries: OrderedDict[str, CachedToken] = OrderedDict()
+        self._lock = threading.Lock()
+        self._next_sweep = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._entries
+
+    def get(self, token: str) -> CachedToken | None:
+        """Return the entry of a token that has not expired, or None."""
+        now = self.clock()
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            if now >= entry.expires_at:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return entry
+
+    def put(self, token: str, entry: CachedToken) -> None:
+        """Remember a verified token until its expiry, evicting the least recently used."""
+        now = self.clock()
+        if self.max_entries <= 0 or now >= entry.expires_at:
+            return
+        with self._lock:
+            if now >= self._next_sweep:
+                self._sweep(now)
+            self._entries[token] = entry
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def discard(self, token: str) -> None:
+        """Forget a token."""
+        with self._lock:
+            self._entries.pop(token, None)
+
+    def purge_kids(self, kept: Collection[str]) -> int:
+        """Drop every entry whose key is not among `kept`; return how many went."""
+        with self._lock:
+            gone = [token for token, entry in self._entries.items() if entry.kid not in kept]
+            for token in gone:
+                del self._entries[token]
+        return len(gone)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self.sweep_interval
+        expired = [token for token, entry in self._entries.items() if now >= entry.expires_at]
+        for token in expired:
+            del self._entries[token]
+
+
+# -- the verifier -----------------------------------------------------------------------
+
+
+class Verifier:
+    """Verify access tokens against keys from a key source, remembering verified tokens."""
+
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: int = DEFAULT_LEEWAY,
+        max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+        max_lifetime: int = MAX_LIFETIME,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.max_token_bytes = max_token_bytes
+        self.max_lifetime = max_lifetime
+        self.clock = clock
+        self.cache = VerifiedTokens(cache_size, clock=clock)
+        self._known_headers: dict[bytes, str] = {}
+        if isinstance(keys, WatchedKeySource):
+            keys.subscribe(self.keys_changed)
+
+    def keys_changed(self, kids: frozenset[str]) -> None:
+        """Forget tokens verified with keys that are no longer published."""
+        self.cache.purge_kids(kids)
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Return the verified claims, or raise InvalidToken (or the key source's errors: see TokenVerifier)."""
+        if len(token) > self.max_token_bytes:
+            raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes")
+        entry = self.cache.get(token)
+        if entry is not None:
+            try:
+                # Also keeps the key set fresh, and raises if the key was withdrawn.
+                current = self.keys.get(entry.kid)
+            except BaseException:
+                self.cache.discard(token)
+                raise
+            if current is entry.key:
+                return dict(entry.claims)
+            self.cache.discard(token)
+        claims, kid, key = self._verify(token)
+        self.cache.put(token, CachedToken(claims, kid, key, int(claims["exp"])))
+        return dict(claims)
+
+    def _verify(self, token: str) -> tuple[dict[str, Any], str, rsa.RSAPublicKey]:
+        header_segment, payload_segment, signing_input, signature_segment = _split(token)
+        # Each issuer key yields one header: remember the kid of headers that verified.
+        kid = self._known_headers.get(header_segment)
+        if kid is None:
+            header = _header(header_segment)
+            payload, signature = _segment(payload_segment), _segment(signature_segment)
+            kid = _kid_of(header)
+        else:
+            payload, signature = _segment(payload_segment), _segment(signature_segment)
+        key = self.keys.get(kid)
+        if not _RS256.verify(signing_input, key, signature):
+            raise InvalidToken("the token's signature is invalid")
+        claims = self._claims_of(payload)
+        if header_segment not in self._known_headers:
+            if len(self._known_headers) >= MAX_KNOWN_HEADERS:
+                self._known_headers = {}
+            self._known_headers[header_segment] = kid
+        return claims, kid, key
+
+    def _claims_of(self, payload: bytes) -> dict[str, Any]:
+        """Decode the claims and apply PyJWT's claim rules, in its order, on our clock.
+
+        These are the rules of `jwt.decode` with `options={"require": REQUIRED_CLAIMS,
+        "strict_aud": False}` (api_jwt._validate_claims: `int()` time claims, `aud` a string or
+        a list of strings); the unit tests compare the two on every case.
+        """
+        try:
+            claims = strict_json(payload)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidToken("the token is malformed or its claims are invalid") from exc
+        if not isinstance(claims, dict):
+            raise InvalidToken("the token is malformed or its claims are invalid")
+        for name in REQUIRED_CLAIMS:
+            if claims.get(name) is None:
+                raise InvalidToken(f"the token lacks the required '{name}' claim")
+        now = self.clock()
+        if _integer(claims["iat"]) > now + self.leeway:
+            raise InvalidToken("the token is not valid yet")
+        if "nbf" in claims and _integer(claims["nbf"]) > now + self.leeway:
+            raise InvalidToken("the token is not valid yet")
+        if _integer(claims["exp"]) <= now - self.leeway:
+            raise TokenExpired("the token has expired")
+        if _integer(claims["exp"]) - _integer(claims["iat"]) > self.max_lifetime:
+            raise InvalidToken("the token's lifetime is longer than this server accepts")
+        if not isinstance(claims["iss"], str) or claims["iss"] != self.issuer:
+            raise InvalidToken("the token was not issued by the trusted issuer")
+        aud = claims["aud"]
+        if not aud:
+            raise InvalidToken("the token lacks the required 'aud' claim")
+        if isinstance(aud, str):
+            aud = [aud]
+        if not isinstance(aud, list) or not all(isinstance(a, str) for a in aud) or self.audience not in aud:
+            raise InvalidToken("the token is not meant for this API (audience)")
+        for name in ("sub", "jti"):
+            if not isinstance(claims[name], str) or not claims[name]:
+                raise InvalidToken(f"the '{name}' claim must be a non-empty string")
+        for name in ("scope", "client_id"):
+            if name in claims and not isinstance(claims[name], str):
+                raise InvalidToken(f"the '{name}' claim must be a string")
+        return claims
+
+
+def _integer(value: Any) -> int:
+    """Return a NumericDate (RFC 7519 2) as whole seconds; strings and booleans are refused.
+
+    PyJWT would accept `"1700000000"` and `true` here (it calls `int()`); we do not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_NUMERIC_DATE:
+        raise InvalidToken("the token is malformed or its claims are invalid")
+    return int(value)
