@@ -211,7 +211,9 @@ def clients() -> None:
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="An exact redirect URI (authorization_code).")
 @click.option("--scope", default=None, help="Space-separated scopes the client may be granted (default: no limit).")
 @click.option("--audience", "audiences", multiple=True, help="An API the client may get tokens for (default: any).")
-@click.option("--jwks-file", default=None, help="private_key_jwt: the client's public keys, as a JWKS file ('-': stdin).")
+@click.option(
+    "--jwks-file", default=None, help="private_key_jwt: the client's public keys, as a JWKS file ('-': stdin)."
+)
 @click.option("--secret-stdin", is_flag=True, help="client_secret_basic: read the secret from stdin (32+ characters).")
 def clients_add(
     client_id: str,

@@ -521,7 +521,8 @@ def reports(app: Flask, orders_api: str, service_key: rsa.RSAPrivateKey) -> Clie
         auth_method="private_key_jwt",
         jwks=jwks_json(service_key),
     )
-    return app.extensions["issuer"].clients.add(client)
+    added: Client = app.extensions["issuer"].clients.add(client)
+    return added
 
 
 def _assertion(key: rsa.RSAPrivateKey, client_id: str = "reports", **overrides: Any) -> str:
