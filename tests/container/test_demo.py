@@ -6,6 +6,8 @@ When it cannot start the stack, it says why and what to do instead of only "it f
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -46,12 +48,44 @@ def test_demo_proves_each_step_of_the_argument(compose_images: None, tmp_path: P
     finally:
         stack.close()
     assert result.returncode == 0, result.stdout + result.stderr
-    proved = [line for line in result.stdout.splitlines() if line.startswith("PROVED:")]
-    assert len(proved) == 6, result.stdout
-    for claim in ("RS256", "answered 200", "only public keys", "refused with 401", "issuer down", "both tokens"):
+    out = result.stdout
+    proved = [line for line in out.splitlines() if line.startswith("PROVED:")]
+    assert len(proved) == 8, out
+    claims = (
+        "RS256",
+        "answered 200",
+        "minted an admin token",
+        "only public keys",
+        "refused with 401",
+        "401 invalid_token",
+        "issuer down",
+        "both tokens",
+    )
+    for claim in claims:
         assert any(claim in line for line in proved), (claim, proved)
-    assert "6 steps, 6 proved." in result.stdout
+    assert "8 steps, 8 proved." in out
     assert "wonderland" not in result.stderr
+    # HS256: the API is sound against a guessed secret, and falls to the one stolen from its own files.
+    assert "bob (scope profile) GET /api/admin -> 403" in out
+    assert "signed with a guessed secret -> 401" in out
+    assert '{"path": "/api/admin", "sub": "mallory", "scope": "profile admin"}' in out
+    # RS256: nothing to steal, and every forgery with what the resource holds is refused.
+    assert "no SECRET, PASSWORD or KEY variable in the resource's environment" in out
+    assert "no private key anywhere in the resource container" in out
+    forgeries = [line for line in out.splitlines() if line.startswith("forged with ")]
+    assert {line.split()[2].split(":")[0] for line in forgeries} == {"jwk", "modulus", "jwks-document", "alg-none"}
+    assert all(line.endswith("-> 401") for line in forgeries), forgeries
+    # Audience isolation: a registered API's token is refused with invalid_token, the default API's accepted.
+    assert "added API jwt-split-reports" in out
+    assert '"aud":"jwt-split-reports"' in out
+    assert 'error="invalid_token"' in out.split("== 6.")[1].split("== 7.")[0]
+    assert "token for jwt-split-reports -> 401, token for jwt-split-api -> 200" in out
+    # The HS256 pair ran on loopback ports and was stopped when the demo ended.
+    urls = re.search(r"^HS256 issuer: (http://127\.0\.0\.1:\d+), HS256 API: (http://127\.0\.0\.1:\d+)$", out, re.M)
+    assert urls is not None, out
+    for url in urls.groups():
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()
 
 
 def test_demo_without_a_docker_engine_says_to_set_one_up(tmp_path: Path) -> None:
