@@ -11,7 +11,7 @@ from typing import ClassVar
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from shared.jose import public_jwk
+from jwt_verifier.jose import public_jwk
 from tests.support.stack import LoopbackStack
 from tests.support.tokens import new_rsa_key
 

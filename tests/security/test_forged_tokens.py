@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from shared.jose import b64url_encode, public_jwk
+from jwt_verifier.jose import b64url_encode, public_jwk
 from tests.security.conftest import AttackerServer
 from tests.support.stack import LoopbackStack
 from tests.support.tokens import make_claims

@@ -13,7 +13,7 @@ import jwt
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from shared.jose import b64url_encode, public_jwk
+from jwt_verifier.jose import b64url_encode, public_jwk
 
 ISSUER = "http://localhost:8000"
 AUDIENCE = "jwt-split-api"

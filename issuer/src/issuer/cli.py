@@ -20,7 +20,7 @@ from issuer.db import Database
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
 from issuer.settings import IssuerSettings
 from issuer.users import UserError, UserStore, parse_scope
-from shared.jose import load_verification_key
+from jwt_verifier.jose import load_verification_key
 from shared.settings import SettingsError, env_url
 
 

@@ -53,9 +53,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.opaque import secret_hash
-from shared.errors import REALM, ApiError
-from shared.jose import JwkError, b64url_decode, load_verification_key
-from shared.verifier import strict_json
+from jwt_verifier.errors import REALM, ApiError
+from jwt_verifier.jose import JwkError, b64url_decode, load_verification_key
+from jwt_verifier.verifier import strict_json
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ verifying it itself (docs/performance.md measures both designs).
   container on the network and the host's published port reach the issuer alike. Without a
   secret configured the endpoint does not exist (404).
 - A token is active when the resource's own verification would accept it: the same
-  `shared.verifier` policy, with keys from this issuer's published set, and its user still
+  `jwt_verifier.verifier` policy, with keys from this issuer's published set, and its user still
   exists. An active token gets its claims (section 2.2); anything else gets `{"active": false}`
   and nothing more, whoever asked.
 """
@@ -27,9 +27,9 @@ from flask_wtf.csrf import CSRFProtect
 
 from issuer import extensions
 from issuer.settings import IntrospectionSettings, IssuerSettings
-from shared.errors import ApiError
-from shared.jose import JwkError, load_verification_key
-from shared.verifier import InvalidToken, Verifier
+from jwt_verifier.errors import ApiError
+from jwt_verifier.jose import JwkError, load_verification_key
+from jwt_verifier.verifier import InvalidToken, Verifier
 
 log = logging.getLogger(__name__)
 

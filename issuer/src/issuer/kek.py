@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from issuer.db import private_dir, private_file
-from shared.jose import b64url_decode, b64url_encode
+from jwt_verifier.jose import b64url_decode, b64url_encode
 from shared.settings import SettingsError
 
 KEK_BYTES = 32

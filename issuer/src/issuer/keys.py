@@ -54,7 +54,7 @@ from issuer.kek import (
     open_private_key,
     seal_private_key,
 )
-from shared.jose import RsaPublicJwk, public_jwk
+from jwt_verifier.jose import RsaPublicJwk, public_jwk
 
 log = logging.getLogger(__name__)
 

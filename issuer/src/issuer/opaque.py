@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 
-from shared.jose import b64url_encode
+from jwt_verifier.jose import b64url_encode
 
 
 def new_secret() -> str:

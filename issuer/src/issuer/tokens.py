@@ -23,7 +23,7 @@ from sqlalchemy import Connection, insert, select
 from issuer.db import Database, refresh_tokens, stamp, with_username
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
-from shared.jose import b64url_encode
+from jwt_verifier.jose import b64url_encode
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from issuer import create_app
 from issuer.clients import Client
 from issuer.keys import KeyStore
 from issuer.settings import IssuerSettings
-from shared.jose import load_verification_key
+from jwt_verifier.jose import load_verification_key
+from jwt_verifier.verifier import Verifier
 from shared.logs import JsonFormatter
-from shared.verifier import Verifier
 from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
 
 DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"

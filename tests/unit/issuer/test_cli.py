@@ -21,7 +21,7 @@ from issuer.keys import KeyStore
 from issuer.settings import IssuerSettings
 from issuer.tokens import Grant, RefreshError, RefreshTokens
 from issuer.users import UserStore
-from shared.jose import public_jwk
+from jwt_verifier.jose import public_jwk
 
 KID = r"[A-Za-z0-9_-]{43}"
 

@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 from issuer.cli import main
 from issuer.db import Database, signing_keys
 from issuer.kek import new_key_encryption_key, seal_private_key
-from shared.jose import b64url_encode, public_jwk
+from jwt_verifier.jose import b64url_encode, public_jwk
 from tests.support.tokens import new_rsa_key
 
 

@@ -29,7 +29,7 @@ from issuer.client_auth import (
 )
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.db import Database
-from shared.jose import b64url_encode, public_jwk
+from jwt_verifier.jose import b64url_encode, public_jwk
 from tests.support.fakes import FakeClock, JwksServer
 from tests.support.tokens import (
     assertion_claims,

@@ -18,7 +18,7 @@ from issuer import create_app
 from issuer.keys import KeyStore
 from issuer.settings import IntrospectionSettings, IssuerSettings
 from issuer.tokens import Grant, mint_access_token
-from shared.jose import b64url_encode
+from jwt_verifier.jose import b64url_encode
 from shared.settings import SettingsError
 from tests.support.tokens import make_claims, new_rsa_key, sign
 
@@ -227,7 +227,7 @@ def test_short_secret_stops_start_up_naming_the_variable() -> None:
     ids=["duplicate member", "exp as a string", "lifetime over a day"],
 )
 def test_introspection_refuses_what_the_resource_refuses(app: Flask, client: FlaskClient, payload_tail: str) -> None:
-    """Both designs judge tokens by one policy (shared.verifier): no answer drifts apart."""
+    """Both designs judge tokens by one policy (jwt_verifier.verifier): no answer drifts apart."""
     signing = app.extensions["issuer"].keys.signing_key()
     settings: IssuerSettings = app.extensions["issuer"].settings
     claims = {k: v for k, v in make_claims(issuer=settings.url).items() if k != "exp" or "exp" not in payload_tail}

@@ -21,7 +21,7 @@ from issuer.kek import (
     save_key_encryption_key,
     seal_private_key,
 )
-from shared.jose import b64url_encode
+from jwt_verifier.jose import b64url_encode
 from shared.settings import SettingsError
 from tests.support.tokens import new_rsa_key
 

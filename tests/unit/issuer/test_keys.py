@@ -21,7 +21,7 @@ from issuer import migrations
 from issuer.db import Database, signing_keys
 from issuer.kek import new_key_encryption_key, open_private_key, seal_private_key
 from issuer.keys import KeyPolicy, KeyStore, KeyStoreError, WrongKeyEncryptionKey, generate_rsa_key
-from shared.jose import public_jwk
+from jwt_verifier.jose import public_jwk
 from tests.support.fakes import FakeClock
 
 StoreFactory = Callable[..., KeyStore]

@@ -15,7 +15,7 @@ from issuer.db import Database
 from issuer.keys import SigningKey
 from issuer.tokens import Grant, RefreshError, RefreshReused, RefreshTokens, mint_access_token
 from issuer.users import User
-from shared.verifier import Verifier
+from jwt_verifier.verifier import Verifier
 from tests.support.fakes import FakeClock
 from tests.support.sql import rows
 from tests.support.tokens import kid_of
