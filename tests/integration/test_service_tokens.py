@@ -5,7 +5,10 @@ Each test registers a client of its own, so the shared stack is left as it was f
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -16,6 +19,7 @@ from tests.support.stack import Stack
 from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+SCRIPT = Path(__file__).parents[2] / "scripts" / "service_token.py"
 
 
 def _register(stack: Stack, key: rsa.RSAPrivateKey, *args: str) -> str:
@@ -100,3 +104,34 @@ def test_a_deleted_client_gets_invalid_client(stack: Stack) -> None:
     assert deleted.returncode == 0, deleted.stderr
     refused = _service_token(stack, client_id, key)
     assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
+
+
+def test_the_readme_walk_through_a_service_token_with_the_script(stack: Stack, tmp_path: Path) -> None:
+    def script(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+        )
+        return done.stdout.strip()
+
+    script("keygen", "reports")
+    assert (tmp_path / "reports.key.pem").stat().st_mode & 0o777 == 0o600
+    client_id = f"reports-{uuid.uuid4().hex[:8]}"
+    jwks = (tmp_path / "reports.jwks.json").read_text()
+    added = stack.issuer_cli(
+        "clients",
+        "add",
+        client_id,
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "profile",
+        "--jwks-file",
+        "-",
+        stdin=jwks,
+    )
+    assert added.returncode == 0, added.stderr
+    assertion = script("assertion", client_id, "reports.key.pem", f"{stack.public_issuer}/token")
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}
+    token = requests.post(f"{stack.issuer_url}/token", data=form, timeout=10)
+    assert _claims(token)["sub"] == client_id
+    assert stack.get("/api/me", token.json()["access_token"]).json()["sub"] == client_id

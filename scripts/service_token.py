@@ -1,0 +1,60 @@
+"""A service's side of private_key_jwt (RFC 7523): make a key pair, then sign client assertions.
+
+    python scripts/service_token.py keygen NAME              # NAME.key.pem (0600) and NAME.jwks.json
+    python scripts/service_token.py assertion CLIENT_ID KEY TOKEN_ENDPOINT
+
+Register NAME.jwks.json with `python -m issuer clients add ... --jwks-file NAME.jwks.json`: the
+issuer keeps only the public key. An assertion lives a minute and is accepted once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from jwt_verifier.jose import public_jwk
+
+
+def keygen(name: str) -> None:
+    """Write a new RSA-2048 private key (0600) and its public JWKS."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(f"{name}.key.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    Path(f"{name}.jwks.json").write_text(json.dumps({"keys": [public_jwk(key.public_key())]}, indent=2) + "\n")
+    print(f"wrote {name}.key.pem (keep it) and {name}.jwks.json (register it)")
+
+
+def assertion(client_id: str, key_path: str, token_endpoint: str) -> None:
+    """Print a client assertion for the token endpoint, signed with the service's private key."""
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey), "the key must be an RSA private key"
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_endpoint,
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+    }
+    print(jwt.encode(claims, key, algorithm="RS256", headers={"kid": public_jwk(key.public_key())["kid"]}))
+
+
+if __name__ == "__main__":
+    match sys.argv[1:]:
+        case ["keygen", name]:
+            keygen(name)
+        case ["assertion", client_id, key_path, token_endpoint]:
+            assertion(client_id, key_path, token_endpoint)
+        case _:
+            sys.exit(__doc__)
