@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from issuer import browser, introspect, oauth, wellknown
 from issuer.apis import ApiStore
+from issuer.client_auth import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
 from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir, private_file
@@ -92,6 +93,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         clients=clients,
         client_assertions=ClientAssertions(database),
         apis=apis,
+        remote_keys=RemoteKeys(settings.url),
     ).init_app(app)
 
     web.init_app(app)

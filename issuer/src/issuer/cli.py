@@ -214,6 +214,7 @@ def clients() -> None:
 @click.option(
     "--jwks-file", default=None, help="private_key_jwt: the client's public keys, as a JWKS file ('-': stdin)."
 )
+@click.option("--jwks-uri", default=None, help="private_key_jwt: the URL of the client's JWKS (fetched when needed).")
 @click.option("--secret-stdin", is_flag=True, help="client_secret_basic: read the secret from stdin (32+ characters).")
 def clients_add(
     client_id: str,
@@ -222,14 +223,16 @@ def clients_add(
     scope: str | None,
     audiences: tuple[str, ...],
     jwks_file: str | None,
+    jwks_uri: str | None,
     secret_stdin: bool,
 ) -> None:
-    """Register a client; without --jwks-file or --secret-stdin it is public (no credential)."""
-    if jwks_file and secret_stdin:
-        raise click.ClickException("give --jwks-file or --secret-stdin, not both")
+    """Register a client; without --jwks-file, --jwks-uri or --secret-stdin it is public (no credential)."""
+    if sum(map(bool, (jwks_file, jwks_uri, secret_stdin))) > 1:
+        raise click.ClickException("give one of --jwks-file, --jwks-uri and --secret-stdin")
     try:
-        for uri in redirect_uris:
-            env_url({"--redirect-uri": uri}, "--redirect-uri")
+        for option, uri in [*(("--redirect-uri", uri) for uri in redirect_uris), ("--jwks-uri", jwks_uri or "")]:
+            if uri:
+                env_url({option: uri}, option)
         scopes = None if scope is None else parse_scope(scope)
     except (SettingsError, UserError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -239,8 +242,9 @@ def clients_add(
         redirect_uris,
         scopes,
         frozenset(audiences) if audiences else None,
-        auth_method="private_key_jwt" if jwks_file else "none",
+        auth_method="private_key_jwt" if jwks_file or jwks_uri else "none",
         jwks=_read_jwks(jwks_file) if jwks_file else None,
+        jwks_uri=jwks_uri,
     )
     secret = _read_password() if secret_stdin else None
     with _store(ClientStore) as store:

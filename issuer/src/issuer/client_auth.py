@@ -42,7 +42,9 @@ import base64
 import binascii
 import hmac
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
@@ -53,8 +55,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.opaque import secret_hash
-from jwt_verifier.errors import REALM, ApiError
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.errors import REALM, ApiError, UnknownKey, VerificationUnavailable
 from jwt_verifier.jose import JwkError, b64url_decode, load_verification_key
+from jwt_verifier.jwks import JwksClient
 from jwt_verifier.verifier import strict_json
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,36 @@ class _Refused(Exception):
         self.claimed_id = claimed_id
 
 
+class RemoteKeys:
+    """The public keys of clients registered by JWKS URL, each URL fetched by its own hardened client.
+
+    The verifier library's JWKS client does the fetching, with the resource's hardening: size
+    and time limits, no redirects, `Cache-Control`, one fetch at a time, a cooldown for unknown
+    kids. At most `MAX_URLS` are kept; the least recently used goes first.
+    """
+
+    MAX_URLS = 256
+
+    def __init__(self, issuer: str) -> None:
+        self.issuer = issuer
+        self._clients: OrderedDict[str, JwksClient] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, uri: str, kid: str) -> rsa.RSAPublicKey:
+        """Return the key `kid` of the JWKS at `uri`, or raise UnknownKey or VerificationUnavailable."""
+        with self._lock:
+            client = self._clients.pop(uri, None)
+            if client is None:
+                config = VerifierConfig(
+                    self.issuer, "client-assertions", self.issuer, jwks_url=uri, jwks_prefetch=False
+                )
+                client = JwksClient(config)
+            self._clients[uri] = client
+            while len(self._clients) > self.MAX_URLS:
+                self._clients.popitem(last=False)
+        return client.get(kid)
+
+
 def authenticate_client(
     request: flask.Request,
     params: dict[str, str],
@@ -102,12 +136,16 @@ def authenticate_client(
     assertions: ClientAssertions,
     issuer: str,
     token_endpoint: str,
+    remote_keys: RemoteKeys | None = None,
     now: Callable[[], float] = time.time,
 ) -> Client:
-    """Return the client the request authenticates as, or raise InvalidClient."""
+    """Return the client the request authenticates as, or raise InvalidClient.
+
+    Without `remote_keys`, clients registered by JWKS URL cannot authenticate.
+    """
     used_header = "Authorization" in request.headers
     try:
-        return _authenticate(request, params, clients, assertions, issuer, token_endpoint, now)
+        return _authenticate(request, params, clients, assertions, issuer, token_endpoint, remote_keys, now)
     except _Refused as exc:
         fields: dict[str, Any] = {"reason": exc.reason}
         if exc.client is not None:
@@ -125,6 +163,7 @@ def _authenticate(
     assertions: ClientAssertions,
     issuer: str,
     token_endpoint: str,
+    remote_keys: RemoteKeys | None,
     now: Callable[[], float],
 ) -> Client:
     headers = request.headers.getlist("Authorization")
@@ -136,7 +175,7 @@ def _authenticate(
     if headers:
         return _basic(headers, params, clients)
     if has_assertion:
-        return _private_key_jwt(params, clients, assertions, issuer, token_endpoint, now)
+        return _private_key_jwt(params, clients, assertions, issuer, token_endpoint, remote_keys, now)
     return _public(params, clients)
 
 
@@ -226,6 +265,7 @@ def _private_key_jwt(
     assertions: ClientAssertions,
     issuer: str,
     token_endpoint: str,
+    remote_keys: RemoteKeys | None,
     now: Callable[[], float],
 ) -> Client:
     if params.get("client_assertion_type") != ASSERTION_TYPE:
@@ -239,7 +279,7 @@ def _private_key_jwt(
         raise _Refused("the assertion has no sub")
     client = _expect_method(_lookup(clients, claimed_id), claimed_id, "private_key_jwt")
     _same_id(params, client)
-    key = _key(client, header)
+    key = _key(client, header, remote_keys)
     try:
         claims = jwt.decode(
             assertion,
@@ -286,11 +326,11 @@ def _parts(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, claims
 
 
-def _key(client: Client, header: dict[str, Any]) -> rsa.RSAPublicKey:
+def _key(client: Client, header: dict[str, Any], remote_keys: RemoteKeys | None) -> rsa.RSAPublicKey:
     """Return the registered public key the assertion names by `kid` (or the only one)."""
     if client.jwks is None:
-        if client.jwks_uri:
-            raise _Refused("jwks_uri clients are not supported yet", client)
+        if client.jwks_uri and remote_keys is not None:
+            return _remote_key(client, client.jwks_uri, header, remote_keys)
         raise _Refused("the client has no registered JWKS", client)
     try:
         jwks = strict_json(client.jwks.encode("utf-8"))
@@ -314,6 +354,19 @@ def _key(client: Client, header: dict[str, Any]) -> rsa.RSAPublicKey:
     if not isinstance(named, str) or named not in keys:
         raise _Refused("the assertion's kid is not in the client's JWKS", client)
     return keys[named]
+
+
+def _remote_key(client: Client, uri: str, header: dict[str, Any], remote_keys: RemoteKeys) -> rsa.RSAPublicKey:
+    """Return the key the assertion names from the client's JWKS URL (a kid is required there)."""
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise _Refused("an assertion from a JWKS URL client must name its key (kid)", client)
+    try:
+        return remote_keys.get(uri, kid)
+    except UnknownKey as exc:
+        raise _Refused("the assertion's kid is not in the client's JWKS", client) from exc
+    except VerificationUnavailable as exc:
+        raise _Refused("the client's JWKS URL could not be fetched", client) from exc
 
 
 def _check_times(claims: dict[str, Any], now: float, client: Client) -> int:

@@ -84,6 +84,8 @@ def check_client(client: Client) -> Client:
         raise ClientError(f"the authentication method must be one of: {', '.join(AUTH_METHODS)}")
     if "authorization_code" in client.grant_types and not client.redirect_uris:
         raise ClientError("a client using authorization_code needs at least one --redirect-uri")
+    if client.auth_method == "private_key_jwt" and (client.jwks is None) == (client.jwks_uri is None):
+        raise ClientError("a private_key_jwt client has its keys in a JWKS file or at a JWKS URL: one of the two")
     if "client_credentials" in client.grant_types and client.auth_method == "none":
         raise ClientError("client_credentials needs a confidential client: --jwks-file, --jwks-uri or --secret-stdin")
     return client

@@ -8,6 +8,7 @@ from typing import cast
 from flask import Flask, current_app
 
 from issuer.apis import ApiStore
+from issuer.client_auth import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore
 from issuer.codes import AuthorizationCodes
 from issuer.db import Database
@@ -32,6 +33,7 @@ class Issuer:
     clients: ClientStore
     client_assertions: ClientAssertions
     apis: ApiStore
+    remote_keys: RemoteKeys
 
     def init_app(self, app: Flask) -> None:
         """Keep this issuer's objects on the app."""

@@ -190,6 +190,7 @@ def _authenticated_client(params: dict[str, str]) -> Client:
         assertions=issuer.client_assertions,
         issuer=issuer.settings.url,
         token_endpoint=f"{issuer.settings.url}/token",
+        remote_keys=issuer.remote_keys,
     )
 
 

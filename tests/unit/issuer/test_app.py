@@ -31,6 +31,7 @@ from issuer.settings import IssuerSettings
 from jwt_verifier.jose import load_verification_key
 from jwt_verifier.verifier import Verifier
 from shared.logs import JsonFormatter
+from tests.support.fakes import JwksServer
 from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
 
 DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
@@ -603,3 +604,20 @@ def test_a_service_gets_its_own_token_with_a_client_secret(app: Flask, client: F
     body = _assert_error(refused, 401, "invalid_client")
     assert body["error_description"] == "client authentication failed"
     assert refused.headers["WWW-Authenticate"] == 'Basic realm="jwt-split"'
+
+
+def test_a_service_registered_by_jwks_url_gets_its_own_token(
+    app: Flask, client: FlaskClient, orders_api: str, service_key: rsa.RSAPrivateKey, jwks_server: JwksServer
+) -> None:
+    jwks_server.serve_keys(service_key)
+    app.extensions["issuer"].clients.add(
+        Client(
+            "reports",
+            frozenset({"client_credentials"}),
+            scopes=frozenset({"orders:read"}),
+            auth_method="private_key_jwt",
+            jwks_uri=jwks_server.url,
+        )
+    )
+    response = _client_credentials(client, _assertion(service_key), resource=orders_api)
+    assert (response.status_code, _claims(response)["sub"]) == (200, "reports")

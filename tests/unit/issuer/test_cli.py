@@ -319,7 +319,15 @@ def test_clients_add_with_a_secret_reads_it_from_stdin(runner: CliRunner, databa
     [
         (["--grant", "client_credentials"], "needs a confidential client"),
         (["--grant", "authorization_code"], "needs at least one --redirect-uri"),
-        (["--grant", "authorization_code", "--redirect-uri", "not a url"], "--redirect-uri must be"),
+        (
+            ["--grant", "authorization_code", "--redirect-uri", "not a url"],
+            "--redirect-uri must be an absolute http(s) URL",
+        ),
+        (
+            ["--grant", "client_credentials", "--jwks-uri", "ftp://keys.example/jwks"],
+            "--jwks-uri must be an absolute http(s) URL",
+        ),
+        (["--grant", "client_credentials", "--jwks-uri", "https://k.example/j", "--secret-stdin"], "give one of"),
         (["--grant", "password", "--scope", "caf\u00e9"], "scope must be"),
         (["--grant", "client_credentials", "--jwks-file", "/nonexistent.json"], "is not a JWKS of RS256 public keys"),
     ],

@@ -25,6 +25,7 @@ from issuer.client_auth import (
     MAX_ASSERTION_BYTES,
     MAX_ASSERTION_LIFETIME,
     InvalidClient,
+    RemoteKeys,
     authenticate_client,
 )
 from issuer.clients import Client, ClientAssertions, ClientStore
@@ -37,6 +38,7 @@ from tests.support.tokens import (
     forge_hs256,
     jwks_json,
     kid_of,
+    new_rsa_key,
     public_pem,
     sign,
     sign_raw,
@@ -62,6 +64,7 @@ class TokenEndpoint:
         self.clients = clients
         self.assertions = assertions
         self.now = now
+        self.remote_keys: RemoteKeys | None = None
 
     def authenticate(
         self, params: dict[str, str] | None = None, headers: list[tuple[str, str]] | None = None
@@ -77,6 +80,7 @@ class TokenEndpoint:
                 assertions=self.assertions,
                 issuer=ISSUER,
                 token_endpoint=TOKEN_ENDPOINT,
+                remote_keys=self.remote_keys,
                 now=self.now,
             )
 
@@ -630,7 +634,7 @@ def test_assertion_with_lone_surrogate_sub_is_refused_without_asking_the_databas
     endpoint.refuse(endpoint.assertion(sign_raw(header, f'{claims}, "sub": "\\ud800"}}'.encode(), rsa_key)))
 
 
-def test_jwks_uri_client_is_refused_without_fetching(
+def test_jwks_uri_client_is_refused_without_fetching_where_remote_keys_are_off(
     endpoint: TokenEndpoint,
     clients: ClientStore,
     rsa_key: rsa.RSAPrivateKey,
@@ -644,8 +648,29 @@ def test_jwks_uri_client_is_refused_without_fetching(
     assert jwks_server.request_count == 0
     (entry,) = _failure_logs(caplog)
     assert entry["client_id"] == URI_CLIENT
-    assert "jwks_uri" in entry["reason"]
-    assert "not supported yet" in entry["reason"]
+    assert "no registered JWKS" in entry["reason"]
+
+
+def test_jwks_uri_client_authenticates_with_a_key_fetched_from_its_url(
+    endpoint: TokenEndpoint, clients: ClientStore, rsa_key: rsa.RSAPrivateKey, jwks_server: JwksServer
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    clients.add(Client(URI_CLIENT, CC, auth_method="private_key_jwt", jwks_uri=jwks_server.url))
+    endpoint.remote_keys = RemoteKeys(ISSUER)
+    assert endpoint.authenticate(endpoint.assertion(signed(rsa_key, URI_CLIENT))).client_id == URI_CLIENT
+    assert endpoint.authenticate(endpoint.assertion(signed(rsa_key, URI_CLIENT))).client_id == URI_CLIENT
+    assert jwks_server.request_count == 1  # cached, as a verifier caches the issuer's keys
+
+
+def test_jwks_uri_client_with_a_key_not_at_its_url_or_an_unreachable_url_is_refused(
+    endpoint: TokenEndpoint, clients: ClientStore, rsa_key: rsa.RSAPrivateKey, jwks_server: JwksServer, dead_url: str
+) -> None:
+    jwks_server.serve_keys(new_rsa_key())
+    clients.add(Client(URI_CLIENT, CC, auth_method="private_key_jwt", jwks_uri=jwks_server.url))
+    clients.add(Client("dead-uri", CC, auth_method="private_key_jwt", jwks_uri=dead_url))
+    endpoint.remote_keys = RemoteKeys(ISSUER)
+    endpoint.refuse(endpoint.assertion(signed(rsa_key, URI_CLIENT)))
+    endpoint.refuse(endpoint.assertion(signed(rsa_key, "dead-uri")))
 
 
 # -- the answer and the log --------------------------------------------------------------
