@@ -26,9 +26,10 @@ How, and how fast (see docs/performance.md):
 - The signature is checked by `cryptography` directly (RSASSA-PKCS1-v1_5 with SHA-256, the
   padding and hash objects built once), as PyJWT's RS256 algorithm object would check it. The
   compact serialization and the claims are handled here, by PyJWT's own rules, because PyJWT
-  2.15's per-character base64url check alone costs more than the RSA verify: `_split` checks the
-  alphabet of the whole token in one C call, `_segment` the canonical encoding, and `_claims_of`
-  applies the claim rules on an injectable clock, the common case first and without raising. The unit tests hold this path to accepting and rejecting exactly what
+  2.15's per-character base64url check alone costs more than the RSA verify: `_segment` checks
+  the alphabet (in the C decoder's own strict pass) and the canonical encoding, and
+  `_claims_of` applies the claim rules on an injectable clock, the common case first and
+  without raising. The unit tests hold this path to accepting and rejecting exactly what
   `jwt.decode` (behind the header policy above) does, except where we are deliberately
   stricter: no `=` padding (PyJWT accepts it), strict JSON, NumericDates that are numbers.
 - A protected header that led to a verified token is remembered (at most 64): the next token
@@ -115,9 +116,9 @@ class WatchedKeySource(Protocol):
 
 # -- the compact serialization ----------------------------------------------------------
 
-_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_TOKEN_ALPHABET = _B64URL_ALPHABET + b"."
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# base64url to base64; `+`, `/` and `=` are not base64url, so they become a character that
+# strict decoding refuses: the decoder's own pass checks the alphabet.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
 _PADDING = {2: b"==", 3: b"="}
 # The last character of a canonical segment has its unused low bits zero: 4 bits when the
 # length is 2 mod 4, 2 bits when it is 3 mod 4 (what re-encoding the decoded bytes checks).
@@ -129,38 +130,34 @@ _MALFORMED = "the token is not a well-formed JWS compact serialization"
 
 
 def _segment(raw: bytes) -> bytes:
-    """Decode one base64url segment (its alphabet checked by `_split`) strictly.
+    """Decode one base64url segment strictly, without PyJWT's per-character loop.
 
-    The encoding must be canonical (unused trailing bits zero), so one token has exactly one
-    spelling (and one cache entry).
+    Every character must be in the base64url alphabet, checked by C-speed strict decoding: no
+    `=` padding, which PyJWT would accept, so one token has exactly one spelling (and one cache
+    entry). The encoding must be canonical (unused trailing bits zero) for the same reason.
     """
     rest = len(raw) & 3
+    standard = raw.translate(_TO_STANDARD)
     if rest:
         if rest == 1 or raw[-1] not in _CANONICAL_LAST[rest]:
             raise InvalidToken(_MALFORMED)
-        raw += _PADDING[rest]
+        standard += _PADDING[rest]
     try:
-        return binascii.a2b_base64(raw.translate(_TO_STANDARD), strict_mode=True)
-    except binascii.Error as exc:  # unreachable after the checks above; kept as a guard
+        return binascii.a2b_base64(standard, strict_mode=True)
+    except binascii.Error as exc:
         raise InvalidToken(_MALFORMED) from exc
 
 
 def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
-    """Return (header, payload, signing input, signature) segments, split as PyJWT does.
-
-    Every character must be in the base64url alphabet or one of exactly two dots, checked for
-    the whole token in one C call instead of PyJWT's per-character loop: no `=` padding, which
-    PyJWT would accept, so one token has exactly one spelling.
-    """
+    """Return (header, payload, signing input, signature) segments, split as PyJWT does."""
     # A compact JWS is base64url and dots only; a surrogate would not even encode.
     if not token.isascii():
         raise InvalidToken(_MALFORMED)
-    raw = token.encode("ascii")
-    if raw.translate(None, _TOKEN_ALPHABET) or raw.count(b".") != 2:
+    signing_input, _, signature = token.encode("ascii").rpartition(b".")
+    segments = signing_input.split(b".")
+    if len(segments) != 2:
         raise InvalidToken(_MALFORMED)
-    signing_input, _, signature = raw.rpartition(b".")
-    header, _, payload = signing_input.partition(b".")
-    return header, payload, signing_input, signature
+    return segments[0], segments[1], signing_input, signature
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
