@@ -48,7 +48,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -222,7 +223,8 @@ def _kid_of(header: dict[str, Any]) -> str:
 # -- the verified-token cache -----------------------------------------------------------
 
 
-class CachedToken(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class CachedToken:
     """What a verified token left behind: its claims, the key that verified it, its expiry."""
 
     claims: dict[str, Any]
