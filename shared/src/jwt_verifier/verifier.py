@@ -23,11 +23,13 @@ The claim policy in one place:
 
 How, and how fast (see docs/performance.md):
 
-- The signature is checked by PyJWT's RS256 algorithm object. The compact serialization and
-  the claims are handled here, by PyJWT's own rules, because PyJWT 2.15's per-character
-  base64url check alone costs more than the RSA verify: `_segment` applies its alphabet and
-  canonical-encoding rules with C-speed stdlib calls, and `_claims_of` its claim rules on an
-  injectable clock. The unit tests hold this path to accepting and rejecting exactly what
+- The signature is checked by `cryptography` directly (RSASSA-PKCS1-v1_5 with SHA-256, the
+  padding and hash objects built once), as PyJWT's RS256 algorithm object would check it. The
+  compact serialization and the claims are handled here, by PyJWT's own rules, because PyJWT
+  2.15's per-character base64url check alone costs more than the RSA verify: `_segment` checks
+  the alphabet (in the C decoder's own strict pass) and the canonical encoding, and
+  `_claims_of` applies the claim rules on an injectable clock, the common case first and
+  without raising. The unit tests hold this path to accepting and rejecting exactly what
   `jwt.decode` (behind the header policy above) does, except where we are deliberately
   stricter: no `=` padding (PyJWT accepts it), strict JSON, NumericDates that are numbers.
 - A protected header that led to a verified token is remembered (at most 64): the next token
@@ -49,8 +51,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from jwt_verifier.config import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
 from jwt_verifier.errors import InvalidToken, KeysUnavailable, TokenExpired, UnknownKey, VerificationUnavailable
@@ -77,7 +80,9 @@ REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "sub", "jti"]
 MAX_KNOWN_HEADERS = 64
 MAX_LIFETIME = 24 * 3600  # RFC 9068 access tokens are short-lived; a day is generous
 MAX_NUMERIC_DATE = 2**53  # beyond this no JSON implementation agrees on the value
-_RS256 = RSAAlgorithm(RSAAlgorithm.SHA256)
+# RS256 (RFC 7518 3.3); both objects are stateless, so one of each serves every thread.
+_PKCS1V15 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
 
 
 class TokenVerifier(Protocol):
@@ -112,8 +117,10 @@ class WatchedKeySource(Protocol):
 
 # -- the compact serialization ----------------------------------------------------------
 
-_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# base64url to base64; `+`, `/` and `=` are not base64url, so they become a character that
+# strict decoding refuses: the decoder's own pass checks the alphabet.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
+_PADDING = {2: b"==", 3: b"="}
 # The last character of a canonical segment has its unused low bits zero: 4 bits when the
 # length is 2 mod 4, 2 bits when it is 3 mod 4 (what re-encoding the decoded bytes checks).
 _CANONICAL_LAST = {
@@ -126,20 +133,19 @@ _MALFORMED = "the token is not a well-formed JWS compact serialization"
 def _segment(raw: bytes) -> bytes:
     """Decode one base64url segment strictly, without PyJWT's per-character loop.
 
-    Every character must be in the base64url alphabet: no `=` padding, which PyJWT would
-    accept, so one token has exactly one spelling (and one cache entry). The encoding must be
-    canonical (unused trailing bits zero) for the same reason.
+    Every character must be in the base64url alphabet, checked by C-speed strict decoding: no
+    `=` padding, which PyJWT would accept, so one token has exactly one spelling (and one cache
+    entry). The encoding must be canonical (unused trailing bits zero) for the same reason.
     """
-    if raw.translate(None, _B64URL_ALPHABET):
-        raise InvalidToken(_MALFORMED)
-    rest = len(raw) % 4
+    rest = len(raw) & 3
+    standard = raw.translate(_TO_STANDARD)
     if rest:
         if rest == 1 or raw[-1] not in _CANONICAL_LAST[rest]:
             raise InvalidToken(_MALFORMED)
-        raw += b"==="[rest - 1 :]
+        standard += _PADDING[rest]
     try:
-        return binascii.a2b_base64(raw.translate(_TO_STANDARD), strict_mode=True)
-    except binascii.Error as exc:  # unreachable after the checks above; kept as a guard
+        return binascii.a2b_base64(standard, strict_mode=True)
+    except binascii.Error as exc:
         raise InvalidToken(_MALFORMED) from exc
 
 
@@ -148,12 +154,11 @@ def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
     # A compact JWS is base64url and dots only; a surrogate would not even encode.
     if not token.isascii():
         raise InvalidToken(_MALFORMED)
-    raw = token.encode("ascii")
-    signing_input, dot, signature = raw.rpartition(b".")
-    header, dot2, payload = signing_input.partition(b".")
-    if not dot or not dot2:
+    signing_input, _, signature = token.encode("ascii").rpartition(b".")
+    segments = signing_input.split(b".")
+    if len(segments) != 2:
         raise InvalidToken(_MALFORMED)
-    return header, payload, signing_input, signature
+    return segments[0], segments[1], signing_input, signature
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -176,7 +181,16 @@ def strict_json(data: bytes) -> Any:
 
     One decoder is built once: `json.loads` with hooks would build one per call.
     """
-    return _STRICT_JSON.decode(data.decode("utf-8"))
+    text = data.decode("utf-8")
+    try:
+        # Compact JSON, as every token carries, ends where the text does: skip `decode`'s
+        # whitespace scans. Anything else (whitespace, extra data, errors) goes the full way.
+        value, end = _STRICT_JSON.raw_decode(text)
+    except ValueError:
+        end = -1
+    if end == len(text):
+        return value
+    return _STRICT_JSON.decode(text)
 
 
 def _header(segment: bytes) -> dict[str, Any]:
@@ -209,7 +223,9 @@ def _kid_of(header: dict[str, Any]) -> str:
 # -- the verified-token cache -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) cost about 1 µs per
+# new token, a NamedTuple slowed every cache hit; nothing assigns to an entry once made.
+@dataclass(slots=True)
 class CachedToken:
     """What a verified token left behind: its claims, the key that verified it, its expiry."""
 
@@ -265,13 +281,14 @@ class VerifiedTokens:
         now = self.clock()
         if self.max_entries <= 0 or now >= entry.expires_at:
             return
+        entries = self._entries
         with self._lock:
             if now >= self._next_sweep:
                 self._sweep(now)
-            self._entries[token] = entry
-            self._entries.move_to_end(token)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            entries[token] = entry
+            entries.move_to_end(token)
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
 
     def discard(self, token: str) -> None:
         """Forget a token."""
@@ -331,36 +348,42 @@ class Verifier:
         """Return the verified claims, or raise InvalidToken (or the key source's errors: see TokenVerifier)."""
         if len(token) > self.max_token_bytes:
             raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes")
-        entry = self.cache.get(token)
+        cache = self.cache
+        if cache.max_entries <= 0:
+            return self._verify(token)[0]  # nothing else holds these claims: no copy
+        entry = cache.get(token)
         if entry is not None:
             try:
                 # Also keeps the key set fresh, and raises if the key was withdrawn.
                 current = self.keys.get(entry.kid)
             except BaseException:
-                self.cache.discard(token)
+                cache.discard(token)
                 raise
             if current is entry.key:
                 return dict(entry.claims)
-            self.cache.discard(token)
+            cache.discard(token)
         claims, kid, key = self._verify(token)
-        self.cache.put(token, CachedToken(claims, kid, key, int(claims["exp"])))
+        cache.put(token, CachedToken(claims, kid, key, int(claims["exp"])))
         return dict(claims)
 
     def _verify(self, token: str) -> tuple[dict[str, Any], str, rsa.RSAPublicKey]:
         header_segment, payload_segment, signing_input, signature_segment = _split(token)
         # Each issuer key yields one header: remember the kid of headers that verified.
-        kid = self._known_headers.get(header_segment)
-        if kid is None:
+        known = self._known_headers.get(header_segment)
+        if known is None:
             header = _header(header_segment)
             payload, signature = _segment(payload_segment), _segment(signature_segment)
             kid = _kid_of(header)
         else:
+            kid = known
             payload, signature = _segment(payload_segment), _segment(signature_segment)
         key = self.keys.get(kid)
-        if not _RS256.verify(signing_input, key, signature):
-            raise InvalidToken("the token's signature is invalid")
+        try:
+            key.verify(signature, signing_input, _PKCS1V15, _SHA256)
+        except InvalidSignature:
+            raise InvalidToken("the token's signature is invalid") from None
         claims = self._claims_of(payload)
-        if header_segment not in self._known_headers:
+        if known is None:
             if len(self._known_headers) >= MAX_KNOWN_HEADERS:
                 self._known_headers = {}
             self._known_headers[header_segment] = kid
@@ -371,7 +394,8 @@ class Verifier:
 
         These are the rules of `jwt.decode` with `options={"require": REQUIRED_CLAIMS,
         "strict_aud": False}` (api_jwt._validate_claims: `int()` time claims, `aud` a string or
-        a list of strings); the unit tests compare the two on every case.
+        a list of strings); the unit tests compare the two on every case. Each value is read
+        once, and the common case (whole-second times, `aud` our audience) is tested first.
         """
         try:
             claims = strict_json(payload)
@@ -379,34 +403,47 @@ class Verifier:
             raise InvalidToken("the token is malformed or its claims are invalid") from exc
         if not isinstance(claims, dict):
             raise InvalidToken("the token is malformed or its claims are invalid")
-        for name in REQUIRED_CLAIMS:
-            if claims.get(name) is None:
-                raise InvalidToken(f"the token lacks the required '{name}' claim")
+        get = claims.get
+        iss, aud, exp, iat, sub, jti = get("iss"), get("aud"), get("exp"), get("iat"), get("sub"), get("jti")
+        if iss is None or aud is None or exp is None or iat is None or sub is None or jti is None:
+            name = next(name for name in REQUIRED_CLAIMS if get(name) is None)
+            raise InvalidToken(f"the token lacks the required '{name}' claim")
         now = self.clock()
-        if _integer(claims["iat"]) > now + self.leeway:
+        if type(iat) is not int or not 0 <= iat < MAX_NUMERIC_DATE:
+            iat = _integer(iat)
+        if iat > now + self.leeway:
             raise InvalidToken("the token is not valid yet")
         if "nbf" in claims and _integer(claims["nbf"]) > now + self.leeway:
             raise InvalidToken("the token is not valid yet")
-        if _integer(claims["exp"]) <= now - self.leeway:
+        if type(exp) is not int or not 0 <= exp < MAX_NUMERIC_DATE:
+            exp = _integer(exp)
+        if exp <= now - self.leeway:
             raise TokenExpired("the token has expired")
-        if _integer(claims["exp"]) - _integer(claims["iat"]) > self.max_lifetime:
+        if exp - iat > self.max_lifetime:
             raise InvalidToken("the token's lifetime is longer than this server accepts")
-        if not isinstance(claims["iss"], str) or claims["iss"] != self.issuer:
+        if not isinstance(iss, str) or iss != self.issuer:
             raise InvalidToken("the token was not issued by the trusted issuer")
-        aud = claims["aud"]
-        if not aud:
-            raise InvalidToken("the token lacks the required 'aud' claim")
-        if isinstance(aud, str):
-            aud = [aud]
-        if not isinstance(aud, list) or not all(isinstance(a, str) for a in aud) or self.audience not in aud:
-            raise InvalidToken("the token is not meant for this API (audience)")
-        for name in ("sub", "jti"):
-            if not isinstance(claims[name], str) or not claims[name]:
-                raise InvalidToken(f"the '{name}' claim must be a non-empty string")
-        for name in ("scope", "client_id"):
-            if name in claims and not isinstance(claims[name], str):
-                raise InvalidToken(f"the '{name}' claim must be a string")
+        if not aud or aud != self.audience:
+            _check_audience(aud, self.audience)
+        if not isinstance(sub, str) or not sub:
+            raise InvalidToken("the 'sub' claim must be a non-empty string")
+        if not isinstance(jti, str) or not jti:
+            raise InvalidToken("the 'jti' claim must be a non-empty string")
+        if not isinstance(get("scope", ""), str):
+            raise InvalidToken("the 'scope' claim must be a string")
+        if not isinstance(get("client_id", ""), str):
+            raise InvalidToken("the 'client_id' claim must be a string")
         return claims
+
+
+def _check_audience(aud: Any, audience: str) -> None:
+    """Accept `aud` naming `audience`: a non-empty string, or a list of strings, holding it."""
+    if not aud:
+        raise InvalidToken("the token lacks the required 'aud' claim")
+    if isinstance(aud, str):
+        aud = [aud]
+    if not isinstance(aud, list) or not all(isinstance(a, str) for a in aud) or audience not in aud:
+        raise InvalidToken("the token is not meant for this API (audience)")
 
 
 def _integer(value: Any) -> int:

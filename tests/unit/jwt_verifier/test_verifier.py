@@ -450,6 +450,55 @@ def _variants(token: str) -> list[str]:
     return out
 
 
+_NOT_BASE64URL = [chr(c) for c in range(128) if not (chr(c).isalnum() or chr(c) in "-_")]
+
+
+def _token_spelling_both(rsa_key: rsa.RSAPrivateKey) -> str:
+    """A valid token whose signature segment holds both `-` and `_`."""
+    for i in range(200):
+        token = sign(make_claims(jti=f"jti-{i}"), rsa_key)
+        if "-" in token.split(".")[2] and "_" in token.split(".")[2]:
+            return token
+    raise AssertionError("no signature spelled both '-' and '_'")
+
+
+def test_standard_base64_spellings_are_refused_even_after_the_header_is_known(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    token = _token_spelling_both(rsa_key)
+    header, payload, signature = token.split(".")
+    verifier = Verifier(keys, issuer=ISSUER, audience=AUDIENCE, cache_size=0)
+    assert verifier.verify(token)
+    spellings = [
+        f"{header}.{payload}.{signature.replace('-', '+')}",  # the same bytes in base64's alphabet
+        f"{header}.{payload}.{signature.replace('_', '/')}",
+        f"{header}.{payload}.{signature}{'=' * (-len(signature) % 4)}",  # the same bytes, padded
+    ]
+    for spelling in spellings:
+        assert spelling != token
+        with pytest.raises(InvalidToken, match="not a well-formed"):
+            verifier.verify(spelling)
+
+
+@pytest.mark.parametrize("segment_index", [0, 1, 2])
+def test_every_character_outside_base64url_is_refused_in_every_segment(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey, segment_index: int
+) -> None:
+    token = sign(make_claims(), rsa_key)
+    fresh = Verifier(keys, issuer=ISSUER, audience=AUDIENCE, cache_size=0)
+    seen = Verifier(keys, issuer=ISSUER, audience=AUDIENCE, cache_size=0)
+    seen.verify(token)  # its header is now known: a known header must not skip any check
+    for char in _NOT_BASE64URL:
+        for position in (0, 5, -1):
+            parts = token.split(".")
+            segment = parts[segment_index]
+            parts[segment_index] = segment[:position] + char + segment[position:] if position >= 0 else segment + char
+            mutated = ".".join(parts)
+            for verifier in (fresh, seen):
+                with pytest.raises(InvalidToken):
+                    verifier.verify(mutated)
+
+
 def test_fast_path_agrees_with_jwt_decode_on_spellings_of_a_valid_token(
     keys: StaticKeys, rsa_key: rsa.RSAPrivateKey
 ) -> None:
@@ -661,7 +710,7 @@ def test_repeated_token_is_served_from_the_cache(rsa_key: rsa.RSAPrivateKey, clo
     token = sign(_claims_at(clock_now), rsa_key)
     first = verifier.verify(token)
     assert token in verifier.cache
-    with mock.patch("jwt_verifier.verifier._RS256.verify", side_effect=AssertionError("verified again")):
+    with mock.patch.object(Verifier, "_verify", side_effect=AssertionError("verified again")):
         assert verifier.verify(token) == first
     assert keys.asked == [kid_of(rsa_key)] * 2  # the key is still looked up: a withdrawn key is noticed
 
