@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row
 
-from issuer.db import Database, apis
+from issuer.db import Database, apis, delete_where, every, find, insert_new
 from issuer.users import parse_scope
 
 
@@ -60,8 +59,7 @@ class ApiStore:
             check_audience(audience)
         except InvalidApi:
             return None  # never sent to the database
-        with self.database.reading() as conn:
-            row = conn.execute(select(apis).where(apis.c.audience == audience)).first()
+        row = find(self.database, apis.c.audience, audience)
         return None if row is None else _api(row)
 
     def choose(self, resource: str | None, *, default: str, allowed: Callable[[str], bool]) -> Api:
@@ -77,23 +75,20 @@ class ApiStore:
 
     def list(self) -> list[Api]:
         """Return every API by audience."""
-        with self.database.reading() as conn:
-            return [_api(row) for row in conn.execute(select(apis).order_by(apis.c.audience))]
+        return [_api(row) for row in every(self.database, apis.c.audience)]
 
     def add(self, audience: str, scope: str) -> Api:
         """Register an API and the scopes it understands."""
         api = Api(check_audience(audience), parse_scope(scope))
-        try:
-            with self.database.transaction() as conn:
-                conn.execute(insert(apis).values(audience=api.audience, scope=api.scope, created_at=int(time.time())))
-        except IntegrityError:
-            raise InvalidApi(f"API {audience!r} already exists") from None
+        if not insert_new(
+            self.database, apis, {"audience": api.audience, "scope": api.scope, "created_at": int(time.time())}
+        ):
+            raise InvalidApi(f"API {audience!r} already exists")
         return api
 
     def delete(self, audience: str) -> bool:
         """Delete an API; return whether it existed."""
-        with self.database.transaction() as conn:
-            return conn.execute(delete(apis).where(apis.c.audience == audience)).rowcount > 0
+        return delete_where(self.database, apis.c.audience, audience)
 
     def seed(self, audience: str, scope: str) -> None:
         """Register the default API unless it exists (an operator may have changed its scopes)."""

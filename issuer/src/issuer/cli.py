@@ -70,6 +70,13 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
+def _deleted(deleted: bool, missing: str, done: str) -> None:
+    """Say what a delete command did, or fail saying what was not there."""
+    if not deleted:
+        raise click.ClickException(missing)
+    click.echo(done)
+
+
 def _date(stamp: int | None) -> str:
     return "-" if stamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
@@ -132,9 +139,7 @@ def users_list() -> None:
 def users_delete(name: str) -> None:
     """Delete a user, ending their login sessions and revoking their refresh tokens."""
     with _users() as store:
-        if not store.delete(name):
-            raise click.ClickException(f"no user named {name!r}")
-    click.echo(f"deleted {name}")
+        _deleted(store.delete(name), f"no user named {name!r}", f"deleted {name}")
 
 
 @main.group()
@@ -269,9 +274,7 @@ def clients_list() -> None:
 def clients_delete(client_id: str) -> None:
     """Delete a client (the built-in ones come back at the next start)."""
     with _store(ClientStore) as store:
-        if not store.delete(client_id):
-            raise click.ClickException(f"no client has id {client_id!r}")
-    click.echo(f"deleted client {client_id}")
+        _deleted(store.delete(client_id), f"no client has id {client_id!r}", f"deleted client {client_id}")
 
 
 @main.group()
@@ -306,6 +309,4 @@ def apis_list() -> None:
 def apis_delete(audience: str) -> None:
     """Delete an API (the default one comes back at the next start)."""
     with _store(ApiStore) as store:
-        if not store.delete(audience):
-            raise click.ClickException(f"no API has audience {audience!r}")
-    click.echo(f"deleted API {audience}")
+        _deleted(store.delete(audience), f"no API has audience {audience!r}", f"deleted API {audience}")

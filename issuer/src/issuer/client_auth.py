@@ -46,6 +46,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -145,7 +146,8 @@ def authenticate_client(
     """
     used_header = "Authorization" in request.headers
     try:
-        return _authenticate(request, params, clients, assertions, issuer, token_endpoint, remote_keys, now)
+        endpoint = _Endpoint(clients, assertions, issuer, token_endpoint, remote_keys, now)
+        return _authenticate(request, params, endpoint)
     except _Refused as exc:
         fields: dict[str, Any] = {"reason": exc.reason}
         if exc.client is not None:
@@ -156,16 +158,19 @@ def authenticate_client(
         raise InvalidClient(basic=used_header) from exc
 
 
-def _authenticate(
-    request: flask.Request,
-    params: dict[str, str],
-    clients: ClientStore,
-    assertions: ClientAssertions,
-    issuer: str,
-    token_endpoint: str,
-    remote_keys: RemoteKeys | None,
-    now: Callable[[], float],
-) -> Client:
+@dataclass(frozen=True)
+class _Endpoint:
+    """What authenticating a client at the token endpoint works with."""
+
+    clients: ClientStore
+    assertions: ClientAssertions
+    issuer: str
+    token_endpoint: str
+    remote_keys: RemoteKeys | None
+    now: Callable[[], float]
+
+
+def _authenticate(request: flask.Request, params: dict[str, str], endpoint: _Endpoint) -> Client:
     headers = request.headers.getlist("Authorization")
     has_assertion = "client_assertion" in params or "client_assertion_type" in params
     if "client_secret" in params:
@@ -173,10 +178,10 @@ def _authenticate(
     if headers and has_assertion:
         raise _Refused("more than one authentication method")
     if headers:
-        return _basic(headers, params, clients)
+        return _basic(headers, params, endpoint.clients)
     if has_assertion:
-        return _private_key_jwt(params, clients, assertions, issuer, token_endpoint, remote_keys, now)
-    return _public(params, clients)
+        return _private_key_jwt(params, endpoint)
+    return _public(params, endpoint.clients)
 
 
 def _lookup(clients: ClientStore, client_id: str) -> Client | None:
@@ -259,15 +264,7 @@ def _basic_credentials(headers: list[str]) -> tuple[str, str]:
 # -- private_key_jwt (RFC 7523) --------------------------------------------------------------
 
 
-def _private_key_jwt(
-    params: dict[str, str],
-    clients: ClientStore,
-    assertions: ClientAssertions,
-    issuer: str,
-    token_endpoint: str,
-    remote_keys: RemoteKeys | None,
-    now: Callable[[], float],
-) -> Client:
+def _private_key_jwt(params: dict[str, str], endpoint: _Endpoint) -> Client:
     if params.get("client_assertion_type") != ASSERTION_TYPE:
         raise _Refused("client_assertion_type is missing or not jwt-bearer")
     assertion = params.get("client_assertion", "")
@@ -277,15 +274,15 @@ def _private_key_jwt(
     claimed_id = unverified.get("sub")
     if not isinstance(claimed_id, str) or not claimed_id:
         raise _Refused("the assertion has no sub")
-    client = _expect_method(_lookup(clients, claimed_id), claimed_id, "private_key_jwt")
+    client = _expect_method(_lookup(endpoint.clients, claimed_id), claimed_id, "private_key_jwt")
     _same_id(params, client)
-    key = _key(client, header, remote_keys)
+    key = _key(client, header, endpoint.remote_keys)
     try:
         claims = jwt.decode(
             assertion,
             key,
             algorithms=["RS256"],
-            audience=[token_endpoint, issuer],
+            audience=[endpoint.token_endpoint, endpoint.issuer],
             issuer=client.client_id,
             subject=client.client_id,
             leeway=LEEWAY,
@@ -293,12 +290,12 @@ def _private_key_jwt(
         )
     except jwt.PyJWTError as exc:
         raise _Refused(f"assertion refused: {exc}", client) from exc
-    expires_at = _check_times(claims, now(), client)
+    expires_at = _check_times(claims, endpoint.now(), client)
     jti = claims["jti"]
     if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
         raise _Refused(f"the assertion's jti must be a string of 1 to {MAX_JTI_LENGTH} characters", client)
     # Remembered until the assertion can no longer be accepted: its exp plus the leeway.
-    if not assertions.accept_once(client.client_id, jti, expires_at + LEEWAY):
+    if not endpoint.assertions.accept_once(client.client_id, jti, expires_at + LEEWAY):
         raise _Refused("assertion replayed (jti already used)", client)
     return client
 

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select
+from sqlalchemy import Row, delete, insert
 from sqlalchemy.exc import IntegrityError
 
-from issuer.db import Database, client_assertions, clients
+from issuer.db import Database, client_assertions, clients, delete_where, every, find, insert_new
 from issuer.opaque import secret_hash
 from issuer.users import parse_scope
 
@@ -28,10 +28,6 @@ WEB_CLIENT_ID = "resource-web"
 GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "password", "client_credentials"})
 AUTH_METHODS = ("none", "private_key_jwt", "client_secret_basic")
 MIN_SECRET_LENGTH = 32
-
-
-class ClientError(ValueError):
-    """A client cannot be registered or changed; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +58,10 @@ class Client:
     def may_ask_for(self, audience: str) -> bool:
         """Return whether this client may get tokens for the API `audience`."""
         return self.audiences is None or audience in self.audiences
+
+
+class ClientError(ValueError):
+    """A client cannot be registered or changed; the message says why."""
 
 
 def builtin_clients(web_redirect_uris: tuple[str, ...]) -> list[Client]:
@@ -101,14 +101,12 @@ class ClientStore:
         """Return the client, or None."""
         if not client_id or len(client_id) > 64 or "\x00" in client_id:
             return None  # never sent to the database: PostgreSQL refuses NUL in text outright
-        with self.database.reading() as conn:
-            row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
+        row = find(self.database, clients.c.client_id, client_id)
         return None if row is None else _client(row)
 
     def list(self) -> list[Client]:
         """Return every client by id."""
-        with self.database.reading() as conn:
-            return [_client(row) for row in conn.execute(select(clients).order_by(clients.c.client_id))]
+        return [_client(row) for row in every(self.database, clients.c.client_id)]
 
     def add(self, client: Client, *, secret: str | None = None) -> Client:
         """Register a client; a secret is checked for length and stored only as its SHA-256."""
@@ -119,17 +117,13 @@ class ClientStore:
                 **{**client.__dict__, "auth_method": "client_secret_basic", "secret_hash": secret_hash(secret)}
             )
         check_client(client)
-        try:
-            with self.database.transaction() as conn:
-                conn.execute(insert(clients).values(_values(client)))
-        except IntegrityError:
-            raise ClientError(f"client {client.client_id!r} already exists") from None
+        if not insert_new(self.database, clients, _values(client)):
+            raise ClientError(f"client {client.client_id!r} already exists")
         return client
 
     def delete(self, client_id: str) -> bool:
         """Delete a client; return whether it existed."""
-        with self.database.transaction() as conn:
-            return conn.execute(delete(clients).where(clients.c.client_id == client_id)).rowcount > 0
+        return delete_where(self.database, clients.c.client_id, client_id)
 
     def seed(self, builtins: Iterable[Client]) -> None:
         """Make the built-in clients what settings say (they follow ISSUER_WEB_REDIRECT_URIS)."""

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
     String,
     Table,
     Text,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import ColumnElement, Select
 
 # Any fixed number: processes migrating one PostgreSQL database take turns on it.
@@ -136,22 +138,13 @@ clients = Table(
     metadata,
     Column("client_id", String(64), primary_key=True),
     Column("grant_types", Text, nullable=False),
+    Column("auth_method", String(32), nullable=False),
     Column("redirect_uris", Text, nullable=False),
     Column("scope", Text),
     Column("audiences", Text),
-    Column("auth_method", String(32), nullable=False),
     Column("secret_hash", String(64)),
     Column("jwks", Text),
     Column("jwks_uri", Text),
-    Column("created_at", Integer, nullable=False),
-)
-
-# Owner: issuer.apis.ApiStore. The APIs (resource servers) tokens may be asked for (RFC 8707).
-apis = Table(
-    "apis",
-    metadata,
-    Column("audience", String(255), primary_key=True),
-    Column("scope", Text, nullable=False),
     Column("created_at", Integer, nullable=False),
 )
 
@@ -162,6 +155,16 @@ client_assertions = Table(
     metadata,
     Column("jti_hash", String(64), primary_key=True),
     Column("expires_at", Integer, nullable=False, index=True),
+)
+
+
+# Owner: issuer.apis.ApiStore. The APIs (resource servers) tokens may be asked for (RFC 8707).
+apis = Table(
+    "apis",
+    metadata,
+    Column("audience", String(255), primary_key=True),
+    Column("scope", Text, nullable=False),
+    Column("created_at", Integer, nullable=False),
 )
 
 
@@ -330,3 +333,31 @@ def with_username(table: Table, key: Column[str], value: str) -> Select[Any]:
     return (
         select(table, users.c.username).join(users, users.c.id == table.c.user_id).where(key == value).with_for_update()
     )
+
+
+def insert_new(database: Database, table: Table, values: dict[str, Any]) -> bool:
+    """Insert a row in its own transaction; return False, changing nothing, when its key is taken."""
+    try:
+        with database.transaction() as conn:
+            conn.execute(table.insert().values(values))
+    except IntegrityError:
+        return False
+    return True
+
+
+def delete_where(database: Database, column: Column[str], value: str) -> bool:
+    """Delete the rows whose `column` is `value`; return whether there were any."""
+    with database.transaction() as conn:
+        return conn.execute(column.table.delete().where(column == value)).rowcount > 0
+
+
+def find(database: Database, column: Column[str], value: str) -> Row[Any] | None:
+    """Return the row whose `column` (a key) is `value`, or None."""
+    with database.reading() as conn:
+        return conn.execute(select(column.table).where(column == value)).first()
+
+
+def every(database: Database, order_by: Column[str]) -> list[Row[Any]]:
+    """Return every row of `order_by`'s table, in that column's order."""
+    with database.reading() as conn:
+        return list(conn.execute(select(order_by.table).order_by(order_by)))

@@ -10,10 +10,10 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
-from issuer.db import Database, users
+from issuer.db import Database, every, find, users
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -106,19 +106,16 @@ class UserStore:
         """Return the row of a user; a name no user could have (NUL, too long, any case) is nobody's."""
         if not USERNAME.fullmatch(username):
             return None  # never sent to the database: PostgreSQL refuses NUL in text outright
-        with self.database.reading() as conn:
-            return conn.execute(select(users).where(users.c.username == username)).first()
+        return find(self.database, users.c.username, username)
 
     def get_by_id(self, user_id: str) -> User | None:
         """Return the user with this stable id, or None."""
-        with self.database.reading() as conn:
-            row = conn.execute(select(users).where(users.c.id == user_id)).first()
+        row = find(self.database, users.c.id, user_id)
         return None if row is None else _user(row)
 
     def list(self) -> list[User]:
         """Return all users by name."""
-        with self.database.reading() as conn:
-            return [_user(row) for row in conn.execute(select(users).order_by(users.c.username))]
+        return [_user(row) for row in every(self.database, users.c.username)]
 
     def delete(self, username: str) -> bool:
         """Delete a user; their login sessions, refresh tokens and codes go with them (cascade)."""
