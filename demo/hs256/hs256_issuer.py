@@ -8,38 +8,32 @@ It listens on a free port on 127.0.0.1 and prints the URL. Demo code only: `make
 from __future__ import annotations
 
 import hmac
-import json
-import sys
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs
 
-from hs256_jwt import AUDIENCE, ISSUER, read_secret, sign
+from hs256_jwt import AUDIENCE, ISSUER, JsonHandler, serve, sign
 
 # The demo's users (demo credentials) and the scopes each may have.
 USERS = {"alice": ("wonderland", "profile admin"), "bob": ("builder", "profile")}
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     """Answer POST /token."""
-
-    secret = b""
 
     def do_POST(self) -> None:
         """Issue a token for a user's name and password (grant_type=password)."""
         if self.path != "/token":
-            self._reply(404, {"error": "not_found"})
+            self.reply(404, {"error": "not_found"})
             return
         length = min(int(self.headers.get("Content-Length") or 0), 4096)
         form = {name: values[0] for name, values in parse_qs(self.rfile.read(length).decode()).items()}
         user = USERS.get(form.get("username", ""))
         if form.get("grant_type") != "password" or user is None:
-            self._reply(400, {"error": "invalid_grant"})
+            self.reply(400, {"error": "invalid_grant"})
             return
         if not hmac.compare_digest(user[0].encode(), form.get("password", "").encode()):
-            self._reply(400, {"error": "invalid_grant"})
+            self.reply(400, {"error": "invalid_grant"})
             return
         now = int(time.time())
         claims = {
@@ -51,27 +45,8 @@ class Handler(BaseHTTPRequestHandler):
             "jti": uuid.uuid4().hex,
             "scope": user[1],
         }
-        self._reply(200, {"access_token": sign(claims, self.secret), "token_type": "Bearer", "expires_in": 300})
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep the demo's output to what it narrates."""
-
-
-def main() -> None:
-    """Serve until killed."""
-    Handler.secret = read_secret(sys.argv[1])
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    server.serve_forever()
+        self.reply(200, {"access_token": sign(claims, self.secret), "token_type": "Bearer", "expires_in": 300})
 
 
 if __name__ == "__main__":
-    main()
+    serve(Handler)

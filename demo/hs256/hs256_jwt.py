@@ -11,7 +11,9 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,29 @@ def verify(token: str, secret: bytes) -> dict[str, Any]:
     if claims.get("iss") != ISSUER or claims.get("aud") != AUDIENCE:
         raise InvalidToken("wrong issuer or audience")
     return claims
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A request handler of the demo's two servers: JSON answers, the shared secret, no access log."""
+
+    secret = b""
+
+    def reply(self, status: int, body: dict[str, Any]) -> None:
+        """Send a JSON answer."""
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the demo's output to what it narrates."""
+
+
+def serve(handler: type[JsonHandler]) -> None:
+    """Serve on a free loopback port with the secret from the file named on the command line, until killed."""
+    handler.secret = read_secret(sys.argv[1])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server.serve_forever()
