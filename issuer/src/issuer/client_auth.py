@@ -234,6 +234,14 @@ def _basic(headers: list[str], params: dict[str, str], clients: ClientStore) -> 
     return client
 
 
+def basic_credentials(request: flask.Request) -> tuple[str, str] | None:
+    """Return (client id, secret) from a well-formed HTTP Basic header (RFC 6749 2.3.1), or None."""
+    try:
+        return _basic_credentials(request.headers.getlist("Authorization"))
+    except _Refused:
+        return None
+
+
 def _basic_credentials(headers: list[str]) -> tuple[str, str]:
     """Return (client id, secret) from the one Basic header: form-urlencoded, then base64."""
     if len(headers) != 1:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import hmac
 import logging
 from typing import Any, cast
-from urllib.parse import unquote
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
 from issuer import extensions
+from issuer.client_auth import basic_credentials
 from issuer.settings import IntrospectionSettings, IssuerSettings
 from jwt_verifier.errors import ApiError
 from jwt_verifier.jose import JwkError, load_verification_key
@@ -88,9 +88,7 @@ def _verifier() -> Verifier:
 
 def _authenticate(settings: IntrospectionSettings) -> None:
     """Check the caller's client_secret_basic credentials in constant time, or raise 401."""
-    auth = request.authorization
-    given_id = unquote(auth.username or "") if auth is not None and auth.type == "basic" else ""
-    given_secret = unquote(auth.password or "") if auth is not None and auth.type == "basic" else ""
+    given_id, given_secret = basic_credentials(request) or ("", "")
     id_ok = hmac.compare_digest(given_id.encode(), settings.client_id.encode())
     secret_ok = hmac.compare_digest(given_secret.encode(), settings.secret.encode())
     if not (id_ok and secret_ok):

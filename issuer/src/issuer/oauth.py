@@ -179,7 +179,8 @@ GRANTS = {
 
 def _authenticated_client(params: dict[str, str]) -> Client:
     """Return the client making the request: authenticated when it is confidential, named when public."""
-    confidential = request.authorization is not None or "client_assertion" in params
+    # The header is client_auth's to parse: any Authorization header means a confidential client.
+    confidential = "Authorization" in request.headers or "client_assertion" in params
     if not confidential:
         return _client(params)
     issuer = extensions.current()

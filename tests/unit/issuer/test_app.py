@@ -621,3 +621,17 @@ def test_a_service_registered_by_jwks_url_gets_its_own_token(
     )
     response = _client_credentials(client, _assertion(service_key), resource=orders_api)
     assert (response.status_code, _claims(response)["sub"]) == (200, "reports")
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Basic " + "\u00e9" * 50, "Basic \u00e9", "basic " + "x" * 10000, "Bearer \u00e9t\u00e9", "Basic ===="],
+    ids=["non-ascii-basic", "one-non-ascii", "huge", "non-ascii-bearer", "padding-only"],
+)
+def test_a_malformed_authorization_header_is_invalid_client_not_a_500(client: FlaskClient, header: str) -> None:
+    response = client.post(
+        "/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": header.encode().decode("latin-1")},
+    )
+    _assert_error(response, 401, "invalid_client")

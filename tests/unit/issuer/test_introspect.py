@@ -235,3 +235,9 @@ def test_introspection_refuses_what_the_resource_refuses(app: Flask, client: Fla
     payload = b64url_encode((json.dumps(claims)[:-1] + ", " + payload_tail).encode())
     signature = signing.private_key.sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
     _inactive(client, f"{header}.{payload}.{b64url_encode(signature)}")
+
+
+def test_a_non_ascii_basic_header_is_invalid_client_not_a_500(client: FlaskClient) -> None:
+    header = ("Basic " + "\u00e9" * 40).encode().decode("latin-1")
+    response = client.post("/introspect", data={"token": "x"}, headers={"Authorization": header})
+    assert (response.status_code, response.get_json()["error"]) == (401, "invalid_client")
