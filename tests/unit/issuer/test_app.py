@@ -42,16 +42,6 @@ def settings(issuer_settings: IssuerSettings) -> IssuerSettings:
     return dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, jwks_max_age=123)
 
 
-@pytest.fixture
-def app(settings: IssuerSettings) -> Flask:
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def _token(client: FlaskClient, **form: str) -> TestResponse:
     return client.post("/token", data=form)
 

@@ -39,16 +39,6 @@ def settings(issuer_settings: IssuerSettings) -> IssuerSettings:
     )
 
 
-@pytest.fixture
-def app(settings: IssuerSettings) -> Flask:
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def _authorize(client: FlaskClient, **overrides: str | None) -> TestResponse:
     return client.get("/authorize", query_string=authorize_params(REDIRECT, **overrides))
 

@@ -38,11 +38,6 @@ def app(settings: IssuerSettings) -> Flask:
     return app
 
 
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def _basic(client_id: str = CLIENT_ID, secret: str = SECRET) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
 

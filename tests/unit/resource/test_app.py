@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,8 +17,7 @@ from resource_server import create_app
 from resource_server.settings import ResourceSettings
 from tests.support.fakes import JwksServer
 from tests.support.tokens import AUDIENCE, ISSUER, kid_of, make_claims, sign
-
-AppFactory = Callable[..., Flask]
+from tests.unit.resource.conftest import AppFactory
 
 
 @pytest.fixture
@@ -44,13 +43,6 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
     for app in apps:
         jwks: JwksClient = protection(app).jwks
         jwks.session.close()
-
-
-@pytest.fixture
-def client(make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> FlaskClient:
-    """A client of a resource whose issuer publishes `rsa_key`."""
-    jwks_server.serve_keys(rsa_key)
-    return make_app().test_client()
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -25,11 +25,10 @@ from resource_server.settings import ResourceSettings
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer
 from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
+from tests.unit.resource.conftest import AppFactory
 
 PUBLIC_URL = "http://localhost:8001"
 TOKEN_COOKIES = ("rs_access", "rs_refresh")
-
-AppFactory = Callable[..., Flask]
 
 
 class PublicHostClient(FlaskClient):
@@ -70,13 +69,6 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
         issuer: IssuerClient = app.extensions["resource.issuer_client"]
         jwks.session.close()
         issuer.session.close()
-
-
-@pytest.fixture
-def client(make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> FlaskClient:
-    """A browser on a resource whose issuer publishes `rsa_key`."""
-    jwks_server.serve_keys(rsa_key)
-    return make_app().test_client()
 
 
 def _cookie_headers(response: TestResponse) -> dict[str, str]:
