@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
-$(STAMP): requirements/runtime.lock requirements/dev.lock shared/pyproject.toml issuer/pyproject.toml resource/pyproject.toml
+$(STAMP): requirements/runtime.lock requirements/dev.lock shared/pyproject.toml issuer/pyproject.toml resource/pyproject.toml reports/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/runtime.lock -r requirements/dev.lock
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e shared -e issuer -e resource
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e shared -e issuer -e resource -e reports
 	touch $@
 
 run: install

@@ -12,21 +12,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-import uuid
 from pathlib import Path
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jwt_verifier.jose import public_jwk
+from shared.oauth_client import client_assertion, new_key_pem
 
 
 def keygen(name: str) -> None:
     """Write a new RSA-2048 private key (0600) and its public JWKS."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = new_key_pem()
+    key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
     fd = os.open(f"{name}.key.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
@@ -37,17 +36,9 @@ def keygen(name: str) -> None:
 def assertion(client_id: str, key_path: str, token_endpoint: str) -> None:
     """Print a client assertion for the token endpoint, signed with the service's private key."""
     key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey), "the key must be an RSA private key"
-    now = int(time.time())
-    claims = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": token_endpoint,
-        "iat": now,
-        "exp": now + 60,
-        "jti": uuid.uuid4().hex,
-    }
-    print(jwt.encode(claims, key, algorithm="RS256", headers={"kid": public_jwk(key.public_key())["kid"]}))
+    if not isinstance(key, rsa.RSAPrivateKey):
+        sys.exit(f"{key_path} does not hold an RSA private key")
+    print(client_assertion(client_id, key, token_endpoint))
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ def _stack_class(backend: str, request: pytest.FixtureRequest) -> type[Stack]:
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One running stack per backend, shared by tests that do not disturb it."""
-    running = _stack_class(request.param, request)(tmp_path_factory.mktemp(f"stack-{request.param}"))
+    """One running stack per backend, with the reports API, shared by tests that do not disturb it."""
+    running = _stack_class(request.param, request)(tmp_path_factory.mktemp(f"stack-{request.param}"), reports=True)
     try:
         yield running.start()
     finally:

@@ -33,7 +33,7 @@ def compose_available() -> str | None:
 
 
 def build_images() -> None:
-    """Build both images once per test session (later `up`s reuse them)."""
+    """Build the images once per test session (later `up`s reuse them)."""
     subprocess.run(["docker", "compose", "-f", str(REPO / "compose.yaml"), "build"], check=True, timeout=900)
 
 
@@ -49,18 +49,22 @@ class ComposeStack(Stack):
         issuer_env: Mapping[str, str] | None = None,
         resource_env: Mapping[str, str] | None = None,
         workers: int = 2,
+        reports: bool = False,
     ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.workers = workers
+        self.with_reports = reports
         self.project = f"jwtsplit-test-{uuid.uuid4().hex[:8]}"
-        issuer_port, resource_port = free_port(), free_port()
+        issuer_port, resource_port, reports_port = free_port(), free_port(), free_port()
         self.public_issuer = f"http://localhost:{issuer_port}"
         self.issuer_url = f"http://127.0.0.1:{issuer_port}"
         self.resource_url = f"http://127.0.0.1:{resource_port}"
+        self.reports_url = f"http://127.0.0.1:{reports_port}"
         self.env = {
             **os.environ,
             "ISSUER_PORT": str(issuer_port),
             "RESOURCE_PORT": str(resource_port),
+            "REPORTS_PORT": str(reports_port),
             "WEB_CONCURRENCY": str(workers),
         }
         override = {
@@ -70,6 +74,7 @@ class ComposeStack(Stack):
                     "environment": {"RESOURCE_JWKS_COOLDOWN": "1", **(resource_env or {})},
                     "healthcheck": {"interval": "1s"},
                 },
+                "reports": {"healthcheck": {"interval": "1s"}},
             }
         }
         self.override = root / "compose.test.yaml"
@@ -125,6 +130,12 @@ class ComposeStack(Stack):
         self.compose("up", "-d", "--no-build", "--no-deps", "resource")
         self._wait_for("resource", f"{self.resource_url}/healthz")
 
+    def start_reports(self) -> None:
+        """Register the reports API (compose's `register` service runs first) and wait until it is ready."""
+        self.started = True
+        self.compose("up", "-d", "--no-build", "reports")
+        self._wait_for("reports", f"{self.reports_url}/readyz")
+
     def _wait_for(self, service: str, url: str) -> None:
         try:
             wait_until(lambda: answers(url), timeout=60, what=f"the {service} container at {url}")
@@ -149,6 +160,10 @@ class ComposeStack(Stack):
     def resource_logs(self) -> str:
         """Return the resource container's output."""
         return self.compose("logs", "--no-color", "--no-log-prefix", "resource").stdout
+
+    def reports_logs(self) -> str:
+        """Return the reports container's output."""
+        return self.compose("logs", "--no-color", "--no-log-prefix", "reports").stdout
 
     def issuer_python(self, code: str) -> subprocess.CompletedProcess[str]:
         """Run Python code inside the issuer container."""

@@ -276,3 +276,32 @@ def resource_process(
         threads=threads,
         worker_class=worker_class,
     )
+
+
+def reports_process(
+    log_dir: Path,
+    issuer: GunicornService,
+    resource: GunicornService,
+    *,
+    data_dir: Path,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    workers: int = 2,
+) -> GunicornService:
+    """Prepare the reports API: it trusts `issuer` and calls `resource` (the profile API) on loopback."""
+    port = port if port is not None else free_port()
+    return GunicornService(
+        "reports",
+        "reports_api:create_app()",
+        {
+            "REPORTS_ISSUER": issuer.env["ISSUER_URL"],
+            "REPORTS_ISSUER_INTERNAL_URL": issuer.url,
+            "REPORTS_PUBLIC_URL": f"http://localhost:{port}",
+            "REPORTS_PROFILE_API_URL": resource.url,
+            "REPORTS_DATA_DIR": str(data_dir),
+            **(env or {}),
+        },
+        log_dir / "reports.log",
+        port=port,
+        workers=workers,
+    )

@@ -24,9 +24,37 @@ from tests.support.processes import (
     free_port,
     issuer_process,
     pids_that_logged,
+    reports_process,
     resource_process,
     wait_until,
 )
+
+# The reports API's registration at the issuer, as an operator runs it (compose.yaml's
+# `register` service and scripts/run-local run the same commands).
+REPORTS_AUDIENCE = "jwt-split-reports"
+REPORTS_CLIENT = "reports-api"
+
+
+def reports_registration(client_jwks_url: str) -> list[list[str]]:
+    """Return the issuer CLI commands that register the reports API and its client."""
+    return [
+        ["apis", "add", REPORTS_AUDIENCE, "--scope", "reports:read", ],
+        [
+            "clients",
+            "add",
+            REPORTS_CLIENT,
+            "--grant",
+            "client_credentials",
+            "--audience",
+            "jwt-split-api",
+            "--scope",
+            "profile",
+            "--jwks-uri",
+            client_jwks_url,
+            "--replace",
+        ],
+    ]
+
 
 # Print the kid and PEM of the issuer's active key: what an attacker with the database and the
 # key-encryption key would have. Only tests do this, to show what the verifier checks beyond
@@ -48,6 +76,8 @@ class Stack(abc.ABC):
     public_issuer: str
     issuer_url: str
     resource_url: str
+    reports_url: str
+    with_reports: bool
     workers: int
 
     @abc.abstractmethod
@@ -58,13 +88,16 @@ class Stack(abc.ABC):
         issuer_env: Mapping[str, str] | None = None,
         resource_env: Mapping[str, str] | None = None,
         workers: int = 2,
+        reports: bool = False,
     ) -> None:
-        """Prepare, without starting, a stack whose files live under `root`."""
+        """Prepare, without starting, a stack whose files live under `root` (with the reports API if asked)."""
 
     def start(self) -> Stack:
-        """Start both services and wait until the resource is ready."""
+        """Start the services and wait until the APIs are ready."""
         self.start_issuer()
         self.start_resource()
+        if self.with_reports:
+            self.start_reports()
         wait_until(self.all_workers_hold_keys, timeout=30, what="every resource worker to load keys")
         return self
 
@@ -93,6 +126,10 @@ class Stack(abc.ABC):
         """Start the resource and wait until it answers (ready or not)."""
 
     @abc.abstractmethod
+    def start_reports(self) -> None:
+        """Register the reports API and its client at the issuer, start it and wait until it is ready."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Stop and remove everything."""
 
@@ -107,6 +144,10 @@ class Stack(abc.ABC):
     @abc.abstractmethod
     def resource_logs(self) -> str:
         """Return everything the resource has logged."""
+
+    @abc.abstractmethod
+    def reports_logs(self) -> str:
+        """Return everything the reports API has logged."""
 
     @abc.abstractmethod
     def issuer_python(self, code: str) -> subprocess.CompletedProcess[str]:
@@ -140,10 +181,18 @@ class Stack(abc.ABC):
 
     def get(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
         """GET a resource path, with a bearer token if given."""
-        headers = dict(kwargs.pop("headers", {}))
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return requests.get(f"{self.resource_url}{path}", headers=headers, timeout=10, **kwargs)
+        return _get(f"{self.resource_url}{path}", token, **kwargs)
+
+    def get_reports(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
+        """GET a path of the reports API, with a bearer token if given."""
+        return _get(f"{self.reports_url}{path}", token, **kwargs)
+
+
+def _get(url: str, token: str | None, **kwargs: Any) -> requests.Response:
+    headers = dict(kwargs.pop("headers", {}))
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.get(url, headers=headers, timeout=10, **kwargs)
 
 
 class LoopbackStack(Stack):
@@ -158,9 +207,11 @@ class LoopbackStack(Stack):
         issuer_env: Mapping[str, str] | None = None,
         resource_env: Mapping[str, str] | None = None,
         workers: int = 2,
+        reports: bool = False,
     ) -> None:
         self.root = root
         self.workers = workers
+        self.with_reports = reports
         root.mkdir(parents=True, exist_ok=True)
         self.data_dir = root / "issuer-data"
         resource_port = free_port()
@@ -177,9 +228,13 @@ class LoopbackStack(Stack):
             env={"RESOURCE_JWKS_COOLDOWN": "1", **(resource_env or {})},
             workers=workers,
         )
+        self.reports = reports_process(
+            root, self.issuer, self.resource, data_dir=root / "reports-data", workers=workers
+        )
         self.public_issuer = self.issuer.env["ISSUER_URL"]
         self.issuer_url = self.issuer.url
         self.resource_url = self.resource.url
+        self.reports_url = self.reports.url
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -203,8 +258,16 @@ class LoopbackStack(Stack):
         """Start the resource and wait until it answers (ready or not)."""
         self.resource.start().wait_answering()
 
+    def start_reports(self) -> None:
+        """Register the reports API and its client from the issuer CLI, start it, wait until it is ready."""
+        for command in reports_registration(f"{self.reports.url}/client-jwks.json"):
+            result = self.issuer_cli(*command)
+            assert result.returncode == 0, result.stderr
+        self.reports.start().wait_answering("/readyz", timeout=30)
+
     def close(self) -> None:
         """Stop everything."""
+        self.reports.stop()
         self.resource.stop()
         self.issuer.stop()
 
@@ -229,6 +292,10 @@ class LoopbackStack(Stack):
     def resource_logs(self) -> str:
         """Return everything the resource has logged."""
         return self.resource.log()
+
+    def reports_logs(self) -> str:
+        """Return everything the reports API has logged."""
+        return self.reports.log()
 
     def issuer_python(self, code: str) -> subprocess.CompletedProcess[str]:
         """Run Python code against the issuer's data, with its environment."""

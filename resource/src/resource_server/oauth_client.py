@@ -14,30 +14,11 @@ from urllib.parse import urlencode
 
 import requests
 
-from jwt_verifier.errors import ApiError
 from resource_server.settings import ResourceSettings
-from shared.jsonread import read_json
+from shared.oauth_client import post_token
 from shared.pkce import new_verifier, s256
 
 log = logging.getLogger(__name__)
-
-
-class IssuerError(ApiError):
-    """The issuer refused a grant; the message is safe to show (a 502: our upstream said no)."""
-
-    status = 502
-    error = "bad_gateway"
-
-
-class InvalidGrant(IssuerError):
-    """The issuer answered `invalid_grant`: the code or refresh token is gone for good."""
-
-
-class IssuerUnavailable(IssuerError):
-    """The issuer could not give an answer now (unreachable, rate limited, failing, garbled): a 503."""
-
-    status = 503
-    error = "temporarily_unavailable"
 
 
 @dataclass(frozen=True)
@@ -109,21 +90,4 @@ class IssuerClient:
             log.warning("could not revoke at the issuer", extra={"fields": {"reason": type(exc).__name__}})
 
     def _token(self, form: dict[str, str]) -> dict[str, Any]:
-        """POST to the token endpoint; only a 4xx naming `invalid_grant` means the grant is gone."""
-        try:
-            response = self.session.post(self.token_url, data=form, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise IssuerUnavailable("the issuer could not be reached; try again shortly") from exc
-        try:
-            body = read_json(response.content)
-        except ValueError as exc:
-            raise IssuerUnavailable(f"the issuer answered HTTP {response.status_code} without JSON") from exc
-        if response.status_code == 200 and isinstance(body, dict) and isinstance(body.get("access_token"), str):
-            return body
-        if response.status_code == 429 or response.status_code >= 500:
-            raise IssuerUnavailable(f"the issuer is busy or failing (HTTP {response.status_code}); try again shortly")
-        description = body.get("error_description", "") if isinstance(body, dict) else ""
-        message = f"the issuer refused: {str(description)[:200] or response.status_code}"
-        if isinstance(body, dict) and body.get("error") == "invalid_grant":
-            raise InvalidGrant(message)
-        raise IssuerError(message)
+        return post_token(self.session, self.token_url, form, self.timeout)

@@ -30,8 +30,9 @@ from werkzeug.wrappers import Response
 
 from jwt_verifier import InvalidToken, ResourceProtector, TokenExpired, VerificationUnavailable, protection
 from resource_server.api import ACCESS_COOKIE
-from resource_server.oauth_client import InvalidGrant, IssuerClient, IssuerError
+from resource_server.oauth_client import IssuerClient
 from resource_server.settings import ResourceSettings
+from shared.oauth_client import InvalidGrant, IssuerError
 
 log = logging.getLogger(__name__)
 

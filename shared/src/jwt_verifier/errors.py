@@ -65,8 +65,11 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
     def to_response(self) -> Response:
-        """Render the error as JSON with its status and headers."""
-        return error_response(self.status, self.error, self.description, self.headers)
+        """Render the error as JSON with its status and headers; a 503 always says when to retry."""
+        headers = self.headers
+        if self.status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **headers}
+        return error_response(self.status, self.error, self.description, headers)
 
 
 REALM = "jwt-split"

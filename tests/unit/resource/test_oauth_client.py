@@ -13,14 +13,9 @@ import jwt
 import pytest
 from flask.testing import FlaskClient
 
-from resource_server.oauth_client import (
-    AuthorizationRequest,
-    InvalidGrant,
-    IssuerClient,
-    IssuerError,
-    IssuerUnavailable,
-)
+from resource_server.oauth_client import AuthorizationRequest, IssuerClient
 from resource_server.settings import ResourceSettings
+from shared.oauth_client import InvalidGrant, IssuerError, IssuerUnavailable
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path, query
 from tests.support.fakes import JwksServer, LiveIssuer
 

@@ -1,0 +1,194 @@
+"""The reports API: a second API protected with the jwt_verifier library, calling the first with its own token.
+
+It shows the two halves of service-to-service auth:
+- as an API, it verifies tokens for its own audience (`jwt-split-reports`) locally, so a token
+  for the profile API (`jwt-split-api`) is refused here, and the other way round;
+- as a client, it gets tokens for the profile API with client credentials, signing in with
+  `private_key_jwt`: its private key stays in its own data directory and the issuer fetches
+  only the public half from `/client-jwks.json`.
+
+    GET /api/report   (scope reports:read) who called, and what the profile API said to us
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Blueprint, Flask, Response, current_app, g, jsonify
+
+from jwt_verifier import ApiError, BearerAuth, VerifierConfig, protection
+from shared import logs, web
+from shared.jsonread import read_json
+from shared.oauth_client import ServiceTokens, load_or_create_key
+from shared.settings import Environ, env_float, env_str, env_url
+
+log = logging.getLogger(__name__)
+bp = Blueprint("reports", __name__)
+auth = BearerAuth()
+EXTENSION = "reports"
+
+
+@dataclass(frozen=True)
+class ReportsSettings:
+    """Everything the reports API is configured with (`REPORTS_*` variables; see docs/configuration.md)."""
+
+    issuer: str = "http://localhost:8000"
+    issuer_internal_url: str = "http://localhost:8000"
+    public_url: str = "http://localhost:8002"
+    audience: str = "jwt-split-reports"
+    scopes_supported: str = "reports:read"
+    client_id: str = "reports-api"
+    data_dir: Path = Path("var/reports")
+    profile_api_url: str = "http://localhost:8001"
+    profile_api_audience: str = "jwt-split-api"
+    profile_api_scope: str = "profile"
+    timeout: float = 5.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Environ | None = None) -> ReportsSettings:
+        """Build settings from the environment, naming the variable of any bad value."""
+        env = os.environ if environ is None else environ
+        issuer = env_url(env, "REPORTS_ISSUER", cls.issuer)
+        return cls(
+            issuer=issuer,
+            issuer_internal_url=env_url(env, "REPORTS_ISSUER_INTERNAL_URL", issuer),
+            public_url=env_url(env, "REPORTS_PUBLIC_URL", cls.public_url),
+            audience=env_str(env, "REPORTS_AUDIENCE", cls.audience),
+            scopes_supported=env_str(env, "REPORTS_SCOPES_SUPPORTED", cls.scopes_supported),
+            client_id=env_str(env, "REPORTS_CLIENT_ID", cls.client_id),
+            data_dir=Path(env_str(env, "REPORTS_DATA_DIR", str(cls.data_dir))),
+            profile_api_url=env_url(env, "REPORTS_PROFILE_API_URL", cls.profile_api_url),
+            profile_api_audience=env_str(env, "REPORTS_PROFILE_API_AUDIENCE", cls.profile_api_audience),
+            profile_api_scope=env_str(env, "REPORTS_PROFILE_API_SCOPE", cls.profile_api_scope),
+            timeout=env_float(env, "REPORTS_TIMEOUT", cls.timeout, minimum=0.1),
+            log_level=env_str(env, "REPORTS_LOG_LEVEL", cls.log_level).upper(),
+        )
+
+    @property
+    def verifier(self) -> VerifierConfig:
+        """Return the verifier's configuration: this API's audience, JWKS from the issuer's internal URL."""
+        return VerifierConfig(
+            issuer=self.issuer,
+            audience=self.audience,
+            resource=self.public_url,
+            jwks_url=f"{self.issuer_internal_url}/.well-known/jwks.json",
+            scopes_supported=tuple(self.scopes_supported.split()),
+        )
+
+
+class UpstreamError(ApiError):
+    """The profile API did not give an answer we can use (a 502: our upstream failed us)."""
+
+    status = 502
+    error = "bad_gateway"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The profile API could not be reached: a 503, try again."""
+
+    status = 503
+    error = "temporarily_unavailable"
+
+
+@dataclass(frozen=True)
+class ProfileApi:
+    """The first API, called with the reports API's own client-credentials token."""
+
+    url: str
+    tokens: ServiceTokens
+    timeout: float
+    session: requests.Session
+
+    def me(self) -> dict[str, Any]:
+        """Return what the profile API's /api/me says about this service; one retry with a fresh token."""
+        for attempt in (1, 2):
+            token = self.tokens.token()
+            try:
+                response = self.session.get(
+                    f"{self.url}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                raise UpstreamUnavailable("the profile API could not be reached; try again shortly") from exc
+            if response.status_code == 401 and attempt == 1:
+                self.tokens.forget()  # expired or revoked under us: one more try with a new token
+                continue
+            break
+        try:
+            body = read_json(response.content)
+        except ValueError:
+            body = None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise UpstreamUnavailable(f"the profile API is busy or failing (HTTP {response.status_code})")
+        if response.status_code != 200 or not isinstance(body, dict) or not isinstance(body.get("claims"), dict):
+            raise UpstreamError(f"the profile API refused our service token (HTTP {response.status_code})")
+        return body
+
+
+def _profile_api() -> ProfileApi:
+    api: ProfileApi = current_app.extensions[EXTENSION]
+    return api
+
+
+@bp.get("/api/report")
+@auth.require(scope="reports:read")
+def report() -> Response:
+    """Report who called, and who the profile API saw when this service called it with its own token."""
+    upstream = _profile_api().me()
+    claims = upstream["claims"]
+    response = jsonify(
+        caller={"sub": g.claims["sub"], "scope": g.claims.get("scope", ""), "aud": g.claims["aud"]},
+        profile_api={"sub": claims.get("sub"), "scope": claims.get("scope", ""), "aud": claims.get("aud")},
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/client-jwks.json")
+def client_jwks() -> Response:
+    """Publish this service's public client key: the issuer checks its client assertions with it."""
+    response = jsonify(_profile_api().tokens.jwks)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Answer while the process is alive."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response | tuple[Response, int]:
+    """Ready once the issuer's verification keys are held; 503 until then."""
+    jwks = protection().jwks
+    if jwks.ensure_loaded():
+        return jsonify(status="ready", kids=jwks.kids)
+    return jsonify(status="not ready", reason="no verification keys loaded from the issuer yet"), 503
+
+
+def create_app(settings: ReportsSettings | None = None) -> Flask:
+    """Build the reports API."""
+    settings = settings or ReportsSettings.from_env()
+    logs.configure("reports", settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+    web.init_app(app)
+    auth.init_app(app, settings.verifier)
+    tokens = ServiceTokens(
+        client_id=settings.client_id,
+        key=load_or_create_key(settings.data_dir / "client-key.pem"),
+        token_url=f"{settings.issuer_internal_url}/token",
+        issuer=settings.issuer,
+        resource=settings.profile_api_audience,
+        scope=settings.profile_api_scope,
+        timeout=settings.timeout,
+    )
+    app.extensions[EXTENSION] = ProfileApi(settings.profile_api_url, tokens, settings.timeout, requests.Session())
+    app.register_blueprint(bp)
+    return app

@@ -1,0 +1,122 @@
+"""The second API (reports, built with the jwt_verifier library) beside the first, on a running stack.
+
+Audiences keep the two apart: a token for one API is refused by the other. The reports API
+also calls the profile API with a client-credentials token of its own (`private_key_jwt`,
+its key in its own data), which shows a service-to-service call end to end.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from tests.support.stack import REPORTS_AUDIENCE, REPORTS_CLIENT, Stack
+from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _batch_job_token(stack: Stack, **form: str) -> str:
+    """Register a client from the CLI with a fresh key pair; return its private_key_jwt token for the reports API."""
+    key = new_rsa_key()
+    client_id = f"batch-{uuid.uuid4().hex[:8]}"
+    added = stack.issuer_cli(
+        "clients",
+        "add",
+        client_id,
+        "--grant",
+        "client_credentials",
+        "--audience",
+        REPORTS_AUDIENCE,
+        "--scope",
+        "reports:read",
+        "--jwks-file",
+        "-",
+        stdin=jwks_json(key),
+    )
+    assert added.returncode == 0, added.stderr
+    assertion = sign(assertion_claims(client_id, f"{stack.public_issuer}/token"), key, kid=kid_of(key), typ=None)
+    response = requests.post(
+        f"{stack.issuer_url}/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+            "resource": REPORTS_AUDIENCE,
+            **form,
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def _claims(token: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def test_a_token_for_the_reports_api_works_there_and_is_refused_by_the_profile_api(stack: Stack) -> None:
+    token = _batch_job_token(stack)
+    assert (_claims(token)["aud"], _claims(token)["scope"]) == (REPORTS_AUDIENCE, "reports:read")
+
+    report = stack.get_reports("/api/report", token)
+    assert report.status_code == 200, report.text
+    assert report.json()["caller"] == {"sub": _claims(token)["sub"], "scope": "reports:read", "aud": REPORTS_AUDIENCE}
+
+    refused = stack.get("/api/me", token)
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+
+
+def test_the_reports_api_calls_the_profile_api_with_its_own_client_credentials_token(stack: Stack) -> None:
+    report = stack.get_reports("/api/report", _batch_job_token(stack))
+    assert report.status_code == 200, report.text
+    # The profile API saw the reports API itself: its client id, a token for the profile API.
+    assert report.json()["profile_api"] == {"sub": REPORTS_CLIENT, "scope": "profile", "aud": "jwt-split-api"}
+
+
+def test_a_user_token_for_the_profile_api_is_refused_by_the_reports_api(stack: Stack) -> None:
+    user_token = stack.token()["access_token"]
+    assert stack.get("/api/me", user_token).status_code == 200
+    refused = stack.get_reports("/api/report", user_token)
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+    assert refused.json()["error"] == "invalid_token"
+
+
+def test_a_reports_token_without_the_scope_is_forbidden(stack: Stack) -> None:
+    user_token = stack.token(resource=REPORTS_AUDIENCE)["access_token"]  # alice has no reports:read
+    assert _claims(user_token)["aud"] == REPORTS_AUDIENCE
+    forbidden = stack.get_reports("/api/report", user_token)
+    assert forbidden.status_code == 403
+    assert 'error="insufficient_scope"' in forbidden.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("api", ["profile", "reports"])
+def test_both_apis_publish_their_protected_resource_metadata(stack: Stack, api: str) -> None:
+    base = stack.resource_url if api == "profile" else stack.reports_url
+    metadata = requests.get(f"{base}/.well-known/oauth-protected-resource", timeout=10)
+    assert metadata.status_code == 200
+    document = metadata.json()
+    assert document["authorization_servers"] == [stack.public_issuer]
+    assert document["bearer_methods_supported"] == ["header"]
+    expected_scopes = ["profile", "admin"] if api == "profile" else ["reports:read"]
+    assert sorted(document["scopes_supported"]) == sorted(expected_scopes)
+    # Every challenge names this metadata (RFC 9728 section 5.1), with the API's public URL.
+    challenge = requests.get(f"{base}/api/{'me' if api == 'profile' else 'report'}", timeout=10)
+    assert challenge.status_code == 401
+    assert (
+        f'resource_metadata="{document["resource"]}/.well-known/oauth-protected-resource"'
+        in (challenge.headers["WWW-Authenticate"])
+    )
+
+
+def test_the_reports_api_publishes_only_the_public_half_of_its_client_key(stack: Stack) -> None:
+    jwks = requests.get(f"{stack.reports_url}/client-jwks.json", timeout=10).json()
+    assert [sorted(key) for key in jwks["keys"]] == [["alg", "e", "kid", "kty", "n", "use"]]
