@@ -38,7 +38,7 @@ REPORTS_CLIENT = "reports-api"
 def reports_registration(client_jwks_url: str) -> list[list[str]]:
     """Return the issuer CLI commands that register the reports API and its client."""
     return [
-        ["apis", "add", REPORTS_AUDIENCE, "--scope", "reports:read", ],
+        ["apis", "add", REPORTS_AUDIENCE, "--scope", "reports:read", "--replace"],
         [
             "clients",
             "add",
