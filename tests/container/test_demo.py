@@ -35,13 +35,14 @@ def demo_env(**overrides: str) -> dict[str, str]:
         "DEMO_COMPOSE_PROJECT": f"jwtsplit-demo-{uuid.uuid4().hex[:8]}",
         "ISSUER_PORT": str(free_port()),
         "RESOURCE_PORT": str(free_port()),
+        "REPORTS_PORT": str(free_port()),
         "TERM": "dumb",
         **overrides,
     }
 
 
 def test_demo_proves_each_step_of_the_argument(compose_images: None, tmp_path: Path) -> None:
-    stack = ComposeStack(tmp_path)
+    stack = ComposeStack(tmp_path, reports=True)
     try:
         stack.start()
         result = run_demo({**stack.env, "DEMO_COMPOSE_PROJECT": stack.project, "TERM": "dumb"})
@@ -50,20 +51,21 @@ def test_demo_proves_each_step_of_the_argument(compose_images: None, tmp_path: P
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     proved = [line for line in out.splitlines() if line.startswith("PROVED:")]
-    assert len(proved) == 8, out
+    assert len(proved) == 9, out
     claims = (
         "RS256",
         "answered 200",
         "minted an admin token",
         "only public keys",
         "refused with 401",
-        "401 invalid_token",
-        "issuer down",
+        "401 invalid_token, both ways",
+        "its own private_key_jwt token (sub reports-api)",
+        "service-to-service call still works",
         "both tokens",
     )
     for claim in claims:
         assert any(claim in line for line in proved), (claim, proved)
-    assert "8 steps, 8 proved." in out
+    assert "9 steps, 9 proved." in out
     assert "wonderland" not in result.stderr
     # HS256: the API is sound against a guessed secret, and falls to the one stolen from its own files.
     assert "bob (scope profile) GET /api/admin -> 403" in out
@@ -76,10 +78,14 @@ def test_demo_proves_each_step_of_the_argument(compose_images: None, tmp_path: P
     assert {line.split()[2].split(":")[0] for line in forgeries} == {"jwk", "modulus", "jwks-document", "alg-none"}
     assert all(line.endswith("-> 401") for line in forgeries), forgeries
     # Audience isolation: a registered API's token is refused with invalid_token, the default API's accepted.
-    assert "added API jwt-split-reports" in out
+    assert re.search(r"^jwt-split-reports\s+reports:read$", out, re.MULTILINE), out
+    assert "at jwt-split-reports: token for jwt-split-api -> 401" in out
+    # Service to service: the job's token is for the reports API; the profile API saw the reports API.
+    assert '"sub":"nightly-report"' in out
+    assert '"profile_api":{"aud":"jwt-split-api","scope":"profile","sub":"reports-api"}' in out
     assert '"aud":"jwt-split-reports"' in out
     assert 'error="invalid_token"' in out.split("== 6.")[1].split("== 7.")[0]
-    assert "token for jwt-split-reports -> 401, token for jwt-split-api -> 200" in out
+    assert "at jwt-split-api: token for jwt-split-reports -> 401, token for jwt-split-api -> 200" in out
     # The HS256 pair ran on loopback ports and was stopped when the demo ended.
     urls = re.search(r"^HS256 issuer: (http://127\.0\.0\.1:\d+), HS256 API: (http://127\.0\.0\.1:\d+)$", out, re.M)
     assert urls is not None, out

@@ -1,0 +1,88 @@
+"""`make run`'s script on free ports: the three services start, and a service-to-service call works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import requests
+
+from tests.support.processes import answers, free_port, wait_until
+from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
+
+REPO = Path(__file__).resolve().parents[2]
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_api(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("ISSUER_PORT", "RESOURCE_PORT", "REPORTS_PORT")}
+    env = {
+        **os.environ,
+        **{name: str(port) for name, port in ports.items()},
+        "ISSUER_DATA_DIR": str(tmp_path / "issuer"),
+        "REPORTS_DATA_DIR": str(tmp_path / "reports"),
+        "WEB_CONCURRENCY": "1",
+    }
+    log = (tmp_path / "run.log").open("wb")
+    run = subprocess.Popen(
+        ["scripts/run-local"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        issuer, reports = f"http://127.0.0.1:{ports['ISSUER_PORT']}", f"http://127.0.0.1:{ports['REPORTS_PORT']}"
+        wait_until(lambda: answers(f"{reports}/readyz"), timeout=60, what="make run's reports API to be ready")
+        assert answers(f"http://127.0.0.1:{ports['RESOURCE_PORT']}/readyz")
+
+        # A batch job registered by the operator calls the reports API, which calls the profile API.
+        key = new_rsa_key()
+        cli = subprocess.run(
+            [
+                str(REPO / ".venv/bin/python"),
+                "-m",
+                "issuer",
+                "clients",
+                "add",
+                "nightly",
+                "--grant",
+                "client_credentials",
+                "--audience",
+                "jwt-split-reports",
+                "--scope",
+                "reports:read",
+                "--jwks-file",
+                "-",
+            ],
+            input=jwks_json(key),
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assertion = sign(
+            assertion_claims("nightly", f"http://localhost:{ports['ISSUER_PORT']}/token"),
+            key,
+            kid=kid_of(key),
+            typ=None,
+        )
+        token = requests.post(
+            f"{issuer}/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": assertion,
+                "resource": "jwt-split-reports",
+            },
+            timeout=10,
+        ).json()["access_token"]
+        report = requests.get(f"{reports}/api/report", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert report.status_code == 200, report.text
+        assert report.json()["profile_api"]["sub"] == "reports-api"
+        assert (tmp_path / "reports" / "client-key.pem").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.killpg(run.pid, signal.SIGTERM)
+        run.wait(timeout=30)
+        log.close()
