@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify
 
 from jwt_verifier import BearerAuth, protection
+from jwt_verifier.errors import RETRY_AFTER_SECONDS
 
 bp = Blueprint("api", __name__)
 
@@ -40,9 +41,10 @@ def healthz() -> Response:
 
 
 @bp.get("/readyz")
-def readyz() -> Response | tuple[Response, int]:
+def readyz() -> Response | tuple[Response, int, dict[str, str]]:
     """Ready once verification keys are held; 503 until then."""
     jwks = protection().jwks
     if jwks.ensure_loaded():
         return jsonify(status="ready", kids=jwks.kids)
-    return jsonify(status="not ready", reason="no verification keys loaded from the issuer yet"), 503
+    not_ready = jsonify(status="not ready", reason="no verification keys loaded from the issuer yet")
+    return not_ready, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}

@@ -194,6 +194,7 @@ def test_readyz_is_503_until_keys_arrive_then_200(
     not_ready = client.get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.get_json()["status"] == "not ready"
+    assert not_ready.headers["Retry-After"] == "5"  # every 503 says when to try again
 
     jwks_server.serve_keys(rsa_key)
     ready = client.get("/readyz")
