@@ -120,3 +120,18 @@ def test_both_apis_publish_their_protected_resource_metadata(stack: Stack, api: 
 def test_the_reports_api_publishes_only_the_public_half_of_its_client_key(stack: Stack) -> None:
     jwks = requests.get(f"{stack.reports_url}/client-jwks.json", timeout=10).json()
     assert [sorted(key) for key in jwks["keys"]] == [["alg", "e", "kid", "kty", "n", "use"]]
+
+
+@pytest.mark.parametrize("api", ["profile", "reports"])
+def test_a_client_that_follows_the_metadata_gets_a_token_the_api_accepts(stack: Stack, api: str) -> None:
+    """RFC 9728 then RFC 8707: ask the issuer for the `resource` the API's metadata names."""
+    base = stack.resource_url if api == "profile" else stack.reports_url
+    resource = requests.get(f"{base}/.well-known/oauth-protected-resource", timeout=10).json()["resource"]
+    if api == "profile":
+        token = stack.token(resource=resource)["access_token"]
+        answer = stack.get("/api/me", token)
+    else:
+        token = _batch_job_token(stack, resource=resource)
+        answer = stack.get_reports("/api/report", token)
+    assert _claims(token)["aud"] == ("jwt-split-api" if api == "profile" else REPORTS_AUDIENCE)
+    assert answer.status_code == 200, answer.text

@@ -35,10 +35,10 @@ REPORTS_AUDIENCE = "jwt-split-reports"
 REPORTS_CLIENT = "reports-api"
 
 
-def reports_registration(client_jwks_url: str) -> list[list[str]]:
-    """Return the issuer CLI commands that register the reports API and its client."""
+def reports_registration(public_url: str, client_jwks_url: str) -> list[list[str]]:
+    """Return the issuer CLI commands that register the reports API (also by its public URL) and its client."""
     return [
-        ["apis", "add", REPORTS_AUDIENCE, "--scope", "reports:read", "--replace"],
+        ["apis", "add", REPORTS_AUDIENCE, "--scope", "reports:read", "--resource-uri", public_url, "--replace"],
         [
             "clients",
             "add",
@@ -218,7 +218,11 @@ class LoopbackStack(Stack):
         self.issuer = issuer_process(
             root,
             data_dir=self.data_dir,
-            env={"ISSUER_WEB_REDIRECT_URIS": f"http://localhost:{resource_port}/callback", **(issuer_env or {})},
+            env={
+                "ISSUER_WEB_REDIRECT_URIS": f"http://localhost:{resource_port}/callback",
+                "ISSUER_AUDIENCE_RESOURCE_URIS": f"http://localhost:{resource_port}",
+                **(issuer_env or {}),
+            },
             workers=workers,
         )
         self.resource = resource_process(
@@ -260,7 +264,8 @@ class LoopbackStack(Stack):
 
     def start_reports(self) -> None:
         """Register the reports API and its client from the issuer CLI, start it, wait until it is ready."""
-        for command in reports_registration(f"{self.reports.url}/client-jwks.json"):
+        public_url = self.reports.env["REPORTS_PUBLIC_URL"]
+        for command in reports_registration(public_url, f"{self.reports.url}/client-jwks.json"):
             result = self.issuer_cli(*command)
             assert result.returncode == 0, result.stderr
         self.reports.start().wait_answering("/readyz", timeout=30)

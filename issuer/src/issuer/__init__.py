@@ -72,7 +72,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     clients = ClientStore(database)
     clients.seed(builtin_clients(settings.web_redirect_uris))
     apis = ApiStore(database)
-    apis.seed(settings.audience, settings.audience_scope)
+    apis.seed(settings.audience, settings.audience_scope, settings.audience_resource_uris)
 
     refresh_tokens = RefreshTokens(
         database,

@@ -1,22 +1,32 @@
-"""The APIs (resource servers) tokens may be asked for, in the database (owner of `apis`).
+"""The APIs (resource servers) tokens may be asked for, in the database (owner of `apis` and `api_resource_uris`).
 
 A token's `aud` is the API it was asked for with RFC 8707's `resource` parameter, or the
 default API (`ISSUER_AUDIENCE`, seeded at start) when none is named. Each API lists the scopes
 it understands; a token for it carries only those.
+
+A client names an API by its audience or by one of its resource URIs: a strict RFC 9728 client
+asks for the `resource` an API's metadata gives (its public URL), and RFC 8707 section 2 lets
+the issuer map that to the API's audience. URIs are compared exactly (RFC 9728 section 3.3).
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row, delete, select, update
+from sqlalchemy.exc import IntegrityError
 
-from issuer.db import Database, apis, delete_where, every, find, insert_new
+from issuer.db import Database, api_resource_uris, apis, delete_where, every, find, insert_missing
 from issuer.users import parse_scope
+
+log = logging.getLogger(__name__)
+
+MAX_RESOURCE_URI_LENGTH = 2048
 
 
 class InvalidApi(ValueError):
@@ -25,10 +35,11 @@ class InvalidApi(ValueError):
 
 @dataclass(frozen=True)
 class Api:
-    """An API: its audience (the `aud` of its tokens) and the scopes it understands."""
+    """An API: its audience (the `aud` of its tokens), the scopes it understands, its other names."""
 
     audience: str
     scopes: frozenset[str]
+    resource_uris: frozenset[str] = frozenset()
 
     @property
     def scope(self) -> str:
@@ -41,6 +52,36 @@ def check_audience(audience: str) -> str:
     if not audience or len(audience) > 255 or not audience.isascii() or not audience.isprintable() or " " in audience:
         raise InvalidApi("an API's audience must be 1-255 printable ASCII characters without spaces")
     return audience
+
+
+def check_resource_uri(uri: str) -> str:
+    """Return the URI if it can name an API: an absolute http(s) URL without query or fragment (RFC 8707 section 2)."""
+    try:
+        parts = urlsplit(uri)
+        usable = (
+            0 < len(uri) <= MAX_RESOURCE_URI_LENGTH
+            and uri.isascii()
+            and uri.isprintable()
+            and " " not in uri
+            and parts.scheme in {"http", "https"}
+            and bool(parts.hostname)
+            and not parts.query
+            and "#" not in uri
+        )
+    except ValueError:  # such as an unclosed IPv6 bracket
+        usable = False
+    if not usable:
+        raise InvalidApi(
+            f"a resource URI must be an absolute http(s) URL without query or fragment, at most "
+            f"{MAX_RESOURCE_URI_LENGTH} printable ASCII characters; got {uri!r}"
+        )
+    return uri
+
+
+def new_api(audience: str, scope: str, resource_uris: Iterable[str] = ()) -> Api:
+    """Return an API registration once each of its parts is valid (InvalidApi or UserError says which is not)."""
+    uris = frozenset(map(check_resource_uri, resource_uris)) - {audience}  # the audience names it already
+    return Api(check_audience(audience), parse_scope(scope), uris)
 
 
 class InvalidTarget(ValueError):
@@ -60,42 +101,114 @@ class ApiStore:
         except InvalidApi:
             return None  # never sent to the database
         row = find(self.database, apis.c.audience, audience)
-        return None if row is None else _api(row)
+        if row is None:
+            return None
+        with self.database.reading() as conn:
+            uris = conn.execute(select(api_resource_uris.c.uri).where(api_resource_uris.c.audience == audience))
+            return _api(row, uris.scalars())
+
+    def resolve(self, resource: str) -> Api | None:
+        """Return the API that `resource` names, by its audience or by one of its resource URIs, or None."""
+        api = self.get(resource)
+        if api is not None:
+            return api
+        try:
+            check_resource_uri(resource)
+        except InvalidApi:
+            return None  # never registered, never sent to the database
+        row = find(self.database, api_resource_uris.c.uri, resource)
+        return None if row is None else self.get(row.audience)
 
     def choose(self, resource: str | None, *, default: str, allowed: Callable[[str], bool]) -> Api:
-        """Return the API a grant is for: the `resource` asked for, or the default API.
+        """Return the API a grant is for: the one `resource` names, or the default API.
 
         `allowed` says whether the client may get tokens for an audience.
         """
-        audience = default if resource is None else resource
-        api = self.get(audience)
-        if api is None or not allowed(audience):
+        api = self.get(default) if resource is None else self.resolve(resource)
+        if api is None or not allowed(api.audience):
             raise InvalidTarget("the resource is not an API this client may get tokens for")
         return api
 
     def list(self) -> list[Api]:
         """Return every API by audience."""
-        return [_api(row) for row in every(self.database, apis.c.audience)]
+        names: dict[str, set[str]] = {}
+        for row in every(self.database, api_resource_uris.c.uri):
+            names.setdefault(row.audience, set()).add(row.uri)
+        return [_api(row, names.get(row.audience, ())) for row in every(self.database, apis.c.audience)]
 
-    def add(self, audience: str, scope: str) -> Api:
-        """Register an API and the scopes it understands."""
-        api = Api(check_audience(audience), parse_scope(scope))
-        if not insert_new(
-            self.database, apis, {"audience": api.audience, "scope": api.scope, "created_at": int(time.time())}
-        ):
-            raise InvalidApi(f"API {audience!r} already exists")
+    def add(self, audience: str, scope: str, resource_uris: Iterable[str] = ()) -> Api:
+        """Register an API, the scopes it understands and its resource URIs."""
+        api = new_api(audience, scope, resource_uris)
+        self._register(api, replace=False)
         return api
 
+    def replace(self, audience: str, scope: str, resource_uris: Iterable[str] = ()) -> tuple[Api, bool]:
+        """Register an API, or replace its scopes and resource URIs; return it and whether it existed."""
+        api = new_api(audience, scope, resource_uris)
+        return api, self._register(api, replace=True)
+
     def delete(self, audience: str) -> bool:
-        """Delete an API; return whether it existed."""
+        """Delete an API and its resource URIs; return whether it existed."""
         return delete_where(self.database, apis.c.audience, audience)
 
-    def seed(self, audience: str, scope: str) -> None:
-        """Register the default API unless it exists (an operator may have changed its scopes)."""
-        if self.get(audience) is None:
-            with contextlib.suppress(InvalidApi):  # another worker seeded it first
-                self.add(audience, scope)
+    def seed(self, audience: str, scope: str, resource_uris: Iterable[str] = ()) -> None:
+        """Register the default API unless it exists, and give it those of its resource URIs it lacks.
+
+        An operator's changes stay: its scopes as they are, the URIs it has; a URI that names
+        another API stays that API's (and is logged). Workers seeding at once all succeed.
+        """
+        api = new_api(audience, scope, resource_uris)
+        with self.database.transaction() as conn:
+            insert_missing(conn, apis, _values(api))
+            for uri in sorted(api.resource_uris):
+                if _owner(conn, uri) is None:
+                    insert_missing(conn, api_resource_uris, {"uri": uri, "audience": audience})
+                owner = _owner(conn, uri)
+                if owner != audience:
+                    log.warning(
+                        "resource URI of the default API names another API; left to it",
+                        extra={"fields": {"uri": uri, "audience": audience, "other": owner}},
+                    )
+
+    def _register(self, api: Api, *, replace: bool) -> bool:
+        """Store a registration in one transaction; return whether the API existed (and was replaced)."""
+        try:
+            with self.database.transaction() as conn:
+                existed = not insert_missing(conn, apis, _values(api))
+                if existed and not replace:
+                    raise InvalidApi(f"API {api.audience!r} already exists")
+                owner = conn.execute(
+                    select(api_resource_uris.c.audience).where(api_resource_uris.c.uri == api.audience)
+                ).scalar()
+                if owner is not None and owner != api.audience:
+                    raise InvalidApi(f"{api.audience!r} is a resource URI of API {owner!r}")
+                if existed:
+                    conn.execute(update(apis).where(apis.c.audience == api.audience).values(scope=api.scope))
+                    conn.execute(delete(api_resource_uris).where(api_resource_uris.c.audience == api.audience))
+                for uri in sorted(api.resource_uris):
+                    owner = _owner(conn, uri)
+                    if owner is not None:
+                        raise InvalidApi(f"resource URI {uri!r} already names API {owner!r}")
+                    conn.execute(api_resource_uris.insert().values(uri=uri, audience=api.audience))
+        except IntegrityError:
+            # Only a concurrent registration of the same URI for another API gets here.
+            raise InvalidApi("another API took one of these resource URIs at the same moment; try again") from None
+        return existed
 
 
-def _api(row: Row[Any]) -> Api:
-    return Api(row.audience, parse_scope(row.scope))
+def _owner(conn: Connection, uri: str) -> str | None:
+    """Return the audience of the API that `uri` names, as an audience or a resource URI, or None."""
+    if conn.execute(select(apis.c.audience).where(apis.c.audience == uri)).first() is not None:
+        return uri
+    owner: str | None = conn.execute(
+        select(api_resource_uris.c.audience).where(api_resource_uris.c.uri == uri)
+    ).scalar()
+    return owner
+
+
+def _values(api: Api) -> dict[str, Any]:
+    return {"audience": api.audience, "scope": api.scope, "created_at": int(time.time())}
+
+
+def _api(row: Row[Any], resource_uris: Iterable[str]) -> Api:
+    return Api(row.audience, parse_scope(row.scope), frozenset(resource_uris))

@@ -14,7 +14,7 @@ import click
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from issuer import migrations
-from issuer.apis import ApiStore, InvalidApi
+from issuer.apis import ApiStore, InvalidApi, new_api
 from issuer.clients import Client, ClientError, ClientStore
 from issuer.db import Database
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
@@ -201,6 +201,10 @@ def _read_jwks(path: str) -> str:
     return json.dumps({"keys": keys}, separators=(",", ":"))
 
 
+def _done(existed: bool) -> str:
+    return "replaced" if existed else "added"
+
+
 def _words(items: frozenset[str] | tuple[str, ...] | None) -> str:
     return "-" if items is None else " ".join(sorted(items)) or "(none)"
 
@@ -221,6 +225,7 @@ def clients() -> None:
 )
 @click.option("--jwks-uri", default=None, help="private_key_jwt: the URL of the client's JWKS (fetched when needed).")
 @click.option("--secret-stdin", is_flag=True, help="client_secret_basic: read the secret from stdin (32+ characters).")
+@click.option("--replace", is_flag=True, help="Replace the client's whole registration if it exists (not a built-in).")
 def clients_add(
     client_id: str,
     grants: tuple[str, ...],
@@ -230,8 +235,12 @@ def clients_add(
     jwks_file: str | None,
     jwks_uri: str | None,
     secret_stdin: bool,
+    replace: bool,
 ) -> None:
-    """Register a client; without --jwks-file, --jwks-uri or --secret-stdin it is public (no credential)."""
+    """Register a client; without --jwks-file, --jwks-uri or --secret-stdin it is public (no credential).
+
+    With --replace, running it again is harmless: an existing client gets exactly this registration.
+    """
     if sum(map(bool, (jwks_file, jwks_uri, secret_stdin))) > 1:
         raise click.ClickException("give one of --jwks-file, --jwks-uri and --secret-stdin")
     try:
@@ -253,8 +262,8 @@ def clients_add(
     )
     secret = _read_password() if secret_stdin else None
     with _store(ClientStore) as store:
-        added = store.add(client, secret=secret)
-    click.echo(f"added client {added.client_id} ({added.auth_method}; grants: {_words(added.grant_types)})")
+        added, existed = store.replace(client, secret=secret) if replace else (store.add(client, secret=secret), False)
+    click.echo(f"{_done(existed)} client {added.client_id} ({added.auth_method}; grants: {_words(added.grant_types)})")
 
 
 @clients.command("list")
@@ -285,23 +294,38 @@ def apis() -> None:
 @apis.command("add")
 @click.argument("audience")
 @click.option("--scope", required=True, help="Space-separated scopes the API understands.")
-def apis_add(audience: str, scope: str) -> None:
-    """Register an API: tokens for it carry `aud` AUDIENCE and only these scopes."""
+@click.option(
+    "--resource-uri",
+    "resource_uris",
+    multiple=True,
+    help="Another name clients may ask for the API by, such as its RFC 9728 `resource` URL (repeat).",
+)
+@click.option("--replace", is_flag=True, help="Replace the API's scopes and resource URIs if it exists.")
+def apis_add(audience: str, scope: str, resource_uris: tuple[str, ...], replace: bool) -> None:
+    """Register an API: tokens for it carry `aud` AUDIENCE and only these scopes.
+
+    A client asking for `resource` AUDIENCE or one of its resource URIs gets such a token.
+    """
     try:
-        parse_scope(scope)
-    except UserError as exc:
+        new_api(audience, scope, resource_uris)  # refuse bad input before opening the database
+    except (InvalidApi, UserError) as exc:
         raise click.ClickException(str(exc)) from exc
     with _store(ApiStore) as store:
-        api = store.add(audience, scope)
-    click.echo(f"added API {api.audience} with scope {api.scope!r}")
+        api, existed = (
+            store.replace(audience, scope, resource_uris)
+            if replace
+            else (store.add(audience, scope, resource_uris), False)
+        )
+    uris = f" and resource URIs {_words(api.resource_uris)}" if api.resource_uris else ""
+    click.echo(f"{_done(existed)} API {api.audience} with scope {api.scope!r}{uris}")
 
 
 @apis.command("list")
 def apis_list() -> None:
-    """List APIs and their scopes."""
+    """List APIs: audience, scopes and resource URIs."""
     with _store(ApiStore) as store:
         for api in store.list():
-            click.echo(f"{api.audience}  {api.scope}")
+            click.echo(f"{api.audience}  {api.scope}  resource URIs: {_words(api.resource_uris)}")
 
 
 @apis.command("delete")

@@ -15,15 +15,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, delete, insert
+from sqlalchemy import Connection, Row, delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
-from issuer.db import Database, client_assertions, clients, delete_where, every, find, insert_new
+from issuer.db import Database, client_assertions, clients, delete_where, every, find, insert_missing, insert_new
 from issuer.opaque import secret_hash
 from issuer.users import parse_scope
 
 DEFAULT_CLIENT_ID = "cli"
 WEB_CLIENT_ID = "resource-web"
+BUILTIN_CLIENT_IDS = frozenset({DEFAULT_CLIENT_ID, WEB_CLIENT_ID})
 
 GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "password", "client_credentials"})
 AUTH_METHODS = ("none", "private_key_jwt", "client_secret_basic")
@@ -72,6 +73,15 @@ def builtin_clients(web_redirect_uris: tuple[str, ...]) -> list[Client]:
     ]
 
 
+def _with_secret(client: Client, secret: str | None) -> Client:
+    """Return the client, authenticated by `secret` if one is given, once its registration is coherent."""
+    if secret is not None:
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ClientError(f"a client secret must be at least {MIN_SECRET_LENGTH} characters")
+        client = Client(**{**client.__dict__, "auth_method": "client_secret_basic", "secret_hash": secret_hash(secret)})
+    return check_client(client)
+
+
 def check_client(client: Client) -> Client:
     """Return the client if its registration is coherent, or raise ClientError saying why."""
     if not client.client_id or not client.client_id.isascii() or not client.client_id.isprintable():
@@ -110,27 +120,38 @@ class ClientStore:
 
     def add(self, client: Client, *, secret: str | None = None) -> Client:
         """Register a client; a secret is checked for length and stored only as its SHA-256."""
-        if secret is not None:
-            if len(secret) < MIN_SECRET_LENGTH:
-                raise ClientError(f"a client secret must be at least {MIN_SECRET_LENGTH} characters")
-            client = Client(
-                **{**client.__dict__, "auth_method": "client_secret_basic", "secret_hash": secret_hash(secret)}
-            )
-        check_client(client)
+        client = _with_secret(client, secret)
         if not insert_new(self.database, clients, _values(client)):
             raise ClientError(f"client {client.client_id!r} already exists")
         return client
+
+    def replace(self, client: Client, *, secret: str | None = None) -> tuple[Client, bool]:
+        """Register a client, or replace every field of its registration; return it and whether it existed.
+
+        The built-in clients follow the issuer's settings and are refused: a replaced `cli` or
+        `resource-web` would break the login it serves until the next start put it back.
+        """
+        client = _with_secret(client, secret)
+        if client.client_id in BUILTIN_CLIENT_IDS:
+            raise ClientError(
+                f"client {client.client_id!r} is built in (it follows the settings): it cannot be replaced"
+            )
+        with self.database.transaction() as conn:
+            return client, _put(conn, client)
 
     def delete(self, client_id: str) -> bool:
         """Delete a client; return whether it existed."""
         return delete_where(self.database, clients.c.client_id, client_id)
 
     def seed(self, builtins: Iterable[Client]) -> None:
-        """Make the built-in clients what settings say (they follow ISSUER_WEB_REDIRECT_URIS)."""
+        """Make the built-in clients what settings say (they follow ISSUER_WEB_REDIRECT_URIS).
+
+        Insert, else update: with delete-then-insert, a worker starting beside another on
+        PostgreSQL inserted a row the other had just re-inserted (an IntegrityError at start).
+        """
         with self.database.transaction() as conn:
             for client in builtins:
-                conn.execute(delete(clients).where(clients.c.client_id == client.client_id))
-                conn.execute(insert(clients).values(_values(client)))
+                _put(conn, client)
 
 
 class ClientAssertions:
@@ -153,6 +174,16 @@ class ClientAssertions:
         except IntegrityError:
             return False
         return True
+
+
+def _put(conn: Connection, client: Client) -> bool:
+    """Insert the client's row, or give the existing one every field of it; return whether it existed."""
+    values = _values(client)
+    if insert_missing(conn, clients, values):
+        return False
+    del values["created_at"]
+    conn.execute(update(clients).where(clients.c.client_id == client.client_id).values(values))
+    return True
 
 
 def _words(items: frozenset[str] | tuple[str, ...] | None) -> str | None:

@@ -46,6 +46,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import ColumnElement, Select
 
@@ -165,6 +167,15 @@ apis = Table(
     Column("audience", String(255), primary_key=True),
     Column("scope", Text, nullable=False),
     Column("created_at", Integer, nullable=False),
+)
+
+# Owner: issuer.apis.ApiStore. Other names of an API that a client may give as `resource`, such
+# as the URL its RFC 9728 metadata names; the key makes each name one API's.
+api_resource_uris = Table(
+    "api_resource_uris",
+    metadata,
+    Column("uri", String(2048), primary_key=True),
+    Column("audience", String(255), ForeignKey("apis.audience", ondelete="CASCADE"), nullable=False, index=True),
 )
 
 
@@ -343,6 +354,17 @@ def insert_new(database: Database, table: Table, values: dict[str, Any]) -> bool
     except IntegrityError:
         return False
     return True
+
+
+def insert_missing(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert a row unless its key is taken; return whether it was inserted.
+
+    A concurrent insert of the same key is waited for, then skipped, never an IntegrityError.
+    """
+    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
+    statement = dialect_insert(table).values(values).on_conflict_do_nothing().returning(*table.primary_key)
+    return conn.execute(statement).first() is not None
 
 
 def delete_where(database: Database, column: Column[str], value: str) -> bool:

@@ -125,10 +125,11 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
     audience = grant.audience or extensions.current().settings.audience
-    if params.get("resource", audience) != audience:
+    api = extensions.current().apis.get(audience)
+    resource = params.get("resource")  # the API's audience or one of its resource URIs
+    if resource not in {None, audience} and (api is None or resource not in api.resource_uris):
         raise OAuthError("a refresh token gives tokens only for the API it was granted for", error="invalid_target")
     user = extensions.current().users.get_by_id(grant.user_id)
-    api = extensions.current().apis.get(audience)
     if user is None or api is None:
         raise OAuthError("the user or the API no longer exists", error="invalid_grant")
     # The user's or the API's scopes may have shrunk since the first grant; never widen the original.

@@ -57,6 +57,7 @@ class IssuerSettings:
     key_encryption_key_file: str = ""
     audience: str = "jwt-split-api"
     audience_scope: str = "profile admin"
+    audience_resource_uris: tuple[str, ...] = ()
     access_token_ttl: int = 600
     refresh_token_ttl: int = 14 * 24 * 3600
     refresh_family_ttl: int = 30 * 24 * 3600
@@ -151,6 +152,7 @@ class IssuerSettings:
             key_encryption_key_file=env.get("ISSUER_KEY_ENCRYPTION_KEY_FILE", ""),
             audience=env_str(env, "ISSUER_AUDIENCE", cls.audience),
             audience_scope=env_str(env, "ISSUER_AUDIENCE_SCOPE", cls.audience_scope),
+            audience_resource_uris=_urls(env, "ISSUER_AUDIENCE_RESOURCE_URIS", cls.audience_resource_uris),
             access_token_ttl=env_int(env, "ISSUER_ACCESS_TOKEN_TTL", cls.access_token_ttl, minimum=30, maximum=3600),
             refresh_token_ttl=env_int(env, "ISSUER_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, minimum=60),
             refresh_family_ttl=env_int(env, "ISSUER_REFRESH_FAMILY_TTL", cls.refresh_family_ttl, minimum=60),

@@ -32,6 +32,7 @@ from jwt_verifier.jose import load_verification_key
 from jwt_verifier.verifier import Verifier
 from shared.logs import JsonFormatter
 from tests.support.fakes import JwksServer
+from tests.support.sql import rows
 from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
 
 DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
@@ -472,6 +473,51 @@ def test_a_client_limited_to_some_apis_gets_invalid_target_for_others(
     _assert_error(_login(client, client_id="orders-only"), 400, "invalid_target")
 
 
+# -- resource URIs: a strict RFC 9728 client asks by the `resource` an API's metadata names -----
+
+RESOURCE_URL = "http://localhost:8001"
+ORDERS_URL = "http://localhost:8002"
+
+
+@pytest.fixture
+def aliased(settings: IssuerSettings) -> Flask:
+    """An issuer whose default API is also `RESOURCE_URL` (the setting), with orders-api also `ORDERS_URL`."""
+    app = create_app(dataclasses.replace(settings, audience_resource_uris=(RESOURCE_URL,)))
+    app.extensions["issuer"].apis.add("orders-api", "orders:read admin", [ORDERS_URL])
+    return app
+
+
+def test_a_token_asked_for_by_a_resource_uri_carries_the_apis_audience(aliased: Flask) -> None:
+    client = aliased.test_client()
+    assert _claims(_login(client, resource=RESOURCE_URL))["aud"] == "jwt-split-api"
+    assert _claims(_login(client, resource=ORDERS_URL))["aud"] == "orders-api"
+    stored = rows(aliased.extensions["issuer"].database, "SELECT audience FROM refresh_tokens ORDER BY audience")
+    assert stored == [{"audience": "jwt-split-api"}, {"audience": "orders-api"}]  # never the URI asked by
+
+
+def test_a_refresh_may_name_its_api_by_a_resource_uri(aliased: Flask) -> None:
+    client = aliased.test_client()
+    first = _login(client, resource=ORDERS_URL)
+    refreshed = _token(client, grant_type="refresh_token", refresh_token=_refresh_token(first), resource=ORDERS_URL)
+    assert _claims(refreshed)["aud"] == "orders-api"
+    other = _token(client, grant_type="refresh_token", refresh_token=_refresh_token(refreshed), resource=RESOURCE_URL)
+    _assert_error(other, 400, "invalid_target")
+
+
+@pytest.mark.parametrize("resource", ["http://localhost:8009", RESOURCE_URL + "/", "http://localhost:8001#x"])
+def test_an_unregistered_resource_uri_is_invalid_target(aliased: Flask, resource: str) -> None:
+    _assert_error(_login(aliased.test_client(), resource=resource), 400, "invalid_target")
+
+
+def test_a_client_limited_to_some_apis_is_held_to_them_when_asking_by_resource_uri(aliased: Flask) -> None:
+    aliased.extensions["issuer"].clients.add(
+        Client("orders-only", frozenset({"password"}), audiences=frozenset({"orders-api"}))
+    )
+    client = aliased.test_client()
+    assert _claims(_login(client, client_id="orders-only", resource=ORDERS_URL))["aud"] == "orders-api"
+    _assert_error(_login(client, client_id="orders-only", resource=RESOURCE_URL), 400, "invalid_target")
+
+
 def test_metadata_lists_client_credentials_and_the_client_authentication_methods(client: FlaskClient) -> None:
     document = client.get("/.well-known/oauth-authorization-server").get_json()
     assert "client_credentials" in document["grant_types_supported"]
@@ -572,6 +618,15 @@ def test_a_service_asking_for_an_api_it_may_not_use_is_invalid_target(
     client: FlaskClient, reports: Client, service_key: rsa.RSAPrivateKey
 ) -> None:
     _assert_error(_client_credentials(client, _assertion(service_key)), 400, "invalid_target")  # the default API
+
+
+def test_a_service_asking_by_its_apis_resource_uri_gets_a_token_for_that_audience(
+    app: Flask, client: FlaskClient, reports: Client, orders_api: str, service_key: rsa.RSAPrivateKey
+) -> None:
+    app.extensions["issuer"].apis.replace(orders_api, "orders:read admin", [ORDERS_URL])
+    response = _client_credentials(client, _assertion(service_key), resource=ORDERS_URL)
+    assert response.status_code == 200, response.get_json()
+    assert _claims(response)["aud"] == orders_api
 
 
 def test_a_service_gets_its_own_token_with_a_client_secret(app: Flask, client: FlaskClient, orders_api: str) -> None:

@@ -26,6 +26,7 @@ from tests.support.browsing import (
     log_in,
     query,
 )
+from tests.support.sql import rows
 
 ISSUER = "http://issuer.test"
 REDIRECT = "http://rs.test/callback"
@@ -627,6 +628,31 @@ def test_authorize_for_a_named_api_gives_a_code_for_that_api(app: Flask, client:
     tokens = _exchange(client, get_code(client, REDIRECT, resource="orders-api")).get_json()
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
     assert (claims["aud"], claims["scope"]) == ("orders-api", "profile")
+
+
+def test_authorize_for_an_api_named_by_its_resource_uri_gives_a_code_for_its_audience(
+    app: Flask, client: FlaskClient
+) -> None:
+    app.extensions["issuer"].apis.add("orders-api", "profile orders:read", ["http://localhost:8002"])
+    code = get_code(client, REDIRECT, resource="http://localhost:8002")
+    assert rows(app.extensions["issuer"].database, "SELECT audience FROM authorization_codes") == [
+        {"audience": "orders-api"}
+    ]
+    tokens = _exchange(client, code).get_json()
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert (claims["aud"], claims["scope"]) == ("orders-api", "profile")
+
+
+def test_authorize_for_a_resource_uri_the_client_may_not_use_redirects_with_invalid_target(
+    app: Flask, client: FlaskClient
+) -> None:
+    app.extensions["issuer"].apis.add("orders-api", "profile", ["http://localhost:8002"])
+    app.extensions["issuer"].clients.replace(
+        Client("partner", frozenset({"authorization_code"}), (REDIRECT,), audiences=frozenset({"jwt-split-api"}))
+    )
+    log_in(client)
+    response = _authorize(client, client_id="partner", resource="http://localhost:8002")
+    assert query(response)["error"] == "invalid_target"
 
 
 def test_authorize_for_an_unknown_api_redirects_with_invalid_target(client: FlaskClient) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from issuer.settings import IssuerSettings
 from issuer.tokens import Grant, RefreshError, RefreshTokens
 from issuer.users import UserStore
 from jwt_verifier.jose import public_jwk
+from tests.support.threads import together
 
 KID = r"[A-Za-z0-9_-]{43}"
 
@@ -360,7 +365,108 @@ def test_clients_delete_removes_a_client(runner: CliRunner, database: Database) 
 def test_apis_add_list_and_delete(runner: CliRunner) -> None:
     assert runner.invoke(main, ["apis", "add", "orders-api", "--scope", "orders:read orders:write"]).exit_code == 0
     listing = runner.invoke(main, ["apis", "list"]).output.splitlines()
-    assert "orders-api  orders:read orders:write" in listing
+    assert "orders-api  orders:read orders:write  resource URIs: (none)" in listing
     assert runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x"]).exit_code == 1
     assert runner.invoke(main, ["apis", "delete", "orders-api"]).output == "deleted API orders-api\n"
     assert "orders-api" not in runner.invoke(main, ["apis", "list"]).output
+
+
+ORDERS = ["apis", "add", "orders-api", "--scope", "orders:read"]
+
+
+def test_apis_add_with_resource_uris_lists_them(runner: CliRunner) -> None:
+    result = runner.invoke(
+        main,
+        [*ORDERS, "--resource-uri", "http://localhost:8002", "--resource-uri", "https://orders.example/api"],
+    )
+    assert (result.exit_code, result.output) == (
+        0,
+        "added API orders-api with scope 'orders:read'"
+        " and resource URIs http://localhost:8002 https://orders.example/api\n",
+    )
+    listing = runner.invoke(main, ["apis", "list"]).output.splitlines()
+    assert "orders-api  orders:read  resource URIs: http://localhost:8002 https://orders.example/api" in listing
+
+
+@pytest.mark.parametrize("uri", ["localhost:8002", "ftp://orders.example", "https://orders.example/#top"])
+def test_apis_add_refuses_a_resource_uri_that_is_no_http_url(runner: CliRunner, uri: str) -> None:
+    result = runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x", "--resource-uri", uri])
+    assert result.exit_code == 1
+    assert "a resource URI must be an absolute http(s) URL without query or fragment" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_apis_add_refuses_a_resource_uri_of_another_api(runner: CliRunner) -> None:
+    runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x", "--resource-uri", "http://localhost:8002"])
+    for args in (["apis", "add", "billing-api"], ["apis", "add", "orders-api", "--replace"]):
+        result = runner.invoke(main, [*args, "--scope", "x", "--resource-uri", "http://localhost:8002"])
+        if args[-1] == "--replace":
+            assert result.exit_code == 0, result.output  # its own URI, kept
+            continue
+        assert result.exit_code == 1
+        assert "Error: resource URI 'http://localhost:8002' already names API 'orders-api'" in result.output
+
+
+def test_apis_add_replace_replaces_scopes_and_uris_and_says_so(runner: CliRunner) -> None:
+    runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x", "--resource-uri", "http://localhost:8002"])
+    result = runner.invoke(main, ["apis", "add", "orders-api", "--scope", "y z", "--replace"])
+    assert (result.exit_code, result.output) == (0, "replaced API orders-api with scope 'y z'\n")
+    assert "orders-api  y z  resource URIs: (none)" in runner.invoke(main, ["apis", "list"]).output.splitlines()
+    assert runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x"]).exit_code == 1  # still refused
+
+
+def test_clients_add_replace_replaces_every_field_and_says_so(runner: CliRunner, database: Database) -> None:
+    runner.invoke(main, ["clients", "add", "batch", "--grant", "client_credentials", "--secret-stdin"], input="a" * 40)
+    again = runner.invoke(
+        main, ["clients", "add", "batch", "--grant", "client_credentials", "--secret-stdin"], input="b" * 40
+    )
+    assert again.exit_code == 1
+    assert "already exists" in again.output
+    result = runner.invoke(
+        main,
+        ["clients", "add", "batch", "--grant", "client_credentials", "--scope", "x", "--secret-stdin", "--replace"],
+        input="b" * 40,
+    )
+    assert (result.exit_code, result.output) == (
+        0,
+        "replaced client batch (client_secret_basic; grants: client_credentials)\n",
+    )
+    client = ClientStore(database).get("batch")
+    assert client is not None
+    assert (client.scopes, client.secret_hash) == (frozenset({"x"}), hashlib.sha256(b"b" * 40).hexdigest())
+    added = runner.invoke(main, ["clients", "add", "mobile", "--grant", "password", "--replace"])
+    assert added.output == "added client mobile (none; grants: password)\n"
+
+
+def test_clients_add_replace_refuses_a_built_in_client(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["clients", "add", "resource-web", "--grant", "password", "--replace"])
+    assert result.exit_code == 1
+    assert "Error: client 'resource-web' is built in" in result.output
+
+
+def _replace_from_a_process(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "issuer", *ORDERS, "--resource-uri", "http://localhost:8002", "--replace"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_apis_add_replace_run_twice_at_once_succeeds_both_times(
+    runner: CliRunner, request: pytest.FixtureRequest, backend: str
+) -> None:
+    env = {name: value for name, value in runner.env.items() if value is not None}
+    if backend == "postgresql":
+        env |= {"ISSUER_DATABASE_URL": request.getfixturevalue("postgres_url"), "ISSUER_KEY_ENCRYPTION_KEY": "A" * 43}
+    results = together(2, lambda: _replace_from_a_process(env))
+    for result in results:
+        assert not isinstance(result, BaseException)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout in {
+            "added API orders-api with scope 'orders:read' and resource URIs http://localhost:8002\n",
+            "replaced API orders-api with scope 'orders:read' and resource URIs http://localhost:8002\n",
+        }

@@ -10,6 +10,7 @@ import pytest
 from issuer.clients import Client, ClientAssertions, ClientError, ClientStore, builtin_clients
 from issuer.db import Database
 from tests.support.sql import rows
+from tests.support.threads import together
 
 SERVICE = Client(
     "reports",
@@ -101,3 +102,56 @@ def test_expired_assertion_records_are_purged(database: Database) -> None:
     assertions.accept_once("reports", "old", int(time.time()) - 10)
     assertions.accept_once("reports", "new", int(time.time()) + 60)
     assert len(rows(database, "SELECT * FROM client_assertions")) == 1
+
+
+# -- replacing a registration (`clients add --replace`) ----------------------------------------
+
+
+def test_replace_gives_an_existing_client_exactly_the_new_registration(clients: ClientStore) -> None:
+    clients.add(SERVICE)
+    new = Client(
+        "reports", frozenset({"client_credentials"}), scopes=frozenset({"orders:write"}), audiences=frozenset({"x"})
+    )
+    replaced, existed = clients.replace(new, secret="n" * 40)
+    assert existed is True
+    assert clients.get("reports") == replaced
+    assert (replaced.auth_method, replaced.jwks, replaced.scopes) == (
+        "client_secret_basic",
+        None,
+        frozenset({"orders:write"}),
+    )
+    assert replaced.secret_hash == hashlib.sha256(b"n" * 40).hexdigest()
+
+
+def test_replace_registers_a_new_client(clients: ClientStore) -> None:
+    assert clients.replace(SERVICE) == (SERVICE, False)
+    assert clients.get("reports") == SERVICE
+
+
+def test_replace_checks_the_registration_and_changes_nothing_when_it_is_incoherent(clients: ClientStore) -> None:
+    clients.add(SERVICE)
+    with pytest.raises(ClientError, match="needs a confidential client"):
+        clients.replace(Client("reports", frozenset({"client_credentials"})))
+    assert clients.get("reports") == SERVICE
+
+
+@pytest.mark.parametrize("client_id", ["cli", "resource-web"])
+def test_the_built_in_clients_cannot_be_replaced(clients: ClientStore, client_id: str) -> None:
+    clients.seed(builtin_clients(("http://localhost:8001/callback",)))
+    before = clients.get(client_id)
+    with pytest.raises(ClientError, match="built in"):
+        clients.replace(Client(client_id, frozenset({"password"})))
+    assert clients.get(client_id) == before
+
+
+def test_replacing_one_client_from_several_processes_at_once_succeeds(clients: ClientStore) -> None:
+    results = together(6, lambda: clients.replace(SERVICE)[1])
+    assert sorted(map(repr, results)) == ["False"] + ["True"] * 5  # one added it, the others replaced it
+    assert clients.list() == [SERVICE]
+
+
+def test_seeding_the_built_in_clients_from_workers_starting_at_once_succeeds(database: Database) -> None:
+    builtins = builtin_clients(("http://localhost:8001/callback",))
+    results = together(6, lambda: ClientStore(database).seed(builtins))
+    assert results == [None] * 6
+    assert ClientStore(database).list() == builtins

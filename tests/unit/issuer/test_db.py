@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import OperationalError
 
 from issuer import migrations
+from issuer.apis import Api, ApiStore
 from issuer.db import Database, metadata, users
 from issuer.settings import IssuerSettings
 from tests.support.sql import rows
@@ -127,6 +129,28 @@ def test_upgrade_is_idempotent(database: Database) -> None:
     database.upgrade()
     assert migrations.current(database) == migrations.head()
     assert {"users", "login_sessions", "refresh_tokens", "authorization_codes", "signing_keys"} <= database.tables()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_at_0003_upgrades_keeping_its_apis_which_gain_resource_uris(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
+    database = Database.for_data_dir(url, tmp_path / "data")
+    with database.engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0003")
+        conn.execute(text("INSERT INTO apis (audience, scope, created_at) VALUES ('orders-api', 'orders:read', 7)"))
+    database.upgrade()
+    assert migrations.current(database) == migrations.head()
+    store = ApiStore(database)
+    assert store.get("orders-api") == Api("orders-api", frozenset({"orders:read"}))
+    store.replace("orders-api", "orders:read", ["https://orders.example"])
+    assert rows(database, "SELECT * FROM api_resource_uris") == [
+        {"uri": "https://orders.example", "audience": "orders-api"}
+    ]
+    store.delete("orders-api")
+    assert rows(database, "SELECT * FROM api_resource_uris") == []  # ON DELETE CASCADE
+    database.dispose()
 
 
 # -- the transaction helper ----------------------------------------------------------------

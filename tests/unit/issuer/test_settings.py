@@ -18,6 +18,7 @@ def test_defaults_come_from_an_empty_environment() -> None:
     assert settings.url == "http://localhost:8000"
     assert settings.access_token_ttl == 600
     assert settings.rsa_key_bits == 2048
+    assert settings.audience_resource_uris == ()
 
 
 def test_variables_override_the_defaults(tmp_path: Path) -> None:
@@ -26,6 +27,7 @@ def test_variables_override_the_defaults(tmp_path: Path) -> None:
             "ISSUER_URL": "https://auth.example/",
             "ISSUER_DATA_DIR": str(tmp_path),
             "ISSUER_AUDIENCE": "orders-api",
+            "ISSUER_AUDIENCE_RESOURCE_URIS": " http://localhost:8002  https://orders.example/api ",
             "ISSUER_ACCESS_TOKEN_TTL": "300",
             "ISSUER_REFRESH_TOKEN_TTL": "3600",
             "ISSUER_JWKS_MAX_AGE": "60",
@@ -39,6 +41,7 @@ def test_variables_override_the_defaults(tmp_path: Path) -> None:
     assert settings.url == "https://auth.example"
     assert settings.data_dir == tmp_path
     assert settings.audience == "orders-api"
+    assert settings.audience_resource_uris == ("http://localhost:8002", "https://orders.example/api")
     assert (settings.access_token_ttl, settings.refresh_token_ttl, settings.jwks_max_age) == (300, 3600, 60)
     assert settings.rsa_key_bits == 3072
     assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (3, 65536)
@@ -105,6 +108,8 @@ def test_settings_are_frozen() -> None:
         ("ISSUER_KEY_ACTIVATION_DELAY", "-5", "at least 0"),
         ("ISSUER_LOGIN_RATE_LIMIT", "lots", "rate limit"),
         ("ISSUER_WEB_REDIRECT_URIS", "callback", "absolute http"),
+        ("ISSUER_AUDIENCE_RESOURCE_URIS", "http://localhost:8001 orders-api", "absolute http"),
+        ("ISSUER_AUDIENCE_RESOURCE_URIS", "http://localhost:8001#top", "fragment"),
     ],
 )
 def test_bad_value_stops_start_up_naming_the_variable(name: str, value: str, message: str) -> None:
