@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast docker browser services demo lint clean bench
+.PHONY: install run test test-fast docker browser services demo scale scale-down lint clean bench
 
 install: $(STAMP)
 
@@ -17,10 +17,13 @@ $(STAMP): requirements/runtime.lock requirements/dev.lock shared/pyproject.toml 
 run: install
 	scripts/run-local
 
-# The stand-in base image that scripts/docker-setup builds where no registry can be reached.
-STAND_IN := jwt-split-python:bookworm
-USE_STAND_IN = if [ -z "$${PYTHON_IMAGE:-}" ] && docker image inspect $(STAND_IN) >/dev/null 2>&1; then \
-	export PYTHON_IMAGE=$(STAND_IN); fi
+# The stand-in images that scripts/docker-setup builds where no registry can be reached: the
+# Python base, and the scale-out overlay's PostgreSQL, Redis and HAProxy. Each is used when its
+# variable is unset and the image exists here.
+USE_STAND_IN = stand_in() { if [ -z "$$(printenv $$1)" ] && docker image inspect $$2 >/dev/null 2>&1; then \
+	export "$$1=$$2"; fi; }; \
+	stand_in PYTHON_IMAGE jwt-split-python:bookworm; stand_in POSTGRES_IMAGE jwt-split-postgres:bookworm; \
+	stand_in REDIS_IMAGE jwt-split-redis:bookworm; stand_in HAPROXY_IMAGE jwt-split-haproxy:bookworm
 
 ## All tests: unit, loopback integration, containers, browser, PostgreSQL and Redis.
 test: install docker browser services
@@ -45,6 +48,15 @@ demo: docker
 ## Unit, loopback and browser tests only (no Docker).
 test-fast: install browser services
 	$(BIN)/pytest -m "not container"
+
+## Scale out: three issuer replicas behind HAProxy, on PostgreSQL and Redis (compose.scale.yaml),
+## started in the background; returns once every service is healthy.
+scale: docker
+	@$(USE_STAND_IN); scripts/scale up
+
+## Remove the scale-out overlay: containers, networks, volumes and its generated secrets.
+scale-down: docker
+	@scripts/scale down
 
 ## The benchmark: costs and HTTP throughput measured side by side, printed as a table
 ## (wrk from Debian, installed by scripts/bench-setup where missing; load on 127.0.0.1 only).

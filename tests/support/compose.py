@@ -2,6 +2,7 @@
 
 Each stack is its own compose project (`-p`), on free host ports, with a generated override
 file for test settings; `close()` always runs `docker compose down -v --remove-orphans`.
+Overlays such as compose.scale.yaml come between compose.yaml and that override (`files`).
 Nothing here skips: without a working Docker the container tests fail with the reason.
 """
 
@@ -12,7 +13,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tests.support.processes import answers, free_port, wait_until
@@ -50,10 +51,14 @@ class ComposeStack(Stack):
         resource_env: Mapping[str, str] | None = None,
         workers: int = 2,
         reports: bool = False,
+        files: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """Prepare the project; `files` are overlays on compose.yaml, `env` extra variables for compose."""
         root.mkdir(parents=True, exist_ok=True)
         self.workers = workers
         self.with_reports = reports
+        self.files = [REPO / "compose.yaml", *files]
         self.project = f"jwtsplit-test-{uuid.uuid4().hex[:8]}"
         issuer_port, resource_port, reports_port = free_port(), free_port(), free_port()
         self.public_issuer = f"http://localhost:{issuer_port}"
@@ -66,6 +71,7 @@ class ComposeStack(Stack):
             "RESOURCE_PORT": str(resource_port),
             "REPORTS_PORT": str(reports_port),
             "WEB_CONCURRENCY": str(workers),
+            **(env or {}),
         }
         override = {
             "services": {
@@ -81,20 +87,15 @@ class ComposeStack(Stack):
         self.override.write_text(json.dumps(override, indent=2))  # JSON is YAML
         self.started = False
 
+    def command(self, *args: str) -> list[str]:
+        """Return the `docker compose ARGS` command line of this project (to run in the background)."""
+        files = (option for file in [*self.files, self.override] for option in ("-f", str(file)))
+        return ["docker", "compose", "-p", self.project, *files, *args]
+
     def compose(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `docker compose` on this project."""
         result = subprocess.run(
-            [
-                "docker",
-                "compose",
-                "-p",
-                self.project,
-                "-f",
-                str(REPO / "compose.yaml"),
-                "-f",
-                str(self.override),
-                *args,
-            ],
+            self.command(*args),
             input=stdin,
             capture_output=True,
             text=True,
@@ -105,6 +106,15 @@ class ComposeStack(Stack):
         if check and result.returncode != 0:
             raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
+
+    def up(self, timeout: int = 240) -> None:
+        """Start every service of the project and wait until all are healthy."""
+        self.started = True
+        result = self.compose("up", "-d", "--no-build", "--wait", "--wait-timeout", str(timeout), check=False)
+        if result.returncode != 0:
+            state = self.compose("ps", "-a", check=False).stdout
+            logs = self.compose("logs", "--no-color", "--tail", "20", check=False).stdout
+            raise AssertionError(f"docker compose up failed:\n{result.stderr}\n{state}\n{logs}")
 
     def start_issuer(self) -> None:
         """Start (or restart) the issuer container and wait until it answers."""

@@ -150,6 +150,10 @@ class ClientStore:
         PostgreSQL inserted a row the other had just re-inserted (an IntegrityError at start).
         """
         with self.database.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                # Replicas and workers seed together at start: take turns, or the second insert
+                # of a built-in client fails on the first one's key (SQLite's writers queue anyway).
+                conn.exec_driver_sql("LOCK TABLE clients IN SHARE ROW EXCLUSIVE MODE")
             for client in builtins:
                 _put(conn, client)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 
 from issuer.clients import Client, ClientAssertions, ClientError, ClientStore, builtin_clients
 from issuer.db import Database
@@ -74,6 +76,28 @@ def test_the_built_in_clients_follow_the_settings_at_every_seed(clients: ClientS
     web = clients.get("resource-web")
     assert web is not None
     assert web.redirect_uris == ("http://127.0.0.1:9001/callback",)
+    assert [client.client_id for client in clients.list()] == ["cli", "resource-web"]
+
+
+def test_replicas_seeding_the_built_in_clients_together_take_turns(clients: ClientStore, database: Database) -> None:
+    """Replicas (and workers) start together on one database: each seeds, none fails."""
+    builtins = builtin_clients(("http://localhost:8001/callback",))
+    failures: list[SQLAlchemyError] = []
+
+    def seed_meanwhile() -> None:
+        try:
+            clients.seed(builtins)
+        except SQLAlchemyError as exc:  # reported by the assertion below, in the test's thread
+            failures.append(exc)
+
+    racer = threading.Thread(target=seed_meanwhile)
+    with database.transaction():
+        clients.seed(builtins)  # another replica, in the middle of its own seed
+        racer.start()
+        racer.join(timeout=0.5)
+        assert racer.is_alive(), "the second seed did not wait for the first"
+    racer.join(timeout=10)
+    assert failures == []
     assert [client.client_id for client in clients.list()] == ["cli", "resource-web"]
 
 
