@@ -8,13 +8,15 @@ import hmac
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from issuer import browser, introspect, oauth, wellknown
@@ -24,7 +26,7 @@ from issuer.clients import ClientAssertions, ClientStore, builtin_clients
 from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir, private_file
 from issuer.extensions import Issuer
-from issuer.keys import KeyStoreError
+from issuer.keys import KeyStoreError, WrongKeyEncryptionKey
 from issuer.ratelimit import limiter, retry_after
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
@@ -32,11 +34,15 @@ from issuer.tokens import RefreshTokens
 from issuer.users import UserError, UserStore, parse_demo_users
 from jwt_verifier.errors import error_response
 from shared import logs, web
+from shared.settings import SettingsError
 from shared.web import STATIC_DIR, content_security_policy
 
 log = logging.getLogger(__name__)
 
 csrf = CSRFProtect()
+
+# gunicorn's "App failed to load": its master stops instead of starting workers again.
+CANNOT_START = 4
 
 
 def create_app(settings: IssuerSettings | None = None) -> Flask:
@@ -64,8 +70,8 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
 
     database = settings.database()
     database.upgrade()
-    kek = settings.load_kek()
-    keys = settings.key_store(database, kek)
+    keks = settings.load_kek()
+    keys = settings.key_store(database, keks)
     keys.start(settings.legacy_key_dir)
     users = UserStore(database, settings.password_hasher())
     _seed_demo_users(settings, users)
@@ -80,7 +86,8 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         family_ttl=settings.refresh_family_ttl,
         reuse_grace=settings.refresh_reuse_grace,
         # From the key-encryption key, which every replica of one database shares.
-        successor_key=_subkey(kek, RefreshTokens.SUCCESSOR),
+        successor_key=_subkey(keks[0], RefreshTokens.SUCCESSOR),
+        previous_successor_keys=tuple(_subkey(old, RefreshTokens.SUCCESSOR) for old in keks[1:]),
     )
     Issuer(
         settings=settings,
@@ -110,6 +117,36 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     introspect.init_app(app)  # RFC 7662, off unless ISSUER_INTROSPECTION_SECRET is set
     app.register_blueprint(browser.bp)
     return app
+
+
+def check_start(settings: IssuerSettings | None = None) -> None:
+    """Exit with one line naming the setting when the issuer cannot start; gunicorn's master runs this first.
+
+    Checks the settings and that the key-encryption key opens the stored signing keys, before
+    any worker starts: workers failing at once make gunicorn halt with tracebacks of its own.
+    A database that cannot be read yet is left to the workers (they migrate it, or answer 503).
+    """
+    try:
+        settings = settings or IssuerSettings.from_env()
+        keks = settings.load_kek()
+    except SettingsError as exc:
+        _cannot_start(exc, "INFO")
+    database = settings.database()
+    try:
+        settings.key_store(database, keks).check_key_encryption_key()
+    except WrongKeyEncryptionKey as exc:
+        _cannot_start(exc, settings.log_level)
+    except DBAPIError as exc:
+        log.info("start-up check skipped the key store", extra={"fields": {"error": type(exc.orig).__name__}})
+    finally:
+        database.dispose()
+
+
+def _cannot_start(exc: Exception, level: str) -> NoReturn:
+    logs.configure("issuer", level)
+    # One line: the message names the setting; a traceback would only bury it.
+    log.critical("cannot start", extra={"fields": {"reason": str(exc)}})
+    sys.exit(CANNOT_START)
 
 
 def _session_secret(data_dir: Path) -> str:

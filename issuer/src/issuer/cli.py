@@ -177,6 +177,24 @@ def keys_retire(kid: str) -> None:
     click.echo(_describe(record))
 
 
+@keys.command("rewrap")
+def keys_rewrap() -> None:
+    """Re-encrypt every signing key under the first key-encryption key.
+
+    For a KEK change with no downtime: restart every replica with ISSUER_KEY_ENCRYPTION_KEY
+    set to "NEW OLD" (NEW seals, both open), run this once with the same setting, then
+    restart the replicas with NEW alone (docs/operations.md). Running it again is harmless.
+    """
+    with _keys() as store:
+        kids = store.rewrap()
+    for kid in kids:
+        click.echo(f"re-encrypted {kid}")
+    click.echo(
+        f"{len(kids)} key(s) re-encrypted: every signing key is sealed under the key-encryption key {store.kek_id} "
+        "(the first of the setting); once every replica runs with it first, the others may be dropped"
+    )
+
+
 @contextmanager
 def _store(kind: type[ClientStore] | type[ApiStore]) -> Iterator[Any]:
     settings = _settings()

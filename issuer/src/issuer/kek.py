@@ -5,6 +5,11 @@ It comes from `ISSUER_KEY_ENCRYPTION_KEY`, or from the file `ISSUER_KEY_ENCRYPTI
 names (a container secret), or else it is generated once into `<data_dir>/key-encryption-key`
 (mode 0600) for the embedded default, as ORY Hydra does with its system secret.
 
+Any of these may hold several KEKs, separated by spaces, commas or newlines: the first seals,
+and every one opens. That is how the KEK changes with no downtime (docs/operations.md): every
+replica is restarted with `NEW OLD`, `python -m issuer keys rewrap` re-seals every key under
+NEW, and the replicas are restarted with NEW alone.
+
 A sealed private key is `version (1 byte) | KEK id (8) | nonce (12) | ciphertext and tag`:
 the PKCS#8 DER of the key, encrypted with a fresh random nonce and the kid as associated data,
 so a ciphertext moved onto another row does not decrypt. The KEK id (an HMAC of a constant
@@ -21,6 +26,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
@@ -43,6 +49,7 @@ _NONCE_BYTES = 12
 _HEADER_BYTES = len(_VERSION) + _ID_BYTES + _NONCE_BYTES
 _ID_LABEL = b"jwt-split key-encryption-key id"
 _TEXT = re.compile(r"[A-Za-z0-9_-]{43}=?")
+_SEPARATORS = re.compile(r"[\s,]+")
 _HOW = "32 random bytes in base64url, 43 characters (make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
 
 
@@ -62,24 +69,40 @@ class CorruptKeyError(UnreadableKeyError):
 
 
 def load_key_encryption_key(value: str, file: str, data_dir: Path) -> bytes:
-    """Return the KEK from `value`, else the file named `file`, else the one generated in `data_dir`.
+    """Return the KEK that seals: the first of `load_key_encryption_keys`."""
+    return load_key_encryption_keys(value, file, data_dir)[0]
+
+
+def load_key_encryption_keys(value: str, file: str, data_dir: Path) -> tuple[bytes, ...]:
+    """Return the KEKs from `value`, else the file named `file`, else the one generated in `data_dir`.
 
     `value` and `file` are the raw `ISSUER_KEY_ENCRYPTION_KEY` and `ISSUER_KEY_ENCRYPTION_KEY_FILE`
-    (empty when unset). Workers starting together on a new data directory all get the same key.
+    (empty when unset). The first KEK seals; the others only open (during a KEK change).
+    Workers starting together on a new data directory all get the same key.
     """
     value, file = value.strip(), file.strip()
     if value and file:
         raise SettingsError(f"set {VALUE_VARIABLE} or {FILE_VARIABLE}, not both")
     if value:
-        return parse_key_encryption_key(value, VALUE_VARIABLE)
+        return parse_key_encryption_keys(value, VALUE_VARIABLE)
     if file:
         try:
             text = Path(file).read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "it is not ASCII text"
             raise SettingsError(f"{FILE_VARIABLE} names {file}, which cannot be read: {reason}") from None
-        return parse_key_encryption_key(text, f"the file {FILE_VARIABLE} names")
+        return parse_key_encryption_keys(text, f"the file {FILE_VARIABLE} names")
     return _generated(data_dir / KEK_FILE_NAME)
+
+
+def parse_key_encryption_keys(text: str, source: str) -> tuple[bytes, ...]:
+    """Decode one or more KEKs separated by spaces, commas or newlines; the first is the one that seals."""
+    keks: list[bytes] = []
+    for word in _SEPARATORS.split(text.strip()):
+        kek = parse_key_encryption_key(word, source)
+        if kek not in keks:
+            keks.append(kek)
+    return tuple(keks)
 
 
 def parse_key_encryption_key(text: str, source: str) -> bytes:
@@ -87,7 +110,7 @@ def parse_key_encryption_key(text: str, source: str) -> bytes:
     text = text.strip()
     if not _TEXT.fullmatch(text):
         # Never echo the value: it may be a real key pasted into the wrong variable.
-        raise SettingsError(f"{source} must be {_HOW}")
+        raise SettingsError(f"{source} must be {_HOW}, or several such keys separated by spaces (the first seals)")
     return b64url_decode(text.rstrip("="))
 
 
@@ -106,7 +129,7 @@ def save_key_encryption_key(path: Path, kek: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def _generated(path: Path) -> bytes:
+def _generated(path: Path) -> tuple[bytes, ...]:
     if not path.exists():
         tmp = _write_temp(path, new_key_encryption_key())
         try:
@@ -122,7 +145,7 @@ def _generated(path: Path) -> bytes:
         text = path.read_text(encoding="ascii")
     except UnicodeDecodeError:
         text = ""
-    return parse_key_encryption_key(text, f"{path} (generated because {VALUE_VARIABLE} is not set)")
+    return parse_key_encryption_keys(text, f"{path} (generated because {VALUE_VARIABLE} is not set)")
 
 
 def _write_temp(path: Path, kek: bytes) -> Path:
@@ -162,15 +185,26 @@ def seal_private_key(kek: bytes, kid: str, private_key: rsa.RSAPrivateKey) -> by
     return _VERSION + key_encryption_key_id(kek) + nonce + AESGCM(kek).encrypt(nonce, der, kid.encode("utf-8"))
 
 
-def open_private_key(kek: bytes, kid: str, sealed: bytes) -> rsa.RSAPrivateKey:
-    """Decrypt the private key of `kid`; raise ForeignKeyError or CorruptKeyError if it cannot be."""
+def sealed_under(kek: bytes, sealed: bytes) -> bool:
+    """Return whether `sealed` says it was sealed under `kek` (by its KEK id; nothing is decrypted)."""
+    return len(sealed) > _HEADER_BYTES and hmac.compare_digest(sealed[1 : 1 + _ID_BYTES], key_encryption_key_id(kek))
+
+
+def open_private_key(kek: bytes | Sequence[bytes], kid: str, sealed: bytes) -> rsa.RSAPrivateKey:
+    """Decrypt the private key of `kid` under the KEK (of several) that sealed it.
+
+    Raise ForeignKeyError if none of them did, CorruptKeyError if the key cannot be read.
+    """
+    keks = (kek,) if isinstance(kek, bytes) else tuple(kek)
     if len(sealed) <= _HEADER_BYTES or sealed[:1] != _VERSION:
         raise CorruptKeyError(f"the private key of {kid} is not a sealed key")
-    if not hmac.compare_digest(sealed[1 : 1 + _ID_BYTES], key_encryption_key_id(kek)):
+    # The KEK id picks the key: one decryption, whatever the number of KEKs.
+    sealer = next((candidate for candidate in keks if sealed_under(candidate, sealed)), None)
+    if sealer is None:
         raise ForeignKeyError(f"the private key of {kid} is sealed under another key-encryption key")
     nonce = sealed[1 + _ID_BYTES : _HEADER_BYTES]
     try:
-        der = AESGCM(kek).decrypt(nonce, sealed[_HEADER_BYTES:], kid.encode("utf-8"))
+        der = AESGCM(sealer).decrypt(nonce, sealed[_HEADER_BYTES:], kid.encode("utf-8"))
     except InvalidTag:
         raise CorruptKeyError(f"the private key of {kid} is damaged (its tag does not verify)") from None
     try:

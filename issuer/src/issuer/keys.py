@@ -22,8 +22,11 @@ Each transition runs in a write transaction that re-checks it, so workers racing
 agree on the result. RSA keys are generated and sealed before that transaction begins: an
 8192-bit key takes seconds, and nobody else may wait for it.
 
+The store may hold several KEKs (during a KEK change): it seals under the first and opens
+with whichever sealed a key. `rewrap` re-seals every key under the first.
+
 At start (`start`): key files of releases before this one are imported and deleted; a key
-sealed under another KEK stops start-up with `WrongKeyEncryptionKey`; a key that cannot be read
+sealed under none of the KEKs stops start-up with `WrongKeyEncryptionKey`; a key that cannot be read
 (damaged, or its file was torn) is logged and replaced, as it is if that is found later while
 signing: a request never fails on it.
 """
@@ -51,8 +54,10 @@ from issuer.kek import (
     CorruptKeyError,
     ForeignKeyError,
     fsync_dir,
+    key_encryption_key_id,
     open_private_key,
     seal_private_key,
+    sealed_under,
 )
 from jwt_verifier.jose import RsaPublicJwk, public_jwk
 
@@ -122,12 +127,16 @@ class KeyStore:
     """Create, publish, rotate and retire signing keys."""
 
     def __init__(
-        self, database: Database, kek: bytes, policy: KeyPolicy, *, clock: Callable[[], float] = time.time
+        self,
+        database: Database,
+        kek: bytes | Sequence[bytes],
+        policy: KeyPolicy,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        if len(kek) != KEK_BYTES:
-            raise ValueError(f"the key-encryption key must be {KEK_BYTES} bytes")
+        """Keep keys in `database`, sealed under `kek` (or the first of several, the others only opening)."""
         self.database = database
-        self._kek = kek
+        self._keks = _checked(kek)
         self.policy = policy
         self.clock = clock
         # Replaceable so that tests can make generation slow or count it.
@@ -167,7 +176,7 @@ class KeyStore:
             except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
                 _report_unreadable(row.kid, f"its key file cannot be imported: {exc}")
                 continue
-            sealed[row.kid] = seal_private_key(self._kek, row.kid, private_key)
+            sealed[row.kid] = seal_private_key(self._keks[0], row.kid, private_key)
         if sealed:
             with self._write() as conn:
                 for kid, blob in sealed.items():
@@ -217,20 +226,35 @@ class KeyStore:
                     _report_unreadable(row.kid, "its private key is missing")
                 continue
             try:
-                open_private_key(self._kek, row.kid, row.private_key)
+                open_private_key(self._keks, row.kid, row.private_key)
             except ForeignKeyError:
                 foreign.append(row.kid)
             except CorruptKeyError as exc:
                 unreadable.append((row.kid, row.state, row.private_key))
                 _report_unreadable(row.kid, str(exc))
         if foreign:
-            raise WrongKeyEncryptionKey(
-                f"the key-encryption key is not the one the signing keys {', '.join(foreign)} are sealed under; "
-                "start with that key (ISSUER_KEY_ENCRYPTION_KEY or ISSUER_KEY_ENCRYPTION_KEY_FILE)"
-            )
+            raise _wrong_kek(foreign)
         for kid, state, blob in unreadable:
             self._replace_unreadable(kid, state, blob)
         self._invalidate()
+
+    def check_key_encryption_key(self) -> None:
+        """Raise WrongKeyEncryptionKey if a stored key is sealed under none of the KEKs (reads only).
+
+        A damaged key is left for `check`, which replaces it.
+        """
+        foreign: list[str] = []
+        for row in self._read_private_rows():
+            if row.state == "retired" or row.private_key is None:
+                continue
+            try:
+                open_private_key(self._keks, row.kid, row.private_key)
+            except ForeignKeyError:
+                foreign.append(row.kid)
+            except CorruptKeyError:
+                continue
+        if foreign:
+            raise _wrong_kek(foreign)
 
     def ensure_active(self) -> None:
         """Check the keys, then create the first key when none is active (safe from every worker)."""
@@ -294,7 +318,7 @@ class KeyStore:
             try:
                 if blob is None:
                     raise CorruptKeyError(f"the private key of {kid} is missing")
-                key = open_private_key(self._kek, kid, blob)
+                key = open_private_key(self._keks, kid, blob)
             except ForeignKeyError as exc:
                 raise WrongKeyEncryptionKey(str(exc)) from exc
             except CorruptKeyError as exc:
@@ -401,14 +425,15 @@ class KeyStore:
         self._invalidate()
         return record
 
-    def rewrap(self, new_kek: bytes) -> list[str]:
-        """Re-seal every stored private key under `new_kek` in one transaction; return their kids.
+    def rewrap(self, new_kek: bytes | None = None) -> list[str]:
+        """Re-seal every stored private key under `new_kek` (default: the first KEK) in one transaction.
 
-        The store uses `new_kek` from then on. Every process must be restarted with it: one
-        still running with the old KEK would seal the keys it makes under the old one.
+        Return the kids of the keys re-sealed; a key already sealed under `new_kek` is left as it
+        is, so running it again is harmless. Every key must open under the store's KEKs first:
+        one that does not stops it with nothing changed. The store seals under `new_kek` from
+        then on, and still opens with the KEKs it had.
         """
-        if len(new_kek) != KEK_BYTES:
-            raise ValueError(f"the key-encryption key must be {KEK_BYTES} bytes")
+        target = self._keks[0] if new_kek is None else _checked(new_kek)[0]
         self.check()
         rewrapped: list[str] = []
         with self._write() as conn:
@@ -418,8 +443,10 @@ class KeyStore:
                 .with_for_update()
             )
             for row in conn.execute(query).all():
+                if sealed_under(target, row.private_key):
+                    continue
                 try:
-                    private_key = open_private_key(self._kek, row.kid, row.private_key)
+                    private_key = open_private_key(self._keks, row.kid, row.private_key)
                 except ForeignKeyError as exc:
                     raise WrongKeyEncryptionKey(str(exc)) from exc
                 except CorruptKeyError as exc:
@@ -427,13 +454,21 @@ class KeyStore:
                 conn.execute(
                     update(signing_keys)
                     .where(signing_keys.c.kid == row.kid)
-                    .values(private_key=seal_private_key(new_kek, row.kid, private_key))
+                    .values(private_key=seal_private_key(target, row.kid, private_key))
                 )
                 rewrapped.append(row.kid)
-        self._kek = new_kek
+        self._keks = (target, *(kek for kek in self._keks if kek != target))
         self._invalidate()
-        log.info("signing keys re-encrypted under a new key-encryption key", extra={"fields": {"keys": len(rewrapped)}})
+        log.info(
+            "signing keys re-encrypted under a new key-encryption key",
+            extra={"fields": {"keys": len(rewrapped), "kek_id": self.kek_id}},
+        )
         return sorted(rewrapped)
+
+    @property
+    def kek_id(self) -> str:
+        """Return the public id (hex) of the KEK new keys are sealed under, to tell KEKs apart."""
+        return key_encryption_key_id(self._keks[0]).hex()
 
     def _replace_unreadable(self, kid: str, state: str, blob: bytes | None) -> None:
         """Take an unreadable key out of signing: a `next` key is retired, an active one replaced.
@@ -463,7 +498,7 @@ class KeyStore:
         """Generate and seal a key: call this before a transaction, never inside one."""
         private_key = self.generate_key(self.policy.rsa_key_bits)
         jwk = public_jwk(private_key.public_key())
-        return _NewKey(jwk, seal_private_key(self._kek, jwk["kid"], private_key))
+        return _NewKey(jwk, seal_private_key(self._keks[0], jwk["kid"], private_key))
 
     def _insert(self, conn: Connection, new: _NewKey, state: str) -> KeyRecord:
         stamp = int(self.clock())
@@ -496,6 +531,13 @@ class KeyStore:
             self._loaded_at = float("-inf")
 
 
+def _checked(kek: bytes | Sequence[bytes]) -> tuple[bytes, ...]:
+    keks = (kek,) if isinstance(kek, bytes) else tuple(kek)
+    if not keks or any(len(k) != KEK_BYTES for k in keks):
+        raise ValueError(f"the key-encryption key must be {KEK_BYTES} bytes")
+    return keks
+
+
 def _select_kid(kid: str, *, private: bool = False) -> Select[Any]:
     columns = [c for c in signing_keys.c if private or c.name != "private_key"]
     return select(*columns).where(signing_keys.c.kid == kid)
@@ -524,6 +566,14 @@ def _set_retired(conn: Connection, kid: str, stamp: int) -> None:
 def _report_unreadable(kid: str, reason: str) -> None:
     # One line, no traceback: the reason says all there is, and a key's bytes never reach a log.
     log.error("signing key unreadable", extra={"fields": {"kid": kid, "reason": reason}})
+
+
+def _wrong_kek(kids: list[str]) -> WrongKeyEncryptionKey:
+    return WrongKeyEncryptionKey(
+        f"the key-encryption key is not the one the signing keys {', '.join(kids)} are sealed under; "
+        "start with that key in ISSUER_KEY_ENCRYPTION_KEY or ISSUER_KEY_ENCRYPTION_KEY_FILE "
+        "(during a key-encryption key change, the new key first and the old one after it)"
+    )
 
 
 def _already_staged(kid: str) -> KeyStoreError:

@@ -13,10 +13,17 @@ from clients' back channels that many people share.
 
 Counters live in memory by default (per worker process); set ISSUER_RATE_LIMIT_STORAGE to a
 Redis URL (redis://host:6379) to share them between workers and replicas.
+
+The address is the peer's, unless the peer is a proxy listed in ISSUER_TRUSTED_PROXIES: then
+it is read from X-Forwarded-For, right to left, skipping every listed proxy (`client_address`).
+A hop is trusted for what it is, its address, never for the header it sends; so with no proxy
+listed (the default) the header is ignored, and a client that reaches a replica directly cannot
+choose its own limit key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -24,11 +31,54 @@ from typing import Any
 
 from flask import Response, g, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
 from issuer import extensions
+from issuer.settings import Network
 
-limiter = Limiter(key_func=get_remote_address)
+# X-Forwarded-For entries looked at, from the right: more hops than any real deployment has.
+MAX_HOPS = 16
+
+
+def client_address() -> str:
+    """Return the address of the client: the peer, or the first hop behind trusted proxies."""
+    return forwarded_client(
+        request.remote_addr or "",
+        request.headers.getlist("X-Forwarded-For"),
+        extensions.current().settings.trusted_proxies,
+    )
+
+
+def forwarded_client(peer: str, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str:
+    """Return the client behind `peer`: walk X-Forwarded-For from the right while each hop is a trusted proxy.
+
+    Every proxy appends the address it received the request from, so the entry left of a
+    trusted hop was written by that hop and can be believed; the first address that is not
+    a trusted proxy is the client. Anything left of it is the client's to write, and ignored.
+    """
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+    address = peer
+    for hop in reversed(hops[-MAX_HOPS:]):
+        if not hop:
+            break  # an empty entry: the proxy chain says nothing more
+        address = hop
+        if not _trusted(hop, trusted):
+            break
+    return address[:64]
+
+
+def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.0.0.5 from a dual-stack socket is 10.0.0.5
+    return any(ip in network for network in trusted)
+
+
+limiter = Limiter(key_func=client_address)
 
 
 def retry_after() -> int:
@@ -50,7 +100,7 @@ def _failed(_response: Response) -> bool:
 
 def _account_and_address() -> str:
     account = request.form.get("username", "").strip().lower()[:64]
-    return f"account:{account}|{get_remote_address()}"
+    return f"account:{account}|{client_address()}"
 
 
 def _account_limit() -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,11 +13,13 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from issuer.db import Database
-from issuer.kek import load_key_encryption_key
+from issuer.kek import load_key_encryption_keys
 from issuer.keys import KeyPolicy, KeyStore
 from shared.settings import Environ, SettingsError, env_float, env_int, env_rate_limit, env_str, env_url
 
 MIN_INTROSPECTION_SECRET_CHARS = 32
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class IssuerSettings:
     login_rate_limit: str = "5 per minute"
     address_rate_limit: str = "30 per minute"
     rate_limit_storage: str = "memory://"
+    trusted_proxies: tuple[Network, ...] = ()
     session_secret: str = field(default="", repr=False)
     demo_users: str = ""
     introspection: IntrospectionSettings = IntrospectionSettings()
@@ -121,11 +126,11 @@ class IssuerSettings:
         """Open the issuer's database: ISSUER_DATABASE_URL, or SQLite in the data directory."""
         return Database.for_data_dir(self.database_url, self.data_dir)
 
-    def load_kek(self) -> bytes:
-        """Return the key-encryption key: ISSUER_KEY_ENCRYPTION_KEY[_FILE], or the one generated in the data directory."""
-        return load_key_encryption_key(self.key_encryption_key, self.key_encryption_key_file, self.data_dir)
+    def load_kek(self) -> tuple[bytes, ...]:
+        """Return the key-encryption keys (the first seals, all open): ISSUER_KEY_ENCRYPTION_KEY[_FILE], or the generated one."""
+        return load_key_encryption_keys(self.key_encryption_key, self.key_encryption_key_file, self.data_dir)
 
-    def key_store(self, database: Database, kek: bytes) -> KeyStore:
+    def key_store(self, database: Database, kek: bytes | Sequence[bytes]) -> KeyStore:
         """Return a key store on this issuer's database, with its lifecycle timings."""
         return KeyStore(database, kek, self.key_policy)
 
@@ -173,6 +178,7 @@ class IssuerSettings:
             login_rate_limit=env_rate_limit(env, "ISSUER_LOGIN_RATE_LIMIT", cls.login_rate_limit),
             address_rate_limit=env_rate_limit(env, "ISSUER_ADDRESS_RATE_LIMIT", cls.address_rate_limit),
             rate_limit_storage=env_str(env, "ISSUER_RATE_LIMIT_STORAGE", cls.rate_limit_storage),
+            trusted_proxies=_networks(env, "ISSUER_TRUSTED_PROXIES"),
             session_secret=env.get("ISSUER_SESSION_SECRET", ""),
             demo_users=env.get("ISSUER_DEMO_USERS", ""),
             introspection=IntrospectionSettings.from_env(env),
@@ -185,6 +191,20 @@ def _urls(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     if not raw:
         return default
     return tuple(env_url({name: url}, name) for url in raw)
+
+
+def _networks(env: Environ, name: str) -> tuple[Network, ...]:
+    """Parse networks (`10.0.0.0/8`, or one address) separated by spaces or commas."""
+    networks = []
+    for word in env.get(name, "").replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(word))
+        except ValueError:
+            raise SettingsError(
+                f"{name} must list proxy networks or addresses such as 10.0.0.0/8 or 192.0.2.7, "
+                f"with no host bits set in a network; {word!r} is not one"
+            ) from None
+    return tuple(networks)
 
 
 def _database_url(env: Environ) -> str:

@@ -92,6 +92,11 @@ class RefreshTokens:
     out again without being stored; every replica derives the same one. After the grace, or
     once the successor has been used, presenting the token again means it was copied: the
     whole family is revoked.
+
+    `successor_key` comes from the key-encryption key. While the KEK changes, the keys from
+    the old KEKs (`previous_successor_keys`) still find successors derived before the change;
+    a retry that reaches a replica knowing none of the keys its successor came from loses
+    the grace, as a retry after the grace does.
     """
 
     SUCCESSOR: ClassVar[str] = "refresh-successor"
@@ -101,6 +106,7 @@ class RefreshTokens:
     family_ttl: int
     reuse_grace: int
     successor_key: bytes = field(repr=False)
+    previous_successor_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     def issue(self, grant: Grant, *, session_hash: str | None = None, family_id: str | None = None) -> str:
         """Start a new family with a first refresh token; return the token.
@@ -156,11 +162,14 @@ class RefreshTokens:
                 raise RefreshError("the refresh token's session has reached its maximum lifetime")
             grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
             if row.used_at is not None:
-                if now - row.used_at <= self.reuse_grace and self._unspent(conn, successor, now):
-                    log.info(
-                        "refresh token re-presented within the reuse grace", extra={"fields": {"sub": row.username}}
-                    )
-                    return grant, successor
+                if now - row.used_at <= self.reuse_grace:
+                    for candidate in self._successors(token, successor):
+                        if self._unspent(conn, candidate, now):
+                            log.info(
+                                "refresh token re-presented within the reuse grace",
+                                extra={"fields": {"sub": row.username}},
+                            )
+                            return grant, candidate
                 self._revoke_family(conn, row.family_id, now)
             else:
                 if row.expires_at <= now:
@@ -173,6 +182,10 @@ class RefreshTokens:
             "refresh token reused; family revoked", extra={"fields": {"sub": row.username, "family": row.family_id}}
         )
         raise RefreshReused("the refresh token was already used; its session has been revoked")
+
+    def _successors(self, token: str, successor: str) -> list[str]:
+        """Return the successors `token` may have had: under the current key, then the previous ones."""
+        return [successor, *(derived_secret(key, self.SUCCESSOR, token) for key in self.previous_successor_keys)]
 
     def _unspent(self, conn: Connection, token: str, now: int) -> bool:
         """Return whether a token is known, unused, unrevoked and unexpired.

@@ -5,7 +5,9 @@ processes (two gthread workers let them pile onto one; see docs/performance.md).
 WEB_CONCURRENCY and GUNICORN_THREADS override the counts.
 """
 
+import importlib
 import os
+from typing import Any
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 worker_class = "gthread"
@@ -23,3 +25,15 @@ errorlog = "-"
 limit_request_line = 4094
 limit_request_fields = 50
 limit_request_field_size = 8190
+
+
+def on_starting(server: Any) -> None:
+    """Run the app's `check_start()`, if its module has one, in the master before any worker starts.
+
+    A configuration that cannot work then stops gunicorn with the app's one-line message:
+    workers failing together would make gunicorn halt with tracebacks of its own.
+    """
+    module, _, _ = str(getattr(server.app, "app_uri", "") or "").partition(":")
+    check = getattr(importlib.import_module(module), "check_start", None) if module else None
+    if callable(check):
+        check()

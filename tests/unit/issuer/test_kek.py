@@ -16,6 +16,7 @@ from issuer.kek import (
     CorruptKeyError,
     ForeignKeyError,
     load_key_encryption_key,
+    load_key_encryption_keys,
     new_key_encryption_key,
     open_private_key,
     save_key_encryption_key,
@@ -91,6 +92,45 @@ def test_malformed_file_names_the_variable(tmp_path: Path) -> None:
     path.write_bytes(secrets.token_bytes(32))  # raw bytes, not base64url
     with pytest.raises(SettingsError, match="ISSUER_KEY_ENCRYPTION_KEY_FILE"):
         load_key_encryption_key("", str(path), tmp_path)
+
+
+# -- several KEKs, while the KEK changes -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("separator", [" ", ",", ", ", "\n", " \n\t"])
+def test_several_keys_are_read_in_order_the_first_sealing(tmp_path: Path, separator: str) -> None:
+    new, old = new_key_encryption_key(), new_key_encryption_key()
+    text = f"{b64url_encode(new)}{separator}{b64url_encode(old)}"
+    assert load_key_encryption_keys(text, "", tmp_path) == (new, old)
+    assert load_key_encryption_key(text, "", tmp_path) == new
+
+
+def test_several_keys_from_a_file_one_per_line(tmp_path: Path) -> None:
+    new, old = new_key_encryption_key(), new_key_encryption_key()
+    path = tmp_path / "secret"
+    path.write_text(f"{b64url_encode(new)}\n{b64url_encode(old)}\n")
+    assert load_key_encryption_keys("", str(path), tmp_path / "data") == (new, old)
+
+
+def test_a_key_listed_twice_counts_once(tmp_path: Path) -> None:
+    kek = new_key_encryption_key()
+    assert load_key_encryption_keys(f"{b64url_encode(kek)} {b64url_encode(kek)}", "", tmp_path) == (kek,)
+
+
+def test_one_malformed_key_among_several_names_the_variable_and_echoes_nothing(tmp_path: Path) -> None:
+    good = b64url_encode(new_key_encryption_key())
+    with pytest.raises(SettingsError, match=r"^ISSUER_KEY_ENCRYPTION_KEY must be") as caught:
+        load_key_encryption_keys(f"{good} not-a-key", "", tmp_path)
+    assert good not in str(caught.value)
+    assert "not-a-key" not in str(caught.value)
+
+
+def test_a_key_opens_under_whichever_of_several_keks_sealed_it(private_key: rsa.RSAPrivateKey) -> None:
+    new, old = new_key_encryption_key(), new_key_encryption_key()
+    sealed = seal_private_key(old, KID, private_key)
+    assert open_private_key((new, old), KID, sealed).private_numbers() == private_key.private_numbers()
+    with pytest.raises(ForeignKeyError):
+        open_private_key((new, new_key_encryption_key()), KID, sealed)
 
 
 # -- generated into the data directory ---------------------------------------------------------

@@ -758,3 +758,42 @@ def test_rewrap_with_the_wrong_key_encryption_key_changes_nothing(
 def test_rewrap_refuses_a_new_key_of_the_wrong_size(store: KeyStore) -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         store.rewrap(b"\x00" * 16)
+
+
+def test_a_store_with_the_new_kek_first_opens_old_keys_and_seals_new_ones_under_the_new_kek(
+    store: KeyStore, make_store: StoreFactory, database: Database, kek: bytes
+) -> None:
+    old_key = store.signing_key().kid
+    new_kek = new_key_encryption_key()
+    both = make_store(kek=(new_kek, kek))
+    both.ensure_active()
+    assert both.signing_key().kid == old_key
+    staged = both.rotate().kid
+    sealed = _sealed(database, staged)
+    assert sealed is not None
+    open_private_key(new_kek, staged, sealed)
+    with pytest.raises(WrongKeyEncryptionKey):
+        store.check_key_encryption_key()  # a replica with the old KEK alone cannot open it
+
+
+def test_rewrap_with_no_argument_reseals_under_the_first_kek_and_is_harmless_to_repeat(
+    store: KeyStore, make_store: StoreFactory, database: Database, kek: bytes
+) -> None:
+    active = store.signing_key().kid
+    new_kek = new_key_encryption_key()
+    both = make_store(kek=(new_kek, kek))
+    assert both.rewrap() == [active]
+    assert both.rewrap() == []
+    make_store(kek=new_kek).check_key_encryption_key()
+    with pytest.raises(WrongKeyEncryptionKey):
+        make_store().check_key_encryption_key()
+
+
+def test_checking_the_kek_reads_only_and_leaves_damaged_keys_to_the_start(
+    store: KeyStore, make_store: StoreFactory, database: Database
+) -> None:
+    staged = store.rotate().kid
+    _damage(database, staged)  # damaged, not foreign
+    before = _rows(database)
+    make_store().check_key_encryption_key()
+    assert _rows(database) == before
