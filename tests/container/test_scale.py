@@ -193,3 +193,24 @@ def test_a_rotation_through_one_replica_reaches_every_replica_within_a_second(sc
     wait_until(
         lambda: scaled.get("/api/me", token).status_code == 200, timeout=5, what="the resource to accept the new key"
     )
+
+
+def test_the_reports_api_calls_the_profile_api_through_the_balancer(scaled: ComposeStack) -> None:
+    """Registration on PostgreSQL, a service token from any replica, client keys fetched by every replica."""
+    secret = uuid.uuid4().hex * 2
+    added = scaled.issuer_cli(
+        "clients", "add", "nightly", "--grant", "client_credentials", "--audience", "jwt-split-reports",
+        "--scope", "reports:read", "--secret-stdin", "--replace", stdin=secret + "\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    for _ in range(2 * REPLICAS):  # the reports API's own token comes from whichever replica answers
+        token = requests.post(
+            f"{scaled.issuer_url}/token",
+            data={"grant_type": "client_credentials", "resource": "jwt-split-reports"},
+            auth=("nightly", secret),
+            timeout=10,
+        )
+        assert token.status_code == 200, token.text
+        report = scaled.get_reports("/api/report", token.json()["access_token"])
+        assert report.status_code == 200, report.text
+        assert report.json()["profile_api"]["sub"] == "reports-api"
