@@ -10,10 +10,9 @@ from pathlib import Path
 import requests
 
 from tests.support.processes import answers, free_port, wait_until
-from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
+from tests.support.tokens import client_credentials_form, jwks_json, new_rsa_key
 
 REPO = Path(__file__).resolve().parents[2]
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_api(tmp_path: Path) -> None:
@@ -62,22 +61,10 @@ def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_a
             check=False,
         )
         assert cli.returncode == 0, cli.stderr
-        assertion = sign(
-            assertion_claims("nightly", f"http://localhost:{ports['ISSUER_PORT']}/token"),
-            key,
-            kid=kid_of(key),
-            typ=None,
+        form = client_credentials_form(
+            "nightly", key, f"http://localhost:{ports['ISSUER_PORT']}/token", resource="jwt-split-reports"
         )
-        token = requests.post(
-            f"{issuer}/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": assertion,
-                "resource": "jwt-split-reports",
-            },
-            timeout=10,
-        ).json()["access_token"]
+        token = requests.post(f"{issuer}/token", data=form, timeout=10).json()["access_token"]
         report = requests.get(f"{reports}/api/report", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert report.status_code == 200, report.text
         assert report.json()["profile_api"]["sub"] == "reports-api"

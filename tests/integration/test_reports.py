@@ -7,7 +7,6 @@ its key in its own data), which shows a service-to-service call end to end.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import jwt
@@ -15,42 +14,15 @@ import pytest
 import requests
 
 from tests.support.stack import REPORTS_AUDIENCE, REPORTS_CLIENT, Stack
-from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
-
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+from tests.support.tokens import new_rsa_key
 
 
 def _batch_job_token(stack: Stack, **form: str) -> str:
     """Register a client from the CLI with a fresh key pair; return its private_key_jwt token for the reports API."""
     key = new_rsa_key()
-    client_id = f"batch-{uuid.uuid4().hex[:8]}"
-    added = stack.issuer_cli(
-        "clients",
-        "add",
-        client_id,
-        "--grant",
-        "client_credentials",
-        "--audience",
-        REPORTS_AUDIENCE,
-        "--scope",
-        "reports:read",
-        "--jwks-file",
-        "-",
-        stdin=jwks_json(key),
-    )
-    assert added.returncode == 0, added.stderr
-    assertion = sign(assertion_claims(client_id, f"{stack.public_issuer}/token"), key, kid=kid_of(key), typ=None)
-    response = requests.post(
-        f"{stack.issuer_url}/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": assertion,
-            "resource": REPORTS_AUDIENCE,
-            **form,
-        },
-        timeout=10,
-    )
+    scope = ("--audience", REPORTS_AUDIENCE, "--scope", "reports:read")
+    client_id = stack.register_client(key, *scope, prefix="batch")
+    response = stack.service_token(client_id, key, **{"resource": REPORTS_AUDIENCE, **form})
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tests.support.processes import (
     resource_process,
     wait_until,
 )
+from tests.support.tokens import client_credentials_form, jwks_json
 
 # The reports API's registration at the issuer, as an operator runs it (compose.yaml's
 # `register` service and scripts/run-local run the same commands).
@@ -178,6 +180,28 @@ class Stack(abc.ABC):
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    def register_client(self, key: rsa.RSAPrivateKey, *args: str, prefix: str = "svc") -> str:
+        """Register a client_credentials client with the public half of `key` from the CLI; return its id."""
+        client_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        added = self.issuer_cli(
+            "clients",
+            "add",
+            client_id,
+            "--grant",
+            "client_credentials",
+            "--jwks-file",
+            "-",
+            *args,
+            stdin=jwks_json(key),
+        )
+        assert added.returncode == 0, added.stderr
+        return client_id
+
+    def service_token(self, client_id: str, key: rsa.RSAPrivateKey, **form: str) -> requests.Response:
+        """Ask for a client-credentials token, signing in with `key` (private_key_jwt)."""
+        data = client_credentials_form(client_id, key, f"{self.public_issuer}/token", **form)
+        return requests.post(f"{self.issuer_url}/token", data=data, timeout=10)
 
     def get(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
         """GET a resource path, with a bearer token if given."""

@@ -17,6 +17,7 @@ from jwt_verifier.jose import b64url_encode, public_jwk
 
 ISSUER = "http://localhost:8000"
 AUDIENCE = "jwt-split-api"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def make_claims(*, issuer: str = ISSUER, audience: str = AUDIENCE, **overrides: Any) -> dict[str, Any]:
@@ -115,3 +116,14 @@ def sign_raw(header: bytes, payload: bytes, key: rsa.RSAPrivateKey) -> str:
     signing_input = f"{b64url_encode(header)}.{b64url_encode(payload)}"
     signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{b64url_encode(signature)}"
+
+
+def client_credentials_form(client_id: str, key: rsa.RSAPrivateKey, token_endpoint: str, **form: str) -> dict[str, str]:
+    """Return a client-credentials request signed in with a fresh private_key_jwt assertion."""
+    assertion = sign(assertion_claims(client_id, token_endpoint), key, kid=kid_of(key), typ=None)
+    return {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion,
+        **form,
+    }
