@@ -116,7 +116,7 @@ class ProfileApi:
             except requests.RequestException as exc:
                 raise UpstreamUnavailable("the profile API could not be reached; try again shortly") from exc
             if response.status_code == 401 and attempt == 1:
-                self.tokens.forget()  # expired or revoked under us: one more try with a new token
+                self.tokens.forget(token)  # expired or revoked under us: one more try with a new token
                 continue
             break
         try:
