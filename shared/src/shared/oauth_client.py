@@ -177,10 +177,10 @@ class ServiceTokens:
 
     A token is renewed once less than a third of its life (at most `renew_before` seconds)
     remains. One fetch at a time, outside the lock: while it runs, callers use the token in
-    hand if it is still valid, and the others wait for the fetch and share its outcome. When a
-    fetch fails the token in hand is used until it expires, and the issuer is left alone for
-    `retry_interval` seconds. `clock` schedules all this (monotonic by default); assertions
-    carry wall-clock times, which the issuer checks against its own.
+    hand if it is still valid, and the others wait for the fetch (at most three times
+    `timeout`) and share its outcome. When a fetch fails the token in hand is used until it
+    expires, and the issuer is left alone for `retry_interval` seconds. `clock` schedules all
+    this (monotonic by default); assertions carry wall-clock times, which the issuer checks.
     """
 
     def __init__(
@@ -239,8 +239,10 @@ class ServiceTokens:
         assert fetch is not None
         if mine:
             self._run(fetch, now)
-        else:
-            fetch.done.wait()
+        elif not fetch.done.wait(timeout=3 * self.timeout):
+            # requests' timeout bounds each read, and a peer trickling its headers never trips it:
+            # the fetch may hang its own thread, but no waiter waits longer than a fetch should take.
+            raise IssuerUnavailable("the issuer is too slow to answer; try again shortly")
         if fetch.token is not None:
             return fetch.token
         if held is not None:

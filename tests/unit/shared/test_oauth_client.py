@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import multiprocessing
 import os
+import socketserver
 import stat
 import threading
 import time
@@ -324,6 +326,61 @@ def test_an_answer_trickling_in_past_the_deadline_is_unavailable(
     with pytest.raises(IssuerUnavailable):
         tokens.token()
     assert time.monotonic() - started < 3
+
+
+class _TrickleHeaders(socketserver.BaseRequestHandler):
+    """Answer with a status line, then one header byte every 50 ms until the server stops."""
+
+    server: _TricklingServer
+
+    def handle(self) -> None:
+        self.server.arrived.set()
+        self.request.sendall(b"HTTP/1.1 200 OK\r\n")
+        with contextlib.suppress(OSError):
+            while not self.server.stopped.wait(0.05):
+                self.request.sendall(b"X")
+
+
+class _TricklingServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _TrickleHeaders)
+        self.stopped = threading.Event()
+        self.arrived = threading.Event()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def trickling_issuer() -> Iterator[_TricklingServer]:
+    """A token endpoint whose headers never end: no read ever times out."""
+    server = _TricklingServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.stopped.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_callers_waiting_on_a_fetch_that_never_ends_give_up(
+    make_tokens: TokensFactory, trickling_issuer: _TricklingServer
+) -> None:
+    tokens = make_tokens(trickling_issuer.url, timeout=0.3)
+    pool = ThreadPoolExecutor(1)
+    try:
+        stuck = pool.submit(tokens.token)
+        assert trickling_issuer.arrived.wait(timeout=5)
+        started = time.monotonic()
+        with pytest.raises(IssuerUnavailable, match="too slow"):
+            tokens.token()
+        assert time.monotonic() - started < 3
+    finally:
+        trickling_issuer.stopped.set()  # the stuck fetch ends when the server stops talking
+        pool.shutdown(wait=True)
+    with pytest.raises(IssuerUnavailable):
+        stuck.result(timeout=10)
 
 
 def test_an_oversized_answer_is_unavailable(make_tokens: TokensFactory, jwks_server: JwksServer) -> None:
