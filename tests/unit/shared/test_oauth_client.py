@@ -235,6 +235,21 @@ def test_unreachable_issuer_while_a_valid_token_is_held_uses_that_token_until_it
         tokens.token()
 
 
+def test_a_client_deleted_at_the_issuer_keeps_its_valid_token_until_it_expires(
+    tokens: ServiceTokens, issuer: CountedIssuer, clock: FakeClock
+) -> None:
+    # The API is the judge of a token it holds; the refusal shows once that token has expired.
+    first = tokens.token()
+    assert extensions.of(issuer.app).clients.delete(CLIENT_ID)
+    clock.advance(60)
+    assert tokens.token() == first
+    assert issuer.token_requests == 2
+    clock.advance(30)
+    with pytest.raises(IssuerError, match="client authentication failed") as caught:
+        tokens.token()
+    assert caught.value.status == 502
+
+
 def test_unreachable_issuer_without_a_token_is_unavailable(make_tokens: TokensFactory, dead_url: str) -> None:
     with pytest.raises(IssuerUnavailable, match="could not be reached") as caught:
         make_tokens(dead_url.removesuffix("/.well-known/jwks.json")).token()
