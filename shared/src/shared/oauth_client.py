@@ -68,7 +68,7 @@ def read_answer(session: requests.Session, method: str, url: str, *, timeout: fl
 
     Redirects are not followed. requests' `timeout` bounds each read, not the answer: a peer
     sending a byte at a time never trips it, so the body must arrive within twice `timeout`
-    (requests.Timeout otherwise).
+    (checked as each piece arrives; requests.Timeout otherwise).
     """
     deadline = time.monotonic() + 2 * timeout
     with session.request(method, url, timeout=timeout, stream=True, allow_redirects=False, **kwargs) as response:
