@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -203,6 +204,25 @@ class WsgiServer:
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"no app mounted yet"]
         return self._app(environ, start_response)
+
+
+class CountingApp:
+    """A WSGI app wrapped to count the requests each path gets."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def count(self, path: str) -> int:
+        """Return how many requests `path` got."""
+        with self._lock:
+            return self._counts[path]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        with self._lock:
+            self._counts[environ.get("PATH_INFO", "")] += 1
+        return self.app(environ, start_response)
 
 
 @dataclass(frozen=True)

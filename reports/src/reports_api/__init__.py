@@ -23,8 +23,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify
 
 from jwt_verifier import ApiError, BearerAuth, VerifierConfig, protection
 from shared import logs, web
-from shared.jsonread import read_json
-from shared.oauth_client import ServiceTokens, load_or_create_key
+from shared.oauth_client import ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_float, env_str, env_url
 
 log = logging.getLogger(__name__)
@@ -106,28 +105,31 @@ class ProfileApi:
     session: requests.Session
 
     def me(self) -> dict[str, Any]:
-        """Return what the profile API's /api/me says about this service; one retry with a fresh token."""
+        """Return the claims the profile API verified in our token; one retry with a fresh token after a 401."""
         for attempt in (1, 2):
             token = self.tokens.token()
             try:
-                response = self.session.get(
-                    f"{self.url}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
+                # Bounded in size and time, no redirects: the answer of a peer is input like any other.
+                status, body = read_answer(
+                    self.session,
+                    "GET",
+                    f"{self.url}/api/me",
+                    timeout=self.timeout,
+                    headers={"Authorization": f"Bearer {token}"},
                 )
             except requests.RequestException as exc:
                 raise UpstreamUnavailable("the profile API could not be reached; try again shortly") from exc
-            if response.status_code == 401 and attempt == 1:
-                self.tokens.forget()  # expired or revoked under us: one more try with a new token
-                continue
-            break
-        try:
-            body = read_json(response.content)
-        except ValueError:
-            body = None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise UpstreamUnavailable(f"the profile API is busy or failing (HTTP {response.status_code})")
-        if response.status_code != 200 or not isinstance(body, dict) or not isinstance(body.get("claims"), dict):
-            raise UpstreamError(f"the profile API refused our service token (HTTP {response.status_code})")
-        return body
+            if status != 401 or attempt == 2:
+                break
+            self.tokens.forget(token)  # expired or revoked under us: one more try with a new token
+        if status >= 500 or status == 429:
+            raise UpstreamUnavailable(f"the profile API is busy or failing (HTTP {status})")
+        if status != 200:
+            raise UpstreamError(f"the profile API refused our service token (HTTP {status})")
+        claims = body.get("claims") if isinstance(body, dict) else None
+        if not isinstance(claims, dict):
+            raise UpstreamError("the profile API answered without the claims it verified")
+        return claims
 
 
 def _profile_api() -> ProfileApi:
@@ -139,8 +141,7 @@ def _profile_api() -> ProfileApi:
 @auth.require(scope="reports:read")
 def report() -> Response:
     """Report who called, and who the profile API saw when this service called it with its own token."""
-    upstream = _profile_api().me()
-    claims = upstream["claims"]
+    claims = _profile_api().me()
     response = jsonify(
         caller={"sub": g.claims["sub"], "scope": g.claims.get("scope", ""), "aud": g.claims["aud"]},
         profile_api={"sub": claims.get("sub"), "scope": claims.get("scope", ""), "aud": claims.get("aud")},

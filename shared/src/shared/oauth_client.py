@@ -5,12 +5,15 @@
 `IssuerError` (502), or `InvalidGrant` when the grant itself is gone. `ServiceTokens` gets a
 service its own access tokens (RFC 6749 section 4.4), signing in with `private_key_jwt`
 (RFC 7523): the private key never leaves the service, the issuer holds only its public half.
+`read_answer` reads a peer's JSON answer within a size and a time budget.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -20,6 +23,7 @@ from typing import Any
 
 import jwt
 import requests
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -27,8 +31,14 @@ from jwt_verifier.errors import ApiError
 from jwt_verifier.jose import RsaPublicJwk, public_jwk
 from shared.jsonread import read_json
 
+log = logging.getLogger(__name__)
+
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 60
+MAX_ANSWER_BYTES = 64 * 1024
+MAX_LIFETIME = 86_400  # an issuer promising more is believed for a day
+# What fits an `Authorization: Bearer` header: printable ASCII, no spaces, no line breaks.
+TOKEN_SYNTAX = re.compile(r"[\x21-\x7e]{1,8192}")
 
 
 class IssuerError(ApiError):
@@ -49,22 +59,46 @@ class IssuerUnavailable(IssuerError):
     error = "temporarily_unavailable"
 
 
+class KeyFileError(Exception):
+    """The service's key file cannot be used; the message names the file and says why."""
+
+
+def read_answer(session: requests.Session, method: str, url: str, *, timeout: float, **kwargs: Any) -> tuple[int, Any]:
+    """Send a request and return the status and the JSON answer (None if it is not JSON or too large).
+
+    Redirects are not followed. requests' `timeout` bounds each read, not the answer: a peer
+    sending a byte at a time never trips it, so the body must arrive within twice `timeout`
+    (checked as each piece arrives; requests.Timeout otherwise).
+    """
+    deadline = time.monotonic() + 2 * timeout
+    with session.request(method, url, timeout=timeout, stream=True, allow_redirects=False, **kwargs) as response:
+        body = bytearray()
+        for chunk in response.iter_content(chunk_size=4096):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                return response.status_code, None
+            if time.monotonic() > deadline:
+                raise requests.Timeout(f"the answer took longer than {2 * timeout:g} s")
+    try:
+        return response.status_code, read_json(bytes(body))
+    except ValueError:
+        return response.status_code, None
+
+
 def post_token(session: requests.Session, url: str, form: dict[str, str], timeout: float) -> dict[str, Any]:
     """POST to the token endpoint and return its tokens; only a 4xx naming `invalid_grant` means the grant is gone."""
     try:
-        response = session.post(url, data=form, timeout=timeout)
+        status, body = read_answer(session, "POST", url, timeout=timeout, data=form)
     except requests.RequestException as exc:
         raise IssuerUnavailable("the issuer could not be reached; try again shortly") from exc
-    try:
-        body = read_json(response.content)
-    except ValueError as exc:
-        raise IssuerUnavailable(f"the issuer answered HTTP {response.status_code} without JSON") from exc
-    if response.status_code == 200 and isinstance(body, dict) and isinstance(body.get("access_token"), str):
+    if body is None:
+        raise IssuerUnavailable(f"the issuer answered HTTP {status} without JSON")
+    if status == 200 and isinstance(body, dict) and isinstance(body.get("access_token"), str):
         return body
-    if response.status_code == 429 or response.status_code >= 500:
-        raise IssuerUnavailable(f"the issuer is busy or failing (HTTP {response.status_code}); try again shortly")
+    if status == 429 or status >= 500:
+        raise IssuerUnavailable(f"the issuer is busy or failing (HTTP {status}); try again shortly")
     description = body.get("error_description", "") if isinstance(body, dict) else ""
-    message = f"the issuer refused: {str(description)[:200] or response.status_code}"
+    message = f"the issuer refused: {str(description)[:200] or status}"
     if isinstance(body, dict) and body.get("error") == "invalid_grant":
         raise InvalidGrant(message)
     raise IssuerError(message)
@@ -93,34 +127,60 @@ def new_key_pem() -> bytes:
 
 
 def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
-    """Return the service's private key from `path` (0600), creating it on first use.
+    """Return the service's private key from `path` (0600), creating it on first use; KeyFileError if it is unusable.
 
     Several workers may start at once: the key is written to a private temporary file and
     linked into place, so a reader never sees half a key and only one key ever wins.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(new_key_pem())
-            with contextlib.suppress(FileExistsError):  # another worker's key won
-                os.link(temporary, path)
-        finally:
-            temporary.unlink()
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            _create_key_file(path)
+        pem = path.read_bytes()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise KeyFileError(f"{path} cannot be read or created: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        log.warning("the key file is open to other users; make it 0600", extra={"fields": {"path": str(path)}})
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None  # garbage, or an encrypted key: the message below says what is needed
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise TypeError(f"{path} does not hold an RSA private key")
+        raise KeyFileError(f"{path} does not hold an unencrypted PEM RSA private key; fix or remove it") from None
     return key
+
+
+def _create_key_file(path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(new_key_pem())
+        with contextlib.suppress(FileExistsError):  # another worker's key won
+            os.link(temporary, path)
+    finally:
+        temporary.unlink()
+
+
+class _Fetch:
+    """One fetch of a token, whose outcome every caller waiting for it shares."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.token: str | None = None
+        self.failure: IssuerError | None = None
 
 
 class ServiceTokens:
     """A service's own access tokens for one API, fetched with client credentials and kept until near expiry.
 
-    One fetch at a time: the other threads wait for it and share its token. A token is
-    renewed once less than a third of its life (at most `renew_before` seconds) remains; if the
-    issuer cannot be reached then, the token in hand is used until it expires.
+    A token is renewed once less than a third of its life (at most `renew_before` seconds)
+    remains. One fetch at a time, outside the lock: while it runs, callers use the token in
+    hand if it is still valid, and the others wait for the fetch (at most three times
+    `timeout`) and share its outcome. When a fetch fails the token in hand is used until it
+    expires, and the issuer is left alone for `retry_interval` seconds. `clock` schedules all
+    this (monotonic by default); assertions carry wall-clock times, which the issuer checks.
     """
 
     def __init__(
@@ -134,7 +194,8 @@ class ServiceTokens:
         scope: str,
         timeout: float = 5.0,
         renew_before: float = 60.0,
-        clock: Callable[[], float] = time.time,
+        retry_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client_id = client_id
         self.key = key
@@ -144,12 +205,16 @@ class ServiceTokens:
         self.scope = scope
         self.timeout = timeout
         self.renew_before = renew_before
+        self.retry_interval = retry_interval
         self.clock = clock
         self.session = requests.Session()
         self._lock = threading.Lock()
         self._token: str | None = None
         self._renew_at = 0.0
         self._expires_at = 0.0
+        self._retry_at = 0.0
+        self._last_failure: IssuerError | None = None
+        self._pending: _Fetch | None = None
 
     @property
     def jwks(self) -> dict[str, list[RsaPublicJwk]]:
@@ -162,32 +227,73 @@ class ServiceTokens:
             now = self.clock()
             if self._token is not None and now < self._renew_at:
                 return self._token
-            try:
-                self._fetch(now)
-            except IssuerUnavailable:
-                if self._token is not None and now < self._expires_at:
-                    return self._token
-                raise
-            assert self._token is not None
-            return self._token
+            held = self._token if now < self._expires_at else None
+            fetch = self._pending
+            mine = fetch is None and now >= self._retry_at
+            if mine:
+                fetch = self._pending = _Fetch()
+            elif held is not None:
+                return held  # a renewal is under way, or failed moments ago: this one is still good
+            elif fetch is None:
+                raise _again(self._last_failure)  # the last fetch failed moments ago
+        assert fetch is not None
+        if mine:
+            self._run(fetch, now)
+        elif not fetch.done.wait(timeout=3 * self.timeout):
+            # requests' timeout bounds each read, and a peer trickling its headers never trips it:
+            # the fetch may hang its own thread, but no waiter waits longer than a fetch should take.
+            raise IssuerUnavailable("the issuer is too slow to answer; try again shortly")
+        if fetch.token is not None:
+            return fetch.token
+        if held is not None:
+            return held
+        raise fetch.failure if mine and fetch.failure is not None else _again(fetch.failure)
 
-    def forget(self) -> None:
-        """Drop the token in hand (the API refused it): the next call fetches a new one."""
+    def forget(self, token: str) -> None:
+        """Drop `token` if it is still the one in hand (the API refused it): the next call fetches a new one."""
         with self._lock:
-            self._token = None
+            if self._token == token:
+                self._token = None
 
-    def _fetch(self, now: float) -> None:
+    def _run(self, fetch: _Fetch, now: float) -> None:
+        lifetime = 0
+        try:
+            fetch.token, lifetime = self._fetch()
+        except IssuerError as exc:
+            fields = {"client_id": self.client_id, "reason": exc.description}
+            log.warning("could not get a service token from the issuer", extra={"fields": fields})
+            fetch.failure = exc
+        finally:
+            with self._lock:
+                self._pending = None
+                if fetch.token is None:
+                    self._last_failure = fetch.failure
+                    self._retry_at = self.clock() + self.retry_interval
+                else:
+                    self._token = fetch.token
+                    self._expires_at = now + lifetime
+                    self._renew_at = now + lifetime - min(self.renew_before, lifetime / 3)
+            fetch.done.set()
+
+    def _fetch(self) -> tuple[str, int]:
         form = {
             "grant_type": "client_credentials",
             "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": client_assertion(self.client_id, self.key, self.issuer, now),
+            "client_assertion": client_assertion(self.client_id, self.key, self.issuer),
             "resource": self.resource,
             "scope": self.scope,
         }
         body = post_token(self.session, self.token_url, form, self.timeout)
-        lifetime = body.get("expires_in")
+        token, lifetime = body["access_token"], body.get("expires_in")
+        if not TOKEN_SYNTAX.fullmatch(token):
+            raise IssuerUnavailable("the issuer's access token is not a header-safe string of at most 8192 characters")
         if not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime <= 0:
             raise IssuerUnavailable("the issuer's token answer has no valid expires_in")
-        self._token = body["access_token"]
-        self._expires_at = now + lifetime
-        self._renew_at = now + lifetime - min(self.renew_before, lifetime / 3)
+        return token, min(lifetime, MAX_LIFETIME)
+
+
+def _again(failure: IssuerError | None) -> IssuerError:
+    """Return a fresh error like `failure` for another caller to raise (one exception object, one thread)."""
+    if failure is None:  # the fetch died of a bug, which its own thread reports
+        return IssuerUnavailable("the issuer could not be reached; try again shortly")
+    return type(failure)(failure.description)

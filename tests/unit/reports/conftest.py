@@ -1,0 +1,174 @@
+"""Fixtures for the reports API's tests: a real issuer and profile API on loopback, and reports apps on them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
+from flask.testing import FlaskClient
+
+import resource_server
+from issuer import create_app as create_issuer_app
+from issuer import extensions
+from issuer.clients import Client
+from issuer.settings import IssuerSettings
+from jwt_verifier import protection
+from reports_api import EXTENSION, ProfileApi, ReportsSettings, create_app
+from resource_server.settings import ResourceSettings
+from shared.oauth_client import ServiceTokens
+from tests.support.fakes import CountingApp, WsgiServer
+from tests.support.tokens import jwks_json
+
+PROFILE_AUDIENCE = "jwt-split-api"
+REPORTS_AUDIENCE = "jwt-split-reports"
+REPORTS_CLIENT = "reports-api"
+PUBLIC_URL = "http://reports.test"
+
+AppFactory = Callable[..., Flask]
+TokenFactory = Callable[..., str]
+
+
+@dataclass
+class Issuer:
+    """A real issuer app on loopback that knows the reports API, counting its requests."""
+
+    url: str
+    app: Flask
+    counter: CountingApp
+    server: WsgiServer
+
+    @property
+    def token_requests(self) -> int:
+        """Return how many requests the token endpoint got."""
+        return self.counter.count("/token")
+
+    def register(self, client_id: str, jwks: str, *, audience: str, scope: str) -> None:
+        """Register a private_key_jwt client of one API."""
+        extensions.of(self.app).clients.add(
+            Client(
+                client_id,
+                frozenset({"client_credentials"}),
+                scopes=frozenset(scope.split()),
+                audiences=frozenset({audience}),
+                auth_method="private_key_jwt",
+                jwks=jwks,
+            )
+        )
+
+
+@dataclass
+class ProfileService:
+    """The profile API (the resource app) served on loopback."""
+
+    url: str
+    app: Flask
+    server: WsgiServer
+
+
+@pytest.fixture
+def issuer(issuer_settings: IssuerSettings) -> Iterator[Issuer]:
+    """A real issuer on loopback with the reports API registered (scopes reports:read and reports:write)."""
+    server = WsgiServer()
+    app = create_issuer_app(dataclasses.replace(issuer_settings, url=server.base_url))
+    counter = CountingApp(app)
+    server.mount(counter)
+    extensions.of(app).apis.add(REPORTS_AUDIENCE, "reports:read reports:write")
+    yield Issuer(server.base_url, app, counter, server)
+    server.stop()
+
+
+@pytest.fixture
+def profile_api(issuer: Issuer) -> Iterator[ProfileService]:
+    """The real profile API on loopback, verifying the issuer's tokens."""
+    server = WsgiServer()
+    app = resource_server.create_app(
+        ResourceSettings(
+            issuer=issuer.url,
+            issuer_internal_url=issuer.url,
+            jwks_url=f"{issuer.url}/.well-known/jwks.json",
+            public_url=server.base_url,
+            jwks_timeout=1.0,
+            jwks_prefetch=False,
+        )
+    )
+    server.mount(app)
+    yield ProfileService(server.base_url, app, server)
+    server.stop()
+    protection(app).jwks.session.close()
+
+
+@pytest.fixture
+def make_app(issuer: Issuer, profile_api: ProfileService, tmp_path: Path) -> Iterator[AppFactory]:
+    """Build reports apps on the issuer and the profile API; `register=False` leaves the client unregistered."""
+    apps: list[Flask] = []
+
+    def make(*, register: bool = True, **overrides: Any) -> Flask:
+        options: dict[str, Any] = {
+            "issuer": issuer.url,
+            "issuer_internal_url": issuer.url,
+            "public_url": PUBLIC_URL,
+            "data_dir": tmp_path / "reports",
+            "profile_api_url": profile_api.url,
+            "timeout": 1.0,
+            **overrides,
+        }
+        app = create_app(ReportsSettings(**options))
+        apps.append(app)
+        if register:
+            jwks = json.dumps(profile_of(app).tokens.jwks)
+            issuer.register(REPORTS_CLIENT, jwks, audience=PROFILE_AUDIENCE, scope="profile")
+        return app
+
+    yield make
+    for app in apps:
+        protection(app).jwks.session.close()
+        profile_of(app).session.close()
+        profile_of(app).tokens.session.close()
+
+
+@pytest.fixture
+def client(make_app: AppFactory) -> FlaskClient:
+    """A client of a reports app whose own client is registered at the issuer."""
+    return make_app().test_client()
+
+
+@pytest.fixture
+def token_for(issuer: Issuer, other_rsa_key: rsa.RSAPrivateKey) -> TokenFactory:
+    """Return a client-credentials token of a freshly registered client, for `audience` with `scope`."""
+
+    def mint(*, audience: str = REPORTS_AUDIENCE, scope: str = "reports:read") -> str:
+        client_id = f"batch-{uuid.uuid4().hex[:8]}"
+        issuer.register(client_id, jwks_json(other_rsa_key), audience=audience, scope=scope)
+        tokens = ServiceTokens(
+            client_id=client_id,
+            key=other_rsa_key,
+            token_url=f"{issuer.url}/token",
+            issuer=issuer.url,
+            resource=audience,
+            scope=scope,
+        )
+        try:
+            return tokens.token()
+        finally:
+            tokens.session.close()
+
+    return mint
+
+
+def profile_of(app: Flask) -> ProfileApi:
+    """Return the reports app's client of the profile API."""
+    api: ProfileApi = app.extensions[EXTENSION]
+    return api
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Return the header that sends a bearer token."""
+    return {"Authorization": f"Bearer {token}"}

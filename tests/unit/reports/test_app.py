@@ -1,0 +1,318 @@
+"""Unit tests for the reports app: a real issuer and a real profile API on loopback, the app through Flask's test client."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jwt
+import pytest
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from jwt_verifier.jose import public_jwk
+from shared.oauth_client import KeyFileError, load_or_create_key
+from tests.support.fakes import JwksServer
+from tests.unit.reports.conftest import (
+    PROFILE_AUDIENCE,
+    PUBLIC_URL,
+    REPORTS_AUDIENCE,
+    REPORTS_CLIENT,
+    AppFactory,
+    Issuer,
+    ProfileService,
+    TokenFactory,
+    bearer,
+)
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+METADATA_URL = f"{PUBLIC_URL}/.well-known/oauth-protected-resource"
+UPSTREAM_SECRET = "upstream-internal-detail"
+
+
+def _claims(token: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def _assert_error(response: TestResponse, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body: dict[str, Any] = response.get_json()
+    assert body["error"] == error
+    assert set(body) == {"error", "error_description"}
+    assert response.headers["Cache-Control"] == "no-store"
+    return body
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def test_report_names_the_caller_and_what_the_profile_api_saw_of_this_service(
+    client: FlaskClient, token_for: TokenFactory
+) -> None:
+    token = token_for()
+    response = client.get("/api/report", headers=bearer(token))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json() == {
+        "caller": {"sub": _claims(token)["sub"], "scope": "reports:read", "aud": REPORTS_AUDIENCE},
+        "profile_api": {"sub": REPORTS_CLIENT, "scope": "profile", "aud": PROFILE_AUDIENCE},
+    }
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_the_service_token_is_fetched_once_for_many_reports(
+    client: FlaskClient, token_for: TokenFactory, issuer: Issuer
+) -> None:
+    token = token_for()
+    before = issuer.token_requests
+    for _ in range(5):
+        assert client.get("/api/report", headers=bearer(token)).status_code == 200
+    assert issuer.token_requests == before + 1
+
+
+def test_concurrent_reports_share_one_service_token_fetch(
+    make_app: AppFactory, token_for: TokenFactory, issuer: Issuer
+) -> None:
+    app = make_app()
+    token = token_for()
+    before = issuer.token_requests
+    callers = 6
+    barrier = threading.Barrier(callers)
+
+    def report() -> int:
+        barrier.wait(timeout=10)
+        return app.test_client().get("/api/report", headers=bearer(token)).status_code
+
+    with ThreadPoolExecutor(callers) as pool:
+        statuses = [future.result(timeout=60) for future in [pool.submit(report) for _ in range(callers)]]
+    assert statuses == [200] * callers
+    assert issuer.token_requests == before + 1
+
+
+def test_reports_go_on_with_the_issuer_down_after_the_first_token(
+    client: FlaskClient, token_for: TokenFactory, issuer: Issuer
+) -> None:
+    token = token_for()
+    assert client.get("/api/report", headers=bearer(token)).status_code == 200
+    issuer.server.stop()
+    # Both APIs verify locally with the keys they hold; the reports API reuses its own token.
+    for _ in range(3):
+        response = client.get("/api/report", headers=bearer(token))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json()["profile_api"]["sub"] == REPORTS_CLIENT
+
+
+def test_nothing_logged_carries_a_token(
+    client: FlaskClient, token_for: TokenFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = token_for()
+    assert client.get("/api/report", headers=bearer(token)).status_code == 200
+    assert caplog.records
+    assert not any("eyJ" in str(record.__dict__) for record in caplog.records)
+
+
+# -- the profile API failing --------------------------------------------------------------
+
+
+def test_profile_api_down_is_503_with_retry_after(make_app: AppFactory, token_for: TokenFactory, dead_url: str) -> None:
+    client = make_app(profile_api_url=dead_url.removesuffix("/.well-known/jwks.json")).test_client()
+    response = client.get("/api/report", headers=bearer(token_for()))
+    _assert_error(response, 503, "temporarily_unavailable")
+    assert response.headers["Retry-After"] == "5"
+
+
+NESTED = b"[" * 20_000 + b"]" * 20_000
+HTML = f"<html><body>Bad gateway: {UPSTREAM_SECRET}</body></html>".encode()
+HUGE_CLAIMS = json.dumps({"claims": {"sub": "x", "padding": "y" * 2_000_000}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, HTML, 502),
+        (200, b"not json " + UPSTREAM_SECRET.encode(), 502),
+        (200, NESTED, 502),
+        (200, b'{"claims": ' + NESTED + b"}", 502),
+        (200, b'{"claims": "' + UPSTREAM_SECRET.encode() + b'"}', 502),
+        (200, b"[]", 502),
+        (200, b"\xff\xfe", 502),
+        (200, HUGE_CLAIMS, 502),
+        (403, b'{"error": "insufficient_scope", "error_description": "' + UPSTREAM_SECRET.encode() + b'"}', 502),
+        (404, HTML, 502),
+        (500, b"{}", 503),
+        (502, HTML, 503),
+        (429, b'{"error": "too_many_requests"}', 503),
+    ],
+    ids=[
+        "html",
+        "text",
+        "nested",
+        "nested-claims",
+        "claims-not-object",
+        "list",
+        "not-utf8",
+        "huge",
+        "403",
+        "404",
+        "500",
+        "502-html",
+        "429",
+    ],
+)
+def test_a_profile_api_answering_nonsense_is_a_json_error_not_a_500(
+    make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer, status: int, body: bytes, expected: int
+) -> None:
+    jwks_server.answer(status, body, {"Content-Type": "application/json"})
+    client = make_app(profile_api_url=jwks_server.base_url).test_client()
+    response = client.get("/api/report", headers=bearer(token_for()))
+    _assert_error(response, expected, "temporarily_unavailable" if expected == 503 else "bad_gateway")
+    assert UPSTREAM_SECRET not in response.get_data(as_text=True)
+    assert jwks_server.paths == ["/api/me"]
+
+
+def test_a_redirect_from_the_profile_api_is_not_followed(
+    make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer
+) -> None:
+    jwks_server.answer(302, b"", {"Location": "/elsewhere"})
+    client = make_app(profile_api_url=jwks_server.base_url).test_client()
+    _assert_error(client.get("/api/report", headers=bearer(token_for())), 502, "bad_gateway")
+    assert jwks_server.paths == ["/api/me"]
+
+
+def test_a_slow_profile_api_is_503(make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer) -> None:
+    jwks_server.delay = 3.0
+    client = make_app(profile_api_url=jwks_server.base_url, timeout=0.3).test_client()
+    _assert_error(client.get("/api/report", headers=bearer(token_for())), 503, "temporarily_unavailable")
+
+
+class RefuseFirst:
+    """The profile API, except that its first /api/me answers 401; the tokens it is sent are kept."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+        self.tokens: list[str] = []
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        self.tokens.append(environ.get("HTTP_AUTHORIZATION", ""))
+        if len(self.tokens) > 1:
+            return self.app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")])
+        return [b'{"error": "invalid_token"}']
+
+
+def test_a_401_from_the_profile_api_is_retried_once_with_a_fresh_token(
+    client: FlaskClient, token_for: TokenFactory, issuer: Issuer, profile_api: ProfileService
+) -> None:
+    refusing = RefuseFirst(profile_api.app)
+    profile_api.server.mount(refusing)
+    token = token_for()
+    before = issuer.token_requests
+    response = client.get("/api/report", headers=bearer(token))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(refusing.tokens) == 2
+    assert refusing.tokens[0] != refusing.tokens[1]
+    assert issuer.token_requests == before + 2
+
+
+def test_a_profile_api_refusing_every_token_is_502_after_one_retry(
+    make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer, issuer: Issuer
+) -> None:
+    jwks_server.answer(401, b'{"error": "invalid_token"}', {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    client = make_app(profile_api_url=jwks_server.base_url).test_client()
+    token = token_for()
+    before = issuer.token_requests
+    _assert_error(client.get("/api/report", headers=bearer(token)), 502, "bad_gateway")
+    assert jwks_server.paths == ["/api/me", "/api/me"]
+    assert issuer.token_requests == before + 2
+
+
+# -- the issuer refusing ------------------------------------------------------------------
+
+
+def test_the_issuer_refusing_the_reports_client_is_502_with_only_the_issuers_description(
+    make_app: AppFactory, token_for: TokenFactory
+) -> None:
+    client = make_app(register=False).test_client()
+    body = _assert_error(client.get("/api/report", headers=bearer(token_for())), 502, "bad_gateway")
+    assert body["error_description"] == "the issuer refused: client authentication failed"
+
+
+# -- tokens at /api/report ----------------------------------------------------------------
+
+
+def test_no_token_is_401_with_a_bare_challenge_naming_the_metadata(client: FlaskClient) -> None:
+    response = client.get("/api/report")
+    _assert_error(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == f'Bearer realm="jwt-split", resource_metadata="{METADATA_URL}"'
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c", "x" * 10_000], ids=["word", "three-parts", "huge"])
+def test_a_malformed_token_is_401_invalid_token_naming_the_metadata(client: FlaskClient, token: str) -> None:
+    response = client.get("/api/report", headers=bearer(token))
+    _assert_error(response, 401, "invalid_token")
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="jwt-split", error="invalid_token"')
+    assert challenge.endswith(f'resource_metadata="{METADATA_URL}"')
+
+
+def test_a_token_for_the_profile_api_is_401_here(client: FlaskClient, token_for: TokenFactory) -> None:
+    response = client.get("/api/report", headers=bearer(token_for(audience=PROFILE_AUDIENCE, scope="profile")))
+    _assert_error(response, 401, "invalid_token")
+    assert f'resource_metadata="{METADATA_URL}"' in response.headers["WWW-Authenticate"]
+
+
+def test_a_token_without_reports_read_is_403_naming_the_scope(client: FlaskClient, token_for: TokenFactory) -> None:
+    response = client.get("/api/report", headers=bearer(token_for(scope="reports:write")))
+    _assert_error(response, 403, "insufficient_scope")
+    challenge = response.headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge
+    assert 'scope="reports:read"' in challenge
+    assert f'resource_metadata="{METADATA_URL}"' in challenge
+
+
+# -- metadata, keys, health ---------------------------------------------------------------
+
+
+def test_protected_resource_metadata_describes_the_reports_api(client: FlaskClient, issuer: Issuer) -> None:
+    response = client.get("/.well-known/oauth-protected-resource")
+    assert response.status_code == 200
+    document = response.get_json()
+    assert document["resource"] == PUBLIC_URL
+    assert document["authorization_servers"] == [issuer.url]
+    assert document["scopes_supported"] == ["reports:read"]
+    assert document["bearer_methods_supported"] == ["header"]
+
+
+def test_client_jwks_publishes_only_the_public_half_of_the_key_file(make_app: AppFactory, tmp_path: Path) -> None:
+    response = make_app().test_client().get("/client-jwks.json")
+    assert response.status_code == 200
+    key = load_or_create_key(tmp_path / "reports" / "client-key.pem")
+    assert response.get_json() == {"keys": [public_jwk(key.public_key())]}
+    assert [sorted(jwk) for jwk in response.get_json()["keys"]] == [["alg", "e", "kid", "kty", "n", "use"]]
+
+
+def test_healthz_answers_and_readyz_is_ready_once_keys_are_loaded(client: FlaskClient) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["status"] == "ready"
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b""], ids=["garbage", "empty"])
+def test_create_app_with_a_bad_key_file_fails_with_a_message_naming_it(
+    make_app: AppFactory, tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "reports" / "client-key.pem"
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(content)
+    with pytest.raises(KeyFileError, match=f"^{path} does not hold an unencrypted PEM RSA private key"):
+        make_app(register=False)

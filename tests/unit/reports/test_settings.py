@@ -1,0 +1,71 @@
+"""Unit tests for ReportsSettings: defaults, the environment, and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reports_api import ReportsSettings
+from shared.settings import SettingsError
+
+
+def test_an_empty_environment_gives_the_defaults() -> None:
+    assert ReportsSettings.from_env({}) == ReportsSettings()
+
+
+def test_the_issuer_url_is_also_the_internal_url_unless_set() -> None:
+    settings = ReportsSettings.from_env({"REPORTS_ISSUER": "https://login.example/"})
+    assert (settings.issuer, settings.issuer_internal_url) == ("https://login.example", "https://login.example")
+    inside = ReportsSettings.from_env(
+        {"REPORTS_ISSUER": "https://login.example", "REPORTS_ISSUER_INTERNAL_URL": "http://issuer:8000"}
+    )
+    assert (inside.issuer, inside.issuer_internal_url) == ("https://login.example", "http://issuer:8000")
+    assert inside.verifier.jwks_url == "http://issuer:8000/.well-known/jwks.json"
+
+
+def test_every_setting_is_read_from_its_variable() -> None:
+    settings = ReportsSettings.from_env(
+        {
+            "REPORTS_PUBLIC_URL": "https://reports.example",
+            "REPORTS_AUDIENCE": "reports",
+            "REPORTS_SCOPES_SUPPORTED": "reports:read reports:write",
+            "REPORTS_CLIENT_ID": "reports-svc",
+            "REPORTS_DATA_DIR": "/data",
+            "REPORTS_PROFILE_API_URL": "http://resource:8001",
+            "REPORTS_PROFILE_API_AUDIENCE": "profile",
+            "REPORTS_PROFILE_API_SCOPE": "profile admin",
+            "REPORTS_TIMEOUT": "2.5",
+            "REPORTS_LOG_LEVEL": "debug",
+        }
+    )
+    assert settings == ReportsSettings(
+        public_url="https://reports.example",
+        audience="reports",
+        scopes_supported="reports:read reports:write",
+        client_id="reports-svc",
+        data_dir=Path("/data"),
+        profile_api_url="http://resource:8001",
+        profile_api_audience="profile",
+        profile_api_scope="profile admin",
+        timeout=2.5,
+        log_level="DEBUG",
+    )
+    assert settings.verifier.scopes_supported == ("reports:read", "reports:write")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REPORTS_ISSUER", "login.example"),
+        ("REPORTS_ISSUER_INTERNAL_URL", "ftp://issuer"),
+        ("REPORTS_PUBLIC_URL", "http://reports.example/?x=1"),
+        ("REPORTS_PROFILE_API_URL", "resource:8001"),
+        ("REPORTS_TIMEOUT", "soon"),
+        ("REPORTS_TIMEOUT", "0"),
+        ("REPORTS_TIMEOUT", "nan"),
+    ],
+)
+def test_a_bad_value_is_an_error_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name} "):
+        ReportsSettings.from_env({name: value})
