@@ -21,7 +21,7 @@ from typing import Any
 import requests
 from flask import Blueprint, Flask, Response, current_app, g, jsonify
 
-from jwt_verifier import ApiError, BearerAuth, VerifierConfig, protection
+from jwt_verifier import ApiError, BearerAuth, VerifierConfig, readiness
 from shared import logs, web
 from shared.oauth_client import ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_float, env_str, env_url
@@ -164,13 +164,8 @@ def healthz() -> Response:
     return jsonify(status="ok")
 
 
-@bp.get("/readyz")
-def readyz() -> Response | tuple[Response, int]:
-    """Ready once the issuer's verification keys are held; 503 until then."""
-    jwks = protection().jwks
-    if jwks.ensure_loaded():
-        return jsonify(status="ready", kids=jwks.kids)
-    return jsonify(status="not ready", reason="no verification keys loaded from the issuer yet"), 503
+# Ready once the issuer's verification keys are held; 503 until then (the library's probe).
+bp.get("/readyz")(readiness)
 
 
 def create_app(settings: ReportsSettings | None = None) -> Flask:

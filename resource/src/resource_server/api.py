@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify
 
-from jwt_verifier import BearerAuth, protection
-from jwt_verifier.errors import RETRY_AFTER_SECONDS
+from jwt_verifier import BearerAuth, readiness
 
 bp = Blueprint("api", __name__)
 
@@ -40,11 +39,5 @@ def healthz() -> Response:
     return jsonify(status="ok")
 
 
-@bp.get("/readyz")
-def readyz() -> Response | tuple[Response, int, dict[str, str]]:
-    """Ready once verification keys are held; 503 until then."""
-    jwks = protection().jwks
-    if jwks.ensure_loaded():
-        return jsonify(status="ready", kids=jwks.kids)
-    not_ready = jsonify(status="not ready", reason="no verification keys loaded from the issuer yet")
-    return not_ready, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+# Ready once the issuer's verification keys are held; 503 until then (the library's probe).
+bp.get("/readyz")(readiness)

@@ -4,7 +4,8 @@ The public API:
 
 - `VerifierConfig`: issuer, audience, RFC 9728 resource identifier, JWKS and verification knobs.
 - `BearerAuth`: the Flask extension (`init_app(app)`, `require(scope=...)` putting the claims
-  on `flask.g.claims`, RFC 9728 metadata at `/.well-known/oauth-protected-resource`).
+  on `flask.g.claims`, RFC 9728 metadata at `/.well-known/oauth-protected-resource`), and
+  `readiness`, a view for a readiness probe (503 with `Retry-After` until keys are held).
 - `Verifier`, `JwksClient`, `ResourceProtector`, `TokenVerifier`: the parts, for use without Flask.
 - The errors (`jwt_verifier.errors`): `InvalidToken` (and `TokenExpired`, `UnknownKey`),
   `MissingToken`, `InsufficientScope`, `InvalidRequest`, `VerificationUnavailable`
@@ -26,7 +27,7 @@ from jwt_verifier.errors import (
     UnknownKey,
     VerificationUnavailable,
 )
-from jwt_verifier.extension import BearerAuth, Protection, protection
+from jwt_verifier.extension import BearerAuth, Protection, protection, readiness
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.rfc9728 import metadata_url
@@ -52,4 +53,5 @@ __all__ = [
     "VerifierConfig",
     "metadata_url",
     "protection",
+    "readiness",
 ]

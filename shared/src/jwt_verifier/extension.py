@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, current_app, g, jsonify, request
 
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.errors import BearerError, VerificationUnavailable
+from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, VerificationUnavailable
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.rfc9728 import metadata, metadata_path, metadata_url
@@ -117,6 +117,17 @@ class BearerAuth:
             return cast(F, wrapper)
 
         return decorate
+
+
+def readiness() -> Response:
+    """Answer a readiness probe: 200 once verification keys are held, 503 with `Retry-After` until then."""
+    jwks = protection().jwks
+    if jwks.ensure_loaded():
+        return jsonify(status="ready", kids=jwks.kids)
+    response = jsonify(status="not ready", reason="no verification keys loaded from the issuer yet")
+    response.status_code = 503
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def _metadata() -> Response:
