@@ -156,7 +156,9 @@ class RefreshTokens:
                 raise RefreshError("the refresh token's session has reached its maximum lifetime")
             grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
             if row.used_at is not None:
-                if now - row.used_at <= self.reuse_grace and self._unspent(conn, successor, now):
+                # Whole seconds: a grace of 0 must mean none, not "the rest of the second of first use".
+                within_grace = self.reuse_grace > 0 and now - row.used_at <= self.reuse_grace
+                if within_grace and self._unspent(conn, successor, now):
                     log.info(
                         "refresh token re-presented within the reuse grace", extra={"fields": {"sub": row.username}}
                     )
