@@ -128,6 +128,10 @@ class ClientStore:
     def seed(self, builtins: Iterable[Client]) -> None:
         """Make the built-in clients what settings say (they follow ISSUER_WEB_REDIRECT_URIS)."""
         with self.database.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                # Replicas starting together seed together: without turns, one's DELETE misses the
+                # row the other has just inserted, and its INSERT then fails on the primary key.
+                conn.exec_driver_sql("LOCK TABLE clients IN SHARE ROW EXCLUSIVE MODE")
             for client in builtins:
                 conn.execute(delete(clients).where(clients.c.client_id == client.client_id))
                 conn.execute(insert(clients).values(_values(client)))
