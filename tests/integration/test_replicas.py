@@ -153,10 +153,10 @@ def race(bases: tuple[str, str], refresh_token: str) -> list[requests.Response]:
     barrier = threading.Barrier(len(bases))
 
     def present(base: str) -> requests.Response:
-        session = requests.Session()
-        session.get(f"{base}/healthz", timeout=10)  # connect first: the barrier then releases two sends
-        barrier.wait(timeout=10)
-        return refresh_grant(base, refresh_token, session)
+        with requests.Session() as session:
+            session.get(f"{base}/healthz", timeout=10)  # connect first: the barrier then releases two sends
+            barrier.wait(timeout=10)
+            return refresh_grant(base, refresh_token, session)
 
     with ThreadPoolExecutor(max_workers=len(bases)) as pool:
         return list(pool.map(present, bases))
@@ -296,18 +296,18 @@ class ApiWatch:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        session = requests.Session()
-        while not self.stop.wait(0.05):
-            try:
-                response = session.get(
-                    f"{self.url}/api/me", headers={"Authorization": f"Bearer {self.token}"}, timeout=5
-                )
-                status = str(response.status_code)
-            except requests.RequestException as exc:
-                status = type(exc).__name__
-            self.calls += 1
-            if status != "200":
-                self.failures.append(status)
+        with requests.Session() as session:
+            while not self.stop.wait(0.05):
+                try:
+                    response = session.get(
+                        f"{self.url}/api/me", headers={"Authorization": f"Bearer {self.token}"}, timeout=5
+                    )
+                    status = str(response.status_code)
+                except requests.RequestException as exc:
+                    status = type(exc).__name__
+                self.calls += 1
+                if status != "200":
+                    self.failures.append(status)
 
 
 def test_postgres_stopped_gives_503_with_retry_after_and_recovers_by_itself(
@@ -439,16 +439,16 @@ class Traffic:
 
     def user(self) -> None:
         """Log in, then refresh a few times, calling the API with every access token."""
-        session = requests.Session()
-        while not self.stop.is_set():
-            answer = self._call("login", password_grant, self.issuer, session)
-            for _ in range(4):
-                if answer is None or self.stop.is_set():
-                    break
-                body = answer.json()
-                headers = {"Authorization": f"Bearer {body['access_token']}"}
-                self._call("api", session.get, f"{self.resource}/api/me", headers=headers, timeout=10)
-                answer = self._call("refresh", refresh_grant, self.issuer, body["refresh_token"], session)
+        with requests.Session() as session:
+            while not self.stop.is_set():
+                answer = self._call("login", password_grant, self.issuer, session)
+                for _ in range(4):
+                    if answer is None or self.stop.is_set():
+                        break
+                    body = answer.json()
+                    headers = {"Authorization": f"Bearer {body['access_token']}"}
+                    self._call("api", session.get, f"{self.resource}/api/me", headers=headers, timeout=10)
+                    answer = self._call("refresh", refresh_grant, self.issuer, body["refresh_token"], session)
 
 
 def test_one_replica_killed_under_traffic_fails_only_requests_in_flight_on_it(

@@ -758,3 +758,20 @@ def test_rewrap_with_the_wrong_key_encryption_key_changes_nothing(
 def test_rewrap_refuses_a_new_key_of_the_wrong_size(store: KeyStore) -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         store.rewrap(b"\x00" * 16)
+
+
+def test_start_takes_a_snapshot_for_last_published_and_advances_nothing(
+    make_store: StoreFactory, database: Database, clock: FakeClock
+) -> None:
+    first = make_store()
+    first.start()
+    active = first.signing_key().kid
+    staged = first.rotate()
+    clock.advance(601)  # the staged key is due to sign: only a reload may make it
+    second = make_store()
+    assert second.last_published() == []
+    second.start()
+    assert {jwk["kid"] for jwk in second.last_published()} == {active, staged.kid}
+    with database.reading() as conn:
+        state = conn.execute(select(signing_keys.c.state).where(signing_keys.c.kid == staged.kid)).scalar_one()
+    assert state == "next"
