@@ -486,7 +486,8 @@ def test_one_replica_killed_under_traffic_fails_only_requests_in_flight_on_it(
     by_kind = {kind: sum(1 for c in calls if c.kind == kind) for kind in ("login", "refresh", "api")}
     print(
         f"\n{len(calls)} requests in {duration:.1f} s ({by_kind}), {len(after_kill)} after the kill; "
-        f"failed: {len(failed)}, of which in flight on the killed replica: {len(in_flight)}"
+        f"failed: {len(failed)}, of which in flight on the killed replica: {len(in_flight)}; "
+        f"retried by haproxy on the survivor: {balancer.log().count('/+1 ')}"
     )
     for call in failed:
         print(

@@ -9,16 +9,17 @@ balancer follows the same rules):
   503 with `Retry-After` where it needs the database, and serves what it can without it (the
   JWKS from its last snapshot).
 - Retries (`retries 3`, `option redispatch 1`: each retry on another replica) on
-  `conn-failure empty-response response-timeout`, for POST /token too. That is safe here: a
+  `conn-failure empty-response junk-response response-timeout`, for POST /token too. That is safe here: a
   request that never reached a replica is simply sent again; one that reached a replica that
   then died or hung may have committed, and sending it again is harmless for every grant. A
   refresh replayed within the reuse grace gets the same successor (test_replicas shows it on two
   replicas), a password grant starts one more refresh-token family that nobody holds, a client
   credentials grant mints another token, and a replayed authorization code is refused and its
-  family revoked, where the client had lost the answer anyway. With
-  ISSUER_REFRESH_REUSE_GRACE=0 a replayed refresh would revoke the family: keep the grace above
-  the time a retry can take (`timeout server` times `retries`) or retry on `conn-failure` only.
-  Retrying on 5xx answers is never done: the issuer's 503 already says when to come back.
+  family revoked, where the client had lost the answer anyway. The last retry is sent at most
+  `retries` x `timeout server` = 15 s (plus connect timeouts) after the first attempt, inside the
+  default 30 s reuse grace; with a shorter grace (ISSUER_REFRESH_REUSE_GRACE=0 turns it off) a
+  replayed refresh revokes its family, and only `conn-failure` is safe to retry. 5xx answers
+  are never retried: the issuer's 503 already says when to come back.
 - One request per connection (`option httpclose`): kept-alive client connections were lost with
   the replica that last answered on them (measured by test_replicas' kill test).
 - HAProxy's own errors (no replica alive at all) are JSON with `Retry-After`, like the issuer's.
@@ -48,7 +49,8 @@ defaults
     option httplog
     timeout connect 1s
     timeout client 30s
-    timeout server 10s
+    # The issuer answers in milliseconds; see the reuse grace above before raising this.
+    timeout server 5s
     timeout check 1s
     # One request per connection, on both sides. With keep-alive, a replica's death also closed
     # idle client connections (those its last answers went out on, and others), and a POST a
@@ -57,7 +59,7 @@ defaults
     option httpclose
     retries 3
     option redispatch 1
-    retry-on conn-failure empty-response response-timeout
+    retry-on conn-failure empty-response junk-response response-timeout
 {errorfiles}
 
 frontend issuers
