@@ -65,63 +65,27 @@ def running(server: ChildProcess, ready: Callable[[], bool], *, stop_signal: int
         server.stop(stop_signal)
 
 
-@contextmanager
-def postgres_server(*, timeout: float = 60.0) -> Iterator[str]:
-    """Run a private PostgreSQL cluster on a free loopback port; yield its superuser URL.
+class PostgresCluster:
+    """A private PostgreSQL cluster whose server a test can stop and start again (same port, same data)."""
 
-    The cluster lives in a new directory under the system's temporary directory (as root, owned
-    by the `postgres` user, since postgres refuses to run as root) and is deleted afterwards.
-    fsync is off: the data are thrown away.
-    """
-    bin_dir = postgres_bin_dir()
-    user = None
-    if os.geteuid() == 0:
-        try:
-            user = pwd.getpwnam(POSTGRES_USER)
-        except KeyError:
-            raise ServerUnavailable(f"running as root needs the {POSTGRES_USER!r} user: {SETUP_HINT}") from None
-    with tempfile.TemporaryDirectory(prefix="jwtsplit-postgres-", ignore_cleanup_errors=True) as tmp:
-        root = Path(tmp)
-        password = secrets.token_urlsafe(24)
-        password_file = root / "password"
-        password_file.write_text(password + "\n")
-        if user is not None:
-            for path in (root, password_file):
-                os.chown(path, user.pw_uid, user.pw_gid)
-        initdb = ChildProcess(
-            "initdb",
-            [
-                str(bin_dir / "initdb"),
-                "--pgdata",
-                str(root / "data"),
-                "--username",
-                "postgres",
-                f"--pwfile={password_file}",
-                "--auth-host=scram-sha-256",
-                "--auth-local=peer",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--no-instructions",
-            ],
-            root / "initdb.log",
-            user=user,
-        ).start()
-        assert initdb.proc is not None
-        if initdb.proc.wait(timeout=120) != 0:
-            raise ServerUnavailable(f"initdb failed ({initdb.proc.returncode}):\n{initdb.log()[-2000:]}")
-        port = free_port()
-        url = f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
-        server = ChildProcess(
+    def __init__(self, root: Path, *, timeout: float = 60.0) -> None:
+        self.root = root
+        self.timeout = timeout
+        self.bin_dir = postgres_bin_dir()
+        self.user = _postgres_user()
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(24)
+        self.url = f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
+        self.server = ChildProcess(
             "postgres",
             [
-                str(bin_dir / "postgres"),
+                str(self.bin_dir / "postgres"),
                 "-D",
                 str(root / "data"),
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
-                f"port={port}",
+                f"port={self.port}",
                 "-c",
                 f"unix_socket_directories={root}",
                 "-c",
@@ -132,11 +96,94 @@ def postgres_server(*, timeout: float = 60.0) -> Iterator[str]:
                 "full_page_writes=off",
             ],
             root / "postgres.log",
-            user=user,
+            user=self.user,
         )
+
+    def initialise(self) -> None:
+        """Create the cluster's files (initdb), owned by the user the server runs as."""
+        password_file = self.root / "password"
+        password_file.write_text(self.password + "\n")
+        if self.user is not None:
+            for path in (self.root, password_file):
+                os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        initdb = ChildProcess(
+            "initdb",
+            [
+                str(self.bin_dir / "initdb"),
+                "--pgdata",
+                str(self.root / "data"),
+                "--username",
+                "postgres",
+                f"--pwfile={password_file}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            self.root / "initdb.log",
+            user=self.user,
+        ).start()
+        assert initdb.proc is not None
+        if initdb.proc.wait(timeout=120) != 0:
+            raise ServerUnavailable(f"initdb failed ({initdb.proc.returncode}):\n{initdb.log()[-2000:]}")
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        self.server.start()
+        try:
+            self.server.wait_ready(
+                lambda: _postgres_answers(self.url), timeout=self.timeout, what="postgres to accept connections"
+            )
+        except NotStarted:
+            self.server.stop(signal.SIGINT)
+            raise
+
+    @property
+    def running(self) -> bool:
+        """Return whether the server is started (and not stopped since)."""
+        return self.server.proc is not None
+
+    def stop(self) -> None:
+        """Stop the server; clients' connections are then refused."""
         # SIGINT is postgres's "fast" shutdown: it ends sessions instead of waiting for clients.
-        with running(server, lambda: _postgres_answers(url), stop_signal=signal.SIGINT, timeout=timeout):
-            yield url
+        self.server.stop(signal.SIGINT)
+
+
+def _postgres_user() -> pwd.struct_passwd | None:
+    """Return the user postgres must run as: Debian's `postgres` user as root, else None (ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(POSTGRES_USER)
+    except KeyError:
+        raise ServerUnavailable(f"running as root needs the {POSTGRES_USER!r} user: {SETUP_HINT}") from None
+
+
+@contextmanager
+def postgres_cluster(*, timeout: float = 60.0) -> Iterator[PostgresCluster]:
+    """Run a private PostgreSQL cluster on a free loopback port; yield it, started.
+
+    The cluster lives in a new directory under the system's temporary directory (as root, owned
+    by the `postgres` user, since postgres refuses to run as root) and is deleted afterwards.
+    fsync is off: the data are thrown away.
+    """
+    with tempfile.TemporaryDirectory(prefix="jwtsplit-postgres-", ignore_cleanup_errors=True) as tmp:
+        cluster = PostgresCluster(Path(tmp), timeout=timeout)
+        cluster.initialise()
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+@contextmanager
+def postgres_server(*, timeout: float = 60.0) -> Iterator[str]:
+    """Run a private PostgreSQL cluster (see `postgres_cluster`); yield its superuser URL."""
+    with postgres_cluster(timeout=timeout) as cluster:
+        yield cluster.url
 
 
 def _postgres_answers(url: str) -> bool:

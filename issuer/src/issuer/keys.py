@@ -154,6 +154,9 @@ class KeyStore:
         if legacy_key_dir is not None:
             self.import_key_files(legacy_key_dir)
         self.ensure_active()
+        records = self._read_records()  # a first snapshot for `last_published`, advancing nothing
+        with self._lock:
+            self._records = records
 
     def import_key_files(self, key_dir: Path) -> list[str]:
         """Seal the PEM files of earlier releases into their rows, then delete every key file.
@@ -298,6 +301,11 @@ class KeyStore:
     def published(self, *, fresh: bool = False) -> list[RsaPublicJwk]:
         """Return the public JWKs verifiers must know: next, active and retiring keys."""
         return [r.jwk for r in self.records(fresh=fresh) if r.state in PUBLISHED_STATES]
+
+    def last_published(self) -> list[RsaPublicJwk]:
+        """Return the published keys of the last snapshot read, without reading the database."""
+        with self._lock:
+            return [r.jwk for r in self._records if r.state in PUBLISHED_STATES]
 
     def signing_key(self) -> SigningKey:
         """Return the active key, opening it only the first time it is seen.

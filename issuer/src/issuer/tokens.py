@@ -162,7 +162,8 @@ class RefreshTokens:
                 raise RefreshError("the refresh token's session has reached its maximum lifetime")
             grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
             if row.used_at is not None:
-                if now - row.used_at <= self.reuse_grace:
+                # Whole seconds: a grace of 0 must mean none, not "the rest of the second of first use".
+                if self.reuse_grace > 0 and now - row.used_at <= self.reuse_grace:
                     for candidate in self._successors(token, successor):
                         if self._unspent(conn, candidate, now):
                             log.info(

@@ -1,12 +1,17 @@
-"""Public discovery: the JWKS (RFC 7517), server metadata (RFC 8414) and liveness."""
+"""Public discovery: the JWKS (RFC 7517), server metadata (RFC 8414), liveness and readiness."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from issuer import extensions
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("wellknown", __name__)
 
@@ -16,8 +21,19 @@ GRANT_TYPES = ["authorization_code", "refresh_token", "password", "client_creden
 @bp.get("/.well-known/jwks.json")
 def jwks() -> Response:
     """Publish the public halves of the next, active and retiring keys."""
-    # Read fresh: a key another worker has just begun signing with must be here already.
-    response = jsonify(keys=extensions.current().keys.published(fresh=True))
+    keys = extensions.current().keys
+    try:
+        # Read fresh: a key another worker has just begun signing with must be here already.
+        published = keys.published(fresh=True)
+    except (OperationalError, InterfaceError) as exc:
+        # The database is down: no key can begin signing here without it, so the last snapshot
+        # still holds what this replica signs with, and verifiers can go on refreshing meanwhile
+        # (a balancer sends them to a replica that reaches the database while there is one).
+        published = keys.last_published()
+        if not published:
+            raise
+        log.warning("jwks served from the last snapshot", extra={"fields": {"error": type(exc.orig).__name__}})
+    response = jsonify(keys=published)
     response.headers["Cache-Control"] = f"public, max-age={extensions.current().settings.jwks_max_age}"
     return response
 
@@ -53,5 +69,13 @@ def metadata() -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """Answer while the process is alive."""
+    """Answer while the process is alive (liveness: cheap, and true while the database is down)."""
     return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Answer 200 while the issuer reaches its database (what a load balancer checks); 503 otherwise."""
+    with extensions.current().database.reading() as conn:
+        conn.execute(text("SELECT 1"))  # unreachable: the app's handler answers 503 with Retry-After
+    return jsonify(status="ready")

@@ -680,3 +680,10 @@ def test_a_malformed_authorization_header_is_invalid_client_not_a_500(client: Fl
         headers={"Authorization": header.encode().decode("latin-1")},
     )
     _assert_error(response, 401, "invalid_client")
+
+
+def test_readyz_is_ready_while_the_database_answers(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ready"}
+    assert client.get("/healthz").get_json() == {"status": "ok"}

@@ -797,3 +797,20 @@ def test_checking_the_kek_reads_only_and_leaves_damaged_keys_to_the_start(
     before = _rows(database)
     make_store().check_key_encryption_key()
     assert _rows(database) == before
+
+
+def test_start_takes_a_snapshot_for_last_published_and_advances_nothing(
+    make_store: StoreFactory, database: Database, clock: FakeClock
+) -> None:
+    first = make_store()
+    first.start()
+    active = first.signing_key().kid
+    staged = first.rotate()
+    clock.advance(601)  # the staged key is due to sign: only a reload may make it
+    second = make_store()
+    assert second.last_published() == []
+    second.start()
+    assert {jwk["kid"] for jwk in second.last_published()} == {active, staged.kid}
+    with database.reading() as conn:
+        state = conn.execute(select(signing_keys.c.state).where(signing_keys.c.kid == staged.kid)).scalar_one()
+    assert state == "next"
