@@ -282,7 +282,10 @@ class Database:
 
 def _engine(url: URL, is_sqlite: bool) -> Engine:
     if not is_sqlite:
-        return create_engine(url, pool_pre_ping=True)
+        # A database host that does not answer costs a request (or a readiness check) 3 s,
+        # not the operating system's TCP timeout; a connect_timeout in the URL wins.
+        connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": 3}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
