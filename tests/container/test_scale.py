@@ -410,6 +410,8 @@ def test_one_replica_killed_under_traffic_fails_only_token_requests_in_flight_on
             thread.join()
     duration = time.monotonic() - began
     subprocess.run(["docker", "start", victim], capture_output=True, text=True, timeout=60, check=True)
+    # Back to three for the tests that follow, whatever this one finds.
+    wait_until(lambda: all_replicas_healthy(scaled), timeout=60, interval=1, what="the killed replica to be healthy")
 
     calls = traffic.calls
     failed = [c for c in calls if not c.ok]
@@ -435,19 +437,26 @@ def test_one_replica_killed_under_traffic_fails_only_token_requests_in_flight_on
             f"  {call.kind} {call.outcome}: sent {call.started - killed:+.3f} s after the kill began, "
             f"ended {call.ended - killed:+.3f} s"
         )
-    for line in balancer_log.splitlines():  # httplog: frontend backend/server timers status ...
-        answer = re.search(r" issuers/(issuer\d+) \S+ (-?\d+) ", line)
-        if answer is not None and (answer[2] == "-1" or answer[2].startswith("5")):
-            print(f"  balancer: {line.strip()[:300]}")
+    # httplog: frontend backend/server timers status bytes cookies termination-state ... "request"
+    aborted = [
+        line.strip()
+        for line in balancer_log.splitlines()
+        if (answer := re.search(r" issuers/(issuer\d+) \S+ (-?\d+) \S+ \S+ \S+ (S\S+) ", line))
+        and answer[1] in down
+        and answer[2] != "200"
+    ]
+    for line in aborted:
+        print(f"  balancer, the killed replica aborted: {line[:300]}")
     assert duration >= 20
     assert all(by_kind[kind] > 20 for kind in kinds), by_kind
     assert len(after_kill) > 50
     assert [c for c in failed if c.kind in ("api", "report")] == []
     assert [c for c in failed if c not in in_flight] == [], "token requests failed that were not in flight at the kill"
     assert len(in_flight) <= 4  # one request at a time per user thread
+    # Each one the balancer's own answer, logged against the killed replica: counted, not guessed.
+    assert [c.outcome for c in in_flight] == ["502"] * len(in_flight), in_flight
+    assert len(aborted) == len(in_flight), aborted
     assert down, "the balancer never took the killed replica out"
-    # Back to three for the tests that follow.
-    wait_until(lambda: all_replicas_healthy(scaled), timeout=60, interval=1, what="the killed replica to be healthy")
 
 
 # -- PostgreSQL stopped and started again -----------------------------------------------------------
