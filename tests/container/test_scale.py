@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
+import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,22 @@ main(["keys", "rotate", "--now"], standalone_mode=False)
 print(time.time())
 """
 
+# Run inside a replica: connect to it, read a refresh token and say so, then present the token
+# at the start time read next (shared by every racer); print when it was sent and the answer.
+PRESENT_REFRESH = r"""
+import http.client, json, sys, time, urllib.parse
+form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": sys.stdin.readline().strip()})
+connection = http.client.HTTPConnection("127.0.0.1", 8000, timeout=10)
+connection.connect()
+print("ready", flush=True)
+start = float(sys.stdin.readline())
+time.sleep(max(0.0, start - time.time()))
+sent = time.time()
+connection.request("POST", "/token", form, {"Content-Type": "application/x-www-form-urlencoded"})
+response = connection.getresponse()
+print(json.dumps({"sent": sent, "status": response.status, "body": json.loads(response.read())}))
+"""
+
 
 @pytest.fixture(scope="module")
 def scaled(compose_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
@@ -76,7 +96,9 @@ def scaled(compose_images: None, tmp_path_factory: pytest.TempPathFactory) -> It
         check=False,
     )
     assert made.returncode == 0, made.stdout + made.stderr
-    running = ComposeStack(root, files=[REPO / "compose.scale.yaml"], env=env)
+    # The traffic test logs in a few hundred times a minute from one address.
+    limits = {"ISSUER_LOGIN_RATE_LIMIT": "100000 per minute", "ISSUER_ADDRESS_RATE_LIMIT": "100000 per minute"}
+    running = ComposeStack(root, files=[REPO / "compose.scale.yaml"], env=env, issuer_env=limits)
     try:
         running.up()
         wait_until(running.all_workers_hold_keys, timeout=60, what="every resource worker to load keys")
@@ -214,3 +236,307 @@ def test_the_reports_api_calls_the_profile_api_through_the_balancer(scaled: Comp
         report = scaled.get_reports("/api/report", token.json()["access_token"])
         assert report.status_code == 200, report.text
         assert report.json()["profile_api"]["sub"] == "reports-api"
+
+
+# -- one refresh token at two replicas at once ---------------------------------------------------
+
+
+def present_at_once(scaled: ComposeStack, indexes: tuple[int, int], refresh_token: str) -> list[dict[str, Any]]:
+    """Present one refresh token at the replicas `indexes` (from inside each) at one shared instant."""
+    racers = [
+        subprocess.Popen(
+            scaled.command("exec", "-T", "--index", str(index), "issuer", "python", "-c", PRESENT_REFRESH),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=scaled.env,
+        )
+        for index in indexes
+    ]
+    try:
+        for racer in racers:
+            assert racer.stdin is not None
+            racer.stdin.write(f"{refresh_token}\n")
+            racer.stdin.flush()
+        for racer in racers:  # every racer is connected to its replica: the start time can be near
+            assert racer.stdout is not None
+            assert racer.stdout.readline().strip() == "ready", racer.communicate(timeout=30)
+        start = f"{time.time() + 1}\n"
+        for racer in racers:  # to all before waiting for any
+            assert racer.stdin is not None
+            racer.stdin.write(start)
+            racer.stdin.flush()
+        outputs = [racer.communicate(timeout=30) for racer in racers]
+    finally:
+        for racer in racers:
+            racer.kill()
+    results = []
+    for index, (out, err) in zip(indexes, outputs, strict=True):
+        assert out.strip(), f"replica {index}: {err}"
+        results.append(json.loads(out.splitlines()[-1]))
+    return results
+
+
+def test_one_refresh_token_at_two_replicas_at_once_gets_one_successor_as_on_one_issuer(
+    scaled: ComposeStack,
+) -> None:
+    """Within the default 30 s reuse grace both presentations get the family's one successor."""
+    for indexes in ((1, 1), (1, 2)):  # twice at one replica, then at two replicas: the same outcome
+        tokens = scaled.token()
+        results = present_at_once(scaled, indexes, tokens["refresh_token"])
+        skew = abs(results[0]["sent"] - results[1]["sent"])
+        print(f"replicas {indexes}: {[r['status'] for r in results]}, sent {skew * 1000:.1f} ms apart")
+        assert [r["status"] for r in results] == [200, 200], results
+        assert skew < 0.05, f"the two requests were sent {skew:.3f} s apart: not concurrent"
+        successors = {r["body"]["refresh_token"] for r in results}
+        assert len(successors) == 1, "two different successors: the token was spent twice"
+        # The successor is the family's live token, at whichever replica the balancer picks.
+        successor = requests.post(
+            f"{scaled.issuer_url}/token",
+            data={"grant_type": "refresh_token", "refresh_token": successors.pop()},
+            timeout=10,
+        )
+        assert successor.status_code == 200, successor.text
+
+
+# -- one replica killed under steady traffic -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request of the traffic: what, when (monotonic seconds) and how it ended."""
+
+    kind: str
+    started: float
+    ended: float
+    outcome: str  # the HTTP status, or the exception's name
+
+    @property
+    def ok(self) -> bool:
+        """Return whether the request succeeded."""
+        return self.outcome == "200"
+
+
+@dataclass
+class Traffic:
+    """Users logging in, refreshing and calling the APIs in a loop: tokens through the balancer."""
+
+    scaled: ComposeStack
+    report_token: str
+    calls: list[Call] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _call(self, kind: str, send: Callable[..., requests.Response], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Send one request and record it; return its JSON body when it succeeded, else {}."""
+        started = time.monotonic()
+        body: dict[str, Any] = {}
+        try:
+            response = send(*args, timeout=10, **kwargs)
+            outcome = str(response.status_code)
+            if outcome == "200":
+                body = response.json()
+        except requests.RequestException as exc:
+            outcome = f"{type(exc).__name__}: {exc}"[:300]
+        with self.lock:
+            self.calls.append(Call(kind, started, time.monotonic(), outcome))
+        return body
+
+    def user(self) -> None:
+        """Log in, then refresh a few times, calling the profile API with every access token."""
+        token_url = f"{self.scaled.issuer_url}/token"
+        with requests.Session() as session:
+            while not self.stop.is_set():
+                form = {"grant_type": "password", "username": "alice", "password": "wonderland"}
+                tokens = self._call("login", session.post, token_url, data=form)
+                for _ in range(4):
+                    if not tokens or self.stop.is_set():
+                        break
+                    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+                    self._call("api", session.get, f"{self.scaled.resource_url}/api/me", headers=headers)
+                    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+                    tokens = self._call("refresh", session.post, token_url, data=form)
+
+    def reporter(self) -> None:
+        """Call the reports API, which calls the profile API with its own token from the balancer."""
+        headers = {"Authorization": f"Bearer {self.report_token}"}
+        with requests.Session() as session:
+            while not self.stop.wait(0.1):
+                self._call("report", session.get, f"{self.scaled.reports_url}/api/report", headers=headers)
+
+
+def reports_token(scaled: ComposeStack) -> str:
+    """Register a client of the reports API and return its access token from the balancer."""
+    client, secret = f"reader-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex * 2
+    added = scaled.issuer_cli(
+        "clients", "add", client, "--grant", "client_credentials", "--audience", "jwt-split-reports",
+        "--scope", "reports:read", "--secret-stdin", stdin=secret + "\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    token = requests.post(
+        f"{scaled.issuer_url}/token",
+        data={"grant_type": "client_credentials", "resource": "jwt-split-reports"},
+        auth=(client, secret),
+        timeout=10,
+    )
+    assert token.status_code == 200, token.text
+    access: str = token.json()["access_token"]
+    return access
+
+
+def all_replicas_healthy(scaled: ComposeStack) -> bool:
+    """Return whether every replica's container runs and is healthy."""
+    return [replica.get("Health") for replica in replicas(scaled)] == ["healthy"] * REPLICAS
+
+
+def test_one_replica_killed_under_traffic_fails_only_token_requests_in_flight_on_it(scaled: ComposeStack) -> None:
+    traffic = Traffic(scaled, reports_token(scaled))
+    threads = [threading.Thread(target=traffic.user) for _ in range(4)]
+    threads.append(threading.Thread(target=traffic.reporter))
+    victim = next(replica["Name"] for replica in replicas(scaled) if replica["Name"].endswith("-issuer-2"))
+    try:
+        began = time.monotonic()
+        for thread in threads:
+            thread.start()
+        time.sleep(6)
+        killed = time.monotonic()
+        subprocess.run(["docker", "kill", victim], capture_output=True, text=True, timeout=30, check=True)
+        kill_returned = time.monotonic()
+        time.sleep(max(0.0, 22 - (time.monotonic() - began)))
+    finally:
+        traffic.stop.set()
+        for thread in threads:
+            thread.join()
+    duration = time.monotonic() - began
+    subprocess.run(["docker", "start", victim], capture_output=True, text=True, timeout=60, check=True)
+    # Back to three for the tests that follow, whatever this one finds.
+    wait_until(lambda: all_replicas_healthy(scaled), timeout=60, interval=1, what="the killed replica to be healthy")
+
+    calls = traffic.calls
+    failed = [c for c in calls if not c.ok]
+    # The balancer never replays a POST that reached a replica (deploy/haproxy.cfg): a token
+    # request the killed replica was serving fails, with HAProxy's 502 or, on a kept-alive client
+    # connection, with that connection closed unanswered. Nothing else may fail.
+    in_flight = [
+        c for c in failed if c.kind in ("login", "refresh") and c.started <= kill_returned and c.ended >= killed
+    ]
+    kinds = ("login", "refresh", "api", "report")
+    by_kind = {kind: sum(1 for c in calls if c.kind == kind) for kind in kinds}
+    failed_by_kind = {kind: sum(1 for c in failed if c.kind == kind) for kind in kinds}
+    after_kill = [c for c in calls if c.started > kill_returned]
+    balancer_log = scaled.compose("logs", "--no-color", "--no-log-prefix", "balancer").stdout
+    down = re.findall(r"Server issuers/(issuer\d+) is (?:going )?DOWN", balancer_log)
+    print(
+        f"\n{len(calls)} requests in {duration:.1f} s, {len(after_kill)} sent after the kill; by kind {by_kind}; "
+        f"failed {failed_by_kind}, of which token requests in flight on the killed replica: {len(in_flight)}; "
+        f"the balancer took {sorted(set(down))} down; `docker kill {victim}` took {kill_returned - killed:.3f} s"
+    )
+    for call in failed:
+        print(
+            f"  {call.kind} {call.outcome}: sent {call.started - killed:+.3f} s after the kill began, "
+            f"ended {call.ended - killed:+.3f} s"
+        )
+    # httplog: frontend backend/server timers status bytes cookies termination-state ... "request"
+    aborted = [
+        line.strip()
+        for line in balancer_log.splitlines()
+        if (answer := re.search(r" issuers/(issuer\d+) \S+ (-?\d+) \S+ \S+ \S+ (S\S+) ", line))
+        and answer[1] in down
+        and answer[2] != "200"
+    ]
+    for line in aborted:
+        print(f"  balancer, the killed replica aborted: {line[:300]}")
+    assert duration >= 20
+    assert all(by_kind[kind] > 20 for kind in kinds), by_kind
+    assert len(after_kill) > 50
+    assert [c for c in failed if c.kind in ("api", "report")] == []
+    assert [c for c in failed if c not in in_flight] == [], "token requests failed that were not in flight at the kill"
+    assert len(in_flight) <= 4  # one request at a time per user thread
+    # Each one the balancer's own answer, logged against the killed replica: counted, not guessed.
+    assert [c.outcome for c in in_flight] == ["502"] * len(in_flight), in_flight
+    assert len(aborted) == len(in_flight), aborted
+    assert down, "the balancer never took the killed replica out"
+
+
+# -- PostgreSQL stopped and started again -----------------------------------------------------------
+
+
+@dataclass
+class ApiWatch:
+    """Call the profile API with one token every 50 ms from a thread; keep what was not 200."""
+
+    url: str
+    token: str
+    calls: int = 0
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        """Call until stopped."""
+        with requests.Session() as session:
+            while not self.stop.wait(0.05):
+                try:
+                    headers = {"Authorization": f"Bearer {self.token}"}
+                    status = str(session.get(f"{self.url}/api/me", headers=headers, timeout=5).status_code)
+                except requests.RequestException as exc:
+                    status = type(exc).__name__
+                self.calls += 1
+                if status != "200":
+                    self.failures.append(status)
+
+
+def assert_unavailable(response: requests.Response) -> None:
+    """Assert a 503 that says when to retry and leaks nothing."""
+    assert response.status_code == 503, (response.status_code, response.headers, response.text[:500])
+    assert int(response.headers["Retry-After"]) > 0, response.headers
+    assert response.json()["error"] == "temporarily_unavailable", response.text
+    for leak in ("Traceback", "psycopg", "sqlalchemy", "OperationalError", "postgres:5432"):
+        assert leak not in response.text
+
+
+def test_postgres_stopped_gives_503_with_retry_after_while_the_api_verifies_and_recovers_by_itself(
+    scaled: ComposeStack,
+) -> None:
+    before = scaled.token()
+    token_url = f"{scaled.issuer_url}/token"
+    login = {"grant_type": "password", "username": "alice", "password": "wonderland"}
+    watch = ApiWatch(scaled.resource_url, before["access_token"])
+    watcher = threading.Thread(target=watch.run)
+    watcher.start()
+    statuses: Counter[int] = Counter()
+    try:
+        scaled.compose("stop", "--timeout", "10", "postgres")
+        stopped = time.monotonic()
+        while time.monotonic() - stopped < 4:  # every replica, in turn, several times
+            for form in (login, {"grant_type": "refresh_token", "refresh_token": before["refresh_token"]}):
+                response = requests.post(token_url, data=form, timeout=10)
+                statuses[response.status_code] += 1
+                assert_unavailable(response)
+        jwks_status = requests.get(f"{scaled.issuer_url}/.well-known/jwks.json", timeout=10).status_code
+        scaled.compose("start", "postgres")
+        restarted = time.monotonic()
+
+        def logins_work_everywhere() -> bool:
+            """Return whether the last round of logins (two per replica, round robin) all succeeded."""
+            answers = [requests.post(token_url, data=login, timeout=10).status_code for _ in range(2 * REPLICAS)]
+            statuses.update(answers)
+            return answers == [200] * (2 * REPLICAS)
+
+        wait_until(logins_work_everywhere, timeout=30, interval=0.2, what="every replica to issue tokens again")
+        recovered = time.monotonic() - restarted
+        after = requests.post(
+            token_url, data={"grant_type": "refresh_token", "refresh_token": before["refresh_token"]}, timeout=10
+        )
+    finally:
+        watch.stop.set()
+        watcher.join()
+        scaled.compose("start", "postgres")  # harmless when it runs; the teardown needs it
+    print(
+        f"\ntoken answers {dict(statuses)}; JWKS during the outage {jwks_status}; issuing again "
+        f"{recovered:.2f} s after PostgreSQL started; API calls {watch.calls}, failed {watch.failures}"
+    )
+    assert 500 not in statuses
+    assert after.status_code == 200, after.text  # the family outlived the outage
+    assert watch.calls > 40
+    assert watch.failures == []
