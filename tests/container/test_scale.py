@@ -537,6 +537,7 @@ def test_postgres_stopped_gives_503_with_retry_after_while_the_api_verifies_and_
         f"{recovered:.2f} s after PostgreSQL started; API calls {watch.calls}, failed {watch.failures}"
     )
     assert 500 not in statuses
+    assert jwks_status == 200  # served from each replica's last snapshot of the keys
     assert after.status_code == 200, after.text  # the family outlived the outage
     assert watch.calls > 40
     assert watch.failures == []
