@@ -1,8 +1,8 @@
-"""Fixtures shared by the integration suites: running stacks on two backends, and databases.
+"""Fixtures shared by the integration suites: running stacks on three backends, and databases.
 
-`stack` and `make_stack` are parametrized: every test that uses them runs once against
-gunicorn processes on loopback and once against Docker Compose containers (marked
-`container`), so both deployments prove the same behaviour.
+`stack` and `make_stack` are parametrized: every test that uses them runs against gunicorn
+processes on loopback with the issuer on SQLite, the same with the issuer on PostgreSQL, and
+Docker Compose containers (marked `container`), so each deployment proves the same behaviour.
 
 `postgres_server` and `redis_server` run private servers from Debian's packages for the
 session (`make services` installs them); without them a test that asks fails, never skips.
@@ -11,6 +11,7 @@ session (`make services` installs them); without them a test that asks fails, ne
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
@@ -21,11 +22,12 @@ import pytest
 from tests.support import databases
 from tests.support.compose import ComposeStack, build_images, compose_available
 from tests.support.processes import NotStarted
-from tests.support.stack import LoopbackStack, Stack
+from tests.support.stack import LoopbackStack, PostgresStack, Stack
 
 StackFactory = Callable[..., Stack]
 
-BACKENDS = [pytest.param("loopback"), pytest.param("compose", marks=pytest.mark.container)]
+# The issuer on its embedded SQLite (loopback), on PostgreSQL (loopback too), and in containers.
+BACKENDS = [pytest.param("loopback"), pytest.param("postgresql"), pytest.param("compose", marks=pytest.mark.container)]
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +39,12 @@ def compose_images() -> None:
     build_images()
 
 
-def _stack_class(backend: str, request: pytest.FixtureRequest) -> type[Stack]:
+def _stack_class(backend: str, request: pytest.FixtureRequest) -> Callable[..., Stack]:
     if backend == "compose":
         request.getfixturevalue("compose_images")
         return ComposeStack
+    if backend == "postgresql":
+        return functools.partial(PostgresStack, server=request.getfixturevalue("postgres_server"))
     return LoopbackStack
 
 

@@ -7,7 +7,9 @@ backend offers the same methods so the same test functions run against both depl
 from __future__ import annotations
 
 import abc
+import base64
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.databases import fresh_database
 from tests.support.processes import (
     count_events,
     free_port,
@@ -336,3 +339,31 @@ class LoopbackStack(Stack):
             timeout=60,
             check=False,
         )
+
+
+class PostgresStack(LoopbackStack):
+    """The loopback stack with the issuer on PostgreSQL: a database of its own on `server`, dropped at close.
+
+    The key-encryption key and the session secret are then required (no data directory
+    generates them), as in any PostgreSQL deployment.
+    """
+
+    backend = "postgresql"
+
+    def __init__(self, root: Path, *, server: str, issuer_env: Mapping[str, str] | None = None, **options: Any) -> None:
+        self._database = fresh_database(server)
+        url = self._database.__enter__()
+        env = {
+            "ISSUER_DATABASE_URL": url,
+            "ISSUER_KEY_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="),
+            "ISSUER_SESSION_SECRET": secrets.token_urlsafe(48),
+            **(issuer_env or {}),
+        }
+        super().__init__(root, issuer_env=env, **options)
+
+    def close(self) -> None:
+        """Stop everything, then drop the database."""
+        try:
+            super().close()
+        finally:
+            self._database.__exit__(None, None, None)
