@@ -359,9 +359,10 @@ def main() -> int:
     from bench import report
 
     run_dir = Path(__file__).resolve().parents[1] / "var" / "bench" / f"scale-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True)
     seconds = 2 * float(os.environ.get("BENCH_SECONDS", "2"))
     try:
+        check_available()
+        run_dir.mkdir(parents=True)
         results = run(run_dir, seconds)
     except ScaleUnavailable as exc:
         print(f"bench: {exc}", file=sys.stderr)
