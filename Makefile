@@ -59,8 +59,9 @@ scale-down: docker
 	@scripts/scale down
 
 ## The benchmark: costs and HTTP throughput measured side by side, printed as a table
-## (wrk from Debian, installed by scripts/bench-setup where missing; load on 127.0.0.1 only).
-bench: install
+## (wrk from Debian, installed by scripts/bench-setup where missing; load on 127.0.0.1 only;
+## the scale-out runs start their own PostgreSQL, Redis and HAProxy, see `make services`).
+bench: install services
 	@scripts/bench-setup
 	$(BIN)/python -m bench
 

@@ -3,7 +3,8 @@
 Figures and their floors are measured side by side in the same run; see
 docs/performance.md for what each row means. BENCH_SECONDS sets the length of each HTTP run.
 `python -m bench.micro` runs only the in-process part (verification side by side with PyJWT,
-authlib and joserfc, and signing) in a few seconds.
+authlib and joserfc, and signing) in a few seconds; `python -m bench.scale` only the issuer's
+`/token` on SQLite, on PostgreSQL and on three replicas behind HAProxy (about a minute).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import requests
 
-from bench import micro, report
+from bench import micro, report, scale
 from bench.load import wrk
 from bench.services import cpu_seconds, label, worker_rss_mib
 from issuer.db import Database
@@ -194,6 +195,11 @@ def start_services(
 def main() -> int:
     """Run everything and print the table."""
     started = time.time()
+    try:
+        scale.check_available()
+    except scale.ScaleUnavailable as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     run_dir = REPO / "var" / "bench" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True)
     results: dict[str, Any] = {
@@ -298,6 +304,13 @@ def main() -> int:
     finally:
         for service in services:
             service.stop()
+
+    say("scale-out: the password and refresh grants on SQLite, on PostgreSQL and on three replicas")
+    try:
+        results["scale"] = scale.run(run_dir / "scale", 2 * SECONDS)
+    except scale.ScaleUnavailable as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
 
     results["elapsed_s"] = time.time() - started
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))

@@ -179,6 +179,8 @@ def table(results: dict[str, Any]) -> str:
             f"| {row['settings']} | {plain['rps']:,.0f} | {new['rps']:,.0f} | {new['ratio_to_plain']:.2f} | "
             f"{plain['cpu_us_per_request']:,.0f}, {new['cpu_us_per_request']:,.0f} | {new['p99_ms']:.1f} |"
         )
+    if "scale" in results:
+        lines += ["", scale_table(results["scale"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -215,3 +217,36 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def scale_table(scale: dict[str, Any]) -> str:
+    """Render the scale-out runs (bench/scale.py) as a Markdown table, setups side by side per grant."""
+    lines = [
+        f"Issuer `/token` scaled out: gunicorn gthread {scale['workers']} workers x {scale['threads']} threads per "
+        f"issuer process, wrk -t1 -c32 (-c8 for the password grant), one {scale['seconds_per_run']:g} s run per row; "
+        "password grant at the default argon2id cost; every refresh spends an unused token. Per request means per "
+        "token the issuers issued, the requests still in flight when wrk stopped included; CPU by process from "
+        "/proc; tokens/s per core = 1 s / total CPU per request; PostgreSQL's own counts from pg_stat_database, "
+        "less the idle issuers' key-store reloads.",
+        "",
+        "| grant | setup | rps | p99 ms | CPU µs/req by process | CPU µs/req total | vs 1 issuer, SQLite "
+        "| tokens/s per core | PostgreSQL per request: commits, rows inserted, updated | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    setups = scale["setups"]
+    for grant in ("password", "refresh"):
+        baseline = sum(setups[0]["runs"][grant]["cpu_us_per_request"].values())
+        for setup in setups:
+            run = setup["runs"][grant]
+            cpu = run["cpu_us_per_request"]
+            total = sum(cpu.values())
+            by_process = " + ".join(f"{name} {value:,.0f}" for name, value in cpu.items())
+            db = run.get("db_per_request")
+            db_text = f"{db['xact_commit']:.2f}, {db['tup_inserted']:.2f}, {db['tup_updated']:.2f}" if db else "n/a"
+            short = run["requests"] > run.get("tokens_minted", run["requests"])
+            errors = f"{run['errors']}" + (" (tokens ran out)" if short else "")
+            lines.append(
+                f"| {grant} | {setup['name']} | {run['rps']:,.0f} | {run['p99_ms']:.0f} | {by_process} | {total:,.0f} "
+                f"| {total / baseline:.2f}x | {1e6 / total:,.0f} | {db_text} | {errors} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -40,3 +40,29 @@ def worker_rss_mib(service: GunicornService) -> list[float]:
             if line.startswith("VmRSS:"):
                 sizes.append(int(line.split()[1]) / 1024)
     return sizes
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """Return the CPU time of a process and every descendant, including those that have exited.
+
+    For PostgreSQL and HAProxy: their children come and go, and a reaped child's time is in
+    its parent's cutime and cstime.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (OSError, IndexError):
+            continue
+        total += sum(int(field) for field in fields[11:15]) / ticks  # utime, stime, cutime, cstime
+        pending += [int(child) for child in children]
+    return total
+
+
+def parent_pid(pid: int) -> int:
+    """Return the parent of a process (a PostgreSQL backend's is the postmaster)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
