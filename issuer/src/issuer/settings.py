@@ -106,6 +106,11 @@ class IssuerSettings:
                 "ISSUER_KEY_ENCRYPTION_KEY or ISSUER_KEY_ENCRYPTION_KEY_FILE is required with a PostgreSQL "
                 "ISSUER_DATABASE_URL: every replica must unseal the same signing keys"
             )
+        if self.database_url.startswith("postgresql") and not self.session_secret:
+            raise SettingsError(
+                "ISSUER_SESSION_SECRET or ISSUER_SESSION_SECRET_FILE is required with a PostgreSQL "
+                "ISSUER_DATABASE_URL: every replica must accept the login forms and cookies of the others"
+            )
         if self.key_activation_delay < self.jwks_max_age:
             raise SettingsError(
                 "ISSUER_KEY_ACTIVATION_DELAY must be at least ISSUER_JWKS_MAX_AGE, so that every "
@@ -179,7 +184,7 @@ class IssuerSettings:
             address_rate_limit=env_rate_limit(env, "ISSUER_ADDRESS_RATE_LIMIT", cls.address_rate_limit),
             rate_limit_storage=env_str(env, "ISSUER_RATE_LIMIT_STORAGE", cls.rate_limit_storage),
             trusted_proxies=_networks(env, "ISSUER_TRUSTED_PROXIES"),
-            session_secret=env.get("ISSUER_SESSION_SECRET", ""),
+            session_secret=_secret(env, "ISSUER_SESSION_SECRET"),
             demo_users=env.get("ISSUER_DEMO_USERS", ""),
             introspection=IntrospectionSettings.from_env(env),
             log_level=env_str(env, "ISSUER_LOG_LEVEL", cls.log_level).upper(),
@@ -218,3 +223,21 @@ def _database_url(env: Environ) -> str:
     if backend not in {"sqlite", "postgresql"}:
         raise SettingsError(f"ISSUER_DATABASE_URL must be a sqlite:// or postgresql:// URL, not {backend}://")
     return url
+
+
+SECRET_MIN_CHARS = 32
+
+
+def _secret(env: Environ, name: str) -> str:
+    """Return a secret from the variable `name` or from the file `name`_FILE names (not both), or ""."""
+    value, file = env.get(name, "").strip(), env.get(f"{name}_FILE", "").strip()
+    if value and file:
+        raise SettingsError(f"set {name} or {name}_FILE, not both")
+    if file:
+        try:
+            value = Path(file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{name}_FILE names {file}, which cannot be read: {type(exc).__name__}") from None
+    if value and len(value) < SECRET_MIN_CHARS:
+        raise SettingsError(f"{name} must be at least {SECRET_MIN_CHARS} characters")  # the value is never echoed
+    return value

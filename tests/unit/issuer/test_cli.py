@@ -259,6 +259,7 @@ def test_an_unreachable_database_is_a_message_not_a_traceback(runner: CliRunner)
     env = {
         "ISSUER_DATABASE_URL": f"postgresql://issuer:pw-secret@127.0.0.1:{port}/x",
         "ISSUER_KEY_ENCRYPTION_KEY": "A" * 43,
+        "ISSUER_SESSION_SECRET": "S" * 48,
     }
     result = runner.invoke(main, ["users", "list"], env=env)
     assert result.exit_code == 1
@@ -461,7 +462,11 @@ def test_apis_add_replace_run_twice_at_once_succeeds_both_times(
 ) -> None:
     env = {name: value for name, value in runner.env.items() if value is not None}
     if backend == "postgresql":
-        env |= {"ISSUER_DATABASE_URL": request.getfixturevalue("postgres_url"), "ISSUER_KEY_ENCRYPTION_KEY": "A" * 43}
+        env |= {
+            "ISSUER_DATABASE_URL": request.getfixturevalue("postgres_url"),
+            "ISSUER_KEY_ENCRYPTION_KEY": "A" * 43,
+            "ISSUER_SESSION_SECRET": "S" * 48,
+        }
     results = together(2, lambda: _replace_from_a_process(env))
     for result in results:
         assert not isinstance(result, BaseException)

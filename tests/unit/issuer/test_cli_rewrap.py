@@ -35,7 +35,9 @@ def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) ->
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
     # The SQLite template's key is sealed under the KEK generated into its data directory.
     old_kek = (issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip()
-    return dataclasses.replace(issuer_settings, database_url=url, key_encryption_key=old_kek, demo_users=DEMO_USERS)
+    return dataclasses.replace(
+        issuer_settings, database_url=url, key_encryption_key=old_kek, session_secret="S" * 48, demo_users=DEMO_USERS
+    )
 
 
 @pytest.fixture
@@ -67,6 +69,7 @@ def _env(settings: IssuerSettings) -> dict[str, str]:
         "ISSUER_DATA_DIR": str(settings.data_dir),
         "ISSUER_DATABASE_URL": settings.database_url,
         "ISSUER_KEY_ENCRYPTION_KEY": settings.key_encryption_key,
+        "ISSUER_SESSION_SECRET": settings.session_secret,
     }
 
 

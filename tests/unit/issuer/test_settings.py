@@ -57,7 +57,7 @@ def test_the_embedded_database_lives_in_the_data_dir(tmp_path: Path) -> None:
 
 def test_database_url_names_sqlite_or_postgresql() -> None:
     url = "postgresql+psycopg://jwt:secret@db.internal:5432/issuer"
-    kek = {"ISSUER_KEY_ENCRYPTION_KEY": "A" * 43}
+    kek = {"ISSUER_KEY_ENCRYPTION_KEY": "A" * 43, "ISSUER_SESSION_SECRET": "S" * 48}
     assert IssuerSettings.from_env({"ISSUER_DATABASE_URL": url, **kek}).database_url == url
     with pytest.raises(SettingsError, match="ISSUER_KEY_ENCRYPTION_KEY or ISSUER_KEY_ENCRYPTION_KEY_FILE is required"):
         IssuerSettings.from_env({"ISSUER_DATABASE_URL": url})
@@ -130,3 +130,30 @@ def test_retiring_keys_outlive_the_tokens_they_signed(tmp_path: Path) -> None:
     database = Database.for_data_dir("", tmp_path)
     assert settings.key_store(database, b"k" * 32).policy.retire_after == 660
     database.dispose()
+
+
+def test_the_session_secret_may_come_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "session-secret"
+    secret.write_text("x" * 48 + "\n")
+    assert IssuerSettings.from_env({"ISSUER_SESSION_SECRET_FILE": str(secret)}).session_secret == "x" * 48
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"ISSUER_SESSION_SECRET": "y" * 48, "ISSUER_SESSION_SECRET_FILE": "/x"}, "not both"),
+        ({"ISSUER_SESSION_SECRET_FILE": "/nonexistent/secret"}, "ISSUER_SESSION_SECRET_FILE names /nonexistent/secret"),
+        ({"ISSUER_SESSION_SECRET": "short"}, "ISSUER_SESSION_SECRET must be at least 32 characters"),
+    ],
+)
+def test_a_bad_session_secret_stops_start_up_naming_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        IssuerSettings.from_env(environ)
+
+
+def test_postgresql_needs_a_shared_session_secret() -> None:
+    """Replicas share no data directory: each would make its own secret, and refuse the others' forms."""
+    environ = {"ISSUER_DATABASE_URL": "postgresql://db/issuer", "ISSUER_KEY_ENCRYPTION_KEY": "k" * 43}
+    with pytest.raises(SettingsError, match="ISSUER_SESSION_SECRET or ISSUER_SESSION_SECRET_FILE is required"):
+        IssuerSettings.from_env(environ)
+    assert IssuerSettings.from_env({**environ, "ISSUER_SESSION_SECRET": "s" * 48}).session_secret == "s" * 48

@@ -24,6 +24,7 @@ def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) ->
         issuer_settings,
         database_url=request.getfixturevalue("postgres_url"),
         key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
+        session_secret="S" * 48,
     )
     database = settings.database()
     database.upgrade()
@@ -36,7 +37,11 @@ def _run_until_exit(tmp_path: Path, settings: IssuerSettings, kek: str) -> tuple
     issuer: GunicornService = issuer_process(
         tmp_path,
         data_dir=settings.data_dir,
-        env={"ISSUER_DATABASE_URL": settings.database_url, "ISSUER_KEY_ENCRYPTION_KEY": kek},
+        env={
+            "ISSUER_DATABASE_URL": settings.database_url,
+            "ISSUER_KEY_ENCRYPTION_KEY": kek,
+            "ISSUER_SESSION_SECRET": settings.session_secret,
+        },
     )
     issuer.start()
     assert issuer.proc is not None
