@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -30,8 +31,12 @@ def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_a
     )
     try:
         issuer, reports = f"http://127.0.0.1:{ports['ISSUER_PORT']}", f"http://127.0.0.1:{ports['REPORTS_PORT']}"
-        wait_until(lambda: answers(f"{reports}/readyz"), timeout=60, what="make run's reports API to be ready")
-        assert answers(f"http://127.0.0.1:{ports['RESOURCE_PORT']}/readyz")
+        # Each API is ready once it holds the issuer's keys; one that asked before the issuer was up
+        # asks again after its cooldown.
+        for api in (reports, f"http://127.0.0.1:{ports['RESOURCE_PORT']}"):
+            wait_until(
+                lambda api=api: answers(f"{api}/readyz"), timeout=60, what=f"make run's API at {api} to be ready"
+            )
 
         # A batch job registered by the operator calls the reports API, which calls the profile API.
         key = new_rsa_key()
