@@ -35,7 +35,7 @@ def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_a
         # asks again after its cooldown.
         for api in (reports, f"http://127.0.0.1:{ports['RESOURCE_PORT']}"):
             wait_until(
-                lambda api=api: answers(f"{api}/readyz"), timeout=60, what=f"make run's API at {api} to be ready"
+                functools.partial(answers, f"{api}/readyz"), timeout=60, what=f"make run's API at {api} to be ready"
             )
 
         # A batch job registered by the operator calls the reports API, which calls the profile API.
