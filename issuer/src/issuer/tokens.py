@@ -146,6 +146,14 @@ class RefreshTokens:
             )
         )
 
+    def peek(self, token: str, client_id: str) -> Grant | None:
+        """Return the grant of a refresh token issued to `client_id`, changing nothing; None if there is none."""
+        with self.database.reading() as conn:
+            row = conn.execute(with_username(refresh_tokens, refresh_tokens.c.token_hash, secret_hash(token))).first()
+        if row is None or row.client_id != client_id:
+            return None
+        return Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
+
     def rotate(self, token: str, client_id: str) -> tuple[Grant, str]:
         """Spend a refresh token and return its grant with the successor token."""
         now = int(time.time())
