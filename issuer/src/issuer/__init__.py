@@ -129,9 +129,15 @@ def check_start(settings: IssuerSettings | None = None) -> None:
     try:
         settings = settings or IssuerSettings.from_env()
         keks = settings.load_kek()
+        database = settings.database()
     except SettingsError as exc:
         _cannot_start(exc, "INFO")
-    database = settings.database()
+    except OSError as exc:  # such as a data directory that cannot be made or written
+        where = exc.filename or (settings.data_dir if settings else "the data directory")
+        reason = (
+            f"{where} cannot be used: {exc.strerror or exc} (ISSUER_DATA_DIR, or the file ISSUER_DATABASE_URL names)"
+        )
+        _cannot_start(SettingsError(reason), "INFO")
     try:
         settings.key_store(database, keks).check_key_encryption_key()
     except WrongKeyEncryptionKey as exc:

@@ -117,13 +117,22 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
 
 
 def _refresh_grant(params: dict[str, str], client: Client) -> Response:
+    token = _required(params, "refresh_token")
+    refresh_tokens = extensions.current().refresh_tokens
+    # A bad `resource` or `scope` is refused before the token is spent: spent by a refused
+    # request, it would revoke the session at the next refresh once the reuse grace is over.
+    held = refresh_tokens.peek(token, client.client_id)
+    checked = None if held is None else _refreshed(params, held)
     try:
-        grant, successor = extensions.current().refresh_tokens.rotate(
-            _required(params, "refresh_token"), client.client_id
-        )
+        grant, successor = refresh_tokens.rotate(token, client.client_id)
     except RefreshError as exc:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
+    return _token_response(checked if checked is not None and grant == held else _refreshed(params, grant), successor)
+
+
+def _refreshed(params: dict[str, str], grant: Grant) -> Grant:
+    """Return the grant a refresh gives: for the same API, with scopes that may only have shrunk."""
     audience = grant.audience or extensions.current().settings.audience
     api = extensions.current().apis.get(audience)
     resource = params.get("resource")  # the API's audience or one of its resource URIs
@@ -134,7 +143,7 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
         raise OAuthError("the user or the API no longer exists", error="invalid_grant")
     # The user's or the API's scopes may have shrunk since the first grant; never widen the original.
     scope = _scope(params.get("scope"), parse_scope(grant.scope) & user.scopes & api.scopes)
-    return _token_response(Grant(user.id, user.username, grant.client_id, scope, grant.audience), successor)
+    return Grant(user.id, user.username, grant.client_id, scope, grant.audience)
 
 
 def _authorization_code_grant(params: dict[str, str], client: Client) -> Response:

@@ -20,6 +20,8 @@ from shared.settings import Environ, SettingsError, env_float, env_int, env_rate
 MIN_INTROSPECTION_SECRET_CHARS = 32
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The URL schemes of the drivers the issuer ships: `postgresql://` means psycopg 3 (issuer.db).
+DATABASE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg"})
 
 
 @dataclass(frozen=True)
@@ -217,11 +219,18 @@ def _database_url(env: Environ) -> str:
     if not url:
         return ""
     try:
-        backend = make_url(url).get_backend_name()
-    except ArgumentError:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number, an unclosed IPv6 bracket
+        # Never echo the URL: it may hold the database's password.
         raise SettingsError("ISSUER_DATABASE_URL must be a database URL such as postgresql://host/db") from None
+    backend = parsed.get_backend_name()
     if backend not in {"sqlite", "postgresql"}:
         raise SettingsError(f"ISSUER_DATABASE_URL must be a sqlite:// or postgresql:// URL, not {backend}://")
+    if parsed.drivername not in DATABASE_DRIVERS:
+        # Only these are installed: another one failed at start with an import error's traceback.
+        raise SettingsError(
+            f"ISSUER_DATABASE_URL must be a sqlite:// or postgresql:// URL (psycopg 3), not {parsed.drivername}://"
+        )
     return url
 
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import Connection, insert, select
 
-from issuer.db import Database, refresh_tokens, stamp, with_username
+from issuer.db import Database, refresh_tokens, stamp, users, with_username
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
 from jwt_verifier.jose import b64url_encode
@@ -145,6 +145,19 @@ class RefreshTokens:
                 audience=grant.audience,
             )
         )
+
+    def peek(self, token: str, client_id: str) -> Grant | None:
+        """Return the grant of a refresh token issued to `client_id`, changing nothing; None if there is none."""
+        query = (  # not with_username: that one locks the row, and a look needs no lock
+            select(refresh_tokens, users.c.username)
+            .join(users, users.c.id == refresh_tokens.c.user_id)
+            .where(refresh_tokens.c.token_hash == secret_hash(token))
+        )
+        with self.database.reading() as conn:
+            row = conn.execute(query).first()
+        if row is None or row.client_id != client_id:
+            return None
+        return Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
 
     def rotate(self, token: str, client_id: str) -> tuple[Grant, str]:
         """Spend a refresh token and return its grant with the successor token."""

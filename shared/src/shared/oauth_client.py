@@ -213,6 +213,7 @@ class ServiceTokens:
         self._renew_at = 0.0
         self._expires_at = 0.0
         self._retry_at = 0.0
+        self._forget_at = float("-inf")
         self._last_failure: IssuerError | None = None
         self._pending: _Fetch | None = None
 
@@ -250,10 +251,16 @@ class ServiceTokens:
         raise fetch.failure if mine and fetch.failure is not None else _again(fetch.failure)
 
     def forget(self, token: str) -> None:
-        """Drop `token` if it is still the one in hand (the API refused it): the next call fetches a new one."""
+        """Drop `token` if it is still the one in hand (the API refused it): the next call fetches a new one.
+
+        At most once per `retry_interval`: an API that refuses every token would otherwise make
+        each of its callers cost the issuer one more token request.
+        """
         with self._lock:
-            if self._token == token:
+            now = self.clock()
+            if self._token == token and now >= self._forget_at:
                 self._token = None
+                self._forget_at = now + self.retry_interval
 
     def _run(self, fetch: _Fetch, now: float) -> None:
         lifetime = 0

@@ -464,6 +464,18 @@ def test_a_refreshed_token_stays_for_the_api_it_was_granted_for(client: FlaskCli
     _assert_error(other, 400, "invalid_target")
 
 
+@pytest.mark.parametrize(
+    ("form", "error"),
+    [({"resource": "https://evil.example/"}, "invalid_target"), ({"scope": "orders:write"}, "invalid_scope")],
+)
+def test_a_refused_refresh_leaves_its_token_usable(settings: IssuerSettings, form: dict[str, str], error: str) -> None:
+    # No reuse grace: a refresh token spent by a refused request would revoke the session at the next one.
+    client = create_app(dataclasses.replace(settings, refresh_reuse_grace=0)).test_client()
+    token = _refresh_token(_login(client))
+    _assert_error(_token(client, grant_type="refresh_token", refresh_token=token, **form), 400, error)
+    assert _token(client, grant_type="refresh_token", refresh_token=token).status_code == 200
+
+
 def test_a_client_limited_to_some_apis_gets_invalid_target_for_others(
     app: Flask, client: FlaskClient, orders_api: str
 ) -> None:

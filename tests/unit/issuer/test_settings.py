@@ -67,6 +67,21 @@ def test_database_url_names_sqlite_or_postgresql() -> None:
         IssuerSettings.from_env({"ISSUER_DATABASE_URL": "not a url"})
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://jwt:hunter2-secret@db/issuer",  # a driver the issuer does not ship
+        "postgresql+pg8000://jwt:hunter2-secret@db/issuer",
+        "postgresql://jwt:hunter2-secret@[::1/issuer",  # an unclosed IPv6 bracket
+        "postgresql://jwt:hunter2-secret@db:port/issuer",
+    ],
+)
+def test_an_unusable_database_url_stops_start_up_naming_the_variable_and_not_the_password(url: str) -> None:
+    with pytest.raises(SettingsError, match=r"^ISSUER_DATABASE_URL must be") as caught:
+        IssuerSettings.from_env({"ISSUER_DATABASE_URL": url, "ISSUER_KEY_ENCRYPTION_KEY": "A" * 43})
+    assert "hunter2" not in str(caught.value)
+
+
 def test_refresh_reuse_grace_and_family_lifetime_come_from_the_environment() -> None:
     settings = IssuerSettings.from_env({"ISSUER_REFRESH_REUSE_GRACE": "5", "ISSUER_REFRESH_FAMILY_TTL": "86400"})
     assert (settings.refresh_reuse_grace, settings.refresh_family_ttl) == (5, 86400)

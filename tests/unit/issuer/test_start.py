@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from issuer import CANNOT_START
+from issuer import CANNOT_START, check_start
 from issuer.kek import KEK_FILE_NAME, new_key_encryption_key
 from issuer.settings import IssuerSettings
 from jwt_verifier.jose import b64url_encode
@@ -76,4 +76,21 @@ def test_a_malformed_key_encryption_key_stops_gunicorn_naming_the_setting_never_
     assert code == CANNOT_START
     assert "ISSUER_KEY_ENCRYPTION_KEY must be 32 random bytes" in output
     assert "not-a-key-but-a-secret" not in output
+    assert "Traceback" not in output
+
+
+def test_a_data_directory_that_cannot_be_made_stops_start_up_with_one_line_naming_it(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a file where the data directory's parent should be: even root cannot make it
+    settings = IssuerSettings(data_dir=blocker / "issuer")
+
+    with pytest.raises(SystemExit) as stopped:
+        check_start(settings)
+
+    assert stopped.value.code == CANNOT_START
+    output = "".join(capfd.readouterr())
+    (event,) = [e for e in log_events(output) if e["msg"] == "cannot start"]
+    assert str(blocker / "issuer") in event["reason"]
     assert "Traceback" not in output

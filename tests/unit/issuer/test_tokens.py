@@ -129,6 +129,14 @@ def test_rotate_returns_the_grant_and_a_working_successor(refresh: RefreshTokens
     assert third not in {token, successor}
 
 
+def test_peek_shows_the_grant_to_its_client_only_and_spends_nothing(refresh: RefreshTokens, grant: Grant) -> None:
+    token = refresh.issue(grant)
+    assert refresh.peek(token, "cli") == grant
+    assert refresh.peek(token, "resource-web") is None
+    assert refresh.peek("unknown", "cli") is None
+    assert refresh.rotate(token, "cli")[0] == grant  # not spent by the looks
+
+
 def test_successor_stays_in_the_same_family(refresh: RefreshTokens, database: Database, grant: Grant) -> None:
     token = refresh.issue(grant)
     refresh.rotate(token, "cli")

@@ -218,6 +218,21 @@ def test_forgetting_an_older_token_keeps_the_newer_one(tokens: ServiceTokens, is
     assert issuer.token_requests == 2
 
 
+def test_an_api_refusing_every_token_costs_the_issuer_one_more_fetch_per_retry_interval(
+    tokens: ServiceTokens, issuer: CountedIssuer, clock: FakeClock
+) -> None:
+    # Each caller of the API would otherwise make the service ask the issuer again.
+    token = tokens.token()
+    for _ in range(5):
+        tokens.forget(token)
+        token = tokens.token()
+    assert issuer.token_requests == 2
+    clock.advance(tokens.retry_interval)
+    tokens.forget(token)
+    assert tokens.token() != token
+    assert issuer.token_requests == 3
+
+
 # -- the issuer down, slow or refusing ---------------------------------------------------
 
 
