@@ -282,9 +282,19 @@ class Database:
 
 def _engine(url: URL, is_sqlite: bool) -> Engine:
     if not is_sqlite:
-        # A database host that does not answer costs a request (or a readiness check) 3 s,
-        # not the operating system's TCP timeout; a connect_timeout in the URL wins.
-        connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": 3}
+        # A database host that stops answering costs a request (or a readiness check) seconds,
+        # not the operating system's TCP timeouts (minutes): 3 s to connect, and an open
+        # connection given up after 10 s without an acknowledgement or 5 s of silent keepalives.
+        # The same libpq parameters in the URL win.
+        defaults = {
+            "connect_timeout": 3,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 1,
+            "keepalives_count": 5,
+            "tcp_user_timeout": 10_000,
+        }
+        connect_args = {name: value for name, value in defaults.items() if name not in url.query}
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
 
