@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import requests
 
 from tests.support.compose import REPO, ComposeStack
 from tests.support.processes import wait_until
+from tests.support.traffic import Traffic
 
 pytestmark = pytest.mark.container
 
@@ -303,69 +304,6 @@ def test_one_refresh_token_at_two_replicas_at_once_gets_one_successor_as_on_one_
 # -- one replica killed under steady traffic -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Call:
-    """One request of the traffic: what, when (monotonic seconds) and how it ended."""
-
-    kind: str
-    started: float
-    ended: float
-    outcome: str  # the HTTP status, or the exception's name
-
-    @property
-    def ok(self) -> bool:
-        """Return whether the request succeeded."""
-        return self.outcome == "200"
-
-
-@dataclass
-class Traffic:
-    """Users logging in, refreshing and calling the APIs in a loop: tokens through the balancer."""
-
-    scaled: ComposeStack
-    report_token: str
-    calls: list[Call] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _call(self, kind: str, send: Callable[..., requests.Response], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Send one request and record it; return its JSON body when it succeeded, else {}."""
-        started = time.monotonic()
-        body: dict[str, Any] = {}
-        try:
-            response = send(*args, timeout=10, **kwargs)
-            outcome = str(response.status_code)
-            if outcome == "200":
-                body = response.json()
-        except requests.RequestException as exc:
-            outcome = f"{type(exc).__name__}: {exc}"[:300]
-        with self.lock:
-            self.calls.append(Call(kind, started, time.monotonic(), outcome))
-        return body
-
-    def user(self) -> None:
-        """Log in, then refresh a few times, calling the profile API with every access token."""
-        token_url = f"{self.scaled.issuer_url}/token"
-        with requests.Session() as session:
-            while not self.stop.is_set():
-                form = {"grant_type": "password", "username": "alice", "password": "wonderland"}
-                tokens = self._call("login", session.post, token_url, data=form)
-                for _ in range(4):
-                    if not tokens or self.stop.is_set():
-                        break
-                    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-                    self._call("api", session.get, f"{self.scaled.resource_url}/api/me", headers=headers)
-                    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
-                    tokens = self._call("refresh", session.post, token_url, data=form)
-
-    def reporter(self) -> None:
-        """Call the reports API, which calls the profile API with its own token from the balancer."""
-        headers = {"Authorization": f"Bearer {self.report_token}"}
-        with requests.Session() as session:
-            while not self.stop.wait(0.1):
-                self._call("report", session.get, f"{self.scaled.reports_url}/api/report", headers=headers)
-
-
 def reports_token(scaled: ComposeStack) -> str:
     """Register a client of the reports API and return its access token from the balancer."""
     client, secret = f"reader-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex * 2
@@ -391,7 +329,7 @@ def all_replicas_healthy(scaled: ComposeStack) -> bool:
 
 
 def test_one_replica_killed_under_traffic_fails_only_token_requests_in_flight_on_it(scaled: ComposeStack) -> None:
-    traffic = Traffic(scaled, reports_token(scaled))
+    traffic = Traffic(scaled.issuer_url, scaled.resource_url, scaled.reports_url, reports_token(scaled))
     threads = [threading.Thread(target=traffic.user) for _ in range(4)]
     threads.append(threading.Thread(target=traffic.reporter))
     victim = next(replica["Name"] for replica in replicas(scaled) if replica["Name"].endswith("-issuer-2"))

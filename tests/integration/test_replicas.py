@@ -32,6 +32,7 @@ from issuer.db import Database
 from tests.support import databases
 from tests.support.haproxy import Balancer, haproxy
 from tests.support.processes import GunicornService, NotStarted, free_port, issuer_process, resource_process, wait_until
+from tests.support.traffic import Traffic
 
 # Cheap password hashing and no lockouts: the traffic here is many logins from one address.
 REPLICA_ENV = {
@@ -397,58 +398,6 @@ def _resource(tmp_path: Path, replicas: Replicas, balancer: Balancer) -> Gunicor
 
 
 # -- 4. one replica killed under steady traffic ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Call:
-    """One request of the traffic: what, when (monotonic seconds) and how it ended."""
-
-    kind: str
-    started: float
-    ended: float
-    outcome: str  # the HTTP status, or the exception's name
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == "200"
-
-
-@dataclass
-class Traffic:
-    """Users logging in, refreshing and calling the API in a loop, through the balancer."""
-
-    issuer: str
-    resource: str
-    calls: list[Call] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _call(
-        self, kind: str, send: Callable[..., requests.Response], *args: Any, **kwargs: Any
-    ) -> requests.Response | None:
-        started = time.monotonic()
-        response: requests.Response | None
-        try:
-            response = send(*args, **kwargs)
-            outcome = str(response.status_code)
-        except requests.RequestException as exc:
-            response, outcome = None, f"{type(exc).__name__}: {exc}"[:300]
-        with self.lock:
-            self.calls.append(Call(kind, started, time.monotonic(), outcome))
-        return response if outcome == "200" else None
-
-    def user(self) -> None:
-        """Log in, then refresh a few times, calling the API with every access token."""
-        with requests.Session() as session:
-            while not self.stop.is_set():
-                answer = self._call("login", password_grant, self.issuer, session)
-                for _ in range(4):
-                    if answer is None or self.stop.is_set():
-                        break
-                    body = answer.json()
-                    headers = {"Authorization": f"Bearer {body['access_token']}"}
-                    self._call("api", session.get, f"{self.resource}/api/me", headers=headers, timeout=10)
-                    answer = self._call("refresh", refresh_grant, self.issuer, body["refresh_token"], session)
 
 
 def test_one_replica_killed_under_traffic_fails_only_requests_in_flight_on_it(
