@@ -19,7 +19,7 @@ from issuer.clients import Client, ClientError, ClientStore
 from issuer.db import Database
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
 from issuer.settings import IssuerSettings
-from issuer.users import UserError, UserStore, parse_scope
+from issuer.users import User, UserError, UserStore, parse_scope
 from jwt_verifier.jose import load_verification_key
 from shared.settings import SettingsError, env_url
 
@@ -115,23 +115,49 @@ def users() -> None:
 @users.command("add")
 @click.argument("name")
 @click.option("--scope", default="profile", show_default=True, help="Space-separated scopes the user may be granted.")
-def users_add(name: str, scope: str) -> None:
+@click.option("--name", "full_name", help="The user's display name (OpenID Connect `name`).")
+@click.option("--email", help="The user's e-mail address (OpenID Connect `email`).")
+@click.option("--email-verified", is_flag=True, help="The address is known to be the user's.")
+def users_add(name: str, scope: str, full_name: str | None, email: str | None, email_verified: bool) -> None:
     """Add a user; the password is read from stdin or a prompt, never from the command line."""
     password = _read_password()
     with _users() as store:
         try:
-            user = store.add(name, password, scope)
+            user = store.add(name, password, scope, name=full_name, email=email, email_verified=email_verified)
         except UserError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"added {user.username} with scope {user.scope!r}")
 
 
+@users.command("update")
+@click.argument("name")
+@click.option("--scope", help="Space-separated scopes the user may be granted (replaces them).")
+@click.option("--name", "full_name", help="The user's display name (OpenID Connect `name`).")
+@click.option("--email", help="The user's e-mail address; a new one is unverified unless --email-verified.")
+@click.option("--email-verified/--email-unverified", default=None, help="Whether the address is known to be theirs.")
+def users_update(
+    name: str, scope: str | None, full_name: str | None, email: str | None, email_verified: bool | None
+) -> None:
+    """Change a user's name, e-mail address or scopes (tokens already issued keep theirs until they expire)."""
+    with _users() as store:
+        try:
+            user = store.update(name, name=full_name, email=email, email_verified=email_verified, scope=scope)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"updated {user.username}: scope {user.scope!r}  {_profile(user)}")
+
+
 @users.command("list")
 def users_list() -> None:
-    """List users and their scopes."""
+    """List users, their scopes and profile."""
     with _users() as store:
         for user in store.list():
-            click.echo(f"{user.username}  {user.scope}  created {_date(user.created_at)}")
+            click.echo(f"{user.username}  {user.scope}  created {_date(user.created_at)}  {_profile(user)}")
+
+
+def _profile(user: User) -> str:
+    verified = " (verified)" if user.email_verified else ""
+    return f"name {user.name or '-'}  email {user.email or '-'}{verified}"
 
 
 @users.command("delete")

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import (
     URL,
+    Boolean,
     CheckConstraint,
     Column,
     Connection,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    false,
     inspect,
     make_url,
     select,
@@ -67,6 +69,11 @@ users = Table(
     Column("password_hash", Text, nullable=False),
     Column("scope", Text, nullable=False),
     Column("created_at", Integer, nullable=False),
+    # OpenID Connect Core 1.0 section 5.1 claims; `updated_at` is NULL only for rows older than 0005.
+    Column("name", Text),
+    Column("email", Text),
+    Column("email_verified", Boolean, server_default=false(), nullable=False),
+    Column("updated_at", Integer),
 )
 
 # Owner: issuer.sessions.LoginSessions. Deleting a user ends their sessions (cascade).
@@ -114,6 +121,7 @@ authorization_codes = Table(
     Column("used_at", Integer),
     Column("family_id", String(32)),
     Column("audience", Text),
+    Column("nonce", Text),  # OpenID Connect: echoed in the ID token
 )
 
 # Owner: issuer.keys.KeyStore. The private half is encrypted (AES-256-GCM) under the

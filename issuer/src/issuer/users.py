@@ -18,6 +18,9 @@ from issuer.db import Database, every, find, users
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
+# A deliberately plain check: one @, no spaces; whether the address works is the operator's to know.
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
+MAX_NAME_LENGTH = 200
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
@@ -34,6 +37,10 @@ class User:
     scopes: frozenset[str]
     created_at: int
     id: str
+    name: str | None = None
+    email: str | None = None
+    email_verified: bool = False
+    updated_at: int | None = None
 
     @property
     def scope(self) -> str:
@@ -56,6 +63,20 @@ def check_username(username: str) -> str:
     return username
 
 
+def check_name(name: str) -> str:
+    """Return a display name if usable: 1-200 printable characters."""
+    if not name.strip() or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise UserError(f"name must be 1-{MAX_NAME_LENGTH} printable characters")
+    return name
+
+
+def check_email(email: str) -> str:
+    """Return an e-mail address if it looks like one (a local part, '@' and a domain)."""
+    if not EMAIL.fullmatch(email):
+        raise UserError("email must look like name@example.com")
+    return email
+
+
 def check_password(password: str, username: str) -> str:
     """Return the password if it meets the minimum policy."""
     if len(password) < MIN_PASSWORD_LENGTH:
@@ -74,13 +95,28 @@ class UserStore:
         self.database = database
         self.hasher = hasher
 
-    def add(self, username: str, password: str, scope: str, *, enforce_policy: bool = True) -> User:
+    def add(
+        self,
+        username: str,
+        password: str,
+        scope: str,
+        *,
+        enforce_policy: bool = True,
+        name: str | None = None,
+        email: str | None = None,
+        email_verified: bool = False,
+    ) -> User:
         """Create a user; the password is hashed with argon2id before it is stored."""
         check_username(username)
         scopes = parse_scope(scope)
+        if name is not None:
+            check_name(name)
+        if email is not None:
+            check_email(email)
         if enforce_policy:
             check_password(password, username)
-        user = User(username, scopes, int(time.time()), uuid.uuid4().hex)
+        now = int(time.time())
+        user = User(username, scopes, now, uuid.uuid4().hex, name, email, email_verified and email is not None, now)
         password_hash = self.hasher.hash(password)  # before the transaction: it takes a while
         try:
             with self.database.transaction() as conn:
@@ -91,10 +127,47 @@ class UserStore:
                         password_hash=password_hash,
                         scope=user.scope,
                         created_at=user.created_at,
+                        name=user.name,
+                        email=user.email,
+                        email_verified=user.email_verified,
+                        updated_at=user.updated_at,
                     )
                 )
         except IntegrityError:
             raise UserError(f"user {username!r} already exists") from None
+        return user
+
+    def update(
+        self,
+        username: str,
+        *,
+        name: str | None = None,
+        email: str | None = None,
+        email_verified: bool | None = None,
+        scope: str | None = None,
+    ) -> User:
+        """Change what is given of a user's name, address and scopes; `updated_at` becomes now.
+
+        A new address is unverified unless `email_verified` says otherwise.
+        """
+        values: dict[str, Any] = {}
+        if name is not None:
+            values["name"] = check_name(name)
+        if email is not None:
+            values["email"] = check_email(email)
+            values["email_verified"] = bool(email_verified)
+        elif email_verified is not None:
+            values["email_verified"] = email_verified
+        if scope is not None:
+            values["scope"] = " ".join(sorted(parse_scope(scope)))
+        if not values:
+            raise UserError("nothing to change: give --name, --email or --scope")
+        values["updated_at"] = int(time.time())
+        with self.database.transaction() as conn:
+            changed = conn.execute(update(users).where(users.c.username == username).values(values)).rowcount
+        user = self.get(username) if changed else None
+        if user is None:
+            raise UserError(f"no user named {username!r}")
         return user
 
     def get(self, username: str) -> User | None:
@@ -151,7 +224,16 @@ class UserStore:
 
 
 def _user(row: Row[Any]) -> User:
-    return User(row.username, parse_scope(row.scope), row.created_at, row.id)
+    return User(
+        row.username,
+        parse_scope(row.scope),
+        row.created_at,
+        row.id,
+        row.name,
+        row.email,
+        bool(row.email_verified),
+        row.created_at if row.updated_at is None else row.updated_at,
+    )
 
 
 def parse_demo_users(spec: str) -> list[tuple[str, str, str]]:

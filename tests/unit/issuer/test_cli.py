@@ -133,8 +133,55 @@ def test_users_list_shows_names_and_scopes(runner: CliRunner) -> None:
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert len(lines) == 2
-    assert re.fullmatch(r"carol  admin profile  created \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", lines[0])
+    assert re.fullmatch(r"carol  admin profile  created \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  name -  email -", lines[0])
     assert lines[1].startswith("dave  profile  created ")
+
+
+def test_users_add_records_the_name_and_email(runner: CliRunner, user_store: UserStore) -> None:
+    result = _add(runner, "carol", "correct horse", "--name", "Carol Cat", "--email", "carol@example.com")
+    assert result.exit_code == 0, result.output
+    user = user_store.get("carol")
+    assert user is not None
+    assert (user.name, user.email, user.email_verified) == ("Carol Cat", "carol@example.com", False)
+    assert user.updated_at == user.created_at
+    listed = runner.invoke(main, ["users", "list"]).output
+    assert listed.endswith("  name Carol Cat  email carol@example.com\n")
+
+
+def test_users_add_refuses_a_malformed_email(runner: CliRunner, user_store: UserStore) -> None:
+    result = _add(runner, "carol", "correct horse", "--email", "not an address")
+    assert result.exit_code == 1
+    assert "Error: email must look like name@example.com" in result.output
+    assert user_store.get("carol") is None
+
+
+def test_users_update_changes_only_what_it_is_given(runner: CliRunner, user_store: UserStore) -> None:
+    _add(runner, "carol", "correct horse", "--name", "Carol", "--email", "carol@example.com", "--email-verified")
+    result = runner.invoke(main, ["users", "update", "carol", "--scope", "profile admin"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "updated carol: scope 'admin profile'  name Carol  email carol@example.com (verified)\n"
+    result = runner.invoke(main, ["users", "update", "carol", "--email", "c@example.org", "--name", "Carol C"])
+    assert result.exit_code == 0, result.output
+    user = user_store.get("carol")
+    assert user is not None
+    # A new address is not verified just because the old one was.
+    assert (user.name, user.email, user.email_verified, user.scope) == (
+        "Carol C",
+        "c@example.org",
+        False,
+        "admin profile",
+    )
+    assert user_store.authenticate("carol", "correct horse") is not None
+
+
+def test_users_update_refuses_an_unknown_user_or_nothing_to_do(runner: CliRunner) -> None:
+    unknown = runner.invoke(main, ["users", "update", "nobody", "--name", "No One"])
+    assert unknown.exit_code == 1
+    assert "Error: no user named 'nobody'" in unknown.output
+    _add(runner)
+    nothing = runner.invoke(main, ["users", "update", "carol"])
+    assert nothing.exit_code == 1
+    assert "Error: nothing to change" in nothing.output
 
 
 def test_users_delete_removes_the_user_and_revokes_tokens(

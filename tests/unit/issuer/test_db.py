@@ -13,6 +13,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from argon2 import PasswordHasher
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import OperationalError
 
@@ -20,6 +21,7 @@ from issuer import migrations
 from issuer.apis import Api, ApiStore
 from issuer.db import Database, metadata, users
 from issuer.settings import IssuerSettings
+from issuer.users import User, UserStore
 from tests.support.sql import rows
 
 # The schema of the release before migrations, as its `db.initialise` wrote it.
@@ -150,6 +152,33 @@ def test_a_database_at_0003_upgrades_keeping_its_apis_which_gain_resource_uris(
     ]
     store.delete("orders-api")
     assert rows(database, "SELECT * FROM api_resource_uris") == []  # ON DELETE CASCADE
+    database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_at_0004_upgrades_keeping_its_users_who_gain_empty_profiles(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, hasher: PasswordHasher
+) -> None:
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
+    database = Database.for_data_dir(url, tmp_path / "data")
+    with database.engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0004")
+        conn.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, scope, created_at)"
+                " VALUES ('u1', 'carol', :hash, 'profile', 7)"
+            ),
+            {"hash": hasher.hash("correct horse")},
+        )
+    database.upgrade()
+    assert migrations.current(database) == migrations.head()
+    store = UserStore(database, hasher)
+    carol = store.authenticate("carol", "correct horse")
+    assert carol == User("carol", frozenset({"profile"}), 7, "u1", None, None, False, 7)
+    changed = store.update("carol", name="Carol", email="carol@example.com", email_verified=True)
+    assert (changed.name, changed.email, changed.email_verified) == ("Carol", "carol@example.com", True)
+    assert changed.updated_at is not None
+    assert changed.updated_at > 7
     database.dispose()
 
 

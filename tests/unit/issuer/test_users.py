@@ -28,7 +28,9 @@ def test_add_then_authenticate_returns_the_user(users: UserStore) -> None:
     added = users.add("alice", "wonderland", "profile admin")
     assert added.scopes == frozenset({"profile", "admin"})
     user = users.authenticate("alice", "wonderland")
-    assert user == User("alice", frozenset({"admin", "profile"}), added.created_at, added.id)
+    assert user == User(
+        "alice", frozenset({"admin", "profile"}), added.created_at, added.id, updated_at=added.created_at
+    )
     assert user.scope == "admin profile"
 
 
@@ -216,3 +218,56 @@ def test_a_name_no_user_could_have_is_nobody_on_every_engine(users: UserStore, n
     users.add("alice", "wonderland", "profile")
     assert users.get(name) is None
     assert users.authenticate(name, "wonderland") is None
+
+
+# -- profile claims (OpenID Connect) -------------------------------------------------------
+
+
+def test_a_user_added_with_a_name_and_email_keeps_them(users: UserStore) -> None:
+    added = users.add("carol", "correct horse", "profile", name="Carol Cat", email="carol@example.com")
+    assert users.get("carol") == added
+    assert (added.name, added.email, added.email_verified) == ("Carol Cat", "carol@example.com", False)
+
+
+def test_an_address_cannot_be_verified_without_an_address(users: UserStore) -> None:
+    assert users.add("carol", "correct horse", "profile", email_verified=True).email_verified is False
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("name", "", "name must be"),
+        ("name", "   ", "name must be"),
+        ("name", "x" * 201, "name must be"),
+        ("name", "new\nline", "name must be"),
+        ("email", "carol", "email must look like"),
+        ("email", "carol@@example.com", "email must look like"),
+        ("email", "car ol@example.com", "email must look like"),
+    ],
+)
+def test_malformed_names_and_emails_are_refused(users: UserStore, field: str, value: str, message: str) -> None:
+    given: dict[str, str | None] = {"name": None, "email": None, field: value}
+    with pytest.raises(UserError, match=message):
+        users.add("carol", "correct horse", "profile", name=given["name"], email=given["email"])
+    assert users.get("carol") is None
+    users.add("carol", "correct horse", "profile")
+    with pytest.raises(UserError, match=message):
+        users.update("carol", name=given["name"], email=given["email"])
+
+
+def test_update_changes_what_it_is_given_and_stamps_updated_at(users: UserStore, database: Database) -> None:
+    users.add("carol", "correct horse", "profile", name="Carol", email="carol@example.com", email_verified=True)
+    with database.transaction() as conn:
+        conn.exec_driver_sql("UPDATE users SET updated_at = 1")
+    changed = users.update("carol", scope="admin profile")
+    assert (changed.name, changed.email, changed.email_verified, changed.scope) == (
+        "Carol",
+        "carol@example.com",
+        True,
+        "admin profile",
+    )
+    assert changed.updated_at is not None
+    assert changed.updated_at > 1
+    moved = users.update("carol", email="carol@example.org")
+    assert (moved.email, moved.email_verified) == ("carol@example.org", False)
+    assert users.update("carol", email_verified=True).email_verified is True
