@@ -19,7 +19,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, introspect, oauth, wellknown
+from issuer import browser, introspect, oauth, oidc, wellknown
 from issuer.apis import ApiStore
 from issuer.client_auth import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
@@ -115,6 +115,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(oauth.bp)
     introspect.init_app(app)  # RFC 7662, off unless ISSUER_INTROSPECTION_SECRET is set
+    oidc.init_app(app)  # /userinfo
     app.register_blueprint(browser.bp)
     return app
 
@@ -227,7 +228,8 @@ def _seed_demo_users(settings: IssuerSettings, users: UserStore) -> None:
         if users.get(name) is not None:
             continue
         try:
-            users.add(name, password, scope, enforce_policy=False)
+            # A demo user gets a display name and an address at example.com (RFC 2606: nobody's).
+            users.add(name, password, scope, enforce_policy=False, name=name.capitalize(), email=f"{name}@example.com")
             log.info("seeded demo user", extra={"fields": {"sub": name, "scope": scope}})
         except UserError:
             pass  # another worker seeded it first

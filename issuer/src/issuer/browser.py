@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit
 from flask import Blueprint, make_response, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from issuer import extensions
+from issuer import extensions, oidc
 from issuer.apis import InvalidTarget
 from issuer.clients import Client
 from issuer.opaque import secret_hash
@@ -37,7 +37,9 @@ AUTHORIZE_PARAMS = (
     "code_challenge",
     "code_challenge_method",
     "resource",
+    "nonce",
 )
+MAX_NONCE_LENGTH = 255
 LOGIN_FAILED = "The username or password is incorrect."
 
 
@@ -88,6 +90,9 @@ def authorize() -> Any:
         requested = parse_scope(args["scope"]) if args["scope"] is not None else None
     except UserError:
         return deny("invalid_scope", "the scope is malformed")
+    nonce = args["nonce"]
+    if nonce is not None and not (0 < len(nonce) <= MAX_NONCE_LENGTH and nonce.isprintable() and nonce.isascii()):
+        return deny("invalid_request", f"nonce must be 1-{MAX_NONCE_LENGTH} printable ASCII characters")
     try:  # RFC 8707: the API the token is for, or the default API
         api = extensions.current().apis.choose(
             args["resource"], default=extensions.current().settings.audience, allowed=client.may_ask_for
@@ -100,8 +105,7 @@ def authorize() -> Any:
         session["authorize"] = {k: v for k, v in args.items() if v is not None}
         return redirect(url_for("browser.login"), code=302)
 
-    allowed = client.narrow(user.scopes & api.scopes)
-    granted = allowed if requested is None else requested & allowed
+    granted = oidc.granted_scopes(requested, client.narrow(user.scopes & api.scopes), api.scopes, client)
     if requested and not granted:
         return deny("invalid_scope", "none of the requested scopes can be granted")
     grant = Grant(user.id, user.username, client.client_id, " ".join(sorted(granted)), api.audience)
@@ -110,6 +114,7 @@ def authorize() -> Any:
         redirect_uri=redirect_uri,
         challenge=args["code_challenge"] or "",
         session_hash=secret_hash(session["sid"]),
+        nonce=nonce if oidc.is_openid(grant.scope) else None,
     )
     session.pop("authorize", None)
     log.info("issued authorization code", extra={"fields": {"sub": user.username, "client_id": client.client_id}})

@@ -49,6 +49,7 @@ class Redeemed:
     grant: Grant
     family_id: str
     session_hash: str | None
+    nonce: str | None = None
 
 
 class AuthorizationCodes:
@@ -57,7 +58,9 @@ class AuthorizationCodes:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    def issue(self, grant: Grant, *, redirect_uri: str, challenge: str, session_hash: str | None) -> str:
+    def issue(
+        self, grant: Grant, *, redirect_uri: str, challenge: str, session_hash: str | None, nonce: str | None = None
+    ) -> str:
         """Create a one-time code for a grant."""
         code = new_secret()
         with self.database.transaction() as conn:
@@ -72,6 +75,7 @@ class AuthorizationCodes:
                     session_hash=session_hash,
                     expires_at=int(time.time()) + CODE_TTL,
                     audience=grant.audience,
+                    nonce=nonce,
                 )
             )
         return code
@@ -108,7 +112,7 @@ class AuthorizationCodes:
                 .values(used_at=int(time.time()), family_id=family_id)
             )
         grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
-        return Redeemed(grant, family_id, row.session_hash)
+        return Redeemed(grant, family_id, row.session_hash, row.nonce)
 
     def spend(self, code: str) -> None:
         """Mark a code used without granting anything (a failed redemption: verifiers cannot be guessed)."""

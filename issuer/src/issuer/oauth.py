@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from issuer import extensions
+from issuer import extensions, oidc
 from issuer.apis import Api, InvalidTarget
 from issuer.client_auth import InvalidClient, authenticate_client
 from issuer.clients import DEFAULT_CLIENT_ID, Client
@@ -79,13 +79,19 @@ def _api(params: dict[str, str], client: Client) -> Api:
         raise OAuthError(str(exc), error="invalid_target") from exc
 
 
-def _token_response(grant: Grant, refresh_token: str | None) -> Response:
+def _token_response(
+    grant: Grant, refresh_token: str | None, *, session_hash: str | None = None, nonce: str | None = None
+) -> Response:
+    """Answer with an access token, the refresh token if any, and an ID token for a browser login's `openid` grant."""
     settings = extensions.current().settings
+    api = grant.audience or settings.audience
+    # A token granted openid is also good at /userinfo (see issuer.oidc).
+    audience = [api, oidc.userinfo_audience()] if oidc.is_openid(grant.scope) else api
     access_token, claims = mint_access_token(
         extensions.current().keys.signing_key(),
         grant,
         issuer=settings.url,
-        audience=grant.audience or settings.audience,
+        audience=audience,
         ttl=settings.access_token_ttl,
     )
     log.info(
@@ -97,6 +103,9 @@ def _token_response(grant: Grant, refresh_token: str | None) -> Response:
     body = {"access_token": access_token, "token_type": "Bearer", "expires_in": settings.access_token_ttl}
     if refresh_token is not None:
         body["refresh_token"] = refresh_token
+    id_token = oidc.id_token(grant, access_token, session_hash, nonce)
+    if id_token is not None:
+        body["id_token"] = id_token
     response = jsonify(**body, scope=grant.scope)
     response.headers.update(NO_STORE)
     return response
@@ -128,7 +137,9 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
     except RefreshError as exc:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
-    return _token_response(checked if checked is not None and grant == held else _refreshed(params, grant), successor)
+    refreshed = checked if checked is not None and grant == held else _refreshed(params, grant)
+    # A new ID token (OpenID Connect Core 1.0 section 12.2): same subject, audience and auth_time; no nonce.
+    return _token_response(refreshed, successor, session_hash=grant.session_hash)
 
 
 def _refreshed(params: dict[str, str], grant: Grant) -> Grant:
@@ -142,8 +153,9 @@ def _refreshed(params: dict[str, str], grant: Grant) -> Grant:
     if user is None or api is None:
         raise OAuthError("the user or the API no longer exists", error="invalid_grant")
     # The user's or the API's scopes may have shrunk since the first grant; never widen the original.
-    scope = _scope(params.get("scope"), parse_scope(grant.scope) & user.scopes & api.scopes)
-    return Grant(user.id, user.username, grant.client_id, scope, grant.audience)
+    held = parse_scope(grant.scope)
+    scope = _scope(params.get("scope"), (held & user.scopes & api.scopes) | oidc.kept_on_refresh(held, api.scopes))
+    return Grant(user.id, user.username, grant.client_id, scope, grant.audience, grant.session_hash)
 
 
 def _authorization_code_grant(params: dict[str, str], client: Client) -> Response:
@@ -169,7 +181,7 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
             extensions.current().authorization_codes.spend(code)  # one wrong try spends it: verifiers cannot be guessed
         log.info("code refused", extra={"fields": {"reason": str(exc), "client_id": client.client_id}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
-    return _token_response(redeemed.grant, refresh_token)
+    return _token_response(redeemed.grant, refresh_token, session_hash=redeemed.session_hash, nonce=redeemed.nonce)
 
 
 def _client_credentials_grant(params: dict[str, str], client: Client) -> Response:

@@ -14,6 +14,15 @@ from issuer.db import Database, login_sessions, stamp
 from issuer.opaque import new_secret, secret_hash
 
 
+def public_id(session_hash: str) -> str:
+    """Return the session's `sid` (OpenID Connect): derived from the stored hash, it reveals neither.
+
+    A hash of the hash: relying parties may log it and show it, and nothing the issuer
+    accepts (the session id in the cookie, or its hash) can be learnt from it.
+    """
+    return secret_hash(f"oidc-sid:{session_hash}")[:32]
+
+
 class LoginSessions:
     """Create, look up and end login sessions."""
 
@@ -44,6 +53,13 @@ class LoginSessions:
         )
         with self.database.reading() as conn:
             found: str | None = conn.execute(query).scalar()
+        return found
+
+    def started_at(self, session_hash: str) -> int | None:
+        """Return when the user of a session proved their password (OpenID Connect's `auth_time`), or None."""
+        query = select(login_sessions.c.created_at).where(login_sessions.c.session_hash == session_hash)
+        with self.database.reading() as conn:
+            found: int | None = conn.execute(query).scalar()
         return found
 
     def end(self, session_hash: str) -> bool:

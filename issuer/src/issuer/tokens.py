@@ -10,6 +10,7 @@ often it is refreshed.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -37,6 +38,7 @@ class Grant:
     client_id: str
     scope: str
     audience: str | None = None  # the API it is for; None: the default API (grants made before APIs existed)
+    session_hash: str | None = None  # the browser login it came from (refresh grants only; for `auth_time`, `sid`)
 
 
 class RefreshError(Exception):
@@ -48,7 +50,7 @@ class RefreshReused(RefreshError):
 
 
 def mint_access_token(
-    key: SigningKey, grant: Grant, *, issuer: str, audience: str, ttl: int, now: int | None = None
+    key: SigningKey, grant: Grant, *, issuer: str, audience: str | list[str], ttl: int, now: int | None = None
 ) -> tuple[str, dict[str, Any]]:
     """Sign an RFC 9068 access token; return it with its claims.
 
@@ -66,18 +68,72 @@ def mint_access_token(
         "client_id": grant.client_id,
         "scope": grant.scope,
     }
-    signing_input = f"{_header_segment(key.kid)}.{b64url_encode(json.dumps(claims, separators=(',', ':')).encode())}"
+    return _sign(key, "at+jwt", claims), claims
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """The browser login an ID token speaks of (OpenID Connect Core 1.0 section 2)."""
+
+    auth_time: int  # when the user proved their password
+    sid: str  # the login session's public identifier (issuer.sessions.public_id)
+    nonce: str | None = None  # from the authorization request; never on a refresh's ID token
+
+
+def mint_id_token(
+    key: SigningKey,
+    grant: Grant,
+    authentication: Authentication,
+    *,
+    issuer: str,
+    access_token: str,
+    ttl: int,
+    now: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Sign an OpenID Connect ID token for the client of `grant`; return it with its claims.
+
+    Header `typ` is `JWT`, not `at+jwt`: the APIs, which demand `at+jwt`, refuse an ID token
+    presented as an access token (RFC 8725 section 3.11's explicit typing). `at_hash` binds the
+    access token issued with it (OpenID Connect Core 1.0 section 3.1.3.6).
+    """
+    issued_at = int(time.time()) if now is None else now
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": grant.username,
+        "aud": grant.client_id,
+        "exp": issued_at + ttl,
+        "iat": issued_at,
+        "auth_time": authentication.auth_time,
+        "azp": grant.client_id,
+        "sid": authentication.sid,
+        "at_hash": at_hash(access_token),
+    }
+    if authentication.nonce is not None:
+        claims["nonce"] = authentication.nonce
+    return _sign(key, "JWT", claims), claims
+
+
+def at_hash(access_token: str) -> str:
+    """Return the `at_hash` of an access token for RS256: the left half of its SHA-256, base64url."""
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return b64url_encode(digest[: len(digest) // 2])
+
+
+def _sign(key: SigningKey, typ: str, claims: dict[str, Any]) -> str:
+    signing_input = (
+        f"{_header_segment(key.kid, typ)}.{b64url_encode(json.dumps(claims, separators=(',', ':')).encode())}"
+    )
     signature = _RS256.sign(signing_input.encode("ascii"), key.private_key)
-    return f"{signing_input}.{b64url_encode(signature)}", claims
+    return f"{signing_input}.{b64url_encode(signature)}"
 
 
 _RS256 = RSAAlgorithm(RSAAlgorithm.SHA256)
 
 
 @functools.lru_cache(maxsize=16)
-def _header_segment(kid: str) -> str:
-    """Return the encoded RFC 9068 header of a key: the same for every token it signs."""
-    header = {"alg": "RS256", "typ": "at+jwt", "kid": kid}
+def _header_segment(kid: str, typ: str) -> str:
+    """Return the encoded header of a key for one token type: the same for every such token it signs."""
+    header = {"alg": "RS256", "typ": typ, "kid": kid}
     return b64url_encode(json.dumps(header, separators=(",", ":")).encode())
 
 
@@ -157,7 +213,7 @@ class RefreshTokens:
             row = conn.execute(query).first()
         if row is None or row.client_id != client_id:
             return None
-        return Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
+        return Grant(row.user_id, row.username, row.client_id, row.scope, row.audience, row.session_hash)
 
     def rotate(self, token: str, client_id: str) -> tuple[Grant, str]:
         """Spend a refresh token and return its grant with the successor token."""
@@ -173,7 +229,7 @@ class RefreshTokens:
                 raise RefreshError("the refresh token has been revoked")
             if row.family_expires_at <= now:
                 raise RefreshError("the refresh token's session has reached its maximum lifetime")
-            grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
+            grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience, row.session_hash)
             if row.used_at is not None:
                 # Whole seconds: a grace of 0 must mean none, not "the rest of the second of first use".
                 if self.reuse_grace > 0 and now - row.used_at <= self.reuse_grace:

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from issuer import extensions
+from issuer import extensions, oidc
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,24 @@ def jwks() -> Response:
 
 
 @bp.get("/.well-known/oauth-authorization-server")
-@bp.get("/.well-known/openid-configuration")
 def metadata() -> Response:
-    """Describe the issuer's endpoints and what it supports."""
+    """Describe the issuer's endpoints and what it supports (RFC 8414)."""
+    return _cached(_oauth_metadata())
+
+
+@bp.get("/.well-known/openid-configuration")
+def openid_configuration() -> Response:
+    """Describe the issuer as an OpenID Provider (OpenID Connect Discovery 1.0 section 3)."""
+    return _cached(oidc.provider_metadata(_oauth_metadata()))
+
+
+def _cached(document: dict[str, Any]) -> Response:
+    response = jsonify(document)
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+def _oauth_metadata() -> dict[str, Any]:
     url = extensions.current().settings.url
     document: dict[str, Any] = {
         "issuer": url,
@@ -62,9 +77,7 @@ def metadata() -> Response:
     if introspection is not None and introspection.enabled:
         document["introspection_endpoint"] = f"{url}/introspect"
         document["introspection_endpoint_auth_methods_supported"] = ["client_secret_basic"]
-    response = jsonify(document)
-    response.headers["Cache-Control"] = "public, max-age=3600"
-    return response
+    return document
 
 
 @bp.get("/healthz")

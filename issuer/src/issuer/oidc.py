@@ -1,0 +1,152 @@
+"""OpenID Connect Core 1.0 on top of the OAuth endpoints: identity scopes, ID tokens, `/userinfo`.
+
+Scopes. `openid`, `profile` and `email` (section 5.4) are about the user, not an API. A
+scope list mixes both kinds, so the rule is:
+
+- a scope an API defines is that API's scope, narrowed as always: the user and the client
+  must both be allowed it (the default API defines `profile`: asking for `openid profile`
+  needs the user's `profile` scope, as before);
+- an identity scope the API does not define is granted to any user, when the request asks
+  for `openid` too and the client may ask for it (a client registered with a scope list
+  needs `openid`, `profile`, `email` in it);
+- a request without `scope` is granted the API scopes only: no `openid`, so no ID token.
+
+Identity scopes travel in the access token's `scope` with the API's: the API ignores scopes
+it does not define, and `/userinfo` reads them. A token granted `openid` also names
+`/userinfo` in its `aud` (a list: the API, then `{issuer}/userinfo`), so `/userinfo` verifies
+it with the same `jwt_verifier` policy as every API, with an audience of its own.
+
+ID tokens come only from the authorization code flow and refreshes of its grants: the password
+grant has no browser login to speak of (no `auth_time`, no `sid`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask_wtf.csrf import CSRFProtect
+
+from issuer import extensions
+from issuer.clients import Client
+from issuer.introspect import PublishedKeys
+from issuer.sessions import public_id
+from issuer.tokens import Authentication, Grant, mint_id_token
+from jwt_verifier.errors import InvalidToken
+from jwt_verifier.protector import ResourceProtector
+from jwt_verifier.verifier import Verifier
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("oidc", __name__)
+
+OPENID = "openid"
+IDENTITY_SCOPES = frozenset({OPENID, "profile", "email"})
+# Section 5.4: the claims each scope gives at /userinfo (`sub` always).
+SCOPE_CLAIMS = {"profile": ("name", "preferred_username", "updated_at"), "email": ("email", "email_verified")}
+CLAIMS_SUPPORTED = ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "sid"] + [
+    claim for claims in SCOPE_CLAIMS.values() for claim in claims
+]
+
+
+def granted_scopes(
+    requested: frozenset[str] | None, allowed: frozenset[str], api_scopes: frozenset[str], client: Client
+) -> frozenset[str]:
+    """Return what a request is granted: the allowed API scopes asked for, and identity scopes with `openid`.
+
+    `allowed` is what the user and client may have of the API (`client.narrow(user & api)`).
+    """
+    if requested is None:
+        return allowed
+    granted = requested & allowed
+    if OPENID in requested:
+        granted |= client.narrow(requested & (IDENTITY_SCOPES - api_scopes))
+    return granted
+
+
+def kept_on_refresh(held: frozenset[str], api_scopes: frozenset[str]) -> frozenset[str]:
+    """Return the identity scopes of a held grant that a refresh keeps (the API's own are narrowed apart)."""
+    return held & (IDENTITY_SCOPES - api_scopes) if OPENID in held else frozenset()
+
+
+def is_openid(scope: str) -> bool:
+    """Return whether a granted scope string includes `openid`."""
+    return OPENID in scope.split()
+
+
+def userinfo_audience() -> str:
+    """Return the `aud` value that lets an access token be used at `/userinfo`."""
+    return f"{extensions.current().settings.url}/userinfo"
+
+
+def id_token(grant: Grant, access_token: str, session_hash: str | None, nonce: str | None) -> str | None:
+    """Return an ID token for a grant with `openid` that came from a browser login, else None."""
+    if session_hash is None or not is_openid(grant.scope):
+        return None
+    auth_time = extensions.current().login_sessions.started_at(session_hash)
+    if auth_time is None:
+        return None  # the session is gone (its user deleted): nothing to say who logged in
+    settings = extensions.current().settings
+    token, _ = mint_id_token(
+        extensions.current().keys.signing_key(),
+        grant,
+        Authentication(auth_time, public_id(session_hash), nonce),
+        issuer=settings.url,
+        access_token=access_token,
+        ttl=settings.access_token_ttl,  # issued with the access token, it lives as long
+    )
+    log.info("issued id token", extra={"fields": {"sub": grant.username, "client_id": grant.client_id}})
+    return token
+
+
+def provider_metadata(document: dict[str, Any]) -> dict[str, Any]:
+    """Extend the RFC 8414 document into OpenID Provider Metadata (Discovery 1.0 section 3)."""
+    url = extensions.current().settings.url
+    return {
+        **document,
+        "userinfo_endpoint": f"{url}/userinfo",
+        "scopes_supported": sorted(IDENTITY_SCOPES | _api_scopes()),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "claims_supported": CLAIMS_SUPPORTED,
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+    }
+
+
+def _api_scopes() -> frozenset[str]:
+    return frozenset(scope for api in extensions.current().apis.list() for scope in api.scopes)
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+def userinfo() -> Response:
+    """Return the claims about the token's user that its scopes allow (OpenID Connect Core 1.0 5.3)."""
+    protector: ResourceProtector = current_app.extensions["issuer.userinfo"]
+    claims = protector.acquire(request, OPENID)
+    user = extensions.current().users.get(str(claims["sub"]))
+    if user is None:
+        raise InvalidToken("the token's user no longer exists")
+    scopes = set(str(claims.get("scope", "")).split())
+    body: dict[str, Any] = {"sub": user.username}
+    if "profile" in scopes:
+        body.update(preferred_username=user.username, updated_at=user.updated_at)
+        if user.name is not None:
+            body["name"] = user.name
+    if "email" in scopes and user.email is not None:
+        body.update(email=user.email, email_verified=user.email_verified)
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register `/userinfo` (exempt from CSRF: it takes a bearer token, no cookies) and its verifier."""
+    settings = extensions.of(app).settings
+    verifier = Verifier(PublishedKeys(), issuer=settings.url, audience=f"{settings.url}/userinfo")
+    app.extensions["issuer.userinfo"] = ResourceProtector(verifier)
+    app.register_blueprint(bp)
+    csrf = app.extensions.get("csrf")
+    if isinstance(csrf, CSRFProtect):
+        csrf.exempt(bp)

@@ -1,0 +1,101 @@
+"""OpenID Connect over HTTP against a running stack: the code flow with PKCE and nonce, the ID token, /userinfo."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import requests
+
+from shared.pkce import s256
+from tests.support.stack import Stack
+
+CLIENT_ID = "resource-web"
+_CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def _redirect_uri(stack: Stack) -> str:
+    """Return the web client's registered redirect URI: the resource's callback at its public address."""
+    return f"http://localhost:{urlsplit(stack.resource_url).port}/callback"
+
+
+def _code_flow(stack: Stack, nonce: str) -> dict[str, Any]:
+    """Log alice in through /authorize and /login as a browser would, without one; return /token's answer."""
+    verifier = secrets.token_urlsafe(48)
+    redirect_uri = _redirect_uri(stack)
+    params = {
+        "response_type": "code",
+        "client_id": CLIENT_ID,
+        "redirect_uri": redirect_uri,
+        "scope": "openid profile email",
+        "state": "s-1",
+        "nonce": nonce,
+        "code_challenge": s256(verifier),
+        "code_challenge_method": "S256",
+    }
+    with requests.Session() as browser:
+        answer = browser.get(f"{stack.issuer_url}/authorize", params=params, allow_redirects=False, timeout=10)
+        assert answer.status_code == 302, answer.text
+        assert urlsplit(answer.headers["Location"]).path == "/login"
+        form = browser.get(f"{stack.issuer_url}/login", timeout=10).text
+        match = _CSRF_INPUT.search(form)
+        assert match is not None
+        login = {"csrf_token": match.group(1), "username": "alice", "password": "wonderland"}
+        answer = browser.post(f"{stack.issuer_url}/login", data=login, allow_redirects=False, timeout=10)
+        assert answer.status_code == 303, answer.text
+        back = urlsplit(answer.headers["Location"])
+        answer = browser.get(f"{stack.issuer_url}{back.path}?{back.query}", allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    location = answer.headers["Location"]
+    assert location.startswith(redirect_uri + "?")
+    query = {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
+    assert query["state"] == "s-1"
+    form_data = {
+        "grant_type": "authorization_code",
+        "code": query["code"],
+        "redirect_uri": redirect_uri,
+        "client_id": CLIENT_ID,
+        "code_verifier": verifier,
+    }
+    response = requests.post(f"{stack.issuer_url}/token", data=form_data, timeout=10)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_the_code_flow_gives_an_id_token_and_userinfo_and_the_api_refuses_the_id_token(stack: Stack) -> None:
+    nonce = secrets.token_urlsafe(16)
+    tokens = _code_flow(stack, nonce)
+    discovery = requests.get(f"{stack.issuer_url}/.well-known/openid-configuration", timeout=10).json()
+    assert discovery["issuer"] == stack.public_issuer
+    jwks = jwt.PyJWKClient(discovery["jwks_uri"].replace(stack.public_issuer, stack.issuer_url))
+    key = jwks.get_signing_key_from_jwt(tokens["id_token"])
+    claims = jwt.decode(
+        tokens["id_token"], key.key, algorithms=["RS256"], audience=CLIENT_ID, issuer=stack.public_issuer
+    )
+    assert jwt.get_unverified_header(tokens["id_token"])["typ"] == "JWT"
+    assert claims["sub"] == "alice"
+    assert claims["nonce"] == nonce
+    digest = hashlib.sha256(tokens["access_token"].encode()).digest()
+    assert claims["at_hash"] == base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+    assert claims["auth_time"] <= claims["iat"]
+
+    userinfo_url = discovery["userinfo_endpoint"].replace(stack.public_issuer, stack.issuer_url)
+    info = requests.get(userinfo_url, headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10)
+    assert info.status_code == 200, info.text
+    assert info.json()["sub"] == "alice"
+    assert info.json()["email"] == "alice@example.com"
+    assert info.json()["name"] == "Alice"
+
+    # The access token still works at the API; the ID token, presented as one, never does.
+    assert stack.get("/api/me", tokens["access_token"]).status_code == 200
+    refused = stack.get("/api/me", tokens["id_token"])
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_token"
+    assert refused.json()["error_description"] == "the token type must be at+jwt"  # refused for its typ first
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
