@@ -336,3 +336,21 @@ def test_demo_users_get_a_name_and_an_address_at_example_com(app: Flask) -> None
         bob = extensions.current().users.get("bob")
     assert bob is not None
     assert (bob.name, bob.email, bob.email_verified) == ("Bob", "bob@example.com", False)
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        ("Bearer a.b.c", 401),
+        ("Bearer " + "A" * 20000, 401),
+        ("Bearer \u00e9t\u00e9.x.y", 401),
+        ("Bearer", 401),
+        ("Basic YWxpY2U6d29uZGVybGFuZA==", 401),
+    ],
+)
+def test_userinfo_answers_any_malformed_authorization_without_a_server_error(
+    client: FlaskClient, authorization: str, status: int
+) -> None:
+    response = client.post("/userinfo", headers={"Authorization": authorization})
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
