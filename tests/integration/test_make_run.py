@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_api(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("ISSUER_PORT", "RESOURCE_PORT", "REPORTS_PORT")}
+    # Free metrics ports too: the defaults (9100-9102) may be taken on a shared machine.
+    names = ("ISSUER_PORT", "RESOURCE_PORT", "REPORTS_PORT", "ISSUER_METRICS_PORT", "RESOURCE_METRICS_PORT")
+    ports = {name: free_port() for name in (*names, "REPORTS_METRICS_PORT")}
     env = {
         **os.environ,
         **{name: str(port) for name, port in ports.items()},

@@ -26,6 +26,8 @@ import requests
 from tests.support.browsing import DEMO_USERS
 
 BIN = Path(sys.executable).parent
+# The metrics variables' prefix of each app module (shared.gunicorn_conf.METRICS_PORTS).
+METRICS_PREFIX = {"issuer": "ISSUER", "resource_server": "RESOURCE", "reports_api": "REPORTS"}
 
 
 def free_port() -> int:
@@ -178,6 +180,11 @@ class GunicornService(ChildProcess):
         self.app = app
         self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Its own free metrics port on loopback: the default ports would clash between tests.
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        prefix = METRICS_PREFIX[app.partition(":")[0]]
+        metrics_env = {f"{prefix}_METRICS_HOST": "127.0.0.1", f"{prefix}_METRICS_PORT": str(self.metrics_port)}
         self.workers = workers
         self.threads = threads
         self.worker_class = worker_class
@@ -194,7 +201,7 @@ class GunicornService(ChildProcess):
                 app,
             ],
             log_path,
-            env={**env, "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)},
+            env={**metrics_env, **env, "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)},
         )
 
     def wait_answering(self, path: str = "/healthz", *, timeout: float = 20.0) -> None:

@@ -21,6 +21,7 @@ from issuer.opaque import secret_hash
 from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant
 from issuer.users import User, UserError, parse_scope
+from shared import metrics
 from shared.pkce import CHALLENGE
 from shared.web import content_security_policy
 
@@ -152,6 +153,7 @@ def login() -> Any:
     user = extensions.current().users.authenticate(username, password) if username and password else None
     if user is None:
         note_failed_password()
+        metrics.LOGINS.labels("failure").inc()
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
         return _login_page(LOGIN_FAILED, username[:64])
 
@@ -159,6 +161,7 @@ def login() -> Any:
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)
     session["sid"] = extensions.current().login_sessions.create(user.id)
     session.permanent = True
+    metrics.LOGINS.labels("success").inc()
     log.info("browser login", extra={"fields": {"sub": user.username}})
     if pending:
         session["authorize"] = pending

@@ -60,6 +60,7 @@ from issuer.kek import (
     sealed_under,
 )
 from jwt_verifier.jose import RsaPublicJwk, public_jwk
+from shared import metrics
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +343,10 @@ class KeyStore:
         columns = [c for c in signing_keys.c if c.name != "private_key"]
         query = select(*columns).order_by(signing_keys.c.created_at.desc(), signing_keys.c.kid)
         with self.database.reading() as conn:
-            return tuple(_record(row) for row in conn.execute(query))
+            records = tuple(_record(row) for row in conn.execute(query))
+        active = [r.activated_at or r.created_at for r in records if r.state == "active"]
+        metrics.count_signing_keys([r.state for r in records], active[0] if active else None, time.time())
+        return records
 
     def _read_private_rows(self) -> Sequence[Row[Any, Any, Any]]:
         query = select(signing_keys.c.kid, signing_keys.c.state, signing_keys.c.private_key)

@@ -15,6 +15,7 @@ from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant, RefreshError, mint_access_token
 from issuer.users import UserError, parse_scope
 from jwt_verifier.errors import ApiError
+from shared import metrics
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def _token_response(
         audience=audience,
         ttl=settings.access_token_ttl,
     )
+    metrics.TOKENS_ISSUED.labels(request.form.get("grant_type", ""), grant.client_id).inc()
     log.info(
         "issued access token",
         extra={
@@ -118,8 +120,10 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
     user = extensions.current().users.authenticate(username, password)
     if user is None:
         note_failed_password()
+        metrics.LOGINS.labels("failure").inc()
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
+    metrics.LOGINS.labels("success").inc()
     scope = _scope(params.get("scope"), client.narrow(user.scopes & api.scopes))
     grant = Grant(user.id, user.username, client.client_id, scope, api.audience)
     return _token_response(grant, extensions.current().refresh_tokens.issue(grant))
@@ -221,6 +225,15 @@ def _authenticated_client(params: dict[str, str]) -> Client:
 @password_limits(exempt_when=lambda: request.form.get("grant_type") != "password")
 def token() -> Response:
     """Exchange a grant for an access token (and, for a user's grant, a refresh token)."""
+    try:
+        return _token()
+    except ApiError as exc:
+        grant_type = request.form.get("grant_type", "")
+        metrics.TOKEN_ERRORS.labels(grant_type if grant_type in GRANTS else "other", exc.error).inc()
+        raise
+
+
+def _token() -> Response:
     params = _form()
     grant_type = _required(params, "grant_type")
     handler = GRANTS.get(grant_type)

@@ -34,6 +34,7 @@ from flask_limiter import Limiter
 
 from issuer import extensions
 from issuer.settings import Network
+from shared import metrics
 
 # X-Forwarded-For entries looked at, from the right: more hops than any real deployment has.
 MAX_HOPS = 16
@@ -111,12 +112,24 @@ def _address_limit() -> str:
     return str(extensions.current().settings.address_rate_limit)
 
 
+def _count_breach(limit: str) -> Callable[[Any], None]:
+    def breached(_limit: Any) -> None:
+        metrics.RATE_LIMITED.labels(limit).inc()
+
+    return breached
+
+
 def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[Any], Any]:
     """Decorate a view that checks passwords with both limits (POST only)."""
 
     def decorate(view: Any) -> Any:
         view = limiter.shared_limit(
-            _address_limit, "password-address", methods=["POST"], deduct_when=_failed, exempt_when=exempt_when
+            _address_limit,
+            "password-address",
+            methods=["POST"],
+            deduct_when=_failed,
+            exempt_when=exempt_when,
+            on_breach=_count_breach("password-address"),
         )(view)
         return limiter.shared_limit(
             _account_limit,
@@ -125,6 +138,7 @@ def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[
             methods=["POST"],
             deduct_when=_failed,
             exempt_when=exempt_when,
+            on_breach=_count_breach("password-account"),
         )(view)
 
     return decorate

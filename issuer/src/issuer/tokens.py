@@ -25,6 +25,7 @@ from issuer.db import Database, refresh_tokens, stamp, users, with_username
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
 from jwt_verifier.jose import b64url_encode
+from shared import metrics
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,7 @@ class RefreshTokens:
                 self._insert(conn, successor, grant, row.family_id, now, row.family_expires_at, row.session_hash)
                 return grant, successor
         # Raised once the revocation has committed.
+        metrics.REFRESH_REUSE.inc()
         log.warning(
             "refresh token reused; family revoked", extra={"fields": {"sub": row.username, "family": row.family_id}}
         )

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.datastructures import ResponseCacheControl
 from werkzeug.http import parse_cache_control_header
 
+from jwt_verifier import observe
 from jwt_verifier.config import VerifierConfig
 from jwt_verifier.errors import KeysUnavailable, UnknownKey
 from jwt_verifier.jose import JwkError, load_verification_key
@@ -70,6 +71,7 @@ class JwksClient:
         self.fetch_count = 0
         self._keys: Mapping[str, rsa.RSAPublicKey] = {}
         self._fresh_until = float("-inf")
+        self._fetched_at = time.monotonic()  # of the keys held (for the age metric; none are yet)
         self._next_fetch_at = float("-inf")
         self._fetches_begun = 0
         self._fetches_finished = 0
@@ -95,6 +97,8 @@ class JwksClient:
         """Return the key for `kid`, fetching the JWKS when the kid is new (within limits)."""
         now = self.clock()
         keys = self._keys
+        if keys:
+            observe.current().jwks_age(time.monotonic() - self._fetched_at)
         if keys and now >= self._fresh_until:
             self._refresh_in_background()
         key = keys.get(kid)
@@ -212,11 +216,13 @@ class JwksClient:
         if for_unknown_kid:
             self._next_fetch_at = started + self.cooldown
         self.fetch_count += 1
+        cause = "unknown_kid" if for_unknown_kid else ("refresh" if self._keys else "initial")
         try:
             keys, ttl = self._download()
         except JwksFetchError as exc:
             self._next_fetch_at = started + self.cooldown
             self._last_fetch_failed = True
+            observe.current().jwks_fetch("error", cause, len(self._keys))
             log.warning(
                 "jwks fetch failed; keeping the keys held",
                 extra={"fields": {"reason": str(exc), "kids_held": len(self._keys)}},
@@ -226,6 +232,8 @@ class JwksClient:
         changed = keys != self._keys
         self._keys = keys
         self._fresh_until = self.clock() + ttl
+        self._fetched_at = time.monotonic()
+        observe.current().jwks_fetch("ok", cause, len(keys))
         with self._state_lock:
             self._unknown.clear()
         log.info("jwks loaded", extra={"fields": {"kids": sorted(keys), "ttl": ttl}})

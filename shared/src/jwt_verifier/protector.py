@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Request
 
+from jwt_verifier import observe
 from jwt_verifier.errors import InsufficientScope, InvalidToken, MissingToken, UnknownKey, VerificationUnavailable
 from jwt_verifier.rfc6750 import bearer_token
 from jwt_verifier.verifier import TokenVerifier
@@ -34,22 +35,31 @@ class ResourceProtector:
         self.cookie = cookie
 
     def validate(self, token: str) -> dict[str, Any]:
-        """Return the token's verified claims, or raise (and log) why not."""
+        """Return the token's verified claims, or raise (and log) why not; count it once either way."""
         try:
-            return self.verifier.verify(token)
+            claims = self.verifier.verify(token)
         except UnknownKey as exc:
             log.info("token refused", extra={"fields": {"reason": "unknown kid", "kid": exc.kid}})
+            observe.current().verification("invalid", "unknown_key")
             raise
         except InvalidToken as exc:
             log.info("token refused", extra={"fields": {"reason": exc.description}})
+            observe.current().verification("invalid", observe.reason_of(exc))
             raise
         except VerificationUnavailable as exc:
             log.warning("cannot verify tokens now", extra={"fields": {"reason": str(exc)}})
+            observe.current().verification("unavailable", "keys_unavailable")
             raise
+        observe.current().verification("valid", "none")
+        return claims
 
     def acquire(self, req: Request, scope: str | None = None) -> dict[str, Any]:
         """Return the claims of the request's token, which must grant `scope` if given."""
-        token = bearer_token(req)
+        try:
+            token = bearer_token(req)
+        except InvalidToken as exc:
+            observe.current().verification("invalid", observe.reason_of(exc))
+            raise
         if token is None and self.cookie is not None:
             token = req.cookies.get(self.cookie)
         if token is None:

@@ -55,6 +55,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from jwt_verifier import observe
 from jwt_verifier.config import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
 from jwt_verifier.errors import InvalidToken, KeysUnavailable, TokenExpired, UnknownKey, VerificationUnavailable
 
@@ -358,10 +359,13 @@ class Verifier:
                 current = self.keys.get(entry.kid)
             except BaseException:
                 cache.discard(token)
+                observe.current().cache("miss")
                 raise
             if current is entry.key:
+                observe.current().cache("hit")
                 return dict(entry.claims)
             cache.discard(token)
+        observe.current().cache("miss")
         claims, kid, key = self._verify(token)
         cache.put(token, CachedToken(claims, kid, key, int(claims["exp"])))
         return dict(claims)

@@ -3,10 +3,19 @@
 Two cores: four gthread workers of four threads keep keep-alive connections spread over
 processes (two gthread workers let them pile onto one; see docs/performance.md).
 WEB_CONCURRENCY and GUNICORN_THREADS override the counts.
+
+The master also serves the app's Prometheus metrics, summed over its workers, on a port of its
+own: `<SERVICE>_METRICS_PORT` (0 turns it off) on `<SERVICE>_METRICS_HOST` (default 0.0.0.0,
+the container's network; `make run` binds 127.0.0.1). See docs/observability.md.
 """
+
+from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
@@ -27,13 +36,71 @@ limit_request_fields = 50
 limit_request_field_size = 8190
 
 
-def on_starting(server: Any) -> None:
-    """Run the app's `check_start()`, if its module has one, in the master before any worker starts.
+# The variable prefix, and default metrics port, of each app module.
+METRICS_PORTS = {"issuer": ("ISSUER", 9100), "resource_server": ("RESOURCE", 9101), "reports_api": ("REPORTS", 9102)}
 
-    A configuration that cannot work then stops gunicorn with the app's one-line message:
-    workers failing together would make gunicorn halt with tracebacks of its own.
+SHM = "/dev/shm"  # noqa: S108 - mkdtemp makes a private (0700) directory of a name of its own there
+_metrics_dir: Path | None = None
+
+
+def on_starting(server: Any) -> None:
+    """Run the app's `check_start()`, if its module has one, then start the metrics exporter, in the master.
+
+    The multiprocess directory is chosen before anything imports prometheus_client (the check
+    imports the app). A configuration that cannot work stops gunicorn with a one-line message:
+    workers failing together would make gunicorn halt with tracebacks of their own.
     """
+    global _metrics_dir
     module, _, _ = str(getattr(server.app, "app_uri", "") or "").partition(":")
-    check = getattr(importlib.import_module(module), "check_start", None) if module else None
-    if callable(check):
-        check()
+    if module in METRICS_PORTS:
+        _metrics_dir = _prepare_multiprocess_dir()
+    try:
+        check = getattr(importlib.import_module(module), "check_start", None) if module else None
+        if callable(check):
+            check()
+        if module in METRICS_PORTS:
+            _start_exporter(*METRICS_PORTS[module])
+    except BaseException:
+        on_exit(server)
+        raise
+
+
+def _prepare_multiprocess_dir() -> Path:
+    """Create a fresh private directory for the workers' metric values and point prometheus_client at it.
+
+    It goes to /dev/shm where that is writable (a tmpfs, also in a read-only container), else to
+    the temporary directory. prometheus_client picks its mode when first imported, so this runs
+    before: the master, then every worker forked from it, writes there.
+    """
+    base = SHM if os.access(SHM, os.W_OK) else None
+    path = Path(tempfile.mkdtemp(prefix="jwt-split-metrics-", dir=base))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def _start_exporter(prefix: str, default_port: int) -> None:
+    from shared import metrics
+
+    host = os.environ.get(f"{prefix}_METRICS_HOST", "0.0.0.0")  # noqa: S104 - the compose network
+    port = os.environ.get(f"{prefix}_METRICS_PORT", str(default_port))
+    if not port.isdigit() or int(port) > 65535:
+        raise SystemExit(f"{prefix}_METRICS_PORT must be a port number (0 turns the metrics off)")
+    if int(port):
+        try:
+            metrics.start_exporter(host, int(port))
+        except OSError as exc:
+            raise SystemExit(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Tell the metrics a worker is gone, so its live gauges stop counting."""
+    if _metrics_dir is not None:
+        from shared import metrics
+
+        metrics.worker_exited(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory of this run."""
+    if _metrics_dir is not None:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from flask import Flask, Response, current_app, g, request
 
 from jwt_verifier import errors
+from shared import metrics
 
 log = logging.getLogger("access")
 
@@ -63,7 +64,8 @@ def _finish(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Install request ids, the access log, default headers and JSON errors."""
+    """Install request ids, the access log, default headers, JSON errors and the request metrics."""
     app.before_request(_begin)
     app.after_request(_finish)
+    metrics.init_app(app)
     errors.init_app(app)

@@ -1,0 +1,135 @@
+"""The services' Prometheus metrics (`jwt_split_*`, see docs/observability.md) and their exporter.
+
+Under gunicorn the workers write their values to files in a private directory
+(prometheus_client's multiprocess mode) and the master serves the sum on a port of its own
+(`start_exporter`, from shared.gunicorn_conf); a process without PROMETHEUS_MULTIPROC_DIR
+(the CLI, the unit tests) counts in memory. Every label value comes from a fixed, small set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+
+from jwt_verifier import observe
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED = "unmatched"  # the endpoint label of a request no route matched (404, 405)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# Every service.
+HTTP_REQUESTS = Counter(
+    "jwt_split_http_requests",
+    "HTTP requests answered, by route endpoint, method and status.",
+    ["endpoint", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "jwt_split_http_request_duration_seconds", "Time to answer an HTTP request, by route endpoint.", ["endpoint"]
+)
+
+# The issuer.
+TOKENS_ISSUED = Counter("jwt_split_tokens_issued", "Access tokens issued, by grant and client.", ["grant", "client_id"])
+TOKEN_ERRORS = Counter(
+    "jwt_split_token_errors", "Token requests refused, by grant and OAuth error.", ["grant", "error"]
+)
+LOGINS = Counter("jwt_split_logins", "Password checks (token endpoint and login form), by result.", ["result"])
+RATE_LIMITED = Counter("jwt_split_rate_limited", "Requests refused by a rate limit, by limit.", ["limit"])
+REFRESH_REUSE = Counter(
+    "jwt_split_refresh_reuse_detected", "Spent refresh tokens presented again (each revokes its family)."
+)
+SIGNING_KEYS = Gauge(
+    "jwt_split_signing_keys", "Signing keys in the key store, by state.", ["state"], multiprocess_mode="mostrecent"
+)
+SIGNING_KEY_AGE = Gauge(
+    "jwt_split_signing_key_age_seconds",
+    "Seconds since the active signing key began signing.",
+    multiprocess_mode="mostrecent",
+)
+KEY_STATES = ("next", "active", "retiring", "retired")
+
+# The APIs (through jwt_verifier's observer).
+VERIFICATIONS = Counter(
+    "jwt_split_token_verifications", "Requests carrying a token, by result and reason.", ["result", "reason"]
+)
+JWKS_FETCHES = Counter(
+    "jwt_split_jwks_fetches", "JWKS fetches from the issuer, by result and cause.", ["result", "cause"]
+)
+JWKS_KEYS = Gauge("jwt_split_jwks_keys", "Verification keys held (the most a worker holds).", multiprocess_mode="max")
+JWKS_AGE = Gauge(
+    "jwt_split_jwks_age_seconds",
+    "Seconds since the key set was fetched, as of each worker's last request (the oldest live worker).",
+    multiprocess_mode="livemax",
+)
+TOKEN_CACHE = Counter("jwt_split_verified_token_cache", "Verified-token cache lookups, by result.", ["result"])
+
+
+class PrometheusObserver:
+    """Report jwt_verifier's events to the metrics above."""
+
+    def verification(self, result: str, reason: str) -> None:
+        """Count one request's token."""
+        VERIFICATIONS.labels(result, reason).inc()
+
+    def cache(self, result: str) -> None:
+        """Count one cache lookup."""
+        TOKEN_CACHE.labels(result).inc()
+
+    def jwks_fetch(self, result: str, cause: str, keys: int) -> None:
+        """Count one JWKS fetch and set the keys held."""
+        JWKS_FETCHES.labels(result, cause).inc()
+        JWKS_KEYS.set(keys)
+        if result == "ok":
+            JWKS_AGE.set(0)
+
+    def jwks_age(self, seconds: float) -> None:
+        """Set the key set's age."""
+        JWKS_AGE.set(seconds)
+
+
+def init_app(app: Flask) -> None:
+    """Count and time `app`'s requests, and report jwt_verifier's events, in this process."""
+    observe.install(PrometheusObserver())
+    app.before_request(_begin)
+    app.after_request(_finish)
+
+
+def _begin() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _finish(response: Response) -> Response:
+    rule = request.url_rule
+    endpoint = (rule.endpoint if rule is not None else None) or UNMATCHED
+    method = request.method if request.method in METHODS else "OTHER"
+    HTTP_REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+    started = g.get("metrics_started")
+    if started is not None:
+        HTTP_DURATION.labels(endpoint).observe(time.perf_counter() - started)
+    return response
+
+
+def count_signing_keys(states: list[str], active_since: int | None, now: float) -> None:
+    """Set the signing-key gauges from the states read from the key store."""
+    for state in KEY_STATES:
+        SIGNING_KEYS.labels(state).set(states.count(state))
+    if active_since is not None:
+        SIGNING_KEY_AGE.set(max(0.0, now - active_since))
+
+
+# -- the exporter, run by the gunicorn master ---------------------------------------------
+
+
+def start_exporter(host: str, port: int) -> None:
+    """Serve the sum of every worker's values on host:port from a thread of this process."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters stay in the sums)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
