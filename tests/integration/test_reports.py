@@ -13,6 +13,8 @@ import jwt
 import pytest
 import requests
 
+from tests.conftest import StackFactory
+from tests.support.processes import pids_that_logged, wait_until
 from tests.support.stack import REPORTS_AUDIENCE, REPORTS_CLIENT, Stack
 from tests.support.tokens import new_rsa_key
 
@@ -107,3 +109,18 @@ def test_a_client_that_follows_the_metadata_gets_a_token_the_api_accepts(stack: 
         answer = stack.get_reports("/api/report", token)
     assert _claims(token)["aud"] == ("jwt-split-api" if api == "profile" else REPORTS_AUDIENCE)
     assert answer.status_code == 200, answer.text
+
+
+def test_every_reports_worker_keeps_calling_the_profile_api_while_the_issuer_is_down(make_stack: StackFactory) -> None:
+    """Each worker holds its own service token, fetched and renewed ahead of need, not at its first call."""
+    stack = make_stack(reports=True).start()
+    token = _batch_job_token(stack)
+    wait_until(
+        lambda: len(pids_that_logged(stack.reports_logs(), "service token fetched")) >= stack.workers,
+        timeout=30,
+        what="every reports worker to hold a service token",
+    )
+    stack.stop_issuer()
+    # New connections each time, so the calls spread over the workers.
+    answers = [stack.get_reports("/api/report", token, headers={"Connection": "close"}) for _ in range(12)]
+    assert [answer.status_code for answer in answers] == [200] * 12, [answer.text for answer in answers]

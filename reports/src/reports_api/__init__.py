@@ -24,7 +24,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify
 from jwt_verifier import ApiError, BearerAuth, VerifierConfig, readiness
 from shared import logs, web
 from shared.oauth_client import ServiceTokens, load_or_create_key, read_answer
-from shared.settings import Environ, env_float, env_str, env_url
+from shared.settings import Environ, env_bool, env_float, env_str, env_url
 
 log = logging.getLogger(__name__)
 bp = Blueprint("reports", __name__)
@@ -47,6 +47,8 @@ class ReportsSettings:
     profile_api_audience: str = "jwt-split-api"
     profile_api_scope: str = "profile"
     timeout: float = 5.0
+    # Each worker fetches its service token at start and renews it ahead of need.
+    token_prefetch: bool = True
     log_level: str = "INFO"
 
     @classmethod
@@ -66,6 +68,7 @@ class ReportsSettings:
             profile_api_audience=env_str(env, "REPORTS_PROFILE_API_AUDIENCE", cls.profile_api_audience),
             profile_api_scope=env_str(env, "REPORTS_PROFILE_API_SCOPE", cls.profile_api_scope),
             timeout=env_float(env, "REPORTS_TIMEOUT", cls.timeout, minimum=0.1),
+            token_prefetch=env_bool(env, "REPORTS_TOKEN_PREFETCH", cls.token_prefetch),
             log_level=env_str(env, "REPORTS_LOG_LEVEL", cls.log_level).upper(),
         )
 
@@ -185,6 +188,8 @@ def create_app(settings: ReportsSettings | None = None) -> Flask:
         scope=settings.profile_api_scope,
         timeout=settings.timeout,
     )
+    if settings.token_prefetch:
+        tokens.keep_fresh()  # every worker holds a token before its first call, and through an issuer outage
     app.extensions[EXTENSION] = ProfileApi(settings.profile_api_url, tokens, settings.timeout, requests.Session())
     app.register_blueprint(bp)
     return app

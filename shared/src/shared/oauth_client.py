@@ -262,10 +262,36 @@ class ServiceTokens:
                 self._token = None
                 self._forget_at = now + self.retry_interval
 
+    def keep_fresh(self, sleep: Callable[[float], object] = time.sleep) -> threading.Thread:
+        """Fetch a token now and renew it before it expires, in a daemon thread of this process.
+
+        Each worker process holds its own token: fetched at its first call only, a worker that
+        has served no call yet would have none when the issuer goes down. The thread survives
+        anything; it waits `retry_interval` after a failure and costs the issuer one request
+        per two thirds of a token's life.
+        """
+
+        def run() -> None:
+            while True:
+                try:
+                    self.token()
+                except IssuerError:
+                    pass  # logged where it happened; the token in hand (if any) is still used
+                except Exception:  # the outermost guard of a background loop: log, carry on
+                    log.exception("service token keeper failed; retrying")
+                with self._lock:
+                    wait = self._renew_at - self.clock() if self._token is not None else self.retry_interval
+                sleep(max(wait, 1.0))
+
+        thread = threading.Thread(target=run, name="service-token-keeper", daemon=True)
+        thread.start()
+        return thread
+
     def _run(self, fetch: _Fetch, now: float) -> None:
         lifetime = 0
         try:
             fetch.token, lifetime = self._fetch()
+            log.info("service token fetched", extra={"fields": {"client_id": self.client_id, "expires_in": lifetime}})
         except IssuerError as exc:
             fields = {"client_id": self.client_id, "reason": exc.description}
             log.warning("could not get a service token from the issuer", extra={"fields": fields})

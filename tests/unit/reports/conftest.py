@@ -118,6 +118,8 @@ def make_app(issuer: Issuer, profile_api: ProfileService, tmp_path: Path) -> Ite
             "data_dir": tmp_path / "reports",
             "profile_api_url": profile_api.url,
             "timeout": 1.0,
+            # Tokens fetched at the first call, so each test counts the issuer's requests itself.
+            "token_prefetch": False,
             **overrides,
         }
         app = create_app(ReportsSettings(**options))
