@@ -103,8 +103,13 @@ class Stack(abc.ABC):
         self.start_resource()
         if self.with_reports:
             self.start_reports()
+            wait_until(self.all_reports_workers_hold_tokens, timeout=30, what="every reports worker's service token")
         wait_until(self.all_workers_hold_keys, timeout=30, what="every resource worker to load keys")
         return self
+
+    def all_reports_workers_hold_tokens(self) -> bool:
+        """Return whether every reports worker has fetched its own service token (it does at start)."""
+        return len(pids_that_logged(self.reports_logs(), "service token fetched")) >= self.workers
 
     def all_workers_hold_keys(self) -> bool:
         """Return whether every resource worker has logged loading the JWKS."""
