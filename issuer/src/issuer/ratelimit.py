@@ -31,6 +31,7 @@ from typing import Any
 
 from flask import Response, g, request
 from flask_limiter import Limiter
+from werkzeug.exceptions import HTTPException
 
 from issuer import extensions
 from issuer.settings import Network
@@ -119,8 +120,25 @@ def _count_breach(limit: str) -> Callable[[Any], None]:
     return breached
 
 
+def _unreadable_body() -> bool:
+    """Return whether the form cannot be read (too large, malformed): the view answers that 4xx itself.
+
+    Such a request checks no password, so it spends no budget; and the limits, which read the
+    form to decide, must not meet the error first (Flask-Limiter would log it as its own failure).
+    """
+    try:
+        request.form  # noqa: B018 - parsed here once, cached on the request
+    except HTTPException:
+        return True
+    return False
+
+
 def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[Any], Any]:
     """Decorate a view that checks passwords with both limits (POST only)."""
+    extra = exempt_when
+
+    def exempt() -> bool:
+        return _unreadable_body() or (extra is not None and extra())
 
     def decorate(view: Any) -> Any:
         view = limiter.shared_limit(
@@ -128,7 +146,7 @@ def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[
             "password-address",
             methods=["POST"],
             deduct_when=_failed,
-            exempt_when=exempt_when,
+            exempt_when=exempt,
             on_breach=_count_breach("password-address"),
         )(view)
         return limiter.shared_limit(
@@ -137,7 +155,7 @@ def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[
             key_func=_account_and_address,
             methods=["POST"],
             deduct_when=_failed,
-            exempt_when=exempt_when,
+            exempt_when=exempt,
             on_breach=_count_breach("password-account"),
         )(view)
 

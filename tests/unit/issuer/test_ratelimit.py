@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import secrets
 
 import pytest
@@ -141,3 +142,13 @@ def test_forwarded_headers_never_change_the_urls_in_the_metadata(settings: Issue
     assert document["issuer"] == settings.url
     assert document["jwks_uri"] == f"{settings.url}/.well-known/jwks.json"
     assert document["token_endpoint"] == f"{settings.url}/token"
+
+
+@pytest.mark.parametrize("path", ["/token", "/login"])
+def test_an_oversized_body_is_413_without_an_error_in_the_rate_limiter(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """The limits read the form to decide; a body too large to read is the view's 413, never a logged error."""
+    response = client.post(path, data={"grant_type": "password", "username": "alice", "password": "x" * 40_000})
+    assert response.status_code == 413
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
