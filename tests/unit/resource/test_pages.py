@@ -22,13 +22,14 @@ from resource_server import create_app
 from resource_server.oauth_client import IssuerClient
 from resource_server.pages import SpentStates
 from resource_server.settings import ResourceSettings
-from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
+from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer
 from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
 from tests.unit.resource.conftest import AppFactory
 
 PUBLIC_URL = "http://localhost:8001"
 TOKEN_COOKIES = ("rs_access", "rs_refresh")
+NONCE = "nonce-of-this-login"
 
 
 class PublicHostClient(FlaskClient):
@@ -94,8 +95,8 @@ def _assert_no_token_cookies_set(response: TestResponse) -> None:
             assert header.startswith(f"{name}=;"), header
 
 
-def _log_in_cookie(client: FlaskClient, state: str = "state-abc", verifier: str = "v" * 43) -> None:
-    client.set_cookie("rs_login", f"{state}.{verifier}", path="/callback")
+def _log_in_cookie(client: FlaskClient, state: str = "state-abc", verifier: str = "v" * 43, nonce: str = NONCE) -> None:
+    client.set_cookie("rs_login", f"{state}.{nonce}.{verifier}", path="/callback")
 
 
 def _same_origin() -> dict[str, str]:
@@ -217,14 +218,18 @@ def test_login_sends_the_browser_to_the_issuers_authorize_endpoint(client: Flask
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_login_remembers_state_and_verifier_in_an_httponly_cookie_for_the_callback_only(client: FlaskClient) -> None:
+def test_login_remembers_state_nonce_and_verifier_in_an_httponly_cookie_for_the_callback_only(
+    client: FlaskClient,
+) -> None:
     response = client.get("/login")
     header = _cookie_headers(response)["rs_login"]
     assert {"httponly", "path=/callback", "samesite=lax", "max-age=600"} <= _attributes(header)
     assert "secure" not in _attributes(header)
-    state, _, verifier = header.split(";")[0].split("=", 1)[1].partition(".")
+    state, nonce, verifier = header.split(";")[0].split("=", 1)[1].split(".", 2)
     params = parse_qs(urlsplit(response.headers["Location"]).query)
     assert params["state"] == [state]
+    assert params["nonce"] == [nonce]
+    assert params["scope"] == ["openid profile email admin"]
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     assert params["code_challenge"] == [challenge]
     assert params["redirect_uri"] == [f"{PUBLIC_URL}/callback"]
@@ -406,12 +411,17 @@ def test_browser_login_through_the_issuer_stores_the_tokens_in_httponly_cookies(
     assert response.status_code == 303, response.get_data(as_text=True)
     assert response.headers["Location"] == "/"
     headers = _cookie_headers(response)
-    for name in TOKEN_COOKIES:
+    for name in (*TOKEN_COOKIES, "rs_id"):
         assert {"httponly", "samesite=lax", "path=/"} <= _attributes(headers[name])
     _assert_deleted(response, "rs_login")
     html = live_client.get("/").get_data(as_text=True)
     assert "<h1>Hello, alice</h1>" in html
-    assert '<dd id="scope">admin profile</dd>' in html
+    assert '<dd id="scope">admin email openid profile</dd>' in html
+    # Who logged in, from the ID token the callback validated.
+    assert '<dd id="name">Alice</dd>' in html
+    assert '<dd id="email">alice@example.com</dd>' in html
+    assert '<dd id="username">alice</dd>' in html
+    assert 'id="auth-time">' in html
 
 
 def test_state_of_one_login_cannot_finish_another(live_client: FlaskClient, live_issuer: LiveIssuer) -> None:
@@ -429,7 +439,9 @@ def test_expired_access_cookie_is_renewed_with_the_refresh_cookie(
 ) -> None:
     _browser_login(live_client, live_issuer.app.test_client())
     old_refresh = live_client.get_cookie("rs_refresh")
+    old_id = live_client.get_cookie("rs_id")
     assert old_refresh is not None
+    assert old_id is not None
     key = live_issuer.app.extensions["issuer"].keys.signing_key()
     now = int(time.time())
     expired = make_claims(issuer=live_issuer.url, client_id="resource-web", iat=now - 900, exp=now - 600)
@@ -441,24 +453,35 @@ def test_expired_access_cookie_is_renewed_with_the_refresh_cookie(
     new_refresh = live_client.get_cookie("rs_refresh")
     assert new_refresh is not None
     assert new_refresh.value != old_refresh.value
+    # The refresh's new ID token (no nonce, the same sub) was validated and replaces the old one.
+    new_id = live_client.get_cookie("rs_id")
+    assert new_id is not None
+    assert new_id.value != old_id.value
+    assert '<dd id="name">Alice</dd>' in response.get_data(as_text=True)
 
 
-def test_logout_revokes_at_the_issuer_and_ends_the_issuer_login(
+def test_logout_sends_the_browser_to_the_issuers_end_session_endpoint_with_the_id_token(
     live_client: FlaskClient, live_issuer: LiveIssuer
 ) -> None:
-    issuer = live_issuer.app.test_client()
-    _browser_login(live_client, issuer)
-    refresh = live_client.get_cookie("rs_refresh")
-    assert refresh is not None
+    _browser_login(live_client, live_issuer.app.test_client())
+    id_token = live_client.get_cookie("rs_id")
+    assert id_token is not None
     response = live_client.post("/logout", headers=_same_origin())
     assert response.status_code == 303
+    target = urlsplit(response.headers["Location"])
+    assert f"{target.scheme}://{target.netloc}{target.path}" == f"{live_issuer.url}/logout"
+    params = parse_qs(target.query, strict_parsing=True)
+    state = _cookie_headers(response)["rs_logout"].split(";")[0].split("=", 1)[1]
+    assert params == {
+        "id_token_hint": [id_token.value],
+        "client_id": ["resource-web"],
+        "post_logout_redirect_uri": [f"{PUBLIC_URL}/logged-out"],
+        "state": [state],
+    }
+    assert {"httponly", "path=/logged-out", "max-age=600"} <= _attributes(_cookie_headers(response)["rs_logout"])
+    for name in (*TOKEN_COOKIES, "rs_id"):
+        _assert_deleted(response, name)
     assert "Log in</a>" in live_client.get("/").get_data(as_text=True)
-    refused = issuer.post(
-        "/token", data={"grant_type": "refresh_token", "refresh_token": refresh.value, "client_id": "resource-web"}
-    )
-    assert refused.get_json()["error"] == "invalid_grant"
-    again = urlsplit(live_client.get("/login").headers["Location"])
-    assert location_path(issuer.get(again.path, query_string=again.query)) == "/login"
 
 
 # -- any host ends at the public URL --------------------------------------------------------
