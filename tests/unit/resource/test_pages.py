@@ -24,12 +24,12 @@ from resource_server.pages import SpentStates
 from resource_server.settings import ResourceSettings
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer
-from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
+from tests.support.tokens import AUDIENCE, ID_NONCE, ISSUER, at_hash, kid_of, make_claims, make_id_claims, sign, sign_id
 from tests.unit.resource.conftest import AppFactory
 
 PUBLIC_URL = "http://localhost:8001"
 TOKEN_COOKIES = ("rs_access", "rs_refresh")
-NONCE = "nonce-of-this-login"
+NONCE = ID_NONCE
 
 
 class PublicHostClient(FlaskClient):
@@ -311,6 +311,119 @@ def test_callback_whose_exchange_fails_is_a_502_without_token_cookies(
     assert "the authorization code is not known" in response.get_data(as_text=True)
     assert jwks_server.paths == ["/token"]
     _assert_no_token_cookies_set(response)
+
+
+# -- /callback: the ID token ---------------------------------------------------------------
+
+
+def _token_answer(rsa_key: rsa.RSAPrivateKey, **id_overrides: Any) -> dict[str, Any]:
+    """Return a token endpoint answer with a valid access token and an ID token with these overrides."""
+    access_token = sign(make_claims(client_id="resource-web", scope="openid profile"), rsa_key)
+    id_token = sign_id(make_id_claims(access_token, **id_overrides), rsa_key)
+    return {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": id_token}
+
+
+def _callback_answered(client: FlaskClient, jwks_server: JwksServer, answer: dict[str, Any]) -> TestResponse:
+    """Finish a login whose code exchange the fake issuer answers with `answer`."""
+    assert client.get("/readyz").status_code == 200  # the keys are held before the server answers tokens
+    jwks_server.answer(200, json.dumps(answer).encode())
+    _log_in_cookie(client)
+    return client.get("/callback", query_string={"code": "c", "state": "state-abc", "iss": ISSUER})
+
+
+def test_callback_with_a_valid_id_token_logs_in_and_shows_who(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    answer = _token_answer(rsa_key)
+    response = _callback_answered(client, jwks_server, answer)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert {"httponly", "samesite=lax", "path=/"} <= _attributes(_cookie_headers(response)["rs_id"])
+    jwks_server.serve_keys(rsa_key)
+    html = client.get("/").get_data(as_text=True)
+    assert '<dd id="name">Alice</dd>' in html
+    assert '<dd id="email">alice@example.com</dd>' in html
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"nonce": "the-nonce-of-another-login"}, "its nonce does not match this login"),
+        ({"aud": "another-client"}, "it was issued to another client"),
+        ({"iss": "http://evil.test"}, "it comes from another issuer"),
+        ({"at_hash": at_hash("another access token")}, "it does not belong to the access token it came with"),
+        ({"exp": int(time.time()) - 120, "iat": int(time.time()) - 420}, "the ID token has expired"),
+        ({"sub": "mallory"}, "it names no user, or another one"),
+    ],
+    ids=["wrong-nonce", "wrong-aud", "wrong-iss", "bad-at-hash", "expired", "other-sub"],
+)
+def test_callback_refuses_an_id_token_that_breaks_a_rule(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, overrides: dict[str, Any], reason: str
+) -> None:
+    response = _callback_answered(client, jwks_server, _token_answer(rsa_key, **overrides))
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert "The login could not be verified" in html
+    assert reason in html
+    _assert_no_token_cookies_set(response)
+    assert "rs_id" not in _cookie_headers(response)
+    _assert_deleted(response, "rs_login")
+
+
+def test_callback_refuses_an_id_token_of_a_foreign_signature(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    answer = _token_answer(rsa_key)
+    answer["id_token"] = sign_id(make_id_claims(answer["access_token"]), other_rsa_key, kid=kid_of(rsa_key))
+    response = _callback_answered(client, jwks_server, answer)
+    assert response.status_code == 400
+    assert "signature or encoding is not valid" in response.get_data(as_text=True)
+    _assert_no_token_cookies_set(response)
+
+
+def test_callback_without_an_id_token_is_refused(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    answer = _token_answer(rsa_key)
+    del answer["id_token"]
+    response = _callback_answered(client, jwks_server, answer)
+    assert response.status_code == 502
+    assert "no ID token" in response.get_data(as_text=True)
+    _assert_no_token_cookies_set(response)
+
+
+def test_page_does_not_show_an_id_token_cookie_of_another_user(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    client.set_cookie("rs_access", sign(make_claims(sub="alice"), rsa_key))
+    client.set_cookie("rs_id", sign_id(make_id_claims("", sub="bob", name="Bob"), rsa_key))
+    response = client.get("/")
+    html = response.get_data(as_text=True)
+    assert "<h1>Hello, alice</h1>" in html
+    assert 'id="identity"' not in html
+    assert "Bob" not in html
+
+
+def test_page_shows_an_expired_id_token_cookie_of_the_same_user(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    now = int(time.time())
+    client.set_cookie("rs_access", sign(make_claims(sub="alice"), rsa_key))
+    client.set_cookie("rs_id", sign_id(make_id_claims("", exp=now - 60, iat=now - 360), rsa_key))
+    assert '<dd id="name">Alice</dd>' in client.get("/").get_data(as_text=True)
+
+
+def test_a_refresh_whose_id_token_names_another_user_logs_out(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    _expired_session(client, rsa_key)
+    answer = _token_answer(rsa_key, nonce=None, sub="mallory")
+    answer["refresh_token"] = "successor"
+    jwks_server.serve_keys(rsa_key)
+    assert client.get("/readyz").status_code == 200
+    jwks_server.answer(200, json.dumps(answer).encode())
+    response = client.get("/")
+    assert response.status_code == 502
+    assert "names no user, or another one" in response.get_data(as_text=True)
+    for name in (*TOKEN_COOKIES, "rs_id"):
+        _assert_deleted(response, name)
 
 
 # -- /logout ------------------------------------------------------------------------------
