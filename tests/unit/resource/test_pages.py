@@ -493,6 +493,48 @@ def test_logout_get_is_not_allowed(client: FlaskClient) -> None:
     assert client.get("/logout").status_code == 405
 
 
+# -- /logged-out ---------------------------------------------------------------------------
+
+
+def test_logout_with_an_id_token_keeps_a_state_for_the_way_back(client: FlaskClient, jwks_server: JwksServer) -> None:
+    client.set_cookie("rs_id", "an.id.token")
+    client.set_cookie("rs_refresh", "some-refresh-token")
+    response = client.post("/logout", headers=_same_origin())
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith(f"{ISSUER}/logout?id_token_hint=an.id.token&")
+    state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
+    assert len(state) >= 32
+    cookie = client.get_cookie("rs_logout", path="/logged-out")
+    assert cookie is not None
+    assert cookie.value == state
+    assert jwks_server.paths == []  # the end-session endpoint revokes; no back-channel call
+    back = client.get("/logged-out", query_string={"state": state})
+    assert back.status_code == 200
+    assert "<h1>You have been logged out</h1>" in back.get_data(as_text=True)
+    _assert_deleted(back, "rs_logout")
+
+
+@pytest.mark.parametrize(
+    ("cookie", "query"),
+    [(None, "state-abc"), ("state-abc", None), ("state-abc", "state-xyz"), ("stäte", "stäte"), (None, None)],
+    ids=["no-cookie", "no-state", "other-state", "non-ascii", "neither"],
+)
+def test_logged_out_without_the_matching_state_still_shows_a_logged_out_page(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey, cookie: str | None, query: str | None
+) -> None:
+    client.set_cookie("rs_access", sign(make_claims(), rsa_key))
+    if cookie is not None:
+        client.set_cookie("rs_logout", cookie, path="/logged-out")
+    response = client.get("/logged-out", query_string={"state": query} if query is not None else {})
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "<h1>Logged out</h1>" in html
+    assert "nothing changed" in html
+    assert response.headers["Cache-Control"] == "no-store"
+    # A link to this page logs nobody out.
+    assert not {"rs_access", "rs_refresh", "rs_id"} & set(_cookie_headers(response))
+
+
 # -- the whole flow against a real issuer -------------------------------------------------
 
 
