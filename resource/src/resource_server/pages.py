@@ -45,6 +45,7 @@ from resource_server.oauth_client import IssuerClient
 from resource_server.oidc import IdTokenRefused, RelyingParty
 from resource_server.settings import ResourceSettings
 from shared.oauth_client import InvalidGrant, IssuerError
+from shared.web import content_security_policy
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ class SpentStates:
 def init_app(app: Flask, settings: ResourceSettings) -> None:
     """Register the pages, with `/callback` rate-limited per client address."""
     app.extensions["resource.spent_states"] = SpentStates(LOGIN_LIFETIME, MAX_SPENT_STATES)
+    # The Log out form ends at the issuer's end-session endpoint (a redirect browsers check against form-action).
+    issuer = urlsplit(settings.issuer)
+    app.config["CONTENT_SECURITY_POLICY"] = content_security_policy((f"{issuer.scheme}://{issuer.netloc}",))
     app.extensions["resource.relying_party"] = RelyingParty(
         issuer=settings.issuer,
         client_id=settings.client_id,

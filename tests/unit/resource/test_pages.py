@@ -22,7 +22,7 @@ from resource_server import create_app
 from resource_server.oauth_client import IssuerClient
 from resource_server.pages import SpentStates
 from resource_server.settings import ResourceSettings
-from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization
+from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer
 from tests.support.tokens import AUDIENCE, ID_NONCE, ISSUER, at_hash, kid_of, make_claims, make_id_claims, sign, sign_id
 from tests.unit.resource.conftest import AppFactory
@@ -489,6 +489,12 @@ def test_logout_succeeds_even_when_the_issuer_is_unreachable(
     _assert_deleted(response, "rs_refresh")
 
 
+def test_the_pages_let_the_log_out_form_end_at_the_issuer_only(client: FlaskClient) -> None:
+    csp = client.get("/").headers["Content-Security-Policy"]
+    assert f"form-action 'self' {ISSUER};" in csp
+    assert "script-src" not in csp  # still no script at all (default-src 'none')
+
+
 def test_logout_get_is_not_allowed(client: FlaskClient) -> None:
     assert client.get("/logout").status_code == 405
 
@@ -637,6 +643,28 @@ def test_logout_sends_the_browser_to_the_issuers_end_session_endpoint_with_the_i
     for name in (*TOKEN_COOKIES, "rs_id"):
         _assert_deleted(response, name)
     assert "Log in</a>" in live_client.get("/").get_data(as_text=True)
+
+
+def test_logout_through_the_issuer_ends_its_session_and_comes_back_confirmed(
+    live_client: FlaskClient, live_issuer: LiveIssuer
+) -> None:
+    issuer = live_issuer.app.test_client()
+    _browser_login(live_client, issuer)
+    refresh = live_client.get_cookie("rs_refresh")
+    assert refresh is not None
+    at_issuer = urlsplit(live_client.post("/logout", headers=_same_origin()).headers["Location"])
+    answer = issuer.get(at_issuer.path, query_string=at_issuer.query)
+    assert answer.status_code in {302, 303}, answer.get_data(as_text=True)
+    back = urlsplit(answer.headers["Location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == f"{PUBLIC_URL}/logged-out"
+    confirmed = live_client.get(back.path, query_string=back.query)
+    assert "<h1>You have been logged out</h1>" in confirmed.get_data(as_text=True)
+    refused = issuer.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": refresh.value, "client_id": "resource-web"}
+    )
+    assert refused.get_json()["error"] == "invalid_grant"
+    again = urlsplit(live_client.get("/login").headers["Location"])
+    assert location_path(issuer.get(again.path, query_string=again.query)) == "/login"
 
 
 # -- any host ends at the public URL --------------------------------------------------------
