@@ -40,17 +40,23 @@ def test_alice_logs_in_and_sees_her_details(stack: Stack, context: BrowserContex
 
     expect(page).to_have_url(public(stack.resource_url) + "/")
     expect(page.get_by_role("heading", name="Hello, alice")).to_be_visible()
-    expect(page.locator("#scope")).to_have_text("admin profile")
+    # Who logged in, from the ID token the resource validated, beside the access token's claims.
+    expect(page.locator("#name")).to_have_text("Alice")
+    expect(page.locator("#email")).to_have_text("alice@example.com")
+    expect(page.locator("#username")).to_have_text("alice")
+    expect(page.locator("#auth-time")).to_contain_text("UTC")
+    expect(page.locator("#scope")).to_have_text("admin email openid profile")
     expect(page.locator("#expiry")).to_contain_text("UTC")
     expect(page.locator("table.claims")).to_contain_text(stack.public_issuer)
     expect(page.locator("table.claims")).to_contain_text("jwt-split-api")
     page.screenshot(path=artifacts / f"logged-in-{stack.backend}.png", full_page=True)
 
     cookies = context.cookies()
-    assert {"rs_access", "rs_refresh", "issuer_session"} <= {c["name"] for c in cookies}
+    assert {"rs_access", "rs_refresh", "rs_id", "issuer_session"} <= {c["name"] for c in cookies}
     assert all(c["httpOnly"] for c in cookies), cookies
-    access_token = resource_cookies(context, stack)["rs_access"]
-    assert not any(access_token in url for url in visited), "a token appeared in a URL"
+    tokens = resource_cookies(context, stack)
+    for name in ("rs_access", "rs_refresh"):
+        assert not any(tokens[name] in url for url in visited), f"{name} appeared in a URL"
     assert page.evaluate("document.cookie") == ""  # nothing a script could read
 
     # The cookie is an access token like any other: the API accepts it.
@@ -81,18 +87,32 @@ def test_wrong_password_keeps_you_on_the_login_page_and_sets_no_cookie(
     expect(page.get_by_role("alert")).to_have_text("The username or password is incorrect.")
 
 
-def test_logout_clears_the_resource_and_ends_the_issuer_session(
-    stack: Stack, context: BrowserContext, page: Page
+def test_logout_ends_at_the_logged_out_page_and_ends_the_issuer_session(
+    stack: Stack, context: BrowserContext, page: Page, artifacts: Path
 ) -> None:
     log_in(page, stack, "bob", "builder")
     expect(page.get_by_role("heading", name="Hello, bob")).to_be_visible()
+    expect(page.locator("#name")).to_have_text("Bob")
+    expect(page.locator("#email")).to_have_text("bob@example.com")
+    old_refresh = resource_cookies(context, stack)["rs_refresh"]
     page.get_by_role("button", name="Log out").click()
 
+    # Through the issuer's end-session endpoint and straight back: no question asked.
+    expect(page).to_have_url(re.compile(re.escape(public(stack.resource_url)) + r"/logged-out\?state="))
+    expect(page.get_by_role("heading", name="You have been logged out")).to_be_visible()
+    page.screenshot(path=artifacts / f"logged-out-{stack.backend}.png", full_page=True)
+    assert resource_cookies(context, stack) == {}
+
+    # The issuer session ended too: logging in again asks for the password.
+    page.goto(public(stack.resource_url) + "/login")
+    expect(page).to_have_url(re.compile(re.escape(public(stack.issuer_url)) + r"/login"))
+    expect(page.get_by_label("Password")).to_be_visible()
+
+    # And the refresh token the browser held was revoked: brought back, it logs nobody in.
+    context.add_cookies([{"name": "rs_refresh", "value": old_refresh, "url": public(stack.resource_url)}])
+    page.goto(public(stack.resource_url) + "/")
     expect(page.get_by_role("link", name="Log in")).to_be_visible()
     assert resource_cookies(context, stack) == {}
-    # The issuer session ended too: logging in again asks for the password.
-    page.get_by_role("link", name="Log in").click()
-    expect(page.get_by_label("Password")).to_be_visible()
 
 
 def test_tampered_cookie_means_logged_out(stack: Stack, context: BrowserContext, page: Page) -> None:

@@ -18,6 +18,7 @@ from jwt_verifier.jose import b64url_encode, public_jwk
 ISSUER = "http://localhost:8000"
 AUDIENCE = "jwt-split-api"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ID_NONCE = "nonce-of-the-login"
 
 
 def make_claims(*, issuer: str = ISSUER, audience: str = AUDIENCE, **overrides: Any) -> dict[str, Any]:
@@ -39,6 +40,42 @@ def make_claims(*, issuer: str = ISSUER, audience: str = AUDIENCE, **overrides: 
         else:
             claims[name] = value
     return claims
+
+
+def at_hash(access_token: str) -> str:
+    """Return the `at_hash` of an access token for RS256 (OpenID Connect Core 1.0 section 3.1.3.6)."""
+    return b64url_encode(hashlib.sha256(access_token.encode()).digest()[:16])
+
+
+def make_id_claims(access_token: str, **overrides: Any) -> dict[str, Any]:
+    """Return valid claims of an ID token of the code flow for `resource-web`; an override of `None` removes that claim."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": "resource-web",
+        "exp": now + 300,
+        "iat": now,
+        "auth_time": now - 5,
+        "nonce": ID_NONCE,
+        "at_hash": at_hash(access_token),
+        "azp": "resource-web",
+        "sid": "session-1",
+        "name": "Alice",
+        "email": "alice@example.com",
+    }
+    for name, value in overrides.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return claims
+
+
+def sign_id(claims: dict[str, Any], key: rsa.RSAPrivateKey, **options: Any) -> str:
+    """Sign ID token claims the way the issuer does (`typ` JWT unless told otherwise)."""
+    options.setdefault("typ", "JWT")
+    return sign(claims, key, **options)
 
 
 def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:

@@ -38,6 +38,7 @@ from issuer.clients import Client
 from issuer.introspect import PublishedKeys
 from issuer.sessions import public_id
 from issuer.tokens import Authentication, Grant, mint_id_token
+from issuer.users import User
 from jwt_verifier.errors import InvalidToken
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.verifier import Verifier
@@ -133,6 +134,19 @@ def userinfo_audience() -> str:
     return f"{extensions.current().settings.url}/userinfo"
 
 
+def identity_claims(user: User, scope: str) -> dict[str, Any]:
+    """Return the claims about `user` that a granted scope string gives (section 5.4), `sub` aside."""
+    scopes = set(scope.split())
+    claims: dict[str, Any] = {}
+    if "profile" in scopes:
+        claims.update(preferred_username=user.username, updated_at=user.updated_at)
+        if user.name is not None:
+            claims["name"] = user.name
+    if "email" in scopes and user.email is not None:
+        claims.update(email=user.email, email_verified=user.email_verified)
+    return claims
+
+
 def id_token(grant: Grant, access_token: str, session_hash: str | None, nonce: str | None) -> str | None:
     """Return an ID token for a grant with `openid` that came from a browser login, else None."""
     if session_hash is None or not is_openid(grant.scope):
@@ -141,6 +155,7 @@ def id_token(grant: Grant, access_token: str, session_hash: str | None, nonce: s
     if auth_time is None:
         return None  # the session is gone (its user deleted): nothing to say who logged in
     settings = extensions.current().settings
+    user = extensions.current().users.get_by_id(grant.user_id)
     token, _ = mint_id_token(
         extensions.current().keys.signing_key(),
         grant,
@@ -148,6 +163,8 @@ def id_token(grant: Grant, access_token: str, session_hash: str | None, nonce: s
         issuer=settings.url,
         access_token=access_token,
         ttl=settings.access_token_ttl,  # issued with the access token, it lives as long
+        # Also in the ID token (as Keycloak and Dex do): a relying party shows who logged in without a call.
+        claims=identity_claims(user, grant.scope) if user is not None else None,
     )
     log.info("issued id token", extra={"fields": {"sub": grant.username, "client_id": grant.client_id}})
     return token
@@ -183,14 +200,7 @@ def userinfo() -> Response:
     user = extensions.current().users.get(str(claims["sub"]))
     if user is None:
         raise InvalidToken("the token's user no longer exists")
-    scopes = set(str(claims.get("scope", "")).split())
-    body: dict[str, Any] = {"sub": user.username}
-    if "profile" in scopes:
-        body.update(preferred_username=user.username, updated_at=user.updated_at)
-        if user.name is not None:
-            body["name"] = user.name
-    if "email" in scopes and user.email is not None:
-        body.update(email=user.email, email_verified=user.email_verified)
+    body: dict[str, Any] = {"sub": user.username, **identity_claims(user, str(claims.get("scope", "")))}
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -90,6 +91,7 @@ def mint_id_token(
     access_token: str,
     ttl: int,
     now: int | None = None,
+    claims: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Sign an OpenID Connect ID token for the client of `grant`; return it with its claims.
 
@@ -98,7 +100,7 @@ def mint_id_token(
     access token issued with it (OpenID Connect Core 1.0 section 3.1.3.6).
     """
     issued_at = int(time.time()) if now is None else now
-    claims: dict[str, Any] = {
+    registered: dict[str, Any] = {
         "iss": issuer,
         "sub": grant.username,
         "aud": grant.client_id,
@@ -110,8 +112,9 @@ def mint_id_token(
         "at_hash": at_hash(access_token),
     }
     if authentication.nonce is not None:
-        claims["nonce"] = authentication.nonce
-    return _sign(key, "JWT", claims), claims
+        registered["nonce"] = authentication.nonce
+    signed = {**(claims or {}), **registered}  # the user's claims never override the registered ones
+    return _sign(key, "JWT", signed), signed
 
 
 def at_hash(access_token: str) -> str:

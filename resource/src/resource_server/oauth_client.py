@@ -1,7 +1,8 @@
-"""The resource as an OAuth client of the issuer: authorization code flow with PKCE (RFC 7636).
+"""The resource as an OpenID Connect client of the issuer: code flow with PKCE (RFC 7636) and a nonce.
 
-The browser is sent to the issuer's public URL; the code is exchanged, and refresh tokens are
-used or revoked, over the back channel (inside compose, http://issuer:8000).
+The browser is sent to the issuer's public URL (`/authorize`, and `/logout` for RP-Initiated
+Logout 1.0); the code is exchanged, and refresh tokens are used or revoked, over the back
+channel (inside compose, http://issuer:8000). The ID tokens are checked by `resource_server.oidc`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 
 from resource_server.settings import ResourceSettings
 from shared.oauth_client import post_token
@@ -28,6 +30,7 @@ class AuthorizationRequest:
     url: str
     state: str
     verifier: str
+    nonce: str
 
 
 class IssuerClient:
@@ -36,31 +39,44 @@ class IssuerClient:
     def __init__(self, settings: ResourceSettings) -> None:
         # The browser is sent to the public URL; the back channel uses the internal one.
         self.authorize_url = f"{settings.issuer}/authorize"
+        self.end_session_url = settings.end_session_endpoint
+        self.post_logout_redirect_uri = settings.post_logout_redirect_uri
         self.token_url = f"{settings.issuer_internal_url}/token"
         self.revoke_url = f"{settings.issuer_internal_url}/revoke"
         self.client_id = settings.client_id
         self.redirect_uri = settings.redirect_uri
-        self.scope = settings.scope
+        self.scope = settings.login_scope
         self.timeout = settings.issuer_timeout
         self.session = requests.Session()
 
     def authorization_request(self) -> AuthorizationRequest:
-        """Start the flow: a fresh state and PKCE verifier, and the issuer URL to visit."""
+        """Start the flow: a fresh state, PKCE verifier and nonce, and the issuer URL to visit."""
         state = secrets.token_urlsafe(24)
         verifier = new_verifier()
-        challenge = s256(verifier)
-        query = urlencode(
-            {
-                "response_type": "code",
-                "client_id": self.client_id,
-                "redirect_uri": self.redirect_uri,
-                "scope": self.scope,
-                "state": state,
-                "code_challenge": challenge,
-                "code_challenge_method": "S256",
-            }
+        nonce = secrets.token_urlsafe(24)
+        url = prepare_grant_uri(
+            self.authorize_url,
+            self.client_id,
+            "code",
+            redirect_uri=self.redirect_uri,
+            scope=self.scope,
+            state=state,
+            nonce=nonce,
+            code_challenge=s256(verifier),
+            code_challenge_method="S256",
         )
-        return AuthorizationRequest(f"{self.authorize_url}?{query}", state, verifier)
+        return AuthorizationRequest(str(url), state, verifier, nonce)
+
+    def end_session_url_for(self, id_token: str | None, state: str) -> str:
+        """Return the issuer's end-session URL (RP-Initiated Logout 1.0 section 2) that comes back with `state`."""
+        params = {
+            "client_id": self.client_id,
+            "post_logout_redirect_uri": self.post_logout_redirect_uri,
+            "state": state,
+        }
+        if id_token is not None:
+            params = {"id_token_hint": id_token, **params}
+        return f"{self.end_session_url}?{urlencode(params)}"
 
     def exchange(self, code: str, verifier: str) -> dict[str, Any]:
         """Trade an authorization code for tokens."""

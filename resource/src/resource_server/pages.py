@@ -1,9 +1,19 @@
-"""The resource's web page and its side of the browser login (authorization code + PKCE).
+"""The resource's web page and its side of the browser login: an OpenID Connect relying party.
 
-No token ever appears in a URL or where JavaScript could read it: the access and refresh
-tokens live in HttpOnly, SameSite=Lax cookies of the resource's own (Secure over HTTPS).
-The resource holds no secret, so the login cookie carries the `state` and PKCE verifier as
-random values that only this browser has seen; `/callback` requires the `state` to match.
+The login is the authorization code flow with PKCE and a nonce; `/callback` checks the ID
+token by OpenID Connect Core's rules (`resource_server.oidc`, built on Authlib) and the access
+token by the API's, and the page shows who logged in (the ID token) beside the access token's
+claims. No access or refresh token ever appears in a URL or where JavaScript could read it:
+the tokens live in HttpOnly, SameSite=Lax cookies of the resource's own (Secure over HTTPS),
+the ID token in one of its own too. The resource holds no secret, so the login cookie carries
+the `state`, nonce and PKCE verifier as random values only this browser has seen; `/callback`
+requires the `state` to match and the ID token to carry the nonce.
+
+Log out is RP-Initiated Logout 1.0: the cookies are cleared and the browser goes to the
+issuer's end-session endpoint with the ID token as `id_token_hint` (the specification's GET
+binding puts it in the URL; an ID token grants nothing, and the APIs refuse it for its `typ`),
+which ends the issuer session, revokes its refresh tokens and sends the browser back to
+`/logged-out` with the `state` kept in a short-lived cookie.
 
 Cookies belong to a host name, and the issuer sends the browser back to the registered
 redirect URI on `RESOURCE_PUBLIC_URL`. So the page and `/login` first move a browser that
@@ -16,6 +26,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -31,16 +42,20 @@ from werkzeug.wrappers import Response
 from jwt_verifier import InvalidToken, ResourceProtector, TokenExpired, VerificationUnavailable, protection
 from resource_server.api import ACCESS_COOKIE
 from resource_server.oauth_client import IssuerClient
+from resource_server.oidc import IdTokenRefused, RelyingParty
 from resource_server.settings import ResourceSettings
 from shared.oauth_client import InvalidGrant, IssuerError
+from shared.web import content_security_policy
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("pages", __name__)
 
 REFRESH_COOKIE = "rs_refresh"
+ID_COOKIE = "rs_id"
 LOGIN_COOKIE = "rs_login"
-LOGIN_LIFETIME = 600  # seconds a started login may take to come back
+LOGOUT_COOKIE = "rs_logout"
+LOGIN_LIFETIME = 600  # seconds a started login (or logout) may take to come back
 MAX_SPENT_STATES = 100_000
 
 UNAVAILABLE = "Your login cannot be checked right now. Please try again shortly."
@@ -88,6 +103,16 @@ class SpentStates:
 def init_app(app: Flask, settings: ResourceSettings) -> None:
     """Register the pages, with `/callback` rate-limited per client address."""
     app.extensions["resource.spent_states"] = SpentStates(LOGIN_LIFETIME, MAX_SPENT_STATES)
+    # The Log out form ends at the issuer's end-session endpoint (a redirect browsers check against form-action).
+    issuer = urlsplit(settings.issuer)
+    app.config["CONTENT_SECURITY_POLICY"] = content_security_policy((f"{issuer.scheme}://{issuer.netloc}",))
+    app.extensions["resource.relying_party"] = RelyingParty(
+        issuer=settings.issuer,
+        client_id=settings.client_id,
+        keys=protection(app).jwks,
+        leeway=settings.leeway,
+        max_token_bytes=settings.max_token_bytes,
+    )
     limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
     app.extensions["resource.limiter"] = limiter
     app.register_blueprint(bp)
@@ -108,6 +133,10 @@ def _issuer() -> IssuerClient:
     return cast(IssuerClient, current_app.extensions["resource.issuer_client"])
 
 
+def _relying_party() -> RelyingParty:
+    return cast(RelyingParty, current_app.extensions["resource.relying_party"])
+
+
 def _set_cookie(response: Response, name: str, value: str, max_age: int | None, path: str = "/") -> None:
     response.set_cookie(
         name,
@@ -120,16 +149,19 @@ def _set_cookie(response: Response, name: str, value: str, max_age: int | None, 
     )
 
 
-def _store_tokens(response: Response, tokens: dict[str, Any]) -> None:
+def _store_tokens(response: Response, tokens: dict[str, Any], id_token: str | None = None) -> None:
+    """Keep the tokens in cookies; the ID token only when it has been validated (else the old one stays)."""
     expires_in = tokens.get("expires_in")
     _set_cookie(response, ACCESS_COOKIE, tokens["access_token"], expires_in if isinstance(expires_in, int) else None)
     if isinstance(tokens.get("refresh_token"), str):
         _set_cookie(response, REFRESH_COOKIE, tokens["refresh_token"], None)
+    if id_token is not None:
+        _set_cookie(response, ID_COOKIE, id_token, None)  # kept past its exp: logout's id_token_hint
 
 
 def _forget_tokens(response: Response) -> None:
     secure = _settings().secure_cookies
-    for name in (ACCESS_COOKIE, REFRESH_COOKIE):
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE, ID_COOKIE):
         response.delete_cookie(name, path="/", httponly=True, samesite="Lax", secure=secure)
 
 
@@ -222,19 +254,61 @@ def index() -> Response:
                 return _unavailable(refreshed)
     if claims is None:
         response = _page("index.html", claims=None)
-        if request.cookies.get(ACCESS_COOKIE) or request.cookies.get(REFRESH_COOKIE):
+        if any(request.cookies.get(name) for name in (ACCESS_COOKIE, REFRESH_COOKIE, ID_COOKIE)):
             _forget_tokens(response)
         return response
-    expires_at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(claims["exp"]))
+    new_id_token: str | None = None
+    identity: dict[str, Any] | None
+    if refreshed is not None and isinstance(refreshed.get("id_token"), str):
+        try:
+            identity = _relying_party().validate(
+                refreshed["id_token"], access_token=refreshed["access_token"], nonce=None, subject=claims["sub"]
+            )
+        except VerificationUnavailable:
+            return _unavailable(refreshed)
+        except IdTokenRefused as exc:
+            log.warning("the issuer's fresh id token was refused", extra={"fields": {"reason": exc.description}})
+            response = _page("index.html", 502, claims=None, error=f"Your login was renewed, but {exc.description}.")
+            _forget_tokens(response)
+            return response
+        new_id_token = refreshed["id_token"]
+    else:
+        identity = _stored_identity(claims["sub"])
     response = _page(
         "index.html",
         claims=claims,
-        expires_at=expires_at,
+        expires_at=_utc(claims["exp"]),
         expires_in=max(0, int(claims["exp"] - time.time())),
+        identity=identity,
+        auth_time=_utc(identity.get("auth_time")) if identity else None,
     )
     if refreshed is not None:
-        _store_tokens(response, refreshed)
+        _store_tokens(response, refreshed, new_id_token)
     return response
+
+
+def _stored_identity(subject: str) -> dict[str, Any] | None:
+    """Return the claims of the ID token cookie if it still checks out for `subject`, else None (nothing shown)."""
+    id_token = request.cookies.get(ID_COOKIE)
+    if not id_token:
+        return None
+    try:
+        return _relying_party().read(id_token, subject)
+    except IdTokenRefused as exc:
+        log.info("id token cookie not shown", extra={"fields": {"reason": exc.description}})
+    except VerificationUnavailable:
+        pass  # the access token was just verified with the same keys: a blip; show what the access token says
+    return None
+
+
+def _utc(timestamp: object) -> str | None:
+    """Return a NumericDate as a UTC time, or None when it is not one."""
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        return None
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 @bp.get("/login")
@@ -243,7 +317,8 @@ def login() -> Response:
     """Start the authorization code flow: send the browser to the issuer."""
     flow = _issuer().authorization_request()
     response = redirect(flow.url, code=302)
-    _set_cookie(response, LOGIN_COOKIE, f"{flow.state}.{flow.verifier}", LOGIN_LIFETIME, path="/callback")
+    # The state and nonce have no dot (base64url); the verifier, last, may.
+    _set_cookie(response, LOGIN_COOKIE, f"{flow.state}.{flow.nonce}.{flow.verifier}", LOGIN_LIFETIME, path="/callback")
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -252,16 +327,17 @@ def _login_failed(message: str, status: int = 400) -> Response:
     return _page("index.html", status, claims=None, error=message)
 
 
-def _matching_state() -> tuple[str, str] | None:
-    """Return (state, verifier) from the login cookie when the callback's `state` matches it."""
-    state, _, verifier = request.cookies.get(LOGIN_COOKIE, "").partition(".")
+def _matching_state() -> tuple[str, str, str] | None:
+    """Return (state, nonce, verifier) from the login cookie when the callback's `state` matches it."""
+    state, _, rest = request.cookies.get(LOGIN_COOKIE, "").partition(".")
+    nonce, _, verifier = rest.partition(".")
     given = request.args.get("state", "")
-    # Our states are ASCII; anything else is not ours (and compare_digest refuses non-ASCII str).
-    if not state or not state.isascii() or not given.isascii() or not verifier.isascii():
+    # Our values are ASCII; anything else is not ours (and compare_digest refuses non-ASCII str).
+    if not state or not nonce or not verifier or not all(v.isascii() for v in (state, nonce, verifier, given)):
         return None
     if not hmac.compare_digest(state, given):
         return None
-    return state, verifier
+    return state, nonce, verifier
 
 
 @bp.get("/callback")
@@ -280,7 +356,7 @@ def _finish_login() -> Response:
         return _login_failed(
             "The login could not be completed (it expired or did not start here). Please log in again."
         )
-    _, verifier = matched
+    _, nonce, verifier = matched
     if request.args.get("iss") != _settings().issuer:  # RFC 9207: our issuer always sends it
         return _login_failed("The login answer came from an unexpected issuer.")
     if "error" in request.args:
@@ -291,16 +367,23 @@ def _finish_login() -> Response:
         return _login_failed("The login answer had no code. Please log in again.")
     try:
         tokens = _issuer().exchange(code, verifier)
+        id_token = tokens.get("id_token")
+        if not isinstance(id_token, str):
+            return _login_failed("The issuer's answer had no ID token, so the login cannot be verified.", 502)
         claims = _protector().validate(tokens["access_token"])
+        _relying_party().validate(id_token, access_token=tokens["access_token"], nonce=nonce, subject=claims["sub"])
     except IssuerError as exc:
         return _login_failed(f"The login could not be completed: {exc.description}.", exc.status)
     except VerificationUnavailable:
         return _login_failed(UNAVAILABLE, 503)
     except InvalidToken as exc:
         return _login_failed(f"The issuer's token was refused: {exc.description}.", 502)
+    except IdTokenRefused as exc:
+        log.warning("login callback refused", extra={"fields": {"reason": exc.description}})
+        return _login_failed(f"The login could not be verified: {exc.description}. Please log in again.")
     log.info("browser login", extra={"fields": {"sub": claims["sub"], "jti": claims["jti"]}})
     response = redirect("/", code=303)
-    _store_tokens(response, tokens)
+    _store_tokens(response, tokens, id_token)
     return response
 
 
@@ -330,13 +413,41 @@ def _same_origin() -> bool:
 
 @bp.post("/logout")
 def logout() -> Response:
-    """Log out: revoke the refresh token (ending the issuer session) and clear the cookies."""
+    """Log out: clear the cookies and send the browser to the issuer's end-session endpoint to end its session.
+
+    Without an ID token (a login from before the resource spoke OpenID Connect) there is no
+    hint to give: the refresh token is revoked over the back channel instead, which ends the
+    issuer session too, and the browser stays here.
+    """
     if not _same_origin():
         return _page("index.html", 403, claims=None, error="Logging out must start from this site.")
-    refresh_token = request.cookies.get(REFRESH_COOKIE)
-    if refresh_token:
-        _issuer().revoke(refresh_token)
-    response = redirect("/", code=303)
+    id_token = request.cookies.get(ID_COOKIE)
+    if id_token:
+        state = secrets.token_urlsafe(24)
+        response = redirect(_issuer().end_session_url_for(id_token, state), code=303)
+        _set_cookie(response, LOGOUT_COOKIE, state, LOGIN_LIFETIME, path="/logged-out")
+    else:
+        refresh_token = request.cookies.get(REFRESH_COOKIE)
+        if refresh_token:
+            _issuer().revoke(refresh_token)
+        response = redirect("/", code=303)
+    response.headers["Cache-Control"] = "no-store"
     _forget_tokens(response)
-    log.info("browser logout")
+    log.info("browser logout", extra={"fields": {"at_issuer": bool(id_token)}})
+    return response
+
+
+@bp.get("/logged-out")
+def logged_out() -> Response:
+    """Confirm a logout the issuer sent back; any other visit gets the same page, and changes nothing."""
+    kept = request.cookies.get(LOGOUT_COOKIE, "")
+    given = request.args.get("state", "")
+    confirmed = bool(kept) and kept.isascii() and given.isascii() and hmac.compare_digest(kept, given)
+    if not confirmed:
+        log.info("logout confirmation not matched", extra={"fields": {"reason": "state mismatch or missing"}})
+    response = _page("logged_out.html", confirmed=confirmed)
+    if kept:
+        response.delete_cookie(
+            LOGOUT_COOKIE, path="/logged-out", httponly=True, samesite="Lax", secure=_settings().secure_cookies
+        )
     return response

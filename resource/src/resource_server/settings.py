@@ -12,6 +12,7 @@ from jwt_verifier import VerifierConfig
 from shared.settings import Environ, SettingsError, env_bool, env_float, env_int, env_rate_limit, env_str, env_url
 
 VERIFICATION_MODES = ("local", "introspection")
+OPENID_SCOPES = ("openid", "profile", "email")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,22 @@ class ResourceSettings:
     def redirect_uri(self) -> str:
         """Return where the issuer sends the browser back with a code."""
         return f"{self.public_url}/callback"
+
+    @property
+    def login_scope(self) -> str:
+        """Return the scope the browser login asks for: OpenID Connect's `openid profile email`, then `scope`."""
+        asked = [*OPENID_SCOPES, *self.scope.split()]
+        return " ".join(dict.fromkeys(asked))
+
+    @property
+    def end_session_endpoint(self) -> str:
+        """Return the issuer's RP-Initiated Logout endpoint, where the browser is sent to log out."""
+        return f"{self.issuer}/logout"
+
+    @property
+    def post_logout_redirect_uri(self) -> str:
+        """Return where the issuer sends the browser back after logging out (registered at the issuer)."""
+        return f"{self.public_url}/logged-out"
 
     @property
     def verifier(self) -> VerifierConfig:

@@ -140,6 +140,13 @@ def test_the_code_flow_with_openid_gives_an_id_token_a_relying_party_accepts(cli
     assert set(body["scope"].split()) == {"openid", "profile", "email"}
 
 
+def test_the_id_token_carries_the_profile_and_email_claims_its_scopes_give(client: FlaskClient) -> None:
+    full = _id_claims(client, _tokens(client)["id_token"])
+    assert (full["name"], full["preferred_username"], full["email"]) == ("Alice", "alice", "alice@example.com")
+    bare = _id_claims(client, _tokens(client, scope="openid")["id_token"])
+    assert not {"name", "preferred_username", "email", "email_verified"} & set(bare)
+
+
 def test_the_sid_names_the_login_session_without_revealing_it(client: FlaskClient, app: Flask) -> None:
     first = _id_claims(client, _tokens(client)["id_token"])
     second = _id_claims(client, _tokens(client)["id_token"])  # the same browser, still logged in

@@ -98,10 +98,23 @@ def test_authorization_request_carries_every_parameter_once(make_client: ClientF
         "response_type": ["code"],
         "client_id": ["resource-web"],
         "redirect_uri": [WEB_REDIRECT_URI],
-        "scope": ["profile admin"],
+        "scope": ["openid profile email admin"],
         "state": [flow.state],
+        "nonce": [flow.nonce],
         "code_challenge": [_s256(flow.verifier)],
         "code_challenge_method": ["S256"],
+    }
+
+
+def test_end_session_url_carries_the_hint_client_return_uri_and_state(make_client: ClientFactory) -> None:
+    url = make_client("http://issuer.internal.test").end_session_url_for("an.id.token", "state-1")
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{PUBLIC_ISSUER}/logout"
+    assert parse_qs(parts.query, strict_parsing=True) == {
+        "id_token_hint": ["an.id.token"],
+        "client_id": ["resource-web"],
+        "post_logout_redirect_uri": [WEB_REDIRECT_URI.removesuffix("/callback") + "/logged-out"],
+        "state": ["state-1"],
     }
 
 
@@ -118,6 +131,8 @@ def test_each_authorization_request_is_fresh(make_client: ClientFactory) -> None
     flows = [client.authorization_request() for _ in range(10)]
     assert len({flow.state for flow in flows}) == 10
     assert len({flow.verifier for flow in flows}) == 10
+    assert len({flow.nonce for flow in flows}) == 10
+    assert all(len(flow.nonce) >= 32 and "." not in flow.nonce + flow.state for flow in flows)
 
 
 def test_the_issuer_accepts_the_authorization_request(
@@ -141,8 +156,9 @@ def test_exchange_trades_the_code_for_tokens_over_the_back_channel(
     flow = issuer_client.authorization_request()
     tokens = issuer_client.exchange(_code(browser, flow), flow.verifier)
     assert tokens["token_type"] == "Bearer"
-    assert tokens["scope"] == "admin profile"
+    assert tokens["scope"] == "admin email openid profile"
     assert tokens["refresh_token"]
+    assert tokens["id_token"]
     key = live_issuer.app.extensions["issuer"].keys.signing_key().private_key.public_key()
     claims = jwt.decode(
         tokens["access_token"], key, algorithms=["RS256"], audience="jwt-split-api", issuer=live_issuer.url
@@ -182,7 +198,7 @@ def test_refresh_rotates_the_refresh_token(issuer_client: IssuerClient, browser:
     second = issuer_client.refresh(first["refresh_token"])
     assert second["access_token"] != first["access_token"]
     assert second["refresh_token"] != first["refresh_token"]
-    assert second["scope"] == "admin profile"
+    assert second["scope"] == "admin email openid profile"
     assert issuer_client.refresh(second["refresh_token"])["access_token"]
 
 

@@ -24,11 +24,12 @@ from resource_server.pages import SpentStates
 from resource_server.settings import ResourceSettings
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer
-from tests.support.tokens import AUDIENCE, ISSUER, make_claims, sign
+from tests.support.tokens import AUDIENCE, ID_NONCE, ISSUER, at_hash, kid_of, make_claims, make_id_claims, sign, sign_id
 from tests.unit.resource.conftest import AppFactory
 
 PUBLIC_URL = "http://localhost:8001"
 TOKEN_COOKIES = ("rs_access", "rs_refresh")
+NONCE = ID_NONCE
 
 
 class PublicHostClient(FlaskClient):
@@ -94,8 +95,8 @@ def _assert_no_token_cookies_set(response: TestResponse) -> None:
             assert header.startswith(f"{name}=;"), header
 
 
-def _log_in_cookie(client: FlaskClient, state: str = "state-abc", verifier: str = "v" * 43) -> None:
-    client.set_cookie("rs_login", f"{state}.{verifier}", path="/callback")
+def _log_in_cookie(client: FlaskClient, state: str = "state-abc", verifier: str = "v" * 43, nonce: str = NONCE) -> None:
+    client.set_cookie("rs_login", f"{state}.{nonce}.{verifier}", path="/callback")
 
 
 def _same_origin() -> dict[str, str]:
@@ -217,14 +218,18 @@ def test_login_sends_the_browser_to_the_issuers_authorize_endpoint(client: Flask
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_login_remembers_state_and_verifier_in_an_httponly_cookie_for_the_callback_only(client: FlaskClient) -> None:
+def test_login_remembers_state_nonce_and_verifier_in_an_httponly_cookie_for_the_callback_only(
+    client: FlaskClient,
+) -> None:
     response = client.get("/login")
     header = _cookie_headers(response)["rs_login"]
     assert {"httponly", "path=/callback", "samesite=lax", "max-age=600"} <= _attributes(header)
     assert "secure" not in _attributes(header)
-    state, _, verifier = header.split(";")[0].split("=", 1)[1].partition(".")
+    state, nonce, verifier = header.split(";")[0].split("=", 1)[1].split(".", 2)
     params = parse_qs(urlsplit(response.headers["Location"]).query)
     assert params["state"] == [state]
+    assert params["nonce"] == [nonce]
+    assert params["scope"] == ["openid profile email admin"]
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     assert params["code_challenge"] == [challenge]
     assert params["redirect_uri"] == [f"{PUBLIC_URL}/callback"]
@@ -308,6 +313,119 @@ def test_callback_whose_exchange_fails_is_a_502_without_token_cookies(
     _assert_no_token_cookies_set(response)
 
 
+# -- /callback: the ID token ---------------------------------------------------------------
+
+
+def _token_answer(rsa_key: rsa.RSAPrivateKey, **id_overrides: Any) -> dict[str, Any]:
+    """Return a token endpoint answer with a valid access token and an ID token with these overrides."""
+    access_token = sign(make_claims(client_id="resource-web", scope="openid profile"), rsa_key)
+    id_token = sign_id(make_id_claims(access_token, **id_overrides), rsa_key)
+    return {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": id_token}
+
+
+def _callback_answered(client: FlaskClient, jwks_server: JwksServer, answer: dict[str, Any]) -> TestResponse:
+    """Finish a login whose code exchange the fake issuer answers with `answer`."""
+    assert client.get("/readyz").status_code == 200  # the keys are held before the server answers tokens
+    jwks_server.answer(200, json.dumps(answer).encode())
+    _log_in_cookie(client)
+    return client.get("/callback", query_string={"code": "c", "state": "state-abc", "iss": ISSUER})
+
+
+def test_callback_with_a_valid_id_token_logs_in_and_shows_who(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    answer = _token_answer(rsa_key)
+    response = _callback_answered(client, jwks_server, answer)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert {"httponly", "samesite=lax", "path=/"} <= _attributes(_cookie_headers(response)["rs_id"])
+    jwks_server.serve_keys(rsa_key)
+    html = client.get("/").get_data(as_text=True)
+    assert '<dd id="name">Alice</dd>' in html
+    assert '<dd id="email">alice@example.com</dd>' in html
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"nonce": "the-nonce-of-another-login"}, "its nonce does not match this login"),
+        ({"aud": "another-client"}, "it was issued to another client"),
+        ({"iss": "http://evil.test"}, "it comes from another issuer"),
+        ({"at_hash": at_hash("another access token")}, "it does not belong to the access token it came with"),
+        ({"exp": int(time.time()) - 120, "iat": int(time.time()) - 420}, "the ID token has expired"),
+        ({"sub": "mallory"}, "it names no user, or another one"),
+    ],
+    ids=["wrong-nonce", "wrong-aud", "wrong-iss", "bad-at-hash", "expired", "other-sub"],
+)
+def test_callback_refuses_an_id_token_that_breaks_a_rule(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, overrides: dict[str, Any], reason: str
+) -> None:
+    response = _callback_answered(client, jwks_server, _token_answer(rsa_key, **overrides))
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert "The login could not be verified" in html
+    assert reason in html
+    _assert_no_token_cookies_set(response)
+    assert "rs_id" not in _cookie_headers(response)
+    _assert_deleted(response, "rs_login")
+
+
+def test_callback_refuses_an_id_token_of_a_foreign_signature(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    answer = _token_answer(rsa_key)
+    answer["id_token"] = sign_id(make_id_claims(answer["access_token"]), other_rsa_key, kid=kid_of(rsa_key))
+    response = _callback_answered(client, jwks_server, answer)
+    assert response.status_code == 400
+    assert "signature or encoding is not valid" in response.get_data(as_text=True)
+    _assert_no_token_cookies_set(response)
+
+
+def test_callback_without_an_id_token_is_refused(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    answer = _token_answer(rsa_key)
+    del answer["id_token"]
+    response = _callback_answered(client, jwks_server, answer)
+    assert response.status_code == 502
+    assert "no ID token" in response.get_data(as_text=True)
+    _assert_no_token_cookies_set(response)
+
+
+def test_page_does_not_show_an_id_token_cookie_of_another_user(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    client.set_cookie("rs_access", sign(make_claims(sub="alice"), rsa_key))
+    client.set_cookie("rs_id", sign_id(make_id_claims("", sub="bob", name="Bob"), rsa_key))
+    response = client.get("/")
+    html = response.get_data(as_text=True)
+    assert "<h1>Hello, alice</h1>" in html
+    assert 'id="identity"' not in html
+    assert "Bob" not in html
+
+
+def test_page_shows_an_expired_id_token_cookie_of_the_same_user(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    now = int(time.time())
+    client.set_cookie("rs_access", sign(make_claims(sub="alice"), rsa_key))
+    client.set_cookie("rs_id", sign_id(make_id_claims("", exp=now - 60, iat=now - 360), rsa_key))
+    assert '<dd id="name">Alice</dd>' in client.get("/").get_data(as_text=True)
+
+
+def test_a_refresh_whose_id_token_names_another_user_logs_out(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    _expired_session(client, rsa_key)
+    answer = _token_answer(rsa_key, nonce=None, sub="mallory")
+    answer["refresh_token"] = "successor"
+    jwks_server.serve_keys(rsa_key)
+    assert client.get("/readyz").status_code == 200
+    jwks_server.answer(200, json.dumps(answer).encode())
+    response = client.get("/")
+    assert response.status_code == 502
+    assert "names no user, or another one" in response.get_data(as_text=True)
+    for name in (*TOKEN_COOKIES, "rs_id"):
+        _assert_deleted(response, name)
+
+
 # -- /logout ------------------------------------------------------------------------------
 
 
@@ -371,8 +489,56 @@ def test_logout_succeeds_even_when_the_issuer_is_unreachable(
     _assert_deleted(response, "rs_refresh")
 
 
+def test_the_pages_let_the_log_out_form_end_at_the_issuer_only(client: FlaskClient) -> None:
+    csp = client.get("/").headers["Content-Security-Policy"]
+    assert f"form-action 'self' {ISSUER};" in csp
+    assert "script-src" not in csp  # still no script at all (default-src 'none')
+
+
 def test_logout_get_is_not_allowed(client: FlaskClient) -> None:
     assert client.get("/logout").status_code == 405
+
+
+# -- /logged-out ---------------------------------------------------------------------------
+
+
+def test_logout_with_an_id_token_keeps_a_state_for_the_way_back(client: FlaskClient, jwks_server: JwksServer) -> None:
+    client.set_cookie("rs_id", "an.id.token")
+    client.set_cookie("rs_refresh", "some-refresh-token")
+    response = client.post("/logout", headers=_same_origin())
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith(f"{ISSUER}/logout?id_token_hint=an.id.token&")
+    state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
+    assert len(state) >= 32
+    cookie = client.get_cookie("rs_logout", path="/logged-out")
+    assert cookie is not None
+    assert cookie.value == state
+    assert jwks_server.paths == []  # the end-session endpoint revokes; no back-channel call
+    back = client.get("/logged-out", query_string={"state": state})
+    assert back.status_code == 200
+    assert "<h1>You have been logged out</h1>" in back.get_data(as_text=True)
+    _assert_deleted(back, "rs_logout")
+
+
+@pytest.mark.parametrize(
+    ("cookie", "query"),
+    [(None, "state-abc"), ("state-abc", None), ("state-abc", "state-xyz"), ("stäte", "stäte"), (None, None)],
+    ids=["no-cookie", "no-state", "other-state", "non-ascii", "neither"],
+)
+def test_logged_out_without_the_matching_state_still_shows_a_logged_out_page(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey, cookie: str | None, query: str | None
+) -> None:
+    client.set_cookie("rs_access", sign(make_claims(), rsa_key))
+    if cookie is not None:
+        client.set_cookie("rs_logout", cookie, path="/logged-out")
+    response = client.get("/logged-out", query_string={"state": query} if query is not None else {})
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "<h1>Logged out</h1>" in html
+    assert "nothing changed" in html
+    assert response.headers["Cache-Control"] == "no-store"
+    # A link to this page logs nobody out.
+    assert not {"rs_access", "rs_refresh", "rs_id"} & set(_cookie_headers(response))
 
 
 # -- the whole flow against a real issuer -------------------------------------------------
@@ -406,12 +572,17 @@ def test_browser_login_through_the_issuer_stores_the_tokens_in_httponly_cookies(
     assert response.status_code == 303, response.get_data(as_text=True)
     assert response.headers["Location"] == "/"
     headers = _cookie_headers(response)
-    for name in TOKEN_COOKIES:
+    for name in (*TOKEN_COOKIES, "rs_id"):
         assert {"httponly", "samesite=lax", "path=/"} <= _attributes(headers[name])
     _assert_deleted(response, "rs_login")
     html = live_client.get("/").get_data(as_text=True)
     assert "<h1>Hello, alice</h1>" in html
-    assert '<dd id="scope">admin profile</dd>' in html
+    assert '<dd id="scope">admin email openid profile</dd>' in html
+    # Who logged in, from the ID token the callback validated.
+    assert '<dd id="name">Alice</dd>' in html
+    assert '<dd id="email">alice@example.com</dd>' in html
+    assert '<dd id="username">alice</dd>' in html
+    assert 'id="auth-time">' in html
 
 
 def test_state_of_one_login_cannot_finish_another(live_client: FlaskClient, live_issuer: LiveIssuer) -> None:
@@ -429,7 +600,9 @@ def test_expired_access_cookie_is_renewed_with_the_refresh_cookie(
 ) -> None:
     _browser_login(live_client, live_issuer.app.test_client())
     old_refresh = live_client.get_cookie("rs_refresh")
+    old_id = live_client.get_cookie("rs_id")
     assert old_refresh is not None
+    assert old_id is not None
     key = live_issuer.app.extensions["issuer"].keys.signing_key()
     now = int(time.time())
     expired = make_claims(issuer=live_issuer.url, client_id="resource-web", iat=now - 900, exp=now - 600)
@@ -441,18 +614,51 @@ def test_expired_access_cookie_is_renewed_with_the_refresh_cookie(
     new_refresh = live_client.get_cookie("rs_refresh")
     assert new_refresh is not None
     assert new_refresh.value != old_refresh.value
+    # The refresh's new ID token (no nonce, the same sub) was validated and replaces the old one.
+    new_id = live_client.get_cookie("rs_id")
+    assert new_id is not None
+    assert new_id.value != old_id.value
+    assert '<dd id="name">Alice</dd>' in response.get_data(as_text=True)
 
 
-def test_logout_revokes_at_the_issuer_and_ends_the_issuer_login(
+def test_logout_sends_the_browser_to_the_issuers_end_session_endpoint_with_the_id_token(
+    live_client: FlaskClient, live_issuer: LiveIssuer
+) -> None:
+    _browser_login(live_client, live_issuer.app.test_client())
+    id_token = live_client.get_cookie("rs_id")
+    assert id_token is not None
+    response = live_client.post("/logout", headers=_same_origin())
+    assert response.status_code == 303
+    target = urlsplit(response.headers["Location"])
+    assert f"{target.scheme}://{target.netloc}{target.path}" == f"{live_issuer.url}/logout"
+    params = parse_qs(target.query, strict_parsing=True)
+    state = _cookie_headers(response)["rs_logout"].split(";")[0].split("=", 1)[1]
+    assert params == {
+        "id_token_hint": [id_token.value],
+        "client_id": ["resource-web"],
+        "post_logout_redirect_uri": [f"{PUBLIC_URL}/logged-out"],
+        "state": [state],
+    }
+    assert {"httponly", "path=/logged-out", "max-age=600"} <= _attributes(_cookie_headers(response)["rs_logout"])
+    for name in (*TOKEN_COOKIES, "rs_id"):
+        _assert_deleted(response, name)
+    assert "Log in</a>" in live_client.get("/").get_data(as_text=True)
+
+
+def test_logout_through_the_issuer_ends_its_session_and_comes_back_confirmed(
     live_client: FlaskClient, live_issuer: LiveIssuer
 ) -> None:
     issuer = live_issuer.app.test_client()
     _browser_login(live_client, issuer)
     refresh = live_client.get_cookie("rs_refresh")
     assert refresh is not None
-    response = live_client.post("/logout", headers=_same_origin())
-    assert response.status_code == 303
-    assert "Log in</a>" in live_client.get("/").get_data(as_text=True)
+    at_issuer = urlsplit(live_client.post("/logout", headers=_same_origin()).headers["Location"])
+    answer = issuer.get(at_issuer.path, query_string=at_issuer.query)
+    assert answer.status_code in {302, 303}, answer.get_data(as_text=True)
+    back = urlsplit(answer.headers["Location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == f"{PUBLIC_URL}/logged-out"
+    confirmed = live_client.get(back.path, query_string=back.query)
+    assert "<h1>You have been logged out</h1>" in confirmed.get_data(as_text=True)
     refused = issuer.post(
         "/token", data={"grant_type": "refresh_token", "refresh_token": refresh.value, "client_id": "resource-web"}
     )
