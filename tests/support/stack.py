@@ -252,6 +252,7 @@ class LoopbackStack(Stack):
             data_dir=self.data_dir,
             env={
                 "ISSUER_WEB_REDIRECT_URIS": f"http://localhost:{resource_port}/callback",
+                "ISSUER_WEB_POST_LOGOUT_REDIRECT_URIS": f"http://localhost:{resource_port}/logged-out",
                 "ISSUER_AUDIENCE_RESOURCE_URIS": f"http://localhost:{resource_port}",
                 **(issuer_env or {}),
             },

@@ -76,7 +76,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     users = UserStore(database, settings.password_hasher())
     _seed_demo_users(settings, users)
     clients = ClientStore(database)
-    clients.seed(builtin_clients(settings.web_redirect_uris))
+    clients.seed(builtin_clients(settings.web_redirect_uris, settings.web_post_logout_redirect_uris))
     apis = ApiStore(database)
     apis.seed(settings.audience, settings.audience_scope, settings.audience_resource_uris)
 

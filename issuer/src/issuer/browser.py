@@ -3,22 +3,40 @@
 Client and redirect URI are checked first and exactly; when either is wrong the user sees an
 error page and is never redirected (no open redirects). Other errors go back to the client's
 registered redirect URI as RFC 6749 4.1.2.1 errors, with `state` and `iss` (RFC 9207).
+
+OpenID Connect Core 1.0 section 3.1.2.1 at `/authorize`: `prompt` (`none`, `login`, and
+`consent`, which asks nothing: every client is first-party), `max_age` and `login_hint`.
+A login that a request forced satisfies that request: the retried `/authorize` it leads to
+issues the code instead of asking again.
+
+`/logout` is also OpenID Connect RP-Initiated Logout 1.0's end-session endpoint. Its
+`post_logout_redirect_uri` must be registered for the client exactly, or the user sees an
+error page; the session the `id_token_hint` names ends without a question only when it is
+the browser's own, otherwise the user confirms (a form with the CSRF token).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from flask import Blueprint, make_response, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, make_response, redirect, render_template, request, session, url_for
+from flask.blueprints import BlueprintSetupState
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from issuer import extensions, oidc
 from issuer.apis import InvalidTarget
 from issuer.clients import Client
+from issuer.oidc import InvalidHint
 from issuer.opaque import secret_hash
 from issuer.ratelimit import note_failed_password, password_limits
+from issuer.sessions import public_id
 from issuer.tokens import Grant
 from issuer.users import User, UserError, parse_scope
 from shared import metrics
@@ -39,14 +57,32 @@ AUTHORIZE_PARAMS = (
     "code_challenge_method",
     "resource",
     "nonce",
+    "prompt",
+    "max_age",
+    "login_hint",
 )
+LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
 MAX_NONCE_LENGTH = 255
+MAX_STATE_LENGTH = 1024
+MAX_AGE_DIGITS = 10
+MAX_USERNAME_LENGTH = 64
 LOGIN_FAILED = "The username or password is incorrect."
 
 
-def page(heading: str, text: str, status: int = 200, *, error: bool = False, logout: bool = False) -> tuple[str, int]:
-    """Render a short message page."""
-    return render_template("message.html", heading=heading, text=text, error=error, logout=logout), status
+def page(
+    heading: str,
+    text: str,
+    status: int = 200,
+    *,
+    error: bool = False,
+    logout: bool = False,
+    logout_params: Mapping[str, str] | None = None,
+) -> tuple[str, int]:
+    """Render a short message page; with `logout`, a form to log out (carrying `logout_params`)."""
+    html = render_template(
+        "message.html", heading=heading, text=text, error=error, logout=logout, logout_params=logout_params or {}
+    )
+    return html, status
 
 
 def current_user() -> User | None:
@@ -94,6 +130,11 @@ def authorize() -> Any:
     nonce = args["nonce"]
     if nonce is not None and not (0 < len(nonce) <= MAX_NONCE_LENGTH and nonce.isprintable() and nonce.isascii()):
         return deny("invalid_request", f"nonce must be 1-{MAX_NONCE_LENGTH} printable ASCII characters")
+    try:
+        prompt = _prompt(args["prompt"])
+        max_age = _max_age(args["max_age"])
+    except ValueError as exc:
+        return deny("invalid_request", str(exc))
     try:  # RFC 8707: the API the token is for, or the default API
         api = extensions.current().apis.choose(
             args["resource"], default=extensions.current().settings.audience, allowed=client.may_ask_for
@@ -101,9 +142,18 @@ def authorize() -> Any:
     except InvalidTarget as exc:
         return deny("invalid_target", str(exc))
 
+    pending = {k: v for k, v in args.items() if v is not None}
+    # A login this very request forced counts as fresh, whatever `prompt` and `max_age` say:
+    # asking again would loop (max_age=0 is older than 0 seconds one second later).
+    fresh = session.pop("logged_in_for", None) == pending
+    session.pop("force_login", None)
     user = current_user()
-    if user is None:
-        session["authorize"] = {k: v for k, v in args.items() if v is not None}
+    if user is None or (not fresh and ("login" in prompt or _older_than(max_age))):
+        if "none" in prompt:
+            return deny("login_required", "the user must log in")
+        session["authorize"] = pending
+        if user is not None:
+            session["force_login"] = True
         return redirect(url_for("browser.login"), code=302)
 
     granted = oidc.granted_scopes(requested, client.narrow(user.scopes & api.scopes), api.scopes, client)
@@ -122,6 +172,40 @@ def authorize() -> Any:
     return _redirect_to_client(redirect_uri, code=code, state=state, iss=issuer)
 
 
+def _prompt(value: str | None) -> frozenset[str]:
+    """Return the `prompt` values of a request, or raise ValueError for an unusable combination."""
+    values = frozenset((value or "").split())
+    if not values <= set(oidc.PROMPT_VALUES):
+        raise ValueError(f"prompt must be some of: {' '.join(oidc.PROMPT_VALUES)}")
+    if "none" in values and len(values) > 1:
+        raise ValueError("prompt=none cannot be combined with another value")
+    return values
+
+
+def _max_age(value: str | None) -> int | None:
+    """Return `max_age` in seconds, or raise ValueError unless it is a non-negative integer."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_AGE_DIGITS):
+        raise ValueError("max_age must be a non-negative integer number of seconds")
+    return int(value)
+
+
+def _older_than(max_age: int | None) -> bool:
+    """Return whether the browser's login session began at least `max_age` seconds ago."""
+    if max_age is None:
+        return False
+    started = extensions.current().login_sessions.started_at(secret_hash(session["sid"]))
+    # Whole seconds on both sides: "at least max_age" errs towards asking (max_age=0 always asks).
+    return started is None or int(time.time()) - started >= max_age
+
+
+def _login_hint(pending: Mapping[str, str]) -> str:
+    """Return the `login_hint` of a pending request when it can be a username, else ""."""
+    hint = pending.get("login_hint", "").strip()
+    return hint if 0 < len(hint) <= MAX_USERNAME_LENGTH and hint.isprintable() else ""
+
+
 def _login_page(error: str | None = None, username: str = "") -> Response:
     """Render the login form, naming the application that asked, if any.
 
@@ -131,6 +215,7 @@ def _login_page(error: str | None = None, username: str = "") -> Response:
     pending = session.get("authorize") or {}
     client = extensions.current().clients.get(pending.get("client_id", ""))
     redirect_uri = pending.get("redirect_uri", "")
+    username = username or _login_hint(pending)
     html = render_template("login.html", client=client.name if client else None, error=error, username=username)
     response = make_response(html)
     if client is not None and redirect_uri in client.redirect_uris:
@@ -144,7 +229,7 @@ def _login_page(error: str | None = None, username: str = "") -> Response:
 def login() -> Any:
     """Show the login form; on success, continue the pending authorization request."""
     if request.method == "GET":
-        if current_user() and session.get("authorize"):
+        if current_user() and session.get("authorize") and not session.get("force_login"):
             return redirect(url_for("browser.authorize", **session["authorize"]), code=302)
         return _login_page()
 
@@ -165,23 +250,133 @@ def login() -> Any:
     log.info("browser login", extra={"fields": {"sub": user.username}})
     if pending:
         session["authorize"] = pending
+        session["logged_in_for"] = pending  # this login answers that request (see authorize)
         return redirect(url_for("browser.authorize", **pending), code=303)
     return page("Logged in", f"You are logged in as {user.username}.", logout=True)
 
 
-@bp.route("/logout", methods=["GET", "POST"])
-def logout() -> Any:
-    """End the issuer login session (GET asks first; the POST carries the CSRF token)."""
-    if request.method == "GET":
-        if current_user() is None:
-            return page("Logged out", "You are not logged in.")
-        return page("Log out", "End your session at the issuer?", logout=True)
-    session_id = session.get("sid")
-    if isinstance(session_id, str):
-        # Ending the session also revokes the refresh tokens it produced.
-        session_hash = secret_hash(session_id)
-        with extensions.current().database.transaction():
+@dataclass(frozen=True)
+class LogoutRequest:
+    """An end-session request whose parameters passed every check."""
+
+    params: dict[str, str]  # what the confirmation form carries back
+    client_id: str | None  # from `client_id` or the hint's `aud`
+    sid: str | None  # the session the ID token hint names
+    redirect_uri: str | None
+    state: str | None
+
+
+class LogoutRefused(ValueError):
+    """An end-session request the user must see an error page for; the message says why."""
+
+
+def _logout_request(values: MultiDict[str, str]) -> LogoutRequest:
+    """Check an end-session request (RP-Initiated Logout 1.0 section 2), or raise LogoutRefused."""
+    if any(len(values.getlist(name)) > 1 for name in LOGOUT_PARAMS):
+        raise LogoutRefused("A parameter was sent more than once.")
+    params = {name: value for name in LOGOUT_PARAMS if (value := values.get(name))}
+    client_id, sid = params.get("client_id"), None
+    if "id_token_hint" in params:
+        try:
+            hint = oidc.logout_hint(params["id_token_hint"])
+        except InvalidHint as exc:
+            log.info("end-session refused", extra={"fields": {"reason": str(exc)}})
+            raise LogoutRefused("The application's logout request is not valid.") from exc
+        if client_id is not None and client_id != hint.client_id:
+            raise LogoutRefused("The logout request names two different applications.")
+        client_id, sid = hint.client_id, hint.sid
+    client = extensions.current().clients.get(client_id) if client_id is not None else None
+    if client_id is not None and client is None:
+        raise LogoutRefused("This application is not registered with the issuer.")
+    redirect_uri = params.get("post_logout_redirect_uri")
+    if redirect_uri is not None and (client is None or redirect_uri not in client.post_logout_redirect_uris):
+        log.warning(
+            "end-session refused: unregistered post_logout_redirect_uri", extra={"fields": {"client_id": client_id}}
+        )
+        raise LogoutRefused("The address to return to after logging out is not registered for this application.")
+    state = params.get("state")
+    if state is not None and len(state) > MAX_STATE_LENGTH:
+        raise LogoutRefused("The logout request is too long.")
+    return LogoutRequest(params, client_id, sid, redirect_uri, state)
+
+
+def _check_csrf() -> None:
+    """Refuse a confirmation form without a valid CSRF token, as every other form is refused."""
+    csrf = current_app.extensions.get("csrf")
+    if isinstance(csrf, CSRFProtect):
+        csrf.protect()  # raises CSRFError, rendered by the app's handler
+
+
+def _end_sessions(*session_hashes: str | None) -> None:
+    """End login sessions known by their hashes, revoking the refresh tokens they produced."""
+    with extensions.current().database.transaction():
+        for session_hash in dict.fromkeys(filter(None, session_hashes)):
             extensions.current().login_sessions.end(session_hash)
             extensions.current().refresh_tokens.revoke_session(session_hash)
     session.clear()
+
+
+def _logged_out(asked: LogoutRequest) -> Any:
+    """Send the browser where the relying party asked, or show that the user is logged out."""
+    if asked.redirect_uri is not None:
+        return _redirect_to_client(asked.redirect_uri, state=asked.state)
     return page("Logged out", "You have been logged out.")
+
+
+def _confirm_logout(asked: LogoutRequest) -> Response:
+    """Ask the user to confirm; the form may end in a redirect to the relying party (CSP form-action)."""
+    text = "An application asks to end your session at the issuer. Log out?"
+    response = make_response(page("Log out", text, logout=True, logout_params=asked.params))
+    if asked.redirect_uri is not None:
+        parts = urlsplit(asked.redirect_uri)
+        response.headers["Content-Security-Policy"] = content_security_policy((f"{parts.scheme}://{parts.netloc}",))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> Any:
+    """End the issuer login session: asked by the user, or by a relying party (RP-Initiated Logout 1.0).
+
+    A GET, or a POST without our CSRF token (a relying party's form), is a request: it ends
+    the session at once only when the ID token hint names the browser's own session, and
+    otherwise asks. A POST with the CSRF token is the user's confirmation: it ends the
+    browser's session and the one the hint names.
+    """
+    values = request.args if request.method == "GET" else request.form
+    confirmed = request.method == "POST" and (
+        "csrf_token" in request.form or not any(name in request.form for name in LOGOUT_PARAMS)
+    )
+    if confirmed:
+        _check_csrf()
+    try:
+        asked = _logout_request(values)
+    except LogoutRefused as exc:
+        return page("Cannot log out", str(exc), 400, error=True)
+    sessions = extensions.current().login_sessions
+    session_id = session.get("sid")
+    own = secret_hash(session_id) if isinstance(session_id, str) else None  # live or expired
+    named = sessions.hash_of(asked.sid) if asked.sid is not None else None
+    if confirmed:
+        _end_sessions(own, named)
+        log.info("logged out", extra={"fields": {"client_id": asked.client_id}})
+        return _logged_out(asked)
+    if own is not None and asked.sid is not None and public_id(own) == asked.sid:
+        _end_sessions(own)
+        log.info("logged out by the relying party", extra={"fields": {"client_id": asked.client_id}})
+        return _logged_out(asked)
+    if sessions.live_hash(session_id) is None and named is None:
+        if not asked.params:
+            return page("Logged out", "You are not logged in.")
+        return _logged_out(asked)  # nothing to end: nothing to ask
+    if not asked.params:
+        return page("Log out", "End your session at the issuer?", logout=True)
+    return _confirm_logout(asked)
+
+
+@bp.record_once
+def _exempt_logout(state: BlueprintSetupState) -> None:
+    """Let relying parties POST end-session requests: `logout` checks the CSRF token of confirmations itself."""
+    csrf = state.app.extensions.get("csrf")
+    if isinstance(csrf, CSRFProtect):
+        csrf.exempt(logout)

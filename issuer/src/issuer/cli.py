@@ -262,6 +262,12 @@ def clients() -> None:
 @click.argument("client_id")
 @click.option("--grant", "grants", multiple=True, required=True, help="A grant type the client may use (repeat).")
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="An exact redirect URI (authorization_code).")
+@click.option(
+    "--post-logout-redirect-uri",
+    "post_logout_redirect_uris",
+    multiple=True,
+    help="An exact URI the browser may return to after an RP-initiated logout (repeat).",
+)
 @click.option("--scope", default=None, help="Space-separated scopes the client may be granted (default: no limit).")
 @click.option("--audience", "audiences", multiple=True, help="An API the client may get tokens for (default: any).")
 @click.option(
@@ -274,6 +280,7 @@ def clients_add(
     client_id: str,
     grants: tuple[str, ...],
     redirect_uris: tuple[str, ...],
+    post_logout_redirect_uris: tuple[str, ...],
     scope: str | None,
     audiences: tuple[str, ...],
     jwks_file: str | None,
@@ -288,7 +295,11 @@ def clients_add(
     if sum(map(bool, (jwks_file, jwks_uri, secret_stdin))) > 1:
         raise click.ClickException("give one of --jwks-file, --jwks-uri and --secret-stdin")
     try:
-        for option, uri in [*(("--redirect-uri", uri) for uri in redirect_uris), ("--jwks-uri", jwks_uri or "")]:
+        for option, uri in [
+            *(("--redirect-uri", uri) for uri in redirect_uris),
+            *(("--post-logout-redirect-uri", uri) for uri in post_logout_redirect_uris),
+            ("--jwks-uri", jwks_uri or ""),
+        ]:
             if uri:
                 env_url({option: uri}, option)
         scopes = None if scope is None else parse_scope(scope)
@@ -303,6 +314,7 @@ def clients_add(
         auth_method="private_key_jwt" if jwks_file or jwks_uri else "none",
         jwks=_read_jwks(jwks_file) if jwks_file else None,
         jwks_uri=jwks_uri,
+        post_logout_redirect_uris=post_logout_redirect_uris,
     )
     secret = _read_password() if secret_stdin else None
     with _store(ClientStore) as store:
@@ -319,6 +331,7 @@ def clients_list() -> None:
                 f"{client.client_id}  {client.auth_method}  grants: {_words(client.grant_types)}"
                 f"  scope: {_words(client.scopes)}  audiences: {_words(client.audiences)}"
                 f"  redirect: {_words(client.redirect_uris)}"
+                f"  post-logout redirect: {_words(client.post_logout_redirect_uris)}"
             )
 
 

@@ -1,4 +1,6 @@
-"""OAuth clients registered with the issuer, in the database (owner of `clients` and `client_assertions`).
+"""OAuth clients registered with the issuer, in the database.
+
+Owner of `clients`, `client_post_logout_redirect_uris` and `client_assertions`.
 
 A client is public (`none`: CLIs and browsers, which can keep no secret) or confidential:
 `private_key_jwt` (RFC 7523: the issuer keeps only the client's public keys, from a registered
@@ -15,10 +17,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from issuer.db import Database, client_assertions, clients, delete_where, every, find, insert_missing, insert_new
+from issuer.db import (
+    Database,
+    client_assertions,
+    client_post_logout_redirect_uris,
+    clients,
+    delete_where,
+    every,
+    insert_missing,
+)
 from issuer.opaque import secret_hash
 from issuer.users import parse_scope
 
@@ -29,6 +39,7 @@ BUILTIN_CLIENT_IDS = frozenset({DEFAULT_CLIENT_ID, WEB_CLIENT_ID})
 GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "password", "client_credentials"})
 AUTH_METHODS = ("none", "private_key_jwt", "client_secret_basic")
 MIN_SECRET_LENGTH = 32
+MAX_URI_LENGTH = 2048
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ class Client:
     secret_hash: str | None = None
     jwks: str | None = None
     jwks_uri: str | None = None
+    # OpenID Connect RP-Initiated Logout: where the browser may go after logging out, exactly.
+    post_logout_redirect_uris: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -65,11 +78,18 @@ class ClientError(ValueError):
     """A client cannot be registered or changed; the message says why."""
 
 
-def builtin_clients(web_redirect_uris: tuple[str, ...]) -> list[Client]:
+def builtin_clients(
+    web_redirect_uris: tuple[str, ...], web_post_logout_redirect_uris: tuple[str, ...] = ()
+) -> list[Client]:
     """Return the two clients every issuer has: the command line, and the resource's browser login."""
     return [
         Client(DEFAULT_CLIENT_ID, frozenset({"password", "refresh_token"})),
-        Client(WEB_CLIENT_ID, frozenset({"authorization_code", "refresh_token"}), web_redirect_uris),
+        Client(
+            WEB_CLIENT_ID,
+            frozenset({"authorization_code", "refresh_token"}),
+            web_redirect_uris,
+            post_logout_redirect_uris=web_post_logout_redirect_uris,
+        ),
     ]
 
 
@@ -96,6 +116,9 @@ def check_client(client: Client) -> Client:
         raise ClientError("a client using authorization_code needs at least one --redirect-uri")
     if client.auth_method == "private_key_jwt" and (client.jwks is None) == (client.jwks_uri is None):
         raise ClientError("a private_key_jwt client has its keys in a JWKS file or at a JWKS URL: one of the two")
+    for uri in client.post_logout_redirect_uris:
+        if not (0 < len(uri) <= MAX_URI_LENGTH and uri.isascii() and uri.isprintable() and " " not in uri):
+            raise ClientError(f"a post-logout redirect URI must be 1-{MAX_URI_LENGTH} printable ASCII characters")
     if "client_credentials" in client.grant_types and client.auth_method == "none":
         raise ClientError("client_credentials needs a confidential client: --jwks-file, --jwks-uri or --secret-stdin")
     return client
@@ -111,18 +134,31 @@ class ClientStore:
         """Return the client, or None."""
         if not client_id or len(client_id) > 64 or "\x00" in client_id:
             return None  # never sent to the database: PostgreSQL refuses NUL in text outright
-        row = find(self.database, clients.c.client_id, client_id)
-        return None if row is None else _client(row)
+        with self.database.reading() as conn:
+            row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
+            if row is None:
+                return None
+            uris = conn.execute(
+                select(client_post_logout_redirect_uris.c.uri)
+                .where(client_post_logout_redirect_uris.c.client_id == client_id)
+                .order_by(client_post_logout_redirect_uris.c.uri)
+            )
+            return _client(row, tuple(uris.scalars()))
 
     def list(self) -> list[Client]:
         """Return every client by id."""
-        return [_client(row) for row in every(self.database, clients.c.client_id)]
+        uris: dict[str, list[str]] = {}
+        for row in every(self.database, client_post_logout_redirect_uris.c.uri):
+            uris.setdefault(row.client_id, []).append(row.uri)
+        return [_client(row, tuple(uris.get(row.client_id, ()))) for row in every(self.database, clients.c.client_id)]
 
     def add(self, client: Client, *, secret: str | None = None) -> Client:
         """Register a client; a secret is checked for length and stored only as its SHA-256."""
         client = _with_secret(client, secret)
-        if not insert_new(self.database, clients, _values(client)):
-            raise ClientError(f"client {client.client_id!r} already exists")
+        with self.database.transaction() as conn:
+            if not insert_missing(conn, clients, _values(client)):
+                raise ClientError(f"client {client.client_id!r} already exists")
+            _put_post_logout_uris(conn, client)
         return client
 
     def replace(self, client: Client, *, secret: str | None = None) -> tuple[Client, bool]:
@@ -184,10 +220,20 @@ def _put(conn: Connection, client: Client) -> bool:
     """Insert the client's row, or give the existing one every field of it; return whether it existed."""
     values = _values(client)
     if insert_missing(conn, clients, values):
+        _put_post_logout_uris(conn, client)
         return False
     del values["created_at"]
     conn.execute(update(clients).where(clients.c.client_id == client.client_id).values(values))
+    _put_post_logout_uris(conn, client)
     return True
+
+
+def _put_post_logout_uris(conn: Connection, client: Client) -> None:
+    """Make the client's post-logout redirect URIs exactly its registration's."""
+    table = client_post_logout_redirect_uris
+    conn.execute(delete(table).where(table.c.client_id == client.client_id))
+    for uri in dict.fromkeys(client.post_logout_redirect_uris):
+        conn.execute(table.insert().values(client_id=client.client_id, uri=uri))
 
 
 def _words(items: frozenset[str] | tuple[str, ...] | None) -> str | None:
@@ -209,7 +255,7 @@ def _values(client: Client) -> dict[str, Any]:
     }
 
 
-def _client(row: Row[Any]) -> Client:
+def _client(row: Row[Any], post_logout_redirect_uris: tuple[str, ...] = ()) -> Client:
     return Client(
         client_id=row.client_id,
         grant_types=frozenset(row.grant_types.split()),
@@ -220,4 +266,5 @@ def _client(row: Row[Any]) -> Client:
         secret_hash=row.secret_hash,
         jwks=row.jwks,
         jwks_uri=row.jwks_uri,
+        post_logout_redirect_uris=post_logout_redirect_uris,
     )

@@ -76,7 +76,9 @@ users = Table(
     Column("updated_at", Integer),
 )
 
-# Owner: issuer.sessions.LoginSessions. Deleting a user ends their sessions (cascade).
+# Owner: issuer.sessions.LoginSessions. Deleting a user ends their sessions (cascade). `sid` is
+# the session's OpenID Connect id (issuer.sessions.public_id), kept to find the session an
+# end-session request's ID token names; NULL only for rows older than 0006 (it fills them).
 login_sessions = Table(
     "login_sessions",
     metadata,
@@ -85,6 +87,7 @@ login_sessions = Table(
     Column("created_at", Integer, nullable=False),
     Column("expires_at", Integer, nullable=False),
     Column("ended_at", Integer),
+    Column("sid", String(32), index=True, unique=True),
 )
 
 # Owner: issuer.tokens.RefreshTokens. Deleting a user removes their tokens (cascade).
@@ -156,6 +159,15 @@ clients = Table(
     Column("jwks", Text),
     Column("jwks_uri", Text),
     Column("created_at", Integer, nullable=False),
+)
+
+# Owner: issuer.clients.ClientStore. Where a client may send the browser after an RP-initiated
+# logout (OpenID Connect RP-Initiated Logout 1.0 section 3), each compared exactly.
+client_post_logout_redirect_uris = Table(
+    "client_post_logout_redirect_uris",
+    metadata,
+    Column("client_id", String(64), ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True),
+    Column("uri", String(2048), primary_key=True),
 )
 
 # Owner: issuer.clients.ClientAssertions. Each private_key_jwt assertion's `jti` is accepted

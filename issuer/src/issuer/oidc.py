@@ -18,13 +18,18 @@ it with the same `jwt_verifier` policy as every API, with an audience of its own
 
 ID tokens come only from the authorization code flow and refreshes of its grants: the password
 grant has no browser login to speak of (no `auth_time`, no `sid`).
+
+An ID token comes back as the `id_token_hint` of an end-session request (RP-Initiated Logout
+1.0 section 2): `logout_hint_claims` checks it was signed by this issuer, expired or not.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
@@ -48,6 +53,54 @@ SCOPE_CLAIMS = {"profile": ("name", "preferred_username", "updated_at"), "email"
 CLAIMS_SUPPORTED = ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "sid"] + [
     claim for claims in SCOPE_CLAIMS.values() for claim in claims
 ]
+
+
+MAX_HINT_BYTES = 8 * 1024
+PROMPT_VALUES = ("none", "login", "consent")
+
+
+class InvalidHint(ValueError):
+    """An `id_token_hint` is not an ID token of this issuer; the message says why (safe to show)."""
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What an end-session request learns from a valid `id_token_hint`."""
+
+    client_id: str
+    sid: str | None
+
+
+def logout_hint(token: str) -> Hint:
+    """Return the client and session an `id_token_hint` names, or raise InvalidHint.
+
+    RP-Initiated Logout 1.0 section 2: the OP checks it issued the token, and accepts an
+    expired one (a relying party logging out often holds only a stale ID token). The header
+    must say `typ` JWT: an access token is no hint. The key must be one the JWKS publishes.
+    """
+    if len(token) > MAX_HINT_BYTES or not token.isascii():
+        raise InvalidHint("the ID token hint is malformed")
+    try:
+        header = jwt.get_unverified_header(token)
+        kid = header.get("kid")
+        if header.get("typ") != "JWT" or not isinstance(kid, str):
+            raise InvalidHint("the ID token hint is not an ID token")
+        keys: PublishedKeys = current_app.extensions["issuer.published_keys"]
+        claims = jwt.decode(
+            token,
+            keys.get(kid),
+            algorithms=["RS256"],
+            issuer=extensions.current().settings.url,
+            options={"verify_exp": False, "verify_aud": False, "require": ["iss", "sub", "aud", "iat"]},
+        )
+    except (jwt.PyJWTError, InvalidToken) as exc:
+        raise InvalidHint("the ID token hint was not issued by this issuer") from exc
+    audience, sid = claims["aud"], claims.get("sid")
+    if isinstance(audience, list) and len(audience) == 1:
+        audience = audience[0]
+    if not isinstance(audience, str) or not (sid is None or isinstance(sid, str)):
+        raise InvalidHint("the ID token hint is not an ID token")
+    return Hint(audience, sid)
 
 
 def granted_scopes(
@@ -106,6 +159,8 @@ def provider_metadata(document: dict[str, Any]) -> dict[str, Any]:
     return {
         **document,
         "userinfo_endpoint": f"{url}/userinfo",
+        "end_session_endpoint": f"{url}/logout",
+        "prompt_values_supported": list(PROMPT_VALUES),
         "scopes_supported": sorted(IDENTITY_SCOPES | _api_scopes()),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -144,7 +199,9 @@ def userinfo() -> Response:
 def init_app(app: Flask) -> None:
     """Register `/userinfo` (exempt from CSRF: it takes a bearer token, no cookies) and its verifier."""
     settings = extensions.of(app).settings
-    verifier = Verifier(PublishedKeys(), issuer=settings.url, audience=f"{settings.url}/userinfo")
+    keys = PublishedKeys()
+    app.extensions["issuer.published_keys"] = keys  # also what end-session hints are checked with
+    verifier = Verifier(keys, issuer=settings.url, audience=f"{settings.url}/userinfo")
     app.extensions["issuer.userinfo"] = ResourceProtector(verifier)
     app.register_blueprint(bp)
     csrf = app.extensions.get("csrf")

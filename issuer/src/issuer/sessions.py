@@ -1,17 +1,21 @@
 """Login sessions at the issuer, kept server-side so that logging out really ends them.
 
 The browser holds only a random session id (inside Flask's signed, HttpOnly session cookie);
-the database keeps its hash with the user's stable id and the expiry. Owner of `login_sessions`.
+the database keeps its hash with the user's stable id, the expiry and its public `sid` (the one
+ID tokens carry, by which an end-session request names it). Owner of `login_sessions`.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 from sqlalchemy import insert, select
 
 from issuer.db import Database, login_sessions, stamp
 from issuer.opaque import new_secret, secret_hash
+
+SID = re.compile(r"[0-9a-f]{32}")
 
 
 def public_id(session_hash: str) -> str:
@@ -33,11 +37,16 @@ class LoginSessions:
     def create(self, user_id: str) -> str:
         """Start a session for a user who just proved their password; return its id."""
         session_id = new_secret()
+        session_hash = secret_hash(session_id)
         now = int(time.time())
         with self.database.transaction() as conn:
             conn.execute(
                 insert(login_sessions).values(
-                    session_hash=secret_hash(session_id), user_id=user_id, created_at=now, expires_at=now + self.ttl
+                    session_hash=session_hash,
+                    user_id=user_id,
+                    created_at=now,
+                    expires_at=now + self.ttl,
+                    sid=public_id(session_hash),
                 )
             )
         return session_id
@@ -50,6 +59,26 @@ class LoginSessions:
             login_sessions.c.session_hash == secret_hash(session_id),
             login_sessions.c.ended_at.is_(None),
             login_sessions.c.expires_at > int(time.time()),
+        )
+        with self.database.reading() as conn:
+            found: str | None = conn.execute(query).scalar()
+        return found
+
+    def live_hash(self, session_id: str | None) -> str | None:
+        """Return the hash of a live session known by its id (the browser's cookie), or None."""
+        if self.user_id(session_id) is None:
+            return None
+        return secret_hash(str(session_id))
+
+    def hash_of(self, sid: str) -> str | None:
+        """Return the hash of the session whose public `sid` this is, unless it was ended; or None.
+
+        An expired session counts: the refresh tokens it produced outlive it, and ending it revokes them.
+        """
+        if not SID.fullmatch(sid):
+            return None  # never sent to the database
+        query = select(login_sessions.c.session_hash).where(
+            login_sessions.c.sid == sid, login_sessions.c.ended_at.is_(None)
         )
         with self.database.reading() as conn:
             found: str | None = conn.execute(query).scalar()

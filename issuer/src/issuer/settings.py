@@ -77,6 +77,7 @@ class IssuerSettings:
     argon2_memory_kib: int = 19456
     key_reload_interval: float = 1.0
     web_redirect_uris: tuple[str, ...] = ("http://localhost:8001/callback",)
+    web_post_logout_redirect_uris: tuple[str, ...] = ("http://localhost:8001/logged-out",)
     login_session_ttl: int = 8 * 3600
     login_rate_limit: str = "5 per minute"
     address_rate_limit: str = "30 per minute"
@@ -181,6 +182,9 @@ class IssuerSettings:
                 env, "ISSUER_ARGON2_MEMORY_KIB", cls.argon2_memory_kib, minimum=8192, maximum=1024 * 1024
             ),
             web_redirect_uris=_urls(env, "ISSUER_WEB_REDIRECT_URIS", cls.web_redirect_uris),
+            web_post_logout_redirect_uris=_urls(
+                env, "ISSUER_WEB_POST_LOGOUT_REDIRECT_URIS", cls.web_post_logout_redirect_uris
+            ),
             login_session_ttl=env_int(env, "ISSUER_LOGIN_SESSION_TTL", cls.login_session_ttl, minimum=60),
             login_rate_limit=env_rate_limit(env, "ISSUER_LOGIN_RATE_LIMIT", cls.login_rate_limit),
             address_rate_limit=env_rate_limit(env, "ISSUER_ADDRESS_RATE_LIMIT", cls.address_rate_limit),

@@ -349,8 +349,8 @@ def test_clients_add_with_a_jwks_file_registers_a_private_key_jwt_client(
     )
     listing = runner.invoke(main, ["clients", "list"]).output.splitlines()
     assert (
-        "reports  private_key_jwt  grants: client_credentials  scope: orders:read  audiences: orders-api  redirect: (none)"
-        in listing
+        "reports  private_key_jwt  grants: client_credentials  scope: orders:read  audiences: orders-api"
+        "  redirect: (none)  post-logout redirect: (none)" in listing
     )
 
 
@@ -382,6 +382,28 @@ def test_clients_add_with_a_secret_reads_it_from_stdin(runner: CliRunner, databa
         ),
         (["--grant", "client_credentials", "--jwks-uri", "https://k.example/j", "--secret-stdin"], "give one of"),
         (["--grant", "password", "--scope", "caf\u00e9"], "scope must be"),
+        (
+            [
+                "--grant",
+                "authorization_code",
+                "--redirect-uri",
+                "https://a.example/cb",
+                "--post-logout-redirect-uri",
+                "/bye",
+            ],
+            "--post-logout-redirect-uri must be an absolute http(s) URL",
+        ),
+        (
+            [
+                "--grant",
+                "authorization_code",
+                "--redirect-uri",
+                "https://a.example/cb",
+                "--post-logout-redirect-uri",
+                "https://a.example/bye#top",
+            ],
+            "--post-logout-redirect-uri must not have a query or fragment",
+        ),
         (["--grant", "client_credentials", "--jwks-file", "/nonexistent.json"], "is not a JWKS of RS256 public keys"),
     ],
 )
@@ -401,6 +423,25 @@ def test_clients_add_refuses_a_jwks_holding_a_private_key(
     result = runner.invoke(main, ["clients", "add", "x", "--grant", "client_credentials", "--jwks-file", str(private)])
     assert result.exit_code == 1
     assert "private key" in result.output
+
+
+def test_clients_add_registers_post_logout_redirect_uris_and_replace_keeps_them(
+    runner: CliRunner, database: Database
+) -> None:
+    base = ["clients", "add", "shop", "--grant", "authorization_code", "--redirect-uri", "https://shop.example/cb"]
+    bye, again = "https://shop.example/bye", "https://shop.example/again"
+    added = runner.invoke(main, [*base, "--post-logout-redirect-uri", bye, "--post-logout-redirect-uri", again])
+    assert added.exit_code == 0, added.output
+    shop = ClientStore(database).get("shop")
+    assert shop is not None
+    assert sorted(shop.post_logout_redirect_uris) == [again, bye]
+    listing = runner.invoke(main, ["clients", "list"]).output
+    assert f"post-logout redirect: {again} {bye}" in listing or f"post-logout redirect: {bye} {again}" in listing
+    replaced = runner.invoke(main, [*base, "--post-logout-redirect-uri", bye, "--replace"])
+    assert replaced.exit_code == 0, replaced.output
+    shop = ClientStore(database).get("shop")
+    assert shop is not None
+    assert shop.post_logout_redirect_uris == (bye,)
 
 
 def test_clients_delete_removes_a_client(runner: CliRunner, database: Database) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -179,3 +180,54 @@ def test_seeding_the_built_in_clients_from_workers_starting_at_once_succeeds(dat
     results = together(6, lambda: ClientStore(database).seed(builtins))
     assert results == [None] * 6
     assert ClientStore(database).list() == builtins
+
+
+# -- post-logout redirect URIs (RP-Initiated Logout) ---------------------------------------
+
+SHOP = Client(
+    "shop",
+    frozenset({"authorization_code"}),
+    ("https://shop.example/cb",),
+    post_logout_redirect_uris=("https://shop.example/bye", "https://shop.example/again"),
+)
+
+
+def test_post_logout_redirect_uris_read_back_as_registered(clients: ClientStore) -> None:
+    clients.add(SHOP)
+    shop = clients.get("shop")
+    assert shop is not None
+    assert sorted(shop.post_logout_redirect_uris) == sorted(SHOP.post_logout_redirect_uris)
+    (listed,) = clients.list()
+    assert sorted(listed.post_logout_redirect_uris) == sorted(SHOP.post_logout_redirect_uris)
+
+
+def test_replace_gives_exactly_the_new_post_logout_redirect_uris(clients: ClientStore) -> None:
+    clients.add(SHOP)
+    clients.replace(dataclasses.replace(SHOP, post_logout_redirect_uris=("https://shop.example/bye",)))
+    shop = clients.get("shop")
+    assert shop is not None
+    assert shop.post_logout_redirect_uris == ("https://shop.example/bye",)
+
+
+def test_a_client_added_twice_keeps_its_first_post_logout_redirect_uris(clients: ClientStore) -> None:
+    clients.add(SHOP)
+    with pytest.raises(ClientError, match="already exists"):
+        clients.add(dataclasses.replace(SHOP, post_logout_redirect_uris=("https://evil.example/",)))
+    shop = clients.get("shop")
+    assert shop is not None
+    assert "https://evil.example/" not in shop.post_logout_redirect_uris
+
+
+def test_the_web_client_follows_the_post_logout_setting_at_every_seed(clients: ClientStore) -> None:
+    clients.seed(builtin_clients(("http://localhost:8001/callback",), ("http://localhost:8001/logged-out",)))
+    clients.seed(builtin_clients(("http://127.0.0.1:9001/callback",), ("http://127.0.0.1:9001/logged-out",)))
+    web = clients.get("resource-web")
+    assert web is not None
+    assert web.post_logout_redirect_uris == ("http://127.0.0.1:9001/logged-out",)
+
+
+@pytest.mark.parametrize("uri", ["", "https://shop.example/" + "a" * 2048, "https://shop.example/a b", "caf\u00e9"])
+def test_an_unusable_post_logout_redirect_uri_is_refused(clients: ClientStore, uri: str) -> None:
+    with pytest.raises(ClientError, match="post-logout redirect URI"):
+        clients.add(dataclasses.replace(SHOP, post_logout_redirect_uris=(uri,)))
+    assert clients.get("shop") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import sqlite3
 import stat
@@ -19,7 +20,10 @@ from sqlalchemy.exc import OperationalError
 
 from issuer import migrations
 from issuer.apis import Api, ApiStore
+from issuer.clients import ClientStore
 from issuer.db import Database, metadata, users
+from issuer.opaque import secret_hash
+from issuer.sessions import LoginSessions, public_id
 from issuer.settings import IssuerSettings
 from issuer.users import User, UserStore
 from tests.support.sql import rows
@@ -179,6 +183,53 @@ def test_a_database_at_0004_upgrades_keeping_its_users_who_gain_empty_profiles(
     assert (changed.name, changed.email, changed.email_verified) == ("Carol", "carol@example.com", True)
     assert changed.updated_at is not None
     assert changed.updated_at > 7
+    database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_at_0005_upgrades_its_sessions_to_be_found_by_sid(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
+    database = Database.for_data_dir(url, tmp_path / "data")
+    session_id = "an-old-session-id"
+    with database.engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0005")
+        conn.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, scope, created_at) VALUES ('u1', 'carol', '-', '', 7)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO login_sessions (session_hash, user_id, created_at, expires_at)"
+                " VALUES (:hash, 'u1', 7, 2000000000)"
+            ),
+            {"hash": secret_hash(session_id)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO clients (client_id, grant_types, auth_method, redirect_uris, created_at)"
+                " VALUES ('shop', 'authorization_code', 'none', 'https://shop.example/cb', 7)"
+            )
+        )
+    database.upgrade()
+    assert migrations.current(database) == migrations.head()
+    sessions = LoginSessions(database, 3600)
+    old_hash = secret_hash(session_id)
+    assert sessions.hash_of(public_id(old_hash)) == old_hash  # the session an ID token named before
+    assert sessions.user_id(session_id) == "u1"
+    assert sessions.hash_of(public_id(secret_hash(sessions.create("u1")))) is not None
+    clients = ClientStore(database)
+    shop = clients.get("shop")
+    assert shop is not None
+    assert shop.post_logout_redirect_uris == ()
+    clients.replace(dataclasses.replace(shop, post_logout_redirect_uris=("https://shop.example/bye",)))
+    assert rows(database, "SELECT * FROM client_post_logout_redirect_uris") == [
+        {"client_id": "shop", "uri": "https://shop.example/bye"}
+    ]
+    clients.delete("shop")
+    assert rows(database, "SELECT * FROM client_post_logout_redirect_uris") == []  # ON DELETE CASCADE
     database.dispose()
 
 

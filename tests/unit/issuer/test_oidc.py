@@ -1,27 +1,44 @@
-"""Unit tests for issuer.oidc through Flask's test client: ID tokens, /userinfo, discovery, scopes."""
+"""Unit tests for OpenID Connect through Flask's test client: ID tokens, /userinfo, discovery, scopes,
+RP-initiated logout, and `prompt`, `max_age`, `login_hint` at /authorize."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import hashlib
+import re
+import time
 from collections.abc import Iterator
+from html import unescape
 from typing import Any
 
 import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from issuer import create_app, extensions
 from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
+from issuer.tokens import Authentication, Grant, mint_id_token
 from issuer.users import User
-from tests.support.browsing import DEMO_USERS, VERIFIER, authorize_params, csrf_token, get_code, log_in, query
+from tests.support.browsing import (
+    DEMO_USERS,
+    VERIFIER,
+    authorize_params,
+    csrf_token,
+    get_code,
+    location_path,
+    log_in,
+    query,
+)
+from tests.support.sql import rows
 
 ISSUER = "http://issuer.test"
 REDIRECT = "http://rs.test/callback"
+LOGGED_OUT = "http://rs.test/logged-out"
 CLIENT_ID = "resource-web"
 NONCE = "n-0S6_WzA2Mj"
 
@@ -29,7 +46,12 @@ NONCE = "n-0S6_WzA2Mj"
 @pytest.fixture(params=["sqlite", "postgresql"])
 def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
     """The issuer with the demo users and a web client, on SQLite, then on PostgreSQL."""
-    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(REDIRECT,))
+    settings = dataclasses.replace(
+        issuer_settings,
+        demo_users=DEMO_USERS,
+        web_redirect_uris=(REDIRECT,),
+        web_post_logout_redirect_uris=(LOGGED_OUT,),
+    )
     if request.param == "sqlite":
         return settings
     return dataclasses.replace(
@@ -317,7 +339,8 @@ def test_openid_configuration_is_full_provider_metadata(client: FlaskClient) -> 
     assert "authorization_code" in document["grant_types_supported"]
     assert "none" in document["token_endpoint_auth_methods_supported"]
     assert document["code_challenge_methods_supported"] == ["S256"]
-    assert "end_session_endpoint" not in document  # not until it exists
+    assert document["end_session_endpoint"] == f"{ISSUER}/logout"
+    assert document["prompt_values_supported"] == ["none", "login", "consent"]
 
 
 def test_the_oauth_metadata_stays_oauth_metadata(client: FlaskClient) -> None:
@@ -354,3 +377,392 @@ def test_userinfo_answers_any_malformed_authorization_without_a_server_error(
     response = client.post("/userinfo", headers={"Authorization": authorization})
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+# -- RP-Initiated Logout 1.0 --------------------------------------------------------------
+
+
+def _refresh(client: FlaskClient, refresh_token: str) -> TestResponse:
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": CLIENT_ID}
+    return client.post("/token", data=form)
+
+
+def _logged_in(client: FlaskClient) -> bool:
+    return "You are not logged in." not in client.get("/logout").get_data(as_text=True)
+
+
+def _end_session(client: FlaskClient, method: str = "GET", **params: str) -> TestResponse:
+    if method == "GET":
+        return client.get("/logout", query_string=params)
+    return client.post("/logout", data=params)
+
+
+def _assert_error_page(response: TestResponse, text: str) -> None:
+    """Check the user sees an error page (400) and is redirected nowhere."""
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "Location" not in response.headers
+    html = response.get_data(as_text=True)
+    assert 'role="alert"' in html
+    assert text in html
+
+
+def _assert_sent_back(response: TestResponse, state: str | None = "af0ifjsldkj") -> None:
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert response.headers["Location"].split("?")[0] == LOGGED_OUT
+    assert query(response).get("state") == state if state else "?" not in response.headers["Location"]
+
+
+def _confirm(client: FlaskClient, page: TestResponse) -> TestResponse:
+    """Submit the confirmation form of an end-session page, hidden fields and all."""
+    html = page.get_data(as_text=True)
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html))
+    assert fields["csrf_token"] == csrf_token(html)
+    return client.post("/logout", data={name: unescape(value) for name, value in fields.items()})
+
+
+def _signed_id_token(app: Flask, *, now: int, sid: str, issuer: str = ISSUER, key: Any = None) -> str:
+    """Sign an ID token for alice with the issuer's own key (or `key`), issued at `now`."""
+    with app.app_context():
+        alice = extensions.current().users.get("alice")
+        signing = extensions.current().keys.signing_key()
+    assert alice is not None
+    if key is not None:
+        signing = dataclasses.replace(signing, private_key=key)
+    grant = Grant(alice.id, "alice", CLIENT_ID, "openid")
+    token, _ = mint_id_token(
+        signing, grant, Authentication(now, sid), issuer=issuer, access_token="at", ttl=60, now=now
+    )
+    return token
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_hint_for_the_browsers_session_logs_out_at_once_and_returns_with_state(
+    client: FlaskClient, method: str
+) -> None:
+    body = _tokens(client)
+    response = _end_session(
+        client,
+        method,
+        id_token_hint=body["id_token"],
+        post_logout_redirect_uri=LOGGED_OUT,
+        state="af0ifjsldkj",
+    )
+    _assert_sent_back(response)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert not _logged_in(client)
+    refused = _refresh(client, body["refresh_token"])
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_grant")
+
+
+def test_the_session_ends_in_the_database_not_only_in_the_cookie(client: FlaskClient, app: Flask) -> None:
+    body = _tokens(client)
+    with client.session_transaction() as session:
+        cookie = dict(session)
+    _end_session(client, id_token_hint=body["id_token"])
+    with client.session_transaction() as session:
+        session.update(cookie)  # the old cookie, replayed
+    assert not _logged_in(client)
+    ended = rows(extensions.of(app).database, "SELECT ended_at FROM login_sessions")
+    assert ended[0]["ended_at"] is not None
+
+
+def test_without_a_redirect_uri_the_user_sees_that_they_logged_out(client: FlaskClient) -> None:
+    body = _tokens(client)
+    response = _end_session(client, id_token_hint=body["id_token"])
+    assert response.status_code == 200
+    assert "You have been logged out." in response.get_data(as_text=True)
+    assert not _logged_in(client)
+
+
+def test_the_redirect_has_no_state_when_none_was_sent(client: FlaskClient) -> None:
+    body = _tokens(client)
+    response = _end_session(client, id_token_hint=body["id_token"], post_logout_redirect_uri=LOGGED_OUT)
+    assert response.status_code == 302
+    assert response.headers["Location"] == LOGGED_OUT
+
+
+def test_an_expired_hint_is_accepted(client: FlaskClient, app: Flask) -> None:
+    sid = _id_claims(client, _tokens(client)["id_token"])["sid"]
+    expired = _signed_id_token(app, now=int(time.time()) - 7200, sid=sid)
+    with pytest.raises(jwt.ExpiredSignatureError):
+        _id_claims(client, expired)
+    response = _end_session(client, id_token_hint=expired, post_logout_redirect_uri=LOGGED_OUT, state="af0ifjsldkj")
+    _assert_sent_back(response)
+    assert not _logged_in(client)
+
+
+@pytest.mark.parametrize(
+    "hint",
+    ["not-a-token", "a.b.c", "A" * 20000, "\u00e9t\u00e9.x.y", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0."],
+)
+def test_a_malformed_hint_gets_an_error_page_never_a_redirect(client: FlaskClient, hint: str) -> None:
+    log_in(client)
+    response = _end_session(client, id_token_hint=hint, post_logout_redirect_uri=LOGGED_OUT, state="s")
+    _assert_error_page(response, "not valid")
+    assert _logged_in(client)
+
+
+def test_a_hint_signed_by_a_foreign_key_gets_an_error_page(client: FlaskClient, app: Flask, other_rsa_key: Any) -> None:
+    sid = _id_claims(client, _tokens(client)["id_token"])["sid"]
+    forged = _signed_id_token(app, now=int(time.time()), sid=sid, key=other_rsa_key)  # the real kid, another key
+    response = _end_session(client, id_token_hint=forged, post_logout_redirect_uri=LOGGED_OUT)
+    _assert_error_page(response, "not valid")
+    assert _logged_in(client)
+
+
+def test_a_hint_from_another_issuer_gets_an_error_page(client: FlaskClient, app: Flask) -> None:
+    sid = _id_claims(client, _tokens(client)["id_token"])["sid"]
+    foreign = _signed_id_token(app, now=int(time.time()), sid=sid, issuer="http://other.test")
+    _assert_error_page(_end_session(client, id_token_hint=foreign), "not valid")
+    assert _logged_in(client)
+
+
+def test_an_access_token_is_no_hint(client: FlaskClient) -> None:
+    body = _tokens(client)
+    response = _end_session(client, id_token_hint=body["access_token"], post_logout_redirect_uri=LOGGED_OUT)
+    _assert_error_page(response, "not valid")
+    assert _logged_in(client)
+
+
+def test_a_client_id_other_than_the_hints_audience_gets_an_error_page(client: FlaskClient) -> None:
+    body = _tokens(client)
+    response = _end_session(
+        client, id_token_hint=body["id_token"], client_id="cli", post_logout_redirect_uri=LOGGED_OUT
+    )
+    _assert_error_page(response, "two different applications")
+    assert _logged_in(client)
+
+
+def test_a_matching_client_id_beside_the_hint_is_fine(client: FlaskClient) -> None:
+    body = _tokens(client)
+    response = _end_session(
+        client, id_token_hint=body["id_token"], client_id=CLIENT_ID, post_logout_redirect_uri=LOGGED_OUT
+    )
+    assert response.status_code == 302
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://evil.test/logged-out", LOGGED_OUT + "/", LOGGED_OUT + "?x=1", "http://rs.test", REDIRECT]
+)
+def test_an_unregistered_post_logout_redirect_uri_gets_an_error_page_never_a_redirect(
+    client: FlaskClient, uri: str
+) -> None:
+    body = _tokens(client)
+    _assert_error_page(
+        _end_session(client, id_token_hint=body["id_token"], post_logout_redirect_uri=uri), "not registered"
+    )
+    _assert_error_page(_end_session(client, client_id=CLIENT_ID, post_logout_redirect_uri=uri), "not registered")
+    assert _logged_in(client)
+
+
+def test_a_post_logout_redirect_uri_without_a_client_gets_an_error_page(client: FlaskClient) -> None:
+    log_in(client)
+    _assert_error_page(_end_session(client, post_logout_redirect_uri=LOGGED_OUT, state="s"), "not registered")
+    assert _logged_in(client)
+
+
+def test_an_unknown_client_id_gets_an_error_page(client: FlaskClient) -> None:
+    log_in(client)
+    response = _end_session(client, client_id="stranger", post_logout_redirect_uri=LOGGED_OUT)
+    _assert_error_page(response, "not registered with the issuer")
+
+
+def test_without_a_hint_the_user_confirms_then_returns_with_state(client: FlaskClient) -> None:
+    body = _tokens(client)
+    asking = _end_session(client, client_id=CLIENT_ID, post_logout_redirect_uri=LOGGED_OUT, state="af0ifjsldkj")
+    assert asking.status_code == 200
+    assert "Log out?" in asking.get_data(as_text=True)
+    assert "form-action 'self' http://rs.test" in asking.headers["Content-Security-Policy"]
+    assert _logged_in(client)  # asking ends nothing
+    _assert_sent_back(_confirm(client, asking))
+    assert not _logged_in(client)
+    assert _refresh(client, body["refresh_token"]).status_code == 400
+
+
+def test_a_hint_for_another_session_asks_and_the_confirmation_ends_both(app: Flask) -> None:
+    mine, other = app.test_client(), app.test_client()
+    other_tokens = _tokens(other)
+    my_tokens = _tokens(mine)
+    asking = _end_session(
+        mine, id_token_hint=other_tokens["id_token"], post_logout_redirect_uri=LOGGED_OUT, state="af0ifjsldkj"
+    )
+    assert asking.status_code == 200
+    assert _logged_in(mine)
+    assert _logged_in(other)
+    _assert_sent_back(_confirm(mine, asking))
+    assert not _logged_in(mine)
+    assert not _logged_in(other)
+    assert _refresh(mine, my_tokens["refresh_token"]).status_code == 400
+    assert _refresh(other, other_tokens["refresh_token"]).status_code == 400
+
+
+def test_a_confirmation_without_the_csrf_token_is_refused(client: FlaskClient) -> None:
+    body = _tokens(client)
+    response = client.post(
+        "/logout", data={"client_id": CLIENT_ID, "post_logout_redirect_uri": LOGGED_OUT, "csrf_token": "forged"}
+    )
+    _assert_error_page(response, "security token")
+    assert _refresh(client, body["refresh_token"]).status_code == 200
+
+
+def test_a_tampered_confirmation_is_checked_again(client: FlaskClient) -> None:
+    log_in(client)
+    asking = _end_session(client, client_id=CLIENT_ID, post_logout_redirect_uri=LOGGED_OUT)
+    token = csrf_token(asking.get_data(as_text=True))
+    response = client.post(
+        "/logout",
+        data={"csrf_token": token, "client_id": CLIENT_ID, "post_logout_redirect_uri": "http://evil.test/"},
+    )
+    _assert_error_page(response, "not registered")
+
+
+def test_with_nothing_to_end_the_browser_goes_straight_back(client: FlaskClient) -> None:
+    response = _end_session(client, client_id=CLIENT_ID, post_logout_redirect_uri=LOGGED_OUT, state="af0ifjsldkj")
+    _assert_sent_back(response)
+
+
+def test_a_hint_for_an_ended_session_with_nothing_else_to_end_goes_straight_back(client: FlaskClient) -> None:
+    body = _tokens(client)
+    _end_session(client, id_token_hint=body["id_token"])
+    response = _end_session(client, id_token_hint=body["id_token"], post_logout_redirect_uri=LOGGED_OUT)
+    assert (response.status_code, response.headers["Location"]) == (302, LOGGED_OUT)
+
+
+@pytest.mark.parametrize("name", ["id_token_hint", "post_logout_redirect_uri", "state"])
+def test_a_repeated_end_session_parameter_gets_an_error_page(client: FlaskClient, name: str) -> None:
+    body = _tokens(client)
+    params = {"id_token_hint": body["id_token"], "post_logout_redirect_uri": LOGGED_OUT, "state": "s"}
+    response = client.get("/logout", query_string=[*params.items(), (name, params[name])])
+    _assert_error_page(response, "more than once")
+    assert _logged_in(client)
+
+
+# -- prompt, max_age, login_hint (OpenID Connect Core 1.0 section 3.1.2.1) ------------------
+
+
+def _authorize(client: FlaskClient, **overrides: str | None) -> TestResponse:
+    return client.get("/authorize", query_string=authorize_params(REDIRECT, scope="openid", **overrides))
+
+
+def _assert_denied(response: TestResponse, error: str) -> None:
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert response.headers["Location"].startswith(REDIRECT + "?")
+    params = query(response)
+    assert (params["error"], params["state"], params["iss"]) == (error, "state-123", ISSUER)
+    assert "code" not in params
+
+
+def _age_session(app: Flask, seconds: int) -> None:
+    with extensions.of(app).database.transaction() as conn:
+        conn.execute(text("UPDATE login_sessions SET created_at = created_at - :seconds"), {"seconds": seconds})
+
+
+def test_prompt_none_without_a_session_answers_login_required(client: FlaskClient) -> None:
+    _assert_denied(_authorize(client, prompt="none"), "login_required")
+
+
+def test_prompt_none_with_a_session_issues_a_code(client: FlaskClient) -> None:
+    log_in(client)
+    response = _authorize(client, prompt="none")
+    assert response.status_code == 302
+    assert "code" in query(response)
+
+
+@pytest.mark.parametrize("prompt", ["none login", "none consent", "select_account", "login bogus"])
+def test_an_unusable_prompt_answers_invalid_request(client: FlaskClient, prompt: str) -> None:
+    log_in(client)
+    _assert_denied(_authorize(client, prompt=prompt), "invalid_request")
+
+
+def test_prompt_consent_asks_nothing_of_a_logged_in_user(client: FlaskClient) -> None:
+    log_in(client)
+    assert "code" in query(_authorize(client, prompt="consent"))
+
+
+def test_prompt_login_forces_a_new_login_once(client: FlaskClient, app: Flask) -> None:
+    first = _id_claims(client, _tokens(client)["id_token"])
+    response = _authorize(client, prompt="login", nonce=NONCE)
+    assert (response.status_code, location_path(response)) == (302, "/login")
+    form = client.get("/login")
+    assert form.status_code == 200  # the form, not a redirect back to /authorize
+    assert 'name="password"' in form.get_data(as_text=True)
+    logged_in = log_in(client)
+    assert logged_in.status_code == 303
+    retried = client.get(logged_in.headers["Location"])  # the same request, prompt=login and all
+    assert retried.status_code == 302, retried.get_data(as_text=True)
+    code = query(retried)["code"]
+    body = client.post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": CLIENT_ID,
+            "code_verifier": VERIFIER,
+        },
+    ).get_json()
+    second = _id_claims(client, body["id_token"])
+    assert second["sid"] != first["sid"]  # the new login replaced the session
+    assert second["auth_time"] >= first["auth_time"]
+    again = _authorize(client, prompt="login")  # another request with prompt=login asks again
+    assert location_path(again) == "/login"
+
+
+@pytest.mark.parametrize("max_age", ["-1", "abc", "1.5", "", "1" * 11, "\u0661"])
+def test_a_malformed_max_age_answers_invalid_request(client: FlaskClient, max_age: str) -> None:
+    log_in(client)
+    _assert_denied(_authorize(client, max_age=max_age), "invalid_request")
+
+
+def test_a_session_younger_than_max_age_issues_a_code(client: FlaskClient) -> None:
+    log_in(client)
+    assert "code" in query(_authorize(client, max_age="600"))
+
+
+def test_a_session_older_than_max_age_forces_a_login_that_then_counts(client: FlaskClient, app: Flask) -> None:
+    log_in(client)
+    _age_session(app, 1000)
+    response = _authorize(client, max_age="60")
+    assert location_path(response) == "/login"
+    logged_in = log_in(client)
+    _age_session(app, 1000)  # even a slow browser: the login this request forced satisfies it
+    retried = client.get(logged_in.headers["Location"])
+    assert "code" in query(retried), retried.get_data(as_text=True)
+
+
+def test_max_age_zero_logs_in_once_without_a_loop(client: FlaskClient, app: Flask) -> None:
+    log_in(client)
+    assert location_path(_authorize(client, max_age="0")) == "/login"
+    logged_in = log_in(client)
+    _age_session(app, 1)
+    assert "code" in query(client.get(logged_in.headers["Location"]))
+
+
+def test_prompt_none_with_a_session_older_than_max_age_answers_login_required(client: FlaskClient, app: Flask) -> None:
+    log_in(client)
+    _age_session(app, 1000)
+    _assert_denied(_authorize(client, prompt="none", max_age="60"), "login_required")
+
+
+def test_login_hint_prefills_the_username(client: FlaskClient) -> None:
+    response = _authorize(client, login_hint="bob")
+    assert location_path(response) == "/login"
+    assert 'value="bob"' in client.get("/login").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("hint", ['"><script>alert(1)</script>', "x" * 65, "tab\there"])
+def test_a_hostile_login_hint_is_escaped_or_ignored(client: FlaskClient, hint: str) -> None:
+    _authorize(client, login_hint=hint)
+    html = client.get("/login").get_data(as_text=True)
+    assert "<script>" not in html
+    assert "x" * 65 not in html
+    assert "tab\there" not in html
+
+
+def test_a_login_that_failed_shows_what_was_typed_not_the_hint(client: FlaskClient) -> None:
+    _authorize(client, login_hint="bob")
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    html = client.post("/login", data={"csrf_token": token, "username": "carol", "password": "x"}).get_data(
+        as_text=True
+    )
+    assert 'value="carol"' in html

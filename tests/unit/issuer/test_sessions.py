@@ -11,7 +11,7 @@ from sqlalchemy import insert
 from issuer import sessions
 from issuer.db import Database, users
 from issuer.opaque import secret_hash
-from issuer.sessions import LoginSessions
+from issuer.sessions import LoginSessions, public_id
 from tests.support.fakes import FakeClock
 from tests.support.sql import rows
 
@@ -149,3 +149,31 @@ def test_deleting_the_user_ends_their_sessions(store: LoginSessions, database: D
 @pytest.mark.parametrize("session_id", [None, "", 42, ["list"]])
 def test_a_malformed_session_id_has_no_user(store: LoginSessions, session_id: object) -> None:
     assert store.user_id(session_id) is None  # type: ignore[arg-type]
+
+
+# -- the public sid (OpenID Connect) --------------------------------------------------------
+
+
+def test_a_session_is_found_by_its_public_sid(store: LoginSessions) -> None:
+    session_id = store.create("alice")
+    session_hash = secret_hash(session_id)
+    assert store.hash_of(public_id(session_hash)) == session_hash
+    assert rows(store.database, "SELECT sid FROM login_sessions") == [{"sid": public_id(session_hash)}]
+
+
+def test_an_expired_session_is_still_found_by_its_sid(store: LoginSessions, clock: FakeClock) -> None:
+    session_hash = secret_hash(store.create("alice"))
+    clock.advance(TTL + 1)
+    assert store.hash_of(public_id(session_hash)) == session_hash  # its refresh tokens outlive it
+
+
+def test_an_ended_session_is_not_found_by_its_sid(store: LoginSessions) -> None:
+    session_hash = secret_hash(store.create("alice"))
+    store.end(session_hash)
+    assert store.hash_of(public_id(session_hash)) is None
+
+
+@pytest.mark.parametrize("sid", ["", "nul\x00" * 6, "A" * 32, "0" * 33, "made-up"])
+def test_a_sid_no_session_could_have_finds_nothing(store: LoginSessions, sid: str) -> None:
+    store.create("alice")
+    assert store.hash_of(sid) is None

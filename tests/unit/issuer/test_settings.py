@@ -19,6 +19,7 @@ def test_defaults_come_from_an_empty_environment() -> None:
     assert settings.access_token_ttl == 600
     assert settings.rsa_key_bits == 2048
     assert settings.audience_resource_uris == ()
+    assert settings.web_post_logout_redirect_uris == ("http://localhost:8001/logged-out",)
 
 
 def test_variables_override_the_defaults(tmp_path: Path) -> None:
@@ -123,6 +124,7 @@ def test_settings_are_frozen() -> None:
         ("ISSUER_KEY_ACTIVATION_DELAY", "-5", "at least 0"),
         ("ISSUER_LOGIN_RATE_LIMIT", "lots", "rate limit"),
         ("ISSUER_WEB_REDIRECT_URIS", "callback", "absolute http"),
+        ("ISSUER_WEB_POST_LOGOUT_REDIRECT_URIS", "/logged-out", "absolute http"),
         ("ISSUER_AUDIENCE_RESOURCE_URIS", "http://localhost:8001 orders-api", "absolute http"),
         ("ISSUER_AUDIENCE_RESOURCE_URIS", "http://localhost:8001#top", "fragment"),
     ],
@@ -172,3 +174,13 @@ def test_postgresql_needs_a_shared_session_secret() -> None:
     with pytest.raises(SettingsError, match="ISSUER_SESSION_SECRET or ISSUER_SESSION_SECRET_FILE is required"):
         IssuerSettings.from_env(environ)
     assert IssuerSettings.from_env({**environ, "ISSUER_SESSION_SECRET": "s" * 48}).session_secret == "s" * 48
+
+
+def test_the_web_clients_post_logout_redirect_uris_come_from_their_variable() -> None:
+    settings = IssuerSettings.from_env(
+        {"ISSUER_WEB_POST_LOGOUT_REDIRECT_URIS": "http://localhost:9001/logged-out https://rs.example/logged-out"}
+    )
+    assert settings.web_post_logout_redirect_uris == (
+        "http://localhost:9001/logged-out",
+        "https://rs.example/logged-out",
+    )
