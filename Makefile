@@ -6,12 +6,20 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run test test-fast docker browser services demo scale scale-down lint clean bench
 
-install: $(STAMP)
+# The tests' OpenID Connect relying party (tests/support/oidc_rp): panva's openid-client, from its lock.
+OIDC_RP := tests/support/oidc_rp
+OIDC_RP_STAMP := $(OIDC_RP)/node_modules/.installed-stamp
+
+install: $(STAMP) $(OIDC_RP_STAMP)
 
 $(STAMP): requirements/runtime.lock requirements/dev.lock shared/pyproject.toml issuer/pyproject.toml resource/pyproject.toml reports/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/runtime.lock -r requirements/dev.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e shared -e issuer -e resource -e reports
+	touch $@
+
+$(OIDC_RP_STAMP): $(OIDC_RP)/package.json $(OIDC_RP)/package-lock.json
+	npm ci --prefix $(OIDC_RP) --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: install
@@ -71,4 +79,4 @@ lint: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(OIDC_RP)/node_modules

@@ -203,11 +203,14 @@ GRANTS = {
 }
 
 
+def _confidential(params: dict[str, str]) -> bool:
+    """Return whether the request carries client credentials (any Authorization header counts: client_auth parses it)."""
+    return "Authorization" in request.headers or "client_assertion" in params
+
+
 def _authenticated_client(params: dict[str, str]) -> Client:
     """Return the client making the request: authenticated when it is confidential, named when public."""
-    # The header is client_auth's to parse: any Authorization header means a confidential client.
-    confidential = "Authorization" in request.headers or "client_assertion" in params
-    if not confidential:
+    if not _confidential(params):
         return _client(params)
     issuer = extensions.current()
     return authenticate_client(
@@ -239,8 +242,8 @@ def _token() -> Response:
     handler = GRANTS.get(grant_type)
     if handler is None:
         raise OAuthError(f"grant type {grant_type[:40]!r} is not supported", error="unsupported_grant_type")
-    if grant_type == "authorization_code":
-        _required(params, "client_id")  # public clients identify themselves (RFC 6749 4.1.3)
+    if grant_type == "authorization_code" and not _confidential(params):
+        _required(params, "client_id")  # public clients identify themselves; others authenticate (RFC 6749 4.1.3)
     client = _authenticated_client(params)
     if grant_type not in client.grant_types:
         raise OAuthError("the client may not use this grant type", error="unauthorized_client")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import threading
 from typing import Any
@@ -292,6 +293,24 @@ def test_code_grant_without_client_id_issues_no_tokens(client: FlaskClient) -> N
     response = _exchange(client, get_code(client, REDIRECT), client_id=None)
     assert response.status_code == 400
     assert "access_token" not in response.get_json()
+
+
+def test_code_grant_of_a_client_authenticated_by_basic_needs_no_client_id(app: Flask, client: FlaskClient) -> None:
+    # RFC 6749 4.1.3: client_id is required only of a client that does not authenticate; a
+    # certified relying party (openid-client) sends client_secret_basic and no client_id.
+    secret = "s" * 32
+    app.extensions["issuer"].clients.add(
+        Client("partner", frozenset({"authorization_code"}), (REDIRECT,)), secret=secret
+    )
+    code = get_code(client, REDIRECT, client_id="partner")
+    basic = base64.b64encode(f"partner:{secret}".encode()).decode()
+    response = client.post(
+        "/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": VERIFIER},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["access_token"]
 
 
 def test_code_for_the_web_client_cannot_be_redeemed_by_the_cli_client(client: FlaskClient) -> None:

@@ -1,0 +1,79 @@
+"""A third-party OpenID Connect relying party for the tests: panva's openid-client, driven over JSON.
+
+`rp.mjs` holds the Node side (one command per step of the flow); `make install` installs its
+locked dependencies (`npm ci`). The library, not our code, validates discovery, the
+authorization response (state, `iss`), the ID token (signature, `iss`, `aud`, `nonce`, `exp`,
+`at_hash`) and userinfo; a check it refuses comes back as `Refused`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DRIVER = Path(__file__).with_name("rp.mjs")
+# rp.mjs exits with 3 when the library refuses something (and prints what), 1 when it crashes.
+_REFUSED = 3
+
+
+@dataclass(frozen=True)
+class Refused:
+    """What the library refused: its error class and code, the OAuth error the server sent or the check that failed."""
+
+    name: str
+    code: str | None
+    error: str | None
+    error_description: str | None
+    message: str
+    reason: str | None
+    claim: str | None
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    """A confidential client (client_secret_basic) of the issuer at `issuer`, reached at `reach`."""
+
+    issuer: str
+    reach: str
+    client_id: str
+    client_secret: str
+
+    def run(self, command: str, **request: Any) -> dict[str, Any] | Refused:
+        """Run one command of the driver; return its answer, or what the library refused."""
+        node = shutil.which("node")
+        assert node is not None, "the relying-party tests need Node.js (`node` on PATH)"
+        settings = {
+            "issuer": self.issuer,
+            "reach": self.reach,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+        done = subprocess.run(
+            [node, str(DRIVER), command],
+            input=json.dumps({**settings, **request}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode in (0, _REFUSED), f"rp.mjs {command} crashed: {done.stderr}"
+        answer: dict[str, Any] = json.loads(done.stdout)
+        if done.returncode == _REFUSED:
+            return Refused(**answer["refused"])
+        return answer
+
+    def call(self, command: str, **request: Any) -> dict[str, Any]:
+        """Run one command that must succeed; return its answer."""
+        answer = self.run(command, **request)
+        assert not isinstance(answer, Refused), f"openid-client refused {command}: {answer}"
+        return answer
+
+    def refusal(self, command: str, **request: Any) -> Refused:
+        """Run one command that the library must refuse; return what it refused."""
+        answer = self.run(command, **request)
+        assert isinstance(answer, Refused), f"openid-client accepted {command}: {answer}"
+        return answer
