@@ -26,7 +26,7 @@ import requests
 
 from shared import audit
 from shared.pkce import s256
-from tests.support.processes import GunicornService, free_port, issuer_process, log_events
+from tests.support.processes import GunicornService, free_port, issuer_process, log_events, wait_until
 from tests.support.schema import audit_schema, errors
 from tests.support.stack import EXPORT_SIGNING_KEY
 
@@ -407,3 +407,39 @@ def test_no_line_holds_a_password_token_code_or_secret(run: Run) -> None:
     assert leaked == []
     assert "PRIVATE KEY" not in everything
     assert len(run.secrets) > 25  # the run did use them
+
+
+def test_key_steps_that_fall_due_are_source_system(tmp_path: Path) -> None:
+    """Automatic rotation every 3 s, activation at once, retirement after the shortest token lifetime."""
+    issuer = issuer_process(
+        tmp_path,
+        data_dir=tmp_path / "issuer-data",
+        workers=1,
+        env={
+            "ISSUER_KEY_ROTATION_DAYS": str(3 / 86400),
+            "ISSUER_KEY_ACTIVATION_DELAY": "0",
+            "ISSUER_JWKS_MAX_AGE": "0",
+            "ISSUER_ACCESS_TOKEN_TTL": "30",
+            "ISSUER_KEY_RETIRE_GRACE": "0",
+        },
+    )
+
+    def steps() -> set[str]:
+        # Serving the JWKS re-reads the key store, which makes the steps that are due.
+        requests.get(f"{issuer.url}/.well-known/jwks.json", headers={"X-Request-ID": "audit-jwks"}, timeout=10)
+        trail = [entry for entry in log_events(issuer.log()) if entry.get("audit") is True]
+        assert all(errors(entry, audit_schema()) == [] for entry in trail)
+        return {entry["event"] for entry in trail if entry["event"].startswith("key.") and entry["source"] == "system"}
+
+    try:
+        issuer.start().wait_answering()
+        wait_until(
+            lambda: steps() >= {"key.staged", "key.activated", "key.retiring", "key.retired"}, timeout=60, interval=0.5
+        )
+    finally:
+        issuer.stop()
+    steps_in_requests = [
+        entry for entry in log_events(issuer.log()) if entry.get("audit") is True and entry.get("request_id")
+    ]
+    assert steps_in_requests  # noticed while serving the JWKS, yet not the requester's doing:
+    assert all(entry["source"] == "system" and "address" not in entry for entry in steps_in_requests)
