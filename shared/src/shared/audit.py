@@ -19,7 +19,7 @@ import getpass
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 from flask import Flask, current_app, g, has_request_context, request
@@ -60,7 +60,7 @@ SOURCES: Final = ("http", "cli", "system")
 REASONS: Final = ("unreadable",)  # why a key step was forced rather than planned
 MAX_TEXT: Final = 128  # every value here is short (names, ids); a longer one is cut
 
-FieldValue = str | int | Sequence[str] | None
+FieldValue = str | int | list[str] | None
 
 # The fields a caller may give, and their types. Never a secret: see the module docstring.
 FIELDS: Final[dict[str, type]] = {
@@ -119,7 +119,7 @@ def emit(event: str, **fields: FieldValue) -> None:
         if not isinstance(value, FIELDS[name]) or isinstance(value, bool):
             raise AuditError(f"audit field {name!r} must be a {FIELDS[name].__name__}")
         entry[name] = _bounded(value)
-    if entry.get("reason", REASONS[0]) not in REASONS:
+    if "reason" in entry and entry["reason"] not in REASONS:
         raise AuditError(f"unknown audit reason {entry['reason']!r}")
     log.info(event, extra={"fields": entry})
 
@@ -143,7 +143,7 @@ def _origin(source: FieldValue) -> dict[str, object]:
     return {name: value for name, value in origin.items() if value is not None}
 
 
-def _bounded(value: str | int | Sequence[str]) -> object:
+def _bounded(value: str | int | list[str]) -> object:
     if isinstance(value, str):
         return value[:MAX_TEXT]
     if isinstance(value, int):
