@@ -9,10 +9,12 @@ appear in any line the issuer or the CLI wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -443,3 +445,32 @@ def test_key_steps_that_fall_due_are_source_system(tmp_path: Path) -> None:
     ]
     assert steps_in_requests  # noticed while serving the JWKS, yet not the requester's doing:
     assert all(entry["source"] == "system" and "address" not in entry for entry in steps_in_requests)
+
+
+def test_an_unreadable_active_key_is_replaced_and_reported_as_unreadable(tmp_path: Path) -> None:
+    data_dir = tmp_path / "issuer-data"
+    issuer = issuer_process(tmp_path, data_dir=data_dir, workers=1)
+    try:
+        issuer.start().wait_answering()
+        with contextlib.closing(sqlite3.connect(data_dir / "issuer.sqlite3")) as conn, conn:
+            kid, blob = conn.execute("SELECT kid, private_key FROM signing_keys WHERE state = 'active'").fetchone()
+            damaged = blob[:-1] + bytes([blob[-1] ^ 1])  # its GCM tag no longer verifies
+            conn.execute("UPDATE signing_keys SET private_key = ? WHERE kid = ?", (damaged, kid))
+        answer = requests.post(
+            f"{issuer.url}/token",
+            data={"grant_type": "password", "username": "alice", "password": "wonderland"},
+            headers={"X-Request-ID": "audit-damaged"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+    finally:
+        issuer.stop()
+    steps = [
+        entry for entry in log_events(issuer.log()) if entry.get("request_id") == "audit-damaged" and entry.get("audit")
+    ]
+    assert all(errors(entry, audit_schema()) == [] for entry in steps)
+    replaced = {entry["event"]: entry for entry in steps if entry["event"].startswith("key.")}
+    assert set(replaced) == {"key.activated", "key.retiring"}
+    assert replaced["key.retiring"]["kid"] == kid
+    assert replaced["key.activated"]["kid"] != kid
+    assert all((entry["reason"], entry["source"]) == ("unreadable", "system") for entry in replaced.values())
