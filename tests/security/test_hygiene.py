@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 
 import issuer
 from issuer.settings import IssuerSettings
+from tests.support.processes import log_events
 from tests.support.stack import LoopbackStack
 
 JWT_SHAPE = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{20,}")
@@ -73,6 +74,14 @@ def test_logs_hold_no_secret_after_a_whole_session(session_stack: LoopbackStack)
         timeout=10,
     )
     assert failed.status_code == 400
+    # A password typed into the name box: the audit trail names only users that exist.
+    mistyped = requests.post(
+        f"{stack.issuer_url}/token",
+        data={"grant_type": "password", "username": "alice-hunter2-typed-here", "password": "wonderland"},
+        timeout=10,
+    )
+    assert mistyped.status_code == 400
+    secrets.append("alice-hunter2-typed-here")
     assert stack.get("/api/me", tokens["access_token"] + "x").status_code == 401
 
     browser = _browser_login(stack, "bob", "builder")
@@ -86,6 +95,8 @@ def test_logs_hold_no_secret_after_a_whole_session(session_stack: LoopbackStack)
 
     logs = stack.issuer_logs() + stack.resource_logs()
     assert '"msg": "issued access token"' in logs  # the logs did record the session
+    trail = {entry["event"] for entry in log_events(logs) if entry.get("audit") is True}
+    assert {"login.succeeded", "login.failed", "token.revoked"} <= trail  # and its audit trail
     assert "PRIVATE KEY" not in logs
     assert not JWT_SHAPE.search(logs)
     leaked = [secret[:12] + "..." for secret in secrets if secret and secret in logs]

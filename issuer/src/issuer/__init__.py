@@ -27,13 +27,13 @@ from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir, private_file
 from issuer.extensions import Issuer
 from issuer.keys import KeyStoreError, WrongKeyEncryptionKey
-from issuer.ratelimit import limiter, retry_after
+from issuer.ratelimit import client_address, limiter, retry_after
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
 from issuer.users import UserError, UserStore, parse_demo_users
 from jwt_verifier.errors import error_response
-from shared import logs, web
+from shared import audit, logs, web
 from shared.settings import SettingsError
 from shared.web import STATIC_DIR, content_security_policy
 
@@ -104,6 +104,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     ).init_app(app)
 
     web.init_app(app)
+    audit.init_app(app, address=client_address)  # the address the rate limits see
     csrf.init_app(app)
     csrf.exempt(oauth.bp)  # token and revocation endpoints take no cookies, so need no CSRF token
     limiter.init_app(app)

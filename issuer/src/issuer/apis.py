@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from issuer.db import Database, api_resource_uris, apis, delete_where, every, find, insert_missing
 from issuer.users import parse_scope
+from shared import audit
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +141,22 @@ class ApiStore:
         """Register an API, the scopes it understands and its resource URIs."""
         api = new_api(audience, scope, resource_uris)
         self._register(api, replace=False)
+        audit.emit("api.created", api=api.audience)
         return api
 
     def replace(self, audience: str, scope: str, resource_uris: Iterable[str] = ()) -> tuple[Api, bool]:
         """Register an API, or replace its scopes and resource URIs; return it and whether it existed."""
         api = new_api(audience, scope, resource_uris)
-        return api, self._register(api, replace=True)
+        existed = self._register(api, replace=True)
+        audit.emit("api.changed" if existed else "api.created", api=api.audience)
+        return api, existed
 
     def delete(self, audience: str) -> bool:
         """Delete an API and its resource URIs; return whether it existed."""
-        return delete_where(self.database, apis.c.audience, audience)
+        deleted = delete_where(self.database, apis.c.audience, audience)
+        if deleted:
+            audit.emit("api.deleted", api=audience)
+        return deleted
 
     def seed(self, audience: str, scope: str, resource_uris: Iterable[str] = ()) -> None:
         """Register the default API unless it exists, and give it those of its resource URIs it lacks.
@@ -159,7 +166,7 @@ class ApiStore:
         """
         api = new_api(audience, scope, resource_uris)
         with self.database.transaction() as conn:
-            insert_missing(conn, apis, _values(api))
+            created = insert_missing(conn, apis, _values(api))
             for uri in sorted(api.resource_uris):
                 if _owner(conn, uri) is None:
                     insert_missing(conn, api_resource_uris, {"uri": uri, "audience": audience})
@@ -169,6 +176,8 @@ class ApiStore:
                         "resource URI of the default API names another API; left to it",
                         extra={"fields": {"uri": uri, "audience": audience, "other": owner}},
                     )
+        if created:
+            audit.emit("api.created", api=audience)
 
     def _register(self, api: Api, *, replace: bool) -> bool:
         """Store a registration in one transaction; return whether the API existed (and was replaced)."""

@@ -39,7 +39,7 @@ from issuer.ratelimit import note_failed_password, password_limits
 from issuer.sessions import public_id
 from issuer.tokens import Grant
 from issuer.users import User, UserError, parse_scope
-from shared import metrics
+from shared import audit, metrics
 from shared.pkce import CHALLENGE
 from shared.web import content_security_policy
 
@@ -239,6 +239,11 @@ def login() -> Any:
     if user is None:
         note_failed_password()
         metrics.LOGINS.labels("failure").inc()
+        audit.emit(
+            "login.failed",
+            subject=extensions.current().users.known(username),
+            client=(session.get("authorize") or {}).get("client_id"),
+        )
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
         return _login_page(LOGIN_FAILED, username[:64])
 
@@ -247,6 +252,7 @@ def login() -> Any:
     session["sid"] = extensions.current().login_sessions.create(user.id)
     session.permanent = True
     metrics.LOGINS.labels("success").inc()
+    audit.emit("login.succeeded", subject=user.username, subject_id=user.id, client=(pending or {}).get("client_id"))
     log.info("browser login", extra={"fields": {"sub": user.username}})
     if pending:
         session["authorize"] = pending

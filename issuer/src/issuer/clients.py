@@ -31,6 +31,7 @@ from issuer.db import (
 )
 from issuer.opaque import secret_hash
 from issuer.users import parse_scope
+from shared import audit
 
 DEFAULT_CLIENT_ID = "cli"
 WEB_CLIENT_ID = "resource-web"
@@ -159,6 +160,7 @@ class ClientStore:
             if not insert_missing(conn, clients, _values(client)):
                 raise ClientError(f"client {client.client_id!r} already exists")
             _put_post_logout_uris(conn, client)
+        audit.emit("client.created", client=client.client_id)
         return client
 
     def replace(self, client: Client, *, secret: str | None = None) -> tuple[Client, bool]:
@@ -173,11 +175,16 @@ class ClientStore:
                 f"client {client.client_id!r} is built in (it follows the settings): it cannot be replaced"
             )
         with self.database.transaction() as conn:
-            return client, _put(conn, client)
+            existed = _put(conn, client)
+        audit.emit("client.changed" if existed else "client.created", client=client.client_id)
+        return client, existed
 
     def delete(self, client_id: str) -> bool:
         """Delete a client; return whether it existed."""
-        return delete_where(self.database, clients.c.client_id, client_id)
+        deleted = delete_where(self.database, clients.c.client_id, client_id)
+        if deleted:
+            audit.emit("client.deleted", client=client_id)
+        return deleted
 
     def seed(self, builtins: Iterable[Client]) -> None:
         """Make the built-in clients what settings say (they follow ISSUER_WEB_REDIRECT_URIS).
@@ -190,8 +197,9 @@ class ClientStore:
                 # Replicas and workers seed together at start: take turns, or the second insert
                 # of a built-in client fails on the first one's key (SQLite's writers queue anyway).
                 conn.exec_driver_sql("LOCK TABLE clients IN SHARE ROW EXCLUSIVE MODE")
-            for client in builtins:
-                _put(conn, client)
+            created = [client.client_id for client in builtins if not _put(conn, client)]
+        for client_id in created:  # a built-in follows the settings: only its first seeding is news
+            audit.emit("client.created", client=client_id)
 
 
 class ClientAssertions:

@@ -60,7 +60,7 @@ from issuer.kek import (
     sealed_under,
 )
 from jwt_verifier.jose import RsaPublicJwk, public_jwk
-from shared import metrics
+from shared import audit, metrics
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,7 @@ class KeyStore:
             if _row_in_state(conn, "active", lock=True) is None:
                 self._insert(conn, new, "active")
                 log.info("created signing key", extra={"fields": {"kid": new.jwk["kid"]}})
+                audit.emit("key.activated", kid=new.jwk["kid"], source="system")
         self._invalidate()
 
     # -- reading ---------------------------------------------------------------------------
@@ -384,16 +385,18 @@ class KeyStore:
             records = tuple(_record(row) for row in conn.execute(query))
             for record in records:
                 if record.state == "next" and record.created_at + self.policy.activation_delay <= now:
-                    _activate(conn, record.kid, int(now))
+                    _activate(conn, record.kid, int(now), source="system")
                     log.info("staged key now signs", extra={"fields": {"kid": record.kid}})
                 elif record.state == "retiring" and (record.retiring_at or 0) + self.policy.retire_after <= now:
                     _set_retired(conn, record.kid, int(now))
                     log.info("retiring key withdrawn", extra={"fields": {"kid": record.kid}})
+                    audit.emit("key.retired", kid=record.kid, source="system")
             # A rotation that became due after the snapshot waits for the next reload, so that
             # no key is ever generated while the write lock is held.
             if new is not None and self._rotation_due(records, now):
                 self._insert(conn, new, "next")
                 log.info("automatic rotation staged a key", extra={"fields": {"kid": new.jwk["kid"]}})
+                audit.emit("key.staged", kid=new.jwk["kid"], source="system")
 
     # -- changing --------------------------------------------------------------------------
 
@@ -412,6 +415,7 @@ class KeyStore:
                 kid: str | None = staged.kid if staged is not None else None
                 if kid is None and new is not None:
                     kid = self._insert(conn, new, "next").kid
+                    audit.emit("key.staged", kid=kid)
                 if kid is not None:
                     if now:
                         _activate(conn, kid, int(self.clock()))
@@ -434,6 +438,7 @@ class KeyStore:
                 raise KeyStoreError(f"key {kid} is already retired")
             _set_retired(conn, kid, int(self.clock()))
             record = _record(conn.execute(_select_kid(kid)).one())
+            audit.emit("key.retired", kid=kid)
         self._invalidate()
         return record
 
@@ -498,11 +503,12 @@ class KeyStore:
                 if state == "next":
                     _set_retired(conn, kid, stamp)
                     log.warning("unreadable staged key retired", extra={"fields": {"kid": kid}})
+                    audit.emit("key.retired", kid=kid, reason="unreadable", source="system")
                 else:  # a retiring key never signs again: only its damaged private half goes
                     conn.execute(update(signing_keys).where(signing_keys.c.kid == kid).values(private_key=None))
                 return
             self._insert(conn, new, "next")
-            _activate(conn, new.jwk["kid"], stamp)
+            _activate(conn, new.jwk["kid"], stamp, source="system", reason="unreadable")
             conn.execute(update(signing_keys).where(signing_keys.c.kid == kid).values(private_key=None))
             log.warning("unreadable active key replaced", extra={"fields": {"kid": kid, "new_kid": new.jwk["kid"]}})
 
@@ -560,11 +566,16 @@ def _row_in_state(conn: Connection, state: str, *, lock: bool) -> Row[Any] | Non
     return conn.execute(query.with_for_update() if lock else query).first()
 
 
-def _activate(conn: Connection, kid: str, stamp: int) -> None:
+def _activate(conn: Connection, kid: str, stamp: int, *, source: str | None = None, reason: str | None = None) -> None:
+    """Make `kid` sign and the key that signed retiring; audit both (`source`, `reason`: see shared.audit)."""
+    replaced = conn.execute(select(signing_keys.c.kid).where(signing_keys.c.state == "active")).scalars().all()
     conn.execute(
         update(signing_keys).where(signing_keys.c.state == "active").values(state="retiring", retiring_at=stamp)
     )
     conn.execute(update(signing_keys).where(signing_keys.c.kid == kid).values(state="active", activated_at=stamp))
+    audit.emit("key.activated", kid=kid, source=source, reason=reason)
+    for old in replaced:
+        audit.emit("key.retiring", kid=old, source=source, reason=reason)
 
 
 def _set_retired(conn: Connection, kid: str, stamp: int) -> None:

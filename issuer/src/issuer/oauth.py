@@ -15,7 +15,7 @@ from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant, RefreshError, mint_access_token
 from issuer.users import UserError, parse_scope
 from jwt_verifier.errors import ApiError
-from shared import metrics
+from shared import audit, metrics
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,11 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
     if user is None:
         note_failed_password()
         metrics.LOGINS.labels("failure").inc()
+        audit.emit("login.failed", subject=extensions.current().users.known(username), client=client.client_id)
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
     metrics.LOGINS.labels("success").inc()
+    audit.emit("login.succeeded", subject=user.username, subject_id=user.id, client=client.client_id)
     scope = _scope(params.get("scope"), client.narrow(user.scopes & api.scopes))
     grant = Grant(user.id, user.username, client.client_id, scope, api.audience)
     return _token_response(grant, extensions.current().refresh_tokens.issue(grant))
@@ -176,8 +178,8 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
             )
     except CodeReused as exc:
         # A second use means the code leaked: revoke what its first use gave out (RFC 6749 4.1.2).
-        if exc.family_id is not None:
-            extensions.current().refresh_tokens.revoke_family(exc.family_id)
+        revoked = extensions.current().refresh_tokens.revoke_family(exc.family_id) if exc.family_id else 0
+        audit.emit("code.reuse_detected", client=client.client_id, family=exc.family_id, tokens=revoked)
         log.warning("code reused; its tokens revoked", extra={"fields": {"client_id": client.client_id}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
     except CodeError as exc:

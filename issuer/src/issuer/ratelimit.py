@@ -35,7 +35,7 @@ from werkzeug.exceptions import HTTPException
 
 from issuer import extensions
 from issuer.settings import Network
-from shared import metrics
+from shared import audit, metrics
 
 # X-Forwarded-For entries looked at, from the right: more hops than any real deployment has.
 MAX_HOPS = 16
@@ -105,6 +105,11 @@ def _account_and_address() -> str:
     return f"account:{account}|{client_address()}"
 
 
+def _known_account() -> str | None:
+    """Return the account name the request typed if it names a user (the trail never repeats other names)."""
+    return extensions.current().users.known(request.form.get("username", "").strip().lower()[:64])
+
+
 def _account_limit() -> str:
     return str(extensions.current().settings.login_rate_limit)
 
@@ -116,6 +121,7 @@ def _address_limit() -> str:
 def _count_breach(limit: str) -> Callable[[Any], None]:
     def breached(_limit: Any) -> None:
         metrics.RATE_LIMITED.labels(limit).inc()
+        audit.emit("rate_limit.hit", limit=limit, subject=_known_account() if limit == "password-account" else None)
 
     return breached
 

@@ -12,8 +12,9 @@ import time
 
 from sqlalchemy import insert, select
 
-from issuer.db import Database, login_sessions, stamp
+from issuer.db import Database, login_sessions, stamp, users
 from issuer.opaque import new_secret, secret_hash
+from shared import audit
 
 SID = re.compile(r"[0-9a-f]{32}")
 
@@ -94,7 +95,14 @@ class LoginSessions:
     def end(self, session_hash: str) -> bool:
         """End a session known by its hash; return whether it was live."""
         with self.database.transaction() as conn:
+            owner = conn.execute(
+                select(users.c.id, users.c.username)
+                .join(login_sessions, login_sessions.c.user_id == users.c.id)
+                .where(login_sessions.c.session_hash == session_hash)
+            ).first()
             ended = stamp(
                 conn, login_sessions.c.ended_at, login_sessions.c.session_hash == session_hash, now=int(time.time())
             )
+        if ended and owner is not None:
+            audit.emit("session.ended", subject=owner.username, subject_id=owner.id)
         return ended > 0

@@ -26,7 +26,7 @@ from issuer.db import Database, refresh_tokens, stamp, users, with_username
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
 from jwt_verifier.jose import b64url_encode
-from shared import metrics
+from shared import audit, metrics
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class RefreshTokens:
                                 extra={"fields": {"sub": row.username}},
                             )
                             return grant, candidate
-                self._revoke_family(conn, row.family_id, now)
+                revoked = self._revoke_family(conn, row.family_id, now)
             else:
                 if row.expires_at <= now:
                     raise RefreshError("the refresh token has expired")
@@ -253,6 +253,14 @@ class RefreshTokens:
                 return grant, successor
         # Raised once the revocation has committed.
         metrics.REFRESH_REUSE.inc()
+        audit.emit(
+            "refresh.reuse_detected",
+            subject=row.username,
+            subject_id=row.user_id,
+            client=client_id,
+            family=row.family_id,
+            tokens=revoked,
+        )
         log.warning(
             "refresh token reused; family revoked", extra={"fields": {"sub": row.username, "family": row.family_id}}
         )
@@ -280,26 +288,37 @@ class RefreshTokens:
         """Revoke the family of a refresh token; return its login session's hash ("" for none), None if unknown."""
         with self.database.transaction() as conn:
             row = conn.execute(
-                select(refresh_tokens.c.family_id, refresh_tokens.c.session_hash).where(
-                    refresh_tokens.c.token_hash == secret_hash(token)
-                )
+                select(refresh_tokens, users.c.username)
+                .join(users, users.c.id == refresh_tokens.c.user_id)
+                .where(refresh_tokens.c.token_hash == secret_hash(token))
             ).first()
             if row is None:
                 return None
-            self._revoke_family(conn, row.family_id, int(time.time()))
+            revoked = self._revoke_family(conn, row.family_id, int(time.time()))
+        audit.emit(
+            "token.revoked",
+            subject=row.username,
+            subject_id=row.user_id,
+            client=row.client_id,
+            family=row.family_id,
+            tokens=revoked,
+        )
         return row.session_hash or ""
 
-    def revoke_family(self, family_id: str) -> None:
-        """Revoke every token of a family (a leaked authorization code's)."""
+    def revoke_family(self, family_id: str) -> int:
+        """Revoke every token of a family (a leaked authorization code's); return how many were live."""
         with self.database.transaction() as conn:
-            self._revoke_family(conn, family_id, int(time.time()))
+            return self._revoke_family(conn, family_id, int(time.time()))
 
     def revoke_session(self, session_hash: str) -> int:
         """Revoke every token born of a login session (the issuer's logout); return how many."""
         with self.database.transaction() as conn:
-            return stamp(
+            revoked = stamp(
                 conn, refresh_tokens.c.revoked_at, refresh_tokens.c.session_hash == session_hash, now=int(time.time())
             )
+        if revoked:
+            audit.emit("token.revoked", tokens=revoked)
+        return revoked
 
-    def _revoke_family(self, conn: Connection, family_id: str, now: int) -> None:
-        stamp(conn, refresh_tokens.c.revoked_at, refresh_tokens.c.family_id == family_id, now=now)
+    def _revoke_family(self, conn: Connection, family_id: str, now: int) -> int:
+        return stamp(conn, refresh_tokens.c.revoked_at, refresh_tokens.c.family_id == family_id, now=now)

@@ -14,6 +14,7 @@ from sqlalchemy import Row, delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from issuer.db import Database, every, find, users
+from shared import audit
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -135,6 +136,7 @@ class UserStore:
                 )
         except IntegrityError:
             raise UserError(f"user {username!r} already exists") from None
+        audit.emit("user.created", subject=user.username, subject_id=user.id)
         return user
 
     def update(
@@ -168,6 +170,9 @@ class UserStore:
         user = self.get(username) if changed else None
         if user is None:
             raise UserError(f"no user named {username!r}")
+        audit.emit(
+            "user.changed", subject=user.username, subject_id=user.id, changes=sorted(set(values) - {"updated_at"})
+        )
         return user
 
     def get(self, username: str) -> User | None:
@@ -181,6 +186,10 @@ class UserStore:
             return None  # never sent to the database: PostgreSQL refuses NUL in text outright
         return find(self.database, users.c.username, username)
 
+    def known(self, username: str) -> str | None:
+        """Return `username` if it names a user, else None (what the audit trail may repeat of a typed name)."""
+        return username if self._row(username) is not None else None
+
     def get_by_id(self, user_id: str) -> User | None:
         """Return the user with this stable id, or None."""
         row = find(self.database, users.c.id, user_id)
@@ -193,7 +202,10 @@ class UserStore:
     def delete(self, username: str) -> bool:
         """Delete a user; their login sessions, refresh tokens and codes go with them (cascade)."""
         with self.database.transaction() as conn:
-            return conn.execute(delete(users).where(users.c.username == username)).rowcount > 0
+            row = conn.execute(delete(users).where(users.c.username == username).returning(users.c.id)).first()
+        if row is not None:
+            audit.emit("user.deleted", subject=username, subject_id=row.id)
+        return row is not None
 
     def authenticate(self, username: str, password: str) -> User | None:
         """Return the user if the password is right, else None, doing the same work either way.
