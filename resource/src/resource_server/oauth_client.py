@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import requests
 
 from resource_server.settings import ResourceSettings
+from shared import tracing
 from shared.oauth_client import post_token
 from shared.pkce import new_verifier, s256
 
@@ -42,7 +43,7 @@ class IssuerClient:
         self.redirect_uri = settings.redirect_uri
         self.scope = settings.scope
         self.timeout = settings.issuer_timeout
-        self.session = requests.Session()
+        self.session = tracing.session()
 
     def authorization_request(self) -> AuthorizationRequest:
         """Start the flow: a fresh state and PKCE verifier, and the issuer URL to visit."""
