@@ -22,7 +22,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, g, jsonify
 
 from jwt_verifier import ApiError, BearerAuth, VerifierConfig, readiness
-from shared import logs, web
+from shared import logs, tracing, web
 from shared.oauth_client import ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_bool, env_float, env_str, env_url
 
@@ -190,6 +190,6 @@ def create_app(settings: ReportsSettings | None = None) -> Flask:
     )
     if settings.token_prefetch:
         tokens.keep_fresh()  # every worker holds a token before its first call, and through an issuer outage
-    app.extensions[EXTENSION] = ProfileApi(settings.profile_api_url, tokens, settings.timeout, requests.Session())
+    app.extensions[EXTENSION] = ProfileApi(settings.profile_api_url, tokens, settings.timeout, tracing.session())
     app.register_blueprint(bp)
     return app

@@ -21,6 +21,7 @@ import requests
 from jwt_verifier.errors import InvalidToken, TokenExpired, VerificationUnavailable
 from jwt_verifier.jose import b64url_decode
 from resource_server.settings import ResourceSettings
+from shared import tracing
 from shared.jsonread import read_json
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class IntrospectingVerifier:
         # One keep-alive connection per thread: requests' sessions are not meant to be shared.
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = tracing.session()
         return session
 
     def verify(self, token: str) -> dict[str, Any]:

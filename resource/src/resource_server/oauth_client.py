@@ -17,6 +17,7 @@ import requests
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 
 from resource_server.settings import ResourceSettings
+from shared import tracing
 from shared.oauth_client import post_token
 from shared.pkce import new_verifier, s256
 
@@ -47,7 +48,7 @@ class IssuerClient:
         self.redirect_uri = settings.redirect_uri
         self.scope = settings.login_scope
         self.timeout = settings.issuer_timeout
-        self.session = requests.Session()
+        self.session = tracing.session()
 
     def authorization_request(self) -> AuthorizationRequest:
         """Start the flow: a fresh state, PKCE verifier and nonce, and the issuer URL to visit."""

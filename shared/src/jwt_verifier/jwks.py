@@ -18,15 +18,19 @@
   parser's depth) is a failed fetch and keeps the keys it has; the background threads log
   anything unexpected and carry on.
 - `prefetch()` loads keys at start-up in the background, retrying until the issuer answers.
+- `trace_fetches()` lets an application wrap each fetch (shared.tracing does: a client span,
+  and the `traceparent` header it yields); the library adds no dependency for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -43,6 +47,16 @@ __all__ = ["JwksClient", "JwksFetchError", "KeysUnavailable", "UnknownKey"]
 log = logging.getLogger(__name__)
 
 MAX_UNKNOWN_KIDS = 1024
+
+# Wraps each fetch of `url` and yields extra request headers; by default, none.
+FetchTracer = Callable[[str], AbstractContextManager[Mapping[str, str]]]
+_trace_fetch: FetchTracer = lambda url: contextlib.nullcontext({})  # noqa: E731
+
+
+def trace_fetches(tracer: FetchTracer) -> None:
+    """Run every JWKS fetch inside `tracer(url)` and send the headers it yields (one per process)."""
+    global _trace_fetch
+    _trace_fetch = tracer
 
 
 class JwksFetchError(Exception):
@@ -217,8 +231,12 @@ class JwksClient:
             self._next_fetch_at = started + self.cooldown
         self.fetch_count += 1
         cause = "unknown_kid" if for_unknown_kid else ("refresh" if self._keys else "initial")
+        with _trace_fetch(self.url) as headers:
+            self._store(cause, started, headers)
+
+    def _store(self, cause: str, started: float, headers: Mapping[str, str]) -> None:
         try:
-            keys, ttl = self._download()
+            keys, ttl = self._download(headers)
         except JwksFetchError as exc:
             self._next_fetch_at = started + self.cooldown
             self._last_fetch_failed = True
@@ -242,7 +260,7 @@ class JwksClient:
             for callback in self._subscribers:
                 callback(kids)
 
-    def _download(self) -> tuple[dict[str, rsa.RSAPublicKey], float]:
+    def _download(self, headers: Mapping[str, str]) -> tuple[dict[str, rsa.RSAPublicKey], float]:
         deadline = time.monotonic() + 2 * self.timeout
         try:
             with self.session.get(
@@ -250,7 +268,7 @@ class JwksClient:
                 timeout=self.timeout,
                 stream=True,
                 allow_redirects=False,
-                headers={"Accept": "application/json"},
+                headers={**headers, "Accept": "application/json"},
             ) as response:
                 if response.status_code != 200:
                     raise JwksFetchError(f"the issuer answered HTTP {response.status_code}")

@@ -7,6 +7,9 @@ WEB_CONCURRENCY and GUNICORN_THREADS override the counts.
 The master also serves the app's Prometheus metrics, summed over its workers, on a port of its
 own: `<SERVICE>_METRICS_PORT` (0 turns it off) on `<SERVICE>_METRICS_HOST` (default 0.0.0.0,
 the container's network; `make run` binds 127.0.0.1). See docs/observability.md.
+
+Each worker starts its own OpenTelemetry exporter after the fork, when OTEL_EXPORTER_OTLP_ENDPOINT
+is set (shared.tracing): the master exports nothing and holds no exporter thread.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ limit_request_field_size = 8190
 
 # The variable prefix, and default metrics port, of each app module.
 METRICS_PORTS = {"issuer": ("ISSUER", 9100), "resource_server": ("RESOURCE", 9101), "reports_api": ("REPORTS", 9102)}
+
+# The service name (`service.name` of exported spans, `service` of log lines) of each app module.
+SERVICES = {"issuer": "issuer", "resource_server": "resource", "reports_api": "reports"}
 
 SHM = "/dev/shm"  # noqa: S108 - mkdtemp makes a private (0700) directory of a name of its own there
 _metrics_dir: Path | None = None
@@ -90,6 +96,14 @@ def _start_exporter(prefix: str, default_port: int) -> None:
             metrics.start_exporter(host, int(port))
         except OSError as exc:
             raise SystemExit(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Start this worker's span exporter if OTEL_EXPORTER_OTLP_ENDPOINT asks for one."""
+    module, _, _ = str(getattr(server.app, "app_uri", "") or "").partition(":")
+    from shared import tracing
+
+    tracing.start_exporter(SERVICES.get(module, module or "jwt-split"))
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -1,4 +1,7 @@
-"""Structured logging: one JSON object per line on stderr, tagged with the request id.
+"""Structured logging: one JSON object per line on stderr, tagged with the request id and trace.
+
+Every line written inside a span (a request, or a back-channel call of a background thread)
+carries `trace_id` and `span_id` (shared.tracing).
 
 Callers pass event details as `extra={"fields": {...}}`. Log `sub`, `kid`, `jti` and reasons;
 never a token, password or key.
@@ -13,6 +16,8 @@ import time
 from typing import Any
 
 from flask import g, has_request_context
+
+from shared import tracing
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,6 +39,10 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None)
         if request_id:
             entry["request_id"] = request_id
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", None)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)
@@ -43,11 +52,15 @@ class JsonFormatter(logging.Formatter):
 
 
 class RequestIdFilter(logging.Filter):
-    """Attach the current request id, when there is a request, to every record."""
+    """Attach the current request id, when there is a request, and the current span, if any, to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if has_request_context():
             record.request_id = g.get("request_id")
+        context = tracing.current()
+        if context is not None:
+            record.trace_id = context.trace_id
+            record.span_id = context.span_id
         return True
 
 

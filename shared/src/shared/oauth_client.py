@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jwt_verifier.errors import ApiError
 from jwt_verifier.jose import RsaPublicJwk, public_jwk
+from shared import tracing
 from shared.jsonread import read_json
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class ServiceTokens:
         self.renew_before = renew_before
         self.retry_interval = retry_interval
         self.clock = clock
-        self.session = requests.Session()
+        self.session = tracing.session()
         self._lock = threading.Lock()
         self._token: str | None = None
         self._renew_at = 0.0
@@ -288,6 +289,11 @@ class ServiceTokens:
         return thread
 
     def _run(self, fetch: _Fetch, now: float) -> None:
+        # A span of its own, or the keeper thread's lines would carry no trace id.
+        with tracing.span("service token"):
+            self._run_traced(fetch, now)
+
+    def _run_traced(self, fetch: _Fetch, now: float) -> None:
         lifetime = 0
         try:
             fetch.token, lifetime = self._fetch()

@@ -1,4 +1,4 @@
-"""Per-request plumbing both services share: request ids, access log, headers, errors."""
+"""Per-request plumbing every service shares: trace context, request ids, access log, headers, errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from flask import Flask, Response, current_app, g, request
 
 from jwt_verifier import errors
-from shared import metrics
+from shared import metrics, tracing
 
 log = logging.getLogger("access")
 
@@ -64,7 +64,8 @@ def _finish(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Install request ids, the access log, default headers, JSON errors and the request metrics."""
+    """Install trace context, request ids, the access log, default headers, JSON errors and the request metrics."""
+    tracing.init_app(app)
     app.before_request(_begin)
     app.after_request(_finish)
     metrics.init_app(app)
