@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast docker browser services demo scale scale-down lint clean bench
+.PHONY: install run test test-fast docker browser services demo scale scale-down observe observe-down lint clean bench
 
 # The tests' OpenID Connect relying party (tests/support/oidc_rp): panva's openid-client, from its lock.
 OIDC_RP := tests/support/oidc_rp
@@ -26,12 +26,13 @@ run: install
 	scripts/run-local
 
 # The stand-in images that scripts/docker-setup builds where no registry can be reached: the
-# Python base, and the scale-out overlay's PostgreSQL, Redis and HAProxy. Each is used when its
-# variable is unset and the image exists here.
+# Python base, the scale-out overlay's PostgreSQL, Redis and HAProxy, and the observability
+# overlay's Prometheus. Each is used when its variable is unset and the image exists here.
 USE_STAND_IN = stand_in() { if [ -z "$$(printenv $$1)" ] && docker image inspect $$2 >/dev/null 2>&1; then \
 	export "$$1=$$2"; fi; }; \
 	stand_in PYTHON_IMAGE jwt-split-python:bookworm; stand_in POSTGRES_IMAGE jwt-split-postgres:bookworm; \
-	stand_in REDIS_IMAGE jwt-split-redis:bookworm; stand_in HAPROXY_IMAGE jwt-split-haproxy:bookworm
+	stand_in REDIS_IMAGE jwt-split-redis:bookworm; stand_in HAPROXY_IMAGE jwt-split-haproxy:bookworm; \
+	stand_in PROMETHEUS_IMAGE jwt-split-prometheus:bookworm
 
 ## All tests: unit, loopback integration, containers, browser, PostgreSQL and Redis.
 test: install docker browser services
@@ -45,7 +46,8 @@ docker:
 browser:
 	@scripts/browser-setup
 
-## Debian's PostgreSQL and Redis servers (installed where missing; the tests start their own).
+## Debian's PostgreSQL and Redis servers, HAProxy and promtool (installed where missing; the
+## tests start their own servers).
 services:
 	@scripts/services-setup
 
@@ -65,6 +67,16 @@ scale: docker
 ## Remove the scale-out overlay: containers, networks, volumes and its generated secrets.
 scale-down: docker
 	@scripts/scale down
+
+## The compose stack with Prometheus (compose.observability.yaml), UI on http://127.0.0.1:9090;
+## returns once every service runs.
+OBSERVE = docker compose -f compose.yaml -f compose.observability.yaml
+observe: docker
+	@$(USE_STAND_IN); $(OBSERVE) up -d --build --wait
+
+## Stop it (the named volumes, keys and metrics history, are kept).
+observe-down: docker
+	@$(USE_STAND_IN); $(OBSERVE) down
 
 ## The benchmark: costs and HTTP throughput measured side by side, printed as a table
 ## (wrk from Debian, installed by scripts/bench-setup where missing; load on 127.0.0.1 only;

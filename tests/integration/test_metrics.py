@@ -1,7 +1,10 @@
 """Prometheus metrics of the real gunicorn services: known traffic, exact counter deltas by label.
 
 Each service runs three workers; its metrics port is scraped over HTTP, so every count below is
-the sum over the workers that happened to answer (prometheus_client's multiprocess mode).
+the sum over the workers that happened to answer (prometheus_client's multiprocess mode). The
+traffic tests run on both backends: gunicorn processes on loopback, and the compose containers
+(marked `container`), whose metrics ports are read inside each container as Prometheus on the
+compose network reads them (compose publishes none).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.metrics import Samples, delta, deltas, scrape, value
+from tests.support.compose import ComposeStack
+from tests.support.metrics import Samples, delta, deltas, parse, scrape, value
 from tests.support.processes import issuer_process, wait_until
-from tests.support.stack import LoopbackStack
+from tests.support.stack import LoopbackStack, Stack
 from tests.support.tokens import make_claims, new_rsa_key, sign
 
 WORKERS = 3
@@ -25,44 +29,69 @@ N_TOKENS = 3
 M_GOOD = 7
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
-    """Run the issuer, the resource and the reports API, three workers each."""
-    started = LoopbackStack(
-        tmp_path_factory.mktemp("metrics"),
+@pytest.fixture(scope="module", params=[pytest.param("loopback"), pytest.param("compose", marks=pytest.mark.container)])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Run the issuer, the resource and the reports API, three workers each, on one backend."""
+    if request.param == "compose":
+        request.getfixturevalue("compose_images")
+    backend = ComposeStack if request.param == "compose" else LoopbackStack
+    started = backend(
+        tmp_path_factory.mktemp(f"metrics-{request.param}"),
         issuer_env={"ISSUER_REFRESH_REUSE_GRACE": "0", "ISSUER_LOGIN_RATE_LIMIT": "2 per minute"},
         workers=WORKERS,
         reports=True,
     )
     try:
-        yield started.start()  # type: ignore[misc]
+        yield started.start()
     finally:
         started.close()
 
 
-def _issuer(stack: LoopbackStack) -> Samples:
-    return scrape(stack.issuer.metrics_url)
+def _scrape(stack: Stack, service: str) -> Samples:
+    """Return the samples of `service` ("issuer", "resource" or "reports")."""
+    if isinstance(stack, ComposeStack):
+        return parse(stack.metrics_text(service))
+    assert isinstance(stack, LoopbackStack)
+    return scrape(getattr(stack, service).metrics_url)
 
 
-def _resource(stack: LoopbackStack) -> Samples:
-    return scrape(stack.resource.metrics_url)
+def _issuer(stack: Stack) -> Samples:
+    return _scrape(stack, "issuer")
 
 
-def test_the_metrics_port_is_not_the_app_port_and_the_app_does_not_serve_metrics(stack: LoopbackStack) -> None:
-    for service in (stack.issuer, stack.resource, stack.reports):
-        assert service.metrics_port != service.port
-        assert requests.get(f"{service.url}/metrics", timeout=10).status_code == 404
-        assert "jwt_split_http_requests_total" in requests.get(service.metrics_url, timeout=10).text
+def _resource(stack: Stack) -> Samples:
+    return _scrape(stack, "resource")
 
 
-def test_every_api_worker_counts_its_first_jwks_fetch(stack: LoopbackStack) -> None:
+def test_the_apps_do_not_serve_metrics_on_their_own_ports(stack: Stack) -> None:
+    for service, url in (
+        ("issuer", stack.issuer_url),
+        ("resource", stack.resource_url),
+        ("reports", stack.reports_url),
+    ):
+        assert requests.get(f"{url}/metrics", timeout=10).status_code == 404
+        counted = _scrape(stack, service)
+        assert value(counted, "jwt_split_http_requests_total", endpoint="unmatched", method="GET", status="404") >= 1
+
+
+def test_the_metrics_port_is_not_the_app_port(tmp_path: Path) -> None:
+    stack = LoopbackStack(tmp_path, workers=1)
+    stack.start_issuer()
+    try:
+        assert stack.issuer.metrics_port != stack.issuer.port
+        assert "jwt_split_http_requests_total" in requests.get(stack.issuer.metrics_url, timeout=10).text
+    finally:
+        stack.stop_issuer()
+
+
+def test_every_api_worker_counts_its_first_jwks_fetch(stack: Stack) -> None:
     resource = _resource(stack)
 
     assert value(resource, "jwt_split_jwks_fetches_total", result="ok", cause="initial") == WORKERS
     assert value(resource, "jwt_split_jwks_keys") == 1
 
 
-def test_tokens_logins_and_token_errors_count_exactly(stack: LoopbackStack) -> None:
+def test_tokens_logins_and_token_errors_count_exactly(stack: Stack) -> None:
     before = _issuer(stack)
 
     for _ in range(N_TOKENS):
@@ -91,7 +120,7 @@ def test_tokens_logins_and_token_errors_count_exactly(stack: LoopbackStack) -> N
     assert delta(before, after, "jwt_split_http_request_duration_seconds_count", endpoint="oauth.token") == N_TOKENS + 2
 
 
-def test_good_and_forged_api_calls_count_once_each_by_reason(stack: LoopbackStack) -> None:
+def test_good_and_forged_api_calls_count_once_each_by_reason(stack: Stack) -> None:
     token = stack.token()["access_token"]
     kid, real_key = stack.active_private_key()
     issuer = stack.public_issuer
@@ -130,7 +159,7 @@ def test_good_and_forged_api_calls_count_once_each_by_reason(stack: LoopbackStac
     )
 
 
-def test_an_unknown_kid_costs_one_jwks_fetch_for_an_unknown_kid(stack: LoopbackStack) -> None:
+def test_an_unknown_kid_costs_one_jwks_fetch_for_an_unknown_kid(stack: Stack) -> None:
     before = _resource(stack)
 
     response = stack.get("/api/me", sign(make_claims(issuer=stack.public_issuer), new_rsa_key()))
@@ -141,7 +170,7 @@ def test_an_unknown_kid_costs_one_jwks_fetch_for_an_unknown_kid(stack: LoopbackS
     assert deltas(before, after, "jwt_split_jwks_fetches_total", "cause") == {"unknown_kid": 1}
 
 
-def test_a_refresh_reuse_is_counted_once(stack: LoopbackStack) -> None:
+def test_a_refresh_reuse_is_counted_once(stack: Stack) -> None:
     refresh_token = stack.token()["refresh_token"]
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     before = _issuer(stack)
@@ -156,7 +185,7 @@ def test_a_refresh_reuse_is_counted_once(stack: LoopbackStack) -> None:
     assert delta(before, after, "jwt_split_token_errors_total", grant="refresh_token", error="invalid_grant") == 1
 
 
-def test_a_rate_limited_login_is_counted_by_its_limit(stack: LoopbackStack) -> None:
+def test_a_rate_limited_login_is_counted_by_its_limit(stack: Stack) -> None:
     before = _issuer(stack)
 
     # One keep-alive connection: one worker, whose in-memory limit counters see all three.
@@ -176,7 +205,7 @@ def test_a_rate_limited_login_is_counted_by_its_limit(stack: LoopbackStack) -> N
     assert deltas(before, after, "jwt_split_logins_total", "result") == {"failure": 2}
 
 
-def test_a_rotation_shows_in_the_signing_key_gauges(stack: LoopbackStack) -> None:
+def test_a_rotation_shows_in_the_signing_key_gauges(stack: Stack) -> None:
     before = _issuer(stack)
     assert value(before, "jwt_split_signing_keys", state="active") == 1
     assert value(before, "jwt_split_signing_keys", state="next") == 0
@@ -191,13 +220,13 @@ def test_a_rotation_shows_in_the_signing_key_gauges(stack: LoopbackStack) -> Non
     assert value(after, "jwt_split_signing_keys", state="active") == 1
 
 
-def test_the_reports_api_counts_its_own_requests_and_unmatched_paths_get_one_label(stack: LoopbackStack) -> None:
-    before = scrape(stack.reports.metrics_url)
+def test_the_reports_api_counts_its_own_requests_and_unmatched_paths_get_one_label(stack: Stack) -> None:
+    before = _scrape(stack, "reports")
 
     refused = stack.get_reports("/api/report", "not-a-jwt")
     unknown = [stack.get_reports(f"/no/such/path/{n}").status_code for n in range(3)]
 
-    after = scrape(stack.reports.metrics_url)
+    after = _scrape(stack, "reports")
     assert refused.status_code == 401
     assert unknown == [404, 404, 404]
     assert deltas(before, after, "jwt_split_token_verifications_total", "reason") == {"malformed": 1}

@@ -20,6 +20,15 @@ from tests.support.processes import answers, free_port, wait_until
 from tests.support.stack import Stack
 
 REPO = Path(__file__).resolve().parents[2]
+# compose.yaml's metrics ports, reachable on the compose network only (`expose`).
+METRICS_PORTS = {"issuer": 9100, "resource": 9101, "reports": 9102}
+
+# Run inside a service's container: print its metrics port's text exposition.
+SCRAPE = """
+import sys, urllib.request as u
+with u.build_opener(u.ProxyHandler({})).open(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10) as response:
+    sys.stdout.write(response.read().decode())
+"""
 
 
 def compose_available() -> str | None:
@@ -174,6 +183,11 @@ class ComposeStack(Stack):
     def reports_logs(self) -> str:
         """Return the reports container's output."""
         return self.compose("logs", "--no-color", "--no-log-prefix", "reports").stdout
+
+    def metrics_text(self, service: str) -> str:
+        """Return what `service`'s metrics port serves, read inside its container (the port is not published)."""
+        result = self.compose("exec", "-T", service, "python", "-c", SCRAPE, str(METRICS_PORTS[service]))
+        return result.stdout
 
     def issuer_python(self, code: str) -> subprocess.CompletedProcess[str]:
         """Run Python code inside the issuer container."""
