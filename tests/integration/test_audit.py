@@ -447,9 +447,10 @@ def test_key_steps_that_fall_due_are_source_system(tmp_path: Path) -> None:
     assert all(entry["source"] == "system" and "address" not in entry for entry in steps_in_requests)
 
 
-def test_an_unreadable_active_key_is_replaced_and_reported_as_unreadable(tmp_path: Path) -> None:
+def test_an_unreadable_active_key_is_reported_as_unreadable_whatever_the_log_level(tmp_path: Path) -> None:
     data_dir = tmp_path / "issuer-data"
-    issuer = issuer_process(tmp_path, data_dir=data_dir, workers=1)
+    # At WARNING the access lines go quiet; the audit trail does not.
+    issuer = issuer_process(tmp_path, data_dir=data_dir, workers=1, env={"ISSUER_LOG_LEVEL": "WARNING"})
     try:
         issuer.start().wait_answering()
         with contextlib.closing(sqlite3.connect(data_dir / "issuer.sqlite3")) as conn, conn:
@@ -472,5 +473,6 @@ def test_an_unreadable_active_key_is_replaced_and_reported_as_unreadable(tmp_pat
     replaced = {entry["event"]: entry for entry in steps if entry["event"].startswith("key.")}
     assert set(replaced) == {"key.activated", "key.retiring"}
     assert replaced["key.retiring"]["kid"] == kid
+    assert not [entry for entry in log_events(issuer.log()) if entry.get("logger") == "access"]
     assert replaced["key.activated"]["kid"] != kid
     assert all((entry["reason"], entry["source"]) == ("unreadable", "system") for entry in replaced.values())
