@@ -24,7 +24,7 @@ import re
 import secrets
 import threading
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -232,7 +232,7 @@ def _begin() -> None:
     rule = request.url_rule.rule if request.url_rule is not None else None
     tracestate = ",".join(request.headers.getlist("tracestate")) or None
     name = f"{request.method} {rule}" if rule else str(request.method)
-    begin_request(name, request.headers.get("traceparent"), tracestate, rule)
+    g.trace_token = begin_request(name, request.headers.get("traceparent"), tracestate, rule)
 
 
 def _note_status(response: Response) -> Response:
@@ -241,23 +241,29 @@ def _note_status(response: Response) -> Response:
 
 
 def _end(error: BaseException | None) -> None:
-    end_request(g.get("trace_status"), error)
+    token = g.pop("trace_token", None)
+    if token is not None:
+        end_request(token, g.get("trace_status"), error)
 
 
-def begin_request(name: str, traceparent: str | None, tracestate: str | None, route: str | None = None) -> TraceContext:
-    """Open the request's server span, continuing the caller's trace when its `traceparent` is valid."""
+def begin_request(
+    name: str, traceparent: str | None, tracestate: str | None, route: str | None = None
+) -> Token[_Active | None]:
+    """Open the request's server span, continuing the caller's trace when its `traceparent` is valid.
+
+    Return the token that `end_request` takes to close it.
+    """
     parent = parse_traceparent(traceparent, tracestate)
     active = _open(name, "server", parent, remote=True)
     if active.otel is not None and route:
         active.otel.set_attribute("http.route", route)
-    _current.set(active)
-    return active.context
+    return _current.set(active)
 
 
-def end_request(status: int | None, error: BaseException | None = None) -> None:
-    """Close the request's server span and leave this thread outside any span."""
+def end_request(token: Token[_Active | None], status: int | None, error: BaseException | None = None) -> None:
+    """Close the request's server span and return this thread to the span it was in before."""
     active = _current.get()
-    _current.set(None)
+    _current.reset(token)
     if active is not None:
         _close(active, status, error)
 
