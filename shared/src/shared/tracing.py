@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import secrets
@@ -37,8 +36,6 @@ from jwt_verifier import jwks
 if TYPE_CHECKING:
     from opentelemetry.trace import Span as OtelSpan
     from opentelemetry.trace import Tracer
-
-log = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
@@ -340,5 +337,4 @@ def start_exporter(service: str) -> bool:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         _exporter.tracer = provider.get_tracer("jwt-split")
         _exporter.pid = os.getpid()
-    log.info("exporting traces over OTLP/HTTP", extra={"fields": {"service_name": service}})
     return True
