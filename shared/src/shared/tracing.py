@@ -18,13 +18,12 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import secrets
 import threading
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +36,6 @@ from jwt_verifier import jwks
 if TYPE_CHECKING:
     from opentelemetry.trace import Span as OtelSpan
     from opentelemetry.trace import Tracer
-
-log = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
@@ -232,7 +229,7 @@ def _begin() -> None:
     rule = request.url_rule.rule if request.url_rule is not None else None
     tracestate = ",".join(request.headers.getlist("tracestate")) or None
     name = f"{request.method} {rule}" if rule else str(request.method)
-    begin_request(name, request.headers.get("traceparent"), tracestate, rule)
+    g.trace_token = begin_request(name, request.headers.get("traceparent"), tracestate, rule)
 
 
 def _note_status(response: Response) -> Response:
@@ -241,23 +238,29 @@ def _note_status(response: Response) -> Response:
 
 
 def _end(error: BaseException | None) -> None:
-    end_request(g.get("trace_status"), error)
+    token = g.pop("trace_token", None)
+    if token is not None:
+        end_request(token, g.get("trace_status"), error)
 
 
-def begin_request(name: str, traceparent: str | None, tracestate: str | None, route: str | None = None) -> TraceContext:
-    """Open the request's server span, continuing the caller's trace when its `traceparent` is valid."""
+def begin_request(
+    name: str, traceparent: str | None, tracestate: str | None, route: str | None = None
+) -> Token[_Active | None]:
+    """Open the request's server span, continuing the caller's trace when its `traceparent` is valid.
+
+    Return the token that `end_request` takes to close it.
+    """
     parent = parse_traceparent(traceparent, tracestate)
     active = _open(name, "server", parent, remote=True)
     if active.otel is not None and route:
         active.otel.set_attribute("http.route", route)
-    _current.set(active)
-    return active.context
+    return _current.set(active)
 
 
-def end_request(status: int | None, error: BaseException | None = None) -> None:
-    """Close the request's server span and leave this thread outside any span."""
+def end_request(token: Token[_Active | None], status: int | None, error: BaseException | None = None) -> None:
+    """Close the request's server span and return this thread to the span it was in before."""
     active = _current.get()
-    _current.set(None)
+    _current.reset(token)
     if active is not None:
         _close(active, status, error)
 
@@ -334,5 +337,4 @@ def start_exporter(service: str) -> bool:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         _exporter.tracer = provider.get_tracer("jwt-split")
         _exporter.pid = os.getpid()
-    log.info("exporting traces over OTLP/HTTP", extra={"fields": {"service_name": service}})
     return True

@@ -108,7 +108,7 @@ def test_tracestate_without_a_valid_traceparent_is_not_kept() -> None:
 
 def test_a_span_under_a_parent_keeps_the_trace_and_gets_a_new_span_id() -> None:
     parent = TraceContext(TRACE, SPAN, sampled=True, tracestate="congo=1")
-    tracing.begin_request("GET /x", parent.traceparent, "congo=1")
+    token = tracing.begin_request("GET /x", parent.traceparent, "congo=1")
     try:
         server = tracing.current()
         assert server is not None
@@ -121,7 +121,7 @@ def test_a_span_under_a_parent_keeps_the_trace_and_gets_a_new_span_id() -> None:
             assert client.headers() == {"traceparent": f"00-{TRACE}-{client.span_id}-01", "tracestate": "congo=1"}
         assert tracing.current() == server
     finally:
-        tracing.end_request(200)
+        tracing.end_request(token, 200)
     assert tracing.current() is None
 
 
@@ -239,6 +239,13 @@ def test_a_request_with_a_malformed_traceparent_gets_a_new_trace(
     assert isinstance(trace_id, str)
     assert parse_traceparent(f"00-{trace_id}-{SPAN}-00") is not None
     assert trace_id != TRACE
+
+
+def test_a_request_served_inside_a_span_leaves_that_span_current(app: Flask) -> None:
+    with tracing.span("test") as outer:
+        assert app.test_client().get("/work").status_code == 200
+        assert tracing.current() == outer
+    assert tracing.current() is None
 
 
 def test_lines_outside_any_span_carry_no_trace(log_lines: io.StringIO) -> None:
