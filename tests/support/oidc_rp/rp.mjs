@@ -12,8 +12,8 @@
 //   refresh   {refresh_token}                             -> {tokens, claims}
 //   logout    {id_token_hint, post_logout_redirect_uri, state} -> {end_session_url}
 // When the library refuses something (a check fails, the server answers an OAuth error), the
-// answer is {refused: {name, code, error, error_description, message, reason, claim}} and the exit status 3; anything else that
-// goes wrong is a crash (status 1, stack trace on stderr).
+// answer is {refused: {name, code, error, error_description, message, reason, claim}} and the
+// exit status 3; anything else that goes wrong is a crash (status 1, stack trace on stderr).
 import * as client from "openid-client";
 
 async function readRequest() {
