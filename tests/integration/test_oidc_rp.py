@@ -79,9 +79,19 @@ def _log_in(browser: requests.Session, stack: Stack, authorization_url: str) -> 
     return callback
 
 
-def _begin(rp: RelyingParty) -> dict[str, Any]:
+def _begin(rp: RelyingParty, **extra: str) -> dict[str, Any]:
     """Have the library start a login: discovery, then the authorization URL with PKCE, nonce and state."""
-    return rp.call("begin", redirect_uri=REDIRECT_URI, scope="openid profile email")
+    return rp.call("begin", redirect_uri=REDIRECT_URI, scope="openid profile email", **extra)
+
+
+def _silently(stack: Stack, rp: RelyingParty, browser: requests.Session) -> tuple[dict[str, Any], str]:
+    """Ask for a login with prompt=none in the browser; return the login begun and where the issuer answered."""
+    begun = _begin(rp, prompt="none")
+    answer = browser.get(_at_issuer(stack, begun["authorization_url"]), allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    location: str = answer.headers["Location"]
+    assert location.startswith(REDIRECT_URI + "?"), location
+    return begun, location
 
 
 def _finish(rp: RelyingParty, begun: dict[str, Any], callback: str, **checks: str) -> dict[str, Any] | Refused:
@@ -133,6 +143,12 @@ def test_a_certified_relying_party_logs_in_refreshes_and_logs_out(stack: Stack) 
         )
         assert stack.get("/api/me", refreshed["tokens"]["access_token"]).status_code == 200
 
+        # While the session lasts, the browser logs in again without the form (prompt=none).
+        begun, location = _silently(stack, rp, browser)
+        silent = _finish(rp, begun, location)
+        assert not isinstance(silent, Refused), silent
+        assert (silent["claims"]["sid"], silent["claims"]["nonce"]) == (claims["sid"], begun["nonce"])
+
         logout = rp.call(
             "logout",
             id_token_hint=refreshed["tokens"]["id_token"],
@@ -143,22 +159,18 @@ def test_a_certified_relying_party_logs_in_refreshes_and_logs_out(stack: Stack) 
         assert answer.status_code in (302, 303), answer.text
         assert answer.headers["Location"] == f"{POST_LOGOUT_REDIRECT_URI}?{urlencode({'state': 'bye'})}"
 
-        # The session's refresh tokens are revoked, and the browser must log in again.
-        refused = rp.refusal("refresh", refresh_token=refreshed["tokens"]["refresh_token"])
-        assert refused.error == "invalid_grant", refused
-        answer = browser.get(_at_issuer(stack, _begin(rp)["authorization_url"]), allow_redirects=False, timeout=10)
-        assert answer.status_code == 302
-        assert urlsplit(answer.headers["Location"]).path == "/login"
+        # The session's refresh tokens are revoked (both logins'), and the browser has no session.
+        for tokens in (refreshed["tokens"], silent["tokens"]):
+            refused = rp.refusal("refresh", refresh_token=tokens["refresh_token"])
+            assert refused.error == "invalid_grant", refused
+        begun, location = _silently(stack, rp, browser)
+        assert _query(location)["error"] == "login_required"
 
 
 def test_prompt_none_without_a_session_redirects_with_login_required(stack: Stack) -> None:
     rp = _register(stack)
-    begun = _begin(rp)
-    url = _at_issuer(stack, begun["authorization_url"]) + "&prompt=none"
-    answer = requests.get(url, allow_redirects=False, timeout=10)
-    assert answer.status_code == 302, answer.text
-    location = answer.headers["Location"]
-    assert location.startswith(REDIRECT_URI + "?")
+    with requests.Session() as browser:
+        begun, location = _silently(stack, rp, browser)
     answered = _query(location)
     assert {name: answered.get(name) for name in ("error", "state", "iss")} == {
         "error": "login_required",

@@ -7,13 +7,13 @@
 //   reach          the base URL this process can reach the issuer at (requests to `issuer` go there)
 //   client_id, client_secret (client_secret_basic)
 // and prints one JSON object on stdout. Commands:
-//   begin     {redirect_uri, scope}                       -> {authorization_url, code_verifier, nonce, state, metadata}
+//   begin     {redirect_uri, scope, prompt?}              -> {authorization_url, code_verifier, nonce, state, metadata}
 //   callback  {callback_url, code_verifier, nonce, state} -> {tokens, claims, userinfo}
 //   refresh   {refresh_token}                             -> {tokens, claims}
 //   logout    {id_token_hint, post_logout_redirect_uri, state} -> {end_session_url}
 // When the library refuses something (a check fails, the server answers an OAuth error), the
-// answer is {refused: {name, code, error, error_description, message, reason, claim}} and the exit status 3; anything else that
-// goes wrong is a crash (status 1, stack trace on stderr).
+// answer is {refused: {name, code, error, error_description, message, reason, claim}} and the
+// exit status 3; anything else that goes wrong is a crash (status 1, stack trace on stderr).
 import * as client from "openid-client";
 
 async function readRequest() {
@@ -77,6 +77,7 @@ const commands = {
       code_challenge_method: "S256",
       nonce,
       state,
+      ...(request.prompt === undefined ? {} : { prompt: request.prompt }),
     });
     return { authorization_url: authorization_url.href, code_verifier, nonce, state, metadata: config.serverMetadata() };
   },
