@@ -1,8 +1,10 @@
-"""OpenID Connect over HTTP against a running stack: the code flow with PKCE and nonce, the ID token, /userinfo."""
+"""OpenID Connect over HTTP against a running stack: the code flow with PKCE and nonce, the ID token, /userinfo,
+and RP-initiated logout."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 import secrets
@@ -24,21 +26,35 @@ def _redirect_uri(stack: Stack) -> str:
     return f"http://localhost:{urlsplit(stack.resource_url).port}/callback"
 
 
-def _code_flow(stack: Stack, nonce: str) -> dict[str, Any]:
-    """Log alice in through /authorize and /login as a browser would, without one; return /token's answer."""
-    verifier = secrets.token_urlsafe(48)
-    redirect_uri = _redirect_uri(stack)
-    params = {
+def _public(stack: Stack, path: str) -> str:
+    """Return an address at the resource's public origin (its web client registered it)."""
+    return f"http://localhost:{urlsplit(stack.resource_url).port}{path}"
+
+
+def _authorize_params(stack: Stack, verifier: str, **extra: str) -> dict[str, str]:
+    return {
         "response_type": "code",
         "client_id": CLIENT_ID,
-        "redirect_uri": redirect_uri,
+        "redirect_uri": _redirect_uri(stack),
         "scope": "openid profile email",
         "state": "s-1",
-        "nonce": nonce,
         "code_challenge": s256(verifier),
         "code_challenge_method": "S256",
+        **extra,
     }
-    with requests.Session() as browser:
+
+
+def _query(location: str) -> dict[str, str]:
+    return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
+
+
+def _code_flow(stack: Stack, nonce: str, browser: requests.Session | None = None) -> dict[str, Any]:
+    """Log alice in through /authorize and /login as a browser would (in `browser`, kept); return /token's answer."""
+    verifier = secrets.token_urlsafe(48)
+    redirect_uri = _redirect_uri(stack)
+    params = _authorize_params(stack, verifier, nonce=nonce)
+    with contextlib.ExitStack() as closing:
+        browser = browser or closing.enter_context(requests.Session())
         answer = browser.get(f"{stack.issuer_url}/authorize", params=params, allow_redirects=False, timeout=10)
         assert answer.status_code == 302, answer.text
         assert urlsplit(answer.headers["Location"]).path == "/login"
@@ -53,7 +69,7 @@ def _code_flow(stack: Stack, nonce: str) -> dict[str, Any]:
     assert answer.status_code == 302, answer.text
     location = answer.headers["Location"]
     assert location.startswith(redirect_uri + "?")
-    query = {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
+    query = _query(location)
     assert query["state"] == "s-1"
     form_data = {
         "grant_type": "authorization_code",
@@ -99,3 +115,46 @@ def test_the_code_flow_gives_an_id_token_and_userinfo_and_the_api_refuses_the_id
     assert refused.json()["error"] == "invalid_token"
     assert refused.json()["error_description"] == "the token type must be at+jwt"  # refused for its typ first
     assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+
+
+def test_rp_initiated_logout_ends_the_session_and_its_refresh_tokens(stack: Stack) -> None:
+    discovery = requests.get(f"{stack.issuer_url}/.well-known/openid-configuration", timeout=10).json()
+    end_session = discovery["end_session_endpoint"].replace(stack.public_issuer, stack.issuer_url)
+    logged_out = _public(stack, "/logged-out")
+    with requests.Session() as browser:
+        tokens = _code_flow(stack, secrets.token_urlsafe(16), browser)
+
+        # An unregistered return address: an error page, never a redirect, and nothing ends.
+        refused = browser.get(
+            end_session,
+            params={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "http://evil.test/"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert refused.status_code == 400, refused.text
+        assert "Location" not in refused.headers
+
+        # The hint names this browser's session: it ends at once and the browser goes back with state.
+        answer = browser.get(
+            end_session,
+            params={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": logged_out, "state": "bye-1"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert answer.status_code == 302, answer.text
+        assert answer.headers["Location"] == f"{logged_out}?state=bye-1"
+
+        # The session is over: prompt=none says so, and its refresh token is refused.
+        verifier = secrets.token_urlsafe(48)
+        silent = browser.get(
+            f"{stack.issuer_url}/authorize",
+            params=_authorize_params(stack, verifier, prompt="none"),
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert silent.status_code == 302, silent.text
+        assert _query(silent.headers["Location"])["error"] == "login_required"
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": CLIENT_ID}
+    response = requests.post(f"{stack.issuer_url}/token", data=form, timeout=10)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_grant"
