@@ -95,6 +95,7 @@ def test_logout_ends_at_the_logged_out_page_and_ends_the_issuer_session(
     expect(page.locator("#name")).to_have_text("Bob")
     expect(page.locator("#email")).to_have_text("bob@example.com")
     old_refresh = resource_cookies(context, stack)["rs_refresh"]
+    id_token = resource_cookies(context, stack)["rs_id"]
     page.get_by_role("button", name="Log out").click()
 
     # Through the issuer's end-session endpoint and straight back: no question asked.
@@ -102,6 +103,11 @@ def test_logout_ends_at_the_logged_out_page_and_ends_the_issuer_session(
     expect(page.get_by_role("heading", name="You have been logged out")).to_be_visible()
     page.screenshot(path=artifacts / f"logged-out-{stack.backend}.png", full_page=True)
     assert resource_cookies(context, stack) == {}
+    # The ID token went to the issuer in the end-session URL (the specification's GET binding): no log keeps it.
+    logs = stack.issuer_logs() + stack.resource_logs()
+    assert '"path": "/logout"' in logs  # the request was logged, without its query
+    assert id_token not in logs
+    assert old_refresh not in logs
 
     # The issuer session ended too: logging in again asks for the password.
     page.goto(public(stack.resource_url) + "/login")

@@ -102,11 +102,12 @@ class RelyingParty:
             raise IdTokenRefused(f"the ID token was refused: {REASONS['nonce']}")  # Authlib skips an empty one
         return self._checked_subject(claims, subject)
 
-    def read(self, id_token: str, subject: str) -> dict[str, Any]:
+    def read(self, id_token: str, subject: str | None = None) -> dict[str, Any]:
         """Return the claims of an ID token this resource accepted before (from its cookie), or raise IdTokenRefused.
 
-        The signature, `iss`, `aud` and `sub` (that of the access token beside it) are checked
-        again: the cookie is the browser's to change. Expiry is not: it still says who logged in.
+        The signature, `iss`, `aud` and `sub` (that of the access token beside it, if given) are
+        checked again: the cookie is the browser's to change. Expiry is not: it still says who
+        logged in, and is still a logout's `id_token_hint`.
         """
         _, claims = self._decode(id_token)
         aud = claims.get("aud")

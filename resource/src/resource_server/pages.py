@@ -413,28 +413,40 @@ def _same_origin() -> bool:
 
 @bp.post("/logout")
 def logout() -> Response:
-    """Log out: clear the cookies and send the browser to the issuer's end-session endpoint to end its session.
+    """Log out: revoke the refresh token, clear the cookies, and end the issuer session at its end-session endpoint.
 
-    Without an ID token (a login from before the resource spoke OpenID Connect) there is no
-    hint to give: the refresh token is revoked over the back channel instead, which ends the
-    issuer session too, and the browser stays here.
+    The revocation over the back channel (best effort) ends the issuer session even if the
+    browser never gets there; the end-session endpoint, given the ID token as `id_token_hint`,
+    ends it for this browser in any case and sends it back to `/logged-out`. An ID token this
+    resource can no longer check (a login from before it spoke OpenID Connect, or one signed by
+    a key the issuer has withdrawn) is not given: the issuer would refuse the whole request.
     """
     if not _same_origin():
         return _page("index.html", 403, claims=None, error="Logging out must start from this site.")
-    id_token = request.cookies.get(ID_COOKIE)
-    if id_token:
-        state = secrets.token_urlsafe(24)
-        response = redirect(_issuer().end_session_url_for(id_token, state), code=303)
-        _set_cookie(response, LOGOUT_COOKIE, state, LOGIN_LIFETIME, path="/logged-out")
-    else:
-        refresh_token = request.cookies.get(REFRESH_COOKIE)
-        if refresh_token:
-            _issuer().revoke(refresh_token)
-        response = redirect("/", code=303)
+    refresh_token = request.cookies.get(REFRESH_COOKIE)
+    if refresh_token:
+        _issuer().revoke(refresh_token)
+    hint = _usable_hint(request.cookies.get(ID_COOKIE))
+    state = secrets.token_urlsafe(24)
+    response = redirect(_issuer().end_session_url_for(hint, state), code=303)
     response.headers["Cache-Control"] = "no-store"
+    _set_cookie(response, LOGOUT_COOKIE, state, LOGIN_LIFETIME, path="/logged-out")
     _forget_tokens(response)
-    log.info("browser logout", extra={"fields": {"at_issuer": bool(id_token)}})
+    log.info("browser logout", extra={"fields": {"id_token_hint": hint is not None}})
     return response
+
+
+def _usable_hint(id_token: str | None) -> str | None:
+    """Return the ID token if it is one of our issuer's for this client (expired or not), else None."""
+    if not id_token:
+        return None
+    try:
+        _relying_party().read(id_token)
+    except IdTokenRefused:
+        return None
+    except VerificationUnavailable:
+        pass  # the issuer checks the hint itself
+    return id_token
 
 
 @bp.get("/logged-out")

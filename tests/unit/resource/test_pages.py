@@ -465,7 +465,8 @@ def test_logout_from_our_page_revokes_and_deletes_the_cookies(
     client.set_cookie("rs_refresh", "some-refresh-token")
     response = client.post("/logout", headers=headers)
     assert response.status_code == 303
-    assert response.headers["Location"] == "/"
+    # No ID token to give as a hint: the issuer is asked to end the session of this browser.
+    assert response.headers["Location"].startswith(f"{ISSUER}/logout?client_id=resource-web&")
     for name in TOKEN_COOKIES:
         _assert_deleted(response, name)
     assert client.get_cookie("rs_access") is None
@@ -502,22 +503,40 @@ def test_logout_get_is_not_allowed(client: FlaskClient) -> None:
 # -- /logged-out ---------------------------------------------------------------------------
 
 
-def test_logout_with_an_id_token_keeps_a_state_for_the_way_back(client: FlaskClient, jwks_server: JwksServer) -> None:
-    client.set_cookie("rs_id", "an.id.token")
-    client.set_cookie("rs_refresh", "some-refresh-token")
+def test_logout_gives_the_id_token_as_hint_and_keeps_a_state_for_the_way_back(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    now = int(time.time())
+    id_token = sign_id(make_id_claims("", exp=now - 60, iat=now - 360), rsa_key)  # expired: still a hint
+    client.set_cookie("rs_id", id_token)
     response = client.post("/logout", headers=_same_origin())
     assert response.status_code == 303
-    assert response.headers["Location"].startswith(f"{ISSUER}/logout?id_token_hint=an.id.token&")
+    assert response.headers["Location"].startswith(f"{ISSUER}/logout?id_token_hint={id_token}&")
     state = parse_qs(urlsplit(response.headers["Location"]).query)["state"][0]
     assert len(state) >= 32
     cookie = client.get_cookie("rs_logout", path="/logged-out")
     assert cookie is not None
     assert cookie.value == state
-    assert jwks_server.paths == []  # the end-session endpoint revokes; no back-channel call
+    _assert_deleted(response, "rs_id")
     back = client.get("/logged-out", query_string={"state": state})
     assert back.status_code == 200
     assert "<h1>You have been logged out</h1>" in back.get_data(as_text=True)
     _assert_deleted(back, "rs_logout")
+
+
+@pytest.mark.parametrize("id_token", ["an.id.token", "forged"], ids=["garbage", "foreign-key"])
+def test_logout_gives_no_hint_the_issuer_would_refuse(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey, id_token: str
+) -> None:
+    if id_token == "forged":
+        id_token = sign_id(make_id_claims(""), other_rsa_key, kid=kid_of(rsa_key))
+    client.set_cookie("rs_id", id_token)
+    response = client.post("/logout", headers=_same_origin())
+    assert response.status_code == 303
+    params = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert "id_token_hint" not in params
+    assert params["post_logout_redirect_uri"] == [f"{PUBLIC_URL}/logged-out"]
+    _assert_deleted(response, "rs_id")
 
 
 @pytest.mark.parametrize(

@@ -145,3 +145,24 @@ def test_the_jwks_defaults_are_the_libraries_own() -> None:
     for name in ("jwks_timeout", "jwks_max_bytes", "jwks_default_ttl", "jwks_min_ttl", "jwks_max_ttl", "jwks_cooldown"):
         assert getattr(settings, name) == getattr(VerifierConfig, name)
     assert config.jwks_prefetch is settings.jwks_prefetch
+
+
+@pytest.mark.parametrize(
+    ("scope", "asked"),
+    [
+        ("profile admin", "openid profile email admin"),
+        ("", "openid profile email"),
+        ("email openid", "openid profile email"),
+    ],
+    ids=["default", "empty", "already-there"],
+)
+def test_the_login_asks_openid_profile_email_then_the_scope_once_each(scope: str, asked: str) -> None:
+    assert ResourceSettings(scope=scope).login_scope == asked
+
+
+def test_logout_goes_to_the_issuers_end_session_endpoint_and_back_to_the_public_url() -> None:
+    settings = ResourceSettings.from_env(
+        {"RESOURCE_ISSUER": "https://issuer.example", "RESOURCE_PUBLIC_URL": "https://rs.example"}
+    )
+    assert settings.end_session_endpoint == "https://issuer.example/logout"
+    assert settings.post_logout_redirect_uri == "https://rs.example/logged-out"
