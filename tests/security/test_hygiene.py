@@ -1,8 +1,8 @@
 """Secrets hygiene and username enumeration, measured on real services.
 
 A whole session (password grant, refresh, revocation, a browser-style login through the
-authorization code flow, failures) runs against both services; their logs must then hold no
-password, token, refresh token, code, cookie secret or key material.
+authorization code flow, failures) runs against both services; their logs and their metrics
+must then hold no password, token, refresh token, code, cookie secret or key material.
 """
 
 from __future__ import annotations
@@ -95,6 +95,17 @@ def test_logs_hold_no_secret_after_a_whole_session(session_stack: LoopbackStack)
 
     logs = stack.issuer_logs() + stack.resource_logs()
     assert '"msg": "issued access token"' in logs  # the logs did record the session
+    # The metrics' labels are a fixed, small set: nothing a client sent or a secret reaches them.
+    metrics = (
+        requests.get(stack.issuer.metrics_url, timeout=10).text
+        + requests.get(stack.resource.metrics_url, timeout=10).text
+    )
+    assert 'jwt_split_logins_total{result="failure"}' in metrics  # they did count the session
+    assert "jwt_split_token_verifications_total" in metrics
+    assert not JWT_SHAPE.search(metrics)
+    assert [secret[:12] + "..." for secret in secrets if secret and secret in metrics] == []
+    assert "alice" not in metrics  # usernames are no label either
+    assert "bob" not in metrics
     trail = {entry["event"] for entry in log_events(logs) if entry.get("audit") is True}
     assert {"login.succeeded", "login.failed", "token.revoked"} <= trail  # and its audit trail
     assert "PRIVATE KEY" not in logs
