@@ -248,7 +248,12 @@ def login() -> Any:
         return _login_page(LOGIN_FAILED, username[:64])
 
     pending = session.get("authorize")
+    replaced = session.get("sid")
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)
+    if isinstance(replaced, str):
+        # A login over another (prompt=login, max_age) ends it: no later logout of this browser
+        # could, and the refresh tokens it produced would outlive every logout.
+        _end_sessions(secret_hash(replaced))
     session["sid"] = extensions.current().login_sessions.create(user.id)
     session.permanent = True
     metrics.LOGINS.labels("success").inc()

@@ -773,3 +773,16 @@ def test_a_login_that_failed_shows_what_was_typed_not_the_hint(client: FlaskClie
         as_text=True
     )
     assert 'value="carol"' in html
+
+
+def test_a_logout_after_a_forced_login_revokes_the_refresh_tokens_of_the_login_it_replaced(client: FlaskClient) -> None:
+    before = _tokens(client)  # a refresh token born of the first login session
+    assert location_path(_authorize(client, prompt="login")) == "/login"
+    logged_in = log_in(client)  # a second session replaces the first in this browser
+    assert logged_in.status_code == 303
+    assert "code" in query(client.get(logged_in.headers["Location"]))
+    page = client.get("/logout")
+    assert client.post("/logout", data={"csrf_token": csrf_token(page.get_data(as_text=True))}).status_code == 200
+    assert not _logged_in(client)
+    refused = _refresh(client, before["refresh_token"])
+    assert (refused.status_code, refused.get_json().get("error")) == (400, "invalid_grant")
