@@ -248,8 +248,12 @@ def login() -> Any:
         return _login_page(LOGIN_FAILED, username[:64])
 
     pending = session.get("authorize")
+    replaced = session.get("sid")
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)
-    session["sid"] = extensions.current().login_sessions.create(user.id)
+    session_id = extensions.current().login_sessions.create(user.id)
+    if isinstance(replaced, str):
+        _replace_session(replaced, secret_hash(session_id), user.id)
+    session["sid"] = session_id
     session.permanent = True
     metrics.LOGINS.labels("success").inc()
     audit.emit("login.succeeded", subject=user.username, subject_id=user.id, client=(pending or {}).get("client_id"))
@@ -311,6 +315,23 @@ def _check_csrf() -> None:
     csrf = current_app.extensions.get("csrf")
     if isinstance(csrf, CSRFProtect):
         csrf.protect()  # raises CSRFError, rendered by the app's handler
+
+
+def _replace_session(replaced: str, new_hash: str, user_id: str) -> None:
+    """End the session a login replaces in this browser (a second tab, `prompt=login`, `max_age`).
+
+    Left live, no later logout of this browser could end it, and the refresh tokens it produced
+    would outlive every logout. The same user keeps what they hold, even from a session that has
+    expired: the tokens move to the new session (a retry or a second tab never logs anyone out),
+    so its logout ends them too. Another user's session ends with its tokens.
+    """
+    old_hash = secret_hash(replaced)
+    if extensions.current().login_sessions.owner(old_hash) != user_id:
+        _end_sessions(old_hash)
+        return
+    with extensions.current().database.transaction():
+        extensions.current().refresh_tokens.move_session(old_hash, new_hash)
+        extensions.current().login_sessions.end(old_hash)
 
 
 def _end_sessions(*session_hashes: str | None) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -117,12 +118,30 @@ def check_client(client: Client) -> Client:
         raise ClientError("a client using authorization_code needs at least one --redirect-uri")
     if client.auth_method == "private_key_jwt" and (client.jwks is None) == (client.jwks_uri is None):
         raise ClientError("a private_key_jwt client has its keys in a JWKS file or at a JWKS URL: one of the two")
+    for uri in client.redirect_uris:
+        _check_redirect_uri(uri, "a redirect URI")
     for uri in client.post_logout_redirect_uris:
-        if not (0 < len(uri) <= MAX_URI_LENGTH and uri.isascii() and uri.isprintable() and " " not in uri):
-            raise ClientError(f"a post-logout redirect URI must be 1-{MAX_URI_LENGTH} printable ASCII characters")
+        _check_redirect_uri(uri, "a post-logout redirect URI")
     if "client_credentials" in client.grant_types and client.auth_method == "none":
         raise ClientError("client_credentials needs a confidential client: --jwks-file, --jwks-uri or --secret-stdin")
     return client
+
+
+def _check_redirect_uri(uri: str, what: str) -> None:
+    """Raise ClientError unless `uri` is where a browser may safely be sent (RFC 6749 3.1.2, RFC 9700 4.1).
+
+    An absolute http(s) URL with a host: never a `javascript:` or `data:` address, no user
+    credentials (they would reach the page's Content-Security-Policy), no fragment.
+    """
+    if not (0 < len(uri) <= MAX_URI_LENGTH and uri.isascii() and uri.isprintable() and " " not in uri):
+        raise ClientError(f"{what} must be 1-{MAX_URI_LENGTH} printable ASCII characters")
+    try:
+        parts = urlsplit(uri)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 literal
+        valid = False
+    if not valid or "@" in parts.netloc or "#" in uri:
+        raise ClientError(f"{what} must be an absolute http(s) URL, without user credentials or a fragment")
 
 
 class ClientStore:

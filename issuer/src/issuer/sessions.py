@@ -85,6 +85,13 @@ class LoginSessions:
             found: str | None = conn.execute(query).scalar()
         return found
 
+    def owner(self, session_hash: str) -> str | None:
+        """Return the stable id of the user a session belongs to, live or not, or None."""
+        query = select(login_sessions.c.user_id).where(login_sessions.c.session_hash == session_hash)
+        with self.database.reading() as conn:
+            found: str | None = conn.execute(query).scalar()
+        return found
+
     def started_at(self, session_hash: str) -> int | None:
         """Return when the user of a session proved their password (OpenID Connect's `auth_time`), or None."""
         query = select(login_sessions.c.created_at).where(login_sessions.c.session_hash == session_hash)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from jwt.algorithms import RSAAlgorithm
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
 from issuer.db import Database, refresh_tokens, stamp, users, with_username
 from issuer.keys import SigningKey
@@ -319,6 +319,14 @@ class RefreshTokens:
         if revoked:
             audit.emit("token.revoked", tokens=revoked)
         return revoked
+
+    def move_session(self, old_hash: str, new_hash: str) -> int:
+        """Hand the tokens born of one login session to the session that replaced it; return how many."""
+        with self.database.transaction() as conn:
+            moved: int = conn.execute(
+                update(refresh_tokens).where(refresh_tokens.c.session_hash == old_hash).values(session_hash=new_hash)
+            ).rowcount
+        return moved
 
     def _revoke_family(self, conn: Connection, family_id: str, now: int) -> int:
         return stamp(conn, refresh_tokens.c.revoked_at, refresh_tokens.c.family_id == family_id, now=now)

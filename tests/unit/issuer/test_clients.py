@@ -231,3 +231,39 @@ def test_an_unusable_post_logout_redirect_uri_is_refused(clients: ClientStore, u
     with pytest.raises(ClientError, match="post-logout redirect URI"):
         clients.add(dataclasses.replace(SHOP, post_logout_redirect_uris=(uri,)))
     assert clients.get("shop") is None
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "callback",
+        "//evil.example/cb",
+        "https://user:pass@app.example/cb",
+        "https://app.example/cb#fragment",
+        "ftp://app.example/cb",
+    ],
+)
+@pytest.mark.parametrize("field", ["redirect_uris", "post_logout_redirect_uris"])
+def test_a_redirect_uri_must_be_an_absolute_http_url_without_credentials_or_fragment(
+    clients: ClientStore, field: str, uri: str
+) -> None:
+    web = Client("web-app", frozenset({"authorization_code"}), ("https://app.example/cb",))
+    with pytest.raises(ClientError, match="absolute http"):
+        clients.add(
+            dataclasses.replace(web, redirect_uris=(uri,))
+            if field == "redirect_uris"
+            else dataclasses.replace(web, post_logout_redirect_uris=(uri,))
+        )
+    assert clients.get("web-app") is None
+
+
+def test_redirect_uris_may_be_https_or_loopback_http_with_a_query(clients: ClientStore) -> None:
+    web = Client(
+        "web-app",
+        frozenset({"authorization_code"}),
+        ("https://app.example/cb?tenant=1", "http://127.0.0.1:8080/cb"),
+        post_logout_redirect_uris=("https://app.example/bye",),
+    )
+    assert clients.add(web) == web

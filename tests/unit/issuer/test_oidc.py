@@ -773,3 +773,40 @@ def test_a_login_that_failed_shows_what_was_typed_not_the_hint(client: FlaskClie
         as_text=True
     )
     assert 'value="carol"' in html
+
+
+def test_a_logout_after_a_forced_login_revokes_the_refresh_tokens_of_the_login_it_replaced(client: FlaskClient) -> None:
+    before = _tokens(client)  # a refresh token born of the first login session
+    assert location_path(_authorize(client, prompt="login")) == "/login"
+    logged_in = log_in(client)  # a second session replaces the first in this browser
+    assert logged_in.status_code == 303
+    assert "code" in query(client.get(logged_in.headers["Location"]))
+    page = client.get("/logout")
+    assert client.post("/logout", data={"csrf_token": csrf_token(page.get_data(as_text=True))}).status_code == 200
+    assert not _logged_in(client)
+    refused = _refresh(client, before["refresh_token"])
+    assert (refused.status_code, refused.get_json().get("error")) == (400, "invalid_grant")
+
+
+def test_a_second_login_by_the_same_user_keeps_the_refresh_tokens_of_the_first(client: FlaskClient) -> None:
+    # A second tab, or an application asking prompt=login: the user is the same, so nothing they
+    # hold is revoked. The tokens move to the new session, which a logout then ends with them.
+    before = _tokens(client)
+    assert location_path(_authorize(client, prompt="login")) == "/login"
+    logged_in = log_in(client)
+    assert logged_in.status_code == 303
+    assert "code" in query(client.get(logged_in.headers["Location"]))
+    kept = _refresh(client, before["refresh_token"])
+    assert kept.status_code == 200, kept.get_json()
+    page = client.get("/logout")
+    assert client.post("/logout", data={"csrf_token": csrf_token(page.get_data(as_text=True))}).status_code == 200
+    refused = _refresh(client, kept.get_json()["refresh_token"])
+    assert (refused.status_code, refused.get_json().get("error")) == (400, "invalid_grant")
+
+
+def test_a_login_by_another_user_ends_the_session_it_replaces(client: FlaskClient) -> None:
+    before = _tokens(client)  # alice's
+    assert location_path(_authorize(client, prompt="login")) == "/login"
+    assert log_in(client, "bob", "builder").status_code == 303
+    refused = _refresh(client, before["refresh_token"])
+    assert (refused.status_code, refused.get_json().get("error")) == (400, "invalid_grant")
