@@ -77,6 +77,7 @@ def issuer_settings(tmp_path: Path, issuer_data_template: Path) -> IssuerSetting
         argon2_time_cost=1,
         argon2_memory_kib=8192,
         key_reload_interval=0.0,
+        prune_interval=0,  # no pruning thread in in-process apps; tests prune by hand
     )
 
 

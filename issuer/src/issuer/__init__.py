@@ -19,7 +19,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, introspect, oauth, oidc, wellknown
+from issuer import browser, introspect, oauth, oidc, prune, wellknown
 from issuer.apis import ApiStore
 from issuer.client_auth import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
@@ -102,6 +102,9 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         apis=apis,
         remote_keys=RemoteKeys(settings.url),
     ).init_app(app)
+
+    if settings.prune_interval:
+        prune.start(database, settings.prune_interval)  # in each worker: create_app runs after the fork
 
     web.init_app(app)
     audit.init_app(app, address=client_address)  # the address the rate limits see

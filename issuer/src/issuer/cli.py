@@ -13,7 +13,7 @@ from typing import Any
 import click
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from issuer import migrations
+from issuer import migrations, prune
 from issuer.apis import ApiStore, InvalidApi, new_api
 from issuer.clients import Client, ClientError, ClientStore
 from issuer.db import Database
@@ -96,7 +96,7 @@ def main() -> None:
 
 @main.group("db")
 def database_group() -> None:
-    """Manage the issuer's database schema."""
+    """Manage the issuer's database: its schema, and pruning what expired."""
 
 
 @database_group.command("upgrade")
@@ -105,6 +105,15 @@ def db_upgrade() -> None:
     settings = _settings()
     with _database(settings) as database:
         click.echo(f"database at revision {migrations.current(database)}")
+
+
+@database_group.command("prune")
+def db_prune() -> None:
+    """Delete expired codes, refresh tokens of ended families and old login sessions (the issuer does it hourly)."""
+    settings = _settings()
+    with _database(settings) as database:
+        pruned = prune.prune(database)
+    click.echo(json.dumps(pruned.as_dict()))
 
 
 @main.group()

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert, update
 
-from issuer.db import Database, authorization_codes, stamp, with_username
+from issuer.db import Database, authorization_codes, delete_in_batches, stamp, with_username
 from issuer.opaque import new_secret, secret_hash
 from issuer.tokens import Grant
 from shared.pkce import VERIFIER, s256
 
 CODE_TTL = 60
+# A spent code is kept this long after it expires: its reuse is still recognised (and what it
+# granted revoked) until then, well past its minute of life.
+CODE_KEPT = 86400
 
 
 class CodeError(Exception):
@@ -123,3 +126,10 @@ class AuthorizationCodes:
                 authorization_codes.c.code_hash == secret_hash(code),
                 now=int(time.time()),
             )
+
+    @staticmethod
+    def prune(database: Database, now: int, *, batch: int) -> int:
+        """Delete the codes that expired more than `CODE_KEPT` seconds before `now`; return how many."""
+        return delete_in_batches(
+            database, authorization_codes.c.code_hash, authorization_codes.c.expires_at < now - CODE_KEPT, batch=batch
+        )

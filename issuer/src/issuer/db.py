@@ -40,6 +40,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     false,
     inspect,
@@ -404,6 +405,22 @@ def delete_where(database: Database, column: Column[str], value: str) -> bool:
     """Delete the rows whose `column` is `value`; return whether there were any."""
     with database.transaction() as conn:
         return conn.execute(column.table.delete().where(column == value)).rowcount > 0
+
+
+def delete_in_batches(database: Database, key: Column[str], *where: ColumnElement[bool], batch: int) -> int:
+    """Delete the rows of `key`'s table that match `where`, `batch` rows per transaction; return how many.
+
+    Short transactions: a large backlog never holds the write lock long. Replicas doing the
+    same at once each delete what the other has not; every row goes once.
+    """
+    chosen = select(key).where(*where).limit(batch)
+    total = 0
+    while True:
+        with database.transaction() as conn:
+            deleted: int = conn.execute(delete(key.table).where(key.in_(chosen))).rowcount
+        total += deleted
+        if deleted < batch:
+            return total
 
 
 def find(database: Database, column: Column[str], value: str) -> Row[Any] | None:

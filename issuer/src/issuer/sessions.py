@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 import time
 
-from sqlalchemy import insert, select
+from sqlalchemy import exists, insert, or_, select
 
-from issuer.db import Database, login_sessions, stamp, users
+from issuer.codes import CODE_TTL
+from issuer.db import Database, delete_in_batches, login_sessions, refresh_tokens, stamp, users
 from issuer.opaque import new_secret, secret_hash
 from shared import audit
 
@@ -113,3 +114,23 @@ class LoginSessions:
         if ended and owner is not None:
             audit.emit("session.ended", subject=owner.username, subject_id=owner.id)
         return ended > 0
+
+    @staticmethod
+    def prune(database: Database, now: int, *, batch: int) -> int:
+        """Delete the sessions that expired or ended before `now` and nothing needs any more; return how many.
+
+        A refresh token of a live family keeps its session: each refresh reads `auth_time` and
+        `sid` from it for the ID token, and ending the session revokes the family. The codes a
+        session issued live a minute, so it goes only once they have expired too.
+        """
+        before = now - CODE_TTL
+        referred = exists().where(
+            refresh_tokens.c.session_hash == login_sessions.c.session_hash, refresh_tokens.c.family_expires_at >= now
+        )
+        return delete_in_batches(
+            database,
+            login_sessions.c.session_hash,
+            or_(login_sessions.c.expires_at < before, login_sessions.c.ended_at < before),
+            ~referred,
+            batch=batch,
+        )

@@ -88,6 +88,7 @@ class IssuerSettings:
     introspection: IntrospectionSettings = IntrospectionSettings()
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024
+    prune_interval: int = 3600  # seconds between prunings of expired rows (issuer.prune); 0: never
 
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""
@@ -194,6 +195,7 @@ class IssuerSettings:
             demo_users=env.get("ISSUER_DEMO_USERS", ""),
             introspection=IntrospectionSettings.from_env(env),
             log_level=env_str(env, "ISSUER_LOG_LEVEL", cls.log_level).upper(),
+            prune_interval=env_int(env, "ISSUER_PRUNE_INTERVAL", cls.prune_interval, minimum=0),
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import Connection, insert, select, update
 
-from issuer.db import Database, refresh_tokens, stamp, users, with_username
+from issuer.db import Database, delete_in_batches, refresh_tokens, stamp, users, with_username
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
 from jwt_verifier.jose import b64url_encode
@@ -327,6 +327,17 @@ class RefreshTokens:
                 update(refresh_tokens).where(refresh_tokens.c.session_hash == old_hash).values(session_hash=new_hash)
             ).rowcount
         return moved
+
+    @staticmethod
+    def prune(database: Database, now: int, *, batch: int) -> int:
+        """Delete the tokens of every family that reached its lifetime before `now`; return how many.
+
+        Only whole families go: a live family's used tokens stay, so that their reuse is
+        still caught. Static: pruning needs no keys (`python -m issuer db prune` has none).
+        """
+        return delete_in_batches(
+            database, refresh_tokens.c.token_hash, refresh_tokens.c.family_expires_at < now, batch=batch
+        )
 
     def _revoke_family(self, conn: Connection, family_id: str, now: int) -> int:
         return stamp(conn, refresh_tokens.c.revoked_at, refresh_tokens.c.family_id == family_id, now=now)

@@ -91,6 +91,12 @@ def test_refresh_reuse_grace_and_family_lifetime_come_from_the_environment() -> 
         IssuerSettings.from_env({"ISSUER_REFRESH_REUSE_GRACE": "301"})
 
 
+def test_pruning_runs_hourly_unless_the_interval_is_changed_or_zero() -> None:
+    assert IssuerSettings.from_env({}).prune_interval == 3600
+    assert IssuerSettings.from_env({"ISSUER_PRUNE_INTERVAL": "600"}).prune_interval == 600
+    assert IssuerSettings.from_env({"ISSUER_PRUNE_INTERVAL": "0"}).prune_interval == 0  # off
+
+
 def test_secrets_stay_out_of_the_settings_repr() -> None:
     settings = IssuerSettings(session_secret="s3cret-session", key_encryption_key="k3k-value")
     assert "s3cret-session" not in repr(settings)
@@ -127,6 +133,8 @@ def test_settings_are_frozen() -> None:
         ("ISSUER_WEB_POST_LOGOUT_REDIRECT_URIS", "/logged-out", "absolute http"),
         ("ISSUER_AUDIENCE_RESOURCE_URIS", "http://localhost:8001 orders-api", "absolute http"),
         ("ISSUER_AUDIENCE_RESOURCE_URIS", "http://localhost:8001#top", "fragment"),
+        ("ISSUER_PRUNE_INTERVAL", "-1", "at least 0"),
+        ("ISSUER_PRUNE_INTERVAL", "hourly", "whole number"),
     ],
 )
 def test_bad_value_stops_start_up_naming_the_variable(name: str, value: str, message: str) -> None:
