@@ -86,7 +86,7 @@ login_sessions = Table(
     Column("session_hash", String(64), primary_key=True),
     Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("created_at", Integer, nullable=False),
-    Column("expires_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False, index=True),  # pruning (issuer.prune)
     Column("ended_at", Integer),
     Column("sid", String(32), index=True, unique=True),
 )
@@ -102,7 +102,7 @@ refresh_tokens = Table(
     Column("scope", Text, nullable=False),
     Column("issued_at", Integer, nullable=False),
     Column("expires_at", Integer, nullable=False),
-    Column("family_expires_at", Integer, nullable=False),
+    Column("family_expires_at", Integer, nullable=False, index=True),  # pruning
     Column("used_at", Integer),
     Column("revoked_at", Integer),
     Column("session_hash", String(64), index=True),
@@ -121,7 +121,7 @@ authorization_codes = Table(
     Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("scope", Text, nullable=False),
     Column("session_hash", String(64)),
-    Column("expires_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False, index=True),  # pruning
     Column("used_at", Integer),
     Column("family_id", String(32)),
     Column("audience", Text),
