@@ -150,7 +150,7 @@ def _drive(run: Run) -> None:
     run.secrets += [other.json()["access_token"], other.json()["refresh_token"]]
     revoked = requests.post(
         f"{run.issuer.url}/revoke",
-        data={"token": other.json()["refresh_token"]},
+        data={"token": other.json()["refresh_token"], "client_id": "cli"},
         headers=run.headers("revoke"),
         timeout=10,
     )
@@ -218,7 +218,7 @@ def _browser(run: Run) -> None:
         run.secrets += [first.json()["access_token"], first.json()["refresh_token"]]
         gone = requests.post(
             f"{run.issuer.url}/revoke",
-            data={"token": first.json()["refresh_token"]},
+            data={"token": first.json()["refresh_token"], "client_id": CLIENT_ID},
             headers=run.headers("revoke-web"),
             timeout=10,
         )

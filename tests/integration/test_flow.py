@@ -112,7 +112,9 @@ def test_refresh_token_reused_after_the_grace_revokes_the_family(make_stack: Sta
 
 def test_revoked_refresh_token_cannot_be_used(stack: Stack) -> None:
     tokens = stack.token("bob", "builder")
-    revoked = requests.post(f"{stack.issuer_url}/revoke", data={"token": tokens["refresh_token"]}, timeout=10)
+    revoked = requests.post(
+        f"{stack.issuer_url}/revoke", data={"token": tokens["refresh_token"], "client_id": "cli"}, timeout=10
+    )
     assert revoked.status_code == 200
     response = requests.post(
         f"{stack.issuer_url}/token",
@@ -122,7 +124,8 @@ def test_revoked_refresh_token_cannot_be_used(stack: Stack) -> None:
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_grant"
     # RFC 7009 2.2: an unknown token is answered 200 too.
-    assert requests.post(f"{stack.issuer_url}/revoke", data={"token": "unknown"}, timeout=10).status_code == 200
+    unknown = {"token": "unknown", "client_id": "cli"}
+    assert requests.post(f"{stack.issuer_url}/revoke", data=unknown, timeout=10).status_code == 200
 
 
 def test_health_endpoints(stack: Stack) -> None:

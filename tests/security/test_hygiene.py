@@ -67,7 +67,9 @@ def test_logs_hold_no_secret_after_a_whole_session(session_stack: LoopbackStack)
     ).json()
     secrets += [refreshed["access_token"], refreshed["refresh_token"]]
     assert stack.get("/api/me", refreshed["access_token"]).status_code == 200
-    requests.post(f"{stack.issuer_url}/revoke", data={"token": refreshed["refresh_token"]}, timeout=10)
+    requests.post(
+        f"{stack.issuer_url}/revoke", data={"token": refreshed["refresh_token"], "client_id": "cli"}, timeout=10
+    )
     failed = requests.post(
         f"{stack.issuer_url}/token",
         data={"grant_type": "password", "username": "bob", "password": "wrong password 42"},

@@ -254,20 +254,33 @@ def _token() -> Response:
 
 @bp.post("/revoke")
 def revoke() -> Response:
-    """Revoke a refresh token and its family; unknown tokens get 200 too (RFC 7009 2.2)."""
+    """Revoke a refresh token: its family, and the login session it was born of with all of that session's tokens.
+
+    RFC 7009 section 2.1: the client authenticates as at the token endpoint (a public client
+    names itself with `client_id`: no default client here), and only a token issued to that
+    client is revoked. Section 2.2: an unknown token, or one issued to another client, gets
+    200 too, so that a caller learns nothing about tokens that are not its own.
+    """
     params = _form()
     token = _required(params, "token")
+    if not _confidential(params) and not params.get("client_id"):
+        log.info("revocation refused", extra={"fields": {"reason": "no client_id and no client credentials"}})
+        raise InvalidClient()
+    client = _authenticated_client(params)
     if token.count(".") == 2 and params.get("token_type_hint") != "refresh_token":
         raise OAuthError(
             "access tokens are short-lived JWTs and cannot be revoked; revoke the refresh token",
             error="unsupported_token_type",
         )
-    with extensions.current().database.transaction():
-        session_hash = extensions.current().refresh_tokens.revoke(token)
+    issuer = extensions.current()
+    # One transaction: the family, the session and the session's other families end together.
+    with issuer.database.transaction():
+        session_hash = issuer.refresh_tokens.revoke(token, client.client_id)
         if session_hash:
-            extensions.current().login_sessions.end(session_hash)
+            issuer.login_sessions.end(session_hash)
+            issuer.refresh_tokens.revoke_session(session_hash)
     if session_hash is not None:
-        log.info("refresh token revoked")
+        log.info("refresh token revoked", extra={"fields": {"client_id": client.client_id}})
     response = Response(status=200)
     response.headers.update(NO_STORE)
     return response

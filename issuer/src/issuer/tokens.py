@@ -284,8 +284,12 @@ class RefreshTokens:
         )
         return conn.execute(query).first() is not None
 
-    def revoke(self, token: str) -> str | None:
-        """Revoke the family of a refresh token; return its login session's hash ("" for none), None if unknown."""
+    def revoke(self, token: str, client_id: str) -> str | None:
+        """Revoke the family of a refresh token issued to `client_id`.
+
+        Return its login session's hash ("" for none); None when the token is unknown or was
+        issued to another client, which then keeps it (RFC 7009 section 2.1).
+        """
         with self.database.transaction() as conn:
             row = conn.execute(
                 select(refresh_tokens, users.c.username)
@@ -293,6 +297,12 @@ class RefreshTokens:
                 .where(refresh_tokens.c.token_hash == secret_hash(token))
             ).first()
             if row is None:
+                return None
+            if row.client_id != client_id:
+                log.info(
+                    "revocation of another client's token ignored",
+                    extra={"fields": {"client_id": client_id, "family": row.family_id}},
+                )
                 return None
             revoked = self._revoke_family(conn, row.family_id, int(time.time()))
         audit.emit(

@@ -26,11 +26,13 @@ from werkzeug.test import TestResponse
 
 from issuer import create_app
 from issuer.clients import Client
+from issuer.kek import KEK_FILE_NAME
 from issuer.keys import KeyStore
 from issuer.settings import IssuerSettings
 from jwt_verifier.jose import load_verification_key
 from jwt_verifier.verifier import Verifier
 from shared.logs import JsonFormatter
+from tests.support.browsing import VERIFIER, authorize_params, get_code, location_path
 from tests.support.fakes import JwksServer
 from tests.support.sql import rows
 from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
@@ -269,32 +271,184 @@ def test_unknown_refresh_token_is_invalid_grant(client: FlaskClient) -> None:
     _assert_error(_token(client, grant_type="refresh_token", refresh_token="made-up"), 400, "invalid_grant")
 
 
-# -- revocation ---------------------------------------------------------------------------
+# -- revocation (RFC 7009) ----------------------------------------------------------------
+
+
+def _revoke(client: FlaskClient, headers: dict[str, str] | None = None, **form: str) -> TestResponse:
+    return client.post("/revoke", data=form, headers=headers)
+
+
+def _basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def _refreshes(client: FlaskClient, token: str, **form: str) -> bool:
+    return _token(client, grant_type="refresh_token", refresh_token=token, **form).status_code == 200
 
 
 def test_revoke_ends_the_refresh_token(client: FlaskClient) -> None:
     token = _refresh_token(_login(client))
-    response = client.post("/revoke", data={"token": token})
+    response = _revoke(client, token=token, client_id="cli")
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
     _assert_error(_token(client, grant_type="refresh_token", refresh_token=token), 400, "invalid_grant")
 
 
 def test_revoke_of_unknown_token_is_200(client: FlaskClient) -> None:
-    assert client.post("/revoke", data={"token": "never-issued"}).status_code == 200
+    assert _revoke(client, token="never-issued", client_id="cli").status_code == 200
 
 
 def test_revoke_of_access_token_is_unsupported_token_type(client: FlaskClient) -> None:
     access = _login(client).get_json()["access_token"]
-    _assert_error(client.post("/revoke", data={"token": access}), 400, "unsupported_token_type")
+    _assert_error(_revoke(client, token=access, client_id="cli"), 400, "unsupported_token_type")
 
 
 def test_revoke_without_token_is_invalid_request(client: FlaskClient) -> None:
-    _assert_error(client.post("/revoke", data={}), 400, "invalid_request")
+    _assert_error(_revoke(client, client_id="cli"), 400, "invalid_request")
 
 
 def test_revoke_with_json_body_is_invalid_request(client: FlaskClient) -> None:
     _assert_error(client.post("/revoke", json={"token": "x"}), 400, "invalid_request")
+
+
+PARTNER_SECRET = "partner-secret-" + "s" * 24
+
+
+@pytest.fixture
+def partner_token(app: Flask, client: FlaskClient) -> str:
+    """A refresh token of `partner`, a confidential client (client_secret_basic) of the password grant."""
+    clients = app.extensions["issuer"].clients
+    clients.add(Client("partner", frozenset({"password", "refresh_token"})), secret=PARTNER_SECRET)
+    clients.add(Client("other", frozenset({"password", "refresh_token"})), secret="other-secret-" + "o" * 24)
+    response = client.post(
+        "/token",
+        data={"grant_type": "password", "username": "alice", "password": "wonderland"},
+        headers=_basic("partner", PARTNER_SECRET),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return _refresh_token(response)
+
+
+def _partner_refreshes(client: FlaskClient, token: str) -> bool:
+    response = client.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": token},
+        headers=_basic("partner", PARTNER_SECRET),
+    )
+    return response.status_code == 200
+
+
+def test_revoke_with_a_wrong_client_secret_is_invalid_client_and_revokes_nothing(
+    client: FlaskClient, partner_token: str
+) -> None:
+    response = _revoke(client, _basic("partner", "wrong-secret-" + "w" * 24), token=partner_token)
+    _assert_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+    assert _partner_refreshes(client, partner_token)
+
+
+def test_revoke_of_a_confidential_clients_token_naming_its_id_without_credentials_is_invalid_client(
+    client: FlaskClient, partner_token: str
+) -> None:
+    _assert_error(_revoke(client, token=partner_token, client_id="partner"), 401, "invalid_client")
+    assert _partner_refreshes(client, partner_token)
+
+
+@pytest.mark.parametrize(
+    "caller",
+    [{"client_id": "cli"}, {"client_id": "resource-web"}, {"headers": "other"}],
+    ids=["public-cli", "public-web", "confidential-other"],
+)
+def test_revoke_of_another_clients_token_answers_200_and_revokes_nothing(
+    client: FlaskClient, partner_token: str, caller: dict[str, str]
+) -> None:
+    # RFC 7009 2.1: the token must have been issued to the caller; 2.2: an invalid token is no error.
+    headers = _basic("other", "other-secret-" + "o" * 24) if "headers" in caller else None
+    form = {name: value for name, value in caller.items() if name != "headers"}
+    assert _revoke(client, headers, token=partner_token, **form).status_code == 200
+    assert _partner_refreshes(client, partner_token)
+
+
+def test_revoke_by_the_confidential_client_that_holds_the_token_ends_it(
+    client: FlaskClient, partner_token: str
+) -> None:
+    assert _revoke(client, _basic("partner", PARTNER_SECRET), token=partner_token).status_code == 200
+    assert not _partner_refreshes(client, partner_token)
+
+
+def test_revoke_by_a_public_client_without_client_id_is_invalid_client(client: FlaskClient) -> None:
+    # RFC 7009 2.1 and RFC 6749 2.3: a public client names itself; no default client is assumed.
+    token = _refresh_token(_login(client))
+    _assert_error(_revoke(client, token=token), 401, "invalid_client")
+    assert _refreshes(client, token)
+
+
+def test_revoke_by_an_unknown_client_is_invalid_client(client: FlaskClient) -> None:
+    token = _refresh_token(_login(client))
+    _assert_error(_revoke(client, token=token, client_id="stranger"), 401, "invalid_client")
+    assert _refreshes(client, token)
+
+
+def test_revoke_refuses_the_client_before_the_token_type(client: FlaskClient) -> None:
+    access = _login(client).get_json()["access_token"]
+    _assert_error(_revoke(client, token=access), 401, "invalid_client")
+
+
+REDIRECT = "http://rs.test/callback"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def web_app(request: pytest.FixtureRequest, settings: IssuerSettings) -> Iterator[Flask]:
+    """The issuer with the resource's web client, on SQLite, then on PostgreSQL."""
+    settings = dataclasses.replace(settings, web_redirect_uris=(REDIRECT,))
+    if request.param == "postgresql":
+        settings = dataclasses.replace(
+            settings,
+            database_url=request.getfixturevalue("postgres_url"),
+            key_encryption_key=(settings.data_dir / KEK_FILE_NAME).read_text().strip(),
+            session_secret="S" * 48,
+        )
+    app = create_app(settings)
+    yield app
+    app.extensions["issuer"].database.dispose()
+
+
+def _browser_login_tokens(browser: FlaskClient) -> str:
+    """Run the code flow in a browser (logging alice in if needed); return the refresh token."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": get_code(browser, REDIRECT),
+        "redirect_uri": REDIRECT,
+        "client_id": "resource-web",
+        "code_verifier": VERIFIER,
+    }
+    response = browser.post("/token", data=form)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return _refresh_token(response)
+
+
+def test_revoking_one_token_of_a_login_session_ends_the_session_and_all_its_tokens(web_app: Flask) -> None:
+    browser = web_app.test_client()
+    first, second = _browser_login_tokens(browser), _browser_login_tokens(browser)  # one login, two families
+    assert _revoke(browser, token=first, client_id="resource-web").status_code == 200
+    for token in (first, second):
+        _assert_error(_refreshes_as_web(browser, token), 400, "invalid_grant")
+    assert location_path(browser.get("/authorize", query_string=authorize_params(REDIRECT))) == "/login"
+    with web_app.app_context():
+        tokens = rows(web_app.extensions["issuer"].database, "SELECT revoked_at FROM refresh_tokens")
+    assert [row["revoked_at"] is not None for row in tokens] == [True, True]  # both families
+
+
+def test_revoking_a_token_leaves_other_login_sessions_alone(web_app: Flask) -> None:
+    mine, other = web_app.test_client(), web_app.test_client()
+    my_token, other_token = _browser_login_tokens(mine), _browser_login_tokens(other)
+    assert _revoke(mine, token=my_token, client_id="resource-web").status_code == 200
+    assert _refreshes_as_web(other, other_token).status_code == 200
+    assert location_path(other.get("/authorize", query_string=authorize_params(REDIRECT))) != "/login"
+
+
+def _refreshes_as_web(client: FlaskClient, token: str) -> TestResponse:
+    return _token(client, grant_type="refresh_token", refresh_token=token, client_id="resource-web")
 
 
 # -- discovery ----------------------------------------------------------------------------

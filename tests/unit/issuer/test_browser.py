@@ -569,7 +569,9 @@ def test_logout_post_without_csrf_token_is_refused(client: FlaskClient) -> None:
 def test_revoking_the_refresh_token_of_a_browser_login_ends_the_login_session(client: FlaskClient) -> None:
     tokens = _exchange(client, get_code(client, REDIRECT)).get_json()
     assert _authorize(client).headers["Location"].startswith(REDIRECT + "?")
-    assert client.post("/revoke", data={"token": tokens["refresh_token"]}).status_code == 200
+    assert (
+        client.post("/revoke", data={"token": tokens["refresh_token"], "client_id": "resource-web"}).status_code == 200
+    )
     assert location_path(_authorize(client)) == "/login"
 
 
@@ -579,14 +581,14 @@ def test_revoking_a_rotated_refresh_token_still_ends_the_login_session(client: F
         "/token", data={"grant_type": "refresh_token", "refresh_token": first, "client_id": "resource-web"}
     )
     assert refreshed.status_code == 200
-    client.post("/revoke", data={"token": refreshed.get_json()["refresh_token"]})
+    client.post("/revoke", data={"token": refreshed.get_json()["refresh_token"], "client_id": "resource-web"})
     assert location_path(_authorize(client)) == "/login"
 
 
 def test_revoking_a_password_grant_token_leaves_the_browser_logged_in(client: FlaskClient) -> None:
     log_in(client)
     tokens = client.post("/token", data={"grant_type": "password", "username": "alice", "password": "wonderland"})
-    client.post("/revoke", data={"token": tokens.get_json()["refresh_token"]})
+    client.post("/revoke", data={"token": tokens.get_json()["refresh_token"], "client_id": "cli"})
     assert _authorize(client).headers["Location"].startswith(REDIRECT + "?")
 
 

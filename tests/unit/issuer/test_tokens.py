@@ -192,7 +192,7 @@ def test_retry_within_the_grace_from_another_client_is_refused_and_revokes_nothi
 def test_grace_ends_when_the_successor_was_revoked(refresh: RefreshTokens, grant: Grant) -> None:
     token = refresh.issue(grant)
     _, successor = refresh.rotate(token, "cli")
-    refresh.revoke(successor)
+    refresh.revoke(successor, "cli")
     with pytest.raises(RefreshError, match="revoked"):
         refresh.rotate(token, "cli")
 
@@ -262,7 +262,7 @@ def test_expired_refresh_token_is_refused(database: Database, grant: Grant) -> N
 
 def test_revoked_refresh_token_is_refused(refresh: RefreshTokens, grant: Grant) -> None:
     token = refresh.issue(grant)
-    assert refresh.revoke(token) == ""
+    assert refresh.revoke(token, "cli") == ""
     with pytest.raises(RefreshError, match="has been revoked"):
         refresh.rotate(token, "cli")
 
@@ -270,13 +270,19 @@ def test_revoked_refresh_token_is_refused(refresh: RefreshTokens, grant: Grant) 
 def test_revoking_a_successor_revokes_its_family(refresh: RefreshTokens, grant: Grant) -> None:
     token = refresh.issue(grant)
     _, successor = refresh.rotate(token, "cli")
-    refresh.revoke(successor)
+    refresh.revoke(successor, "cli")
     with pytest.raises(RefreshError, match="has been revoked"):
         refresh.rotate(successor, "cli")
 
 
 def test_revoke_of_unknown_token_returns_none(refresh: RefreshTokens, grant: Grant) -> None:
-    assert refresh.revoke("not-a-token") is None
+    assert refresh.revoke("not-a-token", "cli") is None
+
+
+def test_revoke_by_another_client_returns_none_and_leaves_the_token(refresh: RefreshTokens, grant: Grant) -> None:
+    token = refresh.issue(grant)
+    assert refresh.revoke(token, "resource-web") is None
+    assert refresh.rotate(token, "cli")[0] == grant
 
 
 def test_refresh_token_of_another_client_is_refused_and_not_spent(refresh: RefreshTokens, grant: Grant) -> None:
