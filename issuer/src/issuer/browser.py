@@ -12,7 +12,10 @@ issues the code instead of asking again.
 `/logout` is also OpenID Connect RP-Initiated Logout 1.0's end-session endpoint. Its
 `post_logout_redirect_uri` must be registered for the client exactly, or the user sees an
 error page; the session the `id_token_hint` names ends without a question only when it is
-the browser's own, otherwise the user confirms (a form with the CSRF token).
+the browser's own, otherwise the user confirms (a form with the CSRF token). A confirmation
+ends the browser's own session, and the hinted one only when it belongs to the same user:
+anyone may hold someone's ID token, even an expired one (RP-Initiated Logout 1.0 sections 2
+and 6), so the hint never ends another person's session.
 """
 
 from __future__ import annotations
@@ -272,6 +275,7 @@ class LogoutRequest:
     params: dict[str, str]  # what the confirmation form carries back
     client_id: str | None  # from `client_id` or the hint's `aud`
     sid: str | None  # the session the ID token hint names
+    sub: str | None  # the user the ID token hint names
     redirect_uri: str | None
     state: str | None
 
@@ -285,7 +289,7 @@ def _logout_request(values: MultiDict[str, str]) -> LogoutRequest:
     if any(len(values.getlist(name)) > 1 for name in LOGOUT_PARAMS):
         raise LogoutRefused("A parameter was sent more than once.")
     params = {name: value for name in LOGOUT_PARAMS if (value := values.get(name))}
-    client_id, sid = params.get("client_id"), None
+    client_id, sid, subject = params.get("client_id"), None, None
     if "id_token_hint" in params:
         try:
             hint = oidc.logout_hint(params["id_token_hint"])
@@ -294,7 +298,7 @@ def _logout_request(values: MultiDict[str, str]) -> LogoutRequest:
             raise LogoutRefused("The application's logout request is not valid.") from exc
         if client_id is not None and client_id != hint.client_id:
             raise LogoutRefused("The logout request names two different applications.")
-        client_id, sid = hint.client_id, hint.sid
+        client_id, sid, subject = hint.client_id, hint.sid, hint.sub
     client = extensions.current().clients.get(client_id) if client_id is not None else None
     if client_id is not None and client is None:
         raise LogoutRefused("This application is not registered with the issuer.")
@@ -307,7 +311,22 @@ def _logout_request(values: MultiDict[str, str]) -> LogoutRequest:
     state = params.get("state")
     if state is not None and len(state) > MAX_STATE_LENGTH:
         raise LogoutRefused("The logout request is too long.")
-    return LogoutRequest(params, client_id, sid, redirect_uri, state)
+    return LogoutRequest(params, client_id, sid, subject, redirect_uri, state)
+
+
+def _same_user(own: str | None, named: str, sub: str | None) -> bool:
+    """Return whether the session a hint names belongs to the user of the browser's own session.
+
+    RP-Initiated Logout 1.0 sections 2 and 6: the hint says whom the relying party means, but
+    anyone may hold someone's ID token (an expired one is a valid hint); only the browser's own
+    session, live or expired, says who is at the browser.
+    """
+    sessions = extensions.current().login_sessions
+    user_id = sessions.owner(own) if own is not None else None
+    if user_id is None or sessions.owner(named) != user_id:
+        return False
+    user = extensions.current().users.get_by_id(user_id)
+    return user is not None and sub is not None and oidc.is_subject(sub, user)
 
 
 def _check_csrf() -> None:
@@ -368,7 +387,7 @@ def logout() -> Any:
     A GET, or a POST without our CSRF token (a relying party's form), is a request: it ends
     the session at once only when the ID token hint names the browser's own session, and
     otherwise asks. A POST with the CSRF token is the user's confirmation: it ends the
-    browser's session and the one the hint names.
+    browser's session, and the one the hint names when it is the same user's.
     """
     values = request.args if request.method == "GET" else request.form
     confirmed = request.method == "POST" and (
@@ -384,6 +403,9 @@ def logout() -> Any:
     session_id = session.get("sid")
     own = secret_hash(session_id) if isinstance(session_id, str) else None  # live or expired
     named = sessions.hash_of(asked.sid) if asked.sid is not None else None
+    if named is not None and not _same_user(own, named, asked.sub):
+        log.info("end-session hint names another user's session", extra={"fields": {"client_id": asked.client_id}})
+        named = None  # never ended from this browser
     if confirmed:
         _end_sessions(own, named)
         log.info("logged out", extra={"fields": {"client_id": asked.client_id}})

@@ -70,6 +70,7 @@ class Hint:
 
     client_id: str
     sid: str | None
+    sub: str  # whom the relying party means; who is at the browser only its own session says
 
 
 def logout_hint(token: str) -> Hint:
@@ -96,12 +97,17 @@ def logout_hint(token: str) -> Hint:
         )
     except (jwt.PyJWTError, InvalidToken) as exc:
         raise InvalidHint("the ID token hint was not issued by this issuer") from exc
-    audience, sid = claims["aud"], claims.get("sid")
+    audience, sid, subject = claims["aud"], claims.get("sid"), claims["sub"]
     if isinstance(audience, list) and len(audience) == 1:
         audience = audience[0]
-    if not isinstance(audience, str) or not (sid is None or isinstance(sid, str)):
+    if not isinstance(audience, str) or not (sid is None or isinstance(sid, str)) or not isinstance(subject, str):
         raise InvalidHint("the ID token hint is not an ID token")
-    return Hint(audience, sid)
+    return Hint(audience, sid, subject)
+
+
+def is_subject(sub: str, user: User) -> bool:
+    """Return whether an ID token's `sub` names `user`: the one place that compares them."""
+    return sub == user.username
 
 
 def granted_scopes(

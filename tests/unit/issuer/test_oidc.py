@@ -427,15 +427,17 @@ def _confirm(client: FlaskClient, page: TestResponse) -> TestResponse:
     return client.post("/logout", data={name: unescape(value) for name, value in fields.items()})
 
 
-def _signed_id_token(app: Flask, *, now: int, sid: str, issuer: str = ISSUER, key: Any = None) -> str:
-    """Sign an ID token for alice with the issuer's own key (or `key`), issued at `now`."""
+def _signed_id_token(
+    app: Flask, *, now: int, sid: str, issuer: str = ISSUER, key: Any = None, username: str = "alice"
+) -> str:
+    """Sign an ID token for a user (alice) with the issuer's own key (or `key`), issued at `now`."""
     with app.app_context():
-        alice = extensions.current().users.get("alice")
+        user = extensions.current().users.get(username)
         signing = extensions.current().keys.signing_key()
-    assert alice is not None
+    assert user is not None
     if key is not None:
         signing = dataclasses.replace(signing, private_key=key)
-    grant = Grant(alice.id, "alice", CLIENT_ID, "openid")
+    grant = Grant(user.id, username, CLIENT_ID, "openid")
     token, _ = mint_id_token(
         signing, grant, Authentication(now, sid), issuer=issuer, access_token="at", ttl=60, now=now
     )
@@ -601,6 +603,29 @@ def test_a_hint_for_another_session_asks_and_the_confirmation_ends_both(app: Fla
     assert not _logged_in(other)
     assert _refresh(mine, my_tokens["refresh_token"]).status_code == 400
     assert _refresh(other, other_tokens["refresh_token"]).status_code == 400
+
+
+@pytest.mark.parametrize("expired", [False, True], ids=["fresh", "expired"])
+@pytest.mark.parametrize("own_session", [True, False], ids=["logged-in", "logged-out"])
+def test_someone_elses_hint_never_ends_their_session(app: Flask, expired: bool, own_session: bool) -> None:
+    # RP-Initiated Logout 1.0 sections 2 and 6: a hint says whom the relying party means, but
+    # anyone may hold someone's ID token; only the browser's own session says who is there.
+    victim, stranger = app.test_client(), app.test_client()
+    log_in(victim, "bob", "builder")
+    victim_tokens = _tokens(victim)
+    hint = victim_tokens["id_token"]
+    if expired:
+        sid = _id_claims(victim, hint)["sid"]
+        hint = _signed_id_token(app, now=int(time.time()) - 7200, sid=sid, username="bob")
+    if own_session:
+        log_in(stranger)
+    response = _end_session(stranger, id_token_hint=hint, post_logout_redirect_uri=LOGGED_OUT, state="af0ifjsldkj")
+    if response.status_code == 200:
+        response = _confirm(stranger, response)  # whatever is asked, the stranger says yes
+    _assert_sent_back(response)
+    assert not _logged_in(stranger)
+    assert _logged_in(victim)
+    assert _refresh(victim, victim_tokens["refresh_token"]).status_code == 200
 
 
 def test_a_confirmation_without_the_csrf_token_is_refused(client: FlaskClient) -> None:
