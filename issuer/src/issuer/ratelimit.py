@@ -7,9 +7,21 @@ Two limits guard every password check, the token endpoint's password grant and t
 
 Only failures count, and no limit is keyed by the account alone: anyone can type a name, so
 a limit on the name alone would let anyone lock its owner out. A correct password from an
-address that has not been failing always gets through. The other grants spend no budget:
-codes and refresh tokens are 256-bit secrets that cannot be guessed, and their requests come
-from clients' back channels that many people share.
+address that has not been failing gets through. The other grants spend no budget: codes and
+refresh tokens are 256-bit secrets that cannot be guessed, and their requests come from
+clients' back channels that many people share.
+
+Charged before, refunded after. Each password request is charged before its password is
+checked (Flask-Limiter's hit: one atomic increment that also tests the limit), and refunded
+once it is known that no password failed: a correct password, a request that checked none, a
+429. Testing first and charging only failures afterwards would let every request in flight
+pass the test together: 32 concurrent guesses made 13-16 checks against a bound of 10. Now
+at most the limit's number of checks run per window, however many arrive at once; the price is
+that checks in flight hold budget until they end, so a burst of correct logins beyond the
+limit, at one instant, can meet a 429. A refund goes only to the window that was charged: it
+is skipped once the window charged has ended or ends within a second (Redis tells a window's
+end in whole seconds), so a refund never credits the next window. (That end is read just
+after the charge: a window that ends in that instant, between two calls, is the one gap.)
 
 Counters live in memory by default (per worker process); set ISSUER_RATE_LIMIT_STORAGE to a
 Redis URL (redis://host:6379) to share them between workers and replicas.
@@ -23,22 +35,29 @@ choose its own limit key.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, g, request
-from flask_limiter import Limiter
+from flask import g, request
+from flask_limiter import Limiter, RequestLimit
+from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import HTTPException
 
 from issuer import extensions
 from issuer.settings import Network
 from shared import audit, metrics
 
+log = logging.getLogger(__name__)
+
 # X-Forwarded-For entries looked at, from the right: more hops than any real deployment has.
 MAX_HOPS = 16
+# Seconds of doubt about a window's bounds: Redis reports the time left in whole seconds.
+REFUND_MARGIN = 1.0
 
 
 def client_address() -> str:
@@ -92,12 +111,58 @@ def retry_after() -> int:
 
 
 def note_failed_password() -> None:
-    """Mark this request as a failed password check, which the limits count."""
+    """Mark this request as a failed password check, which keeps the charge the limits made."""
     g.password_failed = True
 
 
-def _failed(_response: Response) -> bool:
-    return bool(g.get("password_failed", False))
+Charge = tuple[FixedWindowRateLimiter, RequestLimit, float]  # where it went, for which limit, when its window ends
+
+
+def _charges() -> list[Charge]:
+    """Return what the limits just charged this request, each with the end of the window charged."""
+    strategy = limiter.limiter  # the fallback's, while Redis is down: where the charge went
+    if not isinstance(strategy, FixedWindowRateLimiter):
+        return []  # the only strategy the issuer configures; a refund is defined for it alone
+    charges = []
+    for charged in limiter.current_limits:
+        if charged.breached:
+            continue  # a breached count is over the limit anyway: nothing to give back
+        try:
+            window = strategy.get_window_stats(charged.limit, *charged.request_args)
+        except strategy.storage.base_exceptions as exc:
+            log.warning("rate limit window unreadable; no refund", extra={"fields": {"error": type(exc).__name__}})
+            continue
+        charges.append((strategy, charged, window.reset_time))
+    return charges
+
+
+def _refund(charges: list[Charge]) -> None:
+    """Give back each charge whose window is still open, unless a password failed (at most once)."""
+    if g.get("password_failed", False) or g.get("password_refunded", False):
+        return
+    g.password_refunded = True
+    for strategy, charged, window_end in charges:
+        if time.time() >= window_end - REFUND_MARGIN:
+            continue  # that window is over or nearly: its count goes with it, the next one owes nothing
+        try:
+            strategy.storage.incr(charged.key, charged.limit.get_expiry(), amount=-1)
+        except strategy.storage.base_exceptions as exc:
+            # The charge stays: a correct password then costs one attempt, never a 500.
+            log.warning("rate limit refund failed", extra={"fields": {"error": type(exc).__name__}})
+
+
+def _refunding(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a view, already charged by the limits, so that it refunds unless a password failed."""
+
+    @functools.wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        charges = _charges()
+        try:
+            return view(*args, **kwargs)
+        finally:
+            _refund(charges)
+
+    return checked
 
 
 def _account_and_address() -> str:
@@ -120,6 +185,7 @@ def _address_limit() -> str:
 
 def _count_breach(limit: str) -> Callable[[Any], None]:
     def breached(_limit: Any) -> None:
+        _refund(_charges())  # a 429 checks no password: the limits it was charged by get it back
         metrics.RATE_LIMITED.labels(limit).inc()
         audit.emit("rate_limit.hit", limit=limit, subject=_known_account() if limit == "password-account" else None)
 
@@ -147,20 +213,19 @@ def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[
         return _unreadable_body() or (extra is not None and extra())
 
     def decorate(view: Any) -> Any:
+        # No `deduct_when`: each request is charged before the view runs, and `_refunding` gives it back.
         view = limiter.shared_limit(
             _address_limit,
             "password-address",
             methods=["POST"],
-            deduct_when=_failed,
             exempt_when=exempt,
             on_breach=_count_breach("password-address"),
-        )(view)
+        )(_refunding(view))
         return limiter.shared_limit(
             _account_limit,
             "password-account",
             key_func=_account_and_address,
             methods=["POST"],
-            deduct_when=_failed,
             exempt_when=exempt,
             on_breach=_count_breach("password-account"),
         )(view)

@@ -152,3 +152,28 @@ def test_an_oversized_body_is_413_without_an_error_in_the_rate_limiter(
     response = client.post(path, data={"grant_type": "password", "username": "alice", "password": "x" * 40_000})
     assert response.status_code == 413
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+# -- charged before the check, refunded unless a password failed ---------------------------------
+
+
+def test_a_request_refused_by_one_limit_leaves_the_other_limits_budget_whole(settings: IssuerSettings) -> None:
+    # Each password request is charged by both limits before its check; a 429 checked nothing,
+    # so the per-address budget it was charged is given back: only failed checks spend it.
+    client = _peer(_app(dataclasses.replace(settings, login_rate_limit="1 per minute")), _address())
+    assert [_guess(client).status_code for _ in range(6)] == [400] + [429] * 5
+    assert [_guess(client, username=f"user{n}").status_code for n in range(3)] == [400, 400, 429]
+
+
+def test_correct_passwords_spend_no_budget(settings: IssuerSettings) -> None:
+    client = _peer(_app(settings), _address())
+    login = {"grant_type": "password", "username": "bob", "password": "builder"}
+    assert [client.post("/token", data=login).status_code for _ in range(5)] == [200] * 5
+    assert [_guess(client, username=f"user{n}").status_code for n in range(4)] == [400, 400, 400, 429]
+
+
+def test_a_request_that_checks_no_password_spends_no_budget(settings: IssuerSettings) -> None:
+    client = _peer(_app(settings), _address())
+    for _ in range(5):  # no password: invalid_request before any check
+        assert client.post("/token", data={"grant_type": "password", "username": "bob"}).status_code == 400
+    assert [_guess(client, username=f"user{n}").status_code for n in range(4)] == [400, 400, 400, 429]
