@@ -286,6 +286,11 @@ def clients() -> None:
 @click.option("--jwks-uri", default=None, help="private_key_jwt: the URL of the client's JWKS (fetched when needed).")
 @click.option("--secret-stdin", is_flag=True, help="client_secret_basic: read the secret from stdin (32+ characters).")
 @click.option("--replace", is_flag=True, help="Replace the client's whole registration if it exists (not a built-in).")
+@click.option(
+    "--allow-insecure-redirect",
+    is_flag=True,
+    help="Accept plain http redirect URIs on hosts other than loopback (a test network; RFC 9700 2.1).",
+)
 def clients_add(
     client_id: str,
     grants: tuple[str, ...],
@@ -297,6 +302,7 @@ def clients_add(
     jwks_uri: str | None,
     secret_stdin: bool,
     replace: bool,
+    allow_insecure_redirect: bool,
 ) -> None:
     """Register a client; without --jwks-file, --jwks-uri or --secret-stdin it is public (no credential).
 
@@ -332,8 +338,11 @@ def clients_add(
         try:
             client = dataclasses.replace(client, audiences=_registered_apis(database, settings, audiences))
             store = ClientStore(database)
+            insecure = allow_insecure_redirect
             added, existed = (
-                store.replace(client, secret=secret) if replace else (store.add(client, secret=secret), False)
+                store.replace(client, secret=secret, allow_insecure_redirect=insecure)
+                if replace
+                else (store.add(client, secret=secret, allow_insecure_redirect=insecure), False)
             )
         except ClientError as exc:
             raise click.ClickException(str(exc)) from exc

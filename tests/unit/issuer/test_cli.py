@@ -611,3 +611,14 @@ def test_apis_delete_refuses_while_a_client_is_limited_to_the_api(runner: CliRun
     assert ApiStore(database).get("orders-api") is not None
     runner.invoke(main, ["clients", "delete", "batch"])
     assert runner.invoke(main, ["apis", "delete", "orders-api"]).output == "deleted API orders-api\n"
+
+
+def test_clients_add_refuses_a_plain_http_redirect_uri_off_loopback_unless_allowed(
+    runner: CliRunner, database: Database
+) -> None:
+    args = ["clients", "add", "shop", "--grant", "authorization_code", "--redirect-uri", "http://shop.example/cb"]
+    refused = runner.invoke(main, args)
+    assert refused.exit_code == 1
+    assert "--allow-insecure-redirect" in refused.output
+    assert ClientStore(database).get("shop") is None
+    assert runner.invoke(main, [*args, "--allow-insecure-redirect"]).exit_code == 0
