@@ -6,8 +6,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import pty
 import re
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -622,3 +624,33 @@ def test_clients_add_refuses_a_plain_http_redirect_uri_off_loopback_unless_allow
     assert "--allow-insecure-redirect" in refused.output
     assert ClientStore(database).get("shop") is None
     assert runner.invoke(main, [*args, "--allow-insecure-redirect"]).exit_code == 0
+
+
+def _on_a_terminal(settings: IssuerSettings, *args: str) -> str:
+    """Run `python -m issuer ARGS` with stdout and stderr on a pseudo-terminal, as an operator would; return what it showed."""
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "ISSUER_DATA_DIR": str(settings.data_dir), "ISSUER_ARGON2_MEMORY_KIB": "8192"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "issuer", *args], stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=env
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the terminal's other side is closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0, shown
+    return shown.decode()
+
+
+def test_the_cli_shows_people_no_audit_json_on_a_terminal_and_the_trail_still_gets_it(settings: IssuerSettings) -> None:
+    shown = _on_a_terminal(settings, "apis", "add", "orders-api", "--scope", "orders:read")
+    assert shown.strip() == "added API orders-api with scope 'orders:read'"
+    [line] = (settings.data_dir / "audit.log").read_text().splitlines()
+    assert {"event": "api.created", "source": "cli", "api": "orders-api"}.items() <= json.loads(line).items()
+    assert stat.S_IMODE((settings.data_dir / "audit.log").stat().st_mode) == 0o600
