@@ -160,8 +160,10 @@ def authorize() -> Any:
         return redirect(url_for("browser.login"), code=302)
 
     granted = oidc.granted_scopes(requested, client.narrow(user.scopes & api.scopes), api.scopes, client)
-    if requested and not granted:
+    if requested is not None and not granted:
         return deny("invalid_scope", "none of the requested scopes can be granted")
+    if not granted & api.scopes and oidc.OPENID not in granted:  # no token for an API with none of its scopes
+        return deny("invalid_scope", f"none of the scopes of API {api.audience!r} can be granted here")
     grant = Grant(user.id, user.username, client.client_id, " ".join(sorted(granted)), api.audience)
     code = extensions.current().authorization_codes.issue(
         grant,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -285,6 +286,11 @@ def clients() -> None:
 @click.option("--jwks-uri", default=None, help="private_key_jwt: the URL of the client's JWKS (fetched when needed).")
 @click.option("--secret-stdin", is_flag=True, help="client_secret_basic: read the secret from stdin (32+ characters).")
 @click.option("--replace", is_flag=True, help="Replace the client's whole registration if it exists (not a built-in).")
+@click.option(
+    "--allow-insecure-redirect",
+    is_flag=True,
+    help="Accept plain http redirect URIs on hosts other than loopback (a test network; RFC 9700 2.1).",
+)
 def clients_add(
     client_id: str,
     grants: tuple[str, ...],
@@ -296,6 +302,7 @@ def clients_add(
     jwks_uri: str | None,
     secret_stdin: bool,
     replace: bool,
+    allow_insecure_redirect: bool,
 ) -> None:
     """Register a client; without --jwks-file, --jwks-uri or --secret-stdin it is public (no credential).
 
@@ -326,9 +333,48 @@ def clients_add(
         post_logout_redirect_uris=post_logout_redirect_uris,
     )
     secret = _read_password() if secret_stdin else None
-    with _store(ClientStore) as store:
-        added, existed = store.replace(client, secret=secret) if replace else (store.add(client, secret=secret), False)
-    click.echo(f"{_done(existed)} client {added.client_id} ({added.auth_method}; grants: {_words(added.grant_types)})")
+    settings = _settings()
+    with _database(settings) as database:
+        try:
+            client = dataclasses.replace(client, audiences=_registered_apis(database, settings, audiences))
+            store = ClientStore(database)
+            insecure = allow_insecure_redirect
+            added, existed = (
+                store.replace(client, secret=secret, allow_insecure_redirect=insecure)
+                if replace
+                else (store.add(client, secret=secret, allow_insecure_redirect=insecure), False)
+            )
+        except ClientError as exc:
+            raise click.ClickException(str(exc)) from exc
+    apis = f"; APIs: {_words(added.audiences)}" if added.audiences is not None else ""
+    click.echo(
+        f"{_done(existed)} client {added.client_id} ({added.auth_method}; grants: {_words(added.grant_types)}{apis})"
+    )
+
+
+def _registered_apis(database: Database, settings: IssuerSettings, names: tuple[str, ...]) -> frozenset[str] | None:
+    """Return the audiences of the APIs `names` name, by audience or resource URI; None for no names (any API).
+
+    A name no API has is refused: the client would get `invalid_target` forever. The default
+    API counts as registered even before the issuer's first start seeds it.
+    """
+    if not names:
+        return None
+    apis = ApiStore(database)
+    default = {settings.audience, *settings.audience_resource_uris}
+    audiences = set()
+    for name in names:
+        api = apis.resolve(name)
+        if api is None and name not in default:
+            registered = ", ".join(sorted({api.audience for api in apis.list()} | {settings.audience}))
+            hint = (
+                " (a URL names an API once registered with `apis add AUDIENCE --resource-uri URL`)"
+                if "://" in name
+                else ""
+            )
+            raise ClientError(f"no API is registered as {name!r}; registered APIs: {registered}{hint}")
+        audiences.add(settings.audience if api is None else api.audience)
+    return frozenset(audiences)
 
 
 @clients.command("list")
@@ -397,6 +443,22 @@ def apis_list() -> None:
 @apis.command("delete")
 @click.argument("audience")
 def apis_delete(audience: str) -> None:
-    """Delete an API (the default one comes back at the next start)."""
-    with _store(ApiStore) as store:
-        _deleted(store.delete(audience), f"no API has audience {audience!r}", f"deleted API {audience}")
+    """Delete an API, unless a client is limited to it (the default one comes back at the next start).
+
+    Its access tokens stay valid until they expire (the API checks them alone); its refresh
+    tokens are refused from then on (`invalid_grant`), and asking for it is `invalid_target`.
+    """
+    settings = _settings()
+    with _database(settings) as database:
+        limited = sorted(
+            client.client_id
+            for client in ClientStore(database).list()
+            if client.audiences is not None and audience in client.audiences
+        )
+        if limited:
+            raise click.ClickException(
+                f"clients limited to API {audience!r}: {', '.join(limited)}; register them again without it "
+                "(`clients add ID ... --replace`) or delete them first"
+            )
+        deleted = ApiStore(database).delete(audience)
+    _deleted(deleted, f"no API has audience {audience!r}", f"deleted API {audience}")

@@ -12,6 +12,7 @@ from settings.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,17 +96,37 @@ def builtin_clients(
     ]
 
 
-def _with_secret(client: Client, secret: str | None) -> Client:
+def _with_secret(client: Client, secret: str | None, *, allow_insecure_redirect: bool = False) -> Client:
     """Return the client, authenticated by `secret` if one is given, once its registration is coherent."""
     if secret is not None:
         if len(secret) < MIN_SECRET_LENGTH:
             raise ClientError(f"a client secret must be at least {MIN_SECRET_LENGTH} characters")
         client = Client(**{**client.__dict__, "auth_method": "client_secret_basic", "secret_hash": secret_hash(secret)})
-    return check_client(client)
+    return check_client(client, allow_insecure_redirect=allow_insecure_redirect)
 
 
-def check_client(client: Client) -> Client:
-    """Return the client if its registration is coherent, or raise ClientError saying why."""
+def is_loopback(host: str) -> bool:
+    """Return whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or ::1 (RFC 8252 section 7.3)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_redirect(uri: str) -> bool:
+    """Return whether a redirect URI is plain http off loopback (RFC 9700 section 2.1: the code would travel in clear)."""
+    parts = urlsplit(uri)
+    return parts.scheme.lower() == "http" and not is_loopback(parts.hostname or "")
+
+
+def check_client(client: Client, *, allow_insecure_redirect: bool = False) -> Client:
+    """Return the client if its registration is coherent, or raise ClientError saying why.
+
+    A plain http redirect URI must be on loopback (RFC 9700 section 2.1), unless the operator
+    allows it (`allow_insecure_redirect`: a test network, say).
+    """
     if not client.client_id or not client.client_id.isascii() or not client.client_id.isprintable():
         raise ClientError("a client id must be printable ASCII")
     if len(client.client_id) > 64 or " " in client.client_id:
@@ -120,6 +141,11 @@ def check_client(client: Client) -> Client:
         raise ClientError("a private_key_jwt client has its keys in a JWKS file or at a JWKS URL: one of the two")
     for uri in client.redirect_uris:
         _check_redirect_uri(uri, "a redirect URI")
+        if insecure_redirect(uri) and not allow_insecure_redirect:
+            raise ClientError(
+                f"redirect URI {uri!r} is plain http on a host other than loopback (localhost, 127.0.0.0/8, [::1]): "
+                "the authorization code would travel in clear; use https, or --allow-insecure-redirect"
+            )
     for uri in client.post_logout_redirect_uris:
         _check_redirect_uri(uri, "a post-logout redirect URI")
     if "client_credentials" in client.grant_types and client.auth_method == "none":
@@ -172,9 +198,9 @@ class ClientStore:
             uris.setdefault(row.client_id, []).append(row.uri)
         return [_client(row, tuple(uris.get(row.client_id, ()))) for row in every(self.database, clients.c.client_id)]
 
-    def add(self, client: Client, *, secret: str | None = None) -> Client:
+    def add(self, client: Client, *, secret: str | None = None, allow_insecure_redirect: bool = False) -> Client:
         """Register a client; a secret is checked for length and stored only as its SHA-256."""
-        client = _with_secret(client, secret)
+        client = _with_secret(client, secret, allow_insecure_redirect=allow_insecure_redirect)
         with self.database.transaction() as conn:
             if not insert_missing(conn, clients, _values(client)):
                 raise ClientError(f"client {client.client_id!r} already exists")
@@ -182,13 +208,15 @@ class ClientStore:
         audit.emit("client.created", client=client.client_id)
         return client
 
-    def replace(self, client: Client, *, secret: str | None = None) -> tuple[Client, bool]:
+    def replace(
+        self, client: Client, *, secret: str | None = None, allow_insecure_redirect: bool = False
+    ) -> tuple[Client, bool]:
         """Register a client, or replace every field of its registration; return it and whether it existed.
 
         The built-in clients follow the issuer's settings and are refused: a replaced `cli` or
         `resource-web` would break the login it serves until the next start put it back.
         """
-        client = _with_secret(client, secret)
+        client = _with_secret(client, secret, allow_insecure_redirect=allow_insecure_redirect)
         if client.client_id in BUILTIN_CLIENT_IDS:
             raise ClientError(
                 f"client {client.client_id!r} is built in (it follows the settings): it cannot be replaced"

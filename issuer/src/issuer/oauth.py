@@ -65,9 +65,25 @@ def _scope(requested: str | None, allowed: frozenset[str]) -> str:
     except UserError as exc:
         raise OAuthError(str(exc), error="invalid_scope") from exc
     granted = wanted & allowed
-    if wanted and not granted:
+    if not granted:
         raise OAuthError("none of the requested scopes can be granted", error="invalid_scope")
     return " ".join(sorted(granted))
+
+
+def _for_api(scope: str, api: Api, *, error: str = "invalid_scope") -> str:
+    """Return a granted scope once it gives something of the API: never a token for an API with no scope of it.
+
+    RFC 6749 section 3.3: what cannot be granted is refused (`invalid_scope`), not issued
+    empty; RFC 9700 section 2.3: a token carries the least privilege, and none is not a
+    privilege. An OpenID Connect grant of identity scopes alone (`openid`) stays: its token is
+    for `/userinfo`, and the APIs refuse a token that carries none of their scopes.
+    """
+    if not parse_scope(scope) & api.scopes and not oidc.is_openid(scope):
+        raise OAuthError(
+            f"none of the scopes of API {api.audience!r} can be granted here: no token for it",
+            error=error,
+        )
+    return scope
 
 
 def _api(params: dict[str, str], client: Client) -> Api:
@@ -126,7 +142,7 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
     metrics.LOGINS.labels("success").inc()
     audit.emit("login.succeeded", subject=user.username, subject_id=user.id, client=client.client_id)
-    scope = _scope(params.get("scope"), client.narrow(user.scopes & api.scopes))
+    scope = _for_api(_scope(params.get("scope"), client.narrow(user.scopes & api.scopes)), api)
     grant = Grant(user.id, user.username, client.client_id, scope, api.audience)
     return _token_response(grant, extensions.current().refresh_tokens.issue(grant))
 
@@ -137,30 +153,43 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
     # A bad `resource` or `scope` is refused before the token is spent: spent by a refused
     # request, it would revoke the session at the next refresh once the reuse grace is over.
     held = refresh_tokens.peek(token, client.client_id)
-    checked = None if held is None else _refreshed(params, held)
+    checked = None if held is None else _refreshed(params, held, client)
     try:
         grant, successor = refresh_tokens.rotate(token, client.client_id)
     except RefreshError as exc:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
-    refreshed = checked if checked is not None and grant == held else _refreshed(params, grant)
+    refreshed = checked if checked is not None and grant == held else _refreshed(params, grant, client)
     # A new ID token (OpenID Connect Core 1.0 section 12.2): same subject, audience and auth_time; no nonce.
     return _token_response(refreshed, successor, session_hash=grant.session_hash)
 
 
-def _refreshed(params: dict[str, str], grant: Grant) -> Grant:
-    """Return the grant a refresh gives: for the same API, with scopes that may only have shrunk."""
+def _same_api(resource: str | None, audience: str, api: Api | None, what: str) -> None:
+    """Refuse a `resource` that names another API than the grant's (RFC 8707 section 2.2: `invalid_target`)."""
+    # The API's audience or one of its resource URIs
+    if resource not in {None, audience} and (api is None or resource not in api.resource_uris):
+        raise OAuthError(f"{what} gives tokens only for the API it was granted for", error="invalid_target")
+
+
+def _refreshed(params: dict[str, str], grant: Grant, client: Client) -> Grant:
+    """Return the grant a refresh gives: at most what the client, the user and the API allow now.
+
+    The registrations may have changed since the first grant (`clients add --replace`, `users
+    update`, `apis add --replace`): the refresh gets the held scopes that all three still
+    allow, never more (RFC 6749 section 6), and is refused (`invalid_grant`) when the client
+    may no longer get tokens for the API or none of its scopes remains.
+    """
     audience = grant.audience or extensions.current().settings.audience
     api = extensions.current().apis.get(audience)
-    resource = params.get("resource")  # the API's audience or one of its resource URIs
-    if resource not in {None, audience} and (api is None or resource not in api.resource_uris):
-        raise OAuthError("a refresh token gives tokens only for the API it was granted for", error="invalid_target")
+    _same_api(params.get("resource"), audience, api, "a refresh token")
     user = extensions.current().users.get_by_id(grant.user_id)
     if user is None or api is None:
         raise OAuthError("the user or the API no longer exists", error="invalid_grant")
-    # The user's or the API's scopes may have shrunk since the first grant; never widen the original.
+    if not client.may_ask_for(api.audience):
+        raise OAuthError(f"the client may no longer get tokens for API {api.audience!r}", error="invalid_grant")
     held = parse_scope(grant.scope)
-    scope = _scope(params.get("scope"), (held & user.scopes & api.scopes) | oidc.kept_on_refresh(held, api.scopes))
+    allowed = client.narrow((held & user.scopes & api.scopes) | oidc.kept_on_refresh(held, api.scopes))
+    scope = _for_api(_scope(params.get("scope"), allowed) if allowed else "", api, error="invalid_grant")
     return Grant(user.id, user.username, grant.client_id, scope, grant.audience, grant.session_hash)
 
 
@@ -173,6 +202,9 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
             redeemed = extensions.current().authorization_codes.redeem(
                 code, client_id=client.client_id, redirect_uri=redirect_uri, verifier=verifier
             )
+            # Refused inside the transaction: the code stays unspent for the rightful exchange.
+            audience = redeemed.grant.audience or extensions.current().settings.audience
+            _same_api(params.get("resource"), audience, extensions.current().apis.get(audience), "this code")
             refresh_token = extensions.current().refresh_tokens.issue(
                 redeemed.grant, family_id=redeemed.family_id, session_hash=redeemed.session_hash
             )
@@ -193,7 +225,9 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
 def _client_credentials_grant(params: dict[str, str], client: Client) -> Response:
     """A service's own token (RFC 6749 4.4): `sub` is the client (RFC 9068 2.2), and no refresh token."""
     api = _api(params, client)
-    scope = _scope(params.get("scope"), client.narrow(api.scopes) if client.scopes is not None else frozenset())
+    scope = _for_api(
+        _scope(params.get("scope"), client.narrow(api.scopes) if client.scopes is not None else frozenset()), api
+    )
     return _token_response(Grant("", client.client_id, client.client_id, scope, api.audience), None)
 
 

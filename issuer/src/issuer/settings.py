@@ -12,10 +12,11 @@ from argon2 import PasswordHasher
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
+from issuer.clients import insecure_redirect
 from issuer.db import Database
 from issuer.kek import load_key_encryption_keys
 from issuer.keys import KeyPolicy, KeyStore
-from shared.settings import Environ, SettingsError, env_float, env_int, env_rate_limit, env_str, env_url
+from shared.settings import Environ, SettingsError, env_bool, env_float, env_int, env_rate_limit, env_str, env_url
 
 MIN_INTROSPECTION_SECRET_CHARS = 32
 
@@ -182,7 +183,7 @@ class IssuerSettings:
             argon2_memory_kib=env_int(
                 env, "ISSUER_ARGON2_MEMORY_KIB", cls.argon2_memory_kib, minimum=8192, maximum=1024 * 1024
             ),
-            web_redirect_uris=_urls(env, "ISSUER_WEB_REDIRECT_URIS", cls.web_redirect_uris),
+            web_redirect_uris=_redirect_uris(env, "ISSUER_WEB_REDIRECT_URIS", cls.web_redirect_uris),
             web_post_logout_redirect_uris=_urls(
                 env, "ISSUER_WEB_POST_LOGOUT_REDIRECT_URIS", cls.web_post_logout_redirect_uris
             ),
@@ -204,6 +205,19 @@ def _urls(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     if not raw:
         return default
     return tuple(env_url({name: url}, name) for url in raw)
+
+
+def _redirect_uris(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Return redirect URIs: plain http only on loopback unless ISSUER_ALLOW_INSECURE_REDIRECTS (RFC 9700 2.1)."""
+    uris = _urls(env, name, default)
+    if not env_bool(env, "ISSUER_ALLOW_INSECURE_REDIRECTS", False):
+        for uri in uris:
+            if insecure_redirect(uri):
+                raise SettingsError(
+                    f"{name} must use https off loopback (localhost, 127.0.0.0/8, [::1]), got {uri!r}; "
+                    "or set ISSUER_ALLOW_INSECURE_REDIRECTS=true"
+                )
+    return uris
 
 
 def _networks(env: Environ, name: str) -> tuple[Network, ...]:

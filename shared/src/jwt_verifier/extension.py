@@ -96,7 +96,7 @@ class BearerAuth:
             config=config,
             jwks=jwks,
             verifier=verifier,
-            protector=ResourceProtector(verifier, cookie=self._cookie),
+            protector=ResourceProtector(verifier, cookie=self._cookie, scopes=frozenset(config.scopes_supported)),
             metadata_url=metadata_url(config.resource),
         )
         app.add_url_rule(metadata_path(config.resource), "jwt_verifier.metadata", _metadata, methods=["GET"])

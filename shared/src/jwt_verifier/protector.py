@@ -30,9 +30,14 @@ class ResourceProtector:
     bearer method: only a GET-only API under SameSite cookies should accept it (no CSRF token).
     """
 
-    def __init__(self, verifier: TokenVerifier, *, cookie: str | None = None) -> None:
+    def __init__(
+        self, verifier: TokenVerifier, *, cookie: str | None = None, scopes: frozenset[str] = frozenset()
+    ) -> None:
         self.verifier = verifier
         self.cookie = cookie
+        # The API's own scopes: a token carrying none of them grants nothing here, whatever the
+        # route asks (deny by default; RFC 9700 section 2.3). Empty: no such floor.
+        self.scopes = scopes
 
     def validate(self, token: str) -> dict[str, Any]:
         """Return the token's verified claims, or raise (and log) why not; count it once either way."""
@@ -65,7 +70,11 @@ class ResourceProtector:
         if token is None:
             raise MissingToken()
         claims = self.validate(token)
-        if scope is not None and scope not in str(claims.get("scope", "")).split():
+        granted = str(claims.get("scope", "")).split()
+        if self.scopes and self.scopes.isdisjoint(granted):
+            log.info("no scope of this API", extra={"fields": {"sub": claims["sub"]}})
+            raise InsufficientScope(" ".join(sorted(self.scopes)))
+        if scope is not None and scope not in granted:
             log.info("scope missing", extra={"fields": {"sub": claims["sub"], "needed": scope}})
             raise InsufficientScope(scope)
         return claims

@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 from flask import Flask, current_app, g, has_request_context, request
@@ -94,12 +95,18 @@ def init_app(app: Flask, address: Callable[[], str] | None = None) -> None:
     app.extensions[EXTENSION] = address or (lambda: request.remote_addr or "")
 
 
-def use_command_line(service: str) -> None:
-    """Mark this process as the operator's command: source `cli`, its OS user, lines on stderr."""
+def use_command_line(service: str, terminal_trail: Path | None = None) -> None:
+    """Mark this process as the operator's command: source `cli`, its OS user, lines on stderr.
+
+    While stderr is a terminal, a person reads it: the lines go to the file `terminal_trail`
+    instead (appended, owner-only), if one is given. Redirected, stderr keeps them.
+    """
     _Process.source = "cli"
     _Process.actor = _os_user()
     if not log.handlers:
-        handler = _CurrentStderr()
+        handler: logging.Handler = (
+            _PrivateFile(terminal_trail) if terminal_trail is not None and sys.stderr.isatty() else _CurrentStderr()
+        )
         handler.setFormatter(JsonFormatter(service))
         log.addHandler(handler)
         log.propagate = False  # nothing else is configured in a command; never twice if it were
@@ -165,3 +172,23 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
         """Write the record to the current stderr."""
         self.stream = sys.stderr
         super().emit(record)
+
+
+class _PrivateFile(logging.Handler):
+    """Append each line to a file only its owner may read; stderr keeps a line the file refuses."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Append the record to the file (created 0600, its directory 0700), or write it to stderr."""
+        line = self.format(record) + "\n"
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with os.fdopen(
+                os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8"
+            ) as trail:
+                trail.write(line)
+        except OSError:
+            sys.stderr.write(line)  # never lost: a line on the terminal beats none in the trail

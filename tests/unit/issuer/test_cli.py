@@ -6,8 +6,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import pty
 import re
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from issuer import migrations
+from issuer.apis import ApiStore
 from issuer.cli import main
 from issuer.clients import ClientStore
 from issuer.db import Database
@@ -327,6 +330,7 @@ def _jwks_file(tmp_path: Path, *keys: rsa.RSAPrivateKey) -> str:
 def test_clients_add_with_a_jwks_file_registers_a_private_key_jwt_client(
     runner: CliRunner, tmp_path: Path, rsa_key: rsa.RSAPrivateKey
 ) -> None:
+    assert runner.invoke(main, ["apis", "add", "orders-api", "--scope", "orders:read"]).exit_code == 0
     result = runner.invoke(
         main,
         [
@@ -345,7 +349,7 @@ def test_clients_add_with_a_jwks_file_registers_a_private_key_jwt_client(
     )
     assert (result.exit_code, result.output) == (
         0,
-        "added client reports (private_key_jwt; grants: client_credentials)\n",
+        "added client reports (private_key_jwt; grants: client_credentials; APIs: orders-api)\n",
     )
     listing = runner.invoke(main, ["clients", "list"]).output.splitlines()
     assert (
@@ -563,3 +567,90 @@ def test_apis_add_replace_run_twice_at_once_succeeds_both_times(
             "added API orders-api with scope 'orders:read' and resource URIs http://localhost:8002\n",
             "replaced API orders-api with scope 'orders:read' and resource URIs http://localhost:8002\n",
         }
+
+
+# -- a registration that cannot work is refused ------------------------------------------------
+
+
+def _client_for(runner: CliRunner, *audiences: str) -> Result:
+    args = [arg for audience in audiences for arg in ("--audience", audience)]
+    return runner.invoke(main, ["clients", "add", "batch", "--grant", "password", *args])
+
+
+def test_clients_add_refuses_an_audience_no_api_has_naming_the_registered_ones(
+    runner: CliRunner, database: Database
+) -> None:
+    runner.invoke(main, ["apis", "add", "orders-api", "--scope", "orders:read"])
+    result = _client_for(runner, "no-such-api")
+    assert result.exit_code == 1
+    assert "no API is registered as 'no-such-api'" in result.output
+    assert "jwt-split-api, orders-api" in result.output  # the built-in API counts, seeded at start or not
+    assert ClientStore(database).get("batch") is None
+
+
+def test_clients_add_takes_a_resource_uri_as_its_api(runner: CliRunner, database: Database) -> None:
+    runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x", "--resource-uri", "http://localhost:8002"])
+    result = _client_for(runner, "http://localhost:8002", "jwt-split-api")
+    assert result.exit_code == 0, result.output
+    assert "APIs: jwt-split-api orders-api" in result.output
+    client = ClientStore(database).get("batch")
+    assert client is not None
+    assert client.audiences == frozenset({"orders-api", "jwt-split-api"})  # stored by audience, never the URI
+
+
+def test_clients_add_refuses_an_unregistered_resource_uri_with_a_hint(runner: CliRunner) -> None:
+    result = _client_for(runner, "http://localhost:8002")
+    assert result.exit_code == 1
+    assert "--resource-uri" in result.output  # how to make the URI name an API
+
+
+def test_apis_delete_refuses_while_a_client_is_limited_to_the_api(runner: CliRunner, database: Database) -> None:
+    runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x"])
+    assert _client_for(runner, "orders-api").exit_code == 0
+    refused = runner.invoke(main, ["apis", "delete", "orders-api"])
+    assert refused.exit_code == 1
+    assert "batch" in refused.output
+    assert ApiStore(database).get("orders-api") is not None
+    runner.invoke(main, ["clients", "delete", "batch"])
+    assert runner.invoke(main, ["apis", "delete", "orders-api"]).output == "deleted API orders-api\n"
+
+
+def test_clients_add_refuses_a_plain_http_redirect_uri_off_loopback_unless_allowed(
+    runner: CliRunner, database: Database
+) -> None:
+    args = ["clients", "add", "shop", "--grant", "authorization_code", "--redirect-uri", "http://shop.example/cb"]
+    refused = runner.invoke(main, args)
+    assert refused.exit_code == 1
+    assert "--allow-insecure-redirect" in refused.output
+    assert ClientStore(database).get("shop") is None
+    assert runner.invoke(main, [*args, "--allow-insecure-redirect"]).exit_code == 0
+
+
+def _on_a_terminal(settings: IssuerSettings, *args: str) -> str:
+    """Run `python -m issuer ARGS` with stdout and stderr on a pseudo-terminal, as an operator would; return what it showed."""
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "ISSUER_DATA_DIR": str(settings.data_dir), "ISSUER_ARGON2_MEMORY_KIB": "8192"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "issuer", *args], stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=env
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the terminal's other side is closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0, shown
+    return shown.decode()
+
+
+def test_the_cli_shows_people_no_audit_json_on_a_terminal_and_the_trail_still_gets_it(settings: IssuerSettings) -> None:
+    shown = _on_a_terminal(settings, "apis", "add", "orders-api", "--scope", "orders:read")
+    assert shown.strip() == "added API orders-api with scope 'orders:read'"
+    [line] = (settings.data_dir / "audit.log").read_text().splitlines()
+    assert {"event": "api.created", "source": "cli", "api": "orders-api"}.items() <= json.loads(line).items()
+    assert stat.S_IMODE((settings.data_dir / "audit.log").stat().st_mode) == 0o600

@@ -267,3 +267,46 @@ def test_redirect_uris_may_be_https_or_loopback_http_with_a_query(clients: Clien
         post_logout_redirect_uris=("https://app.example/bye",),
     )
     assert clients.add(web) == web
+
+
+# -- plain http redirect URIs only on loopback (RFC 9700 section 2.1) -----------------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://app.example/cb",
+        "http://10.0.0.5:8080/cb",
+        "http://localhost.evil.example/cb",
+        "http://128.0.0.1/cb",
+        "http://[::2]/cb",
+        "HTTP://APP.EXAMPLE/cb",
+    ],
+)
+def test_a_plain_http_redirect_uri_off_loopback_is_refused(clients: ClientStore, uri: str) -> None:
+    web = Client("web-app", frozenset({"authorization_code"}), (uri,))
+    with pytest.raises(ClientError, match="loopback"):
+        clients.add(web)
+    with pytest.raises(ClientError, match="loopback"):
+        clients.replace(web)
+    assert clients.get("web-app") is None
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://localhost:8080/cb",
+        "http://LOCALHOST/cb",
+        "http://127.0.0.1/cb",
+        "http://127.9.9.9/cb",
+        "http://[::1]:9/cb",
+    ],
+)
+def test_a_plain_http_redirect_uri_on_loopback_is_accepted(clients: ClientStore, uri: str) -> None:
+    assert clients.add(Client("web-app", frozenset({"authorization_code"}), (uri,))).redirect_uris == (uri,)
+
+
+def test_the_operator_may_allow_a_plain_http_redirect_uri(clients: ClientStore) -> None:
+    web = Client("web-app", frozenset({"authorization_code"}), ("http://app.example/cb",))
+    assert clients.add(web, allow_insecure_redirect=True) == web
+    assert clients.replace(web, allow_insecure_redirect=True) == (web, True)

@@ -130,6 +130,7 @@ def test_settings_are_frozen() -> None:
         ("ISSUER_KEY_ACTIVATION_DELAY", "-5", "at least 0"),
         ("ISSUER_LOGIN_RATE_LIMIT", "lots", "rate limit"),
         ("ISSUER_WEB_REDIRECT_URIS", "callback", "absolute http"),
+        ("ISSUER_WEB_REDIRECT_URIS", "http://localhost:8001/callback http://rs.example/callback", "https off loopback"),
         ("ISSUER_WEB_POST_LOGOUT_REDIRECT_URIS", "/logged-out", "absolute http"),
         ("ISSUER_AUDIENCE_RESOURCE_URIS", "http://localhost:8001 orders-api", "absolute http"),
         ("ISSUER_AUDIENCE_RESOURCE_URIS", "http://localhost:8001#top", "fragment"),
@@ -192,3 +193,8 @@ def test_the_web_clients_post_logout_redirect_uris_come_from_their_variable() ->
         "http://localhost:9001/logged-out",
         "https://rs.example/logged-out",
     )
+
+
+def test_a_plain_http_web_redirect_uri_off_loopback_needs_the_operators_consent() -> None:
+    env = {"ISSUER_WEB_REDIRECT_URIS": "http://rs.example/callback", "ISSUER_ALLOW_INSECURE_REDIRECTS": "true"}
+    assert IssuerSettings.from_env(env).web_redirect_uris == ("http://rs.example/callback",)

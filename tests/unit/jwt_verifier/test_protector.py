@@ -101,3 +101,15 @@ def test_an_unknown_kid_is_logged_with_the_kid(protector: ResourceProtector, cap
     with pytest.raises(UnknownKey):
         protector.validate("unknown")
     assert caplog.records[0].fields == {"reason": "unknown kid", "kid": "kid-1"}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("scope", ["", "openid email", "orders:read"])
+def test_a_token_with_none_of_the_apis_scopes_is_insufficient_scope_on_every_route(scope: str) -> None:
+    protector = ResourceProtector(
+        AnsweringVerifier({"alice": ALICE, "empty": {"sub": "carol", "scope": scope}}),
+        scopes=frozenset({"profile", "admin"}),
+    )
+    assert _acquire(protector, headers={"Authorization": "Bearer alice"}) == ALICE
+    with pytest.raises(InsufficientScope) as caught:
+        _acquire(protector, headers={"Authorization": "Bearer empty"})
+    assert caught.value.scope == "admin profile"  # the challenge names what would do

@@ -146,6 +146,15 @@ def test_admin_without_admin_scope_is_403_insufficient_scope(client: FlaskClient
     assert 'scope="admin"' in challenge
 
 
+@pytest.mark.parametrize("scope", ["", "openid", "reports:read"])
+def test_me_refuses_a_token_with_none_of_the_apis_scopes(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey, scope: str
+) -> None:
+    response = client.get("/api/me", headers=_bearer(sign(make_claims(scope=scope), rsa_key)))
+    _assert_error(response, 403, "insufficient_scope")
+    assert 'scope="admin profile"' in response.headers["WWW-Authenticate"]
+
+
 def test_admin_scope_must_be_a_whole_word(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
     response = client.get("/api/admin", headers=_bearer(sign(make_claims(scope="administrator"), rsa_key)))
     _assert_error(response, 403, "insufficient_scope")

@@ -1,0 +1,240 @@
+"""Unit tests for issuer.oauth: which token, for which API and scope, after which registration change.
+
+Every test runs on embedded SQLite and on PostgreSQL: the checks read the registrations as
+they are now, from whichever database holds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import jwt
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from issuer import create_app, extensions
+from issuer.clients import Client
+from issuer.kek import KEK_FILE_NAME
+from issuer.settings import IssuerSettings
+from tests.support.browsing import (
+    DEMO_USERS,
+    VERIFIER,
+    WEB_REDIRECT_URI,
+    authorize_params,
+    follow_authorization,
+    get_code,
+    log_in,
+    query,
+)
+from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
+
+ORDERS = "orders-api"
+ORDERS_URL = "http://localhost:8002"
+APP = "app"  # a public client allowed the password and refresh grants, with no limits of its own
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
+    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,))
+    if request.param == "sqlite":
+        return settings
+    return dataclasses.replace(
+        settings,
+        database_url=request.getfixturevalue("postgres_url"),
+        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
+        session_secret="S" * 48,
+    )
+
+
+@pytest.fixture
+def app(settings: IssuerSettings) -> Iterator[Flask]:
+    app = create_app(settings)
+    extensions.of(app).apis.add(ORDERS, "orders:read", [ORDERS_URL])
+    extensions.of(app).clients.add(Client(APP, frozenset({"password", "refresh_token"})))
+    yield app
+    extensions.of(app).database.dispose()
+
+
+def _token(client: FlaskClient, **form: str) -> TestResponse:
+    return client.post("/token", data=form)
+
+
+def _login(client: FlaskClient, username: str = "alice", password: str = "wonderland", **form: str) -> TestResponse:
+    form = {"client_id": APP, **form}
+    return _token(client, grant_type="password", username=username, password=password, **form)
+
+
+def _refresh(client: FlaskClient, response: TestResponse, **form: str) -> TestResponse:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return _token(
+        client, grant_type="refresh_token", client_id=APP, refresh_token=response.get_json()["refresh_token"], **form
+    )
+
+
+def _error(response: TestResponse, status: int, error: str) -> str:
+    body: dict[str, Any] = response.get_json()
+    assert response.status_code == status, f"{response.status_code}, scope {body.get('scope')!r}"
+    assert body["error"] == error, body
+    description: str = body["error_description"]
+    return description
+
+
+def _claims(response: TestResponse) -> dict[str, Any]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    claims: dict[str, Any] = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
+    return claims
+
+
+# -- item: an empty grant for the chosen API is refused (RFC 6749 3.3, RFC 9700 2.3) ------------
+
+
+def test_a_password_grant_for_an_api_the_user_has_no_scope_of_is_invalid_scope(client: FlaskClient) -> None:
+    assert "orders-api" in _error(_login(client, resource=ORDERS), 400, "invalid_scope")  # alice has no orders:read
+    _error(_login(client, resource=ORDERS, scope="profile"), 400, "invalid_scope")
+
+
+def test_an_empty_scope_parameter_is_refused_not_an_empty_token(client: FlaskClient) -> None:
+    _error(_login(client, scope=""), 400, "invalid_scope")
+
+
+def test_a_client_limited_to_scopes_the_api_lacks_gets_no_token_for_it(app: Flask, client: FlaskClient) -> None:
+    extensions.of(app).clients.add(Client("orders-reader", frozenset({"password"}), scopes=frozenset({"x"})))
+    _error(_login(client, client_id="orders-reader"), 400, "invalid_scope")
+
+
+def test_a_service_with_no_scope_of_the_api_gets_no_token_for_it(app: Flask, client: FlaskClient) -> None:
+    key = new_rsa_key()
+    service = Client(
+        "svc", frozenset({"client_credentials"}), scopes=frozenset({"profile"}), auth_method="private_key_jwt"
+    )
+    extensions.of(app).clients.add(dataclasses.replace(service, jwks=jwks_json(key)))
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
+
+    def ask(**extra: str) -> TestResponse:
+        assertion = sign(assertion_claims("svc", "http://issuer.test/token"), key, kid=kid_of(key), typ=None)
+        return _token(client, **form, client_assertion=assertion, **extra)
+
+    assert _claims(ask())["scope"] == "profile"  # the default API: it has profile
+    _error(ask(resource=ORDERS), 400, "invalid_scope")
+
+
+def test_authorize_for_an_api_the_user_has_no_scope_of_redirects_with_invalid_scope(client: FlaskClient) -> None:
+    log_in(client, "bob", "builder")
+    response = client.get(
+        "/authorize", query_string=authorize_params(WEB_REDIRECT_URI, resource=ORDERS, scope=None, state="s")
+    )
+    assert response.status_code == 302
+    assert query(response)["error"] == "invalid_scope"
+    assert "code" not in query(response)
+
+
+def test_an_openid_login_without_scopes_of_the_api_still_gets_its_userinfo_token(client: FlaskClient) -> None:
+    code = get_code(client, WEB_REDIRECT_URI, scope="openid", nonce="n-1", resource=ORDERS)
+    claims = _claims(_exchange(client, code))
+    assert claims["scope"] == "openid"
+
+
+# -- item: a refresh grants at most what the client, the user and the API allow now ----------------
+
+
+def test_a_narrowed_client_refreshes_only_to_its_new_scopes(app: Flask, client: FlaskClient) -> None:
+    first = _login(client)
+    assert _claims(first)["scope"] == "admin profile"
+    extensions.of(app).clients.replace(
+        Client(APP, frozenset({"password", "refresh_token"}), scopes=frozenset({"profile"}))
+    )
+    assert _claims(_refresh(client, first))["scope"] == "profile"
+
+
+def test_a_client_moved_to_another_api_may_not_refresh_for_the_old_one(app: Flask, client: FlaskClient) -> None:
+    first = _login(client)
+    extensions.of(app).clients.replace(
+        Client(
+            APP, frozenset({"password", "refresh_token"}), scopes=frozenset({"profile"}), audiences=frozenset({ORDERS})
+        )
+    )
+    assert "no longer" in _error(_refresh(client, first), 400, "invalid_grant")
+
+
+def test_a_client_left_no_scope_of_the_api_may_not_refresh(app: Flask, client: FlaskClient) -> None:
+    first = _login(client)
+    extensions.of(app).clients.replace(
+        Client(APP, frozenset({"password", "refresh_token"}), scopes=frozenset({"orders:read"}))
+    )
+    _error(_refresh(client, first), 400, "invalid_grant")
+
+
+def test_a_narrowed_user_refreshes_only_to_their_new_scopes(app: Flask, client: FlaskClient) -> None:
+    first = _login(client)
+    extensions.of(app).users.update("alice", scope="profile")
+    assert _claims(_refresh(client, first))["scope"] == "profile"
+
+
+def test_a_user_left_no_scope_of_the_api_may_not_refresh(app: Flask, client: FlaskClient) -> None:
+    first = _login(client)
+    extensions.of(app).users.update("alice", scope="orders:read")
+    _error(_refresh(client, first), 400, "invalid_grant")
+
+
+def test_an_api_whose_scopes_changed_refreshes_only_to_the_remaining_ones(app: Flask, client: FlaskClient) -> None:
+    first = _login(client)
+    apis = extensions.of(app).apis
+    apis.replace("jwt-split-api", "profile")
+    second = _refresh(client, first)
+    assert _claims(second)["scope"] == "profile"
+    apis.replace("jwt-split-api", "other")
+    _error(_refresh(client, second), 400, "invalid_grant")
+
+
+def test_a_refused_refresh_does_not_spend_the_token(app: Flask, client: FlaskClient) -> None:
+    first = _login(client)
+    extensions.of(app).users.update("alice", scope="orders:read")
+    _error(_refresh(client, first), 400, "invalid_grant")
+    extensions.of(app).users.update("alice", scope="profile")
+    assert _claims(_refresh(client, first))["scope"] == "profile"
+
+
+# -- item: `resource` at the code exchange must be the authorization request's (RFC 8707 2.2) ----
+
+
+def _exchange(client: FlaskClient, code: str, **form: str) -> TestResponse:
+    return _token(
+        client,
+        grant_type="authorization_code",
+        client_id="resource-web",
+        code=code,
+        redirect_uri=WEB_REDIRECT_URI,
+        code_verifier=VERIFIER,
+        **form,
+    )
+
+
+def test_a_code_exchanged_for_another_api_is_invalid_target(client: FlaskClient) -> None:
+    code = get_code(client, WEB_REDIRECT_URI, scope="profile admin")  # for the default API
+    _error(_exchange(client, code, resource=ORDERS), 400, "invalid_target")
+    # Refused before it was spent: the rightful exchange still works.
+    assert _claims(_exchange(client, code))["aud"] == "jwt-split-api"
+
+
+@pytest.mark.parametrize("resource", ["jwt-split-api", None])
+def test_a_code_exchanged_for_its_own_api_or_without_resource_gets_its_token(
+    client: FlaskClient, resource: str | None
+) -> None:
+    code = get_code(client, WEB_REDIRECT_URI)
+    extra = {} if resource is None else {"resource": resource}
+    assert _claims(_exchange(client, code, **extra))["aud"] == "jwt-split-api"
+
+
+def test_a_code_may_name_its_api_by_a_resource_uri_at_the_exchange(app: Flask, client: FlaskClient) -> None:
+    extensions.of(app).users.update("alice", scope="profile admin orders:read")
+    url = "/authorize?" + urlencode(authorize_params(WEB_REDIRECT_URI, scope="orders:read", resource=ORDERS))
+    code = query(follow_authorization(client, url))["code"]
+    assert _claims(_exchange(client, code, resource=ORDERS_URL))["aud"] == ORDERS
