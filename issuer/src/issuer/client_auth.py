@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hmac
 import logging
 import threading
@@ -57,10 +58,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.opaque import secret_hash
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.errors import REALM, ApiError, UnknownKey, VerificationUnavailable
+from jwt_verifier.errors import REALM, ApiError, KeysUnavailable, UnknownKey, VerificationUnavailable
 from jwt_verifier.jose import JwkError, b64url_decode, load_verification_key
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.verifier import strict_json
+from shared.httpread import DeadlineSession
 
 log = logging.getLogger(__name__)
 
@@ -99,34 +101,55 @@ class _Refused(Exception):
         self.claimed_id = claimed_id
 
 
+class FetchUnderWay(KeysUnavailable):
+    """Another request is fetching the JWKS URL the key would come from: refused, not queued."""
+
+
 class RemoteKeys:
     """The public keys of clients registered by JWKS URL, each URL fetched by its own hardened client.
 
     The verifier library's JWKS client does the fetching, with the resource's hardening: size
-    and time limits, no redirects, `Cache-Control`, one fetch at a time, a cooldown for unknown
-    kids. At most `MAX_URLS` are kept; the least recently used goes first.
+    limits, no redirects, `Cache-Control`, a cooldown for unknown kids. Its session reads each
+    answer whole, headers and body, within `timeout` seconds (the verifier's JWKS timeout
+    unless given; `shared.httpread`), so a URL
+    that trickles its answer holds a request for at most that long. One fetch per URL at a
+    time, and nobody queues behind it: a request that would need a fetch while another request
+    fetches the same URL is refused at once (`KeysUnavailable`, so `invalid_client`), and finds
+    the keys that fetch brought on its next try. At most `MAX_URLS` are kept; the least
+    recently used goes first.
     """
 
     MAX_URLS = 256
 
-    def __init__(self, issuer: str) -> None:
+    def __init__(self, issuer: str, timeout: float | None = None) -> None:
         self.issuer = issuer
-        self._clients: OrderedDict[str, JwksClient] = OrderedDict()
+        self.timeout = timeout
+        self._clients: OrderedDict[str, tuple[JwksClient, threading.Lock]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, uri: str, kid: str) -> rsa.RSAPublicKey:
         """Return the key `kid` of the JWKS at `uri`, or raise UnknownKey or VerificationUnavailable."""
         with self._lock:
-            client = self._clients.pop(uri, None)
-            if client is None:
+            entry = self._clients.pop(uri, None)
+            if entry is None:
                 config = VerifierConfig(
                     self.issuer, "client-assertions", self.issuer, jwks_url=uri, jwks_prefetch=False
                 )
-                client = JwksClient(config)
-            self._clients[uri] = client
+                if self.timeout is not None:
+                    config = dataclasses.replace(config, jwks_timeout=self.timeout)
+                entry = (JwksClient(config, session=DeadlineSession(config.jwks_timeout)), threading.Lock())
+            self._clients[uri] = entry
             while len(self._clients) > self.MAX_URLS:
                 self._clients.popitem(last=False)
-        return client.get(kid)
+        client, fetching = entry
+        if kid in client.kids:
+            return client.get(kid)  # held: no fetch on this request's path
+        if not fetching.acquire(blocking=False):
+            raise FetchUnderWay("another request is fetching this client's JWKS")
+        try:
+            return client.get(kid)
+        finally:
+            fetching.release()
 
 
 def authenticate_client(
@@ -370,6 +393,8 @@ def _remote_key(client: Client, uri: str, header: dict[str, Any], remote_keys: R
         return remote_keys.get(uri, kid)
     except UnknownKey as exc:
         raise _Refused("the assertion's kid is not in the client's JWKS", client) from exc
+    except FetchUnderWay as exc:
+        raise _Refused("the client's JWKS URL is being fetched by another request", client) from exc
     except VerificationUnavailable as exc:
         raise _Refused("the client's JWKS URL could not be fetched", client) from exc
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt_verifier.errors import ApiError
 from jwt_verifier.jose import RsaPublicJwk, public_jwk
 from shared import tracing
+from shared.httpread import read_within
 from shared.jsonread import read_json
 
 log = logging.getLogger(__name__)
@@ -67,23 +68,17 @@ class KeyFileError(Exception):
 def read_answer(session: requests.Session, method: str, url: str, *, timeout: float, **kwargs: Any) -> tuple[int, Any]:
     """Send a request and return the status and the JSON answer (None if it is not JSON or too large).
 
-    Redirects are not followed. requests' `timeout` bounds each read, not the answer: a peer
-    sending a byte at a time never trips it, so the body must arrive within twice `timeout`
-    (checked as each piece arrives; requests.Timeout otherwise).
+    Redirects are not followed. The whole answer, headers and body, must arrive within
+    `timeout` seconds, however slowly the peer sends it (`shared.httpread`; requests.Timeout
+    or another requests.RequestException otherwise).
     """
-    deadline = time.monotonic() + 2 * timeout
-    with session.request(method, url, timeout=timeout, stream=True, allow_redirects=False, **kwargs) as response:
-        body = bytearray()
-        for chunk in response.iter_content(chunk_size=4096):
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                return response.status_code, None
-            if time.monotonic() > deadline:
-                raise requests.Timeout(f"the answer took longer than {2 * timeout:g} s")
+    answer = read_within(session, method, url, timeout=timeout, max_bytes=MAX_ANSWER_BYTES, **kwargs)
+    if answer.body is None:
+        return answer.status, None
     try:
-        return response.status_code, read_json(bytes(body))
+        return answer.status, read_json(answer.body)
     except ValueError:
-        return response.status_code, None
+        return answer.status, None
 
 
 def post_token(session: requests.Session, url: str, form: dict[str, str], timeout: float) -> dict[str, Any]:

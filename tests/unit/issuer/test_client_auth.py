@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -671,6 +672,36 @@ def test_jwks_uri_client_with_a_key_not_at_its_url_or_an_unreachable_url_is_refu
     endpoint.remote_keys = RemoteKeys(ISSUER)
     endpoint.refuse(endpoint.assertion(signed(rsa_key, URI_CLIENT)))
     endpoint.refuse(endpoint.assertion(signed(rsa_key, "dead-uri")))
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_jwks_uri_that_trickles_is_refused_within_the_fetch_time(
+    endpoint: TokenEndpoint, clients: ClientStore, rsa_key: rsa.RSAPrivateKey, jwks_server: JwksServer, phase: str
+) -> None:
+    # Each byte comes well within any read timeout: only a deadline on the whole fetch stops it.
+    jwks_server.serve_keys(rsa_key)
+    jwks_server.trickle_interval = 0.5
+    jwks_server.trickle_headers = phase == "headers"
+    jwks_server.trickle = phase == "body"
+    clients.add(Client(URI_CLIENT, CC, auth_method="private_key_jwt", jwks_uri=jwks_server.url))
+    endpoint.remote_keys = RemoteKeys(ISSUER, timeout=1.0)
+    pool = ThreadPoolExecutor(2)
+    try:
+        first = pool.submit(_timed_refusal, endpoint, signed(rsa_key, URI_CLIENT))
+        jwks_server.wait_for_requests(1)
+        # Another request for the same URL while the fetch is under way does not queue behind it.
+        second = pool.submit(_timed_refusal, endpoint, signed(rsa_key, URI_CLIENT))
+        assert second.result(timeout=3) < 1.5
+        assert first.result(timeout=4) < 3
+    finally:
+        jwks_server.stop()  # on failure, the stuck fetch ends when the server stops talking
+        pool.shutdown(wait=True)
+
+
+def _timed_refusal(endpoint: TokenEndpoint, assertion: str) -> float:
+    started = time.monotonic()
+    endpoint.refuse(endpoint.assertion(assertion))
+    return time.monotonic() - started
 
 
 # -- the answer and the log --------------------------------------------------------------
