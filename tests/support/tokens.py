@@ -129,7 +129,9 @@ def jwks_json(*keys: rsa.RSAPrivateKey) -> str:
     return json.dumps({"keys": [public_jwk(key.public_key()) for key in keys]})
 
 
-def assertion_claims(client_id: str, audience: str, *, now: float | None = None, **overrides: Any) -> dict[str, Any]:
+def assertion_claims(
+    client_id: str, audience: str | list[str], *, now: float | None = None, **overrides: Any
+) -> dict[str, Any]:
     """Return valid RFC 7523 client assertion claims (a minute long); an override of `None` removes that claim."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
@@ -155,9 +157,9 @@ def sign_raw(header: bytes, payload: bytes, key: rsa.RSAPrivateKey) -> str:
     return f"{signing_input}.{b64url_encode(signature)}"
 
 
-def client_credentials_form(client_id: str, key: rsa.RSAPrivateKey, token_endpoint: str, **form: str) -> dict[str, str]:
-    """Return a client-credentials request signed in with a fresh private_key_jwt assertion."""
-    assertion = sign(assertion_claims(client_id, token_endpoint), key, kid=kid_of(key), typ=None)
+def client_credentials_form(client_id: str, key: rsa.RSAPrivateKey, issuer: str, **form: str) -> dict[str, str]:
+    """Return a client-credentials request signed in with a fresh private_key_jwt assertion (`aud` the issuer)."""
+    assertion = sign(assertion_claims(client_id, issuer), key, kid=kid_of(key), typ=None)
     return {
         "grant_type": "client_credentials",
         "client_assertion_type": ASSERTION_TYPE,

@@ -23,10 +23,15 @@ The assertion policy of `private_key_jwt`:
 | `alg`            | exactly RS256; `crit` refused; the key is chosen by `kid`, never by `alg` |
 | key              | from the client's registered JWKS: the `kid`'s key, or the only key when no `kid` |
 | `iss`, `sub`     | both equal the client id                                             |
-| `aud`            | contains the token endpoint URL or the issuer URL                    |
+| `aud`            | one string, exactly the issuer identifier (see below)                |
 | `exp`            | a number, not passed, at most 5 minutes ahead (and after `iat`)      |
 | `iat`, `nbf`     | numbers when present, not in the future                              |
 | `jti`            | a non-empty string of at most 255 characters, accepted once per client |
+
+`aud`: RFC 7523 section 3 also allows the token endpoint URL, and a list. Both are refused:
+an assertion a client made for another server whose token endpoint or list names ours would
+otherwise be accepted here (the January 2025 private_key_jwt disclosure, CVE-2025-27371), so
+`aud` is the issuer identifier as a single string, as draft-ietf-oauth-rfc7523bis requires.
 
 Times are checked on the injected clock with a 30-second leeway, so PyJWT's own time checks
 (on the wall clock) are turned off; it checks the signature, `iss`, `sub`, `aud` and presence.
@@ -313,12 +318,20 @@ def _private_key_jwt(params: dict[str, str], endpoint: _Endpoint) -> Client:
             assertion,
             key,
             algorithms=["RS256"],
-            audience=[endpoint.token_endpoint, endpoint.issuer],
+            audience=endpoint.issuer,
             issuer=client.client_id,
             subject=client.client_id,
             leeway=LEEWAY,
-            options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+            options={
+                "require": REQUIRED_CLAIMS,
+                "strict_aud": True,  # one string, exactly the issuer identifier
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
         )
+    except jwt.InvalidAudienceError as exc:
+        raise _Refused(_audience_refusal(unverified.get("aud"), endpoint), client) from exc
     except jwt.PyJWTError as exc:
         raise _Refused(f"assertion refused: {exc}", client) from exc
     expires_at = _check_times(claims, endpoint.now(), client)
@@ -329,6 +342,15 @@ def _private_key_jwt(params: dict[str, str], endpoint: _Endpoint) -> Client:
     if not endpoint.assertions.accept_once(client.client_id, jti, expires_at + LEEWAY):
         raise _Refused("assertion replayed (jti already used)", client)
     return client
+
+
+def _audience_refusal(aud: object, endpoint: _Endpoint) -> str:
+    """Say why `aud` is refused, naming the common mistakes (only the issuer identifier is accepted)."""
+    if isinstance(aud, list):
+        return "the assertion's aud is a list; it must be the issuer identifier alone"
+    if aud == endpoint.token_endpoint:
+        return "the assertion's aud is the token endpoint; it must be the issuer identifier"
+    return "the assertion's aud is not the issuer identifier"
 
 
 def _parts(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:

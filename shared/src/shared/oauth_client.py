@@ -100,13 +100,17 @@ def post_token(session: requests.Session, url: str, form: dict[str, str], timeou
     raise IssuerError(message)
 
 
-def client_assertion(client_id: str, key: rsa.RSAPrivateKey, audience: str, now: float | None = None) -> str:
-    """Return a `private_key_jwt` client assertion (RFC 7523 section 3): good for a minute, accepted once."""
+def client_assertion(client_id: str, key: rsa.RSAPrivateKey, issuer: str, now: float | None = None) -> str:
+    """Return a `private_key_jwt` client assertion (RFC 7523 section 3): good for a minute, accepted once.
+
+    Its `aud` is `issuer`, the issuer identifier, as a single string: not the token endpoint
+    URL, which the issuer refuses (draft-ietf-oauth-rfc7523bis; CVE-2025-27371).
+    """
     issued = int(time.time() if now is None else now)
     claims = {
         "iss": client_id,
         "sub": client_id,
-        "aud": audience,
+        "aud": issuer,
         "iat": issued,
         "exp": issued + ASSERTION_LIFETIME,
         "jti": uuid.uuid4().hex,

@@ -575,7 +575,7 @@ def reports(app: Flask, orders_api: str, service_key: rsa.RSAPrivateKey) -> Clie
 
 
 def _assertion(key: rsa.RSAPrivateKey, client_id: str = "reports", **overrides: Any) -> str:
-    claims = assertion_claims(client_id, "http://issuer.test/token", **overrides)
+    claims = assertion_claims(client_id, "http://issuer.test", **overrides)
     return sign(claims, key, kid=kid_of(key), typ=None)
 
 
