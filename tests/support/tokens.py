@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
+import math
 import time
 import uuid
 from typing import Any
@@ -81,6 +83,24 @@ def sign_id(claims: dict[str, Any], key: rsa.RSAPrivateKey, **options: Any) -> s
 def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     """Generate an RSA private key."""
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+@functools.cache
+def rsa_key_with_exponent(exponent: int, bits: int = 2048) -> rsa.RSAPrivateKey:
+    """Return an RSA private key whose public exponent is the first usable odd number from `exponent` up.
+
+    cryptography only generates keys with e = 3 or 65537; a hostile key needs its own arithmetic.
+    """
+    base = rsa.generate_private_key(public_exponent=65537, key_size=bits).private_numbers()
+    p, q = base.p, base.q
+    phi = (p - 1) * (q - 1)
+    e = exponent | 1
+    while math.gcd(e, phi) != 1:
+        e += 2
+    d = pow(e, -1, phi)
+    public = rsa.RSAPublicNumbers(e, p * q)
+    crt = (rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q))
+    return rsa.RSAPrivateNumbers(p, q, d, *crt, public).private_key()
 
 
 def kid_of(key: rsa.RSAPrivateKey) -> str:

@@ -21,7 +21,7 @@ The assertion policy of `private_key_jwt`:
 | size, encoding   | at most 8 KB, ASCII, three base64url segments, refused before parsing |
 | JSON             | header and claims are objects, no duplicate members, no NaN (`strict_json`) |
 | `alg`            | exactly RS256; `crit` refused; the key is chosen by `kid`, never by `alg` |
-| key              | from the client's registered JWKS: the `kid`'s key, or the only key when no `kid` |
+| key              | from the client's registered JWKS: the `kid`'s key, or the only key when no `kid`; within `issuer.client_keys`' bounds (e = 65537, 2048 to 4096 bits) |
 | `iss`, `sub`     | both equal the client id                                             |
 | `aud`            | one string, exactly the issuer identifier (see below)                |
 | `exp`            | a number, not passed, at most 5 minutes ahead (and after `iat`)      |
@@ -60,6 +60,7 @@ import flask
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from issuer.client_keys import check_client_key
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.opaque import secret_hash
 from jwt_verifier.config import VerifierConfig
@@ -400,10 +401,19 @@ def _key(client: Client, header: dict[str, Any], remote_keys: RemoteKeys | None)
     if named is None:
         if len(keys) != 1:
             raise _Refused("the assertion has no kid and the JWKS has not exactly one key", client)
-        return next(iter(keys.values()))
+        return _bounded(next(iter(keys.values())), client)
     if not isinstance(named, str) or named not in keys:
         raise _Refused("the assertion's kid is not in the client's JWKS", client)
-    return keys[named]
+    return _bounded(keys[named], client)
+
+
+def _bounded(key: rsa.RSAPublicKey, client: Client) -> rsa.RSAPublicKey:
+    """Return `key` if checking a signature with it costs what it should (issuer.client_keys)."""
+    try:
+        check_client_key(key)
+    except JwkError as exc:
+        raise _Refused(f"the client's key is refused: {exc}", client) from exc
+    return key
 
 
 def _remote_key(client: Client, uri: str, header: dict[str, Any], remote_keys: RemoteKeys) -> rsa.RSAPublicKey:
@@ -412,7 +422,7 @@ def _remote_key(client: Client, uri: str, header: dict[str, Any], remote_keys: R
     if not isinstance(kid, str) or not kid:
         raise _Refused("an assertion from a JWKS URL client must name its key (kid)", client)
     try:
-        return remote_keys.get(uri, kid)
+        return _bounded(remote_keys.get(uri, kid), client)
     except UnknownKey as exc:
         raise _Refused("the assertion's kid is not in the client's JWKS", client) from exc
     except FetchUnderWay as exc:

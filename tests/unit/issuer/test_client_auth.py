@@ -41,6 +41,7 @@ from tests.support.tokens import (
     kid_of,
     new_rsa_key,
     public_pem,
+    rsa_key_with_exponent,
     sign,
     sign_raw,
 )
@@ -352,6 +353,46 @@ def test_assertion_for_the_token_endpoint_is_logged_with_what_aud_must_be(
         "the assertion's aud is the token endpoint; it must be the issuer identifier",
         "the assertion's aud is a list; it must be the issuer identifier alone",
     ]
+
+
+# Each costs far more to verify with than an RSA-2048 key with e = 65537 (a 1000-bit exponent about 50 times).
+COSTLY_KEYS = {
+    "exponent of 1000 bits": (2**1000 + 1, 2048, "exponent"),
+    "exponent 3": (3, 2048, "exponent"),
+    "modulus of 4160 bits": (65537, 4160, "modulus"),
+}
+
+
+@pytest.mark.parametrize("kind", list(COSTLY_KEYS))
+def test_registered_key_costlier_than_the_bounds_is_refused(
+    endpoint: TokenEndpoint, clients: ClientStore, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    exponent, bits, named = COSTLY_KEYS[kind]
+    key = rsa_key_with_exponent(exponent, bits)
+    clients.add(Client("svc-costly", CC, auth_method="private_key_jwt", jwks=jwks_json(key)))
+    with caplog.at_level(logging.INFO, logger="issuer.client_auth"):
+        endpoint.refuse(endpoint.assertion(signed(key, "svc-costly", kid=kid_of(key))))
+    (entry,) = _failure_logs(caplog)
+    assert named in entry["reason"]
+
+
+@pytest.mark.parametrize("kind", list(COSTLY_KEYS))
+def test_key_from_a_jwks_uri_costlier_than_the_bounds_is_refused(
+    endpoint: TokenEndpoint,
+    clients: ClientStore,
+    jwks_server: JwksServer,
+    kind: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exponent, bits, named = COSTLY_KEYS[kind]
+    key = rsa_key_with_exponent(exponent, bits)
+    jwks_server.serve_keys(key)
+    clients.add(Client(URI_CLIENT, CC, auth_method="private_key_jwt", jwks_uri=jwks_server.url))
+    endpoint.remote_keys = RemoteKeys(ISSUER)
+    with caplog.at_level(logging.INFO, logger="issuer.client_auth"):
+        endpoint.refuse(endpoint.assertion(signed(key, URI_CLIENT, kid=kid_of(key))))
+    (entry,) = _failure_logs(caplog)
+    assert named in entry["reason"]
 
 
 def test_assertion_without_kid_uses_the_only_registered_key(
