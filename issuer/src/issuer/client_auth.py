@@ -115,7 +115,7 @@ class _Refused(Exception):
 
 
 class FetchUnderWay(KeysUnavailable):
-    """Another request is fetching the JWKS URL the key would come from: refused, not queued."""
+    """Another request's fetch of the JWKS URL the key would come from outlasted the wait."""
 
 
 class RemoteKeys:
@@ -124,12 +124,11 @@ class RemoteKeys:
     The verifier library's JWKS client does the fetching, with the resource's hardening: size
     limits, no redirects, `Cache-Control`, a cooldown for unknown kids. Its session reads each
     answer whole, headers and body, within `timeout` seconds (the verifier's JWKS timeout
-    unless given; `shared.httpread`), so a URL
-    that trickles its answer holds a request for at most that long. One fetch per URL at a
-    time, and nobody queues behind it: a request that would need a fetch while another request
-    fetches the same URL is refused at once (`KeysUnavailable`, so `invalid_client`), and finds
-    the keys that fetch brought on its next try. At most `MAX_URLS` are kept; the least
-    recently used goes first.
+    unless given; `shared.httpread`), so a URL that trickles its answer holds a request for at
+    most that long. One fetch per URL at a time: a request that needs a key while another
+    request fetches the same URL waits for that fetch, at most `timeout` seconds (then
+    `FetchUnderWay`, so `invalid_client`), and uses what it brought. At most `MAX_URLS` are
+    kept; the least recently used goes first.
     """
 
     MAX_URLS = 256
@@ -157,7 +156,9 @@ class RemoteKeys:
         client, fetching = entry
         if kid in client.kids:
             return client.get(kid)  # held: no fetch on this request's path
-        if not fetching.acquire(blocking=False):
+        # A fetch under way ends within `timeout`; waiting that long shares its answer (a client's
+        # workers starting together all get keys), and nobody waits longer whatever happens.
+        if not fetching.acquire(timeout=client.timeout):
             raise FetchUnderWay("another request is fetching this client's JWKS")
         try:
             return client.get(kid)
@@ -441,7 +442,9 @@ def _remote_key(client: Client, uri: str, header: dict[str, Any], remote_keys: R
     except UnknownKey as exc:
         raise _Refused("no_key", "the assertion's kid is not in the client's JWKS", client) from exc
     except FetchUnderWay as exc:
-        raise _Refused("keys_unavailable", "the client's JWKS URL is being fetched by another request", client) from exc
+        raise _Refused(
+            "keys_unavailable", "another request's fetch of the client's JWKS URL took too long", client
+        ) from exc
     except VerificationUnavailable as exc:
         raise _Refused("keys_unavailable", "the client's JWKS URL could not be fetched", client) from exc
 

@@ -241,8 +241,8 @@ class ServiceTokens:
         if mine:
             self._run(fetch, now)
         elif not fetch.done.wait(timeout=3 * self.timeout):
-            # requests' timeout bounds each read, and a peer trickling its headers never trips it:
-            # the fetch may hang its own thread, but no waiter waits longer than a fetch should take.
+            # The fetch ends within its timeout (read_answer); this bound is a second line, so that
+            # no waiter waits much longer than a fetch should take whatever happens to it.
             raise IssuerUnavailable("the issuer is too slow to answer; try again shortly")
         if fetch.token is not None:
             return fetch.token
