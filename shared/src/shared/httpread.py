@@ -77,7 +77,8 @@ class _DeadlineReader(io.RawIOBase):
         try:
             return self._raw.readinto(buffer)
         finally:
-            self._sock.settimeout(timeout)
+            with contextlib.suppress(OSError):  # closed under us: the read's own error says why
+                self._sock.settimeout(timeout)
 
     def close(self) -> None:
         """Close this reader (the socket closes once its last user is done)."""
