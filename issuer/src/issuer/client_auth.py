@@ -46,12 +46,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import hmac
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -61,16 +58,13 @@ import flask
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from issuer.client_keys import check_client_key
+from issuer.client_keys import FetchUnderWay, RemoteKeys, check_client_key
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.opaque import secret_hash
-from jwt_verifier.config import VerifierConfig
-from jwt_verifier.errors import REALM, ApiError, KeysUnavailable, UnknownKey, VerificationUnavailable
+from jwt_verifier.errors import REALM, ApiError, UnknownKey, VerificationUnavailable
 from jwt_verifier.jose import JwkError, b64url_decode, load_verification_key
-from jwt_verifier.jwks import JwksClient
 from jwt_verifier.verifier import strict_json
 from shared import audit
-from shared.httpread import DeadlineSession
 
 log = logging.getLogger(__name__)
 
@@ -112,58 +106,6 @@ class _Refused(Exception):
         self.reason = reason
         self.client = client
         self.claimed_id = claimed_id
-
-
-class FetchUnderWay(KeysUnavailable):
-    """Another request's fetch of the JWKS URL the key would come from outlasted the wait."""
-
-
-class RemoteKeys:
-    """The public keys of clients registered by JWKS URL, each URL fetched by its own hardened client.
-
-    The verifier library's JWKS client does the fetching, with the resource's hardening: size
-    limits, no redirects, `Cache-Control`, a cooldown for unknown kids. Its session reads each
-    answer whole, headers and body, within `timeout` seconds (the verifier's JWKS timeout
-    unless given; `shared.httpread`), so a URL that trickles its answer holds a request for at
-    most that long. One fetch per URL at a time: a request that needs a key while another
-    request fetches the same URL waits for that fetch, at most `timeout` seconds (then
-    `FetchUnderWay`, so `invalid_client`), and uses what it brought. At most `MAX_URLS` are
-    kept; the least recently used goes first.
-    """
-
-    MAX_URLS = 256
-
-    def __init__(self, issuer: str, timeout: float | None = None) -> None:
-        self.issuer = issuer
-        self.timeout = timeout
-        self._clients: OrderedDict[str, tuple[JwksClient, threading.Lock]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, uri: str, kid: str) -> rsa.RSAPublicKey:
-        """Return the key `kid` of the JWKS at `uri`, or raise UnknownKey or VerificationUnavailable."""
-        with self._lock:
-            entry = self._clients.pop(uri, None)
-            if entry is None:
-                config = VerifierConfig(
-                    self.issuer, "client-assertions", self.issuer, jwks_url=uri, jwks_prefetch=False
-                )
-                if self.timeout is not None:
-                    config = dataclasses.replace(config, jwks_timeout=self.timeout)
-                entry = (JwksClient(config, session=DeadlineSession(config.jwks_timeout)), threading.Lock())
-            self._clients[uri] = entry
-            while len(self._clients) > self.MAX_URLS:
-                self._clients.popitem(last=False)
-        client, fetching = entry
-        if kid in client.kids:
-            return client.get(kid)  # held: no fetch on this request's path
-        # A fetch under way ends within `timeout`; waiting that long shares its answer (a client's
-        # workers starting together all get keys), and nobody waits longer whatever happens.
-        if not fetching.acquire(timeout=client.timeout):
-            raise FetchUnderWay("another request is fetching this client's JWKS")
-        try:
-            return client.get(kid)
-        finally:
-            fetching.release()
 
 
 def authenticate_client(

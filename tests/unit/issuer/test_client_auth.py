@@ -26,9 +26,9 @@ from issuer.client_auth import (
     MAX_ASSERTION_BYTES,
     MAX_ASSERTION_LIFETIME,
     InvalidClient,
-    RemoteKeys,
     authenticate_client,
 )
+from issuer.client_keys import RemoteKeys
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.db import Database
 from jwt_verifier.jose import b64url_encode, public_jwk
