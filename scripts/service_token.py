@@ -1,10 +1,12 @@
 """A service's side of private_key_jwt (RFC 7523): make a key pair, then sign client assertions.
 
     python scripts/service_token.py keygen NAME              # NAME.key.pem (0600) and NAME.jwks.json
-    python scripts/service_token.py assertion CLIENT_ID KEY TOKEN_ENDPOINT
+    python scripts/service_token.py assertion CLIENT_ID KEY ISSUER
 
 Register NAME.jwks.json with `python -m issuer clients add ... --jwks-file NAME.jwks.json`: the
-issuer keeps only the public key. An assertion lives a minute and is accepted once.
+issuer keeps only the public key. An assertion lives a minute and is accepted once; its `aud`
+is ISSUER, the issuer identifier (its `ISSUER_URL`, e.g. http://localhost:8000), never the
+token endpoint URL.
 """
 
 from __future__ import annotations
@@ -33,19 +35,19 @@ def keygen(name: str) -> None:
     print(f"wrote {name}.key.pem (keep it) and {name}.jwks.json (register it)")
 
 
-def assertion(client_id: str, key_path: str, token_endpoint: str) -> None:
-    """Print a client assertion for the token endpoint, signed with the service's private key."""
+def assertion(client_id: str, key_path: str, issuer: str) -> None:
+    """Print a client assertion for the issuer, signed with the service's private key."""
     key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         sys.exit(f"{key_path} does not hold an RSA private key")
-    print(client_assertion(client_id, key, token_endpoint))
+    print(client_assertion(client_id, key, issuer))
 
 
 if __name__ == "__main__":
     match sys.argv[1:]:
         case ["keygen", name]:
             keygen(name)
-        case ["assertion", client_id, key_path, token_endpoint]:
-            assertion(client_id, key_path, token_endpoint)
+        case ["assertion", client_id, key_path, issuer]:
+            assertion(client_id, key_path, issuer)
         case _:
             sys.exit(__doc__)

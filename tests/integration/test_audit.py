@@ -1,7 +1,8 @@
 """The audit trail of a real issuer (gunicorn on loopback) and of the operator's CLI (a subprocess).
 
 One scripted run produces every event type: logins and failures at /token and at the login
-form, a rate limit, a refresh-token reuse, a code redeemed twice, a revocation, a logout, and
+form, a rate limit, a refresh-token reuse, a code redeemed twice, a revocation, a logout, a client
+authentication failure, a replayed client assertion, and
 the users, clients, APIs and keys commands. Each audit line must match
 docs/audit-event.schema.json, and no password, token, code, secret or key used in the run may
 appear in any line the issuer or the CLI wrote.
@@ -9,6 +10,7 @@ appear in any line the issuer or the CLI wrote.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -31,6 +33,7 @@ from shared.pkce import s256
 from tests.support.processes import GunicornService, free_port, issuer_process, log_events, wait_until
 from tests.support.schema import audit_schema, errors
 from tests.support.stack import EXPORT_SIGNING_KEY
+from tests.support.tokens import ASSERTION_TYPE, assertion_claims, jwks_json, kid_of, new_rsa_key, sign
 
 CLIENT_ID = "resource-web"
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -248,6 +251,11 @@ def _commands(run: Run) -> None:
     run.cli("users", "delete", "carol")
     grant = ["--grant", "client_credentials"]
     run.cli("clients", "add", "nightly", *grant, "--secret-stdin", stdin=client_secret + "\n")
+    wrong = "a-wrong-client-secret-" + secrets.token_hex(8)
+    basic = base64.b64encode(f"nightly:{wrong}".encode()).decode()
+    run.secrets += [wrong, basic]
+    refused = _token(run, "client-wrong-secret", {"Authorization": f"Basic {basic}"}, grant_type="client_credentials")
+    assert refused.status_code == 401
     run.cli("clients", "add", "nightly", *grant, "--secret-stdin", "--replace", stdin=client_secret + "\n")
     run.cli("clients", "delete", "nightly")
     run.cli("apis", "add", "audit-api", "--scope", "read")
@@ -260,6 +268,21 @@ def _commands(run: Run) -> None:
     run.cli("keys", "rotate", "--now")
     run.ids["first-kid"] = first.group(1)
     run.cli("keys", "retire", first.group(1))
+    _assertions(run)
+
+
+def _assertions(run: Run) -> None:
+    """Register a private_key_jwt client and present one of its assertions twice."""
+    key = new_rsa_key()
+    grant = ["--grant", "client_credentials", "--scope", "profile"]
+    run.cli("clients", "add", "audit-svc", *grant, "--jwks-file", "-", stdin=jwks_json(key))
+    assertion = sign(assertion_claims("audit-svc", run.issuer.env["ISSUER_URL"]), key, kid=kid_of(key), typ=None)
+    run.secrets += [assertion]
+    for step, status in (("assertion", 200), ("assertion-replayed", 401)):
+        answer = _token(
+            run, step, grant_type="client_credentials", client_assertion_type=ASSERTION_TYPE, client_assertion=assertion
+        )
+        assert answer.status_code == status, answer.text
 
 
 def _secrets_at_rest(issuer: GunicornService) -> list[str]:
@@ -364,6 +387,17 @@ def test_logout_ends_the_session_and_revokes_its_tokens(run: Run) -> None:
     assert set(lines) == {"session.ended", "token.revoked"}
     assert (lines["session.ended"]["subject"], lines["session.ended"]["endpoint"]) == ("alice", "browser.logout")
     assert lines["token.revoked"]["tokens"] == 1
+
+
+def test_client_authentication_failures_and_replays_name_the_client_and_the_reason(run: Run) -> None:
+    (wrong,) = run.of("client-wrong-secret")
+    assert (wrong["event"], wrong["client"], wrong["reason"]) == ("client.auth_failed", "nightly", "wrong_secret")
+    (replayed,) = run.of("assertion-replayed")
+    assert (replayed["event"], replayed["client"], replayed["endpoint"]) == (
+        "client.assertion_replayed",
+        "audit-svc",
+        "oauth.token",
+    )
 
 
 def test_the_cli_writes_its_changes_as_source_cli_with_the_operator(run: Run) -> None:

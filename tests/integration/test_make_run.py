@@ -69,7 +69,7 @@ def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_a
         )
         assert cli.returncode == 0, cli.stderr
         form = client_credentials_form(
-            "nightly", key, f"http://localhost:{ports['ISSUER_PORT']}/token", resource="jwt-split-reports"
+            "nightly", key, f"http://localhost:{ports['ISSUER_PORT']}", resource="jwt-split-reports"
         )
         token = requests.post(f"{issuer}/token", data=form, timeout=10).json()["access_token"]
         report = requests.get(f"{reports}/api/report", headers={"Authorization": f"Bearer {token}"}, timeout=10)

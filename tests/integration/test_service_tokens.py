@@ -53,7 +53,7 @@ def test_a_token_for_another_api_is_refused_by_this_one(stack: Stack) -> None:
 def test_replayed_expired_foreign_and_misaddressed_assertions_are_refused(stack: Stack) -> None:
     key = new_rsa_key()
     client_id = stack.register_client(key, "--scope", "profile")
-    endpoint = f"{stack.public_issuer}/token"
+    endpoint = stack.public_issuer  # the assertion's aud: the issuer identifier
     replayed = sign(assertion_claims(client_id, endpoint), key, kid=kid_of(key), typ=None)
     assertions = {
         "expired": sign(
@@ -63,6 +63,12 @@ def test_replayed_expired_foreign_and_misaddressed_assertions_are_refused(stack:
         "another client": sign(assertion_claims("svc-someone-else", endpoint), key, kid=kid_of(key), typ=None),
         "another audience": sign(
             assertion_claims(client_id, "https://evil.example/token"), key, kid=kid_of(key), typ=None
+        ),
+        "the token endpoint": sign(
+            assertion_claims(client_id, f"{stack.public_issuer}/token"), key, kid=kid_of(key), typ=None
+        ),
+        "a list naming another server too": sign(
+            assertion_claims(client_id, [stack.public_issuer, "https://evil.example"]), key, kid=kid_of(key), typ=None
         ),
     }
     form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE}
@@ -97,7 +103,7 @@ def test_the_readme_walk_through_a_service_token_with_the_script(stack: Stack, t
         return done.stdout.strip()
 
     def token(client_id: str, **form: str) -> requests.Response:
-        assertion = script("assertion", client_id, "nightly-job.key.pem", f"{stack.public_issuer}/token")
+        assertion = script("assertion", client_id, "nightly-job.key.pem", stack.public_issuer)
         data = {
             "grant_type": "client_credentials",
             "client_assertion_type": ASSERTION_TYPE,

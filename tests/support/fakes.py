@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
@@ -19,6 +20,8 @@ from jwt_verifier.jose import public_jwk
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+T = TypeVar("T")
 
 
 class FakeClock:
@@ -39,7 +42,9 @@ class JwksServer:
     """A real HTTP server on 127.0.0.1 whose answer a test sets, counting the requests it gets.
 
     `hold()` makes answers wait until `release()`; `delay` waits before the headers; `trickle`
-    sends the body one byte per `trickle_interval` with chunked encoding. A POST (its body read
+    sends the body one byte per `trickle_interval` with chunked encoding (with a Content-Length
+    when `trickle_chunked` is false); `trickle_headers`
+    sends the status line, then one header byte per `trickle_interval` until the server stops. A POST (its body read
     and ignored) gets the same answer, so it also stands in for any small HTTP endpoint.
     """
 
@@ -57,6 +62,8 @@ class JwksServer:
         self.headers: dict[str, str] = {"Content-Type": "application/json"}
         self.delay = 0.0
         self.trickle = False
+        self.trickle_chunked = True
+        self.trickle_headers = False
         self.trickle_interval = 0.05
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -98,6 +105,13 @@ class JwksServer:
             self.body = body
             self.headers = dict(headers if headers is not None else {"Content-Type": "application/json"})
 
+    def trickle_in(self, part: str, interval: float = 0.5) -> None:
+        """Send the answer's `part` ("headers" or "body", with a Content-Length) a byte per `interval`."""
+        self.trickle_interval = interval
+        self.trickle_headers = part == "headers"
+        self.trickle = part == "body"
+        self.trickle_chunked = False
+
     def hold(self) -> None:
         """Make requests wait for `release()` before they are answered."""
         self._released.clear()
@@ -127,6 +141,24 @@ class JwksServer:
             self._stopped.wait(self.delay)
 
 
+def finishes_within(seconds: float, server: JwksServer, call: Callable[[], T]) -> T:
+    """Return what `call` returns (or raise what it raises); fail if it runs longer than `seconds`.
+
+    The call runs in a thread; `server` is stopped afterwards either way, which ends a call
+    stuck reading from it, so a failing test does not hang.
+    """
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(call)
+    try:
+        done, _ = wait([future], timeout=seconds)
+        if not done:
+            raise AssertionError(f"the call was still running after {seconds} s")
+        return future.result()
+    finally:
+        server.stop()
+        pool.shutdown(wait=True)
+
+
 def _handler_for(server: JwksServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -135,6 +167,9 @@ def _handler_for(server: JwksServer) -> type[BaseHTTPRequestHandler]:
             status, body, headers = server._snapshot(self.path)
             server._wait_released()
             try:
+                if server.trickle_headers:
+                    self._trickle_headers()
+                    return
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -152,15 +187,24 @@ def _handler_for(server: JwksServer) -> type[BaseHTTPRequestHandler]:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.do_GET()
 
+        def _trickle_headers(self) -> None:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            self.wfile.flush()
+            while not server._stopped.wait(server.trickle_interval):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+
         def _trickle(self, body: bytes) -> None:
-            self.send_header("Transfer-Encoding", "chunked")
+            chunked = server.trickle_chunked
+            self.send_header(*(("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(len(body)))))
             self.end_headers()
             for byte in body:
                 if server._stopped.wait(server.trickle_interval):
                     return
-                self.wfile.write(b"1\r\n" + bytes([byte]) + b"\r\n")
+                self.wfile.write(b"1\r\n" + bytes([byte]) + b"\r\n" if chunked else bytes([byte]))
                 self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
 
         def log_message(self, format: str, *args: Any) -> None:
             """Keep the test output quiet."""

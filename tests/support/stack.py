@@ -208,7 +208,7 @@ class Stack(abc.ABC):
 
     def service_token(self, client_id: str, key: rsa.RSAPrivateKey, **form: str) -> requests.Response:
         """Ask for a client-credentials token, signing in with `key` (private_key_jwt)."""
-        data = client_credentials_form(client_id, key, f"{self.public_issuer}/token", **form)
+        data = client_credentials_form(client_id, key, self.public_issuer, **form)
         return requests.post(f"{self.issuer_url}/token", data=data, timeout=10)
 
     def get(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
+import math
 import time
 import uuid
 from typing import Any
@@ -83,6 +85,24 @@ def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
+@functools.cache
+def rsa_key_with_exponent(exponent: int, bits: int = 2048) -> rsa.RSAPrivateKey:
+    """Return an RSA private key whose public exponent is the first usable odd number from `exponent` up.
+
+    cryptography only generates keys with e = 3 or 65537; a hostile key needs its own arithmetic.
+    """
+    base = rsa.generate_private_key(public_exponent=65537, key_size=bits).private_numbers()
+    p, q = base.p, base.q
+    phi = (p - 1) * (q - 1)
+    e = exponent | 1
+    while math.gcd(e, phi) != 1:
+        e += 2
+    d = pow(e, -1, phi)
+    public = rsa.RSAPublicNumbers(e, p * q)
+    crt = (rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q))
+    return rsa.RSAPrivateNumbers(p, q, d, *crt, public).private_key()
+
+
 def kid_of(key: rsa.RSAPrivateKey) -> str:
     """Return the RFC 7638 thumbprint kid of a key."""
     return public_jwk(key.public_key())["kid"]
@@ -129,7 +149,9 @@ def jwks_json(*keys: rsa.RSAPrivateKey) -> str:
     return json.dumps({"keys": [public_jwk(key.public_key()) for key in keys]})
 
 
-def assertion_claims(client_id: str, audience: str, *, now: float | None = None, **overrides: Any) -> dict[str, Any]:
+def assertion_claims(
+    client_id: str, audience: str | list[str], *, now: float | None = None, **overrides: Any
+) -> dict[str, Any]:
     """Return valid RFC 7523 client assertion claims (a minute long); an override of `None` removes that claim."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
@@ -155,9 +177,9 @@ def sign_raw(header: bytes, payload: bytes, key: rsa.RSAPrivateKey) -> str:
     return f"{signing_input}.{b64url_encode(signature)}"
 
 
-def client_credentials_form(client_id: str, key: rsa.RSAPrivateKey, token_endpoint: str, **form: str) -> dict[str, str]:
-    """Return a client-credentials request signed in with a fresh private_key_jwt assertion."""
-    assertion = sign(assertion_claims(client_id, token_endpoint), key, kid=kid_of(key), typ=None)
+def client_credentials_form(client_id: str, key: rsa.RSAPrivateKey, issuer: str, **form: str) -> dict[str, str]:
+    """Return a client-credentials request signed in with a fresh private_key_jwt assertion (`aud` the issuer)."""
+    assertion = sign(assertion_claims(client_id, issuer), key, kid=kid_of(key), typ=None)
     return {
         "grant_type": "client_credentials",
         "client_assertion_type": ASSERTION_TYPE,

@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from issuer import browser, introspect, oauth, oidc, prune, wellknown
 from issuer.apis import ApiStore
-from issuer.client_auth import RemoteKeys
+from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
 from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir, private_file

@@ -16,6 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from issuer import migrations, prune
 from issuer.apis import ApiStore, InvalidApi, new_api
+from issuer.client_keys import check_client_key
 from issuer.clients import Client, ClientError, ClientStore
 from issuer.db import Database
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
@@ -249,7 +250,7 @@ def _read_jwks(path: str) -> str:
         if not isinstance(keys, list) or not keys:
             raise click.ClickException(f"{path} holds no keys")
         for jwk in keys:
-            load_verification_key(jwk)
+            check_client_key(load_verification_key(jwk)[1])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"{path} is not a JWKS of RS256 public keys: {exc}") from None
     return json.dumps({"keys": keys}, separators=(",", ":"))

@@ -21,17 +21,23 @@ The assertion policy of `private_key_jwt`:
 | size, encoding   | at most 8 KB, ASCII, three base64url segments, refused before parsing |
 | JSON             | header and claims are objects, no duplicate members, no NaN (`strict_json`) |
 | `alg`            | exactly RS256; `crit` refused; the key is chosen by `kid`, never by `alg` |
-| key              | from the client's registered JWKS: the `kid`'s key, or the only key when no `kid` |
+| key              | from the client's registered JWKS: the `kid`'s key, or the only key when no `kid`; within `issuer.client_keys`' bounds (e = 65537, 2048 to 4096 bits) |
 | `iss`, `sub`     | both equal the client id                                             |
-| `aud`            | contains the token endpoint URL or the issuer URL                    |
+| `aud`            | one string, exactly the issuer identifier (see below)                |
 | `exp`            | a number, not passed, at most 5 minutes ahead (and after `iat`)      |
 | `iat`, `nbf`     | numbers when present, not in the future                              |
 | `jti`            | a non-empty string of at most 255 characters, accepted once per client |
 
+`aud`: RFC 7523 section 3 also allows the token endpoint URL, and a list. Both are refused:
+an assertion a client made for another server whose token endpoint or list names ours would
+otherwise be accepted here (the January 2025 private_key_jwt disclosure, CVE-2025-27371), so
+`aud` is the issuer identifier as a single string, as draft-ietf-oauth-rfc7523bis requires.
+
 Times are checked on the injected clock with a 30-second leeway, so PyJWT's own time checks
 (on the wall clock) are turned off; it checks the signature, `iss`, `sub`, `aud` and presence.
 
-Logging: one line per refusal with its reason. A registered client is logged as `client_id`;
+Logging: one line per refusal with its reason, and one audit line (`client.auth_failed` with a
+stable `reason`, or `client.assertion_replayed`), never the secret or the assertion. A registered client is logged as `client_id`;
 an id nobody registered is typed by whoever sent it, so it goes to `unknown_client_id` cut to
 64 characters with everything but printable ASCII escaped.
 """
@@ -42,9 +48,7 @@ import base64
 import binascii
 import hmac
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,13 +58,13 @@ import flask
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from issuer.client_keys import FetchUnderWay, RemoteKeys, check_client_key
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.opaque import secret_hash
-from jwt_verifier.config import VerifierConfig
 from jwt_verifier.errors import REALM, ApiError, UnknownKey, VerificationUnavailable
 from jwt_verifier.jose import JwkError, b64url_decode, load_verification_key
-from jwt_verifier.jwks import JwksClient
 from jwt_verifier.verifier import strict_json
+from shared import audit
 
 log = logging.getLogger(__name__)
 
@@ -90,43 +94,18 @@ class InvalidClient(ApiError):
 
 
 class _Refused(Exception):
-    """Why authentication failed, for the log; `client` is set once the id names a registered client."""
+    """Why authentication failed: `code` for the audit trail, `reason` for the log.
 
-    def __init__(self, reason: str, client: Client | None = None, claimed_id: str | None = None) -> None:
+    `client` is set once the id names a registered client. `code` is one of shared.audit.CLIENT_AUTH_REASONS, or
+    `replayed` (an event of its own).
+    """
+
+    def __init__(self, code: str, reason: str, client: Client | None = None, claimed_id: str | None = None) -> None:
         super().__init__(reason)
+        self.code = code
         self.reason = reason
         self.client = client
         self.claimed_id = claimed_id
-
-
-class RemoteKeys:
-    """The public keys of clients registered by JWKS URL, each URL fetched by its own hardened client.
-
-    The verifier library's JWKS client does the fetching, with the resource's hardening: size
-    and time limits, no redirects, `Cache-Control`, one fetch at a time, a cooldown for unknown
-    kids. At most `MAX_URLS` are kept; the least recently used goes first.
-    """
-
-    MAX_URLS = 256
-
-    def __init__(self, issuer: str) -> None:
-        self.issuer = issuer
-        self._clients: OrderedDict[str, JwksClient] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, uri: str, kid: str) -> rsa.RSAPublicKey:
-        """Return the key `kid` of the JWKS at `uri`, or raise UnknownKey or VerificationUnavailable."""
-        with self._lock:
-            client = self._clients.pop(uri, None)
-            if client is None:
-                config = VerifierConfig(
-                    self.issuer, "client-assertions", self.issuer, jwks_url=uri, jwks_prefetch=False
-                )
-                client = JwksClient(config)
-            self._clients[uri] = client
-            while len(self._clients) > self.MAX_URLS:
-                self._clients.popitem(last=False)
-        return client.get(kid)
 
 
 def authenticate_client(
@@ -155,6 +134,12 @@ def authenticate_client(
         elif exc.claimed_id is not None:
             fields["unknown_client_id"] = _escaped(exc.claimed_id)
         log.warning("client authentication failed", extra={"fields": fields})
+        # Only a registered client is named: an id typed for nobody stays in the log, cut and escaped.
+        registered = exc.client.client_id if exc.client is not None else None
+        if exc.code == "replayed":
+            audit.emit("client.assertion_replayed", client=registered)
+        else:
+            audit.emit("client.auth_failed", client=registered, reason=exc.code)
         raise InvalidClient(basic=used_header) from exc
 
 
@@ -174,9 +159,9 @@ def _authenticate(request: flask.Request, params: dict[str, str], endpoint: _End
     headers = request.headers.getlist("Authorization")
     has_assertion = "client_assertion" in params or "client_assertion_type" in params
     if "client_secret" in params:
-        raise _Refused("client_secret in the form (client_secret_post) is not supported")
+        raise _Refused("wrong_method", "client_secret in the form (client_secret_post) is not supported")
     if headers and has_assertion:
-        raise _Refused("more than one authentication method")
+        raise _Refused("wrong_method", "more than one authentication method")
     if headers:
         return _basic(headers, params, endpoint.clients)
     if has_assertion:
@@ -195,9 +180,9 @@ def _lookup(clients: ClientStore, client_id: str) -> Client | None:
 
 def _expect_method(client: Client | None, claimed_id: str, method: str) -> Client:
     if client is None:
-        raise _Refused("unknown client", claimed_id=claimed_id)
+        raise _Refused("unknown_client", "unknown client", claimed_id=claimed_id)
     if client.auth_method != method:
-        raise _Refused(f"the client is registered for {client.auth_method}, not {method}", client)
+        raise _Refused("wrong_method", f"the client is registered for {client.auth_method}, not {method}", client)
     return client
 
 
@@ -205,7 +190,7 @@ def _same_id(params: dict[str, str], client: Client) -> None:
     """Refuse a `client_id` parameter that names another client than the credentials do."""
     given = params.get("client_id")
     if given is not None and given != client.client_id:
-        raise _Refused("the client_id parameter names another client", client)
+        raise _Refused("wrong_method", "the client_id parameter names another client", client)
 
 
 # -- none: public clients ------------------------------------------------------------------
@@ -214,7 +199,7 @@ def _same_id(params: dict[str, str], client: Client) -> None:
 def _public(params: dict[str, str], clients: ClientStore) -> Client:
     client_id = params.get("client_id", "")
     if not client_id:
-        raise _Refused("no client credentials and no client_id")
+        raise _Refused("no_credentials", "no client credentials and no client_id")
     return _expect_method(_lookup(clients, client_id), client_id, "none")
 
 
@@ -229,7 +214,7 @@ def _basic(headers: list[str], params: dict[str, str], clients: ClientStore) -> 
     matches = hmac.compare_digest(secret_hash(secret), stored)
     client = _expect_method(client, client_id, "client_secret_basic")
     if not matches:
-        raise _Refused("wrong client secret", client)
+        raise _Refused("wrong_secret", "wrong client secret", client)
     _same_id(params, client)
     return client
 
@@ -245,27 +230,27 @@ def basic_credentials(request: flask.Request) -> tuple[str, str] | None:
 def _basic_credentials(headers: list[str]) -> tuple[str, str]:
     """Return (client id, secret) from the one Basic header: form-urlencoded, then base64."""
     if len(headers) != 1:
-        raise _Refused("more than one Authorization header")
+        raise _Refused("malformed", "more than one Authorization header")
     scheme, _, encoded = headers[0].strip().partition(" ")
     if scheme.lower() != "basic":
-        raise _Refused("the Authorization scheme is not Basic")
+        raise _Refused("malformed", "the Authorization scheme is not Basic")
     encoded = encoded.strip()
     if len(encoded) > MAX_BASIC_CREDENTIALS:
-        raise _Refused("the Basic credentials are too long")
+        raise _Refused("malformed", "the Basic credentials are too long")
     try:
         decoded = base64.b64decode(encoded.encode("ascii"), validate=True).decode("ascii")
     except (UnicodeError, binascii.Error) as exc:
-        raise _Refused("the Basic credentials are not base64 of ASCII") from exc
+        raise _Refused("malformed", "the Basic credentials are not base64 of ASCII") from exc
     raw_id, colon, raw_secret = decoded.partition(":")
     if not colon:
-        raise _Refused("the Basic credentials have no colon")
+        raise _Refused("malformed", "the Basic credentials have no colon")
     try:
         client_id = unquote_plus(raw_id, errors="strict")
         secret = unquote_plus(raw_secret, errors="strict")
     except UnicodeDecodeError as exc:
-        raise _Refused("the Basic credentials are not form-urlencoded UTF-8") from exc
+        raise _Refused("malformed", "the Basic credentials are not form-urlencoded UTF-8") from exc
     if not client_id or not secret:
-        raise _Refused("the Basic credentials lack the client id or the secret")
+        raise _Refused("malformed", "the Basic credentials lack the client id or the secret")
     return client_id, secret
 
 
@@ -274,14 +259,14 @@ def _basic_credentials(headers: list[str]) -> tuple[str, str]:
 
 def _private_key_jwt(params: dict[str, str], endpoint: _Endpoint) -> Client:
     if params.get("client_assertion_type") != ASSERTION_TYPE:
-        raise _Refused("client_assertion_type is missing or not jwt-bearer")
+        raise _Refused("malformed", "client_assertion_type is missing or not jwt-bearer")
     assertion = params.get("client_assertion", "")
     if not assertion:
-        raise _Refused("client_assertion is missing")
+        raise _Refused("malformed", "client_assertion is missing")
     header, unverified = _parts(assertion)
     claimed_id = unverified.get("sub")
     if not isinstance(claimed_id, str) or not claimed_id:
-        raise _Refused("the assertion has no sub")
+        raise _Refused("malformed", "the assertion has no sub")
     client = _expect_method(_lookup(endpoint.clients, claimed_id), claimed_id, "private_key_jwt")
     _same_id(params, client)
     key = _key(client, header, endpoint.remote_keys)
@@ -290,44 +275,63 @@ def _private_key_jwt(params: dict[str, str], endpoint: _Endpoint) -> Client:
             assertion,
             key,
             algorithms=["RS256"],
-            audience=[endpoint.token_endpoint, endpoint.issuer],
+            audience=endpoint.issuer,
             issuer=client.client_id,
             subject=client.client_id,
             leeway=LEEWAY,
-            options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+            options={
+                "require": REQUIRED_CLAIMS,
+                "strict_aud": True,  # one string, exactly the issuer identifier
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
         )
+    except jwt.InvalidAudienceError as exc:
+        raise _Refused("bad_assertion", _audience_refusal(unverified.get("aud"), endpoint), client) from exc
     except jwt.PyJWTError as exc:
-        raise _Refused(f"assertion refused: {exc}", client) from exc
+        raise _Refused("bad_assertion", f"assertion refused: {exc}", client) from exc
     expires_at = _check_times(claims, endpoint.now(), client)
     jti = claims["jti"]
     if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
-        raise _Refused(f"the assertion's jti must be a string of 1 to {MAX_JTI_LENGTH} characters", client)
+        raise _Refused(
+            "bad_assertion", f"the assertion's jti must be a string of 1 to {MAX_JTI_LENGTH} characters", client
+        )
     # Remembered until the assertion can no longer be accepted: its exp plus the leeway.
     if not endpoint.assertions.accept_once(client.client_id, jti, expires_at + LEEWAY):
-        raise _Refused("assertion replayed (jti already used)", client)
+        raise _Refused("replayed", "assertion replayed (jti already used)", client)
     return client
+
+
+def _audience_refusal(aud: object, endpoint: _Endpoint) -> str:
+    """Say why `aud` is refused, naming the common mistakes (only the issuer identifier is accepted)."""
+    if isinstance(aud, list):
+        return "the assertion's aud is a list; it must be the issuer identifier alone"
+    if aud == endpoint.token_endpoint:
+        return "the assertion's aud is the token endpoint; it must be the issuer identifier"
+    return "the assertion's aud is not the issuer identifier"
 
 
 def _parts(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return the header and the (unverified) claims, parsed strictly, of a compact JWS."""
     if len(assertion) > MAX_ASSERTION_BYTES:
-        raise _Refused(f"the assertion is larger than {MAX_ASSERTION_BYTES} bytes")
+        raise _Refused("malformed", f"the assertion is larger than {MAX_ASSERTION_BYTES} bytes")
     if not assertion.isascii():
-        raise _Refused("the assertion is not ASCII")
+        raise _Refused("malformed", "the assertion is not ASCII")
     segments = assertion.split(".")
     if len(segments) != 3:
-        raise _Refused("the assertion is not a compact JWS (three segments)")
+        raise _Refused("malformed", "the assertion is not a compact JWS (three segments)")
     try:
         header, claims = (strict_json(b64url_decode(segment)) for segment in segments[:2])
         b64url_decode(segments[2])
     except (ValueError, RecursionError) as exc:
-        raise _Refused("the assertion is malformed") from exc
+        raise _Refused("malformed", "the assertion is malformed") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise _Refused("the assertion is malformed")
+        raise _Refused("malformed", "the assertion is malformed")
     if header.get("alg") != "RS256":
-        raise _Refused("the assertion's algorithm is not RS256")
+        raise _Refused("malformed", "the assertion's algorithm is not RS256")
     if "crit" in header:
-        raise _Refused("the assertion uses a JWS extension (crit)")
+        raise _Refused("malformed", "the assertion uses a JWS extension (crit)")
     return header, claims
 
 
@@ -336,14 +340,14 @@ def _key(client: Client, header: dict[str, Any], remote_keys: RemoteKeys | None)
     if client.jwks is None:
         if client.jwks_uri and remote_keys is not None:
             return _remote_key(client, client.jwks_uri, header, remote_keys)
-        raise _Refused("the client has no registered JWKS", client)
+        raise _Refused("no_key", "the client has no registered JWKS", client)
     try:
         jwks = strict_json(client.jwks.encode("utf-8"))
     except (ValueError, RecursionError) as exc:
-        raise _Refused("the client's registered JWKS is not JSON", client) from exc
+        raise _Refused("no_key", "the client's registered JWKS is not JSON", client) from exc
     entries = jwks.get("keys") if isinstance(jwks, dict) else None
     if not isinstance(entries, list):
-        raise _Refused("the client's registered JWKS has no keys list", client)
+        raise _Refused("no_key", "the client's registered JWKS has no keys list", client)
     keys: dict[str, rsa.RSAPublicKey] = {}
     for entry in entries:
         try:
@@ -354,41 +358,56 @@ def _key(client: Client, header: dict[str, Any], remote_keys: RemoteKeys | None)
     named = header.get("kid")
     if named is None:
         if len(keys) != 1:
-            raise _Refused("the assertion has no kid and the JWKS has not exactly one key", client)
-        return next(iter(keys.values()))
+            raise _Refused("no_key", "the assertion has no kid and the JWKS has not exactly one key", client)
+        return _bounded(next(iter(keys.values())), client)
     if not isinstance(named, str) or named not in keys:
-        raise _Refused("the assertion's kid is not in the client's JWKS", client)
-    return keys[named]
+        raise _Refused("no_key", "the assertion's kid is not in the client's JWKS", client)
+    return _bounded(keys[named], client)
+
+
+def _bounded(key: rsa.RSAPublicKey, client: Client) -> rsa.RSAPublicKey:
+    """Return `key` if checking a signature with it costs what it should (issuer.client_keys)."""
+    try:
+        check_client_key(key)
+    except JwkError as exc:
+        raise _Refused("key_refused", f"the client's key is refused: {exc}", client) from exc
+    return key
 
 
 def _remote_key(client: Client, uri: str, header: dict[str, Any], remote_keys: RemoteKeys) -> rsa.RSAPublicKey:
     """Return the key the assertion names from the client's JWKS URL (a kid is required there)."""
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
-        raise _Refused("an assertion from a JWKS URL client must name its key (kid)", client)
+        raise _Refused("no_key", "an assertion from a JWKS URL client must name its key (kid)", client)
     try:
-        return remote_keys.get(uri, kid)
+        return _bounded(remote_keys.get(uri, kid), client)
     except UnknownKey as exc:
-        raise _Refused("the assertion's kid is not in the client's JWKS", client) from exc
+        raise _Refused("no_key", "the assertion's kid is not in the client's JWKS", client) from exc
+    except FetchUnderWay as exc:
+        raise _Refused(
+            "keys_unavailable", "another request's fetch of the client's JWKS URL took too long", client
+        ) from exc
     except VerificationUnavailable as exc:
-        raise _Refused("the client's JWKS URL could not be fetched", client) from exc
+        raise _Refused("keys_unavailable", "the client's JWKS URL could not be fetched", client) from exc
 
 
 def _check_times(claims: dict[str, Any], now: float, client: Client) -> int:
     """Apply the time rules on the injected clock; return `exp`."""
     exp = _numeric(claims, "exp", client)
     if exp <= now - LEEWAY:
-        raise _Refused("the assertion has expired", client)
+        raise _Refused("bad_assertion", "the assertion has expired", client)
     if exp > now + MAX_ASSERTION_LIFETIME + LEEWAY:
-        raise _Refused(f"the assertion's exp is more than {MAX_ASSERTION_LIFETIME} seconds ahead", client)
+        raise _Refused(
+            "bad_assertion", f"the assertion's exp is more than {MAX_ASSERTION_LIFETIME} seconds ahead", client
+        )
     if "iat" in claims:
         iat = _numeric(claims, "iat", client)
         if iat > now + LEEWAY:
-            raise _Refused("the assertion's iat is in the future", client)
+            raise _Refused("bad_assertion", "the assertion's iat is in the future", client)
         if exp - iat > MAX_ASSERTION_LIFETIME:
-            raise _Refused(f"the assertion lives longer than {MAX_ASSERTION_LIFETIME} seconds", client)
+            raise _Refused("bad_assertion", f"the assertion lives longer than {MAX_ASSERTION_LIFETIME} seconds", client)
     if "nbf" in claims and _numeric(claims, "nbf", client) > now + LEEWAY:
-        raise _Refused("the assertion is not valid yet (nbf)", client)
+        raise _Refused("bad_assertion", "the assertion is not valid yet (nbf)", client)
     return exp
 
 
@@ -396,7 +415,7 @@ def _numeric(claims: dict[str, Any], name: str, client: Client) -> int:
     """Return a NumericDate as whole seconds; strings, booleans and huge numbers are refused."""
     value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_NUMERIC_DATE:
-        raise _Refused(f"the assertion's {name} is not a NumericDate", client)
+        raise _Refused("bad_assertion", f"the assertion's {name} is not a NumericDate", client)
     return int(value)
 
 

@@ -8,7 +8,7 @@ from typing import cast
 from flask import Flask, current_app
 
 from issuer.apis import ApiStore
-from issuer.client_auth import RemoteKeys
+from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore
 from issuer.codes import AuthorizationCodes
 from issuer.db import Database

@@ -52,6 +52,9 @@ def _client(params: dict[str, str]) -> Client:
     client_id = params.get("client_id") or DEFAULT_CLIENT_ID
     client = extensions.current().clients.get(client_id)
     if client is None or client.auth_method != "none":
+        # A confidential client sending no credentials, or an id no client has (never written).
+        reason = "unknown_client" if client is None else "no_credentials"
+        audit.emit("client.auth_failed", client=client.client_id if client else None, reason=reason)
         raise InvalidClient()
     return client
 

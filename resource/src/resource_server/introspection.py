@@ -22,10 +22,12 @@ from jwt_verifier.errors import InvalidToken, TokenExpired, VerificationUnavaila
 from jwt_verifier.jose import b64url_decode
 from resource_server.settings import ResourceSettings
 from shared import tracing
+from shared.httpread import read_within
 from shared.jsonread import read_json
 
 log = logging.getLogger(__name__)
 
+MAX_ANSWER_BYTES = 64 * 1024
 # RFC 7662 section 2.2 members that describe the answer, not the token.
 _RESPONSE_MEMBERS = {"active", "token_type", "username"}
 
@@ -73,20 +75,25 @@ class IntrospectingVerifier:
 
     def _ask(self, token: str) -> dict[str, Any]:
         try:
-            response = self._session().post(
+            # The whole answer within the timeout, however slowly it comes (shared.httpread).
+            response = read_within(
+                self._session(),
+                "POST",
                 self.url,
                 data={"token": token, "token_type_hint": "access_token"},
                 auth=self._auth,
                 timeout=self.timeout,
-                allow_redirects=False,
+                max_bytes=MAX_ANSWER_BYTES,
             )
         except requests.RequestException as exc:
             raise IntrospectionUnavailable(f"cannot reach the introspection endpoint: {type(exc).__name__}") from exc
-        if response.status_code != 200:
-            log.error("introspection failed", extra={"fields": {"status": response.status_code}})
-            raise IntrospectionUnavailable(f"the introspection endpoint answered HTTP {response.status_code}")
+        if response.status != 200:
+            log.error("introspection failed", extra={"fields": {"status": response.status}})
+            raise IntrospectionUnavailable(f"the introspection endpoint answered HTTP {response.status}")
+        if response.body is None:
+            raise IntrospectionUnavailable(f"the introspection answer is larger than {MAX_ANSWER_BYTES} bytes")
         try:
-            answer = read_json(response.content)
+            answer = read_json(response.body)
         except ValueError as exc:
             raise IntrospectionUnavailable("the introspection endpoint answered something other than JSON") from exc
         if not isinstance(answer, dict):

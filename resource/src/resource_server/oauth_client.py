@@ -18,7 +18,8 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 
 from resource_server.settings import ResourceSettings
 from shared import tracing
-from shared.oauth_client import post_token
+from shared.httpread import read_within
+from shared.oauth_client import MAX_ANSWER_BYTES, post_token
 from shared.pkce import new_verifier, s256
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,13 @@ class IssuerClient:
     def revoke(self, refresh_token: str) -> None:
         """Revoke a refresh token, ending its login session at the issuer (best effort)."""
         try:
-            self.session.post(
+            read_within(
+                self.session,
+                "POST",
                 self.revoke_url,
                 data={"token": refresh_token, "token_type_hint": "refresh_token", "client_id": self.client_id},
                 timeout=self.timeout,
+                max_bytes=MAX_ANSWER_BYTES,
             )
         except requests.RequestException as exc:
             log.warning("could not revoke at the issuer", extra={"fields": {"reason": type(exc).__name__}})

@@ -52,13 +52,28 @@ EVENTS: Final[dict[str, str]] = {
     "client.created": "a client was registered",
     "client.changed": "a client's registration was replaced",
     "client.deleted": "a client was deleted",
+    "client.auth_failed": "a client failed to authenticate (the reason says which way)",
+    "client.assertion_replayed": "a private_key_jwt assertion was presented again (its jti was used)",
     "api.created": "an API was registered",
     "api.changed": "an API's scopes or resource URIs were replaced",
     "api.deleted": "an API was deleted",
 }
 
 SOURCES: Final = ("http", "cli", "system")
-REASONS: Final = ("unreadable",)  # why a key step was forced rather than planned
+# Why a key step was forced rather than planned, and why a client failed to authenticate.
+KEY_REASONS: Final = ("unreadable",)
+CLIENT_AUTH_REASONS: Final = (
+    "no_credentials",  # no credentials and no client_id
+    "unknown_client",  # no client is registered with the id given
+    "wrong_method",  # another method than the client's, more than one, or an unsupported one
+    "malformed",  # the Basic header or the assertion cannot be read
+    "wrong_secret",
+    "bad_assertion",  # signature, iss, sub, aud, exp, iat, nbf or jti refused
+    "no_key",  # no registered key the assertion can name
+    "key_refused",  # the client's key is out of bounds (exponent, modulus)
+    "keys_unavailable",  # the client's JWKS URL could not be fetched (or is being fetched)
+)
+REASONS: Final = KEY_REASONS + CLIENT_AUTH_REASONS
 MAX_TEXT: Final = 128  # every value here is short (names, ids); a longer one is cut
 
 FieldValue = str | int | list[str] | None

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt_verifier.errors import ApiError
 from jwt_verifier.jose import RsaPublicJwk, public_jwk
 from shared import tracing
+from shared.httpread import read_within
 from shared.jsonread import read_json
 
 log = logging.getLogger(__name__)
@@ -67,23 +68,17 @@ class KeyFileError(Exception):
 def read_answer(session: requests.Session, method: str, url: str, *, timeout: float, **kwargs: Any) -> tuple[int, Any]:
     """Send a request and return the status and the JSON answer (None if it is not JSON or too large).
 
-    Redirects are not followed. requests' `timeout` bounds each read, not the answer: a peer
-    sending a byte at a time never trips it, so the body must arrive within twice `timeout`
-    (checked as each piece arrives; requests.Timeout otherwise).
+    Redirects are not followed. The whole answer, headers and body, must arrive within
+    `timeout` seconds, however slowly the peer sends it (`shared.httpread`; requests.Timeout
+    or another requests.RequestException otherwise).
     """
-    deadline = time.monotonic() + 2 * timeout
-    with session.request(method, url, timeout=timeout, stream=True, allow_redirects=False, **kwargs) as response:
-        body = bytearray()
-        for chunk in response.iter_content(chunk_size=4096):
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                return response.status_code, None
-            if time.monotonic() > deadline:
-                raise requests.Timeout(f"the answer took longer than {2 * timeout:g} s")
+    answer = read_within(session, method, url, timeout=timeout, max_bytes=MAX_ANSWER_BYTES, **kwargs)
+    if answer.body is None:
+        return answer.status, None
     try:
-        return response.status_code, read_json(bytes(body))
+        return answer.status, read_json(answer.body)
     except ValueError:
-        return response.status_code, None
+        return answer.status, None
 
 
 def post_token(session: requests.Session, url: str, form: dict[str, str], timeout: float) -> dict[str, Any]:
@@ -105,13 +100,17 @@ def post_token(session: requests.Session, url: str, form: dict[str, str], timeou
     raise IssuerError(message)
 
 
-def client_assertion(client_id: str, key: rsa.RSAPrivateKey, audience: str, now: float | None = None) -> str:
-    """Return a `private_key_jwt` client assertion (RFC 7523 section 3): good for a minute, accepted once."""
+def client_assertion(client_id: str, key: rsa.RSAPrivateKey, issuer: str, now: float | None = None) -> str:
+    """Return a `private_key_jwt` client assertion (RFC 7523 section 3): good for a minute, accepted once.
+
+    Its `aud` is `issuer`, the issuer identifier, as a single string: not the token endpoint
+    URL, which the issuer refuses (draft-ietf-oauth-rfc7523bis; CVE-2025-27371).
+    """
     issued = int(time.time() if now is None else now)
     claims = {
         "iss": client_id,
         "sub": client_id,
-        "aud": audience,
+        "aud": issuer,
         "iat": issued,
         "exp": issued + ASSERTION_LIFETIME,
         "jti": uuid.uuid4().hex,
@@ -242,8 +241,8 @@ class ServiceTokens:
         if mine:
             self._run(fetch, now)
         elif not fetch.done.wait(timeout=3 * self.timeout):
-            # requests' timeout bounds each read, and a peer trickling its headers never trips it:
-            # the fetch may hang its own thread, but no waiter waits longer than a fetch should take.
+            # The fetch ends within its timeout (read_answer); this bound is a second line, so that
+            # no waiter waits much longer than a fetch should take whatever happens to it.
             raise IssuerUnavailable("the issuer is too slow to answer; try again shortly")
         if fetch.token is not None:
             return fetch.token

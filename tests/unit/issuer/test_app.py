@@ -729,7 +729,7 @@ def reports(app: Flask, orders_api: str, service_key: rsa.RSAPrivateKey) -> Clie
 
 
 def _assertion(key: rsa.RSAPrivateKey, client_id: str = "reports", **overrides: Any) -> str:
-    claims = assertion_claims(client_id, "http://issuer.test/token", **overrides)
+    claims = assertion_claims(client_id, "http://issuer.test", **overrides)
     return sign(claims, key, kid=kid_of(key), typ=None)
 
 
@@ -765,6 +765,33 @@ def test_a_replayed_assertion_is_invalid_client(
     assertion = _assertion(service_key)
     assert _client_credentials(client, assertion, resource=orders_api).status_code == 200
     _assert_error(_client_credentials(client, assertion, resource=orders_api), 401, "invalid_client")
+
+
+def test_client_authentication_failures_and_replays_are_in_the_audit_trail(
+    client: FlaskClient,
+    reports: Client,
+    orders_api: str,
+    service_key: rsa.RSAPrivateKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assertion = _assertion(service_key)
+    forged = sign(assertion_claims("reports", "http://issuer.test"), new_rsa_key(), kid=kid_of(service_key), typ=None)
+    assert _client_credentials(client, assertion, resource=orders_api).status_code == 200
+    with caplog.at_level(logging.INFO, logger="jwt_split.audit"):
+        _assert_error(_client_credentials(client, assertion, resource=orders_api), 401, "invalid_client")
+        _assert_error(_client_credentials(client, forged, resource=orders_api), 401, "invalid_client")
+        _assert_error(_token(client, grant_type="client_credentials", client_id="nobody"), 401, "invalid_client")
+        _assert_error(_token(client, grant_type="client_credentials", client_id="reports"), 401, "invalid_client")
+    lines = [getattr(record, "fields", {}) for record in caplog.records if record.name == "jwt_split.audit"]
+    assert [(line["event"], line.get("client"), line.get("reason")) for line in lines] == [
+        ("client.assertion_replayed", "reports", None),
+        ("client.auth_failed", "reports", "bad_assertion"),
+        ("client.auth_failed", None, "unknown_client"),
+        ("client.auth_failed", "reports", "no_credentials"),
+    ]
+    assert all((line["source"], line["endpoint"]) == ("http", "oauth.token") for line in lines)
+    assert assertion not in caplog.text
+    assert forged.split(".")[2] not in caplog.text
 
 
 def test_an_assertion_signed_by_another_key_is_invalid_client(

@@ -30,6 +30,7 @@ from issuer.tokens import Grant, RefreshError, RefreshTokens
 from issuer.users import UserStore
 from jwt_verifier.jose import public_jwk
 from tests.support.threads import together
+from tests.support.tokens import rsa_key_with_exponent
 
 KID = r"[A-Za-z0-9_-]{43}"
 
@@ -413,6 +414,25 @@ def test_clients_add_with_a_secret_reads_it_from_stdin(runner: CliRunner, databa
 )
 def test_clients_add_refuses_incoherent_registrations(runner: CliRunner, args: list[str], message: str) -> None:
     result = runner.invoke(main, ["clients", "add", "x", *args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("exponent", "bits", "message"),
+    [
+        (2**1000 + 1, 2048, "exponent must be 65537"),
+        (3, 2048, "exponent must be 65537"),
+        (65537, 4160, "modulus must have 2048 to 4096 bits"),
+    ],
+    ids=["exponent-1000-bits", "exponent-3", "modulus-4160-bits"],
+)
+def test_clients_add_refuses_a_key_costlier_than_the_bounds(
+    runner: CliRunner, tmp_path: Path, exponent: int, bits: int, message: str
+) -> None:
+    jwks = _jwks_file(tmp_path, rsa_key_with_exponent(exponent, bits))
+    result = runner.invoke(main, ["clients", "add", "x", "--grant", "client_credentials", "--jwks-file", jwks])
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -25,9 +26,9 @@ from issuer.client_auth import (
     MAX_ASSERTION_BYTES,
     MAX_ASSERTION_LIFETIME,
     InvalidClient,
-    RemoteKeys,
     authenticate_client,
 )
+from issuer.client_keys import RemoteKeys
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.db import Database
 from jwt_verifier.jose import b64url_encode, public_jwk
@@ -40,6 +41,7 @@ from tests.support.tokens import (
     kid_of,
     new_rsa_key,
     public_pem,
+    rsa_key_with_exponent,
     sign,
     sign_raw,
 )
@@ -112,7 +114,7 @@ def b64(raw: bytes) -> str:
 
 def signed(key: rsa.RSAPrivateKey, client_id: str = JWT_CLIENT, *, kid: str | None = None, **claims: Any) -> str:
     """Return a client assertion signed with RS256 (no `typ`, as client libraries send it)."""
-    return sign(assertion_claims(client_id, TOKEN_ENDPOINT, **claims), key, kid=kid, typ=None)
+    return sign(assertion_claims(client_id, ISSUER, **claims), key, kid=kid, typ=None)
 
 
 @pytest.fixture
@@ -315,16 +317,24 @@ def test_assertion_with_another_client_id_parameter_is_refused(
     endpoint.refuse(endpoint.assertion(signed(rsa_key), client_id=OTHER_JWT_CLIENT))
 
 
-@pytest.mark.parametrize("aud", [ISSUER, TOKEN_ENDPOINT, [ISSUER], ["https://elsewhere.test", TOKEN_ENDPOINT]], ids=str)
-def test_assertion_audience_may_be_the_issuer_or_the_token_endpoint(
-    endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey, aud: str | list[str]
-) -> None:
-    assert endpoint.authenticate(endpoint.assertion(signed(rsa_key, aud=aud))).client_id == JWT_CLIENT
+def test_assertion_audience_is_the_issuer_identifier(endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey) -> None:
+    assert endpoint.authenticate(endpoint.assertion(signed(rsa_key, aud=ISSUER))).client_id == JWT_CLIENT
 
 
 @pytest.mark.parametrize(
     "aud",
-    ["https://elsewhere.test/token", ISSUER + "/", TOKEN_ENDPOINT + "/", [], ["https://elsewhere.test"], 7],
+    [
+        TOKEN_ENDPOINT,  # RFC 7523 allows it; an assertion made for one server's endpoint must not work at another
+        [ISSUER],
+        [ISSUER, "https://elsewhere.test"],
+        ["https://elsewhere.test", TOKEN_ENDPOINT],
+        "https://elsewhere.test/token",
+        ISSUER + "/",
+        TOKEN_ENDPOINT + "/",
+        [],
+        ["https://elsewhere.test"],
+        7,
+    ],
     ids=str,
 )
 def test_assertion_for_another_audience_is_refused(
@@ -333,10 +343,62 @@ def test_assertion_for_another_audience_is_refused(
     endpoint.refuse(endpoint.assertion(signed(rsa_key, aud=aud)))
 
 
+def test_assertion_for_the_token_endpoint_is_logged_with_what_aud_must_be(
+    endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="issuer.client_auth"):
+        endpoint.refuse(endpoint.assertion(signed(rsa_key, aud=TOKEN_ENDPOINT)))
+        endpoint.refuse(endpoint.assertion(signed(rsa_key, aud=[ISSUER])))
+    assert [entry["reason"] for entry in _failure_logs(caplog)] == [
+        "the assertion's aud is the token endpoint; it must be the issuer identifier",
+        "the assertion's aud is a list; it must be the issuer identifier alone",
+    ]
+
+
+# Each costs far more to verify with than an RSA-2048 key with e = 65537 (a 1000-bit exponent about 50 times).
+COSTLY_KEYS = {
+    "exponent of 1000 bits": (2**1000 + 1, 2048, "exponent"),
+    "exponent 3": (3, 2048, "exponent"),
+    "modulus of 4160 bits": (65537, 4160, "modulus"),
+}
+
+
+@pytest.mark.parametrize("kind", list(COSTLY_KEYS))
+def test_registered_key_costlier_than_the_bounds_is_refused(
+    endpoint: TokenEndpoint, clients: ClientStore, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    exponent, bits, named = COSTLY_KEYS[kind]
+    key = rsa_key_with_exponent(exponent, bits)
+    clients.add(Client("svc-costly", CC, auth_method="private_key_jwt", jwks=jwks_json(key)))
+    with caplog.at_level(logging.INFO, logger="issuer.client_auth"):
+        endpoint.refuse(endpoint.assertion(signed(key, "svc-costly", kid=kid_of(key))))
+    (entry,) = _failure_logs(caplog)
+    assert named in entry["reason"]
+
+
+@pytest.mark.parametrize("kind", list(COSTLY_KEYS))
+def test_key_from_a_jwks_uri_costlier_than_the_bounds_is_refused(
+    endpoint: TokenEndpoint,
+    clients: ClientStore,
+    jwks_server: JwksServer,
+    kind: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exponent, bits, named = COSTLY_KEYS[kind]
+    key = rsa_key_with_exponent(exponent, bits)
+    jwks_server.serve_keys(key)
+    clients.add(Client(URI_CLIENT, CC, auth_method="private_key_jwt", jwks_uri=jwks_server.url))
+    endpoint.remote_keys = RemoteKeys(ISSUER)
+    with caplog.at_level(logging.INFO, logger="issuer.client_auth"):
+        endpoint.refuse(endpoint.assertion(signed(key, URI_CLIENT, kid=kid_of(key))))
+    (entry,) = _failure_logs(caplog)
+    assert named in entry["reason"]
+
+
 def test_assertion_without_kid_uses_the_only_registered_key(
     endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey
 ) -> None:
-    token = jwt.encode(assertion_claims(JWT_CLIENT, TOKEN_ENDPOINT), rsa_key, algorithm="RS256")
+    token = jwt.encode(assertion_claims(JWT_CLIENT, ISSUER), rsa_key, algorithm="RS256")
     assert "kid" not in jwt.get_unverified_header(token)
     assert endpoint.authenticate(endpoint.assertion(token)).client_id == JWT_CLIENT
 
@@ -345,7 +407,7 @@ def test_assertion_without_kid_is_refused_when_several_keys_are_registered(
     endpoint: TokenEndpoint, clients: ClientStore, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
 ) -> None:
     clients.add(Client("svc-two-keys", CC, auth_method="private_key_jwt", jwks=jwks_json(rsa_key, other_rsa_key)))
-    token = jwt.encode(assertion_claims("svc-two-keys", TOKEN_ENDPOINT), rsa_key, algorithm="RS256")
+    token = jwt.encode(assertion_claims("svc-two-keys", ISSUER), rsa_key, algorithm="RS256")
     endpoint.refuse(endpoint.assertion(token))
     # Naming the key by its kid works.
     assert endpoint.authenticate(endpoint.assertion(signed(rsa_key, "svc-two-keys"))).client_id == "svc-two-keys"
@@ -358,7 +420,7 @@ def test_registered_keys_an_assertion_cannot_use_are_skipped(
     encryption_key = {**public_jwk(rsa_key.public_key()), "use": "enc", "kid": "enc-1"}
     jwks = json.dumps({"keys": [encryption_key, {"kty": "EC"}, public_jwk(rsa_key.public_key())]})
     clients.add(Client("svc-mixed", CC, auth_method="private_key_jwt", jwks=jwks))
-    token = jwt.encode(assertion_claims("svc-mixed", TOKEN_ENDPOINT), rsa_key, algorithm="RS256")
+    token = jwt.encode(assertion_claims("svc-mixed", ISSUER), rsa_key, algorithm="RS256")
     assert endpoint.authenticate(endpoint.assertion(token)).client_id == "svc-mixed"
     endpoint.refuse(endpoint.assertion(signed(rsa_key, "svc-mixed", kid="enc-1")))
 
@@ -388,7 +450,7 @@ def test_assertion_signed_by_another_key_is_refused(
 
 
 def test_assertion_with_alg_none_is_refused(endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey) -> None:
-    claims = assertion_claims(JWT_CLIENT, TOKEN_ENDPOINT)
+    claims = assertion_claims(JWT_CLIENT, ISSUER)
     endpoint.refuse(endpoint.assertion(compact({"alg": "none", "kid": kid_of(rsa_key)}, claims)))
     endpoint.refuse(endpoint.assertion(compact({"alg": "none"}, claims)))
 
@@ -396,7 +458,7 @@ def test_assertion_with_alg_none_is_refused(endpoint: TokenEndpoint, rsa_key: rs
 def test_assertion_hs256_signed_with_the_public_key_is_refused(
     endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey
 ) -> None:
-    claims = assertion_claims(JWT_CLIENT, TOKEN_ENDPOINT)
+    claims = assertion_claims(JWT_CLIENT, ISSUER)
     endpoint.refuse(endpoint.assertion(forge_hs256(claims, public_pem(rsa_key), kid_of(rsa_key))))
     jwk_text = json.dumps(public_jwk(rsa_key.public_key())).encode()
     endpoint.refuse(endpoint.assertion(forge_hs256(claims, jwk_text, kid_of(rsa_key))))
@@ -406,14 +468,14 @@ def test_assertion_hs256_signed_with_the_public_key_is_refused(
 def test_assertion_with_another_rsa_algorithm_is_refused(
     endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey, alg: str
 ) -> None:
-    claims = assertion_claims(JWT_CLIENT, TOKEN_ENDPOINT)
+    claims = assertion_claims(JWT_CLIENT, ISSUER)
     token = jwt.encode(claims, rsa_key, algorithm=alg, headers={"kid": kid_of(rsa_key)})
     endpoint.refuse(endpoint.assertion(token))
 
 
 def test_assertion_with_crit_header_is_refused(endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey) -> None:
     header = json.dumps({"alg": "RS256", "kid": kid_of(rsa_key), "crit": ["exp-ext"], "exp-ext": 1}).encode()
-    payload = json.dumps(assertion_claims(JWT_CLIENT, TOKEN_ENDPOINT)).encode()
+    payload = json.dumps(assertion_claims(JWT_CLIENT, ISSUER)).encode()
     endpoint.refuse(endpoint.assertion(sign_raw(header, payload, rsa_key)))
 
 
@@ -608,12 +670,12 @@ def test_assertion_with_duplicate_claims_is_refused_even_when_signed(
     endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     header = json.dumps({"alg": "RS256", "kid": kid_of(rsa_key)}).encode()
-    claims = json.dumps(assertion_claims(OTHER_JWT_CLIENT, TOKEN_ENDPOINT))[:-1]
+    claims = json.dumps(assertion_claims(OTHER_JWT_CLIENT, ISSUER))[:-1]
     # Parsers disagree on which 'sub' wins: the key lookup and PyJWT must never see different ones.
     payload = f'{claims}, "sub": "{JWT_CLIENT}", "iss": "{JWT_CLIENT}"}}'.encode()
     endpoint.refuse(endpoint.assertion(sign_raw(header, payload, rsa_key)))
     duplicate_header = b'{"alg": "RS256", "kid": "x", "kid": "' + kid_of(rsa_key).encode() + b'"}'
-    good_payload = json.dumps(assertion_claims(JWT_CLIENT, TOKEN_ENDPOINT)).encode()
+    good_payload = json.dumps(assertion_claims(JWT_CLIENT, ISSUER)).encode()
     endpoint.refuse(endpoint.assertion(sign_raw(duplicate_header, good_payload, rsa_key)))
     # The same assertion without duplicates is fine: the refusals above were for the duplicates.
     assert endpoint.authenticate(endpoint.assertion(sign_raw(header, good_payload, rsa_key)))
@@ -621,7 +683,7 @@ def test_assertion_with_duplicate_claims_is_refused_even_when_signed(
 
 def test_assertion_with_nan_is_refused_even_when_signed(endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey) -> None:
     header = json.dumps({"alg": "RS256", "kid": kid_of(rsa_key)}).encode()
-    claims = json.dumps(assertion_claims(JWT_CLIENT, TOKEN_ENDPOINT))[:-1]
+    claims = json.dumps(assertion_claims(JWT_CLIENT, ISSUER))[:-1]
     endpoint.refuse(endpoint.assertion(sign_raw(header, f'{claims}, "nbf": NaN}}'.encode(), rsa_key)))
     endpoint.refuse(endpoint.assertion(sign_raw(header, f'{claims}, "nbf": 1e999}}'.encode(), rsa_key)))
 
@@ -630,7 +692,7 @@ def test_assertion_with_lone_surrogate_sub_is_refused_without_asking_the_databas
     endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     header = json.dumps({"alg": "RS256", "kid": kid_of(rsa_key)}).encode()
-    claims = json.dumps(assertion_claims(JWT_CLIENT, TOKEN_ENDPOINT))[:-1]
+    claims = json.dumps(assertion_claims(JWT_CLIENT, ISSUER))[:-1]
     endpoint.refuse(endpoint.assertion(sign_raw(header, f'{claims}, "sub": "\\ud800"}}'.encode(), rsa_key)))
 
 
@@ -671,6 +733,53 @@ def test_jwks_uri_client_with_a_key_not_at_its_url_or_an_unreachable_url_is_refu
     endpoint.remote_keys = RemoteKeys(ISSUER)
     endpoint.refuse(endpoint.assertion(signed(rsa_key, URI_CLIENT)))
     endpoint.refuse(endpoint.assertion(signed(rsa_key, "dead-uri")))
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_jwks_uri_that_trickles_is_refused_within_the_fetch_time(
+    endpoint: TokenEndpoint, clients: ClientStore, rsa_key: rsa.RSAPrivateKey, jwks_server: JwksServer, phase: str
+) -> None:
+    # Each byte comes well within any read timeout: only a deadline on the whole fetch stops it.
+    jwks_server.serve_keys(rsa_key)
+    jwks_server.trickle_interval = 0.5
+    jwks_server.trickle_headers = phase == "headers"
+    jwks_server.trickle = phase == "body"
+    clients.add(Client(URI_CLIENT, CC, auth_method="private_key_jwt", jwks_uri=jwks_server.url))
+    endpoint.remote_keys = RemoteKeys(ISSUER, timeout=1.0)
+    pool = ThreadPoolExecutor(2)
+    try:
+        first = pool.submit(_timed_refusal, endpoint, signed(rsa_key, URI_CLIENT))
+        jwks_server.wait_for_requests(1)
+        # Another request for the same URL waits for that fetch at most, never longer.
+        second = pool.submit(_timed_refusal, endpoint, signed(rsa_key, URI_CLIENT))
+        assert second.result(timeout=3) < 1.8
+        assert first.result(timeout=4) < 3
+    finally:
+        jwks_server.stop()  # on failure, the stuck fetch ends when the server stops talking
+        pool.shutdown(wait=True)
+
+
+def test_requests_arriving_during_a_jwks_uri_fetch_share_its_answer(
+    endpoint: TokenEndpoint, clients: ClientStore, rsa_key: rsa.RSAPrivateKey, jwks_server: JwksServer
+) -> None:
+    # The workers of a client starting together: each asks for a token while the first fetch runs.
+    jwks_server.serve_keys(rsa_key)
+    jwks_server.hold()
+    clients.add(Client(URI_CLIENT, CC, auth_method="private_key_jwt", jwks_uri=jwks_server.url))
+    endpoint.remote_keys = RemoteKeys(ISSUER, timeout=5.0)
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(endpoint.authenticate, endpoint.assertion(signed(rsa_key, URI_CLIENT)))
+        jwks_server.wait_for_requests(1)
+        others = [pool.submit(endpoint.authenticate, endpoint.assertion(signed(rsa_key, URI_CLIENT))) for _ in "ab"]
+        jwks_server.release()
+        assert {future.result(timeout=10).client_id for future in [first, *others]} == {URI_CLIENT}
+    assert jwks_server.request_count == 1
+
+
+def _timed_refusal(endpoint: TokenEndpoint, assertion: str) -> float:
+    started = time.monotonic()
+    endpoint.refuse(endpoint.assertion(assertion))
+    return time.monotonic() - started
 
 
 # -- the answer and the log --------------------------------------------------------------

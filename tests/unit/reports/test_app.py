@@ -17,7 +17,7 @@ from werkzeug.test import TestResponse
 
 from jwt_verifier.jose import public_jwk
 from shared.oauth_client import KeyFileError, load_or_create_key
-from tests.support.fakes import JwksServer
+from tests.support.fakes import JwksServer, finishes_within
 from tests.unit.reports.conftest import (
     PROFILE_AUDIENCE,
     PUBLIC_URL,
@@ -192,6 +192,18 @@ def test_a_slow_profile_api_is_503(make_app: AppFactory, token_for: TokenFactory
     jwks_server.delay = 3.0
     client = make_app(profile_api_url=jwks_server.base_url, timeout=0.3).test_client()
     _assert_error(client.get("/api/report", headers=bearer(token_for())), 503, "temporarily_unavailable")
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_a_profile_api_trickling_its_answer_is_503_within_the_timeout(
+    make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer, part: str
+) -> None:
+    jwks_server.answer(200, b'{"claims": {}, "padding": "' + b"x" * 200 + b'"}')
+    jwks_server.trickle_in(part)
+    client = make_app(profile_api_url=jwks_server.base_url, timeout=1.0).test_client()
+    headers = bearer(token_for())
+    response = finishes_within(3, jwks_server, lambda: client.get("/api/report", headers=headers))
+    _assert_error(response, 503, "temporarily_unavailable")
 
 
 class RefuseFirst:

@@ -13,7 +13,7 @@ from issuer.tokens import Grant, mint_access_token
 from jwt_verifier.errors import InvalidToken, TokenExpired, VerificationUnavailable
 from resource_server.introspection import IntrospectingVerifier, IntrospectionUnavailable
 from resource_server.settings import ResourceSettings
-from tests.support.fakes import JwksServer, LiveIssuer
+from tests.support.fakes import JwksServer, LiveIssuer, finishes_within
 from tests.support.tokens import make_claims, new_rsa_key, sign
 
 SECRET = "introspection-secret-" + "x" * 20
@@ -33,8 +33,7 @@ def _verifier(url: str, issuer: str, *, secret: str = SECRET, **options: Any) ->
         introspection_secret=secret,
         issuer=issuer,
         audience="jwt-split-api",
-        issuer_timeout=2.0,
-        **options,
+        **({"issuer_timeout": 2.0} | options),
     )
     return IntrospectingVerifier(settings)
 
@@ -112,3 +111,15 @@ def test_hostile_introspection_answer_is_unavailable_not_a_crash(jwks_server: Jw
     verifier = _verifier(jwks_server.base_url, "http://issuer.test")
     with pytest.raises(IntrospectionUnavailable):
         verifier.verify(sign(make_claims(), new_rsa_key()))
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_introspection_answer_trickling_in_is_unavailable_within_the_timeout(
+    jwks_server: JwksServer, part: str
+) -> None:
+    jwks_server.answer(200, b'{"active": false, "padding": "' + b"x" * 200 + b'"}')
+    jwks_server.trickle_in(part)
+    verifier = _verifier(jwks_server.base_url, "http://issuer.test", issuer_timeout=1.0)
+    token = sign(make_claims(), new_rsa_key())
+    with pytest.raises(IntrospectionUnavailable):
+        finishes_within(3, jwks_server, lambda: verifier.verify(token))

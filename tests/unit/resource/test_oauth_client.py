@@ -17,7 +17,7 @@ from resource_server.oauth_client import AuthorizationRequest, IssuerClient
 from resource_server.settings import ResourceSettings
 from shared.oauth_client import InvalidGrant, IssuerError, IssuerUnavailable
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path, query
-from tests.support.fakes import JwksServer, LiveIssuer
+from tests.support.fakes import JwksServer, LiveIssuer, finishes_within
 
 PUBLIC_ISSUER = "http://issuer.public.test"
 UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]+")
@@ -219,6 +219,26 @@ def test_revoke_ends_the_refresh_token_and_the_issuer_login(issuer_client: Issue
         issuer_client.refresh(tokens["refresh_token"])
     again = urlsplit(issuer_client.authorization_request().url)
     assert location_path(browser.get(again.path, query_string=again.query)) == "/login"
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_issuer_trickling_its_answer_raises_issuer_error_within_the_timeout(
+    make_client: ClientFactory, jwks_server: JwksServer, part: str
+) -> None:
+    jwks_server.answer(200, b'{"access_token": "a.b.c", "token_type": "Bearer", "padding": "' + b"x" * 200 + b'"}')
+    jwks_server.trickle_in(part)
+    client = make_client(jwks_server.base_url, timeout=1.0)
+    with pytest.raises(IssuerError, match="could not be reached"):
+        finishes_within(3, jwks_server, lambda: client.exchange("code", "v" * 43))
+
+
+def test_revoke_at_an_issuer_trickling_its_answer_gives_up_within_the_timeout(
+    make_client: ClientFactory, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    jwks_server.trickle_in("headers")
+    client = make_client(jwks_server.base_url, timeout=1.0)
+    finishes_within(3, jwks_server, lambda: client.revoke("some-refresh-token"))
+    assert "could not revoke at the issuer" in caplog.text
 
 
 def test_revoke_on_an_unreachable_issuer_is_logged_not_raised(

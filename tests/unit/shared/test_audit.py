@@ -201,6 +201,39 @@ def test_audit_lines_are_separable_from_access_lines(app: Flask) -> None:
     assert rest[0]["msg"] == "request"
 
 
+def test_client_authentication_failures_and_replays_are_events_with_a_stable_reason(trail: io.StringIO) -> None:
+    audit.emit("client.auth_failed", client="svc", reason="wrong_secret")
+    audit.emit("client.auth_failed", reason="unknown_client")
+    audit.emit("client.assertion_replayed", client="svc")
+    lines = [_valid(entry) for entry in _lines(trail)]
+    assert [(entry["event"], entry.get("client"), entry.get("reason")) for entry in lines] == [
+        ("client.auth_failed", "svc", "wrong_secret"),
+        ("client.auth_failed", None, "unknown_client"),
+        ("client.assertion_replayed", "svc", None),
+    ]
+    with pytest.raises(audit.AuditError, match="unknown audit reason 'the secret was hunter2'"):
+        audit.emit("client.auth_failed", reason="the secret was hunter2")
+
+
+def test_the_schema_requires_a_reason_for_a_failure_and_a_client_for_a_replay() -> None:
+    line = {
+        "ts": "2026-12-01T23:00:00.000Z",
+        "level": "info",
+        "service": "issuer",
+        "pid": 7,
+        "logger": "jwt_split.audit",
+        "msg": "client.auth_failed",
+        "audit": True,
+        "event": "client.auth_failed",
+        "source": "system",
+    }
+    assert errors(line, audit_schema()) == ["$: 'reason' is required"]
+    assert errors({**line, "reason": "unreadable"}, audit_schema()) != []  # a key step's reason
+    assert errors({**line, "reason": "wrong_secret"}, audit_schema()) == []
+    replay = {**line, "msg": "client.assertion_replayed", "event": "client.assertion_replayed"}
+    assert errors(replay, audit_schema()) == ["$: 'client' is required"]
+
+
 def test_schema_and_docs_name_every_event_and_field() -> None:
     schema = audit_schema()
     assert set(schema["properties"]["event"]["enum"]) == set(audit.EVENTS)
