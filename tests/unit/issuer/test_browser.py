@@ -300,7 +300,7 @@ def test_code_grant_of_a_client_authenticated_by_basic_needs_no_client_id(app: F
     # certified relying party (openid-client) sends client_secret_basic and no client_id.
     secret = "s" * 32
     app.extensions["issuer"].clients.add(
-        Client("partner", frozenset({"authorization_code"}), (REDIRECT,)), secret=secret
+        Client("partner", frozenset({"authorization_code"}), (REDIRECT,)), secret=secret, allow_insecure_redirect=True
     )
     code = get_code(client, REDIRECT, client_id="partner")
     basic = base64.b64encode(f"partner:{secret}".encode()).decode()
@@ -669,7 +669,8 @@ def test_authorize_for_a_resource_uri_the_client_may_not_use_redirects_with_inva
 ) -> None:
     app.extensions["issuer"].apis.add("orders-api", "profile", ["http://localhost:8002"])
     app.extensions["issuer"].clients.replace(
-        Client("partner", frozenset({"authorization_code"}), (REDIRECT,), audiences=frozenset({"jwt-split-api"}))
+        Client("partner", frozenset({"authorization_code"}), (REDIRECT,), audiences=frozenset({"jwt-split-api"})),
+        allow_insecure_redirect=True,
     )
     log_in(client)
     response = _authorize(client, client_id="partner", resource="http://localhost:8002")

@@ -119,7 +119,7 @@ def test_a_service_with_no_scope_of_the_api_gets_no_token_for_it(app: Flask, cli
     }
 
     def ask(**extra: str) -> TestResponse:
-        assertion = sign(assertion_claims("svc", "http://issuer.test/token"), key, kid=kid_of(key), typ=None)
+        assertion = sign(assertion_claims("svc", "http://issuer.test"), key, kid=kid_of(key), typ=None)
         return _token(client, **form, client_assertion=assertion, **extra)
 
     assert _claims(ask())["scope"] == "profile"  # the default API: it has profile
