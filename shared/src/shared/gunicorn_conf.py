@@ -2,7 +2,10 @@
 
 Two cores: four gthread workers of four threads keep keep-alive connections spread over
 processes (two gthread workers let them pile onto one; see docs/performance.md).
-WEB_CONCURRENCY and GUNICORN_THREADS override the counts.
+WEB_CONCURRENCY and GUNICORN_THREADS override the counts. The workers are gthread workers that
+read each request's head on their event loop (shared.worker): a connection costs a thread only
+once its head has arrived, and one whose head is not in within GUNICORN_HEADER_TIMEOUT seconds
+(default 5) is closed.
 
 The master also serves the app's Prometheus metrics, summed over its workers, on a port of its
 own: `<SERVICE>_METRICS_PORT` (0 turns it off) on `<SERVICE>_METRICS_HOST` (default 0.0.0.0,
@@ -22,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
-worker_class = "gthread"
+# Half-sent requests must not hold threads (see shared/src/shared/worker.py and docs/security.md).
+worker_class = "shared.worker.HeadFirstWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 graceful_timeout = 10
