@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.processes import GunicornService, issuer_process
+from tests.support.processes import GunicornService, issuer_process, wait_until
 
 HEADER_TIMEOUT = 1.0
 
@@ -129,3 +129,28 @@ def test_oversized_head_is_refused_at_once(issuer: GunicornService) -> None:
     with connect(issuer, b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n") as sock:
         sock.settimeout(5)
         assert sock.recv(65536).startswith(b"HTTP/1.1 414 ")  # gunicorn's limit, at once
+
+
+def master_threads(service: GunicornService) -> int:
+    """Return how many threads gunicorn's master runs (the metrics exporter's among them)."""
+    assert service.proc is not None
+    return len(list(Path(f"/proc/{service.proc.pid}/task").iterdir()))
+
+
+def test_metrics_exporter_bounds_its_threads_and_closes_stalled_connections(issuer: GunicornService) -> None:
+    from shared.metrics import EXPORTER_CONNECTIONS, EXPORTER_DEADLINE
+
+    baseline = master_threads(issuer)
+    port = issuer.metrics_port
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
+    for _ in range(16):
+        stalled.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        stalled[-1].sendall(b"GET /metrics HT")
+    with ExitStack() as stack:
+        for sock in stalled:
+            stack.enter_context(sock)
+        wait_until(lambda: master_threads(issuer) >= baseline + EXPORTER_CONNECTIONS, what="the exporter's threads")
+        most = max(master_threads(issuer) for _ in range(50))
+        assert most <= baseline + EXPORTER_CONNECTIONS
+        assert all(closed_by_server(sock, within=EXPORTER_DEADLINE + 5) for sock in stalled)
+    assert requests.get(issuer.metrics_url, timeout=5).status_code == 200
