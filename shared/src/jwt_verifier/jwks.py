@@ -39,6 +39,7 @@ from werkzeug.http import parse_cache_control_header
 
 from jwt_verifier import observe
 from jwt_verifier.config import VerifierConfig
+from jwt_verifier.deadline import deadline, watch
 from jwt_verifier.errors import KeysUnavailable, UnknownKey
 from jwt_verifier.jose import JwkError, load_verification_key
 
@@ -81,7 +82,7 @@ class JwksClient:
         self.max_ttl = max(config.jwks_min_ttl, config.jwks_max_ttl)
         self.cooldown = config.jwks_cooldown
         self.clock = clock
-        self.session = session or requests.Session()
+        self.session = watch(session or requests.Session())
         self.fetch_count = 0
         self._keys: Mapping[str, rsa.RSAPublicKey] = {}
         self._fresh_until = float("-inf")
@@ -261,27 +262,32 @@ class JwksClient:
                 callback(kids)
 
     def _download(self, headers: Mapping[str, str]) -> tuple[dict[str, rsa.RSAPublicKey], float]:
-        deadline = time.monotonic() + 2 * self.timeout
-        try:
-            with self.session.get(
-                self.url,
-                timeout=self.timeout,
-                stream=True,
-                allow_redirects=False,
-                headers={**headers, "Accept": "application/json"},
-            ) as response:
-                if response.status_code != 200:
-                    raise JwksFetchError(f"the issuer answered HTTP {response.status_code}")
-                body = bytearray()
-                for chunk in response.iter_content(chunk_size=16384):
-                    body += chunk
-                    if len(body) > self.max_bytes:
-                        raise JwksFetchError(f"the JWKS is larger than {self.max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise JwksFetchError("the JWKS took too long to arrive")
-                cache_control = response.headers.get("Cache-Control")
-        except requests.RequestException as exc:
-            raise JwksFetchError(f"cannot fetch the JWKS: {type(exc).__name__}") from exc
+        """Fetch the JWKS: each read within `timeout`, the whole answer within twice that."""
+        with deadline(2 * self.timeout) as bound:
+            try:
+                with self.session.get(
+                    self.url,
+                    timeout=self.timeout,
+                    stream=True,
+                    allow_redirects=False,
+                    headers={**headers, "Accept": "application/json"},
+                ) as response:
+                    if response.status_code != 200:
+                        raise JwksFetchError(f"the issuer answered HTTP {response.status_code}")
+                    body = bytearray()
+                    for chunk in response.iter_content(chunk_size=16384):
+                        body += chunk
+                        if len(body) > self.max_bytes:
+                            raise JwksFetchError(f"the JWKS is larger than {self.max_bytes} bytes")
+                        if time.monotonic() > bound.at:
+                            raise JwksFetchError("the JWKS took too long to arrive")
+                    cache_control = response.headers.get("Cache-Control")
+            except requests.RequestException as exc:
+                if bound.expired:
+                    raise JwksFetchError("the JWKS took too long to arrive") from exc
+                raise JwksFetchError(f"cannot fetch the JWKS: {type(exc).__name__}") from exc
+            if bound.expired:  # the sockets were shut down: the body may be cut short
+                raise JwksFetchError("the JWKS took too long to arrive")
         return self._parse(bytes(body)), self._ttl(cache_control)
 
     def _parse(self, body: bytes) -> dict[str, rsa.RSAPublicKey]:
