@@ -5,7 +5,7 @@
 - Freshness follows the response's `Cache-Control: max-age`, clamped to [min_ttl, max_ttl].
   A stale set keeps serving while one background thread refetches, so no request waits.
 - An unknown `kid` triggers a refetch at most once per `cooldown` (a failed fetch also
-  starts the cooldown; a scheduled refresh does not), one fetch at a time
+  starts the cooldown while keys are held; a scheduled refresh does not), one fetch at a time
   (concurrent requests wait for it); unknown kids are remembered for a cooldown, so a flood
   of them neither reaches the issuer nor queues behind a fetch in progress.
 - A request that waited for a fetch reuses its answer only if that fetch began after the
@@ -17,6 +17,8 @@
 - Any failure (issuer down, slow, redirecting, oversized, garbage, JSON nested past the
   parser's depth) is a failed fetch and keeps the keys it has; the background threads log
   anything unexpected and carry on.
+- While no keys are held, a failed fetch is retried soon: after 0.1 s, doubling up to
+  `jwks_retry_max` (0.5 s), so keys arrive within about that long of the issuer answering.
 - `prefetch()` loads keys at start-up in the background, retrying until the issuer answers.
 - `trace_fetches()` lets an application wrap each fetch (shared.tracing does: a client span,
   and the `traceparent` header it yields); the library adds no dependency for it.
@@ -48,6 +50,7 @@ __all__ = ["JwksClient", "JwksFetchError", "KeysUnavailable", "UnknownKey"]
 log = logging.getLogger(__name__)
 
 MAX_UNKNOWN_KIDS = 1024
+FIRST_RETRY = 0.1  # seconds before a client holding no keys retries a failed fetch (then doubling)
 
 # Wraps each fetch of `url` and yields extra request headers; by default, none.
 FetchTracer = Callable[[str], AbstractContextManager[Mapping[str, str]]]
@@ -81,6 +84,8 @@ class JwksClient:
         self.min_ttl = config.jwks_min_ttl
         self.max_ttl = max(config.jwks_min_ttl, config.jwks_max_ttl)
         self.cooldown = config.jwks_cooldown
+        self.retry_max = min(config.jwks_retry_max, config.jwks_cooldown)
+        self._retry = 0.0  # the wait after the last failed fetch while no keys are held
         self.clock = clock
         self.session = watch(session or requests.Session())
         self.fetch_count = 0
@@ -239,7 +244,11 @@ class JwksClient:
         try:
             keys, ttl = self._download(headers)
         except JwksFetchError as exc:
-            self._next_fetch_at = started + self.cooldown
+            if self._keys:
+                self._next_fetch_at = started + self.cooldown
+            else:  # every token waits on these keys: try again soon, a little later each time
+                self._retry = min(self.retry_max, 2 * self._retry or FIRST_RETRY)
+                self._next_fetch_at = started + self._retry
             self._last_fetch_failed = True
             observe.current().jwks_fetch("error", cause, len(self._keys))
             log.warning(
@@ -248,6 +257,7 @@ class JwksClient:
             )
             return
         self._last_fetch_failed = False
+        self._retry = 0.0
         changed = keys != self._keys
         self._keys = keys
         self._fresh_until = self.clock() + ttl

@@ -463,7 +463,7 @@ def test_keys_unavailable_when_the_jwks_holds_no_usable_key(
         make_client().get(kid_of(small_rsa_key))
 
 
-def test_retries_while_unloaded_respect_the_cooldown(
+def test_retries_while_unloaded_wait_for_their_backoff(
     make_client: ClientFactory, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     jwks_server.answer(500, b"")
@@ -478,6 +478,39 @@ def test_retries_while_unloaded_respect_the_cooldown(
     clock.advance(COOLDOWN)
     assert client.ensure_loaded() is True
     assert _same_key(client.get(kid_of(rsa_key)), rsa_key)
+    assert jwks_server.request_count == 2
+
+
+def test_a_client_without_keys_retries_a_failed_fetch_soon_not_after_the_cooldown(
+    make_client: ClientFactory, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.stop()  # the issuer is not up yet
+    client = make_client()
+    for _ in range(3):  # each failure waits a little longer, never more than the retry bound
+        assert client.ensure_loaded() is False
+        clock.advance(VerifierConfig.jwks_retry_max)
+    assert client.fetch_count == 3
+
+    restarted = JwksServer()
+    try:
+        restarted.serve_keys(rsa_key)
+        client.url = restarted.url
+        assert client.ensure_loaded() is True
+        assert _same_key(client.get(kid_of(rsa_key)), rsa_key)
+    finally:
+        restarted.stop()
+
+
+def test_a_client_holding_keys_retries_a_failed_fetch_after_the_cooldown(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(500, b"")
+    clock.advance(COOLDOWN)  # past the first fetch's cooldown
+    with pytest.raises(UnknownKey):
+        loaded.get("new-kid")
+    clock.advance(VerifierConfig.jwks_retry_max)
+    with pytest.raises(UnknownKey):
+        loaded.get("newer-kid")
     assert jwks_server.request_count == 2
 
 
