@@ -21,8 +21,8 @@ from typing import Any
 import requests
 from flask import Blueprint, Flask, Response, current_app, g, jsonify
 
-from jwt_verifier import ApiError, BearerAuth, VerifierConfig, readiness
-from shared import logs, tracing, web
+from jwt_verifier import ApiError, BearerAuth, VerifierConfig
+from shared import logs, readiness, tracing, web
 from shared.oauth_client import ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_bool, env_float, env_str, env_url
 
@@ -167,8 +167,8 @@ def healthz() -> Response:
     return jsonify(status="ok")
 
 
-# Ready once the issuer's verification keys are held; 503 until then (the library's probe).
-bp.get("/readyz")(readiness)
+# Ready once every worker holds the issuer's verification keys; 503 until then.
+bp.get("/readyz")(readiness.readiness)
 
 
 def create_app(settings: ReportsSettings | None = None) -> Flask:
@@ -179,6 +179,7 @@ def create_app(settings: ReportsSettings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
     web.init_app(app)
     auth.init_app(app, settings.verifier)
+    readiness.init_app(app)
     tokens = ServiceTokens(
         client_id=settings.client_id,
         key=load_or_create_key(settings.data_dir / "client-key.pem"),
