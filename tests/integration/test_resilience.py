@@ -108,7 +108,8 @@ def test_readyz_is_503_until_every_worker_holds_keys(tmp_path: Path) -> None:
 
 
 def test_every_worker_holds_keys_within_a_second_of_a_late_issuer(make_stack: StackFactory) -> None:
-    stack = make_stack(workers=4)
+    # A long kid-miss cooldown: it must not be what a worker without keys waits for.
+    stack = make_stack(workers=4, resource_env={"RESOURCE_JWKS_COOLDOWN": "60"})
     stack.start_resource()
     time.sleep(3)  # the issuer starts 3 s after the API, as it may under `make run`
     stack.start_issuer()
