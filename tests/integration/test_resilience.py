@@ -13,6 +13,7 @@ import requests
 
 from tests.conftest import StackFactory
 from tests.support.processes import answers, issuer_process, pids_that_logged, resource_process, wait_until
+from tests.support.stack import REPORTS_AUDIENCE, LoopbackStack, reports_registration
 from tests.support.tokens import make_claims, new_rsa_key, sign
 
 
@@ -119,3 +120,24 @@ def test_every_worker_holds_keys_within_a_second_of_a_late_issuer(make_stack: St
     token = stack.token("alice", "wonderland")["access_token"]
     # Each request on a connection of its own, so the workers share them: none may refuse.
     assert [stack.get("/api/me", token).status_code for _ in range(40)] == [200] * 40
+
+
+def test_the_reports_api_is_ready_only_when_every_worker_holds_keys_and_a_service_token(tmp_path: Path) -> None:
+    stack = LoopbackStack(tmp_path, workers=2, reports=True)
+    try:
+        # Registered before the issuer runs (the CLI works on its data), as `make run` does.
+        public_url = stack.reports.env["REPORTS_PUBLIC_URL"]
+        for command in reports_registration(public_url, f"{stack.reports.url}/client-jwks.json"):
+            assert stack.issuer_cli(*command).returncode == 0
+        key = new_rsa_key()
+        nightly = stack.register_client(key, "--audience", REPORTS_AUDIENCE, "--scope", "reports:read")
+        stack.start_resource()
+        stack.reports.start().wait_answering()
+        stack.reports.wait_all_workers("could not get a service token from the issuer")  # no issuer yet
+        stack.start_issuer()
+        wait_until(lambda: stack.get_reports("/readyz").status_code == 200, timeout=30, interval=0.05)
+        token = stack.service_token(nightly, key, resource=REPORTS_AUDIENCE).json()["access_token"]
+        statuses = [stack.get_reports("/api/report", token).status_code for _ in range(10)]
+        assert statuses == [200] * 10
+    finally:
+        stack.close()

@@ -23,7 +23,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify
 
 from jwt_verifier import ApiError, BearerAuth, VerifierConfig
 from shared import logs, readiness, tracing, web
-from shared.oauth_client import ServiceTokens, load_or_create_key, read_answer
+from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_bool, env_float, env_str, env_url
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,15 @@ def healthz() -> Response:
 bp.get("/readyz")(readiness.readiness)
 
 
+def _holds_token(tokens: ServiceTokens) -> bool:
+    """Return whether a service token is at hand (fetching one if none is and the issuer may be asked)."""
+    try:
+        tokens.token()
+    except IssuerError:
+        return False
+    return True
+
+
 def create_app(settings: ReportsSettings | None = None) -> Flask:
     """Build the reports API."""
     settings = settings or ReportsSettings.from_env()
@@ -179,7 +188,6 @@ def create_app(settings: ReportsSettings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
     web.init_app(app)
     auth.init_app(app, settings.verifier)
-    readiness.init_app(app)
     tokens = ServiceTokens(
         client_id=settings.client_id,
         key=load_or_create_key(settings.data_dir / "client-key.pem"),
@@ -191,6 +199,10 @@ def create_app(settings: ReportsSettings | None = None) -> Flask:
     )
     if settings.token_prefetch:
         tokens.keep_fresh()  # every worker holds a token before its first call, and through an issuer outage
+        # Ready once it holds one too: a call before would be refused while the token is retried.
+        readiness.init_app(app, also=lambda: _holds_token(tokens))
+    else:
+        readiness.init_app(app)
     app.extensions[EXTENSION] = ProfileApi(settings.profile_api_url, tokens, settings.timeout, tracing.session())
     app.register_blueprint(bp)
     return app

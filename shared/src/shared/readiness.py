@@ -4,7 +4,7 @@ A load balancer (compose's healthcheck, `make run`'s banner, a Kubernetes probe)
 worker, but tokens go to all of them: a worker that answers "ready" while a sibling still
 refuses every token lets the first requests fail. So each worker records its own readiness
 in a private directory of the run (an empty file named after its pid, written when its
-verifier first holds keys), and `/readyz` counts the files of live workers against the number
+verifier first holds keys, and whatever else the app needs: the reports API's service token), and `/readyz` counts the files of live workers against the number
 of workers the master runs. The master (shared.gunicorn_conf) makes the directory, tells the
 workers where it is (JWT_SPLIT_READY_DIR), keeps the worker count in it (also after TTIN or
 TTOU), removes a dead worker's file and the directory at exit. A process not run by that
@@ -14,9 +14,13 @@ master (the unit tests' apps) is ready when it holds keys itself.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Flask, Response, jsonify
@@ -27,6 +31,9 @@ from jwt_verifier.extension import protection
 
 READY_DIR_ENV = "JWT_SPLIT_READY_DIR"
 WORKERS_FILE = "workers"
+POLL_SECONDS = 0.1
+
+log = logging.getLogger(__name__)
 
 
 # -- the master ------------------------------------------------------------------------------
@@ -97,12 +104,31 @@ def workers_waiting() -> tuple[int, int]:
     return max(0, expected - ready), expected
 
 
-def init_app(app: Flask) -> None:
-    """Mark this worker ready once the verifier of `app` holds keys (see the module docstring)."""
+def init_app(app: Flask, *, also: Callable[[], bool] | None = None) -> None:
+    """Mark this worker ready once the verifier of `app` holds keys, and `also()` is true if given.
+
+    `also` (the reports API's service token, say) is asked every POLL_SECONDS from a daemon
+    thread until both hold; it must answer quickly and not raise.
+    """
     jwks = protection(app).jwks
-    jwks.subscribe(lambda kids: mark_ready())
-    if jwks.kids:  # loaded before the subscription
-        mark_ready()
+    if also is None:
+        jwks.subscribe(lambda kids: mark_ready())
+        if jwks.kids:  # loaded before the subscription
+            mark_ready()
+        return
+    condition = also
+
+    def wait() -> None:
+        while True:
+            try:
+                if jwks.kids and condition():
+                    mark_ready()
+                    return
+            except Exception:  # the thread's outermost guard: a bug must not leave it dead and unready
+                log.exception("readiness check failed; retrying")
+            time.sleep(POLL_SECONDS)
+
+    threading.Thread(target=wait, name="readiness", daemon=True).start()
 
 
 def readiness() -> Response:
