@@ -43,7 +43,8 @@ MAX_BUFFERED_BODY = 64 * 1024
 RECV_SIZE = 65536
 
 _CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
-_TRANSFER_ENCODING = re.compile(rb"^transfer-encoding[ \t]*:", re.IGNORECASE | re.MULTILINE)
+# A body the loop leaves to the thread: chunked, or one the client sends only after "100 Continue".
+_BODY_FOR_THE_THREAD = re.compile(rb"^(?:transfer-encoding|expect)[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 
 def header_timeout() -> float:
@@ -63,7 +64,8 @@ def request_bytes_needed(buffered: bytes | bytearray) -> int | None:
 
     A head ends with an empty line (RFC 9112 section 2.1; a bare LF is tolerated here and left
     to the parser to judge). A body of known length up to MAX_BUFFERED_BODY is counted in; a
-    chunked or larger body, or a Content-Length the parser will refuse, is left to the thread.
+    chunked or larger body, one that waits for `Expect: 100-continue` (RFC 9110 section 10.1.1;
+    gunicorn answers it), or a Content-Length the parser will refuse, is left to the thread.
     """
     crlf = buffered.find(b"\r\n\r\n")
     lf = buffered.find(b"\n\n")
@@ -73,7 +75,7 @@ def request_bytes_needed(buffered: bytes | bytearray) -> int | None:
     head_end = min(ends)
     head = bytes(buffered[:head_end])
     lengths = _CONTENT_LENGTH.findall(head)
-    if _TRANSFER_ENCODING.search(head) or len(lengths) != 1 or int(lengths[0]) > MAX_BUFFERED_BODY:
+    if _BODY_FOR_THE_THREAD.search(head) or len(lengths) != 1 or int(lengths[0]) > MAX_BUFFERED_BODY:
         return head_end
     return head_end + int(lengths[0])
 
