@@ -39,9 +39,7 @@ def test_request_bytes_needed_counts_the_head_and_a_small_body_of_known_length(
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("", 5.0), ("1.5", 1.5), ("300", 300.0)])
-def test_header_timeout_comes_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, value: str, seconds: float
-) -> None:
+def test_header_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str, seconds: float) -> None:
     monkeypatch.setenv("GUNICORN_HEADER_TIMEOUT", value)
     assert header_timeout() == seconds
 
