@@ -154,3 +154,10 @@ def test_metrics_exporter_bounds_its_threads_and_closes_stalled_connections(issu
         assert most <= baseline + EXPORTER_CONNECTIONS
         assert all(closed_by_server(sock, within=EXPORTER_DEADLINE + 5) for sock in stalled)
     assert requests.get(issuer.metrics_url, timeout=5).status_code == 200
+
+
+def test_a_head_over_64_kib_is_refused_without_a_thread(issuer: GunicornService) -> None:
+    fields = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"a" * 7000) for n in range(10))
+    with connect(issuer, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields) as sock:  # no end of head
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")

@@ -16,8 +16,9 @@ after it became readable again when kept alive, is closed without a thread ever 
 A body that is not buffered (chunked, or larger than the limit: our apps refuse it) is read by
 the thread from a socket that times out after `GUNICORN_HEADER_TIMEOUT` seconds without a byte,
 so a trickle cannot hold a thread for long either. The pending connections of a worker are
-bounded by gunicorn's `worker_connections`, and each buffer by the request line and header
-limits (past them the parser answers its 400 at once). TLS and HTTP/2 prior knowledge keep
+bounded by gunicorn's `worker_connections`, and each buffer by MAX_BUFFERED_HEAD plus
+MAX_BUFFERED_BODY: a request line past gunicorn's limit goes to a thread at once (for its 414),
+and a head longer than MAX_BUFFERED_HEAD is answered 431 and closed. TLS and HTTP/2 prior knowledge keep
 gunicorn's own path: our services serve neither.
 """
 
@@ -39,8 +40,13 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 HEADER_TIMEOUT_ENV = "GUNICORN_HEADER_TIMEOUT"
 DEFAULT_HEADER_TIMEOUT = 5.0
+MAX_BUFFERED_HEAD = 64 * 1024
 MAX_BUFFERED_BODY = 64 * 1024
 RECV_SIZE = 65536
+TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 29\r\nConnection: close\r\n\r\nrequest headers are too large"
+)
 
 _CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 # A body the loop leaves to the thread: chunked, or one the client sends only after "100 Continue".
@@ -109,10 +115,13 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout()
-        self.max_head = (
+        # gunicorn's limits allow a head of ~400 KiB; real ones are a few KiB. A pending
+        # connection buffers at most MAX_BUFFERED_HEAD of it, and a longer head is refused.
+        self.max_head = min(
+            MAX_BUFFERED_HEAD,
             (self.cfg.limit_request_line or 8190)
             + (self.cfg.limit_request_fields or 100) * ((self.cfg.limit_request_field_size or 8190) + 2)
-            + 4
+            + 4,
         )
         self._heads: dict[TConn, _Head] = {}
         self._ready: set[TConn] = set()
@@ -165,20 +174,33 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
                 self._drop(conn)  # closed before a whole request arrived
                 return
             self._heads[conn].buffer += data
+            if self._head_too_large(conn):
+                self._refuse(conn)
+                return
             if self._head_complete(conn):
                 self._unregister(conn)
                 self._hand_over(conn)
                 return
 
     def _head_complete(self, conn: TConn) -> bool:
-        """Return whether `conn`'s request is in, or its buffer is past every limit (the parser answers 400)."""
+        """Return whether `conn`'s request is in, or its request line is past gunicorn's limit (its 414)."""
         buffered = self._heads[conn].buffer
         needed = request_bytes_needed(buffered)
         if needed is not None:
-            return len(buffered) >= needed or len(buffered) > self.max_head + MAX_BUFFERED_BODY
+            return len(buffered) >= needed
         line_end = buffered.find(b"\n")
         line = line_end if line_end >= 0 else len(buffered)
-        return len(buffered) > self.max_head or line > (self.cfg.limit_request_line or 8190) + 2
+        return line > (self.cfg.limit_request_line or 8190) + 2
+
+    def _head_too_large(self, conn: TConn) -> bool:
+        buffered = self._heads[conn].buffer
+        return len(buffered) > self.max_head and request_bytes_needed(buffered[: self.max_head + 4]) is None
+
+    def _refuse(self, conn: TConn) -> None:
+        """Answer 431 (RFC 6585 section 5) as far as the socket takes it at once, and close."""
+        with contextlib.suppress(OSError):
+            conn.sock.send(TOO_LARGE)
+        self._drop(conn)
 
     def _hand_over(self, conn: TConn) -> None:
         """Give the buffered bytes back to gunicorn's parser and `conn` to a thread."""
