@@ -35,8 +35,8 @@ class VerifierConfig:
     jwks_min_ttl: int = 30
     jwks_max_ttl: int = 86400
     jwks_cooldown: float = 10.0
-    # A client holding no keys retries a failed fetch after 0.1 s, doubling up to this: keys
-    # arrive within about this long of the issuer answering, not a cooldown later.
+    # A prefetching client holding no keys retries a failed fetch after 0.1 s, doubling up to
+    # this: keys arrive within about this long of the issuer answering, not a cooldown later.
     jwks_retry_max: float = 0.5
     jwks_prefetch: bool = True
 

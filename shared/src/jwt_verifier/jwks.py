@@ -17,8 +17,9 @@
 - Any failure (issuer down, slow, redirecting, oversized, garbage, JSON nested past the
   parser's depth) is a failed fetch and keeps the keys it has; the background threads log
   anything unexpected and carry on.
-- While no keys are held, a failed fetch is retried soon: after 0.1 s, doubling up to
-  `jwks_retry_max` (0.5 s), so keys arrive within about that long of the issuer answering.
+- While no keys are held, a client that prefetches (an API's verifier) retries a failed fetch
+  soon: after 0.1 s, doubling up to `jwks_retry_max` (0.5 s), so keys arrive within about that
+  long of the issuer answering. One without prefetch keeps the cooldown.
 - `prefetch()` loads keys at start-up in the background, retrying until the issuer answers.
 - `trace_fetches()` lets an application wrap each fetch (shared.tracing does: a client span,
   and the `traceparent` header it yields); the library adds no dependency for it.
@@ -84,6 +85,9 @@ class JwksClient:
         self.min_ttl = config.jwks_min_ttl
         self.max_ttl = max(config.jwks_min_ttl, config.jwks_max_ttl)
         self.cooldown = config.jwks_cooldown
+        # Only a verifier that loads its keys at start (an API's) retries soon: a key set fetched
+        # on demand for whoever asks (the issuer's for a client's jwks_uri) keeps the cooldown.
+        self.retry_soon = config.jwks_prefetch
         self.retry_max = min(config.jwks_retry_max, config.jwks_cooldown)
         self._retry = 0.0  # the wait after the last failed fetch while no keys are held
         self.clock = clock
@@ -244,7 +248,7 @@ class JwksClient:
         try:
             keys, ttl = self._download(headers)
         except JwksFetchError as exc:
-            if self._keys:
+            if self._keys or not self.retry_soon:
                 self._next_fetch_at = started + self.cooldown
             else:  # every token waits on these keys: try again soon, a little later each time
                 self._retry = min(self.retry_max, 2 * self._retry or FIRST_RETRY)

@@ -501,6 +501,19 @@ def test_a_client_without_keys_retries_a_failed_fetch_soon_not_after_the_cooldow
         restarted.stop()
 
 
+def test_a_client_without_prefetch_retries_a_failed_fetch_after_the_cooldown(
+    make_client: ClientFactory, dead_url: str, clock: FakeClock
+) -> None:
+    client = make_client(url=dead_url, prefetch=False)  # the issuer's key set of a client's jwks_uri
+    assert client.ensure_loaded() is False
+    clock.advance(COOLDOWN / 2)
+    assert client.ensure_loaded() is False
+    assert client.fetch_count == 1
+    clock.advance(COOLDOWN / 2)
+    assert client.ensure_loaded() is False
+    assert client.fetch_count == 2
+
+
 def test_a_client_holding_keys_retries_a_failed_fetch_after_the_cooldown(
     loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
 ) -> None:
