@@ -39,7 +39,7 @@ AUDIENCE = "jwt-split-api"
 JWKS_MAX_AGE = 300
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-MAIN_SETTINGS = ("gthread", 4, 4)  # shared/src/shared/gunicorn_conf.py's defaults
+MAIN_SETTINGS = ("shared.worker.HeadFirstWorker", 4, 4)  # shared/src/shared/gunicorn_conf.py's defaults
 COMPARED_SETTINGS = [("sync", 2, 1), ("sync", 4, 1), ("gthread", 2, 4), ("gthread", 4, 4), ("gthread", 8, 2)]
 
 

@@ -156,7 +156,7 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"`make bench` on {results['date']}: {results['machine']}, Python {results['python']}; "
         f"wrk -t1 -c32, {results['rounds']} interleaved rounds of {results['seconds_per_run']:g} s runs (medians; "
-        "HTTP ratios are medians of per-round ratios), gunicorn gthread 4 workers x 4 threads",
+        "HTTP ratios are medians of per-round ratios), gunicorn head-first gthread 4 workers x 4 threads",
         "",
         "| measure | figure | ratio | target | verdict |",
         "| --- | --- | --- | --- | --- |",
@@ -210,7 +210,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     for bar, value in zip(bars, values, strict=True):
         ax.annotate(f"{value:,.0f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom")
     ax.set_ylabel("requests per second")
-    ax.set_title(f"Resource throughput, 2 cores, gunicorn gthread 4x4, wrk -c32 ({results['date'][:10]})")
+    ax.set_title(f"Resource throughput, 2 cores, gunicorn head-first gthread 4x4, wrk -c32 ({results['date'][:10]})")
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

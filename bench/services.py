@@ -12,7 +12,8 @@ def label(service: GunicornService) -> str:
     """Describe the worker settings, as gunicorn flags."""
     if service.worker_class == "sync":
         return f"sync -w{service.workers}"
-    return f"gthread -w{service.workers} --threads {service.threads}"
+    kind = "gthread" if service.worker_class == "gthread" else "head-first gthread"
+    return f"{kind} -w{service.workers} --threads {service.threads}"
 
 
 def cpu_seconds(service: GunicornService) -> float:

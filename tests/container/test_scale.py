@@ -375,7 +375,7 @@ def test_one_replica_killed_under_traffic_fails_only_token_requests_in_flight_on
             f"  {call.kind} {call.outcome}: sent {call.started - killed:+.3f} s after the kill began, "
             f"ended {call.ended - killed:+.3f} s"
         )
-    # httplog: frontend backend/server timers status bytes cookies termination-state ... "request"
+    # httplog's fields: frontend backend/server timers status bytes cookies termination-state ... "method path"
     aborted = [
         line.strip()
         for line in balancer_log.splitlines()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support.processes import answers, free_port, wait_until
+from tests.support.processes import free_port, wait_until
 from tests.support.tokens import client_credentials_form, jwks_json, new_rsa_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +24,7 @@ def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_a
         **{name: str(port) for name, port in ports.items()},
         "ISSUER_DATA_DIR": str(tmp_path / "issuer"),
         "REPORTS_DATA_DIR": str(tmp_path / "reports"),
-        "WEB_CONCURRENCY": "1",
+        "WEB_CONCURRENCY": "2",
     }
     log = (tmp_path / "run.log").open("wb")
     run = subprocess.Popen(
@@ -33,12 +32,25 @@ def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_a
     )
     try:
         issuer, reports = f"http://127.0.0.1:{ports['ISSUER_PORT']}", f"http://127.0.0.1:{ports['REPORTS_PORT']}"
-        # Each API is ready once it holds the issuer's keys; one that asked before the issuer was up
-        # asks again after its cooldown.
-        for api in (reports, f"http://127.0.0.1:{ports['RESOURCE_PORT']}"):
-            wait_until(
-                functools.partial(answers, f"{api}/readyz"), timeout=60, what=f"make run's API at {api} to be ready"
-            )
+        resource = f"http://127.0.0.1:{ports['RESOURCE_PORT']}"
+        banner = tmp_path / "run.log"
+        wait_until(lambda: b"press Ctrl-C" in banner.read_bytes(), timeout=90, what="make run's banner")
+        # Once the banner is out, every worker of every service serves: the README's first
+        # request, each on a connection of its own so that all workers get some, never a 503.
+        for service in (issuer, resource, reports):
+            assert requests.get(f"{service}/readyz", timeout=5).status_code == 200, service
+        walk = requests.post(
+            f"{issuer}/token",
+            data={"grant_type": "password", "username": "alice", "password": "wonderland"},
+            timeout=10,
+        )
+        assert walk.status_code == 200, walk.text
+        access = walk.json()["access_token"]
+        statuses = [
+            requests.get(f"{resource}/api/me", headers={"Authorization": f"Bearer {access}"}, timeout=5).status_code
+            for _ in range(20)
+        ]
+        assert statuses == [200] * 20
 
         # A batch job registered by the operator calls the reports API, which calls the profile API.
         key = new_rsa_key()

@@ -175,7 +175,7 @@ class GunicornService(ChildProcess):
         port: int | None = None,
         workers: int = 2,
         threads: int = 4,
-        worker_class: str = "gthread",
+        worker_class: str | None = None,
     ) -> None:
         self.app = app
         self.port = port if port is not None else free_port()
@@ -194,8 +194,7 @@ class GunicornService(ChildProcess):
                 str(BIN / "gunicorn"),
                 "-c",
                 "python:shared.gunicorn_conf",
-                "--worker-class",
-                worker_class,
+                *(["--worker-class", worker_class] if worker_class else []),
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 app,
@@ -264,7 +263,7 @@ def resource_process(
     env: Mapping[str, str] | None = None,
     workers: int = 2,
     threads: int = 4,
-    worker_class: str = "gthread",
+    worker_class: str | None = None,
 ) -> GunicornService:
     """Prepare a resource that trusts `issuer` and reaches it on loopback."""
     port = port if port is not None else free_port()

@@ -21,9 +21,9 @@ from typing import Any
 import requests
 from flask import Blueprint, Flask, Response, current_app, g, jsonify
 
-from jwt_verifier import ApiError, BearerAuth, VerifierConfig, readiness
-from shared import logs, tracing, web
-from shared.oauth_client import ServiceTokens, load_or_create_key, read_answer
+from jwt_verifier import ApiError, BearerAuth, VerifierConfig
+from shared import logs, readiness, tracing, web
+from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_bool, env_float, env_str, env_url
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,17 @@ def healthz() -> Response:
     return jsonify(status="ok")
 
 
-# Ready once the issuer's verification keys are held; 503 until then (the library's probe).
-bp.get("/readyz")(readiness)
+# Ready once every worker holds the issuer's verification keys; 503 until then.
+bp.get("/readyz")(readiness.readiness)
+
+
+def _holds_token(tokens: ServiceTokens) -> bool:
+    """Return whether a service token is at hand (fetching one if none is and the issuer may be asked)."""
+    try:
+        tokens.token()
+    except IssuerError:
+        return False
+    return True
 
 
 def create_app(settings: ReportsSettings | None = None) -> Flask:
@@ -190,6 +199,10 @@ def create_app(settings: ReportsSettings | None = None) -> Flask:
     )
     if settings.token_prefetch:
         tokens.keep_fresh()  # every worker holds a token before its first call, and through an issuer outage
+        # Ready once it holds one too: a call before would be refused while the token is retried.
+        readiness.init_app(app, also=lambda: _holds_token(tokens))
+    else:
+        readiness.init_app(app)
     app.extensions[EXTENSION] = ProfileApi(settings.profile_api_url, tokens, settings.timeout, tracing.session())
     app.register_blueprint(bp)
     return app

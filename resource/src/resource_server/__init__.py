@@ -9,7 +9,7 @@ from resource_server import api, pages
 from resource_server.introspection import IntrospectingVerifier
 from resource_server.oauth_client import IssuerClient
 from resource_server.settings import ResourceSettings
-from shared import logs, web
+from shared import logs, readiness, web
 from shared.web import STATIC_DIR
 
 
@@ -29,6 +29,7 @@ def create_app(settings: ResourceSettings | None = None) -> Flask:
     if settings.verification == "introspection":
         introspecting = IntrospectingVerifier(settings)
     api.auth.init_app(app, settings.verifier, verifier=introspecting)
+    readiness.init_app(app)
     app.register_blueprint(api.bp)
     pages.init_app(app, settings)
     return app

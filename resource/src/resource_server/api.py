@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify
 
-from jwt_verifier import BearerAuth, readiness
+from jwt_verifier import BearerAuth
+from shared import readiness
 
 bp = Blueprint("api", __name__)
 
@@ -39,5 +40,5 @@ def healthz() -> Response:
     return jsonify(status="ok")
 
 
-# Ready once the issuer's verification keys are held; 503 until then (the library's probe).
-bp.get("/readyz")(readiness)
+# Ready once every worker holds the issuer's verification keys; 503 until then.
+bp.get("/readyz")(readiness.readiness)

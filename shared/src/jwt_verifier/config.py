@@ -35,6 +35,9 @@ class VerifierConfig:
     jwks_min_ttl: int = 30
     jwks_max_ttl: int = 86400
     jwks_cooldown: float = 10.0
+    # A prefetching client holding no keys retries a failed fetch after 0.1 s, doubling up to
+    # this: keys arrive within about this long of the issuer answering, not a cooldown later.
+    jwks_retry_max: float = 0.5
     jwks_prefetch: bool = True
 
     def __post_init__(self) -> None:

@@ -5,7 +5,7 @@
 - Freshness follows the response's `Cache-Control: max-age`, clamped to [min_ttl, max_ttl].
   A stale set keeps serving while one background thread refetches, so no request waits.
 - An unknown `kid` triggers a refetch at most once per `cooldown` (a failed fetch also
-  starts the cooldown; a scheduled refresh does not), one fetch at a time
+  starts the cooldown while keys are held; a scheduled refresh does not), one fetch at a time
   (concurrent requests wait for it); unknown kids are remembered for a cooldown, so a flood
   of them neither reaches the issuer nor queues behind a fetch in progress.
 - A request that waited for a fetch reuses its answer only if that fetch began after the
@@ -17,6 +17,9 @@
 - Any failure (issuer down, slow, redirecting, oversized, garbage, JSON nested past the
   parser's depth) is a failed fetch and keeps the keys it has; the background threads log
   anything unexpected and carry on.
+- While no keys are held, a client that prefetches (an API's verifier) retries a failed fetch
+  soon: after 0.1 s, doubling up to `jwks_retry_max` (0.5 s), so keys arrive within about that
+  long of the issuer answering. One without prefetch keeps the cooldown.
 - `prefetch()` loads keys at start-up in the background, retrying until the issuer answers.
 - `trace_fetches()` lets an application wrap each fetch (shared.tracing does: a client span,
   and the `traceparent` header it yields); the library adds no dependency for it.
@@ -39,6 +42,7 @@ from werkzeug.http import parse_cache_control_header
 
 from jwt_verifier import observe
 from jwt_verifier.config import VerifierConfig
+from jwt_verifier.deadline import deadline, watch
 from jwt_verifier.errors import KeysUnavailable, UnknownKey
 from jwt_verifier.jose import JwkError, load_verification_key
 
@@ -47,6 +51,7 @@ __all__ = ["JwksClient", "JwksFetchError", "KeysUnavailable", "UnknownKey"]
 log = logging.getLogger(__name__)
 
 MAX_UNKNOWN_KIDS = 1024
+FIRST_RETRY = 0.1  # seconds before a client holding no keys retries a failed fetch (then doubling)
 
 # Wraps each fetch of `url` and yields extra request headers; by default, none.
 FetchTracer = Callable[[str], AbstractContextManager[Mapping[str, str]]]
@@ -80,8 +85,13 @@ class JwksClient:
         self.min_ttl = config.jwks_min_ttl
         self.max_ttl = max(config.jwks_min_ttl, config.jwks_max_ttl)
         self.cooldown = config.jwks_cooldown
+        # Only a verifier that loads its keys at start (an API's) retries soon: a key set fetched
+        # on demand for whoever asks (the issuer's for a client's jwks_uri) keeps the cooldown.
+        self.retry_soon = config.jwks_prefetch
+        self.retry_max = min(config.jwks_retry_max, config.jwks_cooldown)
+        self._retry = 0.0  # the wait after the last failed fetch while no keys are held
         self.clock = clock
-        self.session = session or requests.Session()
+        self.session = watch(session or requests.Session())
         self.fetch_count = 0
         self._keys: Mapping[str, rsa.RSAPublicKey] = {}
         self._fresh_until = float("-inf")
@@ -238,7 +248,11 @@ class JwksClient:
         try:
             keys, ttl = self._download(headers)
         except JwksFetchError as exc:
-            self._next_fetch_at = started + self.cooldown
+            if self._keys or not self.retry_soon:
+                self._next_fetch_at = started + self.cooldown
+            else:  # every token waits on these keys: try again soon, a little later each time
+                self._retry = min(self.retry_max, 2 * self._retry or FIRST_RETRY)
+                self._next_fetch_at = started + self._retry
             self._last_fetch_failed = True
             observe.current().jwks_fetch("error", cause, len(self._keys))
             log.warning(
@@ -247,6 +261,7 @@ class JwksClient:
             )
             return
         self._last_fetch_failed = False
+        self._retry = 0.0
         changed = keys != self._keys
         self._keys = keys
         self._fresh_until = self.clock() + ttl
@@ -261,27 +276,32 @@ class JwksClient:
                 callback(kids)
 
     def _download(self, headers: Mapping[str, str]) -> tuple[dict[str, rsa.RSAPublicKey], float]:
-        deadline = time.monotonic() + 2 * self.timeout
-        try:
-            with self.session.get(
-                self.url,
-                timeout=self.timeout,
-                stream=True,
-                allow_redirects=False,
-                headers={**headers, "Accept": "application/json"},
-            ) as response:
-                if response.status_code != 200:
-                    raise JwksFetchError(f"the issuer answered HTTP {response.status_code}")
-                body = bytearray()
-                for chunk in response.iter_content(chunk_size=16384):
-                    body += chunk
-                    if len(body) > self.max_bytes:
-                        raise JwksFetchError(f"the JWKS is larger than {self.max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise JwksFetchError("the JWKS took too long to arrive")
-                cache_control = response.headers.get("Cache-Control")
-        except requests.RequestException as exc:
-            raise JwksFetchError(f"cannot fetch the JWKS: {type(exc).__name__}") from exc
+        """Fetch the JWKS: each read within `timeout`, the whole answer within twice that."""
+        with deadline(2 * self.timeout) as bound:
+            try:
+                with self.session.get(
+                    self.url,
+                    timeout=self.timeout,
+                    stream=True,
+                    allow_redirects=False,
+                    headers={**headers, "Accept": "application/json"},
+                ) as response:
+                    if response.status_code != 200:
+                        raise JwksFetchError(f"the issuer answered HTTP {response.status_code}")
+                    body = bytearray()
+                    for chunk in response.iter_content(chunk_size=16384):
+                        body += chunk
+                        if len(body) > self.max_bytes:
+                            raise JwksFetchError(f"the JWKS is larger than {self.max_bytes} bytes")
+                        if time.monotonic() > bound.at:
+                            raise JwksFetchError("the JWKS took too long to arrive")
+                    cache_control = response.headers.get("Cache-Control")
+            except requests.RequestException as exc:
+                if bound.expired:
+                    raise JwksFetchError("the JWKS took too long to arrive") from exc
+                raise JwksFetchError(f"cannot fetch the JWKS: {type(exc).__name__}") from exc
+            if bound.expired:  # the sockets were shut down: the body may be cut short
+                raise JwksFetchError("the JWKS took too long to arrive")
         return self._parse(bytes(body)), self._ttl(cache_control)
 
     def _parse(self, body: bytes) -> dict[str, rsa.RSAPublicKey]:

@@ -2,11 +2,17 @@
 
 Two cores: four gthread workers of four threads keep keep-alive connections spread over
 processes (two gthread workers let them pile onto one; see docs/performance.md).
-WEB_CONCURRENCY and GUNICORN_THREADS override the counts.
+WEB_CONCURRENCY and GUNICORN_THREADS override the counts. The workers are gthread workers that
+read each request's head on their event loop (shared.worker): a connection costs a thread only
+once its head has arrived, and one whose head is not in within GUNICORN_HEADER_TIMEOUT seconds
+(default 5) is closed.
 
 The master also serves the app's Prometheus metrics, summed over its workers, on a port of its
 own: `<SERVICE>_METRICS_PORT` (0 turns it off) on `<SERVICE>_METRICS_HOST` (default 0.0.0.0,
 the container's network; `make run` binds 127.0.0.1). See docs/observability.md.
+
+The APIs' `/readyz` is 200 only when every worker holds the issuer's keys: the master keeps a
+private directory where each worker records that it does (shared.readiness).
 
 Each worker starts its own OpenTelemetry exporter after the fork, when OTEL_EXPORTER_OTLP_ENDPOINT
 is set (shared.tracing): the master exports nothing and holds no exporter thread.
@@ -22,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
-worker_class = "gthread"
+# Half-sent requests must not hold threads (see shared/src/shared/worker.py and docs/security.md).
+worker_class = "shared.worker.HeadFirstWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 graceful_timeout = 10
@@ -45,8 +52,12 @@ METRICS_PORTS = {"issuer": ("ISSUER", 9100), "resource_server": ("RESOURCE", 910
 # The service name (`service.name` of exported spans, `service` of log lines) of each app module.
 SERVICES = {"issuer": "issuer", "resource_server": "resource", "reports_api": "reports"}
 
+# The app modules whose `/readyz` waits for every worker (shared.readiness).
+READY_MODULES = frozenset({"resource_server", "reports_api"})
+
 SHM = "/dev/shm"  # noqa: S108 - mkdtemp makes a private (0700) directory of a name of its own there
 _metrics_dir: Path | None = None
+_ready_dir: Path | None = None
 
 
 def on_starting(server: Any) -> None:
@@ -56,10 +67,14 @@ def on_starting(server: Any) -> None:
     imports the app). A configuration that cannot work stops gunicorn with a one-line message:
     workers failing together would make gunicorn halt with tracebacks of their own.
     """
-    global _metrics_dir
+    global _metrics_dir, _ready_dir
     module, _, _ = str(getattr(server.app, "app_uri", "") or "").partition(":")
     if module in METRICS_PORTS:
         _metrics_dir = _prepare_multiprocess_dir()
+    if module in READY_MODULES:
+        from shared import readiness
+
+        _ready_dir = readiness.prepare(SHM if os.access(SHM, os.W_OK) else None, server.cfg.workers)
     try:
         check = getattr(importlib.import_module(module), "check_start", None) if module else None
         if callable(check):
@@ -106,15 +121,29 @@ def post_fork(server: Any, worker: Any) -> None:
     tracing.start_exporter(SERVICES.get(module, module or "jwt-split"))
 
 
+def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
+    """Keep the worker count `/readyz` compares against in step (TTIN, TTOU)."""
+    if _ready_dir is not None:
+        from shared import readiness
+
+        readiness.set_workers(_ready_dir, new_value)
+
+
 def child_exit(server: Any, worker: Any) -> None:
-    """Tell the metrics a worker is gone, so its live gauges stop counting."""
+    """Tell the metrics and the readiness a worker is gone (its live gauges stop counting)."""
     if _metrics_dir is not None:
         from shared import metrics
 
         metrics.worker_exited(worker.pid)
+    if _ready_dir is not None:
+        from shared import readiness
+
+        readiness.worker_exited(_ready_dir, worker.pid)
 
 
 def on_exit(server: Any) -> None:
-    """Remove the metrics directory of this run."""
+    """Remove the metrics and readiness directories of this run."""
     if _metrics_dir is not None:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+    if _ready_dir is not None:
+        shutil.rmtree(_ready_dir, ignore_errors=True)

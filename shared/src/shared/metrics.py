@@ -8,11 +8,17 @@ Under gunicorn the workers write their values to files in a private directory
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 import time
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from flask import Flask, Response, g, request
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, multiprocess
 
 from jwt_verifier import observe
 
@@ -122,11 +128,73 @@ def count_signing_keys(states: list[str], active_since: int | None, now: float) 
 # -- the exporter, run by the gunicorn master ---------------------------------------------
 
 
+# The exporter runs in the gunicorn master, the process that restarts dead workers: it serves at
+# most EXPORTER_CONNECTIONS connections at once (one thread each; more are closed at once), and
+# closes any that has not been answered EXPORTER_DEADLINE seconds after it was accepted, so idle
+# or trickling clients cannot pile threads up in it. A scrape takes milliseconds.
+EXPORTER_CONNECTIONS = 4
+EXPORTER_DEADLINE = 10.0
+EXPORTER_READ_TIMEOUT = 5.0  # per read or write, within the deadline
+
+
+class _ExporterHandler(WSGIRequestHandler):
+    """Serve one scrape per connection, with a timeout on each read and write, logging nothing."""
+
+    timeout = EXPORTER_READ_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing: Prometheus scrapes every few seconds."""
+
+
+class _ExporterServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most EXPORTER_CONNECTIONS of them, each cut off at its deadline."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family
+        self._deadlines: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        super().__init__(address, _ExporterHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve `request` in a thread of its own, or close it if every slot is taken."""
+        with self._lock:
+            busy = len(self._deadlines) >= EXPORTER_CONNECTIONS
+            if not busy:
+                self._deadlines[request] = time.monotonic() + EXPORTER_DEADLINE
+        if busy:
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve, then free the slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._deadlines.pop(request, None)
+
+    def service_actions(self) -> None:
+        """Shut the connections past their deadline down (run by serve_forever every half second)."""
+        now = time.monotonic()
+        with self._lock:
+            late = [conn for conn, deadline in self._deadlines.items() if deadline <= now]
+        for conn in late:
+            with contextlib.suppress(OSError):  # already closed by its thread
+                conn.shutdown(socket.SHUT_RDWR)
+
+
 def start_exporter(host: str, port: int) -> None:
     """Serve the sum of every worker's values on host:port from a thread of this process."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    start_http_server(port, addr=host, registry=registry)
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    server = _ExporterServer((str(address[0]), port), family)
+    server.set_app(make_wsgi_app(registry))
+    threading.Thread(target=server.serve_forever, name="metrics-exporter", daemon=True).start()
 
 
 def worker_exited(pid: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -462,7 +463,7 @@ def test_keys_unavailable_when_the_jwks_holds_no_usable_key(
         make_client().get(kid_of(small_rsa_key))
 
 
-def test_retries_while_unloaded_respect_the_cooldown(
+def test_retries_while_unloaded_wait_for_their_backoff(
     make_client: ClientFactory, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     jwks_server.answer(500, b"")
@@ -477,6 +478,52 @@ def test_retries_while_unloaded_respect_the_cooldown(
     clock.advance(COOLDOWN)
     assert client.ensure_loaded() is True
     assert _same_key(client.get(kid_of(rsa_key)), rsa_key)
+    assert jwks_server.request_count == 2
+
+
+def test_a_client_without_keys_retries_a_failed_fetch_soon_not_after_the_cooldown(
+    make_client: ClientFactory, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.stop()  # the issuer is not up yet
+    client = make_client()
+    for _ in range(3):  # each failure waits a little longer, never more than the retry bound
+        assert client.ensure_loaded() is False
+        clock.advance(VerifierConfig.jwks_retry_max)
+    assert client.fetch_count == 3
+
+    restarted = JwksServer()
+    try:
+        restarted.serve_keys(rsa_key)
+        client.url = restarted.url
+        assert client.ensure_loaded() is True
+        assert _same_key(client.get(kid_of(rsa_key)), rsa_key)
+    finally:
+        restarted.stop()
+
+
+def test_a_client_without_prefetch_retries_a_failed_fetch_after_the_cooldown(
+    make_client: ClientFactory, dead_url: str, clock: FakeClock
+) -> None:
+    client = make_client(url=dead_url, prefetch=False)  # the issuer's key set of a client's jwks_uri
+    assert client.ensure_loaded() is False
+    clock.advance(COOLDOWN / 2)
+    assert client.ensure_loaded() is False
+    assert client.fetch_count == 1
+    clock.advance(COOLDOWN / 2)
+    assert client.ensure_loaded() is False
+    assert client.fetch_count == 2
+
+
+def test_a_client_holding_keys_retries_a_failed_fetch_after_the_cooldown(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.answer(500, b"")
+    clock.advance(COOLDOWN)  # past the first fetch's cooldown
+    with pytest.raises(UnknownKey):
+        loaded.get("new-kid")
+    clock.advance(VerifierConfig.jwks_retry_max)
+    with pytest.raises(UnknownKey):
+        loaded.get("newer-kid")
     assert jwks_server.request_count == 2
 
 
@@ -805,3 +852,51 @@ def test_a_flood_of_junk_kids_costs_at_most_two_fetches_per_cooldown(
         entered += flood
         assert jwks_server.request_count == before + 2
         clock.advance(COOLDOWN / 2)
+
+
+# -- a fetch bounded in total time ----------------------------------------------------------
+
+
+class _Trickler:
+    """A raw HTTP server on 127.0.0.1: sends `at_once`, then `trickled` a byte every 0.1 s."""
+
+    def __init__(self, at_once: bytes, trickled: bytes) -> None:
+        self.at_once = at_once
+        self.trickled = trickled
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/.well-known/jwks.json"
+        self.thread = threading.Thread(target=self._serve, name="trickler", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(self.at_once)
+                for byte in self.trickled:
+                    time.sleep(0.1)  # the trickle's pace is the point: each read well within the timeout
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return  # the client gave up, as it should
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(timeout=60)
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_trickling_jwks_fails_within_twice_the_timeout(
+    make_client: ClientFactory, rsa_key: rsa.RSAPrivateKey, where: str
+) -> None:
+    body = _jwks_body(rsa_key)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    trickler = _Trickler(b"", head + body) if where == "headers" else _Trickler(head, body)
+    try:
+        client = make_client(url=trickler.url, timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(KeysUnavailable):
+            client.get(kid_of(rsa_key))
+        assert time.monotonic() - started < 2 * 0.5 + 0.5
+    finally:
+        trickler.close()

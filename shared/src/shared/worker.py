@@ -1,0 +1,231 @@
+"""A gthread worker that reads each request's head on its event loop before a thread serves it.
+
+gunicorn's gthread worker hands a connection to a thread as soon as a byte arrives, and the
+thread then reads the head with a blocking `recv`: a client that sends half a request line
+and stops holds that thread until it goes away, so a few dozen such connections (one pool of
+threads each) leave a service unable to answer anyone.
+
+`HeadFirstWorker` keeps a connection on the poller it already has until the whole head (and a
+body of known length up to `MAX_BUFFERED_BODY`, which covers every request our apps accept)
+has arrived, reading it with non-blocking `recv`s into a buffer of its own. Only then does a
+thread get the connection, with the bytes given back to gunicorn's parser (`Unreader.unread`),
+so parsing and every limit of gunicorn's stay as they are. A connection whose head (and small
+body) has not arrived `GUNICORN_HEADER_TIMEOUT` seconds (default 5) after it was accepted, or
+after it became readable again when kept alive, is closed without a thread ever waiting on it.
+
+A body that is not buffered (chunked, or larger than the limit: our apps refuse it) is read by
+the thread from a socket that times out after `GUNICORN_HEADER_TIMEOUT` seconds without a byte,
+so a trickle cannot hold a thread for long either. The pending connections of a worker are
+bounded by gunicorn's `worker_connections`, and each buffer by MAX_BUFFERED_HEAD plus
+MAX_BUFFERED_BODY: a request line past gunicorn's limit goes to a thread at once (for its 414),
+and a head longer than MAX_BUFFERED_HEAD is answered 431 and closed. TLS and HTTP/2 prior knowledge keep
+gunicorn's own path: our services serve neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import selectors
+import socket
+import time
+from functools import partial
+from typing import Any
+
+from gunicorn import http
+from gunicorn.http2 import negotiation
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+HEADER_TIMEOUT_ENV = "GUNICORN_HEADER_TIMEOUT"
+DEFAULT_HEADER_TIMEOUT = 5.0
+MAX_BUFFERED_HEAD = 64 * 1024
+MAX_BUFFERED_BODY = 64 * 1024
+RECV_SIZE = 65536
+TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 29\r\nConnection: close\r\n\r\nrequest headers are too large"
+)
+
+_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+# A body the loop leaves to the thread: chunked, or one the client sends only after "100 Continue".
+_BODY_FOR_THE_THREAD = re.compile(rb"^(?:transfer-encoding|expect)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def header_timeout() -> float:
+    """Return the configured header timeout in seconds (GUNICORN_HEADER_TIMEOUT, default 5)."""
+    raw = os.environ.get(HEADER_TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_HEADER_TIMEOUT
+    except ValueError:
+        raise SystemExit(f"{HEADER_TIMEOUT_ENV} must be a number of seconds") from None
+    if not 0 < value <= 300:
+        raise SystemExit(f"{HEADER_TIMEOUT_ENV} must be more than 0 and at most 300 seconds")
+    return value
+
+
+def request_bytes_needed(buffered: bytes | bytearray) -> int | None:
+    """Return how many bytes the first request in `buffered` takes, or None while its head is incomplete.
+
+    A head ends with an empty line (RFC 9112 section 2.1; a bare LF is tolerated here and left
+    to the parser to judge). A body of known length up to MAX_BUFFERED_BODY is counted in; a
+    chunked or larger body, one that waits for `Expect: 100-continue` (RFC 9110 section 10.1.1;
+    gunicorn answers it), or a Content-Length the parser will refuse, is left to the thread.
+    """
+    crlf = buffered.find(b"\r\n\r\n")
+    lf = buffered.find(b"\n\n")
+    ends = [end + size for end, size in ((crlf, 4), (lf, 2)) if end >= 0]
+    if not ends:
+        return None
+    head_end = min(ends)
+    head = bytes(buffered[:head_end])
+    lengths = _CONTENT_LENGTH.findall(head)
+    if _BODY_FOR_THE_THREAD.search(head) or len(lengths) != 1 or int(lengths[0]) > MAX_BUFFERED_BODY:
+        return head_end
+    return head_end + int(lengths[0])
+
+
+class _ReadTimeoutSocket(socket.socket):
+    """A client socket whose blocking mode is a timeout, so a thread never waits on it for long."""
+
+    read_timeout = DEFAULT_HEADER_TIMEOUT
+
+    def setblocking(self, flag: bool) -> None:
+        """Wait at most `read_timeout` for each read or write where gunicorn asks to block."""
+        if flag:
+            self.settimeout(self.read_timeout)
+        else:
+            super().setblocking(False)
+
+
+class _Head:
+    """The bytes of a connection's next request read so far, and when they must be complete."""
+
+    __slots__ = ("buffer", "deadline")
+
+    def __init__(self, buffered: bytes, deadline: float) -> None:
+        self.buffer = bytearray(buffered)
+        self.deadline = deadline
+
+
+class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's gthread worker, reading request heads on its event loop (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout()
+        # gunicorn's limits allow a head of ~400 KiB; real ones are a few KiB. A pending
+        # connection buffers at most MAX_BUFFERED_HEAD of it, and a longer head is refused.
+        self.max_head = min(
+            MAX_BUFFERED_HEAD,
+            (self.cfg.limit_request_line or 8190)
+            + (self.cfg.limit_request_fields or 100) * ((self.cfg.limit_request_field_size or 8190) + 2)
+            + 4,
+        )
+        self._heads: dict[TConn, _Head] = {}
+        self._ready: set[TConn] = set()
+
+    def accept(self, listener: socket.socket) -> None:
+        """Accept a connection into a socket that times out in blocking mode, and wait for its head."""
+        try:
+            client, address = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        sock = _ReadTimeoutSocket(fileno=client.detach())
+        sock.read_timeout = self.header_timeout
+        self.enqueue_req(TConn(self.cfg, sock, address, listener.getsockname()))
+
+    def enqueue_req(self, conn: TConn) -> None:
+        """Give `conn` to a thread once its request has arrived; until then read it on the poller."""
+        if conn in self._ready:
+            self._ready.discard(conn)
+            super().enqueue_req(conn)
+            return
+        if self.cfg.is_ssl or negotiation.prior_knowledge_allowed(self.cfg, conn.client):
+            super().enqueue_req(conn)
+            return
+        buffered = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        self._heads[conn] = _Head(buffered, time.monotonic() + self.header_timeout)
+        conn.sock.setblocking(False)
+        if self._head_complete(conn):
+            self._hand_over(conn)
+            return
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_readable, conn))
+        self._read_head(conn)
+
+    def _on_head_readable(self, conn: TConn, _client: object) -> None:
+        self._read_head(conn)
+
+    def _read_head(self, conn: TConn) -> None:
+        """Read what has arrived, to the last byte: the poller is level-triggered."""
+        while conn in self._heads:
+            try:
+                data = conn.sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._drop(conn)
+                return
+            if not data:
+                self._drop(conn)  # closed before a whole request arrived
+                return
+            self._heads[conn].buffer += data
+            if self._head_too_large(conn):
+                self._refuse(conn)
+                return
+            if self._head_complete(conn):
+                self._unregister(conn)
+                self._hand_over(conn)
+                return
+
+    def _head_complete(self, conn: TConn) -> bool:
+        """Return whether `conn`'s request is in, or its request line is past gunicorn's limit (its 414)."""
+        buffered = self._heads[conn].buffer
+        needed = request_bytes_needed(buffered)
+        if needed is not None:
+            return len(buffered) >= needed
+        line_end = buffered.find(b"\n")
+        line = line_end if line_end >= 0 else len(buffered)
+        return line > (self.cfg.limit_request_line or 8190) + 2
+
+    def _head_too_large(self, conn: TConn) -> bool:
+        buffered = self._heads[conn].buffer
+        return len(buffered) > self.max_head and request_bytes_needed(buffered[: self.max_head + 4]) is None
+
+    def _refuse(self, conn: TConn) -> None:
+        """Answer 431 (RFC 6585 section 5) as far as the socket takes it at once, and close."""
+        with contextlib.suppress(OSError):
+            conn.sock.send(TOO_LARGE)
+        self._drop(conn)
+
+    def _hand_over(self, conn: TConn) -> None:
+        """Give the buffered bytes back to gunicorn's parser and `conn` to a thread."""
+        head = self._heads.pop(conn)
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.parser.unreader.unread(bytes(head.buffer))
+        conn.data_ready = True  # gthread would otherwise wait for the socket to turn readable
+        self._ready.add(conn)
+        self.enqueue_req(conn)
+
+    def _unregister(self, conn: TConn) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):  # not registered: complete at once
+            self.poller.unregister(conn.sock)
+
+    def _drop(self, conn: TConn) -> None:
+        self._heads.pop(conn, None)
+        self._unregister(conn)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self) -> None:
+        """Close the connections whose head is late, then gthread's own pending ones."""
+        now = time.monotonic()
+        late = [conn for conn, head in self._heads.items() if head.deadline <= now]
+        for conn in late:
+            self._drop(conn)
+        super().murder_pending()

@@ -1,0 +1,163 @@
+"""Slow and half-sent requests against a real gunicorn with the shared settings (shared.worker).
+
+A connection that has not sent its whole head must cost no thread: with every thread's worth
+of such connections open, a normal request still answers at once, and the server closes them
+after the header timeout (GUNICORN_HEADER_TIMEOUT, 1 s here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.processes import GunicornService, issuer_process, wait_until
+
+HEADER_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornService]:
+    """One issuer worker with two threads: a handful of stalled connections would take them all."""
+    run_dir: Path = tmp_path_factory.mktemp("slow-clients")
+    service = issuer_process(
+        run_dir,
+        data_dir=run_dir / "issuer",
+        workers=1,
+        threads=2,
+        env={"GUNICORN_HEADER_TIMEOUT": str(HEADER_TIMEOUT)},
+    )
+    service.start()
+    try:
+        service.wait_answering()
+        yield service
+    finally:
+        service.stop()
+
+
+def connect(service: GunicornService, first_bytes: bytes) -> socket.socket:
+    """Open a connection to `service` and send `first_bytes` (maybe none)."""
+    sock = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+    if first_bytes:
+        sock.sendall(first_bytes)
+    return sock
+
+
+def read_until(sock: socket.socket, end: bytes, responses: int) -> bytes:
+    """Read from `sock` until `responses` answers have begun and the data ends with `end`."""
+    sock.settimeout(5)
+    data = b""
+    while data.count(b"HTTP/1.1 ") < responses or not data.endswith(end):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Return whether the server closes `sock` (EOF or a reset) within `within` seconds."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def test_half_sent_and_silent_connections_cost_no_thread(issuer: GunicornService) -> None:
+    with ExitStack() as stack:
+        for _ in range(64):
+            stack.enter_context(connect(issuer, b"GET /healthz HT"))
+            stack.enter_context(connect(issuer, b""))
+        started = time.monotonic()
+        response = requests.get(f"{issuer.url}/healthz", timeout=HEADER_TIMEOUT / 2)
+        assert response.status_code == 200
+        assert time.monotonic() - started < HEADER_TIMEOUT / 2
+
+
+def test_server_closes_connections_whose_head_is_late(issuer: GunicornService) -> None:
+    partial = connect(issuer, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    silent = connect(issuer, b"")
+    with partial, silent:
+        assert closed_by_server(partial, within=HEADER_TIMEOUT + 5)
+        assert closed_by_server(silent, within=HEADER_TIMEOUT + 5)
+
+
+def test_slow_body_holds_no_thread_and_is_cut_off(issuer: GunicornService) -> None:
+    head = b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    slow = [connect(issuer, head + b"Content-Length: 1000\r\n\r\ng") for _ in range(8)]
+    with ExitStack() as stack:
+        for sock in slow:
+            stack.enter_context(sock)
+        for _ in range(3):  # a byte a second, while others are served at once
+            for sock in slow:
+                with contextlib.suppress(OSError):  # already closed by the server
+                    sock.sendall(b"r")
+            started = time.monotonic()
+            assert requests.get(f"{issuer.url}/healthz", timeout=HEADER_TIMEOUT / 2).status_code == 200
+            assert time.monotonic() - started < HEADER_TIMEOUT / 2
+            time.sleep(1)  # the trickle's pace is the point of the test
+        assert all(closed_by_server(sock, within=HEADER_TIMEOUT + 5) for sock in slow)
+
+
+def test_pipelined_and_kept_alive_requests_are_answered(issuer: GunicornService) -> None:
+    body = b"grant_type=password"
+    post = (
+        b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(issuer, post[:10]) as sock:
+        sock.sendall(post[10:] + get)  # the first request in two pieces, the second pipelined
+        answers = read_until(sock, b'{"status":"ok"}\n', 2)
+        assert answers.startswith(b"HTTP/1.1 400 ")  # the password grant without a username
+        assert answers.count(b"HTTP/1.1 200 OK") == 1
+        sock.sendall(get)  # the same connection, kept alive
+        assert read_until(sock, b'{"status":"ok"}\n', 1).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_oversized_head_is_refused_at_once(issuer: GunicornService) -> None:
+    with connect(issuer, b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n") as sock:
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 414 ")  # gunicorn's limit, at once
+
+
+def master_threads(service: GunicornService) -> int:
+    """Return how many threads gunicorn's master runs (the metrics exporter's among them)."""
+    assert service.proc is not None
+    return len(list(Path(f"/proc/{service.proc.pid}/task").iterdir()))
+
+
+def test_metrics_exporter_bounds_its_threads_and_closes_stalled_connections(issuer: GunicornService) -> None:
+    from shared.metrics import EXPORTER_CONNECTIONS, EXPORTER_DEADLINE
+
+    baseline = master_threads(issuer)
+    port = issuer.metrics_port
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
+    for _ in range(16):
+        stalled.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        stalled[-1].sendall(b"GET /metrics HT")
+    with ExitStack() as stack:
+        for sock in stalled:
+            stack.enter_context(sock)
+        wait_until(lambda: master_threads(issuer) >= baseline + EXPORTER_CONNECTIONS, what="the exporter's threads")
+        most = max(master_threads(issuer) for _ in range(50))
+        assert most <= baseline + EXPORTER_CONNECTIONS
+        assert all(closed_by_server(sock, within=EXPORTER_DEADLINE + 5) for sock in stalled)
+    assert requests.get(issuer.metrics_url, timeout=5).status_code == 200
+
+
+def test_a_head_over_64_kib_is_refused_without_a_thread(issuer: GunicornService) -> None:
+    fields = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"a" * 7000) for n in range(10))
+    with connect(issuer, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields) as sock:  # no end of head
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
