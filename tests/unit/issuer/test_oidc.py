@@ -140,11 +140,57 @@ def test_the_code_flow_with_openid_gives_an_id_token_a_relying_party_accepts(cli
     assert set(body["scope"].split()) == {"openid", "profile", "email"}
 
 
-def test_the_id_token_carries_the_profile_and_email_claims_its_scopes_give(client: FlaskClient) -> None:
-    full = _id_claims(client, _tokens(client)["id_token"])
-    assert (full["name"], full["preferred_username"], full["email"]) == ("Alice", "alice", "alice@example.com")
-    bare = _id_claims(client, _tokens(client, scope="openid")["id_token"])
-    assert not {"name", "preferred_username", "email", "email_verified"} & set(bare)
+def _user(app: Flask, username: str) -> User:
+    with app.app_context():
+        user = extensions.current().users.get(username)
+    assert user is not None
+    return user
+
+
+def test_the_sub_of_both_tokens_is_the_users_stable_id_and_the_name_is_preferred_username(
+    client: FlaskClient, app: Flask
+) -> None:
+    # OpenID Connect Core 1.0 section 2 and RFC 9068 section 2.2: `sub` is never reassigned, so never the name.
+    body = _tokens(client)
+    alice = _user(app, "alice")
+    access = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert _id_claims(client, body["id_token"])["sub"] == access["sub"] == alice.id != "alice"
+    assert access["preferred_username"] == "alice"
+
+
+def test_the_id_token_is_minimal_and_the_identity_claims_are_at_userinfo(client: FlaskClient) -> None:
+    # OpenID Connect Core 1.0 section 5.4: with an access token issued, the scopes' claims come from /userinfo.
+    body = _tokens(client)
+    claims = _id_claims(client, body["id_token"])
+    assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "auth_time", "azp", "sid", "at_hash", "nonce"}
+    info = _userinfo(client, body["access_token"]).get_json()
+    assert (info["name"], info["preferred_username"], info["email"]) == ("Alice", "alice", "alice@example.com")
+
+
+def test_a_new_user_with_a_deleted_users_name_gets_another_sub_and_none_of_the_old_ones_tokens_reach_them(
+    app: Flask,
+) -> None:
+    old_browser, new_browser = app.test_client(), app.test_client()
+    old = _tokens(old_browser)
+    old_sub = _id_claims(old_browser, old["id_token"])["sub"]
+    with app.app_context():
+        extensions.current().users.delete("alice")
+        extensions.current().users.add(
+            "alice", "another-secret", "profile", name="Alice Two", email="two@example.com"
+        )
+    # The first person's access token is still within its lifetime: it reads nobody's claims.
+    response = _userinfo(old_browser, old["access_token"])
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    # Their refresh token mints nothing for the newcomer.
+    refused = _refresh(old_browser, old["refresh_token"])
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_grant")
+    # The newcomer is someone else.
+    log_in(new_browser, "alice", "another-secret")
+    new = _tokens(new_browser)
+    new_sub = _id_claims(new_browser, new["id_token"])["sub"]
+    assert new_sub != old_sub
+    assert _userinfo(new_browser, new["access_token"]).get_json()["sub"] == new_sub == _user(app, "alice").id
 
 
 def test_the_sid_names_the_login_session_without_revealing_it(client: FlaskClient, app: Flask) -> None:
