@@ -131,7 +131,7 @@ def test_the_code_flow_with_openid_gives_an_id_token_a_relying_party_accepts(cli
     assert header["alg"] == "RS256"
     assert header["kid"] == jwt.get_unverified_header(body["access_token"])["kid"]
     claims = _id_claims(client, body["id_token"])
-    assert claims["sub"] == "alice"
+    assert claims["sub"] == _user(app, "alice").id
     assert claims["azp"] == CLIENT_ID
     assert claims["nonce"] == NONCE
     assert claims["at_hash"] == _expected_at_hash(body["access_token"])
@@ -175,9 +175,7 @@ def test_a_new_user_with_a_deleted_users_name_gets_another_sub_and_none_of_the_o
     old_sub = _id_claims(old_browser, old["id_token"])["sub"]
     with app.app_context():
         extensions.current().users.delete("alice")
-        extensions.current().users.add(
-            "alice", "another-secret", "profile", name="Alice Two", email="two@example.com"
-        )
+        extensions.current().users.add("alice", "another-secret", "profile", name="Alice Two", email="two@example.com")
     # The first person's access token is still within its lifetime: it reads nobody's claims.
     response = _userinfo(old_browser, old["access_token"])
     assert response.status_code == 401
@@ -245,11 +243,11 @@ def test_a_malformed_nonce_goes_back_to_the_client_as_invalid_request(client: Fl
     assert "code" not in params
 
 
-def test_openid_does_not_widen_the_api_scopes_a_user_may_have(client: FlaskClient) -> None:
+def test_openid_does_not_widen_the_api_scopes_a_user_may_have(client: FlaskClient, app: Flask) -> None:
     log_in(client, "bob", "builder")  # bob may not have `admin`; `profile` is the default API's scope, and his
     body = _tokens(client, scope="openid profile admin email")
     assert set(body["scope"].split()) == {"openid", "profile", "email"}
-    assert _id_claims(client, body["id_token"])["sub"] == "bob"
+    assert _id_claims(client, body["id_token"])["sub"] == _user(app, "bob").id
 
 
 def test_a_refresh_of_an_openid_grant_gives_a_new_id_token_for_the_same_login(client: FlaskClient) -> None:
@@ -294,7 +292,7 @@ def test_the_password_grant_gives_no_id_token(client: FlaskClient) -> None:
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
-def test_userinfo_gives_the_claims_of_the_granted_scopes(client: FlaskClient, method: str) -> None:
+def test_userinfo_gives_the_claims_of_the_granted_scopes(client: FlaskClient, app: Flask, method: str) -> None:
     body = _tokens(client)
     response = _userinfo(client, body["access_token"], method)
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -302,7 +300,7 @@ def test_userinfo_gives_the_claims_of_the_granted_scopes(client: FlaskClient, me
     info = response.get_json()
     assert info.pop("updated_at") > 0
     assert info == {
-        "sub": "alice",
+        "sub": _user(app, "alice").id,
         "preferred_username": "alice",
         "name": "Alice",
         "email": "alice@example.com",
@@ -310,15 +308,15 @@ def test_userinfo_gives_the_claims_of_the_granted_scopes(client: FlaskClient, me
     }
 
 
-def test_userinfo_gives_only_sub_for_openid_alone(client: FlaskClient) -> None:
+def test_userinfo_gives_only_sub_for_openid_alone(client: FlaskClient, app: Flask) -> None:
     body = _tokens(client, scope="openid")
-    assert _userinfo(client, body["access_token"]).get_json() == {"sub": "alice"}
+    assert _userinfo(client, body["access_token"]).get_json() == {"sub": _user(app, "alice").id}
 
 
-def test_userinfo_gives_email_without_profile(client: FlaskClient) -> None:
+def test_userinfo_gives_email_without_profile(client: FlaskClient, app: Flask) -> None:
     body = _tokens(client, scope="openid email")
     info = _userinfo(client, body["access_token"]).get_json()
-    assert info == {"sub": "alice", "email": "alice@example.com", "email_verified": False}
+    assert info == {"sub": _user(app, "alice").id, "email": "alice@example.com", "email_verified": False}
 
 
 def test_userinfo_shows_a_changed_name(client: FlaskClient, app: Flask) -> None:
