@@ -163,7 +163,8 @@ def test_exchange_trades_the_code_for_tokens_over_the_back_channel(
     claims = jwt.decode(
         tokens["access_token"], key, algorithms=["RS256"], audience="jwt-split-api", issuer=live_issuer.url
     )
-    assert (claims["sub"], claims["client_id"]) == ("alice", "resource-web")
+    assert (claims["preferred_username"], claims["client_id"]) == ("alice", "resource-web")
+    assert claims["sub"] == live_issuer.app.extensions["issuer"].users.get("alice").id
 
 
 def test_exchange_with_the_wrong_verifier_raises_with_the_issuers_description(
