@@ -12,12 +12,14 @@ scope list mixes both kinds, so the rule is:
 - a request without `scope` is granted the API scopes only: no `openid`, so no ID token.
 
 Identity scopes travel in the access token's `scope` with the API's: the API ignores scopes
-it does not define, and `/userinfo` reads them. `sub` is the user's stable id (section 2: never
-reassigned); the name is `preferred_username`. ID tokens are minimal (the registered claims,
-`auth_time`, `sid`, `nonce`, `at_hash`): the claims of `profile` and `email` are at `/userinfo`
-(section 5.4), read with the access token issued beside the ID token. A token granted `openid` also names
+it does not define, and `/userinfo` reads them. A token granted `openid` also names
 `/userinfo` in its `aud` (a list: the API, then `{issuer}/userinfo`), so `/userinfo` verifies
 it with the same `jwt_verifier` policy as every API, with an audience of its own.
+
+`sub` is the user's stable id (section 2: never reassigned); the name is `preferred_username`.
+ID tokens are minimal (the registered claims, `auth_time`, `sid`, `nonce`, `at_hash`): the
+claims of `profile` and `email` are at `/userinfo` (section 5.4), read with the access token
+issued beside the ID token.
 
 ID tokens come only from the authorization code flow and refreshes of its grants: the password
 grant has no browser login to speak of (no `auth_time`, no `sid`).

@@ -252,7 +252,7 @@ class RefreshTokens:
                         if self._unspent(conn, candidate, now):
                             log.info(
                                 "refresh token re-presented within the reuse grace",
-                                extra={"fields": {"sub": row.username}},
+                                extra={"fields": {"sub": row.user_id}},
                             )
                             return grant, candidate
                 revoked = self._revoke_family(conn, row.family_id, now)
@@ -273,7 +273,7 @@ class RefreshTokens:
             tokens=revoked,
         )
         log.warning(
-            "refresh token reused; family revoked", extra={"fields": {"sub": row.username, "family": row.family_id}}
+            "refresh token reused; family revoked", extra={"fields": {"sub": row.user_id, "family": row.family_id}}
         )
         raise RefreshReused("the refresh token was already used; its session has been revoked")
 

@@ -381,7 +381,8 @@ def test_logs_never_hold_passwords_or_tokens(client: FlaskClient, log_lines: io.
     _token(client, grant_type="refresh_token", refresh_token=body["refresh_token"])
     output = log_lines.getvalue()
     entries = [json.loads(line) for line in output.splitlines()]
-    assert any(e.get("msg") == "issued access token" and e.get("sub") == "alice" for e in entries)
+    alice = client.application.extensions["issuer"].users.get("alice").id
+    assert any(e.get("msg") == "issued access token" and e.get("sub") == alice for e in entries)  # the token's sub
     for secret in ("wonderland", "not-the-password", body["access_token"], body["refresh_token"]):
         assert secret not in output
 
