@@ -172,7 +172,7 @@ def check_same_rules(
 ) -> None:
     """Fail unless every verifier accepts `valid` and refuses each of `refused` (so rows compare like with like)."""
     for name, (verify, errors) in verifiers.items():
-        if verify(valid)["sub"] != "alice":
+        if verify(valid)["preferred_username"] != "alice":
             raise RuntimeError(f"{name} returned the wrong claims")
         for why, token in refused.items():
             try:

@@ -40,7 +40,8 @@ def test_alice_logs_in_and_sees_her_details(stack: Stack, context: BrowserContex
 
     expect(page).to_have_url(public(stack.resource_url) + "/")
     expect(page.get_by_role("heading", name="Hello, alice")).to_be_visible()
-    # Who logged in, from the ID token the resource validated, beside the access token's claims.
+    # Who logged in: the ID token the resource validated, with the name and address from the issuer's
+    # /userinfo (the ID token is minimal), beside the access token's claims.
     expect(page.locator("#name")).to_have_text("Alice")
     expect(page.locator("#email")).to_have_text("alice@example.com")
     expect(page.locator("#username")).to_have_text("alice")
@@ -62,7 +63,8 @@ def test_alice_logs_in_and_sees_her_details(stack: Stack, context: BrowserContex
     # The cookie is an access token like any other: the API accepts it.
     me = context.request.get(public(stack.resource_url) + "/api/me")
     assert me.status == 200
-    assert me.json()["sub"] == "alice"
+    assert me.json()["sub"] == stack.user_id("alice")  # the stable id, never the name
+    assert me.json()["claims"]["preferred_username"] == "alice"
 
 
 def test_wrong_password_keeps_you_on_the_login_page_and_sets_no_cookie(

@@ -167,7 +167,7 @@ def test_a_token_from_the_balancer_verifies_at_the_resource(scaled: ComposeStack
     tokens = scaled.token()
     response = scaled.get("/api/me", tokens["access_token"])
     assert response.status_code == 200, response.text
-    assert response.json()["sub"] == "alice"
+    assert response.json()["claims"]["preferred_username"] == "alice"
     # The resource fetched the public keys through the balancer: it calls http://issuer:8000.
     balancer_log = scaled.compose("logs", "--no-color", "--no-log-prefix", "balancer").stdout
     assert "GET /.well-known/jwks.json" in balancer_log, balancer_log[-2000:]

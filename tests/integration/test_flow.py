@@ -15,7 +15,8 @@ def test_password_grant_token_gives_200_on_api_me(stack: Stack) -> None:
     response = stack.get("/api/me", tokens["access_token"])
     assert response.status_code == 200
     body = response.json()
-    assert body["sub"] == "alice"
+    assert body["sub"] == stack.user_id("alice")  # the stable id; the name is preferred_username
+    assert body["claims"]["preferred_username"] == "alice"
     assert body["scope"] == "admin profile"
     assert body["claims"]["iss"] == stack.public_issuer
     assert body["claims"]["aud"] == "jwt-split-api"

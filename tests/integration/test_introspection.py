@@ -25,7 +25,7 @@ def test_resource_in_introspection_mode_asks_the_issuer(make_stack: StackFactory
     token = stack.token("bob", "builder")["access_token"]
     response = stack.get("/api/me", token)
     assert response.status_code == 200, response.text
-    assert response.json()["sub"] == "bob"
+    assert response.json()["sub"] == stack.user_id("bob")
     assert response.json()["claims"]["iss"] == stack.public_issuer
     assert stack.get("/api/admin", token).status_code == 403
 
@@ -40,12 +40,26 @@ def test_resource_in_introspection_mode_asks_the_issuer(make_stack: StackFactory
     assert requests.post(url, data={"token": token}, timeout=10).status_code == 401
     answer = requests.post(url, data={"token": token}, auth=("resource-api", secret), timeout=10).json()
     assert answer["active"] is True
-    assert answer["sub"] == "bob"
+    assert (answer["sub"], answer["username"]) == (stack.user_id("bob"), "bob")
     inactive = requests.post(url, data={"token": forged}, auth=("resource-api", secret), timeout=10).json()
     assert inactive == {"active": False}
 
-    # What introspection buys: deleting the user stops their token at once.
+    # A service's own token is active while its client exists (RFC 7662 section 2.2), and names it.
+    key = new_rsa_key()
+    client_id = stack.register_client(key, "--scope", "profile")
+    service = stack.service_token(client_id, key).json()["access_token"]
+    answer = requests.post(url, data={"token": service}, auth=("resource-api", secret), timeout=10).json()
+    assert (answer["active"], answer["sub"], answer["client_id"]) == (True, client_id, client_id)
+    assert stack.get("/api/me", service).status_code == 200
+    assert stack.issuer_cli("clients", "delete", client_id).returncode == 0
+    assert stack.get("/api/me", service).status_code == 401
+
+    # What introspection buys: deleting the user stops their token at once, and a new user of
+    # the same name is someone else (`sub` is the stable id).
     assert stack.issuer_cli("users", "delete", "bob").returncode == 0
+    assert stack.get("/api/me", token).status_code == 401
+    added = stack.issuer_cli("users", "add", "bob", "--scope", "profile", stdin="another builder\n")
+    assert added.returncode == 0, added.stderr
     assert stack.get("/api/me", token).status_code == 401
 
     # What it costs: with the issuer gone, nothing verifies (503, not 401).

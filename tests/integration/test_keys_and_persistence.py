@@ -57,4 +57,4 @@ def test_issuer_restart_keeps_keys_and_users(make_stack: StackFactory) -> None:
     again = stack.token("carol", "correct horse battery")["access_token"]
     assert _kid(again) == _kid(token)
     assert stack.get("/api/me", token).status_code == 200
-    assert stack.get("/api/me", again).json()["sub"] == "carol"
+    assert stack.get("/api/me", again).json()["claims"]["preferred_username"] == "carol"

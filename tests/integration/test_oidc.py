@@ -48,8 +48,14 @@ def _query(location: str) -> dict[str, str]:
     return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
 
 
-def _code_flow(stack: Stack, nonce: str, browser: requests.Session | None = None) -> dict[str, Any]:
-    """Log alice in through /authorize and /login as a browser would (in `browser`, kept); return /token's answer."""
+def _code_flow(
+    stack: Stack,
+    nonce: str,
+    browser: requests.Session | None = None,
+    username: str = "alice",
+    password: str = "wonderland",
+) -> dict[str, Any]:
+    """Log a user in through /authorize and /login as a browser would (in `browser`, kept); return /token's answer."""
     verifier = secrets.token_urlsafe(48)
     redirect_uri = _redirect_uri(stack)
     params = _authorize_params(stack, verifier, nonce=nonce)
@@ -61,7 +67,7 @@ def _code_flow(stack: Stack, nonce: str, browser: requests.Session | None = None
         form = browser.get(f"{stack.issuer_url}/login", timeout=10).text
         match = _CSRF_INPUT.search(form)
         assert match is not None
-        login = {"csrf_token": match.group(1), "username": "alice", "password": "wonderland"}
+        login = {"csrf_token": match.group(1), "username": username, "password": password}
         answer = browser.post(f"{stack.issuer_url}/login", data=login, allow_redirects=False, timeout=10)
         assert answer.status_code == 303, answer.text
         back = urlsplit(answer.headers["Location"])
@@ -95,7 +101,9 @@ def test_the_code_flow_gives_an_id_token_and_userinfo_and_the_api_refuses_the_id
         tokens["id_token"], key.key, algorithms=["RS256"], audience=CLIENT_ID, issuer=stack.public_issuer
     )
     assert jwt.get_unverified_header(tokens["id_token"])["typ"] == "JWT"
-    assert claims["sub"] == "alice"
+    alice = stack.user_id("alice")
+    assert claims["sub"] == alice  # the stable id (OpenID Connect Core 1.0 section 2), never the name
+    assert not {"name", "email", "preferred_username"} & set(claims)  # minimal: those are at /userinfo
     assert claims["nonce"] == nonce
     digest = hashlib.sha256(tokens["access_token"].encode()).digest()
     assert claims["at_hash"] == base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
@@ -104,7 +112,8 @@ def test_the_code_flow_gives_an_id_token_and_userinfo_and_the_api_refuses_the_id
     userinfo_url = discovery["userinfo_endpoint"].replace(stack.public_issuer, stack.issuer_url)
     info = requests.get(userinfo_url, headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10)
     assert info.status_code == 200, info.text
-    assert info.json()["sub"] == "alice"
+    assert info.json()["sub"] == alice
+    assert info.json()["preferred_username"] == "alice"
     assert info.json()["email"] == "alice@example.com"
     assert info.json()["name"] == "Alice"
 
@@ -115,6 +124,44 @@ def test_the_code_flow_gives_an_id_token_and_userinfo_and_the_api_refuses_the_id
     assert refused.json()["error"] == "invalid_token"
     assert refused.json()["error_description"] == "the token type must be at+jwt"  # refused for its typ first
     assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+
+
+def _userinfo(stack: Stack, access_token: str) -> requests.Response:
+    return requests.get(f"{stack.issuer_url}/userinfo", headers={"Authorization": f"Bearer {access_token}"}, timeout=10)
+
+
+def test_a_new_user_with_a_deleted_users_name_is_someone_else(stack: Stack) -> None:
+    """OpenID Connect Core 1.0 section 2: `sub` is never reassigned, so the name is never the `sub`."""
+    name = f"dinah{secrets.token_hex(4)}"  # a user of this test's own: the shared stack keeps alice and bob
+
+    def add(password: str, *profile: str) -> None:
+        added = stack.issuer_cli("users", "add", name, *profile, stdin=f"{password}\n")
+        assert added.returncode == 0, added.stderr
+
+    add("first rabbit hole", "--name", "Dinah", "--email", "dinah@example.com")
+    first = _code_flow(stack, secrets.token_urlsafe(16), username=name, password="first rabbit hole")
+    first_sub = jwt.decode(first["id_token"], options={"verify_signature": False})["sub"]
+    assert first_sub == stack.user_id(name) != name
+    assert stack.issuer_cli("users", "delete", name).returncode == 0
+    add("another rabbit hole", "--name", "Dinah Two", "--email", "two@example.com")
+
+    # The first person's access token, still within its lifetime, reads nothing of the newcomer's.
+    assert _userinfo(stack, first["access_token"]).status_code == 401
+    # Their refresh token mints nothing for the newcomer.
+    refused = requests.post(
+        f"{stack.issuer_url}/token",
+        data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": CLIENT_ID},
+        timeout=10,
+    )
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+
+    second = _code_flow(stack, secrets.token_urlsafe(16), username=name, password="another rabbit hole")
+    second_sub = jwt.decode(second["id_token"], options={"verify_signature": False})["sub"]
+    assert second_sub != first_sub
+    assert second_sub == stack.user_id(name)
+    info = _userinfo(stack, second["access_token"]).json()
+    assert (info["sub"], info["name"], info["email"]) == (second_sub, "Dinah Two", "two@example.com")
+    assert stack.issuer_cli("users", "delete", name).returncode == 0
 
 
 def test_rp_initiated_logout_ends_the_session_and_its_refresh_tokens(stack: Stack) -> None:

@@ -125,18 +125,19 @@ def test_a_certified_relying_party_logs_in_refreshes_and_logs_out(stack: Stack) 
         logged_in = _finish(rp, begun, callback)
         assert not isinstance(logged_in, Refused), logged_in
         claims = logged_in["claims"]
-        assert (claims["iss"], claims["aud"], claims["sub"]) == (stack.public_issuer, rp.client_id, "alice")
+        alice = stack.user_id("alice")
+        assert (claims["iss"], claims["aud"], claims["sub"]) == (stack.public_issuer, rp.client_id, alice)
         assert claims["nonce"] == begun["nonce"]
         assert claims["sid"]
         userinfo = logged_in["userinfo"]
-        assert (userinfo["sub"], userinfo["name"], userinfo["email"]) == ("alice", "Alice", "alice@example.com")
+        assert (userinfo["sub"], userinfo["name"], userinfo["email"]) == (alice, "Alice", "alice@example.com")
         assert stack.get("/api/me", logged_in["tokens"]["access_token"]).status_code == 200
 
         refreshed = rp.call("refresh", refresh_token=logged_in["tokens"]["refresh_token"])
         assert refreshed["tokens"]["id_token"] != logged_in["tokens"]["id_token"]
         again = refreshed["claims"]
         assert (again["sub"], again["aud"], again["auth_time"], again["sid"]) == (
-            "alice",
+            alice,
             rp.client_id,
             claims["auth_time"],
             claims["sid"],

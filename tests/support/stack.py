@@ -189,6 +189,16 @@ class Stack(abc.ABC):
         body: dict[str, Any] = response.json()
         return body
 
+    def user_id(self, username: str) -> str:
+        """Return a user's stable id (their `sub`), as `users list` shows it to an operator."""
+        listed = self.issuer_cli("users", "list")
+        assert listed.returncode == 0, listed.stderr
+        for line in listed.stdout.splitlines():
+            name, _, rest = line.partition("  id ")
+            if name == username:
+                return rest.split()[0]
+        raise AssertionError(f"no user {username!r} in {listed.stdout!r}")
+
     def register_client(self, key: rsa.RSAPrivateKey, *args: str, prefix: str = "svc") -> str:
         """Register a client_credentials client with the public half of `key` from the CLI; return its id."""
         client_id = f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -234,6 +234,6 @@ def _seed_demo_users(settings: IssuerSettings, users: UserStore) -> None:
         try:
             # A demo user gets a display name and an address at example.com (RFC 2606: nobody's).
             users.add(name, password, scope, enforce_policy=False, name=name.capitalize(), email=f"{name}@example.com")
-            log.info("seeded demo user", extra={"fields": {"sub": name, "scope": scope}})
+            log.info("seeded demo user", extra={"fields": {"user": name, "scope": scope}})
         except UserError:
             pass  # another worker seeded it first

@@ -173,7 +173,7 @@ def authorize() -> Any:
         nonce=nonce if oidc.is_openid(grant.scope) else None,
     )
     session.pop("authorize", None)
-    log.info("issued authorization code", extra={"fields": {"sub": user.username, "client_id": client.client_id}})
+    log.info("issued authorization code", extra={"fields": {"sub": user.id, "client_id": client.client_id}})
     return _redirect_to_client(redirect_uri, code=code, state=state, iss=issuer)
 
 
@@ -262,7 +262,7 @@ def login() -> Any:
     session.permanent = True
     metrics.LOGINS.labels("success").inc()
     audit.emit("login.succeeded", subject=user.username, subject_id=user.id, client=(pending or {}).get("client_id"))
-    log.info("browser login", extra={"fields": {"sub": user.username}})
+    log.info("browser login", extra={"fields": {"sub": user.id}})
     if pending:
         session["authorize"] = pending
         session["logged_in_for"] = pending  # this login answers that request (see authorize)

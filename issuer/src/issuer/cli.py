@@ -163,7 +163,9 @@ def users_list() -> None:
     """List users, their scopes and profile."""
     with _users() as store:
         for user in store.list():
-            click.echo(f"{user.username}  {user.scope}  created {_date(user.created_at)}  {_profile(user)}")
+            click.echo(
+                f"{user.username}  id {user.id}  {user.scope}  created {_date(user.created_at)}  {_profile(user)}"
+            )
 
 
 def _profile(user: User) -> str:

@@ -30,9 +30,10 @@ from issuer.db import (
     delete_where,
     every,
     insert_missing,
+    users,
 )
 from issuer.opaque import secret_hash
-from issuer.users import parse_scope
+from issuer.users import USER_ID, parse_scope
 from shared import audit
 
 DEFAULT_CLIENT_ID = "cli"
@@ -131,6 +132,9 @@ def check_client(client: Client, *, allow_insecure_redirect: bool = False) -> Cl
         raise ClientError("a client id must be printable ASCII")
     if len(client.client_id) > 64 or " " in client.client_id:
         raise ClientError("a client id must be at most 64 characters, without spaces")
+    if USER_ID.fullmatch(client.client_id):
+        # A client's own token has the client id as `sub` (RFC 9068 section 2.2): never a user's `sub` (section 5).
+        raise ClientError("a client id must not be 32 hexadecimal digits: that is the form of a user's id")
     if not client.grant_types or not client.grant_types <= GRANT_TYPES:
         raise ClientError(f"grant types must be some of: {' '.join(sorted(GRANT_TYPES))}")
     if client.auth_method not in AUTH_METHODS:
@@ -202,6 +206,7 @@ class ClientStore:
         """Register a client; a secret is checked for length and stored only as its SHA-256."""
         client = _with_secret(client, secret, allow_insecure_redirect=allow_insecure_redirect)
         with self.database.transaction() as conn:
+            _refuse_a_users_name(conn, client.client_id)
             if not insert_missing(conn, clients, _values(client)):
                 raise ClientError(f"client {client.client_id!r} already exists")
             _put_post_logout_uris(conn, client)
@@ -222,6 +227,7 @@ class ClientStore:
                 f"client {client.client_id!r} is built in (it follows the settings): it cannot be replaced"
             )
         with self.database.transaction() as conn:
+            _refuse_a_users_name(conn, client.client_id)
             existed = _put(conn, client)
         audit.emit("client.changed" if existed else "client.created", client=client.client_id)
         return client, existed
@@ -269,6 +275,12 @@ class ClientAssertions:
         except IntegrityError:
             return False
         return True
+
+
+def _refuse_a_users_name(conn: Connection, client_id: str) -> None:
+    """Raise ClientError if a user has `client_id` as a name: a service and a person would read alike."""
+    if conn.execute(select(users.c.id).where(users.c.username == client_id)).first() is not None:
+        raise ClientError(f"a user is named {client_id!r}: a client may not have a user's name as its id")
 
 
 def _put(conn: Connection, client: Client) -> bool:

@@ -9,9 +9,11 @@ verifying it itself (docs/performance.md measures both designs).
   container on the network and the host's published port reach the issuer alike. Without a
   secret configured the endpoint does not exist (404).
 - A token is active when the resource's own verification would accept it: the same
-  `jwt_verifier.verifier` policy, with keys from this issuer's published set, and its user still
-  exists. An active token gets its claims (section 2.2); anything else gets `{"active": false}`
-  and nothing more, whoever asked.
+  `jwt_verifier.verifier` policy, with keys from this issuer's published set, and its subject
+  still exists: the user of that stable id, or, for a client's own token (`sub` equal to
+  `client_id`, RFC 9068 section 2.2), that client. An active token gets its claims and, for a
+  user's, `username` (section 2.2); anything else gets `{"active": false}` and nothing more,
+  whoever asked.
 """
 
 from __future__ import annotations
@@ -118,6 +120,20 @@ def active_claims(token: str) -> dict[str, Any] | None:
         return None
 
 
+def _subject(claims: dict[str, Any]) -> dict[str, str] | None:
+    """Return what introspection adds about a token's existing subject (`username` for a user), or None.
+
+    A client's own token names the client as `sub` (RFC 9068 section 2.2), which no user's id
+    can be; any other `sub` is a user's stable id, looked up as such (never as a name).
+    """
+    issuer = extensions.current()
+    sub, client_id = claims["sub"], claims.get("client_id")
+    if sub == client_id:
+        return {} if issuer.clients.get(sub) is not None else None
+    user = issuer.users.get_by_id(sub)
+    return None if user is None else {"username": user.username}
+
+
 @bp.post("/introspect")
 def introspect() -> Response:
     """Tell an authenticated resource whether a token is active, and its claims if it is."""
@@ -126,11 +142,12 @@ def introspect() -> Response:
         raise ApiError("token introspection is not enabled", error="not_found", status=404)
     _authenticate(settings)
     claims = active_claims(_token())
-    if claims is not None and extensions.current().users.get(claims["sub"]) is None:
-        claims = None  # the user was deleted: unlike a local check, introspection can see that
     body: dict[str, Any] = {"active": False}
     if claims is not None:
-        body = {"active": True, "token_type": "Bearer", "username": claims["sub"], **claims}
+        # Unlike a local check, introspection sees a deleted user or client: its tokens are inactive.
+        subject = _subject(claims)
+        if subject is not None:
+            body = {"active": True, "token_type": "Bearer", **subject, **claims}
     response = jsonify(body)
     response.headers.update(NO_STORE)
     return response

@@ -118,7 +118,7 @@ def _token_response(
     log.info(
         "issued access token",
         extra={
-            "fields": {"sub": grant.username, "client_id": grant.client_id, "jti": claims["jti"], "scope": grant.scope}
+            "fields": {"sub": grant.subject, "client_id": grant.client_id, "jti": claims["jti"], "scope": grant.scope}
         },
     )
     body = {"access_token": access_token, "token_type": "Bearer", "expires_in": settings.access_token_ttl}

@@ -16,6 +16,11 @@ it does not define, and `/userinfo` reads them. A token granted `openid` also na
 `/userinfo` in its `aud` (a list: the API, then `{issuer}/userinfo`), so `/userinfo` verifies
 it with the same `jwt_verifier` policy as every API, with an audience of its own.
 
+`sub` is the user's stable id (section 2: never reassigned); the name is `preferred_username`.
+ID tokens are minimal (the registered claims, `auth_time`, `sid`, `nonce`, `at_hash`): the
+claims of `profile` and `email` are at `/userinfo` (section 5.4), read with the access token
+issued beside the ID token.
+
 ID tokens come only from the authorization code flow and refreshes of its grants: the password
 grant has no browser login to speak of (no `auth_time`, no `sid`).
 
@@ -106,8 +111,8 @@ def logout_hint(token: str) -> Hint:
 
 
 def is_subject(sub: str, user: User) -> bool:
-    """Return whether an ID token's `sub` names `user`: the one place that compares them."""
-    return sub == user.username
+    """Return whether an ID token's `sub` names `user` (its stable id): the one place that compares them."""
+    return sub == user.id
 
 
 def granted_scopes(
@@ -161,7 +166,8 @@ def id_token(grant: Grant, access_token: str, session_hash: str | None, nonce: s
     if auth_time is None:
         return None  # the session is gone (its user deleted): nothing to say who logged in
     settings = extensions.current().settings
-    user = extensions.current().users.get_by_id(grant.user_id)
+    # Minimal: the profile and email claims are the UserInfo endpoint's to give, since an access
+    # token comes with every ID token here (OpenID Connect Core 1.0 section 5.4).
     token, _ = mint_id_token(
         extensions.current().keys.signing_key(),
         grant,
@@ -169,10 +175,8 @@ def id_token(grant: Grant, access_token: str, session_hash: str | None, nonce: s
         issuer=settings.url,
         access_token=access_token,
         ttl=settings.access_token_ttl,  # issued with the access token, it lives as long
-        # Also in the ID token (as Keycloak and Dex do): a relying party shows who logged in without a call.
-        claims=identity_claims(user, grant.scope) if user is not None else None,
     )
-    log.info("issued id token", extra={"fields": {"sub": grant.username, "client_id": grant.client_id}})
+    log.info("issued id token", extra={"fields": {"sub": grant.subject, "client_id": grant.client_id}})
     return token
 
 
@@ -203,10 +207,11 @@ def userinfo() -> Response:
     """Return the claims about the token's user that its scopes allow (OpenID Connect Core 1.0 5.3)."""
     protector: ResourceProtector = current_app.extensions["issuer.userinfo"]
     claims = protector.acquire(request, OPENID)
-    user = extensions.current().users.get(str(claims["sub"]))
+    # By the stable id: a new user with a deleted user's name is someone else, and reads nothing here.
+    user = extensions.current().users.get_by_id(str(claims["sub"]))
     if user is None:
         raise InvalidToken("the token's user no longer exists")
-    body: dict[str, Any] = {"sub": user.username, **identity_claims(user, str(claims.get("scope", "")))}
+    body: dict[str, Any] = {"sub": user.id, **identity_claims(user, str(claims.get("scope", "")))}
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -36,11 +36,20 @@ class Grant:
     """Who a token is for, through which client, with which scope."""
 
     user_id: str  # empty for a client's own grant (client_credentials)
-    username: str  # the token's subject: the user's name, or the client id
+    username: str  # the user's name (`preferred_username`), or the client id
     client_id: str
     scope: str
     audience: str | None = None  # the API it is for; None: the default API (grants made before APIs existed)
     session_hash: str | None = None  # the browser login it came from (refresh grants only; for `auth_time`, `sid`)
+
+    @property
+    def subject(self) -> str:
+        """Return the tokens' `sub`: the user's stable id, never their name (reassigned once they are deleted).
+
+        OpenID Connect Core 1.0 section 2 and RFC 9068 section 2.2; a client's own grant has the
+        client id, which can never be a user's id (issuer.clients refuses that form).
+        """
+        return self.user_id or self.client_id
 
 
 class RefreshError(Exception):
@@ -62,7 +71,7 @@ def mint_access_token(
     issued_at = int(time.time()) if now is None else now
     claims: dict[str, Any] = {
         "iss": issuer,
-        "sub": grant.username,
+        "sub": grant.subject,
         "aud": audience,
         "exp": issued_at + ttl,
         "iat": issued_at,
@@ -70,6 +79,8 @@ def mint_access_token(
         "client_id": grant.client_id,
         "scope": grant.scope,
     }
+    if grant.user_id:
+        claims["preferred_username"] = grant.username  # what an API shows; RFC 9068 section 2.2.3.1 allows it
     return _sign(key, "at+jwt", claims), claims
 
 
@@ -102,7 +113,7 @@ def mint_id_token(
     issued_at = int(time.time()) if now is None else now
     registered: dict[str, Any] = {
         "iss": issuer,
-        "sub": grant.username,
+        "sub": grant.subject,
         "aud": grant.client_id,
         "exp": issued_at + ttl,
         "iat": issued_at,
@@ -241,7 +252,7 @@ class RefreshTokens:
                         if self._unspent(conn, candidate, now):
                             log.info(
                                 "refresh token re-presented within the reuse grace",
-                                extra={"fields": {"sub": row.username}},
+                                extra={"fields": {"sub": row.user_id}},
                             )
                             return grant, candidate
                 revoked = self._revoke_family(conn, row.family_id, now)
@@ -262,7 +273,7 @@ class RefreshTokens:
             tokens=revoked,
         )
         log.warning(
-            "refresh token reused; family revoked", extra={"fields": {"sub": row.username, "family": row.family_id}}
+            "refresh token reused; family revoked", extra={"fields": {"sub": row.user_id, "family": row.family_id}}
         )
         raise RefreshReused("the refresh token was already used; its session has been revoked")
 

@@ -10,13 +10,18 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Row, delete, insert, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from issuer.db import Database, every, find, users
+from issuer.db import Database, clients, every, find, users
 from shared import audit
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# A user's stable id, their `sub` (OpenID Connect Core 1.0 section 2, RFC 9068 section 2.2): a random
+# UUID4 as 32 lower-case hex digits, made at creation and never reassigned: 122 random bits make
+# a second user with the same id impossible in practice, even long after the first is deleted.
+# No client id may take this form (issuer.clients), so a service's `sub` is never a user's.
+USER_ID = re.compile(r"[0-9a-f]{32}")
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,64}")
 # A deliberately plain check: one @, no spaces; whether the address works is the operator's to know.
@@ -121,6 +126,11 @@ class UserStore:
         password_hash = self.hasher.hash(password)  # before the transaction: it takes a while
         try:
             with self.database.transaction() as conn:
+                if conn.execute(select(clients.c.client_id).where(clients.c.client_id == username)).first():
+                    # One name, one kind of party: a person named like a service would read as it.
+                    raise UserError(
+                        f"a client is registered as {username!r}: a user may not have a client's id as a name"
+                    )
                 conn.execute(
                     insert(users).values(
                         id=user.id,
@@ -191,7 +201,9 @@ class UserStore:
         return username if self._row(username) is not None else None
 
     def get_by_id(self, user_id: str) -> User | None:
-        """Return the user with this stable id, or None."""
+        """Return the user with this stable id (their `sub`), or None."""
+        if not USER_ID.fullmatch(user_id):
+            return None  # a client's `sub`, or nothing an id could be: never sent to the database
         row = find(self.database, users.c.id, user_id)
         return None if row is None else _user(row)
 

@@ -1,8 +1,9 @@
 """The resource as an OpenID Connect client of the issuer: code flow with PKCE (RFC 7636) and a nonce.
 
 The browser is sent to the issuer's public URL (`/authorize`, and `/logout` for RP-Initiated
-Logout 1.0); the code is exchanged, and refresh tokens are used or revoked, over the back
-channel (inside compose, http://issuer:8000). The ID tokens are checked by `resource_server.oidc`.
+Logout 1.0); the code is exchanged, refresh tokens are used or revoked, and `/userinfo` is read,
+over the back channel (inside compose, http://issuer:8000). The ID tokens are checked by
+`resource_server.oidc`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from resource_server.settings import ResourceSettings
 from shared import tracing
 from shared.httpread import read_within
-from shared.oauth_client import MAX_ANSWER_BYTES, post_token
+from shared.oauth_client import MAX_ANSWER_BYTES, post_token, read_answer
 from shared.pkce import new_verifier, s256
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class IssuerClient:
         self.post_logout_redirect_uri = settings.post_logout_redirect_uri
         self.token_url = f"{settings.issuer_internal_url}/token"
         self.revoke_url = f"{settings.issuer_internal_url}/revoke"
+        self.userinfo_url = f"{settings.issuer_internal_url}/userinfo"
         self.client_id = settings.client_id
         self.redirect_uri = settings.redirect_uri
         self.scope = settings.login_scope
@@ -109,6 +111,28 @@ class IssuerClient:
             )
         except requests.RequestException as exc:
             log.warning("could not revoke at the issuer", extra={"fields": {"reason": type(exc).__name__}})
+
+    def userinfo(self, access_token: str) -> dict[str, Any] | None:
+        """Return the issuer's UserInfo answer for an access token (OpenID Connect Core 1.0 5.3), or None.
+
+        Best effort, within `issuer_timeout`: the page shows who logged in without the name and
+        address when the issuer cannot say (unreachable, slow, refusing, garbled).
+        """
+        try:
+            status, body = read_answer(
+                self.session,
+                "GET",
+                self.userinfo_url,
+                timeout=self.timeout,
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except requests.RequestException as exc:
+            log.warning("could not read userinfo at the issuer", extra={"fields": {"reason": type(exc).__name__}})
+            return None
+        if status != 200 or not isinstance(body, dict):
+            log.info("userinfo not given", extra={"fields": {"status": status}})
+            return None
+        return body
 
     def _token(self, form: dict[str, str]) -> dict[str, Any]:
         return post_token(self.session, self.token_url, form, self.timeout)

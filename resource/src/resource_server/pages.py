@@ -2,8 +2,9 @@
 
 The login is the authorization code flow with PKCE and a nonce; `/callback` checks the ID
 token by OpenID Connect Core's rules (`resource_server.oidc`, built on Authlib) and the access
-token by the API's, and the page shows who logged in (the ID token) beside the access token's
-claims. No access or refresh token ever appears in a URL or where JavaScript could read it:
+token by the API's, and the page shows who logged in (the ID token, with the name and e-mail
+address read from the issuer's `/userinfo` with the access token: the ID token carries neither)
+beside the access token's claims. No access or refresh token ever appears in a URL or where JavaScript could read it:
 the tokens live in HttpOnly, SameSite=Lax cookies of the resource's own (Secure over HTTPS),
 the ID token in one of its own too. The resource holds no secret, so the login cookie carries
 the `state`, nonce and PKCE verifier as random values only this browser has seen; `/callback`
@@ -59,6 +60,9 @@ LOGIN_LIFETIME = 600  # seconds a started login (or logout) may take to come bac
 MAX_SPENT_STATES = 100_000
 
 UNAVAILABLE = "Your login cannot be checked right now. Please try again shortly."
+# What the page shows of the issuer's /userinfo answer: the claims of `profile` and `email` it names.
+USERINFO_SHOWN = ("name", "email", "preferred_username")
+MAX_SHOWN_LENGTH = 320
 
 
 class SpentStates:
@@ -274,6 +278,9 @@ def index() -> Response:
         new_id_token = refreshed["id_token"]
     else:
         identity = _stored_identity(claims["sub"])
+    access_token = refreshed["access_token"] if refreshed is not None else token
+    if identity is not None and access_token and "openid" in str(claims.get("scope", "")).split():
+        identity = _with_userinfo(identity, access_token)
     response = _page(
         "index.html",
         claims=claims,
@@ -299,6 +306,23 @@ def _stored_identity(subject: str) -> dict[str, Any] | None:
     except VerificationUnavailable:
         pass  # the access token was just verified with the same keys: a blip; show what the access token says
     return None
+
+
+def _with_userinfo(identity: dict[str, Any], access_token: str) -> dict[str, Any]:
+    """Return the ID token's claims with the name and address the issuer's `/userinfo` gives, if it does.
+
+    OpenID Connect Core 1.0 section 5.3.2: an answer whose `sub` is not the ID token's is not used.
+    Only short strings are taken: the answer is our peer's, and hostile input all the same.
+    """
+    info = _issuer().userinfo(access_token)
+    if info is None or info.get("sub") != identity.get("sub"):
+        return identity
+    shown = {
+        name: value
+        for name in USERINFO_SHOWN
+        if isinstance(value := info.get(name), str) and 0 < len(value) <= MAX_SHOWN_LENGTH
+    }
+    return {**identity, **shown}
 
 
 def _utc(timestamp: object) -> str | None:

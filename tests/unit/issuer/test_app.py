@@ -91,7 +91,8 @@ def test_password_grant_issues_tokens_that_verify_against_the_jwks(
     assert body["expires_in"] == settings.access_token_ttl
     assert body["scope"] == "admin profile"
     claims = _jwks_verifier(client, settings).verify(body["access_token"])
-    assert (claims["sub"], claims["scope"], claims["client_id"]) == ("alice", "admin profile", "cli")
+    assert (claims["preferred_username"], claims["scope"], claims["client_id"]) == ("alice", "admin profile", "cli")
+    assert claims["sub"] == client.application.extensions["issuer"].users.get("alice").id  # the stable id
     assert claims["iss"] == "http://issuer.test"
 
 
@@ -210,7 +211,7 @@ def test_refresh_grant_rotates_the_refresh_token(client: FlaskClient, settings: 
     body = response.get_json()
     assert body["refresh_token"] != first
     assert body["scope"] == "admin profile"
-    assert _jwks_verifier(client, settings).verify(body["access_token"])["sub"] == "alice"
+    assert _jwks_verifier(client, settings).verify(body["access_token"])["preferred_username"] == "alice"
 
 
 def test_reused_refresh_token_is_invalid_grant_and_kills_its_successor(
@@ -534,7 +535,8 @@ def test_logs_never_hold_passwords_or_tokens(client: FlaskClient, log_lines: io.
     _token(client, grant_type="refresh_token", refresh_token=body["refresh_token"])
     output = log_lines.getvalue()
     entries = [json.loads(line) for line in output.splitlines()]
-    assert any(e.get("msg") == "issued access token" and e.get("sub") == "alice" for e in entries)
+    alice = client.application.extensions["issuer"].users.get("alice").id
+    assert any(e.get("msg") == "issued access token" and e.get("sub") == alice for e in entries)  # the token's sub
     for secret in ("wonderland", "not-the-password", body["access_token"], body["refresh_token"]):
         assert secret not in output
 

@@ -238,7 +238,11 @@ def test_code_is_exchanged_for_tokens_with_the_verifier(client: FlaskClient, app
     assert body["refresh_token"]
     key = app.extensions["issuer"].keys.signing_key().private_key.public_key()
     claims = jwt.decode(body["access_token"], key, algorithms=["RS256"], audience="jwt-split-api", issuer=ISSUER)
-    assert (claims["sub"], claims["client_id"], claims["scope"]) == ("alice", "resource-web", "admin profile")
+    assert (claims["preferred_username"], claims["client_id"], claims["scope"]) == (
+        "alice",
+        "resource-web",
+        "admin profile",
+    )
 
 
 def test_code_without_scope_grants_every_scope_of_the_user(client: FlaskClient) -> None:

@@ -130,15 +130,35 @@ def test_users_add_refuses_an_existing_user(runner: CliRunner) -> None:
     assert "Error: user 'carol' already exists" in result.output
 
 
-def test_users_list_shows_names_and_scopes(runner: CliRunner) -> None:
+def test_users_list_shows_names_ids_and_scopes(runner: CliRunner, user_store: UserStore) -> None:
     _add(runner, "dave", "correct horse", "--scope", "profile")
     _add(runner, "carol", "correct horse", "--scope", "profile admin")
     result = runner.invoke(main, ["users", "list"])
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert len(lines) == 2
-    assert re.fullmatch(r"carol  admin profile  created \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  name -  email -", lines[0])
-    assert lines[1].startswith("dave  profile  created ")
+    carol, dave = user_store.get("carol"), user_store.get("dave")
+    assert carol is not None
+    assert dave is not None
+    assert re.fullmatch(
+        rf"carol  id {carol.id}  admin profile  created \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ  name -  email -", lines[0]
+    )
+    assert lines[1].startswith(f"dave  id {dave.id}  profile  created ")
+
+
+def test_users_add_refuses_the_id_of_a_client_and_clients_add_the_name_of_a_user(runner: CliRunner) -> None:
+    assert runner.invoke(main, ["clients", "add", "batch", "--grant", "password"]).exit_code == 0
+    refused = _add(runner, "batch")
+    assert (refused.exit_code, refused.output.splitlines()[-1]) == (
+        1,
+        "Error: a client is registered as 'batch': a user may not have a client's id as a name",
+    )
+    assert _add(runner, "carol").exit_code == 0
+    result = runner.invoke(main, ["clients", "add", "carol", "--grant", "password"])
+    assert (result.exit_code, result.output.splitlines()[-1]) == (
+        1,
+        "Error: a user is named 'carol': a client may not have a user's name as its id",
+    )
 
 
 def test_users_add_records_the_name_and_email(runner: CliRunner, user_store: UserStore) -> None:

@@ -120,7 +120,7 @@ def test_rewrap_moves_every_key_to_the_new_kek_and_an_issuer_on_it_signs_with_th
     assert "2 key(s) re-encrypted" in result.output
     after = make_app(_with_kek(settings, new_kek))
     assert _kid(_login(after)) == active
-    assert _verifies(after, old_token)["sub"] == "bob"
+    assert _verifies(after, old_token)["preferred_username"] == "bob"
     again = _rewrap(settings, new_kek)  # harmless to repeat
     assert again.exit_code == 0, again.output
     assert again.output.startswith("0 key(s) re-encrypted")

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from issuer.clients import Client, ClientAssertions, ClientError, ClientStore, builtin_clients
 from issuer.db import Database
+from issuer.users import UserStore
 from tests.support.sql import rows
 from tests.support.threads import together
 
@@ -310,3 +311,28 @@ def test_the_operator_may_allow_a_plain_http_redirect_uri(clients: ClientStore) 
     web = Client("web-app", frozenset({"authorization_code"}), ("http://app.example/cb",))
     assert clients.add(web, allow_insecure_redirect=True) == web
     assert clients.replace(web, allow_insecure_redirect=True) == (web, True)
+# -- one subject namespace: a client is never a user (RFC 9068 section 5) ----------------------
+
+
+@pytest.mark.parametrize("client_id", ["0123456789abcdef0123456789abcdef", "ffffffffffffffffffffffffffffffff"])
+def test_a_client_id_shaped_like_a_users_id_is_refused(clients: ClientStore, client_id: str) -> None:
+    # A user's `sub` is 32 lower-case hex digits: a client with such an id could share a user's `sub`.
+    service = dataclasses.replace(SERVICE, client_id=client_id)
+    for register in (clients.add, lambda c: clients.replace(c)):
+        with pytest.raises(ClientError, match="32 hexadecimal digits"):
+            register(service)
+    assert clients.get(client_id) is None
+
+
+def test_a_client_id_that_is_a_users_name_is_refused(clients: ClientStore, users: UserStore) -> None:
+    users.add("reports", "wonderland", "profile")
+    for register in (clients.add, lambda c: clients.replace(c)):
+        with pytest.raises(ClientError, match="a user is named 'reports'"):
+            register(SERVICE)
+    assert clients.get("reports") is None
+
+
+def test_a_client_id_of_upper_case_hex_or_other_length_is_a_client_id(clients: ClientStore) -> None:
+    for client_id in ("0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef0123456789abcde"):
+        clients.add(dataclasses.replace(SERVICE, client_id=client_id))
+        assert clients.get(client_id) is not None

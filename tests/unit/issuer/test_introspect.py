@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from issuer import create_app
+from issuer.clients import Client
 from issuer.keys import KeyStore
 from issuer.settings import IntrospectionSettings, IssuerSettings
 from issuer.tokens import Grant, mint_access_token
@@ -24,6 +25,7 @@ from tests.support.tokens import make_claims, new_rsa_key, sign
 
 SECRET = "s" * 40
 CLIENT_ID = "resource-api"
+SERVICE = Client("batch", frozenset({"client_credentials"}), auth_method="client_secret_basic", secret_hash="0" * 64)
 
 
 @pytest.fixture
@@ -46,7 +48,17 @@ def _mint(app: Flask, username: str = "alice", **kwargs: Any) -> str:
     settings: IssuerSettings = app.extensions["issuer"].settings
     keys: KeyStore = app.extensions["issuer"].keys
     options: dict[str, Any] = {"issuer": settings.url, "audience": settings.audience, "ttl": 600, **kwargs}
-    token, _ = mint_access_token(keys.signing_key(), Grant(f"{username}-id", username, "cli", "profile"), **options)
+    user = app.extensions["issuer"].users.get(username)
+    token, _ = mint_access_token(keys.signing_key(), Grant(user.id, username, "cli", "profile"), **options)
+    return token
+
+
+def _mint_service(app: Flask, client_id: str) -> str:
+    """Mint a client_credentials token: RFC 9068 section 2.2 makes the client its own subject."""
+    settings: IssuerSettings = app.extensions["issuer"].settings
+    keys: KeyStore = app.extensions["issuer"].keys
+    grant = Grant("", client_id, client_id, "profile")
+    token, _ = mint_access_token(keys.signing_key(), grant, issuer=settings.url, audience=settings.audience, ttl=600)
     return token
 
 
@@ -69,7 +81,8 @@ def test_active_token_gets_active_true_and_its_claims(app: Flask, client: FlaskC
     assert response.status_code == 200
     body = response.get_json()
     assert body["active"] is True
-    assert body["sub"] == body["username"] == "alice"
+    assert body["sub"] == app.extensions["issuer"].users.get("alice").id  # the stable id, never the name
+    assert body["username"] == "alice"
     assert body["token_type"] == "Bearer"
     assert body["scope"] == "profile"
     assert body["client_id"] == "cli"
@@ -84,6 +97,32 @@ def test_token_hint_is_accepted_and_ignored(app: Flask, client: FlaskClient) -> 
         "/introspect", data={"token": _mint(app), "token_type_hint": "refresh_token"}, headers=_basic()
     )
     assert response.get_json()["active"] is True
+
+
+def test_a_service_token_is_active_and_names_its_client(app: Flask, client: FlaskClient) -> None:
+    # RFC 7662 section 2.2: `active` says whether the token is valid; a client's own token has no user.
+    app.extensions["issuer"].clients.add(SERVICE)
+    response = _introspect(client, _mint_service(app, "batch"))
+    body = response.get_json()
+    assert (body["active"], body["sub"], body["client_id"], body["scope"]) == (True, "batch", "batch", "profile")
+    assert "username" not in body
+
+
+def test_a_service_token_of_a_deleted_client_is_inactive(app: Flask, client: FlaskClient) -> None:
+    app.extensions["issuer"].clients.add(SERVICE)
+    token = _mint_service(app, "batch")
+    app.extensions["issuer"].clients.delete("batch")
+    _inactive(client, token)
+
+
+@pytest.mark.parametrize("sub", ["batch", "alice"])
+def test_a_token_whose_sub_is_a_client_or_a_name_but_no_users_id_is_inactive(
+    app: Flask, client: FlaskClient, sub: str
+) -> None:
+    # Signed by the issuer's key, but no token of its own is like this: a name is never looked up as a user.
+    app.extensions["issuer"].clients.add(SERVICE)
+    signing = app.extensions["issuer"].keys.signing_key()
+    _inactive(client, sign(make_claims(issuer="http://issuer.test", sub=sub), signing.private_key, kid=signing.kid))
 
 
 # -- inactive: no claims leak ---------------------------------------------------------------
@@ -103,7 +142,7 @@ def test_token_for_another_audience_is_inactive(app: Flask, client: FlaskClient)
     keys: KeyStore = app.extensions["issuer"].keys
     token, _ = mint_access_token(
         keys.signing_key(),
-        Grant("alice-id", "alice", "cli", "profile"),
+        Grant(app.extensions["issuer"].users.get("alice").id, "alice", "cli", "profile"),
         issuer=settings.url,
         audience="other-api",
         ttl=600,
@@ -115,6 +154,13 @@ def test_token_of_a_deleted_user_is_inactive(app: Flask, client: FlaskClient, se
     token = _mint(app, username="bob")
     assert _introspect(client, token).get_json()["active"] is True
     app.extensions["issuer"].users.delete("bob")
+    _inactive(client, token)
+
+
+def test_token_of_a_user_replaced_by_another_of_the_same_name_is_inactive(app: Flask, client: FlaskClient) -> None:
+    token = _mint(app, username="bob")
+    app.extensions["issuer"].users.delete("bob")
+    app.extensions["issuer"].users.add("bob", "another-secret", "profile")
     _inactive(client, token)
 
 

@@ -131,7 +131,7 @@ def test_the_code_flow_with_openid_gives_an_id_token_a_relying_party_accepts(cli
     assert header["alg"] == "RS256"
     assert header["kid"] == jwt.get_unverified_header(body["access_token"])["kid"]
     claims = _id_claims(client, body["id_token"])
-    assert claims["sub"] == "alice"
+    assert claims["sub"] == _user(app, "alice").id
     assert claims["azp"] == CLIENT_ID
     assert claims["nonce"] == NONCE
     assert claims["at_hash"] == _expected_at_hash(body["access_token"])
@@ -140,11 +140,55 @@ def test_the_code_flow_with_openid_gives_an_id_token_a_relying_party_accepts(cli
     assert set(body["scope"].split()) == {"openid", "profile", "email"}
 
 
-def test_the_id_token_carries_the_profile_and_email_claims_its_scopes_give(client: FlaskClient) -> None:
-    full = _id_claims(client, _tokens(client)["id_token"])
-    assert (full["name"], full["preferred_username"], full["email"]) == ("Alice", "alice", "alice@example.com")
-    bare = _id_claims(client, _tokens(client, scope="openid")["id_token"])
-    assert not {"name", "preferred_username", "email", "email_verified"} & set(bare)
+def _user(app: Flask, username: str) -> User:
+    with app.app_context():
+        user = extensions.current().users.get(username)
+    assert user is not None
+    return user
+
+
+def test_the_sub_of_both_tokens_is_the_users_stable_id_and_the_name_is_preferred_username(
+    client: FlaskClient, app: Flask
+) -> None:
+    # OpenID Connect Core 1.0 section 2 and RFC 9068 section 2.2: `sub` is never reassigned, so never the name.
+    body = _tokens(client)
+    alice = _user(app, "alice")
+    access = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert _id_claims(client, body["id_token"])["sub"] == access["sub"] == alice.id != "alice"
+    assert access["preferred_username"] == "alice"
+
+
+def test_the_id_token_is_minimal_and_the_identity_claims_are_at_userinfo(client: FlaskClient) -> None:
+    # OpenID Connect Core 1.0 section 5.4: with an access token issued, the scopes' claims come from /userinfo.
+    body = _tokens(client)
+    claims = _id_claims(client, body["id_token"])
+    assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "auth_time", "azp", "sid", "at_hash", "nonce"}
+    info = _userinfo(client, body["access_token"]).get_json()
+    assert (info["name"], info["preferred_username"], info["email"]) == ("Alice", "alice", "alice@example.com")
+
+
+def test_a_new_user_with_a_deleted_users_name_gets_another_sub_and_none_of_the_old_ones_tokens_reach_them(
+    app: Flask,
+) -> None:
+    old_browser, new_browser = app.test_client(), app.test_client()
+    old = _tokens(old_browser)
+    old_sub = _id_claims(old_browser, old["id_token"])["sub"]
+    with app.app_context():
+        extensions.current().users.delete("alice")
+        extensions.current().users.add("alice", "another-secret", "profile", name="Alice Two", email="two@example.com")
+    # The first person's access token is still within its lifetime: it reads nobody's claims.
+    response = _userinfo(old_browser, old["access_token"])
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    # Their refresh token mints nothing for the newcomer.
+    refused = _refresh(old_browser, old["refresh_token"])
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_grant")
+    # The newcomer is someone else.
+    log_in(new_browser, "alice", "another-secret")
+    new = _tokens(new_browser)
+    new_sub = _id_claims(new_browser, new["id_token"])["sub"]
+    assert new_sub != old_sub
+    assert _userinfo(new_browser, new["access_token"]).get_json()["sub"] == new_sub == _user(app, "alice").id
 
 
 def test_the_sid_names_the_login_session_without_revealing_it(client: FlaskClient, app: Flask) -> None:
@@ -199,11 +243,11 @@ def test_a_malformed_nonce_goes_back_to_the_client_as_invalid_request(client: Fl
     assert "code" not in params
 
 
-def test_openid_does_not_widen_the_api_scopes_a_user_may_have(client: FlaskClient) -> None:
+def test_openid_does_not_widen_the_api_scopes_a_user_may_have(client: FlaskClient, app: Flask) -> None:
     log_in(client, "bob", "builder")  # bob may not have `admin`; `profile` is the default API's scope, and his
     body = _tokens(client, scope="openid profile admin email")
     assert set(body["scope"].split()) == {"openid", "profile", "email"}
-    assert _id_claims(client, body["id_token"])["sub"] == "bob"
+    assert _id_claims(client, body["id_token"])["sub"] == _user(app, "bob").id
 
 
 def test_a_refresh_of_an_openid_grant_gives_a_new_id_token_for_the_same_login(client: FlaskClient) -> None:
@@ -248,7 +292,7 @@ def test_the_password_grant_gives_no_id_token(client: FlaskClient) -> None:
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
-def test_userinfo_gives_the_claims_of_the_granted_scopes(client: FlaskClient, method: str) -> None:
+def test_userinfo_gives_the_claims_of_the_granted_scopes(client: FlaskClient, app: Flask, method: str) -> None:
     body = _tokens(client)
     response = _userinfo(client, body["access_token"], method)
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -256,7 +300,7 @@ def test_userinfo_gives_the_claims_of_the_granted_scopes(client: FlaskClient, me
     info = response.get_json()
     assert info.pop("updated_at") > 0
     assert info == {
-        "sub": "alice",
+        "sub": _user(app, "alice").id,
         "preferred_username": "alice",
         "name": "Alice",
         "email": "alice@example.com",
@@ -264,15 +308,15 @@ def test_userinfo_gives_the_claims_of_the_granted_scopes(client: FlaskClient, me
     }
 
 
-def test_userinfo_gives_only_sub_for_openid_alone(client: FlaskClient) -> None:
+def test_userinfo_gives_only_sub_for_openid_alone(client: FlaskClient, app: Flask) -> None:
     body = _tokens(client, scope="openid")
-    assert _userinfo(client, body["access_token"]).get_json() == {"sub": "alice"}
+    assert _userinfo(client, body["access_token"]).get_json() == {"sub": _user(app, "alice").id}
 
 
-def test_userinfo_gives_email_without_profile(client: FlaskClient) -> None:
+def test_userinfo_gives_email_without_profile(client: FlaskClient, app: Flask) -> None:
     body = _tokens(client, scope="openid email")
     info = _userinfo(client, body["access_token"]).get_json()
-    assert info == {"sub": "alice", "email": "alice@example.com", "email_verified": False}
+    assert info == {"sub": _user(app, "alice").id, "email": "alice@example.com", "email_verified": False}
 
 
 def test_userinfo_shows_a_changed_name(client: FlaskClient, app: Flask) -> None:

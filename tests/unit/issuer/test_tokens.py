@@ -74,15 +74,24 @@ def test_access_token_carries_every_rfc9068_claim(signing_key: SigningKey) -> No
         options={"verify_exp": False, "verify_iat": False},
     )
     assert decoded == claims
-    assert set(decoded) == {"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope"}
+    assert set(decoded) == {"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope", "preferred_username"}
     assert decoded["iss"] == ISSUER
-    assert decoded["sub"] == "alice"
+    assert decoded["sub"] == GRANT.user_id  # the stable id (RFC 9068 section 2.2), never the name
+    assert decoded["preferred_username"] == "alice"
     assert decoded["aud"] == AUDIENCE
     assert decoded["iat"] == 1_700_000_000
     assert decoded["exp"] == 1_700_000_300
     assert decoded["client_id"] == "cli"
     assert decoded["scope"] == "admin profile"
     assert len(decoded["jti"]) == 32
+
+
+def test_a_clients_own_token_has_the_client_as_sub_and_no_preferred_username(signing_key: SigningKey) -> None:
+    _, claims = mint_access_token(
+        signing_key, Grant("", "batch", "batch", "orders:read"), issuer=ISSUER, audience=AUDIENCE, ttl=60
+    )
+    assert (claims["sub"], claims["client_id"]) == ("batch", "batch")
+    assert "preferred_username" not in claims
 
 
 def test_each_access_token_has_a_new_jti(signing_key: SigningKey) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from argon2 import PasswordHasher
 
+from issuer.clients import Client, ClientStore
 from issuer.db import Database
 from issuer.tokens import Grant, RefreshError, RefreshTokens
-from issuer.users import User, UserError, UserStore, parse_demo_users, parse_scope
+from issuer.users import USER_ID, User, UserError, UserStore, parse_demo_users, parse_scope
 from tests.support.sql import rows
 
 
@@ -191,6 +192,18 @@ def test_a_new_user_with_a_deleted_users_name_is_someone_else(users: UserStore) 
     assert new.id != old.id
     assert users.get_by_id(old.id) is None
     assert users.get_by_id(new.id) == new
+
+
+def test_a_username_that_is_a_clients_id_is_refused(users: UserStore, database: Database) -> None:
+    # A person and a service sharing one name would read alike in `preferred_username` and `client_id`.
+    ClientStore(database).add(Client("reports", frozenset({"password"})))
+    with pytest.raises(UserError, match="a client is registered as 'reports'"):
+        users.add("reports", "wonderland", "profile")
+    assert users.get("reports") is None
+
+
+def test_the_user_id_is_the_form_no_client_id_may_take(users: UserStore) -> None:
+    assert USER_ID.fullmatch(users.add("alice", "wonderland", "profile").id)
 
 
 # -- demo users ---------------------------------------------------------------------------

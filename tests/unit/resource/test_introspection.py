@@ -45,16 +45,16 @@ def verifier(issuer: LiveIssuer) -> IntrospectingVerifier:
 
 def _mint(issuer: LiveIssuer, username: str = "alice", **kwargs: Any) -> str:
     keys: KeyStore = issuer.app.extensions["issuer"].keys
+    user = issuer.app.extensions["issuer"].users.get(username)
     options: dict[str, Any] = {"issuer": issuer.settings.url, "audience": issuer.settings.audience, "ttl": 600}
-    token, _ = mint_access_token(
-        keys.signing_key(), Grant(f"{username}-id", username, "cli", "profile"), **(options | kwargs)
-    )
+    token, _ = mint_access_token(keys.signing_key(), Grant(user.id, username, "cli", "profile"), **(options | kwargs))
     return token
 
 
 def test_active_token_gives_its_claims(verifier: IntrospectingVerifier, issuer: LiveIssuer) -> None:
     claims = verifier.verify(_mint(issuer))
-    assert claims["sub"] == "alice"
+    assert claims["sub"] == issuer.app.extensions["issuer"].users.get("alice").id
+    assert claims["preferred_username"] == "alice"
     assert claims["scope"] == "profile"
     assert "active" not in claims
     assert "token_type" not in claims

@@ -163,7 +163,31 @@ def test_exchange_trades_the_code_for_tokens_over_the_back_channel(
     claims = jwt.decode(
         tokens["access_token"], key, algorithms=["RS256"], audience="jwt-split-api", issuer=live_issuer.url
     )
-    assert (claims["sub"], claims["client_id"]) == ("alice", "resource-web")
+    assert (claims["preferred_username"], claims["client_id"]) == ("alice", "resource-web")
+    assert claims["sub"] == live_issuer.app.extensions["issuer"].users.get("alice").id
+
+
+def test_userinfo_reads_the_claims_of_the_access_tokens_user_by_their_stable_id(
+    issuer_client: IssuerClient, browser: FlaskClient, live_issuer: LiveIssuer
+) -> None:
+    flow = issuer_client.authorization_request()
+    tokens = issuer_client.exchange(_code(browser, flow), flow.verifier)
+    info = issuer_client.userinfo(tokens["access_token"])
+    assert info is not None
+    alice = live_issuer.app.extensions["issuer"].users.get("alice")
+    assert (info["sub"], info["preferred_username"], info["name"]) == (alice.id, "alice", "Alice")
+
+
+@pytest.mark.parametrize("status", [401, 500, 503])
+def test_userinfo_gives_none_for_any_answer_but_a_200_object(
+    make_client: ClientFactory, jwks_server: JwksServer, status: int
+) -> None:
+    jwks_server.answer(status, b'{"sub": "x"}')
+    assert make_client(jwks_server.base_url).userinfo("a.b.c") is None
+
+
+def test_userinfo_gives_none_when_the_issuer_is_unreachable(make_client: ClientFactory, dead_url: str) -> None:
+    assert make_client(dead_url.removesuffix("/.well-known/jwks.json")).userinfo("a.b.c") is None
 
 
 def test_exchange_with_the_wrong_verifier_raises_with_the_issuers_description(

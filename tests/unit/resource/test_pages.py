@@ -410,6 +410,93 @@ def test_page_shows_an_expired_id_token_cookie_of_the_same_user(
     assert '<dd id="name">Alice</dd>' in client.get("/").get_data(as_text=True)
 
 
+USER_ID = "5f0c6a5e0d8e4b6c9d0a1b2c3d4e5f60"
+
+
+def _minimal_session(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    """Log a browser in as the issuer does now: `sub` the user's id, an ID token without profile claims."""
+    access = sign(
+        make_claims(sub=USER_ID, preferred_username="alice", scope="openid profile email", client_id="resource-web"),
+        rsa_key,
+    )
+    client.set_cookie("rs_access", access)
+    client.set_cookie("rs_id", sign_id(make_id_claims(access, sub=USER_ID, name=None, email=None), rsa_key))
+    assert client.get("/readyz").status_code == 200  # the keys are held: from now on the fake answers /userinfo
+
+
+def test_page_shows_the_name_and_email_the_issuers_userinfo_gives(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # OpenID Connect Core 1.0 section 5.4: with an access token issued, the profile claims are at /userinfo.
+    _minimal_session(client, rsa_key)
+    info = {"sub": USER_ID, "name": "Alice", "email": "alice@example.com", "preferred_username": "alice"}
+    jwks_server.answer(200, json.dumps(info).encode())
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "<h1>Hello, alice</h1>" in html  # the name, never the id
+    assert '<dd id="name">Alice</dd>' in html
+    assert '<dd id="email">alice@example.com</dd>' in html
+    assert '<dd id="username">alice</dd>' in html
+    assert jwks_server.paths[-1] == "/userinfo"
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, b"internal error"),
+        (401, b'{"error": "invalid_token"}'),
+        (200, b"not json"),
+        (200, b'["a", "list"]'),
+        (200, json.dumps({"sub": "someone-else", "name": "Mallory", "email": "m@evil.test"}).encode()),
+        (200, json.dumps({"sub": USER_ID, "name": ["Mallory"], "email": {"x": 1}}).encode()),
+    ],
+    ids=["5xx", "401", "not-json", "not-an-object", "other-sub", "not-strings"],
+)
+def test_page_without_a_usable_userinfo_answer_shows_who_logged_in_without_name_or_email(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, status: int, body: bytes
+) -> None:
+    _minimal_session(client, rsa_key)
+    jwks_server.answer(status, body)
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "<h1>Hello, alice</h1>" in html
+    assert 'id="identity"' in html
+    assert 'id="name"' not in html
+    assert 'id="email"' not in html
+    assert "Mallory" not in html
+
+
+def test_page_with_a_slow_userinfo_answers_within_its_timeout_without_name(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    client = make_app(issuer_timeout=0.2).test_client()
+    _minimal_session(client, rsa_key)
+    jwks_server.answer(200, json.dumps({"sub": USER_ID, "name": "Alice"}).encode())
+    jwks_server.hold()
+    try:
+        started = time.monotonic()
+        response = client.get("/")
+        assert time.monotonic() - started < 5  # generous: the bound is the timeout, 0.2 s
+    finally:
+        jwks_server.release()
+    assert response.status_code == 200
+    assert 'id="name"' not in response.get_data(as_text=True)
+
+
+def test_page_with_an_unreachable_issuer_shows_who_logged_in_without_name(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, dead_url: str
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    client = make_app(issuer_internal_url=dead_url.removesuffix("/.well-known/jwks.json")).test_client()
+    _minimal_session(client, rsa_key)
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "<h1>Hello, alice</h1>" in response.get_data(as_text=True)
+
+
 def test_a_refresh_whose_id_token_names_another_user_logs_out(
     client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
 ) -> None:
