@@ -311,6 +311,8 @@ def test_the_operator_may_allow_a_plain_http_redirect_uri(clients: ClientStore) 
     web = Client("web-app", frozenset({"authorization_code"}), ("http://app.example/cb",))
     assert clients.add(web, allow_insecure_redirect=True) == web
     assert clients.replace(web, allow_insecure_redirect=True) == (web, True)
+
+
 # -- one subject namespace: a client is never a user (RFC 9068 section 5) ----------------------
 
 
