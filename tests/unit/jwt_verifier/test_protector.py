@@ -100,4 +100,4 @@ def test_an_unknown_kid_is_logged_with_the_kid(protector: ResourceProtector, cap
     caplog.set_level(logging.INFO, logger="jwt_verifier.protector")
     with pytest.raises(UnknownKey):
         protector.validate("unknown")
-    assert caplog.records[0].fields == {"reason": "unknown kid", "kid": "kid-1"}  # type: ignore[attr-defined]
+    assert caplog.records[0].fields == {"reason": "unknown_key", "kid": "kid-1"}  # type: ignore[attr-defined]

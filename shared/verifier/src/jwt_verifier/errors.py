@@ -1,79 +1,72 @@
-"""The one exception hierarchy of the verifier and of the services built on it, and the one handler that renders it.
+"""The library's one exception hierarchy: every refusal carries its reason, OAuth error, HTTP status and challenge.
 
-Every error carries its meaning: HTTP status, OAuth error code and headers (RFC 6749 section 5.2
-and RFC 6750 section 3 share the `{"error", "error_description"}` shape). Callers catch a class,
-never read a status back. Werkzeug's HTTP exceptions are rendered the same way, and anything
-unexpected becomes a logged 500 with a generic body, never a traceback.
+Framework-free: an integration (`jwt_verifier.flask`, `jwt_verifier.fastapi`) renders an error as
+`{"error": error, "error_description": description}` JSON with `status` and
+`response_headers()`; metrics, logs and audit read `reason`, a stable word from `Reason`, never
+the message text. Callers catch a class, never read a status back.
 
-    ApiError                      any protocol error (400 invalid_request unless told otherwise)
+    JwtVerifierError              the root: everything this library raises
     ├── BearerError               RFC 6750 section 3: answered with a `WWW-Authenticate: Bearer` challenge
     │   ├── MissingToken          401, no error code: no token was sent (section 3.1)
     │   ├── InvalidRequest        400 invalid_request: the token was sent in a forbidden way
     │   ├── InsufficientScope     403 insufficient_scope
-    │   └── InvalidToken          401 invalid_token: the one "bad token" branch
+    │   └── InvalidToken          401 invalid_token: the one "bad token" branch (its reason says why)
     │       ├── TokenExpired      the token was valid but its `exp` has passed (a refresh may help)
     │       └── UnknownKey        the token names a `kid` the issuer does not publish
-    └── VerificationUnavailable   503 temporarily_unavailable: ours to fix, not the client's
-        └── KeysUnavailable       no verification key could be loaded from the issuer yet
+    ├── VerificationUnavailable   503 temporarily_unavailable: ours to fix, not the client's
+    │   ├── KeysUnavailable       no verification key could be loaded from the issuer yet
+    │   └── JwksFetchError        one JWKS fetch failed (the JWKS client keeps the keys it has)
+    └── JwkError                  a JWK is not a usable RS256 verification key (also a ValueError)
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+from enum import StrEnum
 
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException, InternalServerError
-
-log = logging.getLogger(__name__)
-
-# Error codes for HTTP statuses raised by Werkzeug or Flask itself.
-_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    431: "request_header_fields_too_large",
-    503: "temporarily_unavailable",
-}
-
-
-class ApiError(Exception):
-    """A protocol error with its code, HTTP status and response headers."""
-
-    status = 400
-    error = "invalid_request"
-
-    def __init__(
-        self,
-        description: str,
-        *,
-        error: str | None = None,
-        status: int | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(description)
-        self.description = description
-        if error is not None:
-            self.error = error
-        if status is not None:
-            self.status = status
-        self.headers = dict(headers or {})
-
-    def to_response(self) -> Response:
-        """Render the error as JSON with its status and headers; a 503 always says when to retry."""
-        headers = self.headers
-        if self.status == 503:
-            headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **headers}
-        return error_response(self.status, self.error, self.description, headers)
-
+__all__ = [
+    "REALM",
+    "RETRY_AFTER_SECONDS",
+    "BearerError",
+    "InsufficientScope",
+    "InvalidRequest",
+    "InvalidToken",
+    "JwkError",
+    "JwksFetchError",
+    "JwtVerifierError",
+    "KeysUnavailable",
+    "MissingToken",
+    "Reason",
+    "TokenExpired",
+    "UnknownKey",
+    "VerificationUnavailable",
+    "bearer_challenge",
+]
 
 REALM = "jwt-split"
 RETRY_AFTER_SECONDS = 5
+
+
+class Reason(StrEnum):
+    """Why a request or a key was refused: the stable words metrics, logs and audit use."""
+
+    MISSING_TOKEN = "missing_token"
+    INVALID_REQUEST = "invalid_request"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_AUDIENCE = "wrong_audience"
+    WRONG_ISSUER = "wrong_issuer"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_HEADER = "bad_header"
+    BAD_CLAIMS = "bad_claims"
+    TOO_LARGE = "too_large"
+    MALFORMED = "malformed"
+    INACTIVE = "inactive"
+    INVALID = "invalid"
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    JWKS_FETCH_FAILED = "jwks_fetch_failed"
+    UNUSABLE_KEY = "unusable_key"
 
 
 def bearer_challenge(
@@ -97,15 +90,38 @@ def bearer_challenge(
     return "Bearer " + ", ".join(params)
 
 
-class BearerError(ApiError):
+class JwtVerifierError(Exception):
+    """Anything this library raises: a description safe to send, its reason, OAuth error code and HTTP status."""
+
+    status = 400
+    error = "invalid_request"
+    reason: Reason = Reason.INVALID
+
+    def __init__(self, description: str, *, reason: Reason | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        if reason is not None:
+            self.reason = reason
+        self.headers: dict[str, str] = {}
+
+    def www_authenticate(self, resource_metadata: str | None = None) -> str | None:
+        """Return the `WWW-Authenticate` value this error is answered with, if any."""
+        return None
+
+    def response_headers(self, resource_metadata: str | None = None) -> dict[str, str]:
+        """Return the headers this error is answered with (a challenge, `Retry-After`)."""
+        return dict(self.headers)
+
+
+class BearerError(JwtVerifierError):
     """An error of a protected resource (RFC 6750 section 3), with its `Bearer` challenge."""
 
     status = 401
     challenge_error: str | None = None
 
-    def __init__(self, description: str, *, scope: str | None = None) -> None:
+    def __init__(self, description: str, *, scope: str | None = None, reason: Reason | None = None) -> None:
         self.scope = scope
-        super().__init__(description)
+        super().__init__(description, reason=reason)
         self.headers["WWW-Authenticate"] = self.challenge()
 
     def challenge(self, resource_metadata: str | None = None) -> str:
@@ -114,16 +130,20 @@ class BearerError(ApiError):
         detail = self.description if self.challenge_error else None
         return bearer_challenge(self.challenge_error, detail, self.scope, resource_metadata=resource_metadata)
 
-    def to_response(self, resource_metadata: str | None = None) -> Response:
-        """Render the error as JSON with its challenge (naming the metadata URL when given)."""
-        headers = {**self.headers, "WWW-Authenticate": self.challenge(resource_metadata)}
-        return error_response(self.status, self.error, self.description, headers)
+    def www_authenticate(self, resource_metadata: str | None = None) -> str:
+        """Return the challenge (RFC 6750 section 3), naming the metadata URL when given (RFC 9728 section 5.1)."""
+        return self.challenge(resource_metadata)
+
+    def response_headers(self, resource_metadata: str | None = None) -> dict[str, str]:
+        """Return the headers, the challenge naming the metadata URL when given."""
+        return {**self.headers, "WWW-Authenticate": self.challenge(resource_metadata)}
 
 
 class MissingToken(BearerError):
     """No token was sent (section 3.1: no error code in the challenge)."""
 
     error = "unauthorized"
+    reason = Reason.MISSING_TOKEN
 
     def __init__(self, description: str = "send an access token as 'Authorization: Bearer <token>'") -> None:
         super().__init__(description)
@@ -134,6 +154,7 @@ class InvalidRequest(BearerError):
 
     status = 400
     error = challenge_error = "invalid_request"
+    reason = Reason.INVALID_REQUEST
 
 
 class InsufficientScope(BearerError):
@@ -141,76 +162,66 @@ class InsufficientScope(BearerError):
 
     status = 403
     error = challenge_error = "insufficient_scope"
+    reason = Reason.INSUFFICIENT_SCOPE
 
     def __init__(self, scope: str) -> None:
         super().__init__(f"this resource needs the '{scope}' scope", scope=scope)
 
 
 class InvalidToken(BearerError):
-    """The token must be refused; the message is one of our fixed texts, safe to send."""
+    """The token must be refused; the message is one of our fixed texts, safe to send; `reason` says why."""
 
     error = challenge_error = "invalid_token"
+
+    def __init__(self, description: str, *, reason: Reason = Reason.INVALID) -> None:
+        super().__init__(description, reason=reason)
 
 
 class TokenExpired(InvalidToken):
     """The token was valid but its `exp` has passed."""
+
+    def __init__(self, description: str = "the token has expired") -> None:
+        super().__init__(description, reason=Reason.EXPIRED)
 
 
 class UnknownKey(InvalidToken):
     """The token names a `kid` the issuer does not publish; `kid` is kept for the log only."""
 
     def __init__(self, kid: str) -> None:
-        super().__init__("the token was signed with a key the issuer does not publish")
+        super().__init__("the token was signed with a key the issuer does not publish", reason=Reason.UNKNOWN_KEY)
         self.kid = kid[:128]
 
 
-class VerificationUnavailable(ApiError):
-    """A token cannot be checked right now (the issuer is down or answered nonsense): a 503."""
+class VerificationUnavailable(JwtVerifierError):
+    """A token cannot be checked right now (the issuer is down or answered nonsense): a 503.
+
+    `str()` gives the detail, for the log; the client learns only that it should retry.
+    """
 
     status = 503
     error = "temporarily_unavailable"
+    reason = Reason.KEYS_UNAVAILABLE
 
-    def __init__(self, reason: str) -> None:
-        # The reason is for the log; the client learns only that it should retry.
-        super().__init__(
-            "tokens cannot be verified right now; try again shortly",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-        self.reason = reason
+    def __init__(self, detail: str, *, reason: Reason | None = None) -> None:
+        super().__init__("tokens cannot be verified right now; try again shortly", reason=reason)
+        self.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        self.detail = detail
 
     def __str__(self) -> str:
-        return self.reason
+        return self.detail
 
 
 class KeysUnavailable(VerificationUnavailable):
     """No verification key could be loaded: the issuer has not been reachable yet."""
 
 
-def error_response(status: int, error: str, description: str, headers: Mapping[str, str] | None = None) -> Response:
-    """Build a JSON error response that is never cached."""
-    response = jsonify(error=error, error_description=description)
-    response.status_code = status
-    response.headers.update(headers or {})
-    response.headers["Cache-Control"] = "no-store"
-    return response
+class JwksFetchError(VerificationUnavailable):
+    """A JWKS fetch failed; the detail says why (and never holds response content)."""
+
+    reason = Reason.JWKS_FETCH_FAILED
 
 
-def _render_api_error(exc: ApiError) -> Response:
-    return exc.to_response()
+class JwkError(JwtVerifierError, ValueError):
+    """A JWK is not a usable RS256 verification key."""
 
-
-def _render_http_exception(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    if status >= 500:
-        original = exc.original_exception if isinstance(exc, InternalServerError) else None
-        log.error("server error", exc_info=original, extra={"fields": {"status": status}})
-        return error_response(status, _CODES.get(status, "server_error"), "The server hit an unexpected error.")
-    headers = {k: v for k, v in exc.get_headers() if k.lower() not in {"content-type", "content-length"}}
-    description = exc.description or exc.name
-    return error_response(status, _CODES.get(status, "invalid_request"), description, headers)
-
-
-def init_app(app: Flask) -> None:
-    """Render every error of the app as JSON; unhandled exceptions arrive as a 500 HTTPException."""
-    app.register_error_handler(ApiError, _render_api_error)
-    app.register_error_handler(HTTPException, _render_http_exception)
+    reason = Reason.UNUSABLE_KEY

@@ -34,13 +34,12 @@ from contextlib import AbstractContextManager
 
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
-from werkzeug.datastructures import ResponseCacheControl
-from werkzeug.http import parse_cache_control_header
 
 from jwt_verifier import observe
+from jwt_verifier.cache_control import parse_cache_control
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.errors import KeysUnavailable, UnknownKey
-from jwt_verifier.jose import JwkError, load_verification_key
+from jwt_verifier.errors import JwkError, JwksFetchError, KeysUnavailable, UnknownKey
+from jwt_verifier.jose import load_verification_key
 
 __all__ = ["JwksClient", "JwksFetchError", "KeysUnavailable", "UnknownKey"]
 
@@ -57,10 +56,6 @@ def trace_fetches(tracer: FetchTracer) -> None:
     """Run every JWKS fetch inside `tracer(url)` and send the headers it yields (one per process)."""
     global _trace_fetch
     _trace_fetch = tracer
-
-
-class JwksFetchError(Exception):
-    """A JWKS fetch failed; the message says why (and never holds response content)."""
 
 
 class JwksClient:
@@ -316,7 +311,7 @@ class JwksClient:
         return keys
 
     def _ttl(self, header: str | None) -> float:
-        control = parse_cache_control_header(header, cls=ResponseCacheControl)
+        control = parse_cache_control(header)
         if control.no_store or control.no_cache:
             ttl: float = self.min_ttl
         elif control.max_age is not None:
