@@ -102,6 +102,20 @@ class JwksClient:
         """Call `callback` with the kids held whenever a fetch changes the set of keys."""
         self._subscribers.append(callback)
 
+    def held(self, kid: str) -> rsa.RSAPublicKey | None:
+        """Return the key for `kid` if it is held, never fetching in the caller's thread.
+
+        A stale set is refreshed in the background, as `get` does. An ASGI integration asks
+        this on its event loop and calls `get` (which may fetch) in a worker thread only when
+        it answers None.
+        """
+        keys = self._keys
+        if keys:
+            observe.current().jwks_age(time.monotonic() - self._fetched_at)
+            if self.clock() >= self._fresh_until:
+                self._refresh_in_background()
+        return keys.get(kid)
+
     def get(self, kid: str) -> rsa.RSAPublicKey:
         """Return the key for `kid`, fetching the JWKS when the kid is new (within limits)."""
         now = self.clock()
