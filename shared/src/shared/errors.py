@@ -20,8 +20,8 @@ from jwt_verifier.errors import RETRY_AFTER_SECONDS, JwtVerifierError
 
 log = logging.getLogger(__name__)
 
-# Error codes for HTTP statuses raised by Werkzeug or Flask itself.
-_CODES = {
+# Error codes for HTTP statuses raised by the framework itself (Werkzeug and Flask, Starlette).
+ERROR_CODES = {
     400: "invalid_request",
     401: "unauthorized",
     403: "forbidden",
@@ -87,10 +87,10 @@ def _render_http_exception(exc: HTTPException) -> Response:
     if status >= 500:
         original = exc.original_exception if isinstance(exc, InternalServerError) else None
         log.error("server error", exc_info=original, extra={"fields": {"status": status}})
-        return error_response(status, _CODES.get(status, "server_error"), "The server hit an unexpected error.")
+        return error_response(status, ERROR_CODES.get(status, "server_error"), "The server hit an unexpected error.")
     headers = {k: v for k, v in exc.get_headers() if k.lower() not in {"content-type", "content-length"}}
     description = exc.description or exc.name
-    return error_response(status, _CODES.get(status, "invalid_request"), description, headers)
+    return error_response(status, ERROR_CODES.get(status, "invalid_request"), description, headers)
 
 
 def init_app(app: Flask) -> None:
