@@ -1,8 +1,9 @@
-"""Per-request plumbing for an ASGI (FastAPI) service: request ids, access log, headers, metrics, JSON errors.
+"""Per-request plumbing for an ASGI (FastAPI) service: trace context, request ids, access log, headers, metrics, JSON errors.
 
 The ASGI counterpart of `shared.web` (and `shared.errors`' handler), so a FastAPI service
-answers like the Flask ones: an `X-Request-ID` on every answer (the caller's, when it is
-sane), `X-Content-Type-Options: nosniff`, one access-log line per request (the path only:
+answers like the Flask ones: each request a server span continuing the caller's
+`traceparent` (its context, like the request id, follows the request into worker threads),
+an `X-Request-ID` on every answer (the caller's, when it is sane), `X-Content-Type-Options: nosniff`, one access-log line per request (the path only:
 query strings can carry codes or tokens), the `jwt_split_http_*` metrics by route name, and
 every error as `{"error", "error_description"}` JSON, never cached: the services' `ApiError`,
 Starlette's HTTP exceptions, a request that fails validation (400), and anything unexpected
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jwt_verifier import observe
 from jwt_verifier.errors import RETRY_AFTER_SECONDS
-from shared import logs, metrics
+from shared import logs, metrics, tracing
 from shared.errors import ERROR_CODES, ApiError
 from shared.metrics import METHODS, UNMATCHED, PrometheusObserver
 
@@ -52,8 +53,11 @@ class RequestPlumbing:
         supplied = _header(scope, b"x-request-id")
         request_id = supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         token = logs.REQUEST_ID.set(request_id)
+        tracestate = ",".join(v.decode("latin-1") for k, v in scope["headers"] if k == b"tracestate") or None
+        trace = tracing.begin_request(scope["method"], _header(scope, b"traceparent") or None, tracestate)
         started = time.perf_counter()
         status = 500
+        error: BaseException | None = None
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -66,6 +70,9 @@ class RequestPlumbing:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -80,6 +87,7 @@ class RequestPlumbing:
                 "ms": round(elapsed * 1000, 2),
             }
             log.info("request", extra={"fields": fields})
+            tracing.end_request(trace, status, error)
             logs.REQUEST_ID.reset(token)
 
 
@@ -132,6 +140,7 @@ async def _render_unexpected(request: Request, exc: Exception) -> Response:
 def init_app(app: FastAPI) -> None:
     """Install the request plumbing, the JSON error handlers and the verifier's metrics on `app`."""
     observe.install(PrometheusObserver())
+    tracing.trace_jwks_fetches()
     app.add_middleware(RequestPlumbing)
     app.add_exception_handler(ApiError, _render_api_error)
     app.add_exception_handler(HTTPException, _render_http_exception)

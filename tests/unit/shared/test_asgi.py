@@ -12,7 +12,7 @@ import requests
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from shared import asgi, logs
+from shared import asgi, logs, tracing
 from shared.errors import ApiError
 from tests.support.asgi import serve_asgi
 
@@ -37,6 +37,12 @@ def _build() -> FastAPI:
     @app.get("/count/{n}")
     async def count(n: int) -> dict[str, int]:
         return {"n": n}
+
+    @app.get("/trace")
+    def trace() -> dict[str, str | None]:
+        # A sync route: FastAPI runs it in a worker thread, where the request's context must follow.
+        context = tracing.current()
+        return {"trace_id": context.trace_id if context else None, "request_id": logs.REQUEST_ID.get()}
 
     @app.get("/boom")
     async def boom() -> None:
@@ -138,3 +144,16 @@ def test_log_lines_of_a_request_carry_its_id(base_url: str, capsys: pytest.Captu
     assert access[0]["request_id"] == "req-42"
     assert access[0]["status"] == 200
     assert "secret" not in json.dumps(access)
+
+
+def test_a_request_continues_the_callers_trace_into_worker_threads(base_url: str) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "X-Request-ID": "req-7"}
+    answer = requests.get(f"{base_url}/trace", headers=headers, timeout=10).json()
+    assert answer == {"trace_id": trace_id, "request_id": "req-7"}
+
+
+def test_a_request_without_a_caller_trace_starts_its_own(base_url: str) -> None:
+    answer = requests.get(f"{base_url}/trace", timeout=10).json()
+    assert answer["trace_id"] is not None
+    assert len(answer["trace_id"]) == 32
