@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import http.client
 import json
@@ -249,3 +250,39 @@ def test_a_jwks_fetch_never_blocks_the_event_loop(
         jwks_server.release()
         waiting.join(timeout=20)
     assert answers[0].status_code == 200
+
+
+class _ThreadRecordingVerifier:
+    """A TokenVerifier that may block (introspection, say): it records whether it ran on an event loop."""
+
+    def __init__(self) -> None:
+        self.on_loop: list[bool] = []
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Accept any token for alice, noting where it ran."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.on_loop.append(False)
+        else:
+            self.on_loop.append(True)
+        return {"sub": "alice", "scope": "orders:read"}
+
+
+def test_a_verifier_of_its_own_runs_in_a_worker_thread(jwks_server: JwksServer) -> None:
+    app = FastAPI()
+    config = VerifierConfig(issuer=ISSUER, audience=AUDIENCE, resource=RESOURCE, jwks_url=jwks_server.url)
+    verifier = _ThreadRecordingVerifier()
+    BearerAuth(dataclasses.replace(config, jwks_prefetch=False)).init_app(app, verifier=verifier)
+
+    @app.get("/orders")
+    async def orders(claims: Annotated[Claims, Depends(require_scope("orders:read"))]) -> dict[str, Any]:
+        return {"sub": claims["sub"]}
+
+    try:
+        with serve_asgi(app) as base_url:
+            response = requests.get(f"{base_url}/orders", headers={"Authorization": "Bearer opaque"}, timeout=10)
+        assert response.json() == {"sub": "alice"}
+        assert verifier.on_loop == [False]
+    finally:
+        protection(app).jwks.session.close()
