@@ -58,22 +58,13 @@ class RequestPlumbing:
         started = time.perf_counter()
         status = 500
         error: BaseException | None = None
+        counted = False
 
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
+        def count() -> None:
+            # Counted and logged as the answer starts, as Flask's after_request does: a caller
+            # that has its answer can already see it counted.
+            nonlocal counted
+            counted = True
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             endpoint = getattr(route, "name", None) or UNMATCHED
@@ -87,6 +78,25 @@ class RequestPlumbing:
                 "ms": round(elapsed * 1000, 2),
             }
             log.info("request", extra={"fields": fields})
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                count()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if not counted:
+                count()  # no answer went through here: the server's own 500 follows
             tracing.end_request(trace, status, error)
             logs.REQUEST_ID.reset(token)
 
