@@ -12,10 +12,10 @@ OIDC_RP_STAMP := $(OIDC_RP)/node_modules/.installed-stamp
 
 install: $(STAMP) $(OIDC_RP_STAMP)
 
-$(STAMP): requirements/runtime.lock requirements/dev.lock shared/pyproject.toml issuer/pyproject.toml resource/pyproject.toml reports/pyproject.toml
+$(STAMP): requirements/runtime.lock requirements/dev.lock shared/verifier/pyproject.toml shared/pyproject.toml issuer/pyproject.toml resource/pyproject.toml reports/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/runtime.lock -r requirements/dev.lock
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e shared -e issuer -e resource -e reports
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e shared/verifier -e shared -e issuer -e resource -e reports
 	touch $@
 
 $(OIDC_RP_STAMP): $(OIDC_RP)/package.json $(OIDC_RP)/package-lock.json

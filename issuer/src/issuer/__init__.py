@@ -32,8 +32,8 @@ from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
 from issuer.users import UserError, UserStore, parse_demo_users
-from jwt_verifier.errors import error_response
 from shared import audit, logs, web
+from shared.errors import error_response
 from shared.settings import SettingsError
 from shared.web import STATIC_DIR, content_security_policy
 

@@ -61,10 +61,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from issuer.client_keys import FetchUnderWay, RemoteKeys, check_client_key
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.opaque import secret_hash
-from jwt_verifier.errors import REALM, ApiError, UnknownKey, VerificationUnavailable
-from jwt_verifier.jose import JwkError, b64url_decode, load_verification_key
+from jwt_verifier.errors import REALM, JwkError, UnknownKey, VerificationUnavailable
+from jwt_verifier.jose import b64url_decode, load_verification_key
 from jwt_verifier.verifier import strict_json
 from shared import audit
+from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
 

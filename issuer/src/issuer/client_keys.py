@@ -26,8 +26,8 @@ from collections import OrderedDict
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.errors import KeysUnavailable
-from jwt_verifier.jose import MIN_RSA_BITS, JwkError
+from jwt_verifier.errors import JwkError, KeysUnavailable
+from jwt_verifier.jose import MIN_RSA_BITS
 from jwt_verifier.jwks import JwksClient
 from shared.httpread import DeadlineSession
 

@@ -29,9 +29,10 @@ from flask_wtf.csrf import CSRFProtect
 from issuer import extensions
 from issuer.client_auth import basic_credentials
 from issuer.settings import IntrospectionSettings, IssuerSettings
-from jwt_verifier.errors import ApiError
-from jwt_verifier.jose import JwkError, load_verification_key
+from jwt_verifier.errors import JwkError, Reason
+from jwt_verifier.jose import load_verification_key
 from jwt_verifier.verifier import InvalidToken, Verifier
+from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,12 @@ class PublishedKeys:
                 try:
                     _, key = load_verification_key(dict(jwk))
                 except JwkError as exc:
-                    raise InvalidToken("the token's key is not usable") from exc
+                    raise InvalidToken("the token's key is not usable", reason=Reason.UNKNOWN_KEY) from exc
                 if len(self._parsed) >= self.MAX_KEYS:
                     self._parsed = {}
                 self._parsed[(kid, jwk["n"])] = key
             return key
-        raise InvalidToken("the token's key is not published")
+        raise InvalidToken("the token's key is not published", reason=Reason.UNKNOWN_KEY)
 
 
 def init_app(app: Flask) -> None:

@@ -14,8 +14,8 @@ from issuer.codes import CodeError, CodeMismatch, CodeReused
 from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant, RefreshError, mint_access_token
 from issuer.users import UserError, parse_scope
-from jwt_verifier.errors import ApiError
 from shared import audit, metrics
+from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,10 @@ from typing import Any
 import requests
 from flask import Blueprint, Flask, Response, current_app, g, jsonify
 
-from jwt_verifier import ApiError, BearerAuth, VerifierConfig
+from jwt_verifier import VerifierConfig
+from jwt_verifier.flask import BearerAuth
 from shared import logs, readiness, tracing, web
+from shared.errors import ApiError
 from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_bool, env_float, env_str, env_url
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify
 
-from jwt_verifier import BearerAuth
+from jwt_verifier.flask import BearerAuth
 from shared import readiness
 
 bp = Blueprint("api", __name__)

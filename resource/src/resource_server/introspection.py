@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import requests
 
-from jwt_verifier.errors import InvalidToken, TokenExpired, VerificationUnavailable
+from jwt_verifier.errors import InvalidToken, Reason, TokenExpired, VerificationUnavailable
 from jwt_verifier.jose import b64url_decode
 from resource_server.settings import ResourceSettings
 from shared import tracing
@@ -61,16 +61,16 @@ class IntrospectingVerifier:
     def verify(self, token: str) -> dict[str, Any]:
         """Return the claims of an active token, or raise InvalidToken (503 when the issuer fails)."""
         if len(token) > self.max_token_bytes:
-            raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes")
+            raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes", reason=Reason.TOO_LARGE)
         answer = self._ask(token)
         if answer.get("active") is not True:
             if self._expired(token):
                 raise TokenExpired("the token has expired")
-            raise InvalidToken("the token is not active")
+            raise InvalidToken("the token is not active", reason=Reason.INACTIVE)
         aud = answer.get("aud")
         audiences = aud if isinstance(aud, list) else [aud]
         if answer.get("iss") != self.issuer or self.audience not in audiences:
-            raise InvalidToken("the token is not meant for this API")
+            raise InvalidToken("the token is not meant for this API", reason=Reason.WRONG_AUDIENCE)
         return {name: value for name, value in answer.items() if name not in _RESPONSE_MEMBERS}
 
     def _ask(self, token: str) -> dict[str, Any]:

@@ -40,7 +40,8 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from werkzeug.wrappers import Response
 
-from jwt_verifier import InvalidToken, ResourceProtector, TokenExpired, VerificationUnavailable, protection
+from jwt_verifier import InvalidToken, ResourceProtector, TokenExpired, VerificationUnavailable
+from jwt_verifier.flask import protection
 from resource_server.api import ACCESS_COOKIE
 from resource_server.oauth_client import IssuerClient
 from resource_server.oidc import IdTokenRefused, RelyingParty

@@ -13,11 +13,15 @@ import json
 import logging
 import logging.config
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from flask import g, has_request_context
 
 from shared import tracing
+
+# The request id of an ASGI request (shared.asgi sets it); a Flask request keeps its own on `g`.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,6 +61,8 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if has_request_context():
             record.request_id = g.get("request_id")
+        elif (request_id := REQUEST_ID.get()) is not None:
+            record.request_id = request_id
         context = tracing.current()
         if context is not None:
             record.trace_id = context.trace_id

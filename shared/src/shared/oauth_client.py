@@ -27,9 +27,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jwt_verifier.errors import ApiError
 from jwt_verifier.jose import RsaPublicJwk, public_jwk
 from shared import tracing
+from shared.errors import ApiError
 from shared.httpread import read_within
 from shared.jsonread import read_json
 

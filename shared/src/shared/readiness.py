@@ -25,9 +25,9 @@ from pathlib import Path
 
 from flask import Flask, Response, jsonify
 
-from jwt_verifier import readiness as verifier_readiness
 from jwt_verifier.errors import RETRY_AFTER_SECONDS
-from jwt_verifier.extension import protection
+from jwt_verifier.flask import protection
+from jwt_verifier.flask import readiness as verifier_readiness
 
 READY_DIR_ENV = "JWT_SPLIT_READY_DIR"
 WORKERS_FILE = "workers"

@@ -225,6 +225,11 @@ def init_app(app: Flask) -> None:
     jwks.trace_fetches(_jwks_fetch)
 
 
+def trace_jwks_fetches() -> None:
+    """Make each JWKS fetch of this process a client span (what `init_app` does, for any framework)."""
+    jwks.trace_fetches(_jwks_fetch)
+
+
 def _begin() -> None:
     rule = request.url_rule.rule if request.url_rule is not None else None
     tracestate = ",".join(request.headers.getlist("tracestate")) or None

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from flask import Flask, Response, current_app, g, request
 
-from jwt_verifier import errors
-from shared import metrics, tracing
+from shared import errors, metrics, tracing
 
 log = logging.getLogger("access")
 

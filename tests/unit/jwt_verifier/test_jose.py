@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from jwt_verifier.errors import JwkError
 from jwt_verifier.jose import (
-    JwkError,
     b64url_decode,
     b64url_encode,
     load_verification_key,

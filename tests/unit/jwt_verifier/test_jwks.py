@@ -119,6 +119,7 @@ def test_fresh_keys_are_served_from_memory(
         ("no-store", 30),
         ("no-cache", 30),
         ("no-store, max-age=600", 30),
+        ("max-age=1e9", 300),  # not delta-seconds: as if absent
         (None, 300),  # default_ttl
     ],
 )
@@ -900,3 +901,25 @@ def test_a_trickling_jwks_fails_within_twice_the_timeout(
         assert time.monotonic() - started < 2 * 0.5 + 0.5
     finally:
         trickler.close()
+
+
+def test_held_answers_without_fetching(
+    make_client: ClientFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.serve_keys(rsa_key)
+    client = make_client()
+    assert client.held(kid_of(rsa_key)) is None
+    assert jwks_server.request_count == 0
+    client.get(kid_of(rsa_key))
+    assert client.held(kid_of(rsa_key)) is client.get(kid_of(rsa_key))
+    assert client.held(kid_of(other_rsa_key)) is None
+    assert jwks_server.request_count == 1
+
+
+def test_held_refreshes_a_stale_set_in_the_background(
+    loaded: JwksClient, jwks_server: JwksServer, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    clock.advance(301)
+    assert loaded.held(kid_of(rsa_key)) is not None
+    _wait_for_background_refresh()
+    assert jwks_server.request_count == 2

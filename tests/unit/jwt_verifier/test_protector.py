@@ -13,6 +13,7 @@ from jwt_verifier.errors import (
     InvalidToken,
     KeysUnavailable,
     MissingToken,
+    Reason,
     TokenExpired,
     UnknownKey,
 )
@@ -100,7 +101,7 @@ def test_an_unknown_kid_is_logged_with_the_kid(protector: ResourceProtector, cap
     caplog.set_level(logging.INFO, logger="jwt_verifier.protector")
     with pytest.raises(UnknownKey):
         protector.validate("unknown")
-    assert caplog.records[0].fields == {"reason": "unknown kid", "kid": "kid-1"}  # type: ignore[attr-defined]
+    assert caplog.records[0].fields == {"reason": "unknown_key", "kid": "kid-1"}  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("scope", ["", "openid email", "orders:read"])
@@ -113,3 +114,4 @@ def test_a_token_with_none_of_the_apis_scopes_is_insufficient_scope_on_every_rou
     with pytest.raises(InsufficientScope) as caught:
         _acquire(protector, headers={"Authorization": "Bearer empty"})
     assert caught.value.scope == "admin profile"  # the challenge names what would do
+    assert caught.value.reason == Reason.INSUFFICIENT_SCOPE  # the same refusal as a route's missing scope

@@ -20,7 +20,7 @@ from issuer import create_app as create_issuer_app
 from issuer import extensions
 from issuer.clients import Client
 from issuer.settings import IssuerSettings
-from jwt_verifier import protection
+from jwt_verifier.flask import protection
 from reports_api import EXTENSION, ProfileApi, ReportsSettings, create_app
 from resource_server.settings import ResourceSettings
 from shared.oauth_client import ServiceTokens

@@ -12,7 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from jwt_verifier import JwksClient, protection
+from jwt_verifier import JwksClient
+from jwt_verifier.flask import protection
 from resource_server import create_app
 from resource_server.settings import ResourceSettings
 from tests.support.fakes import JwksServer

@@ -17,7 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from jwt_verifier import JwksClient, protection
+from jwt_verifier import JwksClient
+from jwt_verifier.flask import protection
 from resource_server import create_app
 from resource_server.oauth_client import IssuerClient
 from resource_server.pages import SpentStates

@@ -37,14 +37,13 @@ from contextlib import AbstractContextManager
 
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
-from werkzeug.datastructures import ResponseCacheControl
-from werkzeug.http import parse_cache_control_header
 
 from jwt_verifier import observe
+from jwt_verifier.cache_control import parse_cache_control
 from jwt_verifier.config import VerifierConfig
 from jwt_verifier.deadline import deadline, watch
-from jwt_verifier.errors import KeysUnavailable, UnknownKey
-from jwt_verifier.jose import JwkError, load_verification_key
+from jwt_verifier.errors import JwkError, JwksFetchError, KeysUnavailable, UnknownKey
+from jwt_verifier.jose import load_verification_key
 
 __all__ = ["JwksClient", "JwksFetchError", "KeysUnavailable", "UnknownKey"]
 
@@ -62,10 +61,6 @@ def trace_fetches(tracer: FetchTracer) -> None:
     """Run every JWKS fetch inside `tracer(url)` and send the headers it yields (one per process)."""
     global _trace_fetch
     _trace_fetch = tracer
-
-
-class JwksFetchError(Exception):
-    """A JWKS fetch failed; the message says why (and never holds response content)."""
 
 
 class JwksClient:
@@ -116,6 +111,20 @@ class JwksClient:
     def subscribe(self, callback: Callable[[frozenset[str]], None]) -> None:
         """Call `callback` with the kids held whenever a fetch changes the set of keys."""
         self._subscribers.append(callback)
+
+    def held(self, kid: str) -> rsa.RSAPublicKey | None:
+        """Return the key for `kid` if it is held, never fetching in the caller's thread.
+
+        A stale set is refreshed in the background, as `get` does. An ASGI integration asks
+        this on its event loop and calls `get` (which may fetch) in a worker thread only when
+        it answers None.
+        """
+        keys = self._keys
+        if keys:
+            observe.current().jwks_age(time.monotonic() - self._fetched_at)
+            if self.clock() >= self._fresh_until:
+                self._refresh_in_background()
+        return keys.get(kid)
 
     def get(self, kid: str) -> rsa.RSAPublicKey:
         """Return the key for `kid`, fetching the JWKS when the kid is new (within limits)."""
@@ -336,7 +345,7 @@ class JwksClient:
         return keys
 
     def _ttl(self, header: str | None) -> float:
-        control = parse_cache_control_header(header, cls=ResponseCacheControl)
+        control = parse_cache_control(header)
         if control.no_store or control.no_cache:
             ttl: float = self.min_ttl
         elif control.max_age is not None:

@@ -2,50 +2,26 @@
 
 The library stays free of any metrics dependency: `install()` an `Observer` (shared.metrics
 installs a Prometheus one) and the verifier reports each verification, cache lookup and JWKS
-fetch to it. Every value it passes comes from a fixed, small set: never a token, kid or claim.
+fetch to it. Every value it passes comes from a fixed, small set: never a token, kid or claim;
+a refusal is counted under its error's `reason`, never a word read from its message.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from jwt_verifier.errors import ApiError, InvalidToken, TokenExpired, UnknownKey, VerificationUnavailable
+from jwt_verifier.errors import Reason
 
-# The reasons a token is refused, as `reason_of` names them.
-REASONS = (
-    "expired",
-    "not_yet_valid",
-    "bad_signature",
-    "wrong_audience",
-    "wrong_issuer",
-    "unknown_key",
-    "bad_header",
-    "bad_claims",
-    "too_large",
-    "malformed",
-    "inactive",
-    "keys_unavailable",
-    "invalid",
-)
-
-# Description fragments of InvalidToken -> reason, first match wins (see verifier.py's messages).
-_FRAGMENTS = (
-    ("signature", "bad_signature"),
-    ("not meant for this API", "wrong_audience"),
-    ("trusted issuer", "wrong_issuer"),
-    ("not valid yet", "not_yet_valid"),
-    ("larger than", "too_large"),
-    ("malformed", "malformed"),
-    ("well-formed", "malformed"),
-    ("empty", "malformed"),
-    ("algorithm", "bad_header"),
-    ("token type", "bad_header"),
-    ("'kid' header", "bad_header"),
-    ("JWS extension", "bad_header"),
-    ("claim", "bad_claims"),
-    ("lifetime", "bad_claims"),
-    ("not active", "inactive"),
-)
+# The reasons a verification is counted under: the `reason` of the token's refusal (a request
+# without a token, or one refused for its scope, is not a verification).
+_NOT_VERIFICATIONS = {
+    Reason.MISSING_TOKEN,
+    Reason.INVALID_REQUEST,
+    Reason.INSUFFICIENT_SCOPE,
+    Reason.JWKS_FETCH_FAILED,
+    Reason.UNUSABLE_KEY,
+}
+REASONS = tuple(reason.value for reason in Reason if reason not in _NOT_VERIFICATIONS)
 
 
 class Observer(Protocol):
@@ -92,18 +68,3 @@ def install(observer: Observer) -> None:
 def current() -> Observer:
     """Return the observer in use."""
     return _observer
-
-
-def reason_of(exc: ApiError) -> str:
-    """Return the fixed word for why a token was refused (never the token or its claims)."""
-    if isinstance(exc, TokenExpired):
-        return "expired"
-    if isinstance(exc, UnknownKey):
-        return "unknown_key"
-    if isinstance(exc, VerificationUnavailable):
-        return "keys_unavailable"
-    if isinstance(exc, InvalidToken):
-        for fragment, reason in _FRAGMENTS:
-            if fragment in exc.description:
-                return reason
-    return "invalid"

@@ -57,7 +57,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from jwt_verifier import observe
 from jwt_verifier.config import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES
-from jwt_verifier.errors import InvalidToken, KeysUnavailable, TokenExpired, UnknownKey, VerificationUnavailable
+from jwt_verifier.errors import (
+    InvalidToken,
+    KeysUnavailable,
+    Reason,
+    TokenExpired,
+    UnknownKey,
+    VerificationUnavailable,
+)
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
@@ -142,23 +149,23 @@ def _segment(raw: bytes) -> bytes:
     standard = raw.translate(_TO_STANDARD)
     if rest:
         if rest == 1 or raw[-1] not in _CANONICAL_LAST[rest]:
-            raise InvalidToken(_MALFORMED)
+            raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
         standard += _PADDING[rest]
     try:
         return binascii.a2b_base64(standard, strict_mode=True)
     except binascii.Error as exc:
-        raise InvalidToken(_MALFORMED) from exc
+        raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED) from exc
 
 
 def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
     """Return (header, payload, signing input, signature) segments, split as PyJWT does."""
     # A compact JWS is base64url and dots only; a surrogate would not even encode.
     if not token.isascii():
-        raise InvalidToken(_MALFORMED)
+        raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
     signing_input, _, signature = token.encode("ascii").rpartition(b".")
     segments = signing_input.split(b".")
     if len(segments) != 2:
-        raise InvalidToken(_MALFORMED)
+        raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
     return segments[0], segments[1], signing_input, signature
 
 
@@ -199,25 +206,25 @@ def _header(segment: bytes) -> dict[str, Any]:
     try:
         header = strict_json(_segment(segment))
     except (ValueError, RecursionError) as exc:
-        raise InvalidToken(_MALFORMED) from exc
+        raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED) from exc
     if not isinstance(header, dict):
-        raise InvalidToken(_MALFORMED)
+        raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
     if "crit" in header or "b64" in header:
         # RFC 7797 (b64) is the one extension PyJWT understands; we understand none.
-        raise InvalidToken("the token uses a JWS extension this server does not accept")
+        raise InvalidToken("the token uses a JWS extension this server does not accept", reason=Reason.BAD_HEADER)
     return header
 
 
 def _kid_of(header: dict[str, Any]) -> str:
     """Apply the header policy (alg, typ, kid) and return the kid."""
     if header.get("alg") not in ALGORITHMS:
-        raise InvalidToken("the token's algorithm is not accepted")
+        raise InvalidToken("the token's algorithm is not accepted", reason=Reason.BAD_HEADER)
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES:
-        raise InvalidToken("the token type must be at+jwt")
+        raise InvalidToken("the token type must be at+jwt", reason=Reason.BAD_HEADER)
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid or len(kid) > 128:
-        raise InvalidToken("the token has no usable 'kid' header")
+        raise InvalidToken("the token has no usable 'kid' header", reason=Reason.BAD_HEADER)
     return kid
 
 
@@ -348,7 +355,7 @@ class Verifier:
     def verify(self, token: str) -> dict[str, Any]:
         """Return the verified claims, or raise InvalidToken (or the key source's errors: see TokenVerifier)."""
         if len(token) > self.max_token_bytes:
-            raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes")
+            raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes", reason=Reason.TOO_LARGE)
         cache = self.cache
         if cache.max_entries <= 0:
             return self._verify(token)[0]  # nothing else holds these claims: no copy
@@ -385,7 +392,7 @@ class Verifier:
         try:
             key.verify(signature, signing_input, _PKCS1V15, _SHA256)
         except InvalidSignature:
-            raise InvalidToken("the token's signature is invalid") from None
+            raise InvalidToken("the token's signature is invalid", reason=Reason.BAD_SIGNATURE) from None
         claims = self._claims_of(payload)
         if known is None:
             if len(self._known_headers) >= MAX_KNOWN_HEADERS:
@@ -404,50 +411,50 @@ class Verifier:
         try:
             claims = strict_json(payload)
         except (ValueError, RecursionError) as exc:
-            raise InvalidToken("the token is malformed or its claims are invalid") from exc
+            raise InvalidToken("the token is malformed or its claims are invalid", reason=Reason.MALFORMED) from exc
         if not isinstance(claims, dict):
-            raise InvalidToken("the token is malformed or its claims are invalid")
+            raise InvalidToken("the token is malformed or its claims are invalid", reason=Reason.MALFORMED)
         get = claims.get
         iss, aud, exp, iat, sub, jti = get("iss"), get("aud"), get("exp"), get("iat"), get("sub"), get("jti")
         if iss is None or aud is None or exp is None or iat is None or sub is None or jti is None:
             name = next(name for name in REQUIRED_CLAIMS if get(name) is None)
-            raise InvalidToken(f"the token lacks the required '{name}' claim")
+            raise InvalidToken(f"the token lacks the required '{name}' claim", reason=Reason.BAD_CLAIMS)
         now = self.clock()
         if type(iat) is not int or not 0 <= iat < MAX_NUMERIC_DATE:
             iat = _integer(iat)
         if iat > now + self.leeway:
-            raise InvalidToken("the token is not valid yet")
+            raise InvalidToken("the token is not valid yet", reason=Reason.NOT_YET_VALID)
         if "nbf" in claims and _integer(claims["nbf"]) > now + self.leeway:
-            raise InvalidToken("the token is not valid yet")
+            raise InvalidToken("the token is not valid yet", reason=Reason.NOT_YET_VALID)
         if type(exp) is not int or not 0 <= exp < MAX_NUMERIC_DATE:
             exp = _integer(exp)
         if exp <= now - self.leeway:
-            raise TokenExpired("the token has expired")
+            raise TokenExpired()
         if exp - iat > self.max_lifetime:
-            raise InvalidToken("the token's lifetime is longer than this server accepts")
+            raise InvalidToken("the token's lifetime is longer than this server accepts", reason=Reason.BAD_CLAIMS)
         if not isinstance(iss, str) or iss != self.issuer:
-            raise InvalidToken("the token was not issued by the trusted issuer")
+            raise InvalidToken("the token was not issued by the trusted issuer", reason=Reason.WRONG_ISSUER)
         if not aud or aud != self.audience:
             _check_audience(aud, self.audience)
         if not isinstance(sub, str) or not sub:
-            raise InvalidToken("the 'sub' claim must be a non-empty string")
+            raise InvalidToken("the 'sub' claim must be a non-empty string", reason=Reason.BAD_CLAIMS)
         if not isinstance(jti, str) or not jti:
-            raise InvalidToken("the 'jti' claim must be a non-empty string")
+            raise InvalidToken("the 'jti' claim must be a non-empty string", reason=Reason.BAD_CLAIMS)
         if not isinstance(get("scope", ""), str):
-            raise InvalidToken("the 'scope' claim must be a string")
+            raise InvalidToken("the 'scope' claim must be a string", reason=Reason.BAD_CLAIMS)
         if not isinstance(get("client_id", ""), str):
-            raise InvalidToken("the 'client_id' claim must be a string")
+            raise InvalidToken("the 'client_id' claim must be a string", reason=Reason.BAD_CLAIMS)
         return claims
 
 
 def _check_audience(aud: Any, audience: str) -> None:
     """Accept `aud` naming `audience`: a non-empty string, or a list of strings, holding it."""
     if not aud:
-        raise InvalidToken("the token lacks the required 'aud' claim")
+        raise InvalidToken("the token lacks the required 'aud' claim", reason=Reason.BAD_CLAIMS)
     if isinstance(aud, str):
         aud = [aud]
     if not isinstance(aud, list) or not all(isinstance(a, str) for a in aud) or audience not in aud:
-        raise InvalidToken("the token is not meant for this API (audience)")
+        raise InvalidToken("the token is not meant for this API (audience)", reason=Reason.WRONG_AUDIENCE)
 
 
 def _integer(value: Any) -> int:
@@ -456,5 +463,5 @@ def _integer(value: Any) -> int:
     PyJWT would accept `"1700000000"` and `true` here (it calls `int()`); we do not.
     """
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_NUMERIC_DATE:
-        raise InvalidToken("the token is malformed or its claims are invalid")
+        raise InvalidToken("the token is malformed or its claims are invalid", reason=Reason.MALFORMED)
     return int(value)

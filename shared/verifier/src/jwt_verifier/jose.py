@@ -9,6 +9,8 @@ from typing import TypedDict
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from jwt_verifier.errors import JwkError
+
 ALGORITHM = "RS256"
 MIN_RSA_BITS = 2048
 _B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -23,10 +25,6 @@ class RsaPublicJwk(TypedDict):
     kid: str
     alg: str
     use: str
-
-
-class JwkError(ValueError):
-    """A JWK is not a usable RS256 verification key."""
 
 
 def b64url_encode(data: bytes) -> str:

@@ -24,11 +24,13 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, current_app, g, jsonify, request
 
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, VerificationUnavailable
+from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError, VerificationUnavailable
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.rfc9728 import metadata, metadata_path, metadata_url
 from jwt_verifier.verifier import TokenVerifier, Verifier
+
+__all__ = ["BearerAuth", "Protection", "error_response", "protection", "readiness"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -136,9 +138,18 @@ def _metadata() -> Response:
     return response
 
 
+def error_response(exc: JwtVerifierError, resource_metadata: str | None = None) -> Response:
+    """Render a library error as `{"error", "error_description"}` JSON with its status and headers, never cached."""
+    response = jsonify(error=exc.error, error_description=exc.description)
+    response.status_code = exc.status
+    response.headers.update(exc.response_headers(resource_metadata))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _render_bearer_error(exc: BearerError) -> Response:
-    return exc.to_response(resource_metadata=protection().metadata_url)
+    return error_response(exc, protection().metadata_url)
 
 
 def _render_unavailable(exc: VerificationUnavailable) -> Response:
-    return exc.to_response()
+    return error_response(exc)

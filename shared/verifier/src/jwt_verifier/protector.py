@@ -3,16 +3,17 @@
 The verifier behind it is local verification (`jwt_verifier.verifier.Verifier` with keys from
 the JWKS client) or anything else implementing `TokenVerifier` (the resource's introspection,
 say); all raise the errors of `jwt_verifier.errors`, which carry their own status and
-challenge. This module logs why a token was refused, once, and lets the errors pass on
-unchanged: the extension renders them, a page catches the classes it cares about.
+challenge. This module logs why a token was refused (its `reason`), once, and lets the errors
+pass on unchanged: an integration renders them, a page catches the classes it cares about.
+It imports no web framework: `acquire` reads any request object with `headers.getlist()`
+and `cookies` (Flask's and Starlette's both have them), `authenticate` takes the header values.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from flask import Request
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from jwt_verifier import observe
 from jwt_verifier.errors import InsufficientScope, InvalidToken, MissingToken, UnknownKey, VerificationUnavailable
@@ -20,6 +21,28 @@ from jwt_verifier.rfc6750 import bearer_token
 from jwt_verifier.verifier import TokenVerifier
 
 log = logging.getLogger(__name__)
+
+
+class Headers(Protocol):
+    """A request's headers: every value of one header by name."""
+
+    def getlist(self, key: str) -> list[str]:
+        """Return every value of the header `key`."""
+        ...
+
+
+class HttpRequest(Protocol):
+    """What `acquire` reads of a request (a Flask or a Starlette request)."""
+
+    @property
+    def headers(self) -> Headers:
+        """The request's headers."""
+        ...
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """The request's cookies."""
+        ...
 
 
 class ResourceProtector:
@@ -44,29 +67,36 @@ class ResourceProtector:
         try:
             claims = self.verifier.verify(token)
         except UnknownKey as exc:
-            log.info("token refused", extra={"fields": {"reason": "unknown kid", "kid": exc.kid}})
-            observe.current().verification("invalid", "unknown_key")
+            log.info("token refused", extra={"fields": {"reason": exc.reason, "kid": exc.kid}})
+            observe.current().verification("invalid", exc.reason)
             raise
         except InvalidToken as exc:
-            log.info("token refused", extra={"fields": {"reason": exc.description}})
-            observe.current().verification("invalid", observe.reason_of(exc))
+            log.info("token refused", extra={"fields": {"reason": exc.reason, "detail": exc.description}})
+            observe.current().verification("invalid", exc.reason)
             raise
         except VerificationUnavailable as exc:
-            log.warning("cannot verify tokens now", extra={"fields": {"reason": str(exc)}})
-            observe.current().verification("unavailable", "keys_unavailable")
+            log.warning("cannot verify tokens now", extra={"fields": {"reason": exc.reason, "detail": str(exc)}})
+            observe.current().verification("unavailable", exc.reason)
             raise
         observe.current().verification("valid", "none")
         return claims
 
-    def acquire(self, req: Request, scope: str | None = None) -> dict[str, Any]:
+    def acquire(self, req: HttpRequest, scope: str | None = None) -> dict[str, Any]:
         """Return the claims of the request's token, which must grant `scope` if given."""
+        cookies = req.cookies if self.cookie is not None else None  # parsed only when one may be read
+        return self.authenticate(req.headers.getlist("Authorization"), cookies, scope)
+
+    def authenticate(
+        self, authorization: Sequence[str], cookies: Mapping[str, str] | None = None, scope: str | None = None
+    ) -> dict[str, Any]:
+        """Return the claims of the token in `authorization` (the header's values) or, failing that, the cookie."""
         try:
-            token = bearer_token(req)
+            token = bearer_token(authorization)
         except InvalidToken as exc:
-            observe.current().verification("invalid", observe.reason_of(exc))
+            observe.current().verification("invalid", exc.reason)
             raise
-        if token is None and self.cookie is not None:
-            token = req.cookies.get(self.cookie)
+        if token is None and self.cookie is not None and cookies is not None:
+            token = cookies.get(self.cookie)
         if token is None:
             raise MissingToken()
         claims = self.validate(token)

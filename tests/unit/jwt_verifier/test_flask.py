@@ -1,4 +1,4 @@
-"""Unit tests for jwt_verifier.extension: a tiny Flask API protected the way the README shows."""
+"""Unit tests for jwt_verifier.flask: a tiny Flask API protected the way the README shows."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from flask import Flask, g
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from jwt_verifier import BearerAuth, VerifierConfig, protection
+from jwt_verifier import VerifierConfig
+from jwt_verifier.errors import InsufficientScope
+from jwt_verifier.flask import BearerAuth, error_response, protection
 from tests.support.fakes import JwksServer
 from tests.support.tokens import ISSUER, make_claims, sign
 
@@ -186,3 +188,14 @@ def test_one_extension_keeps_each_apps_protection_apart(jwks_server: JwksServer)
 def test_init_app_without_a_config_is_refused() -> None:
     with pytest.raises(TypeError, match="VerifierConfig"):
         BearerAuth().init_app(Flask(__name__))
+
+
+def test_a_bearer_error_renders_its_challenge_with_the_metadata_url() -> None:
+    url = "https://api.example/.well-known/oauth-protected-resource"
+    with Flask(__name__).app_context():
+        response = error_response(InsufficientScope("admin"), url)
+    assert response.status_code == 403
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="jwt-split", error="insufficient_scope", '
+        f'error_description="this resource needs the \'admin\' scope", scope="admin", resource_metadata="{url}"'
+    )

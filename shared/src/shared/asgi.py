@@ -1,0 +1,158 @@
+"""Per-request plumbing for an ASGI (FastAPI) service: trace context, request ids, access log, headers, metrics, JSON errors.
+
+The ASGI counterpart of `shared.web` (and `shared.errors`' handler), so a FastAPI service
+answers like the Flask ones: each request a server span continuing the caller's
+`traceparent` (its context, like the request id, follows the request into worker threads),
+an `X-Request-ID` on every answer (the caller's, when it is sane), `X-Content-Type-Options: nosniff`, one access-log line per request (the path only:
+query strings can carry codes or tokens), the `jwt_split_http_*` metrics by route name, and
+every error as `{"error", "error_description"}` JSON, never cached: the services' `ApiError`,
+Starlette's HTTP exceptions, a request that fails validation (400), and anything unexpected
+(a logged 500 with a generic body, never a traceback). The verifier library's errors are
+rendered by `jwt_verifier.fastapi`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jwt_verifier import observe
+from jwt_verifier.errors import RETRY_AFTER_SECONDS
+from shared import logs, metrics, tracing
+from shared.errors import ERROR_CODES, ApiError
+from shared.metrics import METHODS, UNMATCHED, PrometheusObserver
+
+log = logging.getLogger("access")
+errors_log = logging.getLogger("shared.errors")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class RequestPlumbing:
+    """ASGI middleware: request id, default headers, access log and request metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one connection scope; only HTTP requests are counted and logged."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = _header(scope, b"x-request-id")
+        request_id = supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+        token = logs.REQUEST_ID.set(request_id)
+        tracestate = ",".join(v.decode("latin-1") for k, v in scope["headers"] if k == b"tracestate") or None
+        trace = tracing.begin_request(scope["method"], _header(scope, b"traceparent") or None, tracestate)
+        started = time.perf_counter()
+        status = 500
+        error: BaseException | None = None
+        counted = False
+
+        def count() -> None:
+            # Counted and logged as the answer starts, as Flask's after_request does: a caller
+            # that has its answer can already see it counted.
+            nonlocal counted
+            counted = True
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            endpoint = getattr(route, "name", None) or UNMATCHED
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            metrics.HTTP_REQUESTS.labels(endpoint, method, str(status)).inc()
+            metrics.HTTP_DURATION.labels(endpoint).observe(elapsed)
+            fields = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+            }
+            log.info("request", extra={"fields": fields})
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                count()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if not counted:
+                count()  # no answer went through here: the server's own 500 follows
+            tracing.end_request(trace, status, error)
+            logs.REQUEST_ID.reset(token)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def error_response(status: int, error: str, description: str, headers: Mapping[str, str] | None = None) -> Response:
+    """Build a JSON error response that is never cached."""
+    merged = {**(headers or {}), "Cache-Control": "no-store"}
+    return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=merged)
+
+
+async def _render_api_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, ApiError):  # pragma: no cover - registered for ApiError only
+        raise exc
+    headers = exc.headers
+    if exc.status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **headers}
+    return error_response(exc.status, exc.error, exc.description, headers)
+
+
+async def _render_http_exception(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException only
+        raise exc
+    status = exc.status_code
+    if status >= 500:
+        errors_log.error("server error", extra={"fields": {"status": status}})
+        return error_response(status, ERROR_CODES.get(status, "server_error"), "The server hit an unexpected error.")
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() not in {"content-type", "content-length"}}
+    return error_response(status, ERROR_CODES.get(status, "invalid_request"), str(exc.detail), headers)
+
+
+async def _render_invalid_request(request: Request, exc: Exception) -> Response:
+    # The validation detail echoes the input back; say only where the request went wrong.
+    where = ""
+    if isinstance(exc, RequestValidationError) and exc.errors():
+        where = " (" + ".".join(str(part) for part in exc.errors()[0].get("loc", ())) + ")"
+    return error_response(400, "invalid_request", f"the request is not valid{where}")
+
+
+async def _render_unexpected(request: Request, exc: Exception) -> Response:
+    errors_log.error("server error", exc_info=exc, extra={"fields": {"status": 500}})
+    return error_response(500, "server_error", "The server hit an unexpected error.")
+
+
+def init_app(app: FastAPI) -> None:
+    """Install the request plumbing, the JSON error handlers and the verifier's metrics on `app`."""
+    observe.install(PrometheusObserver())
+    tracing.trace_jwks_fetches()
+    app.add_middleware(RequestPlumbing)
+    app.add_exception_handler(ApiError, _render_api_error)
+    app.add_exception_handler(HTTPException, _render_http_exception)
+    app.add_exception_handler(RequestValidationError, _render_invalid_request)
+    app.add_exception_handler(Exception, _render_unexpected)

@@ -1,0 +1,227 @@
+"""The library's one exception hierarchy: every refusal carries its reason, OAuth error, HTTP status and challenge.
+
+Framework-free: an integration (`jwt_verifier.flask`, `jwt_verifier.fastapi`) renders an error as
+`{"error": error, "error_description": description}` JSON with `status` and
+`response_headers()`; metrics, logs and audit read `reason`, a stable word from `Reason`, never
+the message text. Callers catch a class, never read a status back.
+
+    JwtVerifierError              the root: everything this library raises
+    ├── BearerError               RFC 6750 section 3: answered with a `WWW-Authenticate: Bearer` challenge
+    │   ├── MissingToken          401, no error code: no token was sent (section 3.1)
+    │   ├── InvalidRequest        400 invalid_request: the token was sent in a forbidden way
+    │   ├── InsufficientScope     403 insufficient_scope
+    │   └── InvalidToken          401 invalid_token: the one "bad token" branch (its reason says why)
+    │       ├── TokenExpired      the token was valid but its `exp` has passed (a refresh may help)
+    │       └── UnknownKey        the token names a `kid` the issuer does not publish
+    ├── VerificationUnavailable   503 temporarily_unavailable: ours to fix, not the client's
+    │   ├── KeysUnavailable       no verification key could be loaded from the issuer yet
+    │   └── JwksFetchError        one JWKS fetch failed (the JWKS client keeps the keys it has)
+    └── JwkError                  a JWK is not a usable RS256 verification key (also a ValueError)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "REALM",
+    "RETRY_AFTER_SECONDS",
+    "BearerError",
+    "InsufficientScope",
+    "InvalidRequest",
+    "InvalidToken",
+    "JwkError",
+    "JwksFetchError",
+    "JwtVerifierError",
+    "KeysUnavailable",
+    "MissingToken",
+    "Reason",
+    "TokenExpired",
+    "UnknownKey",
+    "VerificationUnavailable",
+    "bearer_challenge",
+]
+
+REALM = "jwt-split"
+RETRY_AFTER_SECONDS = 5
+
+
+class Reason(StrEnum):
+    """Why a request or a key was refused: the stable words metrics, logs and audit use."""
+
+    MISSING_TOKEN = "missing_token"
+    INVALID_REQUEST = "invalid_request"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_AUDIENCE = "wrong_audience"
+    WRONG_ISSUER = "wrong_issuer"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_HEADER = "bad_header"
+    BAD_CLAIMS = "bad_claims"
+    TOO_LARGE = "too_large"
+    MALFORMED = "malformed"
+    INACTIVE = "inactive"
+    INVALID = "invalid"
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    JWKS_FETCH_FAILED = "jwks_fetch_failed"
+    UNUSABLE_KEY = "unusable_key"
+
+
+def bearer_challenge(
+    error: str | None = None,
+    description: str | None = None,
+    scope: str | None = None,
+    *,
+    resource_metadata: str | None = None,
+) -> str:
+    """Return an RFC 6750 section 3 `WWW-Authenticate` value (with RFC 9728 section 5.1's `resource_metadata`)."""
+    params = [f'realm="{REALM}"']
+    for name, value in (
+        ("error", error),
+        ("error_description", description),
+        ("scope", scope),
+        ("resource_metadata", resource_metadata),
+    ):
+        if value:
+            # Our own fixed messages; still, a quote or backslash must not end the quoted-string.
+            params.append(f'{name}="{value.replace(chr(92), "").replace(chr(34), chr(39))}"')
+    return "Bearer " + ", ".join(params)
+
+
+class JwtVerifierError(Exception):
+    """Anything this library raises: a description safe to send, its reason, OAuth error code and HTTP status."""
+
+    status = 400
+    error = "invalid_request"
+    reason: Reason = Reason.INVALID
+
+    def __init__(self, description: str, *, reason: Reason | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        if reason is not None:
+            self.reason = reason
+        self.headers: dict[str, str] = {}
+
+    def www_authenticate(self, resource_metadata: str | None = None) -> str | None:
+        """Return the `WWW-Authenticate` value this error is answered with, if any."""
+        return None
+
+    def response_headers(self, resource_metadata: str | None = None) -> dict[str, str]:
+        """Return the headers this error is answered with (a challenge, `Retry-After`)."""
+        return dict(self.headers)
+
+
+class BearerError(JwtVerifierError):
+    """An error of a protected resource (RFC 6750 section 3), with its `Bearer` challenge."""
+
+    status = 401
+    challenge_error: str | None = None
+
+    def __init__(self, description: str, *, scope: str | None = None, reason: Reason | None = None) -> None:
+        self.scope = scope
+        super().__init__(description, reason=reason)
+        self.headers["WWW-Authenticate"] = self.challenge()
+
+    def challenge(self, resource_metadata: str | None = None) -> str:
+        """Return this error's challenge, pointing at the API's RFC 9728 metadata when given."""
+        # Without an error code (no token sent, section 3.1) the challenge says nothing more.
+        detail = self.description if self.challenge_error else None
+        return bearer_challenge(self.challenge_error, detail, self.scope, resource_metadata=resource_metadata)
+
+    def www_authenticate(self, resource_metadata: str | None = None) -> str:
+        """Return the challenge (RFC 6750 section 3), naming the metadata URL when given (RFC 9728 section 5.1)."""
+        return self.challenge(resource_metadata)
+
+    def response_headers(self, resource_metadata: str | None = None) -> dict[str, str]:
+        """Return the headers, the challenge naming the metadata URL when given."""
+        return {**self.headers, "WWW-Authenticate": self.challenge(resource_metadata)}
+
+
+class MissingToken(BearerError):
+    """No token was sent (section 3.1: no error code in the challenge)."""
+
+    error = "unauthorized"
+    reason = Reason.MISSING_TOKEN
+
+    def __init__(self, description: str = "send an access token as 'Authorization: Bearer <token>'") -> None:
+        super().__init__(description)
+
+
+class InvalidRequest(BearerError):
+    """The request carries the token in a way RFC 6750 forbids."""
+
+    status = 400
+    error = challenge_error = "invalid_request"
+    reason = Reason.INVALID_REQUEST
+
+
+class InsufficientScope(BearerError):
+    """The token is valid but lacks a scope the resource needs."""
+
+    status = 403
+    error = challenge_error = "insufficient_scope"
+    reason = Reason.INSUFFICIENT_SCOPE
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this resource needs the '{scope}' scope", scope=scope)
+
+
+class InvalidToken(BearerError):
+    """The token must be refused; the message is one of our fixed texts, safe to send; `reason` says why."""
+
+    error = challenge_error = "invalid_token"
+
+    def __init__(self, description: str, *, reason: Reason = Reason.INVALID) -> None:
+        super().__init__(description, reason=reason)
+
+
+class TokenExpired(InvalidToken):
+    """The token was valid but its `exp` has passed."""
+
+    def __init__(self, description: str = "the token has expired") -> None:
+        super().__init__(description, reason=Reason.EXPIRED)
+
+
+class UnknownKey(InvalidToken):
+    """The token names a `kid` the issuer does not publish; `kid` is kept for the log only."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__("the token was signed with a key the issuer does not publish", reason=Reason.UNKNOWN_KEY)
+        self.kid = kid[:128]
+
+
+class VerificationUnavailable(JwtVerifierError):
+    """A token cannot be checked right now (the issuer is down or answered nonsense): a 503.
+
+    `str()` gives the detail, for the log; the client learns only that it should retry.
+    """
+
+    status = 503
+    error = "temporarily_unavailable"
+    reason = Reason.KEYS_UNAVAILABLE
+
+    def __init__(self, detail: str, *, reason: Reason | None = None) -> None:
+        super().__init__("tokens cannot be verified right now; try again shortly", reason=reason)
+        self.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class KeysUnavailable(VerificationUnavailable):
+    """No verification key could be loaded: the issuer has not been reachable yet."""
+
+
+class JwksFetchError(VerificationUnavailable):
+    """A JWKS fetch failed; the detail says why (and never holds response content)."""
+
+    reason = Reason.JWKS_FETCH_FAILED
+
+
+class JwkError(JwtVerifierError, ValueError):
+    """A JWK is not a usable RS256 verification key."""
+
+    reason = Reason.UNUSABLE_KEY

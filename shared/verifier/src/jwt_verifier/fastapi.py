@@ -1,0 +1,223 @@
+"""The FastAPI (Starlette) integration: protect an API's routes with access tokens from one issuer.
+
+    auth = BearerAuth(VerifierConfig(issuer=..., audience=..., resource=...))
+    app = FastAPI()
+    auth.init_app(app)
+
+    @app.get("/orders")
+    def orders(claims: Annotated[Claims, Depends(require_scope("orders:read"))]) -> dict[str, str]:
+        return {"sub": claims["sub"]}
+
+`init_app` builds the JWKS client, the verifier and the protector for that app (in
+`app.state.jwt_verifier`, see `protection()`), serves the RFC 9728 metadata, and renders the
+library's errors as JSON: 401/403/400 with a `WWW-Authenticate: Bearer` challenge (RFC 6750
+section 3) that names the metadata URL (RFC 9728 section 5.1), 503 with `Retry-After` when
+keys cannot be had. `require_scope` is a dependency yielding the verified claims; it also puts
+the bearer scheme in the app's OpenAPI document, its errors being ours (`auto_error=False`).
+
+No JWKS fetch runs on the event loop: a token whose key is held is verified on the loop (a
+signature check, tens of microseconds); one that needs a fetch (a new `kid`, no keys yet) is
+verified in a worker thread, and a stale key set is refreshed in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError
+from jwt_verifier.jwks import JwksClient
+from jwt_verifier.protector import ResourceProtector
+from jwt_verifier.rfc9728 import metadata, metadata_path, metadata_url
+from jwt_verifier.verifier import TokenVerifier, Verifier
+
+__all__ = ["BearerAuth", "Claims", "Protection", "bearer_scheme", "protection", "readiness", "require_scope"]
+
+Claims = dict[str, Any]
+
+STATE = "jwt_verifier"
+METADATA_MAX_AGE = 300
+
+
+class _FetchNeeded(JwtVerifierError):
+    """The key is not held and the caller runs the event loop: verify in a worker thread instead.
+
+    Never leaves this module: `require_scope` catches it.
+    """
+
+
+class _HeldKeysOnTheLoop:
+    """A key source that, on an event loop, answers only from the keys held (never fetching there)."""
+
+    def __init__(self, jwks: JwksClient) -> None:
+        self.jwks = jwks
+
+    def get(self, kid: str) -> rsa.RSAPublicKey:
+        """Return the key for `kid`; fetch (within the JWKS client's limits) only off the event loop."""
+        key = self.jwks.held(kid)
+        if key is not None:
+            return key
+        if _on_event_loop():
+            raise _FetchNeeded("the key must be fetched first")
+        return self.jwks.get(kid)
+
+    def subscribe(self, callback: Callable[[frozenset[str]], None]) -> None:
+        """Hear of every change of the key set (the verifier purges its cache)."""
+        self.jwks.subscribe(callback)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What `init_app` built for one app; `local` says the verifier never blocks on the loop."""
+
+    config: VerifierConfig
+    jwks: JwksClient
+    verifier: TokenVerifier
+    protector: ResourceProtector
+    metadata_url: str
+    local: bool
+
+
+def protection(app: FastAPI) -> Protection:
+    """Return the protection `init_app` installed on `app`."""
+    found = getattr(app.state, STATE, None)
+    if found is None:
+        raise RuntimeError("jwt_verifier.fastapi: call BearerAuth.init_app(app) before serving requests")
+    return cast(Protection, found)
+
+
+class _BearerScheme(HTTPBearer):
+    """The bearer scheme in the OpenAPI document; the token itself is read by the protector (RFC 6750)."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        """Read nothing: `require_scope` reads the header and answers with our own errors."""
+        return None
+
+
+bearer_scheme = _BearerScheme(
+    bearerFormat="JWT",
+    scheme_name="bearerAuth",
+    description="An access token from the issuer (RFC 9068), as `Authorization: Bearer <token>` (RFC 6750).",
+    auto_error=False,
+)
+
+
+class BearerAuth:
+    """Protect a FastAPI app's routes with access tokens (RFC 6750, RFC 9068, RFC 9728).
+
+    `cookie` names an HttpOnly cookie that may carry the token when no header does (see
+    `ResourceProtector`).
+    """
+
+    def __init__(self, config: VerifierConfig | None = None, *, cookie: str | None = None) -> None:
+        self.config = config
+        self._cookie = cookie
+
+    def init_app(
+        self, app: FastAPI, config: VerifierConfig | None = None, *, verifier: TokenVerifier | None = None
+    ) -> Protection:
+        """Build this app's JWKS client, verifier and protector; serve the metadata; render the errors.
+
+        `verifier` replaces local verification (introspection, say); it is called in a worker
+        thread, as it may block.
+        """
+        config = config or self.config
+        if config is None:
+            raise TypeError("BearerAuth needs a VerifierConfig, in the constructor or in init_app")
+        jwks = JwksClient(config)
+        local = verifier is None
+        verifier = verifier or Verifier(
+            _HeldKeysOnTheLoop(jwks),
+            issuer=config.issuer,
+            audience=config.audience,
+            leeway=config.leeway,
+            max_token_bytes=config.max_token_bytes,
+            cache_size=config.token_cache_size,
+        )
+        found = Protection(
+            config=config,
+            jwks=jwks,
+            verifier=verifier,
+            protector=ResourceProtector(verifier, cookie=self._cookie, scopes=frozenset(config.scopes_supported)),
+            metadata_url=metadata_url(config.resource),
+            local=local,
+        )
+        setattr(app.state, STATE, found)
+        app.add_api_route(metadata_path(config.resource), _metadata, methods=["GET"], include_in_schema=False)
+        app.add_exception_handler(JwtVerifierError, _render_error)
+        if config.jwks_prefetch:
+            jwks.prefetch()
+        return found
+
+    def require(self, scope: str | None = None) -> Callable[..., Awaitable[Claims]]:
+        """Return a dependency requiring a valid access token, and `scope` if given (see `require_scope`)."""
+        return require_scope(scope)
+
+
+def require_scope(scope: str | None = None) -> Callable[..., Awaitable[Claims]]:
+    """Return a dependency that yields the verified claims of the request's token, which must grant `scope`.
+
+    Use it as `claims: Annotated[Claims, Depends(require_scope("orders:read"))]`; the app must have been
+    given a `BearerAuth.init_app`. Refusals are raised as the library's errors and rendered by
+    the handler `init_app` installs.
+    """
+
+    async def verified_claims(request: Request, _: Annotated[None, Depends(bearer_scheme)]) -> Claims:
+        found = protection(request.app)
+        authorization = request.headers.getlist("authorization")
+        cookies = request.cookies if found.protector.cookie is not None else None
+        if found.local:
+            try:
+                return found.protector.authenticate(authorization, cookies, scope)
+            except _FetchNeeded:
+                pass  # the key must be fetched: off the loop
+        return await run_in_threadpool(found.protector.authenticate, authorization, cookies, scope)
+
+    return verified_claims
+
+
+async def readiness(request: Request) -> JSONResponse:
+    """Answer a readiness probe: 200 once verification keys are held, 503 with `Retry-After` until then."""
+    jwks = protection(request.app).jwks
+    ready = bool(jwks.kids) or await run_in_threadpool(jwks.ensure_loaded)
+    if ready:
+        return JSONResponse({"status": "ready", "kids": jwks.kids})
+    return JSONResponse(
+        {"status": "not ready", "reason": "no verification keys loaded from the issuer yet"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _metadata(request: Request) -> JSONResponse:
+    document = cast(dict[str, Any], metadata(protection(request.app).config))
+    return JSONResponse(document, headers={"Cache-Control": f"public, max-age={METADATA_MAX_AGE}"})
+
+
+async def _render_error(request: Request, exc: Exception) -> Response:
+    """Render a library error as `{"error", "error_description"}` JSON with its status and headers, never cached."""
+    if not isinstance(exc, JwtVerifierError):  # pragma: no cover - registered for JwtVerifierError only
+        raise exc
+    resource_metadata = protection(request.app).metadata_url if isinstance(exc, BearerError) else None
+    headers = {**exc.response_headers(resource_metadata), "Cache-Control": "no-store"}
+    return JSONResponse(
+        {"error": exc.error, "error_description": exc.description}, status_code=exc.status, headers=headers
+    )
