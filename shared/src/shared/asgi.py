@@ -13,6 +13,8 @@ rendered by `jwt_verifier.fastapi`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
 import time
@@ -21,7 +23,8 @@ from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -97,6 +100,9 @@ class RequestPlumbing:
         finally:
             if not counted:
                 count()  # no answer went through here: the server's own 500 follows
+            route = getattr(scope.get("route"), "path", None)
+            if route:
+                tracing.name_request(scope["method"], route)
             tracing.end_request(trace, status, error)
             logs.REQUEST_ID.reset(token)
 
@@ -156,3 +162,43 @@ def init_app(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _render_http_exception)
     app.add_exception_handler(RequestValidationError, _render_invalid_request)
     app.add_exception_handler(Exception, _render_unexpected)
+
+
+# Swagger UI's script and stylesheet, from the CDN FastAPI uses, at a fixed major version.
+SWAGGER_CDN = "https://cdn.jsdelivr.net"
+SWAGGER_JS = f"{SWAGGER_CDN}/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
+SWAGGER_CSS = f"{SWAGGER_CDN}/npm/swagger-ui-dist@5/swagger-ui.css"
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def serve_docs(app: FastAPI, path: str = "/docs") -> None:
+    """Serve Swagger UI for the app's `/openapi.json` at `path`, under a CSP that allows exactly what it loads.
+
+    Build the app with `docs_url=None`. The page loads Swagger UI's script and stylesheet from
+    the CDN (so it needs the browser to reach it) and runs one inline script, allowed by its
+    hash; it fetches the OpenAPI document from this origin only and may not be framed.
+    """
+    openapi_url = app.openapi_url or "/openapi.json"
+    page = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{app.title} - Swagger UI",
+        swagger_js_url=SWAGGER_JS,
+        swagger_css_url=SWAGGER_CSS,
+        swagger_favicon_url="data:,",  # no third origin for a favicon
+    )
+    body = bytes(page.body)
+    inline = "".join(f" 'sha256-{_sha256(script)}'" for script in _INLINE_SCRIPT.findall(body.decode()))
+    csp = (
+        f"default-src 'none'; script-src {SWAGGER_JS}{inline}; style-src {SWAGGER_CSS} 'unsafe-inline'; "
+        "img-src data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+    headers = {"Content-Security-Policy": csp, "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
+
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(body, headers=headers)
+
+    app.add_api_route(path, docs, methods=["GET"], include_in_schema=False, name="docs")
+
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
