@@ -8,6 +8,7 @@ It shows the two halves of service-to-service auth:
   only the public half from `/client-jwks.json`.
 
     GET /api/report   (scope reports:read) who called, and what the profile API said to us
+    GET /api/caller   (scope reports:read) who called, from the token alone
 
 Served by gunicorn with uvicorn workers (shared.asgi_worker); its OpenAPI document is at
 /openapi.json, rendered at /docs.
@@ -159,6 +160,15 @@ async def report(claims: Caller, request: Request) -> JSONResponse:
             "caller": {"aud": claims["aud"], "scope": claims.get("scope", ""), "sub": claims["sub"]},
             "profile_api": {"aud": seen.get("aud"), "scope": seen.get("scope", ""), "sub": seen.get("sub")},
         },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/api/caller", name="reports.caller")
+async def caller(claims: Caller) -> JSONResponse:
+    """Say who called, from the verified token alone (no call to the profile API)."""
+    return JSONResponse(
+        {"aud": claims["aud"], "scope": claims.get("scope", ""), "sub": claims["sub"]},
         headers={"Cache-Control": "no-store"},
     )
 

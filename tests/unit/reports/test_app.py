@@ -73,6 +73,22 @@ def test_report_names_the_caller_and_what_the_profile_api_saw_of_this_service(
     assert response.headers["Cache-Control"] == "no-store"
 
 
+def test_caller_names_the_caller_without_calling_the_profile_api(
+    make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer
+) -> None:
+    client = make_app(profile_api_url=jwks_server.base_url)
+    token = token_for()
+    response = client.get("/api/caller", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"aud": REPORTS_AUDIENCE, "scope": "reports:read", "sub": _claims(token)["sub"]}
+    assert response.headers["Cache-Control"] == "no-store"
+    assert jwks_server.paths == []
+    _assert_error(
+        client.get("/api/caller", headers=bearer(token_for(scope="reports:write"))), 403, "insufficient_scope"
+    )
+    _assert_error(client.get("/api/caller"), 401, "unauthorized")
+
+
 def test_the_service_token_is_fetched_once_for_many_reports(
     client: AppClient, token_for: TokenFactory, issuer: Issuer
 ) -> None:
@@ -356,6 +372,7 @@ def test_openapi_lists_the_report_with_the_bearer_scheme_and_its_scope(client: A
         "description": document["components"]["securitySchemes"]["bearerAuth"]["description"],
     }
     assert document["paths"]["/api/report"]["get"]["security"] == [{"bearerAuth": []}]
+    assert document["paths"]["/api/caller"]["get"]["security"] == [{"bearerAuth": []}]
     for public in ("/healthz", "/readyz", "/client-jwks.json"):
         assert "security" not in document["paths"][public]["get"]
 
