@@ -185,6 +185,7 @@ def serve_docs(app: FastAPI, path: str = "/docs") -> None:
         swagger_js_url=SWAGGER_JS,
         swagger_css_url=SWAGGER_CSS,
         swagger_favicon_url="data:,",  # no third origin for a favicon
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io either
     )
     body = bytes(page.body)
     inline = "".join(f" 'sha256-{_sha256(script)}'" for script in _INLINE_SCRIPT.findall(body.decode()))
