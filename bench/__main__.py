@@ -31,11 +31,20 @@ from issuer.db import Database
 from issuer.settings import IssuerSettings
 from issuer.tokens import Grant, RefreshTokens, mint_access_token
 from issuer.users import UserStore
-from tests.support.processes import GunicornService, count_events, issuer_process, resource_process
+from tests.support.processes import (
+    REPORTS_WORKER,
+    GunicornService,
+    count_events,
+    free_port,
+    issuer_process,
+    resource_process,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ISSUER_URL = "http://localhost:8000"
 AUDIENCE = "jwt-split-api"
+REPORTS_AUDIENCE = "jwt-split-reports"
+REPORTS_WORKERS = 4
 JWKS_MAX_AGE = 300
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -48,26 +57,26 @@ def say(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def _alice(settings: IssuerSettings, database: Database) -> Grant:
+def _alice(settings: IssuerSettings, database: Database, scope: str = "profile admin") -> Grant:
     user = UserStore(database, settings.password_hasher()).get("alice")
     assert user is not None, "the bench issuer seeds the demo user alice"
-    return Grant(user.id, user.username, "cli", "profile admin")
+    return Grant(user.id, user.username, "cli", scope)
 
 
-def _mint_batch(args: tuple[str, int]) -> list[str]:
-    data_dir, count = args
+def _mint_batch(args: tuple[str, int, str, str]) -> list[str]:
+    data_dir, count, audience, scope = args
     settings = IssuerSettings(data_dir=Path(data_dir))
     database = settings.database()
     signing = settings.key_store(database, settings.load_kek()).signing_key()
-    grant = _alice(settings, database)
+    grant = _alice(settings, database, scope)
     database.dispose()
-    return [mint_access_token(signing, grant, issuer=ISSUER_URL, audience=AUDIENCE, ttl=600)[0] for _ in range(count)]
+    return [mint_access_token(signing, grant, issuer=ISSUER_URL, audience=audience, ttl=600)[0] for _ in range(count)]
 
 
-def mint_tokens(data_dir: Path, count: int) -> list[str]:
-    """Sign `count` access tokens with the issuer's active key and code, on both cores."""
+def mint_tokens(data_dir: Path, count: int, audience: str = AUDIENCE, scope: str = "profile admin") -> list[str]:
+    """Sign `count` access tokens for `audience` with the issuer's active key and code, on both cores."""
     half = (count + 1) // 2
-    jobs = [(str(data_dir), half)] * 2
+    jobs = [(str(data_dir), half, audience, scope)] * 2
     with ProcessPoolExecutor(2, mp_context=get_context("fork")) as pool:
         return [token for batch in pool.map(_mint_batch, jobs) for token in batch]
 
@@ -192,6 +201,54 @@ def start_services(
     return bearer, local_started
 
 
+def reports_service(run_dir: Path, issuer: GunicornService) -> GunicornService:
+    """Prepare the reports API under its uvicorn workers; `/api/caller` never calls the profile API."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    env = {
+        "REPORTS_ISSUER": ISSUER_URL,
+        "REPORTS_ISSUER_INTERNAL_URL": issuer.url,
+        "REPORTS_PROFILE_API_URL": nowhere,
+        "REPORTS_DATA_DIR": str(run_dir / "reports-data"),
+        "REPORTS_TOKEN_PREFETCH": "false",
+    }
+    return GunicornService(
+        "reports",
+        "reports_api:create_app()",
+        env,
+        run_dir / "reports.log",
+        workers=REPORTS_WORKERS,
+        worker_class=REPORTS_WORKER,
+    )
+
+
+def reports_http(reports: GunicornService, data_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """Measure the reports API's unprotected `/healthz` and protected `/api/caller` in interleaved rounds."""
+    reports.start()
+    reports.wait_all_workers("jwks loaded", timeout=60)
+    minted = mint_tokens(data_dir, 1, REPORTS_AUDIENCE, "reports:read")
+    bearer = {"Authorization": f"Bearer {minted[0]}"}
+    url = f"{reports.url}/api/caller"
+    for warm_up, headers in ((f"{reports.url}/healthz", None), (url, bearer)):
+        wrk(warm_up, seconds=1, headers=headers)
+    per_run = int(wrk(url, seconds=SECONDS, headers=bearer).rps * SECONDS * 1.3) + 500
+    fresh = mint_tokens(data_dir, ROUNDS * per_run, REPORTS_AUDIENCE, "reports:read")
+    files = [
+        write_lines(run_dir / f"reports-tokens-{i}.txt", fresh[i * per_run : (i + 1) * per_run]) for i in range(ROUNDS)
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ("plain", "protected_repeated", "protected_new")}
+    for round_no in range(ROUNDS):
+        say(f"reports round {round_no + 1}/{ROUNDS}: /healthz, /api/caller (repeated, new tokens)")
+        runs["plain"].append(measured(f"{reports.url}/healthz", [reports]))
+        runs["protected_repeated"].append(measured(url, [reports], headers=bearer))
+        runs["protected_new"].append(measured(url, [reports], script="tokens.lua", script_args=(str(files[round_no]),)))
+    reports.stop()
+    return {
+        "settings": f"-k {REPORTS_WORKER} -w{REPORTS_WORKERS}",
+        "plain": combine(runs["plain"]),
+        **{name: combine(done, runs["plain"]) for name, done in runs.items() if name != "plain"},
+    }
+
+
 def main() -> int:
     """Run everything and print the table."""
     started = time.time()
@@ -301,6 +358,11 @@ def main() -> int:
             )
             candidate.stop()
         results["gunicorn"] = compared
+
+        say("reports API (FastAPI, uvicorn workers): /healthz beside the protected /api/caller")
+        reports = reports_service(run_dir, issuer)
+        services.append(reports)
+        results["reports_http"] = reports_http(reports, data_dir, run_dir)
     finally:
         for service in services:
             service.stop()

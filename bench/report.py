@@ -148,7 +148,38 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]
                     None,
                 )
             )
+    if "reports_http" in results:
+        out += reports_rows(results["reports_http"])
     return out
+
+
+def reports_rows(reports: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
+    """Return the reports API's rows: a protected FastAPI endpoint beside an unprotected one of the same app."""
+    plain, repeated, new = (reports[k] for k in ("plain", "protected_repeated", "protected_new"))
+
+    def figure(run: dict[str, Any]) -> str:
+        return f"{run['rps']:,.0f} rps; {run['cpu_us_per_request']:,.0f} µs CPU/req"
+
+    def cpu(run: dict[str, Any]) -> str:
+        return f"(CPU: {plain['cpu_us_per_request'] / run['cpu_us_per_request']:.2f})"
+
+    return [
+        (f"8. reports API (FastAPI, {reports['settings']}): `/healthz`", figure(plain), "1.00", "floor", None),
+        (
+            "8a. reports `/api/caller` (protected), repeated token",
+            figure(repeated),
+            f"{repeated['ratio_to_plain']:.2f} {cpu(repeated)}",
+            "≥ 0.9",
+            repeated["ratio_to_plain"] >= 0.9,
+        ),
+        (
+            "8b. reports `/api/caller`, new token every request",
+            figure(new),
+            f"{new['ratio_to_plain']:.2f} {cpu(new)}",
+            "≥ 0.75",
+            new["ratio_to_plain"] >= 0.75,
+        ),
+    ]
 
 
 def table(results: dict[str, Any]) -> str:

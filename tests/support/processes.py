@@ -28,6 +28,8 @@ from tests.support.browsing import DEMO_USERS
 BIN = Path(sys.executable).parent
 # The metrics variables' prefix of each app module (shared.gunicorn_conf.METRICS_PORTS).
 METRICS_PREFIX = {"issuer": "ISSUER", "resource_server": "RESOURCE", "reports_api": "REPORTS"}
+# The reports API is a FastAPI app: uvicorn workers (as in reports/Dockerfile and scripts/run-local).
+REPORTS_WORKER = "shared.asgi_worker.AsgiWorker"
 
 
 def free_port() -> int:
@@ -310,4 +312,5 @@ def reports_process(
         log_dir / "reports.log",
         port=port,
         workers=workers,
+        worker_class=REPORTS_WORKER,
     )

@@ -1,4 +1,4 @@
-"""The reports API: a second API protected with the jwt_verifier library, calling the first with its own token.
+"""The reports API: a FastAPI app protected with the jwt_verifier library, calling the first API with its own token.
 
 It shows the two halves of service-to-service auth:
 - as an API, it verifies tokens for its own audience (`jwt-split-reports`) locally, so a token
@@ -8,6 +8,10 @@ It shows the two halves of service-to-service auth:
   only the public half from `/client-jwks.json`.
 
     GET /api/report   (scope reports:read) who called, and what the profile API said to us
+    GET /api/caller   (scope reports:read) who called, from the token alone
+
+Served by gunicorn with uvicorn workers (shared.asgi_worker); its OpenAPI document is at
+/openapi.json, rendered at /docs.
 """
 
 from __future__ import annotations
@@ -16,22 +20,22 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import requests
-from flask import Blueprint, Flask, Response, current_app, g, jsonify
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from jwt_verifier import VerifierConfig
-from jwt_verifier.flask import BearerAuth
-from shared import logs, readiness, tracing, web
+from jwt_verifier.fastapi import BearerAuth, Claims, require_scope
+from shared import asgi, logs, tracing
 from shared.errors import ApiError
 from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_bool, env_float, env_str, env_url
 
 log = logging.getLogger(__name__)
-bp = Blueprint("reports", __name__)
-auth = BearerAuth()
-EXTENSION = "reports"
+router = APIRouter()
 
 
 @dataclass(frozen=True)
@@ -137,40 +141,53 @@ class ProfileApi:
         return claims
 
 
-def _profile_api() -> ProfileApi:
-    api: ProfileApi = current_app.extensions[EXTENSION]
+def _profile_api(request: Request) -> ProfileApi:
+    api: ProfileApi = request.app.state.profile_api
     return api
 
 
-@bp.get("/api/report")
-@auth.require(scope="reports:read")
-def report() -> Response:
+Caller = Annotated[Claims, Depends(require_scope("reports:read"))]
+
+
+@router.get("/api/report", name="reports.report")
+async def report(claims: Caller, request: Request) -> JSONResponse:
     """Report who called, and who the profile API saw when this service called it with its own token."""
-    claims = _profile_api().me()
-    response = jsonify(
-        caller={"sub": g.claims["sub"], "scope": g.claims.get("scope", ""), "aud": g.claims["aud"]},
-        profile_api={"sub": claims.get("sub"), "scope": claims.get("scope", ""), "aud": claims.get("aud")},
+    # The token keeper and the call are blocking (requests): in a worker thread, never on the event loop.
+    seen = await run_in_threadpool(_profile_api(request).me)
+    # Keys in sorted order: the same bytes as the Flask app answered.
+    return JSONResponse(
+        {
+            "caller": {"aud": claims["aud"], "scope": claims.get("scope", ""), "sub": claims["sub"]},
+            "profile_api": {"aud": seen.get("aud"), "scope": seen.get("scope", ""), "sub": seen.get("sub")},
+        },
+        headers={"Cache-Control": "no-store"},
     )
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
-@bp.get("/client-jwks.json")
-def client_jwks() -> Response:
+@router.get("/api/caller", name="reports.caller")
+async def caller(claims: Caller) -> JSONResponse:
+    """Say who called, from the verified token alone (no call to the profile API)."""
+    return JSONResponse(
+        {"aud": claims["aud"], "scope": claims.get("scope", ""), "sub": claims["sub"]},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/client-jwks.json", name="reports.client_jwks")
+async def client_jwks(request: Request) -> JSONResponse:
     """Publish this service's public client key: the issuer checks its client assertions with it."""
-    response = jsonify(_profile_api().tokens.jwks)
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return JSONResponse(_profile_api(request).tokens.jwks, headers={"Cache-Control": "public, max-age=300"})
 
 
-@bp.get("/healthz")
-def healthz() -> Response:
+@router.get("/healthz", name="reports.healthz")
+async def healthz() -> dict[str, str]:
     """Answer while the process is alive."""
-    return jsonify(status="ok")
+    return {"status": "ok"}
 
 
-# Ready once every worker holds the issuer's verification keys; 503 until then.
-bp.get("/readyz")(readiness.readiness)
+# Ready once every worker holds the issuer's verification keys (and, with prefetch, a service
+# token); 503 until then.
+router.add_api_route("/readyz", asgi.readiness_probe, methods=["GET"], name="reports.readyz")
 
 
 def _holds_token(tokens: ServiceTokens) -> bool:
@@ -182,14 +199,14 @@ def _holds_token(tokens: ServiceTokens) -> bool:
     return True
 
 
-def create_app(settings: ReportsSettings | None = None) -> Flask:
+def create_app(settings: ReportsSettings | None = None) -> FastAPI:
     """Build the reports API."""
     settings = settings or ReportsSettings.from_env()
     logs.configure("reports", settings.log_level)
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
-    web.init_app(app)
-    auth.init_app(app, settings.verifier)
+    app = FastAPI(title="jwt-split reports API", version="0.2.0", docs_url=None, redoc_url=None)
+    asgi.init_app(app)
+    asgi.serve_docs(app)
+    BearerAuth(settings.verifier).init_app(app)
     tokens = ServiceTokens(
         client_id=settings.client_id,
         key=load_or_create_key(settings.data_dir / "client-key.pem"),
@@ -202,9 +219,9 @@ def create_app(settings: ReportsSettings | None = None) -> Flask:
     if settings.token_prefetch:
         tokens.keep_fresh()  # every worker holds a token before its first call, and through an issuer outage
         # Ready once it holds one too: a call before would be refused while the token is retried.
-        readiness.init_app(app, also=lambda: _holds_token(tokens))
+        asgi.init_readiness(app, also=lambda: _holds_token(tokens))
     else:
-        readiness.init_app(app)
-    app.extensions[EXTENSION] = ProfileApi(settings.profile_api_url, tokens, settings.timeout, tracing.session())
-    app.register_blueprint(bp)
+        asgi.init_readiness(app)
+    app.state.profile_api = ProfileApi(settings.profile_api_url, tokens, settings.timeout, tracing.session())
+    app.include_router(router)
     return app

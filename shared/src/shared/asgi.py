@@ -13,23 +13,27 @@ rendered by `jwt_verifier.fastapi`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jwt_verifier import fastapi as verifier_fastapi
 from jwt_verifier import observe
 from jwt_verifier.errors import RETRY_AFTER_SECONDS
-from shared import logs, metrics, tracing
+from shared import logs, metrics, readiness, tracing
 from shared.errors import ERROR_CODES, ApiError
 from shared.metrics import METHODS, UNMATCHED, PrometheusObserver
 
@@ -97,6 +101,9 @@ class RequestPlumbing:
         finally:
             if not counted:
                 count()  # no answer went through here: the server's own 500 follows
+            route = getattr(scope.get("route"), "path", None)
+            if route:
+                tracing.name_request(scope["method"], route)
             tracing.end_request(trace, status, error)
             logs.REQUEST_ID.reset(token)
 
@@ -156,3 +163,67 @@ def init_app(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _render_http_exception)
     app.add_exception_handler(RequestValidationError, _render_invalid_request)
     app.add_exception_handler(Exception, _render_unexpected)
+
+
+def init_readiness(app: FastAPI, *, also: Callable[[], bool] | None = None) -> None:
+    """Mark this worker ready once the verifier of `app` holds keys, and `also()` is true if given.
+
+    See `shared.readiness.watch`; `readiness_probe` reads it for the whole service.
+    """
+    readiness.watch(verifier_fastapi.protection(app).jwks, also=also)
+
+
+async def readiness_probe(request: Request) -> Response:
+    """Answer a readiness probe: 200 when this worker and all its siblings hold keys, else 503 (shared.readiness)."""
+    response = await verifier_fastapi.readiness(request)
+    if response.status_code != 200:
+        return response
+    reason = readiness.siblings_waiting()
+    if reason is None:
+        return response
+    return JSONResponse(
+        {"status": "not ready", "reason": reason},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+# Swagger UI's script and stylesheet, from the CDN FastAPI uses, at a fixed major version.
+SWAGGER_CDN = "https://cdn.jsdelivr.net"
+SWAGGER_JS = f"{SWAGGER_CDN}/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
+SWAGGER_CSS = f"{SWAGGER_CDN}/npm/swagger-ui-dist@5/swagger-ui.css"
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def serve_docs(app: FastAPI, path: str = "/docs") -> None:
+    """Serve Swagger UI for the app's `/openapi.json` at `path`, under a CSP that allows exactly what it loads.
+
+    Build the app with `docs_url=None`. The page loads Swagger UI's script and stylesheet from
+    the CDN (so it needs the browser to reach it) and runs one inline script, allowed by its
+    hash; it fetches the OpenAPI document from this origin only and may not be framed.
+    """
+    openapi_url = app.openapi_url or "/openapi.json"
+    page = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{app.title} - Swagger UI",
+        swagger_js_url=SWAGGER_JS,
+        swagger_css_url=SWAGGER_CSS,
+        swagger_favicon_url="data:,",  # no third origin for a favicon
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io either
+    )
+    body = bytes(page.body)
+    inline = "".join(f" 'sha256-{_sha256(script)}'" for script in _INLINE_SCRIPT.findall(body.decode()))
+    csp = (
+        f"default-src 'none'; script-src {SWAGGER_JS}{inline}; style-src {SWAGGER_CSS} 'unsafe-inline'; "
+        "img-src data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+    headers = {"Content-Security-Policy": csp, "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
+
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(body, headers=headers)
+
+    app.add_api_route(path, docs, methods=["GET"], include_in_schema=False, name="docs")
+
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()

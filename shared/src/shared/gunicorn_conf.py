@@ -5,7 +5,8 @@ processes (two gthread workers let them pile onto one; see docs/performance.md).
 WEB_CONCURRENCY and GUNICORN_THREADS override the counts. The workers are gthread workers that
 read each request's head on their event loop (shared.worker): a connection costs a thread only
 once its head has arrived, and one whose head is not in within GUNICORN_HEADER_TIMEOUT seconds
-(default 5) is closed.
+(default 5) is closed. The reports API, a FastAPI app, overrides the class with
+`-k shared.asgi_worker.AsgiWorker` (uvicorn workers); the hooks below run for it all the same.
 
 The master also serves the app's Prometheus metrics, summed over its workers, on a port of its
 own: `<SERVICE>_METRICS_PORT` (0 turns it off) on `<SERVICE>_METRICS_HOST` (default 0.0.0.0,

@@ -8,7 +8,9 @@ verifier first holds keys, and whatever else the app needs: the reports API's se
 of workers the master runs. The master (shared.gunicorn_conf) makes the directory, tells the
 workers where it is (JWT_SPLIT_READY_DIR), keeps the worker count in it (also after TTIN or
 TTOU), removes a dead worker's file and the directory at exit. A process not run by that
-master (the unit tests' apps) is ready when it holds keys itself.
+master (the unit tests' apps) is ready when it holds keys itself. `watch` and `siblings_waiting`
+serve any framework: `init_app` and `readiness` here are the Flask services', shared.asgi has
+the FastAPI ones.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from flask import Flask, Response, jsonify
 from jwt_verifier.errors import RETRY_AFTER_SECONDS
 from jwt_verifier.flask import protection
 from jwt_verifier.flask import readiness as verifier_readiness
+from jwt_verifier.jwks import JwksClient
 
 READY_DIR_ENV = "JWT_SPLIT_READY_DIR"
 WORKERS_FILE = "workers"
@@ -104,13 +107,12 @@ def workers_waiting() -> tuple[int, int]:
     return max(0, expected - ready), expected
 
 
-def init_app(app: Flask, *, also: Callable[[], bool] | None = None) -> None:
-    """Mark this worker ready once the verifier of `app` holds keys, and `also()` is true if given.
+def watch(jwks: JwksClient, *, also: Callable[[], bool] | None = None) -> None:
+    """Mark this worker ready once `jwks` holds keys, and `also()` is true if given (any framework).
 
     `also` (the reports API's service token, say) is asked every POLL_SECONDS from a daemon
     thread until both hold; it must answer quickly and not raise.
     """
-    jwks = protection(app).jwks
     if also is None:
         jwks.subscribe(lambda kids: mark_ready())
         if jwks.kids:  # loaded before the subscription
@@ -131,15 +133,26 @@ def init_app(app: Flask, *, also: Callable[[], bool] | None = None) -> None:
     threading.Thread(target=wait, name="readiness", daemon=True).start()
 
 
+def siblings_waiting() -> str | None:
+    """Say why the service is not ready while this worker is (None once every worker holds keys)."""
+    waiting, workers = workers_waiting()
+    return f"{waiting} of {workers} workers hold no verification keys yet" if waiting else None
+
+
+def init_app(app: Flask, *, also: Callable[[], bool] | None = None) -> None:
+    """Mark this worker of a Flask app ready once its verifier holds keys, and `also()` is true if given."""
+    watch(protection(app).jwks, also=also)
+
+
 def readiness() -> Response:
     """Answer a readiness probe: 200 when this worker and all its siblings hold keys, else 503."""
     response = verifier_readiness()
     if response.status_code != 200:
         return response
-    waiting, workers = workers_waiting()
-    if not waiting:
+    reason = siblings_waiting()
+    if reason is None:
         return response
-    response = jsonify(status="not ready", reason=f"{waiting} of {workers} workers hold no verification keys yet")
+    response = jsonify(status="not ready", reason=reason)
     response.status_code = 503
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response

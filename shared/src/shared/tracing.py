@@ -270,6 +270,17 @@ def end_request(token: Token[_Active | None], status: int | None, error: BaseExc
         _close(active, status, error)
 
 
+def name_request(method: str, route: str) -> None:
+    """Name the request's server span after its route (`GET /api/report`), as `begin_request` does.
+
+    For an ASGI app, whose route is known only after the span is open.
+    """
+    active = _current.get()
+    if active is not None and active.otel is not None:
+        active.otel.update_name(f"{method} {route}")
+        active.otel.set_attribute("http.route", route)
+
+
 # -- requests out (requests) --------------------------------------------------------------------
 
 

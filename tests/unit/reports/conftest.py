@@ -1,4 +1,7 @@
-"""Fixtures for the reports API's tests: a real issuer and profile API on loopback, and reports apps on them."""
+"""Fixtures for the reports API's tests: a real issuer and profile API on loopback, and reports apps on them.
+
+Each reports app is served by a real uvicorn on loopback (`AppClient`), as in production.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +9,28 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
 from flask import Flask
-from flask.testing import FlaskClient
 
 import resource_server
 from issuer import create_app as create_issuer_app
 from issuer import extensions
 from issuer.clients import Client
 from issuer.settings import IssuerSettings
+from jwt_verifier import fastapi as verifier_fastapi
 from jwt_verifier.flask import protection
-from reports_api import EXTENSION, ProfileApi, ReportsSettings, create_app
+from reports_api import ProfileApi, ReportsSettings, create_app
 from resource_server.settings import ResourceSettings
 from shared.oauth_client import ServiceTokens
+from tests.support.asgi import serve_asgi
 from tests.support.fakes import CountingApp, WsgiServer
 from tests.support.tokens import jwks_json
 
@@ -32,7 +39,22 @@ REPORTS_AUDIENCE = "jwt-split-reports"
 REPORTS_CLIENT = "reports-api"
 PUBLIC_URL = "http://reports.test"
 
-AppFactory = Callable[..., Flask]
+
+class AppClient:
+    """A reports app served by uvicorn on loopback, and a client of it."""
+
+    def __init__(self, app: FastAPI, url: str) -> None:
+        self.app = app
+        self.url = url
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> requests.Response:
+        """GET `path` of the app (never through a proxy, never following a redirect)."""
+        with requests.Session() as session:
+            session.trust_env = False
+            return session.get(f"{self.url}{path}", headers=headers, timeout=30, allow_redirects=False)
+
+
+AppFactory = Callable[..., AppClient]
 TokenFactory = Callable[..., str]
 
 
@@ -107,10 +129,11 @@ def profile_api(issuer: Issuer) -> Iterator[ProfileService]:
 
 @pytest.fixture
 def make_app(issuer: Issuer, profile_api: ProfileService, tmp_path: Path) -> Iterator[AppFactory]:
-    """Build reports apps on the issuer and the profile API; `register=False` leaves the client unregistered."""
-    apps: list[Flask] = []
+    """Serve reports apps on the issuer and the profile API; `register=False` leaves the client unregistered."""
+    apps: list[FastAPI] = []
+    servers = ExitStack()
 
-    def make(*, register: bool = True, **overrides: Any) -> Flask:
+    def make(*, register: bool = True, **overrides: Any) -> AppClient:
         options: dict[str, Any] = {
             "issuer": issuer.url,
             "issuer_internal_url": issuer.url,
@@ -127,19 +150,20 @@ def make_app(issuer: Issuer, profile_api: ProfileService, tmp_path: Path) -> Ite
         if register:
             jwks = json.dumps(profile_of(app).tokens.jwks)
             issuer.register(REPORTS_CLIENT, jwks, audience=PROFILE_AUDIENCE, scope="profile")
-        return app
+        return AppClient(app, servers.enter_context(serve_asgi(app)))
 
     yield make
+    servers.close()
     for app in apps:
-        protection(app).jwks.session.close()
+        verifier_fastapi.protection(app).jwks.session.close()
         profile_of(app).session.close()
         profile_of(app).tokens.session.close()
 
 
 @pytest.fixture
-def client(make_app: AppFactory) -> FlaskClient:
+def client(make_app: AppFactory) -> AppClient:
     """A client of a reports app whose own client is registered at the issuer."""
-    return make_app().test_client()
+    return make_app()
 
 
 @pytest.fixture
@@ -165,9 +189,9 @@ def token_for(issuer: Issuer, other_rsa_key: rsa.RSAPrivateKey) -> TokenFactory:
     return mint
 
 
-def profile_of(app: Flask) -> ProfileApi:
+def profile_of(app: FastAPI) -> ProfileApi:
     """Return the reports app's client of the profile API."""
-    api: ProfileApi = app.extensions[EXTENSION]
+    api: ProfileApi = app.state.profile_api
     return api
 
 

@@ -1,9 +1,13 @@
-"""Unit tests for the reports app: a real issuer and a real profile API on loopback, the app through Flask's test client."""
+"""Unit tests for the reports app: a real issuer and a real profile API on loopback, the app on a real uvicorn."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import os
+import re
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,17 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 import pytest
-from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
+import requests
 
 from jwt_verifier.jose import public_jwk
+from shared import readiness
 from shared.oauth_client import KeyFileError, load_or_create_key
 from tests.support.fakes import JwksServer, finishes_within
+from tests.support.processes import wait_until
 from tests.unit.reports.conftest import (
     PROFILE_AUDIENCE,
     PUBLIC_URL,
     REPORTS_AUDIENCE,
     REPORTS_CLIENT,
+    AppClient,
     AppFactory,
     Issuer,
     ProfileService,
@@ -42,10 +48,10 @@ def _claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _assert_error(response: TestResponse, status: int, error: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body: dict[str, Any] = response.get_json()
+def _assert_error(response: requests.Response, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body: dict[str, Any] = response.json()
     assert body["error"] == error
     assert set(body) == {"error", "error_description"}
     assert response.headers["Cache-Control"] == "no-store"
@@ -56,20 +62,38 @@ def _assert_error(response: TestResponse, status: int, error: str) -> dict[str, 
 
 
 def test_report_names_the_caller_and_what_the_profile_api_saw_of_this_service(
-    client: FlaskClient, token_for: TokenFactory
+    client: AppClient, token_for: TokenFactory
 ) -> None:
     token = token_for()
     response = client.get("/api/report", headers=bearer(token))
-    assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.get_json() == {
+    assert response.status_code == 200, response.text
+    assert response.json() == {
         "caller": {"sub": _claims(token)["sub"], "scope": "reports:read", "aud": REPORTS_AUDIENCE},
         "profile_api": {"sub": REPORTS_CLIENT, "scope": "profile", "aud": PROFILE_AUDIENCE},
     }
+    # Compact, keys sorted: the bytes `make demo` shows (and the Flask app answered).
+    assert b'"profile_api":{"aud":"jwt-split-api","scope":"profile","sub":"reports-api"}' in response.content
     assert response.headers["Cache-Control"] == "no-store"
 
 
+def test_caller_names_the_caller_without_calling_the_profile_api(
+    make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer
+) -> None:
+    client = make_app(profile_api_url=jwks_server.base_url)
+    token = token_for()
+    response = client.get("/api/caller", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"aud": REPORTS_AUDIENCE, "scope": "reports:read", "sub": _claims(token)["sub"]}
+    assert response.headers["Cache-Control"] == "no-store"
+    assert jwks_server.paths == []
+    _assert_error(
+        client.get("/api/caller", headers=bearer(token_for(scope="reports:write"))), 403, "insufficient_scope"
+    )
+    _assert_error(client.get("/api/caller"), 401, "unauthorized")
+
+
 def test_the_service_token_is_fetched_once_for_many_reports(
-    client: FlaskClient, token_for: TokenFactory, issuer: Issuer
+    client: AppClient, token_for: TokenFactory, issuer: Issuer
 ) -> None:
     token = token_for()
     before = issuer.token_requests
@@ -89,7 +113,7 @@ def test_concurrent_reports_share_one_service_token_fetch(
 
     def report() -> int:
         barrier.wait(timeout=10)
-        return app.test_client().get("/api/report", headers=bearer(token)).status_code
+        return app.get("/api/report", headers=bearer(token)).status_code
 
     with ThreadPoolExecutor(callers) as pool:
         statuses = [future.result(timeout=60) for future in [pool.submit(report) for _ in range(callers)]]
@@ -98,7 +122,7 @@ def test_concurrent_reports_share_one_service_token_fetch(
 
 
 def test_reports_go_on_with_the_issuer_down_after_the_first_token(
-    client: FlaskClient, token_for: TokenFactory, issuer: Issuer
+    client: AppClient, token_for: TokenFactory, issuer: Issuer
 ) -> None:
     token = token_for()
     assert client.get("/api/report", headers=bearer(token)).status_code == 200
@@ -106,12 +130,12 @@ def test_reports_go_on_with_the_issuer_down_after_the_first_token(
     # Both APIs verify locally with the keys they hold; the reports API reuses its own token.
     for _ in range(3):
         response = client.get("/api/report", headers=bearer(token))
-        assert response.status_code == 200, response.get_data(as_text=True)
-        assert response.get_json()["profile_api"]["sub"] == REPORTS_CLIENT
+        assert response.status_code == 200, response.text
+        assert response.json()["profile_api"]["sub"] == REPORTS_CLIENT
 
 
 def test_nothing_logged_carries_a_token(
-    client: FlaskClient, token_for: TokenFactory, caplog: pytest.LogCaptureFixture
+    client: AppClient, token_for: TokenFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     token = token_for()
@@ -124,7 +148,7 @@ def test_nothing_logged_carries_a_token(
 
 
 def test_profile_api_down_is_503_with_retry_after(make_app: AppFactory, token_for: TokenFactory, dead_url: str) -> None:
-    client = make_app(profile_api_url=dead_url.removesuffix("/.well-known/jwks.json")).test_client()
+    client = make_app(profile_api_url=dead_url.removesuffix("/.well-known/jwks.json"))
     response = client.get("/api/report", headers=bearer(token_for()))
     _assert_error(response, 503, "temporarily_unavailable")
     assert response.headers["Retry-After"] == "5"
@@ -172,10 +196,10 @@ def test_a_profile_api_answering_nonsense_is_a_json_error_not_a_500(
     make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer, status: int, body: bytes, expected: int
 ) -> None:
     jwks_server.answer(status, body, {"Content-Type": "application/json"})
-    client = make_app(profile_api_url=jwks_server.base_url).test_client()
+    client = make_app(profile_api_url=jwks_server.base_url)
     response = client.get("/api/report", headers=bearer(token_for()))
     _assert_error(response, expected, "temporarily_unavailable" if expected == 503 else "bad_gateway")
-    assert UPSTREAM_SECRET not in response.get_data(as_text=True)
+    assert UPSTREAM_SECRET not in response.text
     assert jwks_server.paths == ["/api/me"]
 
 
@@ -183,14 +207,14 @@ def test_a_redirect_from_the_profile_api_is_not_followed(
     make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer
 ) -> None:
     jwks_server.answer(302, b"", {"Location": "/elsewhere"})
-    client = make_app(profile_api_url=jwks_server.base_url).test_client()
+    client = make_app(profile_api_url=jwks_server.base_url)
     _assert_error(client.get("/api/report", headers=bearer(token_for())), 502, "bad_gateway")
     assert jwks_server.paths == ["/api/me"]
 
 
 def test_a_slow_profile_api_is_503(make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer) -> None:
     jwks_server.delay = 3.0
-    client = make_app(profile_api_url=jwks_server.base_url, timeout=0.3).test_client()
+    client = make_app(profile_api_url=jwks_server.base_url, timeout=0.3)
     _assert_error(client.get("/api/report", headers=bearer(token_for())), 503, "temporarily_unavailable")
 
 
@@ -200,7 +224,7 @@ def test_a_profile_api_trickling_its_answer_is_503_within_the_timeout(
 ) -> None:
     jwks_server.answer(200, b'{"claims": {}, "padding": "' + b"x" * 200 + b'"}')
     jwks_server.trickle_in(part)
-    client = make_app(profile_api_url=jwks_server.base_url, timeout=1.0).test_client()
+    client = make_app(profile_api_url=jwks_server.base_url, timeout=1.0)
     headers = bearer(token_for())
     response = finishes_within(3, jwks_server, lambda: client.get("/api/report", headers=headers))
     _assert_error(response, 503, "temporarily_unavailable")
@@ -222,14 +246,14 @@ class RefuseFirst:
 
 
 def test_a_401_from_the_profile_api_is_retried_once_with_a_fresh_token(
-    client: FlaskClient, token_for: TokenFactory, issuer: Issuer, profile_api: ProfileService
+    client: AppClient, token_for: TokenFactory, issuer: Issuer, profile_api: ProfileService
 ) -> None:
     refusing = RefuseFirst(profile_api.app)
     profile_api.server.mount(refusing)
     token = token_for()
     before = issuer.token_requests
     response = client.get("/api/report", headers=bearer(token))
-    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.status_code == 200, response.text
     assert len(refusing.tokens) == 2
     assert refusing.tokens[0] != refusing.tokens[1]
     assert issuer.token_requests == before + 2
@@ -239,7 +263,7 @@ def test_a_profile_api_refusing_every_token_is_502_after_one_retry(
     make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer, issuer: Issuer
 ) -> None:
     jwks_server.answer(401, b'{"error": "invalid_token"}', {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    client = make_app(profile_api_url=jwks_server.base_url).test_client()
+    client = make_app(profile_api_url=jwks_server.base_url)
     token = token_for()
     before = issuer.token_requests
     _assert_error(client.get("/api/report", headers=bearer(token)), 502, "bad_gateway")
@@ -253,7 +277,7 @@ def test_a_profile_api_refusing_every_token_is_502_after_one_retry(
 def test_the_issuer_refusing_the_reports_client_is_502_with_only_the_issuers_description(
     make_app: AppFactory, token_for: TokenFactory
 ) -> None:
-    client = make_app(register=False).test_client()
+    client = make_app(register=False)
     body = _assert_error(client.get("/api/report", headers=bearer(token_for())), 502, "bad_gateway")
     assert body["error_description"] == "the issuer refused: client authentication failed"
 
@@ -261,14 +285,14 @@ def test_the_issuer_refusing_the_reports_client_is_502_with_only_the_issuers_des
 # -- tokens at /api/report ----------------------------------------------------------------
 
 
-def test_no_token_is_401_with_a_bare_challenge_naming_the_metadata(client: FlaskClient) -> None:
+def test_no_token_is_401_with_a_bare_challenge_naming_the_metadata(client: AppClient) -> None:
     response = client.get("/api/report")
     _assert_error(response, 401, "unauthorized")
     assert response.headers["WWW-Authenticate"] == f'Bearer realm="jwt-split", resource_metadata="{METADATA_URL}"'
 
 
 @pytest.mark.parametrize("token", ["garbage", "a.b.c", "x" * 10_000], ids=["word", "three-parts", "huge"])
-def test_a_malformed_token_is_401_invalid_token_naming_the_metadata(client: FlaskClient, token: str) -> None:
+def test_a_malformed_token_is_401_invalid_token_naming_the_metadata(client: AppClient, token: str) -> None:
     response = client.get("/api/report", headers=bearer(token))
     _assert_error(response, 401, "invalid_token")
     challenge = response.headers["WWW-Authenticate"]
@@ -276,13 +300,13 @@ def test_a_malformed_token_is_401_invalid_token_naming_the_metadata(client: Flas
     assert challenge.endswith(f'resource_metadata="{METADATA_URL}"')
 
 
-def test_a_token_for_the_profile_api_is_401_here(client: FlaskClient, token_for: TokenFactory) -> None:
+def test_a_token_for_the_profile_api_is_401_here(client: AppClient, token_for: TokenFactory) -> None:
     response = client.get("/api/report", headers=bearer(token_for(audience=PROFILE_AUDIENCE, scope="profile")))
     _assert_error(response, 401, "invalid_token")
     assert f'resource_metadata="{METADATA_URL}"' in response.headers["WWW-Authenticate"]
 
 
-def test_a_token_without_reports_read_is_403_naming_the_scope(client: FlaskClient, token_for: TokenFactory) -> None:
+def test_a_token_without_reports_read_is_403_naming_the_scope(client: AppClient, token_for: TokenFactory) -> None:
     response = client.get("/api/report", headers=bearer(token_for(scope="reports:write")))
     _assert_error(response, 403, "insufficient_scope")
     challenge = response.headers["WWW-Authenticate"]
@@ -294,10 +318,10 @@ def test_a_token_without_reports_read_is_403_naming_the_scope(client: FlaskClien
 # -- metadata, keys, health ---------------------------------------------------------------
 
 
-def test_protected_resource_metadata_describes_the_reports_api(client: FlaskClient, issuer: Issuer) -> None:
+def test_protected_resource_metadata_describes_the_reports_api(client: AppClient, issuer: Issuer) -> None:
     response = client.get("/.well-known/oauth-protected-resource")
     assert response.status_code == 200
-    document = response.get_json()
+    document = response.json()
     assert document["resource"] == PUBLIC_URL
     assert document["authorization_servers"] == [issuer.url]
     assert document["scopes_supported"] == ["reports:read"]
@@ -305,18 +329,40 @@ def test_protected_resource_metadata_describes_the_reports_api(client: FlaskClie
 
 
 def test_client_jwks_publishes_only_the_public_half_of_the_key_file(make_app: AppFactory, tmp_path: Path) -> None:
-    response = make_app().test_client().get("/client-jwks.json")
+    response = make_app().get("/client-jwks.json")
     assert response.status_code == 200
     key = load_or_create_key(tmp_path / "reports" / "client-key.pem")
-    assert response.get_json() == {"keys": [public_jwk(key.public_key())]}
-    assert [sorted(jwk) for jwk in response.get_json()["keys"]] == [["alg", "e", "kid", "kty", "n", "use"]]
+    assert response.json() == {"keys": [public_jwk(key.public_key())]}
+    assert [sorted(jwk) for jwk in response.json()["keys"]] == [["alg", "e", "kid", "kty", "n", "use"]]
 
 
-def test_healthz_answers_and_readyz_is_ready_once_keys_are_loaded(client: FlaskClient) -> None:
-    assert client.get("/healthz").get_json() == {"status": "ok"}
+def test_healthz_answers_and_readyz_is_ready_once_keys_are_loaded(client: AppClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["status"] == "ready"
+    assert ready.json()["status"] == "ready"
+
+
+def test_readyz_is_503_while_a_sibling_worker_holds_no_keys(
+    make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The FastAPI app's probe counts every worker of the run (shared.readiness), as the resource's does."""
+    monkeypatch.delenv(readiness.READY_DIR_ENV, raising=False)
+    run = readiness.prepare(str(tmp_path), 2)  # as the gunicorn master does; this process is one worker
+    try:
+        client = make_app()
+        assert client.get("/readyz").status_code == 503  # its keys load now, if not yet
+        wait_until(lambda: (run / str(os.getpid())).exists(), timeout=10, what="this worker's record")
+        waiting = client.get("/readyz")
+        assert waiting.status_code == 503, waiting.text
+        assert waiting.json() == {"status": "not ready", "reason": "1 of 2 workers hold no verification keys yet"}
+        assert waiting.headers["Retry-After"] == "5"
+        (run / str(os.getppid())).touch()  # a live sibling that holds keys
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "ready"
+    finally:
+        readiness.remove(run)
 
 
 @pytest.mark.parametrize("content", [b"garbage\n", b""], ids=["garbage", "empty"])
@@ -328,3 +374,59 @@ def test_create_app_with_a_bad_key_file_fails_with_a_message_naming_it(
     path.write_bytes(content)
     with pytest.raises(KeyFileError, match=f"^{path} does not hold an unencrypted PEM RSA private key"):
         make_app(register=False)
+
+
+# -- the event loop, OpenAPI and /docs ----------------------------------------------------
+
+
+def test_a_report_waiting_on_the_profile_api_does_not_hold_up_other_requests(
+    make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer
+) -> None:
+    """The upstream call blocks a worker thread, never the event loop: other requests are answered meanwhile."""
+    client = make_app(profile_api_url=jwks_server.base_url, timeout=30.0)
+    token = token_for()
+    jwks_server.hold()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.get, "/api/report", bearer(token))
+        try:
+            jwks_server.wait_for_requests(1)
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/api/report").status_code == 401  # verified (refused) on the loop meanwhile
+            assert not pending.done()
+        finally:
+            jwks_server.release()
+        _assert_error(pending.result(timeout=30), 502, "bad_gateway")
+
+
+def test_openapi_lists_the_report_with_the_bearer_scheme_and_its_scope(client: AppClient) -> None:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": document["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+    assert document["paths"]["/api/report"]["get"]["security"] == [{"bearerAuth": []}]
+    assert document["paths"]["/api/caller"]["get"]["security"] == [{"bearerAuth": []}]
+    for public in ("/healthz", "/readyz", "/client-jwks.json"):
+        assert "security" not in document["paths"][public]["get"]
+
+
+def test_docs_is_swagger_ui_under_a_csp_that_allows_exactly_what_it_loads(client: AppClient) -> None:
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    page = response.text
+    assert "/openapi.json" in page
+    directives = dict(d.strip().partition(" ")[::2] for d in response.headers["Content-Security-Policy"].split(";"))
+    assert directives["default-src"] == "'none'"
+    assert directives["connect-src"] == "'self'"
+    assert directives["frame-ancestors"] == "'none'"
+    # Every script the page loads or runs is allowed by name or by hash, and nothing else.
+    (inline,) = re.findall(r"<script>(.*?)</script>", page, re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    sources = re.findall(r'<script src="([^"]+)"', page)
+    assert sorted(directives["script-src"].split()) == sorted([*sources, f"'sha256-{digest}'"])
+    assert all(src.startswith("https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/") for src in sources)
