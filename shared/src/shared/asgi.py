@@ -13,22 +13,23 @@ rendered by `jwt_verifier.fastapi`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import html
+import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from jwt_verifier import fastapi as verifier_fastapi
 from jwt_verifier import observe
@@ -188,42 +189,78 @@ async def readiness_probe(request: Request) -> Response:
     )
 
 
-# Swagger UI's script and stylesheet, from the CDN FastAPI uses, at a fixed major version.
-SWAGGER_CDN = "https://cdn.jsdelivr.net"
-SWAGGER_JS = f"{SWAGGER_CDN}/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
-SWAGGER_CSS = f"{SWAGGER_CDN}/npm/swagger-ui-dist@5/swagger-ui.css"
-_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+# Swagger UI's script and stylesheet, from the swagger-ui-bundle package: served by the app
+# itself, so /docs renders offline and needs no third origin.
+SWAGGER_UI = Path(str(swagger_ui_path))
+SWAGGER_VERSION = SWAGGER_UI.name  # swagger-ui-4.15.5: in the assets' paths, so they may be cached long
+ASSET_MAX_AGE = 86400
+_ASSETS = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8", "swagger-ui.css": "text/css; charset=utf-8"}
+_INIT_SCRIPT = "swagger-init.js"
 
 
 def serve_docs(app: FastAPI, path: str = "/docs") -> None:
-    """Serve Swagger UI for the app's `/openapi.json` at `path`, under a CSP that allows exactly what it loads.
+    """Serve Swagger UI for the app's `/openapi.json` at `path`, all of it from this origin, under a strict CSP.
 
-    Build the app with `docs_url=None`. The page loads Swagger UI's script and stylesheet from
-    the CDN (so it needs the browser to reach it) and runs one inline script, allowed by its
-    hash; it fetches the OpenAPI document from this origin only and may not be framed.
+    Build the app with `docs_url=None`. The page loads Swagger UI's script and stylesheet, and
+    a script of ours that starts it, from `{path}/{SWAGGER_VERSION}/`: no inline script, so
+    `script-src 'self'` and `style-src 'self'`; it fetches the OpenAPI document from this origin
+    only and may not be framed.
     """
     openapi_url = app.openapi_url or "/openapi.json"
-    page = get_swagger_ui_html(
-        openapi_url=openapi_url,
-        title=f"{app.title} - Swagger UI",
-        swagger_js_url=SWAGGER_JS,
-        swagger_css_url=SWAGGER_CSS,
-        swagger_favicon_url="data:,",  # no third origin for a favicon
-        swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io either
+    base = f"{path}/{SWAGGER_VERSION}"
+    title = html.escape(f"{app.title} - Swagger UI")
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1.0">\n'
+        f"<title>{title}</title>\n"
+        '<link rel="icon" href="data:,">\n'  # no request for a favicon
+        f'<link rel="stylesheet" href="{base}/swagger-ui.css">\n'
+        '</head>\n<body>\n<div id="swagger-ui"></div>\n'
+        f'<script src="{base}/swagger-ui-bundle.js"></script>\n'
+        f'<script src="{base}/{_INIT_SCRIPT}"></script>\n'
+        "</body>\n</html>\n"
     )
-    body = bytes(page.body)
-    inline = "".join(f" 'sha256-{_sha256(script)}'" for script in _INLINE_SCRIPT.findall(body.decode()))
+    # FastAPI's settings for Swagger UI, with no badge from validator.swagger.io.
+    settings = {
+        "url": openapi_url,
+        "dom_id": "#swagger-ui",
+        "layout": "BaseLayout",
+        "deepLinking": True,
+        "showExtensions": True,
+        "showCommonExtensions": True,
+        "validatorUrl": None,
+    }
+    init = (
+        f"window.ui = SwaggerUIBundle(Object.assign({json.dumps(settings)}, "
+        "{presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset]}));\n"
+    )
     csp = (
-        f"default-src 'none'; script-src {SWAGGER_JS}{inline}; style-src {SWAGGER_CSS} 'unsafe-inline'; "
-        "img-src data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     )
     headers = {"Content-Security-Policy": csp, "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
+    cached = {"Cache-Control": f"public, max-age={ASSET_MAX_AGE}"}
 
     async def docs() -> HTMLResponse:
-        return HTMLResponse(body, headers=headers)
+        return HTMLResponse(page, headers=headers)
+
+    async def init_script() -> Response:
+        return Response(init, media_type="text/javascript; charset=utf-8", headers=cached)
 
     app.add_api_route(path, docs, methods=["GET"], include_in_schema=False, name="docs")
+    app.add_api_route(f"{base}/{_INIT_SCRIPT}", init_script, methods=["GET"], include_in_schema=False, name="docs.init")
+    for name, media_type in _ASSETS.items():
+        app.add_api_route(
+            f"{base}/{name}",
+            _asset(SWAGGER_UI / name, media_type),
+            methods=["GET"],
+            include_in_schema=False,
+            name="docs.asset",
+        )
 
 
-def _sha256(text: str) -> str:
-    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+def _asset(file: Path, media_type: str) -> Callable[[], Awaitable[Response]]:
+    async def asset() -> Response:
+        return FileResponse(file, media_type=media_type, headers={"Cache-Control": f"public, max-age={ASSET_MAX_AGE}"})
+
+    return asset
