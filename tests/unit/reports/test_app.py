@@ -345,7 +345,8 @@ def test_readyz_is_503_while_a_sibling_worker_holds_no_keys(
     make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The FastAPI app's probe counts every worker of the run (shared.readiness), as the resource's does."""
-    monkeypatch.delenv(readiness.READY_DIR_ENV, raising=False)
+    # Set, not deleted, first: monkeypatch then removes what prepare() sets when the test ends.
+    monkeypatch.setenv(readiness.READY_DIR_ENV, "")
     run = readiness.prepare(str(tmp_path), 2)  # as the gunicorn master does; this process is one worker
     try:
         client = make_app()

@@ -15,7 +15,8 @@ from shared import readiness
 @pytest.fixture
 def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A run of two workers, as the gunicorn master prepares it."""
-    monkeypatch.delenv(readiness.READY_DIR_ENV, raising=False)
+    # Set, not deleted, first: monkeypatch then removes what prepare() sets when the test ends.
+    monkeypatch.setenv(readiness.READY_DIR_ENV, "")
     path = readiness.prepare(str(tmp_path), 2)
     assert os.environ[readiness.READY_DIR_ENV] == str(path)
     return path
