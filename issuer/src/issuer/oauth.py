@@ -99,14 +99,26 @@ def _api(params: dict[str, str], client: Client) -> Api:
         raise OAuthError(str(exc), error="invalid_target") from exc
 
 
+def _audience(api: str, scope: str) -> str | list[str]:
+    """Return the `aud` of a grant's access token: its API, and `/userinfo` when `openid` was granted.
+
+    A grant of identity scopes alone (`openid`, no scope of the API) is for `/userinfo` only:
+    its token names no API the caller has nothing at (RFC 9700 section 2.3).
+    """
+    if not oidc.is_openid(scope):
+        return api
+    registered = extensions.current().apis.get(api)
+    if registered is None or not parse_scope(scope) & registered.scopes:
+        return oidc.userinfo_audience()
+    return [api, oidc.userinfo_audience()]
+
+
 def _token_response(
     grant: Grant, refresh_token: str | None, *, session_hash: str | None = None, nonce: str | None = None
 ) -> Response:
     """Answer with an access token, the refresh token if any, and an ID token for a browser login's `openid` grant."""
     settings = extensions.current().settings
-    api = grant.audience or settings.audience
-    # A token granted openid is also good at /userinfo (see issuer.oidc).
-    audience = [api, oidc.userinfo_audience()] if oidc.is_openid(grant.scope) else api
+    audience = _audience(grant.audience or settings.audience, grant.scope)
     access_token, claims = mint_access_token(
         extensions.current().keys.signing_key(),
         grant,

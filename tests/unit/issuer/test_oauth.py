@@ -140,6 +140,8 @@ def test_an_openid_login_without_scopes_of_the_api_still_gets_its_userinfo_token
     code = get_code(client, WEB_REDIRECT_URI, scope="openid", nonce="n-1", resource=ORDERS)
     claims = _claims(_exchange(client, code))
     assert claims["scope"] == "openid"
+    # The token is for /userinfo alone: it names no API the user has nothing at.
+    assert claims["aud"] == "http://issuer.test/userinfo"
 
 
 # -- item: a refresh grants at most what the client, the user and the API allow now ----------------
