@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
+
+import pytest
 
 from shared.worker import MAX_BUFFERED_BODY, header_timeout, read_head, request_bytes_needed
 
