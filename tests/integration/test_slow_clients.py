@@ -223,3 +223,21 @@ def test_expect_100_continue_is_answered_by_the_loop_and_the_body_awaited(issuer
         assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         sock.sendall(body)
         assert b"HTTP/1.1 400 " in read_until(sock, b"}\n", 1)  # the password grant without a username
+
+
+def test_stalled_metrics_connections_keep_the_log_json_lines(issuer: GunicornService) -> None:
+    from shared.metrics import EXPORTER_DEADLINE
+
+    before = len(issuer.log())
+    port = issuer.metrics_port
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    stalled[0].sendall(b"GET /metr")  # a head that never ends; the other sends nothing
+    with ExitStack() as stack:
+        for sock in stalled:
+            stack.enter_context(sock)
+        assert all(closed_by_server(sock, within=EXPORTER_DEADLINE + 5) for sock in stalled)
+    assert requests.get(issuer.metrics_url, timeout=5).status_code == 200  # served after them
+    written = issuer.log()[before:]
+    not_json = [line for line in written.splitlines() if not line.startswith("{")]
+    assert not not_json, written
+    assert all(json.loads(line)["level"] in ("debug", "info") for line in written.splitlines() if "metrics" in line)
