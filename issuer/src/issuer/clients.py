@@ -132,8 +132,9 @@ def check_client(client: Client, *, allow_insecure_redirect: bool = False) -> Cl
         raise ClientError("a client id must be printable ASCII")
     if len(client.client_id) > 64 or " " in client.client_id:
         raise ClientError("a client id must be at most 64 characters, without spaces")
-    if USER_ID.fullmatch(client.client_id):
+    if USER_ID.fullmatch(client.client_id.lower()):
         # A client's own token has the client id as `sub` (RFC 9068 section 2.2): never a user's `sub` (section 5).
+        # Upper case too: a consumer that folds case must not mix the two either.
         raise ClientError("a client id must not be 32 hexadecimal digits: that is the form of a user's id")
     if not client.grant_types or not client.grant_types <= GRANT_TYPES:
         raise ClientError(f"grant types must be some of: {' '.join(sorted(GRANT_TYPES))}")
