@@ -341,6 +341,17 @@ class RefreshTokens:
             audit.emit("token.revoked", tokens=revoked)
         return revoked
 
+    @staticmethod
+    def revoke_client(database: Database, client_id: str) -> int:
+        """Revoke every token issued to a client (`clients delete`); return how many were live.
+
+        Static: the CLI has no successor keys, and needs none to revoke.
+        """
+        with database.transaction() as conn:
+            return stamp(
+                conn, refresh_tokens.c.revoked_at, refresh_tokens.c.client_id == client_id, now=int(time.time())
+            )
+
     def move_session(self, old_hash: str, new_hash: str) -> int:
         """Hand the tokens born of one login session to the session that replaced it; return how many."""
         with self.database.transaction() as conn:
