@@ -73,3 +73,16 @@ def test_a_client_with_none_of_the_apis_scopes_gets_no_token_for_it(stack: Stack
     client_id = _public_client(stack, "--scope", "reports:read")
     refused = _post(stack, grant_type="password", client_id=client_id, username="alice", password="wonderland")
     assert (refused.status_code, refused.json()["error"]) == (400, "invalid_scope")
+
+
+def test_a_client_deleted_and_registered_again_inherits_none_of_its_grants(stack: Stack) -> None:
+    # The same id, registered again (another owner, say): the earlier refresh tokens are revoked.
+    client_id = _public_client(stack)
+    first = stack.token(client_id=client_id)
+    deleted = stack.issuer_cli("clients", "delete", client_id)
+    assert deleted.returncode == 0, deleted.stderr
+    again = stack.issuer_cli("clients", "add", client_id, *PUBLIC_GRANTS)
+    assert again.returncode == 0, again.stderr
+    refresh = _post(stack, grant_type="refresh_token", client_id=client_id, refresh_token=first["refresh_token"])
+    assert (refresh.status_code, refresh.json()["error"]) == (400, "invalid_grant")
+    assert '"token.revoked"' in deleted.stdout + deleted.stderr

@@ -8,6 +8,7 @@ after the header timeout (GUNICORN_HEADER_TIMEOUT, 1 s here).
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -161,3 +162,82 @@ def test_a_head_over_64_kib_is_refused_without_a_thread(issuer: GunicornService)
     with connect(issuer, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields) as sock:  # no end of head
         sock.settimeout(5)
         assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
+
+
+def refused_with_json(sock: socket.socket, status: int) -> dict[str, str]:
+    """Read the whole answer on `sock` (the server closes it): a JSON `status` with `Connection: close`."""
+    sock.settimeout(5)
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status), data
+    assert b"\r\nContent-Type: application/json" in head
+    assert b"\r\nConnection: close" in head
+    answer: dict[str, str] = json.loads(body)
+    assert answer["error"] == "invalid_request"
+    return answer
+
+
+POST_HEAD = b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+CHUNKED_HEAD = POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+LARGE_HEAD = POST_HEAD + b"Content-Length: 100000\r\n\r\n"
+EXPECTING_HEAD = POST_HEAD + b"Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n"
+
+
+def test_trickled_bodies_of_any_kind_hold_no_thread(issuer: GunicornService) -> None:
+    trickles = {CHUNKED_HEAD: b"1\r\na\r\n", LARGE_HEAD: b"a", EXPECTING_HEAD: b"a"}
+    slow = [(connect(issuer, head + trickle), trickle) for head, trickle in trickles.items() for _ in range(8)]
+    with ExitStack() as stack:
+        for sock, _ in slow:
+            stack.enter_context(sock)
+        for _ in range(3):  # a chunk or byte a second on each, while others are served at once
+            for sock, trickle in slow:
+                with contextlib.suppress(OSError):  # already answered and closed by the server
+                    sock.sendall(trickle)
+            started = time.monotonic()
+            assert requests.get(f"{issuer.url}/healthz", timeout=HEADER_TIMEOUT / 2).status_code == 200
+            assert time.monotonic() - started < HEADER_TIMEOUT / 2
+            time.sleep(1)  # the trickle's pace is the point of the test
+        assert all(closed_by_server(sock, within=HEADER_TIMEOUT + 5) for sock, _ in slow)
+
+
+@pytest.mark.parametrize("coding", [b"chunked", b"xchunked", b"gzip, chunked"])
+def test_a_body_of_any_transfer_coding_is_refused_411_at_once(issuer: GunicornService, coding: bytes) -> None:
+    with connect(issuer, POST_HEAD + b"Transfer-Encoding: " + coding + b"\r\n\r\n5\r\nhello\r\n") as sock:
+        answer = refused_with_json(sock, 411)  # no end of body sent: the answer does not wait for it
+    assert "Content-Length" in answer["error_description"]
+
+
+def test_a_body_over_64_kib_is_refused_413_at_once_and_not_drained(issuer: GunicornService) -> None:
+    with connect(issuer, LARGE_HEAD + b"a" * 100) as sock:
+        refused_with_json(sock, 413)
+
+
+def test_expect_100_continue_is_answered_by_the_loop_and_the_body_awaited(issuer: GunicornService) -> None:
+    body = b"grant_type=password"
+    head = POST_HEAD + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with connect(issuer, head) as sock:
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        assert b"HTTP/1.1 400 " in read_until(sock, b"}\n", 1)  # the password grant without a username
+
+
+def test_stalled_metrics_connections_keep_the_log_json_lines(issuer: GunicornService) -> None:
+    from shared.metrics import EXPORTER_DEADLINE
+
+    before = len(issuer.log())
+    port = issuer.metrics_port
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    stalled[0].sendall(b"GET /metr")  # a head that never ends; the other sends nothing
+    with ExitStack() as stack:
+        for sock in stalled:
+            stack.enter_context(sock)
+        assert all(closed_by_server(sock, within=EXPORTER_DEADLINE + 5) for sock in stalled)
+    assert requests.get(issuer.metrics_url, timeout=5).status_code == 200  # served after them
+    written = issuer.log()[before:]
+    not_json = [line for line in written.splitlines() if not line.startswith("{")]
+    assert not not_json, written
+    assert all(json.loads(line)["level"] in ("debug", "info") for line in written.splitlines() if "metrics" in line)

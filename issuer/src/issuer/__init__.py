@@ -27,7 +27,7 @@ from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir, private_file
 from issuer.extensions import Issuer
 from issuer.keys import KeyStoreError, WrongKeyEncryptionKey
-from issuer.ratelimit import client_address, limiter, retry_after
+from issuer.ratelimit import client_address, limiter, quiet_limiter_log, retry_after
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
@@ -49,6 +49,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     """Build the issuer app: database, key store, demo users and routes."""
     settings = settings or IssuerSettings.from_env()
     logs.configure("issuer", settings.log_level)
+    quiet_limiter_log()
     app = Flask(__name__, static_folder=STATIC_DIR)
     secret = settings.session_secret or _session_secret(settings.data_dir)
     app.config.update(

@@ -396,7 +396,7 @@ def clients_list() -> None:
 @clients.command("delete")
 @click.argument("client_id")
 def clients_delete(client_id: str) -> None:
-    """Delete a client (the built-in ones come back at the next start)."""
+    """Delete a client, revoking its refresh tokens and spending its codes (the built-in ones come back at the next start)."""
     with _store(ClientStore) as store:
         _deleted(store.delete(client_id), f"no client has id {client_id!r}", f"deleted client {client_id}")
 

@@ -29,7 +29,6 @@ from jwt_verifier.config import VerifierConfig
 from jwt_verifier.errors import JwkError, KeysUnavailable
 from jwt_verifier.jose import MIN_RSA_BITS
 from jwt_verifier.jwks import JwksClient
-from shared.httpread import DeadlineSession
 
 EXPONENT = 65537
 MAX_RSA_BITS = 4096
@@ -52,9 +51,9 @@ class RemoteKeys:
     """The public keys of clients registered by JWKS URL, each URL fetched by its own hardened client.
 
     The verifier library's JWKS client does the fetching, with the resource's hardening: size
-    limits, no redirects, `Cache-Control`, a cooldown for unknown kids. Its session reads each
-    answer whole, headers and body, within `timeout` seconds (the verifier's JWKS timeout
-    unless given; `shared.httpread`), so a URL that trickles its answer holds a request for at
+    limits, no redirects, `Cache-Control`, a cooldown for unknown kids. It reads each answer
+    whole, headers and body, within `timeout` seconds (the verifier's JWKS timeout unless
+    given; `jwt_verifier.deadline`), so a URL that trickles its answer holds a request for at
     most that long. One fetch per URL at a time: a request that needs a key while another
     request fetches the same URL waits for that fetch, at most `timeout` seconds (then
     `FetchUnderWay`, so `invalid_client`), and uses what it brought. At most `MAX_URLS` are
@@ -79,7 +78,7 @@ class RemoteKeys:
                 )
                 if self.timeout is not None:
                     config = dataclasses.replace(config, jwks_timeout=self.timeout)
-                entry = (JwksClient(config, session=DeadlineSession(config.jwks_timeout)), threading.Lock())
+                entry = (JwksClient(config), threading.Lock())
             self._clients[uri] = entry
             while len(self._clients) > self.MAX_URLS:
                 self._clients.popitem(last=False)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from issuer.codes import AuthorizationCodes
 from issuer.db import (
     Database,
     client_assertions,
@@ -33,6 +34,7 @@ from issuer.db import (
     users,
 )
 from issuer.opaque import secret_hash
+from issuer.tokens import RefreshTokens
 from issuer.users import USER_ID, parse_scope
 from shared import audit
 
@@ -132,8 +134,9 @@ def check_client(client: Client, *, allow_insecure_redirect: bool = False) -> Cl
         raise ClientError("a client id must be printable ASCII")
     if len(client.client_id) > 64 or " " in client.client_id:
         raise ClientError("a client id must be at most 64 characters, without spaces")
-    if USER_ID.fullmatch(client.client_id):
+    if USER_ID.fullmatch(client.client_id.lower()):
         # A client's own token has the client id as `sub` (RFC 9068 section 2.2): never a user's `sub` (section 5).
+        # Upper case too: a consumer that folds case must not mix the two either.
         raise ClientError("a client id must not be 32 hexadecimal digits: that is the form of a user's id")
     if not client.grant_types or not client.grant_types <= GRANT_TYPES:
         raise ClientError(f"grant types must be some of: {' '.join(sorted(GRANT_TYPES))}")
@@ -233,10 +236,20 @@ class ClientStore:
         return client, existed
 
     def delete(self, client_id: str) -> bool:
-        """Delete a client; return whether it existed."""
-        deleted = delete_where(self.database, clients.c.client_id, client_id)
+        """Delete a client and end its grants: its refresh tokens revoked, its codes spent; return whether it existed.
+
+        One transaction: a client registered again under the same id (another secret, another
+        owner) inherits no earlier grant (RFC 6749 section 10.4, RFC 9700 section 4.14). Login
+        sessions are the user's, not the client's: they stay.
+        """
+        with self.database.transaction():
+            deleted = delete_where(self.database, clients.c.client_id, client_id)
+            revoked = RefreshTokens.revoke_client(self.database, client_id)
+            AuthorizationCodes.spend_client(self.database, client_id)
         if deleted:
             audit.emit("client.deleted", client=client_id)
+        if revoked:
+            audit.emit("token.revoked", client=client_id, tokens=revoked)
         return deleted
 
     def seed(self, builtins: Iterable[Client]) -> None:

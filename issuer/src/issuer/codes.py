@@ -128,6 +128,14 @@ class AuthorizationCodes:
             )
 
     @staticmethod
+    def spend_client(database: Database, client_id: str) -> int:
+        """Spend every unspent code issued to a client (`clients delete`); return how many."""
+        with database.transaction() as conn:
+            return stamp(
+                conn, authorization_codes.c.used_at, authorization_codes.c.client_id == client_id, now=int(time.time())
+            )
+
+    @staticmethod
     def prune(database: Database, now: int, *, batch: int) -> int:
         """Delete the codes that expired more than `CODE_KEPT` seconds before `now`; return how many."""
         return delete_in_batches(

@@ -99,14 +99,26 @@ def _api(params: dict[str, str], client: Client) -> Api:
         raise OAuthError(str(exc), error="invalid_target") from exc
 
 
+def _audience(api: str, scope: str) -> str | list[str]:
+    """Return the `aud` of a grant's access token: its API, and `/userinfo` when `openid` was granted.
+
+    A grant of identity scopes alone (`openid`, no scope of the API) is for `/userinfo` only:
+    its token names no API the caller has nothing at (RFC 9700 section 2.3).
+    """
+    if not oidc.is_openid(scope):
+        return api
+    registered = extensions.current().apis.get(api)
+    if registered is None or not parse_scope(scope) & registered.scopes:
+        return oidc.userinfo_audience()
+    return [api, oidc.userinfo_audience()]
+
+
 def _token_response(
     grant: Grant, refresh_token: str | None, *, session_hash: str | None = None, nonce: str | None = None
 ) -> Response:
     """Answer with an access token, the refresh token if any, and an ID token for a browser login's `openid` grant."""
     settings = extensions.current().settings
-    api = grant.audience or settings.audience
-    # A token granted openid is also good at /userinfo (see issuer.oidc).
-    audience = [api, oidc.userinfo_audience()] if oidc.is_openid(grant.scope) else api
+    audience = _audience(grant.audience or settings.audience, grant.scope)
     access_token, claims = mint_access_token(
         extensions.current().keys.signing_key(),
         grant,
@@ -152,19 +164,23 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
 
 def _refresh_grant(params: dict[str, str], client: Client) -> Response:
     token = _required(params, "refresh_token")
-    refresh_tokens = extensions.current().refresh_tokens
-    # A bad `resource` or `scope` is refused before the token is spent: spent by a refused
-    # request, it would revoke the session at the next refresh once the reuse grace is over.
-    held = refresh_tokens.peek(token, client.client_id)
-    checked = None if held is None else _refreshed(params, held, client)
+    issued: list[Grant] = []
+
+    def narrow(held: Grant) -> Grant:
+        # Called inside the rotation's transaction: a refusal (a bad `resource` or `scope`, a
+        # registration change) leaves the token unspent. Spent by a refused request, it would
+        # revoke the session at the next refresh once the reuse grace is over.
+        kept, granted = _narrowed(held, client, params.get("resource"), params.get("scope"), "a refresh token")
+        issued.append(granted)
+        return kept
+
     try:
-        grant, successor = refresh_tokens.rotate(token, client.client_id)
+        grant, successor = extensions.current().refresh_tokens.rotate(token, client.client_id, narrow)
     except RefreshError as exc:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
-    refreshed = checked if checked is not None and grant == held else _refreshed(params, grant, client)
     # A new ID token (OpenID Connect Core 1.0 section 12.2): same subject, audience and auth_time; no nonce.
-    return _token_response(refreshed, successor, session_hash=grant.session_hash)
+    return _token_response(issued[-1], successor, session_hash=grant.session_hash)
 
 
 def _same_api(resource: str | None, audience: str, api: Api | None, what: str) -> None:
@@ -174,17 +190,21 @@ def _same_api(resource: str | None, audience: str, api: Api | None, what: str) -
         raise OAuthError(f"{what} gives tokens only for the API it was granted for", error="invalid_target")
 
 
-def _refreshed(params: dict[str, str], grant: Grant, client: Client) -> Grant:
-    """Return the grant a refresh gives: at most what the client, the user and the API allow now.
+def _narrowed(
+    grant: Grant, client: Client, resource: str | None, requested: str | None, what: str
+) -> tuple[Grant, Grant]:
+    """Return the grant held from now on and the grant issued now: at most what the client, the user and the API allow.
 
-    The registrations may have changed since the first grant (`clients add --replace`, `users
-    update`, `apis add --replace`): the refresh gets the held scopes that all three still
-    allow, never more (RFC 6749 section 6), and is refused (`invalid_grant`) when the client
-    may no longer get tokens for the API or none of its scopes remains.
+    The registrations may have changed since the user's consent (`clients add --replace`,
+    `users update`, `apis add --replace`): a refresh and a code exchange keep the held scopes
+    that all three still allow, never more (RFC 6749 section 6; RFC 9700 section 2.3: least
+    privilege), and are refused (`invalid_grant`) when the client may no longer get tokens for
+    the API or none of its scopes remains. The held grant is what the next refresh token
+    stores, so a grant only ever shrinks; the issued one is further narrowed to `requested`.
     """
     audience = grant.audience or extensions.current().settings.audience
     api = extensions.current().apis.get(audience)
-    _same_api(params.get("resource"), audience, api, "a refresh token")
+    _same_api(resource, audience, api, what)
     user = extensions.current().users.get_by_id(grant.user_id)
     if user is None or api is None:
         raise OAuthError("the user or the API no longer exists", error="invalid_grant")
@@ -192,8 +212,12 @@ def _refreshed(params: dict[str, str], grant: Grant, client: Client) -> Grant:
         raise OAuthError(f"the client may no longer get tokens for API {api.audience!r}", error="invalid_grant")
     held = parse_scope(grant.scope)
     allowed = client.narrow((held & user.scopes & api.scopes) | oidc.kept_on_refresh(held, api.scopes))
-    scope = _for_api(_scope(params.get("scope"), allowed) if allowed else "", api, error="invalid_grant")
-    return Grant(user.id, user.username, grant.client_id, scope, grant.audience, grant.session_hash)
+    kept = _for_api(" ".join(sorted(allowed)), api, error="invalid_grant")
+    scope = _for_api(_scope(requested, allowed), api, error="invalid_grant")
+    return (
+        Grant(user.id, user.username, grant.client_id, kept, grant.audience, grant.session_hash),
+        Grant(user.id, user.username, grant.client_id, scope, grant.audience, grant.session_hash),
+    )
 
 
 def _authorization_code_grant(params: dict[str, str], client: Client) -> Response:
@@ -205,11 +229,12 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
             redeemed = extensions.current().authorization_codes.redeem(
                 code, client_id=client.client_id, redirect_uri=redirect_uri, verifier=verifier
             )
-            # Refused inside the transaction: the code stays unspent for the rightful exchange.
-            audience = redeemed.grant.audience or extensions.current().settings.audience
-            _same_api(params.get("resource"), audience, extensions.current().apis.get(audience), "this code")
+            # Narrowed like a refresh: the registrations may have changed since the consent.
+            # Refused inside the transaction: the code stays unspent (a `resource` of another
+            # API is the client's mistake; a registration change refuses it again until undone).
+            grant, _ = _narrowed(redeemed.grant, client, params.get("resource"), None, "this code")
             refresh_token = extensions.current().refresh_tokens.issue(
-                redeemed.grant, family_id=redeemed.family_id, session_hash=redeemed.session_hash
+                grant, family_id=redeemed.family_id, session_hash=redeemed.session_hash
             )
     except CodeReused as exc:
         # A second use means the code leaked: revoke what its first use gave out (RFC 6749 4.1.2).
@@ -222,7 +247,7 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
             extensions.current().authorization_codes.spend(code)  # one wrong try spends it: verifiers cannot be guessed
         log.info("code refused", extra={"fields": {"reason": str(exc), "client_id": client.client_id}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
-    return _token_response(redeemed.grant, refresh_token, session_hash=redeemed.session_hash, nonce=redeemed.nonce)
+    return _token_response(grant, refresh_token, session_hash=redeemed.session_hash, nonce=redeemed.nonce)
 
 
 def _client_credentials_grant(params: dict[str, str], client: Client) -> Response:

@@ -43,17 +43,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import g, request
+from flask import current_app, g, request
 from flask_limiter import Limiter, RequestLimit
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import HTTPException
 
 from issuer import extensions
+from issuer.opaque import derived_secret
 from issuer.settings import Network
 from shared import audit, metrics
 
 log = logging.getLogger(__name__)
 
+# The purpose of the account limit's keyed hash (see `_account_and_address`).
+ACCOUNT_KEY = "rate-limit-account"
 # X-Forwarded-For entries looked at, from the right: more hops than any real deployment has.
 MAX_HOPS = 16
 # Seconds of doubt about a window's bounds: Redis reports the time left in whole seconds.
@@ -100,6 +103,16 @@ def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
 
 
 limiter = Limiter(key_func=client_address)
+
+
+def quiet_limiter_log() -> None:
+    """Keep Flask-Limiter's INFO lines out of the log; its warnings and errors stay.
+
+    Its "ratelimit ... (key) exceeded" line repeats the limit key, and our own `rate_limit.hit`
+    audit event and metric tell the same. Its warnings and errors (the storage unreachable, a
+    limit that failed) are kept; its INFO "storage recovered" goes with the rest.
+    """
+    logging.getLogger("flask-limiter").setLevel(logging.WARNING)
 
 
 def retry_after() -> int:
@@ -166,8 +179,16 @@ def _refunding(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _account_and_address() -> str:
+    """Return the account limit's key: a keyed hash of the name typed, never the name itself.
+
+    A user who types a password into the username field and retries would otherwise have it
+    stored (in Redis too) and logged. HMAC-SHA-256 under the session secret, which every
+    worker and replica shares (their counts must meet) and an attacker does not know (a bare
+    hash of a short password is found by guessing).
+    """
     account = request.form.get("username", "").strip().lower()[:64]
-    return f"account:{account}|{client_address()}"
+    key = derived_secret(str(current_app.config["SECRET_KEY"]).encode(), ACCOUNT_KEY, account)
+    return f"account:{key}|{client_address()}"
 
 
 def _known_account() -> str | None:

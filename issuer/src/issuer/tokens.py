@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -217,21 +217,15 @@ class RefreshTokens:
             )
         )
 
-    def peek(self, token: str, client_id: str) -> Grant | None:
-        """Return the grant of a refresh token issued to `client_id`, changing nothing; None if there is none."""
-        query = (  # not with_username: that one locks the row, and a look needs no lock
-            select(refresh_tokens, users.c.username)
-            .join(users, users.c.id == refresh_tokens.c.user_id)
-            .where(refresh_tokens.c.token_hash == secret_hash(token))
-        )
-        with self.database.reading() as conn:
-            row = conn.execute(query).first()
-        if row is None or row.client_id != client_id:
-            return None
-        return Grant(row.user_id, row.username, row.client_id, row.scope, row.audience, row.session_hash)
+    def rotate(
+        self, token: str, client_id: str, narrow: Callable[[Grant], Grant] = lambda grant: grant
+    ) -> tuple[Grant, str]:
+        """Spend a refresh token and return its grant, as `narrow` leaves it, with the successor token.
 
-    def rotate(self, token: str, client_id: str) -> tuple[Grant, str]:
-        """Spend a refresh token and return its grant with the successor token."""
+        `narrow` runs inside the transaction: what it raises leaves the token unspent. The
+        successor holds the narrowed grant, so a grant narrowed once stays narrowed (RFC 6749
+        section 6: never more than originally granted).
+        """
         now = int(time.time())
         successor = derived_secret(self.successor_key, self.SUCCESSOR, token)
         with self.database.transaction() as conn:
@@ -254,14 +248,15 @@ class RefreshTokens:
                                 "refresh token re-presented within the reuse grace",
                                 extra={"fields": {"sub": row.user_id}},
                             )
-                            return grant, candidate
+                            return narrow(grant), candidate
                 revoked = self._revoke_family(conn, row.family_id, now)
             else:
                 if row.expires_at <= now:
                     raise RefreshError("the refresh token has expired")
+                narrowed = narrow(grant)
                 stamp(conn, refresh_tokens.c.used_at, refresh_tokens.c.token_hash == row.token_hash, now=now)
-                self._insert(conn, successor, grant, row.family_id, now, row.family_expires_at, row.session_hash)
-                return grant, successor
+                self._insert(conn, successor, narrowed, row.family_id, now, row.family_expires_at, row.session_hash)
+                return narrowed, successor
         # Raised once the revocation has committed.
         metrics.REFRESH_REUSE.inc()
         audit.emit(
@@ -340,6 +335,17 @@ class RefreshTokens:
         if revoked:
             audit.emit("token.revoked", tokens=revoked)
         return revoked
+
+    @staticmethod
+    def revoke_client(database: Database, client_id: str) -> int:
+        """Revoke every token issued to a client (`clients delete`); return how many were live.
+
+        Static: the CLI has no successor keys, and needs none to revoke.
+        """
+        with database.transaction() as conn:
+            return stamp(
+                conn, refresh_tokens.c.revoked_at, refresh_tokens.c.client_id == client_id, now=int(time.time())
+            )
 
     def move_session(self, old_hash: str, new_hash: str) -> int:
         """Hand the tokens born of one login session to the session that replaced it; return how many."""

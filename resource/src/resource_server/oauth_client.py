@@ -8,8 +8,11 @@ over the back channel (inside compose, http://issuer:8000). The ID tokens are ch
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +27,39 @@ from shared.oauth_client import MAX_ANSWER_BYTES, post_token, read_answer
 from shared.pkce import new_verifier, s256
 
 log = logging.getLogger(__name__)
+
+# The page is viewed far more often than a login changes: a UserInfo answer is kept this long
+# (seconds) for its access token, so a name changed at the issuer shows within a minute.
+USERINFO_TTL = 60.0
+USERINFO_KEPT = 1024  # answers kept at most, the oldest forgotten first
+
+
+class _RecentAnswers:
+    """UserInfo answers kept briefly, keyed by a digest of the access token (never the token)."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self.ttl, self.size = ttl, size
+        self._answers: dict[bytes, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(access_token: str) -> bytes:
+        return hashlib.sha256(access_token.encode()).digest()
+
+    def get(self, key: bytes) -> dict[str, Any] | None:
+        with self._lock:
+            kept = self._answers.get(key)
+            if kept is None or kept[0] <= time.monotonic():
+                self._answers.pop(key, None)
+                return None
+            return kept[1]
+
+    def put(self, key: bytes, answer: dict[str, Any]) -> None:
+        with self._lock:
+            self._answers.pop(key, None)
+            while len(self._answers) >= self.size:
+                del self._answers[next(iter(self._answers))]
+            self._answers[key] = (time.monotonic() + self.ttl, answer)
 
 
 @dataclass(frozen=True)
@@ -52,6 +88,7 @@ class IssuerClient:
         self.scope = settings.login_scope
         self.timeout = settings.issuer_timeout
         self.session = tracing.session()
+        self._userinfo = _RecentAnswers(USERINFO_TTL, USERINFO_KEPT)
 
     def authorization_request(self) -> AuthorizationRequest:
         """Start the flow: a fresh state, PKCE verifier and nonce, and the issuer URL to visit."""
@@ -116,8 +153,12 @@ class IssuerClient:
         """Return the issuer's UserInfo answer for an access token (OpenID Connect Core 1.0 5.3), or None.
 
         Best effort, within `issuer_timeout`: the page shows who logged in without the name and
-        address when the issuer cannot say (unreachable, slow, refusing, garbled).
+        address when the issuer cannot say (unreachable, slow, refusing, garbled). An answer is
+        kept for USERINFO_TTL seconds, so viewing the page again does not ask again.
         """
+        key = self._userinfo.key(access_token)
+        if (kept := self._userinfo.get(key)) is not None:
+            return kept
         try:
             status, body = read_answer(
                 self.session,
@@ -132,6 +173,7 @@ class IssuerClient:
         if status != 200 or not isinstance(body, dict):
             log.info("userinfo not given", extra={"fields": {"status": status}})
             return None
+        self._userinfo.put(key, body)
         return body
 
     def _token(self, form: dict[str, str]) -> dict[str, Any]:

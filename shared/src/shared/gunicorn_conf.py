@@ -81,7 +81,7 @@ def on_starting(server: Any) -> None:
         if callable(check):
             check()
         if module in METRICS_PORTS:
-            _start_exporter(*METRICS_PORTS[module])
+            _start_exporter(*METRICS_PORTS[module], service=SERVICES[module])
     except BaseException:
         on_exit(server)
         raise
@@ -100,8 +100,13 @@ def _prepare_multiprocess_dir() -> Path:
     return path
 
 
-def _start_exporter(prefix: str, default_port: int) -> None:
-    from shared import metrics
+def _start_exporter(prefix: str, default_port: int, service: str) -> None:
+    import logging
+
+    from shared import logs, metrics
+
+    if not logging.getLogger().handlers:  # the master has no app: its exporter's lines are JSON too
+        logs.configure(service)
 
     host = os.environ.get(f"{prefix}_METRICS_HOST", "0.0.0.0")  # noqa: S104 - the compose network
     port = os.environ.get(f"{prefix}_METRICS_PORT", str(default_port))

@@ -9,8 +9,11 @@ Under gunicorn the workers write their values to files in a private directory
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import socket
+import sys
 import threading
 import time
 from socketserver import ThreadingMixIn
@@ -136,6 +139,20 @@ EXPORTER_CONNECTIONS = 4
 EXPORTER_DEADLINE = 10.0
 EXPORTER_READ_TIMEOUT = 5.0  # per read or write, within the deadline
 
+log = logging.getLogger(__name__)
+
+
+class _LogStream(io.StringIO):
+    """wsgiref's stderr for a scrape: what it writes (the traceback of a failed scrape) becomes one JSON log line."""
+
+    def flush(self) -> None:
+        """Log what was written since the last flush, if anything, as one line."""
+        text = self.getvalue().strip()
+        if text:
+            self.seek(0)
+            self.truncate()
+            log.info("metrics scrape failed", extra={"fields": {"error": text.splitlines()[-1]}})
+
 
 class _ExporterHandler(WSGIRequestHandler):
     """Serve one scrape per connection, with a timeout on each read and write, logging nothing."""
@@ -144,6 +161,10 @@ class _ExporterHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Log nothing: Prometheus scrapes every few seconds."""
+
+    def get_stderr(self) -> io.StringIO:
+        """Give wsgiref a stream that logs a JSON line: it prints a failed scrape's traceback there."""
+        return _LogStream()
 
 
 class _ExporterServer(ThreadingMixIn, WSGIServer):
@@ -176,6 +197,18 @@ class _ExporterServer(ThreadingMixIn, WSGIServer):
         finally:
             with self._lock:
                 self._deadlines.pop(request, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a connection that failed (timed out, reset, cut off) at debug level, not socketserver's traceback.
+
+        Anyone who reaches the port can make one, so it must cost the log nothing: the log stays
+        JSON lines. Any other failure is logged as one JSON line, with its traceback in it.
+        """
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("metrics connection failed", extra={"fields": {"error": type(error).__name__}})
+        else:
+            log.warning("metrics exporter failed", exc_info=True)
 
     def service_actions(self) -> None:
         """Shut the connections past their deadline down (run by serve_forever every half second)."""

@@ -5,34 +5,42 @@ thread then reads the head with a blocking `recv`: a client that sends half a re
 and stops holds that thread until it goes away, so a few dozen such connections (one pool of
 threads each) leave a service unable to answer anyone.
 
-`HeadFirstWorker` keeps a connection on the poller it already has until the whole head (and a
-body of known length up to `MAX_BUFFERED_BODY`, which covers every request our apps accept)
-has arrived, reading it with non-blocking `recv`s into a buffer of its own. Only then does a
-thread get the connection, with the bytes given back to gunicorn's parser (`Unreader.unread`),
-so parsing and every limit of gunicorn's stay as they are. A connection whose head (and small
-body) has not arrived `GUNICORN_HEADER_TIMEOUT` seconds (default 5) after it was accepted, or
-after it became readable again when kept alive, is closed without a thread ever waiting on it.
+`HeadFirstWorker` keeps a connection on the poller it already has until the whole head and
+its body have arrived, reading them with non-blocking `recv`s into a buffer of its own. Only
+then does a thread get the connection, with the bytes given back to gunicorn's parser
+(`Unreader.unread`), so parsing and every limit of gunicorn's stay as they are, and no thread
+ever waits for a body. A connection whose request has not arrived `GUNICORN_HEADER_TIMEOUT`
+seconds (default 5) after it was accepted, or after it became readable again when kept alive,
+is closed without a thread ever waiting on it.
 
-A body that is not buffered (chunked, or larger than the limit: our apps refuse it) is read by
-the thread from a socket that times out after `GUNICORN_HEADER_TIMEOUT` seconds without a byte,
-so a trickle cannot hold a thread for long either. The pending connections of a worker are
-bounded by gunicorn's `worker_connections`, and each buffer by MAX_BUFFERED_HEAD plus
-MAX_BUFFERED_BODY: a request line past gunicorn's limit goes to a thread at once (for its 414),
-and a head longer than MAX_BUFFERED_HEAD is answered 431 and closed. TLS and HTTP/2 prior knowledge keep
-gunicorn's own path: our services serve neither.
+Only a body of known length up to `MAX_BUFFERED_BODY` (every request our apps accept, small
+forms) is buffered. The loop answers the others itself, in JSON like our apps' errors, and
+closes without reading further: a request with any `Transfer-Encoding` gets 411 (RFC 9112
+section 6.1 lets a server refuse chunked; RFC 9110 section 15.5.12), a longer `Content-Length`
+gets 413 (RFC 9110 section 15.5.14). An HTTP/1.1 `Expect: 100-continue` is answered
+`100 Continue` from the loop (RFC 9110 section 10.1.1) and the body awaited under the same
+deadline; gunicorn may send a second 100 later, which RFC 9110 section 15.2 allows. A thread's
+socket still times out after `GUNICORN_HEADER_TIMEOUT` seconds without a byte, as a second
+line of defence (a response is written under that bound: ours are small).
+
+The pending connections of a worker are bounded by gunicorn's `worker_connections`, and each
+buffer by MAX_BUFFERED_HEAD plus MAX_BUFFERED_BODY: a request line past gunicorn's limit goes
+to a thread at once (for its 414), and a head longer than MAX_BUFFERED_HEAD is answered 431 and
+closed. TLS and HTTP/2 prior knowledge keep gunicorn's own path: our services serve neither.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import selectors
 import socket
 import time
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from gunicorn import http
 from gunicorn.http2 import negotiation
@@ -48,9 +56,29 @@ TOO_LARGE = (
     b"Content-Length: 29\r\nConnection: close\r\n\r\nrequest headers are too large"
 )
 
-_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
-# A body the loop leaves to the thread: chunked, or one the client sends only after "100 Continue".
-_BODY_FOR_THE_THREAD = re.compile(rb"^(?:transfer-encoding|expect)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# Any digits: gunicorn reads "0000000000000000005" as 5, so the loop must too.
+_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+# Any coding, chunked or not, however spelled: the loop reads no body of unknown length.
+_TRANSFER_ENCODING = re.compile(rb"^transfer-encoding[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_EXPECT_CONTINUE = re.compile(rb"^expect[ \t]*:[ \t]*100-continue[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+_HTTP_1_1 = re.compile(rb"^(?:\r?\n)*[^\r\n]* HTTP/1\.1\r?\n")
+
+
+def _refusal(status: bytes, description: str) -> bytes:
+    """Return a whole JSON error answer that closes the connection, like our apps' errors."""
+    body = json.dumps({"error": "invalid_request", "error_description": description}).encode()
+    return (
+        b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Cache-Control: no-store\r\nConnection: close\r\n\r\n%s" % (status, len(body), body)
+    )
+
+
+LENGTH_REQUIRED = _refusal(
+    b"411 Length Required", "send the request body with a Content-Length; Transfer-Encoding is not accepted"
+)
+BODY_TOO_LARGE = _refusal(b"413 Content Too Large", f"the request body is larger than {MAX_BUFFERED_BODY} bytes")
 
 
 def header_timeout() -> float:
@@ -65,13 +93,22 @@ def header_timeout() -> float:
     return value
 
 
-def request_bytes_needed(buffered: bytes | bytearray) -> int | None:
-    """Return how many bytes the first request in `buffered` takes, or None while its head is incomplete.
+class RequestHead(NamedTuple):
+    """What the loop learnt from a complete head: the request's size, and what to answer at once."""
+
+    size: int  # the head, plus the body the loop buffers
+    refusal: bytes | None  # an answer to send before closing, instead of handing the request over
+    expects_continue: bool  # the client waits for "100 Continue" before sending its body
+
+
+def read_head(buffered: bytes | bytearray) -> RequestHead | None:
+    """Read the first request's head in `buffered`, or return None while it is incomplete.
 
     A head ends with an empty line (RFC 9112 section 2.1; a bare LF is tolerated here and left
-    to the parser to judge). A body of known length up to MAX_BUFFERED_BODY is counted in; a
-    chunked or larger body, one that waits for `Expect: 100-continue` (RFC 9110 section 10.1.1;
-    gunicorn answers it), or a Content-Length the parser will refuse, is left to the thread.
+    to the parser to judge). A body of known length up to MAX_BUFFERED_BODY is counted in. A
+    `Transfer-Encoding` (RFC 9112 section 6.1) or a longer `Content-Length` is refused, so no
+    thread ever reads a body from the socket. A `Content-Length` the parser will refuse (two of
+    them, or not digits) adds nothing: the parser answers 400 before reading any body.
     """
     crlf = buffered.find(b"\r\n\r\n")
     lf = buffered.find(b"\n\n")
@@ -80,10 +117,23 @@ def request_bytes_needed(buffered: bytes | bytearray) -> int | None:
         return None
     head_end = min(ends)
     head = bytes(buffered[:head_end])
+    if _TRANSFER_ENCODING.search(head):
+        return RequestHead(head_end, LENGTH_REQUIRED, expects_continue=False)
     lengths = _CONTENT_LENGTH.findall(head)
-    if _BODY_FOR_THE_THREAD.search(head) or len(lengths) != 1 or int(lengths[0]) > MAX_BUFFERED_BODY:
-        return head_end
-    return head_end + int(lengths[0])
+    if len(lengths) != 1:
+        return RequestHead(head_end, None, expects_continue=False)
+    length = int(lengths[0])
+    if length > MAX_BUFFERED_BODY:
+        return RequestHead(head_end, BODY_TOO_LARGE, expects_continue=False)
+    # RFC 9110 section 15.2: no 1xx to an HTTP/1.0 client (gunicorn ignores its expectation too).
+    expects = length > 0 and bool(_HTTP_1_1.match(head)) and bool(_EXPECT_CONTINUE.search(head))
+    return RequestHead(head_end + length, None, expects_continue=expects)
+
+
+def request_bytes_needed(buffered: bytes | bytearray) -> int | None:
+    """Return how many bytes the first request in `buffered` takes, or None while its head is incomplete."""
+    head = read_head(buffered)
+    return None if head is None else head.size
 
 
 class _ReadTimeoutSocket(socket.socket):
@@ -102,11 +152,12 @@ class _ReadTimeoutSocket(socket.socket):
 class _Head:
     """The bytes of a connection's next request read so far, and when they must be complete."""
 
-    __slots__ = ("buffer", "deadline")
+    __slots__ = ("buffer", "continued", "deadline")
 
     def __init__(self, buffered: bytes, deadline: float) -> None:
         self.buffer = bytearray(buffered)
         self.deadline = deadline
+        self.continued = False  # "100 Continue" sent for the request being buffered
 
 
 class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
@@ -152,7 +203,7 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         self._heads[conn] = _Head(buffered, time.monotonic() + self.header_timeout)
         conn.sock.setblocking(False)
         if self._head_complete(conn):
-            self._hand_over(conn)
+            self._finish(conn)
             return
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_readable, conn))
         self._read_head(conn)
@@ -175,32 +226,58 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
                 return
             self._heads[conn].buffer += data
             if self._head_too_large(conn):
-                self._refuse(conn)
+                self._refuse(conn, TOO_LARGE)
                 return
             if self._head_complete(conn):
                 self._unregister(conn)
-                self._hand_over(conn)
+                self._finish(conn)
                 return
 
     def _head_complete(self, conn: TConn) -> bool:
-        """Return whether `conn`'s request is in, or its request line is past gunicorn's limit (its 414)."""
-        buffered = self._heads[conn].buffer
-        needed = request_bytes_needed(buffered)
-        if needed is not None:
-            return len(buffered) >= needed
-        line_end = buffered.find(b"\n")
-        line = line_end if line_end >= 0 else len(buffered)
+        """Return whether `conn`'s request is in (or is to be refused), or its request line is past gunicorn's limit."""
+        pending = self._heads[conn]
+        head = read_head(pending.buffer)
+        if head is not None:
+            if head.expects_continue and not pending.continued and len(pending.buffer) < head.size:
+                pending.continued = True
+                self._send_at_once(conn, CONTINUE)  # the client waits for it; the deadline still runs
+            return head.refusal is not None or len(pending.buffer) >= head.size
+        line_end = pending.buffer.find(b"\n")
+        line = line_end if line_end >= 0 else len(pending.buffer)
         return line > (self.cfg.limit_request_line or 8190) + 2
+
+    def _finish(self, conn: TConn) -> None:
+        """Hand a complete request to a thread, or send the loop's refusal of it and close."""
+        head = read_head(self._heads[conn].buffer)
+        if head is not None and head.refusal is not None:
+            self._refuse(conn, head.refusal)
+        else:
+            self._hand_over(conn)
 
     def _head_too_large(self, conn: TConn) -> bool:
         buffered = self._heads[conn].buffer
         return len(buffered) > self.max_head and request_bytes_needed(buffered[: self.max_head + 4]) is None
 
-    def _refuse(self, conn: TConn) -> None:
-        """Answer 431 (RFC 6585 section 5) as far as the socket takes it at once, and close."""
+    def _refuse(self, conn: TConn, answer: bytes) -> None:
+        """Send `answer` (a 411, 413 or 431: RFC 6585 section 5) as far as the socket takes it at once, and close.
+
+        Reading no further: what the client has sent but we have not read makes the close a reset,
+        which may lose the answer; discarding what is already here makes that rarer, and a client
+        that sends on regardless gets the reset it asked for.
+        """
+        self._send_at_once(conn, answer)
         with contextlib.suppress(OSError):
-            conn.sock.send(TOO_LARGE)
+            conn.sock.shutdown(socket.SHUT_WR)
+            for _ in range(4):  # what has arrived, within a bound
+                if not conn.sock.recv(RECV_SIZE):
+                    break
         self._drop(conn)
+
+    @staticmethod
+    def _send_at_once(conn: TConn, data: bytes) -> None:
+        """Send as much of `data` as the socket takes now: small answers fit its buffer."""
+        with contextlib.suppress(OSError):
+            conn.sock.send(data)
 
     def _hand_over(self, conn: TConn) -> None:
         """Give the buffered bytes back to gunicorn's parser and `conn` to a thread."""

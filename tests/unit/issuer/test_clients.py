@@ -11,8 +11,11 @@ import pytest
 from sqlalchemy.exc import SQLAlchemyError
 
 from issuer.clients import Client, ClientAssertions, ClientError, ClientStore, builtin_clients
+from issuer.codes import AuthorizationCodes, CodeReused
 from issuer.db import Database
-from issuer.users import UserStore
+from issuer.tokens import Grant, RefreshError, RefreshTokens
+from issuer.users import User, UserStore
+from shared.pkce import s256
 from tests.support.sql import rows
 from tests.support.threads import together
 
@@ -316,7 +319,10 @@ def test_the_operator_may_allow_a_plain_http_redirect_uri(clients: ClientStore) 
 # -- one subject namespace: a client is never a user (RFC 9068 section 5) ----------------------
 
 
-@pytest.mark.parametrize("client_id", ["0123456789abcdef0123456789abcdef", "ffffffffffffffffffffffffffffffff"])
+@pytest.mark.parametrize(
+    "client_id",
+    ["0123456789abcdef0123456789abcdef", "ffffffffffffffffffffffffffffffff", "0123456789ABCDEF0123456789abcdef"],
+)
 def test_a_client_id_shaped_like_a_users_id_is_refused(clients: ClientStore, client_id: str) -> None:
     # A user's `sub` is 32 lower-case hex digits: a client with such an id could share a user's `sub`.
     service = dataclasses.replace(SERVICE, client_id=client_id)
@@ -334,7 +340,55 @@ def test_a_client_id_that_is_a_users_name_is_refused(clients: ClientStore, users
     assert clients.get("reports") is None
 
 
-def test_a_client_id_of_upper_case_hex_or_other_length_is_a_client_id(clients: ClientStore) -> None:
-    for client_id in ("0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef0123456789abcde"):
+def test_a_client_id_of_other_length_is_a_client_id(clients: ClientStore) -> None:
+    for client_id in ("0123456789ABCDEF0123456789ABCDE", "0123456789abcdef0123456789abcdef0"):
         clients.add(dataclasses.replace(SERVICE, client_id=client_id))
         assert clients.get(client_id) is not None
+
+
+# -- deleting a client ends its grants (RFC 6749 section 10.4, RFC 9700 section 4.14) ----------
+
+
+def test_deleting_a_client_revokes_its_refresh_tokens_and_spends_its_codes(
+    clients: ClientStore, database: Database, alice: User
+) -> None:
+    # A client registered again under the same id (another secret, another owner) inherits nothing.
+    public = Client("app", frozenset({"authorization_code", "refresh_token"}), redirect_uris=("http://127.0.0.1/cb",))
+    clients.add(public)
+    refresh = RefreshTokens(database, ttl=3600, family_ttl=86400, reuse_grace=30, successor_key=b"k" * 32)
+    codes = AuthorizationCodes(database)
+    token = refresh.issue(Grant(alice.id, "alice", "app", "profile"))
+    other = refresh.issue(Grant(alice.id, "alice", "cli", "profile"))
+    verifier = "v" * 43
+    code = codes.issue(
+        Grant(alice.id, "alice", "app", "profile"),
+        redirect_uri="http://127.0.0.1/cb",
+        challenge=s256(verifier),
+        session_hash=None,
+    )
+
+    assert clients.delete("app")
+    clients.add(public)
+
+    with pytest.raises(RefreshError, match="revoked"):
+        refresh.rotate(token, "app")
+    with pytest.raises(CodeReused):
+        codes.redeem(code, client_id="app", redirect_uri="http://127.0.0.1/cb", verifier=verifier)
+    refresh.rotate(other, "cli")  # another client's grants stay
+
+
+def test_deleting_a_client_is_one_transaction(clients: ClientStore, database: Database, alice: User) -> None:
+    # The client row goes only with its tokens: a failure on the way leaves both as they were.
+    clients.add(SERVICE)
+    refresh = RefreshTokens(database, ttl=3600, family_ttl=86400, reuse_grace=30, successor_key=b"k" * 32)
+    token = refresh.issue(Grant(alice.id, "alice", "reports", "profile"))
+
+    def failing(database: Database, client_id: str) -> int:
+        raise SQLAlchemyError("the database went away")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AuthorizationCodes, "spend_client", staticmethod(failing))
+        with pytest.raises(SQLAlchemyError):
+            clients.delete("reports")
+    assert clients.get("reports") is not None
+    refresh.rotate(token, "reports")

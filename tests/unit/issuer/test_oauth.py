@@ -140,6 +140,8 @@ def test_an_openid_login_without_scopes_of_the_api_still_gets_its_userinfo_token
     code = get_code(client, WEB_REDIRECT_URI, scope="openid", nonce="n-1", resource=ORDERS)
     claims = _claims(_exchange(client, code))
     assert claims["scope"] == "openid"
+    # The token is for /userinfo alone: it names no API the user has nothing at.
+    assert claims["aud"] == "http://issuer.test/userinfo"
 
 
 # -- item: a refresh grants at most what the client, the user and the API allow now ----------------
@@ -238,3 +240,89 @@ def test_a_code_may_name_its_api_by_a_resource_uri_at_the_exchange(app: Flask, c
     url = "/authorize?" + urlencode(authorize_params(WEB_REDIRECT_URI, scope="orders:read", resource=ORDERS))
     code = query(follow_authorization(client, url))["code"]
     assert _claims(_exchange(client, code, resource=ORDERS_URL))["aud"] == ORDERS
+
+
+# -- item: the code exchange grants at most what the client, the user and the API allow now --------
+
+WEB = "web"  # a public browser client of our own: the built-in `resource-web` cannot be replaced
+WEB_GRANTS = frozenset({"authorization_code", "refresh_token"})
+
+
+@pytest.fixture
+def web(app: Flask) -> Client:
+    registered = Client(WEB, WEB_GRANTS, redirect_uris=(WEB_REDIRECT_URI,))
+    extensions.of(app).clients.add(registered)
+    return registered
+
+
+def _web_exchange(client: FlaskClient, code: str) -> TestResponse:
+    form = {"client_id": WEB, "code": code, "redirect_uri": WEB_REDIRECT_URI, "code_verifier": VERIFIER}
+    return _token(client, grant_type="authorization_code", **form)
+
+
+def _web_code(client: FlaskClient) -> str:
+    return get_code(client, WEB_REDIRECT_URI, client_id=WEB, scope="profile admin")
+
+
+def test_a_code_exchanged_after_the_client_was_narrowed_gets_only_its_new_scopes(
+    app: Flask, client: FlaskClient, web: Client
+) -> None:
+    code = _web_code(client)
+    extensions.of(app).clients.replace(dataclasses.replace(web, scopes=frozenset({"profile"})))
+    exchanged = _web_exchange(client, code)
+    assert _claims(exchanged)["scope"] == "profile"
+    # The refresh token holds the narrowed grant too.
+    refreshed = _token(
+        client, grant_type="refresh_token", client_id=WEB, refresh_token=exchanged.get_json()["refresh_token"]
+    )
+    assert _claims(refreshed)["scope"] == "profile"
+
+
+def test_a_code_exchanged_after_the_client_moved_to_another_api_is_refused_and_stays_unspent(
+    app: Flask, client: FlaskClient, web: Client
+) -> None:
+    code = _web_code(client)
+    clients = extensions.of(app).clients
+    clients.replace(dataclasses.replace(web, audiences=frozenset({ORDERS})))
+    assert "no longer" in _error(_web_exchange(client, code), 400, "invalid_grant")
+    clients.replace(web)
+    assert _claims(_web_exchange(client, code))["scope"] == "admin profile"
+
+
+def test_a_code_exchanged_after_the_user_was_narrowed_gets_only_their_new_scopes(
+    app: Flask, client: FlaskClient, web: Client
+) -> None:
+    code = _web_code(client)
+    extensions.of(app).users.update("alice", scope="profile")
+    assert _claims(_web_exchange(client, code))["scope"] == "profile"
+
+
+def test_a_code_exchanged_after_the_api_was_narrowed_gets_only_its_remaining_scopes(
+    app: Flask, client: FlaskClient, web: Client
+) -> None:
+    code = _web_code(client)
+    extensions.of(app).apis.replace("jwt-split-api", "profile")
+    assert _claims(_web_exchange(client, code))["scope"] == "profile"
+
+
+def test_a_code_exchanged_with_none_of_the_apis_scopes_left_is_refused(
+    app: Flask, client: FlaskClient, web: Client
+) -> None:
+    code = _web_code(client)
+    extensions.of(app).users.update("alice", scope="orders:read")
+    _error(_web_exchange(client, code), 400, "invalid_grant")
+
+
+# -- item: a narrowed grant stays narrowed (RFC 6749 section 6; RFC 9700 section 2.3) -----------
+
+
+def test_a_grant_narrowed_at_a_refresh_does_not_widen_again_with_the_registration(
+    app: Flask, client: FlaskClient
+) -> None:
+    first = _login(client)
+    apis = extensions.of(app).apis
+    apis.replace("jwt-split-api", "profile")
+    second = _refresh(client, first)
+    assert _claims(second)["scope"] == "profile"
+    apis.replace("jwt-split-api", "admin profile")
+    assert _claims(_refresh(client, second))["scope"] == "profile"

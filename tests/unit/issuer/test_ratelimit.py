@@ -8,6 +8,7 @@ import logging
 import secrets
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -177,3 +178,41 @@ def test_a_request_that_checks_no_password_spends_no_budget(settings: IssuerSett
     for _ in range(5):  # no password: invalid_request before any check
         assert client.post("/token", data={"grant_type": "password", "username": "bob"}).status_code == 400
     assert [_guess(client, username=f"user{n}").status_code for n in range(4)] == [400, 400, 400, 429]
+
+
+# -- the name typed never reaches the log or the counters' storage ----------------------------------
+
+
+def test_a_typed_name_reaches_neither_the_log_nor_the_limit_storage(
+    settings: IssuerSettings, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A password typed into the username field, retried until the account limit answers 429.
+    typed = f"Hunter2-MyPassw0rd-{secrets.token_hex(4)}"
+    settings = dataclasses.replace(settings, address_rate_limit="100 per minute", login_rate_limit="2 per minute")
+    client = _peer(_app(settings), _address())
+    caplog.set_level(logging.DEBUG)
+    assert [_guess(client, username=typed).status_code for _ in range(3)] == [400, 400, 429]
+    logged = caplog.text + capsys.readouterr().err  # ours and every library's, as written
+    assert "login.failed" in logged
+    assert typed.lower() not in logged.lower()
+    if settings.rate_limit_storage.startswith("redis://"):
+        keys = redis.Redis.from_url(settings.rate_limit_storage).keys("*")
+        assert keys
+        assert not [key for key in keys if typed.lower().encode() in key.lower()]
+
+
+def test_the_account_limit_is_counted_together_by_every_worker(settings: IssuerSettings) -> None:
+    # Two apps of one issuer (workers or replicas, one secret) key the same name alike.
+    settings = dataclasses.replace(settings, address_rate_limit="100 per minute", login_rate_limit="2 per minute")
+    address, name = _address(), f"user-{secrets.token_hex(4)}"
+    first, second = _peer(_app(settings), address), _peer(_app(settings), address)
+    assert [_guess(first, username=name).status_code, _guess(second, username=name).status_code] == [400, 400]
+    assert _guess(second, username=name).status_code == 429
+
+
+def test_the_limiters_own_log_lines_stay_out_but_its_warnings_stay_in(settings: IssuerSettings) -> None:
+    # Its INFO line names the limit key; its warnings and errors (storage unreachable) are ours to see.
+    _app(settings)
+    limiter_log = logging.getLogger("flask-limiter")
+    assert not limiter_log.isEnabledFor(logging.INFO)
+    assert limiter_log.isEnabledFor(logging.WARNING)

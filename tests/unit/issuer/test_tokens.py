@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -136,14 +137,6 @@ def test_rotate_returns_the_grant_and_a_working_successor(refresh: RefreshTokens
     again, third = refresh.rotate(successor, "cli")
     assert again == grant
     assert third not in {token, successor}
-
-
-def test_peek_shows_the_grant_to_its_client_only_and_spends_nothing(refresh: RefreshTokens, grant: Grant) -> None:
-    token = refresh.issue(grant)
-    assert refresh.peek(token, "cli") == grant
-    assert refresh.peek(token, "resource-web") is None
-    assert refresh.peek("unknown", "cli") is None
-    assert refresh.rotate(token, "cli")[0] == grant  # not spent by the looks
 
 
 def test_successor_stays_in_the_same_family(refresh: RefreshTokens, database: Database, grant: Grant) -> None:
@@ -328,3 +321,22 @@ def test_every_replica_derives_the_same_successor(database: Database, grant: Gra
     first = one.issue(grant)
     _, successor = one.rotate(first, "cli")
     assert other.rotate(first, "cli")[1] == successor  # a retry that reached another replica
+
+
+def test_the_successor_holds_the_narrowed_grant(refresh: RefreshTokens, grant: Grant) -> None:
+    # A grant narrowed once stays narrowed (RFC 6749 section 6): the next refresh starts from it.
+    token = refresh.issue(grant)
+    narrowed, successor = refresh.rotate(token, "cli", lambda held: dataclasses.replace(held, scope="profile"))
+    assert narrowed.scope == "profile"
+    assert refresh.rotate(successor, "cli")[0].scope == "profile"
+
+
+def test_a_refusal_while_narrowing_leaves_the_token_unspent(refresh: RefreshTokens, grant: Grant) -> None:
+    token = refresh.issue(grant)
+
+    def refuse(held: Grant) -> Grant:
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        refresh.rotate(token, "cli", refuse)
+    assert refresh.rotate(token, "cli")[0] == grant

@@ -359,7 +359,7 @@ FAILURES = {
     "no-usable-key": (_fail_no_usable_key, "no usable RS256 key"),
     "oversized": (_fail_oversized, "larger than 65536 bytes"),
     "redirect": (_fail_redirect, "HTTP 302"),
-    "slow": (_fail_slow, "ReadTimeout"),
+    "slow": (_fail_slow, "took too long"),
     "trickle": (_fail_trickle, "took too long"),
     "issuer-down": (_fail_stopped, "ConnectionError"),
 }
@@ -887,18 +887,18 @@ class _Trickler:
 
 
 @pytest.mark.parametrize("where", ["headers", "body"])
-def test_a_trickling_jwks_fails_within_twice_the_timeout(
+def test_a_trickling_jwks_fails_within_the_timeout(
     make_client: ClientFactory, rsa_key: rsa.RSAPrivateKey, where: str
 ) -> None:
     body = _jwks_body(rsa_key)
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
     trickler = _Trickler(b"", head + body) if where == "headers" else _Trickler(head, body)
     try:
-        client = make_client(url=trickler.url, timeout=0.5)
+        client = make_client(url=trickler.url, timeout=1.0)
         started = time.monotonic()
         with pytest.raises(KeysUnavailable):
             client.get(kid_of(rsa_key))
-        assert time.monotonic() - started < 2 * 0.5 + 0.5
+        assert time.monotonic() - started < 1.0 + 0.4  # the whole fetch within its configured time
     finally:
         trickler.close()
 

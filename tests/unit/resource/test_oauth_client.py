@@ -13,7 +13,7 @@ import jwt
 import pytest
 from flask.testing import FlaskClient
 
-from resource_server.oauth_client import AuthorizationRequest, IssuerClient
+from resource_server.oauth_client import AuthorizationRequest, IssuerClient, _RecentAnswers
 from resource_server.settings import ResourceSettings
 from shared.oauth_client import InvalidGrant, IssuerError, IssuerUnavailable
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path, query
@@ -368,3 +368,15 @@ def test_other_refusals_are_not_invalid_grant(make_client: ClientFactory, jwks_s
     with pytest.raises(IssuerError) as caught:
         make_client(jwks_server.base_url).refresh("some-refresh-token")
     assert not isinstance(caught.value, InvalidGrant)
+
+
+def test_kept_userinfo_answers_are_bounded_in_number_and_time() -> None:
+    recent = _RecentAnswers(ttl=60.0, size=2)
+    keys = [recent.key(f"token-{n}") for n in range(3)]
+    for n, key in enumerate(keys):
+        recent.put(key, {"sub": str(n)})
+    assert recent.get(keys[0]) is None  # the oldest went when the third came
+    assert recent.get(keys[2]) == {"sub": "2"}
+    expired = _RecentAnswers(ttl=0.0, size=2)
+    expired.put(keys[0], {"sub": "0"})
+    assert expired.get(keys[0]) is None

@@ -442,6 +442,19 @@ def test_page_shows_the_name_and_email_the_issuers_userinfo_gives(
     assert jwks_server.paths[-1] == "/userinfo"
 
 
+def test_page_asks_userinfo_once_per_access_token_not_per_view(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # The page is viewed often; the issuer is asked once per access token (and again after a minute).
+    _minimal_session(client, rsa_key)
+    info = {"sub": USER_ID, "name": "Alice", "email": "alice@example.com", "preferred_username": "alice"}
+    jwks_server.answer(200, json.dumps(info).encode())
+    asked = len(jwks_server.paths)
+    for _ in range(3):
+        assert '<dd id="name">Alice</dd>' in client.get("/").get_data(as_text=True)
+    assert jwks_server.paths[asked:] == ["/userinfo"]
+
+
 @pytest.mark.parametrize(
     ("status", "body"),
     [

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
 import pytest
 from flask import Flask, Response
 from prometheus_client import REGISTRY
 
 from shared import web
+from shared.metrics import _ExporterServer
 
 
 @pytest.fixture
@@ -51,3 +58,48 @@ def test_unmatched_paths_and_unknown_methods_share_fixed_labels(app: Flask) -> N
     assert _requests("unmatched", "OTHER", "405") == other + 1
     sampled = {s.labels.get("endpoint") for m in REGISTRY.collect() for s in m.samples}
     assert not any("random" in str(label) for label in sampled)
+
+
+def _failing_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    raise RuntimeError("the collector broke")
+
+
+@pytest.fixture
+def exporter() -> Iterator[_ExporterServer]:
+    """The exporter's server on a loopback port, serving an app that fails."""
+    server = _ExporterServer(("127.0.0.1", 0), socket.AF_INET)
+    server.set_app(_failing_app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_failed_scrape_is_one_log_record_not_a_traceback_on_stderr(
+    exporter: _ExporterServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="shared.metrics")
+    with socket.create_connection(("127.0.0.1", exporter.server_address[1]), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.0 500 ")
+    records = [r for r in caplog.records if r.name == "shared.metrics"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [("INFO", "metrics scrape failed")]
+    assert records[0].fields == {"error": "RuntimeError: the collector broke"}  # type: ignore[attr-defined]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_failed_connection_is_a_debug_record_not_a_traceback_on_stderr(
+    exporter: _ExporterServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="shared.metrics")
+    try:
+        raise TimeoutError("timed out")  # as a stalled client's read raises it in the handler
+    except TimeoutError:
+        exporter.handle_error(None, ("127.0.0.1", 1))
+    records = [r for r in caplog.records if r.name == "shared.metrics"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [("DEBUG", "metrics connection failed")]
+    assert capfd.readouterr().err == ""

@@ -285,8 +285,8 @@ class JwksClient:
                 callback(kids)
 
     def _download(self, headers: Mapping[str, str]) -> tuple[dict[str, rsa.RSAPublicKey], float]:
-        """Fetch the JWKS: each read within `timeout`, the whole answer within twice that."""
-        with deadline(2 * self.timeout) as bound:
+        """Fetch the JWKS: the whole answer, headers and body, within `timeout` (`deadline.py`)."""
+        with deadline(self.timeout) as bound:
             try:
                 with self.session.get(
                     self.url,
@@ -306,7 +306,8 @@ class JwksClient:
                             raise JwksFetchError("the JWKS took too long to arrive")
                     cache_control = response.headers.get("Cache-Control")
             except requests.RequestException as exc:
-                if bound.expired:
+                # A read timeout and the deadline are the same length now: either may fire first.
+                if bound.expired or isinstance(exc, requests.Timeout):
                     raise JwksFetchError("the JWKS took too long to arrive") from exc
                 raise JwksFetchError(f"cannot fetch the JWKS: {type(exc).__name__}") from exc
             if bound.expired:  # the sockets were shut down: the body may be cut short
