@@ -206,6 +206,9 @@ def serve_docs(app: FastAPI, path: str = "/docs") -> None:
     `script-src 'self'` and `style-src 'self'`; it fetches the OpenAPI document from this origin
     only and may not be framed.
     """
+    # The Swagger UI bundled here (4.15) renders OpenAPI 3.0 documents only, and FastAPI writes
+    # 3.1 by default; the documents of our routes use nothing 3.1 adds.
+    app.openapi_version = "3.0.3"
     openapi_url = app.openapi_url or "/openapi.json"
     base = f"{path}/{SWAGGER_VERSION}"
     title = html.escape(f"{app.title} - Swagger UI")
