@@ -10,8 +10,8 @@ ends by the deadline whatever the peer does, and the failure is an ordinary
 How: a session made `bounded()` opens its connections from pools whose connections read
 their answers through `_DeadlineReader`, which takes the deadline of the request under way in
 this thread (`deadline()`). Framework-free (requests and urllib3 only), so any client of a
-peer can use it: `read_within()` for one bounded answer, or `DeadlineSession` for a session
-whose every request is bounded (a JWKS client can take one as its session). Connections through
+peer can use it: `read_within()` for one bounded answer. (The verifier's JWKS fetch has its own
+bound, `jwt_verifier.deadline`, since the library depends on nothing of the services.) Connections through
 a proxy are not covered; a session made bounded still stops at the deadline between chunks.
 """
 
@@ -32,7 +32,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-__all__ = ["Answer", "DeadlineSession", "bounded", "deadline", "read_within"]
+__all__ = ["Answer", "bounded", "deadline", "read_within"]
 
 CHUNK = 4096
 _local = threading.local()
@@ -135,20 +135,6 @@ def bounded(session: requests.Session) -> requests.Session:
             adapter.poolmanager.pool_classes_by_scheme = _POOLS
             adapter.poolmanager.clear()  # pools opened before would not honour it
     return session
-
-
-class DeadlineSession(requests.Session):
-    """A requests session whose every answer must arrive whole within `total` seconds of the request."""
-
-    def __init__(self, total: float) -> None:
-        super().__init__()
-        self.total = total
-        bounded(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        """Send a request whose headers and body are read within `total` seconds."""
-        with deadline(self.total):
-            return super().request(*args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from shared.httpread import DeadlineSession, deadline, read_within
+from shared.httpread import deadline, read_within
 from tests.support.fakes import JwksServer, finishes_within
 
 
@@ -39,27 +39,6 @@ def test_an_answer_trickling_in_ends_at_the_deadline(jwks_server: JwksServer, pa
             3, jwks_server, lambda: read_within(session, "GET", jwks_server.url, timeout=0.8, max_bytes=1000)
         )
     assert time.monotonic() - started >= 0.8  # each byte came in time: only the deadline ended it
-
-
-@pytest.mark.parametrize("part", ["headers", "body"])
-def test_a_deadline_session_bounds_every_answer(jwks_server: JwksServer, part: str) -> None:
-    jwks_server.answer(200, b"x" * 200)
-    jwks_server.trickle_in(part, interval=0.2)
-    session = DeadlineSession(0.8)
-
-    def fetch() -> bytes:
-        with session.get(jwks_server.url, timeout=5, stream=True) as response:
-            return b"".join(response.iter_content(16384))
-
-    with pytest.raises(requests.RequestException):
-        finishes_within(3, jwks_server, fetch)
-
-
-def test_a_deadline_session_reads_one_answer_after_another(jwks_server: JwksServer) -> None:
-    session = DeadlineSession(2.0)
-    for _ in range(2):
-        assert session.get(jwks_server.url, timeout=2).json() == {"keys": []}
-    assert jwks_server.request_count == 2
 
 
 def test_nested_deadlines_keep_the_earlier_one() -> None:
