@@ -172,6 +172,10 @@ class _ExporterServer(ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog (5) drops the SYNs of a burst: a client would wait for its
+    # kernel's retransmission (a second, then three) to be served or refused, so the exporter
+    # keeps a backlog like gunicorn's listeners and refuses the excess at once instead.
+    request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
         self.address_family = family
