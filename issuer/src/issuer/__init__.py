@@ -19,7 +19,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, introspect, oauth, oidc, prune, wellknown
+from issuer import browser, introspect, oauth, oidc, protocol, prune, wellknown
 from issuer.apis import ApiStore
 from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
@@ -27,6 +27,7 @@ from issuer.codes import AuthorizationCodes
 from issuer.db import private_dir, private_file
 from issuer.extensions import Issuer
 from issuer.keys import KeyStoreError, WrongKeyEncryptionKey
+from issuer.protocol import PageError
 from issuer.ratelimit import client_address, limiter, quiet_limiter_log, retry_after
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
@@ -112,6 +113,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     csrf.init_app(app)
     csrf.exempt(oauth.bp)  # token and revocation endpoints take no cookies, so need no CSRF token
     limiter.init_app(app)
+    protocol.init_app(app)  # every OAuth error: JSON, a redirect to the client, or a page
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(429, _rate_limited)
     for unusable in (OperationalError, InterfaceError):
@@ -187,9 +189,9 @@ def _origins(urls: tuple[str, ...]) -> tuple[str, ...]:
 
 def _csrf_failed(exc: CSRFError) -> ResponseReturnValue:
     log.info("csrf check failed", extra={"fields": {"reason": exc.description}})
-    return browser.page(
-        "Form expired", "The form was missing its security token or it expired. Please try again.", 400, error=True
-    )
+    return PageError(
+        "Form expired", "The form was missing its security token or it expired. Please try again."
+    ).to_response()
 
 
 def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
@@ -198,8 +200,9 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
     headers = {"Retry-After": str(seconds)}
     if request.blueprint == "browser":
         text = f"Too many login attempts. Please wait {seconds} seconds and try again."
-        body, status = browser.page("Too many attempts", text, 429, error=True)
-        return body, status, headers
+        return PageError(
+            "Too many attempts", text, error="too_many_requests", status=429, headers=headers
+        ).to_response()
     return error_response(429, "too_many_requests", f"too many requests; retry in {seconds} seconds", headers)
 
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, make_response, redirect, render_template, request, session, url_for
 from flask.blueprints import BlueprintSetupState
@@ -35,9 +35,9 @@ from werkzeug.wrappers import Response
 
 from issuer import extensions, oidc
 from issuer.apis import InvalidTarget
-from issuer.clients import Client
 from issuer.oidc import InvalidHint
 from issuer.opaque import secret_hash
+from issuer.protocol import AuthorizationError, ClientRedirect, PageError, client_redirect
 from issuer.ratelimit import note_failed_password, password_limits
 from issuer.sessions import public_id
 from issuer.tokens import Grant
@@ -72,20 +72,15 @@ MAX_USERNAME_LENGTH = 64
 LOGIN_FAILED = "The username or password is incorrect."
 
 
-def page(
-    heading: str,
-    text: str,
-    status: int = 200,
-    *,
-    error: bool = False,
-    logout: bool = False,
-    logout_params: Mapping[str, str] | None = None,
-) -> tuple[str, int]:
-    """Render a short message page; with `logout`, a form to log out (carrying `logout_params`)."""
+def page(heading: str, text: str, *, logout: bool = False, logout_params: Mapping[str, str] | None = None) -> Response:
+    """Render a short message page; with `logout`, a form to log out (carrying `logout_params`).
+
+    Error pages are `PageError`s, raised and rendered by `issuer.protocol`.
+    """
     html = render_template(
-        "message.html", heading=heading, text=text, error=error, logout=logout, logout_params=logout_params or {}
+        "message.html", heading=heading, text=text, error=False, logout=logout, logout_params=logout_params or {}
     )
-    return html, status
+    return make_response(html)
 
 
 def current_user() -> User | None:
@@ -94,56 +89,43 @@ def current_user() -> User | None:
     return extensions.current().users.get_by_id(user_id) if user_id else None
 
 
-def _redirect_to_client(redirect_uri: str, **params: str | None) -> Response:
-    query = urlencode({k: v for k, v in params.items() if v is not None})
-    separator = "&" if "?" in redirect_uri else "?"
-    response = redirect(f"{redirect_uri}{separator}{query}", code=302)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 @bp.get("/authorize")
 def authorize() -> Any:
     """Check the client and redirect URI, make sure the user is logged in, and issue a code."""
     args = {name: request.args.get(name) for name in AUTHORIZE_PARAMS}
     if any(len(request.args.getlist(name)) > 1 for name in AUTHORIZE_PARAMS):
-        return page("Invalid request", "A parameter was sent more than once.", 400, error=True)
-    client: Client | None = extensions.current().clients.get(args["client_id"] or "")
-    if client is None or "authorization_code" not in client.grant_types:
-        return page("Unknown application", "This application is not registered with the issuer.", 400, error=True)
-    redirect_uri = args["redirect_uri"] or ""
-    if redirect_uri not in client.redirect_uris:
-        log.warning("authorize refused: unregistered redirect_uri", extra={"fields": {"client_id": client.client_id}})
-        return page("Invalid redirect", "The redirect address is not registered for this application.", 400, error=True)
-
-    issuer = extensions.current().settings.url
-    state = args["state"]
-
-    def deny(error: str, description: str) -> Response:
-        return _redirect_to_client(redirect_uri, error=error, error_description=description, state=state, iss=issuer)
+        raise PageError("Invalid request", "A parameter was sent more than once.")
+    # A PageError unless the client and redirect URI can be trusted; from here on, errors go to the client.
+    to = ClientRedirect.registered(
+        extensions.current().clients.get(args["client_id"] or ""),
+        args["redirect_uri"] or "",
+        state=args["state"],
+        iss=extensions.current().settings.url,
+    )
+    client = to.client
 
     if args["response_type"] != "code":
-        return deny("unsupported_response_type", "only response_type=code is supported")
+        raise AuthorizationError(to, "only response_type=code is supported", error="unsupported_response_type")
     if args["code_challenge_method"] != "S256" or not CHALLENGE.fullmatch(args["code_challenge"] or ""):
-        return deny("invalid_request", "PKCE is required: send code_challenge with code_challenge_method=S256")
+        raise AuthorizationError(to, "PKCE is required: send code_challenge with code_challenge_method=S256")
     try:
         requested = parse_scope(args["scope"]) if args["scope"] is not None else None
-    except UserError:
-        return deny("invalid_scope", "the scope is malformed")
+    except UserError as exc:
+        raise AuthorizationError(to, "the scope is malformed", error="invalid_scope") from exc
     nonce = args["nonce"]
     if nonce is not None and not (0 < len(nonce) <= MAX_NONCE_LENGTH and nonce.isprintable() and nonce.isascii()):
-        return deny("invalid_request", f"nonce must be 1-{MAX_NONCE_LENGTH} printable ASCII characters")
+        raise AuthorizationError(to, f"nonce must be 1-{MAX_NONCE_LENGTH} printable ASCII characters")
     try:
         prompt = _prompt(args["prompt"])
         max_age = _max_age(args["max_age"])
     except ValueError as exc:
-        return deny("invalid_request", str(exc))
+        raise AuthorizationError(to, str(exc)) from exc
     try:  # RFC 8707: the API the token is for, or the default API
         api = extensions.current().apis.choose(
             args["resource"], default=extensions.current().settings.audience, allowed=client.may_ask_for
         )
     except InvalidTarget as exc:
-        return deny("invalid_target", str(exc))
+        raise AuthorizationError(to, str(exc), error="invalid_target") from exc
 
     pending = {k: v for k, v in args.items() if v is not None}
     # A login this very request forced counts as fresh, whatever `prompt` and `max_age` say:
@@ -153,7 +135,7 @@ def authorize() -> Any:
     user = current_user()
     if user is None or (not fresh and ("login" in prompt or _older_than(max_age))):
         if "none" in prompt:
-            return deny("login_required", "the user must log in")
+            raise AuthorizationError(to, "the user must log in", error="login_required")
         session["authorize"] = pending
         if user is not None:
             session["force_login"] = True
@@ -161,20 +143,22 @@ def authorize() -> Any:
 
     granted = oidc.granted_scopes(requested, client.narrow(user.scopes & api.scopes), api.scopes, client)
     if requested is not None and not granted:
-        return deny("invalid_scope", "none of the requested scopes can be granted")
+        raise AuthorizationError(to, "none of the requested scopes can be granted", error="invalid_scope")
     if not granted & api.scopes and oidc.OPENID not in granted:  # no token for an API with none of its scopes
-        return deny("invalid_scope", f"none of the scopes of API {api.audience!r} can be granted here")
+        raise AuthorizationError(
+            to, f"none of the scopes of API {api.audience!r} can be granted here", error="invalid_scope"
+        )
     grant = Grant(user.id, user.username, client.client_id, " ".join(sorted(granted)), api.audience)
     code = extensions.current().authorization_codes.issue(
         grant,
-        redirect_uri=redirect_uri,
+        redirect_uri=to.redirect_uri,
         challenge=args["code_challenge"] or "",
         session_hash=secret_hash(session["sid"]),
         nonce=nonce if oidc.is_openid(grant.scope) else None,
     )
     session.pop("authorize", None)
     log.info("issued authorization code", extra={"fields": {"sub": user.id, "client_id": client.client_id}})
-    return _redirect_to_client(redirect_uri, code=code, state=state, iss=issuer)
+    return to.send(code=code)
 
 
 def _prompt(value: str | None) -> frozenset[str]:
@@ -367,7 +351,7 @@ def _end_sessions(*session_hashes: str | None) -> None:
 def _logged_out(asked: LogoutRequest) -> Any:
     """Send the browser where the relying party asked, or show that the user is logged out."""
     if asked.redirect_uri is not None:
-        return _redirect_to_client(asked.redirect_uri, state=asked.state)
+        return client_redirect(asked.redirect_uri, state=asked.state)
     return page("Logged out", "You have been logged out.")
 
 
@@ -400,7 +384,7 @@ def logout() -> Any:
     try:
         asked = _logout_request(values)
     except LogoutRefused as exc:
-        return page("Cannot log out", str(exc), 400, error=True)
+        raise PageError("Cannot log out", str(exc)) from exc
     sessions = extensions.current().login_sessions
     session_id = session.get("sid")
     own = secret_hash(session_id) if isinstance(session_id, str) else None  # live or expired

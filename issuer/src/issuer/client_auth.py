@@ -61,11 +61,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from issuer.client_keys import FetchUnderWay, RemoteKeys, check_client_key
 from issuer.clients import Client, ClientAssertions, ClientStore
 from issuer.opaque import secret_hash
+from issuer.protocol import OAuthError
 from jwt_verifier.errors import REALM, JwkError, UnknownKey, VerificationUnavailable
 from jwt_verifier.jose import b64url_decode, load_verification_key
 from jwt_verifier.verifier import strict_json
 from shared import audit
-from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ REQUIRED_CLAIMS = ["exp", "iss", "sub", "aud", "jti"]
 _DUMMY_HASH = secret_hash("no client is registered with this id")
 
 
-class InvalidClient(ApiError):
+class InvalidClient(OAuthError):
     """Client authentication failed (RFC 6749 5.2): a 401 that never says which part was wrong."""
 
     status = 401

@@ -28,11 +28,11 @@ from flask_wtf.csrf import CSRFProtect
 
 from issuer import extensions
 from issuer.client_auth import basic_credentials
+from issuer.protocol import OAuthError
 from issuer.settings import IntrospectionSettings, IssuerSettings
 from jwt_verifier.errors import JwkError, Reason
 from jwt_verifier.jose import load_verification_key
 from jwt_verifier.verifier import InvalidToken, Verifier
-from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _authenticate(settings: IntrospectionSettings) -> None:
     secret_ok = hmac.compare_digest(given_secret.encode(), settings.secret.encode())
     if not (id_ok and secret_ok):
         log.warning("introspection refused", extra={"fields": {"reason": "bad client credentials"}})
-        raise ApiError(
+        raise OAuthError(
             "client authentication failed",
             error="invalid_client",
             status=401,
@@ -106,10 +106,10 @@ def _authenticate(settings: IntrospectionSettings) -> None:
 
 def _token() -> str:
     if request.mimetype != "application/x-www-form-urlencoded":
-        raise ApiError("send the parameters as application/x-www-form-urlencoded")
+        raise OAuthError("send the parameters as application/x-www-form-urlencoded")
     values = request.form.getlist("token")
     if len(values) != 1 or not values[0]:
-        raise ApiError("exactly one 'token' parameter is required")
+        raise OAuthError("exactly one 'token' parameter is required")
     return values[0]
 
 
@@ -140,7 +140,7 @@ def introspect() -> Response:
     """Tell an authenticated resource whether a token is active, and its claims if it is."""
     settings = _settings()
     if not settings.enabled:
-        raise ApiError("token introspection is not enabled", error="not_found", status=404)
+        raise OAuthError("token introspection is not enabled", error="not_found", status=404)
     _authenticate(settings)
     claims = active_claims(_token())
     body: dict[str, Any] = {"active": False}

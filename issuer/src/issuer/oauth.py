@@ -11,21 +11,17 @@ from issuer.apis import Api, InvalidTarget
 from issuer.client_auth import InvalidClient, authenticate_client
 from issuer.clients import DEFAULT_CLIENT_ID, Client
 from issuer.codes import CodeError, CodeMismatch, CodeReused
+from issuer.protocol import OAuthError
 from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant, RefreshError, mint_access_token
 from issuer.users import UserError, parse_scope
 from shared import audit, metrics
-from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("oauth", __name__)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-class OAuthError(ApiError):
-    """An RFC 6749 section 5.2 error response."""
 
 
 def _form() -> dict[str, str]:
@@ -294,7 +290,7 @@ def token() -> Response:
     """Exchange a grant for an access token (and, for a user's grant, a refresh token)."""
     try:
         return _token()
-    except ApiError as exc:
+    except OAuthError as exc:
         grant_type = request.form.get("grant_type", "")
         metrics.TOKEN_ERRORS.labels(grant_type if grant_type in GRANTS else "other", exc.error).inc()
         raise
