@@ -1,8 +1,9 @@
 """The browser side of the issuer: `/authorize` (RFC 6749 4.1 with PKCE), `/login`, `/logout`.
 
-Client and redirect URI are checked first and exactly; when either is wrong the user sees an
-error page and is never redirected (no open redirects). Other errors go back to the client's
-registered redirect URI as RFC 6749 4.1.2.1 errors, with `state` and `iss` (RFC 9207).
+Client and redirect URI are checked first and exactly (`issuer.protocol.ClientRedirect`); when
+either is wrong or repeated the user sees an error page (`PageError`) and is never redirected
+(no open redirects). Other errors (`AuthorizationError`) go back to the client's registered
+redirect URI as RFC 6749 4.1.2.1 errors, with `state` and `iss` (RFC 9207).
 
 OpenID Connect Core 1.0 section 3.1.2.1 at `/authorize`: `prompt` (`none`, `login`, and
 `consent`, which asks nothing: every client is first-party), `max_age` and `login_hint`.
@@ -93,17 +94,22 @@ def current_user() -> User | None:
 def authorize() -> Any:
     """Check the client and redirect URI, make sure the user is logged in, and issue a code."""
     args = {name: request.args.get(name) for name in AUTHORIZE_PARAMS}
-    if any(len(request.args.getlist(name)) > 1 for name in AUTHORIZE_PARAMS):
+    repeated = [name for name in AUTHORIZE_PARAMS if len(request.args.getlist(name)) > 1]
+    if {"client_id", "redirect_uri"} & set(repeated):
         raise PageError("Invalid request", "A parameter was sent more than once.")
     # A PageError unless the client and redirect URI can be trusted; from here on, errors go to the client.
     to = ClientRedirect.registered(
         extensions.current().clients.get(args["client_id"] or ""),
         args["redirect_uri"] or "",
-        state=args["state"],
+        state=None if "state" in repeated else args["state"],  # which one would the client expect?
         iss=extensions.current().settings.url,
     )
     client = to.client
 
+    if repeated:
+        raise AuthorizationError(to, f"parameter {repeated[0]!r} was sent more than once")
+    if not args["response_type"]:  # RFC 6749 3.1: a parameter without a value is omitted
+        raise AuthorizationError(to, "the 'response_type' parameter is required")
     if args["response_type"] != "code":
         raise AuthorizationError(to, "only response_type=code is supported", error="unsupported_response_type")
     if args["code_challenge_method"] != "S256" or not CHALLENGE.fullmatch(args["code_challenge"] or ""):

@@ -119,22 +119,49 @@ def test_authorize_with_unregistered_redirect_uri_shows_an_error_page_and_never_
     _assert_error_page(response, 400, "redirect address is not registered")
 
 
-@pytest.mark.parametrize("name", ["client_id", "redirect_uri", "state", "code_challenge"])
-def test_authorize_with_a_repeated_parameter_shows_an_error_page(client: FlaskClient, name: str) -> None:
+@pytest.mark.parametrize("name", ["client_id", "redirect_uri"])
+def test_authorize_with_a_repeated_client_id_or_redirect_uri_shows_an_error_page(
+    client: FlaskClient, name: str
+) -> None:
     valid = authorize_params(REDIRECT)
     params = [*valid.items(), (name, valid[name])]
     response = client.get("/authorize", query_string=params)
     _assert_error_page(response, 400, "more than once")
 
 
+@pytest.mark.parametrize("name", ["response_type", "scope", "code_challenge", "code_challenge_method"])
+def test_authorize_with_another_repeated_parameter_returns_invalid_request(client: FlaskClient, name: str) -> None:
+    """RFC 6749 4.1.2.1: with the redirect URI trusted, `invalid_request` (a parameter more than once) goes to the client."""
+    valid = authorize_params(REDIRECT)
+    params = [*valid.items(), (name, valid[name])]
+    response = _assert_client_error(client.get("/authorize", query_string=params), "invalid_request")
+    assert name in response["error_description"]
+
+
+def test_authorize_with_a_repeated_state_returns_invalid_request_without_state(client: FlaskClient) -> None:
+    params = [*authorize_params(REDIRECT).items(), ("state", "other")]
+    response = client.get("/authorize", query_string=params)
+    _assert_client_error(response, "invalid_request", None)
+    assert "state=" not in response.headers["Location"]
+
+
 # -- /authorize: errors returned to the client --------------------------------------------
 
 
-@pytest.mark.parametrize("response_type", ["token", "code token", "", None])
+@pytest.mark.parametrize("response_type", ["token", "code token", "id_token"])
 def test_authorize_with_another_response_type_returns_unsupported_response_type(
     client: FlaskClient, response_type: str | None
 ) -> None:
     _assert_client_error(_authorize(client, response_type=response_type), "unsupported_response_type")
+
+
+@pytest.mark.parametrize("response_type", ["", None])
+def test_authorize_without_response_type_returns_invalid_request(
+    client: FlaskClient, response_type: str | None
+) -> None:
+    """RFC 6749 4.1.2.1: a missing required parameter is `invalid_request`; 3.1: an empty one is missing."""
+    params = _assert_client_error(_authorize(client, response_type=response_type), "invalid_request")
+    assert "response_type" in params["error_description"]
 
 
 @pytest.mark.parametrize(
