@@ -22,6 +22,10 @@ as a single string, as draft-ietf-oauth-rfc7523bis requires.
 `END_SESSION_HINT`: RP-Initiated Logout 1.0 section 2 has the OP check that it issued the ID
 token, and accept an expired one (a relying party logging out often holds only a stale one).
 
+Access tokens presented back to the issuer (`/introspect`, `/userinfo`) are verified by
+`jwt_verifier.Verifier`, the very policy every API applies, so that the issuer and the APIs
+cannot disagree on one; `ACCESS_TOKEN` is what the issuer signs them as.
+
 A refusal is `JwtRefused`, whose `reason` is the library's stable word (`jwt_verifier.errors.Reason`);
 its message is safe to log, and says nothing a caller should show beyond "refused".
 """
