@@ -33,8 +33,9 @@ an assertion a client made for another server whose token endpoint or list names
 otherwise be accepted here (the January 2025 private_key_jwt disclosure, CVE-2025-27371), so
 `aud` is the issuer identifier as a single string, as draft-ietf-oauth-rfc7523bis requires.
 
-Times are checked on the injected clock with a 30-second leeway, so PyJWT's own time checks
-(on the wall clock) are turned off; it checks the signature, `iss`, `sub`, `aud` and presence.
+The assertion is parsed by the verifier library's parser and checked by `issuer.jose`'s
+`CLIENT_ASSERTION` rules (the issuer's one JWT reader), times on the injected clock with a
+30-second leeway; choosing the key and remembering `jti` are this module's.
 
 Logging: one line per refusal with its reason, and one audit line (`client.auth_failed` with a
 stable `reason`, or `client.assertion_replayed`), never the secret or the assertion. A registered client is logged as `client_id`;
@@ -55,15 +56,16 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import flask
-import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from issuer import jose
 from issuer.client_keys import FetchUnderWay, RemoteKeys, check_client_key
 from issuer.clients import Client, ClientAssertions, ClientStore
+from issuer.jose import CLIENT_ASSERTION, JwtRefused
 from issuer.opaque import secret_hash
 from issuer.protocol import OAuthError
-from jwt_verifier.errors import REALM, JwkError, UnknownKey, VerificationUnavailable
-from jwt_verifier.jose import b64url_decode, load_verification_key
+from jwt_verifier.errors import REALM, JwkError, Reason, UnknownKey, VerificationUnavailable
+from jwt_verifier.jose import CompactJws, load_verification_key
 from jwt_verifier.verifier import strict_json
 from shared import audit
 
@@ -72,14 +74,11 @@ log = logging.getLogger(__name__)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 DESCRIPTION = "client authentication failed"
 BASIC_CHALLENGE = f'Basic realm="{REALM}"'
-LEEWAY = 30
-MAX_ASSERTION_LIFETIME = 300
+LEEWAY = jose.LEEWAY
+MAX_ASSERTION_LIFETIME = jose.MAX_ASSERTION_LIFETIME
 MAX_ASSERTION_BYTES = 8192
 MAX_BASIC_CREDENTIALS = 2048  # base64 characters; ids are 64 characters, secrets a few dozen
-MAX_JTI_LENGTH = 255
 MAX_LOGGED_ID = 64
-MAX_NUMERIC_DATE = 2**53
-REQUIRED_CLAIMS = ["exp", "iss", "sub", "aud", "jti"]
 # What an unknown client's secret is compared with, so that it costs what a known one does.
 _DUMMY_HASH = secret_hash("no client is registered with this id")
 
@@ -264,7 +263,8 @@ def _private_key_jwt(params: dict[str, str], endpoint: _Endpoint) -> Client:
     assertion = params.get("client_assertion", "")
     if not assertion:
         raise _Refused("malformed", "client_assertion is missing")
-    header, unverified = _parts(assertion)
+    jws = _parse(assertion)
+    header, unverified = jws.header, jws.claims
     claimed_id = unverified.get("sub")
     if not isinstance(claimed_id, str) or not claimed_id:
         raise _Refused("malformed", "the assertion has no sub")
@@ -272,32 +272,22 @@ def _private_key_jwt(params: dict[str, str], endpoint: _Endpoint) -> Client:
     _same_id(params, client)
     key = _key(client, header, endpoint.remote_keys)
     try:
-        claims = jwt.decode(
-            assertion,
+        claims = jose.verify(
+            jws,
+            CLIENT_ASSERTION,
             key,
-            algorithms=["RS256"],
+            issuer=client.client_id,  # the client signs for itself (RFC 7523 section 3)
             audience=endpoint.issuer,
-            issuer=client.client_id,
             subject=client.client_id,
+            now=endpoint.now(),
             leeway=LEEWAY,
-            options={
-                "require": REQUIRED_CLAIMS,
-                "strict_aud": True,  # one string, exactly the issuer identifier
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-            },
         )
-    except jwt.InvalidAudienceError as exc:
-        raise _Refused("bad_assertion", _audience_refusal(unverified.get("aud"), endpoint), client) from exc
-    except jwt.PyJWTError as exc:
+    except JwtRefused as exc:
+        if exc.reason is Reason.WRONG_AUDIENCE:
+            raise _Refused("bad_assertion", _audience_refusal(unverified.get("aud"), endpoint), client) from exc
         raise _Refused("bad_assertion", f"assertion refused: {exc}", client) from exc
-    expires_at = _check_times(claims, endpoint.now(), client)
+    expires_at = int(claims["exp"])
     jti = claims["jti"]
-    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
-        raise _Refused(
-            "bad_assertion", f"the assertion's jti must be a string of 1 to {MAX_JTI_LENGTH} characters", client
-        )
     # Remembered until the assertion can no longer be accepted: its exp plus the leeway.
     if not endpoint.assertions.accept_once(client.client_id, jti, expires_at + LEEWAY):
         raise _Refused("replayed", "assertion replayed (jti already used)", client)
@@ -313,27 +303,12 @@ def _audience_refusal(aud: object, endpoint: _Endpoint) -> str:
     return "the assertion's aud is not the issuer identifier"
 
 
-def _parts(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return the header and the (unverified) claims, parsed strictly, of a compact JWS."""
-    if len(assertion) > MAX_ASSERTION_BYTES:
-        raise _Refused("malformed", f"the assertion is larger than {MAX_ASSERTION_BYTES} bytes")
-    if not assertion.isascii():
-        raise _Refused("malformed", "the assertion is not ASCII")
-    segments = assertion.split(".")
-    if len(segments) != 3:
-        raise _Refused("malformed", "the assertion is not a compact JWS (three segments)")
+def _parse(assertion: str) -> CompactJws:
+    """Return the assertion decoded strictly (`issuer.jose`), its header checked; nothing in it is trusted yet."""
     try:
-        header, claims = (strict_json(b64url_decode(segment)) for segment in segments[:2])
-        b64url_decode(segments[2])
-    except (ValueError, RecursionError) as exc:
-        raise _Refused("malformed", "the assertion is malformed") from exc
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise _Refused("malformed", "the assertion is malformed")
-    if header.get("alg") != "RS256":
-        raise _Refused("malformed", "the assertion's algorithm is not RS256")
-    if "crit" in header:
-        raise _Refused("malformed", "the assertion uses a JWS extension (crit)")
-    return header, claims
+        return jose.parse(assertion, CLIENT_ASSERTION, max_bytes=MAX_ASSERTION_BYTES)
+    except JwtRefused as exc:
+        raise _Refused("malformed", str(exc)) from exc
 
 
 def _key(client: Client, header: dict[str, Any], remote_keys: RemoteKeys | None) -> rsa.RSAPublicKey:
@@ -390,34 +365,6 @@ def _remote_key(client: Client, uri: str, header: dict[str, Any], remote_keys: R
         ) from exc
     except VerificationUnavailable as exc:
         raise _Refused("keys_unavailable", "the client's JWKS URL could not be fetched", client) from exc
-
-
-def _check_times(claims: dict[str, Any], now: float, client: Client) -> int:
-    """Apply the time rules on the injected clock; return `exp`."""
-    exp = _numeric(claims, "exp", client)
-    if exp <= now - LEEWAY:
-        raise _Refused("bad_assertion", "the assertion has expired", client)
-    if exp > now + MAX_ASSERTION_LIFETIME + LEEWAY:
-        raise _Refused(
-            "bad_assertion", f"the assertion's exp is more than {MAX_ASSERTION_LIFETIME} seconds ahead", client
-        )
-    if "iat" in claims:
-        iat = _numeric(claims, "iat", client)
-        if iat > now + LEEWAY:
-            raise _Refused("bad_assertion", "the assertion's iat is in the future", client)
-        if exp - iat > MAX_ASSERTION_LIFETIME:
-            raise _Refused("bad_assertion", f"the assertion lives longer than {MAX_ASSERTION_LIFETIME} seconds", client)
-    if "nbf" in claims and _numeric(claims, "nbf", client) > now + LEEWAY:
-        raise _Refused("bad_assertion", "the assertion is not valid yet (nbf)", client)
-    return exp
-
-
-def _numeric(claims: dict[str, Any], name: str, client: Client) -> int:
-    """Return a NumericDate as whole seconds; strings, booleans and huge numbers are refused."""
-    value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_NUMERIC_DATE:
-        raise _Refused("bad_assertion", f"the assertion's {name} is not a NumericDate", client)
-    return int(value)
 
 
 def _escaped(client_id: str) -> str:

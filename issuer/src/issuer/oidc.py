@@ -34,17 +34,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
-from issuer import extensions
+from issuer import extensions, jose
 from issuer.clients import Client
 from issuer.introspect import PublishedKeys
+from issuer.jose import END_SESSION_HINT, JwtRefused
 from issuer.sessions import public_id
 from issuer.tokens import Authentication, Grant, mint_id_token
 from issuer.users import User
-from jwt_verifier.errors import InvalidToken
+from jwt_verifier.errors import InvalidToken, Reason
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.verifier import Verifier
 
@@ -87,20 +87,12 @@ def logout_hint(token: str) -> Hint:
     """
     if len(token) > MAX_HINT_BYTES or not token.isascii():
         raise InvalidHint("the ID token hint is malformed")
+    keys: PublishedKeys = current_app.extensions["issuer.published_keys"]
     try:
-        header = jwt.get_unverified_header(token)
-        kid = header.get("kid")
-        if header.get("typ") != "JWT" or not isinstance(kid, str):
-            raise InvalidHint("the ID token hint is not an ID token")
-        keys: PublishedKeys = current_app.extensions["issuer.published_keys"]
-        claims = jwt.decode(
-            token,
-            keys.get(kid),
-            algorithms=["RS256"],
-            issuer=extensions.current().settings.url,
-            options={"verify_exp": False, "verify_aud": False, "require": ["iss", "sub", "aud", "iat"]},
-        )
-    except (jwt.PyJWTError, InvalidToken) as exc:
+        claims = jose.read(token, END_SESSION_HINT, keys.get, issuer=extensions.current().settings.url, audience=None)
+    except JwtRefused as exc:
+        if exc.reason is Reason.BAD_HEADER:
+            raise InvalidHint("the ID token hint is not an ID token") from exc
         raise InvalidHint("the ID token hint was not issued by this issuer") from exc
     audience, sid, subject = claims["aud"], claims.get("sid"), claims["sub"]
     if isinstance(audience, list) and len(audience) == 1:

@@ -9,9 +9,7 @@ often it is refreshed.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -19,10 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import Connection, insert, select, update
 
 from issuer.db import Database, delete_in_batches, refresh_tokens, stamp, users, with_username
+from issuer.jose import ACCESS_TOKEN, ID_TOKEN, sign
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
 from jwt_verifier.jose import b64url_encode
@@ -65,8 +63,7 @@ def mint_access_token(
 ) -> tuple[str, dict[str, Any]]:
     """Sign an RFC 9068 access token; return it with its claims.
 
-    PyJWT's RS256 algorithm object signs; the header segment is encoded once per key, which
-    keeps the cost per token at the RSA signature's (see docs/performance.md).
+    `issuer.jose` signs, with header `typ` `at+jwt` (RFC 9068 section 2.1).
     """
     issued_at = int(time.time()) if now is None else now
     claims: dict[str, Any] = {
@@ -81,7 +78,7 @@ def mint_access_token(
     }
     if grant.user_id:
         claims["preferred_username"] = grant.username  # what an API shows; RFC 9068 section 2.2.3.1 allows it
-    return _sign(key, "at+jwt", claims), claims
+    return sign(key, ACCESS_TOKEN, claims), claims
 
 
 @dataclass(frozen=True)
@@ -125,31 +122,13 @@ def mint_id_token(
     if authentication.nonce is not None:
         registered["nonce"] = authentication.nonce
     signed = {**(claims or {}), **registered}  # the user's claims never override the registered ones
-    return _sign(key, "JWT", signed), signed
+    return sign(key, ID_TOKEN, signed), signed
 
 
 def at_hash(access_token: str) -> str:
     """Return the `at_hash` of an access token for RS256: the left half of its SHA-256, base64url."""
     digest = hashlib.sha256(access_token.encode("ascii")).digest()
     return b64url_encode(digest[: len(digest) // 2])
-
-
-def _sign(key: SigningKey, typ: str, claims: dict[str, Any]) -> str:
-    signing_input = (
-        f"{_header_segment(key.kid, typ)}.{b64url_encode(json.dumps(claims, separators=(',', ':')).encode())}"
-    )
-    signature = _RS256.sign(signing_input.encode("ascii"), key.private_key)
-    return f"{signing_input}.{b64url_encode(signature)}"
-
-
-_RS256 = RSAAlgorithm(RSAAlgorithm.SHA256)
-
-
-@functools.lru_cache(maxsize=16)
-def _header_segment(kid: str, typ: str) -> str:
-    """Return the encoded header of a key for one token type: the same for every such token it signs."""
-    header = {"alg": "RS256", "typ": typ, "kid": kid}
-    return b64url_encode(json.dumps(header, separators=(",", ":")).encode())
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The resource as an OpenID Connect relying party: ID token validation (OpenID Connect Core 1.0).
 
 The rules (section 3.1.3.7 for the code flow, 12.2 for refreshes) are Authlib's
-`CodeIDToken`; the JWS under it is joserfc's `jwt.decode` with RS256 only; the keys come from
+`CodeIDToken`; the JWS under it is read by the verifier library's parser
+(`jwt_verifier.jose.parse_compact`, `verify_rs256`: strict base64url and JSON, RS256 only, no
+`crit`), the parser every access token here goes through too; the keys come from
 the resource's own JWKS cache (`jwt_verifier.JwksClient`, the one the API verifies with: the
 issuer signs both kinds of token with the same keys).
 
@@ -31,12 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oidc.core import CodeIDToken
-from joserfc import jwt
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError
-from joserfc.jwk import GuestProtocol, RSAKey
 
 from jwt_verifier import JwksClient, UnknownKey
-from jwt_verifier.errors import InvalidToken
+from jwt_verifier.errors import InvalidToken, Reason
+from jwt_verifier.jose import parse_compact, verify_rs256
 
 ALGORITHMS = ["RS256"]
 ID_TOKEN_TYPES = {"jwt", "application/jwt"}
@@ -127,20 +128,21 @@ class RelyingParty:
         if len(id_token) > self.max_token_bytes or not id_token.isascii():
             raise IdTokenRefused("the ID token was refused: it is not a compact JWT of a sensible size")
         try:
-            token = jwt.decode(id_token, self._key, algorithms=ALGORITHMS)
-        except InvalidToken as exc:  # from _key: a kid the issuer does not publish
-            raise IdTokenRefused(f"the ID token was refused: {exc.description}") from exc
-        except JoseError as exc:
-            raise IdTokenRefused("the ID token was refused: its signature or encoding is not valid") from exc
-        except ValueError as exc:  # binascii and json errors of a malformed segment
+            jws = parse_compact(id_token)
+        except InvalidToken as exc:
             raise IdTokenRefused("the ID token was refused: its encoding is not valid") from exc
-        typ = token.header.get("typ")
+        if jws.header.get("alg") not in ALGORITHMS:
+            raise IdTokenRefused("the ID token was refused: its signature or encoding is not valid")
+        kid = jws.header.get("kid")
+        try:
+            if not isinstance(kid, str) or not kid:
+                raise UnknownKey("")
+            verify_rs256(jws, self.keys.get(kid))
+        except InvalidToken as exc:
+            if exc.reason is Reason.BAD_SIGNATURE:
+                raise IdTokenRefused("the ID token was refused: its signature or encoding is not valid") from exc
+            raise IdTokenRefused(f"the ID token was refused: {exc.description}") from exc  # a kid not published
+        typ = jws.header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in ID_TOKEN_TYPES):
             raise IdTokenRefused("the ID token was refused: its type is not JWT")
-        return dict(token.header), dict(token.claims)
-
-    def _key(self, obj: GuestProtocol) -> RSAKey:
-        kid = obj.headers().get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise UnknownKey("")
-        return RSAKey.import_key(self.keys.get(kid))
+        return jws.header, jws.claims

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jwt_verifier.errors import JwkError
+from jwt_verifier.errors import InvalidToken, JwkError, Reason
 from jwt_verifier.jose import (
     b64url_decode,
     b64url_encode,
     load_verification_key,
+    parse_compact,
     public_jwk,
     rsa_thumbprint,
+    verify_rs256,
 )
+from tests.support.tokens import kid_of, sign, sign_raw
 
 # RFC 7638 section 3.1: the example RSA key and its thumbprint.
 RFC7638_N = (
@@ -184,3 +188,43 @@ def test_load_verification_key_refuses_bad_numbers(
 def test_load_verification_key_refuses_an_impossible_exponent(rsa_key: rsa.RSAPrivateKey) -> None:
     with pytest.raises(JwkError, match="not a valid RSA public key"):
         load_verification_key(_jwk(rsa_key, e=b64url_encode(b"\x01")))
+
+
+# -- parse_compact and verify_rs256: the verifier's parser, for other readers of JWTs -------------
+
+
+def test_parse_compact_returns_the_header_and_claims_and_verify_rs256_accepts_the_signers_key(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    token = sign({"sub": "alice"}, rsa_key, typ="JWT")
+    jws = parse_compact(token)
+    assert jws.header == {"alg": "RS256", "typ": "JWT", "kid": kid_of(rsa_key)}
+    assert jws.claims == {"sub": "alice"}
+    verify_rs256(jws, rsa_key.public_key())
+
+
+def test_verify_rs256_refuses_another_keys_signature(
+    rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jws = parse_compact(sign({"sub": "alice"}, rsa_key))
+    with pytest.raises(InvalidToken) as caught:
+        verify_rs256(jws, other_rsa_key.public_key())
+    assert caught.value.reason is Reason.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda key: sign({"sub": "alice"}, key) + "=", Reason.MALFORMED),  # padding: one spelling per token
+        (lambda key: sign_raw(b'{"alg":"RS256"}', b'{"a":1,"a":2}', key), Reason.MALFORMED),
+        (lambda key: sign_raw(b'{"alg":"RS256"}', b"[1]", key), Reason.MALFORMED),
+        (lambda key: sign_raw(b'{"alg":"RS256","crit":["x"],"x":1}', b"{}", key), Reason.BAD_HEADER),
+        (lambda key: "a.b", Reason.MALFORMED),
+    ],
+)
+def test_parse_compact_refuses_what_the_verifier_refuses(
+    rsa_key: rsa.RSAPrivateKey, make: Callable[[rsa.RSAPrivateKey], str], reason: Reason
+) -> None:
+    with pytest.raises(InvalidToken) as caught:
+        parse_compact(make(rsa_key))
+    assert caught.value.reason is reason

@@ -1,15 +1,23 @@
-"""JOSE helpers: base64url (RFC 7515 section 2), RSA JWKs (RFC 7517/7518) and thumbprints (RFC 7638)."""
+"""JOSE helpers: base64url (RFC 7515 section 2), RSA JWKs (RFC 7517/7518) and thumbprints (RFC 7638).
+
+`parse_compact` and `verify_rs256` give the verifier's strict JWS compact-serialization parser
+and its RS256 check to other readers of JWTs (the issuer's ID tokens, client assertions and
+end-session hints), so that a service has one parser, whatever JWT it reads.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
-from typing import TypedDict
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jwt_verifier.errors import JwkError
+from jwt_verifier.errors import InvalidToken, JwkError, Reason
+from jwt_verifier.verifier import _PKCS1V15, _SHA256, _header, _segment, _split, strict_json
 
 ALGORITHM = "RS256"
 MIN_RSA_BITS = 2048
@@ -94,3 +102,40 @@ def load_verification_key(jwk: object) -> tuple[str, rsa.RSAPublicKey]:
     except ValueError as exc:
         raise JwkError("not a valid RSA public key") from exc
     return kid, key
+
+
+@dataclass(frozen=True)
+class CompactJws:
+    """A JWS compact serialization, decoded but not verified: nothing in it is trusted yet."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+
+def parse_compact(token: str) -> CompactJws:
+    """Decode a compact JWS whose payload is a JSON object, by the verifier's rules; raise InvalidToken.
+
+    The rules are the verifier's (`jwt_verifier.verifier`): ASCII, three canonical base64url
+    segments without padding, strict JSON objects (no duplicate members, no NaN), and no JWS
+    extension (`crit`, `b64`). The header's `alg`, `typ` and `kid` are the caller's to check.
+    """
+    header_segment, payload_segment, signing_input, signature_segment = _split(token)
+    header = _header(header_segment)
+    payload, signature = _segment(payload_segment), _segment(signature_segment)
+    try:
+        claims = strict_json(payload)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidToken("the token is malformed or its claims are invalid", reason=Reason.MALFORMED) from exc
+    if not isinstance(claims, dict):
+        raise InvalidToken("the token is malformed or its claims are invalid", reason=Reason.MALFORMED)
+    return CompactJws(header, claims, signing_input, signature)
+
+
+def verify_rs256(jws: CompactJws, key: rsa.RSAPublicKey) -> None:
+    """Check an RS256 signature (RSASSA-PKCS1-v1_5 with SHA-256) with `key`, or raise InvalidToken."""
+    try:
+        key.verify(jws.signature, jws.signing_input, _PKCS1V15, _SHA256)
+    except InvalidSignature:
+        raise InvalidToken("the token's signature is invalid", reason=Reason.BAD_SIGNATURE) from None
