@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
@@ -311,6 +313,33 @@ def test_a_token_without_reports_read_is_403_naming_the_scope(client: AppClient,
     assert 'error="insufficient_scope"' in challenge
     assert 'scope="reports:read"' in challenge
     assert f'resource_metadata="{METADATA_URL}"' in challenge
+
+
+@pytest.mark.parametrize("joined", [True, False], ids=["comma-joined", "two-headers"])
+def test_two_authorization_values_are_400_invalid_request(
+    client: AppClient, token_for: TokenFactory, joined: bool
+) -> None:
+    value = f"Bearer {token_for()}"
+    headers = [("Authorization", f"{value}, {value}")] if joined else [("Authorization", value)] * 2
+    status, challenge, body = _raw_get(client, "/api/report", headers)
+    assert status == 400
+    assert json.loads(body)["error"] == "invalid_request"
+    assert f'resource_metadata="{METADATA_URL}"' in challenge
+
+
+def _raw_get(client: AppClient, path: str, headers: list[tuple[str, str]]) -> tuple[int, str, bytes]:
+    """GET `path` with `headers` as given, a name repeated if it is; return the status, challenge and body."""
+    url = urlsplit(client.url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    try:
+        connection.putrequest("GET", path)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        answer = connection.getresponse()
+        return answer.status, answer.getheader("WWW-Authenticate") or "", answer.read()
+    finally:
+        connection.close()
 
 
 # -- metadata, keys, health ---------------------------------------------------------------
