@@ -203,7 +203,8 @@ def create_app(settings: ReportsSettings | None = None) -> FastAPI:
     """Build the reports API."""
     settings = settings or ReportsSettings.from_env()
     logs.configure("reports", settings.log_level)
-    app = FastAPI(title="jwt-split reports API", version="0.2.0", docs_url=None, redoc_url=None)
+    # No 307 from "/api/report/" to "/api/report": a redirect answers before auth, and clients resend tokens.
+    app = FastAPI(title="jwt-split reports API", version="0.2.0", docs_url=None, redoc_url=None, redirect_slashes=False)
     asgi.init_app(app)
     asgi.serve_docs(app)
     BearerAuth(settings.verifier).init_app(app)

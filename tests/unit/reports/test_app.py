@@ -342,6 +342,14 @@ def _raw_get(client: AppClient, path: str, headers: list[tuple[str, str]]) -> tu
         connection.close()
 
 
+@pytest.mark.parametrize("path", ["/api/report/", "/api/caller/", "/healthz/"])
+def test_a_trailing_slash_is_404_never_a_redirect(client: AppClient, path: str) -> None:
+    """No 307 to the route without the slash: a redirect answers before auth and may send the token elsewhere."""
+    response = client.get(path)
+    _assert_error(response, 404, "not_found")
+    assert "Location" not in response.headers
+
+
 # -- metadata, keys, health ---------------------------------------------------------------
 
 
