@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from jwt_verifier import VerifierConfig
 from jwt_verifier.fastapi import BearerAuth, Claims, require_scope
 from shared import asgi, logs, tracing
+from shared.asgi_head import HeadAsGet
 from shared.errors import ApiError
 from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_bool, env_float, env_str, env_url
@@ -205,6 +206,7 @@ def create_app(settings: ReportsSettings | None = None) -> FastAPI:
     logs.configure("reports", settings.log_level)
     # No 307 from "/api/report/" to "/api/report": a redirect answers before auth, and clients resend tokens.
     app = FastAPI(title="jwt-split reports API", version="0.2.0", docs_url=None, redoc_url=None, redirect_slashes=False)
+    app.add_middleware(HeadAsGet)  # innermost: the request plumbing logs and counts it as HEAD
     asgi.init_app(app)
     asgi.serve_docs(app)
     BearerAuth(settings.verifier).init_app(app)

@@ -350,6 +350,32 @@ def test_a_trailing_slash_is_404_never_a_redirect(client: AppClient, path: str) 
     assert "Location" not in response.headers
 
 
+def _head(client: AppClient, path: str, headers: dict[str, str] | None = None) -> requests.Response:
+    with requests.Session() as session:
+        session.trust_env = False
+        return session.head(f"{client.url}{path}", headers=headers, timeout=30, allow_redirects=False)
+
+
+@pytest.mark.parametrize("path", ["/api/caller", "/healthz", "/.well-known/oauth-protected-resource"])
+def test_head_on_a_get_route_answers_as_get_without_a_body(
+    client: AppClient, token_for: TokenFactory, path: str
+) -> None:
+    headers = bearer(token_for())
+    got = client.get(path, headers=headers)
+    head = _head(client, path, headers)
+    assert (head.status_code, got.status_code) == (200, 200)
+    assert head.content == b""
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    assert head.headers.get("Cache-Control") == got.headers.get("Cache-Control")
+
+
+def test_head_without_a_token_is_401_with_the_challenge(client: AppClient) -> None:
+    head = _head(client, "/api/report")
+    assert head.status_code == 401
+    assert head.content == b""
+    assert head.headers["WWW-Authenticate"] == f'Bearer realm="jwt-split", resource_metadata="{METADATA_URL}"'
+
+
 # -- metadata, keys, health ---------------------------------------------------------------
 
 
