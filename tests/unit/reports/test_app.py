@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -228,6 +229,22 @@ def test_a_profile_api_trickling_its_answer_is_503_within_the_timeout(
     headers = bearer(token_for())
     response = finishes_within(3, jwks_server, lambda: client.get("/api/report", headers=headers))
     _assert_error(response, 503, "temporarily_unavailable")
+
+
+def test_a_report_has_one_deadline_over_every_upstream_call(
+    make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer
+) -> None:
+    """Each call within REPORTS_TIMEOUT, but a 401 and its retry past it: 503 at the deadline, not 502 after both."""
+    jwks_server.answer(401, b'{"error": "invalid_token"}', {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    jwks_server.delay = 0.7
+    client = make_app(profile_api_url=jwks_server.base_url, timeout=1.0)
+    headers = bearer(token_for())
+    started = time.monotonic()
+    response = client.get("/api/report", headers=headers)
+    elapsed = time.monotonic() - started
+    _assert_error(response, 503, "temporarily_unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert elapsed < 1.4
 
 
 class RefuseFirst:
