@@ -122,6 +122,11 @@ def authorize() -> Any:
     def deny(error: str, description: str) -> Response:
         return _redirect_to_client(redirect_uri, error=error, error_description=description, state=state, iss=issuer)
 
+    # OpenID Connect Core 1.0 section 6: no request objects here (discovery says so too).
+    if "request" in request.args:
+        return deny("request_not_supported", "the request parameter is not supported")
+    if "request_uri" in request.args:
+        return deny("request_uri_not_supported", "the request_uri parameter is not supported")
     if args["response_type"] != "code":
         return deny("unsupported_response_type", "only response_type=code is supported")
     if args["code_challenge_method"] != "S256" or not CHALLENGE.fullmatch(args["code_challenge"] or ""):
