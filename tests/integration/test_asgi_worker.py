@@ -7,6 +7,8 @@ without one), with the limits small enough to reach: gunicorn's `--keep-alive` a
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -75,12 +77,16 @@ def test_past_worker_connections_a_request_is_refused_503_at_once(limited: Gunic
         idle[0].sendall(b"GET /healthz HTTP/1.1\r\n")  # a head under way, and one connection silent
         refused = requests.get(f"{limited.url}/healthz", timeout=10)
         assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"] == "temporarily_unavailable"
     finally:
         for sock in idle:
             sock.close()
 
     # The closed connections leave the worker's count as it notices them.
     wait_until(lambda: answers(f"{limited.url}/healthz"), timeout=10, what="an answer once the others closed")
+    exported = requests.get(limited.metrics_url, timeout=10).text
+    assert "jwt_split_connections_refused_total 1.0" in exported
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_keep_alive(impatient: GunicornService) -> None:
@@ -111,3 +117,96 @@ def test_a_client_trickling_its_request_head_is_closed(impatient: GunicornServic
             except (BrokenPipeError, ConnectionResetError):
                 return
         pytest.fail("the server still held a connection trickling its request head after 10 s")
+
+
+def _refused(service: GunicornService, request: bytes, status: int) -> dict[str, str]:
+    """Send `request` and read the whole answer (the server closes): a JSON `status` with `Connection: close`."""
+    with _connect(service) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
+        data = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status), data[:200]
+    assert b"\r\nconnection: close" in head.lower()
+    answer: dict[str, str] = json.loads(body)
+    return answer
+
+
+POST = b"POST /healthz HTTP/1.1\r\nHost: reports.test\r\n"
+
+
+def test_a_body_over_64_kib_is_refused_413_without_reading_it(limited: GunicornService) -> None:
+    answer = _refused(limited, POST + b"Content-Length: 100000\r\n\r\n" + b"a" * 100, 413)
+    assert answer["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("coding", [b"chunked", b"gzip, chunked"])
+def test_a_body_of_any_transfer_coding_is_refused_411(limited: GunicornService, coding: bytes) -> None:
+    _refused(limited, POST + b"Transfer-Encoding: " + coding + b"\r\n\r\n5\r\nhello\r\n", 411)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"".join(b"X-Field-%d: a\r\n" % n for n in range(51)),  # more than 50 fields
+        b"X-Big: " + b"a" * (8 * 1024) + b"\r\n",  # one field over 8 KiB
+        b"".join(b"X-Field-%d: %s\r\n" % (n, b"a" * 4000) for n in range(5)),  # a head over 16 KiB
+    ],
+    ids=["fields", "field", "head"],
+)
+def test_too_many_or_too_large_header_fields_are_refused_431(limited: GunicornService, fields: bytes) -> None:
+    _refused(limited, b"GET /healthz HTTP/1.1\r\nHost: reports.test\r\n" + fields + b"\r\n", 431)
+
+
+def test_a_request_line_over_8_kib_is_refused_414(limited: GunicornService) -> None:
+    _refused(limited, b"GET /healthz?" + b"a" * (8 * 1024) + b" HTTP/1.1\r\nHost: reports.test\r\n\r\n", 414)
+
+
+def test_a_client_trickling_its_body_is_closed(impatient: GunicornService) -> None:
+    """The head whole, the body one byte every 100 ms: the deadline covers the body too."""
+    with _connect(impatient) as sock:
+        sock.settimeout(0.1)
+        sock.sendall(POST + b"Content-Length: 1000\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                sock.sendall(b"a")
+                if sock.recv(65536) == b"":
+                    return
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                return
+        pytest.fail("the server still held a connection trickling its body after 10 s")
+
+
+def test_expect_100_continue_is_answered_and_the_body_awaited(limited: GunicornService) -> None:
+    body = b"{}"
+    with _connect(limited) as sock:
+        sock.sendall(POST + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 405 ")
+
+
+def test_pipelined_requests_are_each_answered(limited: GunicornService) -> None:
+    with _connect(limited) as sock:
+        sock.sendall(HEALTHZ * 3)
+        data = b""
+        while data.count(b"HTTP/1.1 200 ") < 3:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+
+
+def test_a_websocket_upgrade_is_served_as_a_plain_request(limited: GunicornService) -> None:
+    upgrade = (
+        b"GET /healthz HTTP/1.1\r\nHost: reports.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with _connect(limited) as sock:
+        sock.sendall(upgrade)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")

@@ -108,6 +108,11 @@ def authorize() -> Any:
 
     if repeated:
         raise AuthorizationError(to, f"parameter {repeated[0]!r} was sent more than once")
+    # OpenID Connect Core 1.0 section 6: no request objects here (discovery says so too).
+    if "request" in request.args:
+        raise AuthorizationError(to, "the request parameter is not supported", error="request_not_supported")
+    if "request_uri" in request.args:
+        raise AuthorizationError(to, "the request_uri parameter is not supported", error="request_uri_not_supported")
     if not args["response_type"]:  # RFC 6749 3.1: a parameter without a value is omitted
         raise AuthorizationError(to, "the 'response_type' parameter is required")
     if args["response_type"] != "code":

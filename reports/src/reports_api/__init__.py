@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import requests
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from jwt_verifier import VerifierConfig
 from jwt_verifier.fastapi import BearerAuth, Claims, require_scope
 from shared import asgi, logs, tracing
+from shared.asgi_head import HeadAsGet
 from shared.errors import ApiError
 from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer
 from shared.settings import Environ, env_bool, env_float, env_str, env_url
@@ -97,6 +99,9 @@ class UpstreamError(ApiError):
     error = "bad_gateway"
 
 
+TOO_SLOW = "the profile API did not answer in time; try again shortly"
+
+
 class UpstreamUnavailable(UpstreamError):
     """The profile API could not be reached: a 503, try again."""
 
@@ -113,17 +118,24 @@ class ProfileApi:
     timeout: float
     session: requests.Session
 
-    def me(self) -> dict[str, Any]:
-        """Return the claims the profile API verified in our token; one retry with a fresh token after a 401."""
+    def me(self, deadline: float | None = None) -> dict[str, Any]:
+        """Return the claims the profile API verified in our token; one retry with a fresh token after a 401.
+
+        `deadline` (a `time.monotonic()` value) bounds both calls together: each waits at most
+        what is left of it, and none starts past it.
+        """
         for attempt in (1, 2):
             token = self.tokens.token()
+            timeout = self.timeout if deadline is None else min(self.timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise UpstreamUnavailable(TOO_SLOW)
             try:
                 # Bounded in size and time, no redirects: the answer of a peer is input like any other.
                 status, body = read_answer(
                     self.session,
                     "GET",
                     f"{self.url}/api/me",
-                    timeout=self.timeout,
+                    timeout=timeout,
                     headers={"Authorization": f"Bearer {token}"},
                 )
             except requests.RequestException as exc:
@@ -153,7 +165,14 @@ Caller = Annotated[Claims, Depends(require_scope("reports:read"))]
 async def report(claims: Caller, request: Request) -> JSONResponse:
     """Report who called, and who the profile API saw when this service called it with its own token."""
     # The token keeper and the call are blocking (requests): in a worker thread, never on the event loop.
-    seen = await run_in_threadpool(_profile_api(request).me)
+    # One deadline, REPORTS_TIMEOUT, over the service token and both tries: the calls within
+    # it; a token fetch that outlasts it is left to finish in its thread (bounded by its own timeout).
+    api = _profile_api(request)
+    try:
+        with anyio.fail_after(api.timeout):
+            seen = await anyio.to_thread.run_sync(api.me, time.monotonic() + api.timeout, abandon_on_cancel=True)
+    except TimeoutError as exc:
+        raise UpstreamUnavailable(TOO_SLOW) from exc
     # Keys in sorted order: the same bytes as the Flask app answered.
     return JSONResponse(
         {
@@ -203,7 +222,9 @@ def create_app(settings: ReportsSettings | None = None) -> FastAPI:
     """Build the reports API."""
     settings = settings or ReportsSettings.from_env()
     logs.configure("reports", settings.log_level)
-    app = FastAPI(title="jwt-split reports API", version="0.2.0", docs_url=None, redoc_url=None)
+    # No 307 from "/api/report/" to "/api/report": a redirect answers before auth, and clients resend tokens.
+    app = FastAPI(title="jwt-split reports API", version="0.2.0", docs_url=None, redoc_url=None, redirect_slashes=False)
+    app.add_middleware(HeadAsGet)  # innermost: the request plumbing logs and counts it as HEAD
     asgi.init_app(app)
     asgi.serve_docs(app)
     BearerAuth(settings.verifier).init_app(app)

@@ -124,7 +124,8 @@ class ResourceSettings:
             jwks_default_ttl=env_int(env, "RESOURCE_JWKS_DEFAULT_TTL", cls.jwks_default_ttl, minimum=0),
             jwks_min_ttl=env_int(env, "RESOURCE_JWKS_MIN_TTL", cls.jwks_min_ttl, minimum=0),
             jwks_max_ttl=env_int(env, "RESOURCE_JWKS_MAX_TTL", cls.jwks_max_ttl, minimum=1),
-            jwks_cooldown=env_float(env, "RESOURCE_JWKS_COOLDOWN", cls.jwks_cooldown, minimum=0.0),
+            # Tokens with junk kids cause at most one JWKS fetch a second per worker, however configured.
+            jwks_cooldown=env_float(env, "RESOURCE_JWKS_COOLDOWN", cls.jwks_cooldown, minimum=1.0),
             jwks_prefetch=env_bool(env, "RESOURCE_JWKS_PREFETCH", cls.jwks_prefetch),
             log_level=env_str(env, "RESOURCE_LOG_LEVEL", cls.log_level).upper(),
             token_cache_size=env_int(

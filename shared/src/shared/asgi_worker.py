@@ -1,80 +1,196 @@
 """Gunicorn's worker class for the FastAPI service: `gunicorn -k shared.asgi_worker.AsgiWorker ...`.
 
-uvicorn's worker for gunicorn, with the limits set for a service on the open network:
-- a request head must arrive whole within gunicorn's `keepalive` seconds (5, from
+uvicorn's worker for gunicorn, with the limits set for a service on the open network. Like the
+gthread workers' loop (shared.worker), it buffers each whole request, head and body, before the
+app sees any of it, under one deadline:
+- a request (head and body) must arrive whole within gunicorn's `keepalive` seconds (5, from
   shared.gunicorn_conf) of the connection's opening or of its first byte, and an idle
   keep-alive connection is closed after as long (uvicorn's `timeout_keep_alive`). uvicorn itself
-  has no deadline for a head: a client sending nothing, or a header byte now and then, would
-  hold its connection, and a place under the limit below, for ever;
+  has no deadline for a head or a body: a client sending a byte now and then would hold its
+  connection, and a place under the limit below, for ever;
+- a request line over 8 KiB is answered 414; more than 50 header fields, one over 8 KiB or a
+  head over 16 KiB, 431 (RFC 6585 section 5); a body of any `Transfer-Encoding` 411 and one
+  over 64 KiB 413 (RFC 9110 sections 15.5.12 and 15.5.14), at once and without reading it;
+  `Expect: 100-continue` is answered here and the body awaited under the same deadline. These
+  answers are JSON like the app's errors and close the connection;
 - at most `--worker-connections` connections and requests at once per worker (gunicorn's
   setting for event-loop workers, default 1000; uvicorn's `limit_concurrency`): past that a
-  request is answered 503 at once rather than queued without bound;
-- request heads of at most 16 KiB (h11's limit: gunicorn's limit_request_* are for its own
-  parser), and no `Server` header.
+  request is answered 503 with `Retry-After` at once rather than queued without bound, and
+  counted in `jwt_split_connections_refused_total`;
+- no websockets (`ws="none"`: an upgrade is served as a plain request) and no `Server` header.
 
 uvicorn reads requests on the event loop, so a slow or half-open client costs a socket and a
 few kilobytes, not a thread (the reason the gthread workers read a head before taking a
 thread). Blocking calls (the upstream token and profile API) run in the worker's thread pool.
 
-This module imports no prometheus_client: gunicorn's master loads the worker class before
-shared.gunicorn_conf chooses the metrics directory.
+This module imports no prometheus_client at import time: gunicorn's master loads the worker
+class before shared.gunicorn_conf chooses the metrics directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from typing import Any, ClassVar
 
-import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn_worker import UvicornWorker
 
+from shared.worker import CONTINUE, MAX_BUFFERED_BODY, read_head
+
 HEAD_LIMIT = 16 * 1024
+LINE_LIMIT = 8 * 1024  # the request line, and each header field
+FIELDS_LIMIT = 50
+RETRY_AFTER_SECONDS = 1
+_LINE_END = re.compile(rb"\r?\n")
 
 
-class HeadDeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request head is not whole in `timeout_keep_alive` seconds."""
+def _answer(status: bytes, error: str, description: str, *, extra: bytes = b"") -> bytes:
+    """Return a whole JSON error answer that closes the connection, like the app's errors."""
+    body = json.dumps({"error": error, "error_description": description}).encode()
+    return (
+        b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Cache-Control: no-store\r\n%sConnection: close\r\n\r\n%s" % (status, len(body), extra, body)
+    )
 
-    _head_timer: asyncio.TimerHandle | None = None
+
+URI_TOO_LONG = _answer(b"414 URI Too Long", "invalid_request", f"the request line is longer than {LINE_LIMIT} bytes")
+HEADERS_TOO_LARGE = _answer(
+    b"431 Request Header Fields Too Large",
+    "invalid_request",
+    f"send at most {FIELDS_LIMIT} header fields of at most {LINE_LIMIT} bytes each, {HEAD_LIMIT} bytes in all",
+)
+BUSY = _answer(
+    b"503 Service Unavailable",
+    "temporarily_unavailable",
+    "the server is busy; try again shortly",
+    extra=b"Retry-After: %d\r\n" % RETRY_AFTER_SECONDS,
+)
+
+
+def head_refusal(buffered: bytes | bytearray) -> bytes | None:
+    """Return the 414 or 431 answer the request head begun in `buffered` has earned already, if any."""
+    end = buffered.find(b"\r\n\r\n")
+    bare = buffered.find(b"\n\n")
+    ends = [e for e in (end, bare) if e >= 0]
+    head = bytes(buffered[: min(ends)] if ends else buffered[: HEAD_LIMIT + 1])
+    lines = _LINE_END.split(head)
+    complete = ends or len(lines) > 1
+    if len(lines[0]) > LINE_LIMIT or (not complete and len(head) > LINE_LIMIT):
+        return URI_TOO_LONG
+    fields = [line for line in lines[1:] if line]
+    if len(head) > HEAD_LIMIT or len(fields) > FIELDS_LIMIT or any(len(line) > LINE_LIMIT for line in fields):
+        return HEADERS_TOO_LARGE
+    return None
+
+
+def _count_refusal() -> None:
+    from shared import metrics  # in the worker, after the master chose the metrics directory
+
+    metrics.CONNECTIONS_REFUSED.inc()
+
+
+class BufferingProtocol(H11Protocol):
+    """uvicorn's h11 protocol, handing the app only whole requests that arrived within a deadline (see the module docstring)."""
+
+    _timer: asyncio.TimerHandle | None = None
+    _pending: bytearray
+    _serving = False  # a request was handed to h11 and its answer is not complete yet
+    _continued = False  # "100 Continue" sent for the request being buffered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start the clock for the first request head as the connection opens."""
+        """Start the clock for the first request as the connection opens."""
         super().connection_made(transport)
-        self._await_head()
+        self._pending = bytearray()
+        self._start_clock()
 
     def data_received(self, data: bytes) -> None:
-        """Start the clock at the first byte of a later head; stop it once a head is whole."""
-        if self._head_timer is None and self.conn.their_state is h11.IDLE:
-            self._await_head()  # after an answer uvicorn's keep-alive timer ran until this byte
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._head_done()
+        """Buffer `data`; hand a request over once it is whole, or answer what it has earned and close."""
+        self._unset_keepalive_if_required()
+        if self._timer is None and not self._serving:
+            self._start_clock()  # after an answer uvicorn's keep-alive timer ran until this byte
+        self._pending += data
+        self._next_request()
+
+    def on_response_complete(self) -> None:
+        """Let uvicorn finish the cycle, then take up a request that arrived meanwhile."""
+        self._serving = False
+        super().on_response_complete()
+        if self._pending and not self.transport.is_closing():
+            self._start_clock()
+            self._next_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clock with the connection."""
-        self._head_done()
+        self._stop_clock()
         super().connection_lost(exc)
 
-    def _await_head(self) -> None:
-        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self._head_too_slow)
+    def _next_request(self) -> None:
+        if self._serving:
+            if len(self._pending) > HEAD_LIMIT + MAX_BUFFERED_BODY:
+                self.flow.pause_reading()  # pipelined: the next request waits for this answer
+            return
+        refusal = head_refusal(self._pending)
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        head = read_head(self._pending)
+        if head is None:
+            return
+        if head.refusal is not None:
+            self._refuse(head.refusal)
+            return
+        if len(self._pending) < head.size:
+            if head.expects_continue and not self._continued:
+                self._continued = True
+                self.transport.write(CONTINUE)  # the client waits for it; the deadline still runs
+            return
+        self._stop_clock()
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
+        ):
+            _count_refusal()
+            self._refuse(BUSY)
+            return
+        request, self._pending = bytes(self._pending[: head.size]), self._pending[head.size :]
+        self._serving = True
+        self._continued = False
+        super().data_received(request)
 
-    def _head_done(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _refuse(self, answer: bytes) -> None:
+        """Send `answer` and close, reading no further."""
+        self._stop_clock()
+        self._pending.clear()
+        self.transport.write(answer)
+        self.transport.close()
 
-    def _head_too_slow(self) -> None:
-        self._head_timer = None
-        if self.conn.their_state is h11.IDLE:
+    def _start_clock(self) -> None:
+        self._stop_clock()
+        self._timer = self.loop.call_later(self.timeout_keep_alive, self._too_slow)
+
+    def _stop_clock(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if not self._serving:
             self.timeout_keep_alive_handler()  # uvicorn's own close of a connection with no request
 
 
 class AsgiWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships no type information
-    """uvicorn under gunicorn, with head, keep-alive and concurrency limits (see the module docstring)."""
+    """uvicorn under gunicorn, with request, keep-alive and concurrency limits (see the module docstring)."""
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "asyncio", "http": HeadDeadlineProtocol, "server_header": False}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "asyncio",
+        "http": BufferingProtocol,
+        "ws": "none",
+        "server_header": False,
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.limit_concurrency = self.cfg.worker_connections
-        self.config.h11_max_incomplete_event_size = HEAD_LIMIT
+        self.config.h11_max_incomplete_event_size = HEAD_LIMIT + 4

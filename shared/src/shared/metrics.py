@@ -46,6 +46,10 @@ TOKEN_ERRORS = Counter(
 )
 LOGINS = Counter("jwt_split_logins", "Password checks (token endpoint and login form), by result.", ["result"])
 RATE_LIMITED = Counter("jwt_split_rate_limited", "Requests refused by a rate limit, by limit.", ["limit"])
+CONNECTIONS_REFUSED = Counter(
+    "jwt_split_connections_refused",
+    "Requests refused 503 at a uvicorn worker's connection limit (--worker-connections).",
+)
 REFRESH_REUSE = Counter(
     "jwt_split_refresh_reuse_detected", "Spent refresh tokens presented again (each revokes its family)."
 )

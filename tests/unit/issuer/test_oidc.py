@@ -879,3 +879,29 @@ def test_a_login_by_another_user_ends_the_session_it_replaces(client: FlaskClien
     assert log_in(client, "bob", "builder").status_code == 303
     refused = _refresh(client, before["refresh_token"])
     assert (refused.status_code, refused.get_json().get("error")) == (400, "invalid_grant")
+
+
+# -- request objects (OpenID Connect Core 1.0 section 6) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        ("request", "eyJhbGciOiJub25lIn0.eyJzY29wZSI6Im9wZW5pZCJ9.", "request_not_supported"),
+        ("request_uri", "https://client.example/request.jwt", "request_uri_not_supported"),
+    ],
+)
+def test_a_request_object_goes_back_to_the_client_as_not_supported(
+    client: FlaskClient, name: str, value: str, error: str
+) -> None:
+    log_in(client)
+    _assert_denied(_authorize(client, **{name: value}), error)
+
+
+def test_a_request_object_with_an_unregistered_redirect_is_an_error_page(client: FlaskClient) -> None:
+    response = client.get(
+        "/authorize",
+        query_string=authorize_params("https://evil.example/cb", scope="openid", request="a.b."),
+    )
+    assert response.status_code == 400
+    assert "Location" not in response.headers

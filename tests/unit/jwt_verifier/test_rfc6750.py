@@ -68,3 +68,12 @@ def test_empty_bearer_token_is_invalid_token(value: str) -> None:
 def test_two_authorization_headers_are_an_invalid_request() -> None:
     with pytest.raises(InvalidRequest):
         _token("Bearer abc.def.ghi", "Bearer abc.def.ghi")
+
+
+@pytest.mark.parametrize(
+    "value", ["Bearer abc.def.ghi, Bearer abc.def.ghi", "Bearer abc,def", "Basic YTpi, Bearer abc"]
+)
+def test_a_comma_joined_authorization_value_is_an_invalid_request(value: str) -> None:
+    """Two headers joined into one (as a WSGI server does) are still two: refused, not read as one token."""
+    with pytest.raises(InvalidRequest):
+        _token(value)

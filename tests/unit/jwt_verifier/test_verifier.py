@@ -905,3 +905,10 @@ def test_verify_rejects_a_token_living_longer_than_the_maximum(keys: StaticKeys,
     with pytest.raises(InvalidToken, match="lifetime"):
         Verifier(keys, issuer=ISSUER, audience=AUDIENCE).verify(token)
     assert Verifier(keys, issuer=ISSUER, audience=AUDIENCE, max_lifetime=3 * 86400).verify(token)["sub"] == "alice"
+
+
+@pytest.mark.parametrize("token", [b"a.b.c", None, 42, ["a.b.c"]], ids=["bytes", "none", "int", "list"])
+def test_verify_refuses_a_token_that_is_not_text_as_malformed(verifier: Verifier, token: Any) -> None:
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(token)
+    assert caught.value.reason == "malformed"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
@@ -228,6 +231,22 @@ def test_a_profile_api_trickling_its_answer_is_503_within_the_timeout(
     _assert_error(response, 503, "temporarily_unavailable")
 
 
+def test_a_report_has_one_deadline_over_every_upstream_call(
+    make_app: AppFactory, token_for: TokenFactory, jwks_server: JwksServer
+) -> None:
+    """Each call within REPORTS_TIMEOUT, but a 401 and its retry past it: 503 at the deadline, not 502 after both."""
+    jwks_server.answer(401, b'{"error": "invalid_token"}', {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    jwks_server.delay = 0.7
+    client = make_app(profile_api_url=jwks_server.base_url, timeout=1.0)
+    headers = bearer(token_for())
+    started = time.monotonic()
+    response = client.get("/api/report", headers=headers)
+    elapsed = time.monotonic() - started
+    _assert_error(response, 503, "temporarily_unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert elapsed < 1.4
+
+
 class RefuseFirst:
     """The profile API, except that its first /api/me answers 401; the tokens it is sent are kept."""
 
@@ -311,6 +330,67 @@ def test_a_token_without_reports_read_is_403_naming_the_scope(client: AppClient,
     assert 'error="insufficient_scope"' in challenge
     assert 'scope="reports:read"' in challenge
     assert f'resource_metadata="{METADATA_URL}"' in challenge
+
+
+@pytest.mark.parametrize("joined", [True, False], ids=["comma-joined", "two-headers"])
+def test_two_authorization_values_are_400_invalid_request(
+    client: AppClient, token_for: TokenFactory, joined: bool
+) -> None:
+    value = f"Bearer {token_for()}"
+    headers = [("Authorization", f"{value}, {value}")] if joined else [("Authorization", value)] * 2
+    status, challenge, body = _raw_get(client, "/api/report", headers)
+    assert status == 400
+    assert json.loads(body)["error"] == "invalid_request"
+    assert f'resource_metadata="{METADATA_URL}"' in challenge
+
+
+def _raw_get(client: AppClient, path: str, headers: list[tuple[str, str]]) -> tuple[int, str, bytes]:
+    """GET `path` with `headers` as given, a name repeated if it is; return the status, challenge and body."""
+    url = urlsplit(client.url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    try:
+        connection.putrequest("GET", path)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        answer = connection.getresponse()
+        return answer.status, answer.getheader("WWW-Authenticate") or "", answer.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("path", ["/api/report/", "/api/caller/", "/healthz/"])
+def test_a_trailing_slash_is_404_never_a_redirect(client: AppClient, path: str) -> None:
+    """No 307 to the route without the slash: a redirect answers before auth and may send the token elsewhere."""
+    response = client.get(path)
+    _assert_error(response, 404, "not_found")
+    assert "Location" not in response.headers
+
+
+def _head(client: AppClient, path: str, headers: dict[str, str] | None = None) -> requests.Response:
+    with requests.Session() as session:
+        session.trust_env = False
+        return session.head(f"{client.url}{path}", headers=headers, timeout=30, allow_redirects=False)
+
+
+@pytest.mark.parametrize("path", ["/api/caller", "/healthz", "/.well-known/oauth-protected-resource"])
+def test_head_on_a_get_route_answers_as_get_without_a_body(
+    client: AppClient, token_for: TokenFactory, path: str
+) -> None:
+    headers = bearer(token_for())
+    got = client.get(path, headers=headers)
+    head = _head(client, path, headers)
+    assert (head.status_code, got.status_code) == (200, 200)
+    assert head.content == b""
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    assert head.headers.get("Cache-Control") == got.headers.get("Cache-Control")
+
+
+def test_head_without_a_token_is_401_with_the_challenge(client: AppClient) -> None:
+    head = _head(client, "/api/report")
+    assert head.status_code == 401
+    assert head.content == b""
+    assert head.headers["WWW-Authenticate"] == f'Bearer realm="jwt-split", resource_metadata="{METADATA_URL}"'
 
 
 # -- metadata, keys, health ---------------------------------------------------------------

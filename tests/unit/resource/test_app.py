@@ -123,13 +123,6 @@ def test_malformed_token_is_invalid_token_never_500(client: FlaskClient, token: 
     _assert_invalid_token(client.get("/api/me", headers=_bearer(token)))
 
 
-def test_two_tokens_in_the_authorization_header_are_refused(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
-    # WSGI servers join repeated headers with a comma; neither token may be picked.
-    token = sign(make_claims(), rsa_key)
-    response = client.get("/api/me", headers={"Authorization": f"Bearer {token}, Bearer {token}"})
-    _assert_invalid_token(response)
-
-
 # -- /api/admin ---------------------------------------------------------------------------
 
 
@@ -260,3 +253,16 @@ def test_every_challenge_of_the_api_names_the_metadata(client: FlaskClient, rsa_
     ]:
         response = client.get(path, headers=headers)
         assert metadata in response.headers["WWW-Authenticate"], (path, response.status_code)
+
+
+def test_two_tokens_in_the_authorization_header_are_400_invalid_request(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # WSGI servers join repeated headers with a comma; neither token may be picked.
+    token = sign(make_claims(scope="profile"), rsa_key)
+    response = client.get("/api/me", headers={"Authorization": f"Bearer {token}, Bearer {token}"})
+    _assert_error(response, 400, "invalid_request")
+    assert (
+        'resource_metadata="http://localhost:8001/.well-known/oauth-protected-resource"'
+        in (response.headers["WWW-Authenticate"])
+    )

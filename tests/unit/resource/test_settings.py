@@ -63,7 +63,8 @@ def test_variables_override_the_defaults() -> None:
         ("RESOURCE_JWKS_TIMEOUT", "nan", "at least 0.1"),
         ("RESOURCE_JWKS_MAX_BYTES", "10", "at least 1024"),
         ("RESOURCE_JWKS_MAX_TTL", "0", "at least 1"),
-        ("RESOURCE_JWKS_COOLDOWN", "-5", "at least 0"),
+        ("RESOURCE_JWKS_COOLDOWN", "-5", "at least 1"),
+        ("RESOURCE_JWKS_COOLDOWN", "0.5", "at least 1"),  # junk kids: at most one fetch a second
         ("RESOURCE_JWKS_COOLDOWN", "often", "a number"),
         ("RESOURCE_CALLBACK_RATE_LIMIT", "many", "a rate limit"),
     ],

@@ -8,6 +8,7 @@ The claim policy in one place:
 
 | check            | rule                                                             |
 | ---------------- | ---------------------------------------------------------------- |
+| type             | a `str`; bytes, `None` or a number is `malformed`, never a 500    |
 | size             | at most `max_token_bytes`, refused before any parsing            |
 | encoding         | base64url without `=` padding (RFC 7515 section 2): one spelling per token |
 | `alg`            | exactly RS256, fixed by configuration, never taken from the token |
@@ -354,6 +355,8 @@ class Verifier:
 
     def verify(self, token: str) -> dict[str, Any]:
         """Return the verified claims, or raise InvalidToken (or the key source's errors: see TokenVerifier)."""
+        if not isinstance(token, str):  # bytes, None, a number: a caller's slip, still a refusal and never a 500
+            raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
         if len(token) > self.max_token_bytes:
             raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes", reason=Reason.TOO_LARGE)
         cache = self.cache
