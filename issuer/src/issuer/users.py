@@ -13,7 +13,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from issuer.db import Database, clients, every, find, users
+from issuer.db import Database, clients, every, find, status_grants, users
+from issuer.statuslist import revoke_grants
 from shared import audit
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -214,6 +215,8 @@ class UserStore:
     def delete(self, username: str) -> bool:
         """Delete a user; their login sessions, refresh tokens and codes go with them (cascade)."""
         with self.database.transaction() as conn:
+            # Their access tokens end too: the cascade would leave no trace of their grants.
+            revoke_grants(conn, status_grants.c.user_id.in_(select(users.c.id).where(users.c.username == username)))
             row = conn.execute(delete(users).where(users.c.username == username).returning(users.c.id)).first()
         if row is not None:
             audit.emit("user.deleted", subject=username, subject_id=row.id)
