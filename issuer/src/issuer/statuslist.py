@@ -154,7 +154,11 @@ class StatusLists:
                 select(refresh_tokens.c.family_id, refresh_tokens.c.family_expires_at).where(
                     refresh_tokens.c.token_hash == token_hash
                 )
-            ).one()
+            ).first()
+            if family is None:  # deleted since it was issued (its user or client deleted): born INVALID
+                slot = self._allocate(conn, int(time.time()) + self.access_token_ttl)
+                set_bits(conn, [slot], int(time.time()))
+                return slot
             revoked = conn.execute(
                 select(refresh_tokens.c.revoked_at)
                 .where(refresh_tokens.c.family_id == family.family_id)

@@ -215,9 +215,11 @@ class UserStore:
     def delete(self, username: str) -> bool:
         """Delete a user; their login sessions, refresh tokens and codes go with them (cascade)."""
         with self.database.transaction() as conn:
-            # Their access tokens end too: the cascade would leave no trace of their grants.
-            revoke_grants(conn, status_grants.c.user_id.in_(select(users.c.id).where(users.c.username == username)))
             row = conn.execute(delete(users).where(users.c.username == username).returning(users.c.id)).first()
+            if row is not None:
+                # Their access tokens end too (the grants keep the user's id: the cascade leaves them).
+                # After the delete: its refresh tokens are locked before the lists, as every revocation does.
+                revoke_grants(conn, status_grants.c.user_id == row.id)
         if row is not None:
             audit.emit("user.deleted", subject=username, subject_id=row.id)
         return row is not None
