@@ -6,19 +6,24 @@ import base64
 import dataclasses
 import time
 import zlib
-from typing import Any
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from issuer import extensions, statuslist
 from issuer.clients import Client
+from issuer.db import Database, status_grants, status_lists
+from issuer.keys import KeyStore
 from issuer.prune import prune
 from issuer.settings import IssuerSettings
-from issuer.statuslist import bit, decode, encode, set_bit
+from issuer.statuslist import StatusLists, bit, decode, encode, revoke_grants, set_bit
 from jwt_verifier.jose import load_verification_key
 from shared.settings import SettingsError
 from tests.support.browsing import VERIFIER, csrf_token, get_code
@@ -346,3 +351,37 @@ def test_narrowing_the_client_sets_the_bits_of_what_it_no_longer_permits_and_a_r
     assert narrowed["scope"] == "profile"
     assert _reference(narrowed["access_token"]) != _reference(admin["access_token"])
     assert _status(client, narrowed["access_token"]) == 0
+
+
+# -- on both databases ----------------------------------------------------------------------------------
+
+
+def _lists(database: Database, **options: Any) -> StatusLists:
+    """Status lists on `database`; allocation and bits need no signing key."""
+    values: dict[str, Any] = {"capacity": 1024, "validity": 3600, "ttl": 1, "access_token_ttl": 600} | options
+    return StatusLists(database, cast(KeyStore, None), ISSUER, **values)
+
+
+def test_concurrent_allocations_get_distinct_indexes(database: Database) -> None:
+    lists = _lists(database, capacity=64)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        slots = list(pool.map(lambda _: lists.for_token(client_id="svc", audience="api", scope="x"), range(100)))
+    assert len(set(slots)) == 100
+    by_list = Counter(slot.list_id for slot in slots)
+    assert sorted(by_list.values(), reverse=True)[:1] == [64]  # the first list filled exactly
+    assert sum(by_list.values()) == 100
+
+
+def test_concurrent_revocations_of_one_list_lose_no_bit(database: Database) -> None:
+    lists = _lists(database)
+    slots = [lists.for_token(client_id=f"svc-{i}", audience="api", scope="x") for i in range(40)]
+
+    def revoke(i: int) -> None:
+        with database.transaction() as conn:
+            revoke_grants(conn, status_grants.c.client_id == f"svc-{i}")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(revoke, range(0, 40, 2)))
+    with database.reading() as conn:
+        (bits,) = conn.execute(select(status_lists.c.bits).where(status_lists.c.id == slots[0].list_id)).one()
+    assert [bit(bits, slot.idx) for slot in slots] == [1 - i % 2 for i in range(40)]
