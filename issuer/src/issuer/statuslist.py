@@ -256,6 +256,15 @@ class StatusLists:
             return None
         return str(grant_id)
 
+    def revoked(self, claims: dict[str, Any]) -> bool:
+        """Return whether a verified token's `status` names an INVALID index of one of this issuer's lists (read fresh)."""
+        slot = _slot(self.issuer, claims)
+        if slot is None:
+            return False
+        with self.database.reading() as conn:
+            bits = conn.execute(select(status_lists.c.bits).where(status_lists.c.id == slot.list_id)).scalar()
+        return bits is not None and 0 <= slot.idx < len(bits) * 8 and bit(bits, slot.idx) == 1
+
     # -- serving --------------------------------------------------------------------------------
 
     def current(self) -> list[str]:
@@ -457,11 +466,16 @@ def access_token_slot(token: str, client_id: str) -> Slot | None:
     if verified["header"].get("typ") != "at+jwt" or claims.get("client_id") != client_id:
         log.info("revocation of another client's token ignored", extra={"fields": {"client_id": client_id}})
         return None
+    return _slot(lists.issuer, claims)
+
+
+def _slot(issuer: str, claims: dict[str, Any]) -> Slot | None:
+    """Return the slot a token's `status` claim names in one of `issuer`'s lists, or None."""
     status = claims.get("status")
     reference = status.get("status_list") if isinstance(status, dict) else None
     if not isinstance(reference, dict):
         return None  # issued before status lists: it expires within an access token's lifetime
-    prefix = list_uri(lists.issuer, "")
+    prefix = list_uri(issuer, "")
     uri, idx = reference.get("uri"), reference.get("idx")
     if not isinstance(uri, str) or not uri.startswith(prefix) or not isinstance(idx, int) or isinstance(idx, bool):
         return None

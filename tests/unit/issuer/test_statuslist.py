@@ -22,7 +22,7 @@ from issuer.clients import Client
 from issuer.db import Database, status_grants, status_lists
 from issuer.keys import KeyStore
 from issuer.prune import prune
-from issuer.settings import IssuerSettings
+from issuer.settings import IntrospectionSettings, IssuerSettings
 from issuer.statuslist import StatusLists, bit, decode, encode, revoke_grants, set_bit
 from jwt_verifier.jose import load_verification_key
 from shared.settings import SettingsError
@@ -385,3 +385,17 @@ def test_concurrent_revocations_of_one_list_lose_no_bit(database: Database) -> N
     with database.reading() as conn:
         (bits,) = conn.execute(select(status_lists.c.bits).where(status_lists.c.id == slots[0].list_id)).one()
     assert [bit(bits, slot.idx) for slot in slots] == [1 - i % 2 for i in range(40)]
+
+
+def test_introspection_answers_inactive_for_a_revoked_access_token(app: Flask, client: FlaskClient) -> None:
+    secret = "s" * 40
+    app.extensions["issuer.introspection"] = IntrospectionSettings(client_id="resource-api", secret=secret)
+    auth = {"Authorization": "Basic " + base64.b64encode(f"resource-api:{secret}".encode()).decode()}
+    revoked, kept = _login(client), _login(client)
+    client.post("/revoke", data={"token": revoked["refresh_token"], "client_id": "cli"})
+    answers = [
+        client.post("/introspect", data={"token": body["access_token"]}, headers=auth).get_json()
+        for body in (revoked, kept)
+    ]
+    assert answers[0] == {"active": False}
+    assert answers[1]["active"] is True
