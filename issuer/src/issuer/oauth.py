@@ -346,8 +346,8 @@ def revoke() -> Response:
             issuer = extensions.current()
             with issuer.database.transaction():  # the index and the family it stands for end together
                 family_id = statuslist.current().revoke_slot(slot)
-                if family_id is not None:
-                    issuer.refresh_tokens.revoke_family(family_id)
+                tokens = issuer.refresh_tokens.revoke_family(family_id) if family_id is not None else 0
+            audit.emit("token.revoked", client=client.client_id, family=family_id, tokens=tokens)
             log.info("access token revoked", extra={"fields": {"client_id": client.client_id}})
         return response
     issuer = extensions.current()
