@@ -19,7 +19,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, introspect, oauth, oidc, protocol, prune, wellknown
+from issuer import browser, introspect, oauth, oidc, protocol, prune, statuslist, wellknown
 from issuer.apis import ApiStore
 from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
@@ -123,6 +123,18 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     app.register_blueprint(oauth.bp)
     introspect.init_app(app)  # RFC 7662, off unless ISSUER_INTROSPECTION_SECRET is set
     oidc.init_app(app)  # /userinfo
+    statuslist.init_app(
+        app,
+        statuslist.StatusLists(
+            database,
+            keys,
+            settings.url,
+            capacity=settings.status_list_capacity,
+            validity=settings.status_list_validity,
+            ttl=settings.status_list_ttl,
+            access_token_ttl=settings.access_token_ttl,
+        ),
+    )
     app.register_blueprint(browser.bp)
     return app
 

@@ -12,6 +12,7 @@ from settings.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ from issuer.db import (
     users,
 )
 from issuer.opaque import secret_hash
+from issuer.statuslist import revoke_unpermitted
 from issuer.tokens import RefreshTokens
 from issuer.users import USER_ID, parse_scope
 from shared import audit
@@ -232,6 +234,8 @@ class ClientStore:
         with self.database.transaction() as conn:
             _refuse_a_users_name(conn, client.client_id)
             existed = _put(conn, client)
+            if existed:  # the access tokens it no longer permits end now, not when they expire
+                revoke_unpermitted(conn, client.client_id, functools.partial(_permits, client))
         audit.emit("client.changed" if existed else "client.created", client=client.client_id)
         return client, existed
 
@@ -288,6 +292,12 @@ class ClientAssertions:
         except IntegrityError:
             return False
         return True
+
+
+def _permits(client: Client, audience: str, scope: str) -> bool:
+    """Return whether a client's registration permits a grant of `scope` for the API `audience`."""
+    held = parse_scope(scope)
+    return client.may_ask_for(audience) and client.narrow(held) == held
 
 
 def _refuse_a_users_name(conn: Connection, client_id: str) -> None:

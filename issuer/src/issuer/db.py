@@ -199,6 +199,42 @@ api_resource_uris = Table(
     Column("audience", String(255), ForeignKey("apis.audience", ondelete="CASCADE"), nullable=False, index=True),
 )
 
+# Owner: issuer.statuslist.StatusLists. Token Status Lists (draft-ietf-oauth-status-list-21): one
+# bit per index, 1 for invalid, least significant bit first. Indexes are handed out (`allocated`)
+# until the list is full or `open_until`; the list goes once every token referring to it has
+# expired (`expires_at`). `revision` counts the changes of `bits`: a signed copy of an older
+# revision is stale.
+status_lists = Table(
+    "status_lists",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("created_at", Integer, nullable=False),
+    Column("open_until", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False, index=True),  # pruning
+    Column("capacity", Integer, nullable=False),
+    Column("allocated", Integer, nullable=False),
+    Column("bits", LargeBinary, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("changed_at", Integer, nullable=False),
+)
+
+# Owner: issuer.statuslist.StatusLists. Which index of which list a grant's access tokens carry:
+# one per refresh family (`grant_id` is its `family_id`), one per client-credentials token.
+# `audience` and `scope` are the most the grant's tokens hold, to find what narrowing a client ends.
+status_grants = Table(
+    "status_grants",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    Column("list_id", String(32), ForeignKey("status_lists.id", ondelete="CASCADE"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("client_id", String(64), nullable=False, index=True),
+    Column("user_id", String(32), index=True),
+    Column("audience", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("expires_at", Integer, nullable=False, index=True),  # pruning
+    Index("status_grants_slot", "list_id", "idx", unique=True),
+)
+
 
 class Database:
     """An engine on the issuer's database and the transaction helper every store uses."""

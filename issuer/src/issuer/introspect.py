@@ -11,7 +11,8 @@ verifying it itself (docs/performance.md measures both designs).
 - A token is active when the resource's own verification would accept it: the same
   `jwt_verifier.verifier` policy, with keys from this issuer's published set, and its subject
   still exists: the user of that stable id, or, for a client's own token (`sub` equal to
-  `client_id`, RFC 9068 section 2.2), that client. An active token gets its claims and, for a
+  `client_id`, RFC 9068 section 2.2), that client; and it has not been revoked (its index in
+  its status list is not set, issuer.statuslist). An active token gets its claims and, for a
   user's, `username` (section 2.2); anything else gets `{"active": false}` and nothing more,
   whoever asked.
 """
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
-from issuer import extensions
+from issuer import extensions, statuslist
 from issuer.client_auth import basic_credentials
 from issuer.protocol import OAuthError
 from issuer.settings import IntrospectionSettings, IssuerSettings
@@ -145,9 +146,10 @@ def introspect() -> Response:
     claims = active_claims(_token())
     body: dict[str, Any] = {"active": False}
     if claims is not None:
-        # Unlike a local check, introspection sees a deleted user or client: its tokens are inactive.
+        # Unlike a local check, introspection sees a deleted user or client: its tokens are inactive;
+        # and a revoked token (its status list index set, issuer.statuslist).
         subject = _subject(claims)
-        if subject is not None:
+        if subject is not None and not statuslist.current().revoked(claims):
             body = {"active": True, "token_type": "Bearer", **subject, **claims}
     response = jsonify(body)
     response.headers.update(NO_STORE)

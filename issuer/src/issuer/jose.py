@@ -10,6 +10,7 @@ Signing is here and nowhere else (`sign`); reading parses with the verifier libr
 | `ID_TOKEN`         | `JWT`               | the issuer's           | issuer    | the client id (string or list)   | required, checked     | `sub`, `iat`  |
 | `CLIENT_ASSERTION` | not checked         | the client's (by `kid`) | client id | the issuer identifier, one string | required, at most 5 minutes ahead | `sub` = client id, `jti` |
 | `END_SESSION_HINT` | `JWT`               | the issuer's published | issuer    | not checked: it names the client | ignored               | `sub`, `aud`, `iat` |
+| `STATUS_LIST`      | `statuslist+jwt`    | the issuer's           | issuer    | none                             | set by the issuer     | `sub` = the list's URI, `status_list` (signed only; the APIs read it) |
 
 Every kind: `alg` exactly RS256 (never `none`, never HS256: the key decides nothing), no JWS
 extension, strict JSON, NumericDates that are numbers, `iat` and `nbf` not in the future.
@@ -94,6 +95,8 @@ CLIENT_ASSERTION = TokenKind(
     single_audience=True,
 )
 END_SESSION_HINT = TokenKind("ID token hint", "JWT", ("iss", "sub", "aud", "iat"), check_exp=False)
+# draft-ietf-oauth-status-list-21 section 5.1 (issuer.statuslist): `sub` is the list's own URI.
+STATUS_LIST = TokenKind("status list token", "statuslist+jwt", ("sub", "iat", "status_list"))
 
 
 # -- signing ----------------------------------------------------------------------------------

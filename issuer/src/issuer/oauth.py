@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from issuer import extensions, oidc
+from issuer import extensions, oidc, statuslist
 from issuer.apis import Api, InvalidTarget
 from issuer.client_auth import InvalidClient, authenticate_client
 from issuer.clients import DEFAULT_CLIENT_ID, Client
@@ -115,12 +115,17 @@ def _token_response(
     """Answer with an access token, the refresh token if any, and an ID token for a browser login's `openid` grant."""
     settings = extensions.current().settings
     audience = _audience(grant.audience or settings.audience, grant.scope)
+    # Its refresh family's index in a status list, or one of its own (issuer.statuslist).
+    slot = statuslist.slot_for(
+        grant.client_id, grant.user_id, grant.audience or settings.audience, grant.scope, refresh_token
+    )
     access_token, claims = mint_access_token(
         extensions.current().keys.signing_key(),
         grant,
         issuer=settings.url,
         audience=audience,
         ttl=settings.access_token_ttl,
+        status=slot.claim(settings.url),
     )
     metrics.TOKENS_ISSUED.labels(request.form.get("grant_type", ""), grant.client_id).inc()
     log.info(
@@ -314,6 +319,10 @@ def _token() -> Response:
 def revoke() -> Response:
     """Revoke a refresh token: its family, and the login session it was born of with all of that session's tokens.
 
+    An access token (a JWT this issuer signed for the client) is revoked through its status
+    list: its index is set INVALID, and its refresh family, whose tokens all share that index,
+    is revoked with it (issuer.statuslist.revoke_access_token).
+
     RFC 7009 section 2.1: the client authenticates as at the token endpoint (a public client
     names itself with `client_id`: no default client here), and only a token issued to that
     client is revoked. Section 2.2: an unknown token, or one issued to another client, gets
@@ -325,11 +334,18 @@ def revoke() -> Response:
         log.info("revocation refused", extra={"fields": {"reason": "no client_id and no client credentials"}})
         raise InvalidClient()
     client = _authenticated_client(params)
+    response = Response(status=200)
+    response.headers.update(NO_STORE)
     if token.count(".") == 2 and params.get("token_type_hint") != "refresh_token":
-        raise OAuthError(
-            "access tokens are short-lived JWTs and cannot be revoked; revoke the refresh token",
-            error="unsupported_token_type",
-        )
+        slot = statuslist.access_token_slot(token, client.client_id)
+        if slot is not None:
+            issuer = extensions.current()
+            with issuer.database.transaction():  # the index and the family it stands for end together
+                family_id = statuslist.current().revoke_slot(slot)
+                tokens = issuer.refresh_tokens.revoke_family(family_id) if family_id is not None else 0
+            audit.emit("token.revoked", client=client.client_id, family=family_id, tokens=tokens)
+            log.info("access token revoked", extra={"fields": {"client_id": client.client_id}})
+        return response
     issuer = extensions.current()
     # One transaction: the family, the session and the session's other families end together.
     with issuer.database.transaction():
@@ -339,6 +355,4 @@ def revoke() -> Response:
             issuer.refresh_tokens.revoke_session(session_hash)
     if session_hash is not None:
         log.info("refresh token revoked", extra={"fields": {"client_id": client.client_id}})
-    response = Response(status=200)
-    response.headers.update(NO_STORE)
     return response

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from issuer.codes import AuthorizationCodes
 from issuer.db import Database
 from issuer.sessions import LoginSessions
+from issuer.statuslist import StatusLists
 from issuer.tokens import RefreshTokens
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Pruned:
     authorization_codes: int
     refresh_tokens: int
     login_sessions: int
+    status_lists: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts by table name."""
@@ -45,7 +47,8 @@ def prune(database: Database, now: int | None = None, *, batch: int = BATCH) -> 
     tokens = RefreshTokens.prune(database, now, batch=batch)
     # After the tokens: a session whose last family just went can go in the same run.
     sessions = LoginSessions.prune(database, now, batch=batch)
-    return Pruned(codes, tokens, sessions)
+    lists = StatusLists.prune(database, now, batch=batch)
+    return Pruned(codes, tokens, sessions, lists)
 
 
 def start(database: Database, interval: float, *, stop: threading.Event | None = None) -> threading.Thread:

@@ -90,6 +90,11 @@ class IssuerSettings:
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024
     prune_interval: int = 3600  # seconds between prunings of expired rows (issuer.prune); 0: never
+    # Token Status Lists (issuer.statuslist): how long APIs may cache a list, indexes per list,
+    # and how long a list takes new indexes.
+    status_list_ttl: int = 1
+    status_list_capacity: int = 16384
+    status_list_validity: int = 24 * 3600
 
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""
@@ -197,7 +202,20 @@ class IssuerSettings:
             introspection=IntrospectionSettings.from_env(env),
             log_level=env_str(env, "ISSUER_LOG_LEVEL", cls.log_level).upper(),
             prune_interval=env_int(env, "ISSUER_PRUNE_INTERVAL", cls.prune_interval, minimum=0),
+            status_list_ttl=env_int(env, "ISSUER_STATUS_LIST_TTL", cls.status_list_ttl, minimum=1, maximum=300),
+            status_list_capacity=_capacity(env, "ISSUER_STATUS_LIST_CAPACITY", cls.status_list_capacity),
+            status_list_validity=env_int(
+                env, "ISSUER_STATUS_LIST_VALIDITY", cls.status_list_validity, minimum=60, maximum=30 * 24 * 3600
+            ),
         )
+
+
+def _capacity(env: Environ, name: str, default: int) -> int:
+    """Return a status list's number of indexes: whole bytes of bits, 1024 to 1048576."""
+    capacity = env_int(env, name, default, minimum=1024, maximum=1024 * 1024)
+    if capacity % 8:
+        raise SettingsError(f"{name} must be a multiple of 8 (whole bytes of bits), got {capacity}")
+    return capacity
 
 
 def _urls(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ...]:

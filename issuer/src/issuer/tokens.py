@@ -19,10 +19,11 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, insert, select, update
 
-from issuer.db import Database, delete_in_batches, refresh_tokens, stamp, users, with_username
+from issuer.db import Database, delete_in_batches, refresh_tokens, stamp, status_grants, users, with_username
 from issuer.jose import ACCESS_TOKEN, ID_TOKEN, sign
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
+from issuer.statuslist import of_families, revoke_grants
 from jwt_verifier.jose import b64url_encode
 from shared import audit, metrics
 
@@ -59,7 +60,14 @@ class RefreshReused(RefreshError):
 
 
 def mint_access_token(
-    key: SigningKey, grant: Grant, *, issuer: str, audience: str | list[str], ttl: int, now: int | None = None
+    key: SigningKey,
+    grant: Grant,
+    *,
+    issuer: str,
+    audience: str | list[str],
+    ttl: int,
+    now: int | None = None,
+    status: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Sign an RFC 9068 access token; return it with its claims.
 
@@ -78,6 +86,8 @@ def mint_access_token(
     }
     if grant.user_id:
         claims["preferred_username"] = grant.username  # what an API shows; RFC 9068 section 2.2.3.1 allows it
+    if status is not None:
+        claims["status"] = status  # draft-ietf-oauth-status-list-21 section 6.1 (issuer.statuslist)
     return sign(key, ACCESS_TOKEN, claims), claims
 
 
@@ -311,6 +321,7 @@ class RefreshTokens:
             revoked = stamp(
                 conn, refresh_tokens.c.revoked_at, refresh_tokens.c.session_hash == session_hash, now=int(time.time())
             )
+            revoke_grants(conn, of_families(refresh_tokens.c.session_hash == session_hash))
         if revoked:
             audit.emit("token.revoked", tokens=revoked)
         return revoked
@@ -322,9 +333,11 @@ class RefreshTokens:
         Static: the CLI has no successor keys, and needs none to revoke.
         """
         with database.transaction() as conn:
-            return stamp(
+            revoked = stamp(
                 conn, refresh_tokens.c.revoked_at, refresh_tokens.c.client_id == client_id, now=int(time.time())
             )
+            revoke_grants(conn, status_grants.c.client_id == client_id)  # its own tokens' too (client_credentials)
+            return revoked
 
     def move_session(self, old_hash: str, new_hash: str) -> int:
         """Hand the tokens born of one login session to the session that replaced it; return how many."""
@@ -346,4 +359,6 @@ class RefreshTokens:
         )
 
     def _revoke_family(self, conn: Connection, family_id: str, now: int) -> int:
-        return stamp(conn, refresh_tokens.c.revoked_at, refresh_tokens.c.family_id == family_id, now=now)
+        revoked = stamp(conn, refresh_tokens.c.revoked_at, refresh_tokens.c.family_id == family_id, now=now)
+        revoke_grants(conn, status_grants.c.grant_id == family_id)  # its access tokens too
+        return revoked

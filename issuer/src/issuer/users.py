@@ -13,7 +13,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from issuer.db import Database, clients, every, find, users
+from issuer.db import Database, clients, every, find, status_grants, users
+from issuer.statuslist import revoke_grants
 from shared import audit
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -215,6 +216,10 @@ class UserStore:
         """Delete a user; their login sessions, refresh tokens and codes go with them (cascade)."""
         with self.database.transaction() as conn:
             row = conn.execute(delete(users).where(users.c.username == username).returning(users.c.id)).first()
+            if row is not None:
+                # Their access tokens end too (the grants keep the user's id: the cascade leaves them).
+                # After the delete: its refresh tokens are locked before the lists, as every revocation does.
+                revoke_grants(conn, status_grants.c.user_id == row.id)
         if row is not None:
             audit.emit("user.deleted", subject=username, subject_id=row.id)
         return row is not None

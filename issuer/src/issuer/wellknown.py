@@ -72,6 +72,8 @@ def _oauth_metadata() -> dict[str, Any]:
         "token_endpoint_auth_methods_supported": ["none", "private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
         "revocation_endpoint_auth_methods_supported": ["none"],
+        # draft-ietf-oauth-status-list-21 section 9: where the lists live tokens refer to are listed.
+        "status_list_aggregation_endpoint": f"{url}/statuslists",
     }
     introspection = current_app.extensions.get("issuer.introspection")
     if introspection is not None and introspection.enabled:

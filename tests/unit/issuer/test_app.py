@@ -299,9 +299,20 @@ def test_revoke_of_unknown_token_is_200(client: FlaskClient) -> None:
     assert _revoke(client, token="never-issued", client_id="cli").status_code == 200
 
 
-def test_revoke_of_access_token_is_unsupported_token_type(client: FlaskClient) -> None:
-    access = _login(client).get_json()["access_token"]
-    _assert_error(_revoke(client, token=access, client_id="cli"), 400, "unsupported_token_type")
+def test_revoke_of_access_token_ends_it_and_its_refresh_family(client: FlaskClient) -> None:
+    login = _login(client).get_json()
+    response = _revoke(client, token=login["access_token"], client_id="cli")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    _assert_error(
+        _token(client, grant_type="refresh_token", refresh_token=login["refresh_token"]), 400, "invalid_grant"
+    )
+
+
+def test_revoke_of_another_clients_access_token_changes_nothing(client: FlaskClient) -> None:
+    login = _login(client).get_json()
+    assert _revoke(client, token=login["access_token"], client_id="resource-web").status_code == 200
+    assert _refreshes(client, login["refresh_token"])
 
 
 def test_revoke_without_token_is_invalid_request(client: FlaskClient) -> None:

@@ -259,7 +259,12 @@ def test_db_prune_prints_how_many_rows_of_each_kind_it_deleted(issuer_settings: 
     result = CliRunner(env={"ISSUER_DATA_DIR": str(issuer_settings.data_dir)}).invoke(main, ["db", "prune"])
     assert result.exit_code == 0, result.output
     assert result.output.count("\n") == 1
-    assert json.loads(result.output) == {"authorization_codes": 1, "refresh_tokens": 1, "login_sessions": 1}
+    assert json.loads(result.output) == {
+        "authorization_codes": 1,
+        "refresh_tokens": 1,
+        "login_sessions": 1,
+        "status_lists": 0,
+    }
 
 
 # -- the background thread ----------------------------------------------------------------

@@ -1,0 +1,481 @@
+"""Token Status Lists (draft-ietf-oauth-status-list-21): revocation that reaches the APIs within seconds.
+
+Every access token carries a `status` claim naming a list and an index in it:
+`{"status_list": {"idx": 17, "uri": "{issuer}/statuslists/{id}"}}`. The issuer serves each
+list as a signed JWT (`typ` `statuslist+jwt`) whose `status_list.lst` is the list's bits,
+DEFLATE-compressed (zlib) and base64url-encoded: index i is bit i % 8 of byte i // 8, least
+significant bit first; 1 means INVALID. An API that refetches the list every `ttl` seconds
+refuses a revoked token that long after its revocation.
+
+Index allocation keeps lists small: one index per grant. Every access token of a refresh
+family (a password login, or a browser login's authorization code) shares its family's index,
+however often it is refreshed; a client-credentials token gets one of its own. Indexes are
+handed out from the newest list until it is full (`capacity`) or older than its `validity`;
+then a new list is opened. A list is deleted (issuer.prune) once every token that can refer
+to it has expired: its `expires_at` grows to the latest family's end plus an access token's
+lifetime.
+
+Allocation is one UPDATE ... RETURNING on the list's row, so concurrent workers and replicas
+each get another index; setting bits rewrites the list's row under its row lock (PostgreSQL)
+or the write lock (SQLite's BEGIN IMMEDIATE).
+
+Whatever ends a grant sets its bit in the same transaction: the revocation of its refresh
+token or of one of its access tokens, reuse of a refresh token or of a code, a logout, the
+deletion of its user or client, and a change of the client's registration that no longer
+permits the grant's scopes or API.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import threading
+import time
+import uuid
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy import Connection, case, delete, insert, select, update
+from sqlalchemy.sql.expression import ColumnElement
+
+from issuer import jose
+from issuer.db import Database, delete_in_batches, refresh_tokens, status_grants, status_lists
+from issuer.keys import KeyStore
+from issuer.opaque import secret_hash
+from jwt_verifier.jose import b64url_encode
+from shared.errors import error_response
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/statuslist+jwt"
+LIST_ID = re.compile(r"[0-9a-f]{32}")
+# A signed list is valid this long (`exp` - `iat`) and signed again after half of it, or at once
+# when its bits change. `iat` is a whole multiple of RESIGN_AFTER (or the time of the last change),
+# so that workers and replicas sign the same bytes: one ETag across the fleet.
+TOKEN_LIFETIME = 600
+RESIGN_AFTER = TOKEN_LIFETIME // 2
+MAX_CACHED = 1024
+
+
+def encode(bits: bytes) -> str:
+    """Return the `lst` of a list's bytes: DEFLATE with the zlib format (RFC 1950), base64url without padding."""
+    return b64url_encode(zlib.compress(bits, 9))
+
+
+def decode(lst: str) -> bytes:
+    """Return the bytes of a list's `lst` (the inverse of `encode`)."""
+    padded = lst + "=" * (-len(lst) % 4)
+    return zlib.decompress(base64.urlsafe_b64decode(padded))
+
+
+def set_bit(buffer: bytearray, index: int) -> bool:
+    """Set index `index` to INVALID (1); return whether it was VALID before."""
+    mask = 1 << (index % 8)
+    if buffer[index // 8] & mask:
+        return False
+    buffer[index // 8] |= mask
+    return True
+
+
+def bit(bits: bytes, index: int) -> int:
+    """Return the status of index `index`: 0 VALID, 1 INVALID."""
+    return (bits[index // 8] >> (index % 8)) & 1
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A list and an index in it: what a `status` claim names."""
+
+    list_id: str
+    idx: int
+
+    def claim(self, issuer: str) -> dict[str, Any]:
+        """Return the `status` claim of a token carrying this slot."""
+        return {"status_list": {"idx": self.idx, "uri": list_uri(issuer, self.list_id)}}
+
+
+def list_uri(issuer: str, list_id: str) -> str:
+    """Return the URI of a list: its `sub`, and the `uri` tokens refer to it by."""
+    return f"{issuer}/statuslists/{list_id}"
+
+
+@dataclass(frozen=True)
+class SignedList:
+    """A list token as served, with what it was signed from."""
+
+    revision: int
+    iat: int
+    kid: str
+    token: str
+    etag: str
+
+
+@dataclass
+class StatusLists:
+    """Allocate indexes, set bits, and sign lists (owner of `status_lists` and `status_grants`)."""
+
+    database: Database
+    keys: KeyStore
+    issuer: str
+    capacity: int
+    validity: int
+    ttl: int
+    access_token_ttl: int
+    _signed: dict[str, SignedList] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- allocation -----------------------------------------------------------------------------
+
+    def for_family(self, refresh_token: str, *, client_id: str, user_id: str, audience: str, scope: str) -> Slot:
+        """Return the slot of the refresh family `refresh_token` belongs to, allocating it at the family's first token.
+
+        A family revoked meanwhile gets its slot set INVALID at once: the revocation found no
+        slot to set. The family's rows are locked first, as a revocation locks them.
+        """
+        token_hash = secret_hash(refresh_token)
+        known = (
+            select(status_grants.c.list_id, status_grants.c.idx)
+            .join(refresh_tokens, refresh_tokens.c.family_id == status_grants.c.grant_id)
+            .where(refresh_tokens.c.token_hash == token_hash)
+        )
+        with self.database.reading() as conn:
+            row = conn.execute(known).first()
+        if row is not None:
+            return Slot(row.list_id, row.idx)
+        with self.database.transaction() as conn:
+            family = conn.execute(
+                select(refresh_tokens.c.family_id, refresh_tokens.c.family_expires_at).where(
+                    refresh_tokens.c.token_hash == token_hash
+                )
+            ).first()
+            if family is None:  # deleted since it was issued (its user or client deleted): born INVALID
+                slot = self._allocate(conn, int(time.time()) + self.access_token_ttl)
+                set_bits(conn, [slot], int(time.time()))
+                return slot
+            revoked = conn.execute(
+                select(refresh_tokens.c.revoked_at)
+                .where(refresh_tokens.c.family_id == family.family_id)
+                .with_for_update()
+            ).all()
+            row = conn.execute(known).first()
+            if row is not None:
+                return Slot(row.list_id, row.idx)
+            expires_at = family.family_expires_at + self.access_token_ttl
+            slot = self._allocate(conn, expires_at)
+            conn.execute(
+                insert(status_grants).values(
+                    grant_id=family.family_id,
+                    list_id=slot.list_id,
+                    idx=slot.idx,
+                    client_id=client_id,
+                    user_id=user_id or None,
+                    audience=audience,
+                    scope=scope,
+                    expires_at=expires_at,
+                )
+            )
+            if any(r.revoked_at is not None for r in revoked):
+                set_bits(conn, [slot], int(time.time()))
+        return slot
+
+    def for_token(self, *, client_id: str, audience: str, scope: str) -> Slot:
+        """Allocate the slot of one access token of its own (a client's own token, client_credentials)."""
+        expires_at = int(time.time()) + self.access_token_ttl
+        with self.database.transaction() as conn:
+            slot = self._allocate(conn, expires_at)
+            conn.execute(
+                insert(status_grants).values(
+                    grant_id=f"token:{uuid.uuid4().hex}",
+                    list_id=slot.list_id,
+                    idx=slot.idx,
+                    client_id=client_id,
+                    user_id=None,
+                    audience=audience,
+                    scope=scope,
+                    expires_at=expires_at,
+                )
+            )
+        return slot
+
+    def _allocate(self, conn: Connection, expires_at: int) -> Slot:
+        """Take the next index of the newest open list, or open a new list; the list lives until `expires_at` at least."""
+        now = int(time.time())
+        newest = (
+            select(status_lists.c.id)
+            .where(status_lists.c.open_until > now, status_lists.c.allocated < status_lists.c.capacity)
+            .order_by(status_lists.c.created_at.desc(), status_lists.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        taken = conn.execute(
+            update(status_lists)
+            .where(status_lists.c.id == newest, status_lists.c.allocated < status_lists.c.capacity)
+            .values(
+                allocated=status_lists.c.allocated + 1,
+                expires_at=case((status_lists.c.expires_at < expires_at, expires_at), else_=status_lists.c.expires_at),
+            )
+            .returning(status_lists.c.id, status_lists.c.allocated)
+        ).first()
+        if taken is not None:
+            return Slot(taken.id, taken.allocated - 1)
+        list_id = uuid.uuid4().hex
+        conn.execute(
+            insert(status_lists).values(
+                id=list_id,
+                created_at=now,
+                open_until=now + self.validity,
+                expires_at=max(expires_at, now + self.validity),
+                capacity=self.capacity,
+                allocated=1,
+                bits=bytes(self.capacity // 8),
+                revision=0,
+                changed_at=now,
+            )
+        )
+        return Slot(list_id, 0)
+
+    # -- revocation -----------------------------------------------------------------------------
+
+    def revoke_slot(self, slot: Slot) -> str | None:
+        """Set an access token's slot INVALID; return its refresh family's id when it has one (to revoke it too)."""
+        with self.database.transaction() as conn:
+            grant_id = conn.execute(
+                select(status_grants.c.grant_id).where(
+                    status_grants.c.list_id == slot.list_id, status_grants.c.idx == slot.idx
+                )
+            ).scalar()
+            set_bits(conn, [slot], int(time.time()))
+        if grant_id is None or grant_id.startswith("token:"):
+            return None
+        return str(grant_id)
+
+    def revoked(self, claims: dict[str, Any]) -> bool:
+        """Return whether a verified token's `status` names an INVALID index of one of this issuer's lists (read fresh)."""
+        slot = _slot(self.issuer, claims)
+        if slot is None:
+            return False
+        with self.database.reading() as conn:
+            bits = conn.execute(select(status_lists.c.bits).where(status_lists.c.id == slot.list_id)).scalar()
+        return bits is not None and 0 <= slot.idx < len(bits) * 8 and bit(bits, slot.idx) == 1
+
+    # -- serving --------------------------------------------------------------------------------
+
+    def current(self) -> list[str]:
+        """Return the URIs of every list a live token may refer to (Status List Aggregation)."""
+        query = (
+            select(status_lists.c.id)
+            .where(status_lists.c.expires_at > int(time.time()))
+            .order_by(status_lists.c.created_at, status_lists.c.id)
+        )
+        with self.database.reading() as conn:
+            return [list_uri(self.issuer, list_id) for list_id in conn.execute(query).scalars()]
+
+    def signed(self, list_id: str) -> SignedList | None:
+        """Return the signed list `list_id`, signing it only when its bits, the key or the time call for it; None if unknown."""
+        if not LIST_ID.fullmatch(list_id):
+            return None  # never sent to the database
+        now = int(time.time())
+        head = select(status_lists.c.revision, status_lists.c.changed_at).where(
+            status_lists.c.id == list_id, status_lists.c.expires_at > now
+        )
+        with self.database.reading() as conn:
+            row = conn.execute(head).first()
+        if row is None:
+            return None
+        key = self.keys.signing_key()  # the active key: the JWKS carries it
+        iat = max(now - now % RESIGN_AFTER, row.changed_at)
+        cached = self._signed.get(list_id)
+        if cached is not None and (cached.revision, cached.iat, cached.kid) == (row.revision, iat, key.kid):
+            return cached
+        with self.database.reading() as conn:
+            full = conn.execute(
+                select(status_lists.c.bits, status_lists.c.revision, status_lists.c.changed_at).where(
+                    status_lists.c.id == list_id
+                )
+            ).first()
+        if full is None:
+            return None
+        iat = max(now - now % RESIGN_AFTER, full.changed_at)
+        claims = {
+            "sub": list_uri(self.issuer, list_id),
+            "iss": self.issuer,
+            "iat": iat,
+            "exp": iat + TOKEN_LIFETIME,
+            "ttl": self.ttl,
+            "status_list": {"bits": 1, "lst": encode(bytes(full.bits))},
+        }
+        token = jose.sign(key, jose.STATUS_LIST, claims)
+        signed = SignedList(full.revision, iat, key.kid, token, f'"{hashlib.sha256(token.encode()).hexdigest()[:32]}"')
+        with self._lock:
+            if len(self._signed) >= MAX_CACHED:
+                self._signed.clear()  # bounded: the lists still asked for are signed again once
+            self._signed[list_id] = signed
+        return signed
+
+    # -- pruning --------------------------------------------------------------------------------
+
+    @staticmethod
+    def prune(database: Database, now: int, *, batch: int) -> int:
+        """Delete the grants whose tokens have all expired, then the lists no token refers to; return the lists deleted."""
+        delete_in_batches(database, status_grants.c.grant_id, status_grants.c.expires_at < now, batch=batch)
+        return delete_in_batches(database, status_lists.c.id, status_lists.c.expires_at < now, batch=batch)
+
+
+def set_bits(conn: Connection, slots: Iterable[Slot], now: int) -> int:
+    """Set the slots INVALID in the open transaction; return how many changed."""
+    by_list: dict[str, list[int]] = defaultdict(list)
+    for slot in slots:
+        by_list[slot.list_id].append(slot.idx)
+    changed = 0
+    for list_id in sorted(by_list):  # one order for every writer: no deadlock between two revocations
+        row = conn.execute(select(status_lists.c.bits).where(status_lists.c.id == list_id).with_for_update()).first()
+        if row is None:
+            continue  # pruned: every token referring to it has expired
+        buffer = bytearray(row.bits)
+        flipped = sum(set_bit(buffer, idx) for idx in by_list[list_id] if 0 <= idx < len(buffer) * 8)
+        if flipped:
+            conn.execute(
+                update(status_lists)
+                .where(status_lists.c.id == list_id)
+                .values(bits=bytes(buffer), revision=status_lists.c.revision + 1, changed_at=now)
+            )
+            changed += flipped
+    return changed
+
+
+def revoke_grants(conn: Connection, *where: ColumnElement[bool], forget: bool = False) -> int:
+    """Set INVALID the slots of the grants matching `where`, in the open transaction; return how many changed.
+
+    With `forget`, the grants lose their slot too: the next token of such a grant (a family
+    refreshed after its client was narrowed) gets a new, valid one.
+    """
+    rows = conn.execute(select(status_grants.c.list_id, status_grants.c.idx).where(*where)).all()
+    changed = set_bits(conn, [Slot(row.list_id, row.idx) for row in rows], int(time.time()))
+    if forget and rows:
+        conn.execute(delete(status_grants).where(*where))
+    return changed
+
+
+def of_families(*where: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Return the condition on `status_grants` that selects the refresh families of the refresh tokens matching `where`."""
+    return status_grants.c.grant_id.in_(select(refresh_tokens.c.family_id).where(*where))
+
+
+bp = Blueprint("statuslist", __name__)
+EXTENSION = "issuer.status_lists"
+
+
+def init_app(app: Flask, lists: StatusLists) -> None:
+    """Serve the lists (`/statuslists/<id>`) and their aggregation (`/statuslists`)."""
+    app.extensions[EXTENSION] = lists
+    app.register_blueprint(bp)
+
+
+def current() -> StatusLists:
+    """Return the status lists of the app handling this request."""
+    return cast(StatusLists, current_app.extensions[EXTENSION])
+
+
+def slot_for(grant_client_id: str, user_id: str, audience: str, scope: str, refresh_token: str | None) -> Slot:
+    """Return the slot of a new access token: its refresh family's, or a slot of its own without one."""
+    lists = current()
+    if refresh_token is None:
+        return lists.for_token(client_id=grant_client_id, audience=audience, scope=scope)
+    return lists.for_family(refresh_token, client_id=grant_client_id, user_id=user_id, audience=audience, scope=scope)
+
+
+@bp.get("/statuslists/<list_id>")
+def status_list(list_id: str) -> Response:
+    """Serve a signed list; 304 when the caller's copy (`If-None-Match`) is this one."""
+    lists = current()
+    signed = lists.signed(list_id)
+    if signed is None:
+        return error_response(404, "not_found", "no such status list (unknown, or every token on it has expired)")
+    headers = {"ETag": signed.etag, "Cache-Control": f"public, max-age={lists.ttl}"}
+    if _matches(request.headers.get("If-None-Match", ""), signed.etag):
+        return Response(status=304, headers=headers)
+    return Response(signed.token, status=200, mimetype=MEDIA_TYPE, headers=headers)
+
+
+@bp.get("/statuslists")
+def aggregation() -> Response:
+    """List the URIs of every list a live token may refer to (draft-ietf-oauth-status-list-21 Status List Aggregation)."""
+    lists = current()
+    response = jsonify(status_lists=lists.current())
+    response.headers["Cache-Control"] = f"public, max-age={lists.ttl}"
+    return response
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Return whether an If-None-Match header names `etag` (RFC 9110 section 13.1.2: weak comparison, or `*`)."""
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def revoke_unpermitted(conn: Connection, client_id: str, permitted: Callable[[str, str], bool]) -> int:
+    """End the tokens of a client's grants whose API or scope (`permitted(audience, scope)`) it may no longer have.
+
+    Their slots are set INVALID and forgotten: a family the client may still refresh, narrowed,
+    gets a new slot at its next token. Return how many slots changed.
+    """
+    rows = conn.execute(
+        select(status_grants.c.grant_id, status_grants.c.audience, status_grants.c.scope).where(
+            status_grants.c.client_id == client_id
+        )
+    ).all()
+    ended = [row.grant_id for row in rows if not permitted(row.audience, row.scope)]
+    changed = 0
+    for start in range(0, len(ended), 500):  # bounded statements, however many grants a client has
+        changed += revoke_grants(conn, status_grants.c.grant_id.in_(ended[start : start + 500]), forget=True)
+    return changed
+
+
+def access_token_slot(token: str, client_id: str) -> Slot | None:
+    """Return the slot of a live access token this issuer signed for `client_id`, or None (nothing to revoke).
+
+    RFC 7009 section 2.2: a token that is invalid, expired or another client's is answered
+    like a revoked one; only the log says which (never the token).
+    """
+    lists = current()
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        jwk = next((key for key in lists.keys.published() if key["kid"] == kid), None)
+        if jwk is None:
+            raise jwt.InvalidTokenError("no published key has its kid")
+        verified = jwt.api_jwt.decode_complete(
+            token,
+            jwt.PyJWK(dict(jwk)).key,
+            algorithms=["RS256"],
+            issuer=lists.issuer,
+            options={"verify_aud": False, "require": ["exp", "iat", "iss"]},
+        )
+    except jwt.PyJWTError as exc:
+        log.info("revocation of an unusable access token ignored", extra={"fields": {"reason": type(exc).__name__}})
+        return None
+    claims = verified["payload"]
+    if verified["header"].get("typ") != "at+jwt" or claims.get("client_id") != client_id:
+        log.info("revocation of another client's token ignored", extra={"fields": {"client_id": client_id}})
+        return None
+    return _slot(lists.issuer, claims)
+
+
+def _slot(issuer: str, claims: dict[str, Any]) -> Slot | None:
+    """Return the slot a token's `status` claim names in one of `issuer`'s lists, or None."""
+    status = claims.get("status")
+    reference = status.get("status_list") if isinstance(status, dict) else None
+    if not isinstance(reference, dict):
+        return None  # issued before status lists: it expires within an access token's lifetime
+    prefix = list_uri(issuer, "")
+    uri, idx = reference.get("uri"), reference.get("idx")
+    if not isinstance(uri, str) or not uri.startswith(prefix) or not isinstance(idx, int) or isinstance(idx, bool):
+        return None
+    return Slot(uri.removeprefix(prefix), idx)
