@@ -39,7 +39,26 @@ class VerifierConfig:
     # this: keys arrive within about this long of the issuer answering, not a cooldown later.
     jwks_retry_max: float = 0.5
     jwks_prefetch: bool = True
+    # Token Status List (jwt_verifier.status): check the lists tokens with a `status` claim name.
+    status_check: bool = True
+    # A held list stays in use this long past its last successful refresh (or its `exp`); then 503.
+    status_stale_seconds: float = 300.0
+    # Each held list is re-fetched (conditionally) every this many seconds, never more often than 1 s.
+    status_refresh_seconds: float = 1.0
+    status_timeout: float = 2.0
+    status_max_lists: int = 64
+    status_max_bytes: int = 1024 * 1024  # one list token, as fetched
+    status_max_list_bytes: int = 8 * 1024 * 1024  # one list, decompressed
+    # Where lists may be fetched from: URI prefixes; empty means the issuer's own `/statuslists/`.
+    status_uri_prefixes: tuple[str, ...] = ()
+    # The issuer's index of its current lists; empty means `{issuer}/statuslists`.
+    status_index_url: str = ""
+    status_index_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.jwks_url:
             object.__setattr__(self, "jwks_url", f"{self.issuer.rstrip('/')}/.well-known/jwks.json")
+        if not self.status_uri_prefixes:
+            object.__setattr__(self, "status_uri_prefixes", (f"{self.issuer.rstrip('/')}/statuslists/",))
+        if not self.status_index_url:
+            object.__setattr__(self, "status_index_url", f"{self.issuer.rstrip('/')}/statuslists")

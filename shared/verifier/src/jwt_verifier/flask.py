@@ -28,6 +28,7 @@ from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierErr
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.rfc9728 import metadata, metadata_path, metadata_url
+from jwt_verifier.status import with_status_lists
 from jwt_verifier.verifier import TokenVerifier, Verifier
 
 __all__ = ["BearerAuth", "Protection", "error_response", "protection", "readiness"]
@@ -86,13 +87,17 @@ class BearerAuth:
         if config is None:
             raise TypeError("BearerAuth needs a VerifierConfig, in the constructor or in init_app")
         jwks = JwksClient(config)
-        verifier = verifier or Verifier(
+        verifier = verifier or with_status_lists(
+            Verifier(
+                jwks,
+                issuer=config.issuer,
+                audience=config.audience,
+                leeway=config.leeway,
+                max_token_bytes=config.max_token_bytes,
+                cache_size=config.token_cache_size,
+            ),
+            config,
             jwks,
-            issuer=config.issuer,
-            audience=config.audience,
-            leeway=config.leeway,
-            max_token_bytes=config.max_token_bytes,
-            cache_size=config.token_cache_size,
         )
         app.extensions[EXTENSION] = Protection(
             config=config,
