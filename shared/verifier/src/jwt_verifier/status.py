@@ -74,6 +74,10 @@ class _FetchFailed(JwtVerifierError):
     """One fetch failed; the message is for the log and holds no response content."""
 
 
+class _TooLarge(_FetchFailed):
+    """The answer was larger than a list may be: the list, not the network, is at fault."""
+
+
 @dataclass(eq=False)
 class _Held:
     """One list URI: the list held (if any), its validators and its schedule."""
@@ -236,7 +240,10 @@ class StatusLists:
         started = self.clock()
         held.next_at = started + (held.interval if held.current is not None else FAILED_FIRST_SIGHT_RETRY)
         try:
-            self._fetch_list(held, started)
+            try:
+                self._fetch_list(held, started)
+            except _TooLarge as exc:
+                raise StatusListInvalid(str(exc)) from exc
         except (_FetchFailed, VerificationUnavailable) as exc:
             self._failed(held, str(exc), StatusUnavailable(f"the status list {held.uri} cannot be fetched: {exc}"))
             return
@@ -307,7 +314,7 @@ class StatusLists:
                         for chunk in response.iter_content(chunk_size=16384):
                             body += chunk
                             if len(body) > self.max_bytes:
-                                raise _FetchFailed(f"the answer is larger than {self.max_bytes} bytes")
+                                raise _TooLarge(f"the answer is larger than {self.max_bytes} bytes")
                             if time.monotonic() > bound.at:
                                 raise _FetchFailed("the answer took too long to arrive")
                     etag = response.headers.get("ETag")
