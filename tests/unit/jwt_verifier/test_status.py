@@ -149,6 +149,25 @@ def test_an_allow_list_of_prefixes_replaces_the_issuers_own(
     assert server.count("/statuslists/1") == 1
 
 
+def test_an_issuers_list_is_fetched_from_the_address_the_api_reaches_it_by(
+    server: StatusServer, rsa_key: rsa.RSAPrivateKey, now: FakeClock
+) -> None:
+    public = "http://issuer.public.test"
+    uri = f"{public}/statuslists/1"
+    server.put("1", sign_list(list_claims(uri, public, [0, 1]), rsa_key))
+    config = VerifierConfig(
+        issuer=public, audience=AUDIENCE, resource="http://api.test", jwks_url=server.base_url + JWKS_PATH
+    )
+    assert config.status_base_url == server.base_url
+    assert config.status_index_url == server.base_url + INDEX_PATH
+    lists = StatusLists(config, JwksClient(config), clock=now, background=False)
+    lists.check(_ref(uri, 0))
+    with pytest.raises(TokenRevoked):
+        lists.check(_ref(uri, 1))
+    assert server.count("/statuslists/1") == 1
+    lists.session.close()
+
+
 def test_a_forged_list_refuses_the_token_and_is_fetched_again_at_most_each_second(
     make_lists: Lists, server: StatusServer, other_rsa_key: rsa.RSAPrivateKey, now: FakeClock
 ) -> None:

@@ -5,7 +5,9 @@ and `StatusChecked` wraps a `TokenVerifier` so that every use of a token, a veri
 cache hit included, looks its entry up (a dict lookup and a shift). The rules:
 
 - Only URIs under `status_uri_prefixes` (by default the issuer's `/statuslists/`) are fetched:
-  a token cannot make the API fetch anything else. At most `status_max_lists` lists are held
+  a token cannot make the API fetch anything else. An issuer's list is fetched from
+  `status_base_url` (the address the API reaches the issuer by, the base of `jwks_url` by
+  default); its `sub` must still be the URI the token names. At most `status_max_lists` lists are held
   (least recently used dropped first), each at most `status_max_bytes` as fetched and
   `status_max_list_bytes` inflated.
 - The first sight of a list fetches it in the caller's thread, the whole answer within
@@ -108,6 +110,8 @@ class StatusLists:
         background: bool = True,
     ) -> None:
         self.issuer = config.issuer
+        self._public_base = config.issuer.rstrip("/") + "/"
+        self._fetch_base = config.status_base_url.rstrip("/") + "/"
         self.keys = keys
         self.clock = clock
         self.prefixes = config.status_uri_prefixes
@@ -273,7 +277,7 @@ class StatusLists:
         # A held list past its `exp` must be replaced, not confirmed by a 304.
         if held.etag and current is not None and (current.exp is None or current.exp > started):
             headers["If-None-Match"] = held.etag
-        status, body, etag, max_age = self._get(held.uri, headers)
+        status, body, etag, max_age = self._get(self._fetch_url(held.uri), headers)
         if status == 304 and "If-None-Match" in headers and current is not None:
             self._store(held, current, etag or held.etag, max_age, started)
             return
@@ -300,6 +304,12 @@ class StatusLists:
         held.interval = max(wanted, MIN_INTERVAL)
         held.next_at = at + held.interval
         held.valid_until = (at if current.exp is None else min(at, current.exp)) + self.stale
+
+    def _fetch_url(self, uri: str) -> str:
+        """Return where to fetch `uri`: an issuer's list from `status_base_url` (its `sub` stays `uri`)."""
+        if uri.startswith(self._public_base):
+            return self._fetch_base + uri[len(self._public_base) :]
+        return uri
 
     def _get(self, url: str, headers: dict[str, str]) -> tuple[int, bytes, str | None, int | None]:
         """GET `url`: status, body (at most `max_bytes`), ETag and max-age, all within `timeout`."""
