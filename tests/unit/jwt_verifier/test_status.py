@@ -379,6 +379,20 @@ def test_the_issuers_index_is_held_before_any_token_names_it(
     assert len(server.requests) == fetched
 
 
+def test_a_list_the_index_no_longer_names_is_no_longer_kept_first(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey, now: FakeClock
+) -> None:
+    a, b, c = (_put(server, rsa_key, name, [0]) for name in ("a", "b", "c"))
+    server.index = [a, b]
+    lists = make_lists(status_max_lists=2, status_index_seconds=1)
+    lists.refresh_due()
+    server.index = [a]
+    now.advance(1)
+    lists.refresh_due()
+    lists.check(_ref(c, 0))  # a third list: the one the index dropped makes room
+    assert set(lists._lists) == {a, c}
+
+
 def test_an_issuer_without_an_index_is_asked_again_only_each_minute(
     make_lists: Lists, server: StatusServer, now: FakeClock
 ) -> None:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jwt_verifier.errors import InvalidToken, Reason, StatusListInvalid, UnknownKey
 from jwt_verifier.jose import b64url_encode
-from jwt_verifier.statuslist import StatusList, StatusRef, inflate, parse_list_token, status_ref
+from jwt_verifier.statuslist import StatusList, inflate, parse_list_token, status_ref
 from tests.support.statuslists import encode_lst, list_claims, pack, sign_list
 from tests.support.tokens import compact, kid_of
 
@@ -79,7 +79,7 @@ def test_a_token_without_status_has_no_reference() -> None:
 
 
 def test_a_token_reference_is_read() -> None:
-    assert status_ref({"status": {"status_list": {"idx": 5, "uri": URI}}}) == StatusRef(5, URI)
+    assert status_ref({"status": {"status_list": {"idx": 5, "uri": URI}}}) == (5, URI)
 
 
 @pytest.mark.parametrize(

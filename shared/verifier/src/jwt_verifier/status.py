@@ -143,19 +143,20 @@ class StatusLists:
         ref = status_ref(claims)
         if ref is None:
             return
+        idx, uri = ref
         now = self.clock()
-        held = self._lists.get(ref.uri)
+        held = self._lists.get(uri)
         if held is None or held.current is None:
-            held = self._first_sight(ref.uri, now)
+            held = self._first_sight(uri, now)
         current = held.current
         assert current is not None
         held.used_at = now
         if now >= held.valid_until:
             self._ensure_refresher()
-            raise StatusUnavailable(f"the status list {ref.uri} has not been refreshed within the stale window")
+            raise StatusUnavailable(f"the status list {uri} has not been refreshed within the stale window")
         if now >= held.next_at + self.refresh + self.timeout:
             self._ensure_refresher()  # overdue: the refresher is gone (a fork) or stuck
-        value = current.status(ref.idx)
+        value = current.status(idx)
         if value:
             raise TokenRevoked(suspended=value != 1)
 
@@ -299,11 +300,12 @@ class StatusLists:
         self._store(held, fresh, etag, max_age, started)
 
     def _store(self, held: _Held, current: StatusList, etag: str | None, max_age: int | None, at: float) -> None:
-        held.current, held.etag = current, etag
         wanted = min(x for x in (current.ttl, max_age, self.refresh) if x is not None)
         held.interval = max(wanted, MIN_INTERVAL)
         held.next_at = at + held.interval
         held.valid_until = (at if current.exp is None else min(at, current.exp)) + self.stale
+        held.etag = etag
+        held.current = current  # last: a request that sees the list sees its window too
 
     def _fetch_url(self, uri: str) -> str:
         """Return where to fetch `uri`: an issuer's list from `status_base_url` (its `sub` stays `uri`)."""
@@ -360,9 +362,12 @@ class StatusLists:
             return
         self._index_failing = False
         self._index_etag = etag
-        for uri in uris[: self.max_lists]:
-            if uri.startswith(self.prefixes) and "#" not in uri:
-                self._entry(uri, listed=True)
+        current = {uri for uri in uris[: self.max_lists] if uri.startswith(self.prefixes) and "#" not in uri}
+        with self._lock:
+            for held in self._lists.values():
+                held.listed = held.uri in current  # a list the issuer no longer names may be dropped
+        for uri in current:
+            self._entry(uri, listed=True)
 
 
 def _index_uris(body: bytes) -> list[str]:

@@ -26,7 +26,7 @@ from jwt_verifier.errors import InvalidToken, Reason, StatusListInvalid, Unknown
 from jwt_verifier.jose import ALGORITHM, b64url_decode
 from jwt_verifier.verifier import KeySource, strict_json
 
-__all__ = ["MEDIA_TYPE", "StatusList", "StatusRef", "parse_list_token", "status_ref"]
+__all__ = ["MEDIA_TYPE", "StatusList", "parse_list_token", "status_ref"]
 
 MEDIA_TYPE = "application/statuslist+jwt"
 ACCEPTED_TYPES = {"statuslist+jwt", MEDIA_TYPE}
@@ -34,18 +34,11 @@ BITS = frozenset({1, 2, 4, 8})
 _MAX_NUMERIC_DATE = 2**53
 
 
-@dataclass(frozen=True, slots=True)
-class StatusRef:
-    """Where a token's status is: entry `idx` of the list at `uri`."""
-
-    idx: int
-    uri: str
-
-
-def status_ref(claims: dict[str, Any]) -> StatusRef | None:
-    """Return the token's `status_list` reference, None without one, or raise InvalidToken for a malformed one.
+def status_ref(claims: dict[str, Any]) -> tuple[int, str] | None:
+    """Return the token's `status_list` reference (idx, uri), None without one, or raise InvalidToken.
 
     A `status` claim naming only other mechanisms is no reference this API understands (None).
+    A plain tuple: this runs on every use of a token, and a frozen dataclass cost 1.5 µs.
     """
     status = claims.get("status")
     if status is None:
@@ -62,7 +55,7 @@ def status_ref(claims: dict[str, Any]) -> StatusRef | None:
         raise InvalidToken("the status list index must be a non-negative integer", reason=Reason.BAD_CLAIMS)
     if not isinstance(uri, str) or not uri or len(uri) > 2048:
         raise InvalidToken("the status list 'uri' must be a non-empty string", reason=Reason.BAD_CLAIMS)
-    return StatusRef(idx, uri)
+    return idx, uri
 
 
 @dataclass(frozen=True, slots=True)
