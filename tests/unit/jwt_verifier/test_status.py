@@ -124,7 +124,18 @@ def test_an_index_beyond_the_list_refuses_the_token(
 
 
 @pytest.mark.parametrize(
-    "path", ["/elsewhere/1", "/statuslists", "/statuslistsX/1", "/.well-known/jwks.json", "/statuslists/1#x"]
+    "path",
+    [
+        "/elsewhere/1",
+        "/statuslists",
+        "/statuslistsX/1",
+        "/.well-known/jwks.json",
+        "/statuslists/1#x",
+        "/statuslists/../.well-known/jwks.json",
+        "/statuslists/./1",
+        "/statuslists/\\1",
+        "/statuslists/\u00e9",
+    ],
 )
 def test_a_list_outside_the_issuers_lists_is_never_fetched(
     make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey, path: str
@@ -135,6 +146,18 @@ def test_a_list_outside_the_issuers_lists_is_never_fetched(
     with pytest.raises(StatusListInvalid):
         make_lists().check(_ref("http://169.254.169.254/statuslists/1", 0))
     assert server.requests == []
+
+
+def test_a_prefix_without_a_path_still_pins_the_origin(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    uri = _put(server, rsa_key, "1", [0])
+    lists = make_lists(status_uri_prefixes=(server.base_url,))
+    for elsewhere in (f"{server.base_url}.evil.test/statuslists/1", f"{server.base_url}0/statuslists/1"):
+        with pytest.raises(StatusListInvalid):
+            lists.check(_ref(elsewhere, 0))
+    lists.check(_ref(uri, 0))
+    assert server.count("/statuslists/1") == 1
 
 
 def test_an_allow_list_of_prefixes_replaces_the_issuers_own(

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -161,7 +162,7 @@ class StatusLists:
             raise TokenRevoked(suspended=value != 1)
 
     def _first_sight(self, uri: str, now: float) -> _Held:
-        if not uri.startswith(self.prefixes) or "#" in uri:
+        if not self._trusted(uri):
             raise StatusListInvalid("the token's status list is not at a trusted address")
         held = self._lists.get(uri)
         if held is not None and held.current is None and held.error is not None and now < held.next_at:
@@ -178,6 +179,18 @@ class StatusLists:
                     raise _copy(held.error)
         self._ensure_refresher()
         return held
+
+    def _trusted(self, uri: str) -> bool:
+        """Return whether `uri` is under a trusted prefix, on that prefix's origin, with no dot segment."""
+        if "#" in uri or "\\" in uri or not uri.isascii():
+            return False
+        for prefix in self.prefixes:
+            if uri.startswith(prefix):
+                wanted, got = urlsplit(prefix), urlsplit(uri)
+                segments = got.path.split("/")
+                if (got.scheme, got.netloc) == (wanted.scheme, wanted.netloc) and not {".", ".."} & set(segments):
+                    return True
+        return False
 
     def _entry(self, uri: str, *, listed: bool = False) -> _Held:
         with self._lock:
@@ -362,7 +375,7 @@ class StatusLists:
             return
         self._index_failing = False
         self._index_etag = etag
-        current = {uri for uri in uris[: self.max_lists] if uri.startswith(self.prefixes) and "#" not in uri}
+        current = {uri for uri in uris[: self.max_lists] if self._trusted(uri)}
         with self._lock:
             for held in self._lists.values():
                 held.listed = held.uri in current  # a list the issuer no longer names may be dropped
