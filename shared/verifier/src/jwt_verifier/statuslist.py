@@ -155,6 +155,8 @@ def parse_list_token(
         key = keys.get(kid)
     except UnknownKey as exc:
         raise StatusListInvalid("the list is signed with a key the issuer does not publish") from exc
+    except InvalidToken as exc:  # the key source refused the kid otherwise
+        raise StatusListInvalid(f"the list's key was refused: {exc.description}") from exc
     try:
         key.verify(signature, signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
