@@ -206,6 +206,13 @@ def test_a_forged_list_refuses_the_token_and_is_fetched_again_at_most_each_secon
     assert server.count("/statuslists/1") == 2
 
 
+@pytest.mark.parametrize("body", [b"\xff\xfe not ascii", b"<html>not a list</html>", b"", b"a.b.c"])
+def test_a_garbage_answer_refuses_the_token(make_lists: Lists, server: StatusServer, body: bytes) -> None:
+    server.put("1", body, content_type="text/html")
+    with pytest.raises(StatusListInvalid):
+        make_lists().check(_ref(server.uri("1"), 0))
+
+
 def test_an_oversized_list_refuses_the_token(
     make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey
 ) -> None:
