@@ -423,6 +423,43 @@ def test_a_list_the_index_no_longer_names_is_no_longer_kept_first(
     assert set(lists._lists) == {a, c}
 
 
+def test_settled_once_the_index_answered_and_its_lists_were_fetched(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey, now: FakeClock
+) -> None:
+    uri = _put(server, rsa_key, "a", [0])
+    server.index = [uri, server.uri("missing")]
+    lists = make_lists()
+    assert lists.settled()  # not prefetching: nothing to wait for
+    lists.prefetching = True  # what prefetch() sets, without its thread
+    assert not lists.settled()
+    server.down = True
+    lists.refresh_due()
+    assert not lists.settled()  # an issuer that answers 503 has not offered its lists yet
+    server.down = False
+    now.advance(0.2)  # starting up, the index is asked again after 0.1 s (then 0.2, 0.4, ... 1)
+    lists.refresh_due()
+    assert lists.settled()  # one list held, the other refused (404): both were tried
+    lists.check(_ref(uri, 0))
+
+
+def test_until_the_issuer_first_answers_its_index_is_asked_again_soon(
+    make_lists: Lists, server: StatusServer, now: FakeClock
+) -> None:
+    server.down = True
+    lists = make_lists(status_index_seconds=30)
+    asked = []
+    for _ in range(40):
+        lists.refresh_due()
+        asked.append(server.count(INDEX_PATH))
+        now.advance(0.1)
+    assert asked[-1] in (6, 7)  # at 0, 0.1, 0.3, 0.7, 1.5, 2.5, 3.5 s: doubling to 1 s
+    server.down = False
+    for _ in range(50):
+        now.advance(0.1)
+        lists.refresh_due()
+    assert server.count(INDEX_PATH) == asked[-1] + 1  # answered: every status_index_seconds now
+
+
 def test_an_issuer_without_an_index_is_asked_again_only_each_minute(
     make_lists: Lists, server: StatusServer, now: FakeClock
 ) -> None:

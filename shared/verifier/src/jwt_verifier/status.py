@@ -18,8 +18,10 @@ cache hit included, looks its entry up (a dict lookup and a shift). The rules:
   `If-None-Match`; a 304 keeps the list. It also reads the issuer's index of current lists,
   `GET {status_index_url}` answering `{"status_lists": [uri, ...]}`, every
   `status_index_seconds`, and holds those lists before any token names them: an API keeps
-  working when the issuer stops, for every list current before it did. An issuer without an
-  index is asked again only every minute.
+  working when the issuer stops, for every list current before it did. Until the issuer first
+  answers, the index is asked again after 0.1 s, doubling up to 1 s; `settled()` says when it
+  has answered and its lists were fetched (a worker's readiness waits for it). An issuer
+  without an index is asked again only every minute.
 - A list is signed with a key from the API's JWKS client; a list that fails any check (another
   key or issuer, `sub` not its URI, malformed, bad `bits`) is never used. On first sight the
   token is refused (`StatusListInvalid`, reason `status_invalid`); on a refresh the list held
@@ -66,6 +68,7 @@ log = logging.getLogger(__name__)
 MIN_INTERVAL = 1.0  # never more than one fetch of a list per second per process
 INDEX_RETRY_UNSUPPORTED = 60.0  # an issuer that serves no index is asked again this rarely
 FAILED_FIRST_SIGHT_RETRY = 1.0  # a list never fetched is tried again at most this often
+FIRST_INDEX_RETRY = 0.1  # until the issuer first answers, its index is asked again after this, doubling
 LEEWAY = 10.0
 
 
@@ -131,6 +134,9 @@ class StatusLists:
         self._index_etag: str | None = None
         self._index_at = float("-inf")
         self._index_failing = False
+        self._index_answered = False
+        self.prefetching = False
+        self._index_retry = 0.0
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stop = threading.Event()
@@ -207,6 +213,7 @@ class StatusLists:
 
     def prefetch(self) -> None:
         """Start the refresher now: it reads the issuer's index and holds its lists before tokens name them."""
+        self.prefetching = True
         self._ensure_refresher()
 
     def stop(self) -> None:
@@ -353,13 +360,35 @@ class StatusLists:
                 raise _FetchFailed("the answer took too long to arrive")
         return status, bytes(body), etag if etag and len(etag) <= 256 else None, max_age
 
+    def settled(self) -> bool:
+        """Return whether the issuer's index has answered and each list it names was fetched once.
+
+        Whatever the answers (a 404, a list refused): a worker is ready to outlive the issuer once
+        it holds what the issuer offered. Only an issuer not answering at all keeps this false.
+        """
+        if not self.prefetching:
+            return True  # nothing is fetched ahead: lists come on first sight
+        if not self._index_answered:
+            return False
+        with self._lock:
+            return all(h.current is not None or h.error is not None for h in self._lists.values() if h.listed)
+
     def _fetch_index(self, now: float) -> None:
         self._index_at = now + self.index_interval
         headers = {"Accept": "application/json"}
         if self._index_etag:
             headers["If-None-Match"] = self._index_etag
         try:
-            status, body, etag, _ = self._get(self.index_url, headers)
+            try:
+                status, body, etag, _ = self._get(self.index_url, headers)
+                if status >= 500:
+                    raise _FetchFailed(f"the issuer answered HTTP {status}")
+            except _FetchFailed:
+                if not self._index_answered:  # starting up: ask again soon, as the JWKS client does
+                    self._index_retry = min(MIN_INTERVAL, 2 * self._index_retry or FIRST_INDEX_RETRY)
+                    self._index_at = now + min(self._index_retry, self.index_interval)
+                raise
+            self._index_answered = True  # any answer but a 5xx: what the issuer offers is known
             if status == 304 and self._index_etag:
                 return
             if status == 404:
