@@ -145,18 +145,16 @@ class BearerAuth:
             raise TypeError("BearerAuth needs a VerifierConfig, in the constructor or in init_app")
         jwks = JwksClient(config)
         local = verifier is None
-        verifier = verifier or with_status_lists(
-            Verifier(
-                _HeldKeysOnTheLoop(jwks),
-                issuer=config.issuer,
-                audience=config.audience,
-                leeway=config.leeway,
-                max_token_bytes=config.max_token_bytes,
-                cache_size=config.token_cache_size,
-            ),
-            config,
-            jwks,  # status lists are fetched off the event loop only
+        verifier = verifier or Verifier(
+            _HeldKeysOnTheLoop(jwks),
+            issuer=config.issuer,
+            audience=config.audience,
+            leeway=config.leeway,
+            max_token_bytes=config.max_token_bytes,
+            cache_size=config.token_cache_size,
         )
+        if local:  # token status (jwt_verifier.status): lists are fetched off the event loop only
+            verifier = with_status_lists(verifier, config, jwks)
         found = Protection(
             config=config,
             jwks=jwks,

@@ -87,18 +87,17 @@ class BearerAuth:
         if config is None:
             raise TypeError("BearerAuth needs a VerifierConfig, in the constructor or in init_app")
         jwks = JwksClient(config)
-        verifier = verifier or with_status_lists(
-            Verifier(
-                jwks,
-                issuer=config.issuer,
-                audience=config.audience,
-                leeway=config.leeway,
-                max_token_bytes=config.max_token_bytes,
-                cache_size=config.token_cache_size,
-            ),
-            config,
+        local = verifier is None
+        verifier = verifier or Verifier(
             jwks,
+            issuer=config.issuer,
+            audience=config.audience,
+            leeway=config.leeway,
+            max_token_bytes=config.max_token_bytes,
+            cache_size=config.token_cache_size,
         )
+        if local:  # token status (jwt_verifier.status) is checked on every use of a token
+            verifier = with_status_lists(verifier, config, jwks)
         app.extensions[EXTENSION] = Protection(
             config=config,
             jwks=jwks,
