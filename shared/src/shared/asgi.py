@@ -171,8 +171,7 @@ def init_readiness(app: FastAPI, *, also: Callable[[], bool] | None = None) -> N
 
     See `shared.readiness.watch`; `readiness_probe` reads it for the whole service.
     """
-    found = verifier_fastapi.protection(app)
-    readiness.watch(found.jwks, also=readiness.with_status_lists(found.verifier, also))
+    readiness.watch(verifier_fastapi.protection(app).jwks, also=also)
 
 
 async def readiness_probe(request: Request) -> Response:

@@ -31,8 +31,6 @@ from jwt_verifier.errors import RETRY_AFTER_SECONDS
 from jwt_verifier.flask import protection
 from jwt_verifier.flask import readiness as verifier_readiness
 from jwt_verifier.jwks import JwksClient
-from jwt_verifier.status import StatusChecked
-from jwt_verifier.verifier import TokenVerifier
 
 READY_DIR_ENV = "JWT_SPLIT_READY_DIR"
 WORKERS_FILE = "workers"
@@ -143,22 +141,7 @@ def siblings_waiting() -> str | None:
 
 def init_app(app: Flask, *, also: Callable[[], bool] | None = None) -> None:
     """Mark this worker of a Flask app ready once its verifier holds keys, and `also()` is true if given."""
-    watch(protection(app).jwks, also=with_status_lists(protection(app).verifier, also))
-
-
-def with_status_lists(verifier: TokenVerifier, also: Callable[[], bool] | None) -> Callable[[], bool] | None:
-    """Return `also`, also waiting for the issuer's current status lists when `verifier` checks status.
-
-    A worker that holds keys but not the list its tokens name would answer 503 to them once the
-    issuer stops: it is ready only when it holds both (`jwt_verifier.status`).
-    """
-    if not isinstance(verifier, StatusChecked):
-        return also
-    lists = verifier.lists
-    if also is None:
-        return lists.settled
-    condition = also
-    return lambda: lists.settled() and condition()
+    watch(protection(app).jwks, also=also)
 
 
 def readiness() -> Response:

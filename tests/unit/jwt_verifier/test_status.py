@@ -460,6 +460,30 @@ def test_until_the_issuer_first_answers_its_index_is_asked_again_soon(
     assert server.count(INDEX_PATH) == asked[-1] + 1  # answered: every status_index_seconds now
 
 
+def test_the_index_is_asked_at_once_when_the_jwks_client_first_loads_keys(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    uri = _put(server, rsa_key, "a", [0])
+    server.index = [uri]
+    server.down = True
+    config = _config(server, jwks_prefetch=True)
+    lists = make_lists(clock=time.time, background=True)
+    lists.prefetch()
+    time.sleep(2.5)  # the index has failed a few times: its retries are a second apart by now
+    server.down = False
+    jwks = JwksClient(config)
+    jwks.subscribe(lists.keys_changed)
+    asked = server.count(INDEX_PATH)
+    started = time.monotonic()
+    jwks.ensure_loaded()  # the issuer answers the JWKS: the index is asked at once, not a second later
+    deadline = started + 0.4  # the retries alone would leave 0.6 s of every second unsettled
+    while not lists.settled() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lists.settled(), "the index was not asked at once"
+    assert server.count(INDEX_PATH) > asked
+    jwks.session.close()
+
+
 def test_an_issuer_without_an_index_is_asked_again_only_each_minute(
     make_lists: Lists, server: StatusServer, now: FakeClock
 ) -> None:

@@ -5,18 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from jwt_verifier.config import VerifierConfig
-from jwt_verifier.jwks import JwksClient
-from jwt_verifier.status import StatusChecked, StatusLists
-from jwt_verifier.verifier import Verifier
 from shared import readiness
-from tests.support.statuslists import JWKS_PATH, StatusServer
-from tests.support.tokens import new_rsa_key
 
 
 @pytest.fixture
@@ -68,30 +61,3 @@ def test_a_run_that_ended_is_not_ready(run_dir: Path) -> None:
     readiness.remove(run_dir)
     readiness.mark_ready()  # the directory is gone: nothing to record, no error
     assert readiness.workers_waiting() == (1, 1)
-
-
-def test_a_worker_that_checks_token_status_waits_for_the_issuers_lists() -> None:
-    server = StatusServer(new_rsa_key())
-    try:
-        config = VerifierConfig(
-            issuer=server.base_url, audience="api", resource="http://api.test", jwks_url=server.base_url + JWKS_PATH
-        )
-        jwks = JwksClient(config)
-        lists = StatusLists(config, jwks, background=False)
-        verifier = Verifier(jwks, issuer=config.issuer, audience=config.audience)
-        assert readiness.with_status_lists(verifier, None) is None
-        condition = readiness.with_status_lists(StatusChecked(verifier, lists), lambda: True)
-        assert condition is not None
-        lists.prefetching = True  # as prefetch() sets it, without its thread
-        server.down = True
-        lists.refresh_due()
-        assert not condition()
-        server.down = False
-        time.sleep(0.15)  # past the first quick retry
-        lists.refresh_due()
-        assert condition()
-        refusing = readiness.with_status_lists(StatusChecked(verifier, lists), lambda: False)
-        assert refusing is not None
-        assert not refusing()  # the app's own condition still counts
-    finally:
-        server.close()

@@ -19,9 +19,9 @@ cache hit included, looks its entry up (a dict lookup and a shift). The rules:
   `GET {status_index_url}` answering `{"status_lists": [uri, ...]}`, every
   `status_index_seconds`, and holds those lists before any token names them: an API keeps
   working when the issuer stops, for every list current before it did. Until the issuer first
-  answers, the index is asked again after 0.1 s, doubling up to 1 s; `settled()` says when it
-  has answered and its lists were fetched (a worker's readiness waits for it). An issuer
-  without an index is asked again only every minute.
+  answers, the index is asked again after 0.1 s, doubling up to 1 s, and at once when the JWKS
+  client first loads keys; `settled()` says when it has answered and its lists were fetched.
+  An issuer without an index is asked again only every minute.
 - A list is signed with a key from the API's JWKS client; a list that fails any check (another
   key or issuer, `sub` not its URI, malformed, bad `bits`) is never used. On first sight the
   token is refused (`StatusListInvalid`, reason `status_invalid`); on a refresh the list held
@@ -59,7 +59,7 @@ from jwt_verifier.errors import (
     VerificationUnavailable,
 )
 from jwt_verifier.statuslist import MEDIA_TYPE, StatusList, parse_list_token, status_ref
-from jwt_verifier.verifier import KeySource, TokenVerifier
+from jwt_verifier.verifier import KeySource, TokenVerifier, WatchedKeySource
 
 __all__ = ["StatusChecked", "StatusFetchNeeded", "StatusLists", "with_status_lists"]
 
@@ -140,6 +140,7 @@ class StatusLists:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()
         if not background:  # the caller runs refresh_due() itself (tests on a hand-moved clock)
             self._stop.set()
 
@@ -216,9 +217,16 @@ class StatusLists:
         self.prefetching = True
         self._ensure_refresher()
 
+    def keys_changed(self, kids: frozenset[str]) -> None:
+        """Hear that the JWKS client loaded keys: an issuer whose index was never answered is up, ask it now."""
+        if not self._index_answered:
+            self._index_at = float("-inf")
+            self._wake.set()
+
     def stop(self) -> None:
         """Stop the refresher thread (tests; a process simply exits)."""
         self._stop.set()
+        self._wake.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=self.timeout + 5)
@@ -236,12 +244,13 @@ class StatusLists:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # before the pass: a wake-up during it is not lost
             try:
                 wait = self.refresh_due()
             except Exception:  # the thread's outermost guard: log the bug, keep the lists
                 log.exception("status list refresh failed")
                 wait = MIN_INTERVAL
-            self._stop.wait(min(max(wait, 0.05), MIN_INTERVAL))
+            self._wake.wait(min(max(wait, 0.05), MIN_INTERVAL))
 
     def refresh_due(self) -> float:
         """Fetch the index and every held list that is due; return the seconds until the next is due."""
@@ -459,6 +468,8 @@ def with_status_lists(verifier: TokenVerifier, config: VerifierConfig, keys: Key
     if not config.status_check:
         return verifier
     lists = StatusLists(config, keys)
+    if isinstance(keys, WatchedKeySource):
+        keys.subscribe(lists.keys_changed)
     if config.jwks_prefetch:
         lists.prefetch()
     return StatusChecked(verifier, lists)
