@@ -9,6 +9,7 @@ from dataclasses import dataclass
 DEFAULT_LEEWAY = 10
 DEFAULT_MAX_TOKEN_BYTES = 4096
 DEFAULT_CACHE_SIZE = 4096
+JWKS_PATH = "/.well-known/jwks.json"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,33 @@ class VerifierConfig:
     # this: keys arrive within about this long of the issuer answering, not a cooldown later.
     jwks_retry_max: float = 0.5
     jwks_prefetch: bool = True
+    # Token Status List (jwt_verifier.status): check the lists tokens with a `status` claim name.
+    status_check: bool = True
+    # A held list stays in use this long past its last successful refresh (or its `exp`); then 503.
+    status_stale_seconds: float = 300.0
+    # Each held list is re-fetched (conditionally) every this many seconds, never more often than 1 s.
+    status_refresh_seconds: float = 1.0
+    status_timeout: float = 2.0
+    status_max_lists: int = 64
+    status_max_bytes: int = 1024 * 1024  # one list token, as fetched
+    status_max_list_bytes: int = 8 * 1024 * 1024  # one list, decompressed
+    # Where lists may be fetched from: URI prefixes; empty means the issuer's own `/statuslists/`.
+    status_uri_prefixes: tuple[str, ...] = ()
+    # The issuer's index of its current lists; empty means `{issuer}/statuslists`.
+    status_index_url: str = ""
+    status_index_seconds: float = 5.0
+    # Where the issuer's lists are fetched from when the API reaches it by another address than
+    # `issuer` (inside compose): `{issuer}/statuslists/X` is fetched from `{status_base_url}/statuslists/X`.
+    # Empty: the base of `jwks_url` when it ends in `/.well-known/jwks.json`, else the issuer.
+    status_base_url: str = ""
 
     def __post_init__(self) -> None:
         if not self.jwks_url:
             object.__setattr__(self, "jwks_url", f"{self.issuer.rstrip('/')}/.well-known/jwks.json")
+        if not self.status_uri_prefixes:
+            object.__setattr__(self, "status_uri_prefixes", (f"{self.issuer.rstrip('/')}/statuslists/",))
+        if not self.status_base_url:
+            base = self.jwks_url.removesuffix(JWKS_PATH) if self.jwks_url.endswith(JWKS_PATH) else self.issuer
+            object.__setattr__(self, "status_base_url", base.rstrip("/"))
+        if not self.status_index_url:
+            object.__setattr__(self, "status_index_url", f"{self.status_base_url.rstrip('/')}/statuslists")

@@ -12,10 +12,13 @@ the message text. Callers catch a class, never read a status back.
     │   ├── InsufficientScope     403 insufficient_scope
     │   └── InvalidToken          401 invalid_token: the one "bad token" branch (its reason says why)
     │       ├── TokenExpired      the token was valid but its `exp` has passed (a refresh may help)
-    │       └── UnknownKey        the token names a `kid` the issuer does not publish
+    │       ├── UnknownKey        the token names a `kid` the issuer does not publish
+    │       ├── TokenRevoked      the token's status list marks it revoked or suspended (`jwt_verifier.status`)
+    │       └── StatusListInvalid the token's status list cannot be trusted or read (forged, malformed)
     ├── VerificationUnavailable   503 temporarily_unavailable: ours to fix, not the client's
     │   ├── KeysUnavailable       no verification key could be loaded from the issuer yet
-    │   └── JwksFetchError        one JWKS fetch failed (the JWKS client keeps the keys it has)
+    │   ├── JwksFetchError        one JWKS fetch failed (the JWKS client keeps the keys it has)
+    │   └── StatusUnavailable     the token's status list cannot be had, nor a recent enough copy
     └── JwkError                  a JWK is not a usable RS256 verification key (also a ValueError)
 """
 
@@ -36,7 +39,10 @@ __all__ = [
     "KeysUnavailable",
     "MissingToken",
     "Reason",
+    "StatusListInvalid",
+    "StatusUnavailable",
     "TokenExpired",
+    "TokenRevoked",
     "UnknownKey",
     "VerificationUnavailable",
     "bearer_challenge",
@@ -67,6 +73,10 @@ class Reason(StrEnum):
     KEYS_UNAVAILABLE = "keys_unavailable"
     JWKS_FETCH_FAILED = "jwks_fetch_failed"
     UNUSABLE_KEY = "unusable_key"
+    REVOKED = "revoked"
+    SUSPENDED = "suspended"
+    STATUS_INVALID = "status_invalid"
+    STATUS_UNAVAILABLE = "status_unavailable"
 
 
 def bearer_challenge(
@@ -192,6 +202,24 @@ class UnknownKey(InvalidToken):
         self.kid = kid[:128]
 
 
+class TokenRevoked(InvalidToken):
+    """The token's status list marks it revoked (status 1) or suspended (2, or any other non-zero status)."""
+
+    def __init__(self, *, suspended: bool = False) -> None:
+        if suspended:
+            super().__init__("the token has been suspended", reason=Reason.SUSPENDED)
+        else:
+            super().__init__("the token has been revoked", reason=Reason.REVOKED)
+
+
+class StatusListInvalid(InvalidToken):
+    """The token's status list is not one this API can trust or read; `detail` is for the log only."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("the token's status cannot be established", reason=Reason.STATUS_INVALID)
+        self.detail = detail
+
+
 class VerificationUnavailable(JwtVerifierError):
     """A token cannot be checked right now (the issuer is down or answered nonsense): a 503.
 
@@ -225,3 +253,9 @@ class JwkError(JwtVerifierError, ValueError):
     """A JWK is not a usable RS256 verification key."""
 
     reason = Reason.UNUSABLE_KEY
+
+
+class StatusUnavailable(VerificationUnavailable):
+    """The token's status list could not be fetched, and no copy recent enough is held."""
+
+    reason = Reason.STATUS_UNAVAILABLE

@@ -39,6 +39,7 @@ from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierErr
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.rfc9728 import metadata, metadata_path, metadata_url
+from jwt_verifier.status import StatusFetchNeeded, with_status_lists
 from jwt_verifier.verifier import TokenVerifier, Verifier
 
 __all__ = ["BearerAuth", "Claims", "Protection", "bearer_scheme", "protection", "readiness", "require_scope"]
@@ -152,6 +153,8 @@ class BearerAuth:
             max_token_bytes=config.max_token_bytes,
             cache_size=config.token_cache_size,
         )
+        if local:  # token status (jwt_verifier.status): lists are fetched off the event loop only
+            verifier = with_status_lists(verifier, config, jwks)
         found = Protection(
             config=config,
             jwks=jwks,
@@ -187,8 +190,8 @@ def require_scope(scope: str | None = None) -> Callable[..., Awaitable[Claims]]:
         if found.local:
             try:
                 return found.protector.authenticate(authorization, cookies, scope)
-            except _FetchNeeded:
-                pass  # the key must be fetched: off the loop
+            except (_FetchNeeded, StatusFetchNeeded):
+                pass  # the key or the token's status list must be fetched: off the loop
         return await run_in_threadpool(found.protector.authenticate, authorization, cookies, scope)
 
     return verified_claims

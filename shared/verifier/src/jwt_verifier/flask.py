@@ -28,6 +28,7 @@ from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierErr
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.rfc9728 import metadata, metadata_path, metadata_url
+from jwt_verifier.status import with_status_lists
 from jwt_verifier.verifier import TokenVerifier, Verifier
 
 __all__ = ["BearerAuth", "Protection", "error_response", "protection", "readiness"]
@@ -86,6 +87,7 @@ class BearerAuth:
         if config is None:
             raise TypeError("BearerAuth needs a VerifierConfig, in the constructor or in init_app")
         jwks = JwksClient(config)
+        local = verifier is None
         verifier = verifier or Verifier(
             jwks,
             issuer=config.issuer,
@@ -94,6 +96,8 @@ class BearerAuth:
             max_token_bytes=config.max_token_bytes,
             cache_size=config.token_cache_size,
         )
+        if local:  # token status (jwt_verifier.status) is checked on every use of a token
+            verifier = with_status_lists(verifier, config, jwks)
         app.extensions[EXTENSION] = Protection(
             config=config,
             jwks=jwks,
