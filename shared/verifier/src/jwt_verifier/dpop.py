@@ -13,6 +13,7 @@ Framework-free; the only cryptography is `cryptography`'s. Every refusal is an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -159,11 +160,13 @@ def _normalize_path(path: str) -> str:
     return normalized or "/"
 
 
+@functools.lru_cache(maxsize=1024)
 def normalize_htu(url: str) -> str:
     """Return `url` without query and fragment, normalized (RFC 9449 section 4.3; RFC 3986 sections 6.2.2, 6.2.3).
 
     Scheme and host are lowercased, a default port dropped, an empty path made "/", percent-
-    encodings uppercased (unreserved ones decoded) and dot-segments removed.
+    encodings uppercased (unreserved ones decoded) and dot-segments removed. Recent answers are
+    kept: an API sees the same few URLs again and again.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -293,7 +296,7 @@ _keys = _KeyCache()
 
 
 def _json_object(segment: str) -> dict[str, Any]:
-    value = json.loads(b64url_decode(segment))
+    value = json.loads(b64url_decode(segment).decode("utf-8"))
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")  # noqa: TRY004 - a parse failure, caught as ValueError
     return value
@@ -357,7 +360,7 @@ def verify_proof(
     except InvalidSignature as exc:
         raise refuse("the DPoP proof's signature does not verify") from exc
     # Items 8-11: the claims, the request they were made for, and when.
-    jti, htm, htu, iat = (claims.get(name) for name in ("jti", "htm", "htu", "iat"))
+    jti, htm, htu, iat = claims.get("jti"), claims.get("htm"), claims.get("htu"), claims.get("iat")
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
         raise refuse("the DPoP proof has no valid jti")
     if not isinstance(htm, str) or not isinstance(htu, str):
