@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from jwt_verifier import observe
 from jwt_verifier.dpop import (
     DPoPPolicy,
     DPoPRequest,
@@ -20,10 +21,14 @@ from jwt_verifier.dpop import (
     verify_proof,
 )
 from jwt_verifier.errors import DPoPInvalidToken, InvalidDPoPProof, InvalidToken, Reason, UseDPoPNonce
+from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.replay import MemoryReplayStore
+from jwt_verifier.verifier import Verifier
 from tests.support.dpop import ProofKey, make_proof, private_jwk, proof_jwk, thumbprint
 from tests.support.fakes import FakeClock
-from tests.support.tokens import compact
+from tests.support.tokens import AUDIENCE, ISSUER, compact, make_claims, sign
+from tests.unit.jwt_verifier.test_observe import Recorder
+from tests.unit.jwt_verifier.test_verifier import StaticKeys
 
 URL = "https://orders.example/orders"
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
@@ -382,3 +387,45 @@ def test_the_invalid_proof_challenge_names_the_algorithms() -> None:
         'resource_metadata="https://orders.example/.well-known/oauth-protected-resource", '
         'algs="ES256 RS256 PS256 EdDSA"'
     )
+
+
+# -- the protector counts DPoP refusals by reason -----------------------------------------
+
+
+def test_the_protector_counts_dpop_refusals_by_reason(
+    rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    recorder = Recorder()
+    previous = observe.current()
+    observe.install(recorder)
+    try:
+        verifier = Verifier(StaticKeys(rsa_key), issuer=ISSUER, audience=AUDIENCE)
+        protector = ResourceProtector(verifier, dpop=_policy())
+        token = sign(make_claims(cnf={"jkt": thumbprint(ec_key)}), rsa_key)
+        request = DPoPRequest("GET", URL, (make_proof(ec_key, "GET", URL, token),))
+        assert protector.authenticate([f"DPoP {token}"], dpop=request)["sub"] == "alice"
+        with pytest.raises(InvalidDPoPProof):
+            protector.authenticate([f"DPoP {token}"], dpop=request)
+        with pytest.raises(DPoPInvalidToken):
+            protector.authenticate([f"Bearer {token}"])
+        with pytest.raises(InvalidDPoPProof):
+            protector.authenticate([f"DPoP {token}"], dpop=DPoPRequest("GET", URL, ()))  # no DPoP header
+    finally:
+        observe.install(previous)
+    assert recorder.verifications == [
+        ("valid", "none"),
+        ("invalid", "dpop_replay"),
+        ("invalid", "dpop_required"),
+        ("invalid", "dpop_invalid"),
+    ]
+    assert {"dpop_invalid", "dpop_replay", "dpop_binding", "dpop_required", "dpop_nonce"} <= set(observe.REASONS)
+
+
+def test_a_protector_without_a_policy_still_refuses_a_bound_token_as_bearer(
+    rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    protector = ResourceProtector(Verifier(StaticKeys(rsa_key), issuer=ISSUER, audience=AUDIENCE))
+    token = sign(make_claims(cnf={"jkt": thumbprint(ec_key)}), rsa_key)
+    with pytest.raises(DPoPInvalidToken) as caught:
+        protector.authenticate([f"Bearer {token}"])
+    assert caught.value.reason == Reason.DPOP_REQUIRED
