@@ -429,3 +429,21 @@ def test_a_protector_without_a_policy_still_refuses_a_bound_token_as_bearer(
     with pytest.raises(DPoPInvalidToken) as caught:
         protector.authenticate([f"Bearer {token}"])
     assert caught.value.reason == Reason.DPOP_REQUIRED
+
+
+# -- hostile values are refusals, never crashes -------------------------------------------
+
+
+def test_hostile_claim_values_are_refused_or_accepted_never_a_crash(ec_key: ec.EllipticCurvePrivateKey) -> None:
+    store = MemoryReplayStore()
+    assert check(make_proof(ec_key, "GET", URL, TOKEN, jti="\ud800 é"), ec_key, replay=store).jti == "\ud800 é"
+    assert refused(make_proof(ec_key, "GET", URL, TOKEN, iat=10**400), ec_key).reason == Reason.DPOP_INVALID
+    assert refused(make_proof(ec_key, "GET", URL, TOKEN, ath="é\ud800"), ec_key).reason == Reason.DPOP_BINDING
+    assert refused(make_proof(ec_key, "GET", "https://\ud800/", TOKEN), ec_key).reason == Reason.DPOP_INVALID
+    assert refused(make_proof(ec_key, "GET", URL, TOKEN), ec_key, url="urn:not-http").reason == Reason.DPOP_INVALID
+
+
+def test_hostile_nonces_are_refused() -> None:
+    nonces = Nonces("ours", 300)
+    for nonce in ["²³.abc", "1.é", "\ud800", "1" * 100, ".", ""]:
+        assert not nonces.valid(nonce)

@@ -165,7 +165,7 @@ class SqliteReplayStore:
 
 def replay_key(jti: str, htu: str) -> str:
     """Return the store key of a proof: a digest of its `jti` and (normalized) `htu`."""
-    return hashlib.sha256(f"{jti}\x00{htu}".encode()).hexdigest()
+    return hashlib.sha256(f"{jti}\x00{htu}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def default_replay_path(resource: str) -> Path:
