@@ -266,33 +266,64 @@ def _verify_signature(alg: str, key: PublicKey, signature: bytes, signing_input:
         key.verify(signature, signing_input)
 
 
-class _KeyCache:
-    """The public keys of recent proofs (building one validates a point or a modulus: worth keeping)."""
+class _HeaderError(ValueError):
+    """A proof's header is refused; the message is one of our fixed texts."""
 
-    def __init__(self, size: int = 1024) -> None:
+
+_NOT_ACCEPTED = "the DPoP proof's algorithm is not accepted"
+
+
+def _header_key(segment: str) -> tuple[str, PublicKey, str]:
+    """Return (alg, key, thumbprint) of a proof's header segment, or raise why it is refused (items 2, 4-6)."""
+    try:
+        header = _json_object(segment)
+    except ValueError as exc:  # also json.JSONDecodeError and UnicodeDecodeError
+        raise _HeaderError("the DPoP proof is not a well-formed JWT") from exc
+    if header.get("typ") != DPOP_TYP:
+        raise _HeaderError("the DPoP proof's typ must be dpop+jwt")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS:
+        raise _HeaderError(_NOT_ACCEPTED)
+    if "crit" in header:
+        raise _HeaderError("the DPoP proof names critical extensions this API does not understand")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise _HeaderError("the DPoP proof carries no jwk")
+    if PRIVATE_MEMBERS & jwk.keys():
+        raise _HeaderError("the DPoP proof's jwk holds private key material")
+    try:
+        return alg, _load_key(alg, jwk), jwk_thumbprint(jwk)
+    except ValueError as exc:
+        raise _HeaderError("the DPoP proof's jwk is not a usable key for its algorithm") from exc
+
+
+class _HeaderCache:
+    """The checked headers of recent proofs: a client sends the same header (its key) with every proof.
+
+    Parsing it and building its key (which validates a point or a modulus) is most of a proof's
+    cost beside its signature; only headers that passed every check are kept.
+    """
+
+    def __init__(self, size: int = 256) -> None:
         self.size = size
-        self._keys: OrderedDict[tuple[str, str], tuple[PublicKey, str]] = OrderedDict()
+        self._headers: OrderedDict[str, tuple[str, PublicKey, str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, alg: str, jwk: Mapping[str, Any]) -> tuple[PublicKey, str]:
-        members = _THUMBPRINT_MEMBERS.get(str(jwk.get("kty")))
-        if members is None or not all(isinstance(jwk.get(name), str) for name in members):
-            raise ValueError("unsupported key")
-        cache_key = (alg, "\x00".join(str(jwk[name]) for name in members))
+    def get(self, segment: str) -> tuple[str, PublicKey, str]:
         with self._lock:
-            found = self._keys.get(cache_key)
+            found = self._headers.get(segment)
             if found is not None:
-                self._keys.move_to_end(cache_key)
+                self._headers.move_to_end(segment)
                 return found
-        found = (_load_key(alg, jwk), jwk_thumbprint(jwk))
+        found = _header_key(segment)
         with self._lock:
-            self._keys[cache_key] = found
-            if len(self._keys) > self.size:
-                self._keys.popitem(last=False)
+            self._headers[segment] = found
+            if len(self._headers) > self.size:
+                self._headers.popitem(last=False)
         return found
 
 
-_keys = _KeyCache()
+_headers = _HeaderCache()
 
 
 def _json_object(segment: str) -> dict[str, Any]:
@@ -336,31 +367,21 @@ def verify_proof(
     segments = proof.split(".")
     if len(segments) != 3:
         raise refuse("the DPoP proof is not a well-formed JWT")
+    # Items 4-6: typ, an asymmetric algorithm this API accepts, a public key only.
     try:
-        header = _json_object(segments[0])
+        alg, key, thumbprint = _headers.get(segments[0])
+    except _HeaderError as exc:
+        raise refuse(str(exc)) from exc
+    if alg not in algs:
+        raise refuse(_NOT_ACCEPTED)
+    try:
         claims = _json_object(segments[1])
         signature = b64url_decode(segments[2])
     except ValueError as exc:  # also json.JSONDecodeError and UnicodeDecodeError
         raise refuse("the DPoP proof is not a well-formed JWT") from exc
-    # Items 4-7: typ, an asymmetric algorithm we accept, a public key only, and its signature.
-    if header.get("typ") != DPOP_TYP:
-        raise refuse("the DPoP proof's typ must be dpop+jwt")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in algs or alg not in SUPPORTED_ALGORITHMS:
-        raise refuse("the DPoP proof's algorithm is not accepted")
-    if "crit" in header:
-        raise refuse("the DPoP proof names critical extensions this API does not understand")
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict):
-        raise refuse("the DPoP proof carries no jwk")
-    if PRIVATE_MEMBERS & jwk.keys():
-        raise refuse("the DPoP proof's jwk holds private key material")
+    # Item 7: the signature, by that key.
     try:
-        key, thumbprint = _keys.get(alg, jwk)
-    except ValueError as exc:
-        raise refuse("the DPoP proof's jwk is not a usable key for its algorithm") from exc
-    try:
-        _verify_signature(alg, key, signature, f"{segments[0]}.{segments[1]}".encode("ascii"))
+        _verify_signature(alg, key, signature, proof[: proof.rindex(".")].encode("ascii"))
     except InvalidSignature as exc:
         raise refuse("the DPoP proof's signature does not verify") from exc
     # Items 8-11: the claims, the request they were made for, and when.
