@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.errors import DPoPInvalidToken, InvalidDPoPProof, Reason, UseDPoPNonce
+from jwt_verifier.errors import DPoPInvalidToken, InvalidDPoPProof, JwtVerifierError, Reason, UseDPoPNonce
 from jwt_verifier.jose import MIN_RSA_BITS, b64url_decode, b64url_encode
 from jwt_verifier.replay import ReplayStore, open_replay_store, replay_key
 
@@ -266,8 +266,8 @@ def _verify_signature(alg: str, key: PublicKey, signature: bytes, signing_input:
         key.verify(signature, signing_input)
 
 
-class _HeaderError(ValueError):
-    """A proof's header is refused; the message is one of our fixed texts."""
+class _HeaderError(JwtVerifierError):
+    """A proof's header is refused; the message is one of our fixed texts. Never leaves this module."""
 
 
 _NOT_ACCEPTED = "the DPoP proof's algorithm is not accepted"
