@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidSignature
@@ -249,21 +249,24 @@ def _load_key(alg: str, jwk: Mapping[str, Any]) -> PublicKey:
     raise ValueError("unsupported algorithm")
 
 
+_SHA256 = hashes.SHA256()
+_ECDSA_SHA256 = ec.ECDSA(_SHA256)
+_PADDINGS: dict[str, padding.AsymmetricPadding] = {
+    "RS256": padding.PKCS1v15(),
+    "PS256": padding.PSS(mgf=padding.MGF1(_SHA256), salt_length=padding.PSS.DIGEST_LENGTH),
+}
+
+
 def _verify_signature(alg: str, key: PublicKey, signature: bytes, signing_input: bytes) -> None:
-    if isinstance(key, ec.EllipticCurvePublicKey):
+    if alg == "ES256":
         if len(signature) != 64:
             raise InvalidSignature
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-        key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256()))
-    elif isinstance(key, rsa.RSAPublicKey):
-        pad: padding.AsymmetricPadding = (
-            padding.PKCS1v15()
-            if alg == "RS256"
-            else padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
-        )
-        key.verify(signature, signing_input, pad, hashes.SHA256())
+        cast(ec.EllipticCurvePublicKey, key).verify(encode_dss_signature(r, s), signing_input, _ECDSA_SHA256)
+    elif alg in _PADDINGS:
+        cast(rsa.RSAPublicKey, key).verify(signature, signing_input, _PADDINGS[alg], _SHA256)
     else:
-        key.verify(signature, signing_input)
+        cast(ed25519.Ed25519PublicKey, key).verify(signature, signing_input)
 
 
 class _HeaderError(JwtVerifierError):
