@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from jwt_verifier.dpop import DPoPPolicy, DPoPRequest, access_token_hash, jwk_thumbprint
+from jwt_verifier.dpop import access_token_hash, jwk_thumbprint
+from jwt_verifier.dpop_scheme import DPoPPolicy, DPoPRequest
 from jwt_verifier.jose import b64url_decode, b64url_encode, public_jwk
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.replay import MemoryReplayStore, ReplayStore, SqliteReplayStore

@@ -18,6 +18,7 @@ CORE = [
     "jwt_verifier.config",
     "jwt_verifier.deadline",
     "jwt_verifier.dpop",
+    "jwt_verifier.dpop_scheme",
     "jwt_verifier.errors",
     "jwt_verifier.jose",
     "jwt_verifier.jwks",

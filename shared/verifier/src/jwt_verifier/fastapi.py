@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.dpop import DPoPPolicy, dpop_request
+from jwt_verifier.dpop_scheme import DPoPPolicy, dpop_request
 from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector

@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, current_app, g, jsonify, request
 
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.dpop import DPoPPolicy, dpop_request
+from jwt_verifier.dpop_scheme import DPoPPolicy, dpop_request
 from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError, VerificationUnavailable
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from jwt_verifier import observe
-from jwt_verifier.dpop import DPoPPolicy, DPoPRequest, dpop_token, refuse_bound_bearer
+from jwt_verifier.dpop_scheme import DPoPPolicy, DPoPRequest, dpop_token, refuse_bound_bearer
 from jwt_verifier.errors import (
     DPoPMissingToken,
     InsufficientScope,
