@@ -247,3 +247,14 @@ def test_a_required_nonce_is_handed_out_then_accepted(
     assert response.headers["WWW-Authenticate"].startswith('DPoP realm="jwt-split", error="use_dpop_nonce"')
     nonce = response.headers["DPoP-Nonce"]
     assert call(_dpop(token, make_proof(client_key, "GET", URL, token, nonce=nonce))).status == 200
+
+
+def test_an_expired_token_with_the_dpop_scheme_gets_a_dpop_challenge(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    token = _bound_token(rsa_key, client_key, exp=1_000_000_000)
+    response = make_api()(_dpop(token, make_proof(client_key, "GET", URL, token)))
+    assert (response.status, response.body["error"]) == (401, "invalid_token")
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith('DPoP realm="jwt-split", error="invalid_token"')
+    assert challenge.endswith(ALGS)

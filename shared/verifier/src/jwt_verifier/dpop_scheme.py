@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from jwt_verifier.config import VerifierConfig
 from jwt_verifier.dpop import SUPPORTED_ALGORITHMS, Nonces, Proof, verify_proof
-from jwt_verifier.errors import DPoPInvalidToken, InvalidDPoPProof, Reason
+from jwt_verifier.errors import DPoPError, DPoPInvalidToken, InvalidDPoPProof, InvalidToken, Reason
 from jwt_verifier.replay import ReplayStore, open_replay_store
 
 __all__ = [
@@ -137,6 +137,12 @@ class DPoPPolicy:
                 algs=self.algs,
                 reason=Reason.DPOP_REQUIRED,
             )
+
+    def challenge(self, refusal: InvalidToken) -> InvalidToken:
+        """Return the refusal of a DPoP request's token as a `DPoP` challenge (section 7.1), reason kept."""
+        if isinstance(refusal, DPoPError):
+            return refusal
+        return DPoPInvalidToken(refusal.description, algs=self.algs, reason=refusal.reason)
 
     def check_proof(self, token: str, claims: Mapping[str, Any], request: DPoPRequest | None) -> Proof:
         """Check the DPoP proof of a request made with `Authorization: DPoP <token>`."""

@@ -129,7 +129,10 @@ class ResourceProtector:
         if token is None and bound is None and self.cookie is not None and cookies is not None:
             token = cookies.get(self.cookie)
         if bound is not None and policy is not None:
-            claims = self.validate(bound, lambda verified: policy.check_proof(bound, verified, dpop))
+            try:
+                claims = self.validate(bound, lambda verified: policy.check_proof(bound, verified, dpop))
+            except InvalidToken as exc:
+                raise policy.challenge(exc) from exc
         elif token is not None:
             claims = self.validate(token, policy.check_bearer if policy is not None else refuse_bound_bearer)
         elif policy is not None and policy.required:
