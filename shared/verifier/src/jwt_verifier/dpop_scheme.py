@@ -154,7 +154,7 @@ class DPoPPolicy:
         jkt = bound_jkt(claims)
         if jkt is None:
             raise DPoPInvalidToken(
-                "this token is not DPoP-bound: send it as a bearer token", algs=self.algs, reason=Reason.DPOP_BINDING
+                "this token is not DPoP-bound (it has no cnf.jkt)", algs=self.algs, reason=Reason.DPOP_BINDING
             )
         return verify_proof(
             proofs[0].strip(),
