@@ -58,6 +58,8 @@ class ReportsSettings:
     # Each worker fetches its service token at start and renews it ahead of need.
     token_prefetch: bool = True
     log_level: str = "INFO"
+    # RFC 9449: refuse bearer use of any token (DPoP-bound tokens are never bearer tokens).
+    require_dpop: bool = VerifierConfig.require_dpop
 
     @classmethod
     def from_env(cls, environ: Environ | None = None) -> ReportsSettings:
@@ -78,6 +80,7 @@ class ReportsSettings:
             timeout=env_float(env, "REPORTS_TIMEOUT", cls.timeout, minimum=0.1),
             token_prefetch=env_bool(env, "REPORTS_TOKEN_PREFETCH", cls.token_prefetch),
             log_level=env_str(env, "REPORTS_LOG_LEVEL", cls.log_level).upper(),
+            require_dpop=env_bool(env, "REPORTS_REQUIRE_DPOP", cls.require_dpop),
         )
 
     @property
@@ -89,6 +92,7 @@ class ReportsSettings:
             resource=self.public_url,
             jwks_url=f"{self.issuer_internal_url}/.well-known/jwks.json",
             scopes_supported=tuple(self.scopes_supported.split()),
+            require_dpop=self.require_dpop,
         )
 
 

@@ -47,6 +47,8 @@ class ResourceSettings:
     introspection_url: str = "http://localhost:8000/introspect"
     introspection_client_id: str = "resource-api"
     introspection_secret: str = ""
+    # RFC 9449: refuse bearer use of any token (DPoP-bound tokens are never bearer tokens).
+    require_dpop: bool = VerifierConfig.require_dpop
 
     @property
     def redirect_uri(self) -> str:
@@ -88,6 +90,7 @@ class ResourceSettings:
             jwks_max_ttl=self.jwks_max_ttl,
             jwks_cooldown=self.jwks_cooldown,
             jwks_prefetch=self.jwks_prefetch,
+            require_dpop=self.require_dpop,
         )
 
     @property
@@ -133,6 +136,7 @@ class ResourceSettings:
             ),
             callback_rate_limit=env_rate_limit(env, "RESOURCE_CALLBACK_RATE_LIMIT", cls.callback_rate_limit),
             verification=verification,
+            require_dpop=env_bool(env, "RESOURCE_REQUIRE_DPOP", cls.require_dpop),
             introspection_url=env_url(env, "RESOURCE_INTROSPECTION_URL", f"{internal}/introspect"),
             introspection_client_id=env_str(env, "RESOURCE_INTROSPECTION_CLIENT_ID", cls.introspection_client_id),
             introspection_secret=secret,

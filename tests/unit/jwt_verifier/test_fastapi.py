@@ -220,6 +220,8 @@ def test_the_metadata_is_served_at_its_well_known_path(serve: Serve) -> None:
         "authorization_servers": [ISSUER],
         "scopes_supported": ["orders:read", "orders:write"],
         "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
+        "dpop_bound_access_tokens_required": False,
     }
     assert response.headers["Cache-Control"] == "public, max-age=300"
 

@@ -137,6 +137,8 @@ def test_the_app_serves_its_protected_resource_metadata(client: FlaskClient) -> 
         "authorization_servers": [ISSUER],
         "scopes_supported": ["orders:read", "orders:write"],
         "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
+        "dpop_bound_access_tokens_required": False,
     }
 
 

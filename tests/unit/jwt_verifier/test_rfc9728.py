@@ -36,4 +36,6 @@ def test_the_metadata_names_the_resource_its_issuer_scopes_and_the_header_only()
         "authorization_servers": ["https://issuer.example"],
         "scopes_supported": ["a", "b"],
         "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
+        "dpop_bound_access_tokens_required": False,
     }

@@ -69,3 +69,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
 def test_a_bad_value_is_an_error_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=f"^{name} "):
         ReportsSettings.from_env({name: value})
+
+
+def test_require_dpop_reaches_the_verifier() -> None:
+    assert ReportsSettings.from_env({}).verifier.require_dpop is False
+    assert ReportsSettings.from_env({"REPORTS_REQUIRE_DPOP": "true"}).verifier.require_dpop is True

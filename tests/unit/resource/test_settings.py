@@ -167,3 +167,9 @@ def test_logout_goes_to_the_issuers_end_session_endpoint_and_back_to_the_public_
     )
     assert settings.end_session_endpoint == "https://issuer.example/logout"
     assert settings.post_logout_redirect_uri == "https://rs.example/logged-out"
+
+
+def test_require_dpop_reaches_the_verifier() -> None:
+    assert ResourceSettings.from_env({}).verifier.require_dpop is False
+    settings = ResourceSettings.from_env({"RESOURCE_REQUIRE_DPOP": "true"})
+    assert settings.verifier.require_dpop is True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # The verification defaults, declared once: VerifierConfig, the Verifier's own arguments and
 # the services' settings all take them from here.
@@ -10,6 +10,9 @@ DEFAULT_LEEWAY = 10
 DEFAULT_MAX_TOKEN_BYTES = 4096
 DEFAULT_CACHE_SIZE = 4096
 JWKS_PATH = "/.well-known/jwks.json"
+# DPoP (RFC 9449): the proof algorithms accepted, and how old a proof's `iat` may be (seconds).
+DEFAULT_DPOP_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+DEFAULT_DPOP_MAX_AGE = 60
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,17 @@ class VerifierConfig:
     # `issuer` (inside compose): `{issuer}/statuslists/X` is fetched from `{status_base_url}/statuslists/X`.
     # Empty: the base of `jwks_url` when it ends in `/.well-known/jwks.json`, else the issuer.
     status_base_url: str = ""
+    # DPoP (RFC 9449): `require_dpop` refuses any bearer use of a token (DPoP-bound tokens are
+    # refused as bearer tokens whatever it says). The replay store is a SQLite file shared by
+    # every worker of the API on this host: `dpop_replay_path` ("" = `replay.default_replay_path`,
+    # ":memory:" = one process only). A `dpop_nonce_secret`, shared by the workers, makes proofs
+    # carry a server nonce (section 9) valid for `dpop_nonce_lifetime` seconds.
+    require_dpop: bool = False
+    dpop_algorithms: tuple[str, ...] = DEFAULT_DPOP_ALGORITHMS
+    dpop_max_age: int = DEFAULT_DPOP_MAX_AGE
+    dpop_replay_path: str = ""
+    dpop_nonce_secret: str = field(default="", repr=False)
+    dpop_nonce_lifetime: int = 300
 
     def __post_init__(self) -> None:
         if not self.jwks_url:

@@ -12,7 +12,8 @@
 `app.state.jwt_verifier`, see `protection()`), serves the RFC 9728 metadata, and renders the
 library's errors as JSON: 401/403/400 with a `WWW-Authenticate: Bearer` challenge (RFC 6750
 section 3) that names the metadata URL (RFC 9728 section 5.1), 503 with `Retry-After` when
-keys cannot be had. `require_scope` is a dependency yielding the verified claims; it also puts
+keys cannot be had; `Authorization: DPoP <token>` with a `DPoP` proof (RFC 9449) is accepted
+too. `require_scope` is a dependency yielding the verified claims; it also puts
 the bearer scheme in the app's OpenAPI document, its errors being ours (`auto_error=False`).
 
 No JWKS fetch runs on the event loop: a token whose key is held is verified on the loop (a
@@ -23,6 +24,7 @@ verified in a worker thread, and a stale key set is refreshed in the background.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
@@ -35,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from jwt_verifier.config import VerifierConfig
+from jwt_verifier.dpop_scheme import DPoPPolicy, dpop_request
 from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector
@@ -159,7 +162,12 @@ class BearerAuth:
             config=config,
             jwks=jwks,
             verifier=verifier,
-            protector=ResourceProtector(verifier, cookie=self._cookie, scopes=frozenset(config.scopes_supported)),
+            protector=ResourceProtector(
+                verifier,
+                cookie=self._cookie,
+                scopes=frozenset(config.scopes_supported),
+                dpop=DPoPPolicy.from_config(config),
+            ),
             metadata_url=metadata_url(config.resource),
             local=local,
         )
@@ -187,12 +195,16 @@ def require_scope(scope: str | None = None) -> Callable[..., Awaitable[Claims]]:
         found = protection(request.app)
         authorization = request.headers.getlist("authorization")
         cookies = request.cookies if found.protector.cookie is not None else None
+        proofs = request.headers.getlist("dpop")
+        dpop = dpop_request(found.config.resource, request.method, request.url.path, proofs)
         if found.local:
             try:
-                return found.protector.authenticate(authorization, cookies, scope)
+                return found.protector.authenticate(authorization, cookies, scope, dpop=dpop)
             except (_FetchNeeded, StatusFetchNeeded):
                 pass  # the key or the token's status list must be fetched: off the loop
-        return await run_in_threadpool(found.protector.authenticate, authorization, cookies, scope)
+        return await run_in_threadpool(
+            functools.partial(found.protector.authenticate, authorization, cookies, scope, dpop=dpop)
+        )
 
     return verified_claims
 

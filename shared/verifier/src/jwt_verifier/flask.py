@@ -12,6 +12,8 @@
 `app.extensions["jwt_verifier"]`, see `protection()`), serves the RFC 9728 metadata, and
 renders the library's errors as JSON: 401/403/400 with a `WWW-Authenticate: Bearer`
 challenge that names the metadata URL, 503 with `Retry-After` when keys cannot be had.
+`Authorization: DPoP <token>` with a `DPoP` proof (RFC 9449) is accepted too, checked against
+the URL the client called: the public origin of `resource` and the request's path.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, current_app, g, jsonify, request
 
 from jwt_verifier.config import VerifierConfig
+from jwt_verifier.dpop_scheme import DPoPPolicy, dpop_request
 from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError, VerificationUnavailable
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector
@@ -102,7 +105,12 @@ class BearerAuth:
             config=config,
             jwks=jwks,
             verifier=verifier,
-            protector=ResourceProtector(verifier, cookie=self._cookie, scopes=frozenset(config.scopes_supported)),
+            protector=ResourceProtector(
+                verifier,
+                cookie=self._cookie,
+                scopes=frozenset(config.scopes_supported),
+                dpop=DPoPPolicy.from_config(config),
+            ),
             metadata_url=metadata_url(config.resource),
         )
         app.add_url_rule(metadata_path(config.resource), "jwt_verifier.metadata", _metadata, methods=["GET"])
@@ -117,7 +125,10 @@ class BearerAuth:
         def decorate(view: F) -> F:
             @wraps(view)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                g.claims = protection().protector.acquire(request, scope)
+                found = protection()
+                proofs = request.headers.getlist("DPoP")
+                dpop = dpop_request(found.config.resource, request.method, request.script_root + request.path, proofs)
+                g.claims = found.protector.acquire(request, scope, dpop=dpop)
                 return view(*args, **kwargs)
 
             return cast(F, wrapper)

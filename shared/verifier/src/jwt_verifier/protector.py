@@ -12,11 +12,19 @@ and `cookies` (Flask's and Starlette's both have them), `authenticate` takes the
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from jwt_verifier import observe
-from jwt_verifier.errors import InsufficientScope, InvalidToken, MissingToken, UnknownKey, VerificationUnavailable
+from jwt_verifier.dpop_scheme import DPoPPolicy, DPoPRequest, dpop_token, refuse_bound_bearer
+from jwt_verifier.errors import (
+    DPoPMissingToken,
+    InsufficientScope,
+    InvalidToken,
+    MissingToken,
+    UnknownKey,
+    VerificationUnavailable,
+)
 from jwt_verifier.rfc6750 import bearer_token
 from jwt_verifier.verifier import TokenVerifier
 
@@ -54,18 +62,31 @@ class ResourceProtector:
     """
 
     def __init__(
-        self, verifier: TokenVerifier, *, cookie: str | None = None, scopes: frozenset[str] = frozenset()
+        self,
+        verifier: TokenVerifier,
+        *,
+        cookie: str | None = None,
+        scopes: frozenset[str] = frozenset(),
+        dpop: DPoPPolicy | None = None,
     ) -> None:
         self.verifier = verifier
         self.cookie = cookie
         # The API's own scopes: a token carrying none of them grants nothing here, whatever the
         # route asks (deny by default; RFC 9700 section 2.3). Empty: no such floor.
         self.scopes = scopes
+        # DPoP (RFC 9449): without a policy the DPoP scheme is not accepted; a DPoP-bound
+        # token is refused as a bearer token either way.
+        self.dpop = dpop
 
-    def validate(self, token: str) -> dict[str, Any]:
-        """Return the token's verified claims, or raise (and log) why not; count it once either way."""
+    def validate(self, token: str, bind: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
+        """Return the token's verified claims, or raise (and log) why not; count it once either way.
+
+        `bind` checks how the token was sent (a DPoP proof, or bearer use), raising an `InvalidToken`.
+        """
         try:
             claims = self.verifier.verify(token)
+            if bind is not None:
+                bind(claims)
         except UnknownKey as exc:
             log.info("token refused", extra={"fields": {"reason": exc.reason, "kid": exc.kid}})
             observe.current().verification("invalid", exc.reason)
@@ -81,25 +102,43 @@ class ResourceProtector:
         observe.current().verification("valid", "none")
         return claims
 
-    def acquire(self, req: HttpRequest, scope: str | None = None) -> dict[str, Any]:
+    def acquire(self, req: HttpRequest, scope: str | None = None, *, dpop: DPoPRequest | None = None) -> dict[str, Any]:
         """Return the claims of the request's token, which must grant `scope` if given."""
         cookies = req.cookies if self.cookie is not None else None  # parsed only when one may be read
-        return self.authenticate(req.headers.getlist("Authorization"), cookies, scope)
+        return self.authenticate(req.headers.getlist("Authorization"), cookies, scope, dpop=dpop)
 
     def authenticate(
-        self, authorization: Sequence[str], cookies: Mapping[str, str] | None = None, scope: str | None = None
+        self,
+        authorization: Sequence[str],
+        cookies: Mapping[str, str] | None = None,
+        scope: str | None = None,
+        *,
+        dpop: DPoPRequest | None = None,
     ) -> dict[str, Any]:
-        """Return the claims of the token in `authorization` (the header's values) or, failing that, the cookie."""
+        """Return the claims of the token in `authorization` (the header's values) or, failing that, the cookie.
+
+        `dpop` is the request's method, external URL and DPoP headers, for `Authorization: DPoP`.
+        """
+        policy = self.dpop
         try:
             token = bearer_token(authorization)
+            bound = dpop_token(authorization) if token is None and policy is not None else None
         except InvalidToken as exc:
             observe.current().verification("invalid", exc.reason)
             raise
-        if token is None and self.cookie is not None and cookies is not None:
+        if token is None and bound is None and self.cookie is not None and cookies is not None:
             token = cookies.get(self.cookie)
-        if token is None:
+        if bound is not None and policy is not None:
+            try:
+                claims = self.validate(bound, lambda verified: policy.check_proof(bound, verified, dpop))
+            except InvalidToken as exc:
+                raise policy.challenge(exc) from exc
+        elif token is not None:
+            claims = self.validate(token, policy.check_bearer if policy is not None else refuse_bound_bearer)
+        elif policy is not None and policy.required:
+            raise DPoPMissingToken(algs=policy.algs)
+        else:
             raise MissingToken()
-        claims = self.validate(token)
         granted = str(claims.get("scope", "")).split()
         if self.scopes and self.scopes.isdisjoint(granted):
             log.info("no scope of this API", extra={"fields": {"sub": claims["sub"]}})

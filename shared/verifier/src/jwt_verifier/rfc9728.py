@@ -24,6 +24,8 @@ class ProtectedResourceMetadata(TypedDict):
     authorization_servers: list[str]
     scopes_supported: list[str]
     bearer_methods_supported: list[str]
+    dpop_signing_alg_values_supported: list[str]
+    dpop_bound_access_tokens_required: bool
 
 
 def metadata_path(resource: str) -> str:
@@ -43,10 +45,14 @@ def metadata(config: VerifierConfig) -> ProtectedResourceMetadata:
 
     Only the Authorization header is a bearer method here: a browser cookie some APIs also
     read is not one of RFC 6750's methods (header, form body, query), so it is not listed.
+    The DPoP members (RFC 9728 section 2, RFC 9449 section 7) name the proof algorithms
+    accepted and whether bearer use of a token is refused.
     """
     return {
         "resource": config.resource,
         "authorization_servers": [config.issuer],
         "scopes_supported": list(config.scopes_supported),
         "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": list(config.dpop_algorithms),
+        "dpop_bound_access_tokens_required": config.require_dpop,
     }

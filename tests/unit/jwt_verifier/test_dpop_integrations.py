@@ -1,0 +1,260 @@
+"""DPoP (RFC 9449) end to end through jwt_verifier.flask and jwt_verifier.fastapi, with self-signed tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from flask import Flask
+from flask.testing import FlaskClient
+from requests.structures import CaseInsensitiveDict
+
+from jwt_verifier import VerifierConfig
+from jwt_verifier.fastapi import protection as fastapi_protection
+from jwt_verifier.flask import protection as flask_protection
+from tests.support.asgi import serve_asgi
+from tests.support.dpop import make_proof, thumbprint
+from tests.support.fakes import JwksServer
+from tests.support.tokens import ISSUER, make_claims, sign
+from tests.unit.jwt_verifier import test_fastapi, test_flask
+
+AUDIENCE = "orders-api"
+RESOURCE = "https://orders.example"
+URL = f"{RESOURCE}/orders"
+METADATA = f'resource_metadata="{RESOURCE}/.well-known/oauth-protected-resource"'
+ALGS = 'algs="ES256 RS256 PS256 EdDSA"'
+
+
+class Response:
+    """What the tests read of a response, from Flask's test client or from requests (headers case-insensitive)."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: Mapping[str, str]) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+Call = Callable[..., Response]
+Make = Callable[..., Call]
+
+
+@pytest.fixture(scope="module")
+def client_key() -> ec.EllipticCurvePrivateKey:
+    """The client's DPoP key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="module")
+def thief_key() -> ec.EllipticCurvePrivateKey:
+    """A key of someone who stole the token."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _config(jwks_server: JwksServer, tmp_path: Path, options: dict[str, Any]) -> VerifierConfig:
+    config = VerifierConfig(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        resource=RESOURCE,
+        jwks_url=jwks_server.url,
+        scopes_supported=("orders:read", "orders:write"),
+        jwks_cooldown=0.0,
+        jwks_prefetch=False,
+        dpop_replay_path=str(tmp_path / "replay.sqlite3"),
+    )
+    return dataclasses.replace(config, **options)
+
+
+@pytest.fixture(params=["flask", "fastapi"])
+def make_api(
+    request: pytest.FixtureRequest, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> Iterator[Make]:
+    """Build the README's tiny API in either framework; return a way to GET /orders (or the metadata)."""
+    jwks_server.serve_keys(rsa_key)
+    cleanup: list[Callable[[], object]] = []
+
+    def make(**options: Any) -> Call:
+        config = _config(jwks_server, tmp_path, options)
+        if request.param == "flask":
+            app: Flask = test_flask.tiny_app(config)
+            client: FlaskClient = app.test_client()
+            cleanup.append(flask_protection(app).jwks.session.close)
+
+            def call_flask(headers: dict[str, str], path: str = "/orders") -> Response:
+                answer = client.get(path, headers=headers)
+                return Response(answer.status_code, answer.get_json(), CaseInsensitiveDict(answer.headers.items()))
+
+            return call_flask
+        api = test_fastapi.tiny_app(config)
+        server = serve_asgi(api)
+        base_url = server.__enter__()
+        cleanup.append(lambda: server.__exit__(None, None, None))
+        cleanup.append(fastapi_protection(api).jwks.session.close)
+
+        def call_fastapi(headers: dict[str, str], path: str = "/orders") -> Response:
+            answer = requests.get(base_url + path, headers=headers, timeout=10)
+            return Response(answer.status_code, answer.json(), answer.headers)
+
+        return call_fastapi
+
+    yield make
+    for step in reversed(cleanup):
+        step()
+
+
+def _bound_token(rsa_key: rsa.RSAPrivateKey, key: ec.EllipticCurvePrivateKey, **claims: Any) -> str:
+    claims.setdefault("scope", "orders:read")
+    return sign(make_claims(audience=AUDIENCE, cnf={"jkt": thumbprint(key)}, **claims), rsa_key)
+
+
+def _dpop(token: str, proof: str) -> dict[str, str]:
+    return {"Authorization": f"DPoP {token}", "DPoP": proof}
+
+
+def _refused(response: Response, status: int, error: str, challenge: str) -> None:
+    assert response.status == status
+    assert response.body["error"] == error
+    assert response.headers["WWW-Authenticate"] == challenge
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_a_bound_token_with_its_proof_is_accepted(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    call = make_api()
+    token = _bound_token(rsa_key, client_key)
+    response = call(_dpop(token, make_proof(client_key, "GET", URL, token)))
+    assert (response.status, response.body) == (200, {"sub": "alice"})
+    # The proof is for the public URL, whatever the query: the API behind a proxy checks that one.
+    assert call(_dpop(token, make_proof(client_key, "GET", URL + "?page=2", token))).status == 200
+
+
+def test_a_replayed_proof_is_refused(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    call = make_api()
+    token = _bound_token(rsa_key, client_key)
+    headers = _dpop(token, make_proof(client_key, "GET", URL, token))
+    assert call(headers).status == 200
+    response = call(headers)
+    description = 'error_description="the DPoP proof was already used"'
+    _refused(
+        response,
+        401,
+        "invalid_dpop_proof",
+        f'DPoP realm="jwt-split", error="invalid_dpop_proof", {description}, {METADATA}, {ALGS}',
+    )
+
+
+def test_a_proof_for_another_api_is_refused(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    token = _bound_token(rsa_key, client_key)
+    response = make_api()(_dpop(token, make_proof(client_key, "GET", "https://reports.example/orders", token)))
+    assert (response.status, response.body["error"]) == (401, "invalid_dpop_proof")
+
+
+def test_a_stolen_token_with_the_thiefs_proof_is_refused(
+    make_api: Make,
+    rsa_key: rsa.RSAPrivateKey,
+    client_key: ec.EllipticCurvePrivateKey,
+    thief_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    token = _bound_token(rsa_key, client_key)
+    response = make_api()(_dpop(token, make_proof(thief_key, "GET", URL, token)))
+    assert (response.status, response.body["error"]) == (401, "invalid_dpop_proof")
+
+
+def test_a_proof_for_another_token_is_refused(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    token, other = _bound_token(rsa_key, client_key), _bound_token(rsa_key, client_key)
+    response = make_api()(_dpop(token, make_proof(client_key, "GET", URL, other)))
+    assert (response.status, response.body["error"]) == (401, "invalid_dpop_proof")
+
+
+def test_the_dpop_scheme_without_a_proof_is_refused(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    token = _bound_token(rsa_key, client_key)
+    response = make_api()({"Authorization": f"DPoP {token}"})
+    assert (response.status, response.body["error"]) == (401, "invalid_dpop_proof")
+
+
+def test_a_bound_token_sent_as_bearer_is_refused(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    token = _bound_token(rsa_key, client_key)
+    response = make_api()({"Authorization": f"Bearer {token}"})
+    assert response.status == 401
+    assert response.body["error"] == "invalid_token"
+    assert response.headers["WWW-Authenticate"].startswith('DPoP realm="jwt-split", error="invalid_token"')
+
+
+def test_an_invalid_token_with_the_dpop_scheme_is_refused(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    forged = _bound_token(other_rsa_key, client_key, kid="not-published")
+    response = make_api()(_dpop(forged, make_proof(client_key, "GET", URL, forged)))
+    assert (response.status, response.body["error"]) == (401, "invalid_token")
+
+
+def test_the_scope_is_still_needed(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    token = _bound_token(rsa_key, client_key, scope="orders:write")
+    response = make_api()(_dpop(token, make_proof(client_key, "GET", URL, token)))
+    assert (response.status, response.body["error"]) == (403, "insufficient_scope")
+
+
+def test_an_api_requiring_dpop_refuses_bearer_tokens_and_says_so(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    call = make_api(require_dpop=True)
+    bearer = sign(make_claims(audience=AUDIENCE, scope="orders:read"), rsa_key)
+    response = call({"Authorization": f"Bearer {bearer}"})
+    assert (response.status, response.body["error"]) == (401, "invalid_token")
+    assert "accepts only DPoP-bound tokens" in response.body["error_description"]
+    _refused(call({}), 401, "unauthorized", f'DPoP realm="jwt-split", {METADATA}, {ALGS}')
+    metadata = call({}, "/.well-known/oauth-protected-resource").body
+    assert metadata["dpop_bound_access_tokens_required"] is True
+    assert metadata["dpop_signing_alg_values_supported"] == ["ES256", "RS256", "PS256", "EdDSA"]
+    token = _bound_token(rsa_key, client_key)
+    assert call(_dpop(token, make_proof(client_key, "GET", URL, token))).status == 200
+
+
+def test_an_unbound_token_is_still_a_bearer_token_where_dpop_is_optional(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    call = make_api()
+    bearer = sign(make_claims(audience=AUDIENCE, scope="orders:read"), rsa_key)
+    assert call({"Authorization": f"Bearer {bearer}"}).status == 200
+    response = call(_dpop(bearer, make_proof(client_key, "GET", URL, bearer)))
+    assert (response.status, response.body["error"]) == (401, "invalid_token")
+
+
+def test_a_required_nonce_is_handed_out_then_accepted(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    call = make_api(dpop_nonce_secret="shared by the workers")
+    token = _bound_token(rsa_key, client_key)
+    response = call(_dpop(token, make_proof(client_key, "GET", URL, token)))
+    assert (response.status, response.body["error"]) == (401, "use_dpop_nonce")
+    assert response.headers["WWW-Authenticate"].startswith('DPoP realm="jwt-split", error="use_dpop_nonce"')
+    nonce = response.headers["DPoP-Nonce"]
+    assert call(_dpop(token, make_proof(client_key, "GET", URL, token, nonce=nonce))).status == 200
+
+
+def test_an_expired_token_with_the_dpop_scheme_gets_a_dpop_challenge(
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+) -> None:
+    token = _bound_token(rsa_key, client_key, exp=1_000_000_000)
+    response = make_api()(_dpop(token, make_proof(client_key, "GET", URL, token)))
+    assert (response.status, response.body["error"]) == (401, "invalid_token")
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith('DPoP realm="jwt-split", error="invalid_token"')
+    assert challenge.endswith(ALGS)
