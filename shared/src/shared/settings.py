@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 
+from jwt_verifier.env import ConfigError
 
-class SettingsError(Exception):
-    """A setting is missing or invalid; the message names the environment variable."""
-
+# The library's: one error for a bad setting, whether the library or a service reads it.
+SettingsError = ConfigError
 
 Environ = Mapping[str, str]
 Number = TypeVar("Number", int, float)

@@ -17,6 +17,7 @@ CORE = [
     "jwt_verifier.cache_control",
     "jwt_verifier.config",
     "jwt_verifier.deadline",
+    "jwt_verifier.env",
     "jwt_verifier.errors",
     "jwt_verifier.jose",
     "jwt_verifier.jwks",

@@ -225,3 +225,13 @@ class JwkError(JwtVerifierError, ValueError):
     """A JWK is not a usable RS256 verification key."""
 
     reason = Reason.UNUSABLE_KEY
+
+
+class ConfigError(JwtVerifierError, ValueError):
+    """A setting is missing or invalid (`jwt_verifier.env`): the message names the variable, never a secret's value.
+
+    Raised at start-up, never answered to a client.
+    """
+
+    status = 500
+    error = "server_error"
