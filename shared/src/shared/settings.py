@@ -1,14 +1,21 @@
-"""Read typed settings from environment variables, naming the variable on every error."""
+"""Read typed settings from environment variables, naming the variable on every error.
+
+Settings are declared once, on their dataclass field, with `jwt_verifier.env.setting`; the
+verifier's are the library's `VerifierConfig`, read with the service's prefix
+(`verifier_from_env`). The `env_*` functions read one variable outside a settings object (the
+command line's).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from limits import parse_many
 
-from jwt_verifier.env import ConfigError
+from jwt_verifier import VerifierConfig
+from jwt_verifier.env import ConfigError, Invalid, read_one
 
 # The library's: one error for a bad setting, whether the library or a service reads it.
 SettingsError = ConfigError
@@ -94,3 +101,24 @@ def env_rate_limit(environ: Environ, name: str, default: str) -> str:
     except ValueError:
         raise SettingsError(f"{name} must be a rate limit such as '20 per minute', got {value!r}") from None
     return value
+
+
+def rate_limit(raw: str) -> str:
+    """Parse a Flask-Limiter rate limit such as '20 per minute' (a `setting` parser)."""
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise Invalid("must be a rate limit such as '20 per minute'", raw) from None
+    return raw
+
+
+def verifier_from_env(settings: type, prefix: str, environ: Environ, defaults: Mapping[str, Any]) -> VerifierConfig:
+    """Read a service's `VerifierConfig` with its `prefix` and `defaults` (its issuer, audience, public URL).
+
+    The JWKS is fetched from the issuer as the service reaches it: the `issuer_internal_url`
+    that `settings` declares (itself the issuer unless set), unless `<prefix>JWKS_URL` is set.
+    """
+    issuer = read_one(VerifierConfig, "issuer", environ, prefix, defaults=defaults)
+    internal = read_one(settings, "issuer_internal_url", environ, prefix, context={"issuer": issuer})
+    jwks_url = f"{internal}/.well-known/jwks.json"
+    return VerifierConfig.from_env(prefix, environ, defaults={**defaults, "jwks_url": jwks_url})
