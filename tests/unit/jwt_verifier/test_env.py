@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -218,3 +219,32 @@ def test_the_verifier_config_reads_the_process_environment_by_default(monkeypatc
     monkeypatch.setenv("ENVTEST_AUDIENCE", "env-api")
     monkeypatch.setenv("ENVTEST_PUBLIC_URL", "https://api.env.example")
     assert VerifierConfig.from_env("ENVTEST_").audience == "env-api"
+
+
+@dataclass(frozen=True)
+class Mounted:
+    """A secret that may come from a mounted file."""
+
+    key: str = setting("KEY", "", secret=True, file=True, doc="the signing key")
+
+
+def test_a_secret_may_come_from_the_file_its_file_variable_names(tmp_path: Path) -> None:
+    mounted = tmp_path / "key"
+    mounted.write_text(SECRET + "\n", encoding="utf-8")
+    assert read(Mounted, {"APP_KEY_FILE": str(mounted)}, "APP_").key == SECRET
+    assert read(Mounted, {"APP_KEY": SECRET}, "APP_").key == SECRET
+    assert [v.name for v in variables(Mounted, "APP_")] == ["APP_KEY", "APP_KEY_FILE"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"APP_KEY": SECRET, "APP_KEY_FILE": "/x"}, "set APP_KEY or APP_KEY_FILE, not both"),
+        ({"APP_KEY_FILE": "/nonexistent/key"}, "APP_KEY_FILE names /nonexistent/key, which cannot be read"),
+    ],
+)
+def test_a_secret_file_that_cannot_be_used_is_named(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        read(Mounted, environ, "APP_")
+    assert str(caught.value).startswith(message)
+    assert SECRET not in str(caught.value)

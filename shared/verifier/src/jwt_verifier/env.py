@@ -20,6 +20,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -78,6 +79,7 @@ class Setting:
     secret: bool
     derive: Derive | None
     shown: str | None
+    file: bool
 
 
 @dataclass(frozen=True)
@@ -188,14 +190,17 @@ def setting(
     secret: bool = False,
     derive: Derive | None = None,
     shown: str | None = None,
+    file: bool = False,
 ) -> Any:
     """Declare a dataclass field read from the variable `prefix + name`.
 
     `default` applies when the variable is unset or empty (none: required, unless `derive`
     computes it from the fields read before); `shown` is the default as the documentation
     writes it when it is derived. A `secret` is left out of the `repr` and of every message.
+    With `file`, the value may instead be in the file that `name` + `_FILE` names (a container
+    or secret-store mount); setting both is an error.
     """
-    declared = Setting(name, parse, doc, secret, derive, shown)
+    declared = Setting(name, parse, doc, secret, derive, shown, file)
     metadata = {KEY: declared}
     if default is REQUIRED:
         return dataclasses.field(repr=not secret, metadata=metadata)
@@ -259,6 +264,8 @@ def _value(
 ) -> Any:
     variable = prefix + declared.name
     raw = environ.get(variable, "").strip()
+    if declared.file:
+        raw = _from_file(variable, raw, environ.get(f"{variable}_FILE", "").strip())
     if raw:
         try:
             return declared.parse(raw)
@@ -273,6 +280,19 @@ def _value(
     if f.default is not dataclasses.MISSING:
         return f.default
     raise ConfigError(f"{variable} is required but not set")
+
+
+def _from_file(variable: str, raw: str, path: str) -> str:
+    """Return the value, or the stripped content of the file `<variable>_FILE` names (not both)."""
+    if raw and path:
+        raise ConfigError(f"set {variable} or {variable}_FILE, not both")
+    if not path:
+        return raw
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = type(exc).__name__
+    raise ConfigError(f"{variable}_FILE names {path}, which cannot be read: {reason}")
 
 
 def variables(
@@ -297,6 +317,8 @@ def variables(
         else:
             default = ""
         listed.append(Variable(prefix + declared.name, default, declared.doc, declared.secret))
+        if declared.file:
+            listed.append(Variable(f"{prefix}{declared.name}_FILE", "", f"a file holding {declared.doc}", False))
     return listed
 
 
