@@ -22,6 +22,7 @@ CORE = [
     "jwt_verifier.jose",
     "jwt_verifier.jwks",
     "jwt_verifier.observe",
+    "jwt_verifier.protection",
     "jwt_verifier.protector",
     "jwt_verifier.rfc6750",
     "jwt_verifier.rfc9728",
