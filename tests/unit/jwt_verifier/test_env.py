@@ -15,6 +15,7 @@ from jwt_verifier.env import (
     boolean,
     choice,
     integer,
+    lookup,
     number,
     read,
     read_one,
@@ -248,3 +249,12 @@ def test_a_secret_file_that_cannot_be_used_is_named(environ: dict[str, str], mes
         read(Mounted, environ, "APP_")
     assert str(caught.value).startswith(message)
     assert SECRET not in str(caught.value)
+
+
+def test_one_variable_may_be_looked_up_outside_a_settings_object() -> None:
+    assert lookup({"PORT": " 8080 "}, "PORT", integer(1, 65535)) == 8080
+    assert lookup({}, "PORT", integer(1, 65535), 80) == 80
+    with pytest.raises(ConfigError, match=r"^PORT is required but not set$"):
+        lookup({"PORT": " "}, "PORT", integer())
+    with pytest.raises(ConfigError, match=r"^PORT must be at most 65535, got 70000$"):
+        lookup({"PORT": "70000"}, "PORT", integer(1, 65535))

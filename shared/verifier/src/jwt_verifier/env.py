@@ -33,6 +33,7 @@ __all__ = [
     "boolean",
     "choice",
     "integer",
+    "lookup",
     "number",
     "read",
     "read_one",
@@ -267,12 +268,7 @@ def _value(
     if declared.file:
         raw = _from_file(variable, raw, environ.get(f"{variable}_FILE", "").strip())
     if raw:
-        try:
-            return declared.parse(raw)
-        except Invalid as exc:
-            # Raised outside the handler: a secret's value stays out of the error's context too.
-            must, got = exc.must, exc.got
-        raise ConfigError(f"{variable} {must}" if declared.secret else f"{variable} {must}, got {got!r}")
+        return _parsed(variable, raw, declared.parse, declared.secret)
     if f.name in defaults:
         return defaults[f.name]
     if declared.derive is not None:
@@ -280,6 +276,25 @@ def _value(
     if f.default is not dataclasses.MISSING:
         return f.default
     raise ConfigError(f"{variable} is required but not set")
+
+
+def _parsed(variable: str, raw: str, parse: Callable[[str], T], secret: bool) -> T:
+    try:
+        return parse(raw)
+    except Invalid as exc:
+        # Raised outside the handler: a secret's value stays out of the error's context too.
+        must, got = exc.must, exc.got
+    raise ConfigError(f"{variable} {must}" if secret else f"{variable} {must}, got {got!r}")
+
+
+def lookup(environ: Environ, variable: str, parse: Callable[[str], T], default: T | None = None) -> T:
+    """Return one variable outside a settings object, parsed; unset or empty: `default`, required if None."""
+    raw = environ.get(variable, "").strip()
+    if raw:
+        return _parsed(variable, raw, parse, secret=False)
+    if default is None:
+        raise ConfigError(f"{variable} is required but not set")
+    return default
 
 
 def _from_file(variable: str, raw: str, path: str) -> str:
