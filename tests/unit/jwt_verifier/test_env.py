@@ -258,3 +258,8 @@ def test_one_variable_may_be_looked_up_outside_a_settings_object() -> None:
         lookup({"PORT": " "}, "PORT", integer())
     with pytest.raises(ConfigError, match=r"^PORT must be at most 65535, got 70000$"):
         lookup({"PORT": "70000"}, "PORT", integer(1, 65535))
+
+
+def test_a_parser_raising_a_plain_value_error_still_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^RATIO must be a valid value, got 'half'$"):
+        lookup({"RATIO": "half"}, "RATIO", float)

@@ -284,6 +284,8 @@ def _parsed(variable: str, raw: str, parse: Callable[[str], T], secret: bool) ->
     except Invalid as exc:
         # Raised outside the handler: a secret's value stays out of the error's context too.
         must, got = exc.must, exc.got
+    except ValueError:  # a parser of the standard library's: no message of ours to give
+        must, got = "must be a valid value", raw
     raise ConfigError(f"{variable} {must}" if secret else f"{variable} {must}, got {got!r}")
 
 
