@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import issuer
 import resource_server
 from issuer.settings import IssuerSettings
+from jwt_verifier import VerifierConfig
 from jwt_verifier.jose import b64url_encode
 from jwt_verifier.jwks import KeysUnavailable, UnknownKey
 from jwt_verifier.verifier import InvalidToken, Verifier
@@ -202,7 +203,16 @@ def test_authorize_never_fails_with_a_server_error(issuer_client: FlaskClient, q
 @pytest.fixture(scope="module")
 def resource_client() -> FlaskClient:
     app = resource_server.create_app(
-        ResourceSettings(jwks_url="http://127.0.0.1:9/jwks.json", jwks_prefetch=False, jwks_timeout=0.2)
+        ResourceSettings(
+            verifier=VerifierConfig(
+                issuer="http://localhost:8000",
+                audience="jwt-split-api",
+                resource="http://localhost:8001",
+                jwks_url="http://127.0.0.1:9/jwks.json",
+                jwks_prefetch=False,
+                jwks_timeout=0.2,
+            )
+        )
     )
     return app.test_client()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -16,22 +16,74 @@ from issuer.clients import insecure_redirect
 from issuer.db import Database
 from issuer.kek import load_key_encryption_keys
 from issuer.keys import KeyPolicy, KeyStore
-from shared.settings import Environ, SettingsError, env_bool, env_float, env_int, env_rate_limit, env_str, env_url
+from jwt_verifier.env import Invalid, Variable, boolean, integer, number, read, setting, upper, url, urls, variables
+from shared.settings import Environ, SettingsError, rate_limit
 
+PREFIX = "ISSUER_"
+INTROSPECTION_PREFIX = "ISSUER_INTROSPECTION_"
+DATA_DIR = Path("var/issuer")  # relative to the working directory
 MIN_INTROSPECTION_SECRET_CHARS = 32
+SECRET_MIN_CHARS = 32
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The URL schemes of the drivers the issuer ships: `postgresql://` means psycopg 3 (issuer.db).
 DATABASE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg"})
 
 
+def _networks(raw: str) -> tuple[Network, ...]:
+    """Parse networks (`10.0.0.0/8`, or one address) separated by spaces or commas."""
+    networks = []
+    for word in raw.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(word))
+        except ValueError:
+            raise Invalid(
+                "must list proxy networks or addresses such as 10.0.0.0/8 or 192.0.2.7, "
+                "with no host bits set in a network",
+                word,
+            ) from None
+    return tuple(networks)
+
+
+def _database_url(raw: str) -> str:
+    """Parse a database URL of a driver the issuer ships; the URL is never echoed (it may hold a password)."""
+    try:
+        parsed = make_url(raw)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number, an unclosed IPv6 bracket
+        raise Invalid("must be a database URL such as postgresql://host/db", "") from None
+    backend = parsed.get_backend_name()
+    if backend not in {"sqlite", "postgresql"}:
+        raise Invalid(f"must be a sqlite:// or postgresql:// URL, not {backend}://", "")
+    if parsed.drivername not in DATABASE_DRIVERS:
+        # Only these are installed: another one failed at start with an import error's traceback.
+        raise Invalid(f"must be a sqlite:// or postgresql:// URL (psycopg 3), not {parsed.drivername}://", "")
+    return raw
+
+
+def _long_secret(raw: str, minimum: int) -> str:
+    """Return a secret of at least `minimum` characters (its value is never echoed)."""
+    if len(raw) < minimum:
+        raise Invalid(f"must be at least {minimum} characters", "")
+    return raw
+
+
+def _capacity(raw: str) -> int:
+    """Return a status list's number of indexes: whole bytes of bits, 1024 to 1048576."""
+    capacity = integer(1024, 1024 * 1024)(raw)
+    if capacity % 8:
+        raise Invalid("must be a multiple of 8 (whole bytes of bits)", capacity)
+    return capacity
+
+
 @dataclass(frozen=True)
 class IntrospectionSettings:
-    """Who may introspect; an empty secret turns the endpoint off."""
+    """Who may introspect (`ISSUER_INTROSPECTION_*`); an empty secret turns the endpoint off."""
 
-    client_id: str = "resource-api"
-    secret: str = ""
-    leeway: int = 0
+    client_id: str = setting("CLIENT_ID", "resource-api", doc="the introspecting client's id")
+    secret: str = setting(
+        "SECRET", "", parse=lambda raw: _long_secret(raw, MIN_INTROSPECTION_SECRET_CHARS), secret=True, doc="its secret"
+    )
+    leeway: int = setting("LEEWAY", 0, parse=integer(0, 300), doc="clock skew allowed when introspecting")
 
     @property
     def enabled(self) -> bool:
@@ -41,60 +93,103 @@ class IntrospectionSettings:
     @classmethod
     def from_env(cls, env: Environ) -> IntrospectionSettings:
         """Build settings from `ISSUER_INTROSPECTION_*`, naming the variable of any bad value."""
-        secret = env.get("ISSUER_INTROSPECTION_SECRET", "")
-        if secret and len(secret) < MIN_INTROSPECTION_SECRET_CHARS:
-            raise SettingsError(
-                f"ISSUER_INTROSPECTION_SECRET must be at least {MIN_INTROSPECTION_SECRET_CHARS} characters"
-            )
-        return cls(
-            client_id=env_str(env, "ISSUER_INTROSPECTION_CLIENT_ID", cls.client_id),
-            secret=secret,
-            leeway=env_int(env, "ISSUER_INTROSPECTION_LEEWAY", cls.leeway, minimum=0, maximum=300),
-        )
+        return read(cls, env, INTROSPECTION_PREFIX)
 
 
 @dataclass(frozen=True)
 class IssuerSettings:
     """Everything the issuer is configured with; see docs/configuration.md."""
 
-    url: str = "http://localhost:8000"
-    data_dir: Path = Path("var/issuer")
-    database_url: str = ""
-    key_encryption_key: str = field(default="", repr=False)
-    key_encryption_key_file: str = ""
-    audience: str = "jwt-split-api"
-    audience_scope: str = "profile admin"
-    audience_resource_uris: tuple[str, ...] = ()
-    access_token_ttl: int = 600
-    refresh_token_ttl: int = 14 * 24 * 3600
-    refresh_family_ttl: int = 30 * 24 * 3600
-    refresh_reuse_grace: int = 30
-    jwks_max_age: int = 300
-    key_activation_delay: int = 600
-    key_retire_grace: int = 60
-    key_rotation_days: float = 0
-    rsa_key_bits: int = 2048
-    argon2_time_cost: int = 2
-    argon2_memory_kib: int = 19456
-    key_reload_interval: float = 1.0
-    web_redirect_uris: tuple[str, ...] = ("http://localhost:8001/callback",)
-    web_post_logout_redirect_uris: tuple[str, ...] = ("http://localhost:8001/logged-out",)
-    login_session_ttl: int = 8 * 3600
-    login_rate_limit: str = "5 per minute"
-    address_rate_limit: str = "30 per minute"
-    rate_limit_storage: str = "memory://"
-    trusted_proxies: tuple[Network, ...] = ()
-    session_secret: str = field(default="", repr=False)
-    demo_users: str = ""
+    url: str = setting("URL", "http://localhost:8000", parse=url, doc="the issuer's public URL: every token's `iss`")
+    data_dir: Path = setting("DATA_DIR", DATA_DIR, parse=Path, doc="where the issuer keeps its state")
+    # The URL may hold the database's password: never shown.
+    database_url: str = setting("DATABASE_URL", "", parse=_database_url, secret=True, doc="the issuer's database")
+    key_encryption_key: str = setting("KEY_ENCRYPTION_KEY", "", secret=True, doc="the key-encryption key(s)")
+    key_encryption_key_file: str = setting("KEY_ENCRYPTION_KEY_FILE", "", doc="a file holding the KEK(s)")
+    audience: str = setting("AUDIENCE", "jwt-split-api", doc="the default API")
+    audience_scope: str = setting("AUDIENCE_SCOPE", "profile admin", doc="the default API's scopes")
+    audience_resource_uris: tuple[str, ...] = setting(
+        "AUDIENCE_RESOURCE_URIS", (), parse=urls, doc="other names of the default API"
+    )
+    access_token_ttl: int = setting("ACCESS_TOKEN_TTL", 600, parse=integer(30, 3600), doc="access token lifetime")
+    refresh_token_ttl: int = setting(
+        "REFRESH_TOKEN_TTL", 14 * 24 * 3600, parse=integer(60), doc="refresh token lifetime"
+    )
+    refresh_family_ttl: int = setting(
+        "REFRESH_FAMILY_TTL", 30 * 24 * 3600, parse=integer(60), doc="refresh token family lifetime"
+    )
+    refresh_reuse_grace: int = setting(
+        "REFRESH_REUSE_GRACE", 30, parse=integer(0, 300), doc="seconds a used refresh token gets the same successor"
+    )
+    jwks_max_age: int = setting("JWKS_MAX_AGE", 300, parse=integer(0, 86400), doc="the JWKS's max-age")
+    key_activation_delay: int = setting(
+        "KEY_ACTIVATION_DELAY", 600, parse=integer(0), doc="how long a staged key is published before it signs"
+    )
+    key_retire_grace: int = setting(
+        "KEY_RETIRE_GRACE", 60, parse=integer(0), doc="extra seconds a retiring key stays published"
+    )
+    key_rotation_days: float = setting(
+        "KEY_ROTATION_DAYS", 0.0, parse=number(0.0), doc="days after which a new key is staged (0: off)"
+    )
+    rsa_key_bits: int = setting("RSA_KEY_BITS", 2048, parse=integer(2048, 8192), doc="size of generated RSA keys")
+    argon2_time_cost: int = setting("ARGON2_TIME_COST", 2, parse=integer(1, 20), doc="argon2id passes")
+    argon2_memory_kib: int = setting(
+        "ARGON2_MEMORY_KIB", 19456, parse=integer(8192, 1024 * 1024), doc="argon2id memory in KiB"
+    )
+    key_reload_interval: float = 1.0  # fixed: every worker re-reads the key states once a second
+    web_redirect_uris: tuple[str, ...] = setting(
+        "WEB_REDIRECT_URIS", ("http://localhost:8001/callback",), parse=urls, doc="the browser client's redirect URIs"
+    )
+    web_post_logout_redirect_uris: tuple[str, ...] = setting(
+        "WEB_POST_LOGOUT_REDIRECT_URIS",
+        ("http://localhost:8001/logged-out",),
+        parse=urls,
+        doc="where the browser client may send the user back after logging out",
+    )
+    login_session_ttl: int = setting("LOGIN_SESSION_TTL", 8 * 3600, parse=integer(60), doc="login session lifetime")
+    login_rate_limit: str = setting(
+        "LOGIN_RATE_LIMIT", "5 per minute", parse=rate_limit, doc="failed password checks per account and address"
+    )
+    address_rate_limit: str = setting(
+        "ADDRESS_RATE_LIMIT", "30 per minute", parse=rate_limit, doc="failed password checks per address"
+    )
+    rate_limit_storage: str = setting("RATE_LIMIT_STORAGE", "memory://", doc="where the counters live")
+    trusted_proxies: tuple[Network, ...] = setting(
+        "TRUSTED_PROXIES", (), parse=_networks, doc="the reverse proxies in front of the issuer"
+    )
+    session_secret: str = setting(
+        "SESSION_SECRET",
+        "",
+        parse=lambda raw: _long_secret(raw, SECRET_MIN_CHARS),
+        secret=True,
+        file=True,
+        doc="the session secret",
+    )
+    # Passwords: never shown.
+    demo_users: str = setting("DEMO_USERS", "", secret=True, doc="users to create at start")
     introspection: IntrospectionSettings = IntrospectionSettings()
-    log_level: str = "INFO"
-    max_body_bytes: int = 16 * 1024
-    prune_interval: int = 3600  # seconds between prunings of expired rows (issuer.prune); 0: never
+    log_level: str = setting("LOG_LEVEL", "INFO", parse=upper, doc="log level")
+    max_body_bytes: int = 16 * 1024  # fixed
+    prune_interval: int = setting(
+        "PRUNE_INTERVAL",
+        3600,
+        parse=integer(0),
+        doc="seconds between prunings of expired rows (issuer.prune); 0: never",
+    )
+    allow_insecure_redirects: bool = setting(
+        "ALLOW_INSECURE_REDIRECTS", False, parse=boolean, doc="accept plain http web redirect URIs off loopback"
+    )
     # Token Status Lists (issuer.statuslist): how long APIs may cache a list, indexes per list,
     # and how long a list takes new indexes.
-    status_list_ttl: int = 1
-    status_list_capacity: int = 16384
-    status_list_validity: int = 24 * 3600
+    status_list_ttl: int = setting(
+        "STATUS_LIST_TTL", 1, parse=integer(1, 300), doc="seconds an API may cache a status list"
+    )
+    status_list_capacity: int = setting(
+        "STATUS_LIST_CAPACITY", 16384, parse=_capacity, doc="indexes per status list (a multiple of 8)"
+    )
+    status_list_validity: int = setting(
+        "STATUS_LIST_VALIDITY", 24 * 3600, parse=integer(60, 30 * 24 * 3600), doc="seconds a list takes new indexes"
+    )
 
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""
@@ -164,127 +259,23 @@ class IssuerSettings:
     def from_env(cls, environ: Environ | None = None) -> IssuerSettings:
         """Build settings from the environment, naming the variable of any bad value."""
         env = os.environ if environ is None else environ
-        return cls(
-            url=env_url(env, "ISSUER_URL", cls.url),
-            data_dir=Path(env_str(env, "ISSUER_DATA_DIR", str(cls.data_dir))),
-            database_url=_database_url(env),
-            key_encryption_key=env.get("ISSUER_KEY_ENCRYPTION_KEY", ""),
-            key_encryption_key_file=env.get("ISSUER_KEY_ENCRYPTION_KEY_FILE", ""),
-            audience=env_str(env, "ISSUER_AUDIENCE", cls.audience),
-            audience_scope=env_str(env, "ISSUER_AUDIENCE_SCOPE", cls.audience_scope),
-            audience_resource_uris=_urls(env, "ISSUER_AUDIENCE_RESOURCE_URIS", cls.audience_resource_uris),
-            access_token_ttl=env_int(env, "ISSUER_ACCESS_TOKEN_TTL", cls.access_token_ttl, minimum=30, maximum=3600),
-            refresh_token_ttl=env_int(env, "ISSUER_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, minimum=60),
-            refresh_family_ttl=env_int(env, "ISSUER_REFRESH_FAMILY_TTL", cls.refresh_family_ttl, minimum=60),
-            refresh_reuse_grace=env_int(
-                env, "ISSUER_REFRESH_REUSE_GRACE", cls.refresh_reuse_grace, minimum=0, maximum=300
-            ),
-            jwks_max_age=env_int(env, "ISSUER_JWKS_MAX_AGE", cls.jwks_max_age, minimum=0, maximum=86400),
-            key_activation_delay=env_int(env, "ISSUER_KEY_ACTIVATION_DELAY", cls.key_activation_delay, minimum=0),
-            key_retire_grace=env_int(env, "ISSUER_KEY_RETIRE_GRACE", cls.key_retire_grace, minimum=0),
-            key_rotation_days=env_float(env, "ISSUER_KEY_ROTATION_DAYS", cls.key_rotation_days),
-            rsa_key_bits=env_int(env, "ISSUER_RSA_KEY_BITS", cls.rsa_key_bits, minimum=2048, maximum=8192),
-            argon2_time_cost=env_int(env, "ISSUER_ARGON2_TIME_COST", cls.argon2_time_cost, minimum=1, maximum=20),
-            argon2_memory_kib=env_int(
-                env, "ISSUER_ARGON2_MEMORY_KIB", cls.argon2_memory_kib, minimum=8192, maximum=1024 * 1024
-            ),
-            web_redirect_uris=_redirect_uris(env, "ISSUER_WEB_REDIRECT_URIS", cls.web_redirect_uris),
-            web_post_logout_redirect_uris=_urls(
-                env, "ISSUER_WEB_POST_LOGOUT_REDIRECT_URIS", cls.web_post_logout_redirect_uris
-            ),
-            login_session_ttl=env_int(env, "ISSUER_LOGIN_SESSION_TTL", cls.login_session_ttl, minimum=60),
-            login_rate_limit=env_rate_limit(env, "ISSUER_LOGIN_RATE_LIMIT", cls.login_rate_limit),
-            address_rate_limit=env_rate_limit(env, "ISSUER_ADDRESS_RATE_LIMIT", cls.address_rate_limit),
-            rate_limit_storage=env_str(env, "ISSUER_RATE_LIMIT_STORAGE", cls.rate_limit_storage),
-            trusted_proxies=_networks(env, "ISSUER_TRUSTED_PROXIES"),
-            session_secret=_secret(env, "ISSUER_SESSION_SECRET"),
-            demo_users=env.get("ISSUER_DEMO_USERS", ""),
-            introspection=IntrospectionSettings.from_env(env),
-            log_level=env_str(env, "ISSUER_LOG_LEVEL", cls.log_level).upper(),
-            prune_interval=env_int(env, "ISSUER_PRUNE_INTERVAL", cls.prune_interval, minimum=0),
-            status_list_ttl=env_int(env, "ISSUER_STATUS_LIST_TTL", cls.status_list_ttl, minimum=1, maximum=300),
-            status_list_capacity=_capacity(env, "ISSUER_STATUS_LIST_CAPACITY", cls.status_list_capacity),
-            status_list_validity=env_int(
-                env, "ISSUER_STATUS_LIST_VALIDITY", cls.status_list_validity, minimum=60, maximum=30 * 24 * 3600
-            ),
-        )
+        settings = read(cls, env, PREFIX, given={"introspection": IntrospectionSettings.from_env(env)})
+        _check_redirect_uris(settings)
+        return settings
+
+    @classmethod
+    def variables(cls) -> list[Variable]:
+        """List every variable the issuer reads, with its default as docs/configuration.md writes it."""
+        return [*variables(cls, PREFIX), *variables(IntrospectionSettings, INTROSPECTION_PREFIX)]
 
 
-def _capacity(env: Environ, name: str, default: int) -> int:
-    """Return a status list's number of indexes: whole bytes of bits, 1024 to 1048576."""
-    capacity = env_int(env, name, default, minimum=1024, maximum=1024 * 1024)
-    if capacity % 8:
-        raise SettingsError(f"{name} must be a multiple of 8 (whole bytes of bits), got {capacity}")
-    return capacity
-
-
-def _urls(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = env.get(name, "").split()
-    if not raw:
-        return default
-    return tuple(env_url({name: url}, name) for url in raw)
-
-
-def _redirect_uris(env: Environ, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    """Return redirect URIs: plain http only on loopback unless ISSUER_ALLOW_INSECURE_REDIRECTS (RFC 9700 2.1)."""
-    uris = _urls(env, name, default)
-    if not env_bool(env, "ISSUER_ALLOW_INSECURE_REDIRECTS", False):
-        for uri in uris:
-            if insecure_redirect(uri):
-                raise SettingsError(
-                    f"{name} must use https off loopback (localhost, 127.0.0.0/8, [::1]), got {uri!r}; "
-                    "or set ISSUER_ALLOW_INSECURE_REDIRECTS=true"
-                )
-    return uris
-
-
-def _networks(env: Environ, name: str) -> tuple[Network, ...]:
-    """Parse networks (`10.0.0.0/8`, or one address) separated by spaces or commas."""
-    networks = []
-    for word in env.get(name, "").replace(",", " ").split():
-        try:
-            networks.append(ipaddress.ip_network(word))
-        except ValueError:
+def _check_redirect_uris(settings: IssuerSettings) -> None:
+    """Refuse plain http redirect URIs off loopback unless ISSUER_ALLOW_INSECURE_REDIRECTS (RFC 9700 2.1)."""
+    if settings.allow_insecure_redirects:
+        return
+    for uri in settings.web_redirect_uris:
+        if insecure_redirect(uri):
             raise SettingsError(
-                f"{name} must list proxy networks or addresses such as 10.0.0.0/8 or 192.0.2.7, "
-                f"with no host bits set in a network; {word!r} is not one"
-            ) from None
-    return tuple(networks)
-
-
-def _database_url(env: Environ) -> str:
-    url = env.get("ISSUER_DATABASE_URL", "").strip()
-    if not url:
-        return ""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # ValueError: a port that is not a number, an unclosed IPv6 bracket
-        # Never echo the URL: it may hold the database's password.
-        raise SettingsError("ISSUER_DATABASE_URL must be a database URL such as postgresql://host/db") from None
-    backend = parsed.get_backend_name()
-    if backend not in {"sqlite", "postgresql"}:
-        raise SettingsError(f"ISSUER_DATABASE_URL must be a sqlite:// or postgresql:// URL, not {backend}://")
-    if parsed.drivername not in DATABASE_DRIVERS:
-        # Only these are installed: another one failed at start with an import error's traceback.
-        raise SettingsError(
-            f"ISSUER_DATABASE_URL must be a sqlite:// or postgresql:// URL (psycopg 3), not {parsed.drivername}://"
-        )
-    return url
-
-
-SECRET_MIN_CHARS = 32
-
-
-def _secret(env: Environ, name: str) -> str:
-    """Return a secret from the variable `name` or from the file `name`_FILE names (not both), or ""."""
-    value, file = env.get(name, "").strip(), env.get(f"{name}_FILE", "").strip()
-    if value and file:
-        raise SettingsError(f"set {name} or {name}_FILE, not both")
-    if file:
-        try:
-            value = Path(file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"{name}_FILE names {file}, which cannot be read: {type(exc).__name__}") from None
-    if value and len(value) < SECRET_MIN_CHARS:
-        raise SettingsError(f"{name} must be at least {SECRET_MIN_CHARS} characters")  # the value is never echoed
-    return value
+                f"ISSUER_WEB_REDIRECT_URIS must use https off loopback (localhost, 127.0.0.0/8, [::1]), got {uri!r}; "
+                "or set ISSUER_ALLOW_INSECURE_REDIRECTS=true"
+            )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,71 +29,78 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from jwt_verifier import VerifierConfig
+from jwt_verifier.env import Variable, boolean, number, read, setting, upper, url, variables
 from jwt_verifier.fastapi import BearerAuth, Claims, require_scope
 from shared import asgi, logs, tracing
 from shared.asgi_head import HeadAsGet
 from shared.errors import ApiError
 from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer
-from shared.settings import Environ, env_bool, env_float, env_str, env_url
+from shared.settings import Environ, verifier_from_env
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+
+
+PREFIX = "REPORTS_"
+DATA_DIR = Path("var/reports")  # relative to the working directory
+
+# The reports API's own defaults for the verifier's settings (`REPORTS_ISSUER`, `REPORTS_AUDIENCE`,
+# `REPORTS_PUBLIC_URL`, `REPORTS_LEEWAY`, `REPORTS_JWKS_*`, ...); the others are the library's.
+VERIFIER_DEFAULTS: dict[str, Any] = {
+    "issuer": "http://localhost:8000",
+    "audience": "jwt-split-reports",
+    "resource": "http://localhost:8002",
+    "scopes_supported": ("reports:read",),
+}
+
+
+def _default_verifier() -> VerifierConfig:
+    return VerifierConfig(**VERIFIER_DEFAULTS)
 
 
 @dataclass(frozen=True)
 class ReportsSettings:
     """Everything the reports API is configured with (`REPORTS_*` variables; see docs/configuration.md)."""
 
-    issuer: str = "http://localhost:8000"
-    issuer_internal_url: str = "http://localhost:8000"
-    public_url: str = "http://localhost:8002"
-    audience: str = "jwt-split-reports"
-    scopes_supported: str = "reports:read"
-    client_id: str = "reports-api"
-    data_dir: Path = Path("var/reports")
-    profile_api_url: str = "http://localhost:8001"
-    profile_api_audience: str = "jwt-split-api"
-    profile_api_scope: str = "profile"
-    timeout: float = 5.0
+    verifier: VerifierConfig = field(default_factory=_default_verifier)
+    issuer_internal_url: str = setting(
+        "ISSUER_INTERNAL_URL",
+        "http://localhost:8000",
+        parse=url,
+        derive=lambda read: read["issuer"],
+        shown="$REPORTS_ISSUER",
+        doc="the issuer as the reports API reaches it: the JWKS and the token endpoint",
+    )
+    client_id: str = setting("CLIENT_ID", "reports-api", doc="its client id at the issuer")
+    data_dir: Path = setting("DATA_DIR", DATA_DIR, parse=Path, doc="where its client key is kept")
+    profile_api_url: str = setting("PROFILE_API_URL", "http://localhost:8001", parse=url, doc="the profile API")
+    profile_api_audience: str = setting("PROFILE_API_AUDIENCE", "jwt-split-api", doc="the resource it asks for")
+    profile_api_scope: str = setting("PROFILE_API_SCOPE", "profile", doc="the scope it asks for")
+    timeout: float = setting("TIMEOUT", 5.0, parse=number(0.1), doc="timeout of its calls")
     # Each worker fetches its service token at start and renews it ahead of need.
-    token_prefetch: bool = True
-    log_level: str = "INFO"
-    # RFC 9449: refuse bearer use of any token (DPoP-bound tokens are never bearer tokens).
-    require_dpop: bool = VerifierConfig.require_dpop
+    token_prefetch: bool = setting("TOKEN_PREFETCH", True, parse=boolean, doc="fetch the service token at start")
+    log_level: str = setting("LOG_LEVEL", "INFO", parse=upper, doc="log level")
+
+    @property
+    def issuer(self) -> str:
+        """Return the issuer's public URL: the expected `iss`, and the `aud` of its client assertions."""
+        return self.verifier.issuer
 
     @classmethod
     def from_env(cls, environ: Environ | None = None) -> ReportsSettings:
         """Build settings from the environment, naming the variable of any bad value."""
         env = os.environ if environ is None else environ
-        issuer = env_url(env, "REPORTS_ISSUER", cls.issuer)
-        return cls(
-            issuer=issuer,
-            issuer_internal_url=env_url(env, "REPORTS_ISSUER_INTERNAL_URL", issuer),
-            public_url=env_url(env, "REPORTS_PUBLIC_URL", cls.public_url),
-            audience=env_str(env, "REPORTS_AUDIENCE", cls.audience),
-            scopes_supported=env_str(env, "REPORTS_SCOPES_SUPPORTED", cls.scopes_supported),
-            client_id=env_str(env, "REPORTS_CLIENT_ID", cls.client_id),
-            data_dir=Path(env_str(env, "REPORTS_DATA_DIR", str(cls.data_dir))),
-            profile_api_url=env_url(env, "REPORTS_PROFILE_API_URL", cls.profile_api_url),
-            profile_api_audience=env_str(env, "REPORTS_PROFILE_API_AUDIENCE", cls.profile_api_audience),
-            profile_api_scope=env_str(env, "REPORTS_PROFILE_API_SCOPE", cls.profile_api_scope),
-            timeout=env_float(env, "REPORTS_TIMEOUT", cls.timeout, minimum=0.1),
-            token_prefetch=env_bool(env, "REPORTS_TOKEN_PREFETCH", cls.token_prefetch),
-            log_level=env_str(env, "REPORTS_LOG_LEVEL", cls.log_level).upper(),
-            require_dpop=env_bool(env, "REPORTS_REQUIRE_DPOP", cls.require_dpop),
-        )
+        verifier = verifier_from_env(cls, PREFIX, env, VERIFIER_DEFAULTS)
+        return read(cls, env, PREFIX, given={"verifier": verifier}, context={"issuer": verifier.issuer})
 
-    @property
-    def verifier(self) -> VerifierConfig:
-        """Return the verifier's configuration: this API's audience, JWKS from the issuer's internal URL."""
-        return VerifierConfig(
-            issuer=self.issuer,
-            audience=self.audience,
-            resource=self.public_url,
-            jwks_url=f"{self.issuer_internal_url}/.well-known/jwks.json",
-            scopes_supported=tuple(self.scopes_supported.split()),
-            require_dpop=self.require_dpop,
-        )
+    @classmethod
+    def variables(cls) -> list[Variable]:
+        """List every variable the reports API reads, with its default as docs/configuration.md writes it."""
+        shown = {"jwks_url": "$REPORTS_ISSUER_INTERNAL_URL/.well-known/jwks.json"}
+        return [
+            *variables(VerifierConfig, PREFIX, defaults=VERIFIER_DEFAULTS, shown=shown),
+            *variables(cls, PREFIX),
+        ]
 
 
 class UpstreamError(ApiError):

@@ -44,9 +44,9 @@ class IntrospectingVerifier:
         # client_secret_basic: both parts form-urlencoded first (RFC 6749 section 2.3.1).
         self._auth = (quote(settings.introspection_client_id, safe=""), quote(settings.introspection_secret, safe=""))
         self.issuer = settings.issuer
-        self.audience = settings.audience
-        self.leeway = settings.leeway
-        self.max_token_bytes = settings.max_token_bytes
+        self.audience = settings.verifier.audience
+        self.leeway = settings.verifier.leeway
+        self.max_token_bytes = settings.verifier.max_token_bytes
         self.timeout = settings.issuer_timeout
         self.clock = clock
         self._local = threading.local()

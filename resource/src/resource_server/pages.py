@@ -115,8 +115,8 @@ def init_app(app: Flask, settings: ResourceSettings) -> None:
         issuer=settings.issuer,
         client_id=settings.client_id,
         keys=protection(app).jwks,
-        leeway=settings.leeway,
-        max_token_bytes=settings.max_token_bytes,
+        leeway=settings.verifier.leeway,
+        max_token_bytes=settings.verifier.max_token_bytes,
     )
     limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
     app.extensions["resource.limiter"] = limiter

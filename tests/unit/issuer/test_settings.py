@@ -101,6 +101,13 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
     settings = IssuerSettings(session_secret="s3cret-session", key_encryption_key="k3k-value")
     assert "s3cret-session" not in repr(settings)
     assert "k3k-value" not in repr(settings)
+    url = "postgresql://jwt:hunter2-db@db/issuer"
+    read = IssuerSettings.from_env(
+        {"ISSUER_DATABASE_URL": url, "ISSUER_KEY_ENCRYPTION_KEY": "k" * 43, "ISSUER_SESSION_SECRET": "s" * 48}
+    )
+    assert read.database_url == url
+    assert "hunter2-db" not in repr(read)
+    assert "alice:wonderland" not in repr(IssuerSettings(demo_users="alice:wonderland:profile"))
 
 
 def test_password_hasher_uses_the_configured_cost() -> None:

@@ -19,14 +19,18 @@ CORE = [
     "jwt_verifier.deadline",
     "jwt_verifier.dpop",
     "jwt_verifier.dpop_scheme",
+    "jwt_verifier.env",
     "jwt_verifier.errors",
     "jwt_verifier.jose",
     "jwt_verifier.jwks",
     "jwt_verifier.observe",
+    "jwt_verifier.protection",
     "jwt_verifier.protector",
     "jwt_verifier.replay",
     "jwt_verifier.rfc6750",
     "jwt_verifier.rfc9728",
+    "jwt_verifier.status",
+    "jwt_verifier.statuslist",
     "jwt_verifier.verifier",
 ]
 

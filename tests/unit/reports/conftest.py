@@ -25,6 +25,7 @@ from issuer import create_app as create_issuer_app
 from issuer import extensions
 from issuer.clients import Client
 from issuer.settings import IssuerSettings
+from jwt_verifier import VerifierConfig
 from jwt_verifier import fastapi as verifier_fastapi
 from jwt_verifier.flask import protection
 from reports_api import ProfileApi, ReportsSettings, create_app
@@ -113,12 +114,14 @@ def profile_api(issuer: Issuer) -> Iterator[ProfileService]:
     server = WsgiServer()
     app = resource_server.create_app(
         ResourceSettings(
-            issuer=issuer.url,
+            verifier=VerifierConfig(
+                issuer=issuer.url,
+                audience=PROFILE_AUDIENCE,
+                resource=server.base_url,
+                jwks_timeout=1.0,
+                jwks_prefetch=False,
+            ),
             issuer_internal_url=issuer.url,
-            jwks_url=f"{issuer.url}/.well-known/jwks.json",
-            public_url=server.base_url,
-            jwks_timeout=1.0,
-            jwks_prefetch=False,
         )
     )
     server.mount(app)
@@ -135,9 +138,10 @@ def make_app(issuer: Issuer, profile_api: ProfileService, tmp_path: Path) -> Ite
 
     def make(*, register: bool = True, **overrides: Any) -> AppClient:
         options: dict[str, Any] = {
-            "issuer": issuer.url,
+            "verifier": VerifierConfig(
+                issuer=issuer.url, audience=REPORTS_AUDIENCE, resource=PUBLIC_URL, scopes_supported=("reports:read",)
+            ),
             "issuer_internal_url": issuer.url,
-            "public_url": PUBLIC_URL,
             "data_dir": tmp_path / "reports",
             "profile_api_url": profile_api.url,
             "timeout": 1.0,

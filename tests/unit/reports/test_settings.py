@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from jwt_verifier import VerifierConfig
 from reports_api import ReportsSettings
 from shared.settings import SettingsError
 
@@ -40,9 +41,12 @@ def test_every_setting_is_read_from_its_variable() -> None:
         }
     )
     assert settings == ReportsSettings(
-        public_url="https://reports.example",
-        audience="reports",
-        scopes_supported="reports:read reports:write",
+        verifier=VerifierConfig(
+            issuer="http://localhost:8000",
+            audience="reports",
+            resource="https://reports.example",
+            scopes_supported=("reports:read", "reports:write"),
+        ),
         client_id="reports-svc",
         data_dir=Path("/data"),
         profile_api_url="http://resource:8001",
@@ -64,6 +68,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
         ("REPORTS_TIMEOUT", "soon"),
         ("REPORTS_TIMEOUT", "0"),
         ("REPORTS_TIMEOUT", "nan"),
+        ("REPORTS_LEEWAY", "301"),
+        ("REPORTS_JWKS_TIMEOUT", "0"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_variable(name: str, value: str) -> None:
@@ -74,3 +80,14 @@ def test_a_bad_value_is_an_error_naming_the_variable(name: str, value: str) -> N
 def test_require_dpop_reaches_the_verifier() -> None:
     assert ReportsSettings.from_env({}).verifier.require_dpop is False
     assert ReportsSettings.from_env({"REPORTS_REQUIRE_DPOP": "true"}).verifier.require_dpop is True
+
+
+def test_the_verifiers_settings_are_the_librarys_read_with_the_reports_prefix() -> None:
+    settings = ReportsSettings.from_env(
+        {"REPORTS_LEEWAY": "0", "REPORTS_JWKS_COOLDOWN": "2.5", "REPORTS_TOKEN_CACHE_SIZE": "0"}
+    )
+    assert (settings.verifier.leeway, settings.verifier.jwks_cooldown) == (0, 2.5)
+    assert settings.verifier.token_cache_size == 0
+    defaults = ReportsSettings().verifier
+    assert (defaults.leeway, defaults.jwks_timeout) == (VerifierConfig.leeway, VerifierConfig.jwks_timeout)
+    assert (defaults.audience, defaults.resource) == ("jwt-split-reports", "http://localhost:8002")

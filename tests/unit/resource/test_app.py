@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from jwt_verifier import JwksClient
+from jwt_verifier import JwksClient, VerifierConfig
 from jwt_verifier.flask import protection
 from resource_server import create_app
 from resource_server.settings import ResourceSettings
@@ -28,12 +28,16 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
 
     def make(**options: Any) -> Flask:
         settings = ResourceSettings(
-            issuer=ISSUER,
-            jwks_url=jwks_server.url,
-            audience=AUDIENCE,
-            jwks_timeout=0.5,
-            jwks_cooldown=0.0,
-            jwks_prefetch=False,
+            verifier=VerifierConfig(
+                issuer=ISSUER,
+                jwks_url=jwks_server.url,
+                audience=AUDIENCE,
+                resource="http://localhost:8001",
+                scopes_supported=("profile", "admin"),
+                jwks_timeout=0.5,
+                jwks_cooldown=0.0,
+                jwks_prefetch=False,
+            ),
             **options,
         )
         app = create_app(settings)

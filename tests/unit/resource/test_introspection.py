@@ -10,6 +10,7 @@ import pytest
 from issuer.keys import KeyStore
 from issuer.settings import IntrospectionSettings
 from issuer.tokens import Grant, mint_access_token
+from jwt_verifier import VerifierConfig
 from jwt_verifier.errors import InvalidToken, TokenExpired, VerificationUnavailable
 from resource_server.introspection import IntrospectingVerifier, IntrospectionUnavailable
 from resource_server.settings import ResourceSettings
@@ -26,13 +27,15 @@ def issuer(live_issuer: LiveIssuer) -> LiveIssuer:
 
 
 def _verifier(url: str, issuer: str, *, secret: str = SECRET, **options: Any) -> IntrospectingVerifier:
+    verifier_options = {name: options.pop(name) for name in ("max_token_bytes", "leeway") if name in options}
     settings = ResourceSettings(
+        verifier=VerifierConfig(
+            issuer=issuer, audience="jwt-split-api", resource="http://localhost:8001", **verifier_options
+        ),
         verification="introspection",
         introspection_url=f"{url}/introspect",
         introspection_client_id="resource-api",
         introspection_secret=secret,
-        issuer=issuer,
-        audience="jwt-split-api",
         **({"issuer_timeout": 2.0} | options),
     )
     return IntrospectingVerifier(settings)

@@ -13,6 +13,7 @@ import jwt
 import pytest
 from flask.testing import FlaskClient
 
+from jwt_verifier import VerifierConfig
 from resource_server.oauth_client import AuthorizationRequest, IssuerClient, _RecentAnswers
 from resource_server.settings import ResourceSettings
 from shared.oauth_client import InvalidGrant, IssuerError, IssuerUnavailable
@@ -33,10 +34,13 @@ def make_client() -> Iterator[ClientFactory]:
     def make(internal_issuer: str, *, public_issuer: str = PUBLIC_ISSUER, timeout: float = 2.0) -> IssuerClient:
         client = IssuerClient(
             ResourceSettings(
-                issuer=public_issuer,
+                verifier=VerifierConfig(
+                    issuer=public_issuer,
+                    audience="jwt-split-api",
+                    resource=WEB_REDIRECT_URI.removesuffix("/callback"),
+                ),
                 issuer_internal_url=internal_issuer,
                 client_id="resource-web",
-                public_url=WEB_REDIRECT_URI.removesuffix("/callback"),
                 scope="profile admin",
                 issuer_timeout=timeout,
             )

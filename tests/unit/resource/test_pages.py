@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from jwt_verifier import JwksClient
+from jwt_verifier import JwksClient, VerifierConfig
 from jwt_verifier.flask import protection
 from resource_server import create_app
 from resource_server.oauth_client import IssuerClient
@@ -48,17 +48,22 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
     apps: list[Flask] = []
 
     def make(**options: Any) -> Flask:
-        settings = ResourceSettings(
-            issuer=ISSUER,
-            issuer_internal_url=jwks_server.base_url,
-            jwks_url=jwks_server.url,
-            audience=AUDIENCE,
-            public_url=PUBLIC_URL,
-            issuer_timeout=2.0,
-            jwks_timeout=0.5,
-            jwks_cooldown=0.0,
-            jwks_prefetch=False,
+        # The verifier's options (`public_url` is its `resource`) go to its config, the others to the settings.
+        options["resource"] = options.pop("public_url", PUBLIC_URL)
+        verifier_fields = {f.name for f in dataclasses.fields(VerifierConfig)}
+        verifier = VerifierConfig(
+            **{
+                "issuer": ISSUER,
+                "jwks_url": jwks_server.url,
+                "audience": AUDIENCE,
+                "scopes_supported": ("profile", "admin"),
+                "jwks_timeout": 0.5,
+                "jwks_cooldown": 0.0,
+                "jwks_prefetch": False,
+                **{name: options.pop(name) for name in list(options) if name in verifier_fields},
+            }
         )
+        settings = ResourceSettings(verifier=verifier, issuer_internal_url=jwks_server.base_url, issuer_timeout=2.0)
         settings = dataclasses.replace(settings, **options)
         app = create_app(settings)
         app.test_client_class = PublicHostClient

@@ -13,19 +13,23 @@ def test_defaults_come_from_an_empty_environment() -> None:
     settings = ResourceSettings.from_env({})
     assert settings == ResourceSettings()
     assert settings.issuer == "http://localhost:8000"
-    assert settings.jwks_url == "http://localhost:8000/.well-known/jwks.json"
-    assert settings.audience == "jwt-split-api"
+    assert settings.verifier.jwks_url == "http://localhost:8000/.well-known/jwks.json"
+    assert settings.verifier.audience == "jwt-split-api"
 
 
 def test_jwks_url_follows_the_issuer_unless_set() -> None:
     derived = ResourceSettings.from_env({"RESOURCE_ISSUER": "https://auth.example/"})
     assert derived.issuer == "https://auth.example"
-    assert derived.jwks_url == "https://auth.example/.well-known/jwks.json"
+    assert derived.verifier.jwks_url == "https://auth.example/.well-known/jwks.json"
     explicit = ResourceSettings.from_env(
         {"RESOURCE_ISSUER": "https://auth.example", "RESOURCE_JWKS_URL": "http://issuer:8000/.well-known/jwks.json"}
     )
     assert explicit.issuer == "https://auth.example"
-    assert explicit.jwks_url == "http://issuer:8000/.well-known/jwks.json"
+    assert explicit.verifier.jwks_url == "http://issuer:8000/.well-known/jwks.json"
+    inside = ResourceSettings.from_env(
+        {"RESOURCE_ISSUER": "https://auth.example", "RESOURCE_ISSUER_INTERNAL_URL": "http://issuer:8000"}
+    )
+    assert inside.verifier.jwks_url == "http://issuer:8000/.well-known/jwks.json"
 
 
 def test_variables_override_the_defaults() -> None:
@@ -43,11 +47,12 @@ def test_variables_override_the_defaults() -> None:
             "RESOURCE_LOG_LEVEL": "warning",
         }
     )
-    assert settings.audience == "orders-api"
-    assert (settings.leeway, settings.max_token_bytes) == (0, 8192)
-    assert (settings.jwks_timeout, settings.jwks_max_bytes) == (0.5, 2048)
-    assert (settings.jwks_default_ttl, settings.jwks_min_ttl, settings.jwks_max_ttl) == (120, 5, 600)
-    assert settings.jwks_cooldown == 2.5
+    config = settings.verifier
+    assert config.audience == "orders-api"
+    assert (config.leeway, config.max_token_bytes) == (0, 8192)
+    assert (config.jwks_timeout, config.jwks_max_bytes) == (0.5, 2048)
+    assert (config.jwks_default_ttl, config.jwks_min_ttl, config.jwks_max_ttl) == (120, 5, 600)
+    assert config.jwks_cooldown == 2.5
     assert settings.log_level == "WARNING"
 
 
@@ -78,8 +83,8 @@ def test_bad_value_stops_start_up_naming_the_variable(name: str, value: str, mes
 
 
 def test_token_cache_size_defaults_and_can_be_turned_off() -> None:
-    assert ResourceSettings.from_env({}).token_cache_size == 4096
-    assert ResourceSettings.from_env({"RESOURCE_TOKEN_CACHE_SIZE": "0"}).token_cache_size == 0
+    assert ResourceSettings.from_env({}).verifier.token_cache_size == 4096
+    assert ResourceSettings.from_env({"RESOURCE_TOKEN_CACHE_SIZE": "0"}).verifier.token_cache_size == 0
     with pytest.raises(SettingsError, match="RESOURCE_TOKEN_CACHE_SIZE"):
         ResourceSettings.from_env({"RESOURCE_TOKEN_CACHE_SIZE": "-1"})
 
@@ -112,7 +117,7 @@ def test_callback_rate_limit_is_a_setting() -> None:
 
 
 def test_verification_defaults_are_the_verifiers_own() -> None:
-    settings = ResourceSettings()
+    settings = ResourceSettings().verifier
     assert (settings.leeway, settings.max_token_bytes, settings.token_cache_size) == (
         DEFAULT_LEEWAY,
         DEFAULT_MAX_TOKEN_BYTES,
@@ -142,10 +147,10 @@ def test_the_verifier_config_is_built_from_the_settings() -> None:
 
 
 def test_the_jwks_defaults_are_the_libraries_own() -> None:
-    settings, config = ResourceSettings(), ResourceSettings().verifier
+    config = ResourceSettings().verifier
     for name in ("jwks_timeout", "jwks_max_bytes", "jwks_default_ttl", "jwks_min_ttl", "jwks_max_ttl", "jwks_cooldown"):
-        assert getattr(settings, name) == getattr(VerifierConfig, name)
-    assert config.jwks_prefetch is settings.jwks_prefetch
+        assert getattr(config, name) == getattr(VerifierConfig, name)
+    assert config.jwks_prefetch is VerifierConfig.jwks_prefetch
 
 
 @pytest.mark.parametrize(

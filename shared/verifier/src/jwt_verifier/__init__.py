@@ -2,12 +2,13 @@
 
 The core imports no web framework:
 
-- `VerifierConfig`: issuer, audience, RFC 9728 resource identifier, JWKS and verification knobs.
+- `VerifierConfig`: issuer, audience, RFC 9728 resource identifier, JWKS and verification knobs;
+  `VerifierConfig.from_env(prefix)` reads them all from environment variables (`jwt_verifier.env`).
 - `Verifier` (a `TokenVerifier`), `JwksClient`, `ResourceProtector`: verify a token, hold the
   issuer's keys, check the token and scope a request carries.
 - The errors (`jwt_verifier.errors`), all under `JwtVerifierError`: `InvalidToken` (and
   `TokenExpired`, `UnknownKey`), `MissingToken`, `InsufficientScope`, `InvalidRequest`,
-  `VerificationUnavailable` (and `KeysUnavailable`), `JwkError`; each carries a stable `reason`
+  `VerificationUnavailable` (and `KeysUnavailable`), `JwkError`, `ConfigError`; each carries a stable `reason`
   (`Reason`), its OAuth error code, HTTP status and `WWW-Authenticate` challenge.
 
 The integrations render those errors in their framework: `jwt_verifier.flask` (`BearerAuth`,
@@ -19,6 +20,7 @@ from __future__ import annotations
 from jwt_verifier.config import VerifierConfig
 from jwt_verifier.errors import (
     BearerError,
+    ConfigError,
     InsufficientScope,
     InvalidRequest,
     InvalidToken,
@@ -40,6 +42,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "BearerError",
+    "ConfigError",
     "InsufficientScope",
     "InvalidRequest",
     "InvalidToken",

@@ -348,3 +348,13 @@ class DPoPMissingToken(DPoPError, MissingToken):
     def __init__(self, *, algs: tuple[str, ...] = ()) -> None:
         self.algs = algs
         super().__init__("send a DPoP-bound access token as 'Authorization: DPoP <token>' with a DPoP proof")
+
+
+class ConfigError(JwtVerifierError, ValueError):
+    """A setting is missing or invalid (`jwt_verifier.env`): the message names the variable, never a secret's value.
+
+    Raised at start-up, never answered to a client.
+    """
+
+    status = 500
+    error = "server_error"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -37,13 +36,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.dpop_scheme import DPoPPolicy, dpop_request
+from jwt_verifier.dpop_scheme import dpop_request
 from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError
 from jwt_verifier.jwks import JwksClient
-from jwt_verifier.protector import ResourceProtector
-from jwt_verifier.rfc9728 import metadata, metadata_path, metadata_url
-from jwt_verifier.status import StatusFetchNeeded, with_status_lists
-from jwt_verifier.verifier import TokenVerifier, Verifier
+from jwt_verifier.protection import Protection, build
+from jwt_verifier.rfc9728 import metadata, metadata_path
+from jwt_verifier.status import StatusFetchNeeded
+from jwt_verifier.verifier import TokenVerifier
 
 __all__ = ["BearerAuth", "Claims", "Protection", "bearer_scheme", "protection", "readiness", "require_scope"]
 
@@ -86,18 +85,6 @@ def _on_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-@dataclass(frozen=True)
-class Protection:
-    """What `init_app` built for one app; `local` says the verifier never blocks on the loop."""
-
-    config: VerifierConfig
-    jwks: JwksClient
-    verifier: TokenVerifier
-    protector: ResourceProtector
-    metadata_url: str
-    local: bool
 
 
 def protection(app: FastAPI) -> Protection:
@@ -146,36 +133,12 @@ class BearerAuth:
         config = config or self.config
         if config is None:
             raise TypeError("BearerAuth needs a VerifierConfig, in the constructor or in init_app")
-        jwks = JwksClient(config)
-        local = verifier is None
-        verifier = verifier or Verifier(
-            _HeldKeysOnTheLoop(jwks),
-            issuer=config.issuer,
-            audience=config.audience,
-            leeway=config.leeway,
-            max_token_bytes=config.max_token_bytes,
-            cache_size=config.token_cache_size,
-        )
-        if local:  # token status (jwt_verifier.status): lists are fetched off the event loop only
-            verifier = with_status_lists(verifier, config, jwks)
-        found = Protection(
-            config=config,
-            jwks=jwks,
-            verifier=verifier,
-            protector=ResourceProtector(
-                verifier,
-                cookie=self._cookie,
-                scopes=frozenset(config.scopes_supported),
-                dpop=DPoPPolicy.from_config(config),
-            ),
-            metadata_url=metadata_url(config.resource),
-            local=local,
-        )
+        found = build(config, cookie=self._cookie, verifier=verifier, keys=_HeldKeysOnTheLoop)
         setattr(app.state, STATE, found)
         app.add_api_route(metadata_path(config.resource), _metadata, methods=["GET"], include_in_schema=False)
         app.add_exception_handler(JwtVerifierError, _render_error)
         if config.jwks_prefetch:
-            jwks.prefetch()
+            found.jwks.prefetch()
         return found
 
     def require(self, scope: str | None = None) -> Callable[..., Awaitable[Claims]]:

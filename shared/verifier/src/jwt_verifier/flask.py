@@ -19,20 +19,17 @@ the URL the client called: the public origin of `resource` and the request's pat
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
 
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.dpop_scheme import DPoPPolicy, dpop_request
+from jwt_verifier.dpop_scheme import dpop_request
 from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError, VerificationUnavailable
-from jwt_verifier.jwks import JwksClient
-from jwt_verifier.protector import ResourceProtector
-from jwt_verifier.rfc9728 import metadata, metadata_path, metadata_url
-from jwt_verifier.status import with_status_lists
-from jwt_verifier.verifier import TokenVerifier, Verifier
+from jwt_verifier.protection import Protection, build
+from jwt_verifier.rfc9728 import metadata, metadata_path
+from jwt_verifier.verifier import TokenVerifier
 
 __all__ = ["BearerAuth", "Protection", "error_response", "protection", "readiness"]
 
@@ -40,17 +37,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXTENSION = "jwt_verifier"
 METADATA_MAX_AGE = 300
-
-
-@dataclass(frozen=True)
-class Protection:
-    """What `init_app` built for one app."""
-
-    config: VerifierConfig
-    jwks: JwksClient
-    verifier: TokenVerifier
-    protector: ResourceProtector
-    metadata_url: str
 
 
 def protection(app: Flask | None = None) -> Protection:
@@ -89,35 +75,13 @@ class BearerAuth:
         config = config or self.config
         if config is None:
             raise TypeError("BearerAuth needs a VerifierConfig, in the constructor or in init_app")
-        jwks = JwksClient(config)
-        local = verifier is None
-        verifier = verifier or Verifier(
-            jwks,
-            issuer=config.issuer,
-            audience=config.audience,
-            leeway=config.leeway,
-            max_token_bytes=config.max_token_bytes,
-            cache_size=config.token_cache_size,
-        )
-        if local:  # token status (jwt_verifier.status) is checked on every use of a token
-            verifier = with_status_lists(verifier, config, jwks)
-        app.extensions[EXTENSION] = Protection(
-            config=config,
-            jwks=jwks,
-            verifier=verifier,
-            protector=ResourceProtector(
-                verifier,
-                cookie=self._cookie,
-                scopes=frozenset(config.scopes_supported),
-                dpop=DPoPPolicy.from_config(config),
-            ),
-            metadata_url=metadata_url(config.resource),
-        )
+        found = build(config, cookie=self._cookie, verifier=verifier)
+        app.extensions[EXTENSION] = found
         app.add_url_rule(metadata_path(config.resource), "jwt_verifier.metadata", _metadata, methods=["GET"])
         app.register_error_handler(BearerError, _render_bearer_error)
         app.register_error_handler(VerificationUnavailable, _render_unavailable)
         if config.jwks_prefetch:
-            jwks.prefetch()
+            found.jwks.prefetch()
 
     def require(self, scope: str | None = None) -> Callable[[F], F]:
         """Require a valid access token, and `scope` if given; the verified claims go to `g.claims`."""
