@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # The verification defaults, declared once: VerifierConfig, the Verifier's own arguments and
 # the services' settings all take them from here.
 DEFAULT_LEEWAY = 10
 DEFAULT_MAX_TOKEN_BYTES = 4096
 DEFAULT_CACHE_SIZE = 4096
+# DPoP (RFC 9449): the proof algorithms accepted, and how old a proof's `iat` may be (seconds).
+DEFAULT_DPOP_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+DEFAULT_DPOP_MAX_AGE = 60
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,17 @@ class VerifierConfig:
     # this: keys arrive within about this long of the issuer answering, not a cooldown later.
     jwks_retry_max: float = 0.5
     jwks_prefetch: bool = True
+    # DPoP (RFC 9449): `require_dpop` refuses any bearer use of a token (DPoP-bound tokens are
+    # refused as bearer tokens whatever it says). The replay store is a SQLite file shared by
+    # every worker of the API on this host: `dpop_replay_path` ("" = `replay.default_replay_path`,
+    # ":memory:" = one process only). A `dpop_nonce_secret`, shared by the workers, makes proofs
+    # carry a server nonce (section 9) valid for `dpop_nonce_lifetime` seconds.
+    require_dpop: bool = False
+    dpop_algorithms: tuple[str, ...] = DEFAULT_DPOP_ALGORITHMS
+    dpop_max_age: int = DEFAULT_DPOP_MAX_AGE
+    dpop_replay_path: str = ""
+    dpop_nonce_secret: str = field(default="", repr=False)
+    dpop_nonce_lifetime: int = 300
 
     def __post_init__(self) -> None:
         if not self.jwks_url:

@@ -17,6 +17,12 @@ the message text. Callers catch a class, never read a status back.
     │   ├── KeysUnavailable       no verification key could be loaded from the issuer yet
     │   └── JwksFetchError        one JWKS fetch failed (the JWKS client keeps the keys it has)
     └── JwkError                  a JWK is not a usable RS256 verification key (also a ValueError)
+
+DPoP (RFC 9449) refusals are answered with a `WWW-Authenticate: DPoP` challenge naming the
+proof algorithms accepted (`algs`, section 7.1): `InvalidDPoPProof` (401 invalid_dpop_proof),
+`UseDPoPNonce` (401 use_dpop_nonce with a `DPoP-Nonce` header, section 9), both `InvalidToken`s
+(the one "bad token" branch, with their own error code), and `DPoPInvalidToken` and
+`DPoPMissingToken`, the `InvalidToken` and `MissingToken` of a DPoP request.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ __all__ = [
     "REALM",
     "RETRY_AFTER_SECONDS",
     "BearerError",
+    "DPoPInvalidToken",
+    "DPoPMissingToken",
     "InsufficientScope",
+    "InvalidDPoPProof",
     "InvalidRequest",
     "InvalidToken",
     "JwkError",
@@ -38,8 +47,10 @@ __all__ = [
     "Reason",
     "TokenExpired",
     "UnknownKey",
+    "UseDPoPNonce",
     "VerificationUnavailable",
     "bearer_challenge",
+    "dpop_challenge",
 ]
 
 REALM = "jwt-split"
@@ -67,6 +78,12 @@ class Reason(StrEnum):
     KEYS_UNAVAILABLE = "keys_unavailable"
     JWKS_FETCH_FAILED = "jwks_fetch_failed"
     UNUSABLE_KEY = "unusable_key"
+    DPOP_INVALID = "dpop_invalid"
+    DPOP_REPLAY = "dpop_replay"
+    DPOP_BINDING = "dpop_binding"
+    DPOP_REQUIRED = "dpop_required"
+    DPOP_NONCE = "dpop_nonce"
+    DPOP_UNAVAILABLE = "dpop_unavailable"
 
 
 def bearer_challenge(
@@ -225,3 +242,73 @@ class JwkError(JwtVerifierError, ValueError):
     """A JWK is not a usable RS256 verification key."""
 
     reason = Reason.UNUSABLE_KEY
+
+
+def dpop_challenge(
+    error: str | None = None,
+    description: str | None = None,
+    scope: str | None = None,
+    *,
+    algs: tuple[str, ...] = (),
+    resource_metadata: str | None = None,
+) -> str:
+    """Return an RFC 9449 section 7.1 `WWW-Authenticate: DPoP` value, naming the proof algorithms accepted."""
+    bearer = bearer_challenge(error, description, scope, resource_metadata=resource_metadata)
+    params = bearer.removeprefix("Bearer ")
+    if algs:
+        params += f', algs="{" ".join(algs)}"'
+    return "DPoP " + params
+
+
+class _DPoPScheme(BearerError):
+    """A refusal of a request made, or to be made, with the DPoP scheme: its challenge is `DPoP`."""
+
+    algs: tuple[str, ...] = ()
+
+    def challenge(self, resource_metadata: str | None = None) -> str:
+        """Return the `DPoP` challenge, with `algs` and the metadata URL when given."""
+        detail = self.description if self.challenge_error else None
+        return dpop_challenge(
+            self.challenge_error, detail, self.scope, algs=self.algs, resource_metadata=resource_metadata
+        )
+
+
+class InvalidDPoPProof(_DPoPScheme, InvalidToken):
+    """The request's DPoP proof must be refused (RFC 9449 section 7.1); `reason` says why."""
+
+    error = challenge_error = "invalid_dpop_proof"
+    reason = Reason.DPOP_INVALID
+
+    def __init__(self, description: str, *, algs: tuple[str, ...] = (), reason: Reason = Reason.DPOP_INVALID) -> None:
+        self.algs = algs
+        super().__init__(description, reason=reason)
+
+
+class UseDPoPNonce(_DPoPScheme, InvalidToken):
+    """The proof lacks the server's current nonce (RFC 9449 section 9): retry with the one in `DPoP-Nonce`."""
+
+    error = challenge_error = "use_dpop_nonce"
+    reason = Reason.DPOP_NONCE
+
+    def __init__(self, nonce: str, *, algs: tuple[str, ...] = ()) -> None:
+        self.algs = algs
+        super().__init__(
+            "the DPoP proof must carry the server's nonce: retry with the one in DPoP-Nonce", reason=Reason.DPOP_NONCE
+        )
+        self.headers["DPoP-Nonce"] = nonce
+
+
+class DPoPInvalidToken(_DPoPScheme, InvalidToken):
+    """The access token of a DPoP request (or a bearer token where only DPoP is accepted) must be refused."""
+
+    def __init__(self, description: str, *, algs: tuple[str, ...] = (), reason: Reason = Reason.INVALID) -> None:
+        self.algs = algs
+        super().__init__(description, reason=reason)
+
+
+class DPoPMissingToken(_DPoPScheme, MissingToken):
+    """No token was sent to an API that accepts only DPoP-bound tokens."""
+
+    def __init__(self, *, algs: tuple[str, ...] = ()) -> None:
+        self.algs = algs
+        super().__init__("send a DPoP-bound access token as 'Authorization: DPoP <token>' with a DPoP proof")

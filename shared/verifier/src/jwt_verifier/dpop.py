@@ -1,0 +1,523 @@
+"""DPoP proofs (RFC 9449): checking the proof a client sends with a DPoP-bound access token.
+
+`verify_proof` applies every check of section 4.3, in its order, then the two of section 7.1
+that tie the proof to the access token (`ath`, and `cnf.jkt` against the proof key's RFC 7638
+thumbprint), then remembers the proof in a replay store (section 11.1) so that no worker of the
+API accepts it twice. `DPoPPolicy` is what a protector holds: the API's settings, its replay
+store and nonces, and the request-level rules (a bound token is never a bearer token, an API
+that requires DPoP refuses bearer use of any token).
+
+Framework-free; the only cryptography is `cryptography`'s. Every refusal is an
+`InvalidDPoPProof` (or `UseDPoPNonce`, `DPoPInvalidToken`) with a fixed message and a reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.errors import DPoPInvalidToken, InvalidDPoPProof, JwtVerifierError, Reason, UseDPoPNonce
+from jwt_verifier.jose import MIN_RSA_BITS, b64url_decode, b64url_encode
+from jwt_verifier.replay import ReplayStore, open_replay_store, replay_key
+
+__all__ = [
+    "DPOP_TYP",
+    "SUPPORTED_ALGORITHMS",
+    "DPoPPolicy",
+    "DPoPRequest",
+    "Nonces",
+    "Proof",
+    "access_token_hash",
+    "bound_jkt",
+    "dpop_request",
+    "dpop_token",
+    "jwk_thumbprint",
+    "normalize_htu",
+    "refuse_bound_bearer",
+    "request_url",
+    "verify_proof",
+]
+
+DPOP_TYP = "dpop+jwt"
+SUPPORTED_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+MAX_PROOF_BYTES = 8192
+MAX_JTI_CHARS = 256
+# Members of a private JWK (RFC 7518 section 6): a proof carrying any of them is refused.
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A proof that passed every check: its `jti`, normalized `htu` and key thumbprint (`jkt`)."""
+
+    jti: str
+    htu: str
+    jkt: str
+    claims: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DPoPRequest:
+    """What a DPoP check reads of a request: its method, external URL and `DPoP` header values."""
+
+    method: str
+    url: str
+    proofs: tuple[str, ...]
+
+
+def request_url(resource: str, path: str) -> str:
+    """Return the URL a client called: the public origin of the API's `resource`, and the request's path.
+
+    The path is the decoded one a framework gives (WSGI's and ASGI's `path`), encoded again.
+    """
+    origin = urlsplit(resource)
+    return urlunsplit((origin.scheme, origin.netloc, quote(path, safe="/!$&'()*+,;=:@~"), "", ""))
+
+
+def dpop_request(resource: str, method: str, path: str, proofs: Sequence[str]) -> DPoPRequest:
+    """Return the DPoP view of a request (its URL built only when a proof came to be checked against it)."""
+    return DPoPRequest(method, request_url(resource, path) if proofs else "", tuple(proofs))
+
+
+def dpop_token(authorization: Sequence[str]) -> str | None:
+    """Return the token of an `Authorization: DPoP <token>` header (section 7.1), None for another scheme."""
+    if len(authorization) != 1:
+        return None  # none, or several (which `bearer_token` refuses)
+    scheme, _, token = authorization[0].strip().partition(" ")
+    if scheme.lower() != "dpop":
+        return None
+    token = token.strip()
+    if not token:
+        raise InvalidDPoPProof("the DPoP access token is empty", reason=Reason.MALFORMED)
+    return token
+
+
+def access_token_hash(access_token: str) -> str:
+    """Return the `ath` of an access token: base64url(SHA-256(ASCII token)) (section 4.2)."""
+    return b64url_encode(hashlib.sha256(access_token.encode()).digest())
+
+
+# The members of each key type RFC 7638 section 3.2 hashes, in lexicographic order.
+_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """Return the RFC 7638 SHA-256 thumbprint of a public JWK, base64url encoded (RFC 9449 section 6.1)."""
+    members = _THUMBPRINT_MEMBERS.get(str(jwk.get("kty")))
+    if members is None:
+        raise ValueError("unsupported key type")
+    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"), ensure_ascii=True)
+    return b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
+
+
+def _default_port(scheme: str) -> str:
+    return {"http": "80", "https": "443"}.get(scheme, "")
+
+
+def _normalize_path(path: str) -> str:
+    # RFC 3986 section 6.2.2.2: uppercase percent-encodings, unreserved characters decoded.
+    out: list[str] = []
+    i = 0
+    while i < len(path):
+        char = path[i]
+        if char == "%" and i + 2 < len(path) and all(c in "0123456789abcdefABCDEF" for c in path[i + 1 : i + 3]):
+            decoded = unquote(path[i : i + 3])
+            unreserved = decoded.isascii() and (decoded.isalnum() or decoded in "-._~")
+            out.append(decoded if unreserved else path[i : i + 3].upper())
+            i += 3
+        else:
+            out.append(char)
+            i += 1
+    # Section 6.2.2.3: remove dot-segments (section 5.2.4).
+    segments: list[str] = []
+    for segment in "".join(out).split("/"):
+        if segment == "..":
+            if len(segments) > 1:
+                segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    normalized = "/".join(segments)
+    if path.endswith(("/.", "/..")):
+        normalized += "/"
+    return normalized or "/"
+
+
+@functools.lru_cache(maxsize=256)
+def normalize_htu(url: str) -> str:
+    """Return `url` without query and fragment, normalized (RFC 9449 section 4.3; RFC 3986 sections 6.2.2, 6.2.3).
+
+    Scheme and host are lowercased, a default port dropped, an empty path made "/", percent-
+    encodings uppercased (unreserved ones decoded) and dot-segments removed. Recent answers are
+    kept: an API sees the same few URLs again and again.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port  # raises ValueError for a port out of range
+    netloc = host if port is None or str(port) == _default_port(scheme) else f"{host}:{port}"
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("a URL with user information")
+    return urlunsplit((scheme, netloc, _normalize_path(parts.path), "", ""))
+
+
+class Nonces:
+    """Server nonces (RFC 9449 section 9) every worker of an API can check: a time and its HMAC.
+
+    A nonce names the period it was made in; it is accepted in that period and the next, so a
+    client's nonce stays good for at least `lifetime` seconds. The secret is shared by the
+    API's workers (configuration), never sent.
+    """
+
+    def __init__(self, secret: str, lifetime: int, clock: Callable[[], float] = time.time) -> None:
+        if not secret:
+            raise ValueError("a nonce secret is needed")
+        self._key = hashlib.sha256(b"jwt-verifier dpop nonce\x00" + secret.encode()).digest()
+        self.lifetime = max(1, lifetime)
+        self.clock = clock
+
+    def _mac(self, period: int) -> str:
+        return b64url_encode(hmac.new(self._key, str(period).encode(), hashlib.sha256).digest()[:18])
+
+    def current(self) -> str:
+        """Return the nonce of the current period."""
+        period = int(self.clock()) // self.lifetime
+        return f"{period}.{self._mac(period)}"
+
+    def valid(self, nonce: object) -> bool:
+        """Say whether `nonce` is one of ours, of this period or the last."""
+        if not isinstance(nonce, str) or len(nonce) > 64 or not nonce.isascii():
+            return False
+        text, _, mac = nonce.partition(".")
+        if not text.isdigit() or len(text) > 15:
+            return False
+        period = int(text)
+        now_period = int(self.clock()) // self.lifetime
+        return now_period - 1 <= period <= now_period and hmac.compare_digest(mac, self._mac(period))
+
+
+def _int_member(jwk: Mapping[str, Any], name: str) -> bytes:
+    value = jwk.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"member {name} missing")
+    raw = b64url_decode(value)
+    if b64url_encode(raw) != value:
+        raise ValueError(f"member {name} is not canonical base64url")
+    return raw
+
+
+def _load_key(alg: str, jwk: Mapping[str, Any]) -> PublicKey:
+    kty = jwk.get("kty")
+    if alg == "ES256":
+        x, y = _int_member(jwk, "x"), _int_member(jwk, "y")
+        if kty != "EC" or jwk.get("crv") != "P-256" or len(x) != 32 or len(y) != 32:
+            raise ValueError("ES256 needs a P-256 key")
+        return ec.EllipticCurvePublicNumbers(
+            int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
+        ).public_key()
+    if alg in ("RS256", "PS256"):
+        n, e = _int_member(jwk, "n"), _int_member(jwk, "e")
+        if kty != "RSA" or n[0] == 0 or e[0] == 0 or len(n) * 8 < MIN_RSA_BITS:
+            raise ValueError(f"{alg} needs an RSA key of at least {MIN_RSA_BITS} bits")
+        return rsa.RSAPublicNumbers(int.from_bytes(e, "big"), int.from_bytes(n, "big")).public_key()
+    if alg == "EdDSA":
+        x = _int_member(jwk, "x")
+        if kty != "OKP" or jwk.get("crv") != "Ed25519" or len(x) != 32:
+            raise ValueError("EdDSA needs an Ed25519 key")
+        return ed25519.Ed25519PublicKey.from_public_bytes(x)
+    raise ValueError("unsupported algorithm")
+
+
+def _verify_signature(alg: str, key: PublicKey, signature: bytes, signing_input: bytes) -> None:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if len(signature) != 64:
+            raise InvalidSignature
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, rsa.RSAPublicKey):
+        pad: padding.AsymmetricPadding = (
+            padding.PKCS1v15()
+            if alg == "RS256"
+            else padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+        )
+        key.verify(signature, signing_input, pad, hashes.SHA256())
+    else:
+        key.verify(signature, signing_input)
+
+
+class _HeaderError(JwtVerifierError):
+    """A proof's header is refused; the message is one of our fixed texts. Never leaves this module."""
+
+
+_NOT_ACCEPTED = "the DPoP proof's algorithm is not accepted"
+
+
+def _header_key(segment: str) -> tuple[str, PublicKey, str]:
+    """Return (alg, key, thumbprint) of a proof's header segment, or raise why it is refused (items 2, 4-6)."""
+    try:
+        header = _json_object(segment)
+    except ValueError as exc:  # also json.JSONDecodeError and UnicodeDecodeError
+        raise _HeaderError("the DPoP proof is not a well-formed JWT") from exc
+    if header.get("typ") != DPOP_TYP:
+        raise _HeaderError("the DPoP proof's typ must be dpop+jwt")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS:
+        raise _HeaderError(_NOT_ACCEPTED)
+    if "crit" in header:
+        raise _HeaderError("the DPoP proof names critical extensions this API does not understand")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise _HeaderError("the DPoP proof carries no jwk")
+    if PRIVATE_MEMBERS & jwk.keys():
+        raise _HeaderError("the DPoP proof's jwk holds private key material")
+    try:
+        return alg, _load_key(alg, jwk), jwk_thumbprint(jwk)
+    except ValueError as exc:
+        raise _HeaderError("the DPoP proof's jwk is not a usable key for its algorithm") from exc
+
+
+class _HeaderCache:
+    """The checked headers of recent proofs: a client sends the same header (its key) with every proof.
+
+    Parsing it and building its key (which validates a point or a modulus) is most of a proof's
+    cost beside its signature; only headers that passed every check are kept.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._headers: OrderedDict[str, tuple[str, PublicKey, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, segment: str) -> tuple[str, PublicKey, str]:
+        with self._lock:
+            found = self._headers.get(segment)
+            if found is not None:
+                self._headers.move_to_end(segment)
+                return found
+        found = _header_key(segment)
+        with self._lock:
+            self._headers[segment] = found
+            if len(self._headers) > self.size:
+                self._headers.popitem(last=False)
+        return found
+
+
+_headers = _HeaderCache()
+
+
+def _json_object(segment: str) -> dict[str, Any]:
+    value = json.loads(b64url_decode(segment).decode("utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")  # noqa: TRY004 - a parse failure, caught as ValueError
+    return value
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def verify_proof(
+    proof: str,
+    *,
+    method: str,
+    url: str,
+    access_token: str | None,
+    jkt: str | None,
+    now: float,
+    algs: Sequence[str],
+    max_age: int,
+    leeway: int,
+    replay: ReplayStore,
+    nonces: Nonces | None = None,
+) -> Proof:
+    """Return the checked proof of a request `method url`, or raise why it must be refused.
+
+    `access_token` and `jkt` (the token's `cnf.jkt`) tie the proof to the token it comes with
+    (None at a token endpoint, where there is no token yet); `nonces` makes a current server
+    nonce required; `replay` remembers the proof until it would be stale anyway.
+    """
+
+    def refuse(description: str, reason: Reason = Reason.DPOP_INVALID) -> InvalidDPoPProof:
+        return InvalidDPoPProof(description, algs=tuple(algs), reason=reason)
+
+    # Section 4.3 item 2: a well-formed JWT (compact JWS, three segments of base64url JSON).
+    if len(proof) > MAX_PROOF_BYTES or not proof.isascii():
+        raise refuse("the DPoP proof is not a well-formed JWT")
+    segments = proof.split(".")
+    if len(segments) != 3:
+        raise refuse("the DPoP proof is not a well-formed JWT")
+    # Items 4-6: typ, an asymmetric algorithm this API accepts, a public key only.
+    try:
+        alg, key, thumbprint = _headers.get(segments[0])
+    except _HeaderError as exc:
+        raise refuse(str(exc)) from exc
+    if alg not in algs:
+        raise refuse(_NOT_ACCEPTED)
+    try:
+        claims = _json_object(segments[1])
+        signature = b64url_decode(segments[2])
+    except ValueError as exc:  # also json.JSONDecodeError and UnicodeDecodeError
+        raise refuse("the DPoP proof is not a well-formed JWT") from exc
+    # Item 7: the signature, by that key.
+    try:
+        _verify_signature(alg, key, signature, proof[: proof.rindex(".")].encode("ascii"))
+    except InvalidSignature as exc:
+        raise refuse("the DPoP proof's signature does not verify") from exc
+    # Items 8-11: the claims, the request they were made for, and when.
+    jti, htm, htu, iat = claims.get("jti"), claims.get("htm"), claims.get("htu"), claims.get("iat")
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+        raise refuse("the DPoP proof has no valid jti")
+    if not isinstance(htm, str) or not isinstance(htu, str):
+        raise refuse("the DPoP proof has no htm or htu")
+    if (
+        isinstance(iat, bool)
+        or not isinstance(iat, (int, float))
+        or (isinstance(iat, float) and not math.isfinite(iat))
+    ):
+        raise refuse("the DPoP proof has no valid iat")
+    if htm != method:
+        raise refuse("the DPoP proof was made for another HTTP method")
+    try:
+        proof_htu = normalize_htu(htu)
+    except ValueError as exc:
+        raise refuse("the DPoP proof's htu is not an http(s) URL") from exc
+    try:
+        expected_htu = normalize_htu(url)
+    except ValueError:
+        expected_htu = None  # the API's own URL is unusable: no proof can match it
+    if proof_htu != expected_htu:
+        raise refuse("the DPoP proof was made for another URL")
+    if nonces is not None and not nonces.valid(claims.get("nonce")):
+        raise UseDPoPNonce(nonces.current(), algs=tuple(algs))
+    if not now - max_age - leeway <= iat <= now + leeway:
+        raise refuse("the DPoP proof is too old or from the future")
+    # Item 12 (and section 7.1): the proof comes with this token, signed by the key it is bound to.
+    if access_token is not None:
+        ath = claims.get("ath")
+        if not isinstance(ath, str) or not _same(ath, access_token_hash(access_token)):
+            raise refuse("the DPoP proof was made for another access token", Reason.DPOP_BINDING)
+    if jkt is not None and not _same(jkt, thumbprint):
+        raise refuse("the DPoP proof was not signed by the key the access token is bound to", Reason.DPOP_BINDING)
+    # Section 11.1: never accepted twice, by any worker, while it would otherwise pass.
+    if not replay.add(replay_key(jti, proof_htu), iat + max_age + leeway, now):
+        raise refuse("the DPoP proof was already used", Reason.DPOP_REPLAY)
+    return Proof(jti=jti, htu=proof_htu, jkt=thumbprint, claims=claims)
+
+
+def bound_jkt(claims: Mapping[str, Any]) -> str | None:
+    """Return the `cnf.jkt` of verified token claims: the thumbprint of the key it is bound to, if any."""
+    cnf = claims.get("cnf")
+    if isinstance(cnf, dict):
+        jkt = cnf.get("jkt")
+        if isinstance(jkt, str):
+            return jkt
+    return None
+
+
+def refuse_bound_bearer(claims: Mapping[str, Any], algs: tuple[str, ...] = SUPPORTED_ALGORITHMS) -> None:
+    """Refuse the claims of a token sent as a bearer token if it is DPoP-bound (section 7.2)."""
+    if bound_jkt(claims) is not None:
+        raise DPoPInvalidToken(
+            "this token is DPoP-bound: send it as 'Authorization: DPoP <token>' with a DPoP proof",
+            algs=algs,
+            reason=Reason.DPOP_REQUIRED,
+        )
+
+
+class DPoPPolicy:
+    """An API's DPoP rules, as its protector applies them to each request (RFC 9449 section 7)."""
+
+    def __init__(
+        self,
+        *,
+        algorithms: Sequence[str],
+        max_age: int,
+        leeway: int,
+        required: bool,
+        replay: ReplayStore,
+        nonces: Nonces | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        unknown = set(algorithms) - set(SUPPORTED_ALGORITHMS)
+        if unknown or not algorithms:
+            raise ValueError(f"DPoP algorithms must be some of {', '.join(SUPPORTED_ALGORITHMS)}")
+        self.algs = tuple(algorithms)
+        self.max_age = max_age
+        self.leeway = leeway
+        self.required = required
+        self.replay = replay
+        self.nonces = nonces
+        self.clock = clock
+
+    @classmethod
+    def from_config(cls, config: VerifierConfig, *, clock: Callable[[], float] = time.time) -> DPoPPolicy:
+        """Build the policy a configuration describes (its replay store is opened on first use)."""
+        nonces = (
+            Nonces(config.dpop_nonce_secret, config.dpop_nonce_lifetime, clock) if config.dpop_nonce_secret else None
+        )
+        return cls(
+            algorithms=config.dpop_algorithms,
+            max_age=config.dpop_max_age,
+            leeway=config.leeway,
+            required=config.require_dpop,
+            replay=open_replay_store(config.dpop_replay_path, config.resource),
+            nonces=nonces,
+            clock=clock,
+        )
+
+    def check_bearer(self, claims: Mapping[str, Any]) -> None:
+        """Refuse a token sent as a bearer token if it is DPoP-bound, or if this API requires DPoP."""
+        refuse_bound_bearer(claims, self.algs)
+        if self.required:
+            raise DPoPInvalidToken(
+                "this API accepts only DPoP-bound tokens, as 'Authorization: DPoP <token>' with a DPoP proof",
+                algs=self.algs,
+                reason=Reason.DPOP_REQUIRED,
+            )
+
+    def check_proof(self, token: str, claims: Mapping[str, Any], request: DPoPRequest | None) -> Proof:
+        """Check the DPoP proof of a request made with `Authorization: DPoP <token>`."""
+        if request is None:
+            raise InvalidDPoPProof("this API cannot check DPoP proofs here", algs=self.algs)
+        proofs = request.proofs
+        if len(proofs) != 1:
+            raise InvalidDPoPProof("send exactly one DPoP header", algs=self.algs)
+        jkt = bound_jkt(claims)
+        if jkt is None:
+            raise DPoPInvalidToken(
+                "this token is not DPoP-bound: send it as a bearer token", algs=self.algs, reason=Reason.DPOP_BINDING
+            )
+        return verify_proof(
+            proofs[0].strip(),
+            method=request.method,
+            url=request.url,
+            access_token=token,
+            jkt=jkt,
+            now=self.clock(),
+            algs=self.algs,
+            max_age=self.max_age,
+            leeway=self.leeway,
+            replay=self.replay,
+            nonces=self.nonces,
+        )
