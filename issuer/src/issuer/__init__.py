@@ -19,7 +19,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, introspect, oauth, oidc, protocol, prune, wellknown
+from issuer import browser, dpop, introspect, oauth, oidc, protocol, prune, wellknown
 from issuer.apis import ApiStore
 from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
@@ -104,6 +104,10 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         apis=apis,
         remote_keys=RemoteKeys(settings.url),
     ).init_app(app)
+
+    # RFC 9449 section 8: nonces every replica accepts, from the key-encryption key they share.
+    nonce_secret = _subkey(keks[0], dpop.NONCE).hex() if settings.dpop_nonce else None
+    dpop.init_app(app, database, nonce_secret=nonce_secret, nonce_lifetime=settings.dpop_nonce_lifetime)
 
     if settings.prune_interval:
         prune.start(database, settings.prune_interval)  # in each worker: create_app runs after the fork

@@ -63,6 +63,8 @@ class Client:
     jwks_uri: str | None = None
     # OpenID Connect RP-Initiated Logout: where the browser may go after logging out, exactly.
     post_logout_redirect_uris: tuple[str, ...] = ()
+    # RFC 9449 section 5.2 `dpop_bound_access_tokens`: no token without a DPoP proof.
+    require_dpop: bool = False
 
     @property
     def name(self) -> str:
@@ -332,6 +334,7 @@ def _values(client: Client) -> dict[str, Any]:
         "jwks": client.jwks,
         "jwks_uri": client.jwks_uri,
         "created_at": int(time.time()),
+        "require_dpop": client.require_dpop,
     }
 
 
@@ -347,4 +350,5 @@ def _client(row: Row[Any], post_logout_redirect_uris: tuple[str, ...] = ()) -> C
         jwks=row.jwks,
         jwks_uri=row.jwks_uri,
         post_logout_redirect_uris=post_logout_redirect_uris,
+        require_dpop=bool(row.require_dpop),
     )

@@ -90,6 +90,8 @@ class IssuerSettings:
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024
     prune_interval: int = 3600  # seconds between prunings of expired rows (issuer.prune); 0: never
+    dpop_nonce: bool = False  # DPoP proofs at the token endpoint must carry a server nonce (RFC 9449 section 8)
+    dpop_nonce_lifetime: int = 300  # seconds a nonce is good for at least
 
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""
@@ -197,6 +199,10 @@ class IssuerSettings:
             introspection=IntrospectionSettings.from_env(env),
             log_level=env_str(env, "ISSUER_LOG_LEVEL", cls.log_level).upper(),
             prune_interval=env_int(env, "ISSUER_PRUNE_INTERVAL", cls.prune_interval, minimum=0),
+            dpop_nonce=env_bool(env, "ISSUER_DPOP_NONCE", cls.dpop_nonce),
+            dpop_nonce_lifetime=env_int(
+                env, "ISSUER_DPOP_NONCE_LIFETIME", cls.dpop_nonce_lifetime, minimum=10, maximum=3600
+            ),
         )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from issuer import extensions, oidc
+from jwt_verifier.dpop import SUPPORTED_ALGORITHMS as DPOP_ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def _oauth_metadata() -> dict[str, Any]:
         "token_endpoint_auth_methods_supported": ["none", "private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
         "revocation_endpoint_auth_methods_supported": ["none"],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),  # RFC 9449 section 5.1
     }
     introspection = current_app.extensions.get("issuer.introspection")
     if introspection is not None and introspection.enabled:
