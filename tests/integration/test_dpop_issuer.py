@@ -244,6 +244,24 @@ def test_a_client_registered_to_require_dpop_gets_no_token_without_a_proof(stack
     _bound(_password(stack, make_proof(key, "POST", _endpoint(stack)), client_id=client_id), key)
 
 
+def test_a_client_registered_to_require_nonces_must_use_the_issuers(stack: Stack) -> None:
+    client_id = f"nonce-{uuid.uuid4().hex[:8]}"
+    added = stack.issuer_cli("clients", "add", client_id, "--grant", "password", "--require-dpop-nonce")
+    assert added.returncode == 0, added.stderr
+    listed = stack.issuer_cli("clients", "list")
+    assert "dpop_nonce: true" in next(line for line in listed.stdout.splitlines() if line.startswith(f"{client_id} "))
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = _password(stack, make_proof(key, "POST", _endpoint(stack)), client_id=client_id)
+    _refused(first, "use_dpop_nonce")
+    response = _password(
+        stack, make_proof(key, "POST", _endpoint(stack), nonce=first.headers["DPoP-Nonce"]), client_id=client_id
+    )
+    _bound(response, key)
+    assert response.headers["DPoP-Nonce"]
+    # Other clients need none (ISSUER_DPOP_NONCE is off on this stack).
+    assert "DPoP-Nonce" not in _password(stack, make_proof(key, "POST", _endpoint(stack))).headers
+
+
 def test_both_metadata_documents_name_the_proof_algorithms(stack: Stack) -> None:
     for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
         document = requests.get(f"{stack.issuer_url}{path}", timeout=10).json()

@@ -106,8 +106,13 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     ).init_app(app)
 
     # RFC 9449 section 8: nonces every replica accepts, from the key-encryption key they share.
-    nonce_secret = _subkey(keks[0], dpop.NONCE).hex() if settings.dpop_nonce else None
-    dpop.init_app(app, database, nonce_secret=nonce_secret, nonce_lifetime=settings.dpop_nonce_lifetime)
+    dpop.init_app(
+        app,
+        database,
+        nonce_secret=_subkey(keks[0], dpop.NONCE).hex(),
+        nonce_lifetime=settings.dpop_nonce_lifetime,
+        nonce_required=settings.dpop_nonce,
+    )
 
     if settings.prune_interval:
         prune.start(database, settings.prune_interval)  # in each worker: create_app runs after the fork

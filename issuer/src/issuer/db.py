@@ -164,6 +164,7 @@ clients = Table(
     Column("jwks_uri", Text),
     Column("created_at", Integer, nullable=False),
     Column("require_dpop", Boolean, server_default=false(), nullable=False),  # RFC 9449 section 5.2
+    Column("require_dpop_nonce", Boolean, server_default=false(), nullable=False),  # RFC 9449 section 8
 )
 
 # Owner: issuer.clients.ClientStore. Where a client may send the browser after an RP-initiated

@@ -7,9 +7,10 @@ public key only, the signature, `htm` POST, `htu` the token endpoint's public UR
 so that no proof is accepted twice (section 11.1). The request then gets a DPoP-bound access
 token: `cnf.jkt`, the key's RFC 7638 thumbprint, and `token_type` `DPoP`.
 
-Server nonces (section 8, `ISSUER_DPOP_NONCE`) are stateless: a time period and its HMAC under
-a key derived from the key-encryption key, which every replica shares; a nonce is good in its
-period and the next, so every worker accepts what any other handed out.
+Server nonces (section 8; `ISSUER_DPOP_NONCE` for every client, `--require-dpop-nonce` for
+one) are stateless: a time period and its HMAC under a key derived from the key-encryption
+key, which every replica shares; a nonce is good in its period and the next, so every worker
+accepts what any other handed out.
 
 A client registered with `--require-dpop` gets no token without a proof.
 """
@@ -62,17 +63,19 @@ class DPoPProofs:
 
 @dataclass(frozen=True)
 class TokenEndpointDPoP:
-    """How the token endpoint checks proofs: where they are remembered, and the nonces if required."""
+    """How the token endpoint checks proofs: where they are remembered, its nonces, and whether every client needs one."""
 
     proofs: DPoPProofs
-    nonces: Nonces | None = None
+    nonces: Nonces
+    nonce_required: bool = False
     algorithms: tuple[str, ...] = SUPPORTED_ALGORITHMS
 
     def check(self, headers: list[str], url: str, client: Client) -> str | None:
         """Return the thumbprint of the key the request's proof is signed with; None without a proof.
 
         Raise `InvalidDPoPProof` for a refused proof, several `DPoP` headers, or no proof from
-        a client that requires DPoP; `UseDPoPNonce` when the proof lacks a current nonce.
+        a client that requires DPoP; `UseDPoPNonce` when the proof lacks a current nonce and
+        nonces are required (of every client, or of this one).
         """
         if not headers:
             if client.require_dpop:
@@ -92,24 +95,29 @@ class TokenEndpointDPoP:
                 max_age=MAX_AGE,
                 leeway=LEEWAY,
                 replay=self.proofs,
-                nonces=self.nonces,
+                nonces=self.nonces if self.needs_nonce(client) else None,
             )
         except NonceMissing as exc:
-            assert self.nonces is not None  # only raised when nonces are required
             raise UseDPoPNonce(self.nonces.current()) from exc
         except ProofRefused as exc:
             raise InvalidDPoPProof(exc.description) from exc
         return proof.jkt
 
-    def nonce_headers(self) -> dict[str, str]:
-        """Return the `DPoP-Nonce` header a response carries when nonces are required (section 8.2), else none."""
-        return {"DPoP-Nonce": self.nonces.current()} if self.nonces is not None else {}
+    def needs_nonce(self, client: Client) -> bool:
+        """Return whether `client`'s proofs must carry a nonce: every client's do with ISSUER_DPOP_NONCE."""
+        return self.nonce_required or client.require_dpop_nonce
+
+    def nonce_headers(self, client: Client) -> dict[str, str]:
+        """Return the `DPoP-Nonce` header of a response to `client` when it needs nonces (section 8.2), else none."""
+        return {"DPoP-Nonce": self.nonces.current()} if self.needs_nonce(client) else {}
 
 
-def init_app(app: Flask, database: Database, *, nonce_secret: str | None, nonce_lifetime: int) -> None:
-    """Keep the token endpoint's DPoP checks on the app; with a `nonce_secret`, proofs must carry a nonce."""
-    nonces = Nonces(nonce_secret, nonce_lifetime) if nonce_secret else None
-    app.extensions["issuer.dpop"] = TokenEndpointDPoP(DPoPProofs(database), nonces)
+def init_app(
+    app: Flask, database: Database, *, nonce_secret: str, nonce_lifetime: int, nonce_required: bool = False
+) -> None:
+    """Keep the token endpoint's DPoP checks on the app; with `nonce_required`, every client's proofs need a nonce."""
+    nonces = Nonces(nonce_secret, nonce_lifetime)
+    app.extensions["issuer.dpop"] = TokenEndpointDPoP(DPoPProofs(database), nonces, nonce_required)
 
 
 def current() -> TokenEndpointDPoP:
@@ -122,7 +130,14 @@ def check_token_request(client: Client, token_endpoint: str) -> str | None:
     """Check the `DPoP` header of the token request being handled; keep and return the key's thumbprint."""
     jkt = current().check(request.headers.getlist("DPoP"), token_endpoint, client)
     g.dpop_jkt = jkt
+    g.dpop_nonce = current().nonce_headers(client)
     return jkt
+
+
+def nonce_headers() -> dict[str, str]:
+    """Return the `DPoP-Nonce` header of the token response being made, if its client needs nonces."""
+    headers: dict[str, str] = g.get("dpop_nonce") or {}
+    return headers
 
 
 def presented() -> str | None:

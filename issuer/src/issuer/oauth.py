@@ -139,7 +139,7 @@ def _token_response(
         body["id_token"] = id_token
     response = jsonify(**body, scope=grant.scope)
     response.headers.update(NO_STORE)
-    response.headers.update(dpop.current().nonce_headers())
+    response.headers.update(dpop.nonce_headers())
     return response
 
 
