@@ -3,9 +3,8 @@
 `verify_proof` applies every check of section 4.3, in its order, then the two of section 7.1
 that tie the proof to the access token (`ath`, and `cnf.jkt` against the proof key's RFC 7638
 thumbprint), then remembers the proof in a replay store (section 11.1) so that no worker of the
-API accepts it twice. `DPoPPolicy` is what a protector holds: the API's settings, its replay
-store and nonces, and the request-level rules (a bound token is never a bearer token, an API
-that requires DPoP refuses bearer use of any token).
+API accepts it twice. `Nonces` are the server nonces of section 9. The DPoP scheme at a
+protected resource (which token goes with which proof, bearer use) is `jwt_verifier.dpop_scheme`.
 
 Framework-free; the only cryptography is `cryptography`'s. Every refusal is an
 `InvalidDPoPProof` (or `UseDPoPNonce`, `DPoPInvalidToken`) with a fixed message and a reason.
@@ -23,34 +22,26 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from jwt_verifier.config import VerifierConfig
-from jwt_verifier.errors import DPoPInvalidToken, InvalidDPoPProof, JwtVerifierError, Reason, UseDPoPNonce
+from jwt_verifier.errors import InvalidDPoPProof, JwtVerifierError, Reason, UseDPoPNonce
 from jwt_verifier.jose import MIN_RSA_BITS, b64url_decode, b64url_encode
-from jwt_verifier.replay import ReplayStore, open_replay_store, replay_key
+from jwt_verifier.replay import ReplayStore, replay_key
 
 __all__ = [
     "DPOP_TYP",
     "SUPPORTED_ALGORITHMS",
-    "DPoPPolicy",
-    "DPoPRequest",
     "Nonces",
     "Proof",
     "access_token_hash",
-    "bound_jkt",
-    "dpop_request",
-    "dpop_token",
     "jwk_thumbprint",
     "normalize_htu",
-    "refuse_bound_bearer",
-    "request_url",
     "verify_proof",
 ]
 
@@ -72,42 +63,6 @@ class Proof:
     htu: str
     jkt: str
     claims: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DPoPRequest:
-    """What a DPoP check reads of a request: its method, external URL and `DPoP` header values."""
-
-    method: str
-    url: str
-    proofs: tuple[str, ...]
-
-
-def request_url(resource: str, path: str) -> str:
-    """Return the URL a client called: the public origin of the API's `resource`, and the request's path.
-
-    The path is the decoded one a framework gives (WSGI's and ASGI's `path`), encoded again.
-    """
-    origin = urlsplit(resource)
-    return urlunsplit((origin.scheme, origin.netloc, quote(path, safe="/!$&'()*+,;=:@~"), "", ""))
-
-
-def dpop_request(resource: str, method: str, path: str, proofs: Sequence[str]) -> DPoPRequest:
-    """Return the DPoP view of a request (its URL built only when a proof came to be checked against it)."""
-    return DPoPRequest(method, request_url(resource, path) if proofs else "", tuple(proofs))
-
-
-def dpop_token(authorization: Sequence[str]) -> str | None:
-    """Return the token of an `Authorization: DPoP <token>` header (section 7.1), None for another scheme."""
-    if len(authorization) != 1:
-        return None  # none, or several (which `bearer_token` refuses)
-    scheme, _, token = authorization[0].strip().partition(" ")
-    if scheme.lower() != "dpop":
-        return None
-    token = token.strip()
-    if not token:
-        raise InvalidDPoPProof("the DPoP access token is empty", reason=Reason.MALFORMED)
-    return token
 
 
 def access_token_hash(access_token: str) -> str:
@@ -249,21 +204,24 @@ def _load_key(alg: str, jwk: Mapping[str, Any]) -> PublicKey:
     raise ValueError("unsupported algorithm")
 
 
+_SHA256 = hashes.SHA256()
+_ECDSA_SHA256 = ec.ECDSA(_SHA256)
+_PADDINGS: dict[str, padding.AsymmetricPadding] = {
+    "RS256": padding.PKCS1v15(),
+    "PS256": padding.PSS(mgf=padding.MGF1(_SHA256), salt_length=padding.PSS.DIGEST_LENGTH),
+}
+
+
 def _verify_signature(alg: str, key: PublicKey, signature: bytes, signing_input: bytes) -> None:
-    if isinstance(key, ec.EllipticCurvePublicKey):
+    if alg == "ES256":
         if len(signature) != 64:
             raise InvalidSignature
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-        key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256()))
-    elif isinstance(key, rsa.RSAPublicKey):
-        pad: padding.AsymmetricPadding = (
-            padding.PKCS1v15()
-            if alg == "RS256"
-            else padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
-        )
-        key.verify(signature, signing_input, pad, hashes.SHA256())
+        cast(ec.EllipticCurvePublicKey, key).verify(encode_dss_signature(r, s), signing_input, _ECDSA_SHA256)
+    elif alg in _PADDINGS:
+        cast(rsa.RSAPublicKey, key).verify(signature, signing_input, _PADDINGS[alg], _SHA256)
     else:
-        key.verify(signature, signing_input)
+        cast(ed25519.Ed25519PublicKey, key).verify(signature, signing_input)
 
 
 class _HeaderError(JwtVerifierError):
@@ -423,101 +381,3 @@ def verify_proof(
     if not replay.add(replay_key(jti, proof_htu), iat + max_age + leeway, now):
         raise refuse("the DPoP proof was already used", Reason.DPOP_REPLAY)
     return Proof(jti=jti, htu=proof_htu, jkt=thumbprint, claims=claims)
-
-
-def bound_jkt(claims: Mapping[str, Any]) -> str | None:
-    """Return the `cnf.jkt` of verified token claims: the thumbprint of the key it is bound to, if any."""
-    cnf = claims.get("cnf")
-    if isinstance(cnf, dict):
-        jkt = cnf.get("jkt")
-        if isinstance(jkt, str):
-            return jkt
-    return None
-
-
-def refuse_bound_bearer(claims: Mapping[str, Any], algs: tuple[str, ...] = SUPPORTED_ALGORITHMS) -> None:
-    """Refuse the claims of a token sent as a bearer token if it is DPoP-bound (section 7.2)."""
-    if bound_jkt(claims) is not None:
-        raise DPoPInvalidToken(
-            "this token is DPoP-bound: send it as 'Authorization: DPoP <token>' with a DPoP proof",
-            algs=algs,
-            reason=Reason.DPOP_REQUIRED,
-        )
-
-
-class DPoPPolicy:
-    """An API's DPoP rules, as its protector applies them to each request (RFC 9449 section 7)."""
-
-    def __init__(
-        self,
-        *,
-        algorithms: Sequence[str],
-        max_age: int,
-        leeway: int,
-        required: bool,
-        replay: ReplayStore,
-        nonces: Nonces | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        unknown = set(algorithms) - set(SUPPORTED_ALGORITHMS)
-        if unknown or not algorithms:
-            raise ValueError(f"DPoP algorithms must be some of {', '.join(SUPPORTED_ALGORITHMS)}")
-        self.algs = tuple(algorithms)
-        self.max_age = max_age
-        self.leeway = leeway
-        self.required = required
-        self.replay = replay
-        self.nonces = nonces
-        self.clock = clock
-
-    @classmethod
-    def from_config(cls, config: VerifierConfig, *, clock: Callable[[], float] = time.time) -> DPoPPolicy:
-        """Build the policy a configuration describes (its replay store is opened on first use)."""
-        nonces = (
-            Nonces(config.dpop_nonce_secret, config.dpop_nonce_lifetime, clock) if config.dpop_nonce_secret else None
-        )
-        return cls(
-            algorithms=config.dpop_algorithms,
-            max_age=config.dpop_max_age,
-            leeway=config.leeway,
-            required=config.require_dpop,
-            replay=open_replay_store(config.dpop_replay_path, config.resource),
-            nonces=nonces,
-            clock=clock,
-        )
-
-    def check_bearer(self, claims: Mapping[str, Any]) -> None:
-        """Refuse a token sent as a bearer token if it is DPoP-bound, or if this API requires DPoP."""
-        refuse_bound_bearer(claims, self.algs)
-        if self.required:
-            raise DPoPInvalidToken(
-                "this API accepts only DPoP-bound tokens, as 'Authorization: DPoP <token>' with a DPoP proof",
-                algs=self.algs,
-                reason=Reason.DPOP_REQUIRED,
-            )
-
-    def check_proof(self, token: str, claims: Mapping[str, Any], request: DPoPRequest | None) -> Proof:
-        """Check the DPoP proof of a request made with `Authorization: DPoP <token>`."""
-        if request is None:
-            raise InvalidDPoPProof("this API cannot check DPoP proofs here", algs=self.algs)
-        proofs = request.proofs
-        if len(proofs) != 1:
-            raise InvalidDPoPProof("send exactly one DPoP header", algs=self.algs)
-        jkt = bound_jkt(claims)
-        if jkt is None:
-            raise DPoPInvalidToken(
-                "this token is not DPoP-bound: send it as a bearer token", algs=self.algs, reason=Reason.DPOP_BINDING
-            )
-        return verify_proof(
-            proofs[0].strip(),
-            method=request.method,
-            url=request.url,
-            access_token=token,
-            jkt=jkt,
-            now=self.clock(),
-            algs=self.algs,
-            max_age=self.max_age,
-            leeway=self.leeway,
-            replay=self.replay,
-            nonces=self.nonces,
-        )

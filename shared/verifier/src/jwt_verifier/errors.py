@@ -18,7 +18,7 @@ the message text. Callers catch a class, never read a status back.
     │   └── JwksFetchError        one JWKS fetch failed (the JWKS client keeps the keys it has)
     └── JwkError                  a JWK is not a usable RS256 verification key (also a ValueError)
 
-DPoP (RFC 9449) refusals are answered with a `WWW-Authenticate: DPoP` challenge naming the
+DPoP (RFC 9449) refusals (`DPoPError`, a `BearerError`) are answered with a `WWW-Authenticate: DPoP` challenge naming the
 proof algorithms accepted (`algs`, section 7.1): `InvalidDPoPProof` (401 invalid_dpop_proof),
 `UseDPoPNonce` (401 use_dpop_nonce with a `DPoP-Nonce` header, section 9), both `InvalidToken`s
 (the one "bad token" branch, with their own error code), and `DPoPInvalidToken` and
@@ -33,6 +33,7 @@ __all__ = [
     "REALM",
     "RETRY_AFTER_SECONDS",
     "BearerError",
+    "DPoPError",
     "DPoPInvalidToken",
     "DPoPMissingToken",
     "InsufficientScope",
@@ -260,8 +261,8 @@ def dpop_challenge(
     return "DPoP " + params
 
 
-class _DPoPScheme(BearerError):
-    """A refusal of a request made, or to be made, with the DPoP scheme: its challenge is `DPoP`."""
+class DPoPError(BearerError):
+    """A refusal of a request made, or to be made, with the DPoP scheme: its challenge is `DPoP` (RFC 9449 section 7.1)."""
 
     algs: tuple[str, ...] = ()
 
@@ -273,7 +274,7 @@ class _DPoPScheme(BearerError):
         )
 
 
-class InvalidDPoPProof(_DPoPScheme, InvalidToken):
+class InvalidDPoPProof(DPoPError, InvalidToken):
     """The request's DPoP proof must be refused (RFC 9449 section 7.1); `reason` says why."""
 
     error = challenge_error = "invalid_dpop_proof"
@@ -284,7 +285,7 @@ class InvalidDPoPProof(_DPoPScheme, InvalidToken):
         super().__init__(description, reason=reason)
 
 
-class UseDPoPNonce(_DPoPScheme, InvalidToken):
+class UseDPoPNonce(DPoPError, InvalidToken):
     """The proof lacks the server's current nonce (RFC 9449 section 9): retry with the one in `DPoP-Nonce`."""
 
     error = challenge_error = "use_dpop_nonce"
@@ -298,7 +299,7 @@ class UseDPoPNonce(_DPoPScheme, InvalidToken):
         self.headers["DPoP-Nonce"] = nonce
 
 
-class DPoPInvalidToken(_DPoPScheme, InvalidToken):
+class DPoPInvalidToken(DPoPError, InvalidToken):
     """The access token of a DPoP request (or a bearer token where only DPoP is accepted) must be refused."""
 
     def __init__(self, description: str, *, algs: tuple[str, ...] = (), reason: Reason = Reason.INVALID) -> None:
@@ -306,7 +307,7 @@ class DPoPInvalidToken(_DPoPScheme, InvalidToken):
         super().__init__(description, reason=reason)
 
 
-class DPoPMissingToken(_DPoPScheme, MissingToken):
+class DPoPMissingToken(DPoPError, MissingToken):
     """No token was sent to an API that accepts only DPoP-bound tokens."""
 
     def __init__(self, *, algs: tuple[str, ...] = ()) -> None:
