@@ -128,6 +128,8 @@ def test_refused_proofs_get_no_token(stack: Stack) -> None:
         "no jti": make_proof(key, "POST", url, jti=None),
         "a JWT of another type": make_proof(key, "POST", url, header={"typ": "JWT"}),
         "not a JWT": "not-a-proof",
+        "not ASCII": "\u00e9.\u00e9.\u00e9",
+        "JSON that is not an object": ".".join(["WzFd"] * 3),
     }
     for what, proof in proofs.items():
         response = _password(stack, proof)
