@@ -19,7 +19,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, introspect, oauth, oidc, protocol, prune, statuslist, wellknown
+from issuer import browser, dpop, introspect, oauth, oidc, protocol, prune, statuslist, wellknown
 from issuer.apis import ApiStore
 from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
@@ -104,6 +104,15 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         apis=apis,
         remote_keys=RemoteKeys(settings.url),
     ).init_app(app)
+
+    # RFC 9449 section 8: nonces every replica accepts, from the key-encryption key they share.
+    dpop.init_app(
+        app,
+        database,
+        nonce_secret=_subkey(keks[0], dpop.NONCE).hex(),
+        nonce_lifetime=settings.dpop_nonce_lifetime,
+        nonce_required=settings.dpop_nonce,
+    )
 
     if settings.prune_interval:
         prune.start(database, settings.prune_interval)  # in each worker: create_app runs after the fork

@@ -34,7 +34,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from issuer import extensions, oidc
+from issuer import dpop, extensions, oidc
 from issuer.apis import InvalidTarget
 from issuer.oidc import InvalidHint
 from issuer.opaque import secret_hash
@@ -64,6 +64,7 @@ AUTHORIZE_PARAMS = (
     "prompt",
     "max_age",
     "login_hint",
+    "dpop_jkt",
 )
 LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
 MAX_NONCE_LENGTH = 255
@@ -126,6 +127,8 @@ def authorize() -> Any:
     nonce = args["nonce"]
     if nonce is not None and not (0 < len(nonce) <= MAX_NONCE_LENGTH and nonce.isprintable() and nonce.isascii()):
         raise AuthorizationError(to, f"nonce must be 1-{MAX_NONCE_LENGTH} printable ASCII characters")
+    if args["dpop_jkt"] is not None and not dpop.JKT.fullmatch(args["dpop_jkt"]):
+        raise AuthorizationError(to, "dpop_jkt must be a JWK SHA-256 thumbprint, base64url (RFC 9449 section 10)")
     try:
         prompt = _prompt(args["prompt"])
         max_age = _max_age(args["max_age"])
@@ -166,6 +169,7 @@ def authorize() -> Any:
         challenge=args["code_challenge"] or "",
         session_hash=secret_hash(session["sid"]),
         nonce=nonce if oidc.is_openid(grant.scope) else None,
+        dpop_jkt=args["dpop_jkt"],
     )
     session.pop("authorize", None)
     log.info("issued authorization code", extra={"fields": {"sub": user.id, "client_id": client.client_id}})

@@ -294,6 +294,12 @@ def clients() -> None:
     is_flag=True,
     help="Accept plain http redirect URIs on hosts other than loopback (a test network; RFC 9700 2.1).",
 )
+@click.option(
+    "--require-dpop", is_flag=True, help="Issue the client DPoP-bound tokens only (RFC 9449): no proof, no token."
+)
+@click.option(
+    "--require-dpop-nonce", is_flag=True, help="The client's DPoP proofs must carry the issuer's nonce (RFC 9449 8)."
+)
 def clients_add(
     client_id: str,
     grants: tuple[str, ...],
@@ -306,6 +312,8 @@ def clients_add(
     secret_stdin: bool,
     replace: bool,
     allow_insecure_redirect: bool,
+    require_dpop: bool,
+    require_dpop_nonce: bool,
 ) -> None:
     """Register a client; without --jwks-file, --jwks-uri or --secret-stdin it is public (no credential).
 
@@ -334,6 +342,8 @@ def clients_add(
         jwks=_read_jwks(jwks_file) if jwks_file else None,
         jwks_uri=jwks_uri,
         post_logout_redirect_uris=post_logout_redirect_uris,
+        require_dpop=require_dpop,
+        require_dpop_nonce=require_dpop_nonce,
     )
     secret = _read_password() if secret_stdin else None
     settings = _settings()
@@ -350,8 +360,11 @@ def clients_add(
         except ClientError as exc:
             raise click.ClickException(str(exc)) from exc
     apis = f"; APIs: {_words(added.audiences)}" if added.audiences is not None else ""
+    dpop = "; DPoP-bound tokens only" if added.require_dpop else ""
+    dpop += "; DPoP nonces required" if added.require_dpop_nonce else ""
     click.echo(
-        f"{_done(existed)} client {added.client_id} ({added.auth_method}; grants: {_words(added.grant_types)}{apis})"
+        f"{_done(existed)} client {added.client_id} "
+        f"({added.auth_method}; grants: {_words(added.grant_types)}{apis}{dpop})"
     )
 
 
@@ -390,6 +403,8 @@ def clients_list() -> None:
                 f"  scope: {_words(client.scopes)}  audiences: {_words(client.audiences)}"
                 f"  redirect: {_words(client.redirect_uris)}"
                 f"  post-logout redirect: {_words(client.post_logout_redirect_uris)}"
+                f"  dpop_bound_access_tokens: {str(client.require_dpop).lower()}"
+                f"  dpop_nonce: {str(client.require_dpop_nonce).lower()}"
             )
 
 

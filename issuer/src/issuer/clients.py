@@ -65,6 +65,10 @@ class Client:
     jwks_uri: str | None = None
     # OpenID Connect RP-Initiated Logout: where the browser may go after logging out, exactly.
     post_logout_redirect_uris: tuple[str, ...] = ()
+    # RFC 9449 section 5.2 `dpop_bound_access_tokens`: no token without a DPoP proof.
+    require_dpop: bool = False
+    # RFC 9449 section 8: the client's proofs must carry a server nonce, whatever ISSUER_DPOP_NONCE says.
+    require_dpop_nonce: bool = False
 
     @property
     def name(self) -> str:
@@ -342,6 +346,8 @@ def _values(client: Client) -> dict[str, Any]:
         "jwks": client.jwks,
         "jwks_uri": client.jwks_uri,
         "created_at": int(time.time()),
+        "require_dpop": client.require_dpop,
+        "require_dpop_nonce": client.require_dpop_nonce,
     }
 
 
@@ -357,4 +363,6 @@ def _client(row: Row[Any], post_logout_redirect_uris: tuple[str, ...] = ()) -> C
         jwks=row.jwks,
         jwks_uri=row.jwks_uri,
         post_logout_redirect_uris=post_logout_redirect_uris,
+        require_dpop=bool(row.require_dpop),
+        require_dpop_nonce=bool(row.require_dpop_nonce),
     )

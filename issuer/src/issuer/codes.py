@@ -62,9 +62,16 @@ class AuthorizationCodes:
         self.database = database
 
     def issue(
-        self, grant: Grant, *, redirect_uri: str, challenge: str, session_hash: str | None, nonce: str | None = None
+        self,
+        grant: Grant,
+        *,
+        redirect_uri: str,
+        challenge: str,
+        session_hash: str | None,
+        nonce: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> str:
-        """Create a one-time code for a grant."""
+        """Create a one-time code for a grant; with `dpop_jkt`, only a DPoP proof by that key redeems it (RFC 9449 section 10)."""
         code = new_secret()
         with self.database.transaction() as conn:
             conn.execute(
@@ -79,11 +86,14 @@ class AuthorizationCodes:
                     expires_at=int(time.time()) + CODE_TTL,
                     audience=grant.audience,
                     nonce=nonce,
+                    dpop_jkt=dpop_jkt,
                 )
             )
         return code
 
-    def redeem(self, code: str, *, client_id: str, redirect_uri: str, verifier: str) -> Redeemed:
+    def redeem(
+        self, code: str, *, client_id: str, redirect_uri: str, verifier: str, dpop_jkt: str | None = None
+    ) -> Redeemed:
         """Spend a code, checking every binding, in the caller's transaction.
 
         Raises CodeMismatch when a binding does not match and CodeReused when the code was
@@ -108,6 +118,10 @@ class AuthorizationCodes:
                 raise CodeMismatch("redirect_uri does not match the authorization request")
             if not hmac.compare_digest(s256(verifier), row.code_challenge):
                 raise CodeMismatch("code_verifier does not match the code challenge")
+            if row.dpop_jkt is not None and (dpop_jkt is None or not hmac.compare_digest(row.dpop_jkt, dpop_jkt)):
+                raise CodeMismatch(
+                    "the authorization request's dpop_jkt names a key this request's DPoP proof is not by"
+                )
             family_id = uuid.uuid4().hex
             conn.execute(
                 update(authorization_codes)

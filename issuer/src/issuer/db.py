@@ -108,6 +108,8 @@ refresh_tokens = Table(
     Column("session_hash", String(64), index=True),
     Column("audience", Text),
     Index("refresh_tokens_family", "family_id"),
+    # RFC 9449 section 5: the thumbprint of the DPoP key a public client's tokens are bound to.
+    Column("dpop_jkt", String(64)),
 )
 
 # Owner: issuer.codes.AuthorizationCodes.
@@ -126,6 +128,7 @@ authorization_codes = Table(
     Column("family_id", String(32)),
     Column("audience", Text),
     Column("nonce", Text),  # OpenID Connect: echoed in the ID token
+    Column("dpop_jkt", String(64)),  # RFC 9449 section 10: the key the exchange must prove
 )
 
 # Owner: issuer.keys.KeyStore. The private half is encrypted (AES-256-GCM) under the
@@ -160,6 +163,8 @@ clients = Table(
     Column("jwks", Text),
     Column("jwks_uri", Text),
     Column("created_at", Integer, nullable=False),
+    Column("require_dpop", Boolean, server_default=false(), nullable=False),  # RFC 9449 section 5.2
+    Column("require_dpop_nonce", Boolean, server_default=false(), nullable=False),  # RFC 9449 section 8
 )
 
 # Owner: issuer.clients.ClientStore. Where a client may send the browser after an RP-initiated
@@ -177,6 +182,15 @@ client_assertions = Table(
     "client_assertions",
     metadata,
     Column("jti_hash", String(64), primary_key=True),
+    Column("expires_at", Integer, nullable=False, index=True),
+)
+
+# Owner: issuer.dpop.DPoPProofs. Each DPoP proof accepted at the token endpoint, by a hash of
+# its `jti` and `htu`, remembered until it would be refused as stale anyway (RFC 9449 section 11.1).
+dpop_proofs = Table(
+    "dpop_proofs",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
     Column("expires_at", Integer, nullable=False, index=True),
 )
 

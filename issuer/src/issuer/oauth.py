@@ -6,14 +6,14 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from issuer import extensions, oidc, statuslist
+from issuer import dpop, extensions, oidc, statuslist
 from issuer.apis import Api, InvalidTarget
 from issuer.client_auth import InvalidClient, authenticate_client
 from issuer.clients import DEFAULT_CLIENT_ID, Client
 from issuer.codes import CodeError, CodeMismatch, CodeReused
-from issuer.protocol import OAuthError
+from issuer.protocol import InvalidDPoPProof, OAuthError
 from issuer.ratelimit import note_failed_password, password_limits
-from issuer.tokens import Grant, RefreshError, mint_access_token
+from issuer.tokens import Grant, RefreshError, RefreshKeyMismatch, mint_access_token
 from issuer.users import UserError, parse_scope
 from shared import audit, metrics
 
@@ -126,6 +126,7 @@ def _token_response(
         audience=audience,
         ttl=settings.access_token_ttl,
         status=slot.claim(settings.url),
+        jkt=dpop.presented(),
     )
     metrics.TOKENS_ISSUED.labels(request.form.get("grant_type", ""), grant.client_id).inc()
     log.info(
@@ -134,7 +135,8 @@ def _token_response(
             "fields": {"sub": grant.subject, "client_id": grant.client_id, "jti": claims["jti"], "scope": grant.scope}
         },
     )
-    body = {"access_token": access_token, "token_type": "Bearer", "expires_in": settings.access_token_ttl}
+    token_type = "DPoP" if "cnf" in claims else "Bearer"  # RFC 9449 section 5
+    body = {"access_token": access_token, "token_type": token_type, "expires_in": settings.access_token_ttl}
     if refresh_token is not None:
         body["refresh_token"] = refresh_token
     id_token = oidc.id_token(grant, access_token, session_hash, nonce)
@@ -142,6 +144,7 @@ def _token_response(
         body["id_token"] = id_token
     response = jsonify(**body, scope=grant.scope)
     response.headers.update(NO_STORE)
+    response.headers.update(dpop.nonce_headers())
     return response
 
 
@@ -160,7 +163,7 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
     audit.emit("login.succeeded", subject=user.username, subject_id=user.id, client=client.client_id)
     scope = _for_api(_scope(params.get("scope"), client.narrow(user.scopes & api.scopes)), api)
     grant = Grant(user.id, user.username, client.client_id, scope, api.audience)
-    return _token_response(grant, extensions.current().refresh_tokens.issue(grant))
+    return _token_response(grant, extensions.current().refresh_tokens.issue(grant, dpop_jkt=dpop.bound_to(client)))
 
 
 def _refresh_grant(params: dict[str, str], client: Client) -> Response:
@@ -176,7 +179,14 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
         return kept
 
     try:
-        grant, successor = extensions.current().refresh_tokens.rotate(token, client.client_id, narrow)
+        grant, successor = extensions.current().refresh_tokens.rotate(
+            token, client.client_id, narrow, dpop_jkt=dpop.presented()
+        )
+    except RefreshKeyMismatch as exc:
+        log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
+        if dpop.presented() is None:
+            raise InvalidDPoPProof("this refresh token is DPoP-bound: send a DPoP proof by its key") from exc
+        raise OAuthError(str(exc), error="invalid_grant") from exc
     except RefreshError as exc:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
@@ -228,14 +238,21 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
         # One commit: the code is spent and the refresh token it grants is stored together.
         with extensions.current().database.transaction():
             redeemed = extensions.current().authorization_codes.redeem(
-                code, client_id=client.client_id, redirect_uri=redirect_uri, verifier=verifier
+                code,
+                client_id=client.client_id,
+                redirect_uri=redirect_uri,
+                verifier=verifier,
+                dpop_jkt=dpop.presented(),
             )
             # Narrowed like a refresh: the registrations may have changed since the consent.
             # Refused inside the transaction: the code stays unspent (a `resource` of another
             # API is the client's mistake; a registration change refuses it again until undone).
             grant, _ = _narrowed(redeemed.grant, client, params.get("resource"), None, "this code")
             refresh_token = extensions.current().refresh_tokens.issue(
-                grant, family_id=redeemed.family_id, session_hash=redeemed.session_hash
+                grant,
+                family_id=redeemed.family_id,
+                session_hash=redeemed.session_hash,
+                dpop_jkt=dpop.bound_to(client),
             )
     except CodeReused as exc:
         # A second use means the code leaked: revoke what its first use gave out (RFC 6749 4.1.2).
@@ -312,6 +329,8 @@ def _token() -> Response:
     client = _authenticated_client(params)
     if grant_type not in client.grant_types:
         raise OAuthError("the client may not use this grant type", error="unauthorized_client")
+    # RFC 9449 section 5: a proof makes the access token DPoP-bound (and a public client's refresh token).
+    dpop.check_token_request(client, f"{extensions.current().settings.url}/token")
     return handler(params, client)
 
 

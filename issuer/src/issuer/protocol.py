@@ -120,3 +120,21 @@ def _render(exc: OAuthError) -> Response:
 def init_app(app: Flask) -> None:
     """Render every OAuth error of the issuer as the error itself says: JSON, a redirect to the client, or a page."""
     app.register_error_handler(OAuthError, _render)
+
+
+class InvalidDPoPProof(OAuthError):
+    """The token request's DPoP proof is missing, malformed or refused (RFC 9449 section 5: 400 invalid_dpop_proof)."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonce(OAuthError):
+    """The DPoP proof must carry the issuer's current nonce, sent in `DPoP-Nonce` (RFC 9449 section 8)."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, nonce: str) -> None:
+        super().__init__(
+            "the DPoP proof must carry the issuer's nonce: retry with the one in the DPoP-Nonce header",
+            headers={"DPoP-Nonce": nonce},
+        )

@@ -190,6 +190,11 @@ class IssuerSettings:
     status_list_validity: int = setting(
         "STATUS_LIST_VALIDITY", 24 * 3600, parse=integer(60, 30 * 24 * 3600), doc="seconds a list takes new indexes"
     )
+    # DPoP (issuer.dpop): proofs at the token endpoint must carry a server nonce (RFC 9449 section 8).
+    dpop_nonce: bool = setting("DPOP_NONCE", False, parse=boolean, doc="DPoP proofs at /token need a server nonce")
+    dpop_nonce_lifetime: int = setting(
+        "DPOP_NONCE_LIFETIME", 300, parse=integer(10, 3600), doc="seconds a nonce period lasts"
+    )
 
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""

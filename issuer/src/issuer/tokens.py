@@ -10,6 +10,7 @@ often it is refreshed.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import time
 import uuid
@@ -59,6 +60,10 @@ class RefreshReused(RefreshError):
     """A used refresh token came back after the reuse grace: its family has been revoked."""
 
 
+class RefreshKeyMismatch(RefreshError):
+    """The refresh token is DPoP-bound (RFC 9449 section 5) and the request proved no key, or another one."""
+
+
 def mint_access_token(
     key: SigningKey,
     grant: Grant,
@@ -68,8 +73,9 @@ def mint_access_token(
     ttl: int,
     now: int | None = None,
     status: dict[str, Any] | None = None,
+    jkt: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Sign an RFC 9068 access token; return it with its claims.
+    """Sign an RFC 9068 access token, bound to the DPoP key `jkt` if given (RFC 9449 `cnf.jkt`); return it with its claims.
 
     `issuer.jose` signs, with header `typ` `at+jwt` (RFC 9068 section 2.1).
     """
@@ -88,6 +94,8 @@ def mint_access_token(
         claims["preferred_username"] = grant.username  # what an API shows; RFC 9068 section 2.2.3.1 allows it
     if status is not None:
         claims["status"] = status  # draft-ietf-oauth-status-list-21 section 6.1 (issuer.statuslist)
+    if jkt is not None:
+        claims["cnf"] = {"jkt": jkt}  # RFC 9449 section 6.1
     return sign(key, ACCESS_TOKEN, claims), claims
 
 
@@ -168,17 +176,27 @@ class RefreshTokens:
     successor_key: bytes = field(repr=False)
     previous_successor_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
-    def issue(self, grant: Grant, *, session_hash: str | None = None, family_id: str | None = None) -> str:
+    def issue(
+        self,
+        grant: Grant,
+        *,
+        session_hash: str | None = None,
+        family_id: str | None = None,
+        dpop_jkt: str | None = None,
+    ) -> str:
         """Start a new family with a first refresh token; return the token.
 
         A token born of a browser login records that login session: revoking the token
         (the resource's "Log out") ends the session at the issuer too, and ending the
-        session (the issuer's own logout) revokes the token.
+        session (the issuer's own logout) revokes the token. A family bound to a DPoP key
+        (`dpop_jkt`) is refreshed only with a proof by that key (RFC 9449 section 5).
         """
         token = new_secret()
         now = int(time.time())
         with self.database.transaction() as conn:
-            self._insert(conn, token, grant, family_id or uuid.uuid4().hex, now, now + self.family_ttl, session_hash)
+            self._insert(
+                conn, token, grant, family_id or uuid.uuid4().hex, now, now + self.family_ttl, session_hash, dpop_jkt
+            )
         return token
 
     def _insert(
@@ -190,6 +208,7 @@ class RefreshTokens:
         now: int,
         family_expires_at: int,
         session_hash: str | None,
+        dpop_jkt: str | None = None,
     ) -> None:
         conn.execute(
             insert(refresh_tokens).values(
@@ -203,17 +222,24 @@ class RefreshTokens:
                 family_expires_at=family_expires_at,
                 session_hash=session_hash,
                 audience=grant.audience,
+                dpop_jkt=dpop_jkt,
             )
         )
 
     def rotate(
-        self, token: str, client_id: str, narrow: Callable[[Grant], Grant] = lambda grant: grant
+        self,
+        token: str,
+        client_id: str,
+        narrow: Callable[[Grant], Grant] = lambda grant: grant,
+        *,
+        dpop_jkt: str | None = None,
     ) -> tuple[Grant, str]:
         """Spend a refresh token and return its grant, as `narrow` leaves it, with the successor token.
 
         `narrow` runs inside the transaction: what it raises leaves the token unspent. The
         successor holds the narrowed grant, so a grant narrowed once stays narrowed (RFC 6749
-        section 6: never more than originally granted).
+        section 6: never more than originally granted). A token bound to a DPoP key needs
+        `dpop_jkt`, the key the request proved, to be that key; its successor is bound to it too.
         """
         now = int(time.time())
         successor = derived_secret(self.successor_key, self.SUCCESSOR, token)
@@ -223,6 +249,9 @@ class RefreshTokens:
                 raise RefreshError("the refresh token is not known")
             if row.client_id != client_id:
                 raise RefreshError("the refresh token was issued to another client")
+            if row.dpop_jkt is not None and (dpop_jkt is None or not hmac.compare_digest(row.dpop_jkt, dpop_jkt)):
+                # Before any reuse detection: a copy without the key cannot revoke the family either.
+                raise RefreshKeyMismatch("the refresh token is bound to a DPoP key this request did not prove")
             if row.revoked_at is not None:
                 raise RefreshError("the refresh token has been revoked")
             if row.family_expires_at <= now:
@@ -244,7 +273,9 @@ class RefreshTokens:
                     raise RefreshError("the refresh token has expired")
                 narrowed = narrow(grant)
                 stamp(conn, refresh_tokens.c.used_at, refresh_tokens.c.token_hash == row.token_hash, now=now)
-                self._insert(conn, successor, narrowed, row.family_id, now, row.family_expires_at, row.session_hash)
+                self._insert(
+                    conn, successor, narrowed, row.family_id, now, row.family_expires_at, row.session_hash, row.dpop_jkt
+                )
                 return narrowed, successor
         # Raised once the revocation has committed.
         metrics.REFRESH_REUSE.inc()

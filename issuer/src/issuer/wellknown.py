@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from issuer import extensions, oidc
+from jwt_verifier.dpop import SUPPORTED_ALGORITHMS as DPOP_ALGORITHMS
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def _oauth_metadata() -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": ["none"],
         # draft-ietf-oauth-status-list-21 section 9: where the lists live tokens refer to are listed.
         "status_list_aggregation_endpoint": f"{url}/statuslists",
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),  # RFC 9449 section 5.1
     }
     introspection = current_app.extensions.get("issuer.introspection")
     if introspection is not None and introspection.enabled:

@@ -375,7 +375,8 @@ def test_clients_add_with_a_jwks_file_registers_a_private_key_jwt_client(
     listing = runner.invoke(main, ["clients", "list"]).output.splitlines()
     assert (
         "reports  private_key_jwt  grants: client_credentials  scope: orders:read  audiences: orders-api"
-        "  redirect: (none)  post-logout redirect: (none)" in listing
+        "  redirect: (none)  post-logout redirect: (none)  dpop_bound_access_tokens: false  dpop_nonce: false"
+        in listing
     )
 
 

@@ -205,3 +205,12 @@ def test_the_web_clients_post_logout_redirect_uris_come_from_their_variable() ->
 def test_a_plain_http_web_redirect_uri_off_loopback_needs_the_operators_consent() -> None:
     env = {"ISSUER_WEB_REDIRECT_URIS": "http://rs.example/callback", "ISSUER_ALLOW_INSECURE_REDIRECTS": "true"}
     assert IssuerSettings.from_env(env).web_redirect_uris == ("http://rs.example/callback",)
+
+
+def test_dpop_nonces_are_off_unless_asked_for() -> None:
+    assert IssuerSettings.from_env({}).dpop_nonce is False
+    on = IssuerSettings.from_env({"ISSUER_DPOP_NONCE": "true", "ISSUER_DPOP_NONCE_LIFETIME": "60"})
+    assert (on.dpop_nonce, on.dpop_nonce_lifetime) == (True, 60)
+    for name, value in (("ISSUER_DPOP_NONCE", "maybe"), ("ISSUER_DPOP_NONCE_LIFETIME", "5")):
+        with pytest.raises(SettingsError, match=f"^{name} must"):
+            IssuerSettings.from_env({name: value})
