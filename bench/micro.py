@@ -279,7 +279,9 @@ def main() -> None:
         print(f"{label:75s} {us:8.2f} µs {ratio:6.2f}x")
     first = results["verify_first_us"] / results["rsa_verify_us"]
     verdict = "met" if first <= FIRST_SIGHT_TARGET else "MISSED"
-    print(f"{'first sight (cache off) over raw RSA-2048 verify, target':75s} {first:6.2f}x ≤ {FIRST_SIGHT_TARGET}x {verdict}")
+    print(
+        f"{'first sight (cache off) over raw RSA-2048 verify, target':75s} {first:6.2f}x ≤ {FIRST_SIGHT_TARGET}x {verdict}"
+    )
     print(f"{'mint_access_token over raw RSA-2048 sign':75s} {results['mint_us']:8.0f} µs", end=" ")
     print(f"{results['mint_us'] / results['rsa_sign_us']:6.2f}x")
 
