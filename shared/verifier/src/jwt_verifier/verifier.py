@@ -26,7 +26,8 @@ How, and how fast (see docs/performance.md):
 - The signature is checked by `cryptography` directly (RSASSA-PKCS1-v1_5 with SHA-256, the
   padding and hash objects built once), as PyJWT's RS256 algorithm object would check it. The
   compact serialization and the claims are handled here, by PyJWT's own rules, because PyJWT
-  2.15's per-character base64url check alone costs more than the RSA verify: `_segment` checks
+  2.15's per-character base64url check alone costs more than the RSA verify: `_segment` (its rules
+  spelled out in `Verifier._verify` for the payload and signature) checks
   the alphabet (in the C decoder's own strict pass) and the canonical encoding, and
   `_claims_of` applies the claim rules on an injectable clock, the common case first and
   without raising. The unit tests hold this path to accepting and rejecting exactly what
