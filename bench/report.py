@@ -10,7 +10,9 @@ from typing import Any
 
 from bench import micro
 
-FIRST_SIGHT_TARGET = 1.6  # times the raw RSA verify
+FIRST_SIGHT_TARGET = micro.FIRST_SIGHT_TARGET  # times the raw RSA verify (issue 20)
+REPEATED_TOKEN_TARGET = 0.9  # of the plain endpoint's throughput, the same token on every request
+NEW_TOKEN_TARGET = 0.75  # of the plain endpoint's throughput, a new token on every request
 
 
 def machine() -> str:
@@ -95,15 +97,15 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]
             "3a. `/api/me`, repeated token",
             http_figure(repeated),
             f"{repeated['ratio_to_plain']:.2f} {cpu_ratio(repeated)}",
-            "≥ 0.9",
-            repeated["ratio_to_plain"] >= 0.9,
+            f"≥ {REPEATED_TOKEN_TARGET}",
+            repeated["ratio_to_plain"] >= REPEATED_TOKEN_TARGET,
         ),
         (
             "3b. `/api/me`, new token every request",
             http_figure(new),
             f"{new['ratio_to_plain']:.2f} {cpu_ratio(new)}",
-            "≥ 0.75",
-            new["ratio_to_plain"] >= 0.75,
+            f"≥ {NEW_TOKEN_TARGET}",
+            new["ratio_to_plain"] >= NEW_TOKEN_TARGET,
         ),
         (
             "4. `/api/me`, introspection (CPU: resource + issuer)",
@@ -169,15 +171,15 @@ def reports_rows(reports: dict[str, Any]) -> list[tuple[str, str, str, str, bool
             "8a. reports `/api/caller` (protected), repeated token",
             figure(repeated),
             f"{repeated['ratio_to_plain']:.2f} {cpu(repeated)}",
-            "≥ 0.9",
-            repeated["ratio_to_plain"] >= 0.9,
+            f"≥ {REPEATED_TOKEN_TARGET}",
+            repeated["ratio_to_plain"] >= REPEATED_TOKEN_TARGET,
         ),
         (
             "8b. reports `/api/caller`, new token every request",
             figure(new),
             f"{new['ratio_to_plain']:.2f} {cpu(new)}",
-            "≥ 0.75",
-            new["ratio_to_plain"] >= 0.75,
+            f"≥ {NEW_TOKEN_TARGET}",
+            new["ratio_to_plain"] >= NEW_TOKEN_TARGET,
         ),
     ]
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -103,12 +103,13 @@ class _BearerScheme(HTTPBearer):
         return None
 
 
-bearer_scheme = _BearerScheme(
-    bearerFormat="JWT",
-    scheme_name="bearerAuth",
-    description="An access token from the issuer (RFC 9068), as `Authorization: Bearer <token>` (RFC 6750).",
-    auto_error=False,
-)
+_SCHEME: dict[str, Any] = {
+    "bearerFormat": "JWT",
+    "scheme_name": "bearerAuth",
+    "description": "An access token from the issuer (RFC 9068), as `Authorization: Bearer <token>` (RFC 6750).",
+    "auto_error": False,
+}
+bearer_scheme = _BearerScheme(**_SCHEME)
 
 
 class BearerAuth:
@@ -153,8 +154,22 @@ def require_scope(scope: str | None = None) -> Callable[..., Awaitable[Claims]]:
     given a `BearerAuth.init_app`. Refusals are raised as the library's errors and rendered by
     the handler `init_app` installs.
     """
+    return _VerifiedClaims(scope)
 
-    async def verified_claims(request: Request, _: Annotated[None, Depends(bearer_scheme)]) -> Claims:
+
+class _VerifiedClaims(HTTPBearer):
+    """What `require_scope` returns: a dependency yielding the verified claims, and to OpenAPI the bearer scheme.
+
+    Being the scheme itself, rather than depending on `bearer_scheme`, spares FastAPI one level
+    of dependency solving on every request (about a tenth of a small endpoint's time).
+    """
+
+    def __init__(self, scope: str | None) -> None:
+        super().__init__(**_SCHEME)
+        self.scope = scope
+
+    async def __call__(self, request: Request) -> Claims:  # type: ignore[override]
+        """Return the claims of the request's verified token (on the loop when its key is held)."""
         found = protection(request.app)
         authorization = request.headers.getlist("authorization")
         cookies = request.cookies if found.protector.cookie is not None else None
@@ -162,14 +177,12 @@ def require_scope(scope: str | None = None) -> Callable[..., Awaitable[Claims]]:
         dpop = dpop_request(found.config.resource, request.method, request.url.path, proofs)
         if found.local:
             try:
-                return found.protector.authenticate(authorization, cookies, scope, dpop=dpop)
+                return found.protector.authenticate(authorization, cookies, self.scope, dpop=dpop)
             except (_FetchNeeded, StatusFetchNeeded):
                 pass  # the key or the token's status list must be fetched: off the loop
         return await run_in_threadpool(
-            functools.partial(found.protector.authenticate, authorization, cookies, scope, dpop=dpop)
+            functools.partial(found.protector.authenticate, authorization, cookies, self.scope, dpop=dpop)
         )
-
-    return verified_claims
 
 
 async def readiness(request: Request) -> JSONResponse:

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jwt_verifier.errors import InvalidToken, JwkError, Reason
-from jwt_verifier.verifier import _PKCS1V15, _SHA256, _header, _segment, _split, strict_json
+from jwt_verifier.verifier import _MALFORMED, _PKCS1V15, _SHA256, _header, _segment, strict_json
 
 ALGORITHM = "RS256"
 MIN_RSA_BITS = 2048
@@ -112,6 +112,18 @@ class CompactJws:
     claims: dict[str, Any]
     signing_input: bytes
     signature: bytes
+
+
+def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """Return (header, payload, signing input, signature) segments, split as the verifier does."""
+    # A compact JWS is base64url and dots only; a surrogate would not even encode.
+    if not token.isascii():
+        raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
+    signing_input, _, signature = token.encode("ascii").rpartition(b".")
+    segments = signing_input.split(b".")
+    if len(segments) != 2:
+        raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
+    return segments[0], segments[1], signing_input, signature
 
 
 def parse_compact(token: str) -> CompactJws:

@@ -27,7 +27,8 @@ How, and how fast (see docs/performance.md):
 - The signature is checked by `cryptography` directly (RSASSA-PKCS1-v1_5 with SHA-256, the
   padding and hash objects built once), as PyJWT's RS256 algorithm object would check it. The
   compact serialization and the claims are handled here, by PyJWT's own rules, because PyJWT
-  2.15's per-character base64url check alone costs more than the RSA verify: `_segment` checks
+  2.15's per-character base64url check alone costs more than the RSA verify: `_segment` (its rules
+  spelled out in `Verifier._verify` for the payload and signature) checks
   the alphabet (in the C decoder's own strict pass) and the canonical encoding, and
   `_claims_of` applies the claim rules on an injectable clock, the common case first and
   without raising. The unit tests hold this path to accepting and rejecting exactly what
@@ -137,6 +138,7 @@ _CANONICAL_LAST = {
     3: frozenset(b"AEIMQUYcgkosw048"),
 }
 _MALFORMED = "the token is not a well-formed JWS compact serialization"
+_KNOWN: dict[str, Any] = {}  # stands for a header whose kid is already known (never read)
 
 
 def _segment(raw: bytes) -> bytes:
@@ -156,18 +158,6 @@ def _segment(raw: bytes) -> bytes:
         return binascii.a2b_base64(standard, strict_mode=True)
     except binascii.Error as exc:
         raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED) from exc
-
-
-def _split(token: str) -> tuple[bytes, bytes, bytes, bytes]:
-    """Return (header, payload, signing input, signature) segments, split as PyJWT does."""
-    # A compact JWS is base64url and dots only; a surrogate would not even encode.
-    if not token.isascii():
-        raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
-    signing_input, _, signature = token.encode("ascii").rpartition(b".")
-    segments = signing_input.split(b".")
-    if len(segments) != 2:
-        raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
-    return segments[0], segments[1], signing_input, signature
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -381,23 +371,46 @@ class Verifier:
         return dict(claims)
 
     def _verify(self, token: str) -> tuple[dict[str, Any], str, rsa.RSAPublicKey]:
-        header_segment, payload_segment, signing_input, signature_segment = _split(token)
+        # The common path runs in this one frame: the split (exactly three segments, as PyJWT
+        # splits) and `_segment`'s rules for the payload and signature are spelled out here, as a
+        # call per step cost about as much as the step.
+        if not token.isascii():
+            raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
+        signing_input, _, signature_segment = token.encode("ascii").rpartition(b".")
+        segments = signing_input.split(b".")
+        if len(segments) != 2:
+            raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
+        header_segment, payload_segment = segments
         # Each issuer key yields one header: remember the kid of headers that verified.
-        known = self._known_headers.get(header_segment)
-        if known is None:
-            header = _header(header_segment)
-            payload, signature = _segment(payload_segment), _segment(signature_segment)
+        kid = self._known_headers.get(header_segment)
+        known = kid is not None
+        header = _header(header_segment) if kid is None else _KNOWN
+        payload = payload_segment.translate(_TO_STANDARD)
+        signature = signature_segment.translate(_TO_STANDARD)
+        rest = len(payload) & 3
+        if rest:
+            if rest == 1 or payload[-1] not in _CANONICAL_LAST[rest]:
+                raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
+            payload += _PADDING[rest]
+        rest = len(signature) & 3
+        if rest:
+            if rest == 1 or signature[-1] not in _CANONICAL_LAST[rest]:
+                raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED)
+            signature += _PADDING[rest]
+        try:
+            payload = binascii.a2b_base64(payload, strict_mode=True)
+            signature = binascii.a2b_base64(signature, strict_mode=True)
+        except binascii.Error as exc:
+            raise InvalidToken(_MALFORMED, reason=Reason.MALFORMED) from exc
+        if kid is None:
             kid = _kid_of(header)
-        else:
-            kid = known
-            payload, signature = _segment(payload_segment), _segment(signature_segment)
         key = self.keys.get(kid)
         try:
             key.verify(signature, signing_input, _PKCS1V15, _SHA256)
         except InvalidSignature:
             raise InvalidToken("the token's signature is invalid", reason=Reason.BAD_SIGNATURE) from None
         claims = self._claims_of(payload)
-        if known is None:
+        if not known:
             if len(self._known_headers) >= MAX_KNOWN_HEADERS:
                 self._known_headers = {}
             self._known_headers[header_segment] = kid
@@ -422,30 +435,32 @@ class Verifier:
         if iss is None or aud is None or exp is None or iat is None or sub is None or jti is None:
             name = next(name for name in REQUIRED_CLAIMS if get(name) is None)
             raise InvalidToken(f"the token lacks the required '{name}' claim", reason=Reason.BAD_CLAIMS)
+        leeway = self.leeway
         now = self.clock()
         if type(iat) is not int or not 0 <= iat < MAX_NUMERIC_DATE:
             iat = _integer(iat)
-        if iat > now + self.leeway:
+        if iat > now + leeway:
             raise InvalidToken("the token is not valid yet", reason=Reason.NOT_YET_VALID)
-        if "nbf" in claims and _integer(claims["nbf"]) > now + self.leeway:
+        if "nbf" in claims and _integer(claims["nbf"]) > now + leeway:
             raise InvalidToken("the token is not valid yet", reason=Reason.NOT_YET_VALID)
         if type(exp) is not int or not 0 <= exp < MAX_NUMERIC_DATE:
             exp = _integer(exp)
-        if exp <= now - self.leeway:
+        if exp <= now - leeway:
             raise TokenExpired()
         if exp - iat > self.max_lifetime:
             raise InvalidToken("the token's lifetime is longer than this server accepts", reason=Reason.BAD_CLAIMS)
-        if not isinstance(iss, str) or iss != self.issuer:
+        # A JSON value equal to a string is that string: no type test is needed when they are equal.
+        if iss != self.issuer:
             raise InvalidToken("the token was not issued by the trusted issuer", reason=Reason.WRONG_ISSUER)
-        if not aud or aud != self.audience:
+        if aud != self.audience:
             _check_audience(aud, self.audience)
-        if not isinstance(sub, str) or not sub:
+        if type(sub) is not str or not sub:
             raise InvalidToken("the 'sub' claim must be a non-empty string", reason=Reason.BAD_CLAIMS)
-        if not isinstance(jti, str) or not jti:
+        if type(jti) is not str or not jti:
             raise InvalidToken("the 'jti' claim must be a non-empty string", reason=Reason.BAD_CLAIMS)
-        if not isinstance(get("scope", ""), str):
+        if type(get("scope", "")) is not str:
             raise InvalidToken("the 'scope' claim must be a string", reason=Reason.BAD_CLAIMS)
-        if not isinstance(get("client_id", ""), str):
+        if type(get("client_id", "")) is not str:
             raise InvalidToken("the 'client_id' claim must be a string", reason=Reason.BAD_CLAIMS)
         return claims
 

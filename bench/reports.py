@@ -1,0 +1,49 @@
+"""Only the reports API's rows (8, 8a, 8b): `python -m bench.reports`, in about half a minute.
+
+Starts the issuer and the reports API (four uvicorn workers) under gunicorn on 127.0.0.1, then
+drives the unprotected `/healthz` and the protected `/api/caller` (the same token on every
+request, then a new token on every request) with wrk in `BENCH_ROUNDS` interleaved rounds of
+`BENCH_SECONDS` each, and prints each ratio beside its target, as `make bench` does.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from bench import report
+from bench.__main__ import ISSUER_URL, REPO, reports_http, reports_service, say
+from tests.support.processes import GunicornService, issuer_process
+
+
+def main() -> int:
+    """Measure and print the reports rows."""
+    run_dir = REPO / "var" / "bench" / f"reports-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True)
+    data_dir = run_dir / "issuer"
+    issuer = issuer_process(
+        run_dir,
+        public_url=ISSUER_URL,
+        data_dir=data_dir,
+        env={"ISSUER_ARGON2_TIME_COST": "1", "ISSUER_ARGON2_MEMORY_KIB": "8192"},
+        workers=1,
+        threads=2,
+    )
+    services: list[GunicornService] = [issuer]
+    try:
+        issuer.start().wait_answering(timeout=60)
+        reports = reports_service(run_dir, issuer)
+        services.append(reports)
+        measured = reports_http(reports, data_dir, run_dir)
+    finally:
+        for service in services:
+            service.stop()
+    for measure, figure, ratio, target, met in report.reports_rows(measured):
+        verdict = "" if met is None else ("met" if met else "MISSED")
+        print(f"{measure:60s} {figure:32s} {ratio:18s} {target:7s} {verdict}")
+    say(f"rounds (rps): { {name: run['rounds'] for name, run in measured.items() if isinstance(run, dict)} }")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
