@@ -8,6 +8,7 @@ from jwt_verifier import fastapi as fastapi_integration
 from jwt_verifier import flask as flask_integration
 from jwt_verifier.config import VerifierConfig
 from jwt_verifier.protection import Protection, build
+from jwt_verifier.status import StatusChecked
 from jwt_verifier.verifier import Verifier
 
 CONFIG = VerifierConfig(
@@ -36,8 +37,11 @@ def test_build_wires_the_config_into_a_local_verifier_and_protector() -> None:
     found = build(CONFIG, cookie="access")
     try:
         assert found.local
-        assert isinstance(found.verifier, Verifier)
-        assert (found.verifier.issuer, found.verifier.audience, found.verifier.leeway) == (
+        # A local verifier checks token status lists around the library's Verifier.
+        assert isinstance(found.verifier, StatusChecked)
+        inner = found.verifier.inner
+        assert isinstance(inner, Verifier)
+        assert (inner.issuer, inner.audience, inner.leeway) == (
             "https://issuer.example",
             "orders-api",
             3,
