@@ -584,8 +584,14 @@ def test_a_cached_token_is_refused_once_its_entry_is_revoked(
     assert token in verifier.cache  # the signature stays verified; the status is checked on each use
 
 
-def _token(server: StatusServer, key: rsa.RSAPrivateKey, uri: str, idx: int, scope: str = "profile") -> str:
-    return sign(make_claims(issuer=server.base_url, audience=AUDIENCE, scope=scope, **_ref(uri, idx)), key)
+def _token(
+    server: StatusServer, key: rsa.RSAPrivateKey, uri: str, idx: int, *, scope: str = "profile", **claims: Any
+) -> str:
+    return sign(make_claims(issuer=server.base_url, audience=AUDIENCE, scope=scope, **_ref(uri, idx), **claims), key)
+
+
+# Minted an hour ago: its own `iat` vouches for nothing within the default stale window.
+HOUR_OLD: dict[str, Any] = {"iat": int(time.time()) - 3600, "exp": int(time.time()) + 300}
 
 
 def test_the_flask_integration_answers_401_revoked_and_503_never_500(
@@ -618,7 +624,9 @@ def test_the_flask_integration_answers_401_revoked_and_503_never_500(
         server.down = True
         other = _put(server, rsa_key, "2", [0])
         unavailable = requests.get(
-            f"{web.base_url}/me", headers={"Authorization": f"Bearer {_token(server, rsa_key, other, 0)}"}, timeout=10
+            f"{web.base_url}/me",
+            headers={"Authorization": f"Bearer {_token(server, rsa_key, other, 0, **HOUR_OLD)}"},
+            timeout=10,
         )
         assert unavailable.status_code == 503
         assert unavailable.headers["Retry-After"]
@@ -654,7 +662,9 @@ def test_the_fastapi_integration_fetches_off_the_loop_and_refuses_revoked_tokens
         server.down = True
         other = _put(server, rsa_key, "2", [0])
         unavailable = requests.get(
-            f"{base_url}/me", headers={"Authorization": f"Bearer {_token(server, rsa_key, other, 0)}"}, timeout=10
+            f"{base_url}/me",
+            headers={"Authorization": f"Bearer {_token(server, rsa_key, other, 0, **HOUR_OLD)}"},
+            timeout=10,
         )
         assert unavailable.status_code == 503
         assert unavailable.headers["Retry-After"]
@@ -662,3 +672,37 @@ def test_the_fastapi_integration_fetches_off_the_loop_and_refuses_revoked_tokens
     assert isinstance(verifier, StatusChecked)
     verifier.lists.stop()
     assert server.count("/statuslists/1") >= 1
+
+
+# -- a token's own iat: the issuer vouched for it then -----------------------------------------
+
+
+def test_a_token_issued_within_the_stale_window_is_accepted_while_its_list_cannot_be_had(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey, now: FakeClock
+) -> None:
+    # The issuer stopped right after minting it: the list was never fetched, but the token was
+    # valid at its iat, as fresh a status as a list fetched then would give.
+    uri = _put(server, rsa_key, "1", [0])
+    server.down = True
+    lists = make_lists(status_stale_seconds=30)
+    lists.check({**_ref(uri, 0), "iat": int(now()) - 5})
+    with pytest.raises(StatusUnavailable):
+        lists.check({**_ref(uri, 0), "iat": int(now()) - 31})
+    with pytest.raises(StatusUnavailable):  # no iat, or not a number: nothing vouches for it
+        lists.check({**_ref(uri, 0), "iat": "recent"})
+
+
+def test_a_stale_list_still_refuses_what_it_revoked_and_accepts_only_recent_tokens(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey, now: FakeClock
+) -> None:
+    uri = _put(server, rsa_key, "1", [0, 1])
+    lists = make_lists(status_stale_seconds=10)
+    lists.check(_ref(uri, 0))
+    server.down = True
+    now.advance(15)
+    lists.refresh_due()
+    with pytest.raises(TokenRevoked):
+        lists.check({**_ref(uri, 1), "iat": int(now())})
+    lists.check({**_ref(uri, 0), "iat": int(now()) - 2})
+    with pytest.raises(StatusUnavailable):
+        lists.check({**_ref(uri, 0), "iat": int(now()) - 60})

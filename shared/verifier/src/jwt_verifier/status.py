@@ -28,8 +28,10 @@ cache hit included, looks its entry up (a dict lookup and a shift). The rules:
   before is kept and the failure counts as an outage.
 - Outages: a held list is used for `status_stale_seconds` after its last successful refresh
   (and after its `exp`); after that, and for a list never fetched, tokens naming it get
-  `StatusUnavailable` (503, reason `status_unavailable`, `Retry-After`). Never a fail-open
-  past that window, never a 500. Each list's failure is logged once per outage, and its
+  `StatusUnavailable` (503, reason `status_unavailable`, `Retry-After`), unless the token's
+  own `iat` is within that window: the issuer vouched for it then, status as fresh as a list
+  fetched at that moment (so a token minted just before the issuer stopped is served). A bit
+  a list set is always refused. Never a fail-open past that window, never a 500. Each list's failure is logged once per outage, and its
   recovery once.
 """
 
@@ -155,18 +157,35 @@ class StatusLists:
         now = self.clock()
         held = self._lists.get(uri)
         if held is None or held.current is None:
-            held = self._first_sight(uri, now)
+            try:
+                held = self._first_sight(uri, now)
+            except StatusUnavailable:
+                if self._vouched(claims, now):
+                    return
+                raise
         current = held.current
         assert current is not None
         held.used_at = now
+        value = current.status(idx)
+        if value:  # what a list revoked stays revoked, however old the list
+            raise TokenRevoked(suspended=value != 1)
         if now >= held.valid_until:
             self._ensure_refresher()
+            if self._vouched(claims, now):
+                return
             raise StatusUnavailable(f"the status list {uri} has not been refreshed within the stale window")
         if now >= held.next_at + self.refresh + self.timeout:
             self._ensure_refresher()  # overdue: the refresher is gone (a fork) or stuck
-        value = current.status(idx)
-        if value:
-            raise TokenRevoked(suspended=value != 1)
+
+    def _vouched(self, claims: dict[str, Any], now: float) -> bool:
+        """Return whether the token's own `iat` is within the stale window.
+
+        The issuer minted the token valid at `iat` (its signature says so): that is status as
+        fresh as a list fetched then, so a token minted just before the issuer stopped is served
+        for the stale window, like one whose list was held, and not refused with 503.
+        """
+        iat = claims.get("iat")
+        return isinstance(iat, int | float) and not isinstance(iat, bool) and now - iat < self.stale
 
     def _first_sight(self, uri: str, now: float) -> _Held:
         if not self._trusted(uri):
