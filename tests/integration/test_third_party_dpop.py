@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import jwt
+import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -118,8 +119,9 @@ def test_a_third_party_clients_code_flow_tokens_are_bound_and_useless_without_it
     assert again["status"] == 200, again
 
 
+@pytest.mark.parametrize("nonce", [False, True], ids=["no-nonce", "issuer-nonce"])
 def test_a_third_party_clients_service_token_is_bound_and_useless_without_its_key_at_the_reports_api(
-    stack: Stack,
+    stack: Stack, nonce: bool
 ) -> None:
     client_id, secret = f"rp-svc-{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(32)
     added = stack.issuer_cli(
@@ -133,6 +135,7 @@ def test_a_third_party_clients_service_token_is_bound_and_useless_without_its_ke
         "--scope",
         "reports:read",
         "--secret-stdin",
+        *(["--require-dpop-nonce"] if nonce else []),
         stdin=secret + "\n",
     )
     assert added.returncode == 0, added.stderr
@@ -141,8 +144,14 @@ def test_a_third_party_clients_service_token_is_bound_and_useless_without_its_ke
     key = ec.generate_private_key(ec.SECP256R1())
     jwk = _private_jwk(key)
 
-    tokens = rp.call("service", scope="reports:read", resource=REPORTS_AUDIENCE, dpop_jwk=jwk)["tokens"]
+    got = rp.call("service", scope="reports:read", resource=REPORTS_AUDIENCE, dpop_jwk=jwk)
+    tokens = got["tokens"]
     assert _bound_to(tokens, key)["aud"] == REPORTS_AUDIENCE
+    # With nonces on, the issuer answers the first proof use_dpop_nonce; the library retries with it.
+    nonces = [jwt.decode(proof, options={"verify_signature": False}).get("nonce") for proof in got["proofs"]]
+    assert len(nonces) == (2 if nonce else 1), nonces
+    assert nonces[0] is None
+    assert (nonces[-1] is not None) == nonce
 
     report, me = apis.fetch(rp, tokens["access_token"], jwk, apis.report, apis.me)
     assert (report["status"], report["error"]) == (200, None), report

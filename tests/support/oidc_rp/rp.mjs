@@ -15,7 +15,9 @@
 //                                                            (userinfo null with dpop_jwk)
 //   refresh   {refresh_token}                             -> {tokens, claims}
 //   logout    {id_token_hint, post_logout_redirect_uri, state} -> {end_session_url}
-//   service   {scope, resource}                           -> {tokens, claims: null} (client credentials)
+//   service   {scope, resource}                           -> {tokens, claims: null, proofs}
+//             client credentials; `proofs` are the DPoP proofs sent to the token endpoint (two
+//             when it answered use_dpop_nonce and the library retried with its nonce)
 //   fetch     {access_token, urls}                        -> {results: [{url, status, error, proof}]}
 //             GET each public URL with the token (and a fresh proof with dpop_jwk): the status,
 //             the `error` of a 401's challenge, and the last DPoP proof sent (for replays)
@@ -134,10 +136,12 @@ const commands = {
   },
 
   async service(request) {
-    const config = await configure(request);
+    const sent = [];
+    const config = await configure(request, sent);
     const DPoP = await dpopHandle(config, request.dpop_jwk);
     const parameters = { scope: request.scope, resource: request.resource };
-    return tokenAnswer(await client.clientCredentialsGrant(config, parameters, { DPoP }));
+    const answer = tokenAnswer(await client.clientCredentialsGrant(config, parameters, { DPoP }));
+    return { ...answer, proofs: sent };
   },
 
   async fetch(request) {
