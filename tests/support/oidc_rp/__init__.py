@@ -3,7 +3,8 @@
 `rp.mjs` holds the Node side (one command per step of the flow); `make install` installs its
 locked dependencies (`npm ci`). The library, not our code, validates discovery, the
 authorization response (state, `iss`), the ID token (signature, `iss`, `aud`, `nonce`, `exp`,
-`at_hash`) and userinfo; a check it refuses comes back as `Refused`.
+`at_hash`) and userinfo; a check it refuses comes back as `Refused`. Given a `dpop_jwk`, it
+also makes the DPoP proofs (RFC 9449) at the token endpoint and the APIs.
 """
 
 from __future__ import annotations
