@@ -36,6 +36,10 @@ from typing import Any
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from jwt_verifier.config import VerifierConfig
+from jwt_verifier.jwks import JwksClient
+from jwt_verifier.status import StatusChecked, StatusLists
+from jwt_verifier.verifier import Verifier
 from tests.support.processes import (
     REPORTS_WORKER,
     GunicornService,
@@ -44,7 +48,8 @@ from tests.support.processes import (
     log_events,
     resource_process,
 )
-from tests.support.tokens import ASSERTION_TYPE, assertion_claims, jwks_json, kid_of, sign
+from tests.support.statuslists import JWKS_PATH, StatusServer, list_claims, sign_list
+from tests.support.tokens import ASSERTION_TYPE, assertion_claims, jwks_json, kid_of, make_claims, sign
 
 REPO = Path(__file__).resolve().parents[1]
 ISSUER_URL = "http://localhost:8000"
@@ -52,6 +57,7 @@ REPORTS_AUDIENCE = "jwt-split-reports"
 RESOURCE_WORKERS = 2
 REPORTS_WORKERS = 2
 REACH_TARGET_S = 2.0  # issue 22 item 3: p99 from the revoking response to each worker's first 401
+FIRST_SIGHT_RISE = 0.05  # first-sight verification with the status check, over without
 FETCH_TARGET = 1.0  # conditional requests per verifier process per second
 PARALLEL = 4  # probes in flight at once, each on a fresh connection, so that every worker gets some
 GIVE_UP_S = 10.0
@@ -325,6 +331,50 @@ def run(count: int = 100, run_dir: Path | None = None) -> dict[str, Any]:
     }
 
 
+def first_sight(rounds: int = 15, batch: int = 64) -> dict[str, float]:
+    """Return µs per first-sight verification (cache off) without and with the status check, list held.
+
+    In process: an issuer stand-in on 127.0.0.1 (tests/support/statuslists.py) serves the JWKS
+    and one list, fetched once before timing; rounds interleave the two paths and each figure is
+    the median of the rounds' per-token times.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    server = StatusServer(key)
+    try:
+        uri = server.uri("1")
+        server.put("1", sign_list(list_claims(uri, server.base_url, [0] * 4096), key))
+        config = VerifierConfig(
+            issuer=server.base_url,
+            audience="api",
+            resource="http://api.test",
+            jwks_url=server.base_url + JWKS_PATH,
+            jwks_prefetch=False,
+        )
+        keys = JwksClient(config)
+        plain = Verifier(keys, issuer=server.base_url, audience="api", cache_size=0)
+        lists = StatusLists(config, keys, background=False)
+        checked = StatusChecked(plain, lists)
+        tokens = [
+            sign(
+                make_claims(issuer=server.base_url, audience="api", status={"status_list": {"idx": i, "uri": uri}}),
+                key,
+            )
+            for i in range(batch)
+        ]
+        checked.verify(tokens[0])  # the JWKS and the list, fetched once
+        samples: dict[str, list[float]] = {"plain_us": [], "status_us": []}
+        for _ in range(rounds):
+            for name, verifier in (("plain_us", plain), ("status_us", checked)):
+                started = time.perf_counter()
+                for token in tokens:
+                    verifier.verify(token)
+                samples[name].append((time.perf_counter() - started) / batch * 1e6)
+        lists.stop()
+    finally:
+        server.close()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
     """Return (measure, figure, ratio, target, met) rows, as bench/report.py prints them."""
     out: list[tuple[str, str, str, str, bool | None]] = []
@@ -341,6 +391,18 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]
             )
         )
     fetches = result["fetches"]
+    if "first_sight" in result:
+        cost = result["first_sight"]
+        rise = cost["status_us"] / cost["plain_us"] - 1
+        out.append(
+            (
+                "9. verify, first sight, with the status check (list held)",
+                f"{cost['status_us']:.1f} µs (without: {cost['plain_us']:.1f} µs)",
+                f"{rise:+.1%}",
+                f"≤ +{FIRST_SIGHT_RISE:.0%}",
+                rise <= FIRST_SIGHT_RISE,
+            )
+        )
     out.append(
         (
             "9. status-list re-reads at the issuer, per verifier process",
@@ -360,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100, help="revocations per API (10 for a quick run)")
     args = parser.parse_args(argv)
     result = run(args.count)
+    result["first_sight"] = first_sight()
     for measure, figure, ratio, target, met in rows(result):
         verdict = "" if met is None else ("met" if met else "MISSED")
         print(f"{measure:62s} {figure:70s} {ratio:28s} {target:10s} {verdict}")
