@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -211,7 +212,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     if not ordered:
         return {"p50_s": float("nan"), "p99_s": float("nan"), "max_s": float("nan")}
-    p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered) + 0.5) - 1))]
+    p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]  # nearest rank
     return {"p50_s": statistics.median(ordered), "p99_s": p99, "max_s": ordered[-1]}
 
 
