@@ -14,7 +14,8 @@ four at a time, so a figure is late by at most one probe round (a few ms to tens
 The issuer's access log counts the conditional re-reads (`GET /statuslists/<id>`, 200 or
 304) and the index reads (`GET /statuslists`) the APIs' verifier processes made during the
 rounds; per process per second is that count over the processes and the seconds (the issuer
-cannot tell which process asked, so this is an average over them).
+cannot tell which process asked, so this is an average over them). A quick run's few seconds
+overcount it: a refresh begun just before the window's end counts a whole second's request.
 
 `python -m bench.revocation [--count N]` prints the rows (N = 100 by default, 10 for a quick run).
 """
