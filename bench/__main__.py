@@ -4,7 +4,9 @@ Figures and their floors are measured side by side in the same run; see
 docs/performance.md for what each row means. BENCH_SECONDS sets the length of each HTTP run.
 `python -m bench.micro` runs only the in-process part (verification side by side with PyJWT,
 authlib and joserfc, and signing) in a few seconds; `python -m bench.scale` only the issuer's
-`/token` on SQLite, on PostgreSQL and on three replicas behind HAProxy (about a minute).
+`/token` on SQLite, on PostgreSQL and on three replicas behind HAProxy (about a minute);
+`python -m bench.revocation --count 10` only how fast a revocation reaches every API worker
+(BENCH_REVOCATIONS, 100 by default, sets the count here); `python -m bench.dpop` only DPoP's cost.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import requests
 
-from bench import micro, report, scale
+from bench import dpop, micro, report, revocation, scale
 from bench.load import wrk
 from bench.services import cpu_seconds, label, worker_rss_mib
 from issuer.db import Database
@@ -47,6 +49,7 @@ REPORTS_AUDIENCE = "jwt-split-reports"
 REPORTS_WORKERS = 4
 JWKS_MAX_AGE = 300
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
+REVOCATIONS = int(os.environ.get("BENCH_REVOCATIONS", "100"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 MAIN_SETTINGS = ("shared.worker.HeadFirstWorker", 4, 4)  # shared/src/shared/gunicorn_conf.py's defaults
 COMPARED_SETTINGS = [("sync", 2, 1), ("sync", 4, 1), ("gthread", 2, 4), ("gthread", 4, 4), ("gthread", 8, 2)]
@@ -269,6 +272,8 @@ def main() -> int:
 
     say("micro-benchmarks: verify (ours, PyJWT, authlib, joserfc) and sign, side by side with raw cryptography")
     results["micro"] = micro.run().as_dict()
+    say("DPoP: a bound request with a fresh proof, side by side with the raw RS256 + ES256 verifies")
+    results["dpop"] = dpop.run()
 
     data_dir = run_dir / "issuer"
     issuer, local, asking = prepare_services(run_dir, data_dir)
@@ -366,6 +371,9 @@ def main() -> int:
     finally:
         for service in services:
             service.stop()
+
+    say(f"revocation: {REVOCATIONS} revocations, each until every worker of both APIs refuses the token")
+    results["revocation"] = revocation.run(REVOCATIONS, run_dir / "revocation")
 
     say("scale-out: the password and refresh grants on SQLite, on PostgreSQL and on three replicas")
     try:

@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from bench import micro
+from bench import dpop, micro, revocation
 
 FIRST_SIGHT_TARGET = micro.FIRST_SIGHT_TARGET  # times the raw RSA verify (issue 20)
 REPEATED_TOKEN_TARGET = 0.9  # of the plain endpoint's throughput, the same token on every request
@@ -152,6 +152,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]
             )
     if "reports_http" in results:
         out += reports_rows(results["reports_http"])
+    if "revocation" in results:
+        out += revocation.rows(results["revocation"])
+    if "dpop" in results:
+        out += dpop.rows(results["dpop"])
     return out
 
 
