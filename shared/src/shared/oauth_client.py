@@ -65,6 +65,10 @@ class IssuerUnavailable(IssuerError):
     error = "temporarily_unavailable"
 
 
+class DPoPNonceAsked(IssuerError):
+    """The issuer wants its nonce in the DPoP proof (`use_dpop_nonce`): the proof key now holds it, try again."""
+
+
 class KeyFileError(Exception):
     """The service's key file cannot be used; the message names the file and says why."""
 
@@ -105,14 +109,21 @@ def post_token(
     """POST to the token endpoint and return its tokens; only a 4xx naming `invalid_grant` means the grant is gone.
 
     With `dpop`, the request carries a proof of `POST proof_url` (the token endpoint's public
-    URL, which the issuer checks; `url` by default), and is sent once more with the issuer's
-    nonce if it asks for one (RFC 9449 section 8).
+    URL, which the issuer checks; `url` by default). When the issuer asks for its nonce
+    (RFC 9449 section 8) `dpop` keeps it and `DPoPNonceAsked` is raised: send the request
+    again, with a new client assertion (the issuer has spent this one).
     """
     try:
         if dpop is None:
             status, body = read_answer(session, "POST", url, timeout=timeout, data=form)
         else:
-            status, body = _post_with_proof(session, url, form, timeout, dpop, proof_url or url)
+            proof_url = proof_url or url
+            status, headers, body = read_answer_headers(
+                session, "POST", url, timeout=timeout, data=form, headers={"DPoP": dpop.proof("POST", proof_url)}
+            )
+            if dpop.nonce_asked(proof_url, status, headers, body):
+                raise DPoPNonceAsked("the issuer asked for a DPoP proof with its nonce")
+            dpop.remember_nonce(proof_url, headers)
     except requests.RequestException as exc:
         raise IssuerUnavailable("the issuer could not be reached; try again shortly") from exc
     if body is None:
@@ -126,21 +137,6 @@ def post_token(
     if isinstance(body, dict) and body.get("error") == "invalid_grant":
         raise InvalidGrant(message)
     raise IssuerError(message)
-
-
-def _post_with_proof(
-    session: requests.Session, url: str, form: dict[str, str], timeout: float, dpop: DPoPKey, proof_url: str
-) -> tuple[int, Any]:
-    for attempt in (1, 2):
-        headers = {"DPoP": dpop.proof("POST", proof_url)}
-        status, answer_headers, body = read_answer_headers(
-            session, "POST", url, timeout=timeout, data=form, headers=headers
-        )
-        if attempt == 1 and dpop.nonce_asked(proof_url, status, answer_headers, body):
-            continue  # the issuer wants its nonce in the proof: once more with it
-        dpop.remember_nonce(proof_url, answer_headers)
-        break
-    return status, body
 
 
 def client_assertion(client_id: str, key: rsa.RSAPrivateKey, issuer: str, now: float | None = None) -> str:
@@ -374,15 +370,22 @@ class ServiceTokens:
             fetch.done.set()
 
     def _fetch(self) -> tuple[str, int]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": client_assertion(self.client_id, self.key, self.issuer),
-            "resource": self.resource,
-            "scope": self.scope,
-        }
-        proof_url = f"{self.issuer}/token"
-        body = post_token(self.session, self.token_url, form, self.timeout, dpop=self.dpop, proof_url=proof_url)
+        for attempt in (1, 2):
+            # A new assertion each time: the issuer spends one even on a request it refuses.
+            form = {
+                "grant_type": "client_credentials",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": client_assertion(self.client_id, self.key, self.issuer),
+                "resource": self.resource,
+                "scope": self.scope,
+            }
+            proof_url = f"{self.issuer}/token"
+            try:
+                body = post_token(self.session, self.token_url, form, self.timeout, dpop=self.dpop, proof_url=proof_url)
+                break
+            except DPoPNonceAsked:
+                if attempt == 2:
+                    raise
         token, lifetime = body["access_token"], body.get("expires_in")
         if self.dpop is not None and str(body.get("token_type", "")).lower() != "dpop":
             raise IssuerUnavailable(
