@@ -127,3 +127,25 @@ def test_every_reports_worker_keeps_calling_the_profile_api_while_the_issuer_is_
     # New connections each time, so the calls spread over the workers.
     answers = [stack.get_reports("/api/report", token, headers={"Connection": "close"}) for _ in range(12)]
     assert [answer.status_code for answer in answers] == [200] * 12, [answer.text for answer in answers]
+
+
+def test_the_reports_api_holds_dpop_bound_tokens_and_proves_its_key_with_nonces(make_stack: StackFactory) -> None:
+    """Its service token is DPoP-bound: a profile API that takes nothing else still answers it.
+
+    The issuer and the profile API both ask for their nonces, so each first proof is answered
+    `use_dpop_nonce` and sent once more with the nonce.
+    """
+    stack = make_stack(
+        reports=True,
+        issuer_env={"ISSUER_DPOP_NONCE": "true"},
+        resource_env={"RESOURCE_REQUIRE_DPOP": "true", "RESOURCE_DPOP_NONCE_SECRET": "a nonce secret of the test"},
+    ).start()
+    user_token = stack.token()["access_token"]
+    refused = stack.get("/api/me", user_token)  # a bearer token: refused by this profile API
+    assert refused.status_code == 401, refused.text
+
+    report = stack.get_reports("/api/report", _batch_job_token(stack))
+    assert report.status_code == 200, report.text
+    assert report.json()["profile_api"] == {"sub": REPORTS_CLIENT, "scope": "profile", "aud": "jwt-split-api"}
+    # Each nonce was answered at once: no fetch failed and waited for the keeper's next try.
+    assert "could not get a service token" not in stack.reports_logs()

@@ -306,6 +306,7 @@ def reports_process(
             "REPORTS_ISSUER_INTERNAL_URL": issuer.url,
             "REPORTS_PUBLIC_URL": f"http://localhost:{port}",
             "REPORTS_PROFILE_API_URL": resource.url,
+            "REPORTS_PROFILE_API_PUBLIC_URL": resource.env["RESOURCE_PUBLIC_URL"],
             "REPORTS_DATA_DIR": str(data_dir),
             **(env or {}),
         },

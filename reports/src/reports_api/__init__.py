@@ -5,7 +5,8 @@ It shows the two halves of service-to-service auth:
   for the profile API (`jwt-split-api`) is refused here, and the other way round;
 - as a client, it gets tokens for the profile API with client credentials, signing in with
   `private_key_jwt`: its private key stays in its own data directory and the issuer fetches
-  only the public half from `/client-jwks.json`.
+  only the public half from `/client-jwks.json`. Those tokens are DPoP-bound (RFC 9449) to a
+  second key kept there (`dpop-key.pem`), and each call to the profile API carries a proof.
 
     GET /api/report   (scope reports:read) who called, and what the profile API said to us
     GET /api/caller   (scope reports:read) who called, from the token alone
@@ -33,8 +34,9 @@ from jwt_verifier.env import Variable, boolean, number, read, setting, upper, ur
 from jwt_verifier.fastapi import BearerAuth, Claims, require_scope
 from shared import asgi, logs, tracing
 from shared.asgi_head import HeadAsGet
+from shared.dpop_client import load_or_create_dpop_key
 from shared.errors import ApiError
-from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer
+from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer_headers
 from shared.settings import Environ, verifier_from_env
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,15 @@ class ReportsSettings:
     # Each worker fetches its service token at start and renews it ahead of need.
     token_prefetch: bool = setting("TOKEN_PREFETCH", True, parse=boolean, doc="fetch the service token at start")
     log_level: str = setting("LOG_LEVEL", "INFO", parse=upper, doc="log level")
+    # The `htu` of its DPoP proofs to the profile API: the URL the profile API knows itself by
+    # (its RESOURCE_PUBLIC_URL), which differs from PROFILE_API_URL behind compose's network.
+    profile_api_public_url: str = setting(
+        "PROFILE_API_PUBLIC_URL",
+        "",
+        parse=url,
+        shown="$REPORTS_PROFILE_API_URL",  # empty: the same as `profile_api_url`
+        doc="the profile API's public URL (its RESOURCE_PUBLIC_URL): the htu of DPoP proofs",
+    )
 
     @property
     def issuer(self) -> str:
@@ -128,29 +139,19 @@ class ProfileApi:
     tokens: ServiceTokens
     timeout: float
     session: requests.Session
+    public_url: str = ""  # the profile API's own idea of its URL (DPoP's `htu`); `url` if empty
 
     def me(self, deadline: float | None = None) -> dict[str, Any]:
         """Return the claims the profile API verified in our token; one retry with a fresh token after a 401.
 
-        `deadline` (a `time.monotonic()` value) bounds both calls together: each waits at most
-        what is left of it, and none starts past it.
+        `deadline` (a `time.monotonic()` value) bounds all calls together: each waits at most
+        what is left of it, and none starts past it. With DPoP-bound tokens each call carries
+        a fresh proof, and a call the profile API answers with `use_dpop_nonce` is made once
+        more with its nonce.
         """
         for attempt in (1, 2):
             token = self.tokens.token()
-            timeout = self.timeout if deadline is None else min(self.timeout, deadline - time.monotonic())
-            if timeout <= 0:
-                raise UpstreamUnavailable(TOO_SLOW)
-            try:
-                # Bounded in size and time, no redirects: the answer of a peer is input like any other.
-                status, body = read_answer(
-                    self.session,
-                    "GET",
-                    f"{self.url}/api/me",
-                    timeout=timeout,
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-            except requests.RequestException as exc:
-                raise UpstreamUnavailable("the profile API could not be reached; try again shortly") from exc
+            status, body = self._call(token, deadline)
             if status != 401 or attempt == 2:
                 break
             self.tokens.forget(token)  # expired or revoked under us: one more try with a new token
@@ -162,6 +163,32 @@ class ProfileApi:
         if not isinstance(claims, dict):
             raise UpstreamError("the profile API answered without the claims it verified")
         return claims
+
+    def _call(self, token: str, deadline: float | None) -> tuple[int, Any]:
+        dpop = self.tokens.dpop
+        proof_url = f"{self.public_url or self.url}/api/me"
+        for attempt in (1, 2):
+            timeout = self.timeout if deadline is None else min(self.timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise UpstreamUnavailable(TOO_SLOW)
+            if dpop is None:
+                headers = {"Authorization": f"Bearer {token}"}
+            else:
+                headers = {"Authorization": f"DPoP {token}", "DPoP": dpop.proof("GET", proof_url, token)}
+            try:
+                # Bounded in size and time, no redirects: the answer of a peer is input like any other.
+                status, answer_headers, body = read_answer_headers(
+                    self.session, "GET", f"{self.url}/api/me", timeout=timeout, headers=headers
+                )
+            except requests.RequestException as exc:
+                raise UpstreamUnavailable("the profile API could not be reached; try again shortly") from exc
+            if dpop is None:
+                break
+            if attempt == 1 and dpop.nonce_asked(proof_url, status, answer_headers, body):
+                continue  # the profile API wants its nonce in the proof: once more with it
+            dpop.remember_nonce(proof_url, answer_headers)
+            break
+        return status, body
 
 
 def _profile_api(request: Request) -> ProfileApi:
@@ -247,6 +274,9 @@ def create_app(settings: ReportsSettings | None = None) -> FastAPI:
         resource=settings.profile_api_audience,
         scope=settings.profile_api_scope,
         timeout=settings.timeout,
+        # Its tokens are DPoP-bound (RFC 9449) to a key beside its client key: a token that
+        # leaks from its memory or logs is useless without that key.
+        dpop=load_or_create_dpop_key(settings.data_dir / "dpop-key.pem"),
     )
     if settings.token_prefetch:
         tokens.keep_fresh()  # every worker holds a token before its first call, and through an issuer outage
@@ -254,6 +284,13 @@ def create_app(settings: ReportsSettings | None = None) -> FastAPI:
         asgi.init_readiness(app, also=lambda: _holds_token(tokens))
     else:
         asgi.init_readiness(app)
-    app.state.profile_api = ProfileApi(settings.profile_api_url, tokens, settings.timeout, tracing.session())
+    profile_api = ProfileApi(
+        settings.profile_api_url,
+        tokens,
+        settings.timeout,
+        tracing.session(),
+        settings.profile_api_public_url or settings.profile_api_url,
+    )
+    app.state.profile_api = profile_api
     app.include_router(router)
     return app

@@ -17,21 +17,25 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import requests
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from jwt_verifier.jose import RsaPublicJwk, public_jwk
 from shared import tracing
 from shared.errors import ApiError
 from shared.httpread import read_within
 from shared.jsonread import read_json
+
+if TYPE_CHECKING:
+    from shared.dpop_client import DPoPKey
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,10 @@ class IssuerUnavailable(IssuerError):
     error = "temporarily_unavailable"
 
 
+class DPoPNonceAsked(IssuerError):
+    """The issuer wants its nonce in the DPoP proof (`use_dpop_nonce`): the proof key now holds it, try again."""
+
+
 class KeyFileError(Exception):
     """The service's key file cannot be used; the message names the file and says why."""
 
@@ -72,19 +80,50 @@ def read_answer(session: requests.Session, method: str, url: str, *, timeout: fl
     `timeout` seconds, however slowly the peer sends it (`shared.httpread`; requests.Timeout
     or another requests.RequestException otherwise).
     """
+    status, _, body = read_answer_headers(session, method, url, timeout=timeout, **kwargs)
+    return status, body
+
+
+def read_answer_headers(
+    session: requests.Session, method: str, url: str, *, timeout: float, **kwargs: Any
+) -> tuple[int, Mapping[str, str], Any]:
+    """Do what `read_answer` does, and return the answer's headers too (between its status and its JSON)."""
     answer = read_within(session, method, url, timeout=timeout, max_bytes=MAX_ANSWER_BYTES, **kwargs)
     if answer.body is None:
-        return answer.status, None
+        return answer.status, answer.headers, None
     try:
-        return answer.status, read_json(answer.body)
+        return answer.status, answer.headers, read_json(answer.body)
     except ValueError:
-        return answer.status, None
+        return answer.status, answer.headers, None
 
 
-def post_token(session: requests.Session, url: str, form: dict[str, str], timeout: float) -> dict[str, Any]:
-    """POST to the token endpoint and return its tokens; only a 4xx naming `invalid_grant` means the grant is gone."""
+def post_token(
+    session: requests.Session,
+    url: str,
+    form: dict[str, str],
+    timeout: float,
+    *,
+    dpop: DPoPKey | None = None,
+    proof_url: str | None = None,
+) -> dict[str, Any]:
+    """POST to the token endpoint and return its tokens; only a 4xx naming `invalid_grant` means the grant is gone.
+
+    With `dpop`, the request carries a proof of `POST proof_url` (the token endpoint's public
+    URL, which the issuer checks; `url` by default). When the issuer asks for its nonce
+    (RFC 9449 section 8) `dpop` keeps it and `DPoPNonceAsked` is raised: send the request
+    again, with a new client assertion (the issuer has spent this one).
+    """
     try:
-        status, body = read_answer(session, "POST", url, timeout=timeout, data=form)
+        if dpop is None:
+            status, body = read_answer(session, "POST", url, timeout=timeout, data=form)
+        else:
+            proof_url = proof_url or url
+            status, headers, body = read_answer_headers(
+                session, "POST", url, timeout=timeout, data=form, headers={"DPoP": dpop.proof("POST", proof_url)}
+            )
+            if dpop.nonce_asked(proof_url, status, headers, body):
+                raise DPoPNonceAsked("the issuer asked for a DPoP proof with its nonce")
+            dpop.remember_nonce(proof_url, headers)
     except requests.RequestException as exc:
         raise IssuerUnavailable("the issuer could not be reached; try again shortly") from exc
     if body is None:
@@ -127,7 +166,18 @@ def new_key_pem() -> bytes:
 
 
 def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
-    """Return the service's private key from `path` (0600), creating it on first use; KeyFileError if it is unusable.
+    """Return the service's private key from `path` (0600), creating it on first use; KeyFileError if it is unusable."""
+    key = load_or_create_pem_key(
+        path, new_key_pem, lambda key: isinstance(key, rsa.RSAPrivateKey), "an unencrypted PEM RSA private key"
+    )
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+def load_or_create_pem_key(
+    path: Path, new_pem: Callable[[], bytes], fits: Callable[[object], bool], what: str
+) -> PrivateKeyTypes:
+    """Return the private key in `path` (0600), created with `new_pem` on first use; KeyFileError unless it `fits`.
 
     Several workers may start at once: the key is written to a private temporary file and
     linked into place, so a reader never sees half a key and only one key ever wins.
@@ -135,7 +185,7 @@ def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
-            _create_key_file(path)
+            _create_key_file(path, new_pem())
         pem = path.read_bytes()
         mode = path.stat().st_mode
     except OSError as exc:
@@ -146,17 +196,17 @@ def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         key = None  # garbage, or an encrypted key: the message below says what is needed
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise KeyFileError(f"{path} does not hold an unencrypted PEM RSA private key; fix or remove it") from None
+    if key is None or not fits(key):
+        raise KeyFileError(f"{path} does not hold {what}; fix or remove it") from None
     return key
 
 
-def _create_key_file(path: Path) -> None:
+def _create_key_file(path: Path, pem: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(new_key_pem())
+            handle.write(pem)
         with contextlib.suppress(FileExistsError):  # another worker's key won
             os.link(temporary, path)
     finally:
@@ -181,6 +231,10 @@ class ServiceTokens:
     `timeout`) and share its outcome. When a fetch fails the token in hand is used until it
     expires, and the issuer is left alone for `retry_interval` seconds. `clock` schedules all
     this (monotonic by default); assertions carry wall-clock times, which the issuer checks.
+
+    With a `dpop` key each request carries a DPoP proof whose `htu` is `{issuer}/token` (the
+    public token endpoint the issuer checks, whichever `token_url` reaches it), and only a
+    `token_type` DPoP answer is accepted: the tokens are bound to the key, and useless without it.
     """
 
     def __init__(
@@ -196,6 +250,7 @@ class ServiceTokens:
         renew_before: float = 60.0,
         retry_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        dpop: DPoPKey | None = None,
     ) -> None:
         self.client_id = client_id
         self.key = key
@@ -207,6 +262,7 @@ class ServiceTokens:
         self.renew_before = renew_before
         self.retry_interval = retry_interval
         self.clock = clock
+        self.dpop = dpop  # with a key, tokens are DPoP-bound to it (RFC 9449), else bearer tokens
         self.session = tracing.session()
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -314,15 +370,27 @@ class ServiceTokens:
             fetch.done.set()
 
     def _fetch(self) -> tuple[str, int]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": client_assertion(self.client_id, self.key, self.issuer),
-            "resource": self.resource,
-            "scope": self.scope,
-        }
-        body = post_token(self.session, self.token_url, form, self.timeout)
+        for attempt in (1, 2):
+            # A new assertion each time: the issuer spends one even on a request it refuses.
+            form = {
+                "grant_type": "client_credentials",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": client_assertion(self.client_id, self.key, self.issuer),
+                "resource": self.resource,
+                "scope": self.scope,
+            }
+            proof_url = f"{self.issuer}/token"
+            try:
+                body = post_token(self.session, self.token_url, form, self.timeout, dpop=self.dpop, proof_url=proof_url)
+                break
+            except DPoPNonceAsked:
+                if attempt == 2:
+                    raise
         token, lifetime = body["access_token"], body.get("expires_in")
+        if self.dpop is not None and str(body.get("token_type", "")).lower() != "dpop":
+            raise IssuerUnavailable(
+                "the issuer did not bind the service token to our DPoP key (token_type is not DPoP)"
+            )
         if not TOKEN_SYNTAX.fullmatch(token):
             raise IssuerUnavailable("the issuer's access token is not a header-safe string of at most 8192 characters")
         if not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime <= 0:
