@@ -173,7 +173,9 @@ def test_unsupported_grant_type_description_is_truncated(client: FlaskClient) ->
 
 
 def test_unknown_client_is_401_invalid_client(client: FlaskClient) -> None:
-    _assert_error(_login(client, client_id="stranger"), 401, "invalid_client")
+    response = _login(client, client_id="stranger")
+    _assert_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")  # RFC 9110 section 15.5.2
 
 
 def test_client_not_allowed_the_grant_is_unauthorized_client(app: Flask, client: FlaskClient) -> None:
@@ -403,7 +405,9 @@ def test_revoke_by_an_unknown_client_is_invalid_client(client: FlaskClient) -> N
 
 def test_revoke_refuses_the_client_before_the_token_type(client: FlaskClient) -> None:
     access = _login(client).get_json()["access_token"]
-    _assert_error(_revoke(client, token=access), 401, "invalid_client")
+    response = _revoke(client, token=access)
+    _assert_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
 
 
 REDIRECT = "http://rs.test/callback"
