@@ -708,6 +708,14 @@ def test_metadata_lists_client_credentials_and_the_client_authentication_methods
     assert document["token_endpoint_auth_signing_alg_values_supported"] == ["RS256"]
 
 
+@pytest.mark.parametrize("path", ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"])
+def test_metadata_lists_the_client_authentication_methods_revocation_accepts(client: FlaskClient, path: str) -> None:
+    # /revoke authenticates a confidential client as /token does (RFC 7009 section 2.1; RFC 8414 section 2).
+    document = client.get(path).get_json()
+    assert document["revocation_endpoint_auth_methods_supported"] == ["none", "private_key_jwt", "client_secret_basic"]
+    assert document["revocation_endpoint_auth_signing_alg_values_supported"] == ["RS256"]
+
+
 def test_a_public_client_may_not_use_client_credentials(client: FlaskClient) -> None:
     _assert_error(_token(client, grant_type="client_credentials", client_id="cli"), 400, "unauthorized_client")
 
