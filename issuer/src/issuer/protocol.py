@@ -97,6 +97,7 @@ class PageError(OAuthError):
         """Render the message page with the error's status and headers."""
         html = render_template("message.html", heading=self.heading, text=self.description, error=True, logout=False)
         response = make_response(html, self.status)
+        response.headers["Cache-Control"] = "no-store"  # as every other answer of these endpoints
         response.headers.update(self.headers)
         return response
 
