@@ -11,7 +11,7 @@ from issuer.apis import Api, InvalidTarget
 from issuer.client_auth import InvalidClient, authenticate_client
 from issuer.clients import DEFAULT_CLIENT_ID, Client
 from issuer.codes import CodeError, CodeMismatch, CodeReused
-from issuer.protocol import InvalidDPoPProof, OAuthError
+from issuer.protocol import InvalidDPoPProof, OAuthError, not_a_form
 from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant, RefreshError, RefreshKeyMismatch, mint_access_token
 from issuer.users import UserError, parse_scope
@@ -27,7 +27,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 def _form() -> dict[str, str]:
     """Return the form parameters, refusing other bodies and repeated parameters (RFC 6749 3.2)."""
     if request.mimetype != "application/x-www-form-urlencoded":
-        raise OAuthError("send the parameters as application/x-www-form-urlencoded")
+        raise not_a_form(request.mimetype)
     params: dict[str, str] = {}
     for name, values in request.form.lists():
         if len(values) > 1:

@@ -102,6 +102,13 @@ class PageError(OAuthError):
         return response
 
 
+def not_a_form(mimetype: str) -> OAuthError:
+    """The error for a body that is not a form (RFC 6749 3.2), saying when the Content-Type was left out."""
+    if not mimetype:
+        return OAuthError("the request has no Content-Type: send the parameters as application/x-www-form-urlencoded")
+    return OAuthError("send the parameters as application/x-www-form-urlencoded")
+
+
 def client_redirect(redirect_uri: str, response_mode: ResponseMode = "query", **params: str | None) -> Response:
     """Send the browser to a client's redirect URI with `params` (those not None), never cached."""
     encoded = urlencode({name: value for name, value in params.items() if value is not None})

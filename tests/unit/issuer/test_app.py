@@ -156,6 +156,23 @@ def test_duplicated_parameter_is_invalid_request(client: FlaskClient) -> None:
     assert "'username' was sent more than once" in body["error_description"]
 
 
+@pytest.mark.parametrize("path", ["/token", "/revoke"])
+def test_a_repeated_parameter_is_named(client: FlaskClient, path: str) -> None:
+    body = "grant_type=password&client_id=cli&token=a&token=b&username=alice&password=wonderland"
+    response = client.post(path, data=body, content_type="application/x-www-form-urlencoded")
+    description = _assert_error(response, 400, "invalid_request")["error_description"]
+    assert "'token' was sent more than once" in description
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke"])
+def test_a_form_without_content_type_is_told_so(client: FlaskClient, path: str) -> None:
+    environ = {"CONTENT_TYPE": ""}
+    response = client.post(path, data=b"grant_type=password&client_id=cli&token=a", environ_overrides=environ)
+    description = _assert_error(response, 400, "invalid_request")["error_description"]
+    assert "no Content-Type" in description
+    assert "application/x-www-form-urlencoded" in description
+
+
 def test_missing_grant_type_is_invalid_request(client: FlaskClient) -> None:
     body = _assert_error(_token(client, username="alice", password="wonderland"), 400, "invalid_request")
     assert "grant_type" in body["error_description"]
