@@ -89,8 +89,9 @@ class InvalidClient(OAuthError):
     status = 401
     error = "invalid_client"
 
-    def __init__(self, *, basic: bool = False) -> None:
-        super().__init__(DESCRIPTION, headers={"WWW-Authenticate": BASIC_CHALLENGE} if basic else None)
+    def __init__(self) -> None:
+        # RFC 9110 section 15.5.2: a 401 always carries a challenge, whichever method the client tried.
+        super().__init__(DESCRIPTION, headers={"WWW-Authenticate": BASIC_CHALLENGE})
 
 
 class _Refused(Exception):
@@ -123,7 +124,6 @@ def authenticate_client(
 
     Without `remote_keys`, clients registered by JWKS URL cannot authenticate.
     """
-    used_header = "Authorization" in request.headers
     try:
         endpoint = _Endpoint(clients, assertions, issuer, token_endpoint, remote_keys, now)
         return _authenticate(request, params, endpoint)
@@ -140,7 +140,7 @@ def authenticate_client(
             audit.emit("client.assertion_replayed", client=registered)
         else:
             audit.emit("client.auth_failed", client=registered, reason=exc.code)
-        raise InvalidClient(basic=used_header) from exc
+        raise InvalidClient() from exc
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from issuer import extensions, statuslist
 from issuer.client_auth import basic_credentials
-from issuer.protocol import OAuthError
+from issuer.protocol import OAuthError, not_a_form
 from issuer.settings import IntrospectionSettings, IssuerSettings
 from jwt_verifier.errors import JwkError, Reason
 from jwt_verifier.jose import load_verification_key
@@ -107,8 +107,10 @@ def _authenticate(settings: IntrospectionSettings) -> None:
 
 def _token() -> str:
     if request.mimetype != "application/x-www-form-urlencoded":
-        raise OAuthError("send the parameters as application/x-www-form-urlencoded")
+        raise not_a_form(request.mimetype)
     values = request.form.getlist("token")
+    if len(values) > 1:
+        raise OAuthError("parameter 'token' was sent more than once")
     if len(values) != 1 or not values[0]:
         raise OAuthError("exactly one 'token' parameter is required")
     return values[0]

@@ -11,7 +11,7 @@ from issuer.apis import Api, InvalidTarget
 from issuer.client_auth import InvalidClient, authenticate_client
 from issuer.clients import DEFAULT_CLIENT_ID, Client
 from issuer.codes import CodeError, CodeMismatch, CodeReused
-from issuer.protocol import InvalidDPoPProof, OAuthError
+from issuer.protocol import InvalidDPoPProof, OAuthError, not_a_form
 from issuer.ratelimit import note_failed_password, password_limits
 from issuer.tokens import Grant, RefreshError, RefreshKeyMismatch, mint_access_token
 from issuer.users import UserError, parse_scope
@@ -27,7 +27,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 def _form() -> dict[str, str]:
     """Return the form parameters, refusing other bodies and repeated parameters (RFC 6749 3.2)."""
     if request.mimetype != "application/x-www-form-urlencoded":
-        raise OAuthError("send the parameters as application/x-www-form-urlencoded")
+        raise not_a_form(request.mimetype)
     params: dict[str, str] = {}
     for name, values in request.form.lists():
         if len(values) > 1:
@@ -355,16 +355,35 @@ def revoke() -> Response:
     client = _authenticated_client(params)
     response = Response(status=200)
     response.headers.update(NO_STORE)
-    if token.count(".") == 2 and params.get("token_type_hint") != "refresh_token":
-        slot = statuslist.access_token_slot(token, client.client_id)
-        if slot is not None:
-            issuer = extensions.current()
-            with issuer.database.transaction():  # the index and the family it stands for end together
-                family_id = statuslist.current().revoke_slot(slot)
-                tokens = issuer.refresh_tokens.revoke_family(family_id) if family_id is not None else 0
-            audit.emit("token.revoked", client=client.client_id, family=family_id, tokens=tokens)
-            log.info("access token revoked", extra={"fields": {"client_id": client.client_id}})
-        return response
+    # Section 2.1: the hint only says where to look first; a token it does not find is looked up
+    # as the other type too (an access token sent with `token_type_hint=refresh_token`, and back).
+    kinds = (_revoke_access_token, _revoke_refresh_token)
+    if params.get("token_type_hint") == "refresh_token":
+        kinds = (_revoke_refresh_token, _revoke_access_token)
+    for revoke_kind in kinds:
+        if revoke_kind(token, client):
+            break
+    return response
+
+
+def _revoke_access_token(token: str, client: Client) -> bool:
+    """Revoke an access token issued to `client` through its status list; return whether it was one."""
+    if token.count(".") != 2:
+        return False
+    slot = statuslist.access_token_slot(token, client.client_id)
+    if slot is None:
+        return False
+    issuer = extensions.current()
+    with issuer.database.transaction():  # the index and the family it stands for end together
+        family_id = statuslist.current().revoke_slot(slot)
+        tokens = issuer.refresh_tokens.revoke_family(family_id) if family_id is not None else 0
+    audit.emit("token.revoked", client=client.client_id, family=family_id, tokens=tokens)
+    log.info("access token revoked", extra={"fields": {"client_id": client.client_id}})
+    return True
+
+
+def _revoke_refresh_token(token: str, client: Client) -> bool:
+    """Revoke a refresh token issued to `client`; return whether it was one."""
     issuer = extensions.current()
     # One transaction: the family, the session and the session's other families end together.
     with issuer.database.transaction():
@@ -372,6 +391,7 @@ def revoke() -> Response:
         if session_hash:
             issuer.login_sessions.end(session_hash)
             issuer.refresh_tokens.revoke_session(session_hash)
-    if session_hash is not None:
-        log.info("refresh token revoked", extra={"fields": {"client_id": client.client_id}})
-    return response
+    if session_hash is None:
+        return False
+    log.info("refresh token revoked", extra={"fields": {"client_id": client.client_id}})
+    return True

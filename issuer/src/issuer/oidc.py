@@ -37,14 +37,14 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
-from issuer import extensions, jose
+from issuer import extensions, jose, statuslist
 from issuer.clients import Client
 from issuer.introspect import PublishedKeys
 from issuer.jose import END_SESSION_HINT, JwtRefused
 from issuer.sessions import public_id
 from issuer.tokens import Authentication, Grant, mint_id_token
 from issuer.users import User
-from jwt_verifier.errors import InvalidToken, Reason
+from jwt_verifier.errors import InvalidToken, Reason, TokenRevoked
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.verifier import Verifier
 
@@ -199,6 +199,10 @@ def userinfo() -> Response:
     """Return the claims about the token's user that its scopes allow (OpenID Connect Core 1.0 5.3)."""
     protector: ResourceProtector = current_app.extensions["issuer.userinfo"]
     claims = protector.acquire(request, OPENID)
+    # As introspection: a token the issuer revoked (its status list index set) is refused here too.
+    if statuslist.current().revoked(claims):
+        log.info("token refused", extra={"fields": {"reason": Reason.REVOKED, "detail": "the token has been revoked"}})
+        raise TokenRevoked()
     # By the stable id: a new user with a deleted user's name is someone else, and reads nothing here.
     user = extensions.current().users.get_by_id(str(claims["sub"]))
     if user is None:

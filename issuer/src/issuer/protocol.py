@@ -97,8 +97,16 @@ class PageError(OAuthError):
         """Render the message page with the error's status and headers."""
         html = render_template("message.html", heading=self.heading, text=self.description, error=True, logout=False)
         response = make_response(html, self.status)
+        response.headers["Cache-Control"] = "no-store"  # as every other answer of these endpoints
         response.headers.update(self.headers)
         return response
+
+
+def not_a_form(mimetype: str) -> OAuthError:
+    """The error for a body that is not a form (RFC 6749 3.2), saying when the Content-Type was left out."""
+    if not mimetype:
+        return OAuthError("the request has no Content-Type: send the parameters as application/x-www-form-urlencoded")
+    return OAuthError("send the parameters as application/x-www-form-urlencoded")
 
 
 def client_redirect(redirect_uri: str, response_mode: ResponseMode = "query", **params: str | None) -> Response:

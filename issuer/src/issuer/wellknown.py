@@ -72,7 +72,9 @@ def _oauth_metadata() -> dict[str, Any]:
         "authorization_response_iss_parameter_supported": True,
         "token_endpoint_auth_methods_supported": ["none", "private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
-        "revocation_endpoint_auth_methods_supported": ["none"],
+        # /revoke authenticates a client as /token does (RFC 7009 section 2.1); `none` is a public client's.
+        "revocation_endpoint_auth_methods_supported": ["none", "private_key_jwt", "client_secret_basic"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ["RS256"],
         # draft-ietf-oauth-status-list-21 section 9: where the lists live tokens refer to are listed.
         "status_list_aggregation_endpoint": f"{url}/statuslists",
         "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),  # RFC 9449 section 5.1

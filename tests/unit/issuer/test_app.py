@@ -156,6 +156,23 @@ def test_duplicated_parameter_is_invalid_request(client: FlaskClient) -> None:
     assert "'username' was sent more than once" in body["error_description"]
 
 
+@pytest.mark.parametrize("path", ["/token", "/revoke"])
+def test_a_repeated_parameter_is_named(client: FlaskClient, path: str) -> None:
+    body = "grant_type=password&client_id=cli&token=a&token=b&username=alice&password=wonderland"
+    response = client.post(path, data=body, content_type="application/x-www-form-urlencoded")
+    description = _assert_error(response, 400, "invalid_request")["error_description"]
+    assert "'token' was sent more than once" in description
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke"])
+def test_a_form_without_content_type_is_told_so(client: FlaskClient, path: str) -> None:
+    environ = {"CONTENT_TYPE": ""}
+    response = client.post(path, data=b"grant_type=password&client_id=cli&token=a", environ_overrides=environ)
+    description = _assert_error(response, 400, "invalid_request")["error_description"]
+    assert "no Content-Type" in description
+    assert "application/x-www-form-urlencoded" in description
+
+
 def test_missing_grant_type_is_invalid_request(client: FlaskClient) -> None:
     body = _assert_error(_token(client, username="alice", password="wonderland"), 400, "invalid_request")
     assert "grant_type" in body["error_description"]
@@ -173,7 +190,9 @@ def test_unsupported_grant_type_description_is_truncated(client: FlaskClient) ->
 
 
 def test_unknown_client_is_401_invalid_client(client: FlaskClient) -> None:
-    _assert_error(_login(client, client_id="stranger"), 401, "invalid_client")
+    response = _login(client, client_id="stranger")
+    _assert_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")  # RFC 9110 section 15.5.2
 
 
 def test_client_not_allowed_the_grant_is_unauthorized_client(app: Flask, client: FlaskClient) -> None:
@@ -403,7 +422,9 @@ def test_revoke_by_an_unknown_client_is_invalid_client(client: FlaskClient) -> N
 
 def test_revoke_refuses_the_client_before_the_token_type(client: FlaskClient) -> None:
     access = _login(client).get_json()["access_token"]
-    _assert_error(_revoke(client, token=access), 401, "invalid_client")
+    response = _revoke(client, token=access)
+    _assert_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
 
 
 REDIRECT = "http://rs.test/callback"
@@ -702,6 +723,14 @@ def test_metadata_lists_client_credentials_and_the_client_authentication_methods
     assert "client_credentials" in document["grant_types_supported"]
     assert document["token_endpoint_auth_methods_supported"] == ["none", "private_key_jwt", "client_secret_basic"]
     assert document["token_endpoint_auth_signing_alg_values_supported"] == ["RS256"]
+
+
+@pytest.mark.parametrize("path", ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"])
+def test_metadata_lists_the_client_authentication_methods_revocation_accepts(client: FlaskClient, path: str) -> None:
+    # /revoke authenticates a confidential client as /token does (RFC 7009 section 2.1; RFC 8414 section 2).
+    document = client.get(path).get_json()
+    assert document["revocation_endpoint_auth_methods_supported"] == ["none", "private_key_jwt", "client_secret_basic"]
+    assert document["revocation_endpoint_auth_signing_alg_values_supported"] == ["RS256"]
 
 
 def test_a_public_client_may_not_use_client_credentials(client: FlaskClient) -> None:

@@ -62,6 +62,7 @@ def _assert_error_page(response: TestResponse, status: int, text: str) -> str:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "text/html"
     assert "Location" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
     html = response.get_data(as_text=True)
     assert 'role="alert"' in html
     assert text in html

@@ -282,7 +282,7 @@ def test_two_authorization_headers_are_refused(endpoint: TokenEndpoint) -> None:
 
 def test_client_secret_in_the_form_is_refused(endpoint: TokenEndpoint) -> None:
     response = endpoint.refuse({"client_id": SECRET_CLIENT, "client_secret": SECRET})
-    assert "WWW-Authenticate" not in response.headers
+    assert response.headers["WWW-Authenticate"] == BASIC_CHALLENGE  # RFC 9110 section 15.5.2: every 401 has one
 
 
 def test_client_secret_in_the_form_is_refused_even_for_a_public_client(endpoint: TokenEndpoint) -> None:
@@ -614,7 +614,7 @@ def test_secret_or_public_client_presenting_an_assertion_is_refused(
 )
 def test_incomplete_assertion_parameters_are_refused(endpoint: TokenEndpoint, params: dict[str, str]) -> None:
     response = endpoint.refuse({**params, "client_id": JWT_CLIENT})
-    assert "WWW-Authenticate" not in response.headers
+    assert response.headers["WWW-Authenticate"] == BASIC_CHALLENGE
 
 
 def test_assertion_with_the_wrong_type_is_refused(endpoint: TokenEndpoint, rsa_key: rsa.RSAPrivateKey) -> None:
@@ -785,9 +785,9 @@ def _timed_refusal(endpoint: TokenEndpoint, assertion: str) -> float:
 # -- the answer and the log --------------------------------------------------------------
 
 
-def test_invalid_client_carries_a_challenge_only_when_asked() -> None:
-    assert InvalidClient().headers == {}
-    assert InvalidClient(basic=True).headers == {"WWW-Authenticate": 'Basic realm="jwt-split"'}
+def test_invalid_client_always_carries_a_challenge() -> None:
+    # RFC 9110 section 15.5.2: a 401 MUST carry WWW-Authenticate, whichever method the client tried.
+    assert InvalidClient().headers == {"WWW-Authenticate": 'Basic realm="jwt-split"'}
     assert InvalidClient().status == 401
     assert InvalidClient().error == "invalid_client"
     assert InvalidClient().description == "client authentication failed"
@@ -810,7 +810,7 @@ def test_every_failure_gets_the_same_answer(endpoint: TokenEndpoint, rsa_key: rs
     ]
     assert {response.get_data() for response in answers} == {answers[0].get_data()}
     challenges = [response.headers.get("WWW-Authenticate") for response in answers]
-    assert challenges == [BASIC_CHALLENGE] * 3 + [None] * 6
+    assert challenges == [BASIC_CHALLENGE] * 9  # RFC 9110 section 15.5.2: a 401 always carries a challenge
 
 
 def test_each_failure_logs_one_line_with_its_reason_and_no_secret(

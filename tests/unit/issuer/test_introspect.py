@@ -73,6 +73,19 @@ def _inactive(client: FlaskClient, token: str) -> None:
     assert response.headers["Cache-Control"] == "no-store"
 
 
+def test_a_repeated_token_is_named(client: FlaskClient) -> None:
+    response = client.post("/introspect", data={"token": ["a", "b"]}, headers=_basic())
+    assert response.status_code == 400
+    assert response.get_json()["error_description"] == "parameter 'token' was sent more than once"
+
+
+def test_a_form_without_content_type_is_told_so(client: FlaskClient) -> None:
+    environ = {"CONTENT_TYPE": ""}
+    response = client.post("/introspect", data=b"token=a", headers=_basic(), environ_overrides=environ)
+    assert response.status_code == 400
+    assert "no Content-Type" in response.get_json()["error_description"]
+
+
 # -- active -------------------------------------------------------------------------------
 
 

@@ -370,6 +370,18 @@ def test_userinfo_refuses_the_token_of_a_deleted_user(client: FlaskClient, app: 
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
+def test_userinfo_refuses_a_revoked_access_token(client: FlaskClient) -> None:
+    # RFC 7009 section 2: a revoked token is refused here as at the APIs (its status list index set).
+    revoked, kept = _tokens(client), _tokens(client)
+    form = {"token": revoked["access_token"], "token_type_hint": "access_token", "client_id": CLIENT_ID}
+    assert client.post("/revoke", data=form).status_code == 200
+    response = _userinfo(client, revoked["access_token"])
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert "revoked" in response.headers["WWW-Authenticate"]
+    assert _userinfo(client, kept["access_token"]).status_code == 200
+
+
 # -- discovery ----------------------------------------------------------------------------
 
 

@@ -52,7 +52,7 @@ def test_oauth_error_renders_rfc6749_json_never_cached(app: Flask) -> None:
 
 
 def test_oauth_error_keeps_its_status_and_headers(app: Flask) -> None:
-    response = _raised(app, lambda: InvalidClient(basic=True))
+    response = _raised(app, lambda: InvalidClient())
     assert response.status_code == 401
     assert response.json == {"error": "invalid_client", "error_description": "client authentication failed"}
     assert response.headers["WWW-Authenticate"].startswith("Basic realm=")

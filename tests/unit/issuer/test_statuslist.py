@@ -399,3 +399,23 @@ def test_introspection_answers_inactive_for_a_revoked_access_token(app: Flask, c
     ]
     assert answers[0] == {"active": False}
     assert answers[1]["active"] is True
+
+
+@pytest.mark.parametrize("hint", ["refresh_token", "access_token", None])
+def test_revoke_finds_an_access_token_whatever_the_hint(app: Flask, client: FlaskClient, hint: str | None) -> None:
+    # RFC 7009 section 2.1: a token the hint does not find is looked up as the other types too.
+    body = _login(client)
+    form = {"token": body["access_token"], "client_id": "cli"} | ({"token_type_hint": hint} if hint else {})
+    assert client.post("/revoke", data=form).status_code == 200
+    with app.app_context():
+        claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+        assert statuslist.current().revoked(claims)
+    assert _refresh(client, body["refresh_token"]).status_code == 400  # its family ended with it
+
+
+@pytest.mark.parametrize("hint", ["access_token", "refresh_token", None])
+def test_revoke_finds_a_refresh_token_whatever_the_hint(client: FlaskClient, hint: str | None) -> None:
+    body = _login(client)
+    form = {"token": body["refresh_token"], "client_id": "cli"} | ({"token_type_hint": hint} if hint else {})
+    assert client.post("/revoke", data=form).status_code == 200
+    assert _refresh(client, body["refresh_token"]).status_code == 400
