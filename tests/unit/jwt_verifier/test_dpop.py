@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from jwt_verifier.dpop import Nonces, Proof, access_token_hash, jwk_thumbprint, normalize_htu, verify_proof
 from jwt_verifier.errors import InvalidDPoPProof, Reason, UseDPoPNonce
+from jwt_verifier.jose import b64url_encode
 from jwt_verifier.replay import MemoryReplayStore
 from tests.support.dpop import ProofKey, make_proof, private_jwk, proof_jwk, thumbprint
 from tests.support.fakes import FakeClock
@@ -317,3 +318,19 @@ def test_hostile_nonces_are_refused() -> None:
     nonces = Nonces("ours", 300)
     for nonce in ["²³.abc", "1.é", "\ud800", "1" * 100, ".", ""]:
         assert not nonces.valid(nonce)
+
+
+def _nested(depth: int) -> str:
+    """A JSON object holding arrays nested `depth` deep: more than the parser's recursion allows."""
+    return b64url_encode(('{"typ":"dpop+jwt","x":' + "[" * depth + "]" * depth + "}").encode())
+
+
+@pytest.mark.parametrize("segment", [0, 1])
+def test_a_deeply_nested_header_or_claims_is_refused_not_a_crash(
+    segment: int, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    parts = make_proof(ec_key, "GET", URL, TOKEN).split(".")
+    parts[segment] = _nested(1200)
+    error = refused(".".join(parts), ec_key)
+    assert error.reason == Reason.DPOP_INVALID
+    assert error.description == "the DPoP proof is not a well-formed JWT"

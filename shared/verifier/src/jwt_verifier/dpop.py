@@ -285,7 +285,10 @@ _headers = _HeaderCache()
 
 
 def _json_object(segment: str) -> dict[str, Any]:
-    value = json.loads(b64url_decode(segment).decode("utf-8"))
+    try:
+        value = json.loads(b64url_decode(segment).decode("utf-8"))
+    except RecursionError as exc:  # JSON nested deeper than the parser goes: refused like any bad JSON
+        raise ValueError("JSON nested too deep") from exc
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")  # noqa: TRY004 - a parse failure, caught as ValueError
     return value
