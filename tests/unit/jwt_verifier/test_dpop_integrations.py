@@ -286,3 +286,20 @@ def test_a_head_request_run_as_get_is_checked_against_head(
             assert get.status_code == 200
         finally:
             fastapi_protection(api).jwks.session.close()
+
+
+def test_two_dpop_headers_at_a_flask_api_are_refused_as_such(
+    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey, tmp_path: Path
+) -> None:
+    # WSGI joins the two headers into one value: refused as two, not as a malformed proof.
+    jwks_server.serve_keys(rsa_key)
+    app = test_flask.tiny_app(_config(jwks_server, tmp_path, {}))
+    token = _bound_token(rsa_key, client_key)
+    proof = make_proof(client_key, "GET", URL, token)
+    try:
+        headers = [("Authorization", f"DPoP {token}"), ("DPoP", proof), ("DPoP", proof)]
+        response = app.test_client().get("/orders", headers=headers)
+    finally:
+        flask_protection(app).jwks.session.close()
+    assert response.status_code == 401
+    assert 'error_description="send exactly one DPoP header"' in response.headers["WWW-Authenticate"]
