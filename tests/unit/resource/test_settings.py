@@ -178,3 +178,11 @@ def test_require_dpop_reaches_the_verifier() -> None:
     assert ResourceSettings.from_env({}).verifier.require_dpop is False
     settings = ResourceSettings.from_env({"RESOURCE_REQUIRE_DPOP": "true"})
     assert settings.verifier.require_dpop is True
+
+
+@pytest.mark.parametrize("value", ["ES256 HS256", "ES256,HS256", "none", "es256"])
+def test_an_unsupported_dpop_algorithm_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"^RESOURCE_DPOP_ALGORITHMS must be some of ES256 RS256 PS256 EdDSA"):
+        ResourceSettings.from_env({"RESOURCE_DPOP_ALGORITHMS": value})
+    settings = ResourceSettings.from_env({"RESOURCE_DPOP_ALGORITHMS": " EdDSA  ES256 "})
+    assert settings.verifier.dpop_algorithms == ("EdDSA", "ES256")

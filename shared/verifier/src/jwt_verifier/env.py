@@ -38,6 +38,7 @@ __all__ = [
     "read",
     "read_one",
     "setting",
+    "some_of",
     "text",
     "upper",
     "url",
@@ -178,6 +179,18 @@ def choice(*options: str) -> Callable[[str], str]:
         if lowered not in options:
             raise Invalid("must be " + " or ".join(repr(option) for option in options), lowered)
         return lowered
+
+    return parse
+
+
+def some_of(*options: str) -> Callable[[str], tuple[str, ...]]:
+    """Return a parser of whitespace-separated words, each one of `options` (compared as written)."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        chosen = tuple(raw.split())
+        if not chosen or any(word not in options for word in chosen):
+            raise Invalid("must be some of " + " ".join(options) + " (separated by spaces)", raw)
+        return chosen
 
     return parse
 
