@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jwt_verifier.env import boolean, integer, number, read, setting, some_of, url, words
+from jwt_verifier.env import boolean, integer, number, read, setting, some_of, url, words, writable_file
 
 # The verification defaults, declared once: VerifierConfig, the Verifier's own arguments and
 # the services' settings all take them from here.
@@ -123,6 +123,7 @@ class VerifierConfig:
     dpop_replay_path: str = setting(
         "DPOP_REPLAY_PATH",
         "",
+        parse=writable_file,
         shown="",
         doc="the proofs' replay store (`:memory:`: one process only)",
     )
