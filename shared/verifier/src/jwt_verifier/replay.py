@@ -21,6 +21,7 @@ import sqlite3
 import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -130,16 +131,30 @@ class SqliteReplayStore:
                 _private_directory(Path(self.path).parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             os.close(fd)
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # A crash may lose the last proofs remembered; they expire within a minute anyway.
-            conn.execute("PRAGMA synchronous=OFF")
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            conn = self._open(time.monotonic() + self.timeout)
         except (OSError, sqlite3.Error) as exc:
             raise ReplayStoreUnavailable(f"cannot open the DPoP replay store: {type(exc).__name__}") from exc
         self._local.conn, self._local.pid = conn, pid
         return conn
+
+    def _open(self, deadline: float) -> sqlite3.Connection:
+        # Workers starting together set up a new file at once: switching it to WAL (and creating the
+        # schema) may find it locked without waiting, so "database is locked" is waited out here.
+        while True:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # A crash may lose the last proofs remembered; they expire within a minute anyway.
+                conn.execute("PRAGMA synchronous=OFF")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+            else:
+                return conn
 
     def add(self, key: str, expires: float, now: float) -> bool:
         """Remember `key` until `expires`; return False if any process holds it unexpired."""
