@@ -88,6 +88,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS dpop_proof (key TEXT PRIMARY KEY, expires REAL NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS dpop_proof_expires ON dpop_proof (expires)",
 )
+# What SQLite says while another process sets up the same new file.
+_TRANSIENT = ("locked", "disk I/O error")
 # Insert, or take over a key whose entry has expired; a live entry leaves the row unchanged (0 rows).
 _ADD = (
     "INSERT INTO dpop_proof (key, expires) VALUES (?, ?) "
@@ -131,7 +133,8 @@ class SqliteReplayStore:
                 _private_directory(Path(self.path).parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             os.close(fd)
-            conn = self._open(time.monotonic() + self.timeout)
+            with self._lock:  # one thread of a process sets the file up at a time
+                conn = self._open(time.monotonic() + self.timeout)
         except (OSError, sqlite3.Error) as exc:
             raise ReplayStoreUnavailable(f"cannot open the DPoP replay store: {type(exc).__name__}") from exc
         self._local.conn, self._local.pid = conn, pid
@@ -139,7 +142,8 @@ class SqliteReplayStore:
 
     def _open(self, deadline: float) -> sqlite3.Connection:
         # Workers starting together set up a new file at once: switching it to WAL (and creating the
-        # schema) may find it locked without waiting, so "database is locked" is waited out here.
+        # schema) may find it locked without waiting, or its shared-memory file half made ("disk I/O
+        # error"), so both are waited out here, up to the store's timeout.
         while True:
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
             try:
@@ -150,7 +154,7 @@ class SqliteReplayStore:
                     conn.execute(statement)
             except sqlite3.OperationalError as exc:
                 conn.close()
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if not any(word in str(exc) for word in _TRANSIENT) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
             else:
