@@ -15,6 +15,7 @@ rather than forget a proof that could then be replayed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sqlite3
@@ -132,9 +133,13 @@ class SqliteReplayStore:
             if self.private_directory:
                 _private_directory(Path(self.path).parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
-            with self._lock:  # one thread of a process sets the file up at a time
+            try:
+                # One connection (of any process or thread) sets the file up at a time: flock is
+                # apart from SQLite's own (fcntl) locks, and held only while WAL and the schema are set.
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 conn = self._open(time.monotonic() + self.timeout)
+            finally:
+                os.close(fd)  # releases the flock
         except (OSError, sqlite3.Error) as exc:
             raise ReplayStoreUnavailable(f"cannot open the DPoP replay store: {type(exc).__name__}") from exc
         self._local.conn, self._local.pid = conn, pid
