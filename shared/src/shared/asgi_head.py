@@ -3,13 +3,17 @@
 FastAPI routes declare their methods, and a GET route does not take HEAD (Starlette's own
 routes do): a client or a monitor probing with HEAD would get 405. `HeadAsGet` runs a HEAD
 request as GET, so it passes the same checks (a protected route still wants its token and
-answers its challenge), and sends the status and headers of the GET without its body.
+answers its challenge), and sends the status and headers of the GET without its body. The
+method the client sent stays in the scope under `jwt_verifier.fastapi.METHOD_SCOPE_KEY`, so
+that a DPoP proof is checked against HEAD (RFC 9449 section 4.3: `htm` is the request's method).
 A route that has no GET still answers 405.
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jwt_verifier.fastapi import METHOD_SCOPE_KEY
 
 # What the router writes into the request's scope, copied back for the middleware outside (metrics).
 _ROUTING_KEYS = ("route", "endpoint", "path_params")
@@ -26,7 +30,7 @@ class HeadAsGet:
         if scope["type"] != "http" or scope["method"] != "HEAD":
             await self.app(scope, receive, send)
             return
-        as_get = {**scope, "method": "GET"}
+        as_get = {**scope, "method": "GET", METHOD_SCOPE_KEY: "HEAD"}  # DPoP's htm is checked against HEAD
 
         async def send_without_body(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from jwt_verifier.dpop import Nonces, Proof, access_token_hash, jwk_thumbprint, normalize_htu, verify_proof
 from jwt_verifier.errors import InvalidDPoPProof, Reason, UseDPoPNonce
+from jwt_verifier.jose import b64url_encode
 from jwt_verifier.replay import MemoryReplayStore
 from tests.support.dpop import ProofKey, make_proof, private_jwk, proof_jwk, thumbprint
 from tests.support.fakes import FakeClock
@@ -317,3 +318,45 @@ def test_hostile_nonces_are_refused() -> None:
     nonces = Nonces("ours", 300)
     for nonce in ["²³.abc", "1.é", "\ud800", "1" * 100, ".", ""]:
         assert not nonces.valid(nonce)
+
+
+def _nested(depth: int) -> str:
+    """A JSON object holding arrays nested `depth` deep: more than the parser's recursion allows."""
+    return b64url_encode(('{"typ":"dpop+jwt","x":' + "[" * depth + "]" * depth + "}").encode())
+
+
+@pytest.mark.parametrize("segment", [0, 1])
+def test_a_deeply_nested_header_or_claims_is_refused_not_a_crash(
+    segment: int, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    parts = make_proof(ec_key, "GET", URL, TOKEN).split(".")
+    parts[segment] = _nested(1200)
+    error = refused(".".join(parts), ec_key)
+    assert error.reason == Reason.DPOP_INVALID
+    assert error.description == "the DPoP proof is not a well-formed JWT"
+
+
+def test_an_rsa_proof_key_outside_the_issuers_client_key_bounds_is_refused(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    # A huge exponent (each verification ~60 times dearer) or modulus: refused before any signature check.
+    n = proof_jwk(rsa_key)["n"]
+    huge_e = b64url_encode(((1 << 3069) | 1).to_bytes(384, "big"))
+    huge_n = b64url_encode(((1 << 4103) | 1).to_bytes(513, "big"))
+    for jwk in (
+        {"kty": "RSA", "n": n, "e": huge_e},
+        {"kty": "RSA", "n": huge_n, "e": "AQAB"},
+        {"kty": "RSA", "n": n, "e": "Aw"},
+    ):
+        proof = make_proof(rsa_key, "GET", URL, TOKEN, header={"jwk": jwk})
+        assert refused(proof).description == "the DPoP proof's jwk is not a usable key for its algorithm"
+
+
+def test_the_token_binding_is_checked_before_the_signature(
+    ec_key: ec.EllipticCurvePrivateKey, other_ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    # A proof key that is not the token's is refused as such, without the dearer signature check.
+    header, claims, _ = make_proof(other_ec_key, "GET", URL, TOKEN).split(".")
+    error = refused(f"{header}.{claims}.{b64url_encode(bytes(64))}", ec_key)
+    assert error.reason == Reason.DPOP_BINDING
+    assert error.description == "the DPoP proof was not signed by the key the access token is bound to"

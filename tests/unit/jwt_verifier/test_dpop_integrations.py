@@ -17,6 +17,7 @@ from requests.structures import CaseInsensitiveDict
 from jwt_verifier import VerifierConfig
 from jwt_verifier.fastapi import protection as fastapi_protection
 from jwt_verifier.flask import protection as flask_protection
+from shared.asgi_head import HeadAsGet
 from tests.support.asgi import serve_asgi
 from tests.support.dpop import make_proof, thumbprint
 from tests.support.fakes import JwksServer
@@ -258,3 +259,47 @@ def test_an_expired_token_with_the_dpop_scheme_gets_a_dpop_challenge(
     challenge = response.headers["WWW-Authenticate"]
     assert challenge.startswith('DPoP realm="jwt-split", error="invalid_token"')
     assert challenge.endswith(ALGS)
+
+
+def test_a_head_request_run_as_get_is_checked_against_head(
+    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey, tmp_path: Path
+) -> None:
+    # The reports API's HeadAsGet runs HEAD as GET; the proof's htm must still be the request's method.
+    jwks_server.serve_keys(rsa_key)
+    api = test_fastapi.tiny_app(_config(jwks_server, tmp_path, {}))
+    api.add_middleware(HeadAsGet)
+    token = _bound_token(rsa_key, client_key)
+    with serve_asgi(api) as base_url:
+        try:
+            head = requests.head(
+                base_url + "/orders", headers=_dpop(token, make_proof(client_key, "HEAD", URL, token)), timeout=10
+            )
+            assert head.status_code == 200
+            as_get = requests.head(
+                base_url + "/orders", headers=_dpop(token, make_proof(client_key, "GET", URL, token)), timeout=10
+            )
+            assert as_get.status_code == 401
+            assert 'error="invalid_dpop_proof"' in as_get.headers["WWW-Authenticate"]
+            get = requests.get(
+                base_url + "/orders", headers=_dpop(token, make_proof(client_key, "GET", URL, token)), timeout=10
+            )
+            assert get.status_code == 200
+        finally:
+            fastapi_protection(api).jwks.session.close()
+
+
+def test_two_dpop_headers_at_a_flask_api_are_refused_as_such(
+    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey, tmp_path: Path
+) -> None:
+    # WSGI joins the two headers into one value: refused as two, not as a malformed proof.
+    jwks_server.serve_keys(rsa_key)
+    app = test_flask.tiny_app(_config(jwks_server, tmp_path, {}))
+    token = _bound_token(rsa_key, client_key)
+    proof = make_proof(client_key, "GET", URL, token)
+    try:
+        headers = [("Authorization", f"DPoP {token}"), ("DPoP", proof), ("DPoP", proof)]
+        response = app.test_client().get("/orders", headers=headers)
+    finally:
+        flask_protection(app).jwks.session.close()
+    assert response.status_code == 401
+    assert 'error_description="send exactly one DPoP header"' in response.headers["WWW-Authenticate"]

@@ -131,3 +131,29 @@ def test_the_configured_store(tmp_path: Path) -> None:
     named = open_replay_store(str(tmp_path / "r.sqlite3"), "https://a.example")
     assert isinstance(named, SqliteReplayStore)
     assert named.path == str(tmp_path / "r.sqlite3")
+
+
+def _first_use(path: str, barrier: Barrier, results: multiprocessing.Queue[str]) -> None:
+    store = SqliteReplayStore(path)
+    barrier.wait()
+    try:
+        results.put(str(store.add("k", 1e12, 1.0)))
+    except ReplayStoreUnavailable as exc:
+        results.put(repr(exc.__cause__))
+
+
+def test_workers_opening_a_new_file_at_once_all_answer(tmp_path: Path) -> None:
+    # Gunicorn's workers start together: their first proofs create the file, its WAL and schema at
+    # once ("database is locked" must be waited out as any lock is, not be a 503).
+    context = multiprocessing.get_context("fork")
+    for trial in range(12):
+        path = str(tmp_path / f"replay-{trial}.sqlite3")
+        barrier = context.Barrier(12)
+        results: multiprocessing.Queue[str] = context.Queue()
+        workers = [context.Process(target=_first_use, args=(path, barrier, results)) for _ in range(12)]
+        for worker in workers:
+            worker.start()
+        answers = sorted(results.get(timeout=30) for _ in workers)
+        for worker in workers:
+            worker.join()
+        assert answers == ["False"] * 11 + ["True"]

@@ -91,3 +91,13 @@ def test_the_verifiers_settings_are_the_librarys_read_with_the_reports_prefix() 
     defaults = ReportsSettings().verifier
     assert (defaults.leeway, defaults.jwks_timeout) == (VerifierConfig.leeway, VerifierConfig.jwks_timeout)
     assert (defaults.audience, defaults.resource) == ("jwt-split-reports", "http://localhost:8002")
+
+
+def test_an_unsupported_dpop_algorithm_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match=r"^REPORTS_DPOP_ALGORITHMS must be some of"):
+        ReportsSettings.from_env({"REPORTS_DPOP_ALGORITHMS": "ES256 HS256"})
+
+
+def test_an_unusable_dpop_replay_path_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match=r"^REPORTS_DPOP_REPLAY_PATH must be a file this service can write"):
+        ReportsSettings.from_env({"REPORTS_DPOP_REPLAY_PATH": "/nonexistent/dir/replay.db"})

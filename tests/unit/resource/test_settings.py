@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jwt_verifier.config import DEFAULT_CACHE_SIZE, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES, VerifierConfig
@@ -178,3 +180,23 @@ def test_require_dpop_reaches_the_verifier() -> None:
     assert ResourceSettings.from_env({}).verifier.require_dpop is False
     settings = ResourceSettings.from_env({"RESOURCE_REQUIRE_DPOP": "true"})
     assert settings.verifier.require_dpop is True
+
+
+@pytest.mark.parametrize("value", ["ES256 HS256", "ES256,HS256", "none", "es256"])
+def test_an_unsupported_dpop_algorithm_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"^RESOURCE_DPOP_ALGORITHMS must be some of ES256 RS256 PS256 EdDSA"):
+        ResourceSettings.from_env({"RESOURCE_DPOP_ALGORITHMS": value})
+    settings = ResourceSettings.from_env({"RESOURCE_DPOP_ALGORITHMS": " EdDSA  ES256 "})
+    assert settings.verifier.dpop_algorithms == ("EdDSA", "ES256")
+
+
+def test_an_unusable_dpop_replay_path_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    # Not at the first DPoP request (a 503 each time): at start, naming the variable.
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for path in ["/nonexistent/dir/replay.db", str(tmp_path), str(a_file / "replay.db")]:
+        with pytest.raises(SettingsError, match=r"^RESOURCE_DPOP_REPLAY_PATH must be a file this service can write"):
+            ResourceSettings.from_env({"RESOURCE_DPOP_REPLAY_PATH": path})
+    for path in [str(tmp_path / "replay.db"), ":memory:"]:
+        assert ResourceSettings.from_env({"RESOURCE_DPOP_REPLAY_PATH": path}).verifier.dpop_replay_path == path
+    assert not (tmp_path / "replay.db").exists()  # checked, not created

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jwt_verifier.env import boolean, integer, number, read, setting, url, words
+from jwt_verifier.env import boolean, integer, number, read, setting, some_of, url, words, writable_file
 
 # The verification defaults, declared once: VerifierConfig, the Verifier's own arguments and
 # the services' settings all take them from here.
@@ -112,7 +112,10 @@ class VerifierConfig:
     # The replay store is a SQLite file shared by every worker of the API on this host.
     require_dpop: bool = setting("REQUIRE_DPOP", False, parse=boolean, doc="refuse any bearer use of a token")
     dpop_algorithms: tuple[str, ...] = setting(
-        "DPOP_ALGORITHMS", DEFAULT_DPOP_ALGORITHMS, parse=words, doc="proof algorithms accepted"
+        "DPOP_ALGORITHMS",
+        DEFAULT_DPOP_ALGORITHMS,
+        parse=some_of(*DEFAULT_DPOP_ALGORITHMS),
+        doc="proof algorithms accepted",
     )
     dpop_max_age: int = setting(
         "DPOP_MAX_AGE", DEFAULT_DPOP_MAX_AGE, parse=integer(1, 600), doc="how old a proof's `iat` may be"
@@ -120,6 +123,7 @@ class VerifierConfig:
     dpop_replay_path: str = setting(
         "DPOP_REPLAY_PATH",
         "",
+        parse=writable_file,
         shown="",
         doc="the proofs' replay store (`:memory:`: one process only)",
     )

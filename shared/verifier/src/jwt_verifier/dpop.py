@@ -1,8 +1,9 @@
 """DPoP proofs (RFC 9449): checking the proof a client sends with a DPoP-bound access token.
 
-`verify_proof` applies every check of section 4.3, in its order, then the two of section 7.1
-that tie the proof to the access token (`ath`, and `cnf.jkt` against the proof key's RFC 7638
-thumbprint), then remembers the proof in a replay store (section 11.1) so that no worker of the
+`verify_proof` applies every check of section 4.3, in its order, and the two of section 7.1
+that tie the proof to the access token (`cnf.jkt` against the proof key's RFC 7638 thumbprint
+first of all, as it is cheap and spares a stranger's key its signature check; `ath` after the
+claims), then remembers the proof in a replay store (section 11.1) so that no worker of the
 API accepts it twice. `Nonces` are the server nonces of section 9. The DPoP scheme at a
 protected resource (which token goes with which proof, bearer use) is `jwt_verifier.dpop_scheme`.
 
@@ -51,6 +52,10 @@ MAX_PROOF_BYTES = 8192
 MAX_JTI_CHARS = 256
 # Members of a private JWK (RFC 7518 section 6): a proof carrying any of them is refused.
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+# A proof key's RSA bounds, the issuer's for client keys: a larger exponent or modulus makes each
+# signature check many times dearer (a 3070-bit e about 60 times) for whoever sends the proof.
+RSA_EXPONENT = b"\x01\x00\x01"  # 65537
+MAX_RSA_BITS = 4096
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
@@ -193,8 +198,8 @@ def _load_key(alg: str, jwk: Mapping[str, Any]) -> PublicKey:
         ).public_key()
     if alg in ("RS256", "PS256"):
         n, e = _int_member(jwk, "n"), _int_member(jwk, "e")
-        if kty != "RSA" or n[0] == 0 or e[0] == 0 or len(n) * 8 < MIN_RSA_BITS:
-            raise ValueError(f"{alg} needs an RSA key of at least {MIN_RSA_BITS} bits")
+        if kty != "RSA" or n[0] == 0 or e != RSA_EXPONENT or not MIN_RSA_BITS <= len(n) * 8 <= MAX_RSA_BITS:
+            raise ValueError(f"{alg} needs an RSA key of {MIN_RSA_BITS} to {MAX_RSA_BITS} bits with e = 65537")
         return rsa.RSAPublicNumbers(int.from_bytes(e, "big"), int.from_bytes(n, "big")).public_key()
     if alg == "EdDSA":
         x = _int_member(jwk, "x")
@@ -285,7 +290,10 @@ _headers = _HeaderCache()
 
 
 def _json_object(segment: str) -> dict[str, Any]:
-    value = json.loads(b64url_decode(segment).decode("utf-8"))
+    try:
+        value = json.loads(b64url_decode(segment).decode("utf-8"))
+    except RecursionError as exc:  # JSON nested deeper than the parser goes: refused like any bad JSON
+        raise ValueError("JSON nested too deep") from exc
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")  # noqa: TRY004 - a parse failure, caught as ValueError
     return value
@@ -332,6 +340,9 @@ def verify_proof(
         raise refuse(str(exc)) from exc
     if alg not in algs:
         raise refuse(_NOT_ACCEPTED)
+    # Section 7.1, first as it is cheap: a bound token's proof is signed by the key it is bound to.
+    if jkt is not None and not _same(jkt, thumbprint):
+        raise refuse("the DPoP proof was not signed by the key the access token is bound to", Reason.DPOP_BINDING)
     try:
         claims = _json_object(segments[1])
         signature = b64url_decode(segments[2])
@@ -375,8 +386,6 @@ def verify_proof(
         ath = claims.get("ath")
         if not isinstance(ath, str) or not _same(ath, access_token_hash(access_token)):
             raise refuse("the DPoP proof was made for another access token", Reason.DPOP_BINDING)
-    if jkt is not None and not _same(jkt, thumbprint):
-        raise refuse("the DPoP proof was not signed by the key the access token is bound to", Reason.DPOP_BINDING)
     # Section 11.1: never accepted twice, by any worker, while it would otherwise pass.
     if not replay.add(replay_key(jti, proof_htu), iat + max_age + leeway, now):
         raise refuse("the DPoP proof was already used", Reason.DPOP_REPLAY)

@@ -149,7 +149,8 @@ class DPoPPolicy:
         if request is None:
             raise InvalidDPoPProof("this API cannot check DPoP proofs here", algs=self.algs)
         proofs = request.proofs
-        if len(proofs) != 1:
+        # A comma is two headers a WSGI server joined into one value (RFC 9110 section 5.3): never in a JWT.
+        if len(proofs) != 1 or "," in proofs[0]:
             raise InvalidDPoPProof("send exactly one DPoP header", algs=self.algs)
         jkt = bound_jkt(claims)
         if jkt is None:

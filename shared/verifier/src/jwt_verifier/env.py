@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,14 @@ __all__ = [
     "read",
     "read_one",
     "setting",
+    "some_of",
     "text",
     "upper",
     "url",
     "urls",
     "variables",
     "words",
+    "writable_file",
 ]
 
 T = TypeVar("T")
@@ -178,6 +181,35 @@ def choice(*options: str) -> Callable[[str], str]:
         if lowered not in options:
             raise Invalid("must be " + " or ".join(repr(option) for option in options), lowered)
         return lowered
+
+    return parse
+
+
+def writable_file(raw: str) -> str:
+    """Return the path of a file this process can write, or create in an existing directory (`:memory:` as it is).
+
+    Checked, never created: a store's file is made on first use, by the process that uses it.
+    """
+    if raw == ":memory:":
+        return raw
+    path = Path(raw)
+    if path.is_dir() or not (
+        os.access(path, os.W_OK)
+        if path.exists()
+        else path.parent.is_dir() and os.access(path.parent, os.W_OK | os.X_OK)
+    ):
+        raise Invalid("must be a file this service can write, in an existing directory", raw)
+    return raw
+
+
+def some_of(*options: str) -> Callable[[str], tuple[str, ...]]:
+    """Return a parser of whitespace-separated words, each one of `options` (compared as written)."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        chosen = tuple(raw.split())
+        if not chosen or any(word not in options for word in chosen):
+            raise Invalid("must be some of " + " ".join(options) + " (separated by spaces)", raw)
+        return chosen
 
     return parse
 

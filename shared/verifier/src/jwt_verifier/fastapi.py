@@ -46,6 +46,10 @@ from jwt_verifier.verifier import TokenVerifier
 
 __all__ = ["BearerAuth", "Claims", "Protection", "bearer_scheme", "protection", "readiness", "require_scope"]
 
+# The ASGI scope key under which a middleware that rewrites a request's method (HEAD run as GET)
+# keeps the method the client sent: a DPoP proof's `htm` is checked against that one (RFC 9449 4.3).
+METHOD_SCOPE_KEY = "jwt_verifier.method"
+
 Claims = dict[str, Any]
 
 STATE = "jwt_verifier"
@@ -174,7 +178,8 @@ class _VerifiedClaims(HTTPBearer):
         authorization = request.headers.getlist("authorization")
         cookies = request.cookies if found.protector.cookie is not None else None
         proofs = request.headers.getlist("dpop")
-        dpop = dpop_request(found.config.resource, request.method, request.url.path, proofs)
+        method = request.scope.get(METHOD_SCOPE_KEY, request.method)
+        dpop = dpop_request(found.config.resource, method, request.url.path, proofs)
         if found.local:
             try:
                 return found.protector.authenticate(authorization, cookies, self.scope, dpop=dpop)

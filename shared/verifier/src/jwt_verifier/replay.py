@@ -15,12 +15,14 @@ rather than forget a proof that could then be replayed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sqlite3
 import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -87,6 +89,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS dpop_proof (key TEXT PRIMARY KEY, expires REAL NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS dpop_proof_expires ON dpop_proof (expires)",
 )
+# What SQLite says while another process sets up the same new file.
+_TRANSIENT = ("locked", "disk I/O error")
 # Insert, or take over a key whose entry has expired; a live entry leaves the row unchanged (0 rows).
 _ADD = (
     "INSERT INTO dpop_proof (key, expires) VALUES (?, ?) "
@@ -129,17 +133,37 @@ class SqliteReplayStore:
             if self.private_directory:
                 _private_directory(Path(self.path).parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # A crash may lose the last proofs remembered; they expire within a minute anyway.
-            conn.execute("PRAGMA synchronous=OFF")
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            try:
+                # One connection (of any process or thread) sets the file up at a time: flock is
+                # apart from SQLite's own (fcntl) locks, and held only while WAL and the schema are set.
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                conn = self._open(time.monotonic() + self.timeout)
+            finally:
+                os.close(fd)  # releases the flock
         except (OSError, sqlite3.Error) as exc:
             raise ReplayStoreUnavailable(f"cannot open the DPoP replay store: {type(exc).__name__}") from exc
         self._local.conn, self._local.pid = conn, pid
         return conn
+
+    def _open(self, deadline: float) -> sqlite3.Connection:
+        # Workers starting together set up a new file at once: switching it to WAL (and creating the
+        # schema) may find it locked without waiting, or its shared-memory file half made ("disk I/O
+        # error"), so both are waited out here, up to the store's timeout.
+        while True:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # A crash may lose the last proofs remembered; they expire within a minute anyway.
+                conn.execute("PRAGMA synchronous=OFF")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if not any(word in str(exc) for word in _TRANSIENT) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+            else:
+                return conn
 
     def add(self, key: str, expires: float, now: float) -> bool:
         """Remember `key` until `expires`; return False if any process holds it unexpired."""
