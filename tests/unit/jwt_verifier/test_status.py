@@ -27,7 +27,7 @@ from jwt_verifier.fastapi import protection as fastapi_protection
 from jwt_verifier.flask import BearerAuth as FlaskAuth
 from jwt_verifier.flask import protection as flask_protection
 from jwt_verifier.jwks import JwksClient
-from jwt_verifier.status import StatusChecked, StatusFetchNeeded, StatusLists
+from jwt_verifier.status import StatusChecked, StatusFetchNeeded, StatusLists, loop_thread
 from jwt_verifier.verifier import Verifier
 from tests.support.asgi import serve_asgi
 from tests.support.fakes import FakeClock, WsgiServer
@@ -513,13 +513,29 @@ def test_the_first_sight_on_an_event_loop_asks_for_a_worker_thread(
     lists = make_lists()
 
     async def on_the_loop() -> None:
-        lists.check(_ref(uri, 0))
+        with loop_thread():  # what the FastAPI integration says around its call on the loop
+            lists.check(_ref(uri, 0))
 
     with pytest.raises(StatusFetchNeeded):
         asyncio.run(on_the_loop())
     assert server.requests == []
     lists.check(_ref(uri, 0))
     asyncio.run(on_the_loop())  # held now: checked on the loop
+
+
+def test_a_caller_that_did_not_say_it_is_on_a_loop_fetches_in_its_thread(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # A WSGI app called in a thread where some loop runs (Playwright's sync API leaves one in the
+    # main thread): the Flask integration cannot hand the fetch to a worker thread, so it fetches.
+    uri = _put(server, rsa_key, "1", [0])
+    lists = make_lists()
+
+    async def in_a_thread_with_a_loop() -> None:
+        lists.check(_ref(uri, 0))
+
+    asyncio.run(in_a_thread_with_a_loop())
+    assert server.count("/statuslists/1") == 1
 
 
 def test_concurrent_first_sights_share_one_fetch(

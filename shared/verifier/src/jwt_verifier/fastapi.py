@@ -41,7 +41,7 @@ from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierErr
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protection import Protection, build
 from jwt_verifier.rfc9728 import metadata, metadata_path
-from jwt_verifier.status import StatusFetchNeeded
+from jwt_verifier.status import StatusFetchNeeded, loop_thread
 from jwt_verifier.verifier import TokenVerifier
 
 __all__ = ["BearerAuth", "Claims", "Protection", "bearer_scheme", "protection", "readiness", "require_scope"]
@@ -182,7 +182,8 @@ class _VerifiedClaims(HTTPBearer):
         dpop = dpop_request(found.config.resource, method, request.url.path, proofs)
         if found.local:
             try:
-                return found.protector.authenticate(authorization, cookies, self.scope, dpop=dpop)
+                with loop_thread():  # a status list not held yet is fetched off the loop
+                    return found.protector.authenticate(authorization, cookies, self.scope, dpop=dpop)
             except (_FetchNeeded, StatusFetchNeeded):
                 pass  # the key or the token's status list must be fetched: off the loop
         return await run_in_threadpool(

@@ -11,8 +11,9 @@ cache hit included, looks its entry up (a dict lookup and a shift). The rules:
   (least recently used dropped first), each at most `status_max_bytes` as fetched and
   `status_max_list_bytes` inflated.
 - The first sight of a list fetches it in the caller's thread, the whole answer within
-  `status_timeout` (`deadline.py`); concurrent first sights share that fetch. On an event
-  loop it raises `StatusFetchNeeded` instead, and the integration verifies in a worker thread.
+  `status_timeout` (`deadline.py`); concurrent first sights share that fetch. Inside
+  `loop_thread()` (the FastAPI integration's check on its event loop) it raises
+  `StatusFetchNeeded` instead, and the integration verifies in a worker thread.
 - One background thread per process re-fetches every held list every `status_refresh_seconds`
   (at least 1 s; sooner if the list's `ttl` or `max-age` says so, never sooner than 1 s) with
   `If-None-Match`; a 304 keeps the list. It also reads the issuer's index of current lists,
@@ -37,13 +38,14 @@ cache hit included, looks its entry up (a dict lookup and a shift). The rules:
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import contextvars
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,7 +65,7 @@ from jwt_verifier.errors import (
 from jwt_verifier.statuslist import MEDIA_TYPE, StatusList, parse_list_token, status_ref
 from jwt_verifier.verifier import KeySource, TokenVerifier, WatchedKeySource
 
-__all__ = ["StatusChecked", "StatusFetchNeeded", "StatusLists", "with_status_lists"]
+__all__ = ["StatusChecked", "StatusFetchNeeded", "StatusLists", "loop_thread", "with_status_lists"]
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +195,7 @@ class StatusLists:
         held = self._lists.get(uri)
         if held is not None and held.current is None and held.error is not None and now < held.next_at:
             raise _copy(held.error)
-        if _on_event_loop():
+        if _ON_THE_LOOP.get():
             raise StatusFetchNeeded("the status list must be fetched first")
         held = self._entry(uri)
         with held.lock:
@@ -460,12 +462,21 @@ def _copy(error: JwtVerifierError) -> JwtVerifierError:
     return error
 
 
-def _on_event_loop() -> bool:
+# Set by an integration around a check it makes on an event loop (jwt_verifier.fastapi): a first
+# sight then raises StatusFetchNeeded rather than block the loop. Not guessed from a running loop:
+# a WSGI app may run where one happens to run (Playwright's sync API leaves one in its thread),
+# and it has no worker thread to hand the fetch to.
+_ON_THE_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar("jwt_verifier.status.on_the_loop", default=False)
+
+
+@contextlib.contextmanager
+def loop_thread() -> Iterator[None]:
+    """Within this block, a status list not held yet raises `StatusFetchNeeded` instead of being fetched."""
+    token = _ON_THE_LOOP.set(True)
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+        yield
+    finally:
+        _ON_THE_LOOP.reset(token)
 
 
 class StatusChecked:
