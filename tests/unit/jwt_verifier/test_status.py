@@ -9,7 +9,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -506,6 +506,28 @@ def test_at_most_max_lists_are_held(make_lists: Lists, server: StatusServer, rsa
     assert set(lists._lists) == set(uris[2:])
 
 
+def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main` on a new event loop in a thread of its own, re-raising what it raised.
+
+    Not in the test's thread: another test's tool may have left a loop running there
+    (Playwright's sync API does), and `asyncio.run` refuses to start inside one.
+    """
+    raised: list[Exception] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except Exception as exc:  # noqa: BLE001 - handed to the test's thread, which re-raises it
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    if raised:
+        raise raised[0]
+
+
 def test_the_first_sight_on_an_event_loop_asks_for_a_worker_thread(
     make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey
 ) -> None:
@@ -517,10 +539,10 @@ def test_the_first_sight_on_an_event_loop_asks_for_a_worker_thread(
             lists.check(_ref(uri, 0))
 
     with pytest.raises(StatusFetchNeeded):
-        asyncio.run(on_the_loop())
+        _run_loop(on_the_loop)
     assert server.requests == []
     lists.check(_ref(uri, 0))
-    asyncio.run(on_the_loop())  # held now: checked on the loop
+    _run_loop(on_the_loop)  # held now: checked on the loop
 
 
 def test_a_caller_that_did_not_say_it_is_on_a_loop_fetches_in_its_thread(
@@ -534,7 +556,7 @@ def test_a_caller_that_did_not_say_it_is_on_a_loop_fetches_in_its_thread(
     async def in_a_thread_with_a_loop() -> None:
         lists.check(_ref(uri, 0))
 
-    asyncio.run(in_a_thread_with_a_loop())
+    _run_loop(in_a_thread_with_a_loop)
     assert server.count("/statuslists/1") == 1
 
 
@@ -607,7 +629,10 @@ def _token(
 
 
 # Minted an hour ago: its own `iat` vouches for nothing within the default stale window.
-HOUR_OLD: dict[str, Any] = {"iat": int(time.time()) - 3600, "exp": int(time.time()) + 300}
+def _hour_old() -> dict[str, Any]:
+    """Claims of a token minted an hour ago and still unexpired (computed when the test runs)."""
+    now = int(time.time())
+    return {"iat": now - 3600, "exp": now + 300}
 
 
 def test_the_flask_integration_answers_401_revoked_and_503_never_500(
@@ -641,7 +666,7 @@ def test_the_flask_integration_answers_401_revoked_and_503_never_500(
         other = _put(server, rsa_key, "2", [0])
         unavailable = requests.get(
             f"{web.base_url}/me",
-            headers={"Authorization": f"Bearer {_token(server, rsa_key, other, 0, **HOUR_OLD)}"},
+            headers={"Authorization": f"Bearer {_token(server, rsa_key, other, 0, **_hour_old())}"},
             timeout=10,
         )
         assert unavailable.status_code == 503
@@ -679,7 +704,7 @@ def test_the_fastapi_integration_fetches_off_the_loop_and_refuses_revoked_tokens
         other = _put(server, rsa_key, "2", [0])
         unavailable = requests.get(
             f"{base_url}/me",
-            headers={"Authorization": f"Bearer {_token(server, rsa_key, other, 0, **HOUR_OLD)}"},
+            headers={"Authorization": f"Bearer {_token(server, rsa_key, other, 0, **_hour_old())}"},
             timeout=10,
         )
         assert unavailable.status_code == 503
