@@ -52,7 +52,7 @@ services:
 	@scripts/services-setup
 
 ## Narrated curl walk-through against the compose stack (started if it is not running).
-demo: docker
+demo: install docker
 	@$(USE_STAND_IN); scripts/demo
 
 ## Unit, loopback and browser tests only (no Docker).

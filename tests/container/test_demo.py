@@ -51,7 +51,7 @@ def test_demo_proves_each_step_of_the_argument(compose_images: None, tmp_path: P
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     proved = [line for line in out.splitlines() if line.startswith("PROVED:")]
-    assert len(proved) == 9, out
+    assert len(proved) == 11, out
     claims = (
         "RS256",
         "answered 200",
@@ -62,10 +62,12 @@ def test_demo_proves_each_step_of_the_argument(compose_images: None, tmp_path: P
         "its own private_key_jwt token (sub reports-api)",
         "service-to-service call still works",
         "both tokens",
+        "a stolen copy is worth nothing without the client's private key",
+        "within 2 s, at every worker, while the issuer was asked only for status lists",
     )
     for claim in claims:
         assert any(claim in line for line in proved), (claim, proved)
-    assert "9 steps, 9 proved." in out
+    assert "11 steps, 11 proved." in out
     assert "wonderland" not in result.stderr
     # HS256: the API is sound against a guessed secret, and falls to the one stolen from its own files.
     assert "bob (scope profile) GET /api/admin -> 403" in out
@@ -88,6 +90,29 @@ def test_demo_proves_each_step_of_the_argument(compose_images: None, tmp_path: P
     assert '"aud":"jwt-split-reports"' in out
     assert 'error="invalid_token"' in out.split("== 6.")[1].split("== 7.")[0]
     assert "at jwt-split-api: token for jwt-split-reports -> 401, token for jwt-split-api -> 200" in out
+    # DPoP: the stolen bound token is refused as Bearer, with the replayed proof and with another key's proof.
+    dpop = out.split("== 10.")[1].split("== 11.")[0]
+    assert "the client, with its key -> 200" in dpop
+    for attempt, error in (
+        ("as a Bearer token -> 401", 'error="invalid_token"'),
+        ("with the captured proof, replayed -> 401", "the DPoP proof was already used"),
+        ("with a proof signed by the thief's key -> 401", "not signed by the key the access token is bound to"),
+    ):
+        at = dpop.index(attempt)
+        assert dpop[at:].splitlines()[1].startswith("  WWW-Authenticate: DPoP "), dpop
+        assert error in dpop[at:].splitlines()[1], dpop
+    # Logout: both APIs accepted, the issuer saw no per-request call, both refused within 2 s at every worker.
+    logout = out.split("== 11.")[1]
+    assert re.search(r"^GET http://127\.0\.0\.1:\d+/api/me -> 200$", logout, re.M), logout
+    assert re.search(r"^GET http://127\.0\.0\.1:\d+/api/caller -> 200$", logout, re.M), logout
+    assert "  issuer introspect.introspect during the calls: 0" in logout
+    assert "  issuer oidc.userinfo during the calls: 0" in logout
+    assert re.search(r"^  issuer statuslist\.status_list answered 304: \d+$", logout, re.M), logout
+    for name in ("profile API", "reports API"):
+        timed = re.search(rf"^{name}: first 401 after (\d+\.\d\d) s", logout, re.M)
+        assert timed is not None, logout
+        assert float(timed.group(1)) < 2.0, logout
+    assert len(re.findall(r"^  then 12/12 calls on fresh connections -> 401; .*revoked", logout, re.M)) == 2, logout
     # The HS256 pair ran on loopback ports and was stopped when the demo ended.
     urls = re.search(r"^HS256 issuer: (http://127\.0\.0\.1:\d+), HS256 API: (http://127\.0\.0\.1:\d+)$", out, re.M)
     assert urls is not None, out
