@@ -20,6 +20,7 @@ from jwt_verifier import VerifierConfig
 from jwt_verifier.fastapi import BearerAuth, Claims, protection, readiness, require_scope
 from tests.support.asgi import serve_asgi
 from tests.support.fakes import JwksServer
+from tests.support.threads import on_a_loop
 from tests.support.tokens import ISSUER, kid_of, make_claims, new_rsa_key, sign
 
 AUDIENCE = "orders-api"
@@ -303,3 +304,27 @@ def test_a_verifier_of_its_own_runs_in_a_worker_thread(jwks_server: JwksServer) 
         assert verifier.on_loop == [False]
     finally:
         protection(app).jwks.session.close()
+
+
+def test_the_protector_called_on_a_loop_outside_the_integrations_check_fetches_the_keys(
+    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # Only `require_scope`'s check on the loop hands a fetch to a worker thread; any other caller
+    # (a WebSocket route's own check, a thread where a tool left a loop running) fetches the keys.
+    jwks_server.serve_keys(rsa_key)
+    config = VerifierConfig(
+        issuer=ISSUER, audience=AUDIENCE, resource=RESOURCE, jwks_url=jwks_server.url, jwks_prefetch=False
+    )
+    found = BearerAuth(config).init_app(FastAPI())
+    token = sign(make_claims(audience=AUDIENCE, scope="orders:read", sub="alice"), rsa_key)
+    claims: list[Claims] = []
+
+    async def elsewhere_on_a_loop() -> None:
+        claims.append(found.protector.authenticate([f"Bearer {token}"], None, "orders:read"))
+
+    try:
+        on_a_loop(elsewhere_on_a_loop)
+    finally:
+        found.jwks.session.close()
+    assert claims[0]["sub"] == "alice"
+    assert jwks_server.request_count == 1

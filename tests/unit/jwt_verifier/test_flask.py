@@ -16,6 +16,7 @@ from jwt_verifier import VerifierConfig
 from jwt_verifier.errors import InsufficientScope
 from jwt_verifier.flask import BearerAuth, error_response, protection
 from tests.support.fakes import JwksServer
+from tests.support.threads import on_a_loop
 from tests.support.tokens import ISSUER, make_claims, sign
 
 AUDIENCE = "orders-api"
@@ -201,3 +202,19 @@ def test_a_bearer_error_renders_its_challenge_with_the_metadata_url() -> None:
         'Bearer realm="jwt-split", error="insufficient_scope", '
         f'error_description="this resource needs the \'admin\' scope", scope="admin", resource_metadata="{url}"'
     )
+
+
+def test_a_view_called_where_an_unrelated_loop_runs_still_fetches_the_keys(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # Playwright's sync API leaves a loop running in its thread: a WSGI app called there has no
+    # worker thread to hand a fetch to, so it fetches (no refusal, no 500).
+    client = make_app().test_client()
+    responses: list[TestResponse] = []
+
+    async def with_a_loop_running() -> None:
+        responses.append(client.get("/orders", headers=_token(rsa_key)))
+
+    on_a_loop(with_a_loop_running)
+    assert responses[0].status_code == 200
+    assert jwks_server.request_count == 1
