@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,28 +15,13 @@ from jwt_verifier import VerifierConfig
 from jwt_verifier.errors import InsufficientScope
 from jwt_verifier.flask import BearerAuth, error_response, protection
 from tests.support.fakes import JwksServer
+from tests.support.orders_api import AUDIENCE, RESOURCE, flask_app, orders_config
 from tests.support.threads import on_a_loop
 from tests.support.tokens import ISSUER, make_claims, sign
 
-AUDIENCE = "orders-api"
-RESOURCE = "https://orders.example"
 METADATA = f'resource_metadata="{RESOURCE}/.well-known/oauth-protected-resource"'
 
 AppFactory = Callable[..., Flask]
-
-
-def tiny_app(config: VerifierConfig) -> Flask:
-    """Build the README's whole integration: an API with one protected view."""
-    app = Flask(__name__)
-    auth = BearerAuth(config)
-    auth.init_app(app)
-
-    @app.get("/orders")
-    @auth.require(scope="orders:read")
-    def orders() -> dict[str, Any]:
-        return {"sub": g.claims["sub"]}
-
-    return app
 
 
 @pytest.fixture
@@ -47,16 +31,7 @@ def make_app(jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> Iterator[Ap
     apps: list[Flask] = []
 
     def make(**options: Any) -> Flask:
-        config = VerifierConfig(
-            issuer=ISSUER,
-            audience=AUDIENCE,
-            resource=RESOURCE,
-            jwks_url=jwks_server.url,
-            scopes_supported=("orders:read", "orders:write"),
-            jwks_cooldown=0.0,
-            jwks_prefetch=False,
-        )
-        app = tiny_app(dataclasses.replace(config, **options))
+        app = flask_app(orders_config(jwks_server.url, **options))
         apps.append(app)
         return app
 
