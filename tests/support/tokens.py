@@ -24,14 +24,14 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ID_NONCE = "nonce-of-the-login"
 
 
-def overridden(claims: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Return `claims` with `overrides` applied; an override of `None` removes that claim."""
+def overridden(members: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return `members` (claims, a header, a JWK) with `overrides` applied; an override of `None` removes that member."""
     for name, value in overrides.items():
         if value is None:
-            claims.pop(name, None)
+            members.pop(name, None)
         else:
-            claims[name] = value
-    return claims
+            members[name] = value
+    return members
 
 
 def make_claims(*, issuer: str = ISSUER, audience: str = AUDIENCE, **overrides: Any) -> dict[str, Any]:
