@@ -28,7 +28,7 @@ import requests
 
 from bench import dpop, micro, report, revocation, scale
 from bench.load import wrk
-from bench.services import cpu_seconds, label, worker_rss_mib
+from bench.services import ISSUER_URL, bench_issuer, cpu_seconds, label, reports_service, worker_rss_mib
 from issuer.db import Database
 from issuer.settings import IssuerSettings
 from issuer.tokens import Grant, RefreshTokens, mint_access_token
@@ -37,13 +37,10 @@ from tests.support.processes import (
     REPORTS_WORKER,
     GunicornService,
     count_events,
-    free_port,
-    issuer_process,
     resource_process,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-ISSUER_URL = "http://localhost:8000"
 AUDIENCE = "jwt-split-api"
 REPORTS_AUDIENCE = "jwt-split-reports"
 REPORTS_WORKERS = 4
@@ -149,17 +146,10 @@ def resource(
 def prepare_services(run_dir: Path, data_dir: Path) -> tuple[GunicornService, GunicornService, GunicornService]:
     """Prepare the issuer and two resources (local verification, introspection), logs in `run_dir`."""
     secret = secrets.token_urlsafe(32)
-    issuer = issuer_process(
+    issuer = bench_issuer(
         run_dir,
-        public_url=ISSUER_URL,
-        data_dir=data_dir,
-        env={
-            "ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second",
-            "ISSUER_ARGON2_TIME_COST": "1",
-            "ISSUER_ARGON2_MEMORY_KIB": "8192",
-            "ISSUER_JWKS_MAX_AGE": str(JWKS_MAX_AGE),
-            "ISSUER_INTROSPECTION_SECRET": secret,
-        },
+        data_dir,
+        env={"ISSUER_JWKS_MAX_AGE": str(JWKS_MAX_AGE), "ISSUER_INTROSPECTION_SECRET": secret},
         workers=MAIN_SETTINGS[1],
         threads=MAIN_SETTINGS[2],
     )
@@ -202,26 +192,6 @@ def start_services(
         if answer.status_code != 200:
             raise RuntimeError(f"{service.name} refused a fresh token: {answer.status_code} {answer.text[:200]}")
     return bearer, local_started
-
-
-def reports_service(run_dir: Path, issuer: GunicornService) -> GunicornService:
-    """Prepare the reports API under its uvicorn workers; `/api/caller` never calls the profile API."""
-    nowhere = f"http://127.0.0.1:{free_port()}"
-    env = {
-        "REPORTS_ISSUER": ISSUER_URL,
-        "REPORTS_ISSUER_INTERNAL_URL": issuer.url,
-        "REPORTS_PROFILE_API_URL": nowhere,
-        "REPORTS_DATA_DIR": str(run_dir / "reports-data"),
-        "REPORTS_TOKEN_PREFETCH": "false",
-    }
-    return GunicornService(
-        "reports",
-        "reports_api:create_app()",
-        env,
-        run_dir / "reports.log",
-        workers=REPORTS_WORKERS,
-        worker_class=REPORTS_WORKER,
-    )
 
 
 def reports_http(reports: GunicornService, data_dir: Path, run_dir: Path) -> dict[str, Any]:
@@ -365,7 +335,7 @@ def main() -> int:
         results["gunicorn"] = compared
 
         say("reports API (FastAPI, uvicorn workers): /healthz beside the protected /api/caller")
-        reports = reports_service(run_dir, issuer)
+        reports = reports_service(run_dir, issuer, workers=REPORTS_WORKERS)
         services.append(reports)
         results["reports_http"] = reports_http(reports, data_dir, run_dir)
     finally:

@@ -12,8 +12,9 @@ import sys
 import time
 
 from bench import report
-from bench.__main__ import ISSUER_URL, REPO, reports_http, reports_service, say
-from tests.support.processes import GunicornService, issuer_process
+from bench.__main__ import REPO, REPORTS_WORKERS, reports_http, say
+from bench.services import bench_issuer, reports_service
+from tests.support.processes import GunicornService
 
 
 def main() -> int:
@@ -21,18 +22,11 @@ def main() -> int:
     run_dir = REPO / "var" / "bench" / f"reports-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True)
     data_dir = run_dir / "issuer"
-    issuer = issuer_process(
-        run_dir,
-        public_url=ISSUER_URL,
-        data_dir=data_dir,
-        env={"ISSUER_ARGON2_TIME_COST": "1", "ISSUER_ARGON2_MEMORY_KIB": "8192"},
-        workers=1,
-        threads=2,
-    )
+    issuer = bench_issuer(run_dir, data_dir, workers=1, threads=2)
     services: list[GunicornService] = [issuer]
     try:
         issuer.start().wait_answering(timeout=60)
-        reports = reports_service(run_dir, issuer)
+        reports = reports_service(run_dir, issuer, workers=REPORTS_WORKERS)
         services.append(reports)
         measured = reports_http(reports, data_dir, run_dir)
     finally:

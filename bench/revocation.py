@@ -38,23 +38,16 @@ from typing import Any
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bench.services import ISSUER_URL, bench_issuer, reports_service
 from jwt_verifier.config import VerifierConfig
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.status import StatusChecked, StatusLists
 from jwt_verifier.verifier import Verifier
-from tests.support.processes import (
-    REPORTS_WORKER,
-    GunicornService,
-    free_port,
-    issuer_process,
-    log_events,
-    resource_process,
-)
+from tests.support.processes import GunicornService, log_events, resource_process
 from tests.support.statuslists import JWKS_PATH, StatusServer, list_claims, sign_list
 from tests.support.tokens import ASSERTION_TYPE, assertion_claims, jwks_json, kid_of, make_claims, sign
 
 REPO = Path(__file__).resolve().parents[1]
-ISSUER_URL = "http://localhost:8000"
 REPORTS_AUDIENCE = "jwt-split-reports"
 RESOURCE_WORKERS = 2
 REPORTS_WORKERS = 2
@@ -174,34 +167,9 @@ def _post(url: str, data: dict[str, str]) -> requests.Response:
 
 
 def _services(run_dir: Path) -> tuple[GunicornService, GunicornService, GunicornService]:
-    data_dir = run_dir / "issuer"
-    issuer = issuer_process(
-        run_dir,
-        public_url=ISSUER_URL,
-        data_dir=data_dir,
-        env={
-            "ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second",
-            "ISSUER_ARGON2_TIME_COST": "1",
-            "ISSUER_ARGON2_MEMORY_KIB": "8192",
-        },
-        workers=2,
-        threads=4,
-    )
+    issuer = bench_issuer(run_dir, run_dir / "issuer", workers=2, threads=4)
     resource = resource_process(run_dir, issuer, name="resource", workers=RESOURCE_WORKERS, threads=4)
-    reports = GunicornService(
-        "reports",
-        "reports_api:create_app()",
-        {
-            "REPORTS_ISSUER": ISSUER_URL,
-            "REPORTS_ISSUER_INTERNAL_URL": issuer.url,
-            "REPORTS_PROFILE_API_URL": f"http://127.0.0.1:{free_port()}",  # /api/caller never calls it
-            "REPORTS_DATA_DIR": str(run_dir / "reports-data"),
-        },
-        run_dir / "reports.log",
-        workers=REPORTS_WORKERS,
-        worker_class=REPORTS_WORKER,
-    )
-    return issuer, resource, reports
+    return issuer, resource, reports_service(run_dir, issuer, workers=REPORTS_WORKERS)
 
 
 def _stamp(wall: float) -> str:

@@ -1,11 +1,54 @@
-"""What the bench reads from the services it runs (tests/support/processes.py starts them)."""
+"""The services the bench runs (tests/support/processes.py starts them), and what it reads from them."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from tests.support.processes import GunicornService
+from tests.support.processes import REPORTS_WORKER, GunicornService, free_port, issuer_process
+
+ISSUER_URL = "http://localhost:8000"
+# The issuer under load: no address limit, and password hashing cheap enough for many logins.
+LOAD_ENV = {
+    "ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second",
+    "ISSUER_ARGON2_TIME_COST": "1",
+    "ISSUER_ARGON2_MEMORY_KIB": "8192",
+}
+
+
+def bench_issuer(
+    run_dir: Path, data_dir: Path, *, env: Mapping[str, str] | None = None, workers: int, threads: int
+) -> GunicornService:
+    """Prepare the issuer at the public URL `ISSUER_URL` with `LOAD_ENV` (and `env`), logs in `run_dir`."""
+    return issuer_process(
+        run_dir,
+        public_url=ISSUER_URL,
+        data_dir=data_dir,
+        env={**LOAD_ENV, **(env or {})},
+        workers=workers,
+        threads=threads,
+    )
+
+
+def reports_service(run_dir: Path, issuer: GunicornService, *, workers: int) -> GunicornService:
+    """Prepare the reports API under its uvicorn workers; `/api/caller` never calls the profile API."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    env = {
+        "REPORTS_ISSUER": ISSUER_URL,
+        "REPORTS_ISSUER_INTERNAL_URL": issuer.url,
+        "REPORTS_PROFILE_API_URL": nowhere,
+        "REPORTS_DATA_DIR": str(run_dir / "reports-data"),
+        "REPORTS_TOKEN_PREFETCH": "false",
+    }
+    return GunicornService(
+        "reports",
+        "reports_api:create_app()",
+        env,
+        run_dir / "reports.log",
+        workers=workers,
+        worker_class=REPORTS_WORKER,
+    )
 
 
 def label(service: GunicornService) -> str:

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from jwt_verifier.dpop import access_token_hash, jwk_thumbprint
 from jwt_verifier.jose import b64url_encode
+from tests.support.tokens import overridden
 
 ProofKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -83,19 +84,11 @@ def make_proof(
             else "EdDSA"
         )
     head: dict[str, Any] = {"typ": "dpop+jwt", "alg": alg, "jwk": proof_jwk(key)}
-    for name, value in (header or {}).items():
-        if value is None:
-            head.pop(name, None)
-        else:
-            head[name] = value
+    head = overridden(head, header or {})
     claims: dict[str, Any] = {"jti": uuid.uuid4().hex, "htm": method, "htu": url, "iat": int(time.time())}
     if access_token is not None:
         claims["ath"] = access_token_hash(access_token)
-    for name, value in overrides.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
+    claims = overridden(claims, overrides)
     signing_input = f"{_json(head)}.{_json(claims)}"
     if alg == "none":
         return f"{signing_input}."

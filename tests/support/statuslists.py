@@ -12,8 +12,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jwt_verifier.jose import b64url_encode, public_jwk
-from tests.support.tokens import sign
+from jwt_verifier.jose import b64url_encode
+from tests.support.tokens import jwks_json, overridden, sign
 
 JWKS_PATH = "/.well-known/jwks.json"
 INDEX_PATH = "/statuslists"
@@ -44,12 +44,7 @@ def list_claims(uri: str, issuer: str, values: Sequence[int], bits: int = 1, **o
         "ttl": 1,
         "status_list": {"bits": bits, "lst": encode_lst(pack(values, bits))},
     }
-    for name, value in overrides.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
-    return claims
+    return overridden(claims, overrides)
 
 
 def sign_list(claims: dict[str, Any], key: rsa.RSAPrivateKey, **options: Any) -> str:
@@ -71,7 +66,7 @@ class StatusServer:
         self.index: list[str] | None = None
         self.down = False
         self.max_age = 1
-        self.jwks = json.dumps({"keys": [public_jwk(k.public_key()) for k in keys]}).encode()
+        self.jwks = jwks_json(*keys).encode()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(

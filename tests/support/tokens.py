@@ -9,6 +9,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import jwt
@@ -21,6 +22,16 @@ ISSUER = "http://localhost:8000"
 AUDIENCE = "jwt-split-api"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ID_NONCE = "nonce-of-the-login"
+
+
+def overridden(members: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return `members` (claims, a header, a JWK) with `overrides` applied; an override of `None` removes that member."""
+    for name, value in overrides.items():
+        if value is None:
+            members.pop(name, None)
+        else:
+            members[name] = value
+    return members
 
 
 def make_claims(*, issuer: str = ISSUER, audience: str = AUDIENCE, **overrides: Any) -> dict[str, Any]:
@@ -36,12 +47,7 @@ def make_claims(*, issuer: str = ISSUER, audience: str = AUDIENCE, **overrides: 
         "client_id": "cli",
         "scope": "profile",
     }
-    for name, value in overrides.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
-    return claims
+    return overridden(claims, overrides)
 
 
 def at_hash(access_token: str) -> str:
@@ -66,12 +72,7 @@ def make_id_claims(access_token: str, **overrides: Any) -> dict[str, Any]:
         "name": "Alice",
         "email": "alice@example.com",
     }
-    for name, value in overrides.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
-    return claims
+    return overridden(claims, overrides)
 
 
 def sign_id(claims: dict[str, Any], key: rsa.RSAPrivateKey, **options: Any) -> str:
@@ -162,12 +163,7 @@ def assertion_claims(
         "iat": issued,
         "jti": uuid.uuid4().hex,
     }
-    for name, value in overrides.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
-    return claims
+    return overridden(claims, overrides)
 
 
 def sign_raw(header: bytes, payload: bytes, key: rsa.RSAPrivateKey) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from issuer import create_app
 from issuer.db import Database
@@ -34,6 +34,18 @@ def rsa_key() -> rsa.RSAPrivateKey:
 def other_rsa_key() -> rsa.RSAPrivateKey:
     """A second key: the next key in a rotation, or an attacker's key."""
     return new_rsa_key()
+
+
+@pytest.fixture(scope="session")
+def ec_key() -> ec.EllipticCurvePrivateKey:
+    """A client's P-256 key, for DPoP proofs."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="session")
+def other_ec_key() -> ec.EllipticCurvePrivateKey:
+    """Another client's P-256 key (a thief's)."""
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 @pytest.fixture(scope="session")

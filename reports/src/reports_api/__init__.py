@@ -37,7 +37,7 @@ from shared.asgi_head import HeadAsGet
 from shared.dpop_client import load_or_create_dpop_key
 from shared.errors import ApiError
 from shared.oauth_client import IssuerError, ServiceTokens, load_or_create_key, read_answer_headers
-from shared.settings import Environ, verifier_from_env
+from shared.settings import Environ, issuer_internal_url_setting, verifier_from_env
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -65,13 +65,8 @@ class ReportsSettings:
     """Everything the reports API is configured with (`REPORTS_*` variables; see docs/configuration.md)."""
 
     verifier: VerifierConfig = field(default_factory=_default_verifier)
-    issuer_internal_url: str = setting(
-        "ISSUER_INTERNAL_URL",
-        "http://localhost:8000",
-        parse=url,
-        derive=lambda read: read["issuer"],
-        shown="$REPORTS_ISSUER",
-        doc="the issuer as the reports API reaches it: the JWKS and the token endpoint",
+    issuer_internal_url: str = issuer_internal_url_setting(
+        "the issuer as the reports API reaches it: the JWKS and the token endpoint"
     )
     client_id: str = setting("CLIENT_ID", "reports-api", doc="its client id at the issuer")
     data_dir: Path = setting("DATA_DIR", DATA_DIR, parse=Path, doc="where its client key is kept")

@@ -14,7 +14,7 @@ from typing import Any
 
 from jwt_verifier import VerifierConfig
 from jwt_verifier.env import Variable, choice, number, read, setting, upper, url, variables
-from shared.settings import Environ, SettingsError, rate_limit, verifier_from_env
+from shared.settings import Environ, SettingsError, issuer_internal_url_setting, rate_limit, verifier_from_env
 
 PREFIX = "RESOURCE_"
 VERIFICATION_MODES = ("local", "introspection")
@@ -39,13 +39,8 @@ class ResourceSettings:
     """Everything the resource is configured with; see docs/configuration.md."""
 
     verifier: VerifierConfig = field(default_factory=_default_verifier)
-    issuer_internal_url: str = setting(
-        "ISSUER_INTERNAL_URL",
-        "http://localhost:8000",
-        parse=url,
-        derive=lambda read: read["issuer"],
-        shown="$RESOURCE_ISSUER",
-        doc="the issuer as the resource reaches it: JWKS, code exchange, refresh, revocation",
+    issuer_internal_url: str = issuer_internal_url_setting(
+        "the issuer as the resource reaches it: JWKS, code exchange, refresh, revocation"
     )
     client_id: str = setting("CLIENT_ID", "resource-web", doc="the browser login's client id")
     scope: str = setting("SCOPE", "profile admin", doc="the scope the login asks for beside openid profile email")

@@ -14,7 +14,7 @@ from typing import Any
 from limits import parse_many
 
 from jwt_verifier import VerifierConfig
-from jwt_verifier.env import ConfigError, Invalid, boolean, integer, lookup, number, read_one, text, url
+from jwt_verifier.env import ConfigError, Invalid, boolean, integer, lookup, number, read_one, setting, text, url
 
 # The library's: one error for a bad setting, whether the library or a service reads it.
 SettingsError = ConfigError
@@ -66,6 +66,21 @@ def rate_limit(raw: str) -> str:
     except ValueError:
         raise Invalid("must be a rate limit such as '20 per minute'", raw) from None
     return raw
+
+
+def issuer_internal_url_setting(doc: str) -> Any:
+    """Declare a service's `ISSUER_INTERNAL_URL`: the issuer as the service reaches it, its public URL unless set.
+
+    `verifier_from_env` derives the JWKS URL from it; `doc` is its description in docs/configuration.md.
+    """
+    return setting(
+        "ISSUER_INTERNAL_URL",
+        "http://localhost:8000",
+        parse=url,
+        derive=lambda read: read["issuer"],
+        shown="${prefix}ISSUER",
+        doc=doc,
+    )
 
 
 def verifier_from_env(settings: type, prefix: str, environ: Environ, defaults: Mapping[str, Any]) -> VerifierConfig:

@@ -23,6 +23,7 @@ from tests.support.tokens import (
     forge_hs256,
     kid_of,
     make_claims,
+    overridden,
     public_pem,
     sign,
     sign_raw,
@@ -59,12 +60,7 @@ def _refused(reason: Reason, call: Callable[[], object]) -> JwtRefused:
 def _id_claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     claims: dict[str, Any] = {"iss": ISSUER, "sub": "user-1", "aud": "web", "exp": now + 300, "iat": now}
-    for name, value in overrides.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
-    return claims
+    return overridden(claims, overrides)
 
 
 def _assertion(key: rsa.RSAPrivateKey, **overrides: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,9 @@ from shared.asgi_head import HeadAsGet
 from tests.support.asgi import serve_asgi
 from tests.support.dpop import make_proof, thumbprint
 from tests.support.fakes import JwksServer
-from tests.support.tokens import ISSUER, make_claims, sign
-from tests.unit.jwt_verifier import test_fastapi, test_flask
+from tests.support.orders_api import AUDIENCE, RESOURCE, fastapi_app, flask_app, orders_config
+from tests.support.tokens import make_claims, sign
 
-AUDIENCE = "orders-api"
-RESOURCE = "https://orders.example"
 URL = f"{RESOURCE}/orders"
 METADATA = f'resource_metadata="{RESOURCE}/.well-known/oauth-protected-resource"'
 ALGS = 'algs="ES256 RS256 PS256 EdDSA"'
@@ -44,30 +41,8 @@ Call = Callable[..., Response]
 Make = Callable[..., Call]
 
 
-@pytest.fixture(scope="module")
-def client_key() -> ec.EllipticCurvePrivateKey:
-    """The client's DPoP key."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture(scope="module")
-def thief_key() -> ec.EllipticCurvePrivateKey:
-    """A key of someone who stole the token."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
 def _config(jwks_server: JwksServer, tmp_path: Path, options: dict[str, Any]) -> VerifierConfig:
-    config = VerifierConfig(
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        resource=RESOURCE,
-        jwks_url=jwks_server.url,
-        scopes_supported=("orders:read", "orders:write"),
-        jwks_cooldown=0.0,
-        jwks_prefetch=False,
-        dpop_replay_path=str(tmp_path / "replay.sqlite3"),
-    )
-    return dataclasses.replace(config, **options)
+    return orders_config(jwks_server.url, **{"dpop_replay_path": str(tmp_path / "replay.sqlite3"), **options})
 
 
 @pytest.fixture(params=["flask", "fastapi"])
@@ -81,7 +56,7 @@ def make_api(
     def make(**options: Any) -> Call:
         config = _config(jwks_server, tmp_path, options)
         if request.param == "flask":
-            app: Flask = test_flask.tiny_app(config)
+            app: Flask = flask_app(config)
             client: FlaskClient = app.test_client()
             cleanup.append(flask_protection(app).jwks.session.close)
 
@@ -90,7 +65,7 @@ def make_api(
                 return Response(answer.status_code, answer.get_json(), CaseInsensitiveDict(answer.headers.items()))
 
             return call_flask
-        api = test_fastapi.tiny_app(config)
+        api = fastapi_app(config)
         server = serve_asgi(api)
         base_url = server.__enter__()
         cleanup.append(lambda: server.__exit__(None, None, None))
@@ -124,22 +99,22 @@ def _refused(response: Response, status: int, error: str, challenge: str) -> Non
 
 
 def test_a_bound_token_with_its_proof_is_accepted(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
     call = make_api()
-    token = _bound_token(rsa_key, client_key)
-    response = call(_dpop(token, make_proof(client_key, "GET", URL, token)))
+    token = _bound_token(rsa_key, ec_key)
+    response = call(_dpop(token, make_proof(ec_key, "GET", URL, token)))
     assert (response.status, response.body) == (200, {"sub": "alice"})
     # The proof is for the public URL, whatever the query: the API behind a proxy checks that one.
-    assert call(_dpop(token, make_proof(client_key, "GET", URL + "?page=2", token))).status == 200
+    assert call(_dpop(token, make_proof(ec_key, "GET", URL + "?page=2", token))).status == 200
 
 
 def test_a_replayed_proof_is_refused(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
     call = make_api()
-    token = _bound_token(rsa_key, client_key)
-    headers = _dpop(token, make_proof(client_key, "GET", URL, token))
+    token = _bound_token(rsa_key, ec_key)
+    headers = _dpop(token, make_proof(ec_key, "GET", URL, token))
     assert call(headers).status == 200
     response = call(headers)
     description = 'error_description="the DPoP proof was already used"'
@@ -152,44 +127,44 @@ def test_a_replayed_proof_is_refused(
 
 
 def test_a_proof_for_another_api_is_refused(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    token = _bound_token(rsa_key, client_key)
-    response = make_api()(_dpop(token, make_proof(client_key, "GET", "https://reports.example/orders", token)))
+    token = _bound_token(rsa_key, ec_key)
+    response = make_api()(_dpop(token, make_proof(ec_key, "GET", "https://reports.example/orders", token)))
     assert (response.status, response.body["error"]) == (401, "invalid_dpop_proof")
 
 
 def test_a_stolen_token_with_the_thiefs_proof_is_refused(
     make_api: Make,
     rsa_key: rsa.RSAPrivateKey,
-    client_key: ec.EllipticCurvePrivateKey,
-    thief_key: ec.EllipticCurvePrivateKey,
+    ec_key: ec.EllipticCurvePrivateKey,
+    other_ec_key: ec.EllipticCurvePrivateKey,
 ) -> None:
-    token = _bound_token(rsa_key, client_key)
-    response = make_api()(_dpop(token, make_proof(thief_key, "GET", URL, token)))
+    token = _bound_token(rsa_key, ec_key)
+    response = make_api()(_dpop(token, make_proof(other_ec_key, "GET", URL, token)))
     assert (response.status, response.body["error"]) == (401, "invalid_dpop_proof")
 
 
 def test_a_proof_for_another_token_is_refused(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    token, other = _bound_token(rsa_key, client_key), _bound_token(rsa_key, client_key)
-    response = make_api()(_dpop(token, make_proof(client_key, "GET", URL, other)))
+    token, other = _bound_token(rsa_key, ec_key), _bound_token(rsa_key, ec_key)
+    response = make_api()(_dpop(token, make_proof(ec_key, "GET", URL, other)))
     assert (response.status, response.body["error"]) == (401, "invalid_dpop_proof")
 
 
 def test_the_dpop_scheme_without_a_proof_is_refused(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    token = _bound_token(rsa_key, client_key)
+    token = _bound_token(rsa_key, ec_key)
     response = make_api()({"Authorization": f"DPoP {token}"})
     assert (response.status, response.body["error"]) == (401, "invalid_dpop_proof")
 
 
 def test_a_bound_token_sent_as_bearer_is_refused(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    token = _bound_token(rsa_key, client_key)
+    token = _bound_token(rsa_key, ec_key)
     response = make_api()({"Authorization": f"Bearer {token}"})
     assert response.status == 401
     assert response.body["error"] == "invalid_token"
@@ -197,23 +172,23 @@ def test_a_bound_token_sent_as_bearer_is_refused(
 
 
 def test_an_invalid_token_with_the_dpop_scheme_is_refused(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    forged = _bound_token(other_rsa_key, client_key, kid="not-published")
-    response = make_api()(_dpop(forged, make_proof(client_key, "GET", URL, forged)))
+    forged = _bound_token(other_rsa_key, ec_key, kid="not-published")
+    response = make_api()(_dpop(forged, make_proof(ec_key, "GET", URL, forged)))
     assert (response.status, response.body["error"]) == (401, "invalid_token")
 
 
 def test_the_scope_is_still_needed(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    token = _bound_token(rsa_key, client_key, scope="orders:write")
-    response = make_api()(_dpop(token, make_proof(client_key, "GET", URL, token)))
+    token = _bound_token(rsa_key, ec_key, scope="orders:write")
+    response = make_api()(_dpop(token, make_proof(ec_key, "GET", URL, token)))
     assert (response.status, response.body["error"]) == (403, "insufficient_scope")
 
 
 def test_an_api_requiring_dpop_refuses_bearer_tokens_and_says_so(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
     call = make_api(require_dpop=True)
     bearer = sign(make_claims(audience=AUDIENCE, scope="orders:read"), rsa_key)
@@ -224,37 +199,37 @@ def test_an_api_requiring_dpop_refuses_bearer_tokens_and_says_so(
     metadata = call({}, "/.well-known/oauth-protected-resource").body
     assert metadata["dpop_bound_access_tokens_required"] is True
     assert metadata["dpop_signing_alg_values_supported"] == ["ES256", "RS256", "PS256", "EdDSA"]
-    token = _bound_token(rsa_key, client_key)
-    assert call(_dpop(token, make_proof(client_key, "GET", URL, token))).status == 200
+    token = _bound_token(rsa_key, ec_key)
+    assert call(_dpop(token, make_proof(ec_key, "GET", URL, token))).status == 200
 
 
 def test_an_unbound_token_is_still_a_bearer_token_where_dpop_is_optional(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
     call = make_api()
     bearer = sign(make_claims(audience=AUDIENCE, scope="orders:read"), rsa_key)
     assert call({"Authorization": f"Bearer {bearer}"}).status == 200
-    response = call(_dpop(bearer, make_proof(client_key, "GET", URL, bearer)))
+    response = call(_dpop(bearer, make_proof(ec_key, "GET", URL, bearer)))
     assert (response.status, response.body["error"]) == (401, "invalid_token")
 
 
 def test_a_required_nonce_is_handed_out_then_accepted(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
     call = make_api(dpop_nonce_secret="shared by the workers")
-    token = _bound_token(rsa_key, client_key)
-    response = call(_dpop(token, make_proof(client_key, "GET", URL, token)))
+    token = _bound_token(rsa_key, ec_key)
+    response = call(_dpop(token, make_proof(ec_key, "GET", URL, token)))
     assert (response.status, response.body["error"]) == (401, "use_dpop_nonce")
     assert response.headers["WWW-Authenticate"].startswith('DPoP realm="jwt-split", error="use_dpop_nonce"')
     nonce = response.headers["DPoP-Nonce"]
-    assert call(_dpop(token, make_proof(client_key, "GET", URL, token, nonce=nonce))).status == 200
+    assert call(_dpop(token, make_proof(ec_key, "GET", URL, token, nonce=nonce))).status == 200
 
 
 def test_an_expired_token_with_the_dpop_scheme_gets_a_dpop_challenge(
-    make_api: Make, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey
+    make_api: Make, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    token = _bound_token(rsa_key, client_key, exp=1_000_000_000)
-    response = make_api()(_dpop(token, make_proof(client_key, "GET", URL, token)))
+    token = _bound_token(rsa_key, ec_key, exp=1_000_000_000)
+    response = make_api()(_dpop(token, make_proof(ec_key, "GET", URL, token)))
     assert (response.status, response.body["error"]) == (401, "invalid_token")
     challenge = response.headers["WWW-Authenticate"]
     assert challenge.startswith('DPoP realm="jwt-split", error="invalid_token"')
@@ -262,26 +237,26 @@ def test_an_expired_token_with_the_dpop_scheme_gets_a_dpop_challenge(
 
 
 def test_a_head_request_run_as_get_is_checked_against_head(
-    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey, tmp_path: Path
+    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey, tmp_path: Path
 ) -> None:
     # The reports API's HeadAsGet runs HEAD as GET; the proof's htm must still be the request's method.
     jwks_server.serve_keys(rsa_key)
-    api = test_fastapi.tiny_app(_config(jwks_server, tmp_path, {}))
+    api = fastapi_app(_config(jwks_server, tmp_path, {}))
     api.add_middleware(HeadAsGet)
-    token = _bound_token(rsa_key, client_key)
+    token = _bound_token(rsa_key, ec_key)
     with serve_asgi(api) as base_url:
         try:
             head = requests.head(
-                base_url + "/orders", headers=_dpop(token, make_proof(client_key, "HEAD", URL, token)), timeout=10
+                base_url + "/orders", headers=_dpop(token, make_proof(ec_key, "HEAD", URL, token)), timeout=10
             )
             assert head.status_code == 200
             as_get = requests.head(
-                base_url + "/orders", headers=_dpop(token, make_proof(client_key, "GET", URL, token)), timeout=10
+                base_url + "/orders", headers=_dpop(token, make_proof(ec_key, "GET", URL, token)), timeout=10
             )
             assert as_get.status_code == 401
             assert 'error="invalid_dpop_proof"' in as_get.headers["WWW-Authenticate"]
             get = requests.get(
-                base_url + "/orders", headers=_dpop(token, make_proof(client_key, "GET", URL, token)), timeout=10
+                base_url + "/orders", headers=_dpop(token, make_proof(ec_key, "GET", URL, token)), timeout=10
             )
             assert get.status_code == 200
         finally:
@@ -289,13 +264,13 @@ def test_a_head_request_run_as_get_is_checked_against_head(
 
 
 def test_two_dpop_headers_at_a_flask_api_are_refused_as_such(
-    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, client_key: ec.EllipticCurvePrivateKey, tmp_path: Path
+    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey, tmp_path: Path
 ) -> None:
     # WSGI joins the two headers into one value: refused as two, not as a malformed proof.
     jwks_server.serve_keys(rsa_key)
-    app = test_flask.tiny_app(_config(jwks_server, tmp_path, {}))
-    token = _bound_token(rsa_key, client_key)
-    proof = make_proof(client_key, "GET", URL, token)
+    app = flask_app(_config(jwks_server, tmp_path, {}))
+    token = _bound_token(rsa_key, ec_key)
+    proof = make_proof(ec_key, "GET", URL, token)
     try:
         headers = [("Authorization", f"DPoP {token}"), ("DPoP", proof), ("DPoP", proof)]
         response = app.test_client().get("/orders", headers=headers)

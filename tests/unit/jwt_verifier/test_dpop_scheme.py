@@ -19,12 +19,6 @@ from tests.unit.jwt_verifier.test_dpop import ALGS, TOKEN, URL
 from tests.unit.jwt_verifier.test_observe import Recorder
 from tests.unit.jwt_verifier.test_verifier import StaticKeys
 
-
-@pytest.fixture(scope="module")
-def ec_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
 # -- the policy: the DPoP scheme and bearer use -------------------------------------------
 
 

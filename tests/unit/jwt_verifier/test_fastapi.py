@@ -17,34 +17,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import Depends, FastAPI
 
 from jwt_verifier import VerifierConfig
-from jwt_verifier.fastapi import BearerAuth, Claims, protection, readiness, require_scope
+from jwt_verifier.fastapi import BearerAuth, Claims, protection, require_scope
 from tests.support.asgi import serve_asgi
 from tests.support.fakes import JwksServer
+from tests.support.orders_api import AUDIENCE, RESOURCE, fastapi_app, orders_config
+from tests.support.threads import on_a_loop
 from tests.support.tokens import ISSUER, kid_of, make_claims, new_rsa_key, sign
 
-AUDIENCE = "orders-api"
-RESOURCE = "https://orders.example"
 METADATA_URL = f"{RESOURCE}/.well-known/oauth-protected-resource"
 METADATA = f'resource_metadata="{METADATA_URL}"'
 
 Serve = Callable[..., str]
-
-
-def tiny_app(config: VerifierConfig) -> FastAPI:
-    """Build the README's whole integration: an API with one protected route and an open one."""
-    app = FastAPI()
-    BearerAuth(config).init_app(app)
-    app.add_api_route("/readyz", readiness)
-
-    @app.get("/orders")
-    def orders(claims: Annotated[Claims, Depends(require_scope("orders:read"))]) -> dict[str, Any]:
-        return {"sub": claims["sub"]}
-
-    @app.get("/open")
-    async def open_route() -> dict[str, str]:
-        return {"status": "ok"}
-
-    return app
 
 
 @pytest.fixture
@@ -54,16 +37,7 @@ def serve(jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> Iterator[Serve
     stack: list[Any] = []
 
     def serve(**options: Any) -> str:
-        config = VerifierConfig(
-            issuer=ISSUER,
-            audience=AUDIENCE,
-            resource=RESOURCE,
-            jwks_url=jwks_server.url,
-            scopes_supported=("orders:read", "orders:write"),
-            jwks_cooldown=0.0,
-            jwks_prefetch=False,
-        )
-        app = tiny_app(dataclasses.replace(config, **options))
+        app = fastapi_app(orders_config(jwks_server.url, **options))
         server = serve_asgi(app)
         base_url = server.__enter__()
         stack.append((server, app))
@@ -303,3 +277,24 @@ def test_a_verifier_of_its_own_runs_in_a_worker_thread(jwks_server: JwksServer) 
         assert verifier.on_loop == [False]
     finally:
         protection(app).jwks.session.close()
+
+
+def test_the_protector_called_on_a_loop_outside_the_integrations_check_fetches_the_keys(
+    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # Only `require_scope`'s check on the loop hands a fetch to a worker thread; any other caller
+    # (a WebSocket route's own check, a thread where a tool left a loop running) fetches the keys.
+    jwks_server.serve_keys(rsa_key)
+    found = BearerAuth(orders_config(jwks_server.url)).init_app(FastAPI())
+    token = sign(make_claims(audience=AUDIENCE, scope="orders:read", sub="alice"), rsa_key)
+    claims: list[Claims] = []
+
+    async def elsewhere_on_a_loop() -> None:
+        claims.append(found.protector.authenticate([f"Bearer {token}"], None, "orders:read"))
+
+    try:
+        on_a_loop(elsewhere_on_a_loop)
+    finally:
+        found.jwks.session.close()
+    assert claims[0]["sub"] == "alice"
+    assert jwks_server.request_count == 1

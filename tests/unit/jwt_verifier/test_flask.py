@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,27 +15,13 @@ from jwt_verifier import VerifierConfig
 from jwt_verifier.errors import InsufficientScope
 from jwt_verifier.flask import BearerAuth, error_response, protection
 from tests.support.fakes import JwksServer
+from tests.support.orders_api import AUDIENCE, RESOURCE, flask_app, orders_config
+from tests.support.threads import on_a_loop
 from tests.support.tokens import ISSUER, make_claims, sign
 
-AUDIENCE = "orders-api"
-RESOURCE = "https://orders.example"
 METADATA = f'resource_metadata="{RESOURCE}/.well-known/oauth-protected-resource"'
 
 AppFactory = Callable[..., Flask]
-
-
-def tiny_app(config: VerifierConfig) -> Flask:
-    """Build the README's whole integration: an API with one protected view."""
-    app = Flask(__name__)
-    auth = BearerAuth(config)
-    auth.init_app(app)
-
-    @app.get("/orders")
-    @auth.require(scope="orders:read")
-    def orders() -> dict[str, Any]:
-        return {"sub": g.claims["sub"]}
-
-    return app
 
 
 @pytest.fixture
@@ -46,16 +31,7 @@ def make_app(jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> Iterator[Ap
     apps: list[Flask] = []
 
     def make(**options: Any) -> Flask:
-        config = VerifierConfig(
-            issuer=ISSUER,
-            audience=AUDIENCE,
-            resource=RESOURCE,
-            jwks_url=jwks_server.url,
-            scopes_supported=("orders:read", "orders:write"),
-            jwks_cooldown=0.0,
-            jwks_prefetch=False,
-        )
-        app = tiny_app(dataclasses.replace(config, **options))
+        app = flask_app(orders_config(jwks_server.url, **options))
         apps.append(app)
         return app
 
@@ -201,3 +177,19 @@ def test_a_bearer_error_renders_its_challenge_with_the_metadata_url() -> None:
         'Bearer realm="jwt-split", error="insufficient_scope", '
         f'error_description="this resource needs the \'admin\' scope", scope="admin", resource_metadata="{url}"'
     )
+
+
+def test_a_view_called_where_an_unrelated_loop_runs_still_fetches_the_keys(
+    make_app: AppFactory, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # Playwright's sync API leaves a loop running in its thread: a WSGI app called there has no
+    # worker thread to hand a fetch to, so it fetches (no refusal, no 500).
+    client = make_app().test_client()
+    responses: list[TestResponse] = []
+
+    async def with_a_loop_running() -> None:
+        responses.append(client.get("/orders", headers=_token(rsa_key)))
+
+    on_a_loop(with_a_loop_running)
+    assert responses[0].status_code == 200
+    assert jwks_server.request_count == 1

@@ -18,7 +18,7 @@ from jwt_verifier.jose import (
     rsa_thumbprint,
     verify_rs256,
 )
-from tests.support.tokens import kid_of, sign, sign_raw
+from tests.support.tokens import kid_of, overridden, sign, sign_raw
 
 # RFC 7638 section 3.1: the example RSA key and its thumbprint.
 RFC7638_N = (
@@ -32,13 +32,7 @@ RFC7638_KID = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
 def _jwk(key: rsa.RSAPrivateKey, **changes: Any) -> dict[str, Any]:
     """Return the key's public JWK with members changed (a value of None removes the member)."""
-    jwk: dict[str, Any] = dict(public_jwk(key.public_key()))
-    for name, value in changes.items():
-        if value is None:
-            jwk.pop(name, None)
-        else:
-            jwk[name] = value
-    return jwk
+    return overridden(dict(public_jwk(key.public_key())), changes)
 
 
 # -- base64url ----------------------------------------------------------------------------

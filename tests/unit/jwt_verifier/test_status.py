@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -32,6 +31,7 @@ from jwt_verifier.verifier import Verifier
 from tests.support.asgi import serve_asgi
 from tests.support.fakes import FakeClock, WsgiServer
 from tests.support.statuslists import INDEX_PATH, JWKS_PATH, StatusServer, list_claims, sign_list
+from tests.support.threads import on_a_loop
 from tests.support.tokens import make_claims, sign
 
 AUDIENCE = "api"
@@ -506,28 +506,6 @@ def test_at_most_max_lists_are_held(make_lists: Lists, server: StatusServer, rsa
     assert set(lists._lists) == set(uris[2:])
 
 
-def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run `main` on a new event loop in a thread of its own, re-raising what it raised.
-
-    Not in the test's thread: another test's tool may have left a loop running there
-    (Playwright's sync API does), and `asyncio.run` refuses to start inside one.
-    """
-    raised: list[Exception] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(main())
-        except Exception as exc:  # noqa: BLE001 - handed to the test's thread, which re-raises it
-            raised.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive()
-    if raised:
-        raise raised[0]
-
-
 def test_the_first_sight_on_an_event_loop_asks_for_a_worker_thread(
     make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey
 ) -> None:
@@ -539,10 +517,10 @@ def test_the_first_sight_on_an_event_loop_asks_for_a_worker_thread(
             lists.check(_ref(uri, 0))
 
     with pytest.raises(StatusFetchNeeded):
-        _run_loop(on_the_loop)
+        on_a_loop(on_the_loop)
     assert server.requests == []
     lists.check(_ref(uri, 0))
-    _run_loop(on_the_loop)  # held now: checked on the loop
+    on_a_loop(on_the_loop)  # held now: checked on the loop
 
 
 def test_a_caller_that_did_not_say_it_is_on_a_loop_fetches_in_its_thread(
@@ -556,7 +534,7 @@ def test_a_caller_that_did_not_say_it_is_on_a_loop_fetches_in_its_thread(
     async def in_a_thread_with_a_loop() -> None:
         lists.check(_ref(uri, 0))
 
-    _run_loop(in_a_thread_with_a_loop)
+    on_a_loop(in_a_thread_with_a_loop)
     assert server.count("/statuslists/1") == 1
 
 

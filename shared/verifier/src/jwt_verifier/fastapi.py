@@ -23,7 +23,6 @@ verified in a worker thread, and a stale key set is refreshed in the background.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -39,9 +38,10 @@ from jwt_verifier.config import VerifierConfig
 from jwt_verifier.dpop_scheme import dpop_request
 from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError
 from jwt_verifier.jwks import JwksClient
+from jwt_verifier.loop import loop_thread, on_the_loop
 from jwt_verifier.protection import Protection, build
 from jwt_verifier.rfc9728 import metadata, metadata_path
-from jwt_verifier.status import StatusFetchNeeded, loop_thread
+from jwt_verifier.status import StatusFetchNeeded
 from jwt_verifier.verifier import TokenVerifier
 
 __all__ = ["BearerAuth", "Claims", "Protection", "bearer_scheme", "protection", "readiness", "require_scope"]
@@ -64,31 +64,23 @@ class _FetchNeeded(JwtVerifierError):
 
 
 class _HeldKeysOnTheLoop:
-    """A key source that, on an event loop, answers only from the keys held (never fetching there)."""
+    """A key source that, inside `loop_thread()` (the check on the loop), answers only from the keys held."""
 
     def __init__(self, jwks: JwksClient) -> None:
         self.jwks = jwks
 
     def get(self, kid: str) -> rsa.RSAPublicKey:
-        """Return the key for `kid`; fetch (within the JWKS client's limits) only off the event loop."""
+        """Return the key for `kid`; fetch (within the JWKS client's limits) unless inside `loop_thread()`."""
         key = self.jwks.held(kid)
         if key is not None:
             return key
-        if _on_event_loop():
+        if on_the_loop():
             raise _FetchNeeded("the key must be fetched first")
         return self.jwks.get(kid)
 
     def subscribe(self, callback: Callable[[frozenset[str]], None]) -> None:
         """Hear of every change of the key set (the verifier purges its cache)."""
         self.jwks.subscribe(callback)
-
-
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def protection(app: FastAPI) -> Protection:
@@ -182,7 +174,7 @@ class _VerifiedClaims(HTTPBearer):
         dpop = dpop_request(found.config.resource, method, request.url.path, proofs)
         if found.local:
             try:
-                with loop_thread():  # a status list not held yet is fetched off the loop
+                with loop_thread():  # a key or status list not held yet is fetched off the loop
                     return found.protector.authenticate(authorization, cookies, self.scope, dpop=dpop)
             except (_FetchNeeded, StatusFetchNeeded):
                 pass  # the key or the token's status list must be fetched: off the loop

@@ -38,14 +38,12 @@ cache hit included, looks its entry up (a dict lookup and a shift). The rules:
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,6 +60,7 @@ from jwt_verifier.errors import (
     TokenRevoked,
     VerificationUnavailable,
 )
+from jwt_verifier.loop import loop_thread, on_the_loop
 from jwt_verifier.statuslist import MEDIA_TYPE, StatusList, parse_list_token, status_ref
 from jwt_verifier.verifier import KeySource, TokenVerifier, WatchedKeySource
 
@@ -195,7 +194,7 @@ class StatusLists:
         held = self._lists.get(uri)
         if held is not None and held.current is None and held.error is not None and now < held.next_at:
             raise _copy(held.error)
-        if _ON_THE_LOOP.get():
+        if on_the_loop():
             raise StatusFetchNeeded("the status list must be fetched first")
         held = self._entry(uri)
         with held.lock:
@@ -460,23 +459,6 @@ def _copy(error: JwtVerifierError) -> JwtVerifierError:
     if isinstance(error, StatusUnavailable):
         return StatusUnavailable(error.detail)
     return error
-
-
-# Set by an integration around a check it makes on an event loop (jwt_verifier.fastapi): a first
-# sight then raises StatusFetchNeeded rather than block the loop. Not guessed from a running loop:
-# a WSGI app may run where one happens to run (Playwright's sync API leaves one in its thread),
-# and it has no worker thread to hand the fetch to.
-_ON_THE_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar("jwt_verifier.status.on_the_loop", default=False)
-
-
-@contextlib.contextmanager
-def loop_thread() -> Iterator[None]:
-    """Within this block, a status list not held yet raises `StatusFetchNeeded` instead of being fetched."""
-    token = _ON_THE_LOOP.set(True)
-    try:
-        yield
-    finally:
-        _ON_THE_LOOP.reset(token)
 
 
 class StatusChecked:
