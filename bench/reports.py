@@ -35,6 +35,7 @@ def main() -> int:
     for measure, figure, ratio, target, met in report.reports_rows(measured):
         verdict = "" if met is None else ("met" if met else "MISSED")
         print(f"{measure:60s} {figure:32s} {ratio:18s} {target:7s} {verdict}")
+    say(f"8b against the bare /healthz, as measured before: {measured['protected_new_over_bare']:.2f}")
     say(f"rounds (rps): { {name: run['rounds'] for name, run in measured.items() if isinstance(run, dict)} }")
     return 0
 
