@@ -180,8 +180,10 @@ class StatusLists:
             if self._vouched(claims, now):
                 return
             raise StatusUnavailable(f"the status list {uri} has not been refreshed within the stale window")
-        if now >= held.next_at + self.refresh + self.timeout:
-            self._ensure_refresher()  # overdue: the refresher is gone (a fork) or stuck
+        if now >= held.next_at + self.refresh * (len(self._lists) + 1) + self.timeout:
+            # Overdue: the refresher is gone (a fork) or stuck. With k lists (and the index) sharing
+            # its budget of a request a second, a list is re-read up to k + 1 seconds after it is due.
+            self._ensure_refresher()
 
     def _vouched(self, claims: dict[str, Any], now: float) -> bool:
         """Return whether the token's own `iat` is within the stale window.
