@@ -38,6 +38,7 @@ from typing import Any
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bench import refresh_status
 from bench.services import ISSUER_URL, bench_issuer, reports_service
 from jwt_verifier.config import VerifierConfig
 from jwt_verifier.jwks import JwksClient
@@ -274,9 +275,12 @@ def run(count: int = 100, run_dir: Path | None = None) -> dict[str, Any]:
     finally:
         for service in services:
             service.stop()
+    say("revocation: the refresh grant with status lists and without, side by side")
+    refresh = refresh_status.run(run_dir / "refresh-status")
     return {
         "count": count,
         "seconds": seconds,
+        "refresh": refresh,
         "first_sight": first_sight(),
         "target_s": REACH_TARGET_S,
         "apis": {
@@ -382,6 +386,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]
                 rise <= FIRST_SIGHT_RISE,
             )
         )
+    if "refresh" in result:
+        out += refresh_status.rows(result["refresh"])
     total = fetches["per_process_per_second"] + fetches["index_per_process_per_second"]
     out.append(
         (

@@ -142,6 +142,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
             validity=settings.status_list_validity,
             ttl=settings.status_list_ttl,
             access_token_ttl=settings.access_token_ttl,
+            enabled=settings.status_lists,
         ),
     )
     app.register_blueprint(browser.bp)

@@ -125,7 +125,7 @@ def _token_response(
         issuer=settings.url,
         audience=audience,
         ttl=settings.access_token_ttl,
-        status=slot.claim(settings.url),
+        status=slot.claim(settings.url) if slot is not None else None,
         jkt=dpop.presented(),
     )
     metrics.TOKENS_ISSUED.labels(request.form.get("grant_type", ""), grant.client_id).inc()

@@ -195,6 +195,9 @@ class IssuerSettings:
     dpop_nonce_lifetime: int = setting(
         "DPOP_NONCE_LIFETIME", 300, parse=integer(10, 3600), doc="seconds a nonce period lasts"
     )
+    # Token Status Lists off: no `status` claim, no /statuslists (revocation reaches the APIs only
+    # through introspection, or when the access token expires).
+    status_lists: bool = setting("STATUS_LISTS", True, parse=boolean, doc="issue tokens with a status list index")
 
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""

@@ -127,6 +127,7 @@ class StatusLists:
     validity: int
     ttl: int
     access_token_ttl: int
+    enabled: bool = True  # ISSUER_STATUS_LISTS: off, tokens name no list and none is served
     _signed: dict[str, SignedList] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -372,9 +373,10 @@ EXTENSION = "issuer.status_lists"
 
 
 def init_app(app: Flask, lists: StatusLists) -> None:
-    """Serve the lists (`/statuslists/<id>`) and their aggregation (`/statuslists`)."""
+    """Serve the lists (`/statuslists/<id>`) and their aggregation (`/statuslists`), unless they are off."""
     app.extensions[EXTENSION] = lists
-    app.register_blueprint(bp)
+    if lists.enabled:
+        app.register_blueprint(bp)
 
 
 def current() -> StatusLists:
@@ -382,9 +384,11 @@ def current() -> StatusLists:
     return cast(StatusLists, current_app.extensions[EXTENSION])
 
 
-def slot_for(grant_client_id: str, user_id: str, audience: str, scope: str, refresh_token: str | None) -> Slot:
-    """Return the slot of a new access token: its refresh family's, or a slot of its own without one."""
+def slot_for(grant_client_id: str, user_id: str, audience: str, scope: str, refresh_token: str | None) -> Slot | None:
+    """Return the slot of a new access token: its refresh family's, or a slot of its own without one; None when off."""
     lists = current()
+    if not lists.enabled:
+        return None
     if refresh_token is None:
         return lists.for_token(client_id=grant_client_id, audience=audience, scope=scope)
     return lists.for_family(refresh_token, client_id=grant_client_id, user_id=user_id, audience=audience, scope=scope)

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from issuer import extensions, oidc
+from issuer import extensions, oidc, statuslist
 from jwt_verifier.dpop import SUPPORTED_ALGORITHMS as DPOP_ALGORITHMS
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,16 @@ def _oauth_metadata() -> dict[str, Any]:
         # /revoke authenticates a client as /token does (RFC 7009 section 2.1); `none` is a public client's.
         "revocation_endpoint_auth_methods_supported": ["none", "private_key_jwt", "client_secret_basic"],
         "revocation_endpoint_auth_signing_alg_values_supported": ["RS256"],
-        # draft-ietf-oauth-status-list-21 section 9: where the lists live tokens refer to are listed.
-        "status_list_aggregation_endpoint": f"{url}/statuslists",
         "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),  # RFC 9449 section 5.1
     }
     introspection = current_app.extensions.get("issuer.introspection")
     if introspection is not None and introspection.enabled:
         document["introspection_endpoint"] = f"{url}/introspect"
         document["introspection_endpoint_auth_methods_supported"] = ["client_secret_basic"]
+    lists = current_app.extensions.get(statuslist.EXTENSION)
+    if lists is not None and lists.enabled:  # ISSUER_STATUS_LISTS
+        # draft-ietf-oauth-status-list-21 section 9: where the lists live tokens refer to are listed.
+        document["status_list_aggregation_endpoint"] = f"{url}/statuslists"
     return document
 
 

@@ -39,7 +39,16 @@ def _results() -> dict[str, Any]:
         "jwks": {"fetches": 4, "workers": 4, "seconds": 70.0, "max_age": 300},
         "rss_mib": {"issuer": [50.0]},
         "revocation": _result([0.5] * 100),
-        "dpop": {"floor_us": 85.0, "dpop_sqlite_us": 130.0, "dpop_memory_us": 100.0},
+        "dpop": {
+            **{"floor_us": 170.0, "dpop_sqlite_us": 260.0, "dpop_memory_us": 200.0},  # a loaded machine's medians
+            **{"floor_best_us": 85.0, "dpop_sqlite_best_us": 130.0, "dpop_memory_best_us": 100.0},
+            "steps": {
+                "raw_rs256_us": 20.0,
+                "raw_es256_us": 65.0,
+                "request_sqlite_us": 130.0,
+                "request_memory_us": 100.0,
+            },
+        },
     }
 
 
@@ -47,12 +56,11 @@ def test_the_table_has_the_revocation_and_dpop_rows_with_their_verdicts() -> Non
     rows = {measure: (ratio, target, met) for measure, _, ratio, target, met in report.rows(_results())}
     reach = rows["9. revocation reach, profile API (2 workers, 100 revocations)"]
     assert reach[1:] == ("p99 ≤ 2 s", True)
-    assert rows["10. DPoP-bound request, first sight, fresh proof (SQLite replay store)"] == ("1.53x", "≤ 1.25x", False)
-    assert rows["10. DPoP-bound request, first sight, fresh proof (in-process replay store)"] == (
-        "1.18x",
-        "≤ 1.25x",
-        True,
-    )
+    # The verdict is on the best single requests against the best single raw verifies.
+    sqlite = rows["10. DPoP-bound request, first sight, fresh proof (SQLite replay store)"]
+    assert (sqlite[0].split()[0], sqlite[1:]) == ("1.53x", ("≤ 1.25x", False))
+    memory = rows["10. DPoP-bound request, first sight, fresh proof (in-process replay store)"]
+    assert (memory[0].split()[0], memory[1:]) == ("1.18x", ("≤ 1.25x", True))
     table = report.table(_results())
     assert "| 9. conditional requests to the issuer's status lists, per verifier process |" in table
     assert "**missed**" in table

@@ -74,3 +74,27 @@ def test_first_sight_is_judged_on_the_best_rounds() -> None:
     result = _result([0.5])
     result["first_sight"]["status_best_us"] = 30.0  # +7.1%
     assert next(r for r in revocation.rows(result) if "first sight" in r[0])[4] is False
+
+
+def _refresh(with_rps: float, without_rps: float, ratio: float, errors: int = 0) -> dict[str, Any]:
+    return {
+        "rounds": 3,
+        "seconds": 2.0,
+        "with": {"rps": with_rps, "rps_rounds": [with_rps] * 3, "errors": errors},
+        "without": {"rps": without_rps, "rps_rounds": [without_rps] * 3, "errors": 0},
+        "ratio": ratio,
+        "target_fall": 0.10,
+        "families_had_an_index": True,
+    }
+
+
+def test_the_refresh_row_is_met_at_a_fall_of_ten_percent_at_most_and_without_errors() -> None:
+    def verdict(refresh: dict[str, Any]) -> bool | None:
+        rows = revocation.rows({**_result([0.5] * 100), "refresh": refresh})
+        (row,) = [r for r in rows if "refresh grant" in r[0]]
+        return row[4]
+
+    assert verdict(_refresh(380, 400, 0.95)) is True
+    assert verdict(_refresh(360, 400, 0.90)) is True
+    assert verdict(_refresh(340, 400, 0.85)) is False
+    assert verdict(_refresh(390, 400, 0.97, errors=3)) is False

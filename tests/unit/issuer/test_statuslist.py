@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from issuer import extensions, statuslist
+from issuer import create_app, extensions, statuslist
 from issuer.clients import Client
 from issuer.db import Database, status_grants, status_lists
 from issuer.keys import KeyStore
@@ -233,6 +233,26 @@ def test_the_aggregation_lists_the_current_lists_and_the_metadata_names_it(clien
     response = client.get("/statuslists")
     assert response.get_json() == {"status_lists": [uri]}
     assert response.headers["Cache-Control"] == "public, max-age=1"
+
+
+def test_status_lists_off_issue_no_status_claim_and_serve_no_lists(settings: IssuerSettings) -> None:
+    assert IssuerSettings.from_env({"ISSUER_STATUS_LISTS": "false"}).status_lists is False
+    assert IssuerSettings.from_env({}).status_lists is True
+    client = create_app(dataclasses.replace(settings, status_lists=False)).test_client()
+    body = _login(client)
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert "status" not in claims
+    refreshed = _refresh(client, body["refresh_token"])
+    assert refreshed.status_code == 200
+    assert "status" not in jwt.decode(refreshed.get_json()["access_token"], options={"verify_signature": False})
+    for document in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+        assert "status_list_aggregation_endpoint" not in client.get(document).get_json()
+    assert client.get("/statuslists").status_code == 404
+    assert client.get(f"/statuslists/{'0' * 32}").status_code == 404
+    revoke = {"token": refreshed.get_json()["access_token"], "token_type_hint": "access_token", "client_id": "cli"}
+    assert client.post("/revoke", data=revoke).status_code == 200  # nothing to set: 200, as for any token
+    with extensions.of(client.application).database.engine.connect() as conn:
+        assert conn.execute(select(status_grants)).all() == []
 
 
 # -- every revocation path sets the bit ----------------------------------------------------------------

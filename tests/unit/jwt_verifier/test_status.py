@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import socket
 import threading
 import time
@@ -417,10 +418,34 @@ def test_a_list_the_index_no_longer_names_is_no_longer_kept_first(
     lists = make_lists(status_max_lists=2, status_index_seconds=1)
     lists.refresh_due()
     server.index = [a]
-    now.advance(1)
-    lists.refresh_due()
+    for _ in range(3):  # one re-read a second: list a, list b, then the index (the most overdue first)
+        now.advance(1)
+        lists.refresh_due()
     lists.check(_ref(c, 0))  # a third list: the one the index dropped makes room
     assert set(lists._lists) == {a, c}
+
+
+def test_the_refresher_makes_at_most_one_request_a_second_in_all(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    uris = [_put(server, rsa_key, name, [0]) for name in ("a", "b")]
+    server.index = uris
+    lists = make_lists(clock=time.time, background=True, status_index_seconds=1)  # all due every second
+    lists.prefetch()
+    until = time.monotonic() + 5
+    while not lists.settled() and time.monotonic() < until:
+        time.sleep(0.02)
+    assert lists.settled()
+    with server.lock:
+        before = len(server.requests)
+    started = time.monotonic()
+    time.sleep(4.5)
+    with server.lock:
+        made = [path for path, _ in server.requests[before:] if path.startswith(INDEX_PATH)]
+    elapsed = time.monotonic() - started
+    assert len(made) <= math.floor(elapsed) + 1  # one a second: the index and both lists share it
+    assert len(made) >= 3  # the budget is used, not starved
+    assert set(made) == {INDEX_PATH, "/statuslists/a", "/statuslists/b"}  # each gets its turn
 
 
 def test_settled_once_the_index_answered_and_its_lists_were_fetched(

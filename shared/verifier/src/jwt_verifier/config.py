@@ -100,7 +100,7 @@ class VerifierConfig:
         doc="the issuer's index of its lists",
     )
     status_index_seconds: float = setting(
-        "STATUS_INDEX_SECONDS", 5.0, parse=number(1.0), doc="how often the index is read again"
+        "STATUS_INDEX_SECONDS", 60.0, parse=number(1.0), doc="how often the index is read again"
     )
     # `{issuer}/statuslists/X` is fetched from `{status_base_url}/statuslists/X` (inside compose the
     # API reaches the issuer by another address). Empty: the base of `jwks_url` when it ends in

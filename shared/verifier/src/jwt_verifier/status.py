@@ -18,7 +18,9 @@ cache hit included, looks its entry up (a dict lookup and a shift). The rules:
   (at least 1 s; sooner if the list's `ttl` or `max-age` says so, never sooner than 1 s) with
   `If-None-Match`; a 304 keeps the list. It also reads the issuer's index of current lists,
   `GET {status_index_url}` answering `{"status_lists": [uri, ...]}`, every
-  `status_index_seconds`, and holds those lists before any token names them: an API keeps
+  `status_index_seconds` (60 s by default). Those re-reads share a strict budget of one request
+  per second (`refresh_due()`: the most overdue first, a list before the index on a tie), so a
+  process never asks the issuer more often, however many lists it holds. It holds those lists before any token names them: an API keeps
   working when the issuer stops, for every list current before it did. Until the issuer first
   answers, the index is asked again after 0.1 s, doubling up to 1 s, and at once when the JWKS
   client first loads keys; `settled()` says when it has answered and its lists were fetched.
@@ -140,6 +142,8 @@ class StatusLists:
         self._index_answered = False
         self.prefetching = False
         self._index_retry = 0.0
+        self._budget_at = float("-inf")  # the refresher's next re-read may not be made before this
+        self.budget_spent = 0  # re-reads the budget allowed (the index's and the lists')
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stop = threading.Event()
@@ -175,8 +179,10 @@ class StatusLists:
             if self._vouched(claims, now):
                 return
             raise StatusUnavailable(f"the status list {uri} has not been refreshed within the stale window")
-        if now >= held.next_at + self.refresh + self.timeout:
-            self._ensure_refresher()  # overdue: the refresher is gone (a fork) or stuck
+        if now >= held.next_at + self.refresh * (len(self._lists) + 1) + self.timeout:
+            # Overdue: the refresher is gone (a fork) or stuck. With k lists (and the index) sharing
+            # its budget of a request a second, a list is re-read up to k + 1 seconds after it is due.
+            self._ensure_refresher()
 
     def _vouched(self, claims: dict[str, Any], now: float) -> bool:
         """Return whether the token's own `iat` is within the stale window.
@@ -273,19 +279,42 @@ class StatusLists:
             self._wake.wait(min(max(wait, 0.05), MIN_INTERVAL))
 
     def refresh_due(self) -> float:
-        """Fetch the index and every held list that is due; return the seconds until the next is due."""
+        """Make the requests that are due within the budget; return the seconds until the next may be made.
+
+        The budget: at most one re-read (of the index or of a held list) per `MIN_INTERVAL`, the
+        most overdue first (a list before the index on a tie). Outside it: the index until the
+        issuer first answers it (no issuer is answering yet), and the first fetch of a list the
+        index names (once per list, so that the lists are held before the issuer may stop).
+        """
         now = self.clock()
-        if now >= self._index_at:
+        if not self._index_answered and now >= self._index_at:
             self._fetch_index(now)
         with self._lock:
-            entries = list(self._lists.values())
+            entries = [h for h in self._lists.values() if h.current is not None or h.listed]
         for held in entries:
-            if (held.current is not None or held.listed) and self.clock() >= held.next_at:
+            if held.current is None and held.error is None and held.listed:  # a first fetch
+                with held.lock:
+                    if held.current is None and held.error is None:
+                        self._refresh(held)
+        now = self.clock()
+        if now >= self._budget_at:
+            due = [h for h in entries if now >= h.next_at]
+            index_due = self._index_answered and now >= self._index_at
+            if due and (not index_due or min(h.next_at for h in due) <= self._index_at):
+                held = min(due, key=lambda h: h.next_at)
                 with held.lock:
                     if self.clock() >= held.next_at:
+                        self._budget_at = now + MIN_INTERVAL
+                        self.budget_spent += 1
                         self._refresh(held)
-        due = [h.next_at for h in entries if h.current is not None or h.listed]
-        return min([*due, self._index_at]) - self.clock()
+            elif index_due:
+                self._budget_at = now + MIN_INTERVAL
+                self.budget_spent += 1
+                self._fetch_index(now)
+        next_at = min([*(h.next_at for h in entries), self._index_at])
+        if self._index_answered:
+            next_at = max(next_at, self._budget_at)
+        return next_at - self.clock()
 
     # -- fetching -----------------------------------------------------------------------------
 
