@@ -44,7 +44,8 @@ DEFAULT_CLIENT_ID = "cli"
 WEB_CLIENT_ID = "resource-web"
 BUILTIN_CLIENT_IDS = frozenset({DEFAULT_CLIENT_ID, WEB_CLIENT_ID})
 
-GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "password", "client_credentials"})
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 section 3.4
+GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "password", "client_credentials", DEVICE_CODE})
 AUTH_METHODS = ("none", "private_key_jwt", "client_secret_basic")
 MIN_SECRET_LENGTH = 32
 MAX_URI_LENGTH = 2048
@@ -95,7 +96,7 @@ def builtin_clients(
 ) -> list[Client]:
     """Return the two clients every issuer has: the command line, and the resource's browser login."""
     return [
-        Client(DEFAULT_CLIENT_ID, frozenset({"password", "refresh_token"})),
+        Client(DEFAULT_CLIENT_ID, frozenset({"password", "refresh_token", DEVICE_CODE})),
         Client(
             WEB_CLIENT_ID,
             frozenset({"authorization_code", "refresh_token"}),

@@ -195,6 +195,17 @@ class IssuerSettings:
     dpop_nonce_lifetime: int = setting(
         "DPOP_NONCE_LIFETIME", 300, parse=integer(10, 3600), doc="seconds a nonce period lasts"
     )
+    # The password grant (RFC 6749 4.3): on for the demo; OAuth 2.1 and RFC 9700 drop it.
+    password_grant: bool = setting(
+        "PASSWORD_GRANT", True, parse=boolean, doc="whether /token accepts grant_type=password"
+    )
+    # The device authorization grant (issuer.device, RFC 8628).
+    device_code_ttl: int = setting(
+        "DEVICE_CODE_TTL", 600, parse=integer(5, 3600), doc="seconds a device code waits for its user"
+    )
+    device_poll_interval: int = setting(
+        "DEVICE_POLL_INTERVAL", 5, parse=integer(1, 60), doc="seconds a device waits between polls"
+    )
 
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""

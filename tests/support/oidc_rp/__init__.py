@@ -67,6 +67,28 @@ class RelyingParty:
             return Refused(**answer["refused"])
         return answer
 
+    def start(self, command: str, **request: Any) -> subprocess.Popen[str]:
+        """Start one command of the driver in the background (the device grant, which polls); the caller waits for it."""
+        node = shutil.which("node")
+        assert node is not None, "the relying-party tests need Node.js (`node` on PATH)"
+        settings = {
+            "issuer": self.issuer,
+            "reach": self.reach,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+        process = subprocess.Popen(
+            [node, str(DRIVER), command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdin is not None
+        process.stdin.write(json.dumps({**settings, **request}))
+        process.stdin.close()
+        return process
+
     def call(self, command: str, **request: Any) -> dict[str, Any]:
         """Run one command that must succeed; return its answer."""
         answer = self.run(command, **request)
