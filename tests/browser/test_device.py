@@ -2,7 +2,8 @@
 
 The client is third-party: panva's openid-client (`initiateDeviceAuthorization`,
 `pollDeviceAuthorizationGrant`), a confidential client polling the token endpoint by itself.
-The approval page's screenshot goes into docs/images/ (the documentation shows it).
+The approval page's screenshot goes to test-artifacts/; docs/images/device-approval.png is a copy
+of one (docs/api.md shows it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from tests.support.stack import Stack
 pytestmark = pytest.mark.browser
 
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 def _device_client(stack: Stack) -> RelyingParty:
@@ -75,8 +75,6 @@ def test_third_party_device_client_logs_in_while_the_user_approves(stack: Stack,
         expect(page.locator("main")).to_contain_text(client.client_id)
         expect(page.get_by_role("list", name="Permissions asked for")).to_contain_text("profile")
         expect(page.get_by_role("button", name="Allow")).to_be_focused()
-        DOCS_IMAGES.mkdir(exist_ok=True)
-        page.screenshot(path=DOCS_IMAGES / "device-approval.png", full_page=True)
         page.screenshot(path=artifacts / f"device-approval-{stack.backend}.png", full_page=True)
         page.get_by_role("button", name="Allow").click()
         expect(page.get_by_role("heading", name="Device approved")).to_be_visible()
@@ -94,7 +92,7 @@ def test_third_party_device_client_logs_in_while_the_user_approves(stack: Stack,
     assert "profile" in answer["tokens"]["scope"].split()
     assert answer["tokens"]["refresh_token"]
     assert answer["claims"]["sub"] == stack.user_id("alice")  # the ID token the library validated
-    assert stack.get("/api/profile", answer["tokens"]["access_token"]).status_code == 200
+    assert stack.get("/api/me", answer["tokens"]["access_token"]).status_code == 200
 
 
 def test_denying_on_the_page_ends_the_polling_with_access_denied(stack: Stack, page: Page) -> None:

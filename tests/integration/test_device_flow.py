@@ -134,7 +134,7 @@ def test_approved_device_gets_tokens_once(stack: Stack) -> None:
     assert body["token_type"] == "Bearer"
     assert body["scope"] == "profile"
     assert "refresh_token" in body
-    assert stack.get("/api/profile", body["access_token"]).status_code == 200
+    assert stack.get("/api/me", body["access_token"]).status_code == 200
     again = _poll(stack, started["device_code"])
     assert _error(again) == "invalid_grant"
     refreshed = requests.post(
@@ -269,7 +269,7 @@ def test_device_login_script_prints_the_token_once_approved(stack: Stack) -> Non
         out, err = running.communicate(timeout=60)
     assert running.returncode == 0, err
     token = out.strip()
-    assert stack.get("/api/profile", token).status_code == 200
+    assert stack.get("/api/me", token).status_code == 200
 
 
 def test_guessing_user_codes_is_limited(short_lived: Stack) -> None:

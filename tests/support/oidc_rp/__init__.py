@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,17 +78,13 @@ class RelyingParty:
             "client_id": self.client_id,
             "client_secret": self.client_secret,
         }
-        process = subprocess.Popen(
-            [node, str(DRIVER), command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stdin is not None
-        process.stdin.write(json.dumps({**settings, **request}))
-        process.stdin.close()
-        return process
+        # The request from a file, not a pipe: `communicate` later needs no stdin of its own to flush.
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as given:
+            given.write(json.dumps({**settings, **request}))
+            given.seek(0)
+            return subprocess.Popen(
+                [node, str(DRIVER), command], stdin=given, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
 
     def call(self, command: str, **request: Any) -> dict[str, Any]:
         """Run one command that must succeed; return its answer."""
