@@ -18,8 +18,10 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import StackFactory
+from tests.support.dpop import make_proof, thumbprint
 from tests.support.stack import Stack
 
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
@@ -45,9 +47,11 @@ def _start(stack: Stack, **form: str) -> dict[str, Any]:
     return body
 
 
-def _poll(stack: Stack, device_code: str, client_id: str = "cli", **form: str) -> requests.Response:
-    data = {"grant_type": DEVICE_CODE, "device_code": device_code, "client_id": client_id, **form}
-    return requests.post(f"{stack.issuer_url}/token", data=data, timeout=10)
+def _poll(
+    stack: Stack, device_code: str, client_id: str = "cli", headers: dict[str, str] | None = None
+) -> requests.Response:
+    data = {"grant_type": DEVICE_CODE, "device_code": device_code, "client_id": client_id}
+    return requests.post(f"{stack.issuer_url}/token", data=data, headers=headers, timeout=10)
 
 
 def _error(response: requests.Response) -> str:
@@ -153,6 +157,25 @@ def test_access_token_of_a_device_carries_a_status_list_index(stack: Stack) -> N
     assert "idx" in claims["status"]["status_list"]
     assert claims["client_id"] == "cli"
     assert claims["preferred_username"] == "alice"
+
+
+def test_a_device_polling_with_a_dpop_proof_gets_tokens_bound_to_its_key(stack: Stack) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    started = _start(stack, scope="profile")
+    answer(stack, started, "approve")
+    proof = make_proof(key, "POST", f"{stack.public_issuer}/token")
+    tokens = _poll(stack, started["device_code"], headers={"DPoP": proof})
+    assert tokens.status_code == 200, tokens.text
+    assert tokens.json()["token_type"] == "DPoP"
+    claims = jwt.decode(tokens.json()["access_token"], options={"verify_signature": False})
+    assert claims["cnf"] == {"jkt": thumbprint(key)}
+    # A public client's refresh token is bound too (RFC 9449 section 5): no proof, nothing.
+    refreshed = requests.post(
+        f"{stack.issuer_url}/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens.json()["refresh_token"], "client_id": "cli"},
+        timeout=10,
+    )
+    assert refreshed.status_code == 400
 
 
 def test_denied_device_gets_access_denied(stack: Stack) -> None:
