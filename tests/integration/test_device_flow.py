@@ -205,6 +205,26 @@ def test_another_client_cannot_poll_a_device_code(stack: Stack) -> None:
     assert _poll(stack, started["device_code"]).status_code == 200  # the rightful client still can
 
 
+def test_a_client_registered_again_inherits_no_approved_device_code(stack: Stack) -> None:
+    client_id = f"dev-{uuid.uuid4().hex[:8]}"
+    grants = ["--grant", DEVICE_CODE, "--grant", "refresh_token"]
+    assert stack.issuer_cli("clients", "add", client_id, *grants).returncode == 0
+    started = _start(stack, client_id=client_id, scope="profile")
+    browser, entry = browser_logged_in(stack, started["verification_uri_complete"])
+    confirm = browser.post(
+        f"{stack.issuer_url}/device", data={"csrf_token": _csrf(entry), "user_code": started["user_code"]}, timeout=10
+    )
+    decided = browser.post(
+        f"{stack.issuer_url}/device/decision",
+        data={"csrf_token": _csrf(confirm.text), "user_code": started["user_code"], "action": "approve"},
+        timeout=10,
+    )
+    assert "Device approved" in decided.text
+    assert stack.issuer_cli("clients", "delete", client_id).returncode == 0
+    assert stack.issuer_cli("clients", "add", client_id, *grants).returncode == 0
+    assert _error(_poll(stack, started["device_code"], client_id)) == "invalid_grant"
+
+
 def test_client_without_the_grant_type_is_refused(stack: Stack) -> None:
     response = _authorize_device(stack, client_id="resource-web", scope="profile")
     assert _error(response) == "unauthorized_client"

@@ -34,6 +34,7 @@ from issuer.db import (
     insert_missing,
     users,
 )
+from issuer.device_codes import DeviceCodes
 from issuer.opaque import secret_hash
 from issuer.statuslist import revoke_unpermitted
 from issuer.tokens import RefreshTokens
@@ -245,7 +246,7 @@ class ClientStore:
         return client, existed
 
     def delete(self, client_id: str) -> bool:
-        """Delete a client and end its grants: its refresh tokens revoked, its codes spent; return whether it existed.
+        """Delete a client and end its grants: its refresh tokens revoked, its codes (and device codes) spent; return whether it existed.
 
         One transaction: a client registered again under the same id (another secret, another
         owner) inherits no earlier grant (RFC 6749 section 10.4, RFC 9700 section 4.14). Login
@@ -255,6 +256,7 @@ class ClientStore:
             deleted = delete_where(self.database, clients.c.client_id, client_id)
             revoked = RefreshTokens.revoke_client(self.database, client_id)
             AuthorizationCodes.spend_client(self.database, client_id)
+            DeviceCodes.spend_client(self.database, client_id)
         if deleted:
             audit.emit("client.deleted", client=client_id)
         if revoked:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from issuer.codes import AuthorizationCodes
 from issuer.db import Database
-from issuer.device import DeviceCodes
+from issuer.device_codes import DeviceCodes
 from issuer.sessions import LoginSessions
 from issuer.statuslist import StatusLists
 from issuer.tokens import RefreshTokens

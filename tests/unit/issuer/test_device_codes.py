@@ -1,4 +1,4 @@
-"""Unit tests for issuer.device: user codes (RFC 8628 section 6.1) and the poll's answers, on a clock of the test's."""
+"""Unit tests for issuer.device_codes: user codes (RFC 8628 section 6.1) and the poll's answers, on a clock of the test's."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import types
 import pytest
 from sqlalchemy import insert
 
-from issuer import device
+from issuer import device_codes
 from issuer.db import Database, users
-from issuer.device import SLOW_DOWN, USER_CODE_ALPHABET, DeviceCodes, display, new_user_code, normalise
+from issuer.device_codes import SLOW_DOWN, USER_CODE_ALPHABET, DeviceCodes, display, new_user_code, normalise
 from tests.support.fakes import FakeClock
 from tests.support.sql import rows
 
@@ -21,7 +21,7 @@ INTERVAL = 5
 @pytest.fixture
 def store(database: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> DeviceCodes:
     """Device codes on a fresh database, time read from the test's clock."""
-    monkeypatch.setattr(device, "time", types.SimpleNamespace(time=clock))
+    monkeypatch.setattr(device_codes, "time", types.SimpleNamespace(time=clock))
     with database.transaction() as conn:
         conn.execute(insert(users).values(id="u", username="alice", password_hash="-", scope="", created_at=0))
     return DeviceCodes(database)
@@ -96,5 +96,11 @@ def test_a_decision_is_taken_once(store: DeviceCodes) -> None:
 def test_expired_requests_are_pruned_a_day_later(store: DeviceCodes, database: Database, clock: FakeClock) -> None:
     _issue(store)
     now = int(clock())
-    assert DeviceCodes.prune(database, now + TTL + device.DEVICE_CODE_KEPT - 1, batch=10) == 0
-    assert DeviceCodes.prune(database, now + TTL + device.DEVICE_CODE_KEPT + 1, batch=10) == 1
+    assert DeviceCodes.prune(database, now + TTL + device_codes.DEVICE_CODE_KEPT - 1, batch=10) == 0
+    assert DeviceCodes.prune(database, now + TTL + device_codes.DEVICE_CODE_KEPT + 1, batch=10) == 1
+
+
+def test_a_deleted_clients_requests_are_spent(store: DeviceCodes, database: Database) -> None:
+    device_code, _ = _issue(store)
+    assert DeviceCodes.spend_client(database, "cli") == 1
+    assert store.poll(device_code, "cli").error == "invalid_grant"
