@@ -94,6 +94,7 @@ def answer(
     )
     assert confirm.status_code == 200, confirm.text
     assert "the command line" in confirm.text
+    assert ('value="approve"' in confirm.text) == (username == "alice")
     decided = browser.post(
         f"{stack.issuer_url}/device/decision",
         data={"csrf_token": _csrf(confirm.text), "user_code": started["user_code"], "action": action},
@@ -186,7 +187,8 @@ def test_denied_device_gets_access_denied(stack: Stack) -> None:
 
 def test_user_with_none_of_the_scopes_cannot_approve(stack: Stack) -> None:
     started = _start(stack, scope="admin")
-    page = answer(stack, started, "approve", "bob", "builder")  # bob has profile only
+    # bob has profile only: the page offers no "Allow", and an approval sent anyway is a denial.
+    page = answer(stack, started, "approve", "bob", "builder")
     assert "none of the permissions" in page
     assert _error(_poll(stack, started["device_code"])) == "access_denied"
 

@@ -46,7 +46,7 @@ from issuer.device_codes import MAX_TYPED, DeviceCodes, Request, display, normal
 from issuer.opaque import secret_hash
 from issuer.protocol import OAuthError, PageError
 from issuer.ratelimit import note_failed_password, password_limits
-from issuer.users import UserError, parse_scope
+from issuer.users import User, UserError, parse_scope
 from shared import audit, metrics
 
 log = logging.getLogger(__name__)
@@ -187,11 +187,26 @@ def confirm() -> Any:
             "step": "confirm",
             "user_code": display(code),
             "client": client.name,
-            "scopes": sorted(parse_scope(found.scope)),
+            "scopes": _granted(found, client, user).split(),  # what allowing gives, not all that was asked
             "api": found.audience,
             "username": user.username,
         }
     )
+
+
+def _granted(found: Request, client: Client, user: User) -> str:
+    """Return what an approval grants: the scopes asked for that the user and the client may have ("" for none)."""
+    api = extensions.current().apis.get(found.audience)
+    if api is None:
+        return ""
+    try:
+        requested = parse_scope(found.scope)
+    except UserError:
+        return ""
+    granted = oidc.granted_scopes(requested, client.narrow(user.scopes & api.scopes), api.scopes, client)
+    if not granted & api.scopes and oidc.OPENID not in granted:
+        return ""
+    return " ".join(sorted(granted))
 
 
 @bp.post("/device/decision")
@@ -208,27 +223,9 @@ def decide() -> Any:
         found, client = _lookup(request.form.get("user_code", ""))
     except _WrongCode as exc:
         return _entry(exc.typed[:MAX_TYPED], "That code is not valid, or it has expired. Check it and try again.")
-    approved = action == "approve"
-    scope = ""
-    if approved:
-        api = extensions.current().apis.get(found.audience)
-        try:
-            requested = parse_scope(found.scope)
-        except UserError:
-            requested = frozenset()
-        granted = (
-            oidc.granted_scopes(requested, client.narrow(user.scopes & api.scopes), api.scopes, client)
-            if api is not None
-            else frozenset()
-        )
-        if api is None or (not granted & api.scopes and oidc.OPENID not in granted):
-            approved = False  # nothing of the API to give: never an empty token (RFC 9700 section 2.3)
-            refused = True
-        else:
-            refused = False
-            scope = " ".join(sorted(granted))
-    else:
-        refused = False
+    scope = _granted(found, client, user) if action == "approve" else ""
+    # Nothing of the API to give: denied, never an empty token (RFC 9700 section 2.3).
+    approved, refused = bool(scope), action == "approve" and not scope
     sid = session.get("sid")
     session_hash = secret_hash(sid) if isinstance(sid, str) else None
     if not current().decide(
