@@ -2,7 +2,8 @@
 
 One scripted run produces every event type: logins and failures at /token and at the login
 form, a rate limit, a refresh-token reuse, a code redeemed twice, a revocation, a logout, a client
-authentication failure, a replayed client assertion, and
+authentication failure, a replayed client assertion, device authorizations approved and
+denied, and
 the users, clients, APIs and keys commands. Each audit line must match
 docs/audit-event.schema.json, and no password, token, code, secret or key used in the run may
 appear in any line the issuer or the CLI wrote.
@@ -160,6 +161,7 @@ def _drive(run: Run) -> None:
     assert revoked.status_code == 200
 
     _browser(run)
+    _device(run)
     _commands(run)
     run.secrets += _secrets_at_rest(run.issuer)
 
@@ -239,6 +241,53 @@ def _browser(run: Run) -> None:
         )
         assert done.status_code == 200
         assert "logged out" in done.text
+
+
+def _device(run: Run) -> None:
+    """Start two device authorizations (RFC 8628): one approved and exchanged, one denied."""
+    with requests.Session() as browser:
+        form = browser.get(f"{run.issuer.url}/login", timeout=10).text
+        match = CSRF_INPUT.search(form)
+        assert match is not None
+        data = {"csrf_token": match.group(1), "username": "alice", "password": "wonderland"}
+        assert browser.post(f"{run.issuer.url}/login", data=data, timeout=10).status_code == 200
+        for step, action in (("device-approve", "approve"), ("device-deny", "deny")):
+            started = requests.post(
+                f"{run.issuer.url}/device_authorization",
+                data={"client_id": "cli", "scope": "profile"},
+                headers=run.headers(f"{step}-start"),
+                timeout=10,
+            ).json()
+            run.secrets += [started["device_code"], started["user_code"], started["user_code"].replace("-", "")]
+            entry = browser.get(f"{run.issuer.url}/device", timeout=10).text
+            match = CSRF_INPUT.search(entry)
+            assert match is not None
+            confirm = browser.post(
+                f"{run.issuer.url}/device",
+                data={"csrf_token": match.group(1), "user_code": started["user_code"]},
+                timeout=10,
+            )
+            match = CSRF_INPUT.search(confirm.text)
+            assert match is not None, confirm.text
+            decided = browser.post(
+                f"{run.issuer.url}/device/decision",
+                data={"csrf_token": match.group(1), "user_code": started["user_code"], "action": action},
+                headers=run.headers(step),
+                timeout=10,
+            )
+            assert decided.status_code == 200, decided.text
+            polled = _token(
+                run,
+                f"{step}-poll",
+                grant_type="urn:ietf:params:oauth:grant-type:device_code",
+                device_code=started["device_code"],
+                client_id="cli",
+            )
+            if action == "approve":
+                assert polled.status_code == 200, polled.text
+                run.secrets += [polled.json()["access_token"], polled.json()["refresh_token"]]
+            else:
+                assert polled.json()["error"] == "access_denied"
 
 
 def _commands(run: Run) -> None:

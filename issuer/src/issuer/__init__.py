@@ -19,7 +19,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, dpop, introspect, oauth, oidc, protocol, prune, statuslist, wellknown
+from issuer import browser, device, dpop, introspect, oauth, oidc, protocol, prune, statuslist, wellknown
 from issuer.apis import ApiStore
 from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
@@ -146,6 +146,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         ),
     )
     app.register_blueprint(browser.bp)
+    device.init_app(app, database)  # RFC 8628: /device_authorization, /device, and its grant at /token
     return app
 
 
@@ -220,7 +221,7 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
     seconds = retry_after()
     log.warning("rate limited", extra={"fields": {"path": request.path, "retry_after": seconds}})
     headers = {"Retry-After": str(seconds)}
-    if request.blueprint == "browser":
+    if request.blueprint in {"browser", "device"}:
         text = f"Too many login attempts. Please wait {seconds} seconds and try again."
         return PageError(
             "Too many attempts", text, error="too_many_requests", status=429, headers=headers

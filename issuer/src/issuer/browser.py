@@ -252,6 +252,7 @@ def login() -> Any:
         return _login_page(LOGIN_FAILED, username[:64])
 
     pending = session.get("authorize")
+    device = session.get("device")  # a device's verification page sent the user here (issuer.device)
     replaced = session.get("sid")
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)
     session_id = extensions.current().login_sessions.create(user.id)
@@ -266,6 +267,9 @@ def login() -> Any:
         session["authorize"] = pending
         session["logged_in_for"] = pending  # this login answers that request (see authorize)
         return redirect(url_for("browser.authorize", **pending), code=303)
+    if isinstance(device, dict):
+        session["device"] = device
+        return redirect(url_for("device.verify"), code=303)
     return page("Logged in", f"You are logged in as {user.username}.", logout=True)
 
 

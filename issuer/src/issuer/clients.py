@@ -34,6 +34,7 @@ from issuer.db import (
     insert_missing,
     users,
 )
+from issuer.device_codes import DeviceCodes
 from issuer.opaque import secret_hash
 from issuer.statuslist import revoke_unpermitted
 from issuer.tokens import RefreshTokens
@@ -44,7 +45,8 @@ DEFAULT_CLIENT_ID = "cli"
 WEB_CLIENT_ID = "resource-web"
 BUILTIN_CLIENT_IDS = frozenset({DEFAULT_CLIENT_ID, WEB_CLIENT_ID})
 
-GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "password", "client_credentials"})
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 section 3.4
+GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "password", "client_credentials", DEVICE_CODE})
 AUTH_METHODS = ("none", "private_key_jwt", "client_secret_basic")
 MIN_SECRET_LENGTH = 32
 MAX_URI_LENGTH = 2048
@@ -95,7 +97,7 @@ def builtin_clients(
 ) -> list[Client]:
     """Return the two clients every issuer has: the command line, and the resource's browser login."""
     return [
-        Client(DEFAULT_CLIENT_ID, frozenset({"password", "refresh_token"})),
+        Client(DEFAULT_CLIENT_ID, frozenset({"password", "refresh_token", DEVICE_CODE})),
         Client(
             WEB_CLIENT_ID,
             frozenset({"authorization_code", "refresh_token"}),
@@ -244,7 +246,7 @@ class ClientStore:
         return client, existed
 
     def delete(self, client_id: str) -> bool:
-        """Delete a client and end its grants: its refresh tokens revoked, its codes spent; return whether it existed.
+        """Delete a client and end its grants: its refresh tokens revoked, its codes (and device codes) spent; return whether it existed.
 
         One transaction: a client registered again under the same id (another secret, another
         owner) inherits no earlier grant (RFC 6749 section 10.4, RFC 9700 section 4.14). Login
@@ -254,6 +256,7 @@ class ClientStore:
             deleted = delete_where(self.database, clients.c.client_id, client_id)
             revoked = RefreshTokens.revoke_client(self.database, client_id)
             AuthorizationCodes.spend_client(self.database, client_id)
+            DeviceCodes.spend_client(self.database, client_id)
         if deleted:
             audit.emit("client.deleted", client=client_id)
         if revoked:

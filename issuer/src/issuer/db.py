@@ -249,6 +249,29 @@ status_grants = Table(
     Index("status_grants_slot", "list_id", "idx", unique=True),
 )
 
+# Owner: issuer.device.DeviceCodes. Device authorization requests (RFC 8628): the device code
+# and the user code are kept only as hashes. `scope` is what the client asked for (narrowed to
+# the client and the API) until a user approves, then what the user granted. Deleting a user
+# removes the requests they approved (cascade).
+device_codes = Table(
+    "device_codes",
+    metadata,
+    Column("device_code_hash", String(64), primary_key=True),
+    Column("user_code_hash", String(64), nullable=False, unique=True),
+    Column("client_id", String(64), nullable=False),
+    Column("scope", Text),
+    Column("audience", Text, nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False, index=True),  # pruning
+    Column("poll_interval", Integer, nullable=False),
+    Column("polled_at", Integer),
+    Column("status", String(16), nullable=False),  # pending, approved, denied
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE")),
+    Column("session_hash", String(64)),
+    Column("decided_at", Integer),
+    Column("used_at", Integer),
+)
+
 
 class Database:
     """An engine on the issuer's database and the transaction helper every store uses."""

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from issuer import dpop, extensions, oidc, statuslist
 from issuer.apis import Api, InvalidTarget
 from issuer.client_auth import InvalidClient, authenticate_client
-from issuer.clients import DEFAULT_CLIENT_ID, Client
+from issuer.clients import DEFAULT_CLIENT_ID, DEVICE_CODE, Client
 from issuer.codes import CodeError, CodeMismatch, CodeReused
 from issuer.protocol import InvalidDPoPProof, OAuthError, not_a_form
 from issuer.ratelimit import note_failed_password, password_limits
@@ -277,11 +277,18 @@ def _client_credentials_grant(params: dict[str, str], client: Client) -> Respons
     return _token_response(Grant("", client.client_id, client.client_id, scope, api.audience), None)
 
 
+def _device_code_grant(params: dict[str, str], client: Client) -> Response:
+    from issuer import device
+
+    return device.device_code_grant(params, client)
+
+
 GRANTS = {
     "password": _password_grant,
     "refresh_token": _refresh_grant,
     "authorization_code": _authorization_code_grant,
     "client_credentials": _client_credentials_grant,
+    DEVICE_CODE: _device_code_grant,
 }
 
 
@@ -322,6 +329,8 @@ def _token() -> Response:
     params = _form()
     grant_type = _required(params, "grant_type")
     handler = GRANTS.get(grant_type)
+    if grant_type == "password" and not extensions.current().settings.password_grant:
+        handler = None  # ISSUER_PASSWORD_GRANT=false: a real deployment's choice (RFC 9700 section 2.4)
     if handler is None:
         raise OAuthError(f"grant type {grant_type[:40]!r} is not supported", error="unsupported_grant_type")
     if grant_type == "authorization_code" and not _confidential(params):

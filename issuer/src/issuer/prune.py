@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from issuer.codes import AuthorizationCodes
 from issuer.db import Database
+from issuer.device_codes import DeviceCodes
 from issuer.sessions import LoginSessions
 from issuer.statuslist import StatusLists
 from issuer.tokens import RefreshTokens
@@ -34,6 +35,7 @@ class Pruned:
     refresh_tokens: int
     login_sessions: int
     status_lists: int = 0
+    device_codes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts by table name."""
@@ -48,7 +50,8 @@ def prune(database: Database, now: int | None = None, *, batch: int = BATCH) -> 
     # After the tokens: a session whose last family just went can go in the same run.
     sessions = LoginSessions.prune(database, now, batch=batch)
     lists = StatusLists.prune(database, now, batch=batch)
-    return Pruned(codes, tokens, sessions, lists)
+    devices = DeviceCodes.prune(database, now, batch=batch)
+    return Pruned(codes, tokens, sessions, lists, devices)
 
 
 def start(database: Database, interval: float, *, stop: threading.Event | None = None) -> threading.Thread:

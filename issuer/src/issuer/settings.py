@@ -198,6 +198,17 @@ class IssuerSettings:
     # Token Status Lists off: no `status` claim, no /statuslists (revocation reaches the APIs only
     # through introspection, or when the access token expires).
     status_lists: bool = setting("STATUS_LISTS", True, parse=boolean, doc="issue tokens with a status list index")
+    # The password grant (RFC 6749 4.3): on for the demo; OAuth 2.1 and RFC 9700 drop it.
+    password_grant: bool = setting(
+        "PASSWORD_GRANT", True, parse=boolean, doc="whether /token accepts grant_type=password"
+    )
+    # The device authorization grant (issuer.device, RFC 8628).
+    device_code_ttl: int = setting(
+        "DEVICE_CODE_TTL", 600, parse=integer(5, 3600), doc="seconds a device code waits for its user"
+    )
+    device_poll_interval: int = setting(
+        "DEVICE_POLL_INTERVAL", 5, parse=integer(1, 60), doc="seconds a device waits between polls"
+    )
 
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""

@@ -16,7 +16,13 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("wellknown", __name__)
 
-GRANT_TYPES = ["authorization_code", "refresh_token", "password", "client_credentials"]
+GRANT_TYPES = [
+    "authorization_code",
+    "refresh_token",
+    "password",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:device_code",
+]
 
 
 @bp.get("/.well-known/jwks.json")
@@ -65,7 +71,11 @@ def _oauth_metadata() -> dict[str, Any]:
         "authorization_endpoint": f"{url}/authorize",
         "token_endpoint": f"{url}/token",
         "revocation_endpoint": f"{url}/revoke",
-        "grant_types_supported": GRANT_TYPES,
+        "grant_types_supported": [
+            grant for grant in GRANT_TYPES if grant != "password" or extensions.current().settings.password_grant
+        ],
+        # RFC 8628 section 4 (issuer.device)
+        "device_authorization_endpoint": f"{url}/device_authorization",
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],

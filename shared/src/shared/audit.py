@@ -57,6 +57,10 @@ EVENTS: Final[dict[str, str]] = {
     "api.created": "an API was registered",
     "api.changed": "an API's scopes or resource URIs were replaced",
     "api.deleted": "an API was deleted",
+    "device.authorization_issued": "a device authorization request got its device and user codes (RFC 8628)",
+    "device.approved": "a user approved a device authorization request",
+    "device.denied": "a user denied a device authorization request",
+    "device.exchanged": "an approved device code was exchanged for tokens",
 }
 
 SOURCES: Final = ("http", "cli", "system")

@@ -45,6 +45,11 @@ TOKEN_ERRORS = Counter(
     "jwt_split_token_errors", "Token requests refused, by grant and OAuth error.", ["grant", "error"]
 )
 LOGINS = Counter("jwt_split_logins", "Password checks (token endpoint and login form), by result.", ["result"])
+DEVICE_AUTHORIZATIONS = Counter(
+    "jwt_split_device_authorizations",
+    "Device authorization grant steps (RFC 8628), by step and result.",
+    ["step", "result"],
+)
 RATE_LIMITED = Counter("jwt_split_rate_limited", "Requests refused by a rate limit, by limit.", ["limit"])
 CONNECTIONS_REFUSED = Counter(
     "jwt_split_connections_refused",

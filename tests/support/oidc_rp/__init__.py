@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,24 @@ class RelyingParty:
         if done.returncode == _REFUSED:
             return Refused(**answer["refused"])
         return answer
+
+    def start(self, command: str, **request: Any) -> subprocess.Popen[str]:
+        """Start one command of the driver in the background (the device grant, which polls); the caller waits for it."""
+        node = shutil.which("node")
+        assert node is not None, "the relying-party tests need Node.js (`node` on PATH)"
+        settings = {
+            "issuer": self.issuer,
+            "reach": self.reach,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+        # The request from a file, not a pipe: `communicate` later needs no stdin of its own to flush.
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as given:
+            given.write(json.dumps({**settings, **request}))
+            given.seek(0)
+            return subprocess.Popen(
+                [node, str(DRIVER), command], stdin=given, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
 
     def call(self, command: str, **request: Any) -> dict[str, Any]:
         """Run one command that must succeed; return its answer."""

@@ -15,6 +15,9 @@
 //                                                            (userinfo null with dpop_jwk)
 //   refresh   {refresh_token}                             -> {tokens, claims}
 //   logout    {id_token_hint, post_logout_redirect_uri, state} -> {end_session_url}
+//   device    {scope?}                                    -> {tokens, claims}
+//             the device authorization grant (RFC 8628); the device authorization response's
+//             user_code and verification URIs go to stderr as one JSON line, at once, then it polls
 //   service   {scope, resource}                           -> {tokens, claims: null, proofs}
 //             client credentials; `proofs` are the DPoP proofs sent to the token endpoint (two
 //             when it answered use_dpop_nonce and the library retried with its nonce)
@@ -169,6 +172,17 @@ const commands = {
       results.push({ url, status, error, proof: sent.at(-1) ?? null });
     }
     return { results };
+  },
+
+  // RFC 8628: start a device authorization, write what the person needs to stderr at once (one
+  // JSON line: the answer on stdout comes only when the device is approved), then poll.
+  async device(request) {
+    const config = await configure(request);
+    const parameters = request.scope === undefined ? {} : { scope: request.scope };
+    const started = await client.initiateDeviceAuthorization(config, parameters);
+    const { user_code, verification_uri, verification_uri_complete, interval, expires_in } = started;
+    process.stderr.write(JSON.stringify({ user_code, verification_uri, verification_uri_complete, interval, expires_in }) + "\n");
+    return tokenAnswer(await client.pollDeviceAuthorizationGrant(config, started));
   },
 
   async logout(request) {

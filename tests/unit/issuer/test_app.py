@@ -180,7 +180,7 @@ def test_missing_grant_type_is_invalid_request(client: FlaskClient) -> None:
 
 def test_unsupported_grant_type(client: FlaskClient) -> None:
     _assert_error(
-        _token(client, grant_type="urn:ietf:params:oauth:grant-type:device_code"), 400, "unsupported_grant_type"
+        _token(client, grant_type="urn:ietf:params:oauth:grant-type:saml2-bearer"), 400, "unsupported_grant_type"
     )
 
 
