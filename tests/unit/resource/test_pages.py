@@ -22,7 +22,9 @@ from jwt_verifier.flask import protection
 from resource_server import create_app
 from resource_server.oauth_client import IssuerClient
 from resource_server.pages import SpentStates
+from resource_server.session_key import decode, encode, new_key
 from resource_server.settings import ResourceSettings
+from shared.dpop_client import ServerNonces
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer
 from tests.support.tokens import AUDIENCE, ID_NONCE, ISSUER, at_hash, kid_of, make_claims, make_id_claims, sign, sign_id
@@ -102,7 +104,8 @@ def _assert_no_token_cookies_set(response: TestResponse) -> None:
 
 
 def _log_in_cookie(client: FlaskClient, state: str = "state-abc", verifier: str = "v" * 43, nonce: str = NONCE) -> None:
-    client.set_cookie("rs_login", f"{state}.{nonce}.{verifier}", path="/callback")
+    key = encode(new_key(ServerNonces()))  # the session's DPoP key travels to /callback with the state
+    client.set_cookie("rs_login", f"{state}.{nonce}.{key}.{verifier}", path="/callback")
 
 
 def _same_origin() -> dict[str, str]:
@@ -224,15 +227,19 @@ def test_login_sends_the_browser_to_the_issuers_authorize_endpoint(client: Flask
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_login_remembers_state_nonce_and_verifier_in_an_httponly_cookie_for_the_callback_only(
+def test_login_remembers_state_nonce_key_and_verifier_in_an_httponly_cookie_for_the_callback_only(
     client: FlaskClient,
 ) -> None:
     response = client.get("/login")
     header = _cookie_headers(response)["rs_login"]
     assert {"httponly", "path=/callback", "samesite=lax", "max-age=600"} <= _attributes(header)
     assert "secure" not in _attributes(header)
-    state, nonce, verifier = header.split(";")[0].split("=", 1)[1].split(".", 2)
+    state, nonce, key, verifier = header.split(";")[0].split("=", 1)[1].split(".", 3)
     params = parse_qs(urlsplit(response.headers["Location"]).query)
+    session_key = decode(key, ServerNonces())
+    assert session_key is not None
+    assert params["dpop_jkt"] == [session_key.jkt]  # the code is bound to the session's key
+    assert key not in response.headers["Location"]
     assert params["state"] == [state]
     assert params["nonce"] == [nonce]
     assert params["scope"] == ["openid profile email admin"]
@@ -777,6 +784,10 @@ def test_logout_through_the_issuer_ends_its_session_and_comes_back_confirmed(
     _browser_login(live_client, issuer)
     refresh = live_client.get_cookie("rs_refresh")
     assert refresh is not None
+    kept_key = live_client.get_cookie("rs_dpop")
+    assert kept_key is not None
+    key = decode(kept_key.value, ServerNonces())
+    assert key is not None
     at_issuer = urlsplit(live_client.post("/logout", headers=_same_origin()).headers["Location"])
     answer = issuer.get(at_issuer.path, query_string=at_issuer.query)
     assert answer.status_code in {302, 303}, answer.get_data(as_text=True)
@@ -784,10 +795,14 @@ def test_logout_through_the_issuer_ends_its_session_and_comes_back_confirmed(
     assert f"{back.scheme}://{back.netloc}{back.path}" == f"{PUBLIC_URL}/logged-out"
     confirmed = live_client.get(back.path, query_string=back.query)
     assert "<h1>You have been logged out</h1>" in confirmed.get_data(as_text=True)
+    # Even with a proof by the session's key (the refresh token is bound to it): revoked.
     refused = issuer.post(
-        "/token", data={"grant_type": "refresh_token", "refresh_token": refresh.value, "client_id": "resource-web"}
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh.value, "client_id": "resource-web"},
+        headers={"DPoP": key.proof("POST", f"{live_issuer.url}/token")},
     )
     assert refused.get_json()["error"] == "invalid_grant"
+    assert live_client.get_cookie("rs_dpop") is None  # the key went with the tokens
     again = urlsplit(live_client.get("/login").headers["Location"])
     assert location_path(issuer.get(again.path, query_string=again.query)) == "/login"
 
