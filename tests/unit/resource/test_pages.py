@@ -216,6 +216,35 @@ def test_api_me_refuses_a_tampered_access_cookie(client: FlaskClient, other_rsa_
     assert response.get_json()["error"] == "invalid_token"
 
 
+def test_a_dpop_bound_access_cookie_counts_only_with_the_sessions_key(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    key = new_key(ServerNonces())
+    claims = make_claims(scope="profile admin", sub="alice", cnf={"jkt": key.jkt})
+    token = sign(claims, rsa_key)
+    client.set_cookie("rs_access", token)
+    client.set_cookie("rs_dpop", encode(key))
+    assert "<h1>Hello, alice</h1>" in client.get("/").get_data(as_text=True)
+    assert client.get("/api/me").status_code == 200
+    assert client.get("/api/admin").status_code == 200
+    # The token as a bearer token, even from the browser holding the key: refused.
+    as_bearer = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert as_bearer.status_code == 401
+    assert as_bearer.headers["WWW-Authenticate"].startswith("DPoP ")
+    for other in (encode(new_key(ServerNonces())), "not-a-key", "A" * 43, None):
+        if other is None:
+            client.delete_cookie("rs_dpop")
+        else:
+            client.set_cookie("rs_dpop", other)
+        refused = client.get("/api/me")
+        assert refused.status_code == 401, other
+        assert refused.get_json()["error"] == "invalid_token"
+        page = client.get("/")
+        assert "Log in</a>" in page.get_data(as_text=True), other
+        _assert_deleted(page, "rs_access")
+        client.set_cookie("rs_access", token)
+
+
 # -- /login -------------------------------------------------------------------------------
 
 
