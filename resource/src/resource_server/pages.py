@@ -428,6 +428,9 @@ def _finish_login() -> Response:
         if not isinstance(id_token, str):
             return _login_failed("The issuer's answer had no ID token, so the login cannot be verified.", 502)
         claims = _verified(tokens["access_token"], key)
+        # The code was bound to our key (`dpop_jkt`): so must its tokens be, or they are bearer tokens.
+        if str(tokens.get("token_type", "")).lower() != "dpop" or "cnf" not in claims:
+            return _login_failed("The issuer's token was refused: it is not bound to this session's DPoP key.", 502)
         _relying_party().validate(id_token, access_token=tokens["access_token"], nonce=nonce, subject=claims["sub"])
     except IssuerError as exc:
         return _login_failed(f"The login could not be completed: {exc.description}.", exc.status)

@@ -103,8 +103,12 @@ def _assert_no_token_cookies_set(response: TestResponse) -> None:
             assert header.startswith(f"{name}=;"), header
 
 
+# The DPoP key of the logins these tests finish: the fake issuer's tokens are bound to it.
+SESSION_KEY = new_key(ServerNonces())
+
+
 def _log_in_cookie(client: FlaskClient, state: str = "state-abc", verifier: str = "v" * 43, nonce: str = NONCE) -> None:
-    key = encode(new_key(ServerNonces()))  # the session's DPoP key travels to /callback with the state
+    key = encode(SESSION_KEY)  # the session's DPoP key travels to /callback with the state
     client.set_cookie("rs_login", f"{state}.{nonce}.{key}.{verifier}", path="/callback")
 
 
@@ -360,9 +364,10 @@ def test_callback_whose_exchange_fails_is_a_502_without_token_cookies(
 
 def _token_answer(rsa_key: rsa.RSAPrivateKey, **id_overrides: Any) -> dict[str, Any]:
     """Return a token endpoint answer with a valid access token and an ID token with these overrides."""
-    access_token = sign(make_claims(client_id="resource-web", scope="openid profile"), rsa_key)
+    claims = make_claims(client_id="resource-web", scope="openid profile", cnf={"jkt": SESSION_KEY.jkt})
+    access_token = sign(claims, rsa_key)
     id_token = sign_id(make_id_claims(access_token, **id_overrides), rsa_key)
-    return {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": id_token}
+    return {"access_token": access_token, "token_type": "DPoP", "expires_in": 300, "id_token": id_token}
 
 
 def _callback_answered(client: FlaskClient, jwks_server: JwksServer, answer: dict[str, Any]) -> TestResponse:
@@ -371,6 +376,31 @@ def _callback_answered(client: FlaskClient, jwks_server: JwksServer, answer: dic
     jwks_server.answer(200, json.dumps(answer).encode())
     _log_in_cookie(client)
     return client.get("/callback", query_string={"code": "c", "state": "state-abc", "iss": ISSUER})
+
+
+@pytest.mark.parametrize(
+    ("bound_to", "token_type"),
+    [(None, "Bearer"), (None, "DPoP"), ("another key", "DPoP"), ("the session key", "Bearer")],
+)
+def test_callback_refuses_tokens_not_bound_to_the_sessions_key(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, bound_to: str | None, token_type: str
+) -> None:
+    jkt = {None: None, "another key": new_key(ServerNonces()).jkt, "the session key": SESSION_KEY.jkt}[bound_to]
+    claims = make_claims(client_id="resource-web", scope="openid profile")
+    if jkt is not None:
+        claims["cnf"] = {"jkt": jkt}
+    token = sign(claims, rsa_key)
+    answer = {
+        "access_token": token,
+        "token_type": token_type,
+        "expires_in": 300,
+        "id_token": sign_id(make_id_claims(token), rsa_key),
+    }
+    response = _callback_answered(client, jwks_server, answer)
+    assert response.status_code == 502, response.get_data(as_text=True)
+    assert "DPoP" in response.get_data(as_text=True)
+    _assert_no_token_cookies_set(response)
+    assert "rs_dpop" not in _cookie_headers(response)
 
 
 def test_callback_with_a_valid_id_token_logs_in_and_shows_who(
@@ -556,6 +586,7 @@ def test_a_refresh_whose_id_token_names_another_user_logs_out(
     client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     _expired_session(client, rsa_key)
+    client.set_cookie("rs_dpop", encode(SESSION_KEY))  # the key the fake issuer's tokens are bound to
     answer = _token_answer(rsa_key, nonce=None, sub="mallory")
     answer["refresh_token"] = "successor"
     jwks_server.serve_keys(rsa_key)
