@@ -14,7 +14,11 @@ scope list mixes both kinds, so the rule is:
 Identity scopes travel in the access token's `scope` with the API's: the API ignores scopes
 it does not define, and `/userinfo` reads them. A token granted `openid` also names
 `/userinfo` in its `aud` (a list: the API, then `{issuer}/userinfo`), so `/userinfo` verifies
-it with the same `jwt_verifier` policy as every API, with an audience of its own.
+it with the same `jwt_verifier` policy as every API, with an audience of its own. A
+DPoP-bound token (`cnf.jkt`) is used there as at any API (RFC 9449 section 7):
+`Authorization: DPoP` with a proof of `GET|POST {issuer}/userinfo` signed by its key, checked
+by `jwt_verifier.dpop_scheme` with the token endpoint's replay table, and nonces when
+`ISSUER_DPOP_NONCE` is on; as a bearer token it is refused.
 
 `sub` is the user's stable id (section 2: never reassigned); the name is `preferred_username`.
 ID tokens are minimal (the registered claims, `auth_time`, `sid`, `nonce`, `at_hash`): the
@@ -37,13 +41,14 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
-from issuer import extensions, jose, statuslist
+from issuer import dpop, extensions, jose, statuslist
 from issuer.clients import Client
 from issuer.introspect import PublishedKeys
 from issuer.jose import END_SESSION_HINT, JwtRefused
 from issuer.sessions import public_id
 from issuer.tokens import Authentication, Grant, mint_id_token
 from issuer.users import User
+from jwt_verifier.dpop_scheme import DPoPPolicy, dpop_request
 from jwt_verifier.errors import InvalidToken, Reason, TokenRevoked
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.verifier import Verifier
@@ -198,7 +203,11 @@ def _api_scopes() -> frozenset[str]:
 def userinfo() -> Response:
     """Return the claims about the token's user that its scopes allow (OpenID Connect Core 1.0 5.3)."""
     protector: ResourceProtector = current_app.extensions["issuer.userinfo"]
-    claims = protector.acquire(request, OPENID)
+    url = extensions.current().settings.url
+    proofs = request.headers.getlist("DPoP")
+    claims = protector.acquire(
+        request, OPENID, dpop=dpop_request(url, request.method, request.script_root + request.path, proofs)
+    )
     # As introspection: a token the issuer revoked (its status list index set) is refused here too.
     if statuslist.current().revoked(claims):
         log.info("token refused", extra={"fields": {"reason": Reason.REVOKED, "detail": "the token has been revoked"}})
@@ -219,7 +228,17 @@ def init_app(app: Flask) -> None:
     keys = PublishedKeys()
     app.extensions["issuer.published_keys"] = keys  # also what end-session hints are checked with
     verifier = Verifier(keys, issuer=settings.url, audience=f"{settings.url}/userinfo")
-    app.extensions["issuer.userinfo"] = ResourceProtector(verifier)
+    checks: dpop.TokenEndpointDPoP = app.extensions["issuer.dpop"]
+    # Proofs are remembered where the token endpoint's are (one table, every replica).
+    policy = DPoPPolicy(
+        algorithms=checks.algorithms,
+        max_age=dpop.MAX_AGE,
+        leeway=dpop.LEEWAY,
+        required=False,
+        replay=checks.proofs,
+        nonces=checks.nonces if checks.nonce_required else None,
+    )
+    app.extensions["issuer.userinfo"] = ResourceProtector(verifier, dpop=policy)
     app.register_blueprint(bp)
     csrf = app.extensions.get("csrf")
     if isinstance(csrf, CSRFProtect):

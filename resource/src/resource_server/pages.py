@@ -10,6 +10,12 @@ the ID token in one of its own too. The resource holds no secret, so the login c
 the `state`, nonce and PKCE verifier as random values only this browser has seen; `/callback`
 requires the `state` to match and the ID token to carry the nonce.
 
+The tokens are DPoP-bound (RFC 9449) to a key made for this browser session at `/login`
+(`resource_server.session_key`), kept in a cookie of its own beside them: the login cookie
+carries it to `/callback`, which sends a proof with the code, as every refresh does, and the
+access token is accepted here only with that key (`cnf.jkt`). A token copied from anywhere
+else is useless alone.
+
 Log out is RP-Initiated Logout 1.0: the cookies are cleared and the browser goes to the
 issuer's end-session endpoint with the ID token as `id_token_hint` (the specification's GET
 binding puts it in the URL; an ID token grants nothing, and the APIs refuse it for its `typ`),
@@ -45,7 +51,9 @@ from jwt_verifier.flask import protection
 from resource_server.api import ACCESS_COOKIE
 from resource_server.oauth_client import IssuerClient
 from resource_server.oidc import IdTokenRefused, RelyingParty
+from resource_server.session_key import KEY_COOKIE, check_binding, decode, encode, new_key
 from resource_server.settings import ResourceSettings
+from shared.dpop_client import DPoPKey
 from shared.oauth_client import InvalidGrant, IssuerError
 from shared.web import content_security_policy
 
@@ -154,19 +162,36 @@ def _set_cookie(response: Response, name: str, value: str, max_age: int | None, 
     )
 
 
-def _store_tokens(response: Response, tokens: dict[str, Any], id_token: str | None = None) -> None:
-    """Keep the tokens in cookies; the ID token only when it has been validated (else the old one stays)."""
+def _session_key() -> DPoPKey | None:
+    """Return the DPoP key of this browser session, from its cookie; None when it has none."""
+    return decode(request.cookies.get(KEY_COOKIE), _issuer().nonces)
+
+
+def _verified(token: str, key: DPoPKey | None) -> dict[str, Any]:
+    """Return the claims of an access token this session holds: valid, and bound to its key if bound at all."""
+    return _protector().validate(token, lambda claims: check_binding(claims, key))
+
+
+def _store_tokens(
+    response: Response, tokens: dict[str, Any], id_token: str | None = None, key: DPoPKey | None = None
+) -> None:
+    """Keep the tokens in cookies; the ID token only when it has been validated (else the old one stays).
+
+    `key`, the session's DPoP key, is kept beside them for as long as the refresh token.
+    """
     expires_in = tokens.get("expires_in")
     _set_cookie(response, ACCESS_COOKIE, tokens["access_token"], expires_in if isinstance(expires_in, int) else None)
     if isinstance(tokens.get("refresh_token"), str):
         _set_cookie(response, REFRESH_COOKIE, tokens["refresh_token"], None)
     if id_token is not None:
         _set_cookie(response, ID_COOKIE, id_token, None)  # kept past its exp: logout's id_token_hint
+    if key is not None:
+        _set_cookie(response, KEY_COOKIE, encode(key), None)
 
 
 def _forget_tokens(response: Response) -> None:
     secure = _settings().secure_cookies
-    for name in (ACCESS_COOKIE, REFRESH_COOKIE, ID_COOKIE):
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE, ID_COOKIE, KEY_COOKIE):
         response.delete_cookie(name, path="/", httponly=True, samesite="Lax", secure=secure)
 
 
@@ -209,7 +234,7 @@ def _on_the_public_host(view: Callable[[], Response]) -> Callable[[], Response]:
     return on_the_public_host
 
 
-def _unavailable(refreshed: dict[str, Any] | None = None) -> Response:
+def _unavailable(refreshed: dict[str, Any] | None = None, key: DPoPKey | None = None) -> Response:
     """Answer 503 and keep the login: an issuer outage must not log anyone out.
 
     Every answer after a successful refresh passes `refreshed`: the browser's refresh token
@@ -218,7 +243,7 @@ def _unavailable(refreshed: dict[str, Any] | None = None) -> Response:
     response = _page("index.html", 503, claims=None, unavailable=True, error=UNAVAILABLE)
     response.headers["Retry-After"] = "5"
     if refreshed is not None:
-        _store_tokens(response, refreshed)  # the old refresh token is spent: keep its successor
+        _store_tokens(response, refreshed, key=key)  # the old refresh token is spent: keep its successor
     return response
 
 
@@ -228,11 +253,12 @@ def index() -> Response:
     """Show who is logged in and their token's claims, or a link to log in."""
     token = request.cookies.get(ACCESS_COOKIE)
     refresh_token = request.cookies.get(REFRESH_COOKIE)
+    key = _session_key()
     claims: dict[str, Any] | None = None
     refreshed: dict[str, Any] | None = None
     try:
         if token:
-            claims = _protector().validate(token)
+            claims = _verified(token, key)
     except TokenExpired:
         pass  # renewed below, if the browser has a refresh token
     except InvalidToken:
@@ -241,25 +267,27 @@ def index() -> Response:
     except VerificationUnavailable:
         return _unavailable()
     if claims is None and refresh_token:
+        # A login from before the resource used DPoP has no key: its refresh binds the new tokens to a fresh one.
+        key = key or new_key(_issuer().nonces)
         try:
-            refreshed = _issuer().refresh(refresh_token)
+            refreshed = _issuer().refresh(refresh_token, key)
         except InvalidGrant:
             refreshed = None  # the grant is gone for good: log out
         except IssuerError:
             return _unavailable()
         if refreshed is not None:
             try:
-                claims = _protector().validate(refreshed["access_token"])
+                claims = _verified(refreshed["access_token"], key)
             except VerificationUnavailable:
-                return _unavailable(refreshed)
+                return _unavailable(refreshed, key)
             except InvalidToken:
                 # Most likely a key we cannot fetch yet (the JWKS cooldown after an emergency
                 # rotation): the old refresh token is spent, so keep its successor whatever happens.
                 log.warning("the issuer's fresh token was refused")
-                return _unavailable(refreshed)
+                return _unavailable(refreshed, key)
     if claims is None:
         response = _page("index.html", claims=None)
-        if any(request.cookies.get(name) for name in (ACCESS_COOKIE, REFRESH_COOKIE, ID_COOKIE)):
+        if any(request.cookies.get(name) for name in (ACCESS_COOKIE, REFRESH_COOKIE, ID_COOKIE, KEY_COOKIE)):
             _forget_tokens(response)
         return response
     new_id_token: str | None = None
@@ -270,7 +298,7 @@ def index() -> Response:
                 refreshed["id_token"], access_token=refreshed["access_token"], nonce=None, subject=claims["sub"]
             )
         except VerificationUnavailable:
-            return _unavailable(refreshed)
+            return _unavailable(refreshed, key)
         except IdTokenRefused as exc:
             log.warning("the issuer's fresh id token was refused", extra={"fields": {"reason": exc.description}})
             response = _page("index.html", 502, claims=None, error=f"Your login was renewed, but {exc.description}.")
@@ -281,7 +309,7 @@ def index() -> Response:
         identity = _stored_identity(claims["sub"])
     access_token = refreshed["access_token"] if refreshed is not None else token
     if identity is not None and access_token and "openid" in str(claims.get("scope", "")).split():
-        identity = _with_userinfo(identity, access_token)
+        identity = _with_userinfo(identity, access_token, key if "cnf" in claims else None)
     response = _page(
         "index.html",
         claims=claims,
@@ -291,7 +319,7 @@ def index() -> Response:
         auth_time=_utc(identity.get("auth_time")) if identity else None,
     )
     if refreshed is not None:
-        _store_tokens(response, refreshed, new_id_token)
+        _store_tokens(response, refreshed, new_id_token, key)
     return response
 
 
@@ -309,13 +337,13 @@ def _stored_identity(subject: str) -> dict[str, Any] | None:
     return None
 
 
-def _with_userinfo(identity: dict[str, Any], access_token: str) -> dict[str, Any]:
+def _with_userinfo(identity: dict[str, Any], access_token: str, key: DPoPKey | None) -> dict[str, Any]:
     """Return the ID token's claims with the name and address the issuer's `/userinfo` gives, if it does.
 
     OpenID Connect Core 1.0 section 5.3.2: an answer whose `sub` is not the ID token's is not used.
     Only short strings are taken: the answer is our peer's, and hostile input all the same.
     """
-    info = _issuer().userinfo(access_token)
+    info = _issuer().userinfo(access_token, key)
     if info is None or info.get("sub") != identity.get("sub"):
         return identity
     shown = {
@@ -340,10 +368,12 @@ def _utc(timestamp: object) -> str | None:
 @_on_the_public_host
 def login() -> Response:
     """Start the authorization code flow: send the browser to the issuer."""
-    flow = _issuer().authorization_request()
+    key = new_key(_issuer().nonces)  # this browser session's DPoP key: the code is bound to it
+    flow = _issuer().authorization_request(dpop_jkt=key.jkt)
     response = redirect(flow.url, code=302)
-    # The state and nonce have no dot (base64url); the verifier, last, may.
-    _set_cookie(response, LOGIN_COOKIE, f"{flow.state}.{flow.nonce}.{flow.verifier}", LOGIN_LIFETIME, path="/callback")
+    # The state, nonce and key have no dot (base64url); the verifier, last, may.
+    value = f"{flow.state}.{flow.nonce}.{encode(key)}.{flow.verifier}"
+    _set_cookie(response, LOGIN_COOKIE, value, LOGIN_LIFETIME, path="/callback")
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -352,17 +382,19 @@ def _login_failed(message: str, status: int = 400) -> Response:
     return _page("index.html", status, claims=None, error=message)
 
 
-def _matching_state() -> tuple[str, str, str] | None:
-    """Return (state, nonce, verifier) from the login cookie when the callback's `state` matches it."""
+def _matching_state() -> tuple[str, str, DPoPKey, str] | None:
+    """Return (state, nonce, session key, verifier) from the login cookie when the callback's `state` matches it."""
     state, _, rest = request.cookies.get(LOGIN_COOKIE, "").partition(".")
-    nonce, _, verifier = rest.partition(".")
+    nonce, _, rest = rest.partition(".")
+    encoded_key, _, verifier = rest.partition(".")
     given = request.args.get("state", "")
     # Our values are ASCII; anything else is not ours (and compare_digest refuses non-ASCII str).
     if not state or not nonce or not verifier or not all(v.isascii() for v in (state, nonce, verifier, given)):
         return None
-    if not hmac.compare_digest(state, given):
+    key = decode(encoded_key, _issuer().nonces)
+    if key is None or not hmac.compare_digest(state, given):
         return None
-    return state, nonce, verifier
+    return state, nonce, key, verifier
 
 
 @bp.get("/callback")
@@ -381,7 +413,7 @@ def _finish_login() -> Response:
         return _login_failed(
             "The login could not be completed (it expired or did not start here). Please log in again."
         )
-    _, nonce, verifier = matched
+    _, nonce, key, verifier = matched
     if request.args.get("iss") != _settings().issuer:  # RFC 9207: our issuer always sends it
         return _login_failed("The login answer came from an unexpected issuer.")
     if "error" in request.args:
@@ -391,11 +423,14 @@ def _finish_login() -> Response:
     if not code:
         return _login_failed("The login answer had no code. Please log in again.")
     try:
-        tokens = _issuer().exchange(code, verifier)
+        tokens = _issuer().exchange(code, verifier, key)
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
             return _login_failed("The issuer's answer had no ID token, so the login cannot be verified.", 502)
-        claims = _protector().validate(tokens["access_token"])
+        claims = _verified(tokens["access_token"], key)
+        # The code was bound to our key (`dpop_jkt`): so must its tokens be, or they are bearer tokens.
+        if str(tokens.get("token_type", "")).lower() != "dpop" or "cnf" not in claims:
+            return _login_failed("The issuer's token was refused: it is not bound to this session's DPoP key.", 502)
         _relying_party().validate(id_token, access_token=tokens["access_token"], nonce=nonce, subject=claims["sub"])
     except IssuerError as exc:
         return _login_failed(f"The login could not be completed: {exc.description}.", exc.status)
@@ -408,7 +443,7 @@ def _finish_login() -> Response:
         return _login_failed(f"The login could not be verified: {exc.description}. Please log in again.")
     log.info("browser login", extra={"fields": {"sub": claims["sub"], "jti": claims["jti"]}})
     response = redirect("/", code=303)
-    _store_tokens(response, tokens, id_token)
+    _store_tokens(response, tokens, id_token, key)
     return response
 
 

@@ -66,10 +66,22 @@ def _valid_nonce(nonce: str) -> bool:
     return 0 < len(nonce) <= MAX_NONCE_CHARS and all(0x21 <= ord(char) <= 0x7E and char not in '"\\' for char in nonce)
 
 
-class DPoPKey:
-    """A DPoP key pair: signs proofs, and remembers the last nonce each server (origin) gave."""
+class ServerNonces:
+    """The last nonce each server (origin) gave: one key's, or shared by short-lived keys (a browser session's)."""
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_origin: dict[str, str] = {}
+
+
+class DPoPKey:
+    """A DPoP key pair: signs proofs, and remembers the last nonce each server (origin) gave.
+
+    `nonces` may be shared: a server's nonce is not tied to a key, so the keys a service makes
+    per browser session learn it once, not at each request.
+    """
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, nonces: ServerNonces | None = None) -> None:
         if not isinstance(key.curve, ec.SECP256R1):
             raise TypeError("a DPoP key must be an EC P-256 key")
         self.key = key
@@ -81,8 +93,7 @@ class DPoPKey:
             "y": b64url_encode(numbers.y.to_bytes(32, "big")),
         }
         self.jkt = jwk_thumbprint(self.jwk)  # the `cnf.jkt` of the tokens bound to this key
-        self._lock = threading.Lock()
-        self._nonces: dict[str, str] = {}
+        self._known = nonces if nonces is not None else ServerNonces()
 
     def proof(self, method: str, url: str, access_token: str | None = None, *, now: float | None = None) -> str:
         """Return a proof of `method url`, for `access_token` if given, with the nonce `url`'s server last gave."""
@@ -94,8 +105,8 @@ class DPoPKey:
         }
         if access_token is not None:
             claims["ath"] = access_token_hash(access_token)
-        with self._lock:
-            nonce = self._nonces.get(_origin(url))
+        with self._known.lock:
+            nonce = self._known.by_origin.get(_origin(url))
         if nonce is not None:
             claims["nonce"] = nonce
         head = {"typ": "dpop+jwt", "alg": ALGORITHM, "jwk": self.jwk}
@@ -111,8 +122,8 @@ class DPoPKey:
         nonce = headers.get("DPoP-Nonce", "").strip()
         if not _valid_nonce(nonce):
             return False
-        with self._lock:
-            self._nonces[_origin(url)] = nonce
+        with self._known.lock:
+            self._known.by_origin[_origin(url)] = nonce
         return True
 
     def nonce_asked(self, url: str, status: int, headers: Mapping[str, str], body: Any) -> bool:

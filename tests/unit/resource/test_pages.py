@@ -22,7 +22,9 @@ from jwt_verifier.flask import protection
 from resource_server import create_app
 from resource_server.oauth_client import IssuerClient
 from resource_server.pages import SpentStates
+from resource_server.session_key import decode, encode, new_key
 from resource_server.settings import ResourceSettings
+from shared.dpop_client import ServerNonces
 from tests.support.browsing import WEB_REDIRECT_URI, follow_authorization, location_path
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer
 from tests.support.tokens import AUDIENCE, ID_NONCE, ISSUER, at_hash, kid_of, make_claims, make_id_claims, sign, sign_id
@@ -101,8 +103,13 @@ def _assert_no_token_cookies_set(response: TestResponse) -> None:
             assert header.startswith(f"{name}=;"), header
 
 
+# The DPoP key of the logins these tests finish: the fake issuer's tokens are bound to it.
+SESSION_KEY = new_key(ServerNonces())
+
+
 def _log_in_cookie(client: FlaskClient, state: str = "state-abc", verifier: str = "v" * 43, nonce: str = NONCE) -> None:
-    client.set_cookie("rs_login", f"{state}.{nonce}.{verifier}", path="/callback")
+    key = encode(SESSION_KEY)  # the session's DPoP key travels to /callback with the state
+    client.set_cookie("rs_login", f"{state}.{nonce}.{key}.{verifier}", path="/callback")
 
 
 def _same_origin() -> dict[str, str]:
@@ -213,6 +220,35 @@ def test_api_me_refuses_a_tampered_access_cookie(client: FlaskClient, other_rsa_
     assert response.get_json()["error"] == "invalid_token"
 
 
+def test_a_dpop_bound_access_cookie_counts_only_with_the_sessions_key(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    key = new_key(ServerNonces())
+    claims = make_claims(scope="profile admin", sub="alice", cnf={"jkt": key.jkt})
+    token = sign(claims, rsa_key)
+    client.set_cookie("rs_access", token)
+    client.set_cookie("rs_dpop", encode(key))
+    assert "<h1>Hello, alice</h1>" in client.get("/").get_data(as_text=True)
+    assert client.get("/api/me").status_code == 200
+    assert client.get("/api/admin").status_code == 200
+    # The token as a bearer token, even from the browser holding the key: refused.
+    as_bearer = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert as_bearer.status_code == 401
+    assert as_bearer.headers["WWW-Authenticate"].startswith("DPoP ")
+    for other in (encode(new_key(ServerNonces())), "not-a-key", "A" * 43, None):
+        if other is None:
+            client.delete_cookie("rs_dpop")
+        else:
+            client.set_cookie("rs_dpop", other)
+        refused = client.get("/api/me")
+        assert refused.status_code == 401, other
+        assert refused.get_json()["error"] == "invalid_token"
+        page = client.get("/")
+        assert "Log in</a>" in page.get_data(as_text=True), other
+        _assert_deleted(page, "rs_access")
+        client.set_cookie("rs_access", token)
+
+
 # -- /login -------------------------------------------------------------------------------
 
 
@@ -224,15 +260,19 @@ def test_login_sends_the_browser_to_the_issuers_authorize_endpoint(client: Flask
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_login_remembers_state_nonce_and_verifier_in_an_httponly_cookie_for_the_callback_only(
+def test_login_remembers_state_nonce_key_and_verifier_in_an_httponly_cookie_for_the_callback_only(
     client: FlaskClient,
 ) -> None:
     response = client.get("/login")
     header = _cookie_headers(response)["rs_login"]
     assert {"httponly", "path=/callback", "samesite=lax", "max-age=600"} <= _attributes(header)
     assert "secure" not in _attributes(header)
-    state, nonce, verifier = header.split(";")[0].split("=", 1)[1].split(".", 2)
+    state, nonce, key, verifier = header.split(";")[0].split("=", 1)[1].split(".", 3)
     params = parse_qs(urlsplit(response.headers["Location"]).query)
+    session_key = decode(key, ServerNonces())
+    assert session_key is not None
+    assert params["dpop_jkt"] == [session_key.jkt]  # the code is bound to the session's key
+    assert key not in response.headers["Location"]
     assert params["state"] == [state]
     assert params["nonce"] == [nonce]
     assert params["scope"] == ["openid profile email admin"]
@@ -324,9 +364,10 @@ def test_callback_whose_exchange_fails_is_a_502_without_token_cookies(
 
 def _token_answer(rsa_key: rsa.RSAPrivateKey, **id_overrides: Any) -> dict[str, Any]:
     """Return a token endpoint answer with a valid access token and an ID token with these overrides."""
-    access_token = sign(make_claims(client_id="resource-web", scope="openid profile"), rsa_key)
+    claims = make_claims(client_id="resource-web", scope="openid profile", cnf={"jkt": SESSION_KEY.jkt})
+    access_token = sign(claims, rsa_key)
     id_token = sign_id(make_id_claims(access_token, **id_overrides), rsa_key)
-    return {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": id_token}
+    return {"access_token": access_token, "token_type": "DPoP", "expires_in": 300, "id_token": id_token}
 
 
 def _callback_answered(client: FlaskClient, jwks_server: JwksServer, answer: dict[str, Any]) -> TestResponse:
@@ -335,6 +376,31 @@ def _callback_answered(client: FlaskClient, jwks_server: JwksServer, answer: dic
     jwks_server.answer(200, json.dumps(answer).encode())
     _log_in_cookie(client)
     return client.get("/callback", query_string={"code": "c", "state": "state-abc", "iss": ISSUER})
+
+
+@pytest.mark.parametrize(
+    ("bound_to", "token_type"),
+    [(None, "Bearer"), (None, "DPoP"), ("another key", "DPoP"), ("the session key", "Bearer")],
+)
+def test_callback_refuses_tokens_not_bound_to_the_sessions_key(
+    client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, bound_to: str | None, token_type: str
+) -> None:
+    jkt = {None: None, "another key": new_key(ServerNonces()).jkt, "the session key": SESSION_KEY.jkt}[bound_to]
+    claims = make_claims(client_id="resource-web", scope="openid profile")
+    if jkt is not None:
+        claims["cnf"] = {"jkt": jkt}
+    token = sign(claims, rsa_key)
+    answer = {
+        "access_token": token,
+        "token_type": token_type,
+        "expires_in": 300,
+        "id_token": sign_id(make_id_claims(token), rsa_key),
+    }
+    response = _callback_answered(client, jwks_server, answer)
+    assert response.status_code == 502, response.get_data(as_text=True)
+    assert "DPoP" in response.get_data(as_text=True)
+    _assert_no_token_cookies_set(response)
+    assert "rs_dpop" not in _cookie_headers(response)
 
 
 def test_callback_with_a_valid_id_token_logs_in_and_shows_who(
@@ -520,6 +586,7 @@ def test_a_refresh_whose_id_token_names_another_user_logs_out(
     client: FlaskClient, jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     _expired_session(client, rsa_key)
+    client.set_cookie("rs_dpop", encode(SESSION_KEY))  # the key the fake issuer's tokens are bound to
     answer = _token_answer(rsa_key, nonce=None, sub="mallory")
     answer["refresh_token"] = "successor"
     jwks_server.serve_keys(rsa_key)
@@ -777,6 +844,10 @@ def test_logout_through_the_issuer_ends_its_session_and_comes_back_confirmed(
     _browser_login(live_client, issuer)
     refresh = live_client.get_cookie("rs_refresh")
     assert refresh is not None
+    kept_key = live_client.get_cookie("rs_dpop")
+    assert kept_key is not None
+    key = decode(kept_key.value, ServerNonces())
+    assert key is not None
     at_issuer = urlsplit(live_client.post("/logout", headers=_same_origin()).headers["Location"])
     answer = issuer.get(at_issuer.path, query_string=at_issuer.query)
     assert answer.status_code in {302, 303}, answer.get_data(as_text=True)
@@ -784,10 +855,14 @@ def test_logout_through_the_issuer_ends_its_session_and_comes_back_confirmed(
     assert f"{back.scheme}://{back.netloc}{back.path}" == f"{PUBLIC_URL}/logged-out"
     confirmed = live_client.get(back.path, query_string=back.query)
     assert "<h1>You have been logged out</h1>" in confirmed.get_data(as_text=True)
+    # Even with a proof by the session's key (the refresh token is bound to it): revoked.
     refused = issuer.post(
-        "/token", data={"grant_type": "refresh_token", "refresh_token": refresh.value, "client_id": "resource-web"}
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh.value, "client_id": "resource-web"},
+        headers={"DPoP": key.proof("POST", f"{live_issuer.url}/token")},
     )
     assert refused.get_json()["error"] == "invalid_grant"
+    assert live_client.get_cookie("rs_dpop") is None  # the key went with the tokens
     again = urlsplit(live_client.get("/login").headers["Location"])
     assert location_path(issuer.get(again.path, query_string=again.query)) == "/login"
 
