@@ -138,6 +138,7 @@ def test_refused_proofs_get_no_token(stack: Stack) -> None:
 
 
 def test_two_dpop_headers_are_refused(stack: Stack) -> None:
+    """RFC 9449 section 4.3 check 1: not exactly one DPoP header, as two lines or joined by a comma."""
     key = ec.generate_private_key(ec.SECP256R1())
     body = "grant_type=password&username=alice&password=wonderland&client_id=cli"
     parts = urlsplit(stack.issuer_url)
@@ -151,9 +152,13 @@ def test_two_dpop_headers_are_refused(stack: Stack) -> None:
         conn.endheaders(body.encode())
         answer = conn.getresponse()
         assert answer.status == 400
-        assert json.loads(answer.read())["error"] == "invalid_dpop_proof"
+        refused = json.loads(answer.read())
+        assert refused["error"] == "invalid_dpop_proof"
+        assert "exactly one DPoP header" in refused["error_description"]
     finally:
         conn.close()
+    joined = ", ".join(make_proof(key, "POST", _endpoint(stack)) for _ in range(2))
+    assert "exactly one DPoP header" in _refused(_password(stack, joined))
 
 
 def _code(stack: Stack, verifier: str, **extra: str) -> requests.Response:

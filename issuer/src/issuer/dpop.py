@@ -81,7 +81,9 @@ class TokenEndpointDPoP:
             if client.require_dpop:
                 raise InvalidDPoPProof("this client's tokens are DPoP-bound: send a DPoP proof (RFC 9449)")
             return None
-        if len(headers) != 1:
+        # Section 4.3 check 1. Two header lines reach the app joined by a comma (RFC 9110 section
+        # 5.3), and no compact JWS holds one: either way it is not exactly one proof.
+        if len(headers) != 1 or "," in headers[0]:
             raise InvalidDPoPProof("send exactly one DPoP header")
         try:
             proof = verify_proof(
