@@ -251,6 +251,20 @@ def test_a_client_registered_to_require_dpop_gets_no_token_without_a_proof(stack
     _bound(_password(stack, make_proof(key, "POST", _endpoint(stack)), client_id=client_id), key)
 
 
+def test_an_api_registered_to_require_dpop_gets_no_bearer_token(stack: Stack) -> None:
+    audience = f"dpop-api-{uuid.uuid4().hex[:8]}"
+    added = stack.issuer_cli("apis", "add", audience, "--scope", "profile", "--require-dpop")
+    assert added.returncode == 0, added.stderr
+    listed = stack.issuer_cli("apis", "list")
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{audience} "))
+    assert line.endswith("dpop_bound_access_tokens_required: true")
+    form = {"grant_type": "password", "username": "alice", "password": "wonderland", "resource": audience}
+    assert "DPoP-bound" in _refused(_post(stack, form))
+    key = ec.generate_private_key(ec.SECP256R1())
+    assert _bound(_post(stack, form, make_proof(key, "POST", _endpoint(stack))), key)["aud"] == audience
+    assert _password(stack).json()["token_type"] == "Bearer"  # the default API is as it was
+
+
 def test_a_client_registered_to_require_nonces_must_use_the_issuers(stack: Stack) -> None:
     client_id = f"nonce-{uuid.uuid4().hex[:8]}"
     added = stack.issuer_cli("clients", "add", client_id, "--grant", "password", "--require-dpop-nonce")
