@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from issuer.db import Database, api_resource_uris, apis, delete_where, every, find, insert_missing
+from issuer.narrowing import end_unpermitted_for_api
 from issuer.users import parse_scope
 from shared import audit
 
@@ -203,6 +204,8 @@ class ApiStore:
                         .values(scope=api.scope, require_dpop=api.require_dpop)
                     )
                     conn.execute(delete(api_resource_uris).where(api_resource_uris.c.audience == api.audience))
+                    # The access tokens of grants holding scopes it no longer defines end now (issuer.narrowing).
+                    end_unpermitted_for_api(conn, api.audience, api.scopes)
                 for uri in sorted(api.resource_uris):
                     owner = _owner(conn, uri)
                     if owner is not None:

@@ -149,7 +149,7 @@ def users_add(name: str, scope: str, full_name: str | None, email: str | None, e
 def users_update(
     name: str, scope: str | None, full_name: str | None, email: str | None, email_verified: bool | None
 ) -> None:
-    """Change a user's name, e-mail address or scopes (tokens already issued keep theirs until they expire)."""
+    """Change a user's name, e-mail address or scopes (narrower scopes end the access tokens holding more)."""
     with _users() as store:
         try:
             user = store.update(name, name=full_name, email=email, email_verified=email_verified, scope=scope)
