@@ -80,9 +80,11 @@ def test_demo_proves_each_step_of_the_argument(compose_images: None, tmp_path: P
     assert {line.split()[2].split(":")[0] for line in forgeries} == {"jwk", "modulus", "jwks-document", "alg-none"}
     assert all(line.endswith("-> 401") for line in forgeries), forgeries
     # Audience isolation: a registered API's token is refused with invalid_token, the default API's accepted.
-    assert re.search(r"^jwt-split-reports\s+reports:read\s+resource URIs: http://localhost:\d+$", out, re.MULTILINE), (
-        out
-    )
+    assert re.search(
+        r"^jwt-split-reports\s+reports:read\s+resource URIs: http://localhost:\d+\s+dpop_bound_access_tokens_required: (true|false)$",
+        out,
+        re.MULTILINE,
+    ), out
     assert "at jwt-split-reports: token for jwt-split-api -> 401" in out
     # Service to service: the job's token is for the reports API; the profile API saw the reports API.
     assert '"sub":"nightly-report"' in out

@@ -138,6 +138,7 @@ def test_refused_proofs_get_no_token(stack: Stack) -> None:
 
 
 def test_two_dpop_headers_are_refused(stack: Stack) -> None:
+    """RFC 9449 section 4.3 check 1: not exactly one DPoP header, as two lines or joined by a comma."""
     key = ec.generate_private_key(ec.SECP256R1())
     body = "grant_type=password&username=alice&password=wonderland&client_id=cli"
     parts = urlsplit(stack.issuer_url)
@@ -151,9 +152,13 @@ def test_two_dpop_headers_are_refused(stack: Stack) -> None:
         conn.endheaders(body.encode())
         answer = conn.getresponse()
         assert answer.status == 400
-        assert json.loads(answer.read())["error"] == "invalid_dpop_proof"
+        refused = json.loads(answer.read())
+        assert refused["error"] == "invalid_dpop_proof"
+        assert "exactly one DPoP header" in refused["error_description"]
     finally:
         conn.close()
+    joined = ", ".join(make_proof(key, "POST", _endpoint(stack)) for _ in range(2))
+    assert "exactly one DPoP header" in _refused(_password(stack, joined))
 
 
 def _code(stack: Stack, verifier: str, **extra: str) -> requests.Response:
@@ -244,6 +249,20 @@ def test_a_client_registered_to_require_dpop_gets_no_token_without_a_proof(stack
     assert "DPoP" in _refused(_password(stack, client_id=client_id))
     key = ec.generate_private_key(ec.SECP256R1())
     _bound(_password(stack, make_proof(key, "POST", _endpoint(stack)), client_id=client_id), key)
+
+
+def test_an_api_registered_to_require_dpop_gets_no_bearer_token(stack: Stack) -> None:
+    audience = f"dpop-api-{uuid.uuid4().hex[:8]}"
+    added = stack.issuer_cli("apis", "add", audience, "--scope", "profile", "--require-dpop")
+    assert added.returncode == 0, added.stderr
+    listed = stack.issuer_cli("apis", "list")
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{audience} "))
+    assert line.endswith("dpop_bound_access_tokens_required: true")
+    form = {"grant_type": "password", "username": "alice", "password": "wonderland", "resource": audience}
+    assert "DPoP-bound" in _refused(_post(stack, form))
+    key = ec.generate_private_key(ec.SECP256R1())
+    assert _bound(_post(stack, form, make_proof(key, "POST", _endpoint(stack))), key)["aud"] == audience
+    assert _password(stack).json()["token_type"] == "Bearer"  # the default API is as it was
 
 
 def test_a_client_registered_to_require_nonces_must_use_the_issuers(stack: Stack) -> None:

@@ -163,3 +163,32 @@ def test_deleting_a_user_from_the_cli_sets_the_bits_of_their_tokens(stack: Stack
     body = stack.token(name, "correct horse battery")
     assert stack.issuer_cli("users", "delete", name).returncode == 0
     assert _status(stack, body["access_token"]) == 1
+
+
+def test_narrowing_a_user_from_the_cli_sets_the_bits_of_what_they_no_longer_have(stack: Stack) -> None:
+    name = f"u{uuid.uuid4().hex[:8]}"
+    added = stack.issuer_cli("users", "add", name, "--scope", "profile admin", stdin="correct horse battery\n")
+    assert added.returncode == 0, added.stderr
+    admin = stack.token(name, "correct horse battery")
+    profile = stack.token(name, "correct horse battery", scope="profile")
+    updated = stack.issuer_cli("users", "update", name, "--scope", "profile")
+    assert updated.returncode == 0, updated.stderr
+    assert _status(stack, admin["access_token"]) == 1
+    assert _status(stack, profile["access_token"]) == 0
+    refreshed = _post(stack, "/token", grant_type="refresh_token", refresh_token=admin["refresh_token"]).json()
+    assert refreshed["scope"] == "profile"
+    assert _status(stack, refreshed["access_token"]) == 0
+
+
+def test_narrowing_an_api_from_the_cli_sets_the_bits_of_what_it_no_longer_has(stack: Stack) -> None:
+    audience = f"api-{uuid.uuid4().hex[:8]}"
+    added = stack.issuer_cli("apis", "add", audience, "--scope", "profile admin")
+    assert added.returncode == 0, added.stderr
+    admin = stack.token(resource=audience)
+    profile = stack.token(resource=audience, scope="profile")
+    other = stack.token()  # alice's token for the default API
+    replaced = stack.issuer_cli("apis", "add", audience, "--scope", "profile", "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    assert [_status(stack, body["access_token"]) for body in (admin, profile, other)] == [1, 0, 0]
+    refreshed = _post(stack, "/token", grant_type="refresh_token", refresh_token=admin["refresh_token"]).json()
+    assert (refreshed["scope"], _status(stack, refreshed["access_token"])) == ("profile", 0)

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from issuer.db import Database, api_resource_uris, apis, delete_where, every, find, insert_missing
+from issuer.narrowing import end_unpermitted_for_api
 from issuer.users import parse_scope
 from shared import audit
 
@@ -41,6 +42,9 @@ class Api:
     audience: str
     scopes: frozenset[str]
     resource_uris: frozenset[str] = frozenset()
+    require_dpop: bool = (
+        False  # its tokens are DPoP-bound only (RFC 9449; RFC 9728 `dpop_bound_access_tokens_required`)
+    )
 
     @property
     def scope(self) -> str:
@@ -79,10 +83,10 @@ def check_resource_uri(uri: str) -> str:
     return uri
 
 
-def new_api(audience: str, scope: str, resource_uris: Iterable[str] = ()) -> Api:
+def new_api(audience: str, scope: str, resource_uris: Iterable[str] = (), *, require_dpop: bool = False) -> Api:
     """Return an API registration once each of its parts is valid (InvalidApi or UserError says which is not)."""
     uris = frozenset(map(check_resource_uri, resource_uris)) - {audience}  # the audience names it already
-    return Api(check_audience(audience), parse_scope(scope), uris)
+    return Api(check_audience(audience), parse_scope(scope), uris, require_dpop)
 
 
 class InvalidTarget(ValueError):
@@ -137,16 +141,18 @@ class ApiStore:
             names.setdefault(row.audience, set()).add(row.uri)
         return [_api(row, names.get(row.audience, ())) for row in every(self.database, apis.c.audience)]
 
-    def add(self, audience: str, scope: str, resource_uris: Iterable[str] = ()) -> Api:
-        """Register an API, the scopes it understands and its resource URIs."""
-        api = new_api(audience, scope, resource_uris)
+    def add(self, audience: str, scope: str, resource_uris: Iterable[str] = (), *, require_dpop: bool = False) -> Api:
+        """Register an API, the scopes it understands, its resource URIs, and whether it takes DPoP-bound tokens only."""
+        api = new_api(audience, scope, resource_uris, require_dpop=require_dpop)
         self._register(api, replace=False)
         audit.emit("api.created", api=api.audience)
         return api
 
-    def replace(self, audience: str, scope: str, resource_uris: Iterable[str] = ()) -> tuple[Api, bool]:
-        """Register an API, or replace its scopes and resource URIs; return it and whether it existed."""
-        api = new_api(audience, scope, resource_uris)
+    def replace(
+        self, audience: str, scope: str, resource_uris: Iterable[str] = (), *, require_dpop: bool = False
+    ) -> tuple[Api, bool]:
+        """Register an API, or replace its scopes, resource URIs and DPoP requirement; return it and whether it existed."""
+        api = new_api(audience, scope, resource_uris, require_dpop=require_dpop)
         existed = self._register(api, replace=True)
         audit.emit("api.changed" if existed else "api.created", api=api.audience)
         return api, existed
@@ -192,8 +198,14 @@ class ApiStore:
                 if owner is not None and owner != api.audience:
                     raise InvalidApi(f"{api.audience!r} is a resource URI of API {owner!r}")
                 if existed:
-                    conn.execute(update(apis).where(apis.c.audience == api.audience).values(scope=api.scope))
+                    conn.execute(
+                        update(apis)
+                        .where(apis.c.audience == api.audience)
+                        .values(scope=api.scope, require_dpop=api.require_dpop)
+                    )
                     conn.execute(delete(api_resource_uris).where(api_resource_uris.c.audience == api.audience))
+                    # The access tokens of grants holding scopes it no longer defines end now (issuer.narrowing).
+                    end_unpermitted_for_api(conn, api.audience, api.scopes)
                 for uri in sorted(api.resource_uris):
                     owner = _owner(conn, uri)
                     if owner is not None:
@@ -216,8 +228,13 @@ def _owner(conn: Connection, uri: str) -> str | None:
 
 
 def _values(api: Api) -> dict[str, Any]:
-    return {"audience": api.audience, "scope": api.scope, "created_at": int(time.time())}
+    return {
+        "audience": api.audience,
+        "scope": api.scope,
+        "created_at": int(time.time()),
+        "require_dpop": api.require_dpop,
+    }
 
 
 def _api(row: Row[Any], resource_uris: Iterable[str]) -> Api:
-    return Api(row.audience, parse_scope(row.scope), frozenset(resource_uris))
+    return Api(row.audience, parse_scope(row.scope), frozenset(resource_uris), bool(row.require_dpop))

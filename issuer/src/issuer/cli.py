@@ -149,7 +149,7 @@ def users_add(name: str, scope: str, full_name: str | None, email: str | None, e
 def users_update(
     name: str, scope: str | None, full_name: str | None, email: str | None, email_verified: bool | None
 ) -> None:
-    """Change a user's name, e-mail address or scopes (tokens already issued keep theirs until they expire)."""
+    """Change a user's name, e-mail address or scopes (narrower scopes end the access tokens holding more)."""
     with _users() as store:
         try:
             user = store.update(name, name=full_name, email=email, email_verified=email_verified, scope=scope)
@@ -430,8 +430,13 @@ def apis() -> None:
     multiple=True,
     help="Another name clients may ask for the API by, such as its RFC 9728 `resource` URL (repeat).",
 )
-@click.option("--replace", is_flag=True, help="Replace the API's scopes and resource URIs if it exists.")
-def apis_add(audience: str, scope: str, resource_uris: tuple[str, ...], replace: bool) -> None:
+@click.option("--replace", is_flag=True, help="Replace the API's registration (scopes, URIs, DPoP) if it exists.")
+@click.option(
+    "--require-dpop",
+    is_flag=True,
+    help="Issue only DPoP-bound tokens for it (RFC 9449): a token request without a proof is refused.",
+)
+def apis_add(audience: str, scope: str, resource_uris: tuple[str, ...], replace: bool, require_dpop: bool) -> None:
     """Register an API: tokens for it carry `aud` AUDIENCE and only these scopes.
 
     A client asking for `resource` AUDIENCE or one of its resource URIs gets such a token.
@@ -442,20 +447,24 @@ def apis_add(audience: str, scope: str, resource_uris: tuple[str, ...], replace:
         raise click.ClickException(str(exc)) from exc
     with _store(ApiStore) as store:
         api, existed = (
-            store.replace(audience, scope, resource_uris)
+            store.replace(audience, scope, resource_uris, require_dpop=require_dpop)
             if replace
-            else (store.add(audience, scope, resource_uris), False)
+            else (store.add(audience, scope, resource_uris, require_dpop=require_dpop), False)
         )
     uris = f" and resource URIs {_words(api.resource_uris)}" if api.resource_uris else ""
-    click.echo(f"{_done(existed)} API {api.audience} with scope {api.scope!r}{uris}")
+    dpop = " (DPoP-bound tokens only)" if api.require_dpop else ""
+    click.echo(f"{_done(existed)} API {api.audience} with scope {api.scope!r}{uris}{dpop}")
 
 
 @apis.command("list")
 def apis_list() -> None:
-    """List APIs: audience, scopes and resource URIs."""
+    """List APIs: audience, scopes, resource URIs and whether they take DPoP-bound tokens only."""
     with _store(ApiStore) as store:
         for api in store.list():
-            click.echo(f"{api.audience}  {api.scope}  resource URIs: {_words(api.resource_uris)}")
+            click.echo(
+                f"{api.audience}  {api.scope}  resource URIs: {_words(api.resource_uris)}"
+                f"  dpop_bound_access_tokens_required: {str(api.require_dpop).lower()}"
+            )
 
 
 @apis.command("delete")

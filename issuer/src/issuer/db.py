@@ -202,6 +202,7 @@ apis = Table(
     Column("audience", String(255), primary_key=True),
     Column("scope", Text, nullable=False),
     Column("created_at", Integer, nullable=False),
+    Column("require_dpop", Boolean, server_default=false(), nullable=False),  # DPoP-bound tokens only (RFC 9449)
 )
 
 # Owner: issuer.apis.ApiStore. Other names of an API that a client may give as `resource`, such

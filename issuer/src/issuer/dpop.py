@@ -12,7 +12,8 @@ one) are stateless: a time period and its HMAC under a key derived from the key-
 key, which every replica shares; a nonce is good in its period and the next, so every worker
 accepts what any other handed out.
 
-A client registered with `--require-dpop` gets no token without a proof.
+A client registered with `--require-dpop` gets no token without a proof, nor does any client
+asking for a token for an API registered with `apis add --require-dpop` (`check_api`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flask import Flask, current_app, g, request
 from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 
+from issuer.apis import Api
 from issuer.clients import Client
 from issuer.db import Database, dpop_proofs
 from issuer.protocol import InvalidDPoPProof, UseDPoPNonce
@@ -81,7 +83,9 @@ class TokenEndpointDPoP:
             if client.require_dpop:
                 raise InvalidDPoPProof("this client's tokens are DPoP-bound: send a DPoP proof (RFC 9449)")
             return None
-        if len(headers) != 1:
+        # Section 4.3 check 1. Two header lines reach the app joined by a comma (RFC 9110 section
+        # 5.3), and no compact JWS holds one: either way it is not exactly one proof.
+        if len(headers) != 1 or "," in headers[0]:
             raise InvalidDPoPProof("send exactly one DPoP header")
         try:
             proof = verify_proof(
@@ -149,3 +153,14 @@ def presented() -> str | None:
 def bound_to(client: Client) -> str | None:
     """Return the key a public client's refresh token is bound to (section 5); confidential clients authenticate."""
     return presented() if client.auth_method == "none" else None
+
+
+def check_api(api: Api) -> None:
+    """Refuse a token for an API registered to require DPoP (`apis add --require-dpop`) unless the request proved a key.
+
+    RFC 9449 section 5: the missing proof is what is wrong with the request, so the answer is
+    `invalid_dpop_proof` (as for a client registered with `--require-dpop`, section 5.2), which
+    a DPoP-capable client answers by sending one; `invalid_request` would not tell it that.
+    """
+    if api.require_dpop and presented() is None:
+        raise InvalidDPoPProof(f"tokens for API {api.audience!r} are DPoP-bound only: send a DPoP proof (RFC 9449)")

@@ -88,11 +88,13 @@ def _for_api(scope: str, api: Api, *, error: str = "invalid_scope") -> str:
 def _api(params: dict[str, str], client: Client) -> Api:
     """Return the API the request asks a token for (RFC 8707 `resource`), or the default API."""
     try:
-        return extensions.current().apis.choose(
+        api = extensions.current().apis.choose(
             params.get("resource"), default=extensions.current().settings.audience, allowed=client.may_ask_for
         )
     except InvalidTarget as exc:
         raise OAuthError(str(exc), error="invalid_target") from exc
+    dpop.check_api(api)
+    return api
 
 
 def _audience(api: str, scope: str) -> str | list[str]:
@@ -219,6 +221,7 @@ def _narrowed(
     user = extensions.current().users.get_by_id(grant.user_id)
     if user is None or api is None:
         raise OAuthError("the user or the API no longer exists", error="invalid_grant")
+    dpop.check_api(api)  # registered to require DPoP since: refused, and (inside the transaction) unspent
     if not client.may_ask_for(api.audience):
         raise OAuthError(f"the client may no longer get tokens for API {api.audience!r}", error="invalid_grant")
     held = parse_scope(grant.scope)

@@ -45,6 +45,11 @@ from issuer import dpop, extensions, jose, statuslist
 from issuer.clients import Client
 from issuer.introspect import PublishedKeys
 from issuer.jose import END_SESSION_HINT, JwtRefused
+
+# Defined beside the narrowing they also rule; used here and as `oidc.OPENID`, `oidc.kept_on_refresh`.
+from issuer.narrowing import IDENTITY_SCOPES as IDENTITY_SCOPES
+from issuer.narrowing import OPENID as OPENID
+from issuer.narrowing import kept_on_refresh as kept_on_refresh
 from issuer.sessions import public_id
 from issuer.tokens import Authentication, Grant, mint_id_token
 from issuer.users import User
@@ -57,8 +62,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("oidc", __name__)
 
-OPENID = "openid"
-IDENTITY_SCOPES = frozenset({OPENID, "profile", "email"})
 # Section 5.4: the claims each scope gives at /userinfo (`sub` always).
 SCOPE_CLAIMS = {"profile": ("name", "preferred_username", "updated_at"), "email": ("email", "email_verified")}
 CLAIMS_SUPPORTED = ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "sid"] + [
@@ -125,11 +128,6 @@ def granted_scopes(
     if OPENID in requested:
         granted |= client.narrow(requested & (IDENTITY_SCOPES - api_scopes))
     return granted
-
-
-def kept_on_refresh(held: frozenset[str], api_scopes: frozenset[str]) -> frozenset[str]:
-    """Return the identity scopes of a held grant that a refresh keeps (the API's own are narrowed apart)."""
-    return held & (IDENTITY_SCOPES - api_scopes) if OPENID in held else frozenset()
 
 
 def is_openid(scope: str) -> bool:

@@ -21,8 +21,8 @@ or the write lock (SQLite's BEGIN IMMEDIATE).
 
 Whatever ends a grant sets its bit in the same transaction: the revocation of its refresh
 token or of one of its access tokens, reuse of a refresh token or of a code, a logout, the
-deletion of its user or client, and a change of the client's registration that no longer
-permits the grant's scopes or API.
+deletion of its user or client, and a change of the client's, the user's or the API's
+registration that no longer permits the grant's scopes or API (issuer.narrowing).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from issuer.db import Database, clients, every, find, status_grants, users
+from issuer.narrowing import end_unpermitted_of_user
 from issuer.statuslist import revoke_grants
 from shared import audit
 
@@ -161,7 +162,9 @@ class UserStore:
     ) -> User:
         """Change what is given of a user's name, address and scopes; `updated_at` becomes now.
 
-        A new address is unverified unless `email_verified` says otherwise.
+        A new address is unverified unless `email_verified` says otherwise. Narrower scopes end
+        the access tokens of the user's grants that hold more, in the same transaction
+        (issuer.narrowing); their refresh tokens give the narrower scopes from then on.
         """
         values: dict[str, Any] = {}
         if name is not None:
@@ -178,6 +181,9 @@ class UserStore:
         values["updated_at"] = int(time.time())
         with self.database.transaction() as conn:
             changed = conn.execute(update(users).where(users.c.username == username).values(values)).rowcount
+            if changed and scope is not None:  # what it no longer permits ends now, not when it expires
+                user_id = conn.execute(select(users.c.id).where(users.c.username == username)).scalar_one()
+                end_unpermitted_of_user(conn, user_id, parse_scope(scope))
         user = self.get(username) if changed else None
         if user is None:
             raise UserError(f"no user named {username!r}")

@@ -227,3 +227,15 @@ def test_seeding_from_workers_starting_at_once_succeeds(database: Database) -> N
     assert ApiStore(database).list() == [
         Api("jwt-split-api", frozenset({"profile", "admin"}), frozenset({"http://localhost:8001", "http://a.test"}))
     ]
+
+
+def test_an_api_registered_to_require_dpop_reads_back_so_until_replaced_without(apis: ApiStore) -> None:
+    assert apis.get("orders-api") == Api("orders-api", frozenset({"orders:read", "orders:write"}))
+    assert apis.get("orders-api").require_dpop is False  # type: ignore[union-attr]
+    api, existed = apis.replace("orders-api", "orders:read", require_dpop=True)
+    assert (existed, api.require_dpop) == (True, True)
+    assert apis.get("orders-api") == api
+    assert [a.audience for a in apis.list() if a.require_dpop] == ["orders-api"]
+    assert apis.add("strict-api", "x", require_dpop=True) == apis.get("strict-api")
+    assert apis.replace("orders-api", "orders:read")[0].require_dpop is False
+    assert apis.get("orders-api").require_dpop is False  # type: ignore[union-attr]

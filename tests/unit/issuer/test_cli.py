@@ -499,7 +499,10 @@ def test_clients_delete_removes_a_client(runner: CliRunner, database: Database) 
 def test_apis_add_list_and_delete(runner: CliRunner) -> None:
     assert runner.invoke(main, ["apis", "add", "orders-api", "--scope", "orders:read orders:write"]).exit_code == 0
     listing = runner.invoke(main, ["apis", "list"]).output.splitlines()
-    assert "orders-api  orders:read orders:write  resource URIs: (none)" in listing
+    assert (
+        "orders-api  orders:read orders:write  resource URIs: (none)  dpop_bound_access_tokens_required: false"
+        in listing
+    )
     assert runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x"]).exit_code == 1
     assert runner.invoke(main, ["apis", "delete", "orders-api"]).output == "deleted API orders-api\n"
     assert "orders-api" not in runner.invoke(main, ["apis", "list"]).output
@@ -519,7 +522,10 @@ def test_apis_add_with_resource_uris_lists_them(runner: CliRunner) -> None:
         " and resource URIs http://localhost:8002 https://orders.example/api\n",
     )
     listing = runner.invoke(main, ["apis", "list"]).output.splitlines()
-    assert "orders-api  orders:read  resource URIs: http://localhost:8002 https://orders.example/api" in listing
+    assert (
+        "orders-api  orders:read  resource URIs: http://localhost:8002 https://orders.example/api"
+        "  dpop_bound_access_tokens_required: false"
+    ) in listing
 
 
 @pytest.mark.parametrize("uri", ["localhost:8002", "ftp://orders.example", "https://orders.example/#top"])
@@ -545,7 +551,8 @@ def test_apis_add_replace_replaces_scopes_and_uris_and_says_so(runner: CliRunner
     runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x", "--resource-uri", "http://localhost:8002"])
     result = runner.invoke(main, ["apis", "add", "orders-api", "--scope", "y z", "--replace"])
     assert (result.exit_code, result.output) == (0, "replaced API orders-api with scope 'y z'\n")
-    assert "orders-api  y z  resource URIs: (none)" in runner.invoke(main, ["apis", "list"]).output.splitlines()
+    listing = runner.invoke(main, ["apis", "list"]).output.splitlines()
+    assert "orders-api  y z  resource URIs: (none)  dpop_bound_access_tokens_required: false" in listing
     assert runner.invoke(main, ["apis", "add", "orders-api", "--scope", "x"]).exit_code == 1  # still refused
 
 
@@ -695,3 +702,15 @@ def test_the_cli_shows_people_no_audit_json_on_a_terminal_and_the_trail_still_ge
     [line] = (settings.data_dir / "audit.log").read_text().splitlines()
     assert {"event": "api.created", "source": "cli", "api": "orders-api"}.items() <= json.loads(line).items()
     assert stat.S_IMODE((settings.data_dir / "audit.log").stat().st_mode) == 0o600
+
+
+def test_apis_add_require_dpop_is_listed_and_replace_without_it_drops_it(runner: CliRunner) -> None:
+    result = runner.invoke(main, [*ORDERS, "--require-dpop"])
+    assert (result.exit_code, result.output) == (
+        0,
+        "added API orders-api with scope 'orders:read' (DPoP-bound tokens only)\n",
+    )
+    listing = runner.invoke(main, ["apis", "list"]).output.splitlines()
+    assert "orders-api  orders:read  resource URIs: (none)  dpop_bound_access_tokens_required: true" in listing
+    assert runner.invoke(main, [*ORDERS, "--replace"]).exit_code == 0
+    assert "dpop_bound_access_tokens_required: false" in runner.invoke(main, ["apis", "list"]).output

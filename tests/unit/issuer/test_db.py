@@ -160,6 +160,25 @@ def test_a_database_at_0003_upgrades_keeping_its_apis_which_gain_resource_uris(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_at_0009_upgrades_keeping_its_apis_which_require_no_dpop_until_told(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
+    database = Database.for_data_dir(url, tmp_path / "data")
+    with database.engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0009")
+        conn.execute(text("INSERT INTO apis (audience, scope, created_at) VALUES ('orders-api', 'orders:read', 7)"))
+    database.upgrade()
+    assert migrations.current(database) == migrations.head()
+    store = ApiStore(database)
+    assert store.get("orders-api") == Api("orders-api", frozenset({"orders:read"}), require_dpop=False)
+    store.replace("orders-api", "orders:read", require_dpop=True)
+    stored = rows(database, "SELECT audience, require_dpop FROM apis")
+    assert [(row["audience"], bool(row["require_dpop"])) for row in stored] == [("orders-api", True)]
+    database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_database_at_0004_upgrades_keeping_its_users_who_gain_empty_profiles(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, hasher: PasswordHasher
 ) -> None:

@@ -42,6 +42,8 @@ def test_a_proof_gives_the_thumbprint_of_its_key_and_is_not_accepted_twice(datab
         checks.check([make_proof(key, "POST", "https://issuer.example/revoke")], URL, PUBLIC)
     with pytest.raises(InvalidDPoPProof, match="exactly one"):
         checks.check([make_proof(key, "POST", URL), make_proof(key, "POST", URL)], URL, PUBLIC)
+    with pytest.raises(InvalidDPoPProof, match="exactly one"):
+        checks.check([f"{make_proof(key, 'POST', URL)}, {make_proof(key, 'POST', URL)}"], URL, PUBLIC)
 
 
 def test_without_a_proof_only_a_client_that_requires_dpop_is_refused(database: Database) -> None:

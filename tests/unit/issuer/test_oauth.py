@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -31,6 +32,7 @@ from tests.support.browsing import (
     log_in,
     query,
 )
+from tests.support.dpop import make_proof
 from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
 
 ORDERS = "orders-api"
@@ -326,3 +328,62 @@ def test_a_grant_narrowed_at_a_refresh_does_not_widen_again_with_the_registratio
     assert _claims(second)["scope"] == "profile"
     apis.replace("jwt-split-api", "admin profile")
     assert _claims(_refresh(client, second))["scope"] == "profile"
+
+
+# -- item: an API registered to require DPoP gets no bearer token (RFC 9449 section 5) -----------
+
+
+def _proof() -> str:
+    return make_proof(ec.generate_private_key(ec.SECP256R1()), "POST", "http://issuer.test/token")
+
+
+def _unbound_refused(response: TestResponse) -> None:
+    assert "DPoP-bound" in _error(response, 400, "invalid_dpop_proof")
+    assert "access_token" not in response.get_json()
+
+
+def test_an_api_that_requires_dpop_gets_no_bearer_token_by_password_or_refresh(app: Flask, client: FlaskClient) -> None:
+    bearer = _login(client)
+    extensions.of(app).apis.replace("jwt-split-api", "profile admin", require_dpop=True)
+    _unbound_refused(_login(client))
+    _unbound_refused(_refresh(client, bearer))  # a family issued before: refused, and left unspent
+    form = {"grant_type": "refresh_token", "client_id": APP, "refresh_token": bearer.get_json()["refresh_token"]}
+    refreshed = client.post("/token", data=form, headers={"DPoP": _proof()})
+    assert refreshed.get_json()["token_type"] == "DPoP"
+    assert "cnf" in _claims(refreshed)
+    form = {"grant_type": "password", "username": "alice", "password": "wonderland", "client_id": APP}
+    assert client.post("/token", data=form, headers={"DPoP": _proof()}).get_json()["token_type"] == "DPoP"
+
+
+def test_an_api_that_requires_dpop_gets_no_bearer_token_by_code_exchange(
+    app: Flask, client: FlaskClient, web: Client
+) -> None:
+    code = _web_code(client)
+    extensions.of(app).apis.replace("jwt-split-api", "profile admin", require_dpop=True)
+    _unbound_refused(_web_exchange(client, code))
+    form = {"client_id": WEB, "code": code, "redirect_uri": WEB_REDIRECT_URI, "code_verifier": VERIFIER}
+    exchanged = client.post("/token", data={"grant_type": "authorization_code", **form}, headers={"DPoP": _proof()})
+    assert exchanged.get_json()["token_type"] == "DPoP"  # the refusal left the code unspent
+
+
+def test_an_api_that_requires_dpop_gets_no_bearer_token_by_client_credentials(app: Flask, client: FlaskClient) -> None:
+    key = new_rsa_key()
+    service = Client(
+        "svc", frozenset({"client_credentials"}), scopes=frozenset({"orders:read"}), auth_method="private_key_jwt"
+    )
+    extensions.of(app).clients.add(dataclasses.replace(service, jwks=jwks_json(key)))
+    extensions.of(app).apis.replace(ORDERS, "orders:read", [ORDERS_URL], require_dpop=True)
+
+    def ask(**headers: str) -> TestResponse:
+        assertion = sign(assertion_claims("svc", "http://issuer.test"), key, kid=kid_of(key), typ=None)
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+            "resource": ORDERS_URL,
+        }
+        return client.post("/token", data=form, headers=headers)
+
+    _unbound_refused(ask())
+    assert _claims(ask(DPoP=_proof()))["aud"] == ORDERS
+    assert _login(client).get_json()["token_type"] == "Bearer"  # other APIs are as they were

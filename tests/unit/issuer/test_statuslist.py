@@ -373,6 +373,48 @@ def test_narrowing_the_client_sets_the_bits_of_what_it_no_longer_permits_and_a_r
     assert _status(client, narrowed["access_token"]) == 0
 
 
+def test_narrowing_a_user_sets_the_bits_of_grants_holding_more_and_a_refresh_gets_a_new_index(
+    app: Flask, client: FlaskClient
+) -> None:
+    admin = _login(client)  # alice: profile admin
+    profile = client.post(
+        "/token", data={"grant_type": "password", "username": "alice", "password": "wonderland", "scope": "profile"}
+    ).get_json()
+    bobs = _login(client, "bob", "builder")
+    extensions.of(app).users.update("alice", scope="profile")
+    assert _status(client, admin["access_token"]) == 1
+    assert _status(client, profile["access_token"]) == 0  # still permitted
+    assert _status(client, bobs["access_token"]) == 0  # another user's
+    narrowed = _refresh(client, admin["refresh_token"]).get_json()
+    assert narrowed["scope"] == "profile"
+    assert _reference(narrowed["access_token"]) != _reference(admin["access_token"])
+    assert _status(client, narrowed["access_token"]) == 0
+    extensions.of(app).users.update("alice", name="Alice")  # no scope given: nothing ends
+    assert _status(client, narrowed["access_token"]) == 0
+
+
+def test_narrowing_an_api_sets_the_bits_of_grants_holding_more_and_keeps_identity_scopes(
+    app: Flask, client: FlaskClient
+) -> None:
+    admin = _login(client)
+    profile = client.post(
+        "/token", data={"grant_type": "password", "username": "alice", "password": "wonderland", "scope": "profile"}
+    ).get_json()
+    apis = extensions.of(app).apis
+    apis.replace("jwt-split-api", "profile")
+    assert _status(client, admin["access_token"]) == 1
+    assert _status(client, profile["access_token"]) == 0
+    narrowed = _refresh(client, admin["refresh_token"]).get_json()
+    assert (narrowed["scope"], _status(client, narrowed["access_token"])) == ("profile", 0)
+    # Once the API no longer defines `profile`, a browser login's `openid profile` holds the
+    # user's identity scope, which a refresh keeps (issuer.oidc): it stays valid. A grant of the
+    # API's `profile` without `openid` holds what the API lost: it ends.
+    openid = _code_tokens(client, scope="openid profile")
+    apis.replace("jwt-split-api", "admin")
+    assert _status(client, openid["access_token"]) == 0
+    assert _status(client, narrowed["access_token"]) == 1
+
+
 # -- on both databases ----------------------------------------------------------------------------------
 
 

@@ -218,7 +218,24 @@ def test_the_openapi_document_names_the_bearer_scheme(serve: Serve) -> None:
     document = requests.get(f"{serve()}/openapi.json", timeout=10).json()
     assert document["components"]["securitySchemes"]["bearerAuth"]["type"] == "http"
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
-    assert document["paths"]["/orders"]["get"]["security"] == [{"bearerAuth": []}]
+    assert document["paths"]["/orders"]["get"]["security"] == [{"bearerAuth": []}, {"dpopAuth": []}]
+    assert "security" not in document["paths"]["/open"]["get"]
+
+
+def test_the_openapi_document_names_the_dpop_scheme_and_the_proof_header(serve: Serve) -> None:
+    """RFC 9449 section 7.1: `Authorization: DPoP <token>` with a `DPoP` proof header, as the API accepts it."""
+    document = requests.get(f"{serve()}/openapi.json", timeout=10).json()
+    scheme = document["components"]["securitySchemes"]["dpopAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "DPoP")
+    assert "`Authorization: DPoP <token>`" in scheme["description"]
+    assert "`DPoP` header" in scheme["description"]
+
+
+def test_an_api_that_requires_dpop_offers_only_the_dpop_scheme(serve: Serve) -> None:
+    base_url = serve(require_dpop=True)
+    document = requests.get(f"{base_url}/openapi.json", timeout=10).json()
+    assert document["paths"]["/orders"]["get"]["security"] == [{"dpopAuth": []}]
+    assert requests.get(f"{base_url}/openapi.json", timeout=10).json() == document  # built once
     assert "security" not in document["paths"]["/open"]["get"]
 
 

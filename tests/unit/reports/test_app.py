@@ -490,8 +490,10 @@ def test_openapi_lists_the_report_with_the_bearer_scheme_and_its_scope(client: A
         "bearerFormat": "JWT",
         "description": document["components"]["securitySchemes"]["bearerAuth"]["description"],
     }
-    assert document["paths"]["/api/report"]["get"]["security"] == [{"bearerAuth": []}]
-    assert document["paths"]["/api/caller"]["get"]["security"] == [{"bearerAuth": []}]
+    assert document["components"]["securitySchemes"]["dpopAuth"]["scheme"] == "DPoP"  # RFC 9449
+    either: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"dpopAuth": []}]
+    assert document["paths"]["/api/report"]["get"]["security"] == either
+    assert document["paths"]["/api/caller"]["get"]["security"] == either
     for public in ("/healthz", "/readyz", "/client-jwks.json"):
         assert "security" not in document["paths"][public]["get"]
 

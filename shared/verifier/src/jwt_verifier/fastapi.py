@@ -14,7 +14,8 @@ library's errors as JSON: 401/403/400 with a `WWW-Authenticate: Bearer` challeng
 section 3) that names the metadata URL (RFC 9728 section 5.1), 503 with `Retry-After` when
 keys cannot be had; `Authorization: DPoP <token>` with a `DPoP` proof (RFC 9449) is accepted
 too. `require_scope` is a dependency yielding the verified claims; it also puts
-the bearer scheme in the app's OpenAPI document, its errors being ours (`auto_error=False`).
+the bearer scheme in the app's OpenAPI document, its errors being ours (`auto_error=False`),
+and `init_app` the DPoP scheme beside it (`jwt_verifier.fastapi_openapi`).
 
 No JWKS fetch runs on the event loop: a token whose key is held is verified on the loop (a
 signature check, tens of microseconds); one that needs a fetch (a new `kid`, no keys yet) is
@@ -37,6 +38,7 @@ from starlette.responses import Response
 from jwt_verifier.config import VerifierConfig
 from jwt_verifier.dpop_scheme import dpop_request
 from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError
+from jwt_verifier.fastapi_openapi import document_dpop
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.loop import loop_thread, on_the_loop
 from jwt_verifier.protection import Protection, build
@@ -134,6 +136,7 @@ class BearerAuth:
         setattr(app.state, STATE, found)
         app.add_api_route(metadata_path(config.resource), _metadata, methods=["GET"], include_in_schema=False)
         app.add_exception_handler(JwtVerifierError, _render_error)
+        document_dpop(app, required=config.require_dpop)  # the DPoP scheme beside the bearer one in /openapi.json
         if config.jwks_prefetch:
             found.jwks.prefetch()
         return found
