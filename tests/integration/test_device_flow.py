@@ -179,6 +179,27 @@ def test_a_device_polling_with_a_dpop_proof_gets_tokens_bound_to_its_key(stack: 
     assert refreshed.status_code == 400
 
 
+def test_a_device_reaches_an_api_registered_to_require_dpop_by_polling_with_a_proof(stack: Stack) -> None:
+    # RFC 8628 has the device prove nothing at /device_authorization: the proof comes with the poll
+    # that gets the token (RFC 9449 section 5), so that is where a DPoP-only API is enforced.
+    audience = f"dpop-api-{uuid.uuid4().hex[:8]}"
+    added = stack.issuer_cli("apis", "add", audience, "--scope", "profile", "--require-dpop")
+    assert added.returncode == 0, added.stderr
+    started = _start(stack, scope="profile", resource=audience)
+    answer(stack, started, "approve")
+    refused = _poll(stack, started["device_code"])
+    assert _error(refused) == "invalid_dpop_proof"
+    assert "DPoP-bound" in refused.json()["error_description"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    tokens = _poll(
+        stack, started["device_code"], headers={"DPoP": make_proof(key, "POST", f"{stack.public_issuer}/token")}
+    )
+    assert tokens.status_code == 200, tokens.text
+    claims = jwt.decode(tokens.json()["access_token"], options={"verify_signature": False})
+    assert claims["aud"] == audience
+    assert claims["cnf"] == {"jkt": thumbprint(key)}
+
+
 def test_denied_device_gets_access_denied(stack: Stack) -> None:
     started = _start(stack, scope="profile")
     assert "Device denied" in answer(stack, started, "deny")

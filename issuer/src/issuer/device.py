@@ -77,7 +77,8 @@ def _device_authorization() -> Response:
     client = oauth._authenticated_client(params)
     if DEVICE_CODE not in client.grant_types:
         raise OAuthError("the client may not use the device authorization grant", error="unauthorized_client")
-    api = oauth._api(params, client)
+    # No token is issued here: a DPoP-only API is enforced at the poll, which carries the proof.
+    api = oauth._requested_api(params, client)
     requested = params.get("scope")
     allowed = client.narrow(api.scopes)
     if requested is not None and oidc.is_openid(requested):

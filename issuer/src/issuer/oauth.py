@@ -86,15 +86,20 @@ def _for_api(scope: str, api: Api, *, error: str = "invalid_scope") -> str:
 
 
 def _api(params: dict[str, str], client: Client) -> Api:
-    """Return the API the request asks a token for (RFC 8707 `resource`), or the default API."""
+    """Return the API the token request asks a token for, refused unbound when that API requires DPoP."""
+    api = _requested_api(params, client)
+    dpop.check_api(api)
+    return api
+
+
+def _requested_api(params: dict[str, str], client: Client) -> Api:
+    """Return the API the request names (RFC 8707 `resource`), or the default API."""
     try:
-        api = extensions.current().apis.choose(
+        return extensions.current().apis.choose(
             params.get("resource"), default=extensions.current().settings.audience, allowed=client.may_ask_for
         )
     except InvalidTarget as exc:
         raise OAuthError(str(exc), error="invalid_target") from exc
-    dpop.check_api(api)
-    return api
 
 
 def _audience(api: str, scope: str) -> str | list[str]:
