@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Row, delete, select, update
 
 from issuer.codes import AuthorizationCodes
 from issuer.db import (
@@ -285,16 +284,13 @@ class ClientAssertions:
     def accept_once(self, client_id: str, jti: str, expires_at: int) -> bool:
         """Remember an assertion's `jti`; return False if this client presented it before."""
         now = int(time.time())
-        try:
-            with self.database.transaction() as conn:
-                conn.execute(delete(client_assertions).where(client_assertions.c.expires_at < now))
-                conn.execute(
-                    insert(client_assertions).values(
-                        jti_hash=secret_hash(f"{client_id}\x00{jti}"), expires_at=expires_at
-                    )
-                )
-        except IntegrityError:
-            return False
+        values = {"jti_hash": secret_hash(f"{client_id}\x00{jti}"), "expires_at": expires_at}
+        # In the token request's transaction, and spent even when the request then fails.
+        with self.database.transaction() as conn:
+            conn.execute(delete(client_assertions).where(client_assertions.c.expires_at < now))
+            if not insert_missing(conn, client_assertions, values):
+                return False
+        self.database.redo_on_rollback(lambda conn: insert_missing(conn, client_assertions, values))
         return True
 
 

@@ -250,6 +250,17 @@ status_grants = Table(
 )
 
 
+class Unit:
+    """A unit of work's state (`Database.unit`): its transaction, what to keep or redo, its commits."""
+
+    def __init__(self) -> None:
+        self.stack = contextlib.ExitStack()
+        self.joined: contextvars.Token[Connection | None] | None = None
+        self.kept = False
+        self.redo: list[Callable[[Connection], object]] = []
+        self.commits = 0  # transactions committed while the unit was open (1 for a grant)
+
+
 class Database:
     """An engine on the issuer's database and the transaction helper every store uses."""
 
@@ -267,6 +278,10 @@ class Database:
         self._current: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
             f"issuer-db-{id(self)}", default=None
         )
+        self._unit: contextvars.ContextVar[Unit | None] = contextvars.ContextVar(
+            f"issuer-db-unit-{id(self)}", default=None
+        )
+        event.listen(self.engine, "commit", self._counted)
 
     @classmethod
     def for_data_dir(cls, url: str, data_dir: Path) -> Database:
@@ -288,6 +303,67 @@ class Database:
         return self._joined(self.engine.connect, share=False)
 
     @contextlib.contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """Make the block's writes one transaction: begun at its first write, committed at its end.
+
+        A token request is one unit: whatever it spends, writes and allocates commits once.
+        Reads before the first write use connections of their own and take no write lock (a
+        password grant's argon2 check runs before its transaction begins); reads after it join
+        it. A failure rolls the unit back, unless a store asked to `keep` what it wrote (a
+        revocation after reuse, a code spent by a wrong verifier: the error reports it, the
+        writes stand); what a store asked to `redo` (a `jti` spent) is then written again in a
+        transaction of its own. Inside another unit or transaction, the block joins it.
+        """
+        joined = self._unit.get()
+        if joined is not None or self._current.get() is not None:
+            yield joined or Unit()
+            return
+        unit = Unit()
+        token = self._unit.set(unit)
+        failure: Exception | None = None
+        try:
+            with unit.stack:
+                try:
+                    yield unit
+                except Exception as exc:
+                    if not unit.kept:
+                        raise
+                    failure = exc  # committed as the stack closes, then raised
+        except Exception:
+            self._end(unit, token)
+            if unit.redo:
+                with self.transaction() as conn:
+                    for work in unit.redo:
+                        work(conn)
+            raise
+        self._end(unit, token)
+        if failure is not None:
+            raise failure
+
+    def _end(self, unit: Unit, token: contextvars.Token[Unit | None]) -> None:
+        if unit.joined is not None:
+            self._current.reset(unit.joined)
+            unit.joined = None
+        self._unit.reset(token)
+
+    def keep(self) -> None:
+        """Commit the open unit's writes even though the request then fails (see `unit`)."""
+        unit = self._unit.get()
+        if unit is not None:
+            unit.kept = True
+
+    def redo_on_rollback(self, work: Callable[[Connection], object]) -> None:
+        """Do `work` again in a transaction of its own should the open unit roll back (see `unit`)."""
+        unit = self._unit.get()
+        if unit is not None:
+            unit.redo.append(work)
+
+    def _counted(self, _conn: Connection) -> None:
+        unit = self._unit.get()
+        if unit is not None:
+            unit.commits += 1
+
+    @contextlib.contextmanager
     def _joined(
         self, open_connection: Callable[[], contextlib.AbstractContextManager[Connection]], *, share: bool
     ) -> Iterator[Connection]:
@@ -295,6 +371,12 @@ class Database:
         outer = self._current.get()
         if outer is not None:
             yield outer
+            return
+        unit = self._unit.get()
+        if share and unit is not None:  # the unit's first write: its transaction lasts until the unit ends
+            conn = unit.stack.enter_context(open_connection())
+            unit.joined = self._current.set(conn)
+            yield conn
             return
         with open_connection() as conn:
             token = self._current.set(conn) if share else None
