@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Row, delete, select, update
 
+from issuer.cache import TtlCache
 from issuer.codes import AuthorizationCodes
 from issuer.db import (
     Database,
@@ -183,15 +184,19 @@ def _check_redirect_uri(uri: str, what: str) -> None:
 
 
 class ClientStore:
-    """Clients in the issuer's database."""
+    """Clients in the issuer's database, read through a cache of `cache_ttl` seconds (issuer.cache)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, cache_ttl: float = 0.0) -> None:
         self.database = database
+        self._cache: TtlCache[str, Client | None] = TtlCache(cache_ttl)
 
     def get(self, client_id: str) -> Client | None:
         """Return the client, or None."""
         if not client_id or len(client_id) > 64 or "\x00" in client_id:
             return None  # never sent to the database: PostgreSQL refuses NUL in text outright
+        return self._cache.get(client_id, self._read)
+
+    def _read(self, client_id: str) -> Client | None:
         with self.database.reading() as conn:
             row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
             if row is None:
@@ -213,6 +218,7 @@ class ClientStore:
     def add(self, client: Client, *, secret: str | None = None, allow_insecure_redirect: bool = False) -> Client:
         """Register a client; a secret is checked for length and stored only as its SHA-256."""
         client = _with_secret(client, secret, allow_insecure_redirect=allow_insecure_redirect)
+        self._cache.clear()
         with self.database.transaction() as conn:
             _refuse_a_users_name(conn, client.client_id)
             if not insert_missing(conn, clients, _values(client)):
@@ -234,6 +240,7 @@ class ClientStore:
             raise ClientError(
                 f"client {client.client_id!r} is built in (it follows the settings): it cannot be replaced"
             )
+        self._cache.clear()
         with self.database.transaction() as conn:
             _refuse_a_users_name(conn, client.client_id)
             existed = _put(conn, client)
@@ -249,6 +256,7 @@ class ClientStore:
         owner) inherits no earlier grant (RFC 6749 section 10.4, RFC 9700 section 4.14). Login
         sessions are the user's, not the client's: they stay.
         """
+        self._cache.clear()
         with self.database.transaction():
             deleted = delete_where(self.database, clients.c.client_id, client_id)
             revoked = RefreshTokens.revoke_client(self.database, client_id)
@@ -271,6 +279,7 @@ class ClientStore:
                 # of a built-in client fails on the first one's key (SQLite's writers queue anyway).
                 conn.exec_driver_sql("LOCK TABLE clients IN SHARE ROW EXCLUSIVE MODE")
             created = [client.client_id for client in builtins if not _put(conn, client)]
+        self._cache.clear()
         for client_id in created:  # a built-in follows the settings: only its first seeding is news
             audit.emit("client.created", client=client_id)
 

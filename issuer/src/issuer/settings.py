@@ -195,6 +195,10 @@ class IssuerSettings:
     dpop_nonce_lifetime: int = setting(
         "DPOP_NONCE_LIFETIME", 300, parse=integer(10, 3600), doc="seconds a nonce period lasts"
     )
+    # issuer.cache: how long a worker answers from the clients and APIs it read (0: reads every time).
+    registry_cache_ttl: float = setting(
+        "REGISTRY_CACHE_TTL", 1.0, parse=number(0.0, 60.0), doc="seconds a registration change may take to be seen"
+    )
 
     def password_hasher(self) -> PasswordHasher:
         """Return an argon2id hasher with the configured cost (OWASP's minimum by default)."""
