@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import fcntl
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.sql.expression import ColumnElement, Select
 
 # Any fixed number: processes migrating one PostgreSQL database take turns on it.
@@ -448,7 +449,9 @@ def _engine(url: URL, is_sqlite: bool) -> Engine:
             "tcp_user_timeout": 10_000,
         }
         connect_args = {name: value for name, value in defaults.items() if name not in url.query}
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(url, connect_args=connect_args)
+        _ping_idle_connections(engine)
+        return engine
     engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -466,6 +469,38 @@ def _engine(url: URL, is_sqlite: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+# A pooled connection unused this long is checked (SELECT 1) before it is handed out again.
+PING_IDLE_AFTER = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled PostgreSQL connection before use only when it sat idle (a restarted server closed it).
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: a round trip, and a transaction
+    PostgreSQL counts as a commit, on every request. A connection returned a moment ago by a
+    busy worker is almost surely alive; one idle for a second is checked, and a dead one is
+    replaced (`DisconnectionError` makes the pool open a new connection) before the request uses it.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("checked_in", 0.0) < PING_IDLE_AFTER:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            dbapi_connection.rollback()  # ends the ping's transaction: counted a rollback, not a commit
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(str(exc)) from exc
 
 
 def private_dir(path: Path) -> Path:
