@@ -44,6 +44,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from bench.load import wrk
 from bench.services import cpu_seconds, parent_pid, tree_cpu_seconds
+from issuer.db import PING_IDLE_AFTER
 from issuer.settings import IssuerSettings
 from issuer.tokens import Grant, RefreshTokens
 from issuer.users import UserStore
@@ -229,6 +230,10 @@ def flushed_counters(database_url: str, *, timeout: float = 15.0) -> dict[str, i
             if left is None or left[0] == 0:
                 break
             time.sleep(0.1)
+    # A pooled connection is checked before use only once it sat idle a second (issuer.db): let
+    # every one the issuers hold go that long, so that the next run's first requests reconnect
+    # instead of failing on a connection the server just ended (as after a restart).
+    time.sleep(PING_IDLE_AFTER + 0.2)
     return counters(database_url)
 
 
