@@ -293,7 +293,14 @@ def scale_table(scale: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     setups = scale["setups"]
-    for grant in ("password", "refresh"):
+    for grant in ("password", "refresh", "client_credentials"):
+        if any(grant not in setup["runs"] for setup in setups):
+            continue  # a run from before the grant was measured
+        failed = [setup["name"] for setup in setups if setup["runs"][grant]["errors"]]
+        if failed:  # a figure from a run whose grants failed would measure the failures
+            errors = ", ".join(f"{setup['name']}: {setup['runs'][grant]['errors']}" for setup in setups)
+            lines.append(f"| {grant} | refused: grants failed ({errors}) | | | | | | | | |")
+            continue
         baseline = sum(setups[0]["runs"][grant]["cpu_us_per_request"].values())
         for setup in setups:
             run = setup["runs"][grant]
@@ -307,5 +314,38 @@ def scale_table(scale: dict[str, Any]) -> str:
             lines.append(
                 f"| {grant} | {setup['name']} | {run['rps']:,.0f} | {run['p99_ms']:.0f} | {by_process} | {total:,.0f} "
                 f"| {total / baseline:.2f}x | {1e6 / total:,.0f} | {db_text} | {errors} |"
+            )
+    return "\n".join(lines) + "\n" + _floor_rows(scale)
+
+
+def _floor_rows(scale: dict[str, Any]) -> str:
+    """Render issue 21's targets beside their floors, from the same run: issuer CPU per grant over raw signing or argon2."""
+    if "rsa_sign_us" not in scale:
+        return ""
+    sign, argon2 = scale["rsa_sign_us"], scale["argon2_verify_us"]
+    lines = [
+        "",
+        "| grant, setup | issuer CPU µs/grant | floor (same run) | ratio | target | commits/grant (PostgreSQL) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    targets = {"refresh": ("raw RSA-2048 sign", sign, 4.0), "client_credentials": ("raw RSA-2048 sign", sign, None)}
+    targets["password"] = ("argon2id check", argon2, None)
+    for grant, (floor_name, floor, target) in targets.items():
+        for setup in scale["setups"]:
+            run = setup["runs"].get(grant)
+            if run is None:
+                continue
+            if run["errors"]:
+                lines.append(f"| {grant}, {setup['name']} | refused: {run['errors']} grants failed | | | | |")
+                continue
+            issuer = run["cpu_us_per_request"]["issuer"]
+            db = run.get("db_per_request")
+            commits = f"{db['xact_commit']:.2f} (target 1)" if db else "n/a"
+            verdict = ""
+            if target is not None and "SQLite" in setup["name"]:
+                verdict = f"≤ {target:g}x: {'met' if issuer / floor <= target else '**missed**'}"
+            lines.append(
+                f"| {grant}, {setup['name']} | {issuer:,.0f} | {floor_name} {floor:,.0f} µs | "
+                f"{issuer / floor:.1f}x | {verdict} | {commits} |"
             )
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ import base64
 import json
 import os
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,12 +34,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jwt
 import psycopg
 import redis
 import requests
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from jwt.algorithms import RSAAlgorithm
 
 from bench.load import wrk
 from bench.services import cpu_seconds, parent_pid, tree_cpu_seconds
+from issuer.db import PING_IDLE_AFTER
 from issuer.settings import IssuerSettings
 from issuer.tokens import Grant, RefreshTokens
 from issuer.users import UserStore
@@ -49,7 +55,9 @@ from tests.support.processes import GunicornService, NotStarted, count_events, i
 ISSUER_URL = "http://localhost:8000"
 REPLICAS = 3
 WORKERS, THREADS = 2, 4  # per issuer process: one gthread worker per core
-GRANTS = ("password", "refresh")
+GRANTS = ("password", "refresh", "client_credentials")
+SERVICE = "bench-svc"  # a private_key_jwt client: each request a new assertion (its jti spent once)
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # Failed passwords only count towards the limits; these stay out of the way all the same.
 ISSUER_ENV = {"ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second", "ISSUER_LOGIN_RATE_LIMIT": "1000000 per second"}
 T = TypeVar("T")
@@ -154,6 +162,43 @@ def mint_refresh_tokens(issuer: GunicornService, count: int) -> list[str]:
     return tokens
 
 
+def client_assertions(issuer: GunicornService, count: int) -> list[str]:
+    """Register the private_key_jwt client `SERVICE` (its key's JWKS) and sign `count` assertions for it, one jti each."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwks = log_dir_file(issuer, "bench-svc.jwks.json")
+    jwks.write_text(json.dumps({"keys": [jwk | {"kid": "bench", "use": "sig", "alg": "RS256"}]}))
+    command = [sys.executable, "-m", "issuer", "clients", "add", SERVICE, "--grant", "client_credentials"]
+    command += ["--jwks-file", str(jwks), "--scope", "profile"]
+    subprocess.run(command, env={**os.environ, **issuer.env}, check=True, capture_output=True, timeout=60)
+    now = int(time.time())
+    claims = {"iss": SERVICE, "sub": SERVICE, "aud": ISSUER_URL, "iat": now, "exp": now + 240}  # at most 300 s ahead
+    return [
+        jwt.encode(claims | {"jti": secrets.token_hex(16)}, key, algorithm="RS256", headers={"kid": "bench"})
+        for _ in range(count)
+    ]
+
+
+def log_dir_file(issuer: GunicornService, name: str) -> Path:
+    """Return a path beside the issuer's log."""
+    return issuer.log_path.parent / name
+
+
+def floors(rounds: int = 200) -> dict[str, float]:
+    """Return the floors of the grants, µs, measured in this process: a raw RSA-2048 sign, an argon2id check at the default cost."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    started = time.process_time()
+    for index in range(rounds):
+        key.sign(index.to_bytes(4, "big"), padding.PKCS1v15(), hashes.SHA256())
+    sign_us = (time.process_time() - started) / rounds * 1e6
+    hasher = IssuerSettings.from_env({}).password_hasher()  # the default cost, as the issuers run
+    stored = hasher.hash("wonderland")
+    started = time.process_time()
+    for _ in range(10):
+        hasher.verify(stored, "wonderland")
+    return {"rsa_sign_us": sign_us, "argon2_verify_us": (time.process_time() - started) / 10 * 1e6}
+
+
 def counters(database_url: str) -> dict[str, int]:
     """Return the database's own counters (pg_stat_database), read on a new connection."""
     with psycopg.connect(database_url) as conn:
@@ -185,6 +230,10 @@ def flushed_counters(database_url: str, *, timeout: float = 15.0) -> dict[str, i
             if left is None or left[0] == 0:
                 break
             time.sleep(0.1)
+    # A pooled connection is checked before use only once it sat idle a second (issuer.db): let
+    # every one the issuers hold go that long, so that the next run's first requests reconnect
+    # instead of failing on a connection the server just ended (as after a restart).
+    time.sleep(PING_IDLE_AFTER + 0.2)
     return counters(database_url)
 
 
@@ -230,7 +279,8 @@ def measure(setup: Setup, grant: str, seconds: float, tokens_file: Path | None) 
         result = wrk(f"{setup.url}/token", seconds=seconds, script="password.lua", connections=PASSWORD_CONNECTIONS)
     else:
         assert tokens_file is not None
-        result = wrk(setup.url, seconds=seconds, script="tokens.lua", script_args=(str(tokens_file), "refresh"))
+        mode = "refresh" if grant == "refresh" else "assertion"
+        result = wrk(setup.url, seconds=seconds, script="tokens.lua", script_args=(str(tokens_file), mode))
     after = settled_cpu(setup)
     done = max(issued(setup) - before_issued, 1)
     run: dict[str, Any] = asdict(result) | {
@@ -260,19 +310,25 @@ def run_setup(setup: Setup, seconds: float, run_dir: Path, tokens: int) -> dict[
     answer.raise_for_status()  # every part answers before anything is timed
     if setup.database_url:
         setup.idle_commits_per_second = idle_commit_rate(setup.database_url)
+    say(f"{setup.name}: registering {SERVICE} and signing {tokens} client assertions")
+    assertions_file = run_dir / f"assertions-{setup.name.split()[0]}.txt"
+    assertions_file.write_text("\n".join(client_assertions(setup.issuers[0], tokens)) + "\n")
     runs = {}
     for grant in GRANTS:
         say(f"{setup.name}: {grant} grant, {seconds:g} s")
-        runs[grant] = measure(setup, grant, seconds, tokens_file)
+        runs[grant] = measure(setup, grant, seconds, assertions_file if grant == "client_credentials" else tokens_file)
     runs["refresh"]["tokens_minted"] = tokens
+    runs["client_credentials"]["tokens_minted"] = tokens
     return {"name": setup.name, "issuers": len(setup.issuers), "runs": runs}
 
 
-def run(run_dir: Path, seconds: float) -> dict[str, Any]:
-    """Run the three setups one after the other; return their figures."""
+def run(run_dir: Path, seconds: float, *, replicas: bool = True) -> dict[str, Any]:
+    """Run the three setups one after the other (the first two without `replicas`); return their figures."""
     check_available()
     tokens = max(2000, int(seconds * 1500))
     results: list[dict[str, Any]] = []
+    say("scale-out: the floors (a raw RSA-2048 sign, an argon2id check)")
+    floor = floors()
     with ExitStack() as stack:
         say("scale-out: one issuer on SQLite")
         env = ISSUER_ENV | {"ISSUER_SESSION_SECRET": secrets.token_urlsafe(48)}
@@ -310,6 +366,8 @@ def run(run_dir: Path, seconds: float) -> dict[str, Any]:
         finally:
             issuers[0].stop()
 
+        if not replicas:
+            return {"setups": results, "workers": WORKERS, "threads": THREADS, "seconds_per_run": seconds} | floor
         say(f"scale-out: {REPLICAS} issuer replicas on PostgreSQL and Redis behind HAProxy")
         database_url = stack.enter_context(databases.fresh_database(server_url))
         env = ISSUER_ENV | {
@@ -341,7 +399,7 @@ def run(run_dir: Path, seconds: float) -> dict[str, Any]:
         finally:
             for issuer in issuers:
                 issuer.stop()
-    return {"setups": results, "workers": WORKERS, "threads": THREADS, "seconds_per_run": seconds}
+    return {"setups": results, "workers": WORKERS, "threads": THREADS, "seconds_per_run": seconds} | floor
 
 
 def _listening_pid(redis_url: str) -> int:
@@ -363,7 +421,7 @@ def main() -> int:
     try:
         check_available()
         run_dir.mkdir(parents=True)
-        results = run(run_dir, seconds)
+        results = run(run_dir, seconds, replicas="--single" not in sys.argv[1:])
     except ScaleUnavailable as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

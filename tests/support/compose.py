@@ -84,7 +84,11 @@ class ComposeStack(Stack):
         }
         override = {
             "services": {
-                "issuer": {"environment": dict(issuer_env or {}), "healthcheck": {"interval": "1s"}},
+                # As on loopback (tests/support/processes.py): the CLI's changes reach the next request.
+                "issuer": {
+                    "environment": {"ISSUER_REGISTRY_CACHE_TTL": "0", **(issuer_env or {})},
+                    "healthcheck": {"interval": "1s"},
+                },
                 "resource": {
                     "environment": {"RESOURCE_JWKS_COOLDOWN": "1", **(resource_env or {})},
                     "healthcheck": {"interval": "1s"},

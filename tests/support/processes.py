@@ -247,6 +247,10 @@ def issuer_process(
             "ISSUER_URL": public_url or f"http://localhost:{port}",
             "ISSUER_DATA_DIR": str(data_dir),
             "ISSUER_DEMO_USERS": DEMO_USERS,
+            # The CLI's registration changes reach the next request at once (the default, 1 s
+            # later): the tests that change registrations then ask at once. test_registry_cache
+            # runs with the cache on.
+            "ISSUER_REGISTRY_CACHE_TTL": "0",
             **(env or {}),
         },
         log_dir / "issuer.log",

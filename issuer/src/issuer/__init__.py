@@ -77,9 +77,9 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     keys.start(settings.legacy_key_dir)
     users = UserStore(database, settings.password_hasher())
     _seed_demo_users(settings, users)
-    clients = ClientStore(database)
+    clients = ClientStore(database, cache_ttl=settings.registry_cache_ttl)
     clients.seed(builtin_clients(settings.web_redirect_uris, settings.web_post_logout_redirect_uris))
-    apis = ApiStore(database)
+    apis = ApiStore(database, cache_ttl=settings.registry_cache_ttl)
     apis.seed(settings.audience, settings.audience_scope, settings.audience_resource_uris)
 
     refresh_tokens = RefreshTokens(

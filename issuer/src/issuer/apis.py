@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from issuer.cache import TtlCache
 from issuer.db import Database, api_resource_uris, apis, delete_where, every, find, insert_missing
 from issuer.narrowing import end_unpermitted_for_api
 from issuer.users import parse_scope
@@ -94,10 +95,11 @@ class InvalidTarget(ValueError):
 
 
 class ApiStore:
-    """APIs in the issuer's database."""
+    """APIs in the issuer's database, read through a cache of `cache_ttl` seconds (issuer.cache)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, cache_ttl: float = 0.0) -> None:
         self.database = database
+        self._cache: TtlCache[tuple[str, str], Api | None] = TtlCache(cache_ttl)
 
     def get(self, audience: str) -> Api | None:
         """Return the API with this audience, or None."""
@@ -105,6 +107,9 @@ class ApiStore:
             check_audience(audience)
         except InvalidApi:
             return None  # never sent to the database
+        return self._cache.get(("audience", audience), lambda key: self._read(key[1]))
+
+    def _read(self, audience: str) -> Api | None:
         row = find(self.database, apis.c.audience, audience)
         if row is None:
             return None
@@ -121,8 +126,11 @@ class ApiStore:
             check_resource_uri(resource)
         except InvalidApi:
             return None  # never registered, never sent to the database
-        row = find(self.database, api_resource_uris.c.uri, resource)
-        return None if row is None else self.get(row.audience)
+        return self._cache.get(("uri", resource), lambda key: self._by_uri(key[1]))
+
+    def _by_uri(self, uri: str) -> Api | None:
+        row = find(self.database, api_resource_uris.c.uri, uri)
+        return None if row is None else self._read(row.audience)
 
     def choose(self, resource: str | None, *, default: str, allowed: Callable[[str], bool]) -> Api:
         """Return the API a grant is for: the one `resource` names, or the default API.
@@ -159,6 +167,7 @@ class ApiStore:
 
     def delete(self, audience: str) -> bool:
         """Delete an API and its resource URIs; return whether it existed."""
+        self._cache.clear()
         deleted = delete_where(self.database, apis.c.audience, audience)
         if deleted:
             audit.emit("api.deleted", api=audience)
@@ -171,6 +180,7 @@ class ApiStore:
         another API stays that API's (and is logged). Workers seeding at once all succeed.
         """
         api = new_api(audience, scope, resource_uris)
+        self._cache.clear()
         with self.database.transaction() as conn:
             created = insert_missing(conn, apis, _values(api))
             for uri in sorted(api.resource_uris):
@@ -187,6 +197,7 @@ class ApiStore:
 
     def _register(self, api: Api, *, replace: bool) -> bool:
         """Store a registration in one transaction; return whether the API existed (and was replaced)."""
+        self._cache.clear()
         try:
             with self.database.transaction() as conn:
                 existed = not insert_missing(conn, apis, _values(api))

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Row, delete, select, update
 
+from issuer.cache import TtlCache
 from issuer.codes import AuthorizationCodes
 from issuer.db import (
     Database,
@@ -186,15 +186,19 @@ def _check_redirect_uri(uri: str, what: str) -> None:
 
 
 class ClientStore:
-    """Clients in the issuer's database."""
+    """Clients in the issuer's database, read through a cache of `cache_ttl` seconds (issuer.cache)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, cache_ttl: float = 0.0) -> None:
         self.database = database
+        self._cache: TtlCache[str, Client | None] = TtlCache(cache_ttl)
 
     def get(self, client_id: str) -> Client | None:
         """Return the client, or None."""
         if not client_id or len(client_id) > 64 or "\x00" in client_id:
             return None  # never sent to the database: PostgreSQL refuses NUL in text outright
+        return self._cache.get(client_id, self._read)
+
+    def _read(self, client_id: str) -> Client | None:
         with self.database.reading() as conn:
             row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
             if row is None:
@@ -216,6 +220,7 @@ class ClientStore:
     def add(self, client: Client, *, secret: str | None = None, allow_insecure_redirect: bool = False) -> Client:
         """Register a client; a secret is checked for length and stored only as its SHA-256."""
         client = _with_secret(client, secret, allow_insecure_redirect=allow_insecure_redirect)
+        self._cache.clear()
         with self.database.transaction() as conn:
             _refuse_a_users_name(conn, client.client_id)
             if not insert_missing(conn, clients, _values(client)):
@@ -237,6 +242,7 @@ class ClientStore:
             raise ClientError(
                 f"client {client.client_id!r} is built in (it follows the settings): it cannot be replaced"
             )
+        self._cache.clear()
         with self.database.transaction() as conn:
             _refuse_a_users_name(conn, client.client_id)
             existed = _put(conn, client)
@@ -252,6 +258,7 @@ class ClientStore:
         owner) inherits no earlier grant (RFC 6749 section 10.4, RFC 9700 section 4.14). Login
         sessions are the user's, not the client's: they stay.
         """
+        self._cache.clear()
         with self.database.transaction():
             deleted = delete_where(self.database, clients.c.client_id, client_id)
             revoked = RefreshTokens.revoke_client(self.database, client_id)
@@ -275,6 +282,7 @@ class ClientStore:
                 # of a built-in client fails on the first one's key (SQLite's writers queue anyway).
                 conn.exec_driver_sql("LOCK TABLE clients IN SHARE ROW EXCLUSIVE MODE")
             created = [client.client_id for client in builtins if not _put(conn, client)]
+        self._cache.clear()
         for client_id in created:  # a built-in follows the settings: only its first seeding is news
             audit.emit("client.created", client=client_id)
 
@@ -288,16 +296,13 @@ class ClientAssertions:
     def accept_once(self, client_id: str, jti: str, expires_at: int) -> bool:
         """Remember an assertion's `jti`; return False if this client presented it before."""
         now = int(time.time())
-        try:
-            with self.database.transaction() as conn:
-                conn.execute(delete(client_assertions).where(client_assertions.c.expires_at < now))
-                conn.execute(
-                    insert(client_assertions).values(
-                        jti_hash=secret_hash(f"{client_id}\x00{jti}"), expires_at=expires_at
-                    )
-                )
-        except IntegrityError:
-            return False
+        values = {"jti_hash": secret_hash(f"{client_id}\x00{jti}"), "expires_at": expires_at}
+        # In the token request's transaction, and spent even when the request then fails.
+        with self.database.transaction() as conn:
+            conn.execute(delete(client_assertions).where(client_assertions.c.expires_at < now))
+            if not insert_missing(conn, client_assertions, values):
+                return False
+        self.database.redo_on_rollback(lambda conn: insert_missing(conn, client_assertions, values))
         return True
 
 

@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import fcntl
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.sql.expression import ColumnElement, Select
 
 # Any fixed number: processes migrating one PostgreSQL database take turns on it.
@@ -274,6 +275,17 @@ device_codes = Table(
 )
 
 
+class Unit:
+    """A unit of work's state (`Database.unit`): its transaction, what to keep or redo, its commits."""
+
+    def __init__(self) -> None:
+        self.stack = contextlib.ExitStack()
+        self.joined: contextvars.Token[Connection | None] | None = None
+        self.kept = False
+        self.redo: list[Callable[[Connection], object]] = []
+        self.commits = 0  # transactions committed while the unit was open (1 for a grant)
+
+
 class Database:
     """An engine on the issuer's database and the transaction helper every store uses."""
 
@@ -291,6 +303,10 @@ class Database:
         self._current: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
             f"issuer-db-{id(self)}", default=None
         )
+        self._unit: contextvars.ContextVar[Unit | None] = contextvars.ContextVar(
+            f"issuer-db-unit-{id(self)}", default=None
+        )
+        event.listen(self.engine, "commit", self._counted)
 
     @classmethod
     def for_data_dir(cls, url: str, data_dir: Path) -> Database:
@@ -312,6 +328,67 @@ class Database:
         return self._joined(self.engine.connect, share=False)
 
     @contextlib.contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """Make the block's writes one transaction: begun at its first write, committed at its end.
+
+        A token request is one unit: whatever it spends, writes and allocates commits once.
+        Reads before the first write use connections of their own and take no write lock (a
+        password grant's argon2 check runs before its transaction begins); reads after it join
+        it. A failure rolls the unit back, unless a store asked to `keep` what it wrote (a
+        revocation after reuse, a code spent by a wrong verifier: the error reports it, the
+        writes stand); what a store asked to `redo` (a `jti` spent) is then written again in a
+        transaction of its own. Inside another unit or transaction, the block joins it.
+        """
+        joined = self._unit.get()
+        if joined is not None or self._current.get() is not None:
+            yield joined or Unit()
+            return
+        unit = Unit()
+        token = self._unit.set(unit)
+        failure: Exception | None = None
+        try:
+            with unit.stack:
+                try:
+                    yield unit
+                except Exception as exc:
+                    if not unit.kept:
+                        raise
+                    failure = exc  # committed as the stack closes, then raised
+        except Exception:
+            self._end(unit, token)
+            if unit.redo:
+                with self.transaction() as conn:
+                    for work in unit.redo:
+                        work(conn)
+            raise
+        self._end(unit, token)
+        if failure is not None:
+            raise failure
+
+    def _end(self, unit: Unit, token: contextvars.Token[Unit | None]) -> None:
+        if unit.joined is not None:
+            self._current.reset(unit.joined)
+            unit.joined = None
+        self._unit.reset(token)
+
+    def keep(self) -> None:
+        """Commit the open unit's writes even though the request then fails (see `unit`)."""
+        unit = self._unit.get()
+        if unit is not None:
+            unit.kept = True
+
+    def redo_on_rollback(self, work: Callable[[Connection], object]) -> None:
+        """Do `work` again in a transaction of its own should the open unit roll back (see `unit`)."""
+        unit = self._unit.get()
+        if unit is not None:
+            unit.redo.append(work)
+
+    def _counted(self, _conn: Connection) -> None:
+        unit = self._unit.get()
+        if unit is not None:
+            unit.commits += 1
+
+    @contextlib.contextmanager
     def _joined(
         self, open_connection: Callable[[], contextlib.AbstractContextManager[Connection]], *, share: bool
     ) -> Iterator[Connection]:
@@ -319,6 +396,12 @@ class Database:
         outer = self._current.get()
         if outer is not None:
             yield outer
+            return
+        unit = self._unit.get()
+        if share and unit is not None:  # the unit's first write: its transaction lasts until the unit ends
+            conn = unit.stack.enter_context(open_connection())
+            unit.joined = self._current.set(conn)
+            yield conn
             return
         with open_connection() as conn:
             token = self._current.set(conn) if share else None
@@ -390,7 +473,9 @@ def _engine(url: URL, is_sqlite: bool) -> Engine:
             "tcp_user_timeout": 10_000,
         }
         connect_args = {name: value for name, value in defaults.items() if name not in url.query}
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(url, connect_args=connect_args)
+        _ping_idle_connections(engine)
+        return engine
     engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -408,6 +493,38 @@ def _engine(url: URL, is_sqlite: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+# A pooled connection unused this long is checked (SELECT 1) before it is handed out again.
+PING_IDLE_AFTER = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled PostgreSQL connection before use only when it sat idle (a restarted server closed it).
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: a round trip, and a transaction
+    PostgreSQL counts as a commit, on every request. A connection returned a moment ago by a
+    busy worker is almost surely alive; one idle for a second is checked, and a dead one is
+    replaced (`DisconnectionError` makes the pool open a new connection) before the request uses it.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("checked_in", 0.0) < PING_IDLE_AFTER:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            dbapi_connection.rollback()  # ends the ping's transaction: counted a rollback, not a commit
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(str(exc)) from exc
 
 
 def private_dir(path: Path) -> Path:

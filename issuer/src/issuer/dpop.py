@@ -24,12 +24,11 @@ import time
 from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete
 
 from issuer.apis import Api
 from issuer.clients import Client
-from issuer.db import Database, dpop_proofs
+from issuer.db import Database, dpop_proofs, insert_missing
 from issuer.protocol import InvalidDPoPProof, UseDPoPNonce
 from jwt_verifier.dpop import SUPPORTED_ALGORITHMS, Nonces, verify_proof
 from jwt_verifier.errors import InvalidDPoPProof as ProofRefused
@@ -54,12 +53,13 @@ class DPoPProofs:
 
     def add(self, key: str, expires: float, now: float) -> bool:
         """Remember a proof until `expires`; return False if it was accepted before and is not expired."""
-        try:
-            with self.database.transaction() as conn:
-                conn.execute(delete(dpop_proofs).where(dpop_proofs.c.expires_at < math.floor(now)))
-                conn.execute(insert(dpop_proofs).values(key_hash=key, expires_at=math.ceil(expires)))
-        except IntegrityError:
-            return False
+        values = {"key_hash": key, "expires_at": math.ceil(expires)}
+        # In the token request's transaction, and spent even when the request then fails.
+        with self.database.transaction() as conn:
+            conn.execute(delete(dpop_proofs).where(dpop_proofs.c.expires_at < math.floor(now)))
+            if not insert_missing(conn, dpop_proofs, values):
+                return False
+        self.database.redo_on_rollback(lambda conn: insert_missing(conn, dpop_proofs, values))
         return True
 
 

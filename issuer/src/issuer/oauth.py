@@ -265,12 +265,14 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
     except CodeReused as exc:
         # A second use means the code leaked: revoke what its first use gave out (RFC 6749 4.1.2).
         revoked = extensions.current().refresh_tokens.revoke_family(exc.family_id) if exc.family_id else 0
+        extensions.current().database.keep()  # the request fails; the revocation stands
         audit.emit("code.reuse_detected", client=client.client_id, family=exc.family_id, tokens=revoked)
         log.warning("code reused; its tokens revoked", extra={"fields": {"client_id": client.client_id}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
     except CodeError as exc:
         if isinstance(exc, CodeMismatch):
             extensions.current().authorization_codes.spend(code)  # one wrong try spends it: verifiers cannot be guessed
+            extensions.current().database.keep()
         log.info("code refused", extra={"fields": {"reason": str(exc), "client_id": client.client_id}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
     return _token_response(grant, refresh_token, session_hash=redeemed.session_hash, nonce=redeemed.nonce)
@@ -324,13 +326,23 @@ def _authenticated_client(params: dict[str, str]) -> Client:
 @bp.post("/token")
 @password_limits(exempt_when=lambda: request.form.get("grant_type") != "password")
 def token() -> Response:
-    """Exchange a grant for an access token (and, for a user's grant, a refresh token)."""
+    """Exchange a grant for an access token (and, for a user's grant, a refresh token).
+
+    One transaction per request (`Database.unit`): the client's assertion `jti`, the DPoP
+    proof, the grant's writes and its status-list index commit together, once.
+    """
+    grant_type = request.form.get("grant_type", "")
+    label = grant_type if grant_type in GRANTS else "other"
+    unit = None
     try:
-        return _token()
+        with extensions.current().database.unit() as unit:
+            return _token()
     except OAuthError as exc:
-        grant_type = request.form.get("grant_type", "")
-        metrics.TOKEN_ERRORS.labels(grant_type if grant_type in GRANTS else "other", exc.error).inc()
+        metrics.TOKEN_ERRORS.labels(label, exc.error).inc()
         raise
+    finally:
+        if unit is not None:
+            metrics.TOKEN_COMMITS.labels(label).inc(unit.commits)
 
 
 def _token() -> Response:

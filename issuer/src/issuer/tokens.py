@@ -268,6 +268,7 @@ class RefreshTokens:
                             )
                             return narrow(grant), candidate
                 revoked = self._revoke_family(conn, row.family_id, now)
+                self.database.keep()  # the request fails; the revocation stands
             else:
                 if row.expires_at <= now:
                     raise RefreshError("the refresh token has expired")

@@ -58,6 +58,11 @@ CONNECTIONS_REFUSED = Counter(
 REFRESH_REUSE = Counter(
     "jwt_split_refresh_reuse_detected", "Spent refresh tokens presented again (each revokes its family)."
 )
+TOKEN_COMMITS = Counter(
+    "jwt_split_token_commits",
+    "Database transactions committed by token requests, by grant (one per request; more on a failure that keeps its writes).",
+    ["grant"],
+)
 SIGNING_KEYS = Gauge(
     "jwt_split_signing_keys", "Signing keys in the key store, by state.", ["state"], multiprocess_mode="mostrecent"
 )

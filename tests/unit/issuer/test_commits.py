@@ -1,0 +1,174 @@
+"""One commit per grant (issue 21): every token request is one transaction, on SQLite and PostgreSQL.
+
+The commits are counted by a listener of the test's own on the app's engine (SQLAlchemy's
+`commit` event), around each request of the in-process app: whatever the token endpoint
+writes (the grant, the status-list index, a client assertion's `jti`, a DPoP proof) commits
+once. The issuer's own count (`jwt_split_token_commits`) must agree with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+from sqlalchemy import event
+from werkzeug.test import TestResponse
+
+from issuer import create_app, extensions
+from issuer.clients import Client
+from issuer.kek import KEK_FILE_NAME
+from issuer.settings import IssuerSettings
+from tests.support.browsing import DEMO_USERS, VERIFIER, WEB_REDIRECT_URI, get_code
+from tests.support.dpop import make_proof
+from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
+
+APP = "app"
+SERVICE = "svc"
+TOKEN_URL = "http://issuer.test/token"
+ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
+    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,))
+    if request.param == "sqlite":
+        return settings
+    return dataclasses.replace(
+        settings,
+        database_url=request.getfixturevalue("postgres_url"),
+        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
+        session_secret="S" * 48,
+    )
+
+
+@pytest.fixture
+def app(settings: IssuerSettings) -> Iterator[Flask]:
+    app = create_app(settings)
+    extensions.of(app).clients.add(Client(APP, frozenset({"password", "refresh_token"})))
+    yield app
+    extensions.of(app).database.dispose()
+
+
+@dataclasses.dataclass
+class Counted:
+    response: TestResponse
+    commits: int  # seen by the engine's listener
+    reported: float  # the issuer's jwt_split_token_commits for the grant
+
+
+def _reported(grant: str) -> float:
+    return REGISTRY.get_sample_value("jwt_split_token_commits_total", {"grant": grant}) or 0.0
+
+
+def _post(app: Flask, client: FlaskClient, proof: str | None = None, **form: str) -> Counted:
+    """POST a token request (with a DPoP `proof`); return its response and the commits it made."""
+    commits = 0
+
+    def counted(_conn: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    engine = extensions.of(app).database.engine
+    before = _reported(form["grant_type"])
+    event.listen(engine, "commit", counted)
+    try:
+        response = client.post("/token", data=form, headers={"DPoP": proof} if proof else {})
+    finally:
+        event.remove(engine, "commit", counted)
+    return Counted(response, commits, _reported(form["grant_type"]) - before)
+
+
+def _ok(counted: Counted) -> dict[str, Any]:
+    assert counted.response.status_code == 200, counted.response.get_data(as_text=True)
+    body: dict[str, Any] = counted.response.get_json()
+    return body
+
+
+def test_a_password_grant_and_its_refreshes_commit_once_each(app: Flask, client: FlaskClient) -> None:
+    login = _post(app, client, grant_type="password", client_id=APP, username="alice", password="wonderland")
+    refresh_token = _ok(login)["refresh_token"]
+    assert (login.commits, login.reported) == (1, 1)
+    for _ in range(2):
+        refreshed = _post(app, client, grant_type="refresh_token", client_id=APP, refresh_token=refresh_token)
+        refresh_token = _ok(refreshed)["refresh_token"]
+        assert (refreshed.commits, refreshed.reported) == (1, 1)
+
+
+def test_dpop_bound_grants_commit_their_proof_with_the_grant(app: Flask, client: FlaskClient) -> None:
+    key = new_rsa_key()
+    form = {"client_id": APP, "username": "alice", "password": "wonderland"}
+    login = _post(app, client, make_proof(key, "POST", TOKEN_URL), grant_type="password", **form)
+    assert _ok(login)["token_type"] == "DPoP"
+    assert login.commits == 1
+    proof = make_proof(key, "POST", TOKEN_URL)
+    refresh = {"client_id": APP, "refresh_token": _ok(login)["refresh_token"]}
+    refreshed = _post(app, client, proof, grant_type="refresh_token", **refresh)
+    assert _ok(refreshed)["token_type"] == "DPoP"
+    assert refreshed.commits == 1
+    # The proof was remembered in that one commit: presented again, it is refused.
+    replayed = {"client_id": APP, "refresh_token": _ok(refreshed)["refresh_token"]}
+    again = _post(app, client, proof, grant_type="refresh_token", **replayed)
+    assert again.response.status_code == 400
+    assert again.response.get_json()["error"] == "invalid_dpop_proof"
+
+
+def test_a_code_exchange_commits_once(app: Flask, client: FlaskClient) -> None:
+    code = get_code(client, WEB_REDIRECT_URI)
+    form = {"client_id": "resource-web", "code": code, "redirect_uri": WEB_REDIRECT_URI, "code_verifier": VERIFIER}
+    exchanged = _post(app, client, grant_type="authorization_code", **form)
+    _ok(exchanged)
+    assert (exchanged.commits, exchanged.reported) == (1, 1)
+
+
+@pytest.fixture
+def service(app: Flask) -> Any:
+    key = new_rsa_key()
+    registered = Client(
+        SERVICE, frozenset({"client_credentials"}), scopes=frozenset({"profile"}), auth_method="private_key_jwt"
+    )
+    extensions.of(app).clients.add(dataclasses.replace(registered, jwks=jwks_json(key)))
+    return key
+
+
+def _assertion(key: Any) -> str:
+    return sign(assertion_claims(SERVICE, "http://issuer.test"), key, kid=kid_of(key), typ=None)
+
+
+def test_a_client_credentials_grant_spends_its_assertion_in_its_one_commit(
+    app: Flask, client: FlaskClient, service: Any
+) -> None:
+    assertion = _assertion(service)
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION}
+    granted = _post(app, client, **form, client_assertion=assertion)
+    _ok(granted)
+    assert (granted.commits, granted.reported) == (1, 1)
+    replayed = _post(app, client, **form, client_assertion=assertion)
+    assert replayed.response.status_code == 401
+    assert replayed.response.get_json()["error"] == "invalid_client"
+
+
+def test_an_assertion_spent_by_a_refused_grant_stays_spent(app: Flask, client: FlaskClient, service: Any) -> None:
+    assertion = _assertion(service)
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION, "client_assertion": assertion}
+    refused = _post(app, client, **form, scope="no-such-scope")
+    assert refused.response.status_code == 400
+    assert refused.response.get_json()["error"] == "invalid_scope"
+    replayed = _post(app, client, **form)
+    assert replayed.response.status_code == 401
+    assert replayed.response.get_json()["error"] == "invalid_client"
+
+
+def test_a_dpop_proof_spent_by_a_refused_grant_stays_spent(app: Flask, client: FlaskClient) -> None:
+    proof = make_proof(new_rsa_key(), "POST", TOKEN_URL)
+    form = {"grant_type": "refresh_token", "client_id": APP}
+    refused = _post(app, client, proof, **form, refresh_token="not-a-token")
+    assert refused.response.get_json()["error"] == "invalid_grant"
+    login = {"client_id": APP, "username": "alice", "password": "wonderland"}
+    replayed = _post(app, client, proof, grant_type="password", **login)
+    assert replayed.response.status_code == 400
+    assert replayed.response.get_json()["error"] == "invalid_dpop_proof"
