@@ -118,6 +118,9 @@ def device_code_grant(params: dict[str, str], client: Client) -> Response:
             grant, _ = oauth._narrowed(polled.grant, client, params.get("resource"), None, "this device code")
             refresh_token = extensions.current().refresh_tokens.issue(grant, dpop_jkt=dpop.bound_to(client))
     if polled.grant is None:
+        # The token request is one unit that a failure rolls back: keep when it was polled (and any
+        # slow_down), or a device polling too fast would never be told to slow down (section 3.5).
+        extensions.current().database.keep()
         if polled.error not in {"authorization_pending", "slow_down"}:
             log.info("device code refused", extra={"fields": {"reason": polled.error, "client_id": client.client_id}})
         metrics.DEVICE_AUTHORIZATIONS.labels("poll", polled.error).inc()
