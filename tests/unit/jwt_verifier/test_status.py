@@ -750,3 +750,29 @@ def test_a_stale_list_still_refuses_what_it_revoked_and_accepts_only_recent_toke
     lists.check({**_ref(uri, 0), "iat": int(now()) - 2})
     with pytest.raises(StatusUnavailable):
         lists.check({**_ref(uri, 0), "iat": int(now()) - 60})
+
+
+def test_a_list_the_issuer_says_it_does_not_serve_refuses_its_tokens_however_recent(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey, now: FakeClock
+) -> None:
+    # A 404 is the issuer answering, not an outage: status lists turned off (ISSUER_STATUS_LISTS)
+    # or a list pruned. A token naming it has no status anyone can establish, so its own `iat` vouches
+    # for nothing: a token revoked before the switch would otherwise come back for the stale window.
+    _put(server, rsa_key, "1", [0])
+    lists = make_lists(status_stale_seconds=30)
+    with pytest.raises(StatusListInvalid):
+        lists.check({**_ref(server.uri("missing"), 0), "iat": int(now()) - 1})
+
+
+def test_a_held_list_the_issuer_stops_serving_refuses_its_tokens_at_the_next_read(
+    make_lists: Lists, server: StatusServer, rsa_key: rsa.RSAPrivateKey, now: FakeClock
+) -> None:
+    uri = _put(server, rsa_key, "1", [0])
+    lists = make_lists(status_stale_seconds=300)
+    lists.check(_ref(uri, 0))
+    with server.lock:
+        del server.lists["/statuslists/1"]  # ISSUER_STATUS_LISTS=false from now on: 404
+    now.advance(2)
+    lists.refresh_due()
+    with pytest.raises(StatusListInvalid):  # not served stale for 300 s, then 503: refused now
+        lists.check({**_ref(uri, 0), "iat": int(now())})

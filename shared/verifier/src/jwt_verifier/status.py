@@ -360,6 +360,12 @@ class StatusLists:
         if status == 304 and "If-None-Match" in headers and current is not None:
             self._store(held, current, etag or held.etag, max_age, started)
             return
+        if status == 404:
+            # The issuer answered that it serves no such list (status lists switched off, or the
+            # list pruned once its tokens expired): not an outage, so nothing vouches for a token
+            # naming it, and a list held before is let go (its tokens are refused, not served stale).
+            held.current = None
+            raise StatusListInvalid("the issuer serves no such status list (HTTP 404)")
         if status != 200:
             raise _FetchFailed(f"the issuer answered HTTP {status}")
         try:
