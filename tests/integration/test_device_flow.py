@@ -350,3 +350,16 @@ def test_guessing_user_codes_is_limited(short_lived: Stack) -> None:
     assert statuses[0] == 400
     assert 429 in statuses, statuses  # ISSUER_LOGIN_RATE_LIMIT: 5 failures a minute from one address
     assert "Retry-After" in response.headers
+
+
+def test_device_authorizations_are_limited_per_address(make_stack: StackFactory) -> None:
+    # Anyone may start one for a public client, and each is a row kept until it expires: one address
+    # may not fill the issuer's database (RFC 8628 section 5.2's polling aside, nothing else bounds it).
+    stack = make_stack(issuer_env={"ISSUER_DEVICE_AUTHORIZATION_RATE_LIMIT": "3 per minute"}).start()
+    answers = [_authorize_device(stack, scope="profile") for _ in range(20)]
+    assert {a.status_code for a in answers} == {200, 429}
+    # Counted per worker with the default in-memory storage (Redis shares them): at most 3 each.
+    assert sum(a.status_code == 200 for a in answers) <= 3 * stack.workers
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.json()["error"] == "too_many_requests"
+    assert int(refused.headers["Retry-After"]) >= 1

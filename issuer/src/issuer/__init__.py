@@ -221,7 +221,7 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
     seconds = retry_after()
     log.warning("rate limited", extra={"fields": {"path": request.path, "retry_after": seconds}})
     headers = {"Retry-After": str(seconds)}
-    if request.blueprint in {"browser", "device"}:
+    if request.blueprint in {"browser", "device"} and request.endpoint != "device.device_authorization":
         text = f"Too many login attempts. Please wait {seconds} seconds and try again."
         return PageError(
             "Too many attempts", text, error="too_many_requests", status=429, headers=headers

@@ -45,7 +45,7 @@ from issuer.db import Database
 from issuer.device_codes import MAX_TYPED, DeviceCodes, Request, display, normalise
 from issuer.opaque import secret_hash
 from issuer.protocol import OAuthError, PageError
-from issuer.ratelimit import note_failed_password, password_limits
+from issuer.ratelimit import client_address, limiter, note_failed_password, password_limits
 from issuer.users import User, UserError, parse_scope
 from shared import audit, metrics
 
@@ -63,6 +63,12 @@ def current() -> DeviceCodes:
 
 
 @bp.post("/device_authorization")
+@limiter.limit(
+    lambda: extensions.current().settings.device_authorization_rate_limit,
+    key_func=client_address,
+    methods=["POST"],
+    on_breach=lambda _limit: metrics.RATE_LIMITED.labels("device-authorization").inc(),
+)
 def device_authorization() -> Response:
     """Start a device authorization: the device code, the user code and where the user goes."""
     try:

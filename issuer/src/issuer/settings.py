@@ -209,6 +209,12 @@ class IssuerSettings:
     device_poll_interval: int = setting(
         "DEVICE_POLL_INTERVAL", 5, parse=integer(1, 60), doc="seconds a device waits between polls"
     )
+    device_authorization_rate_limit: str = setting(
+        "DEVICE_AUTHORIZATION_RATE_LIMIT",
+        "30 per minute",
+        parse=rate_limit,
+        doc="device authorizations started per address",
+    )
     # issuer.cache: how long a worker answers from the clients and APIs it read (0: reads every time).
     registry_cache_ttl: float = setting(
         "REGISTRY_CACHE_TTL", 1.0, parse=number(0.0, 60.0), doc="seconds a registration change may take to be seen"
