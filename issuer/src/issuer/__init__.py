@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from issuer import browser, device, dpop, introspect, oauth, oidc, protocol, prune, statuslist, wellknown
@@ -128,6 +128,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     for unusable in (OperationalError, InterfaceError):
         app.register_error_handler(unusable, _database_unavailable)
     app.register_error_handler(KeyStoreError, _signing_unavailable)
+    app.register_error_handler(IntegrityError, _raced_a_change)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(oauth.bp)
     introspect.init_app(app)  # RFC 7662, off unless ISSUER_INTROSPECTION_SECRET is set
@@ -240,6 +241,16 @@ def _database_unavailable(exc: OperationalError | InterfaceError) -> ResponseRet
     return error_response(
         503, "temporarily_unavailable", "the issuer cannot reach its database; try again shortly", {"Retry-After": "5"}
     )
+
+
+def _raced_a_change(exc: IntegrityError) -> ResponseReturnValue:
+    """Answer 409 when a write broke a constraint because what it refers to changed meanwhile.
+
+    A login racing `users delete` (its code or refresh token refers to a user just deleted), a
+    registration removed mid-request: nothing was written, and asking again gets the real answer.
+    """
+    log.warning("request raced a change", extra={"fields": {"error": type(exc.orig).__name__}})
+    return error_response(409, "conflict", "what this request refers to changed while it ran; try again")
 
 
 def _signing_unavailable(exc: KeyStoreError) -> ResponseReturnValue:

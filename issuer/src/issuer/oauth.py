@@ -166,11 +166,18 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
         audit.emit("login.failed", subject=extensions.current().users.known(username), client=client.client_id)
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
-    metrics.LOGINS.labels("success").inc()
-    audit.emit("login.succeeded", subject=user.username, subject_id=user.id, client=client.client_id)
-    scope = _for_api(_scope(params.get("scope"), client.narrow(user.scopes & api.scopes)), api)
-    grant = Grant(user.id, user.username, client.client_id, scope, api.audience)
-    return _token_response(grant, extensions.current().refresh_tokens.issue(grant, dpop_jkt=dpop.bound_to(client)))
+    with extensions.current().database.transaction() as conn:
+        # The password was checked outside the write lock (argon2 is slow): the user is read again
+        # in the grant's transaction, so a change to them meanwhile is seen, or waits for the grant.
+        current = extensions.current().users.locked(conn, user.id)
+        if current is None:
+            raise OAuthError("the user no longer exists", error="invalid_grant")
+        metrics.LOGINS.labels("success").inc()
+        audit.emit("login.succeeded", subject=current.username, subject_id=current.id, client=client.client_id)
+        scope = _for_api(_scope(params.get("scope"), client.narrow(current.scopes & api.scopes)), api)
+        grant = Grant(current.id, current.username, client.client_id, scope, api.audience)
+        refresh_token = extensions.current().refresh_tokens.issue(grant, dpop_jkt=dpop.bound_to(client))
+    return _token_response(grant, refresh_token)
 
 
 def _refresh_grant(params: dict[str, str], client: Client) -> Response:

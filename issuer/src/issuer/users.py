@@ -10,7 +10,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from issuer.db import Database, clients, every, find, status_grants, users
@@ -206,6 +206,16 @@ class UserStore:
     def known(self, username: str) -> str | None:
         """Return `username` if it names a user, else None (what the audit trail may repeat of a typed name)."""
         return username if self._row(username) is not None else None
+
+    def locked(self, conn: Connection, user_id: str) -> User | None:
+        """Return the user as the open transaction sees it, their row locked until it ends (None once deleted).
+
+        A grant reads its user again here: a `users update --scope` or `users delete` racing the
+        login then either committed first (and is seen) or waits for the grant to commit and then
+        ends it (issuer.narrowing), never a token of scopes the user had lost.
+        """
+        row = conn.execute(select(users).where(users.c.id == user_id).with_for_update()).first()
+        return None if row is None else _user(row)
 
     def get_by_id(self, user_id: str) -> User | None:
         """Return the user with this stable id (their `sub`), or None."""

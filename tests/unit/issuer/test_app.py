@@ -922,3 +922,23 @@ def test_readyz_is_ready_while_the_database_answers(client: FlaskClient) -> None
     assert response.status_code == 200
     assert response.get_json() == {"status": "ready"}
     assert client.get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_a_user_deleted_while_their_code_is_issued_gets_a_4xx_not_a_500(
+    monkeypatch: pytest.MonkeyPatch, web_app: Flask
+) -> None:
+    # `users delete` committing between the session's user lookup and the code's insert: the
+    # insert breaks the foreign key. It is a race with a change, answered as one (409), not a 500.
+    browser = web_app.test_client()
+    get_code(browser, REDIRECT)  # alice logged in, her session held by the browser
+    codes = web_app.extensions["issuer"].authorization_codes
+    issue = codes.issue
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        web_app.extensions["issuer"].users.delete("alice")
+        return issue(*args, **kwargs)
+
+    monkeypatch.setattr(codes, "issue", racing)
+    response = browser.get("/authorize", query_string=authorize_params(REDIRECT))
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)

@@ -387,3 +387,37 @@ def test_an_api_that_requires_dpop_gets_no_bearer_token_by_client_credentials(ap
     _unbound_refused(ask())
     assert _claims(ask(DPoP=_proof()))["aud"] == ORDERS
     assert _login(client).get_json()["token_type"] == "Bearer"  # other APIs are as they were
+
+
+# -- a login racing a change to its user --------------------------------------------------------
+
+
+def _change_user_after_the_password_check(monkeypatch: pytest.MonkeyPatch, app: Flask, change: Any) -> None:
+    """Make `change` happen between the password check and the grant (as a CLI command racing the login)."""
+    users = extensions.of(app).users
+    authenticate = users.authenticate
+
+    def racing(username: str, password: str) -> Any:
+        user = authenticate(username, password)
+        change(users)
+        return user
+
+    monkeypatch.setattr(users, "authenticate", racing)
+
+
+def test_a_scope_narrowed_while_logging_in_is_not_in_the_token(
+    monkeypatch: pytest.MonkeyPatch, app: Flask, client: FlaskClient
+) -> None:
+    _change_user_after_the_password_check(monkeypatch, app, lambda users: users.update("alice", scope="profile"))
+    response = _login(client, scope="profile admin")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["scope"] == "profile"
+
+
+def test_a_user_deleted_while_logging_in_gets_invalid_grant_not_a_500(
+    monkeypatch: pytest.MonkeyPatch, app: Flask, client: FlaskClient
+) -> None:
+    _change_user_after_the_password_check(monkeypatch, app, lambda users: users.delete("alice"))
+    response = _login(client)
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"] == "invalid_grant"
