@@ -90,7 +90,7 @@ def test_run_local_starts_three_services_and_the_reports_api_calls_the_profile_a
         assert (tmp_path / "reports" / "client-key.pem").stat().st_mode & 0o777 == 0o600
         # The reports API is the FastAPI app, under uvicorn workers: its OpenAPI document names the scheme.
         document = requests.get(f"{reports}/openapi.json", timeout=10).json()
-        assert document["paths"]["/api/report"]["get"]["security"] == [{"bearerAuth": []}]
+        assert document["paths"]["/api/report"]["get"]["security"] == [{"bearerAuth": []}, {"dpopAuth": []}]
     finally:
         os.killpg(run.pid, signal.SIGTERM)
         run.wait(timeout=30)
