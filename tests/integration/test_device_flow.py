@@ -363,3 +363,24 @@ def test_device_authorizations_are_limited_per_address(make_stack: StackFactory)
     refused = next(a for a in answers if a.status_code == 429)
     assert refused.json()["error"] == "too_many_requests"
     assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_a_code_spent_by_its_clients_deletion_cannot_be_approved(stack: Stack) -> None:
+    # The page must not say "Device approved" (nor audit an approval) for a code no poll can redeem.
+    client_id = f"dev-{uuid.uuid4().hex[:8]}"
+    grants = ["--grant", DEVICE_CODE, "--grant", "refresh_token"]
+    assert stack.issuer_cli("clients", "add", client_id, *grants).returncode == 0
+    started = _start(stack, client_id=client_id, scope="profile")
+    browser, entry = browser_logged_in(stack, started["verification_uri_complete"])
+    confirm = browser.post(
+        f"{stack.issuer_url}/device", data={"csrf_token": _csrf(entry), "user_code": started["user_code"]}, timeout=10
+    )
+    assert stack.issuer_cli("clients", "delete", client_id).returncode == 0
+    assert stack.issuer_cli("clients", "add", client_id, *grants).returncode == 0
+    decided = browser.post(
+        f"{stack.issuer_url}/device/decision",
+        data={"csrf_token": _csrf(confirm.text), "user_code": started["user_code"], "action": "approve"},
+        timeout=10,
+    )
+    assert "Device approved" not in decided.text
+    assert _error(_poll(stack, started["device_code"], client_id)) == "invalid_grant"

@@ -113,8 +113,8 @@ class DeviceCodes:
             row = conn.execute(
                 select(device_codes).where(device_codes.c.user_code_hash == secret_hash(user_code))
             ).first()
-        if row is None or row.status != PENDING or row.expires_at <= time.time():
-            return None
+        if row is None or row.status != PENDING or row.used_at is not None or row.expires_at <= time.time():
+            return None  # spent (its client deleted), decided or expired: nothing to approve
         return Request(row.device_code_hash, row.client_id, row.scope or "", row.audience, row.expires_at, row.status)
 
     def decide(
@@ -131,6 +131,7 @@ class DeviceCodes:
                 .where(
                     device_codes.c.device_code_hash == device_code_hash,
                     device_codes.c.status == PENDING,
+                    device_codes.c.used_at.is_(None),
                     device_codes.c.expires_at > now,
                 )
                 .values(values)
