@@ -228,23 +228,39 @@ def test_another_client_cannot_poll_a_device_code(stack: Stack) -> None:
     assert _poll(stack, started["device_code"]).status_code == 200  # the rightful client still can
 
 
-def test_a_client_registered_again_inherits_no_approved_device_code(stack: Stack) -> None:
+DEVICE_CLIENT_GRANTS = ("--grant", DEVICE_CODE, "--grant", "refresh_token")
+
+
+def _confirmed_for_a_new_client(stack: Stack) -> tuple[str, dict[str, Any], requests.Session, str]:
+    """Register a device client, start its request, log in and confirm the code; return what the decision needs."""
     client_id = f"dev-{uuid.uuid4().hex[:8]}"
-    grants = ["--grant", DEVICE_CODE, "--grant", "refresh_token"]
-    assert stack.issuer_cli("clients", "add", client_id, *grants).returncode == 0
+    assert stack.issuer_cli("clients", "add", client_id, *DEVICE_CLIENT_GRANTS).returncode == 0
     started = _start(stack, client_id=client_id, scope="profile")
     browser, entry = browser_logged_in(stack, started["verification_uri_complete"])
     confirm = browser.post(
         f"{stack.issuer_url}/device", data={"csrf_token": _csrf(entry), "user_code": started["user_code"]}, timeout=10
     )
+    return client_id, started, browser, confirm.text
+
+
+def _decide(stack: Stack, browser: requests.Session, page: str, user_code: str) -> str:
     decided = browser.post(
         f"{stack.issuer_url}/device/decision",
-        data={"csrf_token": _csrf(confirm.text), "user_code": started["user_code"], "action": "approve"},
+        data={"csrf_token": _csrf(page), "user_code": user_code, "action": "approve"},
         timeout=10,
     )
-    assert "Device approved" in decided.text
+    return decided.text
+
+
+def _register_again(stack: Stack, client_id: str) -> None:
     assert stack.issuer_cli("clients", "delete", client_id).returncode == 0
-    assert stack.issuer_cli("clients", "add", client_id, *grants).returncode == 0
+    assert stack.issuer_cli("clients", "add", client_id, *DEVICE_CLIENT_GRANTS).returncode == 0
+
+
+def test_a_client_registered_again_inherits_no_approved_device_code(stack: Stack) -> None:
+    client_id, started, browser, page = _confirmed_for_a_new_client(stack)
+    assert "Device approved" in _decide(stack, browser, page, started["user_code"])
+    _register_again(stack, client_id)
     assert _error(_poll(stack, started["device_code"], client_id)) == "invalid_grant"
 
 
@@ -367,20 +383,7 @@ def test_device_authorizations_are_limited_per_address(make_stack: StackFactory)
 
 def test_a_code_spent_by_its_clients_deletion_cannot_be_approved(stack: Stack) -> None:
     # The page must not say "Device approved" (nor audit an approval) for a code no poll can redeem.
-    client_id = f"dev-{uuid.uuid4().hex[:8]}"
-    grants = ["--grant", DEVICE_CODE, "--grant", "refresh_token"]
-    assert stack.issuer_cli("clients", "add", client_id, *grants).returncode == 0
-    started = _start(stack, client_id=client_id, scope="profile")
-    browser, entry = browser_logged_in(stack, started["verification_uri_complete"])
-    confirm = browser.post(
-        f"{stack.issuer_url}/device", data={"csrf_token": _csrf(entry), "user_code": started["user_code"]}, timeout=10
-    )
-    assert stack.issuer_cli("clients", "delete", client_id).returncode == 0
-    assert stack.issuer_cli("clients", "add", client_id, *grants).returncode == 0
-    decided = browser.post(
-        f"{stack.issuer_url}/device/decision",
-        data={"csrf_token": _csrf(confirm.text), "user_code": started["user_code"], "action": "approve"},
-        timeout=10,
-    )
-    assert "Device approved" not in decided.text
+    client_id, started, browser, page = _confirmed_for_a_new_client(stack)
+    _register_again(stack, client_id)
+    assert "Device approved" not in _decide(stack, browser, page, started["user_code"])
     assert _error(_poll(stack, started["device_code"], client_id)) == "invalid_grant"
