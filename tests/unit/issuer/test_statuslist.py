@@ -232,6 +232,24 @@ def test_a_family_revoked_before_its_move_is_born_invalid_in_the_open_list(app: 
     assert bit(bits, slot.idx) == 1
 
 
+def test_a_family_whose_new_list_closes_while_its_previous_index_lives_stays_and_that_list_lives_on(
+    app: Flask, client: FlaskClient
+) -> None:
+    first = _login(client)
+    _close_every_list(app)
+    moved = _refresh(client, first["refresh_token"]).get_json()
+    _close_every_list(app)  # within an access token's lifetime of the move: the first index still lives
+    stayed = _refresh(client, moved["refresh_token"]).get_json()
+    assert _reference(stayed["access_token"]) == _reference(moved["access_token"])  # never a third live index
+    list_id = _reference(stayed["access_token"])["uri"].rsplit("/", 1)[1]
+    with extensions.of(app).database.reading() as conn:
+        expires_at = conn.execute(select(status_lists.c.expires_at).where(status_lists.c.id == list_id)).scalar_one()
+    assert expires_at >= time.time() + 600 - 5  # as long as the token it just issued
+    assert _reference(stayed["access_token"])["uri"] in client.get("/statuslists").get_json()["status_lists"]
+    client.post("/revoke", data={"token": stayed["refresh_token"], "client_id": "cli"})
+    assert [_status(client, body["access_token"]) for body in (first, moved, stayed)] == [1, 1, 1]
+
+
 class _Clock:
     """The status lists' `time`: a clock the test moves."""
 
