@@ -7,6 +7,7 @@ import multiprocessing
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,8 @@ def test_a_database_at_0011_upgrades_keeping_its_status_grants_which_have_no_pre
     assert stored == [
         {"grant_id": "family-1", "idx": 3, "previous_list_id": None, "previous_idx": None, "previous_expires_at": None}
     ]
+    (listed,) = rows(database, "SELECT expires_at FROM status_lists")  # closed: it lives as long as its tokens
+    assert time.time() + 3600 - 5 <= listed["expires_at"] <= time.time() + 3600
     with database.transaction() as conn:
         assert revoke_grants(conn, status_grants.c.grant_id == "family-1") == 1
     assert bytes(rows(database, "SELECT bits FROM status_lists")[0]["bits"]) == bytes([0b1000])
