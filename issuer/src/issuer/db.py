@@ -249,6 +249,11 @@ status_grants = Table(
     Column("scope", Text, nullable=False),
     Column("expires_at", Integer, nullable=False, index=True),  # pruning
     Index("status_grants_slot", "list_id", "idx", unique=True),
+    # A family moved off its closed list: its slot before, set with the current one until its tokens expire.
+    Column("previous_list_id", String(32)),
+    Column("previous_idx", Integer),
+    Column("previous_expires_at", Integer),
+    Index("status_grants_previous_slot", "previous_list_id", "previous_idx"),
 )
 
 # Owner: issuer.device.DeviceCodes. Device authorization requests (RFC 8628): the device code

@@ -8,12 +8,21 @@ significant bit first; 1 means INVALID. An API that refetches the list every `tt
 refuses a revoked token that long after its revocation.
 
 Index allocation keeps lists small: one index per grant. Every access token of a refresh
-family (a password login, or a browser login's authorization code) shares its family's index,
-however often it is refreshed; a client-credentials token gets one of its own. Indexes are
-handed out from the newest list until it is full (`capacity`) or older than its `validity`;
-then a new list is opened. A list is deleted (issuer.prune) once every token that can refer
-to it has expired: its `expires_at` grows to the latest family's end plus an access token's
-lifetime.
+family (a password login, or a browser login's authorization code) shares its family's index
+while its list is open; a client-credentials token gets one of its own. Indexes are handed
+out from the newest list until it is full (`capacity`) or older than its `validity`; then a
+new list is opened. Tokens are issued from a list only while it is open, so a list lives
+(`expires_at`, what the aggregation names and issuer.prune deletes after) until it closes
+plus an access token's lifetime: with a `validity` of at least an access token's lifetime,
+live tokens name at most two lists, the open one and the one before it, and an API that
+re-reads one list a second re-reads each about every two seconds (issue 22).
+
+A family's next token after its list has closed moves it to a new index in the open list;
+its previous (list, index) is kept beside the new one (`previous_*` in `status_grants`) until
+the access tokens issued under it have expired, and whatever ends the family sets both. A
+family whose previous slot still lives when its list closes (a list that closed within an
+access token's lifetime of the move) stays on its closed list, which then lives that much
+longer: a family never has more than two live slots.
 
 Allocation is one UPDATE ... RETURNING on the list's row, so concurrent workers and replicas
 each get another index; setting bits rewrites the list's row under its row lock (PostgreSQL)
@@ -41,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from sqlalchemy import Connection, case, delete, insert, select, update
+from sqlalchemy import Connection, and_, case, delete, insert, or_, select, update
 from sqlalchemy.sql.expression import ColumnElement
 
 from issuer import jose
@@ -141,13 +150,20 @@ class StatusLists:
         """
         token_hash = secret_hash(refresh_token)
         known = (
-            select(status_grants.c.list_id, status_grants.c.idx)
+            select(
+                status_grants.c.list_id,
+                status_grants.c.idx,
+                status_grants.c.previous_expires_at,
+                status_lists.c.open_until,
+            )
             .join(refresh_tokens, refresh_tokens.c.family_id == status_grants.c.grant_id)
+            .outerjoin(status_lists, status_lists.c.id == status_grants.c.list_id)
             .where(refresh_tokens.c.token_hash == token_hash)
         )
+        now = int(time.time())
         with self.database.reading() as conn:
             row = conn.execute(known).first()
-        if row is not None:
+        if row is not None and row.open_until is not None and row.open_until > now:
             return Slot(row.list_id, row.idx)
         with self.database.transaction() as conn:
             family = conn.execute(
@@ -156,8 +172,8 @@ class StatusLists:
                 )
             ).first()
             if family is None:  # deleted since it was issued (its user or client deleted): born INVALID
-                slot = self._allocate(conn, int(time.time()) + self.access_token_ttl)
-                set_bits(conn, [slot], int(time.time()))
+                slot = self._allocate(conn)
+                set_bits(conn, [slot], now)
                 return slot
             revoked = conn.execute(
                 select(refresh_tokens.c.revoked_at)
@@ -165,10 +181,14 @@ class StatusLists:
                 .with_for_update()
             ).all()
             row = conn.execute(known).first()
-            if row is not None:
+            if row is not None and row.open_until is not None and row.open_until > now:
                 return Slot(row.list_id, row.idx)
+            if row is not None:
+                return self._move(
+                    conn, family.family_id, row, now, revoked=any(r.revoked_at is not None for r in revoked)
+                )
             expires_at = family.family_expires_at + self.access_token_ttl
-            slot = self._allocate(conn, expires_at)
+            slot = self._allocate(conn)
             conn.execute(
                 insert(status_grants).values(
                     grant_id=family.family_id,
@@ -182,14 +202,47 @@ class StatusLists:
                 )
             )
             if any(r.revoked_at is not None for r in revoked):
-                set_bits(conn, [slot], int(time.time()))
+                set_bits(conn, [slot], now)
+        return slot
+
+    def _move(self, conn: Connection, family_id: str, row: Any, now: int, *, revoked: bool) -> Slot:
+        """Give a family whose list has closed (or been pruned) an index in the open list, keeping the old one as previous.
+
+        Every token issued under the old slot was issued before now: it expires within an
+        access token's lifetime, and the previous slot is kept that long.
+        """
+        old = Slot(row.list_id, row.idx)
+        if row.open_until is not None and row.previous_expires_at is not None and row.previous_expires_at > now:
+            # its previous slot still lives: it stays on its closed list, which lives as long as this token
+            until = now + self.access_token_ttl
+            conn.execute(
+                update(status_lists)
+                .where(status_lists.c.id == old.list_id)
+                .values(expires_at=case((status_lists.c.expires_at < until, until), else_=status_lists.c.expires_at))
+            )
+            return old
+        slot = self._allocate(conn)
+        live = row.open_until is not None  # a pruned list: every token naming it has expired
+        conn.execute(
+            update(status_grants)
+            .where(status_grants.c.grant_id == family_id)
+            .values(
+                list_id=slot.list_id,
+                idx=slot.idx,
+                previous_list_id=old.list_id if live else None,
+                previous_idx=old.idx if live else None,
+                previous_expires_at=now + self.access_token_ttl if live else None,
+            )
+        )
+        if revoked:
+            set_bits(conn, [slot, old] if live else [slot], now)
         return slot
 
     def for_token(self, *, client_id: str, audience: str, scope: str) -> Slot:
         """Allocate the slot of one access token of its own (a client's own token, client_credentials)."""
         expires_at = int(time.time()) + self.access_token_ttl
         with self.database.transaction() as conn:
-            slot = self._allocate(conn, expires_at)
+            slot = self._allocate(conn)
             conn.execute(
                 insert(status_grants).values(
                     grant_id=f"token:{uuid.uuid4().hex}",
@@ -204,8 +257,8 @@ class StatusLists:
             )
         return slot
 
-    def _allocate(self, conn: Connection, expires_at: int) -> Slot:
-        """Take the next index of the newest open list, or open a new list; the list lives until `expires_at` at least."""
+    def _allocate(self, conn: Connection) -> Slot:
+        """Take the next index of the newest open list, or open a new list living until it closes plus a token's lifetime."""
         now = int(time.time())
         newest = (
             select(status_lists.c.id)
@@ -217,10 +270,7 @@ class StatusLists:
         taken = conn.execute(
             update(status_lists)
             .where(status_lists.c.id == newest, status_lists.c.allocated < status_lists.c.capacity)
-            .values(
-                allocated=status_lists.c.allocated + 1,
-                expires_at=case((status_lists.c.expires_at < expires_at, expires_at), else_=status_lists.c.expires_at),
-            )
+            .values(allocated=status_lists.c.allocated + 1)
             .returning(status_lists.c.id, status_lists.c.allocated)
         ).first()
         if taken is not None:
@@ -231,7 +281,7 @@ class StatusLists:
                 id=list_id,
                 created_at=now,
                 open_until=now + self.validity,
-                expires_at=max(expires_at, now + self.validity),
+                expires_at=now + self.validity + self.access_token_ttl,
                 capacity=self.capacity,
                 allocated=1,
                 bits=bytes(self.capacity // 8),
@@ -248,7 +298,12 @@ class StatusLists:
         with self.database.transaction() as conn:
             grant_id = conn.execute(
                 select(status_grants.c.grant_id).where(
-                    status_grants.c.list_id == slot.list_id, status_grants.c.idx == slot.idx
+                    or_(
+                        and_(status_grants.c.list_id == slot.list_id, status_grants.c.idx == slot.idx),
+                        and_(
+                            status_grants.c.previous_list_id == slot.list_id, status_grants.c.previous_idx == slot.idx
+                        ),
+                    )
                 )
             ).scalar()
             set_bits(conn, [slot], int(time.time()))
@@ -351,13 +406,30 @@ def set_bits(conn: Connection, slots: Iterable[Slot], now: int) -> int:
 
 
 def revoke_grants(conn: Connection, *where: ColumnElement[bool], forget: bool = False) -> int:
-    """Set INVALID the slots of the grants matching `where`, in the open transaction; return how many changed.
+    """Set INVALID the slots of the grants matching `where` (a moved family's previous one too while its tokens live).
+
+    In the open transaction; return how many changed.
 
     With `forget`, the grants lose their slot too: the next token of such a grant (a family
     refreshed after its client was narrowed) gets a new, valid one.
     """
-    rows = conn.execute(select(status_grants.c.list_id, status_grants.c.idx).where(*where)).all()
-    changed = set_bits(conn, [Slot(row.list_id, row.idx) for row in rows], int(time.time()))
+    now = int(time.time())
+    rows = conn.execute(
+        select(
+            status_grants.c.list_id,
+            status_grants.c.idx,
+            status_grants.c.previous_list_id,
+            status_grants.c.previous_idx,
+            status_grants.c.previous_expires_at,
+        ).where(*where)
+    ).all()
+    slots = [Slot(row.list_id, row.idx) for row in rows]
+    slots += [
+        Slot(row.previous_list_id, row.previous_idx)
+        for row in rows
+        if row.previous_list_id is not None and row.previous_expires_at is not None and row.previous_expires_at > now
+    ]
+    changed = set_bits(conn, slots, now)
     if forget and rows:
         conn.execute(delete(status_grants).where(*where))
     return changed

@@ -9,18 +9,21 @@ once. The issuer's own count (`jwt_split_token_commits`) must agree with it.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 from werkzeug.test import TestResponse
 
 from issuer import create_app, extensions
 from issuer.clients import Client
+from issuer.db import status_grants, status_lists
 from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
 from tests.support.browsing import DEMO_USERS, VERIFIER, WEB_REDIRECT_URI, get_code
@@ -97,6 +100,24 @@ def test_a_password_grant_and_its_refreshes_commit_once_each(app: Flask, client:
         refreshed = _post(app, client, grant_type="refresh_token", client_id=APP, refresh_token=refresh_token)
         refresh_token = _ok(refreshed)["refresh_token"]
         assert (refreshed.commits, refreshed.reported) == (1, 1)
+
+
+def test_a_refresh_that_moves_its_family_off_a_closed_status_list_commits_once(app: Flask, client: FlaskClient) -> None:
+    login = _post(app, client, grant_type="password", client_id=APP, username="alice", password="wonderland")
+    database = extensions.of(app).database
+    with database.transaction() as conn:  # its list closes (issue 22): the next token moves the family
+        conn.execute(update(status_lists).values(open_until=int(time.time())))
+    refreshed = _post(app, client, grant_type="refresh_token", client_id=APP, refresh_token=_ok(login)["refresh_token"])
+    assert (refreshed.commits, refreshed.reported) == (1, 1)
+    slots = [
+        jwt.decode(_ok(counted)["access_token"], options={"verify_signature": False})["status"]
+        for counted in (login, refreshed)
+    ]
+    assert slots[0] != slots[1]
+    with database.reading() as conn:
+        assert conn.execute(select(status_grants.c.previous_list_id)).scalars().all() == [
+            slots[0]["status_list"]["uri"].rsplit("/", 1)[1]
+        ]
 
 
 def test_dpop_bound_grants_commit_their_proof_with_the_grant(app: Flask, client: FlaskClient) -> None:

@@ -7,6 +7,7 @@ import multiprocessing
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ from sqlalchemy.exc import OperationalError
 from issuer import migrations
 from issuer.apis import Api, ApiStore
 from issuer.clients import ClientStore
-from issuer.db import Database, metadata, users
+from issuer.db import Database, metadata, status_grants, users
 from issuer.opaque import secret_hash
 from issuer.sessions import LoginSessions, public_id
 from issuer.settings import IssuerSettings
+from issuer.statuslist import revoke_grants
 from issuer.users import User, UserStore
 from tests.support.sql import rows
 
@@ -87,9 +89,9 @@ def _previous_release(data_dir: Path, schema: str = PREVIOUS_RELEASE_SCHEMA) -> 
         """
         INSERT INTO users VALUES ('alice', 'hash-a', 'profile admin', 10);
         INSERT INTO users VALUES ('bob', 'hash-b', 'profile', 11);
-        INSERT INTO login_sessions VALUES ('s-alice', 'alice', 10, 4000000000, NULL);
-        INSERT INTO refresh_tokens VALUES ('t-alice', 'f1', 'alice', 'cli', 'profile', 10, 4000000000, NULL, NULL, 's-alice');
-        INSERT INTO refresh_tokens VALUES ('t-gone', 'f2', 'carol', 'cli', 'profile', 10, 4000000000, NULL, NULL, NULL);
+        INSERT INTO login_sessions VALUES ('s-alice', 'alice', 10, 2000000000, NULL);
+        INSERT INTO refresh_tokens VALUES ('t-alice', 'f1', 'alice', 'cli', 'profile', 10, 2000000000, NULL, NULL, 's-alice');
+        INSERT INTO refresh_tokens VALUES ('t-gone', 'f2', 'carol', 'cli', 'profile', 10, 2000000000, NULL, NULL, NULL);
         """
     )
     conn.commit()
@@ -175,6 +177,44 @@ def test_a_database_at_0009_upgrades_keeping_its_apis_which_require_no_dpop_unti
     store.replace("orders-api", "orders:read", require_dpop=True)
     stored = rows(database, "SELECT audience, require_dpop FROM apis")
     assert [(row["audience"], bool(row["require_dpop"])) for row in stored] == [("orders-api", True)]
+    database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_at_0011_upgrades_keeping_its_status_grants_which_have_no_previous_slot(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
+    database = Database.for_data_dir(url, tmp_path / "data")
+    with database.engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0011")
+        conn.execute(
+            text(
+                "INSERT INTO status_lists (id, created_at, open_until, expires_at, capacity, allocated, bits,"
+                " revision, changed_at) VALUES (:id, 1, 2, 2000000000, 8, 1, :bits, 0, 1)"
+            ),
+            {"id": "a" * 32, "bits": b"\x00"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO status_grants (grant_id, list_id, idx, client_id, audience, scope, expires_at)"
+                " VALUES ('family-1', :id, 3, 'cli', 'api', 'profile', 2000000000)"
+            ),
+            {"id": "a" * 32},
+        )
+    database.upgrade()
+    assert migrations.current(database) == migrations.head()
+    stored = rows(
+        database, "SELECT grant_id, idx, previous_list_id, previous_idx, previous_expires_at FROM status_grants"
+    )
+    assert stored == [
+        {"grant_id": "family-1", "idx": 3, "previous_list_id": None, "previous_idx": None, "previous_expires_at": None}
+    ]
+    (listed,) = rows(database, "SELECT expires_at FROM status_lists")  # closed: it lives as long as its tokens
+    assert time.time() + 3600 - 5 <= listed["expires_at"] <= time.time() + 3600
+    with database.transaction() as conn:
+        assert revoke_grants(conn, status_grants.c.grant_id == "family-1") == 1
+    assert bytes(rows(database, "SELECT bits FROM status_lists")[0]["bits"]) == bytes([0b1000])
     database.dispose()
 
 

@@ -14,12 +14,12 @@ import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from issuer import create_app, extensions, statuslist
 from issuer.clients import Client
-from issuer.db import Database, status_grants, status_lists
+from issuer.db import Database, refresh_tokens, status_grants, status_lists
 from issuer.keys import KeyStore
 from issuer.prune import prune
 from issuer.settings import IntrospectionSettings, IssuerSettings
@@ -178,6 +178,107 @@ def test_a_list_past_its_validity_takes_no_more_indexes(app: Flask) -> None:
         second = closing.for_token(client_id="svc", audience="api", scope="x")
     assert first.list_id != second.list_id
     assert first.idx == second.idx == 0
+
+
+def _close_every_list(app: Flask) -> None:
+    """Close every list now, as its validity running out does."""
+    with extensions.of(app).database.transaction() as conn:
+        conn.execute(update(status_lists).values(open_until=int(time.time())))
+
+
+def test_a_family_whose_list_closed_moves_to_the_open_list_and_its_revocation_sets_both_indexes(
+    app: Flask, client: FlaskClient
+) -> None:
+    first = _login(client)
+    _close_every_list(app)
+    moved = _refresh(client, first["refresh_token"]).get_json()
+    again = _refresh(client, moved["refresh_token"]).get_json()
+    other = _login(client)
+    old, new = _reference(first["access_token"]), _reference(moved["access_token"])
+    assert new["uri"] != old["uri"]  # the open list, not the closed one
+    assert _reference(again["access_token"]) == new  # its index while that list is open
+    assert _reference(other["access_token"])["uri"] == new["uri"]
+    client.post("/revoke", data={"token": again["refresh_token"], "client_id": "cli"})
+    assert [_status(client, body["access_token"]) for body in (first, moved, again)] == [1, 1, 1]
+    assert _status(client, other["access_token"]) == 0
+
+
+def test_revoking_an_access_token_of_a_familys_previous_index_ends_it_and_sets_its_new_index(
+    app: Flask, client: FlaskClient
+) -> None:
+    first = _login(client)
+    _close_every_list(app)
+    moved = _refresh(client, first["refresh_token"]).get_json()
+    assert _reference(moved["access_token"])["uri"] != _reference(first["access_token"])["uri"]
+    assert client.post("/revoke", data={"token": first["access_token"], "client_id": "cli"}).status_code == 200
+    assert _status(client, first["access_token"]) == 1
+    assert _status(client, moved["access_token"]) == 1
+    assert _refresh(client, moved["refresh_token"]).status_code == 400
+
+
+def test_a_family_revoked_before_its_move_is_born_invalid_in_the_open_list(app: Flask, client: FlaskClient) -> None:
+    first = _login(client)
+    _close_every_list(app)
+    database = extensions.of(app).database
+    with database.transaction() as conn:  # revoked meanwhile, by a revocation that set no bit
+        conn.execute(update(refresh_tokens).values(revoked_at=int(time.time())))
+    with app.test_request_context():
+        slot = statuslist.slot_for("cli", "", "api", "profile", first["refresh_token"])
+    assert slot is not None
+    assert slot.list_id not in _reference(first["access_token"])["uri"]
+    assert _status(client, first["access_token"]) == 1
+    with database.reading() as conn:
+        (bits,) = conn.execute(select(status_lists.c.bits).where(status_lists.c.id == slot.list_id)).one()
+    assert bit(bits, slot.idx) == 1
+
+
+def test_a_family_whose_new_list_closes_while_its_previous_index_lives_stays_and_that_list_lives_on(
+    app: Flask, client: FlaskClient
+) -> None:
+    first = _login(client)
+    _close_every_list(app)
+    moved = _refresh(client, first["refresh_token"]).get_json()
+    _close_every_list(app)  # within an access token's lifetime of the move: the first index still lives
+    stayed = _refresh(client, moved["refresh_token"]).get_json()
+    assert _reference(stayed["access_token"]) == _reference(moved["access_token"])  # never a third live index
+    list_id = _reference(stayed["access_token"])["uri"].rsplit("/", 1)[1]
+    with extensions.of(app).database.reading() as conn:
+        expires_at = conn.execute(select(status_lists.c.expires_at).where(status_lists.c.id == list_id)).scalar_one()
+    assert expires_at >= time.time() + 600 - 5  # as long as the token it just issued
+    assert _reference(stayed["access_token"])["uri"] in client.get("/statuslists").get_json()["status_lists"]
+    client.post("/revoke", data={"token": stayed["refresh_token"], "client_id": "cli"})
+    assert [_status(client, body["access_token"]) for body in (first, moved, stayed)] == [1, 1, 1]
+
+
+class _Clock:
+    """The status lists' `time`: a clock the test moves."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return float(self.now)
+
+
+def test_the_aggregation_names_at_most_two_lists_however_many_validity_periods_pass(
+    settings: IssuerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hourly = dataclasses.replace(settings, status_list_validity=3600, access_token_ttl=600)
+    client = create_app(hourly).test_client()
+    clock = _Clock(int(time.time()))
+    monkeypatch.setattr(statuslist, "time", clock)
+    families = [_login(client), _login(client, "bob", "builder")]  # refreshed throughout, and a new login each time
+    issued: list[tuple[int, str]] = []  # (when, list URI) of every access token
+    seen: set[str] = set()
+    for _ in range(40):  # 20 validity periods
+        clock.now += 1801
+        families = [_refresh(client, body["refresh_token"]).get_json() for body in families[:2]] + [_login(client)]
+        issued += [(clock.now, _reference(body["access_token"])["uri"]) for body in families]
+        named = client.get("/statuslists").get_json()["status_lists"]
+        assert len(named) <= 2
+        assert {uri for when, uri in issued if when + 600 > clock.now} <= set(named)  # every live token's list
+        seen.update(named)
+    assert len(seen) >= 20  # the lists did turn over
 
 
 def test_etag_and_if_none_match_answer_304(client: FlaskClient) -> None:
