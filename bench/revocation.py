@@ -389,6 +389,10 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]
     if "refresh" in result:
         out += refresh_status.rows(result["refresh"])
     total = fetches["per_process_per_second"] + fetches["index_per_process_per_second"]
+    # A process asking exactly once a second makes up to floor(T) + 1 requests in a window of T
+    # seconds (one at each end): the budget holds while the count stays within that.
+    allowed = fetches["processes"] * (math.floor(result["seconds"] * fetches["target"]) + 1)
+    made = fetches["list_requests"] + fetches["index_requests"]
     out.append(
         (
             "9. conditional requests to the issuer's status lists, per verifier process",
@@ -397,8 +401,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]
             f"by {fetches['processes']} processes in {result['seconds']:.0f} s",
             f"{total:.2f}/s (lists {fetches['per_process_per_second']:.2f}/s, "
             f"index {fetches['index_per_process_per_second']:.2f}/s)",
-            f"≤ {fetches['target']:g}/s",
-            total <= fetches["target"],
+            f"≤ {fetches['target']:g}/s ({made} of at most {allowed})",
+            made <= allowed,
         )
     )
     return out
