@@ -83,13 +83,14 @@ def test_revocation_step_times_a_logout_at_both_apis_without_per_request_calls(d
     assert re.search(r"^reports API token: aud \"jwt-split-reports\", scope 'reports:read'", out, re.M), out
     assert f"GET {demo_stack.resource_url}/api/me -> 200" in out
     assert f"GET {demo_stack.reports_url}/api/caller -> 200" in out
-    # While the APIs verified 100 calls, the issuer answered status lists only, mostly 304.
+    # While the APIs verified 100 calls, the issuer answered status lists only (first reads, then 304s
+    # once a second: how many of each depends on how fast the calls went).
     assert "  issuer introspect.introspect during the calls: 0" in out
     assert "  issuer oidc.userinfo during the calls: 0" in out
     asked = re.search(r"^100 API calls in \d+\.\d s, (\d+) issuer requests: each API worker", out, re.M)
     assert asked is not None, out
     assert int(asked.group(1)) < 100, out
-    assert re.search(r"^  issuer statuslist\.status_list answered 304: \d+$", out, re.M), out
+    assert re.search(r"^  issuer statuslist\.status_list answered (200|304): \d+$", out, re.M), out
     for name in ("profile API", "reports API"):
         timed = re.search(rf"^{name}: first 401 after (\d+\.\d\d) s", out, re.M)
         assert timed is not None, out
