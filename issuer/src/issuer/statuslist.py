@@ -275,6 +275,14 @@ class StatusLists:
         ).first()
         if taken is not None:
             return Slot(taken.id, taken.allocated - 1)
+        # A list that filled up closes now, not at the end of its validity: its families move at
+        # their next token, and it lives only as long as the tokens already issued from it, so
+        # a client minting tokens fast cannot keep many lists live (each a verifier must re-read).
+        conn.execute(
+            update(status_lists)
+            .where(status_lists.c.open_until > now, status_lists.c.allocated >= status_lists.c.capacity)
+            .values(open_until=now, expires_at=now + self.access_token_ttl)
+        )
         list_id = uuid.uuid4().hex
         conn.execute(
             insert(status_lists).values(

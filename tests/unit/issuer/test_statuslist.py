@@ -582,3 +582,24 @@ def test_revoke_finds_a_refresh_token_whatever_the_hint(client: FlaskClient, hin
     form = {"token": body["refresh_token"], "client_id": "cli"} | ({"token_type_hint": hint} if hint else {})
     assert client.post("/revoke", data=form).status_code == 200
     assert _refresh(client, body["refresh_token"]).status_code == 400
+
+
+def test_a_list_closed_by_filling_up_leaves_the_aggregation_once_its_tokens_expire(
+    settings: IssuerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full list is closed when the next one opens: its families move at their next token, and it
+    # lives only as long as the tokens already issued from it, not for the rest of its validity.
+    small = dataclasses.replace(settings, status_list_capacity=8, access_token_ttl=600)
+    client = create_app(small).test_client()
+    clock = _Clock(int(time.time()))
+    monkeypatch.setattr(statuslist, "time", clock)
+    family = _login(client)
+    first = _reference(family["access_token"])["uri"]
+    for _ in range(20):  # fills the first list and two more
+        _login(client, "bob", "builder")
+    clock.now += 601  # every token issued so far has expired
+    moved = _refresh(client, family["refresh_token"]).get_json()
+    assert _reference(moved["access_token"])["uri"] != first
+    named = client.get("/statuslists").get_json()["status_lists"]
+    assert first not in named
+    assert len(named) <= 2
