@@ -145,15 +145,22 @@ def _first_use(path: str, barrier: Barrier, results: multiprocessing.Queue[str])
 def test_workers_opening_a_new_file_at_once_all_answer(tmp_path: Path) -> None:
     # Gunicorn's workers start together: their first proofs create the file, its WAL and schema at
     # once ("database is locked" must be waited out as any lock is, not be a 503).
-    context = multiprocessing.get_context("fork")
+    # Forked from a fork server, not from this process: a child forked here would copy the locks
+    # other threads hold (a verifier's refresher logging, say) and hang on them, and would hold
+    # this process's pipes open (the browser tests' Playwright driver then never sees its end).
+    context = multiprocessing.get_context("forkserver")
     for trial in range(12):
         path = str(tmp_path / f"replay-{trial}.sqlite3")
         barrier = context.Barrier(12)
         results: multiprocessing.Queue[str] = context.Queue()
         workers = [context.Process(target=_first_use, args=(path, barrier, results)) for _ in range(12)]
-        for worker in workers:
-            worker.start()
-        answers = sorted(results.get(timeout=30) for _ in workers)
-        for worker in workers:
-            worker.join()
+        try:
+            for worker in workers:
+                worker.start()
+            answers = sorted(results.get(timeout=30) for _ in workers)
+        finally:
+            for worker in workers:
+                worker.join(timeout=5)
+                if worker.is_alive():
+                    worker.kill()
         assert answers == ["False"] * 11 + ["True"]
