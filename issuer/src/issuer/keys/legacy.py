@@ -59,7 +59,11 @@ def import_key_files(database: Database, kek: bytes, key_dir: Path) -> list[str]
 def _sweep(database: Database, key_dir: Path) -> None:
     """Delete key files whose key is in the database, retired, or unknown (after the commit)."""
     rows = {row.kid: row for row in table.private_rows(database)}
-    for path in key_dir.glob("*.pem"):
+    try:
+        paths = list(key_dir.glob("*.pem"))
+    except FileNotFoundError:  # workers starting together: another one swept and removed it meanwhile
+        return
+    for path in paths:
         row = rows.get(path.stem)
         if row is None or row.state == "retired" or row.private_key is not None:
             path.unlink(missing_ok=True)
