@@ -90,6 +90,7 @@ login_sessions = Table(
     Column("expires_at", Integer, nullable=False, index=True),  # pruning (issuer.prune)
     Column("ended_at", Integer),
     Column("sid", String(32), index=True, unique=True),
+    Column("amr", String(64), nullable=False, server_default="pwd"),  # what the login proved (issuer.assurance)
 )
 
 # Owner: issuer.tokens.RefreshTokens. Deleting a user removes their tokens (cascade).

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 
 from sqlalchemy import exists, insert, or_, select
 
+from issuer import assurance
 from issuer.codes import CODE_TTL
 from issuer.db import Database, delete_in_batches, login_sessions, refresh_tokens, stamp, users
 from issuer.opaque import new_secret, secret_hash
@@ -36,8 +38,9 @@ class LoginSessions:
         self.database = database
         self.ttl = ttl
 
-    def create(self, user_id: str) -> str:
-        """Start a session for a user who just proved their password; return its id."""
+    def create(self, user_id: str, amr: Sequence[str] = assurance.PASSWORD) -> str:
+        """Start a session for a user who just proved who they are by `amr` (RFC 8176); return its id."""
+        methods = assurance.encode(amr)
         session_id = new_secret()
         session_hash = secret_hash(session_id)
         now = int(time.time())
@@ -49,6 +52,7 @@ class LoginSessions:
                     created_at=now,
                     expires_at=now + self.ttl,
                     sid=public_id(session_hash),
+                    amr=methods,
                 )
             )
         return session_id
@@ -99,6 +103,13 @@ class LoginSessions:
         with self.database.reading() as conn:
             found: int | None = conn.execute(query).scalar()
         return found
+
+    def methods(self, session_hash: str) -> tuple[str, ...] | None:
+        """Return the RFC 8176 methods the login of a session proved (its `amr`), or None."""
+        query = select(login_sessions.c.amr).where(login_sessions.c.session_hash == session_hash)
+        with self.database.reading() as conn:
+            found: str | None = conn.execute(query).scalar()
+        return None if found is None else assurance.decode(found)
 
     def end(self, session_hash: str) -> bool:
         """End a session known by its hash; return whether it was live."""

@@ -458,3 +458,29 @@ def test_a_database_of_the_very_first_release_gets_its_missing_tables(tmp_path: 
     database.upgrade()
     assert migrations.current(database) == migrations.head()
     database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_at_0012_upgrades_keeping_its_sessions_as_password_logins(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else ""
+    database = Database.for_data_dir(url, tmp_path / "data")
+    with database.engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0012")
+        conn.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, scope, created_at) VALUES ('u1', 'alice', '-', '', 1)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO login_sessions (session_hash, user_id, created_at, expires_at, sid)"
+                " VALUES (:h, 'u1', 1, 2000000000, :sid)"
+            ),
+            {"h": "b" * 64, "sid": "c" * 32},
+        )
+    database.upgrade()
+    assert migrations.current(database) == migrations.head()
+    assert LoginSessions(database, 60).methods("b" * 64) == ("pwd",)
+    database.dispose()

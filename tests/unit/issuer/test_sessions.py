@@ -177,3 +177,21 @@ def test_an_ended_session_is_not_found_by_its_sid(store: LoginSessions) -> None:
 def test_a_sid_no_session_could_have_finds_nothing(store: LoginSessions, sid: str) -> None:
     store.create("alice")
     assert store.hash_of(sid) is None
+
+
+# -- what the login proved (issuer.assurance) ---------------------------------------------
+
+
+def test_a_session_remembers_the_methods_its_login_proved(store: LoginSessions) -> None:
+    password = store.create("alice")
+    two_factors = store.create("bob", amr=("pwd", "otp", "mfa"))
+    assert store.methods(secret_hash(password)) == ("pwd",)
+    assert store.methods(secret_hash(two_factors)) == ("pwd", "otp", "mfa")
+    assert store.methods("0" * 64) is None
+
+
+def test_a_session_refuses_methods_rfc_8176_does_not_name(store: LoginSessions) -> None:
+    with pytest.raises(ValueError, match="RFC 8176"):
+        store.create("alice", amr=("pwd", "magic"))
+    with pytest.raises(ValueError, match="RFC 8176"):
+        store.create("alice", amr=())
