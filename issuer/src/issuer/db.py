@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import (
     URL,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -278,6 +279,39 @@ device_codes = Table(
     Column("session_hash", String(64)),
     Column("decided_at", Integer),
     Column("used_at", Integer),
+)
+
+
+# Owner: issuer.credentials.Passkeys. WebAuthn credentials (passkeys, W3C WebAuthn Level 3
+# section 7.1 step 27): the credential id as the browser sends it (base64url), the COSE public
+# key, the signature counter (unsigned 32 bits, hence BIGINT), the transports the browser
+# reported, the backup-eligible and backed-up flags. `id` is the issuer's own handle, the one
+# forms name. Deleting a user removes their passkeys (cascade).
+passkeys = Table(
+    "passkeys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("credential_id", String(1400), nullable=False, unique=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("sign_count", BigInteger, nullable=False),
+    Column("transports", Text, nullable=False),
+    Column("backup_eligible", Boolean, nullable=False),
+    Column("backup_state", Boolean, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("last_used_at", Integer),
+)
+
+# Owner: issuer.credentials.Passkeys. The challenges of WebAuthn ceremonies in progress, by their
+# SHA-256: each is deleted by the response that uses it (single use) and useless after
+# `expires_at`; the browser's session cookie holds the challenge itself (bound to the browser).
+passkey_challenges = Table(
+    "passkey_challenges",
+    metadata,
+    Column("challenge_hash", String(64), primary_key=True),
+    Column("purpose", String(16), nullable=False),  # register or login
+    Column("expires_at", Integer, nullable=False, index=True),  # pruning
 )
 
 

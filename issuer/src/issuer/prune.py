@@ -1,7 +1,7 @@
 """Pruning: delete the codes, refresh tokens and login sessions the issuer no longer needs.
 
 Each table's owner says what of its own can go (`AuthorizationCodes.prune`,
-`RefreshTokens.prune`, `LoginSessions.prune`); this module runs them together, from
+`RefreshTokens.prune`, `LoginSessions.prune`, ...); this module runs them together, from
 `python -m issuer db prune` and from a daemon thread in each worker (`start`). Every delete
 is idempotent and done in short batches, so workers and replicas pruning at once are harmless.
 """
@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from issuer.codes import AuthorizationCodes
+from issuer.credentials import Passkeys
 from issuer.db import Database
 from issuer.device_codes import DeviceCodes
 from issuer.sessions import LoginSessions
@@ -36,6 +37,7 @@ class Pruned:
     login_sessions: int
     status_lists: int = 0
     device_codes: int = 0
+    passkey_challenges: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts by table name."""
@@ -51,7 +53,8 @@ def prune(database: Database, now: int | None = None, *, batch: int = BATCH) -> 
     sessions = LoginSessions.prune(database, now, batch=batch)
     lists = StatusLists.prune(database, now, batch=batch)
     devices = DeviceCodes.prune(database, now, batch=batch)
-    return Pruned(codes, tokens, sessions, lists, devices)
+    challenges = Passkeys.prune(database, now, batch=batch)
+    return Pruned(codes, tokens, sessions, lists, devices, challenges)
 
 
 def start(database: Database, interval: float, *, stop: threading.Event | None = None) -> threading.Thread:

@@ -61,6 +61,11 @@ EVENTS: Final[dict[str, str]] = {
     "device.approved": "a user approved a device authorization request",
     "device.denied": "a user denied a device authorization request",
     "device.exchanged": "an approved device code was exchanged for tokens",
+    "passkey.registered": "a user registered a passkey (WebAuthn credential)",
+    "passkey.renamed": "a user renamed one of their passkeys",
+    "passkey.removed": "a user removed one of their passkeys",
+    "passkey.login_failed": "a passkey login was refused (the reason says why)",
+    "passkey.clone_suspected": "a passkey's signature counter went back: a cloned authenticator; the login was refused",
 }
 
 SOURCES: Final = ("http", "cli", "system")
@@ -77,7 +82,13 @@ CLIENT_AUTH_REASONS: Final = (
     "key_refused",  # the client's key is out of bounds (exponent, modulus)
     "keys_unavailable",  # the client's JWKS URL could not be fetched (or is being fetched)
 )
-REASONS: Final = KEY_REASONS + CLIENT_AUTH_REASONS
+# A refused passkey login (besides `malformed`, a response that cannot be read).
+PASSKEY_REASONS: Final = (
+    "no_challenge",  # no live challenge of this browser's ceremony (expired, used, or none)
+    "unknown_credential",  # no passkey is registered with the credential id sent
+    "bad_response",  # challenge, origin, RP ID, flags, user handle or signature refused
+)
+REASONS: Final = KEY_REASONS + CLIENT_AUTH_REASONS + PASSKEY_REASONS
 MAX_TEXT: Final = 128  # every value here is short (names, ids); a longer one is cut
 
 FieldValue = str | int | list[str] | None
@@ -94,6 +105,7 @@ FIELDS: Final[dict[str, type]] = {
     "limit": str,  # which rate limit: password-account or password-address
     "changes": list,  # names of the attributes that changed, never their values
     "reason": str,  # one of REASONS
+    "passkey": str,  # a passkey's id at the issuer (a random handle, not the credential id)
     "source": str,  # only "system", to override a request's source
 }
 

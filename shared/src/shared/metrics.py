@@ -50,6 +50,9 @@ DEVICE_AUTHORIZATIONS = Counter(
     "Device authorization grant steps (RFC 8628), by step and result.",
     ["step", "result"],
 )
+PASSKEYS = Counter(
+    "jwt_split_passkeys", "Passkey (WebAuthn) ceremonies at the issuer, by ceremony and result.", ["ceremony", "result"]
+)
 RATE_LIMITED = Counter("jwt_split_rate_limited", "Requests refused by a rate limit, by limit.", ["limit"])
 CONNECTIONS_REFUSED = Counter(
     "jwt_split_connections_refused",

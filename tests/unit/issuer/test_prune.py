@@ -265,6 +265,7 @@ def test_db_prune_prints_how_many_rows_of_each_kind_it_deleted(issuer_settings: 
         "login_sessions": 1,
         "status_lists": 0,
         "device_codes": 0,
+        "passkey_challenges": 0,
     }
 
 
