@@ -19,11 +19,12 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, device, dpop, introspect, oauth, oidc, protocol, prune, statuslist, wellknown
+from issuer import browser, device, dpop, introspect, oauth, oidc, passkeys, protocol, prune, statuslist, wellknown
 from issuer.apis import ApiStore
 from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
 from issuer.codes import AuthorizationCodes
+from issuer.credentials import Passkeys
 from issuer.db import private_dir, private_file
 from issuer.extensions import Issuer
 from issuer.keys import KeyStoreError, WrongKeyEncryptionKey
@@ -41,6 +42,9 @@ from shared.web import STATIC_DIR, content_security_policy
 log = logging.getLogger(__name__)
 
 csrf = CSRFProtect()
+
+# Endpoints of the browser blueprints that answer JSON, a 429 too.
+JSON_ENDPOINTS = frozenset({"device.device_authorization", "passkeys.register_options", "passkeys.login_options"})
 
 # gunicorn's "App failed to load": its master stops instead of starting workers again.
 CANNOT_START = 4
@@ -103,6 +107,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         client_assertions=ClientAssertions(database),
         apis=apis,
         remote_keys=RemoteKeys(settings.url),
+        passkeys=Passkeys(database),
     ).init_app(app)
 
     # RFC 9449 section 8: nonces every replica accepts, from the key-encryption key they share.
@@ -147,6 +152,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         ),
     )
     app.register_blueprint(browser.bp)
+    app.register_blueprint(passkeys.bp)  # /account/passkeys and "Sign in with a passkey" (WebAuthn)
     device.init_app(app, database)  # RFC 8628: /device_authorization, /device, and its grant at /token
     return app
 
@@ -222,7 +228,7 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
     seconds = retry_after()
     log.warning("rate limited", extra={"fields": {"path": request.path, "retry_after": seconds}})
     headers = {"Retry-After": str(seconds)}
-    if request.blueprint in {"browser", "device"} and request.endpoint != "device.device_authorization":
+    if request.blueprint in {"browser", "device", "passkeys"} and request.endpoint not in JSON_ENDPOINTS:
         text = f"Too many login attempts. Please wait {seconds} seconds and try again."
         return PageError(
             "Too many attempts", text, error="too_many_requests", status=429, headers=headers

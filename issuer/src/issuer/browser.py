@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +34,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from issuer import dpop, extensions, oidc
+from issuer import assurance, dpop, extensions, oidc
 from issuer.apis import InvalidTarget
 from issuer.oidc import InvalidHint
 from issuer.opaque import secret_hash
@@ -74,13 +74,27 @@ MAX_USERNAME_LENGTH = 64
 LOGIN_FAILED = "The username or password is incorrect."
 
 
-def page(heading: str, text: str, *, logout: bool = False, logout_params: Mapping[str, str] | None = None) -> Response:
+def page(
+    heading: str,
+    text: str,
+    *,
+    logout: bool = False,
+    logout_params: Mapping[str, str] | None = None,
+    account: bool = False,
+) -> Response:
     """Render a short message page; with `logout`, a form to log out (carrying `logout_params`).
 
-    Error pages are `PageError`s, raised and rendered by `issuer.protocol`.
+    With `account`, links to the user's own pages (their passkeys). Error pages are
+    `PageError`s, raised and rendered by `issuer.protocol`.
     """
     html = render_template(
-        "message.html", heading=heading, text=text, error=False, logout=logout, logout_params=logout_params or {}
+        "message.html",
+        heading=heading,
+        text=text,
+        error=False,
+        logout=logout,
+        logout_params=logout_params or {},
+        account=account,
     )
     return make_response(html)
 
@@ -210,7 +224,7 @@ def _login_hint(pending: Mapping[str, str]) -> str:
     return hint if 0 < len(hint) <= MAX_USERNAME_LENGTH and hint.isprintable() else ""
 
 
-def _login_page(error: str | None = None, username: str = "") -> Response:
+def login_page(error: str | None = None, username: str = "", status: int = 200) -> Response:
     """Render the login form, naming the application that asked, if any.
 
     The form's submission ends, through redirects, at that application's redirect URI: the
@@ -221,10 +235,14 @@ def _login_page(error: str | None = None, username: str = "") -> Response:
     redirect_uri = pending.get("redirect_uri", "")
     username = username or _login_hint(pending)
     html = render_template("login.html", client=client.name if client else None, error=error, username=username)
-    response = make_response(html)
+    response = make_response(html, status)
+    # Where the form may end: the asking client's origin, else every web client's (the app's default).
+    urls: tuple[str, ...] = extensions.current().settings.web_redirect_uris
     if client is not None and redirect_uri in client.redirect_uris:
-        parts = urlsplit(redirect_uri)
-        response.headers["Content-Security-Policy"] = content_security_policy((f"{parts.scheme}://{parts.netloc}",))
+        urls = (redirect_uri,)
+    targets = tuple(sorted({"{0.scheme}://{0.netloc}".format(urlsplit(url)) for url in urls}))
+    # The passkey button's script (issuer.passkeys) is a file of ours; nothing inline runs.
+    response.headers["Content-Security-Policy"] = content_security_policy(targets, scripts=True)
     return response
 
 
@@ -235,7 +253,7 @@ def login() -> Any:
     if request.method == "GET":
         if current_user() and session.get("authorize") and not session.get("force_login"):
             return redirect(url_for("browser.authorize", **session["authorize"]), code=302)
-        return _login_page()
+        return login_page()
 
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
@@ -249,20 +267,34 @@ def login() -> Any:
             client=(session.get("authorize") or {}).get("client_id"),
         )
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
-        return _login_page(LOGIN_FAILED, username[:64])
+        return login_page(LOGIN_FAILED, username[:64])
 
+    metrics.LOGINS.labels("success").inc()
+    audit.emit(
+        "login.succeeded",
+        subject=user.username,
+        subject_id=user.id,
+        client=(session.get("authorize") or {}).get("client_id"),
+    )
+    return complete_login(user, assurance.PASSWORD)
+
+
+def complete_login(user: User, amr: Sequence[str]) -> Any:
+    """Start a fresh session for a user who just proved `amr` (RFC 8176) and continue where the login was asked for.
+
+    The pending authorization request, a device's verification page, or the "Logged in" page:
+    the same after a password as after a passkey (issuer.passkeys).
+    """
     pending = session.get("authorize")
     device = session.get("device")  # a device's verification page sent the user here (issuer.device)
     replaced = session.get("sid")
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)
-    session_id = extensions.current().login_sessions.create(user.id)
+    session_id = extensions.current().login_sessions.create(user.id, amr=amr)
     if isinstance(replaced, str):
         _replace_session(replaced, secret_hash(session_id), user.id)
     session["sid"] = session_id
     session.permanent = True
-    metrics.LOGINS.labels("success").inc()
-    audit.emit("login.succeeded", subject=user.username, subject_id=user.id, client=(pending or {}).get("client_id"))
-    log.info("browser login", extra={"fields": {"sub": user.id}})
+    log.info("browser login", extra={"fields": {"sub": user.id, "amr": " ".join(amr)}})
     if pending:
         session["authorize"] = pending
         session["logged_in_for"] = pending  # this login answers that request (see authorize)
@@ -270,7 +302,7 @@ def login() -> Any:
     if isinstance(device, dict):
         session["device"] = device
         return redirect(url_for("device.verify"), code=303)
-    return page("Logged in", f"You are logged in as {user.username}.", logout=True)
+    return page("Logged in", f"You are logged in as {user.username}.", logout=True, account=True)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from issuer.apis import ApiStore
 from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore
 from issuer.codes import AuthorizationCodes
+from issuer.credentials import Passkeys
 from issuer.db import Database
 from issuer.keys import KeyStore
 from issuer.sessions import LoginSessions
@@ -34,6 +35,7 @@ class Issuer:
     client_assertions: ClientAssertions
     apis: ApiStore
     remote_keys: RemoteKeys
+    passkeys: Passkeys
 
     def init_app(self, app: Flask) -> None:
         """Keep this issuer's objects on the app."""

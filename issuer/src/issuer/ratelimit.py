@@ -252,3 +252,23 @@ def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[
         )(view)
 
     return decorate
+
+
+def passkey_limits() -> Callable[[Any], Any]:
+    """Decorate the passkey login (POST) with the per-address limit, the budget password failures share.
+
+    A passkey login names no account before it is checked (discoverable credentials), so the
+    per-account limit has nothing to key on; a refused assertion keeps its charge
+    (`note_failed_password`), a login that passed gets it back, as a correct password does.
+    """
+
+    def decorate(view: Any) -> Any:
+        return limiter.shared_limit(
+            _address_limit,
+            "password-address",
+            methods=["POST"],
+            exempt_when=_unreadable_body,
+            on_breach=_count_breach("password-address"),
+        )(_refunding(view))
+
+    return decorate

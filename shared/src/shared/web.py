@@ -25,15 +25,17 @@ def _begin() -> None:
     g.started = time.perf_counter()
 
 
-def content_security_policy(form_targets: tuple[str, ...] = ()) -> str:
+def content_security_policy(form_targets: tuple[str, ...] = (), *, scripts: bool = False) -> str:
     """Return the strict CSP of our HTML: no script at all, styles from our origin only.
 
     `form_targets` are origins a form submission may end up at through redirects (the issuer's
-    login form redirects to registered clients).
+    login form redirects to registered clients). With `scripts`, the page may run script files
+    of our origin (never inline) and fetch from it: the issuer's passkey pages (WebAuthn).
     """
     form_action = " ".join(("'self'", *form_targets))
+    script = "script-src 'self'; connect-src 'self'; " if scripts else ""
     return (
-        "default-src 'none'; style-src 'self'; img-src 'self'; "
+        f"default-src 'none'; {script}style-src 'self'; img-src 'self'; "
         f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
     )
 
