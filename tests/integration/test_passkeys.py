@@ -274,7 +274,9 @@ def test_rename_and_remove_touch_only_ones_own_passkeys(issuer: GunicornService)
     passkey_id = re.findall(r"/account/passkeys/([0-9a-f]{32})/rename", page)[-1]
     token = _csrf(page)
     renamed = alice.post(
-        f"{issuer.url}/account/passkeys/{passkey_id}/rename", data={"csrf_token": token, "name": "Renamed key"}, timeout=10
+        f"{issuer.url}/account/passkeys/{passkey_id}/rename",
+        data={"csrf_token": token, "name": "Renamed key"},
+        timeout=10,
     )
     assert renamed.status_code == 200
     assert "Renamed key" in renamed.text
