@@ -35,6 +35,7 @@ from tests.support.processes import GunicornService, free_port, issuer_process, 
 from tests.support.schema import audit_schema, errors
 from tests.support.stack import EXPORT_SIGNING_KEY
 from tests.support.tokens import ASSERTION_TYPE, assertion_claims, jwks_json, kid_of, new_rsa_key, sign
+from tests.support.webauthn import SoftAuthenticator
 
 CLIENT_ID = "resource-web"
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -162,6 +163,7 @@ def _drive(run: Run) -> None:
 
     _browser(run)
     _device(run)
+    _passkeys(run)
     _commands(run)
     run.secrets += _secrets_at_rest(run.issuer)
 
@@ -290,6 +292,57 @@ def _device(run: Run) -> None:
                 assert polled.json()["error"] == "access_denied"
 
 
+def _passkeys(run: Run) -> None:
+    """Register, rename, sign in with and remove a passkey; a refused sign-in; a cloned counter."""
+    url = run.issuer.url
+    device = SoftAuthenticator(run.issuer.env["ISSUER_URL"])
+
+    def token(browser: requests.Session, path: str) -> str:
+        match = CSRF_INPUT.search(browser.get(f"{url}{path}", timeout=10).text)
+        assert match is not None
+        return match.group(1)
+
+    def sign_in(step: str, **bend: Any) -> requests.Response:
+        with requests.Session() as browser:
+            csrf = token(browser, "/login")
+            options = browser.post(f"{url}/login/passkey/options", headers={"X-CSRFToken": csrf}, timeout=10).json()
+            credential = device.get(options, **bend)
+            run.secrets.append(json.loads(credential)["response"]["signature"])
+            return browser.post(
+                f"{url}/login/passkey",
+                data={"csrf_token": csrf, "credential": credential},
+                headers=run.headers(step),
+                allow_redirects=False,
+                timeout=10,
+            )
+
+    with requests.Session() as alice:
+        csrf = token(alice, "/login")
+        alice.post(f"{url}/login", data={"csrf_token": csrf, "username": "alice", "password": "wonderland"}, timeout=10)
+        csrf = token(alice, "/account/passkeys")
+        options = alice.post(f"{url}/account/passkeys/options", headers={"X-CSRFToken": csrf}, timeout=10).json()
+        form = {"csrf_token": csrf, "name": "Laptop", "credential": device.create(options)}
+        registered = alice.post(f"{url}/account/passkeys", data=form, headers=run.headers("passkey-add"), timeout=10)
+        assert registered.status_code == 200, registered.text
+        passkey_id = re.findall(r"/account/passkeys/([0-9a-f]{32})/rename", registered.text)[0]
+        alice.post(
+            f"{url}/account/passkeys/{passkey_id}/rename",
+            data={"csrf_token": csrf, "name": "Work laptop"},
+            headers=run.headers("passkey-rename"),
+            timeout=10,
+        )
+        assert sign_in("passkey-ok", sign_count=5).status_code == 200
+        assert sign_in("passkey-bad", origin="http://evil.example").status_code == 400
+        assert sign_in("passkey-clone", sign_count=3).status_code == 400
+        removed = alice.post(
+            f"{url}/account/passkeys/{passkey_id}/remove",
+            data={"csrf_token": csrf},
+            headers=run.headers("passkey-remove"),
+            timeout=10,
+        )
+        assert removed.status_code == 200
+
+
 def _commands(run: Run) -> None:
     """Change users, clients, APIs and keys from the CLI."""
     password = "carol's long password 9"
@@ -385,6 +438,33 @@ def test_logins_name_the_user_the_client_and_the_address(run: Run) -> None:
     (again,) = run.of("form-again")
     assert again["event"] == "login.succeeded"
     assert "client" not in again  # the form alone: no application asked
+
+
+def test_passkey_events_name_the_user_and_the_passkey_never_the_credential(run: Run) -> None:
+    (added,) = run.of("passkey-add")
+    (renamed,) = run.of("passkey-rename")
+    (removed,) = run.of("passkey-remove")
+    assert [added["event"], renamed["event"], removed["event"]] == [
+        "passkey.registered",
+        "passkey.renamed",
+        "passkey.removed",
+    ]
+    assert {e["passkey"] for e in (added, renamed, removed)} == {added["passkey"]}
+    (ok,) = run.of("passkey-ok")
+    assert (ok["event"], ok["subject"], ok["passkey"], ok["endpoint"]) == (
+        "login.succeeded",
+        "alice",
+        added["passkey"],
+        "passkeys.login",
+    )
+    (bad,) = run.of("passkey-bad")
+    assert (bad["event"], bad["reason"], bad["subject"]) == ("passkey.login_failed", "bad_response", "alice")
+    (clone,) = run.of("passkey-clone")
+    assert (clone["event"], clone["subject"], clone["passkey"]) == (
+        "passkey.clone_suspected",
+        "alice",
+        added["passkey"],
+    )
 
 
 def test_a_name_that_is_nobody_s_is_never_written(run: Run) -> None:
