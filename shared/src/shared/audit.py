@@ -35,7 +35,7 @@ log = logging.getLogger(LOGGER)
 log.setLevel(logging.INFO)
 
 EVENTS: Final[dict[str, str]] = {
-    "login.succeeded": "a password check passed (password grant or login form)",
+    "login.succeeded": "a login passed: a password check (password grant or login form) or a passkey",
     "login.failed": "a password check failed (password grant or login form)",
     "rate_limit.hit": "a request was refused with 429 by a password-guessing limit",
     "refresh.reuse_detected": "a spent refresh token was presented again; its family was revoked",
