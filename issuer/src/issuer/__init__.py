@@ -19,7 +19,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, device, dpop, introspect, oauth, oidc, protocol, prune, statuslist, wellknown
+from issuer import account, browser, device, dpop, introspect, oauth, oidc, protocol, prune, statuslist, wellknown
 from issuer.apis import ApiStore
 from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
@@ -32,6 +32,7 @@ from issuer.ratelimit import client_address, limiter, quiet_limiter_log, retry_a
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
+from issuer.totp import TotpFactors
 from issuer.users import UserError, UserStore, parse_demo_users
 from shared import audit, logs, web
 from shared.errors import error_response
@@ -103,6 +104,8 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         client_assertions=ClientAssertions(database),
         apis=apis,
         remote_keys=RemoteKeys(settings.url),
+        # TOTP seeds are sealed like the signing keys: under the first KEK, opened by any.
+        factors=TotpFactors(database, keks, issuer_name=urlsplit(settings.url).hostname or "jwt-split"),
     ).init_app(app)
 
     # RFC 9449 section 8: nonces every replica accepts, from the key-encryption key they share.
@@ -147,6 +150,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         ),
     )
     app.register_blueprint(browser.bp)
+    app.register_blueprint(account.bp)  # /account: the user's factors (one-time codes)
     device.init_app(app, database)  # RFC 8628: /device_authorization, /device, and its grant at /token
     return app
 
@@ -222,7 +226,7 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
     seconds = retry_after()
     log.warning("rate limited", extra={"fields": {"path": request.path, "retry_after": seconds}})
     headers = {"Retry-After": str(seconds)}
-    if request.blueprint in {"browser", "device"} and request.endpoint != "device.device_authorization":
+    if request.blueprint in {"browser", "device", "account"} and request.endpoint != "device.device_authorization":
         text = f"Too many login attempts. Please wait {seconds} seconds and try again."
         return PageError(
             "Too many attempts", text, error="too_many_requests", status=429, headers=headers

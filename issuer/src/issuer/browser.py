@@ -34,7 +34,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from issuer import dpop, extensions, oidc
+from issuer import assurance, dpop, extensions, oidc
 from issuer.apis import InvalidTarget
 from issuer.oidc import InvalidHint
 from issuer.opaque import secret_hash
@@ -42,6 +42,7 @@ from issuer.protocol import AuthorizationError, ClientRedirect, PageError, clien
 from issuer.ratelimit import note_failed_password, password_limits
 from issuer.sessions import public_id
 from issuer.tokens import Grant
+from issuer.totp import is_totp_code
 from issuer.users import User, UserError, parse_scope
 from shared import audit, metrics
 from shared.pkce import CHALLENGE
@@ -72,6 +73,11 @@ MAX_STATE_LENGTH = 1024
 MAX_AGE_DIGITS = 10
 MAX_USERNAME_LENGTH = 64
 LOGIN_FAILED = "The username or password is incorrect."
+CODE_FAILED = "The code is incorrect or was already used."
+SECOND_STEP_EXPIRED = "Your login took too long or was interrupted. Please log in again."
+SECOND_STEP = "second_factor"  # the session key of a login waiting for its code
+SECOND_STEP_TTL = 300  # seconds a login may wait for its code
+AFTER_LOGIN = "after_login"  # where a login started elsewhere than /authorize continues
 
 
 def page(heading: str, text: str, *, logout: bool = False, logout_params: Mapping[str, str] | None = None) -> Response:
@@ -218,10 +224,16 @@ def _login_page(error: str | None = None, username: str = "") -> Response:
     """
     pending = session.get("authorize") or {}
     client = extensions.current().clients.get(pending.get("client_id", ""))
-    redirect_uri = pending.get("redirect_uri", "")
     username = username or _login_hint(pending)
     html = render_template("login.html", client=client.name if client else None, error=error, username=username)
-    response = make_response(html)
+    return _may_end_at_client(make_response(html))
+
+
+def _may_end_at_client(response: Response) -> Response:
+    """Let a login page's form end, through redirects, at the pending request's redirect URI (CSP form-action)."""
+    pending = session.get("authorize") or {}
+    client = extensions.current().clients.get(pending.get("client_id", ""))
+    redirect_uri = pending.get("redirect_uri", "")
     if client is not None and redirect_uri in client.redirect_uris:
         parts = urlsplit(redirect_uri)
         response.headers["Content-Security-Policy"] = content_security_policy((f"{parts.scheme}://{parts.netloc}",))
@@ -251,18 +263,33 @@ def login() -> Any:
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
         return _login_page(LOGIN_FAILED, username[:64])
 
+    if extensions.current().factors.active(user.id):
+        # The password was right; the login is not done until the code is (a second page).
+        session[SECOND_STEP] = {
+            "user_id": user.id,
+            "username": user.username,
+            "until": int(time.time()) + SECOND_STEP_TTL,
+        }
+        log.info("browser login needs a one-time code", extra={"fields": {"sub": user.id}})
+        return redirect(url_for("browser.login_code"), code=303)
+    return _logged_in(user, assurance.PASSWORD)
+
+
+def _logged_in(user: User, amr: tuple[str, ...]) -> Any:
+    """Start the login session of a user who proved `amr` (RFC 8176), and continue where the login was asked for."""
     pending = session.get("authorize")
     device = session.get("device")  # a device's verification page sent the user here (issuer.device)
+    after = session.get(AFTER_LOGIN)  # the account page sent the user here (issuer.account)
     replaced = session.get("sid")
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)
-    session_id = extensions.current().login_sessions.create(user.id)
+    session_id = extensions.current().login_sessions.create(user.id, amr=amr)
     if isinstance(replaced, str):
         _replace_session(replaced, secret_hash(session_id), user.id)
     session["sid"] = session_id
     session.permanent = True
     metrics.LOGINS.labels("success").inc()
     audit.emit("login.succeeded", subject=user.username, subject_id=user.id, client=(pending or {}).get("client_id"))
-    log.info("browser login", extra={"fields": {"sub": user.id}})
+    log.info("browser login", extra={"fields": {"sub": user.id, "amr": " ".join(amr)}})
     if pending:
         session["authorize"] = pending
         session["logged_in_for"] = pending  # this login answers that request (see authorize)
@@ -270,7 +297,76 @@ def login() -> Any:
     if isinstance(device, dict):
         session["device"] = device
         return redirect(url_for("device.verify"), code=303)
+    if after == "account":
+        return redirect(url_for("account.overview"), code=303)
     return page("Logged in", f"You are logged in as {user.username}.", logout=True)
+
+
+def _second_step_user() -> User | None:
+    """Return the user whose password this browser proved for a login still waiting for its code, or None.
+
+    The state lives in the browser's signed session cookie (it is bound to this browser), for
+    SECOND_STEP_TTL seconds; it is not a login (`current_user` never sees it). A user who lost
+    the factor meanwhile (reset by the operator) starts again.
+    """
+    state = session.get(SECOND_STEP)
+    if not isinstance(state, dict) or not isinstance(state.get("until"), int) or state["until"] <= time.time():
+        session.pop(SECOND_STEP, None)
+        return None
+    user = extensions.current().users.get_by_id(str(state.get("user_id", "")))
+    if user is None or not extensions.current().factors.active(user.id):
+        session.pop(SECOND_STEP, None)
+        return None
+    return user
+
+
+def _second_step_account() -> str:
+    """Return the name the second step's rate limit charges: the user's, whose password it follows."""
+    state = session.get(SECOND_STEP)
+    return str(state.get("username", "")) if isinstance(state, dict) else ""
+
+
+def _code_page(error: str | None = None) -> Response:
+    html = render_template("code.html", error=error, action=url_for("browser.login_code"), heading="Enter your code")
+    response = _may_end_at_client(make_response(html))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@password_limits(account=_second_step_account)
+def login_code() -> Any:
+    """The second step of a login for a user with one-time codes: a TOTP code or a recovery code."""
+    user = _second_step_user()
+    if user is None:
+        return _login_page(SECOND_STEP_EXPIRED)
+    if request.method == "GET":
+        return _code_page()
+    code = request.form.get("code", "")
+    method = extensions.current().factors.verify(user.id, code) if code else None
+    if method is None:
+        note_failed_password()  # a wrong code spends the budget of the user's password
+        metrics.LOGINS.labels("failure").inc()
+        metrics.SECOND_FACTOR_CHECKS.labels(code_method(code), "failure").inc()
+        audit.emit(
+            "login.failed",
+            subject=user.username,
+            subject_id=user.id,
+            client=(session.get("authorize") or {}).get("client_id"),
+            reason="wrong_code",
+        )
+        log.info("browser login failed", extra={"fields": {"reason": "wrong code", "sub": user.id}})
+        return _code_page(CODE_FAILED)
+    metrics.SECOND_FACTOR_CHECKS.labels(code_method(code), "success").inc()
+    if method == "recovery":
+        audit.emit("recovery_code.used", subject=user.username, subject_id=user.id)
+    session.pop(SECOND_STEP, None)
+    return _logged_in(user, assurance.PASSWORD_AND_CODE)
+
+
+def code_method(code: str) -> str:
+    """Return the metrics label of what was typed: `totp` for six digits, else `recovery`."""
+    return "totp" if is_totp_code(code.strip()) else "recovery"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from issuer.keys import KeyStore
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
+from issuer.totp import TotpFactors
 from issuer.users import UserStore
 
 
@@ -34,6 +35,7 @@ class Issuer:
     client_assertions: ClientAssertions
     apis: ApiStore
     remote_keys: RemoteKeys
+    factors: TotpFactors
 
     def init_app(self, app: Flask) -> None:
         """Keep this issuer's objects on the app."""

@@ -140,22 +140,26 @@ class TotpFactors:
             )
         return secret
 
+    def pending_secret(self, user_id: str) -> str | None:
+        """Return the seed of an enrollment still waiting for its first code (to show it again), or None."""
+        with self.database.reading() as conn:
+            row = conn.execute(select(totp_factors).where(totp_factors.c.user_id == user_id)).first()
+        if row is None or row.confirmed_at is not None:
+            return None
+        return open_secret(self.keks, _label(user_id), bytes(row.sealed_seed)).decode("ascii")
+
     def confirm(self, user_id: str, code: str, now: int | None = None) -> list[str] | None:
         """Activate an enrollment with its first code; return the new recovery codes, or None for a wrong code."""
         now = int(time.time()) if now is None else now
         with self.database.transaction() as conn:
-            row = conn.execute(
-                select(totp_factors).where(totp_factors.c.user_id == user_id).with_for_update()
-            ).first()
+            row = conn.execute(select(totp_factors).where(totp_factors.c.user_id == user_id).with_for_update()).first()
             if row is None or row.confirmed_at is not None:
                 raise FactorError("no enrollment of one-time codes is waiting for its first code")
             step = self._matching_step(row, code, now)
             if step is None:
                 return None
             conn.execute(
-                update(totp_factors)
-                .where(totp_factors.c.user_id == user_id)
-                .values(confirmed_at=now, last_step=step)
+                update(totp_factors).where(totp_factors.c.user_id == user_id).values(confirmed_at=now, last_step=step)
             )
             return self._new_recovery_codes(conn, user_id, now)
 

@@ -61,6 +61,9 @@ EVENTS: Final[dict[str, str]] = {
     "device.approved": "a user approved a device authorization request",
     "device.denied": "a user denied a device authorization request",
     "device.exchanged": "an approved device code was exchanged for tokens",
+    "factor.enrolled": "a user confirmed one-time codes (TOTP) as their second factor",
+    "factor.removed": "a user's one-time codes and recovery codes were removed (by the user or the operator)",
+    "recovery_code.used": "a recovery code was spent in place of a one-time code",
 }
 
 SOURCES: Final = ("http", "cli", "system")
@@ -77,7 +80,12 @@ CLIENT_AUTH_REASONS: Final = (
     "key_refused",  # the client's key is out of bounds (exponent, modulus)
     "keys_unavailable",  # the client's JWKS URL could not be fetched (or is being fetched)
 )
-REASONS: Final = KEY_REASONS + CLIENT_AUTH_REASONS
+# Why a login failed after its password passed (login.failed), or why one was refused outright.
+LOGIN_REASONS: Final = (
+    "wrong_code",  # the one-time code or recovery code of the second step was wrong or used
+    "second_factor_required",  # the password grant, for a user who has a second factor
+)
+REASONS: Final = KEY_REASONS + CLIENT_AUTH_REASONS + LOGIN_REASONS
 MAX_TEXT: Final = 128  # every value here is short (names, ids); a longer one is cut
 
 FieldValue = str | int | list[str] | None
