@@ -76,7 +76,6 @@ LOGIN_FAILED = "The username or password is incorrect."
 CODE_FAILED = "The code is incorrect or was already used."
 SECOND_STEP_EXPIRED = "Your login took too long or was interrupted. Please log in again."
 SECOND_STEP = "second_factor"  # the session key of a login waiting for its code
-SECOND_STEP_TTL = 300  # seconds a login may wait for its code
 AFTER_LOGIN = "after_login"  # where a login started elsewhere than /authorize continues
 
 
@@ -268,7 +267,7 @@ def login() -> Any:
         session[SECOND_STEP] = {
             "user_id": user.id,
             "username": user.username,
-            "until": int(time.time()) + SECOND_STEP_TTL,
+            "until": int(time.time()) + extensions.current().settings.login_code_ttl,
         }
         log.info("browser login needs a one-time code", extra={"fields": {"sub": user.id}})
         return redirect(url_for("browser.login_code"), code=303)
@@ -306,7 +305,7 @@ def _second_step_user() -> User | None:
     """Return the user whose password this browser proved for a login still waiting for its code, or None.
 
     The state lives in the browser's signed session cookie (it is bound to this browser), for
-    SECOND_STEP_TTL seconds; it is not a login (`current_user` never sees it). A user who lost
+    `ISSUER_LOGIN_CODE_TTL` seconds (5 minutes); it is not a login (`current_user` never sees it). A user who lost
     the factor meanwhile (reset by the operator) starts again.
     """
     state = session.get(SECOND_STEP)
