@@ -210,3 +210,19 @@ def test_the_operator_resets_a_users_factors(issuer: GunicornService, username: 
     again = _cli(issuer, "users", "reset-factors", username)
     assert again.returncode == 0 and "nothing" in again.stdout
     assert _cli(issuer, "users", "reset-factors", "nobody-here").returncode != 0
+
+
+def test_the_device_verification_page_needs_the_code_too(issuer: GunicornService, username: str) -> None:
+    totp, _ = _enroll(issuer, username)
+    started = requests.post(f"{issuer.url}/device_authorization", data={"client_id": "cli"})
+    assert started.status_code == 200, started.text
+    user_code = started.json()["user_code"]
+    browser = requests.Session()
+    sent = browser.get(f"{issuer.url}/device", params={"user_code": user_code}, allow_redirects=False)
+    assert sent.status_code == 302 and sent.headers["Location"].endswith("/login")
+    asked = _password(issuer, browser, username)
+    assert asked.status_code == 303 and asked.headers["Location"].endswith("/login/code")
+    waiting = browser.get(f"{issuer.url}/device", allow_redirects=False)
+    assert waiting.status_code == 302 and waiting.headers["Location"].endswith("/login")  # the password is no login
+    entry = _code(issuer, browser, _next_code(totp))
+    assert entry.url.startswith(f"{issuer.url}/device") and "Enter the code your device shows" in entry.text
