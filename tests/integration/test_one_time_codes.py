@@ -93,7 +93,8 @@ def _enroll(issuer: GunicornService, username: str) -> tuple[pyotp.TOTP, list[st
     account = browser.get(f"{issuer.url}/account")
     assert "Set up one-time codes" in account.text
     setup = browser.post(f"{issuer.url}/account/totp", data={"csrf_token": _csrf(account)})
-    assert setup.status_code == 200 and setup.headers["Cache-Control"] == "no-store"
+    assert setup.status_code == 200
+    assert setup.headers["Cache-Control"] == "no-store"
     assert "<svg" in setup.text  # the QR code, inline
     found = SECRET.search(setup.text)
     assert found, setup.text
@@ -117,13 +118,17 @@ def test_after_enrolling_a_login_needs_the_code(issuer: GunicornService, usernam
 
     browser = requests.Session()
     asked = _password(issuer, browser, username)
-    assert asked.status_code == 303 and asked.headers["Location"].endswith("/login/code")
+    assert asked.status_code == 303
+    assert asked.headers["Location"].endswith("/login/code")
     # The password alone is no login: the account page sends the browser to log in.
     waiting = browser.get(f"{issuer.url}/account", allow_redirects=False)
-    assert waiting.status_code == 302 and waiting.headers["Location"].endswith("/login")
+    assert waiting.status_code == 302
+    assert waiting.headers["Location"].endswith("/login")
     logged_in = _code(issuer, browser, _next_code(totp))  # and back to the account page, which asked
-    assert logged_in.status_code == 200 and logged_in.url == f"{issuer.url}/account"
-    assert f"Logged in as <strong>{username}</strong>" in logged_in.text and "On since" in logged_in.text
+    assert logged_in.status_code == 200
+    assert logged_in.url == f"{issuer.url}/account"
+    assert f"Logged in as <strong>{username}</strong>" in logged_in.text
+    assert "On since" in logged_in.text
 
 
 def test_a_recovery_code_logs_in_once(issuer: GunicornService, username: str) -> None:
@@ -150,7 +155,8 @@ def test_wrong_codes_are_limited_and_audited(issuer: GunicornService, username: 
         for e in log_events(issuer.log())
         if e.get("audit") and e.get("event") == "login.failed" and e.get("subject") == username
     ]
-    assert len(failed) == LIMIT and all(e["reason"] == "wrong_code" for e in failed)
+    assert len(failed) == LIMIT
+    assert all(e["reason"] == "wrong_code" for e in failed)
     # The budget is the account's: the password page is limited too now.
     assert _password(issuer, requests.Session(), username).status_code == 429
 
@@ -161,7 +167,8 @@ def test_the_waiting_login_expires(issuer: GunicornService, username: str) -> No
     _password(issuer, browser, username)
     time.sleep(CODE_TTL + 1)
     answer = _code(issuer, browser, _next_code(totp))
-    assert "Please log in again." in answer.text and "logged in as" not in answer.text
+    assert "Please log in again." in answer.text
+    assert "logged in as" not in answer.text
 
 
 def test_the_waiting_login_is_bound_to_its_browser(issuer: GunicornService, username: str) -> None:
@@ -169,17 +176,19 @@ def test_the_waiting_login_is_bound_to_its_browser(issuer: GunicornService, user
     _password(issuer, requests.Session(), username)
     other = requests.Session()
     answer = _code(issuer, other, _next_code(totp))
-    assert "Please log in again." in answer.text and "logged in as" not in answer.text
+    assert "Please log in again." in answer.text
+    assert "logged in as" not in answer.text
 
 
 def test_the_password_grant_refuses_a_user_with_codes(issuer: GunicornService, username: str) -> None:
     token = {"grant_type": "password", "client_id": "cli", "username": username, "password": PASSWORD}
-    assert requests.post(f"{issuer.url}/token", data=token).status_code == 200
+    assert requests.post(f"{issuer.url}/token", data=token, timeout=10).status_code == 200
     _enroll(issuer, username)
-    refused = requests.post(f"{issuer.url}/token", data=token)
+    refused = requests.post(f"{issuer.url}/token", data=token, timeout=10)
     assert refused.status_code == 400
     body = refused.json()
-    assert body["error"] == "invalid_grant" and "one-time code" in body["error_description"]
+    assert body["error"] == "invalid_grant"
+    assert "one-time code" in body["error_description"]
     assert "access_token" not in body
 
 
@@ -190,13 +199,16 @@ def test_removing_the_factor_needs_a_code(issuer: GunicornService, username: str
     _code(issuer, browser, _next_code(totp))
     account = browser.get(f"{issuer.url}/account")
     refused = browser.post(f"{issuer.url}/account/totp/remove", data={"csrf_token": _csrf(account), "code": "12345x"})
-    assert "The code is incorrect" in refused.text and "On since" in refused.text
+    assert "The code is incorrect" in refused.text
+    assert "On since" in refused.text
     no_csrf = browser.post(f"{issuer.url}/account/totp/remove", data={"code": recovery[0]})
-    assert no_csrf.status_code == 400 and "On since" in browser.get(f"{issuer.url}/account").text
+    assert no_csrf.status_code == 400
+    assert "On since" in browser.get(f"{issuer.url}/account").text
     removed = browser.post(
         f"{issuer.url}/account/totp/remove", data={"csrf_token": _csrf(account), "code": recovery[0]}
     )
-    assert "were removed" in removed.text and "Set up one-time codes" in removed.text
+    assert "were removed" in removed.text
+    assert "Set up one-time codes" in removed.text
     assert _password(issuer, requests.Session(), username).status_code == 200  # the password alone again
 
 
@@ -205,24 +217,30 @@ def test_the_operator_resets_a_users_factors(issuer: GunicornService, username: 
     reset = _cli(issuer, "users", "reset-factors", username)
     assert reset.returncode == 0, reset.stderr
     assert "one-time codes and recovery codes" in reset.stdout
-    assert '"event": "factor.removed"' in reset.stderr and '"source": "cli"' in reset.stderr
+    assert '"event": "factor.removed"' in reset.stderr
+    assert '"source": "cli"' in reset.stderr
     assert _password(issuer, requests.Session(), username).status_code == 200
     again = _cli(issuer, "users", "reset-factors", username)
-    assert again.returncode == 0 and "nothing" in again.stdout
+    assert again.returncode == 0
+    assert "nothing" in again.stdout
     assert _cli(issuer, "users", "reset-factors", "nobody-here").returncode != 0
 
 
 def test_the_device_verification_page_needs_the_code_too(issuer: GunicornService, username: str) -> None:
     totp, _ = _enroll(issuer, username)
-    started = requests.post(f"{issuer.url}/device_authorization", data={"client_id": "cli"})
+    started = requests.post(f"{issuer.url}/device_authorization", data={"client_id": "cli"}, timeout=10)
     assert started.status_code == 200, started.text
     user_code = started.json()["user_code"]
     browser = requests.Session()
     sent = browser.get(f"{issuer.url}/device", params={"user_code": user_code}, allow_redirects=False)
-    assert sent.status_code == 302 and sent.headers["Location"].endswith("/login")
+    assert sent.status_code == 302
+    assert sent.headers["Location"].endswith("/login")
     asked = _password(issuer, browser, username)
-    assert asked.status_code == 303 and asked.headers["Location"].endswith("/login/code")
+    assert asked.status_code == 303
+    assert asked.headers["Location"].endswith("/login/code")
     waiting = browser.get(f"{issuer.url}/device", allow_redirects=False)
-    assert waiting.status_code == 302 and waiting.headers["Location"].endswith("/login")  # the password is no login
+    assert waiting.status_code == 302
+    assert waiting.headers["Location"].endswith("/login")
     entry = _code(issuer, browser, _next_code(totp))
-    assert entry.url.startswith(f"{issuer.url}/device") and "Enter the code your device shows" in entry.text
+    assert entry.url.startswith(f"{issuer.url}/device")
+    assert "Enter the code your device shows" in entry.text

@@ -32,7 +32,7 @@ from issuer.ratelimit import client_address, limiter, quiet_limiter_log, retry_a
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
-from issuer.totp import TotpFactors
+from issuer.totp import SeedUnreadable, TotpFactors
 from issuer.users import UserError, UserStore, parse_demo_users
 from shared import audit, logs, web
 from shared.errors import error_response
@@ -131,6 +131,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     for unusable in (OperationalError, InterfaceError):
         app.register_error_handler(unusable, _database_unavailable)
     app.register_error_handler(KeyStoreError, _signing_unavailable)
+    app.register_error_handler(SeedUnreadable, _codes_unavailable)
     app.register_error_handler(IntegrityError, _raced_a_change)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(oauth.bp)
@@ -237,6 +238,18 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
 def _subkey(key: bytes, purpose: str) -> bytes:
     """Derive a key for one purpose from another, so that no two uses share a key."""
     return hmac.new(key, purpose.encode(), hashlib.sha256).digest()
+
+
+def _codes_unavailable(exc: SeedUnreadable) -> ResponseReturnValue:
+    """Answer 503 when a user's TOTP seed cannot be opened (a KEK change half done); the log says why."""
+    log.error("one-time code seed unreadable", extra={"fields": {"reason": str(exc)}})
+    return PageError(
+        "Temporarily unavailable",
+        "One-time codes cannot be checked right now. Please try again shortly.",
+        error="temporarily_unavailable",
+        status=503,
+        headers={"Retry-After": "5"},
+    ).to_response()
 
 
 def _database_unavailable(exc: OperationalError | InterfaceError) -> ResponseReturnValue:

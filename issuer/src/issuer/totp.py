@@ -30,7 +30,7 @@ import pyotp
 from sqlalchemy import Connection, Row, delete, func, insert, or_, select, update
 
 from issuer.db import Database, recovery_codes, totp_factors, users
-from issuer.kek import open_secret, seal_secret, sealed_under
+from issuer.kek import UnreadableKeyError, open_secret, seal_secret, sealed_under
 from issuer.opaque import secret_hash
 
 DIGITS = 6
@@ -46,6 +46,10 @@ MAX_RECOVERY_INPUT = 64  # longer input is not a recovery code and is never hash
 
 class FactorError(ValueError):
     """A factor cannot be enrolled, confirmed or used as asked; the message says why."""
+
+
+class SeedUnreadable(Exception):
+    """A seed cannot be opened under the configured KEKs (a KEK change half done, or damage): answered 503."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,13 @@ class TotpFactors:
             row = conn.execute(select(totp_factors).where(totp_factors.c.user_id == user_id)).first()
         if row is None or row.confirmed_at is not None:
             return None
-        return open_secret(self.keks, _label(user_id), bytes(row.sealed_seed)).decode("ascii")
+        return self._open(user_id, bytes(row.sealed_seed)).decode("ascii")
+
+    def _open(self, user_id: str, sealed: bytes) -> bytes:
+        try:
+            return open_secret(self.keks, _label(user_id), sealed)
+        except UnreadableKeyError as exc:
+            raise SeedUnreadable(str(exc)) from exc
 
     def confirm(self, user_id: str, code: str, now: int | None = None) -> list[str] | None:
         """Activate an enrollment with its first code; return the new recovery codes, or None for a wrong code."""
@@ -211,7 +221,7 @@ class TotpFactors:
         """Return the newest step within the drift whose code is `code` and is later than the last accepted."""
         if not is_totp_code(code):
             return None
-        seed = open_secret(self.keks, _label(row.user_id), bytes(row.sealed_seed))
+        seed = self._open(row.user_id, bytes(row.sealed_seed))
         totp = pyotp.TOTP(seed.decode("ascii"), digits=DIGITS, interval=PERIOD)
         last = row.last_step
         current = now // PERIOD

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import insert, update
 
 from issuer.db import Database, totp_factors, users
-from issuer.kek import CorruptKeyError, new_key_encryption_key
-from issuer.totp import PERIOD, FactorError, TotpFactors
+from issuer.kek import new_key_encryption_key
+from issuer.totp import PERIOD, FactorError, SeedUnreadable, TotpFactors
 from tests.support.sql import rows
 
 NOW = 1_800_000_000  # a step boundary is not needed: steps are NOW // 30 and its neighbours
@@ -56,8 +56,15 @@ def test_a_seed_moved_onto_another_users_row_does_not_open(store: TotpFactors, d
     (row,) = rows(database, "SELECT sealed_seed FROM totp_factors WHERE user_id = 'alice'")
     with database.transaction() as conn:
         conn.execute(update(totp_factors).where(totp_factors.c.user_id == "bob").values(sealed_seed=row["sealed_seed"]))
-    with pytest.raises(CorruptKeyError):
+    with pytest.raises(SeedUnreadable, match="damaged"):
         store.confirm("bob", "123456", now=NOW)
+
+
+def test_a_seed_sealed_under_another_kek_is_unreadable_not_a_wrong_code(store: TotpFactors, database: Database) -> None:
+    secret, _ = _enrolled(store)
+    other = TotpFactors(database, (new_key_encryption_key(),), issuer_name="x")
+    with pytest.raises(SeedUnreadable, match="another key-encryption key"):
+        other.verify("alice", _code(secret, NOW), now=NOW)
 
 
 def test_enrollment_is_active_only_after_the_first_code(store: TotpFactors) -> None:
@@ -66,10 +73,13 @@ def test_enrollment_is_active_only_after_the_first_code(store: TotpFactors) -> N
     assert store.confirm("alice", "000000" if _code(secret, NOW) != "000000" else "111111", now=NOW) is None
     assert not store.active("alice")
     codes = store.confirm("alice", _code(secret, NOW), now=NOW)
-    assert codes is not None and len(codes) == 10 and len(set(codes)) == 10
+    assert codes is not None
+    assert len(codes) == 10
+    assert len(set(codes)) == 10
     assert store.active("alice")
     status = store.status("alice")
-    assert status is not None and status.recovery_codes_left == 10
+    assert status is not None
+    assert status.recovery_codes_left == 10
     assert not store.active("bob")
 
 
@@ -116,7 +126,8 @@ def test_a_recovery_code_works_once_and_for_its_user_only(store: TotpFactors) ->
     assert store.verify("alice", codes[0].upper().replace("-", " "), now=NOW) == "recovery"
     assert store.verify("alice", codes[0], now=NOW) is None
     status = store.status("alice")
-    assert status is not None and status.recovery_codes_left == 9
+    assert status is not None
+    assert status.recovery_codes_left == 9
 
 
 def test_recovery_codes_are_stored_hashed(store: TotpFactors, database: Database) -> None:
@@ -155,6 +166,9 @@ def test_reseal_moves_seeds_to_a_new_kek(store: TotpFactors, database: Database,
 def test_provisioning_uri_is_what_authenticator_apps_read(store: TotpFactors) -> None:
     uri = store.provisioning_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "alice")
     assert uri.startswith("otpauth://totp/")
-    assert "secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP" in uri and "alice" in uri
+    assert "secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP" in uri
+    assert "alice" in uri
     parsed = pyotp.parse_uri(uri)
-    assert isinstance(parsed, pyotp.TOTP) and parsed.digits == 6 and parsed.interval == 30
+    assert isinstance(parsed, pyotp.TOTP)
+    assert parsed.digits == 6
+    assert parsed.interval == 30
