@@ -265,11 +265,11 @@ def keys_rewrap() -> None:
         seeds = TotpFactors(store.database, store.keks, issuer_name="-").reseal(store.keks[0])
     for kid in kids:
         click.echo(f"re-encrypted {kid}")
-    click.echo(f"{seeds} one-time code secret(s) re-encrypted")
     click.echo(
         f"{len(kids)} key(s) re-encrypted: every signing key is sealed under the key-encryption key {store.kek_id} "
         "(the first of the setting); once every replica runs with it first, the others may be dropped"
     )
+    click.echo(f"{seeds} one-time code secret(s) re-encrypted too")
 
 
 @contextmanager
