@@ -20,6 +20,7 @@ import pyotp
 import pytest
 import requests
 
+from tests.support.metrics import delta, scrape
 from tests.support.processes import GunicornService, issuer_process, log_events
 
 LIMIT = 3
@@ -148,8 +149,14 @@ def test_wrong_codes_are_limited_and_audited(issuer: GunicornService, username: 
     browser = requests.Session()
     _password(issuer, browser, username)
     wrong = "000000" if totp.now() != "000000" else "111111"
+    before = scrape(issuer.metrics_url)
     answers = [_code(issuer, browser, wrong).status_code for _ in range(LIMIT + 1)]
     assert answers == [200] * LIMIT + [429]
+    after = scrape(issuer.metrics_url)
+    counted = delta(before, after, "jwt_split_second_factor_checks_total", method="totp", result="failure")
+    assert counted == LIMIT
+    assert delta(before, after, "jwt_split_logins_total", result="failure") == LIMIT
+    assert delta(before, after, "jwt_split_rate_limited_total", limit="password-account") == 1
     failed = [
         e
         for e in log_events(issuer.log())
