@@ -10,6 +10,11 @@ OpenID Connect Core 1.0 section 3.1.2.1 at `/authorize`: `prompt` (`none`, `logi
 A login that a request forced satisfies that request: the retried `/authorize` it leads to
 issues the code instead of asking again.
 
+A user with one-time codes (issuer.totp) gets a second page, `/login/code`, after a right
+password: the login session, with `amr` `pwd otp mfa` (RFC 8176), begins only once the code (or
+a recovery code) passed. Until then the browser's signed session cookie holds the user's id
+and a deadline (`ISSUER_LOGIN_CODE_TTL`), which no page takes for a login.
+
 `/logout` is also OpenID Connect RP-Initiated Logout 1.0's end-session endpoint. Its
 `post_logout_redirect_uri` must be registered for the client exactly, or the user sees an
 error page; the session the `id_token_hint` names ends without a question only when it is
@@ -305,8 +310,8 @@ def _second_step_user() -> User | None:
     """Return the user whose password this browser proved for a login still waiting for its code, or None.
 
     The state lives in the browser's signed session cookie (it is bound to this browser), for
-    `ISSUER_LOGIN_CODE_TTL` seconds (5 minutes); it is not a login (`current_user` never sees it). A user who lost
-    the factor meanwhile (reset by the operator) starts again.
+    `ISSUER_LOGIN_CODE_TTL` seconds (5 minutes); it is not a login (`current_user` never sees
+    it). A user who lost the factor meanwhile (reset by the operator) starts again.
     """
     state = session.get(SECOND_STEP)
     if not isinstance(state, dict) or not isinstance(state.get("until"), int) or state["until"] <= time.time():
