@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pyotp
 import pytest
 import requests
 
@@ -165,6 +166,7 @@ def _drive(run: Run) -> None:
     _device(run)
     _passkeys(run)
     _commands(run)
+    _factors(run)
     run.secrets += _secrets_at_rest(run.issuer)
 
 
@@ -373,6 +375,69 @@ def _commands(run: Run) -> None:
     _assertions(run)
 
 
+def _factors(run: Run) -> None:
+    """Enroll one-time codes, fail a code, log in with a recovery code, meet the password grant's refusal, reset."""
+    password = "dave's long password 7"
+    run.secrets.append(password)
+    run.cli("users", "add", "dave", stdin=password + "\n")
+    with requests.Session() as browser:
+
+        def form(path: str, step: str, **data: str) -> requests.Response:
+            page = browser.get(f"{run.issuer.url}{path}", timeout=10).text
+            match = CSRF_INPUT.search(page)
+            assert match is not None
+            return browser.post(
+                f"{run.issuer.url}{path}",
+                data={"csrf_token": match.group(1), **data},
+                headers=run.headers(step),
+                timeout=10,
+            )
+
+        form("/login", "dave-password", username="dave", password=password)
+        account = browser.get(f"{run.issuer.url}/account", timeout=10).text
+        match = CSRF_INPUT.search(account)
+        assert match is not None
+        setup = browser.post(f"{run.issuer.url}/account/totp", data={"csrf_token": match.group(1)}, timeout=10).text
+        seed = re.search(r'<output id="secret" class="secret">([A-Z2-7 ]+)</output>', setup)
+        csrf = CSRF_INPUT.search(setup)
+        assert seed is not None
+        assert csrf is not None
+        run.secrets += [seed.group(1), seed.group(1).replace(" ", "")]
+        totp = pyotp.TOTP(seed.group(1).replace(" ", ""))
+        done = browser.post(
+            f"{run.issuer.url}/account/totp/confirm",
+            data={"csrf_token": csrf.group(1), "code": totp.now()},
+            headers=run.headers("factor-enrolled"),
+            timeout=10,
+        ).text
+        recovery = re.findall(r"<li><code>([a-z2-7-]+)</code></li>", done)
+        assert len(recovery) == 10
+        run.secrets += recovery
+    with requests.Session() as browser:
+        login = browser.get(f"{run.issuer.url}/login", timeout=10).text
+        match = CSRF_INPUT.search(login)
+        assert match is not None
+        browser.post(
+            f"{run.issuer.url}/login",
+            data={"csrf_token": match.group(1), "username": "dave", "password": password},
+            timeout=10,
+        )
+        wrong = "000000" if totp.now() != "000000" else "111111"
+        for step, code in (("code-wrong", wrong), ("code-recovery", recovery[0])):
+            page = browser.get(f"{run.issuer.url}/login/code", timeout=10).text
+            match = CSRF_INPUT.search(page)
+            assert match is not None
+            browser.post(
+                f"{run.issuer.url}/login/code",
+                data={"csrf_token": match.group(1), "code": code},
+                headers=run.headers(step),
+                timeout=10,
+            )
+    refused = _token(run, "password-needs-code", grant_type="password", username="dave", password=password)
+    assert refused.status_code == 400
+    run.cli("users", "reset-factors", "dave")
+
+
 def _assertions(run: Run) -> None:
     """Register a private_key_jwt client and present one of its assertions twice."""
     key = new_rsa_key()
@@ -553,6 +618,28 @@ def test_the_cli_writes_its_changes_as_source_cli_with_the_operator(run: Run) ->
         ("key.retiring", run.ids["first-kid"]),
         ("key.retired", run.ids["first-kid"]),
     ]
+
+
+def test_second_factor_events_name_the_user_and_the_reason(run: Run) -> None:
+    (enrolled,) = run.of("factor-enrolled")
+    assert (enrolled["event"], enrolled["subject"], enrolled["endpoint"]) == (
+        "factor.enrolled",
+        "dave",
+        "account.confirm",
+    )
+    (wrong,) = run.of("code-wrong")
+    assert (wrong["event"], wrong["subject"], wrong["reason"]) == ("login.failed", "dave", "wrong_code")
+    used = run.of("code-recovery")
+    assert [entry["event"] for entry in used] == ["recovery_code.used", "login.succeeded"]
+    (refused,) = run.of("password-needs-code")
+    assert (refused["event"], refused["reason"], refused["client"]) == (
+        "login.failed",
+        "second_factor_required",
+        "cli",
+    )
+    (reset,) = [entry for entry in run.trail() if entry["event"] == "factor.removed"]
+    assert (reset["source"], reset["subject"]) == ("cli", "dave")
+    assert "actor" in reset
 
 
 def test_the_issuer_reports_what_it_does_on_its_own_as_source_system(run: Run) -> None:

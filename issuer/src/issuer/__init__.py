@@ -19,7 +19,20 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from issuer import browser, device, dpop, introspect, oauth, oidc, passkeys, protocol, prune, statuslist, wellknown
+from issuer import (
+    account,
+    browser,
+    device,
+    dpop,
+    introspect,
+    oauth,
+    oidc,
+    passkeys,
+    protocol,
+    prune,
+    statuslist,
+    wellknown,
+)
 from issuer.apis import ApiStore
 from issuer.client_keys import RemoteKeys
 from issuer.clients import ClientAssertions, ClientStore, builtin_clients
@@ -33,6 +46,7 @@ from issuer.ratelimit import client_address, limiter, quiet_limiter_log, retry_a
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
+from issuer.totp import SeedUnreadable, TotpFactors
 from issuer.users import UserError, UserStore, parse_demo_users
 from shared import audit, logs, web
 from shared.errors import error_response
@@ -108,6 +122,8 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         apis=apis,
         remote_keys=RemoteKeys(settings.url),
         passkeys=Passkeys(database),
+        # TOTP seeds are sealed like the signing keys: under the first KEK, opened by any.
+        factors=TotpFactors(database, keks, issuer_name=urlsplit(settings.url).hostname or "jwt-split"),
     ).init_app(app)
 
     # RFC 9449 section 8: nonces every replica accepts, from the key-encryption key they share.
@@ -133,6 +149,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     for unusable in (OperationalError, InterfaceError):
         app.register_error_handler(unusable, _database_unavailable)
     app.register_error_handler(KeyStoreError, _signing_unavailable)
+    app.register_error_handler(SeedUnreadable, _codes_unavailable)
     app.register_error_handler(IntegrityError, _raced_a_change)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(oauth.bp)
@@ -152,6 +169,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
         ),
     )
     app.register_blueprint(browser.bp)
+    app.register_blueprint(account.bp)  # /account: the user's factors (one-time codes, a link to the passkeys)
     app.register_blueprint(passkeys.bp)  # /account/passkeys and "Sign in with a passkey" (WebAuthn)
     device.init_app(app, database)  # RFC 8628: /device_authorization, /device, and its grant at /token
     return app
@@ -228,7 +246,7 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
     seconds = retry_after()
     log.warning("rate limited", extra={"fields": {"path": request.path, "retry_after": seconds}})
     headers = {"Retry-After": str(seconds)}
-    if request.blueprint in {"browser", "device", "passkeys"} and request.endpoint not in JSON_ENDPOINTS:
+    if request.blueprint in {"browser", "device", "passkeys", "account"} and request.endpoint not in JSON_ENDPOINTS:
         text = f"Too many login attempts. Please wait {seconds} seconds and try again."
         return PageError(
             "Too many attempts", text, error="too_many_requests", status=429, headers=headers
@@ -239,6 +257,18 @@ def _rate_limited(_exc: HTTPException) -> ResponseReturnValue:
 def _subkey(key: bytes, purpose: str) -> bytes:
     """Derive a key for one purpose from another, so that no two uses share a key."""
     return hmac.new(key, purpose.encode(), hashlib.sha256).digest()
+
+
+def _codes_unavailable(exc: SeedUnreadable) -> ResponseReturnValue:
+    """Answer 503 when a user's TOTP seed cannot be opened (a KEK change half done); the log says why."""
+    log.error("one-time code seed unreadable", extra={"fields": {"reason": str(exc)}})
+    return PageError(
+        "Temporarily unavailable",
+        "One-time codes cannot be checked right now. Please try again shortly.",
+        error="temporarily_unavailable",
+        status=503,
+        headers={"Retry-After": "5"},
+    ).to_response()
 
 
 def _database_unavailable(exc: OperationalError | InterfaceError) -> ResponseReturnValue:

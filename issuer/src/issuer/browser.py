@@ -10,6 +10,11 @@ OpenID Connect Core 1.0 section 3.1.2.1 at `/authorize`: `prompt` (`none`, `logi
 A login that a request forced satisfies that request: the retried `/authorize` it leads to
 issues the code instead of asking again.
 
+A user with one-time codes (issuer.totp) gets a second page, `/login/code`, after a right
+password: the login session, with `amr` `pwd otp mfa` (RFC 8176), begins only once the code (or
+a recovery code) passed. Until then the browser's signed session cookie holds the user's id
+and a deadline (`ISSUER_LOGIN_CODE_TTL`), which no page takes for a login.
+
 `/logout` is also OpenID Connect RP-Initiated Logout 1.0's end-session endpoint. Its
 `post_logout_redirect_uri` must be registered for the client exactly, or the user sees an
 error page; the session the `id_token_hint` names ends without a question only when it is
@@ -42,6 +47,7 @@ from issuer.protocol import AuthorizationError, ClientRedirect, PageError, clien
 from issuer.ratelimit import note_failed_password, password_limits
 from issuer.sessions import public_id
 from issuer.tokens import Grant
+from issuer.totp import is_totp_code
 from issuer.users import User, UserError, parse_scope
 from shared import audit, metrics
 from shared.pkce import CHALLENGE
@@ -72,6 +78,10 @@ MAX_STATE_LENGTH = 1024
 MAX_AGE_DIGITS = 10
 MAX_USERNAME_LENGTH = 64
 LOGIN_FAILED = "The username or password is incorrect."
+CODE_FAILED = "The code is incorrect or was already used."
+SECOND_STEP_EXPIRED = "Your login took too long or was interrupted. Please log in again."
+SECOND_STEP = "second_factor"  # the session key of a login waiting for its code
+AFTER_LOGIN = "after_login"  # where a login started elsewhere than /authorize continues
 
 
 def page(
@@ -232,11 +242,22 @@ def login_page(error: str | None = None, username: str = "", status: int = 200) 
     """
     pending = session.get("authorize") or {}
     client = extensions.current().clients.get(pending.get("client_id", ""))
-    redirect_uri = pending.get("redirect_uri", "")
     username = username or _login_hint(pending)
     html = render_template("login.html", client=client.name if client else None, error=error, username=username)
-    response = make_response(html, status)
-    # Where the form may end: the asking client's origin, else every web client's (the app's default).
+    # The passkey button's script (issuer.passkeys) is a file of ours; nothing inline runs.
+    return _may_end_at_client(make_response(html, status), scripts=True)
+
+
+def _may_end_at_client(response: Response, *, scripts: bool = False) -> Response:
+    """Let a login page's form end, through redirects, where the login goes next (CSP `form-action`).
+
+    That is the pending request's redirect URI's origin when the client registered it, else every
+    web client's (the app's default). With `scripts`, the page may load the issuer's own script
+    files (the passkey button, issuer.passkeys); nothing inline runs either way.
+    """
+    pending = session.get("authorize") or {}
+    client = extensions.current().clients.get(pending.get("client_id", ""))
+    redirect_uri = pending.get("redirect_uri", "")
     urls: tuple[str, ...] = extensions.current().settings.web_redirect_uris
     if client is not None and redirect_uri in client.redirect_uris:
         urls = (redirect_uri,)
@@ -269,6 +290,21 @@ def login() -> Any:
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
         return login_page(LOGIN_FAILED, username[:64])
 
+    if extensions.current().factors.active(user.id):
+        # The password was right; the login is not done until the code is (a second page).
+        session[SECOND_STEP] = {
+            "user_id": user.id,
+            "username": user.username,
+            "until": int(time.time()) + extensions.current().settings.login_code_ttl,
+        }
+        log.info("browser login needs a one-time code", extra={"fields": {"sub": user.id}})
+        return redirect(url_for("browser.login_code"), code=303)
+    _succeeded(user)
+    return complete_login(user, assurance.PASSWORD)
+
+
+def _succeeded(user: User) -> None:
+    """Count and audit a login whose every step passed (a password, and a code for a user with one-time codes)."""
     metrics.LOGINS.labels("success").inc()
     audit.emit(
         "login.succeeded",
@@ -276,17 +312,18 @@ def login() -> Any:
         subject_id=user.id,
         client=(session.get("authorize") or {}).get("client_id"),
     )
-    return complete_login(user, assurance.PASSWORD)
 
 
 def complete_login(user: User, amr: Sequence[str]) -> Any:
     """Start a fresh session for a user who just proved `amr` (RFC 8176) and continue where the login was asked for.
 
-    The pending authorization request, a device's verification page, or the "Logged in" page:
-    the same after a password as after a passkey (issuer.passkeys).
+    The pending authorization request, a device's verification page, the account page, or the
+    "Logged in" page: the same after a password, a password and a code, or a passkey
+    (issuer.passkeys). The caller has counted and audited the login.
     """
     pending = session.get("authorize")
     device = session.get("device")  # a device's verification page sent the user here (issuer.device)
+    after = session.get(AFTER_LOGIN)  # the account page sent the user here (issuer.account)
     replaced = session.get("sid")
     session.clear()  # a fresh session: nothing from before the login survives (no fixation)
     session_id = extensions.current().login_sessions.create(user.id, amr=amr)
@@ -302,7 +339,77 @@ def complete_login(user: User, amr: Sequence[str]) -> Any:
     if isinstance(device, dict):
         session["device"] = device
         return redirect(url_for("device.verify"), code=303)
+    if after == "account":
+        return redirect(url_for("account.overview"), code=303)
     return page("Logged in", f"You are logged in as {user.username}.", logout=True, account=True)
+
+
+def _second_step_user() -> User | None:
+    """Return the user whose password this browser proved for a login still waiting for its code, or None.
+
+    The state lives in the browser's signed session cookie (it is bound to this browser), for
+    `ISSUER_LOGIN_CODE_TTL` seconds (5 minutes); it is not a login (`current_user` never sees
+    it). A user who lost the factor meanwhile (reset by the operator) starts again.
+    """
+    state = session.get(SECOND_STEP)
+    if not isinstance(state, dict) or not isinstance(state.get("until"), int) or state["until"] <= time.time():
+        session.pop(SECOND_STEP, None)
+        return None
+    user = extensions.current().users.get_by_id(str(state.get("user_id", "")))
+    if user is None or not extensions.current().factors.active(user.id):
+        session.pop(SECOND_STEP, None)
+        return None
+    return user
+
+
+def _second_step_account() -> str:
+    """Return the name the second step's rate limit charges: the user's, whose password it follows."""
+    state = session.get(SECOND_STEP)
+    return str(state.get("username", "")) if isinstance(state, dict) else ""
+
+
+def _code_page(error: str | None = None) -> Response:
+    html = render_template("code.html", error=error, action=url_for("browser.login_code"), heading="Enter your code")
+    response = _may_end_at_client(make_response(html))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@password_limits(account=_second_step_account)
+def login_code() -> Any:
+    """The second step of a login for a user with one-time codes: a TOTP code or a recovery code."""
+    user = _second_step_user()
+    if user is None:
+        return login_page(SECOND_STEP_EXPIRED)
+    if request.method == "GET":
+        return _code_page()
+    code = request.form.get("code", "")
+    method = extensions.current().factors.verify(user.id, code) if code else None
+    if method is None:
+        note_failed_password()  # a wrong code spends the budget of the user's password
+        metrics.LOGINS.labels("failure").inc()
+        metrics.SECOND_FACTOR_CHECKS.labels(code_method(code), "failure").inc()
+        audit.emit(
+            "login.failed",
+            subject=user.username,
+            subject_id=user.id,
+            client=(session.get("authorize") or {}).get("client_id"),
+            reason="wrong_code",
+        )
+        log.info("browser login failed", extra={"fields": {"reason": "wrong code", "sub": user.id}})
+        return _code_page(CODE_FAILED)
+    metrics.SECOND_FACTOR_CHECKS.labels(code_method(code), "success").inc()
+    if method == "recovery":
+        audit.emit("recovery_code.used", subject=user.username, subject_id=user.id)
+    session.pop(SECOND_STEP, None)
+    _succeeded(user)
+    return complete_login(user, assurance.PASSWORD_AND_CODE)
+
+
+def code_method(code: str) -> str:
+    """Return the metrics label of what was typed: `totp` for six digits, else `recovery`."""
+    return "totp" if is_totp_code(code.strip()) else "recovery"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy import column, delete, table
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.sql.expression import ColumnClause
 
 from issuer import migrations, prune
 from issuer.apis import ApiStore, InvalidApi, new_api
@@ -21,9 +23,14 @@ from issuer.clients import Client, ClientError, ClientStore
 from issuer.db import Database
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
 from issuer.settings import IssuerSettings
+from issuer.totp import TotpFactors, user_id_of
 from issuer.users import User, UserError, UserStore, parse_scope
 from jwt_verifier.jose import load_verification_key
+from shared import audit
 from shared.settings import SettingsError, env_url
+
+# The table of users' passkeys (WebAuthn credentials), where that feature is installed: reset with the rest.
+PASSKEYS_TABLE = "passkeys"
 
 
 def _settings() -> IssuerSettings:
@@ -181,6 +188,34 @@ def users_delete(name: str) -> None:
         _deleted(store.delete(name), f"no user named {name!r}", f"deleted {name}")
 
 
+@users.command("reset-factors")
+@click.argument("name")
+def users_reset_factors(name: str) -> None:
+    """Remove a user's second factors (one-time codes, recovery codes, passkeys): they log in with the password alone.
+
+    For a user who lost their phone and their recovery codes. Check who is asking first: this
+    undoes what the factors protect. Their login sessions are left as they are.
+    """
+    settings = _settings()
+    with _database(settings) as database:
+        user_id = user_id_of(database, name)
+        if user_id is None:
+            raise click.ClickException(f"no user named {name!r}")
+        has_passkeys = PASSKEYS_TABLE in database.tables()  # where that feature is installed
+        with database.transaction() as conn:
+            had_totp = TotpFactors.remove_in(conn, user_id)
+            passkeys = 0
+            if has_passkeys:
+                owner: ColumnClause[str] = column("user_id")
+                passkeys = conn.execute(delete(table(PASSKEYS_TABLE, owner)).where(owner == user_id)).rowcount
+        audit.emit("factor.removed", subject=name, subject_id=user_id)
+    removed = [
+        *(["one-time codes and recovery codes"] if had_totp else []),
+        *([f"{passkeys} passkey(s)"] if passkeys else []),
+    ]
+    click.echo(f"reset {name}: removed {', '.join(removed) if removed else 'nothing (no second factor)'}")
+
+
 @main.group()
 def keys() -> None:
     """List, rotate and retire signing keys."""
@@ -226,12 +261,15 @@ def keys_rewrap() -> None:
     """
     with _keys() as store:
         kids = store.rewrap()
+        # Users' TOTP seeds are sealed under the KEK too (issuer.totp): they move with the keys.
+        seeds = TotpFactors(store.database, store.keks, issuer_name="-").reseal(store.keks[0])
     for kid in kids:
         click.echo(f"re-encrypted {kid}")
     click.echo(
         f"{len(kids)} key(s) re-encrypted: every signing key is sealed under the key-encryption key {store.kek_id} "
         "(the first of the setting); once every replica runs with it first, the others may be dropped"
     )
+    click.echo(f"{seeds} one-time code secret(s) re-encrypted too")
 
 
 @contextmanager

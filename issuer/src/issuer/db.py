@@ -312,6 +312,27 @@ passkey_challenges = Table(
     Column("challenge_hash", String(64), primary_key=True),
     Column("purpose", String(16), nullable=False),  # register or login
     Column("expires_at", Integer, nullable=False, index=True),  # pruning
+# Owner: issuer.totp.TotpFactors. A user's TOTP seed (RFC 6238), sealed under the key-encryption
+# key with the user's id as associated data; `confirmed_at` is NULL while enrollment waits for
+# the first code; `last_step` is the time step of the last code accepted (each is accepted once).
+totp_factors = Table(
+    "totp_factors",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("sealed_seed", LargeBinary, nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("confirmed_at", Integer),
+    Column("last_step", Integer),
+)
+
+# Owner: issuer.totp.TotpFactors. Recovery codes as their SHA-256 (80 random bits each), each used once.
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", Integer, nullable=False),
+    Column("used_at", Integer),
 )
 
 

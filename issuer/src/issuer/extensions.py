@@ -17,6 +17,7 @@ from issuer.keys import KeyStore
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
+from issuer.totp import TotpFactors
 from issuer.users import UserStore
 
 
@@ -36,6 +37,7 @@ class Issuer:
     apis: ApiStore
     remote_keys: RemoteKeys
     passkeys: Passkeys
+    factors: TotpFactors
 
     def init_app(self, app: Flask) -> None:
         """Keep this issuer's objects on the app."""

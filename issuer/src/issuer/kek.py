@@ -185,6 +185,30 @@ def seal_private_key(kek: bytes, kid: str, private_key: rsa.RSAPrivateKey) -> by
     return _VERSION + key_encryption_key_id(kek) + nonce + AESGCM(kek).encrypt(nonce, der, kid.encode("utf-8"))
 
 
+def seal_secret(kek: bytes, label: str, secret: bytes) -> bytes:
+    """Encrypt a secret other than a signing key (a TOTP seed) for the row `label` names, as keys are sealed."""
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    return _VERSION + key_encryption_key_id(kek) + nonce + AESGCM(kek).encrypt(nonce, secret, label.encode("utf-8"))
+
+
+def open_secret(kek: bytes | Sequence[bytes], label: str, sealed: bytes) -> bytes:
+    """Decrypt a secret `seal_secret` sealed for `label` under one of the KEKs.
+
+    Raise ForeignKeyError if none of them sealed it, CorruptKeyError if it is damaged or was
+    sealed for another row.
+    """
+    keks = (kek,) if isinstance(kek, bytes) else tuple(kek)
+    if len(sealed) <= _HEADER_BYTES or sealed[:1] != _VERSION:
+        raise CorruptKeyError(f"the secret of {label} is not sealed")
+    sealer = next((candidate for candidate in keks if sealed_under(candidate, sealed)), None)
+    if sealer is None:
+        raise ForeignKeyError(f"the secret of {label} is sealed under another key-encryption key")
+    try:
+        return AESGCM(sealer).decrypt(sealed[1 + _ID_BYTES : _HEADER_BYTES], sealed[_HEADER_BYTES:], label.encode())
+    except InvalidTag:
+        raise CorruptKeyError(f"the secret of {label} is damaged (its tag does not verify)") from None
+
+
 def sealed_under(kek: bytes, sealed: bytes) -> bool:
     """Return whether `sealed` says it was sealed under `kek` (by its KEK id; nothing is decrypted)."""
     return len(sealed) > _HEADER_BYTES and hmac.compare_digest(sealed[1 : 1 + _ID_BYTES], key_encryption_key_id(kek))

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 bp = Blueprint("oauth", __name__)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+SECOND_FACTOR_REQUIRED = (
+    "this user logs in with a one-time code as well, which the password grant cannot carry: "
+    "use the authorization code flow or the device flow"
+)
 
 
 def _form() -> dict[str, str]:
@@ -166,6 +170,17 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
         audit.emit("login.failed", subject=extensions.current().users.known(username), client=client.client_id)
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
+    if extensions.current().factors.active(user.id):
+        # The grant carries a password alone; this user's logins need a one-time code as well.
+        audit.emit(
+            "login.failed",
+            subject=user.username,
+            subject_id=user.id,
+            client=client.client_id,
+            reason="second_factor_required",
+        )
+        log.info("login refused", extra={"fields": {"reason": "second factor required", "sub": user.id}})
+        raise OAuthError(SECOND_FACTOR_REQUIRED, error="invalid_grant")
     with extensions.current().database.transaction() as conn:
         # The password was checked outside the write lock (argon2 is slow): the user is read again
         # in the grant's transaction, so a change to them meanwhile is seen, or waits for the grant.

@@ -1,6 +1,8 @@
 """Rate limits on password guessing (Flask-Limiter), counting failed attempts only.
 
-Two limits guard every password check, the token endpoint's password grant and the login form:
+Two limits guard every password check, the token endpoint's password grant and the login form,
+and every one-time code check (the login's second step, the account page), which spends the
+same budget as the user's password:
 
 - per account and address: a few failures for one name from one address;
 - per address: more failures from one address across all names.
@@ -178,7 +180,12 @@ def _refunding(view: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
-def _account_and_address() -> str:
+def _typed_account() -> str:
+    """Return the account name a login form or password grant typed."""
+    return request.form.get("username", "").strip().lower()[:64]
+
+
+def _account_and_address(account: Callable[[], str] = _typed_account) -> str:
     """Return the account limit's key: a keyed hash of the name typed, never the name itself.
 
     A user who types a password into the username field and retries would otherwise have it
@@ -186,14 +193,13 @@ def _account_and_address() -> str:
     worker and replica shares (their counts must meet) and an attacker does not know (a bare
     hash of a short password is found by guessing).
     """
-    account = request.form.get("username", "").strip().lower()[:64]
-    key = derived_secret(str(current_app.config["SECRET_KEY"]).encode(), ACCOUNT_KEY, account)
+    key = derived_secret(str(current_app.config["SECRET_KEY"]).encode(), ACCOUNT_KEY, account())
     return f"account:{key}|{client_address()}"
 
 
-def _known_account() -> str | None:
+def _known_account(account: Callable[[], str] = _typed_account) -> str | None:
     """Return the account name the request typed if it names a user (the trail never repeats other names)."""
-    return extensions.current().users.known(request.form.get("username", "").strip().lower()[:64])
+    return extensions.current().users.known(account())
 
 
 def _account_limit() -> str:
@@ -204,11 +210,12 @@ def _address_limit() -> str:
     return str(extensions.current().settings.address_rate_limit)
 
 
-def _count_breach(limit: str) -> Callable[[Any], None]:
+def _count_breach(limit: str, account: Callable[[], str] = _typed_account) -> Callable[[Any], None]:
     def breached(_limit: Any) -> None:
         _refund(_charges())  # a 429 checks no password: the limits it was charged by get it back
         metrics.RATE_LIMITED.labels(limit).inc()
-        audit.emit("rate_limit.hit", limit=limit, subject=_known_account() if limit == "password-account" else None)
+        subject = _known_account(account) if limit == "password-account" else None
+        audit.emit("rate_limit.hit", limit=limit, subject=subject)
 
     return breached
 
@@ -226,9 +233,18 @@ def _unreadable_body() -> bool:
     return False
 
 
-def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[Any], Any]:
-    """Decorate a view that checks passwords with both limits (POST only)."""
+def password_limits(
+    exempt_when: Callable[[], bool] | None = None, account: Callable[[], str] | None = None
+) -> Callable[[Any], Any]:
+    """Decorate a view that checks passwords (or one-time codes) with both limits (POST only).
+
+    The account limit counts by the name the form typed, or by what `account` returns: the
+    second step of a login and the account page charge the user the step is for, and share
+    the budget of their password (a wrong code is a failed login).
+    """
     extra = exempt_when
+
+    named = account or _typed_account
 
     def exempt() -> bool:
         return _unreadable_body() or (extra is not None and extra())
@@ -245,10 +261,10 @@ def password_limits(exempt_when: Callable[[], bool] | None = None) -> Callable[[
         return limiter.shared_limit(
             _account_limit,
             "password-account",
-            key_func=_account_and_address,
+            key_func=lambda: _account_and_address(named),
             methods=["POST"],
             exempt_when=exempt,
-            on_breach=_count_breach("password-account"),
+            on_breach=_count_breach("password-account", named),
         )(view)
 
     return decorate

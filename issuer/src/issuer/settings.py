@@ -147,6 +147,9 @@ class IssuerSettings:
         doc="where the browser client may send the user back after logging out",
     )
     login_session_ttl: int = setting("LOGIN_SESSION_TTL", 8 * 3600, parse=integer(60), doc="login session lifetime")
+    login_code_ttl: int = setting(
+        "LOGIN_CODE_TTL", 300, parse=integer(1), doc="seconds a login waits for its one-time code after the password"
+    )
     login_rate_limit: str = setting(
         "LOGIN_RATE_LIMIT", "5 per minute", parse=rate_limit, doc="failed password checks per account and address"
     )

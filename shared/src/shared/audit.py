@@ -66,6 +66,9 @@ EVENTS: Final[dict[str, str]] = {
     "passkey.removed": "a user removed one of their passkeys",
     "passkey.login_failed": "a passkey login was refused (the reason says why)",
     "passkey.clone_suspected": "a passkey's signature counter went back: a cloned authenticator; the login was refused",
+    "factor.enrolled": "a user confirmed one-time codes (TOTP) as their second factor",
+    "factor.removed": "a user's one-time codes and recovery codes were removed (by the user or the operator)",
+    "recovery_code.used": "a recovery code was spent in place of a one-time code",
 }
 
 SOURCES: Final = ("http", "cli", "system")
@@ -88,7 +91,12 @@ PASSKEY_REASONS: Final = (
     "unknown_credential",  # no passkey is registered with the credential id sent
     "bad_response",  # challenge, origin, RP ID, flags, user handle or signature refused
 )
-REASONS: Final = KEY_REASONS + CLIENT_AUTH_REASONS + PASSKEY_REASONS
+# Why a login failed after its password passed (login.failed), or why one was refused outright.
+LOGIN_REASONS: Final = (
+    "wrong_code",  # the one-time code or recovery code of the second step was wrong or used
+    "second_factor_required",  # the password grant, for a user who has a second factor
+)
+REASONS: Final = KEY_REASONS + CLIENT_AUTH_REASONS + PASSKEY_REASONS + LOGIN_REASONS
 MAX_TEXT: Final = 128  # every value here is short (names, ids); a longer one is cut
 
 FieldValue = str | int | list[str] | None

@@ -44,7 +44,14 @@ TOKENS_ISSUED = Counter("jwt_split_tokens_issued", "Access tokens issued, by gra
 TOKEN_ERRORS = Counter(
     "jwt_split_token_errors", "Token requests refused, by grant and OAuth error.", ["grant", "error"]
 )
-LOGINS = Counter("jwt_split_logins", "Password checks (token endpoint and login form), by result.", ["result"])
+LOGINS = Counter(
+    "jwt_split_logins", "Password checks (token endpoint and login form) and one-time codes, by result.", ["result"]
+)
+SECOND_FACTOR_CHECKS = Counter(
+    "jwt_split_second_factor_checks",
+    "One-time code checks (login second step, enrollment, removal), by method (totp, recovery) and result.",
+    ["method", "result"],
+)
 DEVICE_AUTHORIZATIONS = Counter(
     "jwt_split_device_authorizations",
     "Device authorization grant steps (RFC 8628), by step and result.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 
 SCHEMA = """
 CREATE TABLE passkeys (id VARCHAR(32) NOT NULL, credential_id VARCHAR(1400) NOT NULL, user_id VARCHAR(32) NOT NULL, public_key BYTEA_OR_BLOB NOT NULL, sign_count BIGINT NOT NULL, transports TEXT NOT NULL, backup_eligible BOOLEAN NOT NULL, backup_state BOOLEAN NOT NULL, name VARCHAR(64) NOT NULL, created_at INTEGER NOT NULL, last_used_at INTEGER, PRIMARY KEY (id), CONSTRAINT passkeys_credential_id_key UNIQUE (credential_id), FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE)
