@@ -312,6 +312,8 @@ passkey_challenges = Table(
     Column("challenge_hash", String(64), primary_key=True),
     Column("purpose", String(16), nullable=False),  # register or login
     Column("expires_at", Integer, nullable=False, index=True),  # pruning
+)
+
 # Owner: issuer.totp.TotpFactors. A user's TOTP seed (RFC 6238), sealed under the key-encryption
 # key with the user's id as associated data; `confirmed_at` is NULL while enrollment waits for
 # the first code; `last_step` is the time step of the last code accepted (each is accepted once).
