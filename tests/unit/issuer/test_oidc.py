@@ -162,7 +162,10 @@ def test_the_id_token_is_minimal_and_the_identity_claims_are_at_userinfo(client:
     # OpenID Connect Core 1.0 section 5.4: with an access token issued, the scopes' claims come from /userinfo.
     body = _tokens(client)
     claims = _id_claims(client, body["id_token"])
-    assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "auth_time", "azp", "sid", "at_hash", "nonce"}
+    assert set(claims) == {
+        *("iss", "sub", "aud", "exp", "iat", "auth_time", "acr", "amr", "azp", "sid", "at_hash", "nonce")
+    }
+    assert (claims["acr"], claims["amr"]) == ("single-factor", ["pwd"])  # a password login (RFC 8176)
     info = _userinfo(client, body["access_token"]).get_json()
     assert (info["name"], info["preferred_username"], info["email"]) == ("Alice", "alice", "alice@example.com")
 
