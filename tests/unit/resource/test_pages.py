@@ -224,7 +224,7 @@ def test_a_dpop_bound_access_cookie_counts_only_with_the_sessions_key(
     client: FlaskClient, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     key = new_key(ServerNonces())
-    claims = make_claims(scope="profile admin", sub="alice", cnf={"jkt": key.jkt})
+    claims = make_claims(scope="profile admin", sub="alice", cnf={"jkt": key.jkt}, acr="multi-factor")
     token = sign(claims, rsa_key)
     client.set_cookie("rs_access", token)
     client.set_cookie("rs_dpop", encode(key))
