@@ -835,6 +835,19 @@ def test_prompt_none_with_a_session_older_than_max_age_answers_login_required(cl
     _assert_denied(_authorize(client, prompt="none", max_age="60"), "login_required")
 
 
+def test_prompt_none_with_a_session_below_the_acr_values_answers_login_required(client: FlaskClient) -> None:
+    log_in(client)  # a password: single-factor
+    _assert_denied(_authorize(client, prompt="none", acr_values="multi-factor"), "login_required")
+    assert "code" in query(_authorize(client, prompt="none", acr_values="single-factor"))
+    assert "code" in query(_authorize(client, prompt="none", acr_values="urn:example:unknown"))  # voluntary: ignored
+
+
+@pytest.mark.parametrize("acr_values", ["multi-factor\x00", "x" * 256, "multi-factor\u00e9"])
+def test_malformed_acr_values_answer_invalid_request(client: FlaskClient, acr_values: str) -> None:
+    log_in(client)
+    _assert_denied(_authorize(client, acr_values=acr_values), "invalid_request")
+
+
 def test_login_hint_prefills_the_username(client: FlaskClient) -> None:
     response = _authorize(client, login_hint="bob")
     assert location_path(response) == "/login"
