@@ -13,39 +13,12 @@ import jwt
 import requests
 
 from shared.pkce import s256
+from tests.support.sessions import PASSWORD_AND_CODE, session_cookie
 from tests.support.stack import Stack
 from tests.support.tokens import new_rsa_key
 
 CLIENT_ID = "resource-web"
-MFA_AMR = ("pwd", "otp", "mfa")
 _CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-# Run where the issuer runs: a login session for a user whose second factor is taken as proved.
-MFA_SESSION = """
-import sys
-from flask import Flask
-from flask.sessions import SecureCookieSessionInterface
-from issuer import _session_secret
-from issuer.sessions import LoginSessions
-from issuer.settings import IssuerSettings
-settings = IssuerSettings.from_env()
-sid = LoginSessions(settings.database(), settings.login_session_ttl).create(sys.argv[1], amr=("pwd", "otp", "mfa"))
-app = Flask("cookie")
-app.secret_key = settings.session_secret or _session_secret(settings.data_dir)
-print(SecureCookieSessionInterface().get_signing_serializer(app).dumps({"sid": sid, "_permanent": True}), end="")
-"""
-
-
-def _mfa_session_cookie(stack: Stack, username: str) -> str:
-    """Return an issuer session cookie for a login that proved a password and a one-time code.
-
-    Made with `LoginSessions.create(amr=("pwd", "otp", "mfa"))`, not through a TOTP login: these
-    tests are about what the tokens and the step-up do with such a session, not how the factor
-    was proved (the TOTP login has tests of its own).
-    """
-    made = stack.issuer_python(MFA_SESSION.replace("sys.argv[1]", repr(stack.user_id(username))))
-    assert made.returncode == 0, made.stderr
-    return made.stdout
 
 
 def _claims(stack: Stack, token: str, audience: str | None = None) -> dict[str, Any]:
@@ -196,13 +169,13 @@ def test_acr_values_above_the_sessions_level_forces_a_fresh_login_whose_token_sa
         assert claims["auth_time"] > first["auth_time"]  # a fresh login, a new session
 
         # A session whose login proved two factors meets the request at once: a code, no login page.
-        _set_issuer_session(browser, _mfa_session_cookie(stack, "alice"))
+        _set_issuer_session(browser, session_cookie(stack, "alice"))
         verifier = secrets.token_urlsafe(48)
         code = _code(_authorize(browser, stack, verifier, acr_values="multi-factor"), stack)
         tokens = _exchange(stack, code, verifier)
     for token, audience in ((tokens["access_token"], None), (tokens["id_token"], CLIENT_ID)):
         claims = _claims(stack, token, audience)
-        assert (claims["acr"], claims["amr"]) == ("multi-factor", list(MFA_AMR))
+        assert (claims["acr"], claims["amr"]) == ("multi-factor", list(PASSWORD_AND_CODE))
 
 
 # -- the resource's step-up ----------------------------------------------------------------------
@@ -245,7 +218,7 @@ def test_the_resource_steps_the_login_up_once_and_then_shows_the_admin_answer(st
         assert f'href="{stack.public_issuer}/account"' in page.text
 
         # Once her issuer session proved two factors, the next visit's step-up needs no form at all.
-        _set_issuer_session(browser, _mfa_session_cookie(stack, "alice"))
+        _set_issuer_session(browser, session_cookie(stack, "alice"))
         step_up = _follow(browser, f"{public}/admin")
         callback = _follow(browser, _issuer_url(stack, step_up))
         assert callback.startswith(f"{public}/callback?")
