@@ -38,7 +38,10 @@ def test_admin_asks_for_a_second_factor_once_and_shows_the_answer_after_a_two_fa
 
     # Her issuer session now proved a password and a one-time code: the next visit needs no form.
     (issuer_cookie,) = [c for c in context.cookies(public(stack.issuer_url)) if c["name"] == "issuer_session"]
-    context.add_cookies([{**issuer_cookie, "value": session_cookie(stack, "alice")}])
+    value = session_cookie(stack, "alice")
+    context.add_cookies(
+        [{"name": "issuer_session", "value": value, "domain": issuer_cookie["domain"], "path": issuer_cookie["path"]}]
+    )
     page.goto(public(stack.resource_url) + "/admin")
     expect(page).to_have_url(public(stack.resource_url) + "/admin?stepped_up=1")
     expect(page.locator("#admin-message")).to_have_text("welcome, administrator")
