@@ -30,8 +30,12 @@ def test_admin_needs_admin_scope(stack: Stack) -> None:
     assert response.json()["error"] == "insufficient_scope"
     assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
     assert 'scope="admin"' in response.headers["WWW-Authenticate"]
+    # alice has the scope, but a password grant is one factor: RFC 9470 step-up, never a 403.
     alice = stack.token("alice", "wonderland")["access_token"]
-    assert stack.get("/api/admin", alice).status_code == 200
+    refused = stack.get("/api/admin", alice)
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "insufficient_user_authentication"
+    assert 'acr_values="multi-factor"' in refused.headers["WWW-Authenticate"]
 
 
 def test_requested_scope_is_narrowed_to_what_the_user_has(stack: Stack) -> None:

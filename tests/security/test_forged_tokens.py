@@ -324,3 +324,22 @@ def test_unknown_kids_cost_at_most_one_jwks_fetch_per_cooldown(target: LoopbackS
     for index in range(20):
         assert target.get("/api/me", real(ctx, kid=f"random-{index}")).status_code == 401
     assert target.jwks_fetches() - before <= target.workers  # cooldown 30 s, one window per worker
+
+
+def test_a_forged_multi_factor_claim_is_refused_as_any_forgery_and_the_genuine_one_is_what_admin_needs(
+    target: LoopbackStack, attacker: AttackerServer, ctx: Ctx
+) -> None:
+    # No special path for step-up (RFC 9470): `acr` is believed only once the signature is.
+    stepped_up = ctx.claims(acr="multi-factor", amr=["pwd", "otp", "mfa"], auth_time=int(time.time()))
+    kid = public_jwk(ctx.attacker_key.public_key())["kid"]
+    for headers in ({"kid": ctx.kid, "typ": "at+jwt"}, {"kid": kid, "typ": "at+jwt"}):
+        forged = jwt.encode(stepped_up, ctx.attacker_key, algorithm="RS256", headers=headers)
+        response = target.get("/api/admin", forged)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "invalid_token"
+        assert "acr_values" not in response.headers["WWW-Authenticate"]
+    assert attacker.hits == []
+    # The same claims signed by the issuer pass; one factor is a step-up challenge, never a 200.
+    assert target.get("/api/admin", real(ctx, stepped_up)).status_code == 200
+    one_factor = target.get("/api/admin", real(ctx, ctx.claims(acr="single-factor", amr=["pwd"])))
+    assert (one_factor.status_code, one_factor.json()["error"]) == (401, "insufficient_user_authentication")

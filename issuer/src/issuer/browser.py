@@ -6,9 +6,12 @@ either is wrong or repeated the user sees an error page (`PageError`) and is nev
 redirect URI as RFC 6749 4.1.2.1 errors, with `state` and `iss` (RFC 9207).
 
 OpenID Connect Core 1.0 section 3.1.2.1 at `/authorize`: `prompt` (`none`, `login`, and
-`consent`, which asks nothing: every client is first-party), `max_age` and `login_hint`.
+`consent`, which asks nothing: every client is first-party), `max_age`, `login_hint` and
+`acr_values` (a session whose login reached none of the levels asked for, `issuer.assurance`,
+logs in again, as for `prompt=login`; the login asks for whatever second factor the user has).
 A login that a request forced satisfies that request: the retried `/authorize` it leads to
-issues the code instead of asking again.
+issues the code instead of asking again, and the tokens' `acr` says what the login reached
+(less than asked when the user has no second factor: `acr_values` is voluntary).
 
 A user with one-time codes (issuer.totp) gets a second page, `/login/code`, after a right
 password: the login session, with `amr` `pwd otp mfa` (RFC 8176), begins only once the code (or
@@ -70,12 +73,14 @@ AUTHORIZE_PARAMS = (
     "prompt",
     "max_age",
     "login_hint",
+    "acr_values",
     "dpop_jkt",
 )
 LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
 MAX_NONCE_LENGTH = 255
 MAX_STATE_LENGTH = 1024
 MAX_AGE_DIGITS = 10
+MAX_ACR_VALUES_LENGTH = 255
 MAX_USERNAME_LENGTH = 64
 LOGIN_FAILED = "The username or password is incorrect."
 CODE_FAILED = "The code is incorrect or was already used."
@@ -156,6 +161,7 @@ def authorize() -> Any:
     try:
         prompt = _prompt(args["prompt"])
         max_age = _max_age(args["max_age"])
+        acr_values = _acr_values(args["acr_values"])
     except ValueError as exc:
         raise AuthorizationError(to, str(exc)) from exc
     try:  # RFC 8707: the API the token is for, or the default API
@@ -171,7 +177,7 @@ def authorize() -> Any:
     fresh = session.pop("logged_in_for", None) == pending
     session.pop("force_login", None)
     user = current_user()
-    if user is None or (not fresh and ("login" in prompt or _older_than(max_age))):
+    if user is None or (not fresh and ("login" in prompt or _older_than(max_age) or _below(acr_values))):
         if "none" in prompt:
             raise AuthorizationError(to, "the user must log in", error="login_required")
         session["authorize"] = pending
@@ -226,6 +232,27 @@ def _older_than(max_age: int | None) -> bool:
     started = extensions.current().login_sessions.started_at(secret_hash(session["sid"]))
     # Whole seconds on both sides: "at least max_age" errs towards asking (max_age=0 always asks).
     return started is None or int(time.time()) - started >= max_age
+
+
+def _acr_values(value: str | None) -> tuple[str, ...]:
+    """Return the levels of `acr_values` this issuer knows, or raise ValueError for a malformed value.
+
+    Core 1.0 section 3.1.2.1: space-separated, in order of preference, and voluntary: a level
+    this issuer does not offer (`acr_values_supported`) is ignored, not an error.
+    """
+    if value is None:
+        return ()
+    if not (len(value) <= MAX_ACR_VALUES_LENGTH and value.isascii() and value.isprintable()):
+        raise ValueError(f"acr_values must be at most {MAX_ACR_VALUES_LENGTH} printable ASCII characters")
+    return tuple(level for level in dict.fromkeys(value.split()) if level in assurance.ACR_VALUES_SUPPORTED)
+
+
+def _below(acr_values: tuple[str, ...]) -> bool:
+    """Return whether the browser's login session reached none of the levels `acr_values` asks for."""
+    if not acr_values:
+        return False
+    methods = extensions.current().login_sessions.methods(secret_hash(session["sid"]))
+    return methods is None or not assurance.satisfies(assurance.acr_for(methods), acr_values)
 
 
 def _login_hint(pending: Mapping[str, str]) -> str:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, Response, jsonify, request
 
-from issuer import dpop, extensions, oidc, statuslist
+from issuer import assurance, dpop, extensions, oidc, statuslist
 from issuer.apis import Api, InvalidTarget
 from issuer.client_auth import InvalidClient, authenticate_client
 from issuer.clients import DEFAULT_CLIENT_ID, DEVICE_CODE, Client
 from issuer.codes import CodeError, CodeMismatch, CodeReused
 from issuer.protocol import InvalidDPoPProof, OAuthError, not_a_form
 from issuer.ratelimit import note_failed_password, password_limits
-from issuer.tokens import Grant, RefreshError, RefreshKeyMismatch, mint_access_token
+from issuer.tokens import Grant, Login, RefreshError, RefreshKeyMismatch, mint_access_token
 from issuer.users import UserError, parse_scope
 from shared import audit, metrics
 
@@ -121,10 +122,24 @@ def _audience(api: str, scope: str) -> str | list[str]:
 
 
 def _token_response(
-    grant: Grant, refresh_token: str | None, *, session_hash: str | None = None, nonce: str | None = None
+    grant: Grant,
+    refresh_token: str | None,
+    *,
+    session_hash: str | None = None,
+    nonce: str | None = None,
+    login: Login | None = None,
 ) -> Response:
-    """Answer with an access token, the refresh token if any, and an ID token for a browser login's `openid` grant."""
+    """Answer with an access token, the refresh token if any, and an ID token for a browser login's `openid` grant.
+
+    Both tokens speak of the login (`amr`, `acr`, `auth_time`): `login` when the grant itself
+    was one (the password grant), else the login session's (`session_hash`: a browser login,
+    through a code, a device approval or a refresh of their grants). Its row gone, or no
+    session at all (a client's own grant; a refresh of a password or device grant's family,
+    which records none), the tokens say nothing of a login rather than guess.
+    """
     settings = extensions.current().settings
+    if login is None and session_hash is not None:
+        login = extensions.current().login_sessions.login(session_hash)
     audience = _audience(grant.audience or settings.audience, grant.scope)
     # Its refresh family's index in a status list, or one of its own (issuer.statuslist).
     slot = statuslist.slot_for(
@@ -138,6 +153,7 @@ def _token_response(
         ttl=settings.access_token_ttl,
         status=slot.claim(settings.url) if slot is not None else None,
         jkt=dpop.presented(),
+        login=login,
     )
     metrics.TOKENS_ISSUED.labels(request.form.get("grant_type", ""), grant.client_id).inc()
     log.info(
@@ -150,7 +166,7 @@ def _token_response(
     body = {"access_token": access_token, "token_type": token_type, "expires_in": settings.access_token_ttl}
     if refresh_token is not None:
         body["refresh_token"] = refresh_token
-    id_token = oidc.id_token(grant, access_token, session_hash, nonce)
+    id_token = oidc.id_token(grant, access_token, session_hash, nonce, login)
     if id_token is not None:
         body["id_token"] = id_token
     response = jsonify(**body, scope=grant.scope)
@@ -192,7 +208,8 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
         scope = _for_api(_scope(params.get("scope"), client.narrow(current.scopes & api.scopes)), api)
         grant = Grant(current.id, current.username, client.client_id, scope, api.audience)
         refresh_token = extensions.current().refresh_tokens.issue(grant, dpop_jkt=dpop.bound_to(client))
-    return _token_response(grant, refresh_token)
+    # The password was just proved, alone: RFC 8176 `pwd`, single-factor, now.
+    return _token_response(grant, refresh_token, login=Login(assurance.PASSWORD, int(time.time())))
 
 
 def _refresh_grant(params: dict[str, str], client: Client) -> Response:

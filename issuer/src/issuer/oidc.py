@@ -21,12 +21,17 @@ by `jwt_verifier.dpop_scheme` with the token endpoint's replay table, and nonces
 `ISSUER_DPOP_NONCE` is on; as a bearer token it is refused.
 
 `sub` is the user's stable id (section 2: never reassigned); the name is `preferred_username`.
-ID tokens are minimal (the registered claims, `auth_time`, `sid`, `nonce`, `at_hash`): the
+ID tokens are minimal (the registered claims, `auth_time`, `acr`, `amr`, `sid`, `nonce`, `at_hash`): the
 claims of `profile` and `email` are at `/userinfo` (section 5.4), read with the access token
 issued beside the ID token.
 
-ID tokens come only from the authorization code flow and refreshes of its grants: the password
-grant has no browser login to speak of (no `auth_time`, no `sid`).
+ID tokens come only from the authorization code flow (and the device grant) and refreshes of
+their grants: the password grant has no browser login to speak of (no `sid`).
+
+`acr` (section 2) is one of `acr_values_supported`, `single-factor` < `multi-factor`, derived
+from the login's RFC 8176 `amr` by issuer.assurance; the access tokens carry the same three
+claims (RFC 9068 section 2.2.1). A request's `acr_values` (section 3.1.2.1) is honoured at
+`/authorize` (issuer.browser); the token says what the login reached, which may be less.
 
 An ID token comes back as the `id_token_hint` of an end-session request (RP-Initiated Logout
 1.0 section 2): `logout_hint_claims` checks it was signed by this issuer, expired or not.
@@ -41,7 +46,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 
-from issuer import dpop, extensions, jose, statuslist
+from issuer import assurance, dpop, extensions, jose, statuslist
 from issuer.clients import Client
 from issuer.introspect import PublishedKeys
 from issuer.jose import END_SESSION_HINT, JwtRefused
@@ -51,7 +56,7 @@ from issuer.narrowing import IDENTITY_SCOPES as IDENTITY_SCOPES
 from issuer.narrowing import OPENID as OPENID
 from issuer.narrowing import kept_on_refresh as kept_on_refresh
 from issuer.sessions import public_id
-from issuer.tokens import Authentication, Grant, mint_id_token
+from issuer.tokens import Authentication, Grant, Login, mint_id_token
 from issuer.users import User
 from jwt_verifier.dpop_scheme import DPoPPolicy, dpop_request
 from jwt_verifier.errors import InvalidToken, Reason, TokenRevoked
@@ -64,7 +69,7 @@ bp = Blueprint("oidc", __name__)
 
 # Section 5.4: the claims each scope gives at /userinfo (`sub` always).
 SCOPE_CLAIMS = {"profile": ("name", "preferred_username", "updated_at"), "email": ("email", "email_verified")}
-CLAIMS_SUPPORTED = ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "sid"] + [
+CLAIMS_SUPPORTED = ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "amr", "nonce", "at_hash", "azp", "sid"] + [
     claim for claims in SCOPE_CLAIMS.values() for claim in claims
 ]
 
@@ -153,12 +158,13 @@ def identity_claims(user: User, scope: str) -> dict[str, Any]:
     return claims
 
 
-def id_token(grant: Grant, access_token: str, session_hash: str | None, nonce: str | None) -> str | None:
-    """Return an ID token for a grant with `openid` that came from a browser login, else None."""
+def id_token(
+    grant: Grant, access_token: str, session_hash: str | None, nonce: str | None, login: Login | None
+) -> str | None:
+    """Return an ID token for a grant with `openid` that came from the browser login `login` of a session, else None."""
     if session_hash is None or not is_openid(grant.scope):
         return None
-    auth_time = extensions.current().login_sessions.started_at(session_hash)
-    if auth_time is None:
+    if login is None:
         return None  # the session is gone (its user deleted): nothing to say who logged in
     settings = extensions.current().settings
     # Minimal: the profile and email claims are the UserInfo endpoint's to give, since an access
@@ -166,7 +172,7 @@ def id_token(grant: Grant, access_token: str, session_hash: str | None, nonce: s
     token, _ = mint_id_token(
         extensions.current().keys.signing_key(),
         grant,
-        Authentication(auth_time, public_id(session_hash), nonce),
+        Authentication(login.auth_time, public_id(session_hash), nonce, login.amr),
         issuer=settings.url,
         access_token=access_token,
         ttl=settings.access_token_ttl,  # issued with the access token, it lives as long
@@ -183,6 +189,7 @@ def provider_metadata(document: dict[str, Any]) -> dict[str, Any]:
         "userinfo_endpoint": f"{url}/userinfo",
         "end_session_endpoint": f"{url}/logout",
         "prompt_values_supported": list(PROMPT_VALUES),
+        "acr_values_supported": list(assurance.ACR_VALUES_SUPPORTED),
         "scopes_supported": sorted(IDENTITY_SCOPES | _api_scopes()),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],

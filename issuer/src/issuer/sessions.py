@@ -17,6 +17,7 @@ from issuer import assurance
 from issuer.codes import CODE_TTL
 from issuer.db import Database, delete_in_batches, login_sessions, refresh_tokens, stamp, users
 from issuer.opaque import new_secret, secret_hash
+from issuer.tokens import Login
 from shared import audit
 
 SID = re.compile(r"[0-9a-f]{32}")
@@ -110,6 +111,18 @@ class LoginSessions:
         with self.database.reading() as conn:
             found: str | None = conn.execute(query).scalar()
         return None if found is None else assurance.decode(found)
+
+    def login(self, session_hash: str) -> Login | None:
+        """Return what the login of a session proved and when (its tokens' `amr`, `acr`, `auth_time`), or None.
+
+        None once the session row is gone (pruned, its user deleted): nothing then says who logged in.
+        """
+        query = select(login_sessions.c.amr, login_sessions.c.created_at).where(
+            login_sessions.c.session_hash == session_hash
+        )
+        with self.database.reading() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else Login(assurance.decode(row.amr), row.created_at)
 
     def end(self, session_hash: str) -> bool:
         """End a session known by its hash; return whether it was live."""

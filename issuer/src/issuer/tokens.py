@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, insert, select, update
 
+from issuer import assurance
 from issuer.db import Database, delete_in_batches, refresh_tokens, stamp, status_grants, users, with_username
 from issuer.jose import ACCESS_TOKEN, ID_TOKEN, sign
 from issuer.keys import SigningKey
@@ -64,6 +65,27 @@ class RefreshKeyMismatch(RefreshError):
     """The refresh token is DPoP-bound (RFC 9449 section 5) and the request proved no key, or another one."""
 
 
+@dataclass(frozen=True)
+class Login:
+    """What the user proved and when: the `amr`, `acr` and `auth_time` of the tokens a login gives.
+
+    RFC 8176 section 2 (`amr`), OpenID Connect Core 1.0 section 2 (`acr`, `auth_time`), which
+    RFC 9068 section 2.2.1 lets access tokens carry too; `acr` follows from `amr` (issuer.assurance).
+    """
+
+    amr: tuple[str, ...]
+    auth_time: int
+
+    @property
+    def acr(self) -> str:
+        """Return the level of assurance the login reached."""
+        return assurance.acr_for(self.amr)
+
+    def claims(self) -> dict[str, Any]:
+        """Return the login's claims as tokens carry them."""
+        return {"auth_time": self.auth_time, "acr": self.acr, "amr": list(self.amr)}
+
+
 def mint_access_token(
     key: SigningKey,
     grant: Grant,
@@ -74,10 +96,14 @@ def mint_access_token(
     now: int | None = None,
     status: dict[str, Any] | None = None,
     jkt: str | None = None,
+    login: Login | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Sign an RFC 9068 access token, bound to the DPoP key `jkt` if given (RFC 9449 `cnf.jkt`); return it with its claims.
 
-    `issuer.jose` signs, with header `typ` `at+jwt` (RFC 9068 section 2.1).
+    `issuer.jose` signs, with header `typ` `at+jwt` (RFC 9068 section 2.1). A token born of a
+    user's login carries that login's `amr`, `acr` and `auth_time` (`login`, RFC 9068 section
+    2.2.1), so that an API can demand a stronger or more recent one (RFC 9470); a client's own
+    token has none.
     """
     issued_at = int(time.time()) if now is None else now
     claims: dict[str, Any] = {
@@ -96,6 +122,8 @@ def mint_access_token(
         claims["status"] = status  # draft-ietf-oauth-status-list-21 section 6.1 (issuer.statuslist)
     if jkt is not None:
         claims["cnf"] = {"jkt": jkt}  # RFC 9449 section 6.1
+    if login is not None:
+        claims.update(login.claims())
     return sign(key, ACCESS_TOKEN, claims), claims
 
 
@@ -103,9 +131,10 @@ def mint_access_token(
 class Authentication:
     """The browser login an ID token speaks of (OpenID Connect Core 1.0 section 2)."""
 
-    auth_time: int  # when the user proved their password
+    auth_time: int  # when the user proved who they are
     sid: str  # the login session's public identifier (issuer.sessions.public_id)
     nonce: str | None = None  # from the authorization request; never on a refresh's ID token
+    amr: tuple[str, ...] = assurance.PASSWORD  # what the login proved (RFC 8176); `acr` follows from it
 
 
 def mint_id_token(
@@ -133,6 +162,8 @@ def mint_id_token(
         "exp": issued_at + ttl,
         "iat": issued_at,
         "auth_time": authentication.auth_time,
+        "acr": assurance.acr_for(authentication.amr),
+        "amr": list(authentication.amr),
         "azp": grant.client_id,
         "sid": authentication.sid,
         "at_hash": at_hash(access_token),

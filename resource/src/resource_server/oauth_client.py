@@ -101,8 +101,21 @@ class IssuerClient:
         self.session = tracing.session()
         self._userinfo = _RecentAnswers(USERINFO_TTL, USERINFO_KEPT)
 
-    def authorization_request(self, dpop_jkt: str | None = None) -> AuthorizationRequest:
-        """Start the flow: a fresh state, PKCE verifier and nonce, and the issuer URL to visit (binding the code to `dpop_jkt`)."""
+    def authorization_request(
+        self, dpop_jkt: str | None = None, *, acr_values: tuple[str, ...] = (), max_age: int | None = None
+    ) -> AuthorizationRequest:
+        """Start the flow: a fresh state, PKCE verifier and nonce, and the issuer URL to visit (binding the code to `dpop_jkt`).
+
+        `acr_values` and `max_age` (OpenID Connect Core 1.0 section 3.1.2.1) ask for the login
+        an API's RFC 9470 challenge named: a step-up.
+        """
+        extra: dict[str, str] = {}
+        if dpop_jkt is not None:
+            extra["dpop_jkt"] = dpop_jkt
+        if acr_values:
+            extra["acr_values"] = " ".join(acr_values)
+        if max_age is not None:
+            extra["max_age"] = str(max_age)
         state = secrets.token_urlsafe(24)
         verifier = new_verifier()
         nonce = secrets.token_urlsafe(24)
@@ -116,7 +129,7 @@ class IssuerClient:
             nonce=nonce,
             code_challenge=s256(verifier),
             code_challenge_method="S256",
-            **({"dpop_jkt": dpop_jkt} if dpop_jkt is not None else {}),
+            **extra,
         )
         return AuthorizationRequest(str(url), state, verifier, nonce)
 

@@ -22,6 +22,14 @@ binding puts it in the URL; an ID token grants nothing, and the APIs refuse it f
 which ends the issuer session, revokes its refresh tokens and sends the browser back to
 `/logged-out` with the `state` kept in a short-lived cookie.
 
+`/admin` shows what the profile API's `/api/admin` answers this session's token, checked by
+the same rules (the `admin` scope and a multi-factor login). When the login falls short
+(RFC 9470 `insufficient_user_authentication`) the browser goes to the issuer's `/authorize`
+with the challenge's `acr_values` (and `max_age`), through the same login and callback as
+`/login` (state, PKCE, nonce, DPoP binding), and comes back to `/admin?stepped_up=1`. A login
+that still falls short (the user has no second factor) is told to set one up at the issuer's
+`/account`: one step-up per visit, never a loop.
+
 Cookies belong to a host name, and the issuer sends the browser back to the registered
 redirect URI on `RESOURCE_PUBLIC_URL`. So the page and `/login` first move a browser that
 arrived by another name (127.0.0.1, say) to the public URL, and only ever there: the Host
@@ -46,9 +54,17 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from werkzeug.wrappers import Response
 
-from jwt_verifier import InvalidToken, ResourceProtector, TokenExpired, VerificationUnavailable
+from jwt_verifier import (
+    InsufficientUserAuthentication,
+    InvalidToken,
+    ResourceProtector,
+    StepUp,
+    TokenExpired,
+    VerificationUnavailable,
+)
+from jwt_verifier.errors import InsufficientScope
 from jwt_verifier.flask import protection
-from resource_server.api import ACCESS_COOKIE
+from resource_server.api import ACCESS_COOKIE, ADMIN_ACR_VALUES, ADMIN_SCOPE, admin_answer
 from resource_server.oauth_client import IssuerClient
 from resource_server.oidc import IdTokenRefused, RelyingParty
 from resource_server.session_key import KEY_COOKIE, check_binding, decode, encode, new_key
@@ -65,6 +81,8 @@ REFRESH_COOKIE = "rs_refresh"
 ID_COOKIE = "rs_id"
 LOGIN_COOKIE = "rs_login"
 LOGOUT_COOKIE = "rs_logout"
+RETURN_COOKIE = "rs_return"  # a step-up's login: /callback goes back to /admin, not /
+STEPPED_UP = "stepped_up"  # /admin's query after a step-up: do not ask again
 LOGIN_LIFETIME = 600  # seconds a started login (or logout) may take to come back
 MAX_SPENT_STATES = 100_000
 
@@ -196,9 +214,8 @@ def _forget_tokens(response: Response) -> None:
 
 
 def _forget_login(response: Response) -> None:
-    response.delete_cookie(
-        LOGIN_COOKIE, path="/callback", httponly=True, samesite="Lax", secure=_settings().secure_cookies
-    )
+    for name in (LOGIN_COOKIE, RETURN_COOKIE):
+        response.delete_cookie(name, path="/callback", httponly=True, samesite="Lax", secure=_settings().secure_cookies)
 
 
 def _page(template: str, status: int = 200, **context: Any) -> Response:
@@ -368,12 +385,23 @@ def _utc(timestamp: object) -> str | None:
 @_on_the_public_host
 def login() -> Response:
     """Start the authorization code flow: send the browser to the issuer."""
+    return _start_login()
+
+
+def _start_login(acr_values: tuple[str, ...] = (), max_age: int | None = None, *, step_up: bool = False) -> Response:
+    """Send the browser to the issuer's `/authorize`, asking for `acr_values`/`max_age`; a `step_up` comes back to /admin."""
     key = new_key(_issuer().nonces)  # this browser session's DPoP key: the code is bound to it
-    flow = _issuer().authorization_request(dpop_jkt=key.jkt)
+    flow = _issuer().authorization_request(dpop_jkt=key.jkt, acr_values=acr_values, max_age=max_age)
     response = redirect(flow.url, code=302)
     # The state, nonce and key have no dot (base64url); the verifier, last, may.
     value = f"{flow.state}.{flow.nonce}.{encode(key)}.{flow.verifier}"
     _set_cookie(response, LOGIN_COOKIE, value, LOGIN_LIFETIME, path="/callback")
+    if step_up:
+        _set_cookie(response, RETURN_COOKIE, "admin", LOGIN_LIFETIME, path="/callback")
+    else:  # a step-up abandoned earlier must not send this login to /admin
+        response.delete_cookie(
+            RETURN_COOKIE, path="/callback", httponly=True, samesite="Lax", secure=_settings().secure_cookies
+        )
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -442,8 +470,69 @@ def _finish_login() -> Response:
         log.warning("login callback refused", extra={"fields": {"reason": exc.description}})
         return _login_failed(f"The login could not be verified: {exc.description}. Please log in again.")
     log.info("browser login", extra={"fields": {"sub": claims["sub"], "jti": claims["jti"]}})
-    response = redirect("/", code=303)
+    # Fixed targets only: the cookie says which, never where.
+    stepped_up = request.cookies.get(RETURN_COOKIE) == "admin"
+    response = redirect(f"/admin?{STEPPED_UP}=1" if stepped_up else "/", code=303)
     _store_tokens(response, tokens, id_token, key)
+    return response
+
+
+@bp.get("/admin")
+@_on_the_public_host
+def admin() -> Response:
+    """Show the profile API's admin answer for this session's token, stepping the login up once if it falls short."""
+    token = request.cookies.get(ACCESS_COOKIE)
+    refresh_token = request.cookies.get(REFRESH_COOKIE)
+    if not token and not refresh_token:
+        return _page("admin.html", 401, outcome="logged_out")
+    key = _session_key()
+    refreshed: dict[str, Any] | None = None
+    demand = StepUp(ADMIN_ACR_VALUES)
+
+    def checked(access_token: str, key: DPoPKey | None) -> dict[str, Any]:
+        # The checks of /api/admin (resource_server.api), on this session's token and key.
+        protector = _protector()
+        return protector.validate(
+            access_token,
+            lambda claims: check_binding(claims, key),
+            lambda claims: protector.authorize(claims, ADMIN_SCOPE, demand),
+        )
+
+    try:
+        try:
+            if not token:
+                raise TokenExpired()
+            claims = checked(token, key)
+        except TokenExpired:
+            if not refresh_token:
+                raise
+            key = key or new_key(_issuer().nonces)
+            refreshed = _issuer().refresh(refresh_token, key)
+            claims = checked(refreshed["access_token"], key)
+    except InsufficientScope:
+        response = _page("admin.html", 403, outcome="no_scope")
+    except InsufficientUserAuthentication as exc:
+        if request.args.get(STEPPED_UP):
+            # The login just made still falls short: the user has no second factor to give.
+            log.info(
+                "step-up did not reach the level asked", extra={"fields": {"acr_values": " ".join(exc.acr_values)}}
+            )
+            response = _page("admin.html", 403, outcome="enroll", account_url=f"{_settings().issuer}/account")
+        else:
+            log.info("step-up: sending the browser for a stronger login", extra={"fields": {"reason": exc.reason}})
+            response = _start_login(exc.acr_values, exc.max_age, step_up=True)
+    except (InvalidGrant, InvalidToken):
+        if refreshed is not None:  # a fresh token refused (a key not fetched yet): keep the spent token's successor
+            return _unavailable(refreshed, key)
+        response = _page("admin.html", 401, outcome="logged_out")
+        _forget_tokens(response)
+        return response
+    except (IssuerError, VerificationUnavailable):
+        return _unavailable(refreshed, key)
+    else:
+        response = _page("admin.html", answer=admin_answer(claims), claims=claims)
+    if refreshed is not None:
+        _store_tokens(response, refreshed, key=key)  # the old refresh token is spent: keep its successor
     return response
 
 

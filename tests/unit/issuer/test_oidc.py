@@ -162,7 +162,10 @@ def test_the_id_token_is_minimal_and_the_identity_claims_are_at_userinfo(client:
     # OpenID Connect Core 1.0 section 5.4: with an access token issued, the scopes' claims come from /userinfo.
     body = _tokens(client)
     claims = _id_claims(client, body["id_token"])
-    assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "auth_time", "azp", "sid", "at_hash", "nonce"}
+    assert set(claims) == {
+        *("iss", "sub", "aud", "exp", "iat", "auth_time", "acr", "amr", "azp", "sid", "at_hash", "nonce")
+    }
+    assert (claims["acr"], claims["amr"]) == ("single-factor", ["pwd"])  # a password login (RFC 8176)
     info = _userinfo(client, body["access_token"]).get_json()
     assert (info["name"], info["preferred_username"], info["email"]) == ("Alice", "alice", "alice@example.com")
 
@@ -830,6 +833,19 @@ def test_prompt_none_with_a_session_older_than_max_age_answers_login_required(cl
     log_in(client)
     _age_session(app, 1000)
     _assert_denied(_authorize(client, prompt="none", max_age="60"), "login_required")
+
+
+def test_prompt_none_with_a_session_below_the_acr_values_answers_login_required(client: FlaskClient) -> None:
+    log_in(client)  # a password: single-factor
+    _assert_denied(_authorize(client, prompt="none", acr_values="multi-factor"), "login_required")
+    assert "code" in query(_authorize(client, prompt="none", acr_values="single-factor"))
+    assert "code" in query(_authorize(client, prompt="none", acr_values="urn:example:unknown"))  # voluntary: ignored
+
+
+@pytest.mark.parametrize("acr_values", ["multi-factor\x00", "x" * 256, "multi-factor\u00e9"])
+def test_malformed_acr_values_answer_invalid_request(client: FlaskClient, acr_values: str) -> None:
+    log_in(client)
+    _assert_denied(_authorize(client, acr_values=acr_values), "invalid_request")
 
 
 def test_login_hint_prefills_the_username(client: FlaskClient) -> None:

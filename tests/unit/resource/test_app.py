@@ -130,10 +130,26 @@ def test_malformed_token_is_invalid_token_never_500(client: FlaskClient, token: 
 # -- /api/admin ---------------------------------------------------------------------------
 
 
-def test_admin_with_admin_scope_is_200(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:
-    response = client.get("/api/admin", headers=_bearer(sign(make_claims(scope="profile admin"), rsa_key)))
+def test_admin_with_admin_scope_and_a_multi_factor_login_is_200(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    claims = make_claims(scope="profile admin", acr="multi-factor", amr=["pwd", "otp", "mfa"])
+    response = client.get("/api/admin", headers=_bearer(sign(claims, rsa_key)))
     assert response.status_code == 200
-    assert response.get_json()["sub"] == "alice"
+    assert response.get_json() == {"sub": "alice", "message": "welcome, administrator", "acr": "multi-factor"}
+
+
+@pytest.mark.parametrize("login", [{"acr": "single-factor", "amr": ["pwd"]}, {}])
+def test_admin_with_admin_scope_and_one_factor_is_401_insufficient_user_authentication(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey, login: dict[str, Any]
+) -> None:
+    # RFC 9470: a password-only login, or a token that does not say (no acr), must step up.
+    response = client.get("/api/admin", headers=_bearer(sign(make_claims(scope="profile admin", **login), rsa_key)))
+    _assert_error(response, 401, "insufficient_user_authentication")
+    challenge = response.headers["WWW-Authenticate"]
+    assert 'error="insufficient_user_authentication"' in challenge
+    assert 'acr_values="multi-factor"' in challenge
+    assert "max_age" not in challenge
 
 
 def test_admin_without_admin_scope_is_403_insufficient_scope(client: FlaskClient, rsa_key: rsa.RSAPrivateKey) -> None:

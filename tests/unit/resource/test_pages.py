@@ -224,7 +224,7 @@ def test_a_dpop_bound_access_cookie_counts_only_with_the_sessions_key(
     client: FlaskClient, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     key = new_key(ServerNonces())
-    claims = make_claims(scope="profile admin", sub="alice", cnf={"jkt": key.jkt})
+    claims = make_claims(scope="profile admin", sub="alice", cnf={"jkt": key.jkt}, acr="multi-factor")
     token = sign(claims, rsa_key)
     client.set_cookie("rs_access", token)
     client.set_cookie("rs_dpop", encode(key))
@@ -1046,3 +1046,57 @@ def test_a_refreshed_token_that_cannot_be_verified_yet_keeps_the_successor_refre
     cookie = client.get_cookie("rs_refresh")
     assert cookie is not None
     assert cookie.value == "successor"  # the spent one would revoke the family after the reuse grace
+
+
+# -- /admin and its step-up (RFC 9470) -------------------------------------------------------
+
+
+def _admin_session(client: FlaskClient, rsa_key: rsa.RSAPrivateKey, **login: Any) -> None:
+    key = new_key(ServerNonces())
+    claims = make_claims(scope="profile admin", sub="alice", cnf={"jkt": key.jkt}, **login)
+    client.set_cookie("rs_access", sign(claims, rsa_key))
+    client.set_cookie("rs_dpop", encode(key))
+
+
+def test_admin_without_a_login_says_log_in_first(client: FlaskClient) -> None:
+    response = client.get("/admin")
+    assert response.status_code == 401
+    assert 'id="admin-logged-out"' in response.get_data(as_text=True)
+
+
+def test_admin_with_a_multi_factor_login_shows_the_admin_answer(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    _admin_session(client, rsa_key, acr="multi-factor")
+    response = client.get("/admin")
+    assert response.status_code == 200
+    assert '<dd id="admin-message">welcome, administrator</dd>' in response.get_data(as_text=True)
+
+
+def test_admin_with_one_factor_steps_up_once_with_acr_values_and_comes_back(
+    client: FlaskClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    _admin_session(client, rsa_key, acr="single-factor")
+    response = client.get("/admin")
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{ISSUER}/authorize"
+    query = parse_qs(location.query)
+    assert query["acr_values"] == ["multi-factor"]
+    assert "dpop_jkt" in query
+    assert "max_age" not in query
+    cookies = _cookie_headers(response)
+    assert cookies["rs_return"].startswith("rs_return=admin;")
+    assert {"httponly", "path=/callback"} <= _attributes(cookies["rs_return"])
+    # Back from a step-up that still fell short: no second redirect, the way to a second factor instead.
+    again = client.get("/admin?stepped_up=1")
+    assert again.status_code == 403
+    html = again.get_data(as_text=True)
+    assert 'id="admin-enroll"' in html
+    assert f'href="{ISSUER}/account"' in html
+
+
+def test_a_plain_login_forgets_an_abandoned_step_up(client: FlaskClient) -> None:
+    response = client.get("/login")
+    assert "acr_values" not in response.headers["Location"]
+    _assert_deleted(response, "rs_return")

@@ -10,6 +10,7 @@ the message text. Callers catch a class, never read a status back.
     │   ├── MissingToken          401, no error code: no token was sent (section 3.1)
     │   ├── InvalidRequest        400 invalid_request: the token was sent in a forbidden way
     │   ├── InsufficientScope     403 insufficient_scope
+    │   ├── InsufficientUserAuthentication  401 insufficient_user_authentication (RFC 9470 step-up)
     │   └── InvalidToken          401 invalid_token: the one "bad token" branch (its reason says why)
     │       ├── TokenExpired      the token was valid but its `exp` has passed (a refresh may help)
     │       ├── UnknownKey        the token names a `kid` the issuer does not publish
@@ -24,8 +25,9 @@ the message text. Callers catch a class, never read a status back.
 DPoP (RFC 9449) refusals (`DPoPError`, a `BearerError`) are answered with a `WWW-Authenticate: DPoP` challenge naming the
 proof algorithms accepted (`algs`, section 7.1): `InvalidDPoPProof` (401 invalid_dpop_proof),
 `UseDPoPNonce` (401 use_dpop_nonce with a `DPoP-Nonce` header, section 9), both `InvalidToken`s
-(the one "bad token" branch, with their own error code), and `DPoPInvalidToken` and
-`DPoPMissingToken`, the `InvalidToken` and `MissingToken` of a DPoP request.
+(the one "bad token" branch, with their own error code), and `DPoPInvalidToken`,
+`DPoPMissingToken` and `DPoPInsufficientUserAuthentication`, the `InvalidToken`, `MissingToken`
+and `InsufficientUserAuthentication` of a DPoP request.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ __all__ = [
     "RETRY_AFTER_SECONDS",
     "BearerError",
     "DPoPError",
+    "DPoPInsufficientUserAuthentication",
     "DPoPInvalidToken",
     "DPoPMissingToken",
     "InsufficientScope",
+    "InsufficientUserAuthentication",
     "InvalidDPoPProof",
     "InvalidRequest",
     "InvalidToken",
@@ -70,6 +74,7 @@ class Reason(StrEnum):
     MISSING_TOKEN = "missing_token"
     INVALID_REQUEST = "invalid_request"
     INSUFFICIENT_SCOPE = "insufficient_scope"
+    INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"  # RFC 9470: a stronger or newer login
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     BAD_SIGNATURE = "bad_signature"
@@ -104,13 +109,18 @@ def bearer_challenge(
     scope: str | None = None,
     *,
     resource_metadata: str | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> str:
-    """Return an RFC 6750 section 3 `WWW-Authenticate` value (with RFC 9728 section 5.1's `resource_metadata`)."""
+    """Return an RFC 6750 section 3 `WWW-Authenticate` value (with RFC 9728 section 5.1's `resource_metadata`).
+
+    `extra` are further auth-params after `scope`: RFC 9470 section 3's `acr_values` and `max_age`.
+    """
     params = [f'realm="{REALM}"']
     for name, value in (
         ("error", error),
         ("error_description", description),
         ("scope", scope),
+        *extra,
         ("resource_metadata", resource_metadata),
     ):
         if value:
@@ -153,11 +163,17 @@ class BearerError(JwtVerifierError):
         super().__init__(description, reason=reason)
         self.headers["WWW-Authenticate"] = self.challenge()
 
+    def challenge_params(self) -> tuple[tuple[str, str], ...]:
+        """Return the auth-params this error adds to its challenge after `scope` (none but step-up's)."""
+        return ()
+
     def challenge(self, resource_metadata: str | None = None) -> str:
         """Return this error's challenge, pointing at the API's RFC 9728 metadata when given."""
         # Without an error code (no token sent, section 3.1) the challenge says nothing more.
         detail = self.description if self.challenge_error else None
-        return bearer_challenge(self.challenge_error, detail, self.scope, resource_metadata=resource_metadata)
+        return bearer_challenge(
+            self.challenge_error, detail, self.scope, resource_metadata=resource_metadata, extra=self.challenge_params()
+        )
 
     def www_authenticate(self, resource_metadata: str | None = None) -> str:
         """Return the challenge (RFC 6750 section 3), naming the metadata URL when given (RFC 9728 section 5.1)."""
@@ -195,6 +211,32 @@ class InsufficientScope(BearerError):
 
     def __init__(self, scope: str) -> None:
         super().__init__(f"this resource needs the '{scope}' scope", scope=scope)
+
+
+class InsufficientUserAuthentication(BearerError):
+    """The token is valid, but the login behind it is not strong or recent enough (RFC 9470 section 3).
+
+    Not an `InvalidToken`: refreshing gives the same login; only a new one, meeting `acr_values`
+    and `max_age` (both named in the challenge), helps.
+    """
+
+    status = 401
+    error = challenge_error = "insufficient_user_authentication"
+    reason = Reason.INSUFFICIENT_USER_AUTHENTICATION
+
+    def __init__(self, description: str, *, acr_values: tuple[str, ...] = (), max_age: int | None = None) -> None:
+        self.acr_values = acr_values
+        self.max_age = max_age
+        super().__init__(description)
+
+    def challenge_params(self) -> tuple[tuple[str, str], ...]:
+        """Return `acr_values` (space-separated) and `max_age`, those the resource demands."""
+        params: list[tuple[str, str]] = []
+        if self.acr_values:
+            params.append(("acr_values", " ".join(self.acr_values)))
+        if self.max_age is not None:
+            params.append(("max_age", str(self.max_age)))
+        return tuple(params)
 
 
 class InvalidToken(BearerError):
@@ -287,9 +329,10 @@ def dpop_challenge(
     *,
     algs: tuple[str, ...] = (),
     resource_metadata: str | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> str:
     """Return an RFC 9449 section 7.1 `WWW-Authenticate: DPoP` value, naming the proof algorithms accepted."""
-    bearer = bearer_challenge(error, description, scope, resource_metadata=resource_metadata)
+    bearer = bearer_challenge(error, description, scope, resource_metadata=resource_metadata, extra=extra)
     params = bearer.removeprefix("Bearer ")
     if algs:
         params += f', algs="{" ".join(algs)}"'
@@ -305,7 +348,12 @@ class DPoPError(BearerError):
         """Return the `DPoP` challenge, with `algs` and the metadata URL when given."""
         detail = self.description if self.challenge_error else None
         return dpop_challenge(
-            self.challenge_error, detail, self.scope, algs=self.algs, resource_metadata=resource_metadata
+            self.challenge_error,
+            detail,
+            self.scope,
+            algs=self.algs,
+            resource_metadata=resource_metadata,
+            extra=self.challenge_params(),
         )
 
 
@@ -348,6 +396,14 @@ class DPoPMissingToken(DPoPError, MissingToken):
     def __init__(self, *, algs: tuple[str, ...] = ()) -> None:
         self.algs = algs
         super().__init__("send a DPoP-bound access token as 'Authorization: DPoP <token>' with a DPoP proof")
+
+
+class DPoPInsufficientUserAuthentication(DPoPError, InsufficientUserAuthentication):
+    """Step-up (RFC 9470) refused a DPoP request's token: the same parameters, in a `DPoP` challenge."""
+
+    def __init__(self, refusal: InsufficientUserAuthentication, *, algs: tuple[str, ...] = ()) -> None:
+        self.algs = algs
+        super().__init__(refusal.description, acr_values=refusal.acr_values, max_age=refusal.max_age)
 
 
 class ConfigError(JwtVerifierError, ValueError):

@@ -8,6 +8,10 @@
     def orders() -> dict[str, str]:
         return {"sub": g.claims["sub"]}
 
+    @app.post("/refunds")
+    @auth.require(scope="orders:write", acr_values=["multi-factor"], max_age=300)  # RFC 9470 step-up
+    def refund() -> dict[str, str]: ...
+
 `init_app` builds the JWKS client, the verifier and the protector for that app (in
 `app.extensions["jwt_verifier"]`, see `protection()`), serves the RFC 9728 metadata, and
 renders the library's errors as JSON: 401/403/400 with a `WWW-Authenticate: Bearer`
@@ -18,7 +22,7 @@ the URL the client called: the public origin of `resource` and the request's pat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -29,6 +33,7 @@ from jwt_verifier.dpop_scheme import dpop_request
 from jwt_verifier.errors import RETRY_AFTER_SECONDS, BearerError, JwtVerifierError, VerificationUnavailable
 from jwt_verifier.protection import Protection, build
 from jwt_verifier.rfc9728 import metadata, metadata_path
+from jwt_verifier.stepup import step_up
 from jwt_verifier.verifier import TokenVerifier
 
 __all__ = ["BearerAuth", "Protection", "error_response", "protection", "readiness"]
@@ -83,8 +88,20 @@ class BearerAuth:
         if config.jwks_prefetch:
             found.jwks.prefetch()
 
-    def require(self, scope: str | None = None) -> Callable[[F], F]:
-        """Require a valid access token, and `scope` if given; the verified claims go to `g.claims`."""
+    def require(
+        self,
+        scope: str | None = None,
+        *,
+        acr_values: str | Iterable[str] | None = None,
+        max_age: int | None = None,
+    ) -> Callable[[F], F]:
+        """Require a valid access token, and `scope` if given; the verified claims go to `g.claims`.
+
+        `acr_values` (the token's `acr` must be one of them) and `max_age` (its `auth_time` at
+        most that many seconds ago) demand a login strong or recent enough (RFC 9470): a token
+        that falls short gets 401 `insufficient_user_authentication`, naming both in its challenge.
+        """
+        demand = step_up(acr_values, max_age)
 
         def decorate(view: F) -> F:
             @wraps(view)
@@ -92,7 +109,7 @@ class BearerAuth:
                 found = protection()
                 proofs = request.headers.getlist("DPoP")
                 dpop = dpop_request(found.config.resource, request.method, request.script_root + request.path, proofs)
-                g.claims = found.protector.acquire(request, scope, dpop=dpop)
+                g.claims = found.protector.acquire(request, scope, dpop=dpop, step_up=demand)
                 return view(*args, **kwargs)
 
             return cast(F, wrapper)

@@ -18,14 +18,17 @@ from typing import Any, Protocol
 from jwt_verifier import observe
 from jwt_verifier.dpop_scheme import DPoPPolicy, DPoPRequest, dpop_token, refuse_bound_bearer
 from jwt_verifier.errors import (
+    DPoPInsufficientUserAuthentication,
     DPoPMissingToken,
     InsufficientScope,
+    InsufficientUserAuthentication,
     InvalidToken,
     MissingToken,
     UnknownKey,
     VerificationUnavailable,
 )
 from jwt_verifier.rfc6750 import bearer_token
+from jwt_verifier.stepup import StepUp
 from jwt_verifier.verifier import TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -78,10 +81,18 @@ class ResourceProtector:
         # token is refused as a bearer token either way.
         self.dpop = dpop
 
-    def validate(self, token: str, bind: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
+    def validate(
+        self,
+        token: str,
+        bind: Callable[[dict[str, Any]], object] | None = None,
+        authorize: Callable[[dict[str, Any]], object] | None = None,
+    ) -> dict[str, Any]:
         """Return the token's verified claims, or raise (and log) why not; count it once either way.
 
-        `bind` checks how the token was sent (a DPoP proof, or bearer use), raising an `InvalidToken`.
+        `bind` checks how the token was sent (a DPoP proof, or bearer use), raising an `InvalidToken`;
+        `authorize` what the route demands of a valid token (`authorize()`): a token without
+        the scope counts as valid, one whose login falls short of a step-up demand (RFC 9470)
+        as invalid, for `insufficient_user_authentication`.
         """
         try:
             claims = self.verifier.verify(token)
@@ -99,13 +110,46 @@ class ResourceProtector:
             log.warning("cannot verify tokens now", extra={"fields": {"reason": exc.reason, "detail": str(exc)}})
             observe.current().verification("unavailable", exc.reason)
             raise
+        try:
+            if authorize is not None:
+                authorize(claims)
+        except InsufficientUserAuthentication as exc:
+            log.info("token refused", extra={"fields": {"reason": exc.reason, "detail": exc.description}})
+            observe.current().verification("invalid", exc.reason)
+            raise
+        except InsufficientScope:
+            observe.current().verification("valid", "none")
+            raise
         observe.current().verification("valid", "none")
         return claims
 
-    def acquire(self, req: HttpRequest, scope: str | None = None, *, dpop: DPoPRequest | None = None) -> dict[str, Any]:
-        """Return the claims of the request's token, which must grant `scope` if given."""
+    def authorize(self, claims: dict[str, Any], scope: str | None = None, step_up: StepUp | None = None) -> None:
+        """Check what a route demands of a valid token: the API's scopes, `scope`, then the login (`step_up`).
+
+        Scope first: a stronger login would not give a missing scope (403 `insufficient_scope`);
+        then RFC 9470 (401 `insufficient_user_authentication`).
+        """
+        granted = str(claims.get("scope", "")).split()
+        if self.scopes and self.scopes.isdisjoint(granted):
+            log.info("no scope of this API", extra={"fields": {"sub": claims["sub"]}})
+            raise InsufficientScope(" ".join(sorted(self.scopes)))
+        if scope is not None and scope not in granted:
+            log.info("scope missing", extra={"fields": {"sub": claims["sub"], "needed": scope}})
+            raise InsufficientScope(scope)
+        if step_up is not None:
+            step_up.check(claims)
+
+    def acquire(
+        self,
+        req: HttpRequest,
+        scope: str | None = None,
+        *,
+        dpop: DPoPRequest | None = None,
+        step_up: StepUp | None = None,
+    ) -> dict[str, Any]:
+        """Return the claims of the request's token, which must grant `scope` and meet `step_up` if given."""
         cookies = req.cookies if self.cookie is not None else None  # parsed only when one may be read
-        return self.authenticate(req.headers.getlist("Authorization"), cookies, scope, dpop=dpop)
+        return self.authenticate(req.headers.getlist("Authorization"), cookies, scope, dpop=dpop, step_up=step_up)
 
     def authenticate(
         self,
@@ -114,11 +158,17 @@ class ResourceProtector:
         scope: str | None = None,
         *,
         dpop: DPoPRequest | None = None,
+        step_up: StepUp | None = None,
     ) -> dict[str, Any]:
         """Return the claims of the token in `authorization` (the header's values) or, failing that, the cookie.
 
-        `dpop` is the request's method, external URL and DPoP headers, for `Authorization: DPoP`.
+        `dpop` is the request's method, external URL and DPoP headers, for `Authorization: DPoP`;
+        `step_up` what the route demands of the login (RFC 9470), after the scope.
         """
+
+        def authorize(claims: dict[str, Any]) -> None:
+            self.authorize(claims, scope, step_up)
+
         policy = self.dpop
         try:
             token = bearer_token(authorization)
@@ -130,20 +180,13 @@ class ResourceProtector:
             token = cookies.get(self.cookie)
         if bound is not None and policy is not None:
             try:
-                claims = self.validate(bound, lambda verified: policy.check_proof(bound, verified, dpop))
+                return self.validate(bound, lambda verified: policy.check_proof(bound, verified, dpop), authorize)
             except InvalidToken as exc:
                 raise policy.challenge(exc) from exc
-        elif token is not None:
-            claims = self.validate(token, policy.check_bearer if policy is not None else refuse_bound_bearer)
-        elif policy is not None and policy.required:
+            except InsufficientUserAuthentication as exc:  # the same parameters, in the DPoP scheme's challenge
+                raise DPoPInsufficientUserAuthentication(exc, algs=policy.algs) from exc
+        if token is not None:
+            return self.validate(token, policy.check_bearer if policy is not None else refuse_bound_bearer, authorize)
+        if policy is not None and policy.required:
             raise DPoPMissingToken(algs=policy.algs)
-        else:
-            raise MissingToken()
-        granted = str(claims.get("scope", "")).split()
-        if self.scopes and self.scopes.isdisjoint(granted):
-            log.info("no scope of this API", extra={"fields": {"sub": claims["sub"]}})
-            raise InsufficientScope(" ".join(sorted(self.scopes)))
-        if scope is not None and scope not in granted:
-            log.info("scope missing", extra={"fields": {"sub": claims["sub"], "needed": scope}})
-            raise InsufficientScope(scope)
-        return claims
+        raise MissingToken()
