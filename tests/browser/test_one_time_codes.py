@@ -30,7 +30,8 @@ def _new_user(stack: Stack) -> str:
     return name
 
 
-def _enroll(page: Page, stack: Stack, artifacts: Path) -> pyotp.TOTP:
+def enroll(page: Page, stack: Stack, artifacts: Path) -> pyotp.TOTP:
+    """Turn on one-time codes for the user logged in at the issuer, from its account page; return their TOTP."""
     page.goto(public(stack.issuer_url) + "/account")
     expect(page.locator("#totp-status")).to_contain_text("Off")
     expect(page.get_by_role("link", name="Passkeys")).to_have_attribute("href", "/account/passkeys")
@@ -57,7 +58,7 @@ def test_a_user_turns_on_one_time_codes_and_logs_in_with_one(
     username = _new_user(stack)
     log_in(page, stack, username, PASSWORD)
     expect(page.get_by_role("heading", name=f"Hello, {username}")).to_be_visible()
-    totp = _enroll(page, stack, artifacts)
+    totp = enroll(page, stack, artifacts)
 
     # A new browser: the password, then a second page asking for the code.
     fresh = browser.new_context()

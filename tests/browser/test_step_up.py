@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.browser.test_login import log_in, public
+from tests.browser.test_one_time_codes import PASSWORD, enroll
 from tests.support.sessions import session_cookie
 from tests.support.stack import Stack
 
@@ -43,6 +47,41 @@ def test_admin_asks_for_a_second_factor_once_and_shows_the_answer_after_a_two_fa
         [{"name": "issuer_session", "value": value, "domain": issuer_cookie["domain"], "path": issuer_cookie["path"]}]
     )
     page.goto(public(stack.resource_url) + "/admin")
+    expect(page).to_have_url(public(stack.resource_url) + "/admin?stepped_up=1")
+    expect(page.locator("#admin-message")).to_have_text("welcome, administrator")
+    expect(page.locator("#admin-acr")).to_have_text("multi-factor")
+
+
+def test_a_password_login_is_refused_admin_until_the_user_sets_up_codes_and_steps_up_with_one(
+    stack: Stack, page: Page, artifacts: Path
+) -> None:
+    """Issue 23, end to end with nothing made up: a password login gets no admin answer; once the user
+    turns on one-time codes at the issuer, the Admin page's step-up asks for the password and a code,
+    and then shows the answer."""
+    username = f"stepup-{uuid.uuid4().hex[:8]}"
+    added = stack.issuer_cli(
+        "users", "add", username, "--scope", "profile admin", "--name", "Sam Stepup", stdin=PASSWORD + "\n"
+    )
+    assert added.returncode == 0, added.stderr
+    log_in(page, stack, username, PASSWORD)
+    expect(page.get_by_role("heading", name=f"Hello, {username}")).to_be_visible()
+
+    page.get_by_role("link", name="Admin").click()
+    expect(page).to_have_url(re.compile(re.escape(public(stack.issuer_url)) + r"/login"))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#admin-enroll")).to_be_visible()  # no second factor yet: told where to set one up
+
+    totp = enroll(page, stack, artifacts)
+    page.goto(public(stack.resource_url) + "/admin")
+    expect(page).to_have_url(re.compile(re.escape(public(stack.issuer_url)) + r"/login"))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Enter your code")).to_be_visible()
+    page.get_by_label("Code").fill(totp.at(time.time() + 30))  # the enrollment spent this step's code
+    page.get_by_role("button", name="Continue").click()
     expect(page).to_have_url(public(stack.resource_url) + "/admin?stepped_up=1")
     expect(page.locator("#admin-message")).to_have_text("welcome, administrator")
     expect(page.locator("#admin-acr")).to_have_text("multi-factor")

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import column, delete, table
+from sqlalchemy import delete
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.sql.expression import ColumnClause
 
 from issuer import migrations, prune
 from issuer.apis import ApiStore, InvalidApi, new_api
 from issuer.client_keys import check_client_key
 from issuer.clients import Client, ClientError, ClientStore
 from issuer.db import Database
+from issuer.db import passkeys as passkeys_table
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
 from issuer.settings import IssuerSettings
 from issuer.totp import TotpFactors, user_id_of
@@ -28,9 +28,6 @@ from issuer.users import User, UserError, UserStore, parse_scope
 from jwt_verifier.jose import load_verification_key
 from shared import audit
 from shared.settings import SettingsError, env_url
-
-# The table of users' passkeys (WebAuthn credentials), where that feature is installed: reset with the rest.
-PASSKEYS_TABLE = "passkeys"
 
 
 def _settings() -> IssuerSettings:
@@ -201,13 +198,9 @@ def users_reset_factors(name: str) -> None:
         user_id = user_id_of(database, name)
         if user_id is None:
             raise click.ClickException(f"no user named {name!r}")
-        has_passkeys = PASSKEYS_TABLE in database.tables()  # where that feature is installed
         with database.transaction() as conn:
             had_totp = TotpFactors.remove_in(conn, user_id)
-            passkeys = 0
-            if has_passkeys:
-                owner: ColumnClause[str] = column("user_id")
-                passkeys = conn.execute(delete(table(PASSKEYS_TABLE, owner)).where(owner == user_id)).rowcount
+            passkeys = conn.execute(delete(passkeys_table).where(passkeys_table.c.user_id == user_id)).rowcount
         audit.emit("factor.removed", subject=name, subject_id=user_id)
     removed = [
         *(["one-time codes and recovery codes"] if had_totp else []),

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import insert
 
-from issuer.cli import PASSKEYS_TABLE, main
-from issuer.db import Database
+from issuer.cli import main
+from issuer.db import Database, passkeys
 from issuer.settings import IssuerSettings
 from issuer.totp import TotpFactors
 from tests.support.sql import rows
@@ -57,16 +58,28 @@ def test_reset_factors_removes_one_users_codes_only(runner: CliRunner, database:
     assert set(_owners(database, "recovery_codes")) == {ids["dave"]}
 
 
-def test_reset_factors_removes_passkeys_where_their_table_exists(runner: CliRunner, database: Database) -> None:
+def test_reset_factors_removes_the_users_passkeys_too(runner: CliRunner, database: Database) -> None:
     ids = _ids(database)
     with database.transaction() as conn:
-        conn.exec_driver_sql(f"CREATE TABLE {PASSKEYS_TABLE} (id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(32))")
         for n, owner in enumerate((ids["carol"], ids["carol"], ids["dave"])):
-            conn.exec_driver_sql(f"INSERT INTO {PASSKEYS_TABLE} VALUES ('k{n}', '{owner}')")  # noqa: S608 - test data
+            conn.execute(
+                insert(passkeys).values(
+                    id=f"{n:032x}",
+                    credential_id=f"credential-{n}",
+                    user_id=owner,
+                    public_key=b"-",
+                    sign_count=0,
+                    transports="",
+                    backup_eligible=False,
+                    backup_state=False,
+                    name=f"key {n}",
+                    created_at=0,
+                )
+            )
     result = runner.invoke(main, ["users", "reset-factors", "carol"])
     assert result.exit_code == 0, result.output
     assert "2 passkey(s)" in result.output
-    assert _owners(database, PASSKEYS_TABLE) == [ids["dave"]]
+    assert _owners(database, "passkeys") == [ids["dave"]]
 
 
 def test_reset_factors_of_nobody_fails_and_changes_nothing(runner: CliRunner, database: Database) -> None:
