@@ -24,8 +24,11 @@ The claim policy in one place:
 
 How, and how fast (see docs/performance.md):
 
-- The signature is checked by `cryptography` directly (RSASSA-PKCS1-v1_5 with SHA-256, the
-  padding and hash objects built once), as PyJWT's RS256 algorithm object would check it. The
+- The signature is checked with `cryptography` directly, as RFC 8017 section 8.2.2 spells
+  RSASSA-PKCS1-v1_5 verification (`_rs256_valid`): a signature of exactly k octets, OpenSSL's
+  RSA public operation and strict padding check recovering T, and T compared octet for octet
+  with the SHA-256 DigestInfo of the signing input. `key.verify` checks the same, and costs
+  about 1 µs more a token (it looks its digest up in OpenSSL for every call). The
   compact serialization and the claims are handled here, by PyJWT's own rules, because PyJWT
   2.15's per-character base64url check alone costs more than the RSA verify: `_segment` (its rules
   spelled out in `Verifier._verify` for the payload and signature) checks
@@ -172,8 +175,8 @@ def _rs256_valid(key: rsa.RSAPublicKey, signature: bytes, signing_input: bytes) 
     0x00 || 0x01 || PS of 0xff || 0x00 || T and strips to T (steps 2 and 3, its strict type 1
     check), and T must equal the SHA-256 DigestInfo of the signing input octet for octet (step 4:
     encode and compare, so no other hash, DigestInfo spelling or trailing data passes). It is
-    what `key.verify` checks; asking OpenSSL for T and hashing with hashlib costs about 1.5 µs
-    less than `key.verify`'s setting up of the digest (docs/performance.md).
+    what `key.verify` checks; asking OpenSSL for T and hashing with hashlib costs about 1 µs
+    less than `key.verify`, which looks its digest up in OpenSSL on every call (docs/performance.md).
     """
     if len(signature) != (key.key_size + 7) >> 3:
         return False
