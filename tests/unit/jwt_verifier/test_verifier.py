@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jwt_verifier.config import VerifierConfig
-from jwt_verifier.jose import b64url_decode, b64url_encode
+from jwt_verifier.jose import b64url_decode, b64url_encode, parse_compact, verify_rs256
 from jwt_verifier.jwks import JwksClient, UnknownKey
 from jwt_verifier.verifier import (
     MAX_LIFETIME,
@@ -258,6 +258,133 @@ def test_signature_by_another_key_with_the_real_kid_is_refused(
 def test_token_with_signature_removed_is_refused(verifier: Verifier, rsa_key: rsa.RSAPrivateKey) -> None:
     header, payload, _ = sign(make_claims(), rsa_key).split(".")
     _refused(verifier, f"{header}.{payload}.", "signature is invalid|malformed")
+
+
+# -- the signature's encoding: RSASSA-PKCS1-v1_5 verification (RFC 8017 section 8.2.2) ---------
+
+_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")  # RFC 8017 section 9.2, note 1
+
+
+def _rsasp1(key: rsa.RSAPrivateKey, encoded: int) -> bytes:
+    """Apply the private key to any integer (RFC 8017 section 5.2.1), as a signer of any encoded message can."""
+    private = key.private_numbers()
+    n = private.public_numbers.n
+    return pow(encoded, private.d, n).to_bytes((n.bit_length() + 7) // 8, "big")
+
+
+def _encoded(t: bytes, *, block_type: int = 1, fill: int = 0xFF, k: int = 256) -> int:
+    """An EMSA-PKCS1-v1_5 encoded message 0x00 || BT || PS || 0x00 || T (RFC 8017 section 9.2) as an integer."""
+    return int.from_bytes(bytes([0, block_type]) + bytes([fill]) * (k - 3 - len(t)) + b"\x00" + t, "big")
+
+
+def _encodings(signing_input: bytes) -> dict[str, int]:
+    digest = hashlib.sha256(signing_input).digest()
+    return {
+        "DigestInfo without the NULL parameters": _encoded(
+            bytes.fromhex("302f300b06096086480165030402010420") + digest
+        ),
+        "SHA-512's DigestInfo and hash": _encoded(
+            bytes.fromhex("3051300d060960864801650304020305000440") + hashlib.sha512(signing_input).digest()
+        ),
+        "SHA-1's DigestInfo and hash": _encoded(
+            bytes.fromhex("3021300906052b0e03021a05000414")
+            + hashlib.sha1(signing_input, usedforsecurity=False).digest()
+        ),
+        "the bare hash, no DigestInfo": _encoded(digest),
+        "garbage after the hash (Bleichenbacher 2006)": _encoded(_SHA256_DIGEST_INFO + digest + b"\x01" * 64),
+        "garbage after the hash, short padding": int.from_bytes(
+            b"\x00\x01" + b"\xff" * 8 + b"\x00" + _SHA256_DIGEST_INFO + digest + b"\x00" * 194, "big"
+        ),
+        "block type 2": _encoded(_SHA256_DIGEST_INFO + digest, block_type=2),
+        "padding of zeros": _encoded(_SHA256_DIGEST_INFO + digest, fill=0),
+        "the hash of other bytes": _encoded(_SHA256_DIGEST_INFO + hashlib.sha256(signing_input + b"x").digest()),
+    }
+
+
+def _signed_with(signing_input: str, signature: bytes) -> str:
+    return f"{signing_input}.{b64url_encode(signature)}"
+
+
+def _assert_refused_as_bad_signature(keys: StaticKeys, token: str) -> None:
+    """Both readers of RS256 refuse it as the reference (`jwt.decode`, cryptography's own verify) does."""
+    assert _assert_same_outcome(keys, token) == "InvalidToken"
+    with pytest.raises(InvalidToken, match="signature is invalid"):
+        Verifier(keys, issuer=ISSUER, audience=AUDIENCE, cache_size=0).verify(token)
+    jws = parse_compact(token)
+    with pytest.raises(InvalidToken, match="signature is invalid"):
+        verify_rs256(jws, keys.get(kid_of_token(token)))
+
+
+def kid_of_token(token: str) -> str:
+    kid: str = json.loads(b64url_decode(token.split(".")[0]))["kid"]
+    return kid
+
+
+def test_the_genuine_encoding_signed_by_hand_is_accepted(keys: StaticKeys, rsa_key: rsa.RSAPrivateKey) -> None:
+    """The hand-made signatures below are refused for their encoding, not for the arithmetic."""
+    signing_input = sign(make_claims(), rsa_key).rpartition(".")[0]
+    digest = hashlib.sha256(signing_input.encode()).digest()
+    token = _signed_with(signing_input, _rsasp1(rsa_key, _encoded(_SHA256_DIGEST_INFO + digest)))
+    assert _assert_same_outcome(keys, token) != "InvalidToken"
+    assert Verifier(keys, issuer=ISSUER, audience=AUDIENCE).verify(token)["sub"] == "alice"
+    verify_rs256(parse_compact(token), rsa_key.public_key())
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "DigestInfo without the NULL parameters",
+        "SHA-512's DigestInfo and hash",
+        "SHA-1's DigestInfo and hash",
+        "the bare hash, no DigestInfo",
+        "garbage after the hash (Bleichenbacher 2006)",
+        "garbage after the hash, short padding",
+        "block type 2",
+        "padding of zeros",
+        "the hash of other bytes",
+    ],
+)
+def test_a_signature_of_any_other_encoding_is_refused(keys: StaticKeys, rsa_key: rsa.RSAPrivateKey, case: str) -> None:
+    signing_input = sign(make_claims(), rsa_key).rpartition(".")[0]
+    encoded = _encodings(signing_input.encode())[case]
+    _assert_refused_as_bad_signature(keys, _signed_with(signing_input, _rsasp1(rsa_key, encoded)))
+
+
+def _token_whose_signature_starts_with_zero(key: rsa.RSAPrivateKey) -> str:
+    for i in range(20_000):
+        token = sign(make_claims(jti=f"jti-{i}"), key)
+        if b64url_decode(token.rpartition(".")[2])[0] == 0:
+            return token
+    raise AssertionError("no signature with a leading zero octet in 20,000")
+
+
+def test_a_signature_shorter_or_longer_than_the_modulus_is_refused(
+    keys: StaticKeys, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """RFC 8017 section 8.2.2 step 1: a signature of other than k octets is invalid, even one that
+    is the genuine signature without its leading zero octet (the same integer, so the RSA
+    arithmetic alone would accept it), or with one more zero octet in front."""
+    token = _token_whose_signature_starts_with_zero(rsa_key)
+    signing_input, _, signature_segment = token.rpartition(".")
+    signature = b64url_decode(signature_segment)
+    assert len(signature) == 256
+    assert Verifier(keys, issuer=ISSUER, audience=AUDIENCE).verify(token)["sub"] == "alice"
+    _assert_refused_as_bad_signature(keys, _signed_with(signing_input, signature[1:]))
+    _assert_refused_as_bad_signature(keys, _signed_with(signing_input, b"\x00" + signature))
+    _assert_refused_as_bad_signature(keys, _signed_with(signing_input, b"\x00\x00" + signature[1:]))
+
+
+def test_a_signature_not_below_the_modulus_is_refused(keys: StaticKeys, rsa_key: rsa.RSAPrivateKey) -> None:
+    """RFC 8017 section 5.2.2 step 1 (RSAVP1): the signature representative must be less than n."""
+    n = rsa_key.public_key().public_numbers().n
+    token = sign(make_claims(), rsa_key)
+    signing_input, _, signature_segment = token.rpartition(".")
+    s = int.from_bytes(b64url_decode(signature_segment), "big")
+    for value in (n, n + 1, (1 << 2048) - 1, s + n):
+        if value < 1 << 2048:
+            _assert_refused_as_bad_signature(keys, _signed_with(signing_input, value.to_bytes(256, "big")))
+        else:  # one octet more than the modulus
+            _assert_refused_as_bad_signature(keys, _signed_with(signing_input, value.to_bytes(257, "big")))
 
 
 # -- size and garbage ---------------------------------------------------------------------

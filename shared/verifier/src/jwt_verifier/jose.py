@@ -13,11 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jwt_verifier.errors import InvalidToken, JwkError, Reason
-from jwt_verifier.verifier import _MALFORMED, _PKCS1V15, _SHA256, _header, _segment, strict_json
+from jwt_verifier.verifier import _MALFORMED, _header, _rs256_valid, _segment, strict_json
 
 ALGORITHM = "RS256"
 MIN_RSA_BITS = 2048
@@ -146,8 +145,9 @@ def parse_compact(token: str) -> CompactJws:
 
 
 def verify_rs256(jws: CompactJws, key: rsa.RSAPublicKey) -> None:
-    """Check an RS256 signature (RSASSA-PKCS1-v1_5 with SHA-256) with `key`, or raise InvalidToken."""
-    try:
-        key.verify(jws.signature, jws.signing_input, _PKCS1V15, _SHA256)
-    except InvalidSignature:
-        raise InvalidToken("the token's signature is invalid", reason=Reason.BAD_SIGNATURE) from None
+    """Check an RS256 signature (RSASSA-PKCS1-v1_5 with SHA-256) with `key`, or raise InvalidToken.
+
+    The check is the verifier's (`jwt_verifier.verifier._rs256_valid`, RFC 8017 section 8.2.2).
+    """
+    if not _rs256_valid(key, jws.signature, jws.signing_input):
+        raise InvalidToken("the token's signature is invalid", reason=Reason.BAD_SIGNATURE)
