@@ -52,6 +52,7 @@ def _in_browser(stack: Stack, url: str) -> str:
     return f"{public(stack.issuer_url)}{parts.path}?{parts.query}"
 
 
+@pytest.mark.deployment
 def test_third_party_device_client_logs_in_while_the_user_approves(stack: Stack, page: Page, artifacts: Path) -> None:
     client = _device_client(stack)
     polling = client.start("device", scope="openid profile")

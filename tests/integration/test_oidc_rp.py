@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
 import requests
 
 from tests.support.oidc_rp import Refused, RelyingParty
@@ -108,6 +109,7 @@ def _logged_in(stack: Stack, rp: RelyingParty, browser: requests.Session) -> dic
     return done
 
 
+@pytest.mark.deployment
 def test_a_certified_relying_party_logs_in_refreshes_and_logs_out(stack: Stack) -> None:
     rp = _register(stack)
     begun = _begin(rp)
