@@ -24,9 +24,8 @@ from werkzeug.test import TestResponse
 from issuer import create_app, extensions
 from issuer.clients import Client
 from issuer.db import status_grants, status_lists
-from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
-from tests.support.browsing import DEMO_USERS, VERIFIER, WEB_REDIRECT_URI, get_code
+from tests.support.browsing import VERIFIER, WEB_REDIRECT_URI, get_code
 from tests.support.dpop import make_proof
 from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
 
@@ -36,17 +35,9 @@ TOKEN_URL = "http://issuer.test/token"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
-    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,))
-    if request.param == "sqlite":
-        return settings
-    return dataclasses.replace(
-        settings,
-        database_url=request.getfixturevalue("postgres_url"),
-        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
-        session_secret="S" * 48,
-    )
+@pytest.fixture
+def settings(on_each_engine: IssuerSettings) -> IssuerSettings:
+    return dataclasses.replace(on_each_engine, web_redirect_uris=(WEB_REDIRECT_URI,))
 
 
 @pytest.fixture

@@ -20,10 +20,8 @@ from werkzeug.test import TestResponse
 
 from issuer import create_app, extensions
 from issuer.clients import Client
-from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
 from tests.support.browsing import (
-    DEMO_USERS,
     VERIFIER,
     WEB_REDIRECT_URI,
     authorize_params,
@@ -40,17 +38,9 @@ ORDERS_URL = "http://localhost:8002"
 APP = "app"  # a public client allowed the password and refresh grants, with no limits of its own
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
-    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,))
-    if request.param == "sqlite":
-        return settings
-    return dataclasses.replace(
-        settings,
-        database_url=request.getfixturevalue("postgres_url"),
-        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
-        session_secret="S" * 48,
-    )
+@pytest.fixture
+def settings(on_each_engine: IssuerSettings) -> IssuerSettings:
+    return dataclasses.replace(on_each_engine, web_redirect_uris=(WEB_REDIRECT_URI,))
 
 
 @pytest.fixture
