@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from issuer import create_app, extensions
 from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
-from tests.support.browsing import DEMO_USERS
+from tests.support.browsing import DEMO_USERS, WEB_REDIRECT_URI
 
 
 @pytest.fixture
@@ -31,12 +31,12 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def on_each_engine(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
-    """The issuer with the demo users on its SQLite, then on a PostgreSQL database of the test's own.
+    """The issuer with the demo users and the resource's web client on SQLite, then on a PostgreSQL database of the test's own.
 
     On PostgreSQL the keys are wrapped with the key-encryption key the SQLite set-up wrote, and
     the session secret is set, as a deployment with a shared database must.
     """
-    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS)
+    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,))
     if request.param == "sqlite":
         return settings
     return dataclasses.replace(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -21,7 +20,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import event, select, update
 from werkzeug.test import TestResponse
 
-from issuer import create_app, extensions
+from issuer import extensions
 from issuer.clients import Client
 from issuer.db import status_grants, status_lists
 from issuer.settings import IssuerSettings
@@ -37,15 +36,14 @@ ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 @pytest.fixture
 def settings(on_each_engine: IssuerSettings) -> IssuerSettings:
-    return dataclasses.replace(on_each_engine, web_redirect_uris=(WEB_REDIRECT_URI,))
+    return on_each_engine
 
 
 @pytest.fixture
-def app(settings: IssuerSettings) -> Iterator[Flask]:
-    app = create_app(settings)
+def app(app: Flask) -> Flask:
+    """The conftest's app, with a public client of the password and refresh grants."""
     extensions.of(app).clients.add(Client(APP, frozenset({"password", "refresh_token"})))
-    yield app
-    extensions.of(app).database.dispose()
+    return app
 
 
 @dataclasses.dataclass

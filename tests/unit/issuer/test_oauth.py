@@ -7,7 +7,6 @@ they are now, from whichever database holds them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from issuer import create_app, extensions
+from issuer import extensions
 from issuer.clients import Client
 from issuer.settings import IssuerSettings
 from tests.support.browsing import (
@@ -40,16 +39,15 @@ APP = "app"  # a public client allowed the password and refresh grants, with no 
 
 @pytest.fixture
 def settings(on_each_engine: IssuerSettings) -> IssuerSettings:
-    return dataclasses.replace(on_each_engine, web_redirect_uris=(WEB_REDIRECT_URI,))
+    return on_each_engine
 
 
 @pytest.fixture
-def app(settings: IssuerSettings) -> Iterator[Flask]:
-    app = create_app(settings)
+def app(app: Flask) -> Flask:
+    """The conftest's app, with a public client of the password and refresh grants."""
     extensions.of(app).apis.add(ORDERS, "orders:read", [ORDERS_URL])
     extensions.of(app).clients.add(Client(APP, frozenset({"password", "refresh_token"})))
-    yield app
-    extensions.of(app).database.dispose()
+    return app
 
 
 def _token(client: FlaskClient, **form: str) -> TestResponse:
