@@ -33,11 +33,15 @@ StackFactory = Callable[..., Stack]
 # The issuer on its embedded SQLite (loopback), on PostgreSQL (loopback too), and in containers.
 LOCAL_BACKENDS = [pytest.param("loopback"), pytest.param("postgresql")]
 BACKENDS = [*LOCAL_BACKENDS, pytest.param("compose", marks=pytest.mark.container)]
-STACK_SCOPES: dict[str, Literal["session", "function"]] = {"stack": "session", "make_stack": "function"}
+STACK_SCOPES: dict[str, Literal["session", "function"]] = {
+    "stack": "session",
+    "nonce_stack": "session",
+    "make_stack": "function",
+}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize `stack` and `make_stack` over the backends: on compose only for a `deployment` test.
+    """Parametrize `stack`, `nonce_stack` and `make_stack` over the backends: on compose only for a `deployment` test.
 
     A module that defines a fixture of that name (its own stack) parametrizes it itself.
     """
@@ -70,6 +74,17 @@ def _stack_class(backend: str, request: pytest.FixtureRequest) -> Callable[..., 
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One running stack per backend, with the reports API, shared by tests that do not disturb it."""
     running = _stack_class(request.param, request)(tmp_path_factory.mktemp(f"stack-{request.param}"), reports=True)
+    try:
+        yield running.start()
+    finally:
+        running.close()
+
+
+@pytest.fixture(scope="session")
+def nonce_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One running stack per backend whose issuer requires DPoP nonces (`ISSUER_DPOP_NONCE`), shared likewise."""
+    directory = tmp_path_factory.mktemp(f"nonce-stack-{request.param}")
+    running = _stack_class(request.param, request)(directory, issuer_env={"ISSUER_DPOP_NONCE": "true"})
     try:
         yield running.start()
     finally:
