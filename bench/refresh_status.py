@@ -29,16 +29,14 @@ from typing import Any
 import jwt
 import requests
 
+from bench import scale
 from bench.load import wrk
 from issuer.settings import IssuerSettings
 from issuer.statuslist import StatusLists
-from issuer.tokens import Grant, RefreshTokens
 from issuer.users import UserStore
-from tests.support.processes import GunicornService, issuer_process
+from tests.support.processes import GunicornService
 
-ISSUER_URL = "http://localhost:8000"
-WORKERS = 2
-THREADS = 4
+WORKERS, THREADS = scale.WORKERS, scale.THREADS  # the issuers are started by bench.scale
 TOKENS_PER_RUN = 1200  # more than a 2 s run spends on 2 cores (wrk stops early if they run out)
 FALL_TARGET = 0.10  # issue 22 item 3: the refresh grant's throughput falls by at most 10%
 
@@ -51,38 +49,29 @@ def say(text: str) -> None:
 def mint_refresh_tokens(issuer: GunicornService, count: int, *, allocate: bool = True) -> list[str]:
     """Create `count` refresh tokens for alice in the issuer's database, as its password grant does.
 
-    With status lists on, each token's family gets its index as the password grant's access
-    token gives it: a refresh then finds it, as it does in service. (A family issued before
-    status lists were turned on allocates its index at its first refresh instead: that costs
-    a write transaction more: `allocate=False`, `--first-refresh`.)
+    The tokens are `bench.scale`'s. With status lists on, each token's family then gets its
+    index as the password grant's access token gives it: a refresh then finds it, as it does in
+    service. (A family issued before status lists were turned on allocates its index at its
+    first refresh instead: that costs a write transaction more: `allocate=False`, `--first-refresh`.)
     """
+    tokens = scale.mint_refresh_tokens(issuer, count)
     settings = IssuerSettings.from_env(issuer.env)
+    if not (settings.status_lists and allocate):
+        return tokens
     database = settings.database()
     user = UserStore(database, settings.password_hasher()).get("alice")
     assert user is not None, "the bench issuers seed the demo user alice"
-    store = RefreshTokens(
+    lists = StatusLists(
         database,
-        ttl=settings.refresh_token_ttl,
-        family_ttl=settings.refresh_family_ttl,
-        reuse_grace=settings.refresh_reuse_grace,
-        successor_key=b"issuing needs no successor key",
+        settings.key_store(database, settings.load_kek()),
+        settings.url,
+        capacity=settings.status_list_capacity,
+        validity=settings.status_list_validity,
+        ttl=settings.status_list_ttl,
+        access_token_ttl=settings.access_token_ttl,
     )
-    scope = "profile admin"
-    grant = Grant(user.id, user.username, "cli", scope)
-    with database.transaction():
-        tokens = [store.issue(grant) for _ in range(count)]
-    if settings.status_lists and allocate:
-        lists = StatusLists(
-            database,
-            settings.key_store(database, settings.load_kek()),
-            settings.url,
-            capacity=settings.status_list_capacity,
-            validity=settings.status_list_validity,
-            ttl=settings.status_list_ttl,
-            access_token_ttl=settings.access_token_ttl,
-        )
-        for token in tokens:
-            lists.for_family(token, client_id="cli", user_id=user.id, audience=settings.audience, scope=scope)
+    for token in tokens:
+        lists.for_family(token, client_id="cli", user_id=user.id, audience=settings.audience, scope=scale.SCOPE)
     database.dispose()
     return tokens
 
@@ -104,23 +93,11 @@ def run(run_dir: Path | None = None, *, rounds: int = 3, seconds: float = 2.0, a
     if run_dir is None:
         run_dir = Path(tempfile.mkdtemp(prefix="bench-refresh-status-"))
     issuers: dict[str, GunicornService] = {}
-    for name, value in (("with", "true"), ("without", "false")):
-        log_dir = run_dir / name
-        log_dir.mkdir(parents=True, exist_ok=True)
-        issuers[name] = issuer_process(
-            log_dir,
-            public_url=ISSUER_URL,
-            data_dir=log_dir / "data",
-            env={"ISSUER_STATUS_LISTS": value, "ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second"},
-            workers=WORKERS,
-            threads=THREADS,
-        )
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in issuers}
+    runs: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
     try:
-        for issuer in issuers.values():
-            issuer.start()
-        for issuer in issuers.values():
-            issuer.wait_answering(timeout=90)
+        for name, value in (("with", "true"), ("without", "false")):
+            env = {"ISSUER_STATUS_LISTS": value, "ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second"}
+            (issuers[name],) = scale.start_issuers(run_dir, name, 1, env)
         say("refresh grant with and without status lists: minting refresh tokens")
         files: dict[str, list[Path]] = {}
         for name, issuer in issuers.items():

@@ -55,6 +55,7 @@ from tests.support.processes import GunicornService, NotStarted, count_events, i
 ISSUER_URL = "http://localhost:8000"
 REPLICAS = 3
 WORKERS, THREADS = 2, 4  # per issuer process: one gthread worker per core
+SCOPE = "profile admin"  # of the refresh tokens minted for alice
 GRANTS = ("password", "refresh", "client_credentials")
 SERVICE = "bench-svc"  # a private_key_jwt client: each request a new assertion (its jti spent once)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -135,10 +136,15 @@ def start_issuers(run_dir: Path, name: str, count: int, env: dict[str, str]) -> 
                 threads=THREADS,
             )
         )
-    for issuer in issuers:
-        issuer.start()
-    for issuer in issuers:
-        issuer.wait_answering(timeout=90)
+    try:
+        for issuer in issuers:
+            issuer.start()
+        for issuer in issuers:
+            issuer.wait_answering(timeout=90)
+    except BaseException:
+        for issuer in issuers:
+            issuer.stop()
+        raise
     return issuers
 
 
@@ -155,7 +161,7 @@ def mint_refresh_tokens(issuer: GunicornService, count: int) -> list[str]:
         reuse_grace=settings.refresh_reuse_grace,
         successor_key=b"issuing needs no successor key",
     )
-    grant = Grant(user.id, user.username, "cli", "profile admin")
+    grant = Grant(user.id, user.username, "cli", SCOPE)
     with database.transaction():
         tokens = [store.issue(grant) for _ in range(count)]
     database.dispose()

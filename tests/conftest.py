@@ -1,8 +1,12 @@
 """Fixtures shared by the integration suites: running stacks on three backends, and databases.
 
 `stack` and `make_stack` are parametrized: every test that uses them runs against gunicorn
-processes on loopback with the issuer on SQLite, the same with the issuer on PostgreSQL, and
-Docker Compose containers (marked `container`), so each deployment proves the same behaviour.
+processes on loopback with the issuer on SQLite and the same with the issuer on PostgreSQL, so
+both databases prove the same behaviour. A test whose subject is the deployment (marked
+`deployment`: containers stopped or restarted, volumes, the network between the services, the
+CLIs run in them, public URLs) also runs on Docker Compose containers (marked `container`);
+at least one test of each such group does. The others would only repeat on containers what
+loopback proves, at a container stack's start-up each (CI time).
 
 `postgres_server` and `redis_server` run private servers from Debian's packages for the
 session (`make services` installs them); without them a test that asks fails, never skips.
@@ -15,7 +19,7 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -27,7 +31,25 @@ from tests.support.stack import LoopbackStack, PostgresStack, Stack
 StackFactory = Callable[..., Stack]
 
 # The issuer on its embedded SQLite (loopback), on PostgreSQL (loopback too), and in containers.
-BACKENDS = [pytest.param("loopback"), pytest.param("postgresql"), pytest.param("compose", marks=pytest.mark.container)]
+LOCAL_BACKENDS = [pytest.param("loopback"), pytest.param("postgresql")]
+BACKENDS = [*LOCAL_BACKENDS, pytest.param("compose", marks=pytest.mark.container)]
+STACK_SCOPES: dict[str, Literal["session", "function"]] = {
+    "stack": "session",
+    "nonce_stack": "session",
+    "make_stack": "function",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize `stack`, `nonce_stack` and `make_stack` over the backends: on compose only for a `deployment` test.
+
+    A module that defines a fixture of that name (its own stack) parametrizes it itself.
+    """
+    deployment = metafunc.definition.get_closest_marker("deployment") is not None
+    for name, scope in STACK_SCOPES.items():
+        if name in metafunc.fixturenames and not hasattr(metafunc.module, name):
+            backends = BACKENDS if deployment else LOCAL_BACKENDS
+            metafunc.parametrize(name, backends, indirect=True, scope=scope)
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +70,7 @@ def _stack_class(backend: str, request: pytest.FixtureRequest) -> Callable[..., 
     return LoopbackStack
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One running stack per backend, with the reports API, shared by tests that do not disturb it."""
     running = _stack_class(request.param, request)(tmp_path_factory.mktemp(f"stack-{request.param}"), reports=True)
@@ -58,7 +80,18 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         running.close()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(scope="session")
+def nonce_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One running stack per backend whose issuer requires DPoP nonces (`ISSUER_DPOP_NONCE`), shared likewise."""
+    directory = tmp_path_factory.mktemp(f"nonce-stack-{request.param}")
+    running = _stack_class(request.param, request)(directory, issuer_env={"ISSUER_DPOP_NONCE": "true"})
+    try:
+        yield running.start()
+    finally:
+        running.close()
+
+
+@pytest.fixture
 def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StackFactory]:
     """Build stacks of a test's own (to stop, freeze or reconfigure); all are closed after it."""
     cls = _stack_class(request.param, request)

@@ -18,6 +18,7 @@ def _public(url: str) -> str:
     return url.replace("127.0.0.1", "localhost")
 
 
+@pytest.mark.deployment
 def test_login_started_at_127_0_0_1_ends_logged_in(stack: Stack, context: BrowserContext, page: Page) -> None:
     start = stack.resource_url + "/"
     assert urlsplit(start).hostname == "127.0.0.1"
@@ -36,6 +37,7 @@ def test_login_started_at_127_0_0_1_ends_logged_in(stack: Stack, context: Browse
     expect(page.get_by_role("heading", name="Hello, alice")).to_be_visible()
 
 
+@pytest.mark.deployment
 def test_log_in_link_opened_at_127_0_0_1_ends_logged_in(stack: Stack, page: Page) -> None:
     page.goto(stack.resource_url + "/login")
     expect(page).to_have_url(re.compile(re.escape(_public(stack.issuer_url)) + r"/login"))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,7 +18,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.test_login import public
-from tests.support.oidc_rp import RelyingParty
+from tests.support.oidc_rp import RelyingParty, register
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.browser
@@ -29,21 +27,7 @@ DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 def _device_client(stack: Stack) -> RelyingParty:
-    client_id = f"tv-{uuid.uuid4().hex[:8]}"
-    secret = secrets.token_urlsafe(32)
-    added = stack.issuer_cli(
-        "clients",
-        "add",
-        client_id,
-        "--grant",
-        DEVICE_CODE,
-        "--grant",
-        "refresh_token",
-        "--secret-stdin",
-        stdin=secret + "\n",
-    )
-    assert added.returncode == 0, added.stderr
-    return RelyingParty(stack.public_issuer, stack.issuer_url, client_id, secret)
+    return register(stack, "tv", "--grant", DEVICE_CODE, "--grant", "refresh_token")
 
 
 def _in_browser(stack: Stack, url: str) -> str:
@@ -52,6 +36,7 @@ def _in_browser(stack: Stack, url: str) -> str:
     return f"{public(stack.issuer_url)}{parts.path}?{parts.query}"
 
 
+@pytest.mark.deployment
 def test_third_party_device_client_logs_in_while_the_user_approves(stack: Stack, page: Page, artifacts: Path) -> None:
     client = _device_client(stack)
     polling = client.start("device", scope="openid profile")

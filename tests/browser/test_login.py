@@ -33,6 +33,7 @@ def resource_cookies(context: BrowserContext, stack: Stack) -> dict[str, str]:
     return {c["name"]: c["value"] for c in context.cookies(public(stack.resource_url)) if c["name"].startswith("rs_")}
 
 
+@pytest.mark.deployment
 def test_alice_logs_in_and_sees_her_details(stack: Stack, context: BrowserContext, page: Page, artifacts: Path) -> None:
     visited: list[str] = []
     page.on("request", lambda request: visited.append(request.url))

@@ -34,6 +34,7 @@ def _logged_in(page: Page, name: str = "alice") -> None:
     expect(page.get_by_role("heading", name=f"Hello, {name}")).to_be_visible()
 
 
+@pytest.mark.deployment
 def test_the_browser_logins_tokens_are_bound_to_the_sessions_key(
     stack: Stack, context: BrowserContext, page: Page
 ) -> None:

@@ -104,6 +104,7 @@ def answer(
     return decided.text
 
 
+@pytest.mark.deployment
 def test_device_authorization_answers_the_codes_and_where_to_go(stack: Stack) -> None:
     started = _start(stack, scope="profile")
     assert USER_CODE.fullmatch(started["user_code"])

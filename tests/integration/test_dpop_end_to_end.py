@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -44,6 +45,7 @@ def _me(stack: Stack, token: str, proof: str | None, scheme: str = "DPoP") -> re
     return requests.get(f"{stack.resource_url}/api/me", headers=headers, timeout=10)
 
 
+@pytest.mark.deployment
 def test_a_bound_token_works_only_with_its_key_and_a_fresh_proof(stack: Stack) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     token = _bound_token(stack, key)["access_token"]

@@ -21,7 +21,6 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from shared.pkce import s256
-from tests.conftest import StackFactory
 from tests.support.dpop import ProofKey, make_proof, private_jwk, thumbprint
 from tests.support.stack import Stack
 from tests.support.tokens import client_credentials_form, new_rsa_key
@@ -289,8 +288,8 @@ def test_both_metadata_documents_name_the_proof_algorithms(stack: Stack) -> None
         assert document["dpop_signing_alg_values_supported"] == ["ES256", "RS256", "PS256", "EdDSA"]
 
 
-def test_with_nonces_on_a_proof_needs_the_issuers_nonce(make_stack: StackFactory) -> None:
-    stack = make_stack(issuer_env={"ISSUER_DPOP_NONCE": "true"}).start()
+def test_with_nonces_on_a_proof_needs_the_issuers_nonce(nonce_stack: Stack) -> None:
+    stack = nonce_stack
     key = ec.generate_private_key(ec.SECP256R1())
     first = _password(stack, make_proof(key, "POST", _endpoint(stack)))
     _refused(first, "use_dpop_nonce")

@@ -8,7 +8,6 @@ from typing import Any
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import StackFactory
 from tests.integration.test_dpop_issuer import _bound, _code, _endpoint, _exchange, _query
 from tests.support.dpop import make_proof
 from tests.support.stack import Stack
@@ -68,8 +67,8 @@ def test_userinfo_refuses_a_dpop_bound_token_without_its_key(stack: Stack) -> No
         assert "sub" not in answer.json(), case
 
 
-def test_userinfo_asks_for_the_issuers_nonce_when_nonces_are_on(make_stack: StackFactory) -> None:
-    stack = make_stack(issuer_env={"ISSUER_DPOP_NONCE": "true"}).start()
+def test_userinfo_asks_for_the_issuers_nonce_when_nonces_are_on(nonce_stack: Stack) -> None:
+    stack = nonce_stack
     key = ec.generate_private_key(ec.SECP256R1())
     verifier = secrets.token_urlsafe(48)
     code = _query(_code(stack, verifier, scope="openid profile"))["code"]

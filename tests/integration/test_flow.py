@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from tests.conftest import StackFactory
 from tests.support.stack import Stack
 
 
+@pytest.mark.deployment
 def test_password_grant_token_gives_200_on_api_me(stack: Stack) -> None:
     tokens = stack.token("alice", "wonderland")
     assert tokens["token_type"] == "Bearer"
@@ -61,6 +63,7 @@ def test_unknown_grant_type_is_unsupported(stack: Stack) -> None:
     assert response.json()["error"] == "unsupported_grant_type"
 
 
+@pytest.mark.deployment
 def test_jwks_publishes_only_public_members(stack: Stack) -> None:
     response = requests.get(f"{stack.issuer_url}/.well-known/jwks.json", timeout=10)
     assert response.status_code == 200
@@ -72,6 +75,7 @@ def test_jwks_publishes_only_public_members(stack: Stack) -> None:
         assert (key["kty"], key["alg"], key["use"]) == ("RSA", "RS256", "sig")
 
 
+@pytest.mark.deployment
 def test_metadata_is_served_at_both_well_known_paths(stack: Stack) -> None:
     for path in ("oauth-authorization-server", "openid-configuration"):
         document = requests.get(f"{stack.issuer_url}/.well-known/{path}", timeout=10).json()
@@ -133,6 +137,7 @@ def test_revoked_refresh_token_cannot_be_used(stack: Stack) -> None:
     assert requests.post(f"{stack.issuer_url}/revoke", data=unknown, timeout=10).status_code == 200
 
 
+@pytest.mark.deployment
 def test_health_endpoints(stack: Stack) -> None:
     assert requests.get(f"{stack.issuer_url}/healthz", timeout=10).json() == {"status": "ok"}
     assert stack.get("/healthz").json() == {"status": "ok"}

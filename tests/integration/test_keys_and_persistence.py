@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jwt
+import pytest
 import requests
 
 from tests.conftest import StackFactory
@@ -42,6 +43,7 @@ def test_emergency_rotation_is_accepted_without_restarting_the_resource(make_sta
     assert states == {new_kid: "active", _kid(old): "retiring"}
 
 
+@pytest.mark.deployment
 def test_issuer_restart_keeps_keys_and_users(make_stack: StackFactory) -> None:
     stack = make_stack().start()
     added = stack.issuer_cli("users", "add", "carol", "--scope", "profile", stdin="correct horse battery\n")

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
+import pytest
 import requests
 
 from shared.pkce import s256
@@ -90,6 +91,7 @@ def _code_flow(
     return body
 
 
+@pytest.mark.deployment
 def test_the_code_flow_gives_an_id_token_and_userinfo_and_the_api_refuses_the_id_token(stack: Stack) -> None:
     nonce = secrets.token_urlsafe(16)
     tokens = _code_flow(stack, nonce)

@@ -9,14 +9,13 @@ redirects). The error paths the library would hide are asserted over plain HTTP.
 from __future__ import annotations
 
 import re
-import secrets
-import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
 import requests
 
-from tests.support.oidc_rp import Refused, RelyingParty
+from tests.support.oidc_rp import Refused, RelyingParty, register
 from tests.support.stack import Stack
 
 # The relying party's own addresses: registered at the issuer, never contacted (the browser
@@ -28,25 +27,12 @@ _CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 def _register(stack: Stack) -> RelyingParty:
     """Register a confidential code-flow client of the test's own from the issuer CLI."""
-    client_id = f"rp-{uuid.uuid4().hex[:8]}"
-    secret = secrets.token_urlsafe(32)
-    added = stack.issuer_cli(
-        "clients",
-        "add",
-        client_id,
-        "--grant",
-        "authorization_code",
-        "--grant",
-        "refresh_token",
-        "--redirect-uri",
-        REDIRECT_URI,
-        "--post-logout-redirect-uri",
-        POST_LOGOUT_REDIRECT_URI,
-        "--secret-stdin",
-        stdin=secret + "\n",
+    return register(
+        stack,
+        "rp",
+        *("--grant", "authorization_code", "--grant", "refresh_token", "--redirect-uri", REDIRECT_URI),
+        *("--post-logout-redirect-uri", POST_LOGOUT_REDIRECT_URI),
     )
-    assert added.returncode == 0, added.stderr
-    return RelyingParty(stack.public_issuer, stack.issuer_url, client_id, secret)
 
 
 def _at_issuer(stack: Stack, url: str) -> str:
@@ -108,6 +94,7 @@ def _logged_in(stack: Stack, rp: RelyingParty, browser: requests.Session) -> dic
     return done
 
 
+@pytest.mark.deployment
 def test_a_certified_relying_party_logs_in_refreshes_and_logs_out(stack: Stack) -> None:
     rp = _register(stack)
     begun = _begin(rp)

@@ -48,6 +48,7 @@ def test_a_token_for_the_reports_api_works_there_and_is_refused_by_the_profile_a
     assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
 
 
+@pytest.mark.deployment
 def test_the_reports_api_calls_the_profile_api_with_its_own_client_credentials_token(stack: Stack) -> None:
     report = stack.get_reports("/api/report", _batch_job_token(stack))
     assert report.status_code == 200, report.text
@@ -75,6 +76,7 @@ def test_no_reports_token_without_its_scope_and_such_a_token_is_forbidden(stack:
     assert 'error="insufficient_scope"' in forbidden.headers["WWW-Authenticate"]
 
 
+@pytest.mark.deployment
 @pytest.mark.parametrize("api", ["profile", "reports"])
 def test_both_apis_publish_their_protected_resource_metadata(stack: Stack, api: str) -> None:
     base = stack.resource_url if api == "profile" else stack.reports_url
@@ -114,6 +116,7 @@ def test_a_client_that_follows_the_metadata_gets_a_token_the_api_accepts(stack: 
     assert answer.status_code == 200, answer.text
 
 
+@pytest.mark.deployment
 def test_every_reports_worker_keeps_calling_the_profile_api_while_the_issuer_is_down(make_stack: StackFactory) -> None:
     """Each worker holds its own service token, fetched and renewed ahead of need, not at its first call."""
     stack = make_stack(reports=True).start()

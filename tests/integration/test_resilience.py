@@ -9,6 +9,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import StackFactory
@@ -17,6 +18,7 @@ from tests.support.stack import REPORTS_AUDIENCE, LoopbackStack, reports_registr
 from tests.support.tokens import make_claims, new_rsa_key, sign
 
 
+@pytest.mark.deployment
 def test_resource_keeps_verifying_when_the_issuer_is_stopped(make_stack: StackFactory) -> None:
     stack = make_stack().start()
     token = stack.token("bob", "builder")["access_token"]
@@ -27,6 +29,7 @@ def test_resource_keeps_verifying_when_the_issuer_is_stopped(make_stack: StackFa
     assert stack.get("/readyz").status_code == 200
 
 
+@pytest.mark.deployment
 def test_resource_keeps_verifying_when_the_issuer_hangs(make_stack: StackFactory) -> None:
     stack = make_stack(resource_env={"RESOURCE_JWKS_TIMEOUT": "0.5"}).start()
     token = stack.token("bob", "builder")["access_token"]
@@ -64,6 +67,7 @@ def test_burst_of_unknown_kids_fetches_the_jwks_at_most_twice_per_cooldown(make_
     assert 1 <= fetches <= 2 * workers * windows, (fetches, elapsed)
 
 
+@pytest.mark.deployment
 def test_resource_started_before_the_issuer_becomes_ready_when_it_appears(make_stack: StackFactory) -> None:
     stack = make_stack()
     stack.start_resource()

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tests.conftest import StackFactory
+from tests.support.stack import Stack
 
 _CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -18,8 +18,8 @@ def _follow(browser: requests.Session, url: str, expected: int = 302) -> str:
     return str(answer.headers["Location"])
 
 
-def test_the_browser_login_works_when_the_issuer_requires_dpop_nonces(make_stack: StackFactory) -> None:
-    stack = make_stack(issuer_env={"ISSUER_DPOP_NONCE": "true"}).start()
+def test_the_browser_login_works_when_the_issuer_requires_dpop_nonces(nonce_stack: Stack) -> None:
+    stack = nonce_stack
     public = stack.resource_url.replace("127.0.0.1", "localhost")  # the registered redirect URI's host
     with requests.Session() as browser:
         at_issuer = _follow(browser, f"{public}/login")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
 import requests
 
 from tests.conftest import StackFactory
@@ -39,6 +40,7 @@ def _wait_refused(get: Get, path: str, token: str) -> float:
     raise AssertionError(f"{path} still accepts the revoked token after {DEADLINE} s")
 
 
+@pytest.mark.deployment
 def test_a_revoked_user_token_is_refused_by_every_worker_of_the_profile_api(stack: Stack) -> None:
     body = stack.token()
     token = body["access_token"]
@@ -72,6 +74,7 @@ def test_a_revoked_service_token_is_refused_by_the_reports_api(stack: Stack) -> 
         assert "revoked" in response.headers["WWW-Authenticate"]
 
 
+@pytest.mark.deployment
 def test_held_lists_keep_the_apis_answering_while_the_issuer_is_down(make_stack: StackFactory) -> None:
     stack = make_stack(reports=True).start()
     user = stack.token()["access_token"]

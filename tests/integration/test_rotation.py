@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import jwt
+import pytest
 import requests
 
 from tests.conftest import StackFactory
@@ -77,6 +78,7 @@ def _cli(stack: Stack, *args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.deployment
 def test_rotation_staged_emergency_and_retirement_fail_no_request(make_stack: StackFactory) -> None:
     stack = make_stack(issuer_env=FAST_LIFECYCLE, resource_env=FAST_CACHE).start()
     traffic = Traffic(stack)

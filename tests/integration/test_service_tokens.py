@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 import requests
 
 from tests.support.stack import Stack
@@ -26,6 +27,7 @@ def _claims(response: requests.Response) -> dict[str, Any]:
     return claims
 
 
+@pytest.mark.deployment
 def test_a_service_registered_from_the_cli_calls_the_api_with_its_own_token(stack: Stack) -> None:
     key = new_rsa_key()
     client_id = stack.register_client(key, "--scope", "profile")

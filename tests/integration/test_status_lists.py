@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jwt
+import pytest
 import requests
 
 from issuer.statuslist import bit, decode
@@ -59,6 +60,7 @@ def _post(stack: Stack, path: str, **form: str) -> requests.Response:
     return requests.post(f"{stack.issuer_url}{path}", data=form, timeout=10)
 
 
+@pytest.mark.deployment
 def test_a_token_refers_to_a_signed_list_served_with_an_etag(stack: Stack) -> None:
     body = stack.token()
     reference = _reference(body["access_token"])
@@ -156,6 +158,7 @@ def test_narrowing_a_client_from_the_cli_sets_the_bits_of_what_it_no_longer_perm
     assert _status(stack, profile["access_token"]) == 0
 
 
+@pytest.mark.deployment
 def test_deleting_a_user_from_the_cli_sets_the_bits_of_their_tokens(stack: Stack) -> None:
     name = f"u{uuid.uuid4().hex[:8]}"
     added = stack.issuer_cli("users", "add", name, "--scope", "profile", stdin="correct horse battery\n")

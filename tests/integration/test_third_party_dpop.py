@@ -9,8 +9,6 @@ token with a proof by another key. Each is refused with 401 at the API the token
 
 from __future__ import annotations
 
-import secrets
-import uuid
 from typing import Any
 
 import jwt
@@ -21,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt_verifier.jose import b64url_encode
 from tests.integration.test_oidc_rp import _begin, _finish, _log_in, _register
 from tests.support.dpop import make_proof, proof_jwk, thumbprint
-from tests.support.oidc_rp import Refused, RelyingParty
+from tests.support.oidc_rp import Refused, RelyingParty, register
 from tests.support.stack import REPORTS_AUDIENCE, Stack
 
 
@@ -123,23 +121,12 @@ def test_a_third_party_clients_code_flow_tokens_are_bound_and_useless_without_it
 def test_a_third_party_clients_service_token_is_bound_and_useless_without_its_key_at_the_reports_api(
     stack: Stack, nonce: bool
 ) -> None:
-    client_id, secret = f"rp-svc-{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(32)
-    added = stack.issuer_cli(
-        "clients",
-        "add",
-        client_id,
-        "--grant",
-        "client_credentials",
-        "--audience",
-        REPORTS_AUDIENCE,
-        "--scope",
-        "reports:read",
-        "--secret-stdin",
+    rp = register(
+        stack,
+        "rp-svc",
+        *("--grant", "client_credentials", "--audience", REPORTS_AUDIENCE, "--scope", "reports:read"),
         *(["--require-dpop-nonce"] if nonce else []),
-        stdin=secret + "\n",
     )
-    assert added.returncode == 0, added.stderr
-    rp = RelyingParty(stack.public_issuer, stack.issuer_url, client_id, secret)
     apis = _Apis(stack)
     key = ec.generate_private_key(ec.SECP256R1())
     jwk = _private_jwk(key)

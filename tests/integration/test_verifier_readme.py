@@ -72,6 +72,7 @@ def test_the_flask_example_protects_its_route(stack: Stack) -> None:
         assert refused.status_code == 401
         assert refused.headers["WWW-Authenticate"].startswith('Bearer realm="jwt-split"')
     finally:
+        flask_protection(app).close()  # its background threads
         flask_protection(app).jwks.session.close()
 
 
@@ -89,4 +90,5 @@ def test_the_fastapi_example_protects_its_route(stack: Stack) -> None:
             metadata = requests.get(f"{base_url}/.well-known/oauth-protected-resource", timeout=10)
             assert metadata.json()["resource"] == RESOURCE
     finally:
+        fastapi_protection(app).close()  # its background threads
         fastapi_protection(app).jwks.session.close()

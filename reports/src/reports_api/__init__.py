@@ -260,10 +260,13 @@ def create_app(settings: ReportsSettings | None = None) -> FastAPI:
     app.add_middleware(HeadAsGet)  # innermost: the request plumbing logs and counts it as HEAD
     asgi.init_app(app)
     asgi.serve_docs(app)
+    # The keys first: a bad key file fails here, before the verifier starts its background threads.
+    client_key = load_or_create_key(settings.data_dir / "client-key.pem")
+    dpop_key = load_or_create_dpop_key(settings.data_dir / "dpop-key.pem")
     BearerAuth(settings.verifier).init_app(app)
     tokens = ServiceTokens(
         client_id=settings.client_id,
-        key=load_or_create_key(settings.data_dir / "client-key.pem"),
+        key=client_key,
         token_url=f"{settings.issuer_internal_url}/token",
         issuer=settings.issuer,
         resource=settings.profile_api_audience,
@@ -271,7 +274,7 @@ def create_app(settings: ReportsSettings | None = None) -> FastAPI:
         timeout=settings.timeout,
         # Its tokens are DPoP-bound (RFC 9449) to a key beside its client key: a token that
         # leaks from its memory or logs is useless without that key.
-        dpop=load_or_create_dpop_key(settings.data_dir / "dpop-key.pem"),
+        dpop=dpop_key,
     )
     if settings.token_prefetch:
         tokens.keep_fresh()  # every worker holds a token before its first call, and through an issuer outage

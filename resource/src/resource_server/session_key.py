@@ -9,12 +9,15 @@ refresh tokens are bound to the key) and with each call it makes with the access
 useless alone; whoever takes the whole cookie jar has the key too.
 
 The cookie holds the private scalar as 43 characters of base64url. What the browser sends is
-hostile input: anything that is not such a scalar of P-256 is no key.
+hostile input: anything that is not such a scalar of P-256 is no key. Deriving the key from its
+scalar is a scalar multiplication (the public point): the last `KEY_CACHE_SIZE` cookie values
+decoded are remembered (least recently used dropped first), so a session's requests pay it once.
 """
 
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +30,7 @@ from jwt_verifier.jose import b64url_decode, b64url_encode
 from shared.dpop_client import DPoPKey, ServerNonces
 
 KEY_COOKIE = "rs_dpop"
+KEY_CACHE_SIZE = 256  # cookie values whose derived key is remembered (per process)
 _ENCODED = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
@@ -44,9 +48,15 @@ def decode(value: str | None, nonces: ServerNonces) -> DPoPKey | None:
     """Return the session key a cookie value holds, or None when it holds none."""
     if not value or not _ENCODED.fullmatch(value):
         return None
+    key = _derive(value)
+    return None if key is None else DPoPKey(key, nonces)
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def _derive(value: str) -> ec.EllipticCurvePrivateKey | None:
+    """Return the P-256 private key whose scalar `value` encodes, or None (remembered either way)."""
     try:
-        scalar = int.from_bytes(b64url_decode(value), "big")
-        return DPoPKey(ec.derive_private_key(scalar, ec.SECP256R1()), nonces)
+        return ec.derive_private_key(int.from_bytes(b64url_decode(value), "big"), ec.SECP256R1())
     except (ValueError, binascii.Error):
         return None  # zero, or not below the group order
 

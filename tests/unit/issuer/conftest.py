@@ -1,22 +1,47 @@
-"""Fixtures for the issuer's tests: the app of a module's `settings`, and a client of it."""
+"""Fixtures for the issuer's tests: the app of a module's `settings`, a client of it, and its settings on each engine."""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from issuer import create_app
+from issuer import create_app, extensions
+from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
+from tests.support.browsing import DEMO_USERS, WEB_REDIRECT_URI
 
 
 @pytest.fixture
-def app(settings: IssuerSettings) -> Flask:
-    """The issuer app on the test module's `settings`."""
-    return create_app(settings)
+def app(settings: IssuerSettings) -> Iterator[Flask]:
+    """The issuer app on the test module's `settings`; its database connections are closed afterwards."""
+    app = create_app(settings)
+    yield app
+    extensions.of(app).database.dispose()
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     """A test client of the app."""
     return app.test_client()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def on_each_engine(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
+    """The issuer with the demo users and the resource's web client on SQLite, then on a PostgreSQL database of the test's own.
+
+    On PostgreSQL the keys are wrapped with the key-encryption key the SQLite set-up wrote, and
+    the session secret is set, as a deployment with a shared database must.
+    """
+    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,))
+    if request.param == "sqlite":
+        return settings
+    return dataclasses.replace(
+        settings,
+        database_url=request.getfixturevalue("postgres_url"),
+        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
+        session_secret="S" * 48,
+    )

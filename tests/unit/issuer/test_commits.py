@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -21,12 +20,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import event, select, update
 from werkzeug.test import TestResponse
 
-from issuer import create_app, extensions
+from issuer import extensions
 from issuer.clients import Client
 from issuer.db import status_grants, status_lists
-from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
-from tests.support.browsing import DEMO_USERS, VERIFIER, WEB_REDIRECT_URI, get_code
+from tests.support.browsing import VERIFIER, WEB_REDIRECT_URI, get_code
 from tests.support.dpop import make_proof
 from tests.support.tokens import assertion_claims, jwks_json, kid_of, new_rsa_key, sign
 
@@ -36,25 +34,16 @@ TOKEN_URL = "http://issuer.test/token"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
-    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,))
-    if request.param == "sqlite":
-        return settings
-    return dataclasses.replace(
-        settings,
-        database_url=request.getfixturevalue("postgres_url"),
-        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
-        session_secret="S" * 48,
-    )
+@pytest.fixture
+def settings(on_each_engine: IssuerSettings) -> IssuerSettings:
+    return on_each_engine
 
 
 @pytest.fixture
-def app(settings: IssuerSettings) -> Iterator[Flask]:
-    app = create_app(settings)
+def app(app: Flask) -> Flask:
+    """The conftest's app, with a public client of the password and refresh grants."""
     extensions.of(app).clients.add(Client(APP, frozenset({"password", "refresh_token"})))
-    yield app
-    extensions.of(app).database.dispose()
+    return app
 
 
 @dataclasses.dataclass

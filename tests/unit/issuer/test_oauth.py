@@ -7,7 +7,6 @@ they are now, from whichever database holds them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,12 +17,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from issuer import create_app, extensions
+from issuer import extensions
 from issuer.clients import Client
-from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
 from tests.support.browsing import (
-    DEMO_USERS,
     VERIFIER,
     WEB_REDIRECT_URI,
     authorize_params,
@@ -40,26 +37,17 @@ ORDERS_URL = "http://localhost:8002"
 APP = "app"  # a public client allowed the password and refresh grants, with no limits of its own
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
-    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,))
-    if request.param == "sqlite":
-        return settings
-    return dataclasses.replace(
-        settings,
-        database_url=request.getfixturevalue("postgres_url"),
-        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
-        session_secret="S" * 48,
-    )
+@pytest.fixture
+def settings(on_each_engine: IssuerSettings) -> IssuerSettings:
+    return on_each_engine
 
 
 @pytest.fixture
-def app(settings: IssuerSettings) -> Iterator[Flask]:
-    app = create_app(settings)
+def app(app: Flask) -> Flask:
+    """The conftest's app, with a public client of the password and refresh grants."""
     extensions.of(app).apis.add(ORDERS, "orders:read", [ORDERS_URL])
     extensions.of(app).clients.add(Client(APP, frozenset({"password", "refresh_token"})))
-    yield app
-    extensions.of(app).database.dispose()
+    return app
 
 
 def _token(client: FlaskClient, **form: str) -> TestResponse:

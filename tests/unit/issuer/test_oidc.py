@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import re
 import time
-from collections.abc import Iterator
 from html import unescape
 from typing import Any
 
@@ -19,13 +18,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
-from issuer import create_app, extensions
-from issuer.kek import KEK_FILE_NAME
+from issuer import extensions
 from issuer.settings import IssuerSettings
 from issuer.tokens import Authentication, Grant, mint_id_token
 from issuer.users import User
 from tests.support.browsing import (
-    DEMO_USERS,
     VERIFIER,
     authorize_params,
     csrf_token,
@@ -43,30 +40,12 @@ CLIENT_ID = "resource-web"
 NONCE = "n-0S6_WzA2Mj"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
-    """The issuer with the demo users and a web client, on SQLite, then on PostgreSQL."""
-    settings = dataclasses.replace(
-        issuer_settings,
-        demo_users=DEMO_USERS,
-        web_redirect_uris=(REDIRECT,),
-        web_post_logout_redirect_uris=(LOGGED_OUT,),
-    )
-    if request.param == "sqlite":
-        return settings
-    return dataclasses.replace(
-        settings,
-        database_url=request.getfixturevalue("postgres_url"),
-        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
-        session_secret="S" * 48,
-    )
-
-
 @pytest.fixture
-def app(settings: IssuerSettings) -> Iterator[Flask]:
-    app = create_app(settings)
-    yield app
-    extensions.of(app).database.dispose()
+def settings(on_each_engine: IssuerSettings) -> IssuerSettings:
+    """The issuer with the demo users and a web client, on SQLite, then on PostgreSQL."""
+    return dataclasses.replace(
+        on_each_engine, web_redirect_uris=(REDIRECT,), web_post_logout_redirect_uris=(LOGGED_OUT,)
+    )
 
 
 def _tokens(client: FlaskClient, **overrides: str | None) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ from sqlalchemy import insert
 from issuer import create_app, extensions, prune
 from issuer.cli import main
 from issuer.db import Database, authorization_codes, login_sessions, refresh_tokens, users
-from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
-from tests.support.browsing import DEMO_USERS, VERIFIER, get_code
+from tests.support.browsing import VERIFIER, get_code
 from tests.support.sql import rows
 
 NOW = 1_000_000_000
@@ -194,25 +192,10 @@ def test_pruning_twice_or_together_deletes_each_row_once(database: Database) -> 
 # -- the refresh of a pruned-around session still gives an ID token -----------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
-    """The issuer with the demo users and a web client, on SQLite, then on PostgreSQL."""
-    settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(REDIRECT,))
-    if request.param == "sqlite":
-        return settings
-    return dataclasses.replace(
-        settings,
-        database_url=request.getfixturevalue("postgres_url"),
-        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
-        session_secret="S" * 48,
-    )
-
-
 @pytest.fixture
-def app(settings: IssuerSettings) -> Iterator[Flask]:
-    app = create_app(settings)
-    yield app
-    extensions.of(app).database.dispose()
+def settings(on_each_engine: IssuerSettings) -> IssuerSettings:
+    """The issuer with the demo users and a web client, on SQLite, then on PostgreSQL."""
+    return dataclasses.replace(on_each_engine, web_redirect_uris=(REDIRECT,))
 
 
 def test_a_refresh_after_its_session_expired_and_was_pruned_around_still_gives_an_id_token(

@@ -260,6 +260,7 @@ def test_a_head_request_run_as_get_is_checked_against_head(
             )
             assert get.status_code == 200
         finally:
+            fastapi_protection(api).close()  # its background threads
             fastapi_protection(api).jwks.session.close()
 
 
@@ -275,6 +276,7 @@ def test_two_dpop_headers_at_a_flask_api_are_refused_as_such(
         headers = [("Authorization", f"DPoP {token}"), ("DPoP", proof), ("DPoP", proof)]
         response = app.test_client().get("/orders", headers=headers)
     finally:
+        flask_protection(app).close()  # its background threads
         flask_protection(app).jwks.session.close()
     assert response.status_code == 401
     assert 'error_description="send exactly one DPoP header"' in response.headers["WWW-Authenticate"]

@@ -46,6 +46,7 @@ def serve(jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> Iterator[Serve
     yield serve
     for server, app in reversed(stack):
         server.__exit__(None, None, None)
+        protection(app).close()  # its background threads
         protection(app).jwks.session.close()
 
 
@@ -293,6 +294,7 @@ def test_a_verifier_of_its_own_runs_in_a_worker_thread(jwks_server: JwksServer) 
         assert response.json() == {"sub": "alice"}
         assert verifier.on_loop == [False]
     finally:
+        protection(app).close()  # its background threads
         protection(app).jwks.session.close()
 
 
@@ -312,6 +314,7 @@ def test_the_protector_called_on_a_loop_outside_the_integrations_check_fetches_t
     try:
         on_a_loop(elsewhere_on_a_loop)
     finally:
+        found.close()  # its background threads
         found.jwks.session.close()
     assert claims[0]["sub"] == "alice"
     assert jwks_server.request_count == 1

@@ -37,6 +37,7 @@ def make_app(jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey) -> Iterator[Ap
 
     yield make
     for app in apps:
+        protection(app).close()  # its background threads
         protection(app).jwks.session.close()
 
 
@@ -145,6 +146,7 @@ def test_a_cookie_is_read_only_when_the_extension_names_it(jwks_server: JwksServ
         client = app.test_client()
         client.set_cookie("session_token", token)
         assert client.get("/orders").status_code == status
+        protection(app).close()  # its background threads
         protection(app).jwks.session.close()
 
 

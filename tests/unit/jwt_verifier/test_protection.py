@@ -49,6 +49,7 @@ def test_build_wires_the_config_into_a_local_verifier_and_protector() -> None:
         assert found.protector.cookie == "access"
         assert found.metadata_url == "https://orders.example/.well-known/oauth-protected-resource"
     finally:
+        found.close()  # its background threads
         found.jwks.session.close()
 
 
@@ -59,4 +60,5 @@ def test_a_given_verifier_replaces_local_verification() -> None:
         assert not found.local
         assert found.verifier is remote
     finally:
+        found.close()  # its background threads
         found.jwks.session.close()

@@ -148,7 +148,10 @@ def test_workers_opening_a_new_file_at_once_all_answer(tmp_path: Path) -> None:
     # Forked from a fork server, not from this process: a child forked here would copy the locks
     # other threads hold (a verifier's refresher logging, say) and hang on them, and would hold
     # this process's pipes open (the browser tests' Playwright driver then never sees its end).
+    # The fork server imports this module (and with it the library) once: each worker is forked
+    # from it ready, instead of importing them itself (12 x 12 imports took minutes of CI time).
     context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     for trial in range(12):
         path = str(tmp_path / f"replay-{trial}.sqlite3")
         barrier = context.Barrier(12)

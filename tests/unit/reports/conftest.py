@@ -127,6 +127,7 @@ def profile_api(issuer: Issuer) -> Iterator[ProfileService]:
     server.mount(app)
     yield ProfileService(server.base_url, app, server)
     server.stop()
+    protection(app).close()  # its background threads
     protection(app).jwks.session.close()
 
 
@@ -159,6 +160,7 @@ def make_app(issuer: Issuer, profile_api: ProfileService, tmp_path: Path) -> Ite
     yield make
     servers.close()
     for app in apps:
+        verifier_fastapi.protection(app).close()  # its background threads
         verifier_fastapi.protection(app).jwks.session.close()
         profile_of(app).session.close()
         profile_of(app).tokens.session.close()

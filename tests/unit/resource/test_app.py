@@ -47,6 +47,7 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
     yield make
     for app in apps:
         jwks: JwksClient = protection(app).jwks
+        protection(app).close()  # its background threads
         jwks.session.close()
 
 

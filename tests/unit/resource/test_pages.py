@@ -76,6 +76,7 @@ def make_app(jwks_server: JwksServer) -> Iterator[AppFactory]:
     for app in apps:
         jwks: JwksClient = protection(app).jwks
         issuer: IssuerClient = app.extensions["resource.issuer_client"]
+        protection(app).close()  # its background threads
         jwks.session.close()
         issuer.session.close()
 

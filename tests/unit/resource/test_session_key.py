@@ -8,7 +8,7 @@ import pytest
 
 from jwt_verifier.dpop import jwk_thumbprint
 from jwt_verifier.errors import DPoPInvalidToken, Reason
-from resource_server.session_key import check_binding, decode, encode, new_key
+from resource_server.session_key import KEY_CACHE_SIZE, check_binding, decode, encode, new_key
 from shared.dpop_client import ServerNonces
 
 
@@ -20,6 +20,22 @@ def test_a_key_survives_its_cookie() -> None:
     again = decode(value, nonces)
     assert again is not None
     assert again.jkt == key.jkt == jwk_thumbprint(key.jwk)
+
+
+def test_a_cookies_key_is_derived_once_while_it_is_among_the_last_decoded() -> None:
+    nonces = ServerNonces()
+    value = encode(new_key(nonces))
+    first, again = decode(value, nonces), decode(value, nonces)
+    assert first is not None
+    assert again is not None
+    assert again.key is first.key  # remembered, not derived again
+    assert again.jkt == first.jkt
+    for _ in range(KEY_CACHE_SIZE):  # as many other sessions push it out (the cache is bounded)
+        decode(encode(new_key(nonces)), nonces)
+    later = decode(value, nonces)
+    assert later is not None
+    assert later.key is not first.key
+    assert later.jkt == first.jkt
 
 
 def test_each_login_gets_a_key_of_its_own() -> None:

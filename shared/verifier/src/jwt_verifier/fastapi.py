@@ -22,13 +22,15 @@ and `init_app` the DPoP scheme beside it (`jwt_verifier.fastapi_openapi`).
 
 No JWKS fetch runs on the event loop: a token whose key is held is verified on the loop (a
 signature check, tens of microseconds); one that needs a fetch (a new `kid`, no keys yet) is
-verified in a worker thread, and a stale key set is refreshed in the background.
+verified in a worker thread, and a stale key set is refreshed in the background. The app's
+shutdown (its lifespan's end) stops those background threads (`Protection.close`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -141,6 +143,7 @@ class BearerAuth:
         app.add_api_route(metadata_path(config.resource), _metadata, methods=["GET"], include_in_schema=False)
         app.add_exception_handler(JwtVerifierError, _render_error)
         document_dpop(app, required=config.require_dpop)  # the DPoP scheme beside the bearer one in /openapi.json
+        _close_on_shutdown(app, found)
         if config.jwks_prefetch:
             found.jwks.prefetch()
         return found
@@ -154,6 +157,25 @@ class BearerAuth:
     ) -> Callable[..., Awaitable[Claims]]:
         """Return a dependency requiring a valid access token, and `scope` if given (see `require_scope`)."""
         return require_scope(scope, acr_values=acr_values, max_age=max_age)
+
+
+def _close_on_shutdown(app: FastAPI, found: Protection) -> None:
+    """Wrap the app's lifespan so that its shutdown stops the protection's background threads.
+
+    The app's own lifespan (if any) runs inside, unchanged; `Protection.close` joins threads,
+    so it runs in a worker thread, off the event loop.
+    """
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(served: Any) -> AsyncIterator[Any]:
+        try:
+            async with inner(served) as state:
+                yield state
+        finally:
+            await run_in_threadpool(found.close)
+
+    app.router.lifespan_context = lifespan
 
 
 def require_scope(

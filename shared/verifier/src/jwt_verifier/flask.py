@@ -18,6 +18,10 @@ renders the library's errors as JSON: 401/403/400 with a `WWW-Authenticate: Bear
 challenge that names the metadata URL, 503 with `Retry-After` when keys cannot be had.
 `Authorization: DPoP <token>` with a `DPoP` proof (RFC 9449) is accepted too, checked against
 the URL the client called: the public origin of `resource` and the request's path.
+
+Flask has no shutdown hook: an app torn down while its process lives on (a test, a reload)
+stops the background threads `init_app` started with `protection(app).close()`; a process
+that exits need not (they are daemon threads).
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@
   soon: after 0.1 s, doubling up to `jwks_retry_max` (0.5 s), so keys arrive within about that
   long of the issuer answering. One without prefetch keeps the cooldown.
 - `prefetch()` loads keys at start-up in the background, retrying until the issuer answers.
+- `close()` stops those threads (`jwks-prefetch`, `jwks-refresh`) and starts no more; the
+  client is also a context manager. A process that simply exits need not call it (the threads
+  are daemons); an app that is torn down while its process lives on (tests, reloads) should.
 - `trace_fetches()` lets an application wrap each fetch (shared.tracing does: a client span,
   and the `traceparent` header it yields); the library adds no dependency for it.
 """
@@ -99,6 +102,8 @@ class JwksClient:
         self._fetch_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._background = False
+        self._closed = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._unknown: dict[str, float] = {}
         self._parsed: dict[str, tuple[str, rsa.RSAPublicKey]] = {}
         self._subscribers: list[Callable[[frozenset[str]], None]] = []
@@ -155,17 +160,47 @@ class JwksClient:
         Each worker process calls this at start, so every worker holds keys before the issuer
         can go away, not just the one that happened to answer the first request.
         """
-        threading.Thread(target=self._prefetch_until_loaded, name="jwks-prefetch", daemon=True).start()
+        self._start(self._prefetch_until_loaded, "jwks-prefetch")
 
     def _prefetch_until_loaded(self) -> None:
-        while True:
+        while not self._closed.is_set():
             try:
                 self._fetch_if_allowed()
             except Exception:  # the loop's outermost guard: it must outlive any bug
                 log.exception("jwks prefetch failed; retrying")
             if self._keys:
                 return
-            time.sleep(max(0.05, min(self._next_fetch_at - self.clock(), self.cooldown)))
+            self._closed.wait(max(0.05, min(self._next_fetch_at - self.clock(), self.cooldown)))
+
+    def close(self) -> None:
+        """Stop this client's background threads and start no more; idempotent.
+
+        Waits for a fetch in flight (at most `jwks_timeout`). The keys held stay usable, and
+        `get` still fetches in the caller's thread; only the background work ends.
+        """
+        self._closed.set()
+        with self._state_lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=self.timeout + 5)
+
+    def __enter__(self) -> JwksClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _start(self, target: Callable[[], None], name: str) -> bool:
+        """Start a daemon thread unless the client is closed; return whether one started."""
+        with self._state_lock:
+            if self._closed.is_set():
+                return False
+            self._threads = [t for t in self._threads if t.is_alive()]
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+            return True
 
     def ensure_loaded(self) -> bool:
         """Return whether keys are held, trying a fetch (within limits) when none are."""
@@ -224,7 +259,9 @@ class JwksClient:
             if self._background or self.clock() < self._next_fetch_at:
                 return
             self._background = True
-        threading.Thread(target=self._background_fetch, name="jwks-refresh", daemon=True).start()
+        if not self._start(self._background_fetch, "jwks-refresh"):
+            with self._state_lock:
+                self._background = False
 
     def _background_fetch(self) -> None:
         try:

@@ -2,7 +2,8 @@
 
 Both integrations (`jwt_verifier.flask`, `jwt_verifier.fastapi`) build their protection here,
 so the wiring of a `VerifierConfig` into a `JwksClient`, a `Verifier` and a
-`ResourceProtector` is written once.
+`ResourceProtector` is written once. `Protection.close()` stops the background threads that
+wiring started (the JWKS client's and the status lists' refreshers).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from jwt_verifier.dpop_scheme import DPoPPolicy
 from jwt_verifier.jwks import JwksClient
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.rfc9728 import metadata_url
-from jwt_verifier.status import with_status_lists
+from jwt_verifier.status import StatusChecked, with_status_lists
 from jwt_verifier.verifier import KeySource, TokenVerifier, Verifier
 
 __all__ = ["Protection", "build"]
@@ -31,6 +32,21 @@ class Protection:
     protector: ResourceProtector
     metadata_url: str
     local: bool = True
+
+    def close(self) -> None:
+        """Stop the background threads of the JWKS client and (a local verifier's) status lists; idempotent.
+
+        A verifier passed to `build` is the caller's: it is not closed here.
+        """
+        self.jwks.close()
+        if self.local and isinstance(self.verifier, StatusChecked):
+            self.verifier.close()
+
+    def __enter__(self) -> Protection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def build(

@@ -14,7 +14,7 @@ cache hit included, looks its entry up (a dict lookup and a shift). The rules:
   `status_timeout` (`deadline.py`); concurrent first sights share that fetch. Inside
   `loop_thread()` (the FastAPI integration's check on its event loop) it raises
   `StatusFetchNeeded` instead, and the integration verifies in a worker thread.
-- One background thread per process re-fetches every held list every `status_refresh_seconds`
+- One background thread per process (`status-refresh`; `close()` stops it) re-fetches every held list every `status_refresh_seconds`
   (at least 1 s; sooner if the list's `ttl` or `max-age` says so, never sooner than 1 s) with
   `If-None-Match`; a 304 keeps the list. It also reads the issuer's index of current lists,
   `GET {status_index_url}` answering `{"status_lists": [uri, ...]}`, every
@@ -249,13 +249,26 @@ class StatusLists:
             self._index_at = float("-inf")
             self._wake.set()
 
-    def stop(self) -> None:
-        """Stop the refresher thread (tests; a process simply exits)."""
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None:
+    def close(self) -> None:
+        """Stop the `status-refresh` thread and start no other; idempotent (a process that exits need not call it).
+
+        Waits for a fetch in flight (at most `status_timeout`). The lists held stay usable for
+        `check` until their stale window ends; a list never held is still fetched on first sight.
+        """
+        with self._lock:
+            self._stop.set()
+            self._wake.set()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.timeout + 5)
+
+    stop = close  # the name tests used before close()
+
+    def __enter__(self) -> StatusLists:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _ensure_refresher(self) -> None:
         with self._lock:
@@ -508,6 +521,16 @@ class StatusChecked:
         claims = self.inner.verify(token)
         self.lists.check(claims)
         return claims
+
+    def close(self) -> None:
+        """Stop the lists' refresher thread (`StatusLists.close`); idempotent."""
+        self.lists.close()
+
+    def __enter__(self) -> StatusChecked:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def with_status_lists(verifier: TokenVerifier, config: VerifierConfig, keys: KeySource) -> TokenVerifier:
