@@ -40,6 +40,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -53,7 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DisconnectionError, IntegrityError
-from sqlalchemy.sql.expression import ColumnElement, Select
+from sqlalchemy.sql.expression import BindParameter, ColumnElement, Select
 
 # Any fixed number: processes migrating one PostgreSQL database take turns on it.
 MIGRATION_LOCK = 0x6A77_7473  # 'jwts'
@@ -569,7 +570,7 @@ def stamp(conn: Connection, column: Column[int], *where: ColumnElement[bool], no
     return conn.execute(update(table).where(*where, column.is_(None)).values({column.name: now})).rowcount
 
 
-def with_username(table: Table, key: Column[str], value: str) -> Select[Any]:
+def with_username(table: Table, key: Column[str], value: str | BindParameter[str]) -> Select[Any]:
     """Select the row of `table` whose `key` is `value`, with its user's name, locked for update."""
     return (
         select(table, users.c.username).join(users, users.c.id == table.c.user_id).where(key == value).with_for_update()
@@ -619,10 +620,22 @@ def delete_in_batches(database: Database, key: Column[str], *where: ColumnElemen
             return total
 
 
+# One statement per key column, built at its first use and then reused (see `find`).
+_FIND: dict[Column[str], Select[Any]] = {}
+
+
 def find(database: Database, column: Column[str], value: str) -> Row[Any] | None:
-    """Return the row whose `column` (a key) is `value`, or None."""
+    """Return the row whose `column` (a key) is `value`, or None.
+
+    The statement is built once per column, its value a bound parameter: SQLAlchemy keeps a
+    statement object's cache key, so a statement built once finds its compiled form in the
+    compiled cache without being built and walked again at every request (docs/performance.md).
+    """
+    statement = _FIND.get(column)
+    if statement is None:
+        statement = _FIND.setdefault(column, select(column.table).where(column == bindparam("value")))
     with database.reading() as conn:
-        return conn.execute(select(column.table).where(column == value)).first()
+        return conn.execute(statement, {"value": value}).first()
 
 
 def every(database: Database, order_by: Column[str]) -> list[Row[Any]]:
