@@ -592,10 +592,17 @@ def insert_missing(conn: Connection, table: Table, values: dict[str, Any]) -> bo
 
     A concurrent insert of the same key is waited for, then skipped, never an IntegrityError.
     """
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
-    # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
-    statement = dialect_insert(table).values(values).on_conflict_do_nothing().returning(*table.primary_key)
-    return conn.execute(statement).first() is not None
+    key = (table, conn.dialect.name)
+    statement = _INSERT_MISSING.get(key)
+    if statement is None:  # built once per table and dialect, its values bound at execution (see `find`)
+        dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+        # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
+        statement = dialect_insert(table).on_conflict_do_nothing().returning(*table.primary_key)
+        statement = _INSERT_MISSING.setdefault(key, statement)
+    return conn.execute(statement, values).first() is not None
+
+
+_INSERT_MISSING: dict[tuple[Table, str], Any] = {}
 
 
 def delete_where(database: Database, column: Column[str], value: str) -> bool:
