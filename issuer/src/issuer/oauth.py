@@ -338,12 +338,14 @@ def token() -> Response:
     secrets cannot be guessed, and skip Flask-Limiter's per-request work altogether.
     """
     if request.form.get("grant_type") == "password":
-        return _password_token()
+        answer: Response = _password_token()  # password_limits' wrapper is untyped
+        return answer
     return _token_endpoint()
 
 
 @password_limits()
 def _password_token() -> Response:
+    """The token endpoint charged by the password limits (charged first, refunded unless a password failed)."""
     return _token_endpoint()
 
 
