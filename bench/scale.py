@@ -59,8 +59,13 @@ SCOPE = "profile admin"  # of the refresh tokens minted for alice
 GRANTS = ("password", "refresh", "client_credentials")
 SERVICE = "bench-svc"  # a private_key_jwt client: each request a new assertion (its jti spent once)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-# Failed passwords only count towards the limits; these stay out of the way all the same.
-ISSUER_ENV = {"ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second", "ISSUER_LOGIN_RATE_LIMIT": "1000000 per second"}
+# Failed passwords only count towards the limits; these stay out of the way all the same. The
+# registrations cache runs at its default, as a deployment runs it (the test helpers turn it off).
+ISSUER_ENV = {
+    "ISSUER_ADDRESS_RATE_LIMIT": "1000000 per second",
+    "ISSUER_LOGIN_RATE_LIMIT": "1000000 per second",
+    "ISSUER_REGISTRY_CACHE_TTL": str(IssuerSettings.from_env({}).registry_cache_ttl),
+}
 T = TypeVar("T")
 # The password grant's argon2id keeps a worker thread busy for tens of milliseconds: as many
 # connections as the issuer has threads, not a queue of 32 behind them.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Row, delete, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, select, update
 
 from issuer.cache import TtlCache
 from issuer.codes import AuthorizationCodes
@@ -287,6 +287,10 @@ class ClientStore:
             audit.emit("client.created", client=client_id)
 
 
+# Built once (see issuer.db.find): the assertions that expired before `now`.
+_EXPIRED_ASSERTIONS = delete(client_assertions).where(client_assertions.c.expires_at < bindparam("now"))
+
+
 class ClientAssertions:
     """The `jti` of every accepted client assertion, each accepted once until it expires."""
 
@@ -299,7 +303,7 @@ class ClientAssertions:
         values = {"jti_hash": secret_hash(f"{client_id}\x00{jti}"), "expires_at": expires_at}
         # In the token request's transaction, and spent even when the request then fails.
         with self.database.transaction() as conn:
-            conn.execute(delete(client_assertions).where(client_assertions.c.expires_at < now))
+            conn.execute(_EXPIRED_ASSERTIONS, {"now": now})
             if not insert_missing(conn, client_assertions, values):
                 return False
         self.database.redo_on_rollback(lambda conn: insert_missing(conn, client_assertions, values))

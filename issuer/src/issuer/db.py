@@ -41,6 +41,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -54,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DisconnectionError, IntegrityError
-from sqlalchemy.sql.expression import ColumnElement, Select
+from sqlalchemy.sql.expression import BindParameter, ColumnElement, Select
 
 # Any fixed number: processes migrating one PostgreSQL database take turns on it.
 MIGRATION_LOCK = 0x6A77_7473  # 'jwts'
@@ -627,7 +628,7 @@ def stamp(conn: Connection, column: Column[int], *where: ColumnElement[bool], no
     return conn.execute(update(table).where(*where, column.is_(None)).values({column.name: now})).rowcount
 
 
-def with_username(table: Table, key: Column[str], value: str) -> Select[Any]:
+def with_username(table: Table, key: Column[str], value: str | BindParameter[str]) -> Select[Any]:
     """Select the row of `table` whose `key` is `value`, with its user's name, locked for update."""
     return (
         select(table, users.c.username).join(users, users.c.id == table.c.user_id).where(key == value).with_for_update()
@@ -649,10 +650,17 @@ def insert_missing(conn: Connection, table: Table, values: dict[str, Any]) -> bo
 
     A concurrent insert of the same key is waited for, then skipped, never an IntegrityError.
     """
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
-    # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
-    statement = dialect_insert(table).values(values).on_conflict_do_nothing().returning(*table.primary_key)
-    return conn.execute(statement).first() is not None
+    key = (table, conn.dialect.name)
+    statement = _INSERT_MISSING.get(key)
+    if statement is None:  # built once per table and dialect, its values bound at execution (see `find`)
+        dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+        # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
+        statement = dialect_insert(table).on_conflict_do_nothing().returning(*table.primary_key)
+        statement = _INSERT_MISSING.setdefault(key, statement)
+    return conn.execute(statement, values).first() is not None
+
+
+_INSERT_MISSING: dict[tuple[Table, str], Any] = {}
 
 
 def delete_where(database: Database, column: Column[str], value: str) -> bool:
@@ -677,10 +685,22 @@ def delete_in_batches(database: Database, key: Column[str], *where: ColumnElemen
             return total
 
 
+# One statement per key column, built at its first use and then reused (see `find`).
+_FIND: dict[Column[str], Select[Any]] = {}
+
+
 def find(database: Database, column: Column[str], value: str) -> Row[Any] | None:
-    """Return the row whose `column` (a key) is `value`, or None."""
+    """Return the row whose `column` (a key) is `value`, or None.
+
+    The statement is built once per column, its value a bound parameter: SQLAlchemy keeps a
+    statement object's cache key, so a statement built once finds its compiled form in the
+    compiled cache without being built and walked again at every request (docs/performance.md).
+    """
+    statement = _FIND.get(column)
+    if statement is None:
+        statement = _FIND.setdefault(column, select(column.table).where(column == bindparam("value")))
     with database.reading() as conn:
-        return conn.execute(select(column.table).where(column == value)).first()
+        return conn.execute(statement, {"value": value}).first()
 
 
 def every(database: Database, order_by: Column[str]) -> list[Row[Any]]:

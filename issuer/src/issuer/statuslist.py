@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from sqlalchemy import Connection, and_, case, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.sql.expression import ColumnElement
 
 from issuer import jose
@@ -95,6 +95,32 @@ def set_bit(buffer: bytearray, index: int) -> bool:
 def bit(bits: bytes, index: int) -> int:
     """Return the status of index `index`: 0 VALID, 1 INVALID."""
     return (bits[index // 8] >> (index % 8)) & 1
+
+
+# The statements of every grant, built once: a statement object built once keeps its cache key,
+# and SQLAlchemy finds its compiled form without building and walking it again per request.
+# The slot of the family a refresh token belongs to, and whether its list is still open.
+_FAMILY_SLOT = (
+    select(status_grants.c.list_id, status_grants.c.idx, status_grants.c.previous_expires_at, status_lists.c.open_until)
+    .join(refresh_tokens, refresh_tokens.c.family_id == status_grants.c.grant_id)
+    .outerjoin(status_lists, status_lists.c.id == status_grants.c.list_id)
+    .where(refresh_tokens.c.token_hash == bindparam("token_hash"))
+)
+# The next index of the newest list open at `now` that has one left.
+_NEWEST_OPEN = (
+    select(status_lists.c.id)
+    .where(status_lists.c.open_until > bindparam("now"), status_lists.c.allocated < status_lists.c.capacity)
+    .order_by(status_lists.c.created_at.desc(), status_lists.c.id)
+    .limit(1)
+    .scalar_subquery()
+)
+_TAKE_INDEX = (
+    update(status_lists)
+    .where(status_lists.c.id == _NEWEST_OPEN, status_lists.c.allocated < status_lists.c.capacity)
+    .values(allocated=status_lists.c.allocated + 1)
+    .returning(status_lists.c.id, status_lists.c.allocated)
+)
+_INSERT_GRANT = insert(status_grants)
 
 
 @dataclass(frozen=True)
@@ -149,20 +175,10 @@ class StatusLists:
         slot to set. The family's rows are locked first, as a revocation locks them.
         """
         token_hash = secret_hash(refresh_token)
-        known = (
-            select(
-                status_grants.c.list_id,
-                status_grants.c.idx,
-                status_grants.c.previous_expires_at,
-                status_lists.c.open_until,
-            )
-            .join(refresh_tokens, refresh_tokens.c.family_id == status_grants.c.grant_id)
-            .outerjoin(status_lists, status_lists.c.id == status_grants.c.list_id)
-            .where(refresh_tokens.c.token_hash == token_hash)
-        )
+        known = {"token_hash": token_hash}
         now = int(time.time())
         with self.database.reading() as conn:
-            row = conn.execute(known).first()
+            row = conn.execute(_FAMILY_SLOT, known).first()
         if row is not None and row.open_until is not None and row.open_until > now:
             return Slot(row.list_id, row.idx)
         with self.database.transaction() as conn:
@@ -180,7 +196,7 @@ class StatusLists:
                 .where(refresh_tokens.c.family_id == family.family_id)
                 .with_for_update()
             ).all()
-            row = conn.execute(known).first()
+            row = conn.execute(_FAMILY_SLOT, known).first()
             if row is not None and row.open_until is not None and row.open_until > now:
                 return Slot(row.list_id, row.idx)
             if row is not None:
@@ -190,16 +206,17 @@ class StatusLists:
             expires_at = family.family_expires_at + self.access_token_ttl
             slot = self._allocate(conn)
             conn.execute(
-                insert(status_grants).values(
-                    grant_id=family.family_id,
-                    list_id=slot.list_id,
-                    idx=slot.idx,
-                    client_id=client_id,
-                    user_id=user_id or None,
-                    audience=audience,
-                    scope=scope,
-                    expires_at=expires_at,
-                )
+                _INSERT_GRANT,
+                {
+                    "grant_id": family.family_id,
+                    "list_id": slot.list_id,
+                    "idx": slot.idx,
+                    "client_id": client_id,
+                    "user_id": user_id or None,
+                    "audience": audience,
+                    "scope": scope,
+                    "expires_at": expires_at,
+                },
             )
             if any(r.revoked_at is not None for r in revoked):
                 set_bits(conn, [slot], now)
@@ -244,35 +261,24 @@ class StatusLists:
         with self.database.transaction() as conn:
             slot = self._allocate(conn)
             conn.execute(
-                insert(status_grants).values(
-                    grant_id=f"token:{uuid.uuid4().hex}",
-                    list_id=slot.list_id,
-                    idx=slot.idx,
-                    client_id=client_id,
-                    user_id=None,
-                    audience=audience,
-                    scope=scope,
-                    expires_at=expires_at,
-                )
+                _INSERT_GRANT,
+                {
+                    "grant_id": f"token:{uuid.uuid4().hex}",
+                    "list_id": slot.list_id,
+                    "idx": slot.idx,
+                    "client_id": client_id,
+                    "user_id": None,
+                    "audience": audience,
+                    "scope": scope,
+                    "expires_at": expires_at,
+                },
             )
         return slot
 
     def _allocate(self, conn: Connection) -> Slot:
         """Take the next index of the newest open list, or open a new list living until it closes plus a token's lifetime."""
         now = int(time.time())
-        newest = (
-            select(status_lists.c.id)
-            .where(status_lists.c.open_until > now, status_lists.c.allocated < status_lists.c.capacity)
-            .order_by(status_lists.c.created_at.desc(), status_lists.c.id)
-            .limit(1)
-            .scalar_subquery()
-        )
-        taken = conn.execute(
-            update(status_lists)
-            .where(status_lists.c.id == newest, status_lists.c.allocated < status_lists.c.capacity)
-            .values(allocated=status_lists.c.allocated + 1)
-            .returning(status_lists.c.id, status_lists.c.allocated)
-        ).first()
+        taken = conn.execute(_TAKE_INDEX, {"now": now}).first()
         if taken is not None:
             return Slot(taken.id, taken.allocated - 1)
         # A list that filled up closes now, not at the end of its validity: its families move at

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from issuer import assurance
 from issuer.db import Database, delete_in_batches, refresh_tokens, stamp, status_grants, users, with_username
@@ -30,6 +30,17 @@ from jwt_verifier.jose import b64url_encode
 from shared import audit, metrics
 
 log = logging.getLogger(__name__)
+
+
+# The rotation's statements, built once: a statement object built once keeps its cache key, and
+# SQLAlchemy finds its compiled form without building and walking it again per request.
+_PRESENTED = with_username(refresh_tokens, refresh_tokens.c.token_hash, bindparam("token_hash"))
+_SPEND = (
+    update(refresh_tokens)
+    .where(refresh_tokens.c.token_hash == bindparam("spent_hash"), refresh_tokens.c.used_at.is_(None))
+    .values(used_at=bindparam("spent_at"))
+)
+_INSERT = insert(refresh_tokens)
 
 
 @dataclass(frozen=True)
@@ -242,19 +253,20 @@ class RefreshTokens:
         dpop_jkt: str | None = None,
     ) -> None:
         conn.execute(
-            insert(refresh_tokens).values(
-                token_hash=secret_hash(token),
-                family_id=family_id,
-                user_id=grant.user_id,
-                client_id=grant.client_id,
-                scope=grant.scope,
-                issued_at=now,
-                expires_at=min(now + self.ttl, family_expires_at),
-                family_expires_at=family_expires_at,
-                session_hash=session_hash,
-                audience=grant.audience,
-                dpop_jkt=dpop_jkt,
-            )
+            _INSERT,
+            {
+                "token_hash": secret_hash(token),
+                "family_id": family_id,
+                "user_id": grant.user_id,
+                "client_id": grant.client_id,
+                "scope": grant.scope,
+                "issued_at": now,
+                "expires_at": min(now + self.ttl, family_expires_at),
+                "family_expires_at": family_expires_at,
+                "session_hash": session_hash,
+                "audience": grant.audience,
+                "dpop_jkt": dpop_jkt,
+            },
         )
 
     def rotate(
@@ -275,7 +287,7 @@ class RefreshTokens:
         now = int(time.time())
         successor = derived_secret(self.successor_key, self.SUCCESSOR, token)
         with self.database.transaction() as conn:
-            row = conn.execute(with_username(refresh_tokens, refresh_tokens.c.token_hash, secret_hash(token))).first()
+            row = conn.execute(_PRESENTED, {"token_hash": secret_hash(token)}).first()
             if row is None:
                 raise RefreshError("the refresh token is not known")
             if row.client_id != client_id:
@@ -304,7 +316,7 @@ class RefreshTokens:
                 if row.expires_at <= now:
                     raise RefreshError("the refresh token has expired")
                 narrowed = narrow(grant)
-                stamp(conn, refresh_tokens.c.used_at, refresh_tokens.c.token_hash == row.token_hash, now=now)
+                conn.execute(_SPEND, {"spent_hash": row.token_hash, "spent_at": now})
                 self._insert(
                     conn, successor, narrowed, row.family_id, now, row.family_expires_at, row.session_hash, row.dpop_jkt
                 )
