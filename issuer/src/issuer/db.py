@@ -114,6 +114,9 @@ refresh_tokens = Table(
     Index("refresh_tokens_family", "family_id"),
     # RFC 9449 section 5: the thumbprint of the DPoP key a public client's tokens are bound to.
     Column("dpop_jkt", String(64)),
+    # The login the family began with (issuer.assurance): what it proved and when, for every refresh.
+    Column("amr", String(64)),
+    Column("auth_time", Integer),
 )
 
 # Owner: issuer.codes.AuthorizationCodes.

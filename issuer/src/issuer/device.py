@@ -122,6 +122,7 @@ def device_code_grant(params: dict[str, str], client: Client) -> Response:
             # Narrowed like a code exchange: the registrations may have changed since the approval.
             # Refused here, the transaction rolls back and the code stays unspent.
             grant, _ = oauth._narrowed(polled.grant, client, params.get("resource"), None, "this device code")
+            grant = oauth.with_login(grant, polled.session_hash)  # the approving login, kept by the family
             refresh_token = extensions.current().refresh_tokens.issue(grant, dpop_jkt=dpop.bound_to(client))
     if polled.grant is None:
         # The token request is one unit that a failure rolls back: keep when it was polled (and any

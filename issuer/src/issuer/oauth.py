@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -132,14 +133,13 @@ def _token_response(
     """Answer with an access token, the refresh token if any, and an ID token for a browser login's `openid` grant.
 
     Both tokens speak of the login (`amr`, `acr`, `auth_time`): `login` when the grant itself
-    was one (the password grant), else the login session's (`session_hash`: a browser login,
-    through a code, a device approval or a refresh of their grants). Its row gone, or no
-    session at all (a client's own grant; a refresh of a password or device grant's family,
-    which records none), the tokens say nothing of a login rather than guess.
+    was one (the password grant), else the one the grant recorded (`Grant.login`: a browser
+    login's, through a code or a device approval, kept by their refresh family). A grant that
+    recorded none (a client's own; a family from before logins were recorded) says nothing of a
+    login rather than guess.
     """
     settings = extensions.current().settings
-    if login is None and session_hash is not None:
-        login = extensions.current().login_sessions.login(session_hash)
+    login = login or grant.login
     audience = _audience(grant.audience or settings.audience, grant.scope)
     # Its refresh family's index in a status list, or one of its own (issuer.statuslist).
     slot = statuslist.slot_for(
@@ -273,8 +273,8 @@ def _narrowed(
     kept = _for_api(" ".join(sorted(allowed)), api, error="invalid_grant")
     scope = _for_api(_scope(requested, allowed), api, error="invalid_grant")
     return (
-        Grant(user.id, user.username, grant.client_id, kept, grant.audience, grant.session_hash),
-        Grant(user.id, user.username, grant.client_id, scope, grant.audience, grant.session_hash),
+        Grant(user.id, user.username, grant.client_id, kept, grant.audience, grant.session_hash, grant.login),
+        Grant(user.id, user.username, grant.client_id, scope, grant.audience, grant.session_hash, grant.login),
     )
 
 
@@ -295,6 +295,7 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
             # Refused inside the transaction: the code stays unspent (a `resource` of another
             # API is the client's mistake; a registration change refuses it again until undone).
             grant, _ = _narrowed(redeemed.grant, client, params.get("resource"), None, "this code")
+            grant = with_login(grant, redeemed.session_hash)
             refresh_token = extensions.current().refresh_tokens.issue(
                 grant,
                 family_id=redeemed.family_id,
@@ -315,6 +316,18 @@ def _authorization_code_grant(params: dict[str, str], client: Client) -> Respons
         log.info("code refused", extra={"fields": {"reason": str(exc), "client_id": client.client_id}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
     return _token_response(grant, refresh_token, session_hash=redeemed.session_hash, nonce=redeemed.nonce)
+
+
+def with_login(grant: Grant, session_hash: str | None) -> Grant:
+    """Return the grant with the login of the browser session it came from, which its refresh family records.
+
+    Recorded once, when the family starts: each refresh then says what that login proved and
+    when (OpenID Connect Core 1.0 section 12.2: `auth_time` is the original authentication's),
+    whatever the browser's session becomes later (a step-up in the same browser moves the family
+    to the new session, and must not raise what the family's tokens say).
+    """
+    login = extensions.current().login_sessions.login(session_hash) if session_hash else None
+    return dataclasses.replace(grant, login=login)
 
 
 def _client_credentials_grant(params: dict[str, str], client: Client) -> Response:

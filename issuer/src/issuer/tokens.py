@@ -52,7 +52,8 @@ class Grant:
     client_id: str
     scope: str
     audience: str | None = None  # the API it is for; None: the default API (grants made before APIs existed)
-    session_hash: str | None = None  # the browser login it came from (refresh grants only; for `auth_time`, `sid`)
+    session_hash: str | None = None  # the browser login it came from (refresh grants only; for `sid`)
+    login: Login | None = None  # what that login proved and when, as the refresh family recorded it
 
     @property
     def subject(self) -> str:
@@ -266,6 +267,8 @@ class RefreshTokens:
                 "session_hash": session_hash,
                 "audience": grant.audience,
                 "dpop_jkt": dpop_jkt,
+                "amr": assurance.encode(grant.login.amr) if grant.login else None,
+                "auth_time": grant.login.auth_time if grant.login else None,
             },
         )
 
@@ -299,7 +302,10 @@ class RefreshTokens:
                 raise RefreshError("the refresh token has been revoked")
             if row.family_expires_at <= now:
                 raise RefreshError("the refresh token's session has reached its maximum lifetime")
-            grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience, row.session_hash)
+            login = (
+                None if row.amr is None or row.auth_time is None else Login(assurance.decode(row.amr), row.auth_time)
+            )
+            grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience, row.session_hash, login)
             if row.used_at is not None:
                 # Whole seconds: a grace of 0 must mean none, not "the rest of the second of first use".
                 if self.reuse_grace > 0 and now - row.used_at <= self.reuse_grace:

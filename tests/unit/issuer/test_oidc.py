@@ -12,6 +12,7 @@ from html import unescape
 from typing import Any
 
 import jwt
+import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -912,3 +913,42 @@ def test_a_request_object_with_an_unregistered_redirect_is_an_error_page(client:
     )
     assert response.status_code == 400
     assert "Location" not in response.headers
+
+
+def test_a_refresh_says_what_its_familys_login_proved_after_a_stronger_login_in_the_same_browser(
+    client: FlaskClient, app: Flask
+) -> None:
+    """OpenID Connect Core 1.0 section 12.2: a refreshed token's `auth_time` is the original login's.
+
+    A step-up in the same browser replaces the session and moves its refresh families to the new
+    one (a logout must end them): their tokens must not then claim the stronger login.
+    """
+    first = _tokens(client)
+    before = _id_claims(client, first["id_token"])
+    assert (before["acr"], before["amr"]) == ("single-factor", ["pwd"])
+    factors = extensions.of(app).factors
+    alice = extensions.of(app).users.get("alice")
+    assert alice is not None
+    totp = pyotp.TOTP(factors.start(alice.id))
+    assert factors.confirm(alice.id, totp.now()) is not None
+    time.sleep(1.1)  # the stronger login's auth_time is a later second
+
+    response = client.get("/authorize", query_string=authorize_params(REDIRECT, prompt="login", nonce=NONCE))
+    assert location_path(response) == "/login"
+    response = log_in(client)
+    assert location_path(response) == "/login/code"
+    page = client.get("/login/code").get_data(as_text=True)
+    response = client.post("/login/code", data={"csrf_token": csrf_token(page), "code": totp.at(time.time() + 30)})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    stronger = _id_claims(client, _tokens(client)["id_token"])
+    assert stronger["acr"] == "multi-factor"
+    assert stronger["auth_time"] > before["auth_time"]
+
+    refreshed = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": CLIENT_ID}
+    )
+    assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
+    again = _id_claims(client, refreshed.get_json()["id_token"])
+    assert (again["acr"], again["amr"], again["auth_time"]) == ("single-factor", ["pwd"], before["auth_time"])
+    access = jwt.decode(refreshed.get_json()["access_token"], options={"verify_signature": False})
+    assert (access["acr"], access["auth_time"]) == ("single-factor", before["auth_time"])
