@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tests.support.processes import answers, free_port, wait_until
-from tests.support.stack import Stack
+from tests.support.stack import TEST_RESOURCE_ENV, Stack
 
 REPO = Path(__file__).resolve().parents[2]
 # compose.yaml's metrics ports, reachable on the compose network only (`expose`).
@@ -90,7 +90,7 @@ class ComposeStack(Stack):
                     "healthcheck": {"interval": "1s"},
                 },
                 "resource": {
-                    "environment": {"RESOURCE_JWKS_COOLDOWN": "1", **(resource_env or {})},
+                    "environment": {"RESOURCE_JWKS_COOLDOWN": "1", **TEST_RESOURCE_ENV, **(resource_env or {})},
                     "healthcheck": {"interval": "1s"},
                 },
                 "reports": {"healthcheck": {"interval": "1s"}},

@@ -37,6 +37,10 @@ from tests.support.tokens import client_credentials_form, jwks_json
 # The reports API's registration at the issuer, as an operator runs it (compose.yaml's
 # `register` service and scripts/run-local run the same commands).
 REPORTS_AUDIENCE = "jwt-split-reports"
+# The browser and flow tests log in from one address (127.0.0.1) many times a minute on one
+# stack: the resource's /callback limit per address (10 a minute) would refuse them. The limit
+# itself is tested in tests/unit/resource/test_pages.py.
+TEST_RESOURCE_ENV = {"RESOURCE_CALLBACK_RATE_LIMIT": "600 per minute"}
 REPORTS_CLIENT = "reports-api"
 
 
@@ -272,7 +276,7 @@ class LoopbackStack(Stack):
             root,
             self.issuer,
             port=resource_port,
-            env={"RESOURCE_JWKS_COOLDOWN": "1", **(resource_env or {})},
+            env={"RESOURCE_JWKS_COOLDOWN": "1", **TEST_RESOURCE_ENV, **(resource_env or {})},
             workers=workers,
         )
         self.reports = reports_process(
