@@ -47,8 +47,20 @@ def _csrf(html: str) -> str:
     return match.group(1)
 
 
-def _logged_in(issuer: GunicornService, username: str = "alice", password: str = "wonderland") -> requests.Session:
+def _logged_in(
+    issuer: GunicornService,
+    username: str = "alice",
+    password: str = "wonderland",
+    passkey: SoftAuthenticator | None = None,
+) -> requests.Session:
+    """A fresh login: with the password, or with the passkey (a user who has one cannot use the password alone)."""
     browser = requests.Session()
+    if passkey is not None:
+        token, options = _login_options(issuer, browser)
+        answer = _sign_in(issuer, browser, token, passkey.get(options))
+        assert answer.status_code == 200, answer.text
+        assert f"You are logged in as {username}." in answer.text
+        return browser
     token = _csrf(browser.get(f"{issuer.url}/login", timeout=10).text)
     answer = browser.post(
         f"{issuer.url}/login", data={"csrf_token": token, "username": username, "password": password}, timeout=30
@@ -110,8 +122,18 @@ def alices_passkey(issuer: GunicornService) -> SoftAuthenticator:
     return authenticator
 
 
-def test_registration_asks_for_a_discoverable_credential_with_user_verification(issuer: GunicornService) -> None:
-    browser = _logged_in(issuer)
+@pytest.fixture(scope="module")
+def bobs_passkey(issuer: GunicornService) -> SoftAuthenticator:
+    """Bob's synced passkey (backup eligible), registered from his account page."""
+    synced = SoftAuthenticator(issuer.env["ISSUER_URL"], backup_eligible=True)
+    assert _register(issuer, _logged_in(issuer, "bob", "builder"), synced, "Phone").status_code == 303
+    return synced
+
+
+def test_registration_asks_for_a_discoverable_credential_with_user_verification(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator
+) -> None:
+    browser = _logged_in(issuer, passkey=alices_passkey)
     token = _csrf(browser.get(f"{issuer.url}/account/passkeys", timeout=10).text)
     options = browser.post(f"{issuer.url}/account/passkeys/options", headers={"X-CSRFToken": token}, timeout=10).json()
     assert options["rp"]["id"] == "localhost"
@@ -139,12 +161,10 @@ def test_a_passkey_signs_alice_in_without_her_password(
     assert "last used" in page
 
 
-def test_a_synced_passkey_is_swk(issuer: GunicornService) -> None:
-    synced = SoftAuthenticator(issuer.env["ISSUER_URL"], backup_eligible=True)
-    assert _register(issuer, _logged_in(issuer, "bob", "builder"), synced, "Phone").status_code == 303
+def test_a_synced_passkey_is_swk(issuer: GunicornService, bobs_passkey: SoftAuthenticator) -> None:
     browser = requests.Session()
     token, options = _login_options(issuer, browser)
-    answer = _sign_in(issuer, browser, token, synced.get(options))
+    answer = _sign_in(issuer, browser, token, bobs_passkey.get(options))
     assert "You are logged in as bob." in answer.text
     assert _latest_amr(issuer) == "swk user mfa"
 
@@ -219,18 +239,20 @@ def test_a_response_without_options_or_replayed_is_refused(
     assert _sign_in(issuer, fresh, fresh_token, assertion).status_code == 400  # never asked for options
 
 
-def test_options_need_the_csrf_header(issuer: GunicornService) -> None:
+def test_options_need_the_csrf_header(issuer: GunicornService, alices_passkey: SoftAuthenticator) -> None:
     browser = requests.Session()
     browser.get(f"{issuer.url}/login", timeout=10)
     assert browser.post(f"{issuer.url}/login/passkey/options", timeout=10).status_code == 400
-    logged_in = _logged_in(issuer)
+    logged_in = _logged_in(issuer, passkey=alices_passkey)
     assert logged_in.post(f"{issuer.url}/account/passkeys/options", timeout=10).status_code == 400
     assert requests.post(f"{issuer.url}/account/passkeys/options", timeout=10).status_code == 400
 
 
-def test_a_counter_that_goes_back_is_a_cloned_authenticator(issuer: GunicornService) -> None:
+def test_a_counter_that_goes_back_is_a_cloned_authenticator(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator
+) -> None:
     device = SoftAuthenticator(issuer.env["ISSUER_URL"])
-    assert _register(issuer, _logged_in(issuer), device, "Key").status_code == 303
+    assert _register(issuer, _logged_in(issuer, passkey=alices_passkey), device, "Key").status_code == 303
     browser = requests.Session()
     token, options = _login_options(issuer, browser)
     assert _sign_in(issuer, browser, token, device.get(options, sign_count=10)).status_code == 200
@@ -247,8 +269,10 @@ def test_a_counter_that_goes_back_is_a_cloned_authenticator(issuer: GunicornServ
     assert _sign_in(issuer, browser, token, device.get(options, sign_count=11)).status_code == 200
 
 
-def test_registration_refuses_bad_responses_and_names(issuer: GunicornService) -> None:
-    browser = _logged_in(issuer)
+def test_registration_refuses_bad_responses_and_names(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator
+) -> None:
+    browser = _logged_in(issuer, passkey=alices_passkey)
     device = SoftAuthenticator(issuer.env["ISSUER_URL"])
     token = _csrf(browser.get(f"{issuer.url}/account/passkeys", timeout=10).text)
     url = f"{issuer.url}/account/passkeys"
@@ -266,12 +290,14 @@ def test_registration_refuses_bad_responses_and_names(issuer: GunicornService) -
     assert not re.search(r">(A|x+)</h2>", browser.get(url, timeout=10).text)  # nothing was kept
 
 
-def test_rename_and_remove_touch_only_ones_own_passkeys(issuer: GunicornService) -> None:
-    alice = _logged_in(issuer)
+def test_rename_and_remove_touch_only_ones_own_passkeys(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator, bobs_passkey: SoftAuthenticator
+) -> None:
+    alice = _logged_in(issuer, passkey=alices_passkey)
     device = SoftAuthenticator(issuer.env["ISSUER_URL"])
     assert _register(issuer, alice, device, "First key").status_code == 303
     page = alice.get(f"{issuer.url}/account/passkeys", timeout=10).text
-    passkey_id = re.findall(r"/account/passkeys/([0-9a-f]{32})/rename", page)[-1]
+    (passkey_id,) = re.findall(r'id="passkey-([0-9a-f]{32})">First key</h2>', page)  # not by order: same second
     token = _csrf(page)
     renamed = alice.post(
         f"{issuer.url}/account/passkeys/{passkey_id}/rename",
@@ -282,7 +308,7 @@ def test_rename_and_remove_touch_only_ones_own_passkeys(issuer: GunicornService)
     assert "Renamed key" in renamed.text
     assert "First key" not in renamed.text
 
-    bob = _logged_in(issuer, "bob", "builder")
+    bob = _logged_in(issuer, "bob", passkey=bobs_passkey)
     bobs_token = _csrf(bob.get(f"{issuer.url}/account/passkeys", timeout=10).text)
     for action, form in [("rename", {"name": "Mine"}), ("remove", {})]:
         answer = bob.post(
@@ -298,6 +324,29 @@ def test_rename_and_remove_touch_only_ones_own_passkeys(issuer: GunicornService)
     assert _sign_in(issuer, browser, login_token, device.get(options)).status_code == 400  # removed: unknown
     events = [e["event"] for e in log_events(issuer.log()) if e.get("audit") and e.get("passkey") == passkey_id]
     assert events == ["passkey.registered", "passkey.renamed", "passkey.removed"]
+
+
+def test_a_user_with_a_passkey_cannot_log_in_with_the_password_alone(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator
+) -> None:
+    """F1: a password-only session could change the factors (enroll codes, add or remove passkeys)."""
+    browser = requests.Session()
+    token = _csrf(browser.get(f"{issuer.url}/login", timeout=10).text)
+    answer = browser.post(
+        f"{issuer.url}/login", data={"csrf_token": token, "username": "alice", "password": "wonderland"}, timeout=30
+    )
+    assert answer.status_code == 200
+    assert "This account signs in with a passkey" in answer.text
+    assert "You are logged in" not in answer.text
+    assert browser.get(f"{issuer.url}/account/passkeys", allow_redirects=False, timeout=10).status_code == 302
+    refused = _audit(issuer, "login.failed")[-1]
+    assert (refused["subject"], refused["reason"]) == ("alice", "passkey_required")
+    grant = {"grant_type": "password", "client_id": "cli", "username": "alice", "password": "wonderland"}
+    denied = requests.post(f"{issuer.url}/token", data=grant, timeout=30)
+    assert denied.status_code == 400
+    assert denied.json()["error"] == "invalid_grant"
+    assert "passkey" in denied.json()["error_description"]
+    assert _audit(issuer, "login.failed")[-1]["reason"] == "second_factor_required"
 
 
 def test_the_account_page_needs_a_login(issuer: GunicornService) -> None:
