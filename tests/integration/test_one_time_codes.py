@@ -87,9 +87,11 @@ def _code(issuer: GunicornService, browser: requests.Session, code: str) -> requ
     return browser.post(f"{issuer.url}/login/code", data={"csrf_token": _csrf(form), "code": code})
 
 
-def _enroll(issuer: GunicornService, username: str) -> tuple[pyotp.TOTP, list[str]]:
+def _enroll(
+    issuer: GunicornService, username: str, browser: requests.Session | None = None
+) -> tuple[pyotp.TOTP, list[str]]:
     """Log in with the password, enroll on /account; return the authenticator and the recovery codes."""
-    browser = requests.Session()
+    browser = browser or requests.Session()
     assert _password(issuer, browser, username).status_code == 200
     account = browser.get(f"{issuer.url}/account")
     assert "Set up one-time codes" in account.text
@@ -217,6 +219,29 @@ def test_removing_the_factor_needs_a_code(issuer: GunicornService, username: str
     assert "were removed" in removed.text
     assert "Set up one-time codes" in removed.text
     assert _password(issuer, requests.Session(), username).status_code == 200  # the password alone again
+
+
+def test_a_password_only_session_cannot_remove_the_factor_it_enrolled(issuer: GunicornService, username: str) -> None:
+    """F1: once the user has a factor, changing factors needs a login that proved it (`mfa`)."""
+    browser = requests.Session()
+    totp, recovery = _enroll(issuer, username, browser)  # a password login, fresh: enrolling is fine
+    account = browser.get(f"{issuer.url}/account")
+    refused = browser.post(
+        f"{issuer.url}/account/totp/remove",
+        data={"csrf_token": _csrf(account), "code": recovery[0]},
+        allow_redirects=False,
+    )
+    assert refused.status_code == 303
+    assert refused.headers["Location"].endswith("/login")
+    assert "On since" in browser.get(f"{issuer.url}/account").text  # still on
+    again = browser.post(f"{issuer.url}/account/totp", data={"csrf_token": _csrf(account)}, allow_redirects=False)
+    assert again.status_code == 303  # nor start over with a new seed
+    # Log in again, with the code: back to /account, and the removal passes.
+    assert _password(issuer, browser, username).status_code == 303
+    back = _code(issuer, browser, _next_code(totp))
+    assert back.url == f"{issuer.url}/account"
+    removed = browser.post(f"{issuer.url}/account/totp/remove", data={"csrf_token": _csrf(back), "code": recovery[0]})
+    assert "were removed" in removed.text
 
 
 def test_the_operator_resets_a_users_factors(issuer: GunicornService, username: str) -> None:

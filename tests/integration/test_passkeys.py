@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -371,5 +372,62 @@ def test_refused_passkey_logins_spend_the_address_budget(tmp_path: Path) -> None
             f"{service.url}/login", data={"csrf_token": token, "username": "alice", "password": "x"}, timeout=10
         )
         assert limited.status_code == 429  # the password form shares the per-address budget
+    finally:
+        service.stop()
+
+
+def test_changing_passkeys_needs_a_recent_login_with_the_factor(tmp_path: Path) -> None:
+    """F1/F2: a session changes factors only in the first ISSUER_FACTOR_CHANGE_MAX_AGE seconds, with `mfa` once there is one."""
+    service = issuer_process(
+        tmp_path, data_dir=tmp_path / "issuer-data", workers=1, env={"ISSUER_FACTOR_CHANGE_MAX_AGE": "4"}
+    )
+    try:
+        service.start().wait_answering()
+        url = f"{service.url}/account/passkeys"
+        first = SoftAuthenticator(service.env["ISSUER_URL"])
+        alice = _logged_in(service)  # the password: alice has no factor yet
+        assert _register(service, alice, first, "First").status_code == 303  # a fresh login, no factor: fine
+        # The same password-only session, now that alice has a passkey: no further change.
+        token = _csrf(alice.get(url, timeout=10).text)
+        options = alice.post(f"{url}/options", headers={"X-CSRFToken": token}, timeout=10)
+        assert options.status_code == 401
+        assert options.json()["error"] == "login_required"
+        assert "log in again" in options.json()["error_description"]
+        passkey_id = re.findall(r'id="passkey-([0-9a-f]{32})">First</h2>', alice.get(url, timeout=10).text)[0]
+        removed = alice.post(
+            f"{url}/{passkey_id}/remove", data={"csrf_token": token}, allow_redirects=False, timeout=10
+        )
+        assert removed.status_code == 303
+        assert removed.headers["Location"].endswith("/login")
+        assert "First" in alice.get(url, timeout=10).text  # still there
+
+        # A passkey login is multi-factor: it may change them, and comes back to the passkeys page.
+        browser = requests.Session()
+        login_token, login_options = _login_options(service, browser)
+        back = _sign_in(service, browser, login_token, first.get(login_options))
+        assert back.status_code == 200
+        second = SoftAuthenticator(service.env["ISSUER_URL"])
+        assert _register(service, browser, second, "Second").status_code == 303
+        # ... until its login is older than the limit.
+        time.sleep(5)
+        token = _csrf(browser.get(url, timeout=10).text)
+        assert browser.post(f"{url}/options", headers={"X-CSRFToken": token}, timeout=10).status_code == 401
+        renamed = browser.post(
+            f"{url}/{passkey_id}/rename", data={"csrf_token": token, "name": "Evil"}, allow_redirects=False, timeout=10
+        )
+        assert renamed.status_code == 303
+        assert renamed.headers["Location"].endswith("/login")
+        # Logging in again (a passkey: alice's password alone no longer logs her in) returns to the passkeys page.
+        login_token = _csrf(browser.get(f"{service.url}/login", timeout=10).text)
+        login_options = browser.post(
+            f"{service.url}/login/passkey/options", headers={"X-CSRFToken": login_token}, timeout=10
+        ).json()
+        again = _sign_in(service, browser, login_token, second.get(login_options))
+        assert again.status_code == 303
+        assert again.headers["Location"].endswith("/account/passkeys")
+        page = browser.get(url, timeout=10).text
+        assert "Evil" not in page
+        token = _csrf(page)
+        assert browser.post(f"{url}/options", headers={"X-CSRFToken": token}, timeout=10).status_code == 200
     finally:
         service.stop()

@@ -4,7 +4,8 @@ The relying party is the issuer itself: its RP ID is the host of `ISSUER_URL` an
 origin it accepts is that URL's (section 5.1.3 and 13.4.9). The ceremonies (Duo Labs' `webauthn`
 library verifies the responses):
 
-- Registration (section 7.1), on the account page of a logged-in user: a discoverable
+- Registration (section 7.1), on the account page of a user who logged in recently, and with
+  their factor if they have one (`issuer.reauth`; renaming and removing too): a discoverable
   credential (`residentKey` required), user verification required, none of the user's passkeys
   again (`excludeCredentials`), no attestation asked for (a passkey proves nothing more by it).
 - Authentication (section 7.2), on the login page: `allowCredentials` empty, the browser offers
@@ -53,7 +54,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from issuer import extensions
+from issuer import extensions, reauth
 from issuer.browser import complete_login, current_user, login_page
 from issuer.credentials import CloneSuspected, Passkey, PasskeyError, check_name, clean_transports
 from issuer.ratelimit import note_failed_password, passkey_limits
@@ -178,6 +179,8 @@ def register_options() -> Response:
     user = current_user()
     if user is None:
         return error_response(401, "login_required", "log in to add a passkey")
+    if not reauth.fresh_enough(user):
+        return reauth.refused_json(user)
     existing = extensions.current().passkeys.of_user(user.id)
     options = generate_registration_options(
         rp_id=rp_id(),
@@ -206,6 +209,8 @@ def register() -> Any:
     user = current_user()
     if user is None:
         return redirect(url_for("browser.login"), code=303)
+    if not reauth.fresh_enough(user):
+        return reauth.log_in_again(user, "passkeys")
     try:
         name = check_name(request.form.get("name", ""))
         challenge = _take_challenge("register")
@@ -249,6 +254,8 @@ def rename(passkey_id: str) -> Any:
     user = current_user()
     if user is None:
         return redirect(url_for("browser.login"), code=303)
+    if not reauth.fresh_enough(user):
+        return reauth.log_in_again(user, "passkeys")
     try:
         found = extensions.current().passkeys.rename(user.id, passkey_id, request.form.get("name", ""))
     except PasskeyError as exc:
@@ -265,6 +272,8 @@ def remove(passkey_id: str) -> Any:
     user = current_user()
     if user is None:
         return redirect(url_for("browser.login"), code=303)
+    if not reauth.fresh_enough(user):
+        return reauth.log_in_again(user, "passkeys")
     if not extensions.current().passkeys.remove(user.id, passkey_id):
         return _account_page(user, "That passkey does not exist.", 404)
     audit.emit("passkey.removed", subject=user.username, subject_id=user.id, passkey=passkey_id)

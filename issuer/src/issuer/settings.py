@@ -150,6 +150,13 @@ class IssuerSettings:
     login_code_ttl: int = setting(
         "LOGIN_CODE_TTL", 300, parse=integer(1), doc="seconds a login waits for its one-time code after the password"
     )
+    # issuer.reauth: changing a factor needs a login this recent (and multi-factor, once the user has a factor).
+    factor_change_max_age: int = setting(
+        "FACTOR_CHANGE_MAX_AGE",
+        300,
+        parse=integer(1, 86400),
+        doc="seconds after a login during which its session may change the user's factors",
+    )
     login_rate_limit: str = setting(
         "LOGIN_RATE_LIMIT", "5 per minute", parse=rate_limit, doc="failed password checks per account and address"
     )
