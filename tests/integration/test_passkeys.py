@@ -431,3 +431,30 @@ def test_changing_passkeys_needs_a_recent_login_with_the_factor(tmp_path: Path) 
         assert browser.post(f"{url}/options", headers={"X-CSRFToken": token}, timeout=10).status_code == 200
     finally:
         service.stop()
+
+
+def test_login_options_are_limited_per_address(tmp_path: Path) -> None:
+    """F6: each options request keeps a challenge row; an address may ask ISSUER_PASSKEY_OPTIONS_RATE_LIMIT times."""
+    service = issuer_process(
+        tmp_path,
+        data_dir=tmp_path / "issuer-data",
+        workers=1,
+        env={"ISSUER_PASSKEY_OPTIONS_RATE_LIMIT": "3 per minute"},
+    )
+    try:
+        service.start().wait_answering()
+        browser = requests.Session()
+        token = _csrf(browser.get(f"{service.url}/login", timeout=10).text)
+        statuses = []
+        for _ in range(4):
+            answer = browser.post(f"{service.url}/login/passkey/options", headers={"X-CSRFToken": token}, timeout=10)
+            statuses.append(answer.status_code)
+        assert statuses == [200, 200, 200, 429]
+        assert answer.json()["error"] == "too_many_requests"
+        assert 0 < int(answer.headers["Retry-After"]) <= 61
+        database = Path(service.env["ISSUER_DATA_DIR"]) / "issuer.sqlite3"
+        with sqlite3.connect(database) as conn:
+            (rows,) = conn.execute("SELECT count(*) FROM passkey_challenges").fetchone()
+        assert rows == 3  # the refused request kept nothing
+    finally:
+        service.stop()

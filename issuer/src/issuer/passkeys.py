@@ -21,7 +21,8 @@ the CSRF token in the `X-CSRFToken` header; the responses come back in ordinary 
 token field) so that success continues with the same redirects as the password form. The
 browser side is `static/passkeys.js`, a file of the issuer's (the pages' CSP runs no inline
 script). A refused passkey login costs from the per-address budget password failures spend
-(`issuer.ratelimit.passkey_limits`), is audited (`passkey.login_failed`, or
+(`issuer.ratelimit.passkey_limits`); the options of a login, which anyone may ask for and
+each keep a challenge row, are limited per address (`ISSUER_PASSKEY_OPTIONS_RATE_LIMIT`). It is audited (`passkey.login_failed`, or
 `passkey.clone_suspected` for a counter that went back) and counted by result.
 """
 
@@ -57,7 +58,7 @@ from webauthn.helpers.structs import (
 from issuer import extensions, reauth
 from issuer.browser import complete_login, current_user, login_page
 from issuer.credentials import CloneSuspected, Passkey, PasskeyError, check_name, clean_transports
-from issuer.ratelimit import note_failed_password, passkey_limits
+from issuer.ratelimit import client_address, limiter, note_failed_password, passkey_limits
 from issuer.users import User
 from shared import audit, metrics
 from shared.errors import error_response
@@ -284,6 +285,12 @@ def remove(passkey_id: str) -> Any:
 
 
 @bp.post("/login/passkey/options")
+@limiter.limit(
+    lambda: extensions.current().settings.passkey_options_rate_limit,
+    key_func=client_address,
+    methods=["POST"],
+    on_breach=lambda _limit: metrics.RATE_LIMITED.labels("passkey-options").inc(),
+)
 def login_options() -> Response:
     """Return the options of an authentication ceremony: any passkey of this RP ID (section 5.5)."""
     options = generate_authentication_options(

@@ -225,6 +225,13 @@ class IssuerSettings:
         parse=rate_limit,
         doc="device authorizations started per address",
     )
+    # issuer.passkeys: each options request of a passkey login keeps a challenge row (five minutes).
+    passkey_options_rate_limit: str = setting(
+        "PASSKEY_OPTIONS_RATE_LIMIT",
+        "60 per minute",
+        parse=rate_limit,
+        doc="passkey login options asked for per address",
+    )
     # issuer.cache: how long a worker answers from the clients and APIs it read (0: reads every time).
     registry_cache_ttl: float = setting(
         "REGISTRY_CACHE_TTL", 1.0, parse=number(0.0, 60.0), doc="seconds a registration change may take to be seen"
