@@ -317,9 +317,13 @@ def test_rename_and_remove_touch_only_ones_own_passkeys(
         )
         assert answer.status_code == 404
 
+    elsewhere = _logged_in(issuer, passkey=alices_passkey)  # alice's other browser
     removed = alice.post(f"{issuer.url}/account/passkeys/{passkey_id}/remove", data={"csrf_token": token}, timeout=10)
     assert removed.status_code == 200
     assert "Renamed key" not in removed.text
+    # F4: removing a factor ends the user's other sessions (a thief's that added the passkey too).
+    assert elsewhere.get(f"{issuer.url}/account/passkeys", allow_redirects=False, timeout=10).status_code == 302
+    assert alice.get(f"{issuer.url}/account/passkeys", allow_redirects=False, timeout=10).status_code == 200
     browser = requests.Session()
     login_token, options = _login_options(issuer, browser)
     assert _sign_in(issuer, browser, login_token, device.get(options)).status_code == 400  # removed: unknown

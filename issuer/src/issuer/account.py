@@ -163,4 +163,8 @@ def remove() -> Any:
     factors.remove(user.id)
     audit.emit("factor.removed", subject=user.username, subject_id=user.id)
     log.info("one-time codes removed", extra={"fields": {"sub": user.id}})
-    return _overview(user, notice="One-time codes were removed. Logging in now needs your password only.")
+    reauth.end_other_sessions(user)
+    return _overview(
+        user,
+        notice="One-time codes were removed, and your other sessions were logged out. Logging in now needs your password only.",
+    )

@@ -278,6 +278,7 @@ def remove(passkey_id: str) -> Any:
     if not extensions.current().passkeys.remove(user.id, passkey_id):
         return _account_page(user, "That passkey does not exist.", 404)
     audit.emit("passkey.removed", subject=user.username, subject_id=user.id, passkey=passkey_id)
+    reauth.end_other_sessions(user)  # a thief's session that added a passkey ends with it
     return redirect(url_for("passkeys.account"), code=303)
 
 

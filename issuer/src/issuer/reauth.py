@@ -9,7 +9,8 @@ page sends the browser to log in again, as `prompt=login` does (OpenID Connect C
 
 A session cookie stolen after the login therefore changes no factor once the login is older
 than the limit: the attacker's own passkey, which would outlive every logout, can be added only
-in those first minutes (docs/security.md says so).
+in those first minutes (docs/security.md says so). Removing a factor ends the user's other
+sessions and their tokens (`end_other_sessions`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from werkzeug.wrappers import Response
 from issuer import extensions
 from issuer.browser import AFTER_LOGIN
 from issuer.opaque import secret_hash
+from issuer.sessions import LoginSessions
 from issuer.users import User
+from shared import audit
 from shared.errors import error_response
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,24 @@ def fresh_enough(user: User) -> bool:
     if int(time.time()) - login.auth_time > max_age:
         return False
     return "mfa" in login.amr or not has_factor(user)
+
+
+def end_other_sessions(user: User) -> int:
+    """End the user's login sessions but this browser's, with their refresh and access tokens (a factor was removed).
+
+    Whoever held another session, or tokens from one, kept what a factor now gone had proved
+    (`acr` `multi-factor`): the session that removed it, fresh and multi-factor, goes on.
+    Return how many sessions ended.
+    """
+    keep = secret_hash(str(session.get("sid", "")))
+    with extensions.current().database.transaction() as conn:
+        ended, revoked = LoginSessions.end_all_of_user(conn, user.id, keep=keep)
+    if ended:
+        audit.emit("session.ended", subject=user.username, subject_id=user.id)
+    if revoked:
+        audit.emit("token.revoked", subject=user.username, subject_id=user.id, tokens=revoked)
+    log.info("factor removed: other sessions ended", extra={"fields": {"sub": user.id, "sessions": ended}})
+    return ended
 
 
 def log_in_again(user: User, back_to: str) -> Response:
