@@ -56,7 +56,7 @@ from webauthn.helpers.structs import (
 )
 
 from issuer import extensions, reauth
-from issuer.browser import complete_login, current_user, login_page
+from issuer.browser import AFTER_LOGIN, complete_login, current_user, login_page
 from issuer.credentials import CloneSuspected, Passkey, PasskeyError, check_name, clean_transports
 from issuer.ratelimit import client_address, limiter, note_failed_password, passkey_limits
 from issuer.users import User
@@ -170,6 +170,7 @@ def account() -> Any:
     """List the user's passkeys, with forms to add, rename and remove them; log in first."""
     user = current_user()
     if user is None:
+        session[AFTER_LOGIN] = "passkeys"  # and back here after the login
         return redirect(url_for("browser.login"), code=302)
     return _account_page(user)
 
