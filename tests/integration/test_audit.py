@@ -327,6 +327,15 @@ def _passkeys(run: Run) -> None:
         registered = alice.post(f"{url}/account/passkeys", data=form, headers=run.headers("passkey-add"), timeout=10)
         assert registered.status_code == 200, registered.text
         passkey_id = re.findall(r"/account/passkeys/([0-9a-f]{32})/rename", registered.text)[0]
+    # Changing a factor of a user who has one needs a login with it: alice signs in with the passkey.
+    with requests.Session() as alice:
+        csrf = token(alice, "/login")
+        options = alice.post(f"{url}/login/passkey/options", headers={"X-CSRFToken": csrf}, timeout=10).json()
+        signed_in = alice.post(
+            f"{url}/login/passkey", data={"csrf_token": csrf, "credential": device.get(options)}, timeout=10
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        csrf = token(alice, "/account/passkeys")
         alice.post(
             f"{url}/account/passkeys/{passkey_id}/rename",
             data={"csrf_token": csrf, "name": "Work laptop"},
@@ -508,7 +517,8 @@ def test_logins_name_the_user_the_client_and_the_address(run: Run) -> None:
 def test_passkey_events_name_the_user_and_the_passkey_never_the_credential(run: Run) -> None:
     (added,) = run.of("passkey-add")
     (renamed,) = run.of("passkey-rename")
-    (removed,) = run.of("passkey-remove")
+    removed, *ended = run.of("passkey-remove")
+    assert "session.ended" in {e["event"] for e in ended}  # alice's other sessions end with the factor (F4)
     assert [added["event"], renamed["event"], removed["event"]] == [
         "passkey.registered",
         "passkey.renamed",

@@ -87,9 +87,11 @@ def _code(issuer: GunicornService, browser: requests.Session, code: str) -> requ
     return browser.post(f"{issuer.url}/login/code", data={"csrf_token": _csrf(form), "code": code})
 
 
-def _enroll(issuer: GunicornService, username: str) -> tuple[pyotp.TOTP, list[str]]:
+def _enroll(
+    issuer: GunicornService, username: str, browser: requests.Session | None = None
+) -> tuple[pyotp.TOTP, list[str]]:
     """Log in with the password, enroll on /account; return the authenticator and the recovery codes."""
-    browser = requests.Session()
+    browser = browser or requests.Session()
     assert _password(issuer, browser, username).status_code == 200
     account = browser.get(f"{issuer.url}/account")
     assert "Set up one-time codes" in account.text
@@ -219,11 +221,79 @@ def test_removing_the_factor_needs_a_code(issuer: GunicornService, username: str
     assert _password(issuer, requests.Session(), username).status_code == 200  # the password alone again
 
 
+def test_a_password_only_session_cannot_remove_the_factor_it_enrolled(issuer: GunicornService, username: str) -> None:
+    """F1: once the user has a factor, changing factors needs a login that proved it (`mfa`)."""
+    browser = requests.Session()
+    totp, recovery = _enroll(issuer, username, browser)  # a password login, fresh: enrolling is fine
+    account = browser.get(f"{issuer.url}/account")
+    refused = browser.post(
+        f"{issuer.url}/account/totp/remove",
+        data={"csrf_token": _csrf(account), "code": recovery[0]},
+        allow_redirects=False,
+    )
+    assert refused.status_code == 303
+    assert refused.headers["Location"].endswith("/login")
+    assert "On since" in browser.get(f"{issuer.url}/account").text  # still on
+    again = browser.post(f"{issuer.url}/account/totp", data={"csrf_token": _csrf(account)}, allow_redirects=False)
+    assert again.status_code == 303  # nor start over with a new seed
+    # Log in again, with the code: back to /account, and the removal passes.
+    assert _password(issuer, browser, username).status_code == 303
+    back = _code(issuer, browser, _next_code(totp))
+    assert back.url == f"{issuer.url}/account"
+    removed = browser.post(f"{issuer.url}/account/totp/remove", data={"csrf_token": _csrf(back), "code": recovery[0]})
+    assert "were removed" in removed.text
+
+
+def _refresh_token(issuer: GunicornService, username: str) -> str:
+    grant = {"grant_type": "password", "client_id": "cli", "username": username, "password": PASSWORD}
+    answer = requests.post(f"{issuer.url}/token", data=grant, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["refresh_token"])
+
+
+def _refreshes(issuer: GunicornService, refresh_token: str) -> bool:
+    grant = {"grant_type": "refresh_token", "client_id": "cli", "refresh_token": refresh_token}
+    return requests.post(f"{issuer.url}/token", data=grant, timeout=10).status_code == 200
+
+
+def _logged_in_with_code(issuer: GunicornService, username: str, code: str) -> requests.Session:
+    browser = requests.Session()
+    assert _password(issuer, browser, username).status_code == 303
+    assert _code(issuer, browser, code).status_code == 200
+    assert browser.get(f"{issuer.url}/account", allow_redirects=False).status_code == 200
+    return browser
+
+
+def _logged_out(issuer: GunicornService, browser: requests.Session) -> bool:
+    return browser.get(f"{issuer.url}/account", allow_redirects=False).status_code == 302
+
+
+def test_removing_the_factor_ends_the_users_other_sessions(issuer: GunicornService, username: str) -> None:
+    """F4: whoever held a session (or tokens) from before keeps nothing once the factor is gone."""
+    refresh_token = _refresh_token(issuer, username)  # from before the factor: a password grant's family
+    totp, recovery = _enroll(issuer, username)
+    other = _logged_in_with_code(issuer, username, recovery[1])
+    mine = requests.Session()
+    assert _password(issuer, mine, username).status_code == 303
+    account = _code(issuer, mine, _next_code(totp))
+    removed = mine.post(f"{issuer.url}/account/totp/remove", data={"csrf_token": _csrf(account), "code": recovery[0]})
+    assert "were removed" in removed.text
+    assert "other sessions" in removed.text
+    assert _logged_out(issuer, other)
+    assert not _logged_out(issuer, mine)  # the session that removed it goes on
+    assert not _refreshes(issuer, refresh_token)
+
+
 def test_the_operator_resets_a_users_factors(issuer: GunicornService, username: str) -> None:
-    _enroll(issuer, username)
+    refresh_token = _refresh_token(issuer, username)
+    totp, _ = _enroll(issuer, username)
+    browser = _logged_in_with_code(issuer, username, _next_code(totp))
     reset = _cli(issuer, "users", "reset-factors", username)
+    assert _logged_out(issuer, browser)  # F4: the multi-factor session ends with the factors
+    assert not _refreshes(issuer, refresh_token)
     assert reset.returncode == 0, reset.stderr
     assert "one-time codes and recovery codes" in reset.stdout
+    assert re.search(r"ended [1-9][0-9]* login session\(s\)", reset.stdout), reset.stdout
     assert '"event": "factor.removed"' in reset.stderr
     assert '"source": "cli"' in reset.stderr
     assert _password(issuer, requests.Session(), username).status_code == 200

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,20 @@ def _csrf(html: str) -> str:
     return match.group(1)
 
 
-def _logged_in(issuer: GunicornService, username: str = "alice", password: str = "wonderland") -> requests.Session:
+def _logged_in(
+    issuer: GunicornService,
+    username: str = "alice",
+    password: str = "wonderland",
+    passkey: SoftAuthenticator | None = None,
+) -> requests.Session:
+    """A fresh login: with the password, or with the passkey (a user who has one cannot use the password alone)."""
     browser = requests.Session()
+    if passkey is not None:
+        token, options = _login_options(issuer, browser)
+        answer = _sign_in(issuer, browser, token, passkey.get(options))
+        assert answer.status_code == 200, answer.text
+        assert f"You are logged in as {username}." in answer.text
+        return browser
     token = _csrf(browser.get(f"{issuer.url}/login", timeout=10).text)
     answer = browser.post(
         f"{issuer.url}/login", data={"csrf_token": token, "username": username, "password": password}, timeout=30
@@ -110,8 +123,18 @@ def alices_passkey(issuer: GunicornService) -> SoftAuthenticator:
     return authenticator
 
 
-def test_registration_asks_for_a_discoverable_credential_with_user_verification(issuer: GunicornService) -> None:
-    browser = _logged_in(issuer)
+@pytest.fixture(scope="module")
+def bobs_passkey(issuer: GunicornService) -> SoftAuthenticator:
+    """Bob's synced passkey (backup eligible), registered from his account page."""
+    synced = SoftAuthenticator(issuer.env["ISSUER_URL"], backup_eligible=True)
+    assert _register(issuer, _logged_in(issuer, "bob", "builder"), synced, "Phone").status_code == 303
+    return synced
+
+
+def test_registration_asks_for_a_discoverable_credential_with_user_verification(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator
+) -> None:
+    browser = _logged_in(issuer, passkey=alices_passkey)
     token = _csrf(browser.get(f"{issuer.url}/account/passkeys", timeout=10).text)
     options = browser.post(f"{issuer.url}/account/passkeys/options", headers={"X-CSRFToken": token}, timeout=10).json()
     assert options["rp"]["id"] == "localhost"
@@ -139,12 +162,10 @@ def test_a_passkey_signs_alice_in_without_her_password(
     assert "last used" in page
 
 
-def test_a_synced_passkey_is_swk(issuer: GunicornService) -> None:
-    synced = SoftAuthenticator(issuer.env["ISSUER_URL"], backup_eligible=True)
-    assert _register(issuer, _logged_in(issuer, "bob", "builder"), synced, "Phone").status_code == 303
+def test_a_synced_passkey_is_swk(issuer: GunicornService, bobs_passkey: SoftAuthenticator) -> None:
     browser = requests.Session()
     token, options = _login_options(issuer, browser)
-    answer = _sign_in(issuer, browser, token, synced.get(options))
+    answer = _sign_in(issuer, browser, token, bobs_passkey.get(options))
     assert "You are logged in as bob." in answer.text
     assert _latest_amr(issuer) == "swk user mfa"
 
@@ -219,18 +240,20 @@ def test_a_response_without_options_or_replayed_is_refused(
     assert _sign_in(issuer, fresh, fresh_token, assertion).status_code == 400  # never asked for options
 
 
-def test_options_need_the_csrf_header(issuer: GunicornService) -> None:
+def test_options_need_the_csrf_header(issuer: GunicornService, alices_passkey: SoftAuthenticator) -> None:
     browser = requests.Session()
     browser.get(f"{issuer.url}/login", timeout=10)
     assert browser.post(f"{issuer.url}/login/passkey/options", timeout=10).status_code == 400
-    logged_in = _logged_in(issuer)
+    logged_in = _logged_in(issuer, passkey=alices_passkey)
     assert logged_in.post(f"{issuer.url}/account/passkeys/options", timeout=10).status_code == 400
     assert requests.post(f"{issuer.url}/account/passkeys/options", timeout=10).status_code == 400
 
 
-def test_a_counter_that_goes_back_is_a_cloned_authenticator(issuer: GunicornService) -> None:
+def test_a_counter_that_goes_back_is_a_cloned_authenticator(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator
+) -> None:
     device = SoftAuthenticator(issuer.env["ISSUER_URL"])
-    assert _register(issuer, _logged_in(issuer), device, "Key").status_code == 303
+    assert _register(issuer, _logged_in(issuer, passkey=alices_passkey), device, "Key").status_code == 303
     browser = requests.Session()
     token, options = _login_options(issuer, browser)
     assert _sign_in(issuer, browser, token, device.get(options, sign_count=10)).status_code == 200
@@ -247,8 +270,10 @@ def test_a_counter_that_goes_back_is_a_cloned_authenticator(issuer: GunicornServ
     assert _sign_in(issuer, browser, token, device.get(options, sign_count=11)).status_code == 200
 
 
-def test_registration_refuses_bad_responses_and_names(issuer: GunicornService) -> None:
-    browser = _logged_in(issuer)
+def test_registration_refuses_bad_responses_and_names(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator
+) -> None:
+    browser = _logged_in(issuer, passkey=alices_passkey)
     device = SoftAuthenticator(issuer.env["ISSUER_URL"])
     token = _csrf(browser.get(f"{issuer.url}/account/passkeys", timeout=10).text)
     url = f"{issuer.url}/account/passkeys"
@@ -266,12 +291,14 @@ def test_registration_refuses_bad_responses_and_names(issuer: GunicornService) -
     assert not re.search(r">(A|x+)</h2>", browser.get(url, timeout=10).text)  # nothing was kept
 
 
-def test_rename_and_remove_touch_only_ones_own_passkeys(issuer: GunicornService) -> None:
-    alice = _logged_in(issuer)
+def test_rename_and_remove_touch_only_ones_own_passkeys(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator, bobs_passkey: SoftAuthenticator
+) -> None:
+    alice = _logged_in(issuer, passkey=alices_passkey)
     device = SoftAuthenticator(issuer.env["ISSUER_URL"])
     assert _register(issuer, alice, device, "First key").status_code == 303
     page = alice.get(f"{issuer.url}/account/passkeys", timeout=10).text
-    passkey_id = re.findall(r"/account/passkeys/([0-9a-f]{32})/rename", page)[-1]
+    (passkey_id,) = re.findall(r'id="passkey-([0-9a-f]{32})">First key</h2>', page)  # not by order: same second
     token = _csrf(page)
     renamed = alice.post(
         f"{issuer.url}/account/passkeys/{passkey_id}/rename",
@@ -282,7 +309,7 @@ def test_rename_and_remove_touch_only_ones_own_passkeys(issuer: GunicornService)
     assert "Renamed key" in renamed.text
     assert "First key" not in renamed.text
 
-    bob = _logged_in(issuer, "bob", "builder")
+    bob = _logged_in(issuer, "bob", passkey=bobs_passkey)
     bobs_token = _csrf(bob.get(f"{issuer.url}/account/passkeys", timeout=10).text)
     for action, form in [("rename", {"name": "Mine"}), ("remove", {})]:
         answer = bob.post(
@@ -290,14 +317,41 @@ def test_rename_and_remove_touch_only_ones_own_passkeys(issuer: GunicornService)
         )
         assert answer.status_code == 404
 
+    elsewhere = _logged_in(issuer, passkey=alices_passkey)  # alice's other browser
     removed = alice.post(f"{issuer.url}/account/passkeys/{passkey_id}/remove", data={"csrf_token": token}, timeout=10)
     assert removed.status_code == 200
     assert "Renamed key" not in removed.text
+    # F4: removing a factor ends the user's other sessions (a thief's that added the passkey too).
+    assert elsewhere.get(f"{issuer.url}/account/passkeys", allow_redirects=False, timeout=10).status_code == 302
+    assert alice.get(f"{issuer.url}/account/passkeys", allow_redirects=False, timeout=10).status_code == 200
     browser = requests.Session()
     login_token, options = _login_options(issuer, browser)
     assert _sign_in(issuer, browser, login_token, device.get(options)).status_code == 400  # removed: unknown
     events = [e["event"] for e in log_events(issuer.log()) if e.get("audit") and e.get("passkey") == passkey_id]
     assert events == ["passkey.registered", "passkey.renamed", "passkey.removed"]
+
+
+def test_a_user_with_a_passkey_cannot_log_in_with_the_password_alone(
+    issuer: GunicornService, alices_passkey: SoftAuthenticator
+) -> None:
+    """F1: a password-only session could change the factors (enroll codes, add or remove passkeys)."""
+    browser = requests.Session()
+    token = _csrf(browser.get(f"{issuer.url}/login", timeout=10).text)
+    answer = browser.post(
+        f"{issuer.url}/login", data={"csrf_token": token, "username": "alice", "password": "wonderland"}, timeout=30
+    )
+    assert answer.status_code == 200
+    assert "This account signs in with a passkey" in answer.text
+    assert "You are logged in" not in answer.text
+    assert browser.get(f"{issuer.url}/account/passkeys", allow_redirects=False, timeout=10).status_code == 302
+    refused = _audit(issuer, "login.failed")[-1]
+    assert (refused["subject"], refused["reason"]) == ("alice", "passkey_required")
+    grant = {"grant_type": "password", "client_id": "cli", "username": "alice", "password": "wonderland"}
+    denied = requests.post(f"{issuer.url}/token", data=grant, timeout=30)
+    assert denied.status_code == 400
+    assert denied.json()["error"] == "invalid_grant"
+    assert "passkey" in denied.json()["error_description"]
+    assert _audit(issuer, "login.failed")[-1]["reason"] == "second_factor_required"
 
 
 def test_the_account_page_needs_a_login(issuer: GunicornService) -> None:
@@ -322,5 +376,89 @@ def test_refused_passkey_logins_spend_the_address_budget(tmp_path: Path) -> None
             f"{service.url}/login", data={"csrf_token": token, "username": "alice", "password": "x"}, timeout=10
         )
         assert limited.status_code == 429  # the password form shares the per-address budget
+    finally:
+        service.stop()
+
+
+def test_changing_passkeys_needs_a_recent_login_with_the_factor(tmp_path: Path) -> None:
+    """F1/F2: a session changes factors only in the first ISSUER_FACTOR_CHANGE_MAX_AGE seconds, with `mfa` once there is one."""
+    service = issuer_process(
+        tmp_path, data_dir=tmp_path / "issuer-data", workers=1, env={"ISSUER_FACTOR_CHANGE_MAX_AGE": "4"}
+    )
+    try:
+        service.start().wait_answering()
+        url = f"{service.url}/account/passkeys"
+        first = SoftAuthenticator(service.env["ISSUER_URL"])
+        alice = _logged_in(service)  # the password: alice has no factor yet
+        assert _register(service, alice, first, "First").status_code == 303  # a fresh login, no factor: fine
+        # The same password-only session, now that alice has a passkey: no further change.
+        token = _csrf(alice.get(url, timeout=10).text)
+        options = alice.post(f"{url}/options", headers={"X-CSRFToken": token}, timeout=10)
+        assert options.status_code == 401
+        assert options.json()["error"] == "login_required"
+        assert "log in again" in options.json()["error_description"]
+        passkey_id = re.findall(r'id="passkey-([0-9a-f]{32})">First</h2>', alice.get(url, timeout=10).text)[0]
+        removed = alice.post(
+            f"{url}/{passkey_id}/remove", data={"csrf_token": token}, allow_redirects=False, timeout=10
+        )
+        assert removed.status_code == 303
+        assert removed.headers["Location"].endswith("/login")
+        assert "First" in alice.get(url, timeout=10).text  # still there
+
+        # A passkey login is multi-factor: it may change them, and comes back to the passkeys page.
+        browser = requests.Session()
+        login_token, login_options = _login_options(service, browser)
+        back = _sign_in(service, browser, login_token, first.get(login_options))
+        assert back.status_code == 200
+        second = SoftAuthenticator(service.env["ISSUER_URL"])
+        assert _register(service, browser, second, "Second").status_code == 303
+        # ... until its login is older than the limit.
+        time.sleep(5)
+        token = _csrf(browser.get(url, timeout=10).text)
+        assert browser.post(f"{url}/options", headers={"X-CSRFToken": token}, timeout=10).status_code == 401
+        renamed = browser.post(
+            f"{url}/{passkey_id}/rename", data={"csrf_token": token, "name": "Evil"}, allow_redirects=False, timeout=10
+        )
+        assert renamed.status_code == 303
+        assert renamed.headers["Location"].endswith("/login")
+        # Logging in again (a passkey: alice's password alone no longer logs her in) returns to the passkeys page.
+        login_token = _csrf(browser.get(f"{service.url}/login", timeout=10).text)
+        login_options = browser.post(
+            f"{service.url}/login/passkey/options", headers={"X-CSRFToken": login_token}, timeout=10
+        ).json()
+        again = _sign_in(service, browser, login_token, second.get(login_options))
+        assert again.status_code == 303
+        assert again.headers["Location"].endswith("/account/passkeys")
+        page = browser.get(url, timeout=10).text
+        assert "Evil" not in page
+        token = _csrf(page)
+        assert browser.post(f"{url}/options", headers={"X-CSRFToken": token}, timeout=10).status_code == 200
+    finally:
+        service.stop()
+
+
+def test_login_options_are_limited_per_address(tmp_path: Path) -> None:
+    """F6: each options request keeps a challenge row; an address may ask ISSUER_PASSKEY_OPTIONS_RATE_LIMIT times."""
+    service = issuer_process(
+        tmp_path,
+        data_dir=tmp_path / "issuer-data",
+        workers=1,
+        env={"ISSUER_PASSKEY_OPTIONS_RATE_LIMIT": "3 per minute"},
+    )
+    try:
+        service.start().wait_answering()
+        browser = requests.Session()
+        token = _csrf(browser.get(f"{service.url}/login", timeout=10).text)
+        statuses = []
+        for _ in range(4):
+            answer = browser.post(f"{service.url}/login/passkey/options", headers={"X-CSRFToken": token}, timeout=10)
+            statuses.append(answer.status_code)
+        assert statuses == [200, 200, 200, 429]
+        assert answer.json()["error"] == "too_many_requests"
+        assert 0 < int(answer.headers["Retry-After"]) <= 61
+        database = Path(service.env["ISSUER_DATA_DIR"]) / "issuer.sqlite3"
+        with sqlite3.connect(database) as conn:
+            (rows,) = conn.execute("SELECT count(*) FROM passkey_challenges").fetchone()
+        assert rows == 3  # the refused request kept nothing
     finally:
         service.stop()

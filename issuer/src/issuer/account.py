@@ -5,7 +5,9 @@ user's passkeys (`/account/passkeys`). Enrollment is three steps, every form car
 token: start (a new seed; the page shows its QR code and the secret, not kept in any page
 after), confirm with a first code (the factor is active from then on, and the ten recovery
 codes are shown, once), and remove (with a current code or a recovery code: a stolen session
-alone cannot remove the factor).
+alone cannot remove the factor). Each step needs a fresh login (`issuer.reauth`): at most
+`ISSUER_FACTOR_CHANGE_MAX_AGE` seconds old and, for a user with a factor, multi-factor;
+otherwise the browser logs in again and comes back here.
 
 A wrong code here spends the user's login budget (`issuer.ratelimit.password_limits`, charged
 to the user of the session), is audited (`login.failed`, reason `wrong_code`) and counted.
@@ -21,7 +23,7 @@ import segno
 from flask import Blueprint, make_response, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from issuer import extensions
+from issuer import extensions, reauth
 from issuer.browser import AFTER_LOGIN, CODE_FAILED, code_method, current_user
 from issuer.ratelimit import note_failed_password, password_limits
 from issuer.totp import FactorError
@@ -101,6 +103,8 @@ def start() -> Any:
     user = current_user()
     if user is None:
         return _login_first()
+    if not reauth.fresh_enough(user):
+        return reauth.log_in_again(user, "account")
     try:
         secret = extensions.current().factors.start(user.id)
     except FactorError as exc:
@@ -116,6 +120,8 @@ def confirm() -> Any:
     user = current_user()
     if user is None:
         return _login_first()
+    if not reauth.fresh_enough(user):
+        return reauth.log_in_again(user, "account")
     factors = extensions.current().factors
     code = request.form.get("code", "").strip()
     try:
@@ -141,6 +147,8 @@ def remove() -> Any:
     user = current_user()
     if user is None:
         return _login_first()
+    if not reauth.fresh_enough(user):
+        return reauth.log_in_again(user, "account")
     factors = extensions.current().factors
     if not factors.active(user.id):
         return _overview(user, error="One-time codes are not set up.")
@@ -155,4 +163,8 @@ def remove() -> Any:
     factors.remove(user.id)
     audit.emit("factor.removed", subject=user.username, subject_id=user.id)
     log.info("one-time codes removed", extra={"fields": {"sub": user.id}})
-    return _overview(user, notice="One-time codes were removed. Logging in now needs your password only.")
+    reauth.end_other_sessions(user)
+    return _overview(
+        user,
+        notice="One-time codes were removed, and your other sessions were logged out. Logging in now needs your password only.",
+    )

@@ -13,6 +13,10 @@ A login that a request forced satisfies that request: the retried `/authorize` i
 issues the code instead of asking again, and the tokens' `acr` says what the login reached
 (less than asked when the user has no second factor: `acr_values` is voluntary).
 
+A user with a passkey and no one-time codes cannot log in with the password alone: the page
+says to use the passkey (audited `login.failed`, reason `passkey_required`; no failed
+password is counted, the password was right).
+
 A user with one-time codes (issuer.totp) gets a second page, `/login/code`, after a right
 password: the login session, with `amr` `pwd otp mfa` (RFC 8176), begins only once the code (or
 a recovery code) passed. Until then the browser's signed session cookie holds the user's id
@@ -84,6 +88,7 @@ MAX_ACR_VALUES_LENGTH = 255
 MAX_USERNAME_LENGTH = 64
 LOGIN_FAILED = "The username or password is incorrect."
 CODE_FAILED = "The code is incorrect or was already used."
+PASSKEY_REQUIRED = "This account signs in with a passkey: use the passkey button below."
 SECOND_STEP_EXPIRED = "Your login took too long or was interrupted. Please log in again."
 SECOND_STEP = "second_factor"  # the session key of a login waiting for its code
 AFTER_LOGIN = "after_login"  # where a login started elsewhere than /authorize continues
@@ -326,6 +331,20 @@ def login() -> Any:
         }
         log.info("browser login needs a one-time code", extra={"fields": {"sub": user.id}})
         return redirect(url_for("browser.login_code"), code=303)
+    if extensions.current().passkeys.of_user(user.id):
+        # A password alone never finishes the login of a user with a passkey (and no one-time
+        # codes to ask for): it would be single-factor, enough to change the user's factors.
+        # The password was right: no failed password is counted.
+        metrics.LOGINS.labels("failure").inc()
+        audit.emit(
+            "login.failed",
+            subject=user.username,
+            subject_id=user.id,
+            client=(session.get("authorize") or {}).get("client_id"),
+            reason="passkey_required",
+        )
+        log.info("browser login refused", extra={"fields": {"reason": "passkey required", "sub": user.id}})
+        return login_page(PASSKEY_REQUIRED, user.username)
     _succeeded(user)
     return complete_login(user, assurance.PASSWORD)
 
@@ -368,6 +387,8 @@ def complete_login(user: User, amr: Sequence[str]) -> Any:
         return redirect(url_for("device.verify"), code=303)
     if after == "account":
         return redirect(url_for("account.overview"), code=303)
+    if after == "passkeys":
+        return redirect(url_for("passkeys.account"), code=303)
     return page("Logged in", f"You are logged in as {user.username}.", logout=True, account=True)
 
 

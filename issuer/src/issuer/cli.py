@@ -22,6 +22,7 @@ from issuer.clients import Client, ClientError, ClientStore
 from issuer.db import Database
 from issuer.db import passkeys as passkeys_table
 from issuer.keys import KeyRecord, KeyStore, KeyStoreError
+from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.totp import TotpFactors, user_id_of
 from issuer.users import User, UserError, UserStore, parse_scope
@@ -191,7 +192,8 @@ def users_reset_factors(name: str) -> None:
     """Remove a user's second factors (one-time codes, recovery codes, passkeys): they log in with the password alone.
 
     For a user who lost their phone and their recovery codes. Check who is asking first: this
-    undoes what the factors protect. Their login sessions are left as they are.
+    undoes what the factors protect. Every login session of the user ends too, with their
+    refresh tokens and access tokens (whoever held a multi-factor session keeps nothing).
     """
     settings = _settings()
     with _database(settings) as database:
@@ -201,12 +203,18 @@ def users_reset_factors(name: str) -> None:
         with database.transaction() as conn:
             had_totp = TotpFactors.remove_in(conn, user_id)
             passkeys = conn.execute(delete(passkeys_table).where(passkeys_table.c.user_id == user_id)).rowcount
+            sessions, tokens = LoginSessions.end_all_of_user(conn, user_id)
         audit.emit("factor.removed", subject=name, subject_id=user_id)
+        if sessions:
+            audit.emit("session.ended", subject=name, subject_id=user_id)
+        if tokens:
+            audit.emit("token.revoked", subject=name, subject_id=user_id, tokens=tokens)
     removed = [
         *(["one-time codes and recovery codes"] if had_totp else []),
         *([f"{passkeys} passkey(s)"] if passkeys else []),
     ]
     click.echo(f"reset {name}: removed {', '.join(removed) if removed else 'nothing (no second factor)'}")
+    click.echo(f"ended {sessions} login session(s), revoked {tokens} refresh token(s) and the user's access tokens")
 
 
 @main.group()

@@ -25,7 +25,7 @@ bp = Blueprint("oauth", __name__)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 SECOND_FACTOR_REQUIRED = (
-    "this user logs in with a one-time code as well, which the password grant cannot carry: "
+    "this user logs in with a second factor (a one-time code or a passkey), which the password grant cannot carry: "
     "use the authorization code flow or the device flow"
 )
 
@@ -186,8 +186,8 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
         audit.emit("login.failed", subject=extensions.current().users.known(username), client=client.client_id)
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
-    if extensions.current().factors.active(user.id):
-        # The grant carries a password alone; this user's logins need a one-time code as well.
+    if extensions.current().factors.active(user.id) or extensions.current().passkeys.of_user(user.id):
+        # The grant carries a password alone; this user's logins need a one-time code or a passkey.
         audit.emit(
             "login.failed",
             subject=user.username,

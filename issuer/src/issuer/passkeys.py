@@ -4,7 +4,8 @@ The relying party is the issuer itself: its RP ID is the host of `ISSUER_URL` an
 origin it accepts is that URL's (section 5.1.3 and 13.4.9). The ceremonies (Duo Labs' `webauthn`
 library verifies the responses):
 
-- Registration (section 7.1), on the account page of a logged-in user: a discoverable
+- Registration (section 7.1), on the account page of a user who logged in recently, and with
+  their factor if they have one (`issuer.reauth`; renaming and removing too): a discoverable
   credential (`residentKey` required), user verification required, none of the user's passkeys
   again (`excludeCredentials`), no attestation asked for (a passkey proves nothing more by it).
 - Authentication (section 7.2), on the login page: `allowCredentials` empty, the browser offers
@@ -20,7 +21,8 @@ the CSRF token in the `X-CSRFToken` header; the responses come back in ordinary 
 token field) so that success continues with the same redirects as the password form. The
 browser side is `static/passkeys.js`, a file of the issuer's (the pages' CSP runs no inline
 script). A refused passkey login costs from the per-address budget password failures spend
-(`issuer.ratelimit.passkey_limits`), is audited (`passkey.login_failed`, or
+(`issuer.ratelimit.passkey_limits`); the options of a login, which anyone may ask for and
+each keep a challenge row, are limited per address (`ISSUER_PASSKEY_OPTIONS_RATE_LIMIT`). It is audited (`passkey.login_failed`, or
 `passkey.clone_suspected` for a counter that went back) and counted by result.
 """
 
@@ -53,10 +55,10 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from issuer import extensions
-from issuer.browser import complete_login, current_user, login_page
+from issuer import extensions, reauth
+from issuer.browser import AFTER_LOGIN, complete_login, current_user, login_page
 from issuer.credentials import CloneSuspected, Passkey, PasskeyError, check_name, clean_transports
-from issuer.ratelimit import note_failed_password, passkey_limits
+from issuer.ratelimit import client_address, limiter, note_failed_password, passkey_limits
 from issuer.users import User
 from shared import audit, metrics
 from shared.errors import error_response
@@ -168,6 +170,7 @@ def account() -> Any:
     """List the user's passkeys, with forms to add, rename and remove them; log in first."""
     user = current_user()
     if user is None:
+        session[AFTER_LOGIN] = "passkeys"  # and back here after the login
         return redirect(url_for("browser.login"), code=302)
     return _account_page(user)
 
@@ -178,6 +181,8 @@ def register_options() -> Response:
     user = current_user()
     if user is None:
         return error_response(401, "login_required", "log in to add a passkey")
+    if not reauth.fresh_enough(user):
+        return reauth.refused_json(user)
     existing = extensions.current().passkeys.of_user(user.id)
     options = generate_registration_options(
         rp_id=rp_id(),
@@ -206,6 +211,8 @@ def register() -> Any:
     user = current_user()
     if user is None:
         return redirect(url_for("browser.login"), code=303)
+    if not reauth.fresh_enough(user):
+        return reauth.log_in_again(user, "passkeys")
     try:
         name = check_name(request.form.get("name", ""))
         challenge = _take_challenge("register")
@@ -249,6 +256,8 @@ def rename(passkey_id: str) -> Any:
     user = current_user()
     if user is None:
         return redirect(url_for("browser.login"), code=303)
+    if not reauth.fresh_enough(user):
+        return reauth.log_in_again(user, "passkeys")
     try:
         found = extensions.current().passkeys.rename(user.id, passkey_id, request.form.get("name", ""))
     except PasskeyError as exc:
@@ -265,9 +274,12 @@ def remove(passkey_id: str) -> Any:
     user = current_user()
     if user is None:
         return redirect(url_for("browser.login"), code=303)
+    if not reauth.fresh_enough(user):
+        return reauth.log_in_again(user, "passkeys")
     if not extensions.current().passkeys.remove(user.id, passkey_id):
         return _account_page(user, "That passkey does not exist.", 404)
     audit.emit("passkey.removed", subject=user.username, subject_id=user.id, passkey=passkey_id)
+    reauth.end_other_sessions(user)  # a thief's session that added a passkey ends with it
     return redirect(url_for("passkeys.account"), code=303)
 
 
@@ -275,6 +287,12 @@ def remove(passkey_id: str) -> Any:
 
 
 @bp.post("/login/passkey/options")
+@limiter.limit(
+    lambda: extensions.current().settings.passkey_options_rate_limit,
+    key_func=client_address,
+    methods=["POST"],
+    on_breach=lambda _limit: metrics.RATE_LIMITED.labels("passkey-options").inc(),
+)
 def login_options() -> Response:
     """Return the options of an authentication ceremony: any passkey of this RP ID (section 5.5)."""
     options = generate_authentication_options(

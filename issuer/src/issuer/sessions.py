@@ -11,12 +11,13 @@ import re
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import exists, insert, or_, select
+from sqlalchemy import Connection, and_, exists, insert, or_, select
 
 from issuer import assurance
 from issuer.codes import CODE_TTL
-from issuer.db import Database, delete_in_batches, login_sessions, refresh_tokens, stamp, users
+from issuer.db import Database, delete_in_batches, login_sessions, refresh_tokens, stamp, status_grants, users
 from issuer.opaque import new_secret, secret_hash
+from issuer.statuslist import of_families, revoke_grants
 from issuer.tokens import Login
 from shared import audit
 
@@ -138,6 +139,31 @@ class LoginSessions:
         if ended and owner is not None:
             audit.emit("session.ended", subject=owner.username, subject_id=owner.id)
         return ended > 0
+
+    @staticmethod
+    def end_all_of_user(conn: Connection, user_id: str, *, keep: str | None = None) -> tuple[int, int]:
+        """End a user's login sessions and what they hold, in the open transaction; return (sessions, refresh tokens).
+
+        After a change of the user's factors: every session but `keep` (a session's hash: the
+        one that made the change) ends, every refresh family not born of `keep` is revoked
+        (device and password grants' too), and the access tokens of those families lose their
+        status (`issuer.statuslist`). Without `keep`, every access token of the user's grants
+        does, as `users delete` ends them. Refresh tokens are stamped before the lists, as every
+        revocation does.
+        """
+        now = int(time.time())
+        sessions_where = [login_sessions.c.user_id == user_id]
+        tokens_where = [refresh_tokens.c.user_id == user_id]
+        if keep is not None:
+            sessions_where.append(login_sessions.c.session_hash != keep)
+            tokens_where.append(or_(refresh_tokens.c.session_hash.is_(None), refresh_tokens.c.session_hash != keep))
+        ended = stamp(conn, login_sessions.c.ended_at, *sessions_where, now=now)
+        revoked = stamp(conn, refresh_tokens.c.revoked_at, *tokens_where, now=now)
+        if keep is None:
+            revoke_grants(conn, status_grants.c.user_id == user_id)
+        else:
+            revoke_grants(conn, of_families(and_(*tokens_where)))
+        return ended, revoked
 
     @staticmethod
     def prune(database: Database, now: int, *, batch: int) -> int:

@@ -150,6 +150,13 @@ class IssuerSettings:
     login_code_ttl: int = setting(
         "LOGIN_CODE_TTL", 300, parse=integer(1), doc="seconds a login waits for its one-time code after the password"
     )
+    # issuer.reauth: changing a factor needs a login this recent (and multi-factor, once the user has a factor).
+    factor_change_max_age: int = setting(
+        "FACTOR_CHANGE_MAX_AGE",
+        300,
+        parse=integer(1, 86400),
+        doc="seconds after a login during which its session may change the user's factors",
+    )
     login_rate_limit: str = setting(
         "LOGIN_RATE_LIMIT", "5 per minute", parse=rate_limit, doc="failed password checks per account and address"
     )
@@ -217,6 +224,13 @@ class IssuerSettings:
         "30 per minute",
         parse=rate_limit,
         doc="device authorizations started per address",
+    )
+    # issuer.passkeys: each options request of a passkey login keeps a challenge row (five minutes).
+    passkey_options_rate_limit: str = setting(
+        "PASSKEY_OPTIONS_RATE_LIMIT",
+        "60 per minute",
+        parse=rate_limit,
+        doc="passkey login options asked for per address",
     )
     # issuer.cache: how long a worker answers from the clients and APIs it read (0: reads every time).
     registry_cache_ttl: float = setting(

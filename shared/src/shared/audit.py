@@ -95,6 +95,7 @@ PASSKEY_REASONS: Final = (
 LOGIN_REASONS: Final = (
     "wrong_code",  # the one-time code or recovery code of the second step was wrong or used
     "second_factor_required",  # the password grant, for a user who has a second factor
+    "passkey_required",  # the login page, a right password of a user with a passkey and no one-time codes
 )
 REASONS: Final = KEY_REASONS + CLIENT_AUTH_REASONS + PASSKEY_REASONS + LOGIN_REASONS
 MAX_TEXT: Final = 128  # every value here is short (names, ids); a longer one is cut

@@ -53,9 +53,17 @@ def test_an_acceptable_acr_passes_and_any_other_is_refused_naming_the_values() -
     assert refusal.reason.value == "insufficient_user_authentication"
     assert refusal.challenge() == (
         'Bearer realm="jwt-split", error="insufficient_user_authentication", '
-        'error_description="a stronger login is required: multi-factor or phr", acr_values="multi-factor phr"'
+        'error_description="a login with acr one of multi-factor phr is required", acr_values="multi-factor phr"'
     )
     assert not isinstance(refusal, InvalidToken)  # refreshing gives the same login: not a bad token
+
+
+def test_the_refusal_of_an_acr_not_listed_does_not_call_it_weaker() -> None:
+    """acr values match exactly (RFC 9470 section 3): a route lists every acceptable value, the message says so."""
+    refusal = _refusal(StepUp(("single-factor",)), {"acr": MFA})  # a higher acr the route did not list
+    assert refusal.description == "a login with acr one of single-factor is required"
+    assert "stronger" not in refusal.challenge()
+    StepUp(("single-factor", MFA)).check({"acr": MFA})
 
 
 @pytest.mark.parametrize("claims", [{}, {"acr": None}, {"acr": 2}, {"acr": [MFA]}])
@@ -221,7 +229,7 @@ def _challenge(description: str, scheme: str = "Bearer") -> str:
 @pytest.mark.parametrize(
     ("login", "description"),
     [
-        ({"acr": "single-factor", "auth_time": 0}, "a stronger login is required: multi-factor"),
+        ({"acr": "single-factor", "auth_time": 0}, "a login with acr one of multi-factor is required"),
         ({"auth_time": 0}, "the token does not say how the user logged in (no acr)"),
         ({"acr": MFA, "auth_time": -301}, "a more recent login is required: within the last 300 seconds"),
         ({"acr": MFA}, "the token does not say when the user logged in (no auth_time)"),
@@ -255,7 +263,7 @@ def test_a_dpop_requests_step_up_challenge_is_dpop_with_the_same_parameters(
     proof = make_proof(ec_key, "GET", f"{RESOURCE}/refunds", token)
     answer = refunds({"Authorization": f"DPoP {token}", "DPoP": proof})
     assert (answer.status, answer.body["error"]) == (401, "insufficient_user_authentication")
-    assert answer.headers["WWW-Authenticate"] == _challenge("a stronger login is required: multi-factor", "DPoP")
+    assert answer.headers["WWW-Authenticate"] == _challenge("a login with acr one of multi-factor is required", "DPoP")
     # The same token and a fresh proof, with a login strong enough, passes.
     strong = _token(rsa_key, acr=MFA, auth_time=int(time.time()), cnf={"jkt": thumbprint(ec_key)})
     proof = make_proof(ec_key, "GET", f"{RESOURCE}/refunds", strong)

@@ -66,6 +66,10 @@
       credentials: "same-origin",
       headers: { "X-CSRFToken": form.elements.csrf_token.value, Accept: "application/json" },
     });
+    if (ask.status === 401 && form.dataset.passkey === "register") {
+      form.submit(); // the login is too old for a factor change: the page sends the browser to log in again
+      return;
+    }
     if (!ask.ok) throw new Error("options");
     const options = await ask.json();
     const credential =

@@ -46,7 +46,9 @@ class StepUp:
             if not isinstance(acr, str):
                 self._refuse("the token does not say how the user logged in (no acr)")
             if acr not in self.acr_values:
-                self._refuse(f"a stronger login is required: {' or '.join(self.acr_values)}")
+                # Matched exactly (RFC 9470 section 3): a higher acr the route did not list is refused too,
+                # so the message names the acceptable values rather than calling the login weaker.
+                self._refuse(f"a login with acr one of {' '.join(self.acr_values)} is required")
         if self.max_age is not None:
             auth_time = claims.get("auth_time")
             if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
