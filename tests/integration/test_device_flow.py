@@ -396,3 +396,14 @@ def test_a_code_spent_by_its_clients_deletion_cannot_be_approved(stack: Stack) -
     _register_again(stack, client_id)
     assert "Device approved" not in _decide(stack, browser, page, started["user_code"])
     assert _error(_poll(stack, started["device_code"], client_id)) == "invalid_grant"
+
+
+def test_a_device_approved_by_a_login_that_has_ended_since_gets_nothing(stack: Stack) -> None:
+    """Approved, then the approving login ended (`users reset-factors` ends all of a user's): the poll is refused."""
+    started = _start(stack, scope="profile")
+    assert "Device approved" in answer(stack, started, "approve")
+    reset = stack.issuer_cli("users", "reset-factors", "alice")
+    assert reset.returncode == 0, reset.stderr
+    refused = _poll(stack, started["device_code"])
+    assert _error(refused) == "invalid_grant"
+    assert refused.json()["error_description"] == "the login this grant came from has ended"

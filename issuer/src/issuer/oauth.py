@@ -324,9 +324,15 @@ def with_login(grant: Grant, session_hash: str | None) -> Grant:
     Recorded once, when the family starts: each refresh then says what that login proved and
     when (OpenID Connect Core 1.0 section 12.2: `auth_time` is the original authentication's),
     whatever the browser's session becomes later (a step-up in the same browser moves the family
-    to the new session, and must not raise what the family's tokens say).
+    to the new session, and must not raise what the family's tokens say). A code or a device
+    approval whose session has ended since (a logout, a factor removed, `users reset-factors`)
+    gives nothing: `invalid_grant`, inside the exchange's transaction, so nothing is spent.
     """
-    login = extensions.current().login_sessions.login(session_hash) if session_hash else None
+    if session_hash is None:
+        return grant
+    login = extensions.current().login_sessions.login(session_hash)
+    if login is None:
+        raise OAuthError("the login this grant came from has ended", error="invalid_grant")
     return dataclasses.replace(grant, login=login)
 
 

@@ -116,10 +116,12 @@ class LoginSessions:
     def login(self, session_hash: str) -> Login | None:
         """Return what the login of a session proved and when (its tokens' `amr`, `acr`, `auth_time`), or None.
 
-        None once the session row is gone (pruned, its user deleted): nothing then says who logged in.
+        None once the session has ended (a logout, a factor's removal, `users reset-factors`) or
+        its row is gone (pruned, its user deleted): nothing it began may start anything new, a
+        code or a device approval it gave included.
         """
         query = select(login_sessions.c.amr, login_sessions.c.created_at).where(
-            login_sessions.c.session_hash == session_hash
+            login_sessions.c.session_hash == session_hash, login_sessions.c.ended_at.is_(None)
         )
         with self.database.reading() as conn:
             row = conn.execute(query).first()

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from issuer import extensions
+from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import Authentication, Grant, mint_id_token
 from issuer.users import User
@@ -952,3 +953,30 @@ def test_a_refresh_says_what_its_familys_login_proved_after_a_stronger_login_in_
     assert (again["acr"], again["amr"], again["auth_time"]) == ("single-factor", ["pwd"], before["auth_time"])
     access = jwt.decode(refreshed.get_json()["access_token"], options={"verify_signature": False})
     assert (access["acr"], access["auth_time"]) == ("single-factor", before["auth_time"])
+
+
+def test_a_code_whose_login_has_ended_since_gives_nothing(client: FlaskClient, app: Flask) -> None:
+    """A code minted before a logout (or a factor's removal, `users reset-factors`) and redeemed after: refused.
+
+    Its tokens would begin a family no later logout could end, with what the ended login proved.
+    """
+    code = get_code(client, REDIRECT, scope="openid profile", nonce=NONCE)
+    alice = extensions.of(app).users.get("alice")
+    assert alice is not None
+    with extensions.of(app).database.transaction() as conn:
+        ended, _ = LoginSessions.end_all_of_user(conn, alice.id)
+    assert ended == 1
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": CLIENT_ID,
+        "code_verifier": VERIFIER,
+    }
+    refused = client.post("/token", data=form)
+    assert refused.status_code == 400, refused.get_data(as_text=True)
+    assert refused.get_json() == {
+        "error": "invalid_grant",
+        "error_description": "the login this grant came from has ended",
+    }
+    assert rows(extensions.of(app).database, "SELECT COUNT(*) AS n FROM refresh_tokens")[0]["n"] == 0
