@@ -331,7 +331,7 @@ def login() -> Any:
         }
         log.info("browser login needs a one-time code", extra={"fields": {"sub": user.id}})
         return redirect(url_for("browser.login_code"), code=303)
-    if extensions.current().passkeys.of_user(user.id):
+    if extensions.current().passkeys.any_of(user.id):
         # A password alone never finishes the login of a user with a passkey (and no one-time
         # codes to ask for): it would be single-factor, enough to change the user's factors.
         # The password was right: no failed password is counted.

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, delete, exists, insert, select, update
 
 from issuer.db import Database, delete_in_batches, passkey_challenges, passkeys
 from issuer.opaque import secret_hash
@@ -161,6 +161,12 @@ class Passkeys:
         query = select(passkeys).where(passkeys.c.user_id == user_id).order_by(passkeys.c.created_at, passkeys.c.id)
         with self.database.reading() as conn:
             return [_passkey(row) for row in conn.execute(query)]
+
+    def any_of(self, user_id: str) -> bool:
+        """Return whether a user has a passkey (one `EXISTS`, not their list)."""
+        query = select(exists().where(passkeys.c.user_id == user_id))
+        with self.database.reading() as conn:
+            return bool(conn.execute(query).scalar())
 
     def by_credential_id(self, credential_id: str) -> Passkey | None:
         """Return the passkey with this credential id (base64url), or None."""

@@ -186,7 +186,7 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
         audit.emit("login.failed", subject=extensions.current().users.known(username), client=client.client_id)
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
-    if extensions.current().factors.active(user.id) or extensions.current().passkeys.of_user(user.id):
+    if extensions.current().factors.active(user.id) or extensions.current().passkeys.any_of(user.id):
         # The grant carries a password alone; this user's logins need a one-time code or a passkey.
         audit.emit(
             "login.failed",

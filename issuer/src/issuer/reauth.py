@@ -37,7 +37,7 @@ RELOGIN = "log in again (with your passkey or one-time code, if you have one) to
 
 def has_factor(user: User) -> bool:
     """Return whether the user has a second factor: active one-time codes or a passkey."""
-    return extensions.current().factors.active(user.id) or bool(extensions.current().passkeys.of_user(user.id))
+    return extensions.current().factors.active(user.id) or extensions.current().passkeys.any_of(user.id)
 
 
 def fresh_enough(user: User) -> bool:

@@ -141,3 +141,10 @@ def test_challenges_are_stored_as_hashes_and_pruned_once_expired(
 def test_an_unknown_ceremony_is_a_bug(store: Passkeys) -> None:
     with pytest.raises(ValueError, match="unknown ceremony"):
         store.remember_challenge("c", "elevate")
+
+
+def test_any_of_tells_whether_a_user_has_a_passkey_without_listing_them(store: Passkeys) -> None:
+    assert store.any_of("u1") is False
+    _add(store)
+    assert store.any_of("u1") is True
+    assert store.any_of("u2") is False
