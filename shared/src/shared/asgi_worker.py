@@ -32,9 +32,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any, ClassVar
+import socket
+import sys
+from typing import Any, ClassVar, cast
 
+from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from shared.worker import CONTINUE, MAX_BUFFERED_BODY, read_head
@@ -180,6 +184,27 @@ class BufferingProtocol(H11Protocol):
             self.timeout_keep_alive_handler()  # uvicorn's own close of a connection with no request
 
 
+class _Listener:
+    """The master's listening socket as a worker's event loop sees it: one connection taken per wake-up.
+
+    asyncio's server takes up to its `backlog` connections each time the socket is readable
+    (2048 with uvicorn's default), so the first worker to wake takes a whole burst: 32
+    connections opened at once all landed on one of four workers, which served them on one
+    core while the others idled. Taking one per wake-up (nginx's `multi_accept off`) leaves
+    the next to whichever worker is free first. `listen` keeps the backlog gunicorn's master
+    listens with: the loop's `backlog` here means only how many connections it takes at a time.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def listen(self, backlog: int = 0) -> None:
+        """Leave the master's backlog as it is."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class AsgiWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships no type information
     """uvicorn under gunicorn, with request, keep-alive and concurrency limits (see the module docstring)."""
 
@@ -194,3 +219,13 @@ class AsgiWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships n
         super().__init__(*args, **kwargs)
         self.config.limit_concurrency = self.cfg.worker_connections
         self.config.h11_max_incomplete_event_size = HEAD_LIMIT + 4
+        self.config.backlog = 1  # connections taken per wake-up of the event loop (see _Listener)
+
+    async def _serve(self) -> None:
+        """Serve on the master's sockets, taking one connection per wake-up (uvicorn_worker's own, but for that)."""
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=[cast(socket.socket, _Listener(sock)) for sock in self.sockets])
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
