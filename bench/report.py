@@ -69,7 +69,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]
             first <= FIRST_SIGHT_TARGET,
         ),
         (
-            "1. the same with the cache on (a miss, then stored)",
+            "1. the same with the cache on (a miss, noted as seen)",
             f"{m['verify_first_stored_us']:.1f} µs",
             f"{stored:.2f}x",
             "",

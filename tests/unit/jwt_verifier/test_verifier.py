@@ -831,15 +831,36 @@ def _claims_at(clock: FakeClock, ttl: int = 60, **overrides: Any) -> dict[str, A
     return make_claims(iat=now, exp=now + ttl, **overrides)
 
 
+def _remembered(verifier: Verifier, token: str) -> dict[str, Any]:
+    """Verify `token` until the cache holds it (its second sight) and return its claims."""
+    verifier.verify(token)
+    claims = verifier.verify(token)
+    assert token in verifier.cache
+    return claims
+
+
 def test_repeated_token_is_served_from_the_cache(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
     keys = CountingKeys(rsa_key)
     verifier = _cached_verifier(keys, clock_now)
     token = sign(_claims_at(clock_now), rsa_key)
     first = verifier.verify(token)
-    assert token in verifier.cache
+    assert token not in verifier.cache  # the first sight only notes that it was seen
+    assert verifier.verify(token) == first
+    assert token in verifier.cache  # the second stores it
     with mock.patch.object(Verifier, "_verify", side_effect=AssertionError("verified again")):
         assert verifier.verify(token) == first
-    assert keys.asked == [kid_of(rsa_key)] * 2  # the key is still looked up: a withdrawn key is noticed
+    assert keys.asked == [kid_of(rsa_key)] * 3  # the key is still looked up: a withdrawn key is noticed
+
+
+def test_tokens_seen_once_do_not_evict_a_token_in_use(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
+    verifier = _cached_verifier(StaticKeys(rsa_key), clock_now, cache_size=3)
+    in_use = sign(_claims_at(clock_now, sub="in-use"), rsa_key)
+    _remembered(verifier, in_use)
+    for i in range(10):  # a burst of one-shot tokens, three times the cache
+        verifier.verify(sign(_claims_at(clock_now, sub=f"once-{i}"), rsa_key))
+    assert len(verifier.cache) == 1
+    with mock.patch.object(Verifier, "_verify", side_effect=AssertionError("verified again")):
+        assert verifier.verify(in_use)["sub"] == "in-use"
 
 
 def test_cached_claims_cannot_be_changed_through_a_returned_dict(
@@ -848,13 +869,14 @@ def test_cached_claims_cannot_be_changed_through_a_returned_dict(
     verifier = _cached_verifier(StaticKeys(rsa_key), clock_now)
     token = sign(_claims_at(clock_now, scope="profile"), rsa_key)
     verifier.verify(token)["scope"] = "profile admin"
+    verifier.verify(token)["scope"] = "profile admin"  # stored as it is returned
     assert verifier.verify(token)["scope"] == "profile"
 
 
 def test_expiry_is_enforced_on_a_cached_token(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
     verifier = _cached_verifier(StaticKeys(rsa_key), clock_now, leeway=0)
     token = sign(_claims_at(clock_now, ttl=60), rsa_key)
-    verifier.verify(token)
+    _remembered(verifier, token)
     clock_now.advance(59)
     assert verifier.verify(token)
     clock_now.advance(1)
@@ -866,7 +888,7 @@ def test_expiry_is_enforced_on_a_cached_token(rsa_key: rsa.RSAPrivateKey, clock_
 def test_leeway_after_exp_is_allowed_but_never_from_the_cache(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
     verifier = _cached_verifier(StaticKeys(rsa_key), clock_now, leeway=10)
     token = sign(_claims_at(clock_now, ttl=60), rsa_key)
-    verifier.verify(token)
+    _remembered(verifier, token)
     clock_now.advance(65)
     assert verifier.verify(token)  # within the leeway, verified in full
     assert token not in verifier.cache
@@ -908,7 +930,7 @@ def test_cache_is_bounded_and_evicts_the_least_recently_used(clock_now: FakeCloc
 def test_verifier_cache_holds_at_most_cache_size_tokens(rsa_key: rsa.RSAPrivateKey, clock_now: FakeClock) -> None:
     verifier = _cached_verifier(StaticKeys(rsa_key), clock_now, cache_size=5)
     for _ in range(8):
-        verifier.verify(sign(_claims_at(clock_now), rsa_key))
+        _remembered(verifier, sign(_claims_at(clock_now), rsa_key))
     assert len(verifier.cache) == 5
 
 
@@ -923,7 +945,7 @@ def test_cached_token_of_a_withdrawn_key_is_refused(rsa_key: rsa.RSAPrivateKey, 
     keys = CountingKeys(rsa_key)
     verifier = _cached_verifier(keys, clock_now)
     token = sign(_claims_at(clock_now), rsa_key)
-    verifier.verify(token)
+    _remembered(verifier, token)
     keys.withdraw(rsa_key)
     with pytest.raises(UnknownKey):
         verifier.verify(token)
@@ -936,7 +958,7 @@ def test_cached_token_is_verified_again_when_its_kid_names_another_key(
     keys = CountingKeys(rsa_key)
     verifier = _cached_verifier(keys, clock_now)
     token = sign(_claims_at(clock_now), rsa_key)
-    verifier.verify(token)
+    _remembered(verifier, token)
     keys.replace(rsa_key, other_rsa_key)
     _refused(verifier, token, "signature is invalid")
 
@@ -947,8 +969,8 @@ def test_keys_changed_purges_tokens_of_withdrawn_kids(
     verifier = _cached_verifier(StaticKeys(rsa_key, other_rsa_key), clock_now)
     old = sign(_claims_at(clock_now), rsa_key)
     new = sign(_claims_at(clock_now), other_rsa_key)
-    verifier.verify(old)
-    verifier.verify(new)
+    _remembered(verifier, old)
+    _remembered(verifier, new)
     verifier.keys_changed(frozenset({kid_of(other_rsa_key)}))
     assert old not in verifier.cache
     assert new in verifier.cache
@@ -968,8 +990,8 @@ def test_withdrawing_a_kid_from_the_jwks_purges_its_cached_tokens(
         verifier = Verifier(jwks, issuer=ISSUER, audience=AUDIENCE)
         withdrawn = sign(make_claims(), rsa_key)
         kept = sign(make_claims(), other_rsa_key)
-        verifier.verify(withdrawn)
-        verifier.verify(kept)
+        _remembered(verifier, withdrawn)
+        _remembered(verifier, kept)
         assert len(verifier.cache) == 2
         jwks_server.serve_keys(other_rsa_key)
         with pytest.raises(UnknownKey):

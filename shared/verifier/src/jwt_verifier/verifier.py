@@ -267,6 +267,12 @@ class VerifiedTokens:
     An entry is served only while the clock is before the token's `exp` and is dropped once
     it is not; a sweep at most every `sweep_interval` seconds drops expired entries nobody
     asks for. `purge_kids` drops the entries of keys that are no longer published.
+
+    `admit` lets a token in on its second sight only (the "doorkeeper" of TinyLFU, Einziger
+    et al. 2017): the first time, only a number says it was seen. Tokens sent once (a client
+    that takes a new token per call, a burst of one-shot tokens) then neither evict the tokens
+    in use nor fill memory with entries never read; a token in use is verified twice, then
+    served from here.
     """
 
     def __init__(
@@ -280,6 +286,7 @@ class VerifiedTokens:
         self.clock = clock
         self.sweep_interval = sweep_interval
         self._entries: OrderedDict[str, CachedToken] = OrderedDict()
+        self._seen: OrderedDict[int, None] = OrderedDict()  # hashes of tokens seen once, oldest first
         self._lock = threading.Lock()
         self._next_sweep = float("-inf")
 
@@ -301,6 +308,25 @@ class VerifiedTokens:
                 return None
             self._entries.move_to_end(token)
             return entry
+
+    def admit(self, token: str) -> bool:
+        """Return whether a verified token should be stored: it was seen before; else note that it was.
+
+        The note is the token's hash, of at most `max_entries` tokens: two tokens sharing a
+        hash only let the second in on its first sight.
+        """
+        if self.max_entries <= 0:
+            return False
+        digest = hash(token)
+        with self._lock:
+            seen = self._seen
+            if digest in seen:
+                del seen[digest]
+                return True
+            seen[digest] = None
+            if len(seen) > self.max_entries:
+                seen.popitem(last=False)
+        return False
 
     def put(self, token: str, entry: CachedToken) -> None:
         """Remember a verified token until its expiry, evicting the least recently used."""
@@ -394,6 +420,8 @@ class Verifier:
             cache.discard(token)
         observe.current().cache("miss")
         claims, kid, key = self._verify(token)
+        if not cache.admit(token):
+            return claims  # seen once so far: nothing else holds these claims, no copy
         cache.put(token, CachedToken(claims, kid, key, int(claims["exp"])))
         return dict(claims)
 
