@@ -313,12 +313,7 @@ def login() -> Any:
     user = extensions.current().users.authenticate(username, password) if username and password else None
     if user is None:
         note_failed_password()
-        metrics.LOGINS.labels("failure").inc()
-        audit.emit(
-            "login.failed",
-            subject=extensions.current().users.known(username),
-            client=(session.get("authorize") or {}).get("client_id"),
-        )
+        _failed(extensions.current().users.known(username))
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
         return login_page(LOGIN_FAILED, username[:64])
 
@@ -335,18 +330,27 @@ def login() -> Any:
         # A password alone never finishes the login of a user with a passkey (and no one-time
         # codes to ask for): it would be single-factor, enough to change the user's factors.
         # The password was right: no failed password is counted.
-        metrics.LOGINS.labels("failure").inc()
-        audit.emit(
-            "login.failed",
-            subject=user.username,
-            subject_id=user.id,
-            client=(session.get("authorize") or {}).get("client_id"),
-            reason="passkey_required",
-        )
+        _failed(user.username, user.id, reason="passkey_required")
         log.info("browser login refused", extra={"fields": {"reason": "passkey required", "sub": user.id}})
         return login_page(PASSKEY_REQUIRED, user.username)
     _succeeded(user)
     return complete_login(user, assurance.PASSWORD)
+
+
+def _failed(subject: str | None, subject_id: str | None = None, *, reason: str | None = None) -> None:
+    """Count and audit a failed login (`login.failed`): `subject` is the user's name, None for an unknown one.
+
+    Whether it spends the login budget (`note_failed_password`) is the caller's to say: a
+    right password refused for want of a passkey does not.
+    """
+    metrics.LOGINS.labels("failure").inc()
+    audit.emit(
+        "login.failed",
+        subject=subject,
+        subject_id=subject_id,
+        client=(session.get("authorize") or {}).get("client_id"),
+        reason=reason,
+    )
 
 
 def _succeeded(user: User) -> None:
@@ -436,15 +440,8 @@ def login_code() -> Any:
     method = extensions.current().factors.verify(user.id, code) if code else None
     if method is None:
         note_failed_password()  # a wrong code spends the budget of the user's password
-        metrics.LOGINS.labels("failure").inc()
         metrics.SECOND_FACTOR_CHECKS.labels(code_method(code), "failure").inc()
-        audit.emit(
-            "login.failed",
-            subject=user.username,
-            subject_id=user.id,
-            client=(session.get("authorize") or {}).get("client_id"),
-            reason="wrong_code",
-        )
+        _failed(user.username, user.id, reason="wrong_code")
         log.info("browser login failed", extra={"fields": {"reason": "wrong code", "sub": user.id}})
         return _code_page(CODE_FAILED)
     metrics.SECOND_FACTOR_CHECKS.labels(code_method(code), "success").inc()
