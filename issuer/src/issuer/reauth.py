@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response
 from issuer import extensions
 from issuer.browser import AFTER_LOGIN, current_user
 from issuer.opaque import secret_hash
+from issuer.second_factor import has_second_factor
 from issuer.sessions import LoginSessions
 from issuer.users import User
 from shared import audit
@@ -42,11 +43,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def has_factor(user: User) -> bool:
-    """Return whether the user has a second factor: active one-time codes or a passkey."""
-    return extensions.current().factors.active(user.id) or extensions.current().passkeys.any_of(user.id)
-
-
 def fresh_enough(user: User) -> bool:
     """Return whether the browser's session may change the user's factors (see the module)."""
     session_id = session.get("sid")
@@ -58,7 +54,7 @@ def fresh_enough(user: User) -> bool:
     max_age = extensions.current().settings.factor_change_max_age
     if int(time.time()) - login.auth_time > max_age:
         return False
-    return "mfa" in login.amr or not has_factor(user)
+    return "mfa" in login.amr or not has_second_factor(extensions.current().database, user.id)
 
 
 def end_other_sessions(user: User) -> int:
