@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import insert, update
 
-from issuer.db import Database, passkeys, totp_factors, users
+from issuer.credentials import Passkeys
+from issuer.db import Database, totp_factors, users
 from issuer.second_factor import has_second_factor
 
 
@@ -29,21 +30,16 @@ def _confirm(database: Database, user_id: str) -> None:
 
 
 def _passkey(database: Database, user_id: str) -> None:
-    with database.transaction() as conn:
-        conn.execute(
-            insert(passkeys).values(
-                id=f"p-{user_id}",
-                credential_id=f"cred-{user_id}",
-                user_id=user_id,
-                public_key=b"\xa5cose",
-                sign_count=0,
-                transports="internal",
-                backup_eligible=False,
-                backup_state=False,
-                name="Laptop",
-                created_at=1,
-            )
-        )
+    Passkeys(database).add(
+        user_id,
+        credential_id=f"cred-{user_id}",
+        public_key=b"\xa5cose",
+        sign_count=0,
+        transports=("internal",),
+        backup_eligible=False,
+        backup_state=False,
+        name="Laptop",
+    )
 
 
 def test_a_user_with_no_factor_has_none(database_with_users: Database) -> None:
