@@ -51,6 +51,7 @@ def _private(html: str) -> Response:
 
 
 def _login_first() -> Response:
+    """Send a browser with no login to log in, and back to the account page (302, as for the page itself)."""
     session[AFTER_LOGIN] = "account"
     return redirect(url_for("browser.login"), code=302)
 
@@ -98,13 +99,9 @@ def overview() -> Any:
 
 
 @bp.post("/account/totp")
-def start() -> Any:
+@reauth.factor_change(logged_out=_login_first, back_to="account")
+def start(user: User) -> Any:
     """Begin enrolling one-time codes: a new secret, shown with its QR code."""
-    user = current_user()
-    if user is None:
-        return _login_first()
-    if not reauth.fresh_enough(user):
-        return reauth.log_in_again(user, "account")
     try:
         secret = extensions.current().factors.start(user.id)
     except FactorError as exc:
@@ -115,13 +112,9 @@ def start() -> Any:
 
 @bp.post("/account/totp/confirm")
 @password_limits(account=_session_username)
-def confirm() -> Any:
+@reauth.factor_change(logged_out=_login_first, back_to="account")
+def confirm(user: User) -> Any:
     """Activate the factor with the first code; show the recovery codes, once."""
-    user = current_user()
-    if user is None:
-        return _login_first()
-    if not reauth.fresh_enough(user):
-        return reauth.log_in_again(user, "account")
     factors = extensions.current().factors
     code = request.form.get("code", "").strip()
     try:
@@ -142,13 +135,9 @@ def confirm() -> Any:
 
 @bp.post("/account/totp/remove")
 @password_limits(account=_session_username)
-def remove() -> Any:
+@reauth.factor_change(logged_out=_login_first, back_to="account")
+def remove(user: User) -> Any:
     """Remove the factor and its recovery codes; a current code (or a recovery code) proves the user has it."""
-    user = current_user()
-    if user is None:
-        return _login_first()
-    if not reauth.fresh_enough(user):
-        return reauth.log_in_again(user, "account")
     factors = extensions.current().factors
     if not factors.active(user.id):
         return _overview(user, error="One-time codes are not set up.")

@@ -182,7 +182,7 @@ def authorize() -> Any:
     fresh = session.pop("logged_in_for", None) == pending
     session.pop("force_login", None)
     user = current_user()
-    if user is None or (not fresh and ("login" in prompt or _older_than(max_age) or _below(acr_values))):
+    if user is None or (not fresh and ("login" in prompt or _not_enough(max_age, acr_values))):
         if "none" in prompt:
             raise AuthorizationError(to, "the user must log in", error="login_required")
         session["authorize"] = pending
@@ -230,15 +230,6 @@ def _max_age(value: str | None) -> int | None:
     return int(value)
 
 
-def _older_than(max_age: int | None) -> bool:
-    """Return whether the browser's login session began at least `max_age` seconds ago."""
-    if max_age is None:
-        return False
-    started = extensions.current().login_sessions.started_at(secret_hash(session["sid"]))
-    # Whole seconds on both sides: "at least max_age" errs towards asking (max_age=0 always asks).
-    return started is None or int(time.time()) - started >= max_age
-
-
 def _acr_values(value: str | None) -> tuple[str, ...]:
     """Return the levels of `acr_values` this issuer knows, or raise ValueError for a malformed value.
 
@@ -252,12 +243,21 @@ def _acr_values(value: str | None) -> tuple[str, ...]:
     return tuple(level for level in dict.fromkeys(value.split()) if level in assurance.ACR_VALUES_SUPPORTED)
 
 
-def _below(acr_values: tuple[str, ...]) -> bool:
-    """Return whether the browser's login session reached none of the levels `acr_values` asks for."""
-    if not acr_values:
+def _not_enough(max_age: int | None, acr_values: tuple[str, ...]) -> bool:
+    """Return whether the browser's login must be done again for `max_age` or `acr_values` (Core 1.0 section 3.1.2.1).
+
+    It must when it began at least `max_age` seconds ago, or reached none of the levels
+    `acr_values` asks for; the login session is read once, and only when either is asked.
+    """
+    if max_age is None and not acr_values:
         return False
-    methods = extensions.current().login_sessions.methods(secret_hash(session["sid"]))
-    return methods is None or not assurance.satisfies(assurance.acr_for(methods), acr_values)
+    login = extensions.current().login_sessions.login(secret_hash(session["sid"]))
+    if login is None:
+        return True
+    # Whole seconds on both sides: "at least max_age" errs towards asking (max_age=0 always asks).
+    if max_age is not None and int(time.time()) - login.auth_time >= max_age:
+        return True
+    return bool(acr_values) and not assurance.satisfies(login.acr, acr_values)
 
 
 def _login_hint(pending: Mapping[str, str]) -> str:
@@ -313,12 +313,7 @@ def login() -> Any:
     user = extensions.current().users.authenticate(username, password) if username and password else None
     if user is None:
         note_failed_password()
-        metrics.LOGINS.labels("failure").inc()
-        audit.emit(
-            "login.failed",
-            subject=extensions.current().users.known(username),
-            client=(session.get("authorize") or {}).get("client_id"),
-        )
+        _failed(extensions.current().users.known(username))
         log.info("browser login failed", extra={"fields": {"reason": "bad credentials"}})
         return login_page(LOGIN_FAILED, username[:64])
 
@@ -335,18 +330,27 @@ def login() -> Any:
         # A password alone never finishes the login of a user with a passkey (and no one-time
         # codes to ask for): it would be single-factor, enough to change the user's factors.
         # The password was right: no failed password is counted.
-        metrics.LOGINS.labels("failure").inc()
-        audit.emit(
-            "login.failed",
-            subject=user.username,
-            subject_id=user.id,
-            client=(session.get("authorize") or {}).get("client_id"),
-            reason="passkey_required",
-        )
+        _failed(user.username, user.id, reason="passkey_required")
         log.info("browser login refused", extra={"fields": {"reason": "passkey required", "sub": user.id}})
         return login_page(PASSKEY_REQUIRED, user.username)
     _succeeded(user)
     return complete_login(user, assurance.PASSWORD)
+
+
+def _failed(subject: str | None, subject_id: str | None = None, *, reason: str | None = None) -> None:
+    """Count and audit a failed login (`login.failed`): `subject` is the user's name, None for an unknown one.
+
+    Whether it spends the login budget (`note_failed_password`) is the caller's to say: a
+    right password refused for want of a passkey does not.
+    """
+    metrics.LOGINS.labels("failure").inc()
+    audit.emit(
+        "login.failed",
+        subject=subject,
+        subject_id=subject_id,
+        client=(session.get("authorize") or {}).get("client_id"),
+        reason=reason,
+    )
 
 
 def _succeeded(user: User) -> None:
@@ -436,15 +440,8 @@ def login_code() -> Any:
     method = extensions.current().factors.verify(user.id, code) if code else None
     if method is None:
         note_failed_password()  # a wrong code spends the budget of the user's password
-        metrics.LOGINS.labels("failure").inc()
         metrics.SECOND_FACTOR_CHECKS.labels(code_method(code), "failure").inc()
-        audit.emit(
-            "login.failed",
-            subject=user.username,
-            subject_id=user.id,
-            client=(session.get("authorize") or {}).get("client_id"),
-            reason="wrong_code",
-        )
+        _failed(user.username, user.id, reason="wrong_code")
         log.info("browser login failed", extra={"fields": {"reason": "wrong code", "sub": user.id}})
         return _code_page(CODE_FAILED)
     metrics.SECOND_FACTOR_CHECKS.labels(code_method(code), "success").inc()

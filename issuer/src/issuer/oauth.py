@@ -15,6 +15,7 @@ from issuer.clients import DEFAULT_CLIENT_ID, DEVICE_CODE, Client
 from issuer.codes import CodeError, CodeMismatch, CodeReused
 from issuer.protocol import InvalidDPoPProof, OAuthError, not_a_form
 from issuer.ratelimit import note_failed_password, password_limits
+from issuer.second_factor import has_second_factor
 from issuer.tokens import Grant, Login, RefreshError, RefreshKeyMismatch, mint_access_token
 from issuer.users import UserError, parse_scope
 from shared import audit, metrics
@@ -186,7 +187,7 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
         audit.emit("login.failed", subject=extensions.current().users.known(username), client=client.client_id)
         log.info("login failed", extra={"fields": {"reason": "bad credentials"}})
         raise OAuthError("the username or password is incorrect", error="invalid_grant")
-    if extensions.current().factors.active(user.id) or extensions.current().passkeys.any_of(user.id):
+    if has_second_factor(extensions.current().database, user.id):
         # The grant carries a password alone; this user's logins need a one-time code or a passkey.
         audit.emit(
             "login.failed",

@@ -54,6 +54,7 @@ from webauthn.helpers.structs import (
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
+from werkzeug.wrappers import Response as BaseResponse
 
 from issuer import extensions, reauth
 from issuer.browser import AFTER_LOGIN, complete_login, current_user, login_page
@@ -165,6 +166,16 @@ def _account_page(user: User, error: str | None = None, status: int = 200) -> Re
     return _page(html, status)
 
 
+def _to_login() -> BaseResponse:
+    """Send a form's browser with no login to the login page (303: the next request is a GET)."""
+    return redirect(url_for("browser.login"), code=303)
+
+
+def _login_required() -> Response:
+    """Answer the JSON options endpoint for a browser with no login: 401."""
+    return error_response(401, "login_required", "log in to add a passkey")
+
+
 @bp.get("/account/passkeys")
 def account() -> Any:
     """List the user's passkeys, with forms to add, rename and remove them; log in first."""
@@ -176,13 +187,9 @@ def account() -> Any:
 
 
 @bp.post("/account/passkeys/options")
-def register_options() -> Response:
+@reauth.factor_change(logged_out=_login_required, back_to=None)
+def register_options(user: User) -> Response:
     """Return the options of a registration ceremony for the logged-in user (section 5.4)."""
-    user = current_user()
-    if user is None:
-        return error_response(401, "login_required", "log in to add a passkey")
-    if not reauth.fresh_enough(user):
-        return reauth.refused_json(user)
     existing = extensions.current().passkeys.of_user(user.id)
     options = generate_registration_options(
         rp_id=rp_id(),
@@ -206,13 +213,9 @@ def register_options() -> Response:
 
 
 @bp.post("/account/passkeys")
-def register() -> Any:
+@reauth.factor_change(logged_out=_to_login, back_to="passkeys")
+def register(user: User) -> Any:
     """Verify a registration response (section 7.1) and keep the passkey under the name given."""
-    user = current_user()
-    if user is None:
-        return redirect(url_for("browser.login"), code=303)
-    if not reauth.fresh_enough(user):
-        return reauth.log_in_again(user, "passkeys")
     try:
         name = check_name(request.form.get("name", ""))
         challenge = _take_challenge("register")
@@ -251,13 +254,9 @@ def register() -> Any:
 
 
 @bp.post("/account/passkeys/<passkey_id>/rename")
-def rename(passkey_id: str) -> Any:
+@reauth.factor_change(logged_out=_to_login, back_to="passkeys")
+def rename(user: User, passkey_id: str) -> Any:
     """Rename one of the user's passkeys."""
-    user = current_user()
-    if user is None:
-        return redirect(url_for("browser.login"), code=303)
-    if not reauth.fresh_enough(user):
-        return reauth.log_in_again(user, "passkeys")
     try:
         found = extensions.current().passkeys.rename(user.id, passkey_id, request.form.get("name", ""))
     except PasskeyError as exc:
@@ -269,13 +268,9 @@ def rename(passkey_id: str) -> Any:
 
 
 @bp.post("/account/passkeys/<passkey_id>/remove")
-def remove(passkey_id: str) -> Any:
+@reauth.factor_change(logged_out=_to_login, back_to="passkeys")
+def remove(user: User, passkey_id: str) -> Any:
     """Remove one of the user's passkeys (the authenticator keeps its key; it no longer signs anyone in)."""
-    user = current_user()
-    if user is None:
-        return redirect(url_for("browser.login"), code=303)
-    if not reauth.fresh_enough(user):
-        return reauth.log_in_again(user, "passkeys")
     if not extensions.current().passkeys.remove(user.id, passkey_id):
         return _account_page(user, "That passkey does not exist.", 404)
     audit.emit("passkey.removed", subject=user.username, subject_id=user.id, passkey=passkey_id)

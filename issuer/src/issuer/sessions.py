@@ -99,20 +99,6 @@ class LoginSessions:
             found: str | None = conn.execute(query).scalar()
         return found
 
-    def started_at(self, session_hash: str) -> int | None:
-        """Return when the user of a session proved their password (OpenID Connect's `auth_time`), or None."""
-        query = select(login_sessions.c.created_at).where(login_sessions.c.session_hash == session_hash)
-        with self.database.reading() as conn:
-            found: int | None = conn.execute(query).scalar()
-        return found
-
-    def methods(self, session_hash: str) -> tuple[str, ...] | None:
-        """Return the RFC 8176 methods the login of a session proved (its `amr`), or None."""
-        query = select(login_sessions.c.amr).where(login_sessions.c.session_hash == session_hash)
-        with self.database.reading() as conn:
-            found: str | None = conn.execute(query).scalar()
-        return None if found is None else assurance.decode(found)
-
     def login(self, session_hash: str) -> Login | None:
         """Return what the login of a session proved and when (its tokens' `amr`, `acr`, `auth_time`), or None.
 

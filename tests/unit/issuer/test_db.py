@@ -27,6 +27,7 @@ from issuer.opaque import secret_hash
 from issuer.sessions import LoginSessions, public_id
 from issuer.settings import IssuerSettings
 from issuer.statuslist import revoke_grants
+from issuer.tokens import Login
 from issuer.users import User, UserStore
 from tests.support.sql import rows
 
@@ -482,5 +483,5 @@ def test_a_database_at_0012_upgrades_keeping_its_sessions_as_password_logins(
         )
     database.upgrade()
     assert migrations.current(database) == migrations.head()
-    assert LoginSessions(database, 60).methods("b" * 64) == ("pwd",)
+    assert LoginSessions(database, 60).login("b" * 64) == Login(("pwd",), 1)
     database.dispose()

@@ -823,6 +823,15 @@ def test_prompt_none_with_a_session_below_the_acr_values_answers_login_required(
     assert "code" in query(_authorize(client, prompt="none", acr_values="urn:example:unknown"))  # voluntary: ignored
 
 
+def test_max_age_and_acr_values_together_need_both_met(client: FlaskClient, app: Flask) -> None:
+    log_in(client)  # a password: single-factor
+    _age_session(app, 100)
+    both = {"prompt": "none", "max_age": "600", "acr_values": "single-factor"}
+    assert "code" in query(_authorize(client, **both))
+    _assert_denied(_authorize(client, **{**both, "acr_values": "multi-factor"}), "login_required")  # young, below
+    _assert_denied(_authorize(client, **{**both, "max_age": "60"}), "login_required")  # reached, old
+
+
 @pytest.mark.parametrize("acr_values", ["multi-factor\x00", "x" * 256, "multi-factor\u00e9"])
 def test_malformed_acr_values_answer_invalid_request(client: FlaskClient, acr_values: str) -> None:
     log_in(client)

@@ -12,6 +12,7 @@ from issuer import sessions
 from issuer.db import Database, users
 from issuer.opaque import secret_hash
 from issuer.sessions import LoginSessions, public_id
+from issuer.tokens import Login
 from tests.support.fakes import FakeClock
 from tests.support.sql import rows
 
@@ -182,12 +183,19 @@ def test_a_sid_no_session_could_have_finds_nothing(store: LoginSessions, sid: st
 # -- what the login proved (issuer.assurance) ---------------------------------------------
 
 
-def test_a_session_remembers_the_methods_its_login_proved(store: LoginSessions) -> None:
+def test_a_session_remembers_what_its_login_proved_and_when(store: LoginSessions, clock: FakeClock) -> None:
     password = store.create("alice")
+    clock.advance(10)
     two_factors = store.create("bob", amr=("pwd", "otp", "mfa"))
-    assert store.methods(secret_hash(password)) == ("pwd",)
-    assert store.methods(secret_hash(two_factors)) == ("pwd", "otp", "mfa")
-    assert store.methods("0" * 64) is None
+    assert store.login(secret_hash(password)) == Login(("pwd",), int(clock()) - 10)
+    assert store.login(secret_hash(two_factors)) == Login(("pwd", "otp", "mfa"), int(clock()))
+    assert store.login("0" * 64) is None
+
+
+def test_an_ended_session_tells_no_login(store: LoginSessions) -> None:
+    session_hash = secret_hash(store.create("alice"))
+    assert store.end(session_hash)
+    assert store.login(session_hash) is None
 
 
 def test_a_session_refuses_methods_rfc_8176_does_not_name(store: LoginSessions) -> None:
