@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import Depends
 from flask import Flask
 from flask.testing import FlaskClient
 from requests.structures import CaseInsensitiveDict
 
 from jwt_verifier import VerifierConfig
+from jwt_verifier.fastapi import Claims, require_scope
 from jwt_verifier.fastapi import protection as fastapi_protection
+from jwt_verifier.flask import BearerAuth as FlaskAuth
 from jwt_verifier.flask import protection as flask_protection
 from shared.asgi_head import HeadAsGet
 from tests.support.asgi import serve_asgi
@@ -280,3 +283,42 @@ def test_two_dpop_headers_at_a_flask_api_are_refused_as_such(
         flask_protection(app).jwks.session.close()
     assert response.status_code == 401
     assert 'error_description="send exactly one DPoP header"' in response.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("framework", ["flask", "fastapi"])
+def test_a_proof_for_a_path_with_an_encoded_question_mark_is_accepted(
+    framework: str,
+    jwks_server: JwksServer,
+    rsa_key: rsa.RSAPrivateKey,
+    ec_key: ec.EllipticCurvePrivateKey,
+    tmp_path: Path,
+) -> None:
+    # The htu is the path the client called (`/orders/a%3Fb`), encoded as it sent it. The FastAPI
+    # integration built it from Starlette's `request.url.path`, which is already encoded again,
+    # and encoded it once more (`a%253Fb`): every proof for such a path was refused.
+    jwks_server.serve_keys(rsa_key)
+    config = _config(jwks_server, tmp_path, {})
+    token = _bound_token(rsa_key, ec_key)
+    headers = _dpop(token, make_proof(ec_key, "GET", f"{RESOURCE}/orders/a%3Fb", token))
+    if framework == "flask":
+        app = flask_app(config)
+
+        @app.get("/orders/<name>")
+        @FlaskAuth(config).require(scope="orders:read")
+        def named(name: str) -> dict[str, str]:
+            return {"name": name}
+
+        seen = app.test_client().get("/orders/a%3Fb", headers=headers)
+        flask_protection(app).jwks.session.close()
+        assert (seen.status_code, seen.get_json()) == (200, {"name": "a?b"})
+        return
+    api = fastapi_app(config)
+
+    @api.get("/orders/{name}")
+    def named_api(name: str, claims: Annotated[Claims, Depends(require_scope("orders:read"))]) -> dict[str, str]:
+        return {"name": name}
+
+    with serve_asgi(api) as base_url:
+        answer = requests.get(f"{base_url}/orders/a%3Fb", headers=headers, timeout=10)
+    fastapi_protection(api).jwks.session.close()
+    assert (answer.status_code, answer.json()) == (200, {"name": "a?b"})

@@ -213,7 +213,9 @@ class _VerifiedClaims(HTTPBearer):
         cookies = request.cookies if found.protector.cookie is not None else None
         proofs = request.headers.getlist("dpop")
         method = request.scope.get(METHOD_SCOPE_KEY, request.method)
-        dpop = dpop_request(found.config.resource, method, request.url.path, proofs)
+        # ASGI's `path` is the decoded path (root path included), as WSGI's is: `request.url.path`
+        # is encoded again, which `dpop_request` would encode a second time (and costs a URL).
+        dpop = dpop_request(found.config.resource, method, request.scope["path"], proofs)
         if found.local:
             try:
                 with loop_thread():  # a key or status list not held yet is fetched off the loop
