@@ -30,6 +30,7 @@ from issuer import (
     passkeys,
     protocol,
     prune,
+    ratelimit,
     statuslist,
     wellknown,
 )
@@ -42,7 +43,7 @@ from issuer.db import private_dir, private_file
 from issuer.extensions import Issuer
 from issuer.keys import KeyStoreError, WrongKeyEncryptionKey
 from issuer.protocol import PageError
-from issuer.ratelimit import client_address, limiter, quiet_limiter_log, retry_after
+from issuer.ratelimit import client_address, quiet_limiter_log, retry_after
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 from issuer.tokens import RefreshTokens
@@ -142,7 +143,7 @@ def create_app(settings: IssuerSettings | None = None) -> Flask:
     audit.init_app(app, address=client_address)  # the address the rate limits see
     csrf.init_app(app)
     csrf.exempt(oauth.bp)  # token and revocation endpoints take no cookies, so need no CSRF token
-    limiter.init_app(app)
+    ratelimit.init_app(app)
     protocol.init_app(app)  # every OAuth error: JSON, a redirect to the client, or a page
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(429, _rate_limited)
