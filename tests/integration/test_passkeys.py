@@ -414,6 +414,9 @@ def test_changing_passkeys_needs_a_recent_login_with_the_factor(tmp_path: Path) 
         assert _register(service, browser, second, "Second").status_code == 303
         # ... until its login is older than the limit.
         time.sleep(5)
+        # The issuer closes a keep-alive connection idle for 5 s (gunicorn's keepalive): a request
+        # sent on it as it closes is reset. Open a new one; the session keeps its cookies.
+        browser.close()
         token = _csrf(browser.get(url, timeout=10).text)
         assert browser.post(f"{url}/options", headers={"X-CSRFToken": token}, timeout=10).status_code == 401
         renamed = browser.post(
