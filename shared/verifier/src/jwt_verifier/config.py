@@ -46,7 +46,10 @@ class VerifierConfig:
         "MAX_TOKEN_BYTES", DEFAULT_MAX_TOKEN_BYTES, parse=integer(512, 65536), doc="larger tokens are refused unparsed"
     )
     token_cache_size: int = setting(
-        "TOKEN_CACHE_SIZE", DEFAULT_CACHE_SIZE, parse=integer(0, 1_000_000), doc="verified tokens remembered"
+        "TOKEN_CACHE_SIZE",
+        DEFAULT_CACHE_SIZE,
+        parse=integer(0, 1_000_000),
+        doc="verified tokens remembered (each from its second use)",
     )
     jwks_timeout: float = setting("JWKS_TIMEOUT", 2.0, parse=number(0.1), doc="the whole JWKS fetch's timeout")
     jwks_max_bytes: int = setting("JWKS_MAX_BYTES", 64 * 1024, parse=integer(1024), doc="larger JWKS are refused")
