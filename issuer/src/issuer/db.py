@@ -390,6 +390,16 @@ class Database:
         """Run the block in one write transaction, or join the one this thread has open."""
         return self._joined(self._writer.begin, share=True)
 
+    def own_transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """Run the block in a write transaction of its own, never the thread's open one: committed at its end.
+
+        What it writes stands whatever the thread's unit does next. Not for SQLite inside a
+        unit that has written: the one write lock is the unit's, and this would wait for it.
+        """
+        if self.is_sqlite and self._current.get() is not None:
+            raise RuntimeError("a transaction of its own would wait for this thread's own SQLite write lock")
+        return self._writer.begin()
+
     def reading(self) -> contextlib.AbstractContextManager[Connection]:
         """Read in the thread's open transaction, or on a connection of its own (no write lock)."""
         return self._joined(self.engine.connect, share=False)

@@ -24,9 +24,16 @@ family whose previous slot still lives when its list closes (a list that closed 
 access token's lifetime of the move) stays on its closed list, which then lives that much
 longer: a family never has more than two live slots.
 
-Allocation is one UPDATE ... RETURNING on the list's row, so concurrent workers and replicas
-each get another index; setting bits rewrites the list's row under its row lock (PostgreSQL)
-or the write lock (SQLite's BEGIN IMMEDIATE).
+On SQLite, allocation is one UPDATE ... RETURNING on the list's row in the grant's transaction
+(SQLite has one writer at a time anyway). On PostgreSQL, where grants run concurrently, a
+worker takes a block of `BLOCK` indexes in a short transaction of its own and hands them out
+itself: one grant in `BLOCK` touches the list's row, instead of every grant holding it locked
+until it commits (after its token is signed), which queued every grant of every replica on
+that one row. A block is committed before any index of it is used, so a grant that rolls back
+loses its index but never hands it to another; a block is used at most `BLOCK_HOLD` seconds,
+and never past its list's `open_until`, so a list that fills up stays open `BLOCK_HOLD`
+seconds more, for the blocks still out. Setting bits rewrites the list's row under its row
+lock (PostgreSQL) or the write lock (SQLite's BEGIN IMMEDIATE).
 
 Whatever ends a grant sets its bit in the same transaction: the revocation of its refresh
 token or of one of its access tokens, reuse of a refresh token or of a code, a logout, the
@@ -50,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from sqlalchemy import Connection, and_, bindparam, case, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, insert, or_, select, text, update
 from sqlalchemy.sql.expression import ColumnElement
 
 from issuer import jose
@@ -121,6 +128,33 @@ _TAKE_INDEX = (
     .returning(status_lists.c.id, status_lists.c.allocated)
 )
 _INSERT_GRANT = insert(status_grants)
+# A block's list: the newest open one with an index left, locked until the block is taken.
+# FOR NO KEY UPDATE, as an UPDATE of its counters locks it: the grants inserting rows that refer
+# to the list hold a KEY SHARE lock on it until they commit, which FOR UPDATE would wait for.
+_OPEN_FOR_BLOCK = (
+    select(status_lists.c.id, status_lists.c.allocated, status_lists.c.capacity, status_lists.c.open_until)
+    .where(status_lists.c.open_until > bindparam("now"), status_lists.c.allocated < status_lists.c.capacity)
+    .order_by(status_lists.c.created_at.desc(), status_lists.c.id)
+    .limit(1)
+    .with_for_update(key_share=True)
+)
+
+_LOCK_TIMEOUT = text("SET LOCAL lock_timeout = '5s'")
+
+# On PostgreSQL a worker takes this many indexes of the open list at once (see the module's doc).
+BLOCK = 64
+# ... and hands them out for at most this many seconds (a full list stays open that much longer).
+BLOCK_HOLD = 10
+
+
+@dataclass
+class _Block:
+    """Indexes `next` to `end` (excluded) of a list, this worker's to hand out until `until`."""
+
+    list_id: str
+    next: int
+    end: int
+    until: int
 
 
 @dataclass(frozen=True)
@@ -165,6 +199,9 @@ class StatusLists:
     enabled: bool = True  # ISSUER_STATUS_LISTS: off, tokens name no list and none is served
     _signed: dict[str, SignedList] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # This worker's block of indexes (PostgreSQL), taken and handed out under its own lock.
+    _block: _Block | None = field(default=None, init=False, repr=False)
+    _block_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     # -- allocation -----------------------------------------------------------------------------
 
@@ -276,19 +313,58 @@ class StatusLists:
         return slot
 
     def _allocate(self, conn: Connection) -> Slot:
+        """Take an index: in the grant's transaction `conn` on SQLite, from this worker's block on PostgreSQL."""
+        if self.database.is_sqlite:
+            return self._take_one(conn)
+        with self._block_lock:
+            now = int(time.time())
+            block = self._block
+            if block is None or block.next >= block.end or now >= block.until:
+                block = self._block = self._take_block(now)
+            slot = Slot(block.list_id, block.next)
+            block.next += 1
+        return slot
+
+    def _take_one(self, conn: Connection) -> Slot:
         """Take the next index of the newest open list, or open a new list living until it closes plus a token's lifetime."""
         now = int(time.time())
         taken = conn.execute(_TAKE_INDEX, {"now": now}).first()
         if taken is not None:
             return Slot(taken.id, taken.allocated - 1)
-        # A list that filled up closes now, not at the end of its validity: its families move at
-        # their next token, and it lives only as long as the tokens already issued from it, so
-        # a client minting tokens fast cannot keep many lists live (each a verifier must re-read).
+        self._close_full_lists(conn, now, hold=0)
+        return Slot(self._open_list(conn, now, allocated=1), 0)
+
+    def _take_block(self, now: int) -> _Block:
+        """Take up to `BLOCK` indexes of the newest open list (or of a new one) in a transaction of its own."""
+        with self.database.own_transaction() as conn:
+            # The list's row is only ever held briefly (a block taken, bits set): waiting longer
+            # than this is a bug to fail on (a 503), not a thread to hang.
+            conn.execute(_LOCK_TIMEOUT)
+            row = conn.execute(_OPEN_FOR_BLOCK, {"now": now}).first()
+            if row is not None:
+                end = min(row.allocated + BLOCK, row.capacity)
+                conn.execute(update(status_lists).where(status_lists.c.id == row.id).values(allocated=end))
+                return _Block(row.id, row.allocated, end, min(row.open_until, now + BLOCK_HOLD))
+            self._close_full_lists(conn, now, hold=BLOCK_HOLD)
+            end = min(BLOCK, self.capacity)
+            list_id = self._open_list(conn, now, allocated=end)
+        return _Block(list_id, 0, end, min(now + self.validity, now + BLOCK_HOLD))
+
+    def _close_full_lists(self, conn: Connection, now: int, *, hold: int) -> None:
+        """Close the open lists that are full, `hold` seconds from now (the blocks still out of them).
+
+        A list that filled up closes then, not at the end of its validity: its families move at
+        their next token, and it lives only as long as the tokens issued from it, so a client
+        minting tokens fast cannot keep many lists live (each a verifier must re-read).
+        """
         conn.execute(
             update(status_lists)
-            .where(status_lists.c.open_until > now, status_lists.c.allocated >= status_lists.c.capacity)
-            .values(open_until=now, expires_at=now + self.access_token_ttl)
+            .where(status_lists.c.open_until > now + hold, status_lists.c.allocated >= status_lists.c.capacity)
+            .values(open_until=now + hold, expires_at=now + hold + self.access_token_ttl)
         )
+
+    def _open_list(self, conn: Connection, now: int, *, allocated: int) -> str:
+        """Open a new list with its first `allocated` indexes taken; return its id."""
         list_id = uuid.uuid4().hex
         conn.execute(
             insert(status_lists).values(
@@ -297,13 +373,13 @@ class StatusLists:
                 open_until=now + self.validity,
                 expires_at=now + self.validity + self.access_token_ttl,
                 capacity=self.capacity,
-                allocated=1,
+                allocated=allocated,
                 bits=bytes(self.capacity // 8),
                 revision=0,
                 changed_at=now,
             )
         )
-        return Slot(list_id, 0)
+        return list_id
 
     # -- revocation -----------------------------------------------------------------------------
 
