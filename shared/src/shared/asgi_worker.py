@@ -19,6 +19,12 @@ app sees any of it, under one deadline:
   counted in `jwt_split_connections_refused_total`;
 - no websockets (`ws="none"`: an upgrade is served as a plain request) and no `Server` header.
 
+- an answer the client does not read: once more is queued for it than asyncio's high-water
+  mark, it has `keepalive` seconds to read enough to fall below the low-water mark, or its
+  connection is dropped (aborted: what was queued goes with it); and the kernel drops a
+  connection whose data stays unacknowledged, or whose receive window stays shut, as long
+  (TCP_USER_TIMEOUT), closed by us or not.
+
 uvicorn reads requests on the event loop, so a slow or half-open client costs a socket and a
 few kilobytes, not a thread (the reason the gthread workers read a head before taking a
 thread). Blocking calls (the upstream token and profile API) run in the worker's thread pool.
@@ -41,7 +47,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from shared.worker import CONTINUE, MAX_BUFFERED_BODY, read_head
+from shared.worker import CONTINUE, MAX_BUFFERED_BODY, drop_unread_answers, read_head
 
 HEAD_LIMIT = 16 * 1024
 LINE_LIMIT = 8 * 1024  # the request line, and each header field
@@ -99,6 +105,7 @@ class BufferingProtocol(H11Protocol):
     """uvicorn's h11 protocol, handing the app only whole requests that arrived within a deadline (see the module docstring)."""
 
     _timer: asyncio.TimerHandle | None = None
+    _write_timer: asyncio.TimerHandle | None = None  # runs while the client does not read its answer
     _pending: bytearray
     _serving = False  # a request was handed to h11 and its answer is not complete yet
     _continued = False  # "100 Continue" sent for the request being buffered
@@ -107,7 +114,21 @@ class BufferingProtocol(H11Protocol):
         """Start the clock for the first request as the connection opens."""
         super().connection_made(transport)
         self._pending = bytearray()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            drop_unread_answers(sock, self.timeout_keep_alive)  # an answer left unread, in the kernel
         self._start_clock()
+
+    def pause_writing(self) -> None:
+        """An answer is queued faster than the client reads it: it has `timeout_keep_alive` seconds to catch up."""
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.timeout_keep_alive, self._not_read)
+
+    def resume_writing(self) -> None:
+        """The client read what was queued: no deadline until the next time it falls behind."""
+        super().resume_writing()
+        self._stop_write_clock()
 
     def data_received(self, data: bytes) -> None:
         """Buffer `data`; hand a request over once it is whole, or answer what it has earned and close."""
@@ -126,8 +147,9 @@ class BufferingProtocol(H11Protocol):
             self._next_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the clock with the connection."""
+        """Stop the clocks with the connection."""
         self._stop_clock()
+        self._stop_write_clock()
         super().connection_lost(exc)
 
     def _next_request(self) -> None:
@@ -177,6 +199,16 @@ class BufferingProtocol(H11Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _stop_write_clock(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _not_read(self) -> None:
+        """Drop a connection whose client left its answer unread: the bytes queued for it go with it."""
+        self._write_timer = None
+        self.transport.abort()
 
     def _too_slow(self) -> None:
         self._timer = None

@@ -34,7 +34,13 @@ worker_class = "shared.worker.HeadFirstWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 graceful_timeout = 10
+# Seconds a request has to arrive whole, an idle connection is kept, and an answer may wait for
+# its reader (shared.worker, shared.asgi_worker).
 keepalive = 5
+# Forwarding headers (SCRIPT_NAME, X-Forwarded-*) are trusted from no peer: gunicorn's default
+# trusts them from loopback, so any client on the host chose the path the app routed (or made
+# gunicorn answer 500). The issuer trusts a proxy only when it is listed (ISSUER_TRUSTED_PROXIES).
+forwarded_allow_ips = ""
 # The apps log one JSON line per request themselves, without query strings.
 accesslog = None
 # No gunicornc control socket: it would live in $HOME, absent in containers and shared by

@@ -136,6 +136,16 @@ def request_bytes_needed(buffered: bytes | bytearray) -> int | None:
     return None if head is None else head.size
 
 
+def drop_unread_answers(sock: socket.socket, seconds: float) -> None:
+    """Have the kernel drop `sock` when what we send it stays unacknowledged, or its receive window shut, `seconds`.
+
+    TCP_USER_TIMEOUT (RFC 5482; Linux applies it to a shut window too): a client that asks for
+    an answer and never reads it would otherwise hold the answer in the kernel's buffers, and
+    its connection after we close it, for the minutes of the kernel's retries.
+    """
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
+
+
 class _ReadTimeoutSocket(socket.socket):
     """A client socket whose blocking mode is a timeout, so a thread never waits on it for long."""
 
@@ -186,6 +196,7 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
                 raise
             return
         self.nr_conns += 1
+        drop_unread_answers(client, self.cfg.keepalive)
         sock = _ReadTimeoutSocket(fileno=client.detach())
         sock.read_timeout = self.header_timeout
         self.enqueue_req(TConn(self.cfg, sock, address, listener.getsockname()))
