@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import LoopbackStack
+from tests.support.stack import LoopbackStack, module_stack
 
 ASSET = "/docs/swagger-ui-4.15.5/swagger-ui-bundle.js"
 READERS = 100
@@ -28,12 +28,7 @@ READERS = 100
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
-    stack = LoopbackStack(tmp_path_factory.mktemp("slow-readers"), reports=True)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.close()
+    yield from module_stack(tmp_path_factory.mktemp("slow-readers"), reports=True)
 
 
 def _queued_on_port(port: int) -> list[int]:

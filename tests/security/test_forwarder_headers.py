@@ -19,17 +19,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.stack import LoopbackStack
+from tests.support.stack import LoopbackStack, module_stack
 
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
-    stack = LoopbackStack(tmp_path_factory.mktemp("forwarder-headers"))
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.close()
+    yield from module_stack(tmp_path_factory.mktemp("forwarder-headers"))
 
 
 def _get(base: str, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:

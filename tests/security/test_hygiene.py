@@ -21,19 +21,14 @@ from flask.testing import FlaskClient
 import issuer
 from issuer.settings import IssuerSettings
 from tests.support.processes import log_events
-from tests.support.stack import LoopbackStack
+from tests.support.stack import LoopbackStack, module_stack
 
 JWT_SHAPE = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{20,}")
 
 
 @pytest.fixture(scope="module")
 def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
-    stack = LoopbackStack(tmp_path_factory.mktemp("hygiene"))
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.close()
+    yield from module_stack(tmp_path_factory.mktemp("hygiene"))
 
 
 def _browser_login(stack: LoopbackStack, username: str, password: str) -> requests.Session:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -387,3 +387,13 @@ class PostgresStack(LoopbackStack):
             super().close()
         finally:
             self._database.__exit__(None, None, None)
+
+
+def module_stack(root: Path, **options: Any) -> Iterator[LoopbackStack]:
+    """Yield a started loopback stack of a test module's own (`**options` as LoopbackStack's), closed after."""
+    stack = LoopbackStack(root, **options)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.close()
