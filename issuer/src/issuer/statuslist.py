@@ -46,6 +46,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -155,6 +156,7 @@ class _Block:
     next: int
     end: int
     until: int
+    pid: int = field(default_factory=os.getpid)  # a process forked since takes a block of its own
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,7 @@ class StatusLists:
         with self._block_lock:
             now = int(time.time())
             block = self._block
-            if block is None or block.next >= block.end or now >= block.until:
+            if block is None or block.next >= block.end or now >= block.until or block.pid != os.getpid():
                 block = self._block = self._take_block(now)
             slot = Slot(block.list_id, block.next)
             block.next += 1

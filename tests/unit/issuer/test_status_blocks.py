@@ -12,6 +12,7 @@ one writer at a time, keeps taking one index in the grant's transaction
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -178,3 +179,23 @@ def test_a_list_row_held_too_long_fails_the_grant_instead_of_hanging_it(lists: S
             assert time.monotonic() - started < 10
     finally:
         other.dispose()
+
+
+def test_a_process_forked_after_a_block_was_taken_takes_its_own(lists: StatusLists) -> None:
+    inherited = _token_slot(lists)  # the parent's block, which a worker forked now would inherit
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its slot's index, then leave at once
+        code = 1
+        try:
+            lists.database.engine.dispose(close=False)  # its own connections; the parent keeps its own
+            os.write(writer, str(_token_slot(lists).idx).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(writer)
+    child_idx = int(os.read(reader, 64) or b"-1")
+    os.close(reader)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert child_idx == BLOCK  # a block of its own, not the parent's next index
+    assert _token_slot(lists) == Slot(inherited.list_id, inherited.idx + 1)
