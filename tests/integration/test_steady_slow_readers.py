@@ -1,0 +1,67 @@
+"""A client that reads its answer slowly but steadily gets all of it (the reports API's unread-answer deadline).
+
+The reports API drops a connection whose answer stays queued above asyncio's high-water mark
+for `keepalive` (5) seconds, and the kernel one whose data stays unacknowledged or whose window
+stays shut as long (TCP_USER_TIMEOUT, RFC 5482): meant for clients that never read. A client
+on a slow link reading 20 KB a second, every second, is not one of them: it must get the whole
+1 MB Swagger UI bundle, however long that takes.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from shared.asgi import SWAGGER_VERSION
+from tests.support.stack import LoopbackStack
+
+BUNDLE = f"/docs/{SWAGGER_VERSION}/swagger-ui-bundle.js"
+RATE = 20_000  # bytes a second, read a kilobyte at a time
+
+
+@pytest.fixture(scope="module")
+def reports_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
+    """One loopback stack with the reports API (the asset does not depend on the issuer's database)."""
+    running = LoopbackStack(tmp_path_factory.mktemp("steady-readers"), workers=1, reports=True)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.close()
+
+
+def _read_steadily(url: str, path: str, rate: int) -> tuple[bytes, bytes, str | None]:
+    """GET `path` and read the answer at `rate` bytes a second; return its head, its body and how it ended early."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        received = bytearray()
+        started = time.monotonic()
+        failure = None
+        while True:
+            try:
+                data = sock.recv(1024)
+            except OSError as exc:
+                failure = f"{exc!r} after {time.monotonic() - started:.1f} s"
+                break
+            if not data:
+                break
+            received += data
+            ahead = len(received) / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    return head, body, failure
+
+
+def test_a_client_reading_20_kb_a_second_gets_the_whole_swagger_bundle(reports_stack: LoopbackStack) -> None:
+    head, body, failure = _read_steadily(reports_stack.reports_url, BUNDLE, RATE)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    assert len(lengths) == 1, head
+    assert lengths[0] > 1_000_000, head
+    assert failure is None, f"dropped after {len(body)} of {lengths[0]} bytes: {failure}"
+    assert len(body) == lengths[0]
