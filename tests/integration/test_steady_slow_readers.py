@@ -1,10 +1,12 @@
-"""A client that reads its answer slowly but steadily gets all of it (the reports API's unread-answer deadline).
+"""A client that reads its answer slowly but steadily gets all of it (TCP_USER_TIMEOUT on accepted sockets).
 
-The reports API drops a connection whose answer stays queued above asyncio's high-water mark
-for `keepalive` (5) seconds, and the kernel one whose data stays unacknowledged or whose window
-stays shut as long (TCP_USER_TIMEOUT, RFC 5482): meant for clients that never read. A client
-on a slow link reading 20 KB a second, every second, is not one of them: it must get the whole
-1 MB Swagger UI bundle, however long that takes.
+Every accepted socket has a TCP_USER_TIMEOUT of `keepalive` (5) seconds (RFC 5482), meant for
+clients that never read: Linux then also drops a connection whose receive window stays shut
+that long. The reports API hands the kernel the whole 1 MB Swagger UI bundle at once and
+closes; a client on a slow link reading 20 KB a second, every second, reopens its window only
+a little at a time, the kernel's zero-window probing never sees it open enough for the next
+segment, and the connection is reset after about 160 KB. Such a client is not one that leaves
+its answer unread: it must get the whole bundle, however long that takes.
 """
 
 from __future__ import annotations
