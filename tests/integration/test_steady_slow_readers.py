@@ -11,6 +11,7 @@ its answer unread: it must get the whole bundle, however long that takes.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from tests.support.stack import LoopbackStack
 
 BUNDLE = f"/docs/{SWAGGER_VERSION}/swagger-ui-bundle.js"
 RATE = 20_000  # bytes a second, read a kilobyte at a time
+CLIENTS = 40  # connections that never read, more than the issuer has threads
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +69,25 @@ def test_a_client_reading_20_kb_a_second_gets_the_whole_swagger_bundle(reports_s
     assert lengths[0] > 1_000_000, head
     assert failure is None, f"dropped after {len(body)} of {lengths[0]} bytes: {failure}"
     assert len(body) == lengths[0]
+
+
+def test_a_client_that_never_reads_leaves_no_traceback_in_the_issuer_log(reports_stack: LoopbackStack) -> None:
+    """The kernel drops it (TCP_USER_TIMEOUT); the issuer's log says nothing of it above a line, never a traceback.
+
+    Any client may do this as often as it likes: an ERROR with a traceback per connection is a
+    log (and an alert) anyone can fill.
+    """
+    host, _, port = reports_stack.issuer_url.removeprefix("http://").partition(":")
+    before = len(reports_stack.issuer_logs())
+    request = f"GET /.well-known/openid-configuration HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() * 200
+    with contextlib.ExitStack() as held:
+        for _ in range(CLIENTS):
+            sock = held.enter_context(socket.socket())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.send(request)
+        time.sleep(8)  # past the 5 s TCP_USER_TIMEOUT: the issuer has given the connections up
+    logged = reports_stack.issuer_logs()[before:]
+    assert "Traceback" not in logged, logged[logged.find("Traceback") - 200 :][:1500]
