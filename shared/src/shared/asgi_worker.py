@@ -19,10 +19,12 @@ app sees any of it, under one deadline:
   counted in `jwt_split_connections_refused_total`;
 - no websockets (`ws="none"`: an upgrade is served as a plain request) and no `Server` header.
 
-- an answer the client does not read: once more is queued for it than asyncio's high-water
-  mark, it has `keepalive` seconds to read enough to fall below the low-water mark, or its
-  connection is dropped (aborted: what was queued goes with it); and the kernel drops a
-  connection whose data stays unacknowledged, or whose receive window stays shut, as long
+- an answer the client does not read: the kernel holds at most 64 KiB of it
+  (`shared.worker.SEND_BUFFER`) and the rest waits here; once more is queued than asyncio's
+  high-water mark, the client has 10 seconds to read enough to fall below the low-water
+  mark, or its connection is reset (what was queued goes with it). A
+  client reading steadily, even slowly (20 KB a second), keeps it. The kernel drops a
+  connection whose data stays unacknowledged, or whose window stays shut, 30 s
   (TCP_USER_TIMEOUT), closed by us or not.
 
 uvicorn reads requests on the event loop, so a slow or half-open client costs a socket and a
@@ -39,6 +41,7 @@ import asyncio
 import json
 import re
 import socket
+import struct
 import sys
 from typing import Any, ClassVar, cast
 
@@ -53,6 +56,10 @@ HEAD_LIMIT = 16 * 1024
 LINE_LIMIT = 8 * 1024  # the request line, and each header field
 FIELDS_LIMIT = 50
 RETRY_AFTER_SECONDS = 1
+# Seconds an answer may stay queued above asyncio's high-water mark before its connection is
+# dropped. Over loopback a client reading 20 KB a second opens its window 64 KiB at a time
+# (the MSS), about every 3 s: it must keep its connection.
+UNREAD_ANSWER_DEADLINE = 10
 _LINE_END = re.compile(rb"\r?\n")
 
 
@@ -116,14 +123,14 @@ class BufferingProtocol(H11Protocol):
         self._pending = bytearray()
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            drop_unread_answers(sock, self.timeout_keep_alive)  # an answer left unread, in the kernel
+            drop_unread_answers(sock)  # what an answer left unread may hold in the kernel, and how long
         self._start_clock()
 
     def pause_writing(self) -> None:
-        """An answer is queued faster than the client reads it: it has `timeout_keep_alive` seconds to catch up."""
+        """An answer is queued faster than the client reads it: it has `UNREAD_ANSWER_DEADLINE` seconds to catch up."""
         super().pause_writing()
         if self._write_timer is None:
-            self._write_timer = self.loop.call_later(self.timeout_keep_alive, self._not_read)
+            self._write_timer = self.loop.call_later(UNREAD_ANSWER_DEADLINE, self._not_read)
 
     def resume_writing(self) -> None:
         """The client read what was queued: no deadline until the next time it falls behind."""
@@ -206,8 +213,15 @@ class BufferingProtocol(H11Protocol):
             self._write_timer = None
 
     def _not_read(self) -> None:
-        """Drop a connection whose client left its answer unread: the bytes queued for it go with it."""
+        """Drop a connection whose client left its answer unread: the bytes queued for it go with it.
+
+        A reset (SO_LINGER of 0), not a close: a closed socket keeps what the kernel still holds
+        of the answer until the kernel gives up.
+        """
         self._write_timer = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
     def _too_slow(self) -> None:

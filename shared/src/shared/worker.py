@@ -136,14 +136,24 @@ def request_bytes_needed(buffered: bytes | bytearray) -> int | None:
     return None if head is None else head.size
 
 
-def drop_unread_answers(sock: socket.socket, seconds: float) -> None:
-    """Have the kernel drop `sock` when what we send it stays unacknowledged, or its receive window shut, `seconds`.
+# What the kernel may hold of answers for one connection, and how long a connection may keep
+# them unacknowledged or its window shut before the kernel drops it.
+SEND_BUFFER = 64 * 1024
+UNREAD_ANSWER_TIMEOUT = 30.0
 
-    TCP_USER_TIMEOUT (RFC 5482; Linux applies it to a shut window too): a client that asks for
-    an answer and never reads it would otherwise hold the answer in the kernel's buffers, and
-    its connection after we close it, for the minutes of the kernel's retries.
+
+def drop_unread_answers(sock: socket.socket) -> None:
+    """Bound what an answer nobody reads costs: `SEND_BUFFER` of the kernel's memory, `UNREAD_ANSWER_TIMEOUT` seconds.
+
+    A fixed send buffer (the kernel's own grows to megabytes) keeps the rest of a long answer
+    in the process, where the worker sees whether the client reads (shared.asgi_worker drops
+    one that does not); TCP_USER_TIMEOUT (RFC 5482; Linux applies it to a shut window too) has
+    the kernel drop a connection whose data stays unacknowledged, or whose window stays shut,
+    that long, ours closed or not, instead of the minutes of its retries. A client on a slow
+    link reading steadily keeps its connection.
     """
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(UNREAD_ANSWER_TIMEOUT * 1000))
 
 
 class _ReadTimeoutSocket(socket.socket):
@@ -196,10 +206,25 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
                 raise
             return
         self.nr_conns += 1
-        drop_unread_answers(client, self.cfg.keepalive)
+        drop_unread_answers(client)
         sock = _ReadTimeoutSocket(fileno=client.detach())
         sock.read_timeout = self.header_timeout
         self.enqueue_req(TConn(self.cfg, sock, address, listener.getsockname()))
+
+    def handle_request(self, req: Any, conn: TConn) -> bool:
+        """Serve one request; a client that does not take its answer in time loses its connection, quietly.
+
+        gunicorn logs every socket error but a reset or a broken pipe as an ERROR with its
+        traceback: a client that never reads its answers (the write's timeout, or the kernel's
+        TCP_USER_TIMEOUT) could fill the log at will. One line instead, and the connection closed.
+        """
+        try:
+            return bool(super().handle_request(req, conn))
+        except OSError as exc:
+            if not isinstance(exc, TimeoutError) and exc.errno != errno.ETIMEDOUT:
+                raise
+            self.log.info("closed a connection whose client did not take its answer in time")
+            raise StopIteration from None  # gunicorn's handle() closes the connection
 
     def enqueue_req(self, conn: TConn) -> None:
         """Give `conn` to a thread once its request has arrived; until then read it on the poller."""
