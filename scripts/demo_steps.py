@@ -41,6 +41,7 @@ TIMEOUT = 10
 REVOCATION_BOUND = 2.0
 # API calls made while the issuer's requests are counted.
 CALLS = 100
+CALLS_SECONDS = 2.5  # the calls take at least this long (see the logout step)
 # Requests on fresh connections after the bound, so that every API worker answers some.
 PROBES = 12
 # The only issuer endpoints an API may ask while it verifies: its keys and the status lists.
@@ -307,6 +308,9 @@ def revocation_step(
         name, url, token = apis[i % 2]
         code = status(url, token)
         check(code == 200, f"the {name} answered {code} during the calls")
+        # Spread over CALLS_SECONDS at least: long enough for every API worker's once-a-second
+        # re-read of the status lists to show among the issuer's requests.
+        time.sleep(max(0.0, calls_started + (i + 1) * CALLS_SECONDS / CALLS - time.monotonic()))
     took = time.monotonic() - calls_started
     after = metrics.read()
     grown = {
