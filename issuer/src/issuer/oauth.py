@@ -143,9 +143,13 @@ def _token_response(
     login = login or grant.login
     audience = _audience(grant.audience or settings.audience, grant.scope)
     # Its refresh family's index in a status list, or one of its own (issuer.statuslist).
-    slot = statuslist.slot_for(
-        grant.client_id, grant.user_id, grant.audience or settings.audience, grant.scope, refresh_token
-    )
+    try:
+        slot = statuslist.slot_for(
+            grant.client_id, grant.user_id, grant.audience or settings.audience, grant.scope, refresh_token
+        )
+    except statuslist.ClientGone:
+        log.info("client deleted during its grant", extra={"fields": {"client_id": grant.client_id}})
+        raise InvalidClient() from None
     access_token, claims = mint_access_token(
         extensions.current().keys.signing_key(),
         grant,

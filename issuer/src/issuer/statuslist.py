@@ -62,7 +62,7 @@ from sqlalchemy import Connection, and_, bindparam, case, delete, insert, or_, s
 from sqlalchemy.sql.expression import ColumnElement
 
 from issuer import jose
-from issuer.db import Database, delete_in_batches, refresh_tokens, status_grants, status_lists
+from issuer.db import Database, clients, delete_in_batches, refresh_tokens, status_grants, status_lists
 from issuer.keys import KeyStore
 from issuer.opaque import secret_hash
 from jwt_verifier.jose import b64url_encode
@@ -129,6 +129,21 @@ _TAKE_INDEX = (
     .returning(status_lists.c.id, status_lists.c.allocated)
 )
 _INSERT_GRANT = insert(status_grants)
+# The grant's client, still registered, held until the grant commits: `clients delete` deletes
+# the row first (waiting for the grants holding it) and then ends the grants it can read, so a
+# grant written meanwhile is either among them or refused here. FOR KEY SHARE on PostgreSQL;
+# SQLite's one writer orders the two anyway.
+_CLIENT_HELD = (
+    select(clients.c.client_id)
+    .where(clients.c.client_id == bindparam("client_id"))
+    .with_for_update(read=True, key_share=True)
+)
+
+
+class ClientGone(Exception):
+    """The grant's client was deleted while the grant was made: no token (the endpoint answers invalid_client)."""
+
+
 # A block's list: the newest open one with an index left, locked until the block is taken.
 # FOR NO KEY UPDATE, as an UPDATE of its counters locks it: the grants inserting rows that refer
 # to the list hold a KEY SHARE lock on it until they commit, which FOR UPDATE would wait for.
@@ -243,6 +258,7 @@ class StatusLists:
                     conn, family.family_id, row, now, revoked=any(r.revoked_at is not None for r in revoked)
                 )
             expires_at = family.family_expires_at + self.access_token_ttl
+            _hold_client(conn, client_id)
             slot = self._allocate(conn)
             conn.execute(
                 _INSERT_GRANT,
@@ -298,6 +314,7 @@ class StatusLists:
         """Allocate the slot of one access token of its own (a client's own token, client_credentials)."""
         expires_at = int(time.time()) + self.access_token_ttl
         with self.database.transaction() as conn:
+            _hold_client(conn, client_id)
             slot = self._allocate(conn)
             conn.execute(
                 _INSERT_GRANT,
@@ -473,6 +490,12 @@ class StatusLists:
         """Delete the grants whose tokens have all expired, then the lists no token refers to; return the lists deleted."""
         delete_in_batches(database, status_grants.c.grant_id, status_grants.c.expires_at < now, batch=batch)
         return delete_in_batches(database, status_lists.c.id, status_lists.c.expires_at < now, batch=batch)
+
+
+def _hold_client(conn: Connection, client_id: str) -> None:
+    """Hold the grant's client row until the grant commits; raise ClientGone if it was deleted (see `_CLIENT_HELD`)."""
+    if conn.execute(_CLIENT_HELD, {"client_id": client_id}).first() is None:
+        raise ClientGone(client_id)
 
 
 def set_bits(conn: Connection, slots: Iterable[Slot], now: int) -> int:

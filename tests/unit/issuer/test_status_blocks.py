@@ -52,7 +52,7 @@ def _worker(lists: StatusLists, *, capacity: int | None = None) -> StatusLists:
 
 
 def _token_slot(lists: StatusLists) -> Slot:
-    return lists.for_token(client_id="svc", audience="api", scope="x")
+    return lists.for_token(client_id="cli", audience="api", scope="x")
 
 
 def _allocated(lists: StatusLists, list_id: str) -> int:

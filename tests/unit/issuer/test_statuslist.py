@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from issuer import create_app, extensions, statuslist
-from issuer.clients import Client
+from issuer.clients import Client, ClientStore
 from issuer.db import Database, refresh_tokens, status_grants, status_lists
 from issuer.keys import KeyStore
 from issuer.prune import prune
@@ -165,7 +165,7 @@ def test_every_token_of_a_refresh_family_shares_its_index_and_each_login_gets_an
 def test_a_full_list_makes_way_for_a_new_one(app: Flask) -> None:
     with app.app_context():
         small = dataclasses.replace(statuslist.current(), capacity=8)
-        slots = [small.for_token(client_id="svc", audience="api", scope="x") for _ in range(9)]
+        slots = [small.for_token(client_id="cli", audience="api", scope="x") for _ in range(9)]
     assert len({slot.list_id for slot in slots}) == 2
     assert sorted(slot.idx for slot in slots[:8]) == list(range(8))
     assert slots[8].idx == 0
@@ -174,8 +174,8 @@ def test_a_full_list_makes_way_for_a_new_one(app: Flask) -> None:
 def test_a_list_past_its_validity_takes_no_more_indexes(app: Flask) -> None:
     with app.app_context():
         closing = dataclasses.replace(statuslist.current(), validity=0)  # each list closes as it opens
-        first = closing.for_token(client_id="svc", audience="api", scope="x")
-        second = closing.for_token(client_id="svc", audience="api", scope="x")
+        first = closing.for_token(client_id="cli", audience="api", scope="x")
+        second = closing.for_token(client_id="cli", audience="api", scope="x")
     assert first.list_id != second.list_id
     assert first.idx == second.idx == 0
 
@@ -525,10 +525,18 @@ def _lists(database: Database, **options: Any) -> StatusLists:
     return StatusLists(database, cast(KeyStore, None), ISSUER, **values)
 
 
+def _register(database: Database, *client_ids: str) -> None:
+    """Register the clients a test's tokens are for: a token's slot is taken only for a registered client."""
+    store = ClientStore(database)
+    for client_id in client_ids:
+        store.add(Client(client_id, frozenset({"refresh_token"})))
+
+
 def test_concurrent_allocations_get_distinct_indexes(database: Database) -> None:
     lists = _lists(database, capacity=64)
+    _register(database, "cli")
     with ThreadPoolExecutor(max_workers=8) as pool:
-        slots = list(pool.map(lambda _: lists.for_token(client_id="svc", audience="api", scope="x"), range(100)))
+        slots = list(pool.map(lambda _: lists.for_token(client_id="cli", audience="api", scope="x"), range(100)))
     assert len(set(slots)) == 100
     by_list = Counter(slot.list_id for slot in slots)
     assert sorted(by_list.values(), reverse=True)[:1] == [64]  # the first list filled exactly
@@ -537,6 +545,7 @@ def test_concurrent_allocations_get_distinct_indexes(database: Database) -> None
 
 def test_concurrent_revocations_of_one_list_lose_no_bit(database: Database) -> None:
     lists = _lists(database)
+    _register(database, *(f"svc-{i}" for i in range(40)))
     slots = [lists.for_token(client_id=f"svc-{i}", audience="api", scope="x") for i in range(40)]
 
     def revoke(i: int) -> None:
