@@ -129,15 +129,14 @@ _TAKE_INDEX = (
     .returning(status_lists.c.id, status_lists.c.allocated)
 )
 _INSERT_GRANT = insert(status_grants)
-# The grant's client, still registered, held until the grant commits: `clients delete` deletes
-# the row first (waiting for the grants holding it) and then ends the grants it can read, so a
-# grant written meanwhile is either among them or refused here. FOR KEY SHARE on PostgreSQL;
-# SQLite's one writer orders the two anyway.
-_CLIENT_HELD = (
-    select(clients.c.client_id)
-    .where(clients.c.client_id == bindparam("client_id"))
-    .with_for_update(read=True, key_share=True)
-)
+# Whether the grant's client is still registered, asked once the grant's row is written. A
+# deletion deletes the client, then waits for every grant writing a row (`LOCK TABLE
+# status_grants IN SHARE MODE`, RefreshTokens.revoke_client) before it ends the grants it reads:
+# a grant that wrote its row first is among them; one that wrote it later finds no client here.
+# (A lock on the client's row, FOR KEY SHARE, did the same at a sixth of the grant's cost: every
+# grant of a client locking one row makes PostgreSQL record them all on it.) SQLite's one writer
+# orders the two anyway.
+_CLIENT_HELD = select(clients.c.client_id).where(clients.c.client_id == bindparam("client_id"))
 
 
 class ClientGone(Exception):
@@ -258,7 +257,6 @@ class StatusLists:
                     conn, family.family_id, row, now, revoked=any(r.revoked_at is not None for r in revoked)
                 )
             expires_at = family.family_expires_at + self.access_token_ttl
-            _hold_client(conn, client_id)
             slot = self._allocate(conn)
             conn.execute(
                 _INSERT_GRANT,
@@ -273,6 +271,7 @@ class StatusLists:
                     "expires_at": expires_at,
                 },
             )
+            _check_client(conn, client_id)
             if any(r.revoked_at is not None for r in revoked):
                 set_bits(conn, [slot], now)
         return slot
@@ -314,7 +313,6 @@ class StatusLists:
         """Allocate the slot of one access token of its own (a client's own token, client_credentials)."""
         expires_at = int(time.time()) + self.access_token_ttl
         with self.database.transaction() as conn:
-            _hold_client(conn, client_id)
             slot = self._allocate(conn)
             conn.execute(
                 _INSERT_GRANT,
@@ -329,6 +327,7 @@ class StatusLists:
                     "expires_at": expires_at,
                 },
             )
+            _check_client(conn, client_id)
         return slot
 
     def _allocate(self, conn: Connection) -> Slot:
@@ -492,8 +491,8 @@ class StatusLists:
         return delete_in_batches(database, status_lists.c.id, status_lists.c.expires_at < now, batch=batch)
 
 
-def _hold_client(conn: Connection, client_id: str) -> None:
-    """Hold the grant's client row until the grant commits; raise ClientGone if it was deleted (see `_CLIENT_HELD`)."""
+def _check_client(conn: Connection, client_id: str) -> None:
+    """Raise ClientGone if the grant's client was deleted (asked once the grant's row is written: see `_CLIENT_HELD`)."""
     if conn.execute(_CLIENT_HELD, {"client_id": client_id}).first() is None:
         raise ClientGone(client_id)
 

@@ -417,6 +417,10 @@ class RefreshTokens:
             revoked = stamp(
                 conn, refresh_tokens.c.revoked_at, refresh_tokens.c.client_id == client_id, now=int(time.time())
             )
+            if conn.dialect.name == "postgresql":
+                # Wait for the grants writing their rows now, and hold new ones until this commits:
+                # each then finds its client gone (issuer.statuslist._CLIENT_HELD), or is read below.
+                conn.exec_driver_sql("LOCK TABLE status_grants IN SHARE MODE")
             revoke_grants(conn, status_grants.c.client_id == client_id)  # its own tokens' too (client_credentials)
             return revoked
 
