@@ -17,15 +17,14 @@ app sees any of it, under one deadline:
   setting for event-loop workers, default 1000; uvicorn's `limit_concurrency`): past that a
   request is answered 503 with `Retry-After` at once rather than queued without bound, and
   counted in `jwt_split_connections_refused_total`;
-- no websockets (`ws="none"`: an upgrade is served as a plain request) and no `Server` header.
-
-- an answer the client does not read: the kernel holds at most 64 KiB of it
-  (`shared.worker.SEND_BUFFER`) and the rest waits here; once more is queued than asyncio's
+- an answer the client does not read: the kernel holds little of it (a 64 KiB send buffer,
+  `shared.worker.SEND_BUFFER`, which Linux doubles) and the rest waits here; once more is queued than asyncio's
   high-water mark, the client has 10 seconds to read enough to fall below the low-water
   mark, or its connection is reset (what was queued goes with it). A
   client reading steadily, even slowly (20 KB a second), keeps it. The kernel drops a
   connection whose data stays unacknowledged, or whose window stays shut, 30 s
-  (TCP_USER_TIMEOUT), closed by us or not.
+  (TCP_USER_TIMEOUT), closed by us or not;
+- no websockets (`ws="none"`: an upgrade is served as a plain request) and no `Server` header.
 
 uvicorn reads requests on the event loop, so a slow or half-open client costs a socket and a
 few kilobytes, not a thread (the reason the gthread workers read a head before taking a

@@ -143,7 +143,7 @@ UNREAD_ANSWER_TIMEOUT = 30.0
 
 
 def drop_unread_answers(sock: socket.socket) -> None:
-    """Bound what an answer nobody reads costs: `SEND_BUFFER` of the kernel's memory, `UNREAD_ANSWER_TIMEOUT` seconds.
+    """Bound what an answer nobody reads costs: twice `SEND_BUFFER` of kernel memory (Linux doubles it), `UNREAD_ANSWER_TIMEOUT` seconds.
 
     A fixed send buffer (the kernel's own grows to megabytes) keeps the rest of a long answer
     in the process, where the worker sees whether the client reads (shared.asgi_worker drops

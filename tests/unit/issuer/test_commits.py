@@ -21,7 +21,7 @@ from sqlalchemy import event, select, update
 from werkzeug.test import TestResponse
 
 from issuer import extensions, statuslist
-from issuer.clients import Client
+from issuer.clients import Client, ClientStore
 from issuer.db import status_grants, status_lists
 from issuer.settings import IssuerSettings
 from tests.support.browsing import VERIFIER, WEB_REDIRECT_URI, get_code
@@ -202,3 +202,22 @@ def test_a_dpop_proof_spent_by_a_refused_grant_stays_spent(app: Flask, client: F
     replayed = _post(app, client, proof, grant_type="password", **login)
     assert replayed.response.status_code == 400
     assert replayed.response.get_json()["error"] == "invalid_dpop_proof"
+
+
+def test_a_grant_whose_client_is_deleted_meanwhile_is_refused_invalid_client(
+    app: Flask, client: FlaskClient, service: Any
+) -> None:
+    """A worker still holding the client (its registry cache) when the CLI deletes it: 401, no token."""
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION}
+    _ok(_post(app, client, **form, client_assertion=_assertion(service)))  # the worker caches the client
+    ClientStore(extensions.of(app).database).delete(SERVICE)  # the CLI's own store: the worker's cache stays
+    refused = _post(app, client, **form, client_assertion=_assertion(service))
+    assert refused.response.status_code == 401, refused.response.get_data(as_text=True)
+    assert refused.response.get_json()["error"] == "invalid_client"
+    assert "WWW-Authenticate" in refused.response.headers
+    with extensions.of(
+        app
+    ).database.reading() as conn:  # the first token's grant (revoked): the refused one rolled back
+        assert (
+            len(conn.execute(select(status_grants.c.grant_id).where(status_grants.c.client_id == SERVICE)).all()) == 1
+        )

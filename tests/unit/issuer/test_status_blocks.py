@@ -27,12 +27,14 @@ from issuer.db import status_grants, status_lists
 from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
 from issuer.statuslist import BLOCK, BLOCK_HOLD, Slot, StatusLists
+from tests.support.browsing import DEMO_USERS
 
 
 @pytest.fixture
 def settings(issuer_settings: IssuerSettings, postgres_url: str) -> IssuerSettings:
     return dataclasses.replace(
         issuer_settings,
+        demo_users=DEMO_USERS,
         database_url=postgres_url,
         key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
         session_secret="S" * 48,
@@ -179,6 +181,23 @@ def test_a_list_row_held_too_long_fails_the_grant_instead_of_hanging_it(lists: S
             assert time.monotonic() - started < 10
     finally:
         other.dispose()
+
+
+def test_a_token_request_waiting_too_long_for_the_list_is_answered_503(app: Flask, postgres_url: str) -> None:
+    client = app.test_client()
+    login = {"grant_type": "password", "client_id": "cli", "username": "alice", "password": "wonderland"}
+    assert client.post("/token", data=login).status_code == 200  # the worker's first block, and alice
+    app.extensions[statuslist.EXTENSION] = _worker(app.extensions[statuslist.EXTENSION])  # no block yet
+    other = create_engine(postgres_url)
+    try:
+        with other.begin() as conn:
+            conn.execute(text("SELECT id FROM status_lists FOR UPDATE"))  # held past the lock timeout
+            answer = client.post("/token", data=login)
+    finally:
+        other.dispose()
+    assert answer.status_code == 503, answer.get_data(as_text=True)
+    assert answer.headers["Retry-After"]
+    assert answer.get_json()["error"] == "temporarily_unavailable"
 
 
 def test_a_process_forked_after_a_block_was_taken_takes_its_own(lists: StatusLists) -> None:
