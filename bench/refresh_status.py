@@ -32,7 +32,7 @@ import requests
 from bench import scale
 from bench.load import wrk
 from issuer.settings import IssuerSettings
-from issuer.statuslist import StatusLists
+from issuer.statuslist import Registered, StatusLists
 from issuer.users import UserStore
 from tests.support.processes import GunicornService
 
@@ -71,7 +71,14 @@ def mint_refresh_tokens(issuer: GunicornService, count: int, *, allocate: bool =
         access_token_ttl=settings.access_token_ttl,
     )
     for token in tokens:
-        lists.for_family(token, client_id="cli", user_id=user.id, audience=settings.audience, scope=scale.SCOPE)
+        lists.for_family(
+            token,
+            client_id="cli",
+            user_id=user.id,
+            audience=settings.audience,
+            scope=scale.SCOPE,
+            registered=Registered(client=0, api=0),  # the bench's issuers: built-in client, default API, as seeded
+        )
     database.dispose()
     return tokens
 

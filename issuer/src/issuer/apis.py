@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Row, delete, select, update
+from sqlalchemy import Connection, Row, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from issuer.cache import TtlCache
+from issuer.cache import TtlCache, pinned
 from issuer.db import Database, api_resource_uris, apis, delete_where, every, find, insert_missing
 from issuer.narrowing import end_unpermitted_for_api
 from issuer.users import parse_scope
@@ -46,6 +46,8 @@ class Api:
     require_dpop: bool = (
         False  # its tokens are DPoP-bound only (RFC 9449; RFC 9728 `dpop_bound_access_tokens_required`)
     )
+    # How many times its scopes or DPoP requirement changed: what a grant's write checks (issuer.statuslist).
+    revision: int = field(default=0, compare=False)
 
     @property
     def scope(self) -> str:
@@ -107,7 +109,9 @@ class ApiStore:
             check_audience(audience)
         except InvalidApi:
             return None  # never sent to the database
-        return self._cache.get(("audience", audience), lambda key: self._read(key[1]))
+        return pinned(
+            ("api", audience), lambda: self._cache.get(("audience", audience), lambda key: self._read(key[1]))
+        )
 
     def _read(self, audience: str) -> Api | None:
         row = find(self.database, apis.c.audience, audience)
@@ -126,7 +130,8 @@ class ApiStore:
             check_resource_uri(resource)
         except InvalidApi:
             return None  # never registered, never sent to the database
-        return self._cache.get(("uri", resource), lambda key: self._by_uri(key[1]))
+        named = self._cache.get(("uri", resource), lambda key: self._by_uri(key[1]))
+        return None if named is None else self.get(named.audience)  # the version this request reads
 
     def _by_uri(self, uri: str) -> Api | None:
         row = find(self.database, api_resource_uris.c.uri, uri)
@@ -141,6 +146,10 @@ class ApiStore:
         if api is None or not allowed(api.audience):
             raise InvalidTarget("the resource is not an API this client may get tokens for")
         return api
+
+    def forget_cached(self) -> None:
+        """Forget this worker's copies: the next read of each API asks the database (one changed meanwhile)."""
+        self._cache.clear()
 
     def list(self) -> list[Api]:
         """Return every API by audience."""
@@ -209,10 +218,16 @@ class ApiStore:
                 if owner is not None and owner != api.audience:
                     raise InvalidApi(f"{api.audience!r} is a resource URI of API {owner!r}")
                 if existed:
+                    # A new revision only when they change; the row is locked either way (replaces take turns).
+                    changed = or_(apis.c.scope != api.scope, apis.c.require_dpop != api.require_dpop)
                     conn.execute(
                         update(apis)
                         .where(apis.c.audience == api.audience)
-                        .values(scope=api.scope, require_dpop=api.require_dpop)
+                        .values(
+                            scope=api.scope,
+                            require_dpop=api.require_dpop,
+                            revision=case((changed, apis.c.revision + 1), else_=apis.c.revision),
+                        )
                     )
                     conn.execute(delete(api_resource_uris).where(api_resource_uris.c.audience == api.audience))
                     # The access tokens of grants holding scopes it no longer defines end now (issuer.narrowing).
@@ -248,4 +263,4 @@ def _values(api: Api) -> dict[str, Any]:
 
 
 def _api(row: Row[Any], resource_uris: Iterable[str]) -> Api:
-    return Api(row.audience, parse_scope(row.scope), frozenset(resource_uris), bool(row.require_dpop))
+    return Api(row.audience, parse_scope(row.scope), frozenset(resource_uris), bool(row.require_dpop), row.revision)

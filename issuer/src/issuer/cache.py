@@ -3,6 +3,11 @@
 A worker answers from what it read less than `ttl` seconds ago; a change made in the same
 process (the app's own stores) clears it at once, and a change made elsewhere (the CLI, another
 worker or replica) is seen within `ttl` (ISSUER_REGISTRY_CACHE_TTL, docs/configuration.md).
+
+What a grant read is checked when it writes: within a request a registration is read once
+(`pinned`), and the grant's status-list row is written only if that registration is still at
+the revision read (issuer.statuslist). A token is never made from a copy older than the
+registration its grant commits under; the grant that finds it changed answers 503, retry.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
+
+from flask import g, has_request_context
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -50,3 +57,17 @@ class TtlCache(Generic[K, V]):
         with self._lock:
             self._generation += 1
             self._entries.clear()
+
+
+def pinned(key: Hashable, read: Callable[[], V]) -> V:
+    """Return what this request first read of `key` (reading it now if it has not): one version of a registration per request.
+
+    A grant's checks and its write then speak of the same registration, whose revision the
+    write checks is still current. Outside a request (the CLI), `read()`.
+    """
+    if not has_request_context():
+        return read()
+    seen: dict[Hashable, Any] = g.setdefault("registrations", {})
+    if key not in seen:
+        seen[key] = read()
+    return cast(V, seen[key])

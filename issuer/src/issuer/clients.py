@@ -16,13 +16,13 @@ import functools
 import ipaddress
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Row, bindparam, delete, select, update
+from sqlalchemy import Connection, Row, bindparam, case, delete, or_, select, update
 
-from issuer.cache import TtlCache
+from issuer.cache import TtlCache, pinned
 from issuer.codes import AuthorizationCodes
 from issuer.db import (
     Database,
@@ -71,6 +71,8 @@ class Client:
     require_dpop: bool = False
     # RFC 9449 section 8: the client's proofs must carry a server nonce, whatever ISSUER_DPOP_NONCE says.
     require_dpop_nonce: bool = False
+    # How many times the registration changed: what a grant's write checks it still is (issuer.statuslist).
+    revision: int = field(default=0, compare=False)
 
     @property
     def name(self) -> str:
@@ -196,7 +198,7 @@ class ClientStore:
         """Return the client, or None."""
         if not client_id or len(client_id) > 64 or "\x00" in client_id:
             return None  # never sent to the database: PostgreSQL refuses NUL in text outright
-        return self._cache.get(client_id, self._read)
+        return pinned(("client", client_id), lambda: self._cache.get(client_id, self._read))
 
     def _read(self, client_id: str) -> Client | None:
         with self.database.reading() as conn:
@@ -209,6 +211,10 @@ class ClientStore:
                 .order_by(client_post_logout_redirect_uris.c.uri)
             )
             return _client(row, tuple(uris.scalars()))
+
+    def forget_cached(self) -> None:
+        """Forget this worker's copies: the next read of each client asks the database (one changed meanwhile)."""
+        self._cache.clear()
 
     def list(self) -> list[Client]:
         """Return every client by id."""
@@ -329,7 +335,13 @@ def _put(conn: Connection, client: Client) -> bool:
         _put_post_logout_uris(conn, client)
         return False
     del values["created_at"]
-    conn.execute(update(clients).where(clients.c.client_id == client.client_id).values(values))
+    # A new revision only when a field changes (every start stores the built-in clients again);
+    # the row is locked either way, so that two replacements take turns.
+    changed = or_(*(clients.c[name].is_distinct_from(value) for name, value in values.items()))
+    revision = case((changed, clients.c.revision + 1), else_=clients.c.revision)
+    conn.execute(
+        update(clients).where(clients.c.client_id == client.client_id).values({**values, "revision": revision})
+    )
     _put_post_logout_uris(conn, client)
     return True
 
@@ -377,4 +389,5 @@ def _client(row: Row[Any], post_logout_redirect_uris: tuple[str, ...] = ()) -> C
         post_logout_redirect_uris=post_logout_redirect_uris,
         require_dpop=bool(row.require_dpop),
         require_dpop_nonce=bool(row.require_dpop_nonce),
+        revision=row.revision,
     )

@@ -172,6 +172,8 @@ clients = Table(
     Column("created_at", Integer, nullable=False),
     Column("require_dpop", Boolean, server_default=false(), nullable=False),  # RFC 9449 section 5.2
     Column("require_dpop_nonce", Boolean, server_default=false(), nullable=False),  # RFC 9449 section 8
+    # Counts the changes of the fields above: a grant's write checks it used the current ones (issuer.statuslist).
+    Column("revision", Integer, server_default=text("0"), nullable=False),
 )
 
 # Owner: issuer.clients.ClientStore. Where a client may send the browser after an RP-initiated
@@ -210,6 +212,7 @@ apis = Table(
     Column("scope", Text, nullable=False),
     Column("created_at", Integer, nullable=False),
     Column("require_dpop", Boolean, server_default=false(), nullable=False),  # DPoP-bound tokens only (RFC 9449)
+    Column("revision", Integer, server_default=text("0"), nullable=False),  # as clients.revision
 )
 
 # Owner: issuer.apis.ApiStore. Other names of an API that a client may give as `resource`, such

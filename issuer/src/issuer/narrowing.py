@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.sql.expression import ColumnElement
 
 from issuer.db import apis, status_grants
-from issuer.statuslist import revoke_grants
+from issuer.statuslist import hold_new_grants, revoke_grants
 
 OPENID = "openid"
 IDENTITY_SCOPES = frozenset({OPENID, "profile", "email"})
@@ -49,6 +49,7 @@ def end_unpermitted_for_api(conn: Connection, audience: str, scopes: frozenset[s
     def permitted(_audience: str, held: frozenset[str]) -> bool:
         return held - kept_on_refresh(held, scopes) <= scopes
 
+    hold_new_grants(conn)  # a grant made from the API's older copy meanwhile: read below, or refused
     return _end_unpermitted(conn, status_grants.c.audience == audience, permitted)
 
 

@@ -143,13 +143,26 @@ def _token_response(
     login = login or grant.login
     audience = _audience(grant.audience or settings.audience, grant.scope)
     # Its refresh family's index in a status list, or one of its own (issuer.statuslist).
+    api = grant.audience or settings.audience
     try:
         slot = statuslist.slot_for(
-            grant.client_id, grant.user_id, grant.audience or settings.audience, grant.scope, refresh_token
+            grant.client_id, grant.user_id, api, grant.scope, refresh_token, _registered(grant.client_id, api)
         )
     except statuslist.ClientGone:
         log.info("client deleted during its grant", extra={"fields": {"client_id": grant.client_id}})
         raise InvalidClient() from None
+    except statuslist.RegistrationChanged:
+        # Made from this worker's older copy of a registration: what it granted may be no longer
+        # permitted. Nothing was written; asked again, the grant reads the registration anew.
+        extensions.current().clients.forget_cached()
+        extensions.current().apis.forget_cached()
+        log.info("registration changed during its grant", extra={"fields": {"client_id": grant.client_id}})
+        raise OAuthError(
+            "the client's or the API's registration changed while this request ran; send it again",
+            error="temporarily_unavailable",
+            status=503,
+            headers={"Retry-After": "1"},
+        ) from None
     access_token, claims = mint_access_token(
         extensions.current().keys.signing_key(),
         grant,
@@ -178,6 +191,17 @@ def _token_response(
     response.headers.update(NO_STORE)
     response.headers.update(dpop.nonce_headers())
     return response
+
+
+def _registered(client_id: str, audience: str) -> statuslist.Registered:
+    """Return the revisions of the client and the API a grant was made by: what this request read of them (issuer.cache)."""
+    client = extensions.current().clients.get(client_id)
+    api = extensions.current().apis.get(audience)
+    if client is None:
+        raise InvalidClient()
+    if api is None:
+        raise OAuthError(f"API {audience!r} is no longer registered", error="invalid_target")
+    return statuslist.Registered(client.revision, api.revision)
 
 
 def _password_grant(params: dict[str, str], client: Client) -> Response:

@@ -58,11 +58,11 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from sqlalchemy import Connection, and_, bindparam, case, delete, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, exists, insert, or_, select, text, update
 from sqlalchemy.sql.expression import ColumnElement
 
 from issuer import jose
-from issuer.db import Database, clients, delete_in_batches, refresh_tokens, status_grants, status_lists
+from issuer.db import Database, apis, clients, delete_in_batches, refresh_tokens, status_grants, status_lists
 from issuer.keys import KeyStore
 from issuer.opaque import secret_hash
 from jwt_verifier.jose import b64url_encode
@@ -128,17 +128,47 @@ _TAKE_INDEX = (
     .values(allocated=status_lists.c.allocated + 1)
     .returning(status_lists.c.id, status_lists.c.allocated)
 )
-_INSERT_GRANT = insert(status_grants)
-# Whether the grant's client is still registered, asked once the grant's row is written. A
-# deletion deletes the client, then waits for every grant writing a row (`LOCK TABLE
-# status_grants IN SHARE MODE`, RefreshTokens.revoke_client) before it ends the grants it reads:
-# a grant that wrote its row first is among them; one that wrote it later finds no client here.
-# (Locking the client's row instead, FOR KEY SHARE, measured the same cost and would queue the
-# deletion behind every grant of the client.) SQLite's one writer orders the two anyway.
-_CLIENT_HELD = select(clients.c.client_id).where(clients.c.client_id == bindparam("client_id"))
+# A grant's row, written only while the client and the API it was made by are at the revision
+# it read (`Registered`: a worker reads them through a cache, issuer.cache), so that a grant
+# made from an older copy of a registration just changed writes nothing and issues nothing. A
+# change that ends grants (`clients delete`, a narrowing `clients add --replace` or `apis add
+# --replace`) bumps the revision, then waits for the grants writing rows and holds new ones
+# until it commits (`hold_new_grants`) before it reads the grants it ends: a grant that wrote
+# its row first is among them; one that writes it later waited for that lock, and on
+# PostgreSQL a statement's snapshot is taken once its locks are held, so it sees the new
+# revision. SQLite's one writer orders the two anyway.
+_GRANT = {name: bindparam(name, type_=status_grants.c[name].type) for name in (
+    "grant_id", "list_id", "idx", "client_id", "user_id", "audience", "scope", "expires_at",
+)}  # fmt: skip
+_INSERT_GRANT = (
+    insert(status_grants)
+    .from_select(
+        list(_GRANT),
+        select(*_GRANT.values()).where(
+            exists().where(
+                clients.c.client_id == _GRANT["client_id"], clients.c.revision == bindparam("client_revision")
+            ),
+            exists().where(apis.c.audience == _GRANT["audience"], apis.c.revision == bindparam("api_revision")),
+        ),
+    )
+    .returning(status_grants.c.grant_id)
+)  # what was written (the row count of an INSERT ... SELECT read -1 on PostgreSQL)
+_CLIENT_KNOWN = select(clients.c.client_id).where(clients.c.client_id == bindparam("client_id"))
 
 
-class ClientGone(Exception):
+@dataclass(frozen=True)
+class Registered:
+    """The revisions of the client and the API a grant was made by, as its request read them."""
+
+    client: int
+    api: int
+
+
+class RegistrationChanged(Exception):
+    """The grant's client or API changed while the grant was made: no token (the endpoint answers 503, retry)."""
+
+
+class ClientGone(RegistrationChanged):
     """The grant's client was deleted while the grant was made: no token (the endpoint answers invalid_client)."""
 
 
@@ -220,7 +250,9 @@ class StatusLists:
 
     # -- allocation -----------------------------------------------------------------------------
 
-    def for_family(self, refresh_token: str, *, client_id: str, user_id: str, audience: str, scope: str) -> Slot:
+    def for_family(
+        self, refresh_token: str, *, client_id: str, user_id: str, audience: str, scope: str, registered: Registered
+    ) -> Slot:
         """Return the slot of the refresh family `refresh_token` belongs to, allocating it at the family's first token.
 
         A family revoked meanwhile gets its slot set INVALID at once: the revocation found no
@@ -257,20 +289,18 @@ class StatusLists:
                 )
             expires_at = family.family_expires_at + self.access_token_ttl
             slot = self._allocate(conn)
-            conn.execute(
-                _INSERT_GRANT,
-                {
-                    "grant_id": family.family_id,
-                    "list_id": slot.list_id,
-                    "idx": slot.idx,
-                    "client_id": client_id,
-                    "user_id": user_id or None,
-                    "audience": audience,
-                    "scope": scope,
-                    "expires_at": expires_at,
-                },
+            _insert_grant(
+                conn,
+                registered,
+                grant_id=family.family_id,
+                list_id=slot.list_id,
+                idx=slot.idx,
+                client_id=client_id,
+                user_id=user_id or None,
+                audience=audience,
+                scope=scope,
+                expires_at=expires_at,
             )
-            _check_client(conn, client_id)
             if any(r.revoked_at is not None for r in revoked):
                 set_bits(conn, [slot], now)
         return slot
@@ -293,7 +323,7 @@ class StatusLists:
             return old
         slot = self._allocate(conn)
         live = row.open_until is not None  # a pruned list: every token naming it has expired
-        conn.execute(
+        moved = conn.execute(
             update(status_grants)
             .where(status_grants.c.grant_id == family_id)
             .values(
@@ -303,30 +333,30 @@ class StatusLists:
                 previous_idx=old.idx if live else None,
                 previous_expires_at=now + self.access_token_ttl if live else None,
             )
-        )
+        ).rowcount
+        if not moved:  # ended since it was read (a narrowing forgets the grants it ends): its token would escape
+            raise RegistrationChanged(family_id)
         if revoked:
             set_bits(conn, [slot, old] if live else [slot], now)
         return slot
 
-    def for_token(self, *, client_id: str, audience: str, scope: str) -> Slot:
+    def for_token(self, *, client_id: str, audience: str, scope: str, registered: Registered) -> Slot:
         """Allocate the slot of one access token of its own (a client's own token, client_credentials)."""
         expires_at = int(time.time()) + self.access_token_ttl
         with self.database.transaction() as conn:
             slot = self._allocate(conn)
-            conn.execute(
-                _INSERT_GRANT,
-                {
-                    "grant_id": f"token:{uuid.uuid4().hex}",
-                    "list_id": slot.list_id,
-                    "idx": slot.idx,
-                    "client_id": client_id,
-                    "user_id": None,
-                    "audience": audience,
-                    "scope": scope,
-                    "expires_at": expires_at,
-                },
+            _insert_grant(
+                conn,
+                registered,
+                grant_id=f"token:{uuid.uuid4().hex}",
+                list_id=slot.list_id,
+                idx=slot.idx,
+                client_id=client_id,
+                user_id=None,
+                audience=audience,
+                scope=scope,
+                expires_at=expires_at,
             )
-            _check_client(conn, client_id)
         return slot
 
     def _allocate(self, conn: Connection) -> Slot:
@@ -490,10 +520,24 @@ class StatusLists:
         return delete_in_batches(database, status_lists.c.id, status_lists.c.expires_at < now, batch=batch)
 
 
-def _check_client(conn: Connection, client_id: str) -> None:
-    """Raise ClientGone if the grant's client was deleted (asked once the grant's row is written: see `_CLIENT_HELD`)."""
-    if conn.execute(_CLIENT_HELD, {"client_id": client_id}).first() is None:
-        raise ClientGone(client_id)
+def _insert_grant(conn: Connection, registered: Registered, **row: Any) -> None:
+    """Write a grant's row if its client and API are still at the revisions it read, else raise (see `_INSERT_GRANT`)."""
+    params = {**row, "client_revision": registered.client, "api_revision": registered.api}
+    if conn.execute(_INSERT_GRANT, params).first() is not None:
+        return
+    if conn.execute(_CLIENT_KNOWN, {"client_id": row["client_id"]}).first() is None:
+        raise ClientGone(row["client_id"])
+    raise RegistrationChanged(row["client_id"])
+
+
+def hold_new_grants(conn: Connection) -> None:
+    """Wait for the grants writing their rows now, and hold new ones until the open transaction ends.
+
+    For a change that ends grants, after it changed the registration and before it reads the
+    grants (see `_INSERT_GRANT`). SQLite's one writer needs nothing.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE status_grants IN SHARE MODE")
 
 
 def set_bits(conn: Connection, slots: Iterable[Slot], now: int) -> int:
@@ -569,14 +613,31 @@ def current() -> StatusLists:
     return cast(StatusLists, current_app.extensions[EXTENSION])
 
 
-def slot_for(grant_client_id: str, user_id: str, audience: str, scope: str, refresh_token: str | None) -> Slot | None:
-    """Return the slot of a new access token: its refresh family's, or a slot of its own without one; None when off."""
+def slot_for(
+    grant_client_id: str,
+    user_id: str,
+    audience: str,
+    scope: str,
+    refresh_token: str | None,
+    registered: Registered,
+) -> Slot | None:
+    """Return the slot of a new access token: its refresh family's, or a slot of its own without one; None when off.
+
+    `registered` says what the grant read of its client and API (a new grant row checks them).
+    """
     lists = current()
     if not lists.enabled:
         return None
     if refresh_token is None:
-        return lists.for_token(client_id=grant_client_id, audience=audience, scope=scope)
-    return lists.for_family(refresh_token, client_id=grant_client_id, user_id=user_id, audience=audience, scope=scope)
+        return lists.for_token(client_id=grant_client_id, audience=audience, scope=scope, registered=registered)
+    return lists.for_family(
+        refresh_token,
+        client_id=grant_client_id,
+        user_id=user_id,
+        audience=audience,
+        scope=scope,
+        registered=registered,
+    )
 
 
 @bp.get("/statuslists/<list_id>")
@@ -616,6 +677,7 @@ def revoke_unpermitted(conn: Connection, client_id: str, permitted: Callable[[st
     Their slots are set INVALID and forgotten: a family the client may still refresh, narrowed,
     gets a new slot at its next token. Return how many slots changed.
     """
+    hold_new_grants(conn)
     rows = conn.execute(
         select(status_grants.c.grant_id, status_grants.c.audience, status_grants.c.scope).where(
             status_grants.c.client_id == client_id

@@ -25,7 +25,7 @@ from issuer.db import Database, delete_in_batches, refresh_tokens, stamp, status
 from issuer.jose import ACCESS_TOKEN, ID_TOKEN, sign
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
-from issuer.statuslist import of_families, revoke_grants
+from issuer.statuslist import hold_new_grants, of_families, revoke_grants
 from jwt_verifier.jose import b64url_encode
 from shared import audit, metrics
 
@@ -417,10 +417,7 @@ class RefreshTokens:
             revoked = stamp(
                 conn, refresh_tokens.c.revoked_at, refresh_tokens.c.client_id == client_id, now=int(time.time())
             )
-            if conn.dialect.name == "postgresql":
-                # Wait for the grants writing their rows now, and hold new ones until this commits:
-                # each then finds its client gone (issuer.statuslist._CLIENT_HELD), or is read below.
-                conn.exec_driver_sql("LOCK TABLE status_grants IN SHARE MODE")
+            hold_new_grants(conn)  # each grant being made then finds its client gone, or is read below
             revoke_grants(conn, status_grants.c.client_id == client_id)  # its own tokens' too (client_credentials)
             return revoked
 

@@ -26,7 +26,7 @@ from issuer import statuslist
 from issuer.db import status_grants, status_lists
 from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
-from issuer.statuslist import BLOCK, BLOCK_HOLD, Slot, StatusLists
+from issuer.statuslist import BLOCK, BLOCK_HOLD, Registered, Slot, StatusLists
 from tests.support.browsing import DEMO_USERS
 
 
@@ -54,7 +54,7 @@ def _worker(lists: StatusLists, *, capacity: int | None = None) -> StatusLists:
 
 
 def _token_slot(lists: StatusLists) -> Slot:
-    return lists.for_token(client_id="cli", audience="api", scope="x")
+    return lists.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=Registered(0, 0))
 
 
 def _allocated(lists: StatusLists, list_id: str) -> int:

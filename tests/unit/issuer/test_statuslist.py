@@ -18,15 +18,18 @@ from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from issuer import create_app, extensions, statuslist
+from issuer.apis import ApiStore
 from issuer.clients import Client, ClientStore
 from issuer.db import Database, refresh_tokens, status_grants, status_lists
 from issuer.keys import KeyStore
 from issuer.prune import prune
 from issuer.settings import IntrospectionSettings, IssuerSettings
-from issuer.statuslist import StatusLists, bit, decode, encode, revoke_grants, set_bit
+from issuer.statuslist import Registered, StatusLists, bit, decode, encode, revoke_grants, set_bit
 from jwt_verifier.jose import load_verification_key
 from shared.settings import SettingsError
 from tests.support.browsing import VERIFIER, csrf_token, get_code
+
+FIRST = Registered(client=0, api=0)  # a client's and an API's revisions, never changed since they were added
 
 DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
 ISSUER = "http://issuer.test"
@@ -165,7 +168,9 @@ def test_every_token_of_a_refresh_family_shares_its_index_and_each_login_gets_an
 def test_a_full_list_makes_way_for_a_new_one(app: Flask) -> None:
     with app.app_context():
         small = dataclasses.replace(statuslist.current(), capacity=8)
-        slots = [small.for_token(client_id="cli", audience="api", scope="x") for _ in range(9)]
+        slots = [
+            small.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=FIRST) for _ in range(9)
+        ]
     assert len({slot.list_id for slot in slots}) == 2
     assert sorted(slot.idx for slot in slots[:8]) == list(range(8))
     assert slots[8].idx == 0
@@ -174,8 +179,8 @@ def test_a_full_list_makes_way_for_a_new_one(app: Flask) -> None:
 def test_a_list_past_its_validity_takes_no_more_indexes(app: Flask) -> None:
     with app.app_context():
         closing = dataclasses.replace(statuslist.current(), validity=0)  # each list closes as it opens
-        first = closing.for_token(client_id="cli", audience="api", scope="x")
-        second = closing.for_token(client_id="cli", audience="api", scope="x")
+        first = closing.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=FIRST)
+        second = closing.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=FIRST)
     assert first.list_id != second.list_id
     assert first.idx == second.idx == 0
 
@@ -223,7 +228,7 @@ def test_a_family_revoked_before_its_move_is_born_invalid_in_the_open_list(app: 
     with database.transaction() as conn:  # revoked meanwhile, by a revocation that set no bit
         conn.execute(update(refresh_tokens).values(revoked_at=int(time.time())))
     with app.test_request_context():
-        slot = statuslist.slot_for("cli", "", "api", "profile", first["refresh_token"])
+        slot = statuslist.slot_for("cli", "", "jwt-split-api", "profile", first["refresh_token"], FIRST)
     assert slot is not None
     assert slot.list_id not in _reference(first["access_token"])["uri"]
     assert _status(client, first["access_token"]) == 1
@@ -530,13 +535,19 @@ def _register(database: Database, *client_ids: str) -> None:
     store = ClientStore(database)
     for client_id in client_ids:
         store.add(Client(client_id, frozenset({"refresh_token"})))
+    if ApiStore(database).get("api") is None:
+        ApiStore(database).add("api", "x")
 
 
 def test_concurrent_allocations_get_distinct_indexes(database: Database) -> None:
     lists = _lists(database, capacity=64)
     _register(database, "cli")
     with ThreadPoolExecutor(max_workers=8) as pool:
-        slots = list(pool.map(lambda _: lists.for_token(client_id="cli", audience="api", scope="x"), range(100)))
+        slots = list(
+            pool.map(
+                lambda _: lists.for_token(client_id="cli", audience="api", scope="x", registered=FIRST), range(100)
+            )
+        )
     assert len(set(slots)) == 100
     by_list = Counter(slot.list_id for slot in slots)
     assert sorted(by_list.values(), reverse=True)[:1] == [64]  # the first list filled exactly
@@ -546,7 +557,7 @@ def test_concurrent_allocations_get_distinct_indexes(database: Database) -> None
 def test_concurrent_revocations_of_one_list_lose_no_bit(database: Database) -> None:
     lists = _lists(database)
     _register(database, *(f"svc-{i}" for i in range(40)))
-    slots = [lists.for_token(client_id=f"svc-{i}", audience="api", scope="x") for i in range(40)]
+    slots = [lists.for_token(client_id=f"svc-{i}", audience="api", scope="x", registered=FIRST) for i in range(40)]
 
     def revoke(i: int) -> None:
         with database.transaction() as conn:
