@@ -218,3 +218,24 @@ def test_a_process_forked_after_a_block_was_taken_takes_its_own(lists: StatusLis
     assert os.waitpid(pid, 0)[1] == 0
     assert child_idx == BLOCK  # a block of its own, not the parent's next index
     assert _token_slot(lists) == Slot(inherited.list_id, inherited.idx + 1)
+
+
+def test_workers_finding_no_open_list_at_once_open_one_between_them(lists: StatusLists) -> None:
+    """Live tokens name at most two lists (the open one and the one before it), however many workers start together."""
+    with lists.database.transaction() as conn:  # every list closed: the next blocks open a new one
+        conn.execute(update(status_lists).values(open_until=int(time.time())))
+    workers = [_worker(lists) for _ in range(6)]
+    start = threading.Barrier(len(workers))
+    taken: list[Slot] = []
+
+    def first_grant(worker: StatusLists) -> None:
+        start.wait()
+        taken.append(_token_slot(worker))
+
+    threads = [threading.Thread(target=first_grant, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == len(workers)
+    assert len({slot.list_id for slot in taken}) == 1, taken
