@@ -60,6 +60,7 @@ from issuer.tokens import Authentication, Grant, Login, mint_id_token
 from issuer.users import User
 from jwt_verifier.dpop_scheme import DPoPPolicy, dpop_request
 from jwt_verifier.errors import InvalidToken, Reason, TokenRevoked
+from jwt_verifier.flask import sent_target
 from jwt_verifier.protector import ResourceProtector
 from jwt_verifier.verifier import Verifier
 
@@ -210,9 +211,8 @@ def userinfo() -> Response:
     protector: ResourceProtector = current_app.extensions["issuer.userinfo"]
     url = extensions.current().settings.url
     proofs = request.headers.getlist("DPoP")
-    claims = protector.acquire(
-        request, OPENID, dpop=dpop_request(url, request.method, request.script_root + request.path, proofs)
-    )
+    path = request.script_root + request.path
+    claims = protector.acquire(request, OPENID, dpop=dpop_request(url, request.method, path, proofs, sent_target()))
     # As introspection: a token the issuer revoked (its status list index set) is refused here too.
     if statuslist.current().revoked(claims):
         log.info("token refused", extra={"fields": {"reason": Reason.REVOKED, "detail": "the token has been revoked"}})

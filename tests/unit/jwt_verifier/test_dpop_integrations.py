@@ -322,3 +322,59 @@ def test_a_proof_for_a_path_with_an_encoded_question_mark_is_accepted(
         answer = requests.get(f"{base_url}/orders/a%3Fb", headers=headers, timeout=10)
     fastapi_protection(api).jwks.session.close()
     assert (answer.status_code, answer.json()) == (200, {"name": "a?b"})
+
+
+@pytest.mark.parametrize("framework", ["flask", "fastapi"])
+def test_the_htu_is_the_path_as_the_client_sent_it_encoded_slash_and_all(
+    framework: str,
+    jwks_server: JwksServer,
+    rsa_key: rsa.RSAPrivateKey,
+    ec_key: ec.EllipticCurvePrivateKey,
+    tmp_path: Path,
+) -> None:
+    # RFC 9449 section 4.3: `htu` matches the URI the request was sent to, after RFC 3986
+    # syntax-based normalization, which decodes unreserved characters only: `a%2Fb` is one
+    # segment, `a/b` two. Built from the framework's decoded path, a proof for the path the
+    # client called was refused, and one for another path accepted.
+    jwks_server.serve_keys(rsa_key)
+    config = _config(jwks_server, tmp_path, {})
+    token = _bound_token(rsa_key, ec_key)
+
+    def proof(path: str) -> dict[str, str]:
+        return _dpop(token, make_proof(ec_key, "GET", f"{RESOURCE}{path}", token))
+
+    asked = {  # the path called: the proof's htu path, and whether it must be accepted
+        "/orders/a%2Fb": [("/orders/a%2Fb", True), ("/orders/a%2fb", True), ("/orders/a/b", False)],
+        "/orders/%61/b": [("/orders/a/b", True), ("/orders/%61/b", True)],  # `a` is unreserved
+    }
+    if framework == "flask":
+        app = flask_app(config)
+
+        @app.get("/orders/a/b")
+        @FlaskAuth(config).require(scope="orders:read")
+        def both() -> dict[str, str]:
+            return {"name": "a/b"}
+
+        client = app.test_client()
+        seen = {
+            (called, htu): client.get(called, headers=proof(htu)).status_code
+            for called, htus in asked.items()
+            for htu, _ in htus
+        }
+        flask_protection(app).jwks.session.close()
+    else:
+        api = fastapi_app(config)
+
+        @api.get("/orders/a/b")
+        def both_api(claims: Annotated[Claims, Depends(require_scope("orders:read"))]) -> dict[str, str]:
+            return {"name": "a/b"}
+
+        with serve_asgi(api) as base_url:
+            seen = {
+                (called, htu): requests.get(f"{base_url}{called}", headers=proof(htu), timeout=10).status_code
+                for called, htus in asked.items()
+                for htu, _ in htus
+            }
+        fastapi_protection(api).jwks.session.close()
+    expected = {(called, htu): 200 if ok else 401 for called, htus in asked.items() for htu, ok in htus}
+    assert seen == expected

@@ -139,3 +139,12 @@ def test_a_protector_without_a_policy_still_refuses_a_bound_token_as_bearer(
 def test_the_request_url_is_the_public_origin_and_the_request_path() -> None:
     assert request_url("https://api.example/ignored", "/orders/a b") == "https://api.example/orders/a%20b"
     assert request_url("http://localhost:8001", "/api/me") == "http://localhost:8001/api/me"
+
+
+def test_the_request_url_keeps_the_path_as_sent_when_the_server_recorded_it() -> None:
+    assert request_url("https://api.example", "/orders/a/b", "/orders/a%2Fb?x=1") == "https://api.example/orders/a%2Fb"
+    assert request_url("https://api.example", "/orders/a/b", "/orders/%61/b") == "https://api.example/orders/%61/b"
+    # Not that path (a proxy moved it under a prefix, or an absolute-form target): the decoded one, encoded again.
+    assert request_url("https://api.example", "/v1/orders", "/orders") == "https://api.example/v1/orders"
+    assert request_url("https://api.example", "/orders", "https://api.example/orders") == "https://api.example/orders"
+    assert request_url("https://api.example", "/a b", None) == "https://api.example/a%20b"

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from jwt_verifier.config import VerifierConfig
 from jwt_verifier.dpop import SUPPORTED_ALGORITHMS, Nonces, Proof, verify_proof
@@ -40,18 +40,37 @@ class DPoPRequest:
     proofs: tuple[str, ...]
 
 
-def request_url(resource: str, path: str) -> str:
-    """Return the URL a client called: the public origin of the API's `resource`, and the request's path.
+_PATH_SAFE = "/!$&'()*+,;=:@~"  # RFC 3986 `pchar` and "/", left as they are
 
-    The path is the decoded one a framework gives (WSGI's and ASGI's `path`), encoded again.
+
+def request_url(resource: str, path: str, sent: str | None = None) -> str:
+    """Return the URL a client called: the public origin of the API's `resource`, and the request's path as sent.
+
+    `path` is the decoded one a framework gives (WSGI's and ASGI's `path`); `sent` the request
+    target the server received (WSGI's `RAW_URI`, ASGI's `raw_path`), whose path is still
+    percent-encoded as the client wrote it, which is what its proof's `htu` names (RFC 9449
+    section 4.3: compared after RFC 3986 syntax-based normalization, which decodes unreserved
+    characters only, so `a%2Fb` is one segment and `a/b` two). `sent` is used when it is that
+    path (a proxy that moved the path, or no record of the target: `path` encoded again).
     """
     origin = urlsplit(resource)
-    return urlunsplit((origin.scheme, origin.netloc, quote(path, safe="/!$&'()*+,;=:@~"), "", ""))
+    return urlunsplit((origin.scheme, origin.netloc, _as_sent(path, sent), "", ""))
 
 
-def dpop_request(resource: str, method: str, path: str, proofs: Sequence[str]) -> DPoPRequest:
-    """Return the DPoP view of a request (its URL built only when a proof came to be checked against it)."""
-    return DPoPRequest(method, request_url(resource, path) if proofs else "", tuple(proofs))
+def _as_sent(path: str, sent: str | None) -> str:
+    if sent:
+        encoded = sent.partition("?")[0]
+        if encoded.startswith("/") and unquote(encoded) == path:
+            return encoded
+    return quote(path, safe=_PATH_SAFE)
+
+
+def dpop_request(resource: str, method: str, path: str, proofs: Sequence[str], sent: str | None = None) -> DPoPRequest:
+    """Return the DPoP view of a request (its URL built only when a proof came to be checked against it).
+
+    `path` and `sent` as `request_url` takes them.
+    """
+    return DPoPRequest(method, request_url(resource, path, sent) if proofs else "", tuple(proofs))
 
 
 def dpop_token(authorization: Sequence[str]) -> str | None:

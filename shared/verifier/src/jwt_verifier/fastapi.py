@@ -213,9 +213,11 @@ class _VerifiedClaims(HTTPBearer):
         cookies = request.cookies if found.protector.cookie is not None else None
         proofs = request.headers.getlist("dpop")
         method = request.scope.get(METHOD_SCOPE_KEY, request.method)
-        # ASGI's `path` is the decoded path (root path included), as WSGI's is: `request.url.path`
-        # is encoded again, which `dpop_request` would encode a second time (and costs a URL).
-        dpop = dpop_request(found.config.resource, method, request.scope["path"], proofs)
+        # ASGI's `path` is the decoded path (root path included), as WSGI's is, and `raw_path` the
+        # path as the client sent it, which a proof's `htu` names (`request.url.path` is neither).
+        raw = request.scope.get("raw_path") if proofs else None
+        sent = raw.decode("latin-1") if isinstance(raw, bytes) else None
+        dpop = dpop_request(found.config.resource, method, request.scope["path"], proofs, sent)
         if found.local:
             try:
                 with loop_thread():  # a key or status list not held yet is fetched off the loop

@@ -40,7 +40,7 @@ from jwt_verifier.rfc9728 import metadata, metadata_path
 from jwt_verifier.stepup import step_up
 from jwt_verifier.verifier import TokenVerifier
 
-__all__ = ["BearerAuth", "Protection", "error_response", "protection", "readiness"]
+__all__ = ["BearerAuth", "Protection", "error_response", "protection", "readiness", "sent_target"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,13 +112,21 @@ class BearerAuth:
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 found = protection()
                 proofs = request.headers.getlist("DPoP")
-                dpop = dpop_request(found.config.resource, request.method, request.script_root + request.path, proofs)
+                dpop = dpop_request(
+                    found.config.resource, request.method, request.script_root + request.path, proofs, sent_target()
+                )
                 g.claims = found.protector.acquire(request, scope, dpop=dpop, step_up=demand)
                 return view(*args, **kwargs)
 
             return cast(F, wrapper)
 
         return decorate
+
+
+def sent_target() -> str | None:
+    """Return the request target as the WSGI server received it (gunicorn's `RAW_URI`, else `REQUEST_URI`), if it says."""
+    target = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    return target if isinstance(target, str) else None
 
 
 def readiness() -> Response:
