@@ -22,8 +22,9 @@ from sqlalchemy import Connection, Row, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from issuer.cache import TtlCache, pinned
-from issuer.db import Database, api_resource_uris, apis, delete_where, every, find, insert_missing
+from issuer.db import Database, api_resource_uris, apis, every, find, insert_missing
 from issuer.narrowing import end_unpermitted_for_api
+from issuer.tokens import RefreshTokens
 from issuer.users import parse_scope
 from shared import audit
 
@@ -175,11 +176,15 @@ class ApiStore:
         return api, existed
 
     def delete(self, audience: str) -> bool:
-        """Delete an API and its resource URIs; return whether it existed."""
+        """Delete an API and its resource URIs, and end the tokens issued for it; return whether it existed."""
         self._cache.clear()
-        deleted = delete_where(self.database, apis.c.audience, audience)
+        with self.database.transaction() as conn:
+            deleted = conn.execute(delete(apis).where(apis.c.audience == audience)).rowcount > 0
+            revoked = RefreshTokens.revoke_api(conn, audience) if deleted else 0
         if deleted:
             audit.emit("api.deleted", api=audience)
+        if revoked:
+            audit.emit("token.revoked", api=audience, tokens=revoked)
         return deleted
 
     def seed(self, audience: str, scope: str, resource_uris: Iterable[str] = ()) -> None:

@@ -511,8 +511,9 @@ def apis_list() -> None:
 def apis_delete(audience: str) -> None:
     """Delete an API, unless a client is limited to it (the default one comes back at the next start).
 
-    Its access tokens stay valid until they expire (the API checks them alone); its refresh
-    tokens are refused from then on (`invalid_grant`), and asking for it is `invalid_target`.
+    The tokens issued for it end: its refresh tokens are revoked and its access tokens' status
+    set, so that an API registered again under its name opens to none of them; asking for it
+    is `invalid_target`.
     """
     settings = _settings()
     with _database(settings) as database:

@@ -421,6 +421,18 @@ class RefreshTokens:
             revoke_grants(conn, status_grants.c.client_id == client_id)  # its own tokens' too (client_credentials)
             return revoked
 
+    @staticmethod
+    def revoke_api(conn: Connection, audience: str) -> int:
+        """Revoke every token issued for an API, in the open transaction of its deletion; return how many were live.
+
+        Its refresh families end, and its access tokens' status is set: an API registered again
+        under the name (or the default API, put back at the next start) opens to none of them.
+        """
+        revoked = stamp(conn, refresh_tokens.c.revoked_at, refresh_tokens.c.audience == audience, now=int(time.time()))
+        hold_new_grants(conn)  # a grant made for it meanwhile finds it gone, or is read below
+        revoke_grants(conn, status_grants.c.audience == audience)
+        return revoked
+
     def move_session(self, old_hash: str, new_hash: str) -> int:
         """Hand the tokens born of one login session to the session that replaced it; return how many."""
         with self.database.transaction() as conn:

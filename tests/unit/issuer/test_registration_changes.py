@@ -18,7 +18,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from issuer import extensions
+from issuer import extensions, statuslist
 from issuer.apis import ApiStore
 from issuer.clients import Client, ClientStore
 from issuer.settings import IssuerSettings
@@ -129,3 +129,36 @@ def test_an_unchanged_registration_stored_again_costs_no_grant_a_retry(
     ClientStore(extensions.of(app).database).replace(registered)
     ApiStore(extensions.of(app).database).replace(AUDIENCE, "profile admin")
     assert _scope(_grant(client, key)) == {"profile", "admin"}
+
+
+def _revoked(app: Flask, response: Any) -> bool:
+    claims = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
+    with app.app_context():
+        return statuslist.current().revoked(claims)
+
+
+def test_deleting_an_api_ends_the_tokens_issued_for_it(
+    app: Flask, client: FlaskClient, key: Any, registered: Client
+) -> None:
+    """A token for an API deleted, then registered again under its name, must not open the new one."""
+    apis = ApiStore(extensions.of(app).database)
+    apis.add("orders-api", "orders:read")
+    wider = dataclasses.replace(registered, scopes=frozenset({"profile", "orders:read"}))
+    ClientStore(extensions.of(app).database).replace(wider)
+    kept = _grant(client, key)  # the default API's: stays
+    assert kept.status_code == 200, kept.get_data(as_text=True)
+    extensions.of(app).clients.forget_cached()
+    assertion = sign(assertion_claims(SERVICE, "http://issuer.test"), key, kid=kid_of(key), typ=None)
+    ended = client.post(
+        "/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION,
+            "client_assertion": assertion,
+            "resource": "orders-api",
+        },
+    )
+    assert ended.status_code == 200, ended.get_data(as_text=True)
+    assert apis.delete("orders-api")
+    assert _revoked(app, ended)
+    assert not _revoked(app, kept)
