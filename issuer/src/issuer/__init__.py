@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import secrets
+import sqlite3
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -273,11 +274,23 @@ def _codes_unavailable(exc: SeedUnreadable) -> ResponseReturnValue:
 
 
 def _database_unavailable(exc: OperationalError | InterfaceError) -> ResponseReturnValue:
-    """Answer 503 when the database cannot be used right now (locked too long, or unreachable)."""
+    """Answer 503 when the database cannot be used right now (unreachable, or a lock held too long)."""
+    if _lock_wait_timed_out(exc):  # the database answers: a row or SQLite's write lock was held too long
+        log.warning("database lock wait timed out", extra={"fields": {"error": type(exc.orig).__name__}})
+        return error_response(
+            503, "temporarily_unavailable", "the issuer is busy; try again shortly", {"Retry-After": "1"}
+        )
     log.error("database unavailable", extra={"fields": {"error": type(exc.orig).__name__}})
     return error_response(
         503, "temporarily_unavailable", "the issuer cannot reach its database; try again shortly", {"Retry-After": "5"}
     )
+
+
+def _lock_wait_timed_out(exc: OperationalError | InterfaceError) -> bool:
+    """Return whether `exc` is a lock wait that timed out: PostgreSQL's `lock_timeout` (55P03), SQLite's busy timeout."""
+    if getattr(exc.orig, "sqlstate", None) == "55P03":
+        return True
+    return isinstance(exc.orig, sqlite3.OperationalError) and "database is locked" in str(exc.orig)
 
 
 def _raced_a_change(exc: IntegrityError) -> ResponseReturnValue:

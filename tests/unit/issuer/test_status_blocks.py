@@ -183,7 +183,9 @@ def test_a_list_row_held_too_long_fails_the_grant_instead_of_hanging_it(lists: S
         other.dispose()
 
 
-def test_a_token_request_waiting_too_long_for_the_list_is_answered_503(app: Flask, postgres_url: str) -> None:
+def test_a_token_request_waiting_too_long_for_the_list_is_answered_503(
+    app: Flask, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     client = app.test_client()
     login = {"grant_type": "password", "client_id": "cli", "username": "alice", "password": "wonderland"}
     assert client.post("/token", data=login).status_code == 200  # the worker's first block, and alice
@@ -196,8 +198,15 @@ def test_a_token_request_waiting_too_long_for_the_list_is_answered_503(app: Flas
     finally:
         other.dispose()
     assert answer.status_code == 503, answer.get_data(as_text=True)
-    assert answer.headers["Retry-After"]
-    assert answer.get_json()["error"] == "temporarily_unavailable"
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.get_json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "the issuer is busy; try again shortly",
+    }
+    # The database answered: a busy moment, not an outage to page anyone about.
+    said = [(record.levelname, record.getMessage()) for record in caplog.records if record.name == "issuer"]
+    assert ("WARNING", "database lock wait timed out") in said
+    assert not [message for level, message in said if level == "ERROR"]
 
 
 def test_a_process_forked_after_a_block_was_taken_takes_its_own(lists: StatusLists) -> None:
