@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -298,18 +298,32 @@ _EXPIRED_ASSERTIONS = delete(client_assertions).where(client_assertions.c.expire
 
 
 class ClientAssertions:
-    """The `jti` of every accepted client assertion, each accepted once until it expires."""
+    """The `jti` of every accepted client assertion, each accepted once until it expires (and up to SWEEP seconds more).
 
-    def __init__(self, database: Database) -> None:
+    The expired ones are deleted by the grants, one grant of a process in SWEEP seconds: not
+    a statement in every grant, and never more than a second's worth of them at once. A `jti`
+    kept a little past its assertion's expiry refuses nothing the expiry did not (RFC 7523
+    section 3: kept "for the length of time for which the JWT would be considered valid").
+    """
+
+    SWEEP = 1.0
+
+    def __init__(self, database: Database, clock: Callable[[], float] = time.monotonic) -> None:
         self.database = database
+        self.clock = clock
+        self._swept_at: float | None = None
 
     def accept_once(self, client_id: str, jti: str, expires_at: int) -> bool:
         """Remember an assertion's `jti`; return False if this client presented it before."""
-        now = int(time.time())
         values = {"jti_hash": secret_hash(f"{client_id}\x00{jti}"), "expires_at": expires_at}
+        now = self.clock()
+        sweep = self._swept_at is None or now - self._swept_at >= self.SWEEP
+        if sweep:
+            self._swept_at = now  # one thread sweeps; the others go on
         # In the token request's transaction, and spent even when the request then fails.
         with self.database.transaction() as conn:
-            conn.execute(_EXPIRED_ASSERTIONS, {"now": now})
+            if sweep:
+                conn.execute(_EXPIRED_ASSERTIONS, {"now": int(time.time())})
             if not insert_missing(conn, client_assertions, values):
                 return False
         self.database.redo_on_rollback(lambda conn: insert_missing(conn, client_assertions, values))

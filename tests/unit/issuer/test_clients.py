@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from issuer.clients import Client, ClientAssertions, ClientError, ClientStore, builtin_clients
 from issuer.codes import AuthorizationCodes, CodeReused
 from issuer.db import Database
+from issuer.opaque import secret_hash
 from issuer.tokens import Grant, RefreshError, RefreshTokens
 from issuer.users import User, UserStore
 from shared.pkce import s256
@@ -126,11 +127,17 @@ def test_an_assertion_jti_is_accepted_once_per_client(database: Database) -> Non
     assert assertions.accept_once("batch", "jti-1", later) is True
 
 
-def test_expired_assertion_records_are_purged(database: Database) -> None:
-    assertions = ClientAssertions(database)
+def test_expired_assertion_records_are_purged_by_a_grant_a_second(database: Database) -> None:
+    clock = [100.0]
+    assertions = ClientAssertions(database, clock=lambda: clock[0])
     assertions.accept_once("reports", "old", int(time.time()) - 10)
     assertions.accept_once("reports", "new", int(time.time()) + 60)
-    assert len(rows(database, "SELECT * FROM client_assertions")) == 1
+    assert len(rows(database, "SELECT * FROM client_assertions")) == 2  # swept a moment ago: kept that long
+    clock[0] += ClientAssertions.SWEEP
+    assertions.accept_once("reports", "newer", int(time.time()) + 60)
+    assert {row["jti_hash"] for row in rows(database, "SELECT * FROM client_assertions")} == {
+        secret_hash(f"reports\x00{jti}") for jti in ("new", "newer")
+    }
 
 
 # -- replacing a registration (`clients add --replace`) ----------------------------------------
