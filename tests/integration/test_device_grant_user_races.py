@@ -1,0 +1,171 @@
+"""Attack: device-grant polls racing `users update --scope` on PostgreSQL (failing today).
+
+A poll spends its device code holding only the code's row: its user is read unlocked
+(`oauth._narrowed` through `users.get_by_id`), unlike the password grant (`users.locked`) and
+the refresh and code grants (their row is read joined to the user's, FOR UPDATE). A narrowing
+that commits between that read and the poll's commit finds no status-list row of the new
+family to end, and the poll then commits a token with the scope just taken away: the reports
+API accepts it for its lifetime. SQLite's one writer orders the two; PostgreSQL does not.
+
+The narrowing is `UserStore.update`, the CLI's `users update --scope`, run where the issuer runs
+at a moment chosen in advance, so that the polls can be spread around its commit.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support.sessions import session_cookie
+from tests.support.stack import REPORTS_AUDIENCE, PostgresStack
+
+PASSWORD = "correct horse battery staple 42"
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+CODES = 40  # approved device codes per round
+ROUNDS = 3
+SPREAD = 0.4  # seconds over which a round's polls are sent, centred on the narrowing
+POLLERS = 8
+REVOCATION_REACHES_THE_APIS = 4.0
+NARROW_AT = """
+import time
+from issuer.settings import IssuerSettings
+from issuer.users import UserStore
+settings = IssuerSettings.from_env()
+store = UserStore(settings.database(), settings.password_hasher())
+while time.time() < {at!r}:
+    time.sleep(0.001)
+store.update({user!r}, scope="reports:write")
+"""
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def postgres_stack(postgres_server: str, tmp_path: Path) -> Iterator[PostgresStack]:
+    """A stack with the reports API, its issuer on PostgreSQL with two workers; device codes asked for freely."""
+    stack = PostgresStack(
+        tmp_path / "stack",
+        server=postgres_server,
+        reports=True,
+        issuer_env={"ISSUER_DEVICE_AUTHORIZATION_RATE_LIMIT": "10000 per minute"},
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.close()
+
+
+def _cli(stack: PostgresStack, *args: str, stdin: str = "") -> None:
+    done = stack.issuer_cli(*args, stdin=stdin)
+    assert done.returncode == 0, done.stderr
+
+
+def _browser_of(stack: PostgresStack, username: str) -> requests.Session:
+    """Return a browser logged in at the issuer as `username` (a login session made where the issuer runs)."""
+    browser = requests.Session()
+    browser.get(f"{stack.issuer_url}/device", timeout=10)  # the issuer's cookie, to replace
+    (cookie,) = [cookie for cookie in browser.cookies if cookie.name == "issuer_session"]
+    value = session_cookie(stack, username, ("pwd",))
+    browser.cookies.set("issuer_session", value, domain=cookie.domain, path=cookie.path)
+    return browser
+
+
+def _approved_device_codes(stack: PostgresStack, browser: requests.Session, count: int) -> list[str]:
+    """Start `count` device authorizations of the command line for both reports scopes; approve each."""
+    codes = []
+    for _ in range(count):
+        started = requests.post(
+            f"{stack.issuer_url}/device_authorization",
+            data={"client_id": "cli", "resource": REPORTS_AUDIENCE, "scope": "reports:read reports:write"},
+            timeout=10,
+        )
+        assert started.status_code == 200, started.text
+        user_code = started.json()["user_code"]
+        page = browser.get(f"{stack.issuer_url}/device", params={"user_code": user_code}, timeout=10)
+        match = _CSRF.search(page.text)
+        assert match is not None, page.text
+        decided = browser.post(
+            f"{stack.issuer_url}/device/decision",
+            data={"csrf_token": match.group(1), "user_code": user_code, "action": "approve"},
+            timeout=10,
+        )
+        assert "Device approved" in decided.text, decided.text
+        codes.append(started.json()["device_code"])
+    return codes
+
+
+def _poll_around(stack: PostgresStack, codes: list[str], at: float) -> list[dict[str, Any]]:
+    """Poll each code once, the polls spread over SPREAD seconds around `at`; return the tokens issued."""
+    issued: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def poller(mine: list[tuple[int, str]]) -> None:
+        session = requests.Session()
+        for i, code in mine:
+            time.sleep(max(0.0, at - SPREAD / 2 + SPREAD * i / len(codes) - time.time()))
+            answer = session.post(
+                f"{stack.issuer_url}/token",
+                data={"grant_type": DEVICE_CODE, "client_id": "cli", "device_code": code},
+                timeout=15,
+            )
+            assert answer.status_code == 200, answer.text
+            with lock:
+                issued.append(answer.json())
+
+    threads = [
+        threading.Thread(target=poller, args=([(i, c) for i, c in enumerate(codes) if i % POLLERS == k],))
+        for k in range(POLLERS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return issued
+
+
+def test_device_tokens_issued_while_the_users_scope_is_narrowed_end(postgres_stack: PostgresStack) -> None:
+    stack = postgres_stack
+    _cli(
+        stack,
+        "apis",
+        "add",
+        REPORTS_AUDIENCE,
+        "--scope",
+        "reports:read reports:write",
+        "--resource-uri",
+        stack.reports.env["REPORTS_PUBLIC_URL"],
+        "--replace",
+    )
+    escaped: list[str] = []
+    for _ in range(ROUNDS):
+        user = f"u{uuid.uuid4().hex[:8]}"
+        _cli(stack, "users", "add", user, "--scope", "reports:read reports:write", stdin=PASSWORD + "\n")
+        codes = _approved_device_codes(stack, _browser_of(stack, user), CODES)
+        at = time.time() + 2.5  # the narrowing's process starts meanwhile
+        narrowed: list[subprocess.CompletedProcess[str]] = []
+        narrowing = threading.Thread(
+            target=lambda: narrowed.append(stack.issuer_python(NARROW_AT.format(at=at, user=user)))  # noqa: B023
+        )
+        narrowing.start()
+        issued = _poll_around(stack, codes, at)
+        narrowing.join()
+        assert narrowed[0].returncode == 0, narrowed[0].stderr
+        assert len(issued) == len(codes)
+        assert any(body["scope"] == "reports:write" for body in issued), "the narrowing did not commit during the polls"
+        time.sleep(REVOCATION_REACHES_THE_APIS)
+        escaped += [
+            body["scope"]
+            for body in issued
+            if "reports:read" in body["scope"].split()
+            and stack.get_reports("/api/caller", body["access_token"]).status_code == 200
+        ]
+    assert escaped == [], f"{len(escaped)} device tokens kept reports:read after the user lost it"
