@@ -125,6 +125,31 @@ def test_a_client_deleted_and_registered_again_gives_its_old_key_no_token_from_a
     assert issued == [], f"the deleted registration's key got {len(issued)} tokens after the id was registered again"
 
 
+def test_an_api_deleted_and_registered_again_narrower_gets_no_token_of_its_old_scopes(
+    make_stack: StackFactory,
+) -> None:
+    """The same for an API: `apis delete` then `apis add` with fewer scopes starts again at revision 0.
+
+    A worker's copy of the old registration (both scopes) grants both, and the grant's write
+    finds the API at the revision it read (0), so the token carries the scope the API no longer
+    defines. An API registered once and never changed is at revision 0: the common case.
+    """
+    stack = make_stack(issuer_env={"ISSUER_REGISTRY_CACHE_TTL": str(CACHE_TTL)}).start()
+    audience = f"api-{uuid.uuid4().hex[:8]}"
+    _cli(stack, "apis", "add", audience, "--scope", "x:read x:write")
+    key = new_rsa_key()
+    client_id = stack.register_client(key, "--scope", "x:read x:write")
+    for _ in range(8):  # both workers read the registration now
+        assert stack.service_token(client_id, key, resource=audience).status_code == 200
+    started = time.monotonic()
+    _cli(stack, "apis", "delete", audience)
+    _cli(stack, "apis", "add", audience, "--scope", "x:write")
+    answers = [stack.service_token(client_id, key, resource=audience) for _ in range(8)]
+    assert time.monotonic() - started < CACHE_TTL, "too slow to show it: the workers' copies expired meanwhile"
+    scopes = [answer.json()["scope"] for answer in answers if answer.status_code == 200]
+    assert "x:read x:write" not in scopes, f"tokens of the deleted registration's scopes: {scopes}"
+
+
 def test_bearer_tokens_for_an_api_made_dpop_only_end(make_stack: StackFactory) -> None:
     """`apis add --replace --require-dpop` refuses new bearer tokens, but those already issued stay good.
 
