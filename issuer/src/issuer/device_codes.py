@@ -141,13 +141,25 @@ class DeviceCodes:
     def poll(self, device_code: str, client_id: str) -> Poll:
         """Answer a poll (section 3.5) in the caller's transaction; an approved code is spent by it."""
         now = int(time.time())
+        code_hash = secret_hash(device_code)
         with self.database.transaction() as conn:
+            # The approving user's row first, held until the grant commits (FOR SHARE): a change of
+            # their scopes or their deletion waits for it, then ends what it issued (issuer.narrowing),
+            # and is never made while the grant reads them. Before the code's row, as a user's
+            # deletion takes them (the user, then their codes): the other order deadlocked.
+            approver = conn.execute(
+                select(device_codes.c.user_id).where(device_codes.c.device_code_hash == code_hash)
+            ).scalar()
+            if approver is not None:
+                conn.execute(select(users.c.id).where(users.c.id == approver).with_for_update(read=True))
             row = conn.execute(
                 select(device_codes, users.c.username)
                 .outerjoin(users, users.c.id == device_codes.c.user_id)
-                .where(device_codes.c.device_code_hash == secret_hash(device_code))
+                .where(device_codes.c.device_code_hash == code_hash)
                 .with_for_update(of=device_codes)
             ).first()
+            if row is not None and row.user_id is not None and row.user_id != approver:  # approved meanwhile
+                conn.execute(select(users.c.id).where(users.c.id == row.user_id).with_for_update(read=True))
             if row is None or not hmac.compare_digest(row.client_id, client_id):
                 # Another client's code is not this client's to learn anything about.
                 return Poll("invalid_grant", "the device code is not known")
