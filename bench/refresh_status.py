@@ -32,7 +32,7 @@ import requests
 from bench import scale
 from bench.load import wrk
 from issuer.settings import IssuerSettings
-from issuer.statuslist import Registered, StatusLists
+from issuer.statuslist import StatusLists, registered
 from issuer.users import UserStore
 from tests.support.processes import GunicornService
 
@@ -70,6 +70,7 @@ def mint_refresh_tokens(issuer: GunicornService, count: int, *, allocate: bool =
         ttl=settings.status_list_ttl,
         access_token_ttl=settings.access_token_ttl,
     )
+    seeded = registered(database, "cli", settings.audience)  # the built-in client and the default API
     for token in tokens:
         lists.for_family(
             token,
@@ -77,7 +78,7 @@ def mint_refresh_tokens(issuer: GunicornService, count: int, *, allocate: bool =
             user_id=user.id,
             audience=settings.audience,
             scope=scale.SCOPE,
-            registered=Registered(client=0, api=0),  # the bench's issuers: built-in client, default API, as seeded
+            registered=seeded,
         )
     database.dispose()
     return tokens

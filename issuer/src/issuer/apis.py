@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Row, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from issuer.cache import TtlCache, pinned
-from issuer.db import Database, api_resource_uris, apis, every, find, insert_missing
+from issuer.db import Database, api_resource_uris, apis, every, find, insert_missing, new_revision
 from issuer.narrowing import end_unpermitted_for_api
 from issuer.tokens import RefreshTokens
 from issuer.users import parse_scope
@@ -47,7 +47,7 @@ class Api:
     require_dpop: bool = (
         False  # its tokens are DPoP-bound only (RFC 9449; RFC 9728 `dpop_bound_access_tokens_required`)
     )
-    # How many times its scopes or DPoP requirement changed: what a grant's write checks (issuer.statuslist).
+    # The version of its scopes and DPoP requirement (issuer.db.new_revision): what a grant's write checks.
     revision: int = field(default=0, compare=False)
 
     @property
@@ -231,7 +231,7 @@ class ApiStore:
                         .values(
                             scope=api.scope,
                             require_dpop=api.require_dpop,
-                            revision=case((changed, apis.c.revision + 1), else_=apis.c.revision),
+                            revision=case((changed, new_revision()), else_=apis.c.revision),
                         )
                     )
                     conn.execute(delete(api_resource_uris).where(api_resource_uris.c.audience == api.audience))
@@ -264,6 +264,7 @@ def _values(api: Api) -> dict[str, Any]:
         "scope": api.scope,
         "created_at": int(time.time()),
         "require_dpop": api.require_dpop,
+        "revision": new_revision(),
     }
 
 

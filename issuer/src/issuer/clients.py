@@ -32,6 +32,7 @@ from issuer.db import (
     delete_where,
     every,
     insert_missing,
+    new_revision,
     users,
 )
 from issuer.device_codes import DeviceCodes
@@ -71,7 +72,7 @@ class Client:
     require_dpop: bool = False
     # RFC 9449 section 8: the client's proofs must carry a server nonce, whatever ISSUER_DPOP_NONCE says.
     require_dpop_nonce: bool = False
-    # How many times the registration changed: what a grant's write checks it still is (issuer.statuslist).
+    # The registration's version (issuer.db.new_revision): what a grant's write checks it still is (issuer.statuslist).
     revision: int = field(default=0, compare=False)
 
     @property
@@ -349,10 +350,11 @@ def _put(conn: Connection, client: Client) -> bool:
         _put_post_logout_uris(conn, client)
         return False
     del values["created_at"]
+    revision = values.pop("revision")
     # A new revision only when a field changes (every start stores the built-in clients again);
     # the row is locked either way, so that two replacements take turns.
     changed = or_(*(clients.c[name].is_distinct_from(value) for name, value in values.items()))
-    revision = case((changed, clients.c.revision + 1), else_=clients.c.revision)
+    revision = case((changed, revision), else_=clients.c.revision)
     conn.execute(
         update(clients).where(clients.c.client_id == client.client_id).values({**values, "revision": revision})
     )
@@ -386,6 +388,7 @@ def _values(client: Client) -> dict[str, Any]:
         "created_at": int(time.time()),
         "require_dpop": client.require_dpop,
         "require_dpop_nonce": client.require_dpop_nonce,
+        "revision": new_revision(),
     }
 
 

@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import fcntl
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -172,8 +173,8 @@ clients = Table(
     Column("created_at", Integer, nullable=False),
     Column("require_dpop", Boolean, server_default=false(), nullable=False),  # RFC 9449 section 5.2
     Column("require_dpop_nonce", Boolean, server_default=false(), nullable=False),  # RFC 9449 section 8
-    # Counts the changes of the fields above: a grant's write checks it used the current ones (issuer.statuslist).
-    Column("revision", Integer, server_default=text("0"), nullable=False),
+    # The version of the fields above (`new_revision`): a grant's write checks it used the current one (issuer.statuslist).
+    Column("revision", BigInteger, server_default=text("0"), nullable=False),
 )
 
 # Owner: issuer.clients.ClientStore. Where a client may send the browser after an RP-initiated
@@ -212,7 +213,7 @@ apis = Table(
     Column("scope", Text, nullable=False),
     Column("created_at", Integer, nullable=False),
     Column("require_dpop", Boolean, server_default=false(), nullable=False),  # DPoP-bound tokens only (RFC 9449)
-    Column("revision", Integer, server_default=text("0"), nullable=False),  # as clients.revision
+    Column("revision", BigInteger, server_default=text("0"), nullable=False),  # as clients.revision
 )
 
 # Owner: issuer.apis.ApiStore. Other names of an API that a client may give as `resource`, such
@@ -703,6 +704,11 @@ def delete_in_batches(database: Database, key: Column[str], *where: ColumnElemen
 
 # One statement per key column, built at its first use and then reused (see `find`).
 _FIND: dict[Column[str], Select[Any]] = {}
+
+
+def new_revision() -> int:
+    """Return the revision of a registration just added or changed: random, so never one it had before (62 bits)."""
+    return secrets.randbits(62)
 
 
 def find(database: Database, column: Column[str], value: str) -> Row[Any] | None:

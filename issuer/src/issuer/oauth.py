@@ -130,6 +130,7 @@ def _token_response(
     session_hash: str | None = None,
     nonce: str | None = None,
     login: Login | None = None,
+    held: str | None = None,
 ) -> Response:
     """Answer with an access token, the refresh token if any, and an ID token for a browser login's `openid` grant.
 
@@ -137,7 +138,8 @@ def _token_response(
     was one (the password grant), else the one the grant recorded (`Grant.login`: a browser
     login's, through a code or a device approval, kept by their refresh family). A grant that
     recorded none (a client's own; a family from before logins were recorded) says nothing of a
-    login rather than guess.
+    login rather than guess. `held` is what the refresh family holds when the token asked for
+    less (a refresh with `scope`): what its status-list row records, for a narrowing to compare.
     """
     settings = extensions.current().settings
     login = login or grant.login
@@ -146,7 +148,7 @@ def _token_response(
     api = grant.audience or settings.audience
     try:
         slot = statuslist.slot_for(
-            grant.client_id, grant.user_id, api, grant.scope, refresh_token, _registered(grant.client_id, api)
+            grant.client_id, grant.user_id, api, held or grant.scope, refresh_token, _registered(grant.client_id, api)
         )
     except statuslist.ClientGone:
         log.info("client deleted during its grant", extra={"fields": {"client_id": grant.client_id}})
@@ -244,6 +246,7 @@ def _password_grant(params: dict[str, str], client: Client) -> Response:
 def _refresh_grant(params: dict[str, str], client: Client) -> Response:
     token = _required(params, "refresh_token")
     issued: list[Grant] = []
+    kept_by_family: list[Grant] = []
 
     def narrow(held: Grant) -> Grant:
         # Called inside the rotation's transaction: a refusal (a bad `resource` or `scope`, a
@@ -251,6 +254,7 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
         # revoke the session at the next refresh once the reuse grace is over.
         kept, granted = _narrowed(held, client, params.get("resource"), params.get("scope"), "a refresh token")
         issued.append(granted)
+        kept_by_family.append(kept)
         return kept
 
     try:
@@ -266,7 +270,7 @@ def _refresh_grant(params: dict[str, str], client: Client) -> Response:
         log.info("refresh refused", extra={"fields": {"reason": str(exc)}})
         raise OAuthError(str(exc), error="invalid_grant") from exc
     # A new ID token (OpenID Connect Core 1.0 section 12.2): same subject, audience and auth_time; no nonce.
-    return _token_response(issued[-1], successor, session_hash=grant.session_hash)
+    return _token_response(issued[-1], successor, session_hash=grant.session_hash, held=kept_by_family[-1].scope)
 
 
 def _same_api(resource: str | None, audience: str, api: Api | None, what: str) -> None:

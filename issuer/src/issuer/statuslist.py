@@ -164,6 +164,14 @@ class Registered:
     api: int
 
 
+def registered(database: Database, client_id: str, audience: str) -> Registered:
+    """Return the current revisions of a client and an API: what a grant made now would read (the bench, tests)."""
+    with database.reading() as conn:
+        client = conn.execute(select(clients.c.revision).where(clients.c.client_id == client_id)).scalar_one()
+        api = conn.execute(select(apis.c.revision).where(apis.c.audience == audience)).scalar_one()
+    return Registered(client, api)
+
+
 class RegistrationChanged(Exception):
     """The grant's client or API changed while the grant was made: no token (the endpoint answers 503, retry)."""
 
@@ -184,6 +192,9 @@ _OPEN_FOR_BLOCK = (
 )
 
 _LOCK_TIMEOUT = text("SET LOCAL lock_timeout = '5s'")
+# Taken by a worker about to open a list, until its block's transaction ends (PostgreSQL's
+# advisory locks: a key of this module's own, 0x7374617475736c69, "statusli" in ASCII).
+_ONE_OPENER = text("SELECT pg_advisory_xact_lock(8319381564474748009)")
 
 # On PostgreSQL a worker takes this many indexes of the open list at once (see the module's doc).
 BLOCK = 64
@@ -388,6 +399,11 @@ class StatusLists:
             # than this is a bug to fail on (a 503), not a thread to hang.
             conn.execute(_LOCK_TIMEOUT)
             row = conn.execute(_OPEN_FOR_BLOCK, {"now": now}).first()
+            if row is None:
+                # No list to take from: one worker opens the next, and the others, having waited
+                # for it here, take from that one (each opening its own, live tokens named three).
+                conn.execute(_ONE_OPENER)
+                row = conn.execute(_OPEN_FOR_BLOCK, {"now": now}).first()
             if row is not None:
                 end = min(row.allocated + BLOCK, row.capacity)
                 conn.execute(update(status_lists).where(status_lists.c.id == row.id).values(allocated=end))

@@ -26,7 +26,7 @@ from issuer import statuslist
 from issuer.db import status_grants, status_lists
 from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
-from issuer.statuslist import BLOCK, BLOCK_HOLD, Registered, Slot, StatusLists
+from issuer.statuslist import BLOCK, BLOCK_HOLD, Slot, StatusLists, registered
 from tests.support.browsing import DEMO_USERS
 
 
@@ -54,7 +54,12 @@ def _worker(lists: StatusLists, *, capacity: int | None = None) -> StatusLists:
 
 
 def _token_slot(lists: StatusLists) -> Slot:
-    return lists.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=Registered(0, 0))
+    return lists.for_token(
+        client_id="cli",
+        audience="jwt-split-api",
+        scope="x",
+        registered=registered(lists.database, "cli", "jwt-split-api"),
+    )
 
 
 def _allocated(lists: StatusLists, list_id: str) -> int:

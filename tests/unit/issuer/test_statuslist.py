@@ -24,12 +24,10 @@ from issuer.db import Database, refresh_tokens, status_grants, status_lists
 from issuer.keys import KeyStore
 from issuer.prune import prune
 from issuer.settings import IntrospectionSettings, IssuerSettings
-from issuer.statuslist import Registered, StatusLists, bit, decode, encode, revoke_grants, set_bit
+from issuer.statuslist import StatusLists, bit, decode, encode, registered, revoke_grants, set_bit
 from jwt_verifier.jose import load_verification_key
 from shared.settings import SettingsError
 from tests.support.browsing import VERIFIER, csrf_token, get_code
-
-FIRST = Registered(client=0, api=0)  # a client's and an API's revisions, never changed since they were added
 
 DEMO_USERS = "alice:wonderland:profile admin;bob:builder:profile"
 ISSUER = "http://issuer.test"
@@ -169,7 +167,8 @@ def test_a_full_list_makes_way_for_a_new_one(app: Flask) -> None:
     with app.app_context():
         small = dataclasses.replace(statuslist.current(), capacity=8)
         slots = [
-            small.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=FIRST) for _ in range(9)
+            small.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=_seeded(app))
+            for _ in range(9)
         ]
     assert len({slot.list_id for slot in slots}) == 2
     assert sorted(slot.idx for slot in slots[:8]) == list(range(8))
@@ -179,8 +178,8 @@ def test_a_full_list_makes_way_for_a_new_one(app: Flask) -> None:
 def test_a_list_past_its_validity_takes_no_more_indexes(app: Flask) -> None:
     with app.app_context():
         closing = dataclasses.replace(statuslist.current(), validity=0)  # each list closes as it opens
-        first = closing.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=FIRST)
-        second = closing.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=FIRST)
+        first = closing.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=_seeded(app))
+        second = closing.for_token(client_id="cli", audience="jwt-split-api", scope="x", registered=_seeded(app))
     assert first.list_id != second.list_id
     assert first.idx == second.idx == 0
 
@@ -228,7 +227,7 @@ def test_a_family_revoked_before_its_move_is_born_invalid_in_the_open_list(app: 
     with database.transaction() as conn:  # revoked meanwhile, by a revocation that set no bit
         conn.execute(update(refresh_tokens).values(revoked_at=int(time.time())))
     with app.test_request_context():
-        slot = statuslist.slot_for("cli", "", "jwt-split-api", "profile", first["refresh_token"], FIRST)
+        slot = statuslist.slot_for("cli", "", "jwt-split-api", "profile", first["refresh_token"], _seeded(app))
     assert slot is not None
     assert slot.list_id not in _reference(first["access_token"])["uri"]
     assert _status(client, first["access_token"]) == 1
@@ -539,14 +538,18 @@ def _register(database: Database, *client_ids: str) -> None:
         ApiStore(database).add("api", "x")
 
 
+def _seeded(app: Flask) -> statuslist.Registered:
+    """The revisions of the built-in `cli` client and the default API, as a grant would read them."""
+    return registered(extensions.of(app).database, "cli", "jwt-split-api")
+
+
 def test_concurrent_allocations_get_distinct_indexes(database: Database) -> None:
     lists = _lists(database, capacity=64)
     _register(database, "cli")
+    now = registered(database, "cli", "api")
     with ThreadPoolExecutor(max_workers=8) as pool:
         slots = list(
-            pool.map(
-                lambda _: lists.for_token(client_id="cli", audience="api", scope="x", registered=FIRST), range(100)
-            )
+            pool.map(lambda _: lists.for_token(client_id="cli", audience="api", scope="x", registered=now), range(100))
         )
     assert len(set(slots)) == 100
     by_list = Counter(slot.list_id for slot in slots)
@@ -557,7 +560,12 @@ def test_concurrent_allocations_get_distinct_indexes(database: Database) -> None
 def test_concurrent_revocations_of_one_list_lose_no_bit(database: Database) -> None:
     lists = _lists(database)
     _register(database, *(f"svc-{i}" for i in range(40)))
-    slots = [lists.for_token(client_id=f"svc-{i}", audience="api", scope="x", registered=FIRST) for i in range(40)]
+    slots = [
+        lists.for_token(
+            client_id=f"svc-{i}", audience="api", scope="x", registered=registered(database, f"svc-{i}", "api")
+        )
+        for i in range(40)
+    ]
 
     def revoke(i: int) -> None:
         with database.transaction() as conn:
