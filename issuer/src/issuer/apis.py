@@ -225,6 +225,9 @@ class ApiStore:
                 if existed:
                     # A new revision only when they change; the row is locked either way (replaces take turns).
                     changed = or_(apis.c.scope != api.scope, apis.c.require_dpop != api.require_dpop)
+                    was_bound_only = conn.execute(
+                        select(apis.c.require_dpop).where(apis.c.audience == api.audience).with_for_update()
+                    ).scalar_one()
                     conn.execute(
                         update(apis)
                         .where(apis.c.audience == api.audience)
@@ -235,8 +238,11 @@ class ApiStore:
                         )
                     )
                     conn.execute(delete(api_resource_uris).where(api_resource_uris.c.audience == api.audience))
-                    # The access tokens of grants holding scopes it no longer defines end now (issuer.narrowing).
-                    end_unpermitted_for_api(conn, api.audience, api.scopes)
+                    # The access tokens of grants holding scopes it no longer defines end now (issuer.narrowing),
+                    # and all of them when it comes to require DPoP: which are bound is not recorded.
+                    end_unpermitted_for_api(
+                        conn, api.audience, api.scopes, every=api.require_dpop and not was_bound_only
+                    )
                 for uri in sorted(api.resource_uris):
                     owner = _owner(conn, uri)
                     if owner is not None:

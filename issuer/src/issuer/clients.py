@@ -252,9 +252,15 @@ class ClientStore:
         self._cache.clear()
         with self.database.transaction() as conn:
             _refuse_a_users_name(conn, client.client_id)
+            was_bound_only = conn.execute(
+                select(clients.c.require_dpop).where(clients.c.client_id == client.client_id).with_for_update()
+            ).scalar()
             existed = _put(conn, client)
             if existed:  # the access tokens it no longer permits end now, not when they expire
-                revoke_unpermitted(conn, client.client_id, functools.partial(_permits, client))
+                # All of them when it comes to require DPoP: its bearer tokens must end, and which
+                # tokens are bound is not recorded (a bound family refreshed gets a new index).
+                every = client.require_dpop and not was_bound_only
+                revoke_unpermitted(conn, client.client_id, functools.partial(_permits, client, every=every))
         audit.emit("client.changed" if existed else "client.created", client=client.client_id)
         return client, existed
 
@@ -331,10 +337,10 @@ class ClientAssertions:
         return True
 
 
-def _permits(client: Client, audience: str, scope: str) -> bool:
-    """Return whether a client's registration permits a grant of `scope` for the API `audience`."""
+def _permits(client: Client, audience: str, scope: str, *, every: bool = False) -> bool:
+    """Return whether a client's registration permits a grant of `scope` for the API `audience` (none with `every`)."""
     held = parse_scope(scope)
-    return client.may_ask_for(audience) and client.narrow(held) == held
+    return not every and client.may_ask_for(audience) and client.narrow(held) == held
 
 
 def _refuse_a_users_name(conn: Connection, client_id: str) -> None:

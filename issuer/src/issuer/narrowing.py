@@ -43,11 +43,15 @@ def end_unpermitted_of_user(conn: Connection, user_id: str, scopes: frozenset[st
     return _end_unpermitted(conn, status_grants.c.user_id == user_id, permitted)
 
 
-def end_unpermitted_for_api(conn: Connection, audience: str, scopes: frozenset[str]) -> int:
-    """End the tokens of the grants for an API holding a scope it no longer defines; return how many slots changed."""
+def end_unpermitted_for_api(conn: Connection, audience: str, scopes: frozenset[str], *, every: bool = False) -> int:
+    """End the tokens of the grants for an API holding a scope it no longer defines (or, with `every`, all); return how many slots changed.
+
+    `every` when the API comes to require DPoP: its bearer tokens must end, and which tokens are
+    bound is not recorded, so all end; a bound family refreshed gets a new index.
+    """
 
     def permitted(_audience: str, held: frozenset[str]) -> bool:
-        return held - kept_on_refresh(held, scopes) <= scopes
+        return not every and held - kept_on_refresh(held, scopes) <= scopes
 
     hold_new_grants(conn)  # a grant made from the API's older copy meanwhile: read below, or refused
     return _end_unpermitted(conn, status_grants.c.audience == audience, permitted)
