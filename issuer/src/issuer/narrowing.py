@@ -19,11 +19,10 @@ from sqlalchemy import Connection, select
 from sqlalchemy.sql.expression import ColumnElement
 
 from issuer.db import apis, status_grants
-from issuer.statuslist import hold_new_grants, revoke_grants
+from issuer.statuslist import end_unpermitted, hold_new_grants
 
 OPENID = "openid"
 IDENTITY_SCOPES = frozenset({OPENID, "profile", "email"})
-BATCH = 500  # grant ids per statement, however many grants a user or an API has
 
 
 def kept_on_refresh(held: frozenset[str], api_scopes: frozenset[str]) -> frozenset[str]:
@@ -60,11 +59,4 @@ def end_unpermitted_for_api(conn: Connection, audience: str, scopes: frozenset[s
 def _end_unpermitted(
     conn: Connection, where: ColumnElement[bool], permitted: Callable[[str, frozenset[str]], bool]
 ) -> int:
-    rows = conn.execute(
-        select(status_grants.c.grant_id, status_grants.c.audience, status_grants.c.scope).where(where)
-    ).all()
-    ended = [row.grant_id for row in rows if not permitted(row.audience, frozenset(row.scope.split()))]
-    changed = 0
-    for start in range(0, len(ended), BATCH):
-        changed += revoke_grants(conn, status_grants.c.grant_id.in_(ended[start : start + BATCH]), forget=True)
-    return changed
+    return end_unpermitted(conn, where, lambda audience, scope: permitted(audience, frozenset(scope.split())))

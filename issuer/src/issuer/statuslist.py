@@ -153,6 +153,8 @@ _INSERT_GRANT = (
     )
     .returning(status_grants.c.grant_id)
 )  # what was written (the row count of an INSERT ... SELECT read -1 on PostgreSQL)
+# The grant id of a token of its own (a client's, client_credentials): the prefix, then random.
+_OWN_TOKEN = "token:"
 _CLIENT_KNOWN = select(clients.c.client_id).where(clients.c.client_id == bindparam("client_id"))
 
 
@@ -359,7 +361,7 @@ class StatusLists:
             _insert_grant(
                 conn,
                 registered,
-                grant_id=f"token:{uuid.uuid4().hex}",
+                grant_id=f"{_OWN_TOKEN}{uuid.uuid4().hex}",
                 list_id=slot.list_id,
                 idx=slot.idx,
                 client_id=client_id,
@@ -578,6 +580,16 @@ def set_bits(conn: Connection, slots: Iterable[Slot], now: int) -> int:
     return changed
 
 
+_GRANT_SLOTS = (
+    status_grants.c.grant_id,
+    status_grants.c.list_id,
+    status_grants.c.idx,
+    status_grants.c.previous_list_id,
+    status_grants.c.previous_idx,
+    status_grants.c.previous_expires_at,
+)
+
+
 def revoke_grants(conn: Connection, *where: ColumnElement[bool], forget: bool = False) -> int:
     """Set INVALID the slots of the grants matching `where` (a moved family's previous one too while its tokens live).
 
@@ -586,26 +598,39 @@ def revoke_grants(conn: Connection, *where: ColumnElement[bool], forget: bool = 
     With `forget`, the grants lose their slot too: the next token of such a grant (a family
     refreshed after its client was narrowed) gets a new, valid one.
     """
-    now = int(time.time())
-    rows = conn.execute(
-        select(
-            status_grants.c.list_id,
-            status_grants.c.idx,
-            status_grants.c.previous_list_id,
-            status_grants.c.previous_idx,
-            status_grants.c.previous_expires_at,
-        ).where(*where)
-    ).all()
-    slots = [Slot(row.list_id, row.idx) for row in rows]
-    slots += [
-        Slot(row.previous_list_id, row.previous_idx)
-        for row in rows
-        if row.previous_list_id is not None and row.previous_expires_at is not None and row.previous_expires_at > now
-    ]
-    changed = set_bits(conn, slots, now)
+    rows = conn.execute(select(*_GRANT_SLOTS).where(*where)).all()
+    changed = set_bits(conn, _live_slots(rows, int(time.time())), int(time.time()))
     if forget and rows:
         conn.execute(delete(status_grants).where(*where))
     return changed
+
+
+def end_unpermitted(conn: Connection, where: ColumnElement[bool], permitted: Callable[[str, str], bool]) -> int:
+    """End the tokens of the grants matching `where` whose API or scope (`permitted(audience, scope)`) is no longer permitted.
+
+    Their slots are set INVALID, each list's bits rewritten once however many grants end, and
+    the refresh families among them forget their slot: one the change still lets refresh,
+    narrowed, gets a new slot at its next token (a client's own tokens have no next token, and
+    keep their rows until they expire). Return how many slots changed.
+    """
+    rows = conn.execute(select(*_GRANT_SLOTS, status_grants.c.audience, status_grants.c.scope).where(where)).all()
+    ended = [row for row in rows if not permitted(row.audience, row.scope)]
+    now = int(time.time())
+    changed = set_bits(conn, _live_slots(ended, now), now)
+    families = [row.grant_id for row in ended if not row.grant_id.startswith(_OWN_TOKEN)]
+    for start in range(0, len(families), 500):  # bounded statements, however many families end
+        conn.execute(delete(status_grants).where(status_grants.c.grant_id.in_(families[start : start + 500])))
+    return changed
+
+
+def _live_slots(rows: Iterable[Any], now: int) -> list[Slot]:
+    """Return the slots of grant rows: each one's current slot, and its previous one while tokens issued under it live."""
+    slots = []
+    for row in rows:
+        slots.append(Slot(row.list_id, row.idx))
+        if row.previous_list_id is not None and row.previous_expires_at is not None and row.previous_expires_at > now:
+            slots.append(Slot(row.previous_list_id, row.previous_idx))
+    return slots
 
 
 def of_families(*where: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -690,20 +715,11 @@ def _matches(if_none_match: str, etag: str) -> bool:
 def revoke_unpermitted(conn: Connection, client_id: str, permitted: Callable[[str, str], bool]) -> int:
     """End the tokens of a client's grants whose API or scope (`permitted(audience, scope)`) it may no longer have.
 
-    Their slots are set INVALID and forgotten: a family the client may still refresh, narrowed,
-    gets a new slot at its next token. Return how many slots changed.
+    After the client's registration changed, in its transaction: the grants being made wait
+    for it or are read (`hold_new_grants`). Return how many slots changed.
     """
     hold_new_grants(conn)
-    rows = conn.execute(
-        select(status_grants.c.grant_id, status_grants.c.audience, status_grants.c.scope).where(
-            status_grants.c.client_id == client_id
-        )
-    ).all()
-    ended = [row.grant_id for row in rows if not permitted(row.audience, row.scope)]
-    changed = 0
-    for start in range(0, len(ended), 500):  # bounded statements, however many grants a client has
-        changed += revoke_grants(conn, status_grants.c.grant_id.in_(ended[start : start + 500]), forget=True)
-    return changed
+    return end_unpermitted(conn, status_grants.c.client_id == client_id, permitted)
 
 
 def access_token_slot(token: str, client_id: str) -> Slot | None:
