@@ -95,7 +95,7 @@ def test_no_token_for_an_api_a_client_lost_outlives_the_narrowing(pg_stack: Post
         key, "--audience", REPORTS_AUDIENCE, "--audience", "jwt-split-api", "--scope", scope
     )
 
-    def narrow() -> Any:
+    def narrow() -> Any:  # the same registration, for the profile API only
         return pg_stack.issuer_cli(
             "clients", "add", client_id, "--replace", "--grant", "client_credentials", "--jwks-file", "-",
             "--audience", "jwt-split-api", "--scope", scope, stdin=jwks_json(key),

@@ -1,11 +1,13 @@
-"""Attack: device-grant polls racing `users update --scope` on PostgreSQL (failing today).
+"""Device-grant polls racing `users update --scope` and `users delete` on PostgreSQL.
 
-A poll spends its device code holding only the code's row: its user is read unlocked
+A poll that spent its device code holding only the code's row read its user unlocked
 (`oauth._narrowed` through `users.get_by_id`), unlike the password grant (`users.locked`) and
-the refresh and code grants (their row is read joined to the user's, FOR UPDATE). A narrowing
-that commits between that read and the poll's commit finds no status-list row of the new
-family to end, and the poll then commits a token with the scope just taken away: the reports
-API accepts it for its lifetime. SQLite's one writer orders the two; PostgreSQL does not.
+the refresh and code grants (their row read joined to the user's, FOR UPDATE). A narrowing that
+committed between that read and the poll's commit found no status-list row of the new family
+to end, and the poll then committed a token with the scope just taken away, which the reports
+API accepted for its lifetime; and a user's deletion deadlocked with the polls of their codes.
+A poll now holds the user's row first (issuer.device_codes); these tests failed before (an
+attacker's pass, 2026-12-07). SQLite's one writer orders the two anyway.
 
 The narrowing is `UserStore.update`, the CLI's `users update --scope`, run where the issuer runs
 at a moment chosen in advance, so that the polls can be spread around its commit.

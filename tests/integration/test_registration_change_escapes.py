@@ -3,7 +3,8 @@
 Found from outside, against running services (the issuer CLI as the operator, the reports API
 as the API that must refuse): each test makes a change an operator makes, then shows a token
 the new registration does not permit that the reports API still accepts seconds later, or that
-a worker still issues. Each fails on today's code; they are the integrator's to fix.
+a worker still issues. Each failed on the code they were found in (an attacker's pass, 2026-12-07),
+and passes since its fix.
 
 RFC 6749 sections 3.3 and 6, RFC 9700 section 2.3 (least privilege), RFC 9449 (DPoP),
 draft-ietf-oauth-status-list (an API refuses a token whose bit is set within about 2 s).
@@ -19,7 +20,7 @@ import requests
 
 from tests.conftest import StackFactory
 from tests.support.stack import REPORTS_AUDIENCE, LoopbackStack, Stack
-from tests.support.tokens import jwks_json, new_rsa_key
+from tests.support.tokens import new_rsa_key
 
 PASSWORD = "correct horse battery staple 42"
 REVOCATION_REACHES_THE_APIS = 4.0  # seconds: status lists re-read every second, plus a busy machine
@@ -106,19 +107,7 @@ def test_a_client_deleted_and_registered_again_gives_its_old_key_no_token_from_a
         assert stack.service_token(client_id, old_key, resource=REPORTS_AUDIENCE).status_code == 200
     started = time.monotonic()
     _cli(stack, "clients", "delete", client_id)
-    _cli(
-        stack,
-        "clients",
-        "add",
-        client_id,
-        "--grant",
-        "client_credentials",
-        "--jwks-file",
-        "-",
-        "--scope",
-        "profile",
-        stdin=jwks_json(new_key),
-    )
+    stack.register_client(new_key, "--scope", "profile", client_id=client_id)
     answers = [stack.service_token(client_id, old_key, resource=REPORTS_AUDIENCE) for _ in range(8)]
     assert time.monotonic() - started < CACHE_TTL, "too slow to show it: the workers' copies expired meanwhile"
     issued = [answer.json()["access_token"] for answer in answers if answer.status_code == 200]
@@ -150,20 +139,25 @@ def test_an_api_deleted_and_registered_again_narrower_gets_no_token_of_its_old_s
     assert "x:read x:write" not in scopes, f"tokens of the deleted registration's scopes: {scopes}"
 
 
-def test_bearer_tokens_for_an_api_made_dpop_only_end(make_stack: StackFactory) -> None:
-    """`apis add --replace --require-dpop` refuses new bearer tokens, but those already issued stay good.
-
-    The API's registration now permits DPoP-bound tokens only (RFC 9449); the narrowing ends
-    grants by scope alone, so a bearer token issued a moment before is accepted by the
-    reports API for its whole lifetime.
-    """
-    stack = make_stack(reports=True).start()
-    key = new_rsa_key()
+def _bearer_token_of_a_new_client(stack: Stack, key: Any) -> tuple[str, str]:
+    """Register a client of `reports:read` with `key`; return its id and a bearer token it got for the reports API."""
     client_id = stack.register_client(key, "--scope", "reports:read")
     answer = stack.service_token(client_id, key, resource=REPORTS_AUDIENCE)
     assert answer.status_code == 200, answer.text
     assert answer.json()["token_type"] == "Bearer"
-    token = answer.json()["access_token"]
+    return client_id, str(answer.json()["access_token"])
+
+
+def test_bearer_tokens_for_an_api_made_dpop_only_end(make_stack: StackFactory) -> None:
+    """`apis add --replace --require-dpop` refuses new bearer tokens, and ends those already issued.
+
+    The API's registration now permits DPoP-bound tokens only (RFC 9449); a narrowing that
+    ended grants by scope alone left a bearer token issued a moment before accepted by the
+    reports API for its whole lifetime.
+    """
+    stack = make_stack(reports=True).start()
+    key = new_rsa_key()
+    client_id, token = _bearer_token_of_a_new_client(stack, key)
     assert stack.get_reports("/api/caller", token).status_code == 200
 
     _reports_api(stack, "reports:read", "--require-dpop")
@@ -172,46 +166,25 @@ def test_bearer_tokens_for_an_api_made_dpop_only_end(make_stack: StackFactory) -
 
 
 def test_bearer_tokens_of_a_client_made_dpop_only_end(make_stack: StackFactory) -> None:
-    """`clients add --replace --require-dpop` (RFC 9449 `dpop_bound_access_tokens`): its bearer tokens stay good."""
+    """`clients add --replace --require-dpop` (RFC 9449 `dpop_bound_access_tokens`): its bearer tokens end."""
     stack = make_stack(reports=True).start()
     key = new_rsa_key()
-    client_id = stack.register_client(key, "--scope", "reports:read")
-    answer = stack.service_token(client_id, key, resource=REPORTS_AUDIENCE)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["token_type"] == "Bearer"
-    token = answer.json()["access_token"]
+    client_id, token = _bearer_token_of_a_new_client(stack, key)
 
-    _cli(
-        stack,
-        "clients",
-        "add",
-        client_id,
-        "--grant",
-        "client_credentials",
-        "--jwks-file",
-        "-",
-        "--scope",
-        "reports:read",
-        "--require-dpop",
-        "--replace",
-        stdin=jwks_json(key),
-    )
+    stack.register_client(key, "--scope", "reports:read", "--require-dpop", "--replace", client_id=client_id)
     assert stack.service_token(client_id, key, resource=REPORTS_AUDIENCE).status_code == 400  # no new bearer token
     assert _refused_in_time(stack, token), "a bearer token outlived its client's DPoP-only registration"
 
 
 def test_tokens_for_a_deleted_api_end(make_stack: StackFactory) -> None:
-    """`apis delete` ends nothing: the tokens issued for the API stay good at it until they expire.
+    """`apis delete` ends the tokens issued for the API: a deleted API permits none.
 
-    The CLI's help says so ("Its access tokens stay valid until they expire"); the rule under
-    test says a change ends every token it no longer permits, and a deleted API permits none.
+    They stayed good until they expired (the CLI's help said so), and opened an API registered
+    again under the name.
     """
     stack = make_stack(reports=True).start()
     key = new_rsa_key()
-    client_id = stack.register_client(key, "--scope", "reports:read")
-    answer = stack.service_token(client_id, key, resource=REPORTS_AUDIENCE)
-    assert answer.status_code == 200, answer.text
-    token = answer.json()["access_token"]
+    client_id, token = _bearer_token_of_a_new_client(stack, key)
 
     _cli(stack, "apis", "delete", REPORTS_AUDIENCE)
     refused = stack.service_token(client_id, key, resource=REPORTS_AUDIENCE)

@@ -203,9 +203,14 @@ class Stack(abc.ABC):
                 return rest.split()[0]
         raise AssertionError(f"no user {username!r} in {listed.stdout!r}")
 
-    def register_client(self, key: rsa.RSAPrivateKey, *args: str, prefix: str = "svc") -> str:
-        """Register a client_credentials client with the public half of `key` from the CLI; return its id."""
-        client_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    def register_client(
+        self, key: rsa.RSAPrivateKey, *args: str, prefix: str = "svc", client_id: str | None = None
+    ) -> str:
+        """Register a client_credentials client with the public half of `key` from the CLI; return its id.
+
+        A new id unless `client_id` is given (with `--replace` in `args`, a registration changed).
+        """
+        client_id = client_id or f"{prefix}-{uuid.uuid4().hex[:8]}"
         added = self.issuer_cli(
             "clients",
             "add",

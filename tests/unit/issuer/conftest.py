@@ -29,6 +29,18 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture
+def on_postgresql(issuer_settings: IssuerSettings, postgres_url: str) -> IssuerSettings:
+    """The issuer with the demo users on a PostgreSQL database of the test's own (for what only concurrent writers show)."""
+    return dataclasses.replace(
+        issuer_settings,
+        demo_users=DEMO_USERS,
+        database_url=postgres_url,
+        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
+        session_secret="S" * 48,
+    )
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def on_each_engine(request: pytest.FixtureRequest, issuer_settings: IssuerSettings) -> IssuerSettings:
     """The issuer with the demo users and the resource's web client on SQLite, then on a PostgreSQL database of the test's own.

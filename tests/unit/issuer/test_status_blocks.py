@@ -24,21 +24,13 @@ from sqlalchemy.exc import OperationalError
 
 from issuer import statuslist
 from issuer.db import status_grants, status_lists
-from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
 from issuer.statuslist import BLOCK, BLOCK_HOLD, Slot, StatusLists, registered
-from tests.support.browsing import DEMO_USERS
 
 
 @pytest.fixture
-def settings(issuer_settings: IssuerSettings, postgres_url: str) -> IssuerSettings:
-    return dataclasses.replace(
-        issuer_settings,
-        demo_users=DEMO_USERS,
-        database_url=postgres_url,
-        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
-        session_secret="S" * 48,
-    )
+def settings(on_postgresql: IssuerSettings) -> IssuerSettings:
+    return on_postgresql
 
 
 @pytest.fixture

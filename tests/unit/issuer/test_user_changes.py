@@ -11,7 +11,6 @@ here is made to wait at its row's insert by a lock the test holds, while the cha
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from typing import Any
@@ -24,23 +23,15 @@ from sqlalchemy import create_engine, delete, text
 from issuer import extensions, statuslist
 from issuer.clients import Client
 from issuer.db import status_grants
-from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
 from issuer.users import UserStore
-from tests.support.browsing import DEMO_USERS
 
 APP = "app"
 
 
 @pytest.fixture
-def settings(issuer_settings: IssuerSettings, postgres_url: str) -> IssuerSettings:
-    return dataclasses.replace(
-        issuer_settings,
-        demo_users=DEMO_USERS,
-        database_url=postgres_url,
-        key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
-        session_secret="S" * 48,
-    )
+def settings(on_postgresql: IssuerSettings) -> IssuerSettings:
+    return on_postgresql
 
 
 def test_a_refresh_racing_a_users_narrowing_gives_no_token_of_the_scope_they_lost(
