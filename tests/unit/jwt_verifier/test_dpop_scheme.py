@@ -144,7 +144,9 @@ def test_the_request_url_is_the_public_origin_and_the_request_path() -> None:
 def test_the_request_url_keeps_the_path_as_sent_when_the_server_recorded_it() -> None:
     assert request_url("https://api.example", "/orders/a/b", "/orders/a%2Fb?x=1") == "https://api.example/orders/a%2Fb"
     assert request_url("https://api.example", "/orders/a/b", "/orders/%61/b") == "https://api.example/orders/%61/b"
-    # Not that path (a proxy moved it under a prefix, or an absolute-form target): the decoded one, encoded again.
+    # Not that path (a proxy moved it under a prefix): the decoded one, encoded again.
     assert request_url("https://api.example", "/v1/orders", "/orders") == "https://api.example/v1/orders"
     assert request_url("https://api.example", "/orders", "https://api.example/orders") == "https://api.example/orders"
+    # An absolute-form target (RFC 9112 section 3.2.2): its path, as sent.
+    assert request_url("https://api.example", "/a/b", "HTTP://10.0.0.1:8001/a%2Fb?x") == "https://api.example/a%2Fb"
     assert request_url("https://api.example", "/a b", None) == "https://api.example/a%20b"

@@ -51,7 +51,8 @@ def request_url(resource: str, path: str, sent: str | None = None) -> str:
     percent-encoded as the client wrote it, which is what its proof's `htu` names (RFC 9449
     section 4.3: compared after RFC 3986 syntax-based normalization, which decodes unreserved
     characters only, so `a%2Fb` is one segment and `a/b` two). `sent` is used when it is that
-    path (a proxy that moved the path, or no record of the target: `path` encoded again).
+    path, in origin or absolute form (a proxy that moved the path, or no record of the target:
+    `path` encoded again).
     """
     origin = urlsplit(resource)
     return urlunsplit((origin.scheme, origin.netloc, _as_sent(path, sent), "", ""))
@@ -60,6 +61,8 @@ def request_url(resource: str, path: str, sent: str | None = None) -> str:
 def _as_sent(path: str, sent: str | None) -> str:
     if sent:
         encoded = sent.partition("?")[0]
+        if encoded[:8].lower().startswith(("http://", "https://")):  # absolute form (RFC 9112 section 3.2.2)
+            encoded = urlsplit(encoded).path or "/"
         if encoded.startswith("/") and unquote(encoded) == path:
             return encoded
     return quote(path, safe=_PATH_SAFE)
