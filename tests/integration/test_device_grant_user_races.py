@@ -68,11 +68,6 @@ def postgres_stack(postgres_server: str, tmp_path: Path) -> Iterator[PostgresSta
         stack.close()
 
 
-def _cli(stack: PostgresStack, *args: str, stdin: str = "") -> None:
-    done = stack.issuer_cli(*args, stdin=stdin)
-    assert done.returncode == 0, done.stderr
-
-
 def _browser_of(stack: PostgresStack, username: str) -> requests.Session:
     """Return a browser logged in at the issuer as `username` (a login session made where the issuer runs)."""
     browser = requests.Session()
@@ -136,8 +131,7 @@ def _poll_around(stack: PostgresStack, codes: list[str], at: float) -> list[tupl
 
 
 def _register_reports_scopes(stack: PostgresStack) -> None:
-    _cli(
-        stack,
+    stack.issuer_cli_ok(
         "apis",
         "add",
         REPORTS_AUDIENCE,
@@ -152,7 +146,7 @@ def _register_reports_scopes(stack: PostgresStack) -> None:
 def _race(stack: PostgresStack, change: str) -> tuple[str, list[dict[str, Any]], subprocess.CompletedProcess[str]]:
     """Approve CODES device codes of a new user, then poll them around `change` (Python, `store` the user store)."""
     user = f"u{uuid.uuid4().hex[:8]}"
-    _cli(stack, "users", "add", user, "--scope", "reports:read reports:write", stdin=PASSWORD + "\n")
+    stack.issuer_cli_ok("users", "add", user, "--scope", "reports:read reports:write", stdin=PASSWORD + "\n")
     codes = _approved_device_codes(stack, _browser_of(stack, user), CODES)
     at = time.time() + 2.5  # the change's process starts meanwhile
     changed: list[subprocess.CompletedProcess[str]] = []

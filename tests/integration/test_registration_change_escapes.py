@@ -27,17 +27,13 @@ REVOCATION_REACHES_THE_APIS = 4.0  # seconds: status lists re-read every second,
 CACHE_TTL = 5.0  # ISSUER_REGISTRY_CACHE_TTL allows 0-60: a worker's copy of a registration lives this long
 
 
-def _cli(stack: Stack, *args: str, stdin: str = "") -> str:
-    done = stack.issuer_cli(*args, stdin=stdin)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def _reports_api(stack: Stack, scope: str, *options: str) -> None:
     """Register the reports API again with these scopes (its public URL kept, as an operator would)."""
     assert isinstance(stack, LoopbackStack)
     public_url = stack.reports.env["REPORTS_PUBLIC_URL"]
-    _cli(stack, "apis", "add", REPORTS_AUDIENCE, "--scope", scope, "--resource-uri", public_url, "--replace", *options)
+    stack.issuer_cli_ok(
+        "apis", "add", REPORTS_AUDIENCE, "--scope", scope, "--resource-uri", public_url, "--replace", *options
+    )
 
 
 def _token(stack: Stack, form: dict[str, str]) -> dict[str, Any]:
@@ -71,13 +67,15 @@ def test_a_token_of_a_family_refreshed_narrower_then_wider_ends_when_its_scope_i
     stack = make_stack(reports=True).start()
     _reports_api(stack, "reports:read reports:write reports:extra")
     user = f"u{uuid.uuid4().hex[:8]}"
-    _cli(stack, "users", "add", user, "--scope", "reports:read reports:write reports:extra", stdin=PASSWORD + "\n")
+    stack.issuer_cli_ok(
+        "users", "add", user, "--scope", "reports:read reports:write reports:extra", stdin=PASSWORD + "\n"
+    )
     app = f"app-{uuid.uuid4().hex[:8]}"
-    _cli(stack, "clients", "add", app, "--grant", "password", "--grant", "refresh_token")
+    stack.issuer_cli_ok("clients", "add", app, "--grant", "password", "--grant", "refresh_token")
     login = {"grant_type": "password", "client_id": app, "username": user, "password": PASSWORD}
     refresh_token = _token(stack, {**login, "resource": REPORTS_AUDIENCE})["refresh_token"]
 
-    _cli(stack, "users", "update", user, "--scope", "reports:read reports:write")  # ends the family's row
+    stack.issuer_cli_ok("users", "update", user, "--scope", "reports:read reports:write")  # ends the family's row
     refresh = {"grant_type": "refresh_token", "client_id": app}
     narrow = _token(stack, {**refresh, "refresh_token": refresh_token, "scope": "reports:write"})
     assert narrow["scope"] == "reports:write"
@@ -85,7 +83,7 @@ def test_a_token_of_a_family_refreshed_narrower_then_wider_ends_when_its_scope_i
     assert wide["scope"] == "reports:read reports:write"
     assert stack.get_reports("/api/caller", wide["access_token"]).status_code == 200
 
-    _cli(stack, "users", "update", user, "--scope", "reports:write")  # reports:read taken away
+    stack.issuer_cli_ok("users", "update", user, "--scope", "reports:write")  # reports:read taken away
     assert _refused_in_time(stack, wide["access_token"]), "a reports:read token outlived the user's reports:read"
 
 
@@ -106,7 +104,7 @@ def test_a_client_deleted_and_registered_again_gives_its_old_key_no_token_from_a
     for _ in range(8):  # both workers read the registration now
         assert stack.service_token(client_id, old_key, resource=REPORTS_AUDIENCE).status_code == 200
     started = time.monotonic()
-    _cli(stack, "clients", "delete", client_id)
+    stack.issuer_cli_ok("clients", "delete", client_id)
     stack.register_client(new_key, "--scope", "profile", client_id=client_id)
     answers = [stack.service_token(client_id, old_key, resource=REPORTS_AUDIENCE) for _ in range(8)]
     assert time.monotonic() - started < CACHE_TTL, "too slow to show it: the workers' copies expired meanwhile"
@@ -125,14 +123,14 @@ def test_an_api_deleted_and_registered_again_narrower_gets_no_token_of_its_old_s
     """
     stack = make_stack(issuer_env={"ISSUER_REGISTRY_CACHE_TTL": str(CACHE_TTL)}).start()
     audience = f"api-{uuid.uuid4().hex[:8]}"
-    _cli(stack, "apis", "add", audience, "--scope", "x:read x:write")
+    stack.issuer_cli_ok("apis", "add", audience, "--scope", "x:read x:write")
     key = new_rsa_key()
     client_id = stack.register_client(key, "--scope", "x:read x:write")
     for _ in range(8):  # both workers read the registration now
         assert stack.service_token(client_id, key, resource=audience).status_code == 200
     started = time.monotonic()
-    _cli(stack, "apis", "delete", audience)
-    _cli(stack, "apis", "add", audience, "--scope", "x:write")
+    stack.issuer_cli_ok("apis", "delete", audience)
+    stack.issuer_cli_ok("apis", "add", audience, "--scope", "x:write")
     answers = [stack.service_token(client_id, key, resource=audience) for _ in range(8)]
     assert time.monotonic() - started < CACHE_TTL, "too slow to show it: the workers' copies expired meanwhile"
     scopes = [answer.json()["scope"] for answer in answers if answer.status_code == 200]
@@ -186,7 +184,7 @@ def test_tokens_for_a_deleted_api_end(make_stack: StackFactory) -> None:
     key = new_rsa_key()
     client_id, token = _bearer_token_of_a_new_client(stack, key)
 
-    _cli(stack, "apis", "delete", REPORTS_AUDIENCE)
+    stack.issuer_cli_ok("apis", "delete", REPORTS_AUDIENCE)
     refused = stack.service_token(client_id, key, resource=REPORTS_AUDIENCE)
     assert (refused.status_code, refused.json()["error"]) == (400, "invalid_target")
     assert _refused_in_time(stack, token), "a token outlived the deletion of its API"

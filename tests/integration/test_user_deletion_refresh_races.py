@@ -33,11 +33,6 @@ def postgres_stack(postgres_server: str, tmp_path: Path) -> Iterator[PostgresSta
         stack.close()
 
 
-def _cli(stack: PostgresStack, *args: str, stdin: str = "") -> None:
-    done = stack.issuer_cli(*args, stdin=stdin)
-    assert done.returncode == 0, done.stderr
-
-
 def _refresh_storm(stack: PostgresStack, app: str, username: str, stop: threading.Event, tokens: list[str]) -> None:
     """Get tokens with the password grant, then refresh them over and over, until `stop`."""
     session = requests.Session()
@@ -59,12 +54,14 @@ def _refresh_storm(stack: PostgresStack, app: str, username: str, stop: threadin
 def test_a_user_is_deleted_while_their_refresh_tokens_are_being_used(postgres_stack: PostgresStack) -> None:
     stack = postgres_stack
     public = stack.reports.env["REPORTS_PUBLIC_URL"]
-    _cli(stack, "apis", "add", REPORTS_AUDIENCE, "--scope", "reports:read", "--resource-uri", public, "--replace")
+    stack.issuer_cli_ok(
+        "apis", "add", REPORTS_AUDIENCE, "--scope", "reports:read", "--resource-uri", public, "--replace"
+    )
     app = f"app-{uuid.uuid4().hex[:6]}"
-    _cli(stack, "clients", "add", app, "--grant", "password", "--grant", "refresh_token")
+    stack.issuer_cli_ok("clients", "add", app, "--grant", "password", "--grant", "refresh_token")
     for _ in range(2):  # before the fix, 5 rounds of 6 deadlocked
         username = f"u{uuid.uuid4().hex[:6]}"
-        _cli(stack, "users", "add", username, "--scope", "reports:read", stdin=PASSWORD + "\n")
+        stack.issuer_cli_ok("users", "add", username, "--scope", "reports:read", stdin=PASSWORD + "\n")
         stop = threading.Event()
         tokens: list[str] = []
         threads = [threading.Thread(target=_refresh_storm, args=(stack, app, username, stop, tokens)) for _ in range(6)]

@@ -151,6 +151,12 @@ class Stack(abc.ABC):
     def issuer_cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """Run `python -m issuer ARGS` where the issuer's data is, as an operator would."""
 
+    def issuer_cli_ok(self, *args: str, stdin: str = "") -> str:
+        """Run `python -m issuer ARGS` as `issuer_cli` does, asserting that it succeeds; return what it printed."""
+        done = self.issuer_cli(*args, stdin=stdin)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
     @abc.abstractmethod
     def issuer_logs(self) -> str:
         """Return everything the issuer has logged."""
