@@ -112,8 +112,9 @@ class BearerAuth:
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 found = protection()
                 proofs = request.headers.getlist("DPoP")
+                sent = sent_target() if proofs else None  # what a proof's `htu` is compared with
                 dpop = dpop_request(
-                    found.config.resource, request.method, request.script_root + request.path, proofs, sent_target()
+                    found.config.resource, request.method, request.script_root + request.path, proofs, sent
                 )
                 g.claims = found.protector.acquire(request, scope, dpop=dpop, step_up=demand)
                 return view(*args, **kwargs)
