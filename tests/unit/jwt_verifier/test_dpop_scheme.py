@@ -150,3 +150,5 @@ def test_the_request_url_keeps_the_path_as_sent_when_the_server_recorded_it() ->
     # An absolute-form target (RFC 9112 section 3.2.2): its path, as sent.
     assert request_url("https://api.example", "/a/b", "HTTP://10.0.0.1:8001/a%2Fb?x") == "https://api.example/a%2Fb"
     assert request_url("https://api.example", "/a b", None) == "https://api.example/a%20b"
+    # A target no URL parser takes (a server may pass it on): the decoded path, never an exception.
+    assert request_url("https://api.example", "/x", "http://[::1/x") == "https://api.example/x"

@@ -62,7 +62,10 @@ def _as_sent(path: str, sent: str | None) -> str:
     if sent:
         encoded = sent.partition("?")[0]
         if encoded[:8].lower().startswith(("http://", "https://")):  # absolute form (RFC 9112 section 3.2.2)
-            encoded = urlsplit(encoded).path or "/"
+            try:
+                encoded = urlsplit(encoded).path or "/"
+            except ValueError:  # not a URL (`http://[::1`): the decoded path, as with no record
+                encoded = ""
         if encoded.startswith("/") and unquote(encoded) == path:
             return encoded
     return quote(path, safe=_PATH_SAFE)
