@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -19,8 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from shared.asgi import SWAGGER_VERSION
 from tests.support.processes import REPORTS_WORKER, GunicornService, answers, free_port, wait_until
 
+BUNDLE = f"/docs/{SWAGGER_VERSION}/swagger-ui-bundle.js"
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: reports.test\r\n\r\n"
 
 
@@ -78,22 +81,83 @@ def _closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
-def test_past_worker_connections_a_request_is_refused_503_at_once(limited: GunicornService) -> None:
-    idle = [_connect(limited) for _ in range(2)]
+def _unread_bundle(service: GunicornService) -> socket.socket:
+    """A connection whose request (the 1 MB Swagger UI bundle) stays in progress while its answer is not read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", service.port))
+    sock.sendall(f"GET {BUNDLE} HTTP/1.1\r\nHost: reports.test\r\n\r\n".encode())
+    assert sock.recv(1024).startswith(b"HTTP/1.1 200 ")  # served, and the rest of it waits for us
+    return sock
+
+
+def _read_to_close(sock: socket.socket) -> bytes:
+    """Read until the server closes (or resets) the connection; return what came."""
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while data := sock.recv(65536):
+            received += data
+    return received
+
+
+def test_past_worker_connections_requests_in_progress_a_request_is_refused_503_at_once(
+    limited: GunicornService,
+) -> None:
+    held = [_unread_bundle(limited) for _ in range(2)]
     try:
-        idle[0].sendall(b"GET /healthz HTTP/1.1\r\n")  # a head under way, and one connection silent
         refused = requests.get(f"{limited.url}/healthz", timeout=10)
         assert refused.status_code == 503
         assert refused.headers["Retry-After"] == "1"
         assert refused.json()["error"] == "temporarily_unavailable"
     finally:
-        for sock in idle:
+        for sock in held:
             sock.close()
 
     # The closed connections leave the worker's count as it notices them.
     wait_until(lambda: answers(f"{limited.url}/healthz"), timeout=10, what="an answer once the others closed")
     exported = requests.get(limited.metrics_url, timeout=10).text
     assert "jwt_split_connections_refused_total 1.0" in exported
+
+
+def test_connections_waiting_for_a_request_make_room_for_a_request_at_the_limit(limited: GunicornService) -> None:
+    """Connections opened and left idle (a flood of them) cost nobody else a 503: the idle go first."""
+    silent = _connect(limited)
+    begun = _connect(limited)
+    begun.sendall(b"GET /healthz HTTP/1.1\r\n")  # a head under way
+    time.sleep(0.5)  # both taken by the worker
+    try:
+        served = requests.get(f"{limited.url}/healthz", timeout=10)
+        assert served.status_code == 200, served.text
+        assert _read_to_close(silent) == b""  # closed, with nothing to answer
+        begun.sendall(b"Host: reports.test\r\n\r\n")
+        assert begun.recv(65536).startswith(b"HTTP/1.1 200 ")  # kept: the silent one made the room
+
+        begun.close()
+
+        # With only heads under way left to close, one of them is answered 503 and closed.
+        heads = [_connect(limited) for _ in range(2)]
+        for sock in heads:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        time.sleep(0.5)
+        assert requests.get(f"{limited.url}/healthz", timeout=10).status_code == 200
+        answered = []
+        for sock in heads:
+            sock.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                answered.append(_read_to_close(sock))
+            sock.close()
+        assert len(answered) == 1, answered
+        assert answered[0].startswith(b"HTTP/1.1 503 "), answered
+        assert b"Retry-After: 1" in answered[0]
+    finally:
+        silent.close()
+        begun.close()
+    exported = requests.get(limited.metrics_url, timeout=10).text
+    closed = re.search(r"^jwt_split_connections_closed_for_room_total ([0-9.]+)$", exported, re.MULTILINE)
+    assert closed is not None, exported
+    assert float(closed.group(1)) >= 2  # and the closed `begun`, if the worker had not noticed yet
+    assert "jwt_split_connections_refused_total 0.0" in exported
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_keep_alive(impatient: GunicornService) -> None:

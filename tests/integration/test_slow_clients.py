@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -255,3 +256,48 @@ def test_stalled_metrics_connections_keep_the_log_json_lines(issuer: GunicornSer
     not_json = [line for line in written.splitlines() if not line.startswith("{")]
     assert not not_json, written
     assert all(json.loads(line)["level"] in ("debug", "info") for line in written.splitlines() if "metrics" in line)
+
+
+@pytest.fixture
+def crowded_issuer(tmp_path: Path) -> Iterator[GunicornService]:
+    """One issuer worker holding at most 8 connections, with 30 s for a head: only making room frees a place."""
+    service = issuer_process(
+        tmp_path,
+        data_dir=tmp_path / "issuer",
+        workers=1,
+        threads=2,
+        env={"GUNICORN_HEADER_TIMEOUT": "30", "GUNICORN_CMD_ARGS": "--worker-connections 8"},
+    )
+    service.start()
+    try:
+        service.wait_answering()
+        yield service
+    finally:
+        service.stop()
+
+
+def test_connections_left_idle_make_room_at_the_limit_oldest_and_silent_first(crowded_issuer: GunicornService) -> None:
+    """Connections opened and left idle, more than the worker holds, keep nobody else waiting."""
+    with ExitStack() as stack:
+        begun = stack.enter_context(connect(crowded_issuer, b"GET /healthz HTTP/1.1\r\n"))
+        silent = [stack.enter_context(connect(crowded_issuer, b"")) for _ in range(20)]
+        answer = requests.get(f"{crowded_issuer.url}/healthz", timeout=10)
+        assert answer.status_code == 200
+        # The worker holds at most 7 waiting connections: the 15 oldest silent ones were closed,
+        # with nothing to answer, the head under way kept, and the newest silent ones.
+        assert [closed_by_server(sock, within=0.3) for sock in silent] == [True] * 15 + [False] * 5
+        begun.sendall(b"Host: x\r\n\r\n")
+        assert read_until(begun, b'{"status":"ok"}\n', 1).startswith(b"HTTP/1.1 200 OK")
+
+        for sock in [begun, *silent]:
+            sock.close()
+        time.sleep(0.5)  # the worker sees them go
+
+        # With only heads under way left to close, the oldest is answered 503 and closed.
+        heads = [stack.enter_context(connect(crowded_issuer, b"GET /healthz HT")) for _ in range(8)]
+        assert read_until(heads[0], b'shortly"}', 1).startswith(b"HTTP/1.1 503 ")
+        assert not any(closed_by_server(sock, within=0.3) for sock in heads[1:])
+    exported = requests.get(crowded_issuer.metrics_url, timeout=5).text
+    closed = re.search(r"^jwt_split_connections_closed_for_room_total ([0-9.]+)$", exported, re.MULTILINE)
+    assert closed is not None, exported
+    assert float(closed.group(1)) >= 16  # and any connection of the start-up's probes still kept alive

@@ -13,10 +13,14 @@ app sees any of it, under one deadline:
   over 64 KiB 413 (RFC 9110 sections 15.5.12 and 15.5.14), at once and without reading it;
   `Expect: 100-continue` is answered here and the body awaited under the same deadline. These
   answers are JSON like the app's errors and close the connection;
-- at most `--worker-connections` connections and requests at once per worker (gunicorn's
-  setting for event-loop workers, default 1000; uvicorn's `limit_concurrency`): past that a
-  request is answered 503 with `Retry-After` at once rather than queued without bound, and
-  counted in `jwt_split_connections_refused_total`;
+- at most `--worker-connections` requests in progress at once per worker (gunicorn's setting
+  for event-loop workers, default 1000; uvicorn's `limit_concurrency`): past that a request is
+  answered 503 with `Retry-After` at once rather than queued without bound, and counted in
+  `jwt_split_connections_refused_total`. Connections count toward the same limit, but one with
+  no request in progress keeps its place only while no request needs it: at the limit, a whole
+  request makes room by closing such connections (idle ones first, counted in
+  `jwt_split_connections_closed_for_room_total`), so connections opened and left idle cost
+  other clients no 503;
 - an answer the client does not read: the kernel holds little of it (a 64 KiB send buffer,
   `shared.worker.SEND_BUFFER`, which Linux doubles) and the rest waits here; once more is queued than asyncio's
   high-water mark, the client has 10 seconds to read enough to fall below the low-water
@@ -37,7 +41,6 @@ class before shared.gunicorn_conf chooses the metrics directory.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import socket
 import struct
@@ -49,12 +52,19 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from shared.worker import CONTINUE, MAX_BUFFERED_BODY, drop_unread_answers, read_head
+from shared.worker import (
+    BUSY,
+    CONTINUE,
+    MAX_BUFFERED_BODY,
+    count_closed_for_room,
+    drop_unread_answers,
+    error_answer,
+    read_head,
+)
 
 HEAD_LIMIT = 16 * 1024
 LINE_LIMIT = 8 * 1024  # the request line, and each header field
 FIELDS_LIMIT = 50
-RETRY_AFTER_SECONDS = 1
 # Seconds an answer may stay queued above asyncio's high-water mark before its connection is
 # dropped. Over loopback a client reading 20 KB a second opens its window 64 KiB at a time
 # (the MSS), about every 3 s: it must keep its connection.
@@ -62,26 +72,13 @@ UNREAD_ANSWER_DEADLINE = 10
 _LINE_END = re.compile(rb"\r?\n")
 
 
-def _answer(status: bytes, error: str, description: str, *, extra: bytes = b"") -> bytes:
-    """Return a whole JSON error answer that closes the connection, like the app's errors."""
-    body = json.dumps({"error": error, "error_description": description}).encode()
-    return (
-        b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-        b"Cache-Control: no-store\r\n%sConnection: close\r\n\r\n%s" % (status, len(body), extra, body)
-    )
-
-
-URI_TOO_LONG = _answer(b"414 URI Too Long", "invalid_request", f"the request line is longer than {LINE_LIMIT} bytes")
-HEADERS_TOO_LARGE = _answer(
+URI_TOO_LONG = error_answer(
+    b"414 URI Too Long", "invalid_request", f"the request line is longer than {LINE_LIMIT} bytes"
+)
+HEADERS_TOO_LARGE = error_answer(
     b"431 Request Header Fields Too Large",
     "invalid_request",
     f"send at most {FIELDS_LIMIT} header fields of at most {LINE_LIMIT} bytes each, {HEAD_LIMIT} bytes in all",
-)
-BUSY = _answer(
-    b"503 Service Unavailable",
-    "temporarily_unavailable",
-    "the server is busy; try again shortly",
-    extra=b"Retry-After: %d\r\n" % RETRY_AFTER_SECONDS,
 )
 
 
@@ -179,9 +176,7 @@ class BufferingProtocol(H11Protocol):
                 self.transport.write(CONTINUE)  # the client waits for it; the deadline still runs
             return
         self._stop_clock()
-        if self.limit_concurrency is not None and (
-            len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
-        ):
+        if self.limit_concurrency is not None and not self._make_room(self.limit_concurrency):
             _count_refusal()
             self._refuse(BUSY)
             return
@@ -189,6 +184,44 @@ class BufferingProtocol(H11Protocol):
         self._serving = True
         self._continued = False
         super().data_received(request)
+
+    def _make_room(self, limit: int) -> bool:
+        """Return whether this request may be served now, closing connections that wait for one if need be.
+
+        Fewer than `limit` requests must be in progress, and fewer than `limit` connections open
+        (uvicorn's `limit_concurrency` counts both). A connection with no request in progress holds
+        its place only while no request needs it: at the limit, enough of them are closed to let
+        this request in, those that sent nothing first (RFC 9112 section 9.6 lets a server close
+        an idle connection at any time), then those still sending a request, which are answered
+        503 with `Retry-After`. Connections opened and left idle, however many, so cost their
+        opener a place each for as long as nobody else needs it, never another client a 503.
+        """
+        if len(self.tasks) >= limit:
+            return False
+        excess = len(self.connections) - limit + 1
+        if excess <= 0:
+            return True
+        waiting = [
+            other
+            for other in self.connections
+            if isinstance(other, BufferingProtocol) and other is not self and not other._serving
+        ]
+        if len(waiting) < excess:
+            return False
+        waiting.sort(key=lambda other: len(other._pending) > 0)  # stable: those that sent nothing first
+        for other in waiting[:excess]:
+            other._give_up_place()
+            count_closed_for_room()
+        return True
+
+    def _give_up_place(self) -> None:
+        """Close this connection, which has no request in progress, to make room for one that has."""
+        self.connections.discard(self)  # at once: uvicorn counts it until `connection_lost` runs
+        if self._pending:
+            self._refuse(BUSY)
+        else:
+            self._stop_clock()
+            self.transport.close()
 
     def _refuse(self, answer: bytes) -> None:
         """Send `answer` and close, reading no further."""

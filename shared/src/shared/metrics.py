@@ -65,6 +65,10 @@ CONNECTIONS_REFUSED = Counter(
     "jwt_split_connections_refused",
     "Requests refused 503 at a uvicorn worker's connection limit (--worker-connections).",
 )
+CONNECTIONS_CLOSED_FOR_ROOM = Counter(
+    "jwt_split_connections_closed_for_room",
+    "Connections with no request in progress that a worker closed at its connection limit to make room for a request.",
+)
 REFRESH_REUSE = Counter(
     "jwt_split_refresh_reuse_detected", "Spent refresh tokens presented again (each revokes its family)."
 )

@@ -23,8 +23,10 @@ deadline; gunicorn may send a second 100 later, which RFC 9110 section 15.2 allo
 socket still times out after `GUNICORN_HEADER_TIMEOUT` seconds without a byte, as a second
 line of defence (a response is written under that bound: ours are small).
 
-The pending connections of a worker are bounded by gunicorn's `worker_connections`, and each
-buffer by MAX_BUFFERED_HEAD plus MAX_BUFFERED_BODY: a request line past gunicorn's limit goes
+The connections of a worker are bounded by gunicorn's `worker_connections`; at that bound the
+connection that has waited longest for a request is closed to accept the next (`_make_room`),
+rather than leaving everyone else in the listen queue. Each buffer is bounded by
+MAX_BUFFERED_HEAD plus MAX_BUFFERED_BODY: a request line past gunicorn's limit goes
 to a thread at once (for its 414), and a head longer than MAX_BUFFERED_HEAD is answered 431 and
 closed. TLS and HTTP/2 prior knowledge keep gunicorn's own path: our services serve neither.
 """
@@ -66,19 +68,38 @@ _EXPECT_CONTINUE = re.compile(rb"^expect[ \t]*:[ \t]*100-continue[ \t]*\r?$", re
 _HTTP_1_1 = re.compile(rb"^(?:\r?\n)*[^\r\n]* HTTP/1\.1\r?\n")
 
 
-def _refusal(status: bytes, description: str) -> bytes:
+def error_answer(status: bytes, error: str, description: str, *, extra: bytes = b"") -> bytes:
     """Return a whole JSON error answer that closes the connection, like our apps' errors."""
-    body = json.dumps({"error": "invalid_request", "error_description": description}).encode()
+    body = json.dumps({"error": error, "error_description": description}).encode()
     return (
         b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-        b"Cache-Control: no-store\r\nConnection: close\r\n\r\n%s" % (status, len(body), body)
+        b"Cache-Control: no-store\r\n%sConnection: close\r\n\r\n%s" % (status, len(body), extra, body)
     )
+
+
+def _refusal(status: bytes, description: str) -> bytes:
+    return error_answer(status, "invalid_request", description)
 
 
 LENGTH_REQUIRED = _refusal(
     b"411 Length Required", "send the request body with a Content-Length; Transfer-Encoding is not accepted"
 )
 BODY_TOO_LARGE = _refusal(b"413 Content Too Large", f"the request body is larger than {MAX_BUFFERED_BODY} bytes")
+RETRY_AFTER_SECONDS = 1
+# The answer to a request a worker has no room for (its connection limit reached).
+BUSY = error_answer(
+    b"503 Service Unavailable",
+    "temporarily_unavailable",
+    "the server is busy; try again shortly",
+    extra=b"Retry-After: %d\r\n" % RETRY_AFTER_SECONDS,
+)
+
+
+def count_closed_for_room() -> None:
+    """Count a connection closed to make room at a worker's connection limit."""
+    from shared import metrics  # in the worker, after the master chose the metrics directory
+
+    metrics.CONNECTIONS_CLOSED_FOR_ROOM.inc()
 
 
 def header_timeout() -> float:
@@ -206,6 +227,8 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
                 raise
             return
         self.nr_conns += 1
+        if self.nr_conns >= self.worker_connections:
+            self._make_room()
         drop_unread_answers(client)
         sock = _ReadTimeoutSocket(fileno=client.detach())
         sock.read_timeout = self.header_timeout
@@ -243,6 +266,35 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
             return
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_readable, conn))
         self._read_head(conn)
+
+    def _make_room(self) -> None:
+        """Close the connection that has waited longest for a request, so that accepting goes on at the limit.
+
+        gunicorn stops accepting once a worker holds `worker_connections`: connections opened
+        and left idle would keep everyone else in the listen queue until the header timeout
+        closed them, and opened again, for ever. A connection with no request in progress holds
+        its place only while nobody else needs it: an idle kept-alive one goes first (RFC 9112
+        section 9.6 lets a server close one at any time), then one that has sent nothing, then
+        one still sending a request, which is answered 503 with `Retry-After` (nginx drains its
+        idle connections the same way). Connections whose requests are being served are never
+        closed: with only those left, gunicorn stops accepting as before.
+        """
+        victim = self.keepalived_conns[0] if self.keepalived_conns else None
+        if victim is not None:
+            self.keepalived_conns.popleft()
+            self._unregister(victim)
+            self.nr_conns -= 1
+            victim.close()
+        else:
+            victim = next((conn for conn, head in self._heads.items() if not head.buffer), None)
+            victim = victim or next(iter(self._heads), None)
+            if victim is None:
+                return
+            if self._heads[victim].buffer:
+                self._refuse(victim, BUSY)
+            else:
+                self._drop(victim)
+        count_closed_for_room()
 
     def _on_head_readable(self, conn: TConn, _client: object) -> None:
         self._read_head(conn)
