@@ -43,12 +43,18 @@ STACK_SCOPES: dict[str, Literal["session", "function"]] = {
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize `stack`, `nonce_stack` and `make_stack` over the backends: on compose only for a `deployment` test.
 
-    A module that defines a fixture of that name (its own stack) parametrizes it itself.
+    A module that defines a fixture of that name (its own stack) parametrizes it itself. A test
+    marked `sqlite_only` runs on loopback alone: one whose subject is timing in Python that no
+    database changes, and that waits long for it (CI time), while its database steps are proved
+    on both by other tests.
     """
     deployment = metafunc.definition.get_closest_marker("deployment") is not None
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
     for name, scope in STACK_SCOPES.items():
         if name in metafunc.fixturenames and not hasattr(metafunc.module, name):
             backends = BACKENDS if deployment else LOCAL_BACKENDS
+            if sqlite_only:
+                backends = [backend for backend in backends if backend.values == ("loopback",)]
             metafunc.parametrize(name, backends, indirect=True, scope=scope)
 
 

@@ -176,14 +176,18 @@ def test_device_tokens_issued_while_the_users_scope_is_narrowed_end(postgres_sta
     stack = postgres_stack
     _register_reports_scopes(stack)
     escaped: list[str] = []
-    for _ in range(ROUNDS):
+    raced = 0
+    for _ in range(ROUNDS + 2):  # on a loaded machine the change may start after every poll: that round does not count
         _, issued, narrowed = _race(stack, NARROW)
         assert narrowed.returncode == 0, narrowed.stderr
         assert len(issued) == CODES
-        assert any(body["scope"] == "reports:write" for body in issued), "the narrowing did not commit during the polls"
         time.sleep(REVOCATION_REACHES_THE_APIS)
-        escaped += _accepted_with_read(stack, issued)
+        escaped += _accepted_with_read(stack, issued)  # tokens issued before the narrowing end too
+        raced += any(body["scope"] == "reports:write" for body in issued)  # the narrowing committed among the polls
+        if raced == ROUNDS:
+            break
     assert escaped == [], f"{len(escaped)} device tokens kept reports:read after the user lost it"
+    assert raced == ROUNDS, "the narrowing did not commit during the polls"
 
 
 def test_a_users_deletion_while_their_device_codes_are_polled_succeeds(postgres_stack: PostgresStack) -> None:

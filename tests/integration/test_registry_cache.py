@@ -29,18 +29,13 @@ def _password_grant(stack: Stack, client_id: str, **form: str) -> requests.Respo
     return requests.post(f"{stack.issuer_url}/token", data=data, timeout=10)
 
 
-def _cli(stack: Stack, *args: str) -> None:
-    done = stack.issuer_cli(*args)
-    assert done.returncode == 0, done.stderr
-
-
 def _answer(response: requests.Response) -> tuple[int, str]:
     body = response.json()
     return response.status_code, body.get("error") or body["scope"]
 
 
 def _seen_within_the_ttl(
-    change: Callable[[], None], ask: Callable[[], requests.Response], expected: tuple[int, str]
+    change: Callable[[], object], ask: Callable[[], requests.Response], expected: tuple[int, str]
 ) -> None:
     """Make `change` once the workers cached the registration; every answer a TTL later is `expected`."""
     for _ in range(ASKS):
@@ -53,21 +48,21 @@ def _seen_within_the_ttl(
 def test_the_clis_registration_changes_are_seen_within_the_cache_ttl(make_stack: StackFactory) -> None:
     stack = make_stack(issuer_env={"ISSUER_REGISTRY_CACHE_TTL": str(TTL)}).start()
     client_id = f"app-{uuid.uuid4().hex[:8]}"
-    _cli(stack, "clients", "add", client_id, *PUBLIC_GRANTS)
+    stack.issuer_cli_ok("clients", "add", client_id, *PUBLIC_GRANTS)
 
     # A client's scopes narrowed.
     narrow = functools.partial(
-        _cli, stack, "clients", "add", client_id, *PUBLIC_GRANTS, "--scope", "profile", "--replace"
+        stack.issuer_cli_ok, "clients", "add", client_id, *PUBLIC_GRANTS, "--scope", "profile", "--replace"
     )
     _seen_within_the_ttl(narrow, functools.partial(_password_grant, stack, client_id), (200, "profile"))
 
     # An API removed.
     audience = f"api-{uuid.uuid4().hex[:8]}"
-    _cli(stack, "apis", "add", audience, "--scope", "profile")
-    remove = functools.partial(_cli, stack, "apis", "delete", audience)
+    stack.issuer_cli_ok("apis", "add", audience, "--scope", "profile")
+    remove = functools.partial(stack.issuer_cli_ok, "apis", "delete", audience)
     ask = functools.partial(_password_grant, stack, client_id, resource=audience)
     _seen_within_the_ttl(remove, ask, (400, "invalid_target"))
 
     # A client deleted.
-    delete = functools.partial(_cli, stack, "clients", "delete", client_id)
+    delete = functools.partial(stack.issuer_cli_ok, "clients", "delete", client_id)
     _seen_within_the_ttl(delete, functools.partial(_password_grant, stack, client_id), (401, "invalid_client"))

@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from tests.conftest import StackFactory
-from tests.support.processes import wait_until
+from tests.support.processes import log_events, wait_until
+from tests.support.schema import audit_schema, errors
 from tests.support.stack import Stack
 
 FAST_LIFECYCLE = {
@@ -72,12 +73,6 @@ class Traffic:
                     )
 
 
-def _cli(stack: Stack, *args: str) -> str:
-    result = stack.issuer_cli(*args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 @pytest.mark.deployment
 def test_rotation_staged_emergency_and_retirement_fail_no_request(make_stack: StackFactory) -> None:
     stack = make_stack(issuer_env=FAST_LIFECYCLE, resource_env=FAST_CACHE).start()
@@ -89,37 +84,38 @@ def test_rotation_staged_emergency_and_retirement_fail_no_request(make_stack: St
         first = traffic.kids_seen[-1]
 
         # The key is staged as it is made; asking `keys list` afterwards races the activation delay.
-        staged, state = _cli(stack, "keys", "rotate").split()[:2]
+        staged, state = stack.issuer_cli_ok("keys", "rotate").split()[:2]
         assert state == "next"
         wait_until(lambda: traffic.kids_seen[-1] == staged, timeout=30, what="the staged key to sign")
-        assert f"{first}  retiring" in _cli(stack, "keys", "list")
+        assert f"{first}  retiring" in stack.issuer_cli_ok("keys", "list")
         time.sleep(1.5)
 
-        emergency = _cli(stack, "keys", "rotate", "--now").split()[0]
+        emergency = stack.issuer_cli_ok("keys", "rotate", "--now").split()[0]
         wait_until(lambda: traffic.kids_seen[-1] == emergency, timeout=30, what="the emergency key to sign")
         time.sleep(1.5)
 
         traffic.withdrawn.add(first)  # retiring it withdraws it at once: its tokens die by design
-        _cli(stack, "keys", "retire", first)
+        stack.issuer_cli_ok("keys", "retire", first)
         time.sleep(3)
     finally:
         traffic.stop.set()
         worker.join(timeout=30)
 
-    states = {line.split()[0]: line.split()[1] for line in _cli(stack, "keys", "list").splitlines()}
+    states = {line.split()[0]: line.split()[1] for line in stack.issuer_cli_ok("keys", "list").splitlines()}
     assert states == {first: "retired", staged: "retiring", emergency: "active"}
     assert traffic.kids_seen == [first, staged, emergency]
     assert traffic.requests_made > 50
     assert traffic.failures == []
 
 
+@pytest.mark.sqlite_only  # a 30 s wait; the key steps on PostgreSQL: the test above
 def test_retiring_key_is_withdrawn_once_its_tokens_have_expired(make_stack: StackFactory) -> None:
     stack = make_stack(
         issuer_env={**FAST_LIFECYCLE, "ISSUER_ACCESS_TOKEN_TTL": "30", "ISSUER_KEY_RETIRE_GRACE": "0"},
         resource_env=FAST_CACHE,
     ).start()
     old = kid_of(stack.token("bob", "builder")["access_token"])
-    new = _cli(stack, "keys", "rotate", "--now").split()[0]
+    new = stack.issuer_cli_ok("keys", "rotate", "--now").split()[0]
 
     def published() -> set[str]:
         keys = requests.get(f"{stack.issuer_url}/.well-known/jwks.json", timeout=10).json()["keys"]
@@ -128,5 +124,11 @@ def test_retiring_key_is_withdrawn_once_its_tokens_have_expired(make_stack: Stac
     # Each issuer worker re-reads the key states within a second.
     wait_until(lambda: published() == {old, new}, what="both keys to be published")
     wait_until(lambda: published() == {new}, timeout=45, interval=1, what="the retiring key to be withdrawn")
-    states = {line.split()[0]: line.split()[1] for line in _cli(stack, "keys", "list").splitlines()}
+    states = {line.split()[0]: line.split()[1] for line in stack.issuer_cli_ok("keys", "list").splitlines()}
     assert states == {old: "retired", new: "active"}
+    # The retirement fell due: the issuer's audit trail says the system made it, not a request.
+    trail = [entry for entry in log_events(stack.issuer_logs()) if entry.get("audit") is True]
+    assert all(errors(entry, audit_schema()) == [] for entry in trail)
+    retired = [entry for entry in trail if entry["event"] == "key.retired" and entry.get("kid") == old]
+    assert [entry["source"] for entry in retired] == ["system"], retired
+    assert all("address" not in entry for entry in retired)

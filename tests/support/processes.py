@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from signal import SIGTERM  # the class's own `signal` method hides the module in its body
 from typing import Any, Self
@@ -145,12 +145,17 @@ class ChildProcess:
 
     def stop(self, signum: int = SIGTERM) -> None:
         """Stop the program with `signum` and wait for it to exit (SIGKILL after 20 s)."""
-        if self.proc is None:
-            return
+        stop_all([self], signum)
+
+    def _ask_to_stop(self, signum: int) -> None:
         self.signal(signal.SIGCONT)  # a stopped program cannot act on the signal
         self.signal(signum)
+
+    def _wait_stopped(self, deadline: float) -> None:
+        if self.proc is None:
+            return
         try:
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             self.proc.wait(timeout=5)
@@ -162,6 +167,20 @@ class ChildProcess:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+def stop_all(programs: Iterable[ChildProcess], signum: int = SIGTERM) -> None:
+    """Stop `programs` with `signum` all at once, and wait for each to exit (SIGKILL after 20 s).
+
+    At once, not one after another: a gunicorn master takes a second or more to stop (its
+    workers notice at their next poll), and a stack has three.
+    """
+    running = [program for program in programs if program.proc is not None]
+    for program in running:
+        program._ask_to_stop(signum)
+    deadline = time.monotonic() + 20
+    for program in running:
+        program._wait_stopped(deadline)
 
 
 class GunicornService(ChildProcess):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import concurrent.futures
 import os
 import secrets
 import signal
@@ -30,6 +31,7 @@ from tests.support.processes import (
     pids_that_logged,
     reports_process,
     resource_process,
+    stop_all,
     wait_until,
 )
 from tests.support.tokens import client_credentials_form, jwks_json
@@ -104,12 +106,17 @@ class Stack(abc.ABC):
     def start(self) -> Stack:
         """Start the services and wait until the APIs are ready."""
         self.start_issuer()
-        self.start_resource()
+        self._start_apis()
         if self.with_reports:
-            self.start_reports()
             wait_until(self.all_reports_workers_hold_tokens, timeout=30, what="every reports worker's service token")
         wait_until(self.all_workers_hold_keys, timeout=30, what="every resource worker to load keys")
         return self
+
+    def _start_apis(self) -> None:
+        """Start the resource, then the reports API if the stack has it."""
+        self.start_resource()
+        if self.with_reports:
+            self.start_reports()
 
     def all_reports_workers_hold_tokens(self) -> bool:
         """Return whether every reports worker has fetched its own service token (it does at start)."""
@@ -320,6 +327,16 @@ class LoopbackStack(Stack):
         """Start the resource and wait until it answers (ready or not)."""
         self.resource.start().wait_answering()
 
+    def _start_apis(self) -> None:
+        """Start the resource and the reports API side by side: neither needs the other to start (CI time)."""
+        if not self.with_reports:
+            self.start_resource()
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            resource = pool.submit(self.start_resource)
+            self.start_reports()
+            resource.result()
+
     def start_reports(self) -> None:
         """Register the reports API and its client from the issuer CLI, start it, wait until it is ready."""
         public_url = self.reports.env["REPORTS_PUBLIC_URL"]
@@ -330,9 +347,7 @@ class LoopbackStack(Stack):
 
     def close(self) -> None:
         """Stop everything."""
-        self.reports.stop()
-        self.resource.stop()
-        self.issuer.stop()
+        stop_all([self.reports, self.resource, self.issuer])
 
     # -- operator access ------------------------------------------------------------------------
 
