@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +28,11 @@ BUNDLE = f"/docs/{SWAGGER_VERSION}/swagger-ui-bundle.js"
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: reports.test\r\n\r\n"
 
 
-def _reports(tmp_path: Path, gunicorn_args: str, workers: int = 1) -> GunicornService:
-    """The reports API under gunicorn (one worker unless told), its issuer and profile API a closed port."""
+def _reports(tmp_path: Path, gunicorn_args: str, workers: int = 1, issuer: str | None = None) -> GunicornService:
+    """The reports API under gunicorn (one worker unless told), its issuer (unless given) and profile API a closed port."""
     nowhere = f"http://127.0.0.1:{free_port()}"
     env = {
-        "REPORTS_ISSUER": nowhere,
+        "REPORTS_ISSUER": issuer or nowhere,
         "REPORTS_PROFILE_API_URL": nowhere,
         "REPORTS_DATA_DIR": str(tmp_path / "reports-data"),
         "REPORTS_TOKEN_PREFETCH": "false",
@@ -55,6 +56,15 @@ def limited(tmp_path: Path) -> Iterator[GunicornService]:
     service = _reports(tmp_path, "--worker-connections 3 --keep-alive 30")
     yield service
     service.stop()
+
+
+@pytest.fixture
+def limited_issuer_hangs(tmp_path: Path) -> Iterator[GunicornService]:
+    """At most three requests at once; the issuer accepts connections and never answers (a readiness check waits)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as hanging:
+        service = _reports(tmp_path, "--worker-connections 3", issuer=f"http://127.0.0.1:{hanging.getsockname()[1]}")
+        yield service
+        service.stop()
 
 
 @pytest.fixture
@@ -102,61 +112,70 @@ def _read_to_close(sock: socket.socket) -> bytes:
 
 
 def test_past_worker_connections_requests_in_progress_a_request_is_refused_503_at_once(
-    limited: GunicornService,
+    limited_issuer_hangs: GunicornService,
 ) -> None:
-    held = [_unread_bundle(limited) for _ in range(2)]
-    try:
-        refused = requests.get(f"{limited.url}/healthz", timeout=10)
-        assert refused.status_code == 503
-        assert refused.headers["Retry-After"] == "1"
-        assert refused.json()["error"] == "temporarily_unavailable"
-    finally:
-        for sock in held:
-            sock.close()
+    service = limited_issuer_hangs
 
-    # The closed connections leave the worker's count as it notices them.
-    wait_until(lambda: answers(f"{limited.url}/healthz"), timeout=10, what="an answer once the others closed")
-    exported = requests.get(limited.metrics_url, timeout=10).text
+    def check_readiness() -> None:
+        with contextlib.suppress(requests.RequestException):
+            requests.get(f"{service.url}/readyz", timeout=15)
+
+    waiting = [threading.Thread(target=check_readiness) for _ in range(3)]
+    for thread in waiting:
+        thread.start()  # each readiness check waits for the hanging issuer: three requests in progress
+    time.sleep(1)
+    refused = requests.get(f"{service.url}/healthz", timeout=10)
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"] == "temporarily_unavailable"
+    for thread in waiting:
+        thread.join()
+    wait_until(lambda: answers(f"{service.url}/healthz"), timeout=10, what="an answer once the others ended")
+    exported = requests.get(service.metrics_url, timeout=10).text
     assert "jwt_split_connections_refused_total 1.0" in exported
 
 
 def test_connections_waiting_for_a_request_make_room_for_a_request_at_the_limit(limited: GunicornService) -> None:
-    """Connections opened and left idle (a flood of them) cost nobody else a 503: the idle go first."""
-    silent = _connect(limited)
+    """Connections opened and left idle (a flood of them) cost nobody else a 503: the silent go first."""
+    silent = [_connect(limited) for _ in range(2)]
     begun = _connect(limited)
     begun.sendall(b"GET /healthz HTTP/1.1\r\n")  # a head under way
-    time.sleep(0.5)  # both taken by the worker
+    time.sleep(0.5)  # all three taken by the worker: its limit
     try:
         served = requests.get(f"{limited.url}/healthz", timeout=10)
         assert served.status_code == 200, served.text
-        assert _read_to_close(silent) == b""  # closed, with nothing to answer
-        begun.sendall(b"Host: reports.test\r\n\r\n")
-        assert begun.recv(65536).startswith(b"HTTP/1.1 200 ")  # kept: the silent one made the room
-
-        begun.close()
-
-        # With only heads under way left to close, one of them is answered 503 and closed.
-        heads = [_connect(limited) for _ in range(2)]
-        for sock in heads:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
-        time.sleep(0.5)
-        assert requests.get(f"{limited.url}/healthz", timeout=10).status_code == 200
-        answered = []
-        for sock in heads:
+        closed = []
+        for sock in silent:
             sock.settimeout(0.5)
             with contextlib.suppress(TimeoutError):
-                answered.append(_read_to_close(sock))
-            sock.close()
-        assert len(answered) == 1, answered
-        assert answered[0].startswith(b"HTTP/1.1 503 "), answered
-        assert b"Retry-After: 1" in answered[0]
+                closed.append(_read_to_close(sock))
+        assert closed == [b""]  # one of them closed, with nothing to answer
+        begun.sendall(b"Host: reports.test\r\n\r\n")
+        assert begun.recv(65536).startswith(b"HTTP/1.1 200 ")  # kept: a silent one made the room
     finally:
-        silent.close()
-        begun.close()
+        for sock in [*silent, begun]:
+            sock.close()
+    time.sleep(0.5)  # the worker sees them go
+
+    # With only heads under way to close, one of them is answered 503 and closed.
+    heads = [_connect(limited) for _ in range(3)]
+    for sock in heads:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+    time.sleep(0.5)
+    assert requests.get(f"{limited.url}/healthz", timeout=10).status_code == 200
+    answered = []
+    for sock in heads:
+        sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            answered.append(_read_to_close(sock))
+        sock.close()
+    assert len(answered) == 1, answered
+    assert answered[0].startswith(b"HTTP/1.1 503 "), answered
+    assert b"Retry-After: 1" in answered[0]
     exported = requests.get(limited.metrics_url, timeout=10).text
-    closed = re.search(r"^jwt_split_connections_closed_for_room_total ([0-9.]+)$", exported, re.MULTILINE)
-    assert closed is not None, exported
-    assert float(closed.group(1)) >= 2  # and the closed `begun`, if the worker had not noticed yet
+    closed_for_room = re.search(r"^jwt_split_connections_closed_for_room_total ([0-9.]+)$", exported, re.MULTILINE)
+    assert closed_for_room is not None, exported
+    assert float(closed_for_room.group(1)) >= 2
     assert "jwt_split_connections_refused_total 0.0" in exported
 
 

@@ -16,10 +16,13 @@ app sees any of it, under one deadline:
 - at most `--worker-connections` requests in progress at once per worker (gunicorn's setting
   for event-loop workers, default 1000; uvicorn's `limit_concurrency`): past that a request is
   answered 503 with `Retry-After` at once rather than queued without bound, and counted in
-  `jwt_split_connections_refused_total`. Connections count toward the same limit, but one with
-  no request in progress keeps its place only while no request needs it: at the limit, a whole
-  request makes room by closing such connections (idle ones first, counted in
-  `jwt_split_connections_closed_for_room_total`), so connections opened and left idle cost
+  `jwt_split_connections_refused_total`. Connections count toward the same limit, but one that
+  holds its place for nothing keeps it only while nobody needs it: at the limit, a connection
+  opened closes a silent one, and a whole request closes silent ones, then those still sending
+  a request (503), then those whose client reads none of its answer, longest stalled first
+  (a request in progress whose client does not read counts for nothing either); counted in
+  `jwt_split_connections_closed_for_room_total`. A connection whose bytes have arrived unread
+  is never closed so. Connections opened and left idle, or asking and never reading, cost
   other clients no 503;
 - an answer the client does not read: the kernel holds little of it (a 64 KiB send buffer,
   `shared.worker.SEND_BUFFER`, which Linux doubles) and the rest waits here; once more is queued than asyncio's
@@ -41,10 +44,12 @@ class before shared.gunicorn_conf chooses the metrics directory.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import socket
 import struct
 import sys
+from collections.abc import Iterator
 from typing import Any, ClassVar, cast
 
 from gunicorn.arbiter import Arbiter
@@ -60,6 +65,7 @@ from shared.worker import (
     drop_unread_answers,
     error_answer,
     read_head,
+    unread_bytes,
 )
 
 HEAD_LIMIT = 16 * 1024
@@ -69,6 +75,9 @@ FIELDS_LIMIT = 50
 # dropped. Over loopback a client reading 20 KB a second opens its window 64 KiB at a time
 # (the MSS), about every 3 s: it must keep its connection.
 UNREAD_ANSWER_DEADLINE = 10
+FLOOD_ACCEPTS = 64  # connections a worker takes at a time while more wait (see _Listener)
+_TCP_INFO_SIZE = 104
+_TCPI_UNACKED = 24  # struct tcp_info's tcpi_unacked: a listening socket's accept queue length
 _LINE_END = re.compile(rb"\r?\n")
 
 
@@ -104,28 +113,62 @@ def _count_refusal() -> None:
     metrics.CONNECTIONS_REFUSED.inc()
 
 
+class _Tasks(set[asyncio.Task[None]]):
+    """uvicorn's set of the app's tasks, noting the last one added: the task of the request just handed over."""
+
+    last: asyncio.Task[None] | None = None
+
+    def add(self, task: asyncio.Task[None]) -> None:
+        """Add `task`, and note it."""
+        self.last = task
+        super().add(task)
+
+
 class BufferingProtocol(H11Protocol):
     """uvicorn's h11 protocol, handing the app only whole requests that arrived within a deadline (see the module docstring)."""
 
     _timer: asyncio.TimerHandle | None = None
     _write_timer: asyncio.TimerHandle | None = None  # runs while the client does not read its answer
+    _stalled_since = 0.0  # when the client stopped reading its answer (with `_write_timer`)
     _pending: bytearray
     _serving = False  # a request was handed to h11 and its answer is not complete yet
     _continued = False  # "100 Continue" sent for the request being buffered
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The limit is ours to keep (`_make_room`), not uvicorn's: it would count every task,
+        # a request whose client reads none of its answer included.
+        self._limit: int | None = self.limit_concurrency
+        self.limit_concurrency = None
+        state = self.server_state
+        if not isinstance(state.tasks, _Tasks):  # the first connection: no task yet
+            state.tasks = _Tasks(state.tasks)
+            state.abandoned = set()  # type: ignore[attr-defined]
+        self.tasks: _Tasks = state.tasks
+        # The tasks of requests whose connections were closed to make room, until they end.
+        self._abandoned: set[asyncio.Task[None]] = state.abandoned  # type: ignore[attr-defined]
+        self._task: asyncio.Task[None] | None = None  # the app's task for this connection's last request
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start the clock for the first request as the connection opens."""
+        """Start the clock for the first request as the connection opens; past the limit, close a silent one."""
         super().connection_made(transport)
         self._pending = bytearray()
         sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
         if sock is not None:
             drop_unread_answers(sock)  # what an answer left unread may hold in the kernel, and how long
         self._start_clock()
+        if self._limit is not None and len(self.connections) > self._limit:
+            silent = next(self._silent_others(), None)  # so the sockets a worker holds stay bounded
+            if silent is not None:
+                silent._give_up_place()
+                count_closed_for_room()
 
     def pause_writing(self) -> None:
         """An answer is queued faster than the client reads it: it has `UNREAD_ANSWER_DEADLINE` seconds to catch up."""
         super().pause_writing()
         if self._write_timer is None:
+            self._stalled_since = self.loop.time()
             self._write_timer = self.loop.call_later(UNREAD_ANSWER_DEADLINE, self._not_read)
 
     def resume_writing(self) -> None:
@@ -176,48 +219,83 @@ class BufferingProtocol(H11Protocol):
                 self.transport.write(CONTINUE)  # the client waits for it; the deadline still runs
             return
         self._stop_clock()
-        if self.limit_concurrency is not None and not self._make_room(self.limit_concurrency):
+        if self._limit is not None and not self._make_room(self._limit):
             _count_refusal()
             self._refuse(BUSY)
             return
         request, self._pending = bytes(self._pending[: head.size]), self._pending[head.size :]
         self._serving = True
         self._continued = False
+        self.tasks.last = None
         super().data_received(request)
+        self._task = self.tasks.last
 
     def _make_room(self, limit: int) -> bool:
-        """Return whether this request may be served now, closing connections that wait for one if need be.
+        """Return whether this request may be served now, closing connections that hold a place for nothing if need be.
 
-        Fewer than `limit` requests must be in progress, and fewer than `limit` connections open
-        (uvicorn's `limit_concurrency` counts both). A connection with no request in progress holds
-        its place only while no request needs it: at the limit, enough of them are closed to let
-        this request in, those that sent nothing first (RFC 9112 section 9.6 lets a server close
-        an idle connection at any time), then those still sending a request, which are answered
-        503 with `Retry-After`. Connections opened and left idle, however many, so cost their
-        opener a place each for as long as nobody else needs it, never another client a 503.
+        At most `limit` requests in progress and `limit` connections (uvicorn's
+        `limit_concurrency`, counted here). A place is held for nothing by a connection with no
+        request in progress, and by one whose client reads none of its answer: at the limit,
+        enough of them are closed to let this request in. For a connection's place: first those
+        that sent nothing (RFC 9112 section 9.6 lets a server close an idle connection at any
+        time), then those still sending a request (answered 503 with `Retry-After`), then those
+        not reading their answers, the longest stalled first (reset: what was queued goes with
+        them; a client reading steadily, even slowly, stalls seconds at most). For a request's
+        place, only the last. A connection whose bytes have arrived but are not read yet is
+        about to be served, and is never closed, nor is a request its client reads.
         """
-        if len(self.tasks) >= limit:
-            return False
-        excess = len(self.connections) - limit + 1
-        if excess <= 0:
+        requests_over = len(self.tasks) - len(self._abandoned) + 1 - limit
+        connections_over = len(self.connections) - limit
+        if requests_over <= 0 and connections_over <= 0:
             return True
-        waiting = [
-            other
-            for other in self.connections
-            if isinstance(other, BufferingProtocol) and other is not self and not other._serving
-        ]
-        if len(waiting) < excess:
+        stalled = sorted(
+            (other for other in self._others() if other._write_timer is not None), key=lambda o: o._stalled_since
+        )
+        victims = [other for other in stalled if other._running()][: max(requests_over, 0)]
+        if len(victims) < requests_over:
             return False
-        waiting.sort(key=lambda other: len(other._pending) > 0)  # stable: those that sent nothing first
-        for other in waiting[:excess]:
+        chosen = set(victims)
+        candidates = itertools.chain(self._silent_others(), self._sending_others(), stalled)
+        while len(victims) < connections_over:
+            other = next(candidates, None)
+            if other is None:
+                return False
+            if other not in chosen:
+                chosen.add(other)
+                victims.append(other)
+        for other in victims:
             other._give_up_place()
             count_closed_for_room()
         return True
 
+    def _running(self) -> bool:
+        """Whether the app's task for this connection's request is still running (and not abandoned)."""
+        return self._task is not None and not self._task.done() and self._task not in self._abandoned
+
+    def _others(self) -> Iterator[BufferingProtocol]:
+        return (other for other in self.connections if other is not self and isinstance(other, BufferingProtocol))
+
+    def _waiting(self, other: BufferingProtocol) -> bool:
+        """Whether `other` waits for a request: none in progress, none arrived unread, none of its answer unread."""
+        return not other._serving and other._write_timer is None and not unread_bytes(other._fd)
+
+    def _silent_others(self) -> Iterator[BufferingProtocol]:
+        return (other for other in self._others() if not other._pending and self._waiting(other))
+
+    def _sending_others(self) -> Iterator[BufferingProtocol]:
+        return (other for other in self._others() if other._pending and self._waiting(other))
+
     def _give_up_place(self) -> None:
-        """Close this connection, which has no request in progress, to make room for one that has."""
+        """Close this connection, which holds a place for nothing, to make room for a request."""
         self.connections.discard(self)  # at once: uvicorn counts it until `connection_lost` runs
-        if self._pending:
+        if self._running():
+            task = cast(asyncio.Task[None], self._task)
+            self._abandoned.add(task)  # no longer counted: it ends as it finds its client gone
+            task.add_done_callback(self._abandoned.discard)
+        if self._write_timer is not None:
+            self._stop_write_clock()
+            self._not_read()
+        elif self._pending:
             self._refuse(BUSY)
         else:
             self._stop_clock()
@@ -271,13 +349,40 @@ class _Listener:
     core while the others idled. Taking one per wake-up (nginx's `multi_accept off`) leaves
     the next to whichever worker is free first. `listen` keeps the backlog gunicorn's master
     listens with: the loop's `backlog` here means only how many connections it takes at a time.
+
+    Except in a flood: while more than `FLOOD_ACCEPTS` connections wait in the listen queue
+    (Linux tells a listening socket's queue in `tcpi_unacked`), the worker takes up to that
+    many at a time; taken one at a time, a client queued behind a thousand silent connections
+    would wait a thousand turns of a busy loop for its turn. Past its limit, each one taken
+    closes a silent one to make room (`BufferingProtocol.connection_made`).
     """
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
+        self._taken = 0  # connections taken in this turn of the loop
 
     def listen(self, backlog: int = 0) -> None:
         """Leave the master's backlog as it is."""
+
+    def accept(self) -> tuple[Any, Any]:
+        """Take a connection, the first of this turn of the loop or, in a flood, up to `FLOOD_ACCEPTS` of them."""
+        if self._taken and not self._flooded():
+            raise BlockingIOError  # asyncio's accept loop stops here until the next turn
+        taken = self._sock.accept()
+        if not self._taken:
+            asyncio.get_running_loop().call_soon(self._next_turn)
+        self._taken += 1
+        return cast(tuple[Any, Any], taken)
+
+    def _next_turn(self) -> None:
+        self._taken = 0
+
+    def _flooded(self) -> bool:
+        try:
+            info = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        except OSError:
+            return False
+        return bool(struct.unpack_from("I", info, _TCPI_UNACKED)[0] > FLOOD_ACCEPTS)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -297,7 +402,7 @@ class AsgiWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker ships n
         super().__init__(*args, **kwargs)
         self.config.limit_concurrency = self.cfg.worker_connections
         self.config.h11_max_incomplete_event_size = HEAD_LIMIT + 4
-        self.config.backlog = 1  # connections taken per wake-up of the event loop (see _Listener)
+        self.config.backlog = FLOOD_ACCEPTS  # the most connections taken per wake-up of the event loop (see _Listener)
 
     async def _serve(self) -> None:
         """Serve on the master's sockets, taking one connection per wake-up (uvicorn_worker's own, but for that)."""

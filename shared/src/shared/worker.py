@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
 import selectors
 import socket
+import struct
+import termios
 import time
 from functools import partial
 from typing import Any, NamedTuple
@@ -93,6 +96,14 @@ BUSY = error_answer(
     "the server is busy; try again shortly",
     extra=b"Retry-After: %d\r\n" % RETRY_AFTER_SECONDS,
 )
+
+
+def unread_bytes(fd: int) -> int:
+    """Return how many bytes have arrived on socket `fd` that nobody has read yet (0 when it cannot tell)."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    except OSError:
+        return 0
 
 
 def count_closed_for_room() -> None:
@@ -273,28 +284,37 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         gunicorn stops accepting once a worker holds `worker_connections`: connections opened
         and left idle would keep everyone else in the listen queue until the header timeout
         closed them, and opened again, for ever. A connection with no request in progress holds
-        its place only while nobody else needs it: an idle kept-alive one goes first (RFC 9112
-        section 9.6 lets a server close one at any time), then one that has sent nothing, then
-        one still sending a request, which is answered 503 with `Retry-After` (nginx drains its
-        idle connections the same way). Connections whose requests are being served are never
-        closed: with only those left, gunicorn stops accepting as before.
+        its place only while nobody else needs it, oldest first: an idle kept-alive one (RFC
+        9112 section 9.6 lets a server close one at any time), then one that has sent nothing,
+        then one still sending a request or not reading its answers, which is answered 503 with
+        `Retry-After` (nginx drains its idle connections the same way). One whose bytes have
+        arrived but are not read yet (`unread_bytes`) is about to be served, and is never closed;
+        nor is one a thread serves: with only those left, gunicorn stops accepting as before.
         """
-        victim = self.keepalived_conns[0] if self.keepalived_conns else None
-        if victim is not None:
-            self.keepalived_conns.popleft()
-            self._unregister(victim)
+        kept = next((conn for conn in self.keepalived_conns if not unread_bytes(conn.sock.fileno())), None)
+        if kept is not None:
+            self.keepalived_conns.remove(kept)
+            self._unregister(kept)
             self.nr_conns -= 1
-            victim.close()
+            kept.close()
+            count_closed_for_room()
+            return
+        waiting = [conn for conn, head in self._heads.items() if not head.buffer]
+        waiting += [conn for conn, head in self._heads.items() if head.buffer]
+        victim = next((conn for conn in waiting if not unread_bytes(conn.sock.fileno())), None)
+        if victim is None:
+            return
+        if self._heads[victim].buffer:
+            self._refuse(victim, BUSY)
         else:
-            victim = next((conn for conn, head in self._heads.items() if not head.buffer), None)
-            victim = victim or next(iter(self._heads), None)
-            if victim is None:
-                return
-            if self._heads[victim].buffer:
-                self._refuse(victim, BUSY)
-            else:
-                self._drop(victim)
+            self._drop(victim)
         count_closed_for_room()
+
+    def on_client_socket_readable(self, conn: TConn, client: object) -> None:
+        """gunicorn's, but for a kept-alive connection closed to make room earlier in the same turn of the poller."""
+        if conn.sock.fileno() == -1:
+            return
+        super().on_client_socket_readable(conn, client)
 
     def _on_head_readable(self, conn: TConn, _client: object) -> None:
         self._read_head(conn)
