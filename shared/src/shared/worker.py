@@ -106,6 +106,14 @@ def unread_bytes(fd: int) -> int:
         return 0
 
 
+def unsent_bytes(fd: int) -> int:
+    """Return how many bytes written to socket `fd` its peer has not acknowledged yet (0 when it cannot tell)."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0])
+    except OSError:
+        return 0
+
+
 def count_closed_for_room() -> None:
     """Count a connection closed to make room at a worker's connection limit."""
     from shared import metrics  # in the worker, after the master chose the metrics directory
@@ -228,6 +236,8 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         )
         self._heads: dict[TConn, _Head] = {}
         self._ready: set[TConn] = set()
+        # Whole requests waiting for the client to take the previous answer (see `_finish`).
+        self._draining: dict[TConn, None] = {}
 
     def accept(self, listener: socket.socket) -> None:
         """Accept a connection into a socket that times out in blocking mode, and wait for its head."""
@@ -355,12 +365,37 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         return line > (self.cfg.limit_request_line or 8190) + 2
 
     def _finish(self, conn: TConn) -> None:
-        """Hand a complete request to a thread, or send the loop's refusal of it and close."""
+        """Hand a complete request to a thread, or send the loop's refusal of it and close.
+
+        Only once the client has taken the previous answer on the connection (nothing left
+        unacknowledged in the kernel, `unsent_bytes`): a client that pipelines requests and
+        reads none of the answers would otherwise get a thread per connection stuck writing
+        for the whole write timeout. Until then the request waits on the loop, under its
+        deadline, like a head (`_drain`). A client that reads its answers acknowledges them
+        before, or with, its next request: it never waits.
+        """
         head = read_head(self._heads[conn].buffer)
         if head is not None and head.refusal is not None:
             self._refuse(conn, head.refusal)
+        elif unsent_bytes(conn.sock.fileno()):
+            self._draining[conn] = None
         else:
             self._hand_over(conn)
+
+    def _drain(self) -> None:
+        """Hand over the requests whose clients have now taken their previous answers."""
+        for conn in list(self._draining):
+            if conn not in self._heads:
+                del self._draining[conn]
+            elif not unsent_bytes(conn.sock.fileno()):
+                del self._draining[conn]
+                self._hand_over(conn)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """gunicorn's, but waking every 20 ms while requests wait for their clients to take an answer."""
+        super().wait_for_and_dispatch_events(min(timeout, 0.02) if self._draining else timeout)
+        if self._draining:
+            self._drain()
 
     def _head_too_large(self, conn: TConn) -> bool:
         buffered = self._heads[conn].buffer
@@ -403,6 +438,7 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
 
     def _drop(self, conn: TConn) -> None:
         self._heads.pop(conn, None)
+        self._draining.pop(conn, None)
         self._unregister(conn)
         self.nr_conns -= 1
         conn.close()
