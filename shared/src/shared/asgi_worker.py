@@ -9,7 +9,8 @@ app sees any of it, under one deadline:
   has no deadline for a head or a body: a client sending a byte now and then would hold its
   connection, and a place under the limit below, for ever;
 - a request line over 8 KiB is answered 414; more than 50 header fields, one over 8 KiB or a
-  head over 16 KiB, 431 (RFC 6585 section 5); a body of any `Transfer-Encoding` 411 and one
+  head over 16 KiB, 431 (RFC 6585 section 5); a field folded onto the next line, 400 (RFC 9112
+  section 5.2); a body of any `Transfer-Encoding` 411 and one
   over 64 KiB 413 (RFC 9110 sections 15.5.12 and 15.5.14), at once and without reading it;
   `Expect: 100-continue` is answered here and the body awaited under the same deadline. These
   answers are JSON like the app's errors and close the connection;
@@ -90,9 +91,17 @@ HEADERS_TOO_LARGE = error_answer(
     f"send at most {FIELDS_LIMIT} header fields of at most {LINE_LIMIT} bytes each, {HEAD_LIMIT} bytes in all",
 )
 
+# RFC 9112 section 5.2: a server MUST reject a field continued on the next line, or unfold it.
+# Refused: the buffer would not see a folded Content-Length, which h11 would then wait for.
+FOLDED = error_answer(
+    b"400 Bad Request",
+    "invalid_request",
+    "a header field continued on the next line (obsolete line folding) is not accepted",
+)
+
 
 def head_refusal(buffered: bytes | bytearray) -> bytes | None:
-    """Return the 414 or 431 answer the request head begun in `buffered` has earned already, if any."""
+    """Return the 414, 431 or 400 answer the request head begun in `buffered` has earned already, if any."""
     end = buffered.find(b"\r\n\r\n")
     bare = buffered.find(b"\n\n")
     ends = [e for e in (end, bare) if e >= 0]
@@ -102,6 +111,8 @@ def head_refusal(buffered: bytes | bytearray) -> bytes | None:
     if len(lines[0]) > LINE_LIMIT or (not complete and len(head) > LINE_LIMIT):
         return URI_TOO_LONG
     fields = [line for line in lines[1:] if line]
+    if any(line[:1] in (b" ", b"\t") for line in fields):
+        return FOLDED
     if len(head) > HEAD_LIMIT or len(fields) > FIELDS_LIMIT or any(len(line) > LINE_LIMIT for line in fields):
         return HEADERS_TOO_LARGE
     return None
@@ -144,25 +155,25 @@ class BufferingProtocol(H11Protocol):
         if not isinstance(state.tasks, _Tasks):  # the first connection: no task yet
             state.tasks = _Tasks(state.tasks)
             state.abandoned = set()  # type: ignore[attr-defined]
+            state.order = {}  # type: ignore[attr-defined]
         self.tasks: _Tasks = state.tasks
         # The tasks of requests whose connections were closed to make room, until they end.
         self._abandoned: set[asyncio.Task[None]] = state.abandoned  # type: ignore[attr-defined]
         self._task: asyncio.Task[None] | None = None  # the app's task for this connection's last request
+        # The worker's connections, oldest first (uvicorn's `connections` is a set).
+        self._order: dict[BufferingProtocol, None] = state.order  # type: ignore[attr-defined]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the clock for the first request as the connection opens; past the limit, close a silent one."""
         super().connection_made(transport)
+        self._order[self] = None
         self._pending = bytearray()
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
         if sock is not None:
             drop_unread_answers(sock)  # what an answer left unread may hold in the kernel, and how long
         self._start_clock()
-        if self._limit is not None and len(self.connections) > self._limit:
-            silent = next(self._silent_others(), None)  # so the sockets a worker holds stay bounded
-            if silent is not None:
-                silent._give_up_place()
-                count_closed_for_room()
+        self._trim()
 
     def pause_writing(self) -> None:
         """An answer is queued faster than the client reads it: it has `UNREAD_ANSWER_DEADLINE` seconds to catch up."""
@@ -178,6 +189,7 @@ class BufferingProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Buffer `data`; hand a request over once it is whole, or answer what it has earned and close."""
+        self._trim()
         self._unset_keepalive_if_required()
         if self._timer is None and not self._serving:
             self._start_clock()  # after an answer uvicorn's keep-alive timer ran until this byte
@@ -194,6 +206,7 @@ class BufferingProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clocks with the connection."""
+        self._order.pop(self, None)
         self._stop_clock()
         self._stop_write_clock()
         super().connection_lost(exc)
@@ -237,12 +250,15 @@ class BufferingProtocol(H11Protocol):
         `limit_concurrency`, counted here). A place is held for nothing by a connection with no
         request in progress, and by one whose client reads none of its answer: at the limit,
         enough of them are closed to let this request in. For a connection's place: first those
-        that sent nothing (RFC 9112 section 9.6 lets a server close an idle connection at any
-        time), then those still sending a request (answered 503 with `Retry-After`), then those
-        not reading their answers, the longest stalled first (reset: what was queued goes with
-        them; a client reading steadily, even slowly, stalls seconds at most). For a request's
-        place, only the last. A connection whose bytes have arrived but are not read yet is
-        about to be served, and is never closed, nor is a request its client reads.
+        waiting for a request, oldest first, silent ones closed (RFC 9112 section 9.6 lets a
+        server close an idle connection at any time) and those still sending one answered 503
+        with `Retry-After`; then those not reading their answers, the longest stalled first
+        (reset: what was queued goes with them; a client reading steadily, even slowly, stalls
+        seconds at most). For a request's place, only the last. Oldest first, not silent
+        first: a client whose request is on its way looks silent, and a flood of connections
+        that each sent a byte would otherwise make every new client the one closed. A
+        connection whose bytes have arrived but are not read yet is about to be served, and is
+        never closed, nor is a request its client reads.
         """
         requests_over = len(self.tasks) - len(self._abandoned) + 1 - limit
         connections_over = len(self.connections) - limit
@@ -255,7 +271,7 @@ class BufferingProtocol(H11Protocol):
         if len(victims) < requests_over:
             return False
         chosen = set(victims)
-        candidates = itertools.chain(self._silent_others(), self._sending_others(), stalled)
+        candidates = itertools.chain(self._waiting_others(), stalled)
         while len(victims) < connections_over:
             other = next(candidates, None)
             if other is None:
@@ -268,26 +284,39 @@ class BufferingProtocol(H11Protocol):
             count_closed_for_room()
         return True
 
+    def _trim(self) -> None:
+        """Past the limit of connections, close the oldest waiting for a request: the sockets a worker holds stay bounded.
+
+        Called as a connection opens and as one's bytes are read: one whose bytes arrived
+        unread when another opened is spared then, and closed once read, if it is still
+        among the oldest waiting.
+        """
+        if self._limit is None or len(self.connections) <= self._limit:
+            return
+        for waiting in list(itertools.islice(self._waiting_others(), len(self.connections) - self._limit)):
+            waiting._give_up_place()
+            count_closed_for_room()
+
     def _running(self) -> bool:
         """Whether the app's task for this connection's request is still running (and not abandoned)."""
         return self._task is not None and not self._task.done() and self._task not in self._abandoned
 
     def _others(self) -> Iterator[BufferingProtocol]:
-        return (other for other in self.connections if other is not self and isinstance(other, BufferingProtocol))
+        """The worker's other connections, oldest first."""
+        return (other for other in self._order if other is not self)
 
-    def _waiting(self, other: BufferingProtocol) -> bool:
-        """Whether `other` waits for a request: none in progress, none arrived unread, none of its answer unread."""
-        return not other._serving and other._write_timer is None and not unread_bytes(other._fd)
-
-    def _silent_others(self) -> Iterator[BufferingProtocol]:
-        return (other for other in self._others() if not other._pending and self._waiting(other))
-
-    def _sending_others(self) -> Iterator[BufferingProtocol]:
-        return (other for other in self._others() if other._pending and self._waiting(other))
+    def _waiting_others(self) -> Iterator[BufferingProtocol]:
+        """The other connections waiting for a request, oldest first: none in progress, none arrived unread, none of an answer unread."""
+        return (
+            other
+            for other in self._others()
+            if not other._serving and other._write_timer is None and not unread_bytes(other._fd)
+        )
 
     def _give_up_place(self) -> None:
         """Close this connection, which holds a place for nothing, to make room for a request."""
         self.connections.discard(self)  # at once: uvicorn counts it until `connection_lost` runs
+        self._order.pop(self, None)
         if self._running():
             task = cast(asyncio.Task[None], self._task)
             self._abandoned.add(task)  # no longer counted: it ends as it finds its client gone

@@ -114,6 +114,17 @@ def unsent_bytes(fd: int) -> int:
         return 0
 
 
+TCP_CLOSE = 7  # Linux's TCP state of a connection reset by its peer (include/net/tcp_states.h)
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """Return the kernel's TCP state of `sock` (the first byte of `TCP_INFO`), or -1 when it cannot tell."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except (OSError, IndexError):
+        return -1
+
+
 def count_closed_for_room() -> None:
     """Count a connection closed to make room at a worker's connection limit."""
     from shared import metrics  # in the worker, after the master chose the metrics directory
@@ -294,10 +305,12 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         gunicorn stops accepting once a worker holds `worker_connections`: connections opened
         and left idle would keep everyone else in the listen queue until the header timeout
         closed them, and opened again, for ever. A connection with no request in progress holds
-        its place only while nobody else needs it, oldest first: an idle kept-alive one (RFC
-        9112 section 9.6 lets a server close one at any time), then one that has sent nothing,
-        then one still sending a request or not reading its answers, which is answered 503 with
-        `Retry-After` (nginx drains its idle connections the same way). One whose bytes have
+        its place only while nobody else needs it: an idle kept-alive one (RFC 9112 section 9.6
+        lets a server close one at any time), else the one that has waited longest for its
+        request, closed if it sent nothing, else answered 503 with `Retry-After` (nginx drains
+        its idle connections the same way). Oldest, not silent, first: a client whose request
+        is on its way looks silent, and a flood of connections that each sent a byte would
+        otherwise make every new client the one closed. One whose bytes have
         arrived but are not read yet (`unread_bytes`) is about to be served, and is never closed;
         nor is one a thread serves: with only those left, gunicorn stops accepting as before.
         """
@@ -309,9 +322,7 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
             kept.close()
             count_closed_for_room()
             return
-        waiting = [conn for conn, head in self._heads.items() if not head.buffer]
-        waiting += [conn for conn, head in self._heads.items() if head.buffer]
-        victim = next((conn for conn in waiting if not unread_bytes(conn.sock.fileno())), None)
+        victim = next((conn for conn in self._heads if not unread_bytes(conn.sock.fileno())), None)
         if victim is None:
             return
         if self._heads[victim].buffer:
@@ -387,6 +398,8 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         for conn in list(self._draining):
             if conn not in self._heads:
                 del self._draining[conn]
+            elif tcp_state(conn.sock) == TCP_CLOSE:  # reset by its client: nobody to answer
+                self._drop(conn)
             elif not unsent_bytes(conn.sock.fileno()):
                 del self._draining[conn]
                 self._hand_over(conn)
