@@ -18,10 +18,10 @@ app sees any of it, under one deadline:
   for event-loop workers, default 1000; uvicorn's `limit_concurrency`): past that a request is
   answered 503 with `Retry-After` at once rather than queued without bound, and counted in
   `jwt_split_connections_refused_total`. Connections count toward the same limit, but one that
-  holds its place for nothing keeps it only while nobody needs it: at the limit, a connection
-  opened closes a silent one, and a whole request closes silent ones, then those still sending
-  a request (503), then those whose client reads none of its answer, longest stalled first
-  (a request in progress whose client does not read counts for nothing either); counted in
+  holds its place for nothing (silent, still sending a request, or its client reading none of
+  its answer, whose request then counts for nothing either) keeps it only while nobody needs
+  it: at the limit, a connection opened or a whole request closes the oldest of them (503 for
+  a request under way, a reset for a client not reading); counted in
   `jwt_split_connections_closed_for_room_total`. A connection whose bytes have arrived unread
   is never closed so. Connections opened and left idle, or asking and never reading, cost
   other clients no 503;
@@ -249,14 +249,14 @@ class BufferingProtocol(H11Protocol):
         At most `limit` requests in progress and `limit` connections (uvicorn's
         `limit_concurrency`, counted here). A place is held for nothing by a connection with no
         request in progress, and by one whose client reads none of its answer: at the limit,
-        enough of them are closed to let this request in. For a connection's place: first those
-        waiting for a request, oldest first, silent ones closed (RFC 9112 section 9.6 lets a
-        server close an idle connection at any time) and those still sending one answered 503
-        with `Retry-After`; then those not reading their answers, the longest stalled first
-        (reset: what was queued goes with them; a client reading steadily, even slowly, stalls
-        seconds at most). For a request's place, only the last. Oldest first, not silent
-        first: a client whose request is on its way looks silent, and a flood of connections
-        that each sent a byte would otherwise make every new client the one closed. A
+        enough of them are closed to let this request in. For a connection's place, the oldest
+        such connections: a silent one closed (RFC 9112 section 9.6 lets a server close an idle
+        connection at any time), one still sending a request answered 503 with `Retry-After`,
+        one whose client reads none of its answer reset (what was queued goes with it; a client
+        reading steadily, even slowly, stalls seconds at most). For a request's place, only the
+        last, the longest stalled first. Oldest first, not silent first: a client whose request
+        is on its way looks silent, and a flood of connections that each sent a byte, or that
+        never read, would otherwise make every new client the one closed. A
         connection whose bytes have arrived but are not read yet is about to be served, and is
         never closed, nor is a request its client reads.
         """
@@ -271,7 +271,7 @@ class BufferingProtocol(H11Protocol):
         if len(victims) < requests_over:
             return False
         chosen = set(victims)
-        candidates = itertools.chain(self._waiting_others(), stalled)
+        candidates = self._idle_others()
         while len(victims) < connections_over:
             other = next(candidates, None)
             if other is None:
@@ -293,7 +293,7 @@ class BufferingProtocol(H11Protocol):
         """
         if self._limit is None or len(self.connections) <= self._limit:
             return
-        for waiting in list(itertools.islice(self._waiting_others(), len(self.connections) - self._limit)):
+        for waiting in list(itertools.islice(self._idle_others(), len(self.connections) - self._limit)):
             waiting._give_up_place()
             count_closed_for_room()
 
@@ -305,12 +305,16 @@ class BufferingProtocol(H11Protocol):
         """The worker's other connections, oldest first."""
         return (other for other in self._order if other is not self)
 
-    def _waiting_others(self) -> Iterator[BufferingProtocol]:
-        """The other connections waiting for a request, oldest first: none in progress, none arrived unread, none of an answer unread."""
+    def _idle_others(self) -> Iterator[BufferingProtocol]:
+        """The other connections holding a place for nothing, oldest first.
+
+        Those waiting for a request (none in progress, none arrived unread) and those whose
+        client reads none of its answer.
+        """
         return (
             other
             for other in self._others()
-            if not other._serving and other._write_timer is None and not unread_bytes(other._fd)
+            if other._write_timer is not None or (not other._serving and not unread_bytes(other._fd))
         )
 
     def _give_up_place(self) -> None:

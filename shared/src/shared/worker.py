@@ -114,15 +114,7 @@ def unsent_bytes(fd: int) -> int:
         return 0
 
 
-TCP_CLOSE = 7  # Linux's TCP state of a connection reset by its peer (include/net/tcp_states.h)
-
-
-def tcp_state(sock: socket.socket) -> int:
-    """Return the kernel's TCP state of `sock` (the first byte of `TCP_INFO`), or -1 when it cannot tell."""
-    try:
-        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
-    except (OSError, IndexError):
-        return -1
+TCP_NOTSENT_LOWAT = 25  # linux/tcp.h: the socket is writable only while fewer bytes than this are unsent
 
 
 def count_closed_for_room() -> None:
@@ -308,11 +300,13 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         its place only while nobody else needs it: an idle kept-alive one (RFC 9112 section 9.6
         lets a server close one at any time), else the one that has waited longest for its
         request, closed if it sent nothing, else answered 503 with `Retry-After` (nginx drains
-        its idle connections the same way). Oldest, not silent, first: a client whose request
-        is on its way looks silent, and a flood of connections that each sent a byte would
-        otherwise make every new client the one closed. One whose bytes have
-        arrived but are not read yet (`unread_bytes`) is about to be served, and is never closed;
-        nor is one a thread serves: with only those left, gunicorn stops accepting as before.
+        its idle connections the same way); a pipelined request whose client has not taken the
+        previous answer (`_finish`) waits for it in line with them, and is closed. Oldest, not
+        silent, first: a client whose request is on its way looks silent, and a flood of
+        connections that each sent a byte would otherwise make every new client the one closed.
+        One whose bytes have arrived but are not read yet (`unread_bytes`) is about to be
+        served, and is never closed; nor is one a thread serves: with only those left, gunicorn
+        stops accepting as before.
         """
         kept = next((conn for conn in self.keepalived_conns if not unread_bytes(conn.sock.fileno())), None)
         if kept is not None:
@@ -322,10 +316,12 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
             kept.close()
             count_closed_for_room()
             return
-        victim = next((conn for conn in self._heads if not unread_bytes(conn.sock.fileno())), None)
+        victim = next(
+            (conn for conn in self._heads if conn in self._draining or not unread_bytes(conn.sock.fileno())), None
+        )
         if victim is None:
             return
-        if self._heads[victim].buffer:
+        if self._heads[victim].buffer and victim not in self._draining:
             self._refuse(victim, BUSY)
         else:
             self._drop(victim)
@@ -378,37 +374,35 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
     def _finish(self, conn: TConn) -> None:
         """Hand a complete request to a thread, or send the loop's refusal of it and close.
 
-        Only once the client has taken the previous answer on the connection (nothing left
-        unacknowledged in the kernel, `unsent_bytes`): a client that pipelines requests and
-        reads none of the answers would otherwise get a thread per connection stuck writing
-        for the whole write timeout. Until then the request waits on the loop, under its
-        deadline, like a head (`_drain`). A client that reads its answers acknowledges them
-        before, or with, its next request: it never waits.
+        Only once the client has taken the previous answer on the connection: a client that
+        pipelines requests and reads none of the answers would otherwise get a thread per
+        connection stuck writing for the whole write timeout. While any of it is in the kernel
+        unacknowledged (`unsent_bytes`), the request waits on the loop until all of it has left
+        (`TCP_NOTSENT_LOWAT`: the socket turns writable only then; no polling), for as long as
+        the kernel keeps a connection whose window stays shut (`UNREAD_ANSWER_TIMEOUT`), so a
+        client reading slowly but steadily gets every answer. A client that reads its answers
+        acknowledges them before, or with, its next request: it never waits.
         """
         head = read_head(self._heads[conn].buffer)
         if head is not None and head.refusal is not None:
             self._refuse(conn, head.refusal)
         elif unsent_bytes(conn.sock.fileno()):
+            waiting = self._heads[conn]
+            waiting.deadline = max(waiting.deadline, time.monotonic() + UNREAD_ANSWER_TIMEOUT)
             self._draining[conn] = None
+            conn.sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 1)
+            self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._on_answer_sent, conn))
         else:
             self._hand_over(conn)
 
-    def _drain(self) -> None:
-        """Hand over the requests whose clients have now taken their previous answers."""
-        for conn in list(self._draining):
-            if conn not in self._heads:
-                del self._draining[conn]
-            elif tcp_state(conn.sock) == TCP_CLOSE:  # reset by its client: nobody to answer
-                self._drop(conn)
-            elif not unsent_bytes(conn.sock.fileno()):
-                del self._draining[conn]
-                self._hand_over(conn)
-
-    def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        """gunicorn's, but waking every 20 ms while requests wait for their clients to take an answer."""
-        super().wait_for_and_dispatch_events(min(timeout, 0.02) if self._draining else timeout)
-        if self._draining:
-            self._drain()
+    def _on_answer_sent(self, conn: TConn, _client: object) -> None:
+        """The previous answer has all left (or the connection failed): the request can have a thread."""
+        self._unregister(conn)
+        self._draining.pop(conn, None)
+        with contextlib.suppress(OSError):
+            conn.sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 0)  # the system's default again
+        if conn in self._heads:
+            self._hand_over(conn)
 
     def _head_too_large(self, conn: TConn) -> bool:
         buffered = self._heads[conn].buffer
