@@ -160,7 +160,7 @@ def test_silent_connections_queued_for_accepting_do_not_hold_back_a_new_client_o
         waited = time.monotonic() - started
         # Before: no answer within 10 s.
         assert status == 200, f"no answer after {waited:.1f}s"
-        assert waited < 2, f"answered after {waited:.1f}s"
+        assert waited < 5, f"answered after {waited:.1f}s"  # before: none in 10 s; a loaded CI machine takes 2
 
 
 @pytest.fixture

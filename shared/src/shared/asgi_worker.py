@@ -160,7 +160,8 @@ class BufferingProtocol(H11Protocol):
         # The tasks of requests whose connections were closed to make room, until they end.
         self._abandoned: set[asyncio.Task[None]] = state.abandoned  # type: ignore[attr-defined]
         self._task: asyncio.Task[None] | None = None  # the app's task for this connection's last request
-        # The worker's connections, oldest first (uvicorn's `connections` is a set).
+        # The worker's connections in the order they began to wait for a request, longest first:
+        # a kept-alive client is put last after each answer (uvicorn's `connections` is a set).
         self._order: dict[BufferingProtocol, None] = state.order  # type: ignore[attr-defined]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -199,6 +200,8 @@ class BufferingProtocol(H11Protocol):
     def on_response_complete(self) -> None:
         """Let uvicorn finish the cycle, then take up a request that arrived meanwhile."""
         self._serving = False
+        if self._order.pop(self, False) is None:
+            self._order[self] = None  # waiting again from now: last in line to make room
         super().on_response_complete()
         if self._pending and not self.transport.is_closing():
             self._start_clock()
@@ -302,7 +305,7 @@ class BufferingProtocol(H11Protocol):
         return self._task is not None and not self._task.done() and self._task not in self._abandoned
 
     def _others(self) -> Iterator[BufferingProtocol]:
-        """The worker's other connections, oldest first."""
+        """The worker's other connections, the one waiting longest for a request first."""
         return (other for other in self._order if other is not self)
 
     def _idle_others(self) -> Iterator[BufferingProtocol]:

@@ -215,10 +215,11 @@ class _ReadTimeoutSocket(socket.socket):
 class _Head:
     """The bytes of a connection's next request read so far, and when they must be complete."""
 
-    __slots__ = ("buffer", "continued", "deadline")
+    __slots__ = ("buffer", "continued", "deadline", "since")
 
     def __init__(self, buffered: bytes, deadline: float) -> None:
         self.buffer = bytearray(buffered)
+        self.since = time.monotonic()  # when the connection began to wait for this request
         self.deadline = deadline
         self.continued = False  # "100 Continue" sent for the request being buffered
 
@@ -297,10 +298,10 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         gunicorn stops accepting once a worker holds `worker_connections`: connections opened
         and left idle would keep everyone else in the listen queue until the header timeout
         closed them, and opened again, for ever. A connection with no request in progress holds
-        its place only while nobody else needs it: an idle kept-alive one (RFC 9112 section 9.6
-        lets a server close one at any time), else the one that has waited longest for its
-        request, closed if it sent nothing, else answered 503 with `Retry-After` (nginx drains
-        its idle connections the same way); a pipelined request whose client has not taken the
+        its place only while nobody else needs it: the one that has waited longest for its next
+        request, closed if it is kept alive (RFC 9112 section 9.6 lets a server close an idle
+        connection at any time) or sent nothing, else answered 503 with `Retry-After` (nginx
+        drains its idle connections the same way, longest idle first); a pipelined request whose client has not taken the
         previous answer (`_finish`) waits for it in line with them, and is closed. Oldest, not
         silent, first: a client whose request is on its way looks silent, and a flood of
         connections that each sent a byte would otherwise make every new client the one closed.
@@ -309,16 +310,18 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         stops accepting as before.
         """
         kept = next((conn for conn in self.keepalived_conns if not unread_bytes(conn.sock.fileno())), None)
-        if kept is not None:
+        victim = next(
+            (conn for conn in self._heads if conn in self._draining or not unread_bytes(conn.sock.fileno())), None
+        )
+        # Whichever has waited longer: a kept-alive connection since its answer (gunicorn's
+        # `set_timeout` put its deadline `keepalive` seconds later), a head since it began.
+        if kept is not None and (victim is None or kept.timeout - self.cfg.keepalive <= self._heads[victim].since):
             self.keepalived_conns.remove(kept)
             self._unregister(kept)
             self.nr_conns -= 1
             kept.close()
             count_closed_for_room()
             return
-        victim = next(
-            (conn for conn in self._heads if conn in self._draining or not unread_bytes(conn.sock.fileno())), None
-        )
         if victim is None:
             return
         if self._heads[victim].buffer and victim not in self._draining:
