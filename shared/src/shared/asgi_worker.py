@@ -20,7 +20,7 @@ app sees any of it, under one deadline:
   `jwt_split_connections_refused_total`. Connections count toward the same limit, but one that
   holds its place for nothing (silent, still sending a request, or its client reading none of
   its answer, whose request then counts for nothing either) keeps it only while nobody needs
-  it: at the limit, a connection opened or a whole request closes the oldest of them (503 for
+  it: at the limit, a connection opened or a whole request closes those waiting longest (503 for
   a request under way, a reset for a client not reading); counted in
   `jwt_split_connections_closed_for_room_total`. A connection whose bytes have arrived unread
   is never closed so. Connections opened and left idle, or asking and never reading, cost
@@ -252,13 +252,14 @@ class BufferingProtocol(H11Protocol):
         At most `limit` requests in progress and `limit` connections (uvicorn's
         `limit_concurrency`, counted here). A place is held for nothing by a connection with no
         request in progress, and by one whose client reads none of its answer: at the limit,
-        enough of them are closed to let this request in. For a connection's place, the oldest
+        enough of them are closed to let this request in. For a connection's place, those waiting longest
         such connections: a silent one closed (RFC 9112 section 9.6 lets a server close an idle
         connection at any time), one still sending a request answered 503 with `Retry-After`,
         one whose client reads none of its answer reset (what was queued goes with it; a client
         reading steadily, even slowly, stalls seconds at most). For a request's place, only the
-        last, the longest stalled first. Oldest first, not silent first: a client whose request
-        is on its way looks silent, and a flood of connections that each sent a byte, or that
+        last, the longest stalled first. Longest waiting first, not silent first (a client whose
+        request is on its way looks silent) nor oldest connection first (a busy kept-alive
+        client would go first): and a flood of connections that each sent a byte, or that
         never read, would otherwise make every new client the one closed. A
         connection whose bytes have arrived but are not read yet is about to be served, and is
         never closed, nor is a request its client reads.
@@ -288,11 +289,11 @@ class BufferingProtocol(H11Protocol):
         return True
 
     def _trim(self) -> None:
-        """Past the limit of connections, close the oldest waiting for a request: the sockets a worker holds stay bounded.
+        """Past the limit of connections, close those waiting longest for a request: the sockets a worker holds stay bounded.
 
         Called as a connection opens and as one's bytes are read: one whose bytes arrived
         unread when another opened is spared then, and closed once read, if it is still
-        among the oldest waiting.
+        among those waiting longest.
         """
         if self._limit is None or len(self.connections) <= self._limit:
             return
@@ -309,7 +310,7 @@ class BufferingProtocol(H11Protocol):
         return (other for other in self._order if other is not self)
 
     def _idle_others(self) -> Iterator[BufferingProtocol]:
-        """The other connections holding a place for nothing, oldest first.
+        """The other connections holding a place for nothing, the one waiting longest first.
 
         Those waiting for a request (none in progress, none arrived unread) and those whose
         client reads none of its answer.

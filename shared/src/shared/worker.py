@@ -302,9 +302,10 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         request, closed if it is kept alive (RFC 9112 section 9.6 lets a server close an idle
         connection at any time) or sent nothing, else answered 503 with `Retry-After` (nginx
         drains its idle connections the same way, longest idle first); a pipelined request whose client has not taken the
-        previous answer (`_finish`) waits for it in line with them, and is closed. Oldest, not
-        silent, first: a client whose request is on its way looks silent, and a flood of
-        connections that each sent a byte would otherwise make every new client the one closed.
+        previous answer (`_finish`) waits for it in line with them, and is closed. Longest
+        waiting, not silent, first: a client whose request is on its way looks silent, and a
+        flood of connections that each sent a byte would otherwise make every new client the
+        one closed; nor oldest connection first: a busy kept-alive client would go first.
         One whose bytes have arrived but are not read yet (`unread_bytes`) is about to be
         served, and is never closed; nor is one a thread serves: with only those left, gunicorn
         stops accepting as before.
