@@ -343,8 +343,9 @@ def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> No
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         held = _established_per_worker(service)
         assert sum(held) == len(burst)
-        # Before, two or three of the four took none (32/0/0/0, 26/0/6/0); now each takes some.
-        assert min(held) >= 2, f"a worker took (almost) none of the burst: {held}"
+        # Before, two or three of the four took none (32/0/0/0, 26/0/6/0); now each takes some
+        # (how many is the scheduler's: [23, 4, 4, 1] once on a busy 2-core CI machine).
+        assert min(held) >= 1, f"a worker took none of the burst: {held}"
     finally:
         for sock in burst:
             sock.close()
