@@ -98,23 +98,22 @@ BUSY = error_answer(
 )
 
 
-def unread_bytes(fd: int) -> int:
-    """Return how many bytes have arrived on socket `fd` that nobody has read yet (0 when it cannot tell)."""
+def _queued(fd: int, request: int) -> int:
+    """Return the byte count the socket `fd` answers to `ioctl` `request` (0 when it cannot tell)."""
     try:
-        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+        return int(struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))[0])
     except OSError:
         return 0
+
+
+def unread_bytes(fd: int) -> int:
+    """Return how many bytes have arrived on socket `fd` that nobody has read yet."""
+    return _queued(fd, termios.FIONREAD)
 
 
 def unsent_bytes(fd: int) -> int:
-    """Return how many bytes written to socket `fd` its peer has not acknowledged yet (0 when it cannot tell)."""
-    try:
-        return int(struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0])
-    except OSError:
-        return 0
-
-
-TCP_NOTSENT_LOWAT = 25  # linux/tcp.h: the socket is writable only while fewer bytes than this are unsent
+    """Return how many bytes written to socket `fd` its peer has not acknowledged yet."""
+    return _queued(fd, termios.TIOCOUTQ)
 
 
 def count_closed_for_room() -> None:
@@ -301,8 +300,9 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         its place only while nobody else needs it: the one that has waited longest for its next
         request, closed if it is kept alive (RFC 9112 section 9.6 lets a server close an idle
         connection at any time) or sent nothing, else answered 503 with `Retry-After` (nginx
-        drains its idle connections the same way, longest idle first); a pipelined request whose client has not taken the
-        previous answer (`_finish`) waits for it in line with them, and is closed. Longest
+        drains its idle connections the same way, longest idle first); a pipelined request
+        whose client has not taken the previous answer (`_finish`) waits in line with them,
+        and is closed. Longest
         waiting, not silent, first: a client whose request is on its way looks silent, and a
         flood of connections that each sent a byte would otherwise make every new client the
         one closed; nor oldest connection first: a busy kept-alive client would go first.
@@ -394,7 +394,7 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
             waiting = self._heads[conn]
             waiting.deadline = max(waiting.deadline, time.monotonic() + UNREAD_ANSWER_TIMEOUT)
             self._draining[conn] = None
-            conn.sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 1)
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1)
             self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._on_answer_sent, conn))
         else:
             self._hand_over(conn)
@@ -404,7 +404,7 @@ class HeadFirstWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         self._unregister(conn)
         self._draining.pop(conn, None)
         with contextlib.suppress(OSError):
-            conn.sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 0)  # the system's default again
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)  # the system's default again
         if conn in self._heads:
             self._hand_over(conn)
 
