@@ -42,7 +42,7 @@ from jwt_verifier.rfc9728 import metadata_url
 from jwt_verifier.stepup import StepUp
 from jwt_verifier.verifier import TokenVerifier, Verifier
 
-__version__ = "0.3.2"
+__version__ = "0.3.3"
 
 __all__ = [
     "BearerError",

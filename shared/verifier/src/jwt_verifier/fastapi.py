@@ -209,15 +209,23 @@ class _VerifiedClaims(HTTPBearer):
     async def __call__(self, request: Request) -> Claims:  # type: ignore[override]
         """Return the claims of the request's verified token (on the loop when its key is held)."""
         found = protection(request.app)
-        authorization = request.headers.getlist("authorization")
+        asgi = request.scope
+        # The two headers read straight from the ASGI scope, whose names servers lower-case (as
+        # Starlette's `Headers.getlist` reads them, without building its view of them).
+        authorization: list[str] = []
+        proofs: list[str] = []
+        for name, value in asgi["headers"]:
+            if name == b"authorization":
+                authorization.append(value.decode("latin-1"))
+            elif name == b"dpop":
+                proofs.append(value.decode("latin-1"))
         cookies = request.cookies if found.protector.cookie is not None else None
-        proofs = request.headers.getlist("dpop")
-        method = request.scope.get(METHOD_SCOPE_KEY, request.method)
+        method = asgi.get(METHOD_SCOPE_KEY) or asgi["method"]
         # ASGI's `path` is the decoded path (root path included), as WSGI's is, and `raw_path` the
         # path as the client sent it, which a proof's `htu` names (`request.url.path` is neither).
-        raw = request.scope.get("raw_path") if proofs else None
+        raw = asgi.get("raw_path") if proofs else None
         sent = raw.decode("latin-1") if isinstance(raw, bytes) else None
-        dpop = dpop_request(found.config.resource, method, request.scope["path"], proofs, sent)
+        dpop = dpop_request(found.config.resource, method, asgi["path"], proofs, sent)
         if found.local:
             try:
                 with loop_thread():  # a key or status list not held yet is fetched off the loop
