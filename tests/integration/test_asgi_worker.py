@@ -292,6 +292,37 @@ def test_pipelined_requests_are_each_answered(limited: GunicornService) -> None:
             data += chunk
 
 
+def _answers_after_half_close(service: GunicornService, sent: bytes) -> tuple[list[bytes], float]:
+    """Send `sent`, shut our sending side, read until the server closes; return the statuses and how long that took."""
+    with _connect(service) as sock:
+        sock.sendall(sent)
+        sock.shutdown(socket.SHUT_WR)  # nothing more to send: RFC 9112 section 9.6 lets a client half-close
+        started = time.monotonic()
+        received = _read_to_close(sock)
+    return re.findall(rb"HTTP/1\.1 (\d{3}) ", received), time.monotonic() - started
+
+
+def test_pipelined_requests_of_a_client_that_half_closed_are_each_answered_then_closed(
+    limited: GunicornService,
+) -> None:
+    """The client's FIN ends what it sends, not what it asked: every whole request gets its answer (RFC 9112 9.3, 9.6).
+
+    asyncio closes a transport when the peer's FIN arrives unless the protocol keeps it open;
+    uvicorn's did not, so only the request being served was answered. Once the last answer is
+    sent the server closes at once, not after its keep-alive (30 s here).
+    """
+    statuses, took = _answers_after_half_close(limited, HEALTHZ * 5)
+    assert statuses == [b"200"] * 5
+    assert took < 5, f"closed {took:.1f} s after the last answer: the keep-alive ran, not the client's FIN"
+
+
+def test_a_request_cut_short_by_the_clients_fin_is_not_waited_for(limited: GunicornService) -> None:
+    """Whole requests before it are answered; the half-sent one can never complete, so the server closes at once."""
+    statuses, took = _answers_after_half_close(limited, HEALTHZ * 2 + b"GET /healthz HTTP/1.1\r\nHost: rep")
+    assert statuses == [b"200", b"200"]
+    assert took < 5, f"closed {took:.1f} s after the FIN: the head deadline ran, not the client's FIN"
+
+
 def test_a_websocket_upgrade_is_served_as_a_plain_request(limited: GunicornService) -> None:
     upgrade = (
         b"GET /healthz HTTP/1.1\r\nHost: reports.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
