@@ -32,6 +32,8 @@ app sees any of it, under one deadline:
   client reading steadily, even slowly (20 KB a second), keeps it. The kernel drops a
   connection whose data stays unacknowledged, or whose window stays shut, 30 s
   (TCP_USER_TIMEOUT), closed by us or not;
+- a client that shuts its sending side (FIN) after pipelining requests gets an answer to each
+  request it sent whole, then the close (asyncio would close at the FIN);
 - no websockets (`ws="none"`: an upgrade is served as a plain request) and no `Server` header.
 
 uvicorn reads requests on the event loop, so a slow or half-open client costs a socket and a
@@ -144,6 +146,7 @@ class BufferingProtocol(H11Protocol):
     _pending: bytearray
     _serving = False  # a request was handed to h11 and its answer is not complete yet
     _continued = False  # "100 Continue" sent for the request being buffered
+    _eof = False  # the client shut its sending side (FIN): answer the requests it sent whole, then close
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -197,15 +200,29 @@ class BufferingProtocol(H11Protocol):
         self._pending += data
         self._next_request()
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's, which uvicorn narrows
+        """The client sent all it will (RFC 9112 section 9.6): keep the connection open to answer what it sent whole.
+
+        asyncio closes the transport unless this returns true, and the requests it pipelined
+        before its FIN would go unanswered. A request not whole by now never will be: with
+        nothing being served, the connection closes at once.
+        """
+        self._eof = True
+        return True if self._serving else None
+
     def on_response_complete(self) -> None:
-        """Let uvicorn finish the cycle, then take up a request that arrived meanwhile."""
+        """Let uvicorn finish the cycle, then take up a request that arrived meanwhile (or close, after the client's FIN)."""
         self._serving = False
         if self._order.pop(self, False) is None:
             self._order[self] = None  # waiting again from now: last in line to make room
         super().on_response_complete()
-        if self._pending and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._pending:
             self._start_clock()
             self._next_request()
+        if self._eof and not self._serving and not self.transport.is_closing():
+            self.transport.close()  # every request the client sent whole is answered
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clocks with the connection."""
