@@ -196,16 +196,28 @@ def _postgres_answers(url: str) -> bool:
 
 
 @contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """Create an empty database on the server, yield its URL, then drop it."""
+def fresh_database(server_url: str, template: str | None = None) -> Iterator[str]:
+    """Create an empty database on the server (a copy of `template`, if named), yield its URL, then drop it.
+
+    A template made once (a schema, a first key) and copied per test spares each test the
+    migrations and a key generation: about 150 ms a test, a minute and a half of CI.
+    """
     name = f"test_{uuid.uuid4().hex[:16]}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(create)
     try:
-        yield server_url.rsplit("/", 1)[0] + f"/{name}"
+        yield database_url(server_url, name)
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def database_url(server_url: str, name: str) -> str:
+    """Return the URL of database `name` on the server of `server_url`."""
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -15,8 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from issuer import create_app
 from issuer.db import Database
+from issuer.kek import KEK_FILE_NAME
 from issuer.settings import IssuerSettings
 from issuer.users import User, UserStore
+from tests.support import databases
 from tests.support.browsing import DEMO_USERS, WEB_REDIRECT_URI
 from tests.support.fakes import FakeClock, JwksServer, LiveIssuer, WsgiServer
 from tests.support.tokens import new_rsa_key
@@ -93,14 +96,61 @@ def issuer_settings(tmp_path: Path, issuer_data_template: Path) -> IssuerSetting
     )
 
 
+@pytest.fixture(scope="session")
+def postgres_schema_template(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL database at the issuer's current schema, made once; `database` copies it for each test."""
+    with databases.fresh_database(postgres_server) as url:
+        made = Database.for_data_dir(url, tmp_path_factory.mktemp("schema-template"))
+        made.upgrade()
+        made.dispose()
+        yield url.rsplit("/", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_issuer_template(
+    postgres_server: str, issuer_data_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A PostgreSQL database with the schema and a first key, sealed under the template data directory's KEK, made once.
+
+    What `issuer_data_template` is on SQLite: each test on PostgreSQL gets a copy
+    (`issuer_postgres_url`), as each test on SQLite gets a copy of that directory.
+    """
+    with databases.fresh_database(postgres_server) as url:
+        settings = IssuerSettings(
+            data_dir=tmp_path_factory.mktemp("postgres-template"),
+            database_url=url,
+            key_encryption_key=(issuer_data_template / KEK_FILE_NAME).read_text().strip(),
+            session_secret="S" * 48,
+        )
+        database = settings.database()
+        database.upgrade()
+        settings.key_store(database, settings.load_kek()).start(settings.legacy_key_dir)
+        database.dispose()
+        yield url.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def issuer_postgres_url(postgres_server: str, postgres_issuer_template: str) -> Iterator[str]:
+    """A PostgreSQL database of the test's own with the schema and the first key of `postgres_issuer_template`."""
+    with databases.fresh_database(postgres_server, template=postgres_issuer_template) as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A fresh, empty issuer database at the current schema: embedded SQLite, then PostgreSQL."""
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
-    fresh = Database.for_data_dir(url, tmp_path / "issuer-db")
-    fresh.upgrade()
-    yield fresh
-    fresh.dispose()
+    """A fresh, empty issuer database at the current schema: embedded SQLite, then PostgreSQL (a copy of a template)."""
+    with contextlib.ExitStack() as made:
+        url = ""
+        if request.param == "postgresql":
+            server, template = (
+                request.getfixturevalue("postgres_server"),
+                request.getfixturevalue("postgres_schema_template"),
+            )
+            url = made.enter_context(databases.fresh_database(server, template=template))
+        fresh = Database.for_data_dir(url, tmp_path / "issuer-db")
+        fresh.upgrade()  # a copy of the template is at the current schema already: this checks it
+        yield fresh
+        fresh.dispose()
 
 
 @pytest.fixture

@@ -30,12 +30,12 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def on_postgresql(issuer_settings: IssuerSettings, postgres_url: str) -> IssuerSettings:
+def on_postgresql(issuer_settings: IssuerSettings, issuer_postgres_url: str) -> IssuerSettings:
     """The issuer with the demo users on a PostgreSQL database of the test's own (for what only concurrent writers show)."""
     return dataclasses.replace(
         issuer_settings,
         demo_users=DEMO_USERS,
-        database_url=postgres_url,
+        database_url=issuer_postgres_url,
         key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
         session_secret="S" * 48,
     )
@@ -46,14 +46,15 @@ def on_each_engine(request: pytest.FixtureRequest, issuer_settings: IssuerSettin
     """The issuer with the demo users and the resource's web client on SQLite, then on a PostgreSQL database of the test's own.
 
     On PostgreSQL the keys are wrapped with the key-encryption key the SQLite set-up wrote, and
-    the session secret is set, as a deployment with a shared database must.
+    the session secret is set, as a deployment with a shared database must; its database is a
+    copy of a template with the schema and a first key, as the SQLite data directory is.
     """
     settings = dataclasses.replace(issuer_settings, demo_users=DEMO_USERS, web_redirect_uris=(WEB_REDIRECT_URI,))
     if request.param == "sqlite":
         return settings
     return dataclasses.replace(
         settings,
-        database_url=request.getfixturevalue("postgres_url"),
+        database_url=request.getfixturevalue("issuer_postgres_url"),
         key_encryption_key=(issuer_settings.data_dir / KEK_FILE_NAME).read_text().strip(),
         session_secret="S" * 48,
     )

@@ -59,8 +59,8 @@ def _allocated(lists: StatusLists, list_id: str) -> int:
         return int(conn.execute(select(status_lists.c.allocated).where(status_lists.c.id == list_id)).scalar_one())
 
 
-def test_a_grant_holds_no_lock_on_the_open_list_until_it_commits(lists: StatusLists, postgres_url: str) -> None:
-    other = create_engine(postgres_url)
+def test_a_grant_holds_no_lock_on_the_open_list_until_it_commits(lists: StatusLists, issuer_postgres_url: str) -> None:
+    other = create_engine(issuer_postgres_url)
     try:
         with lists.database.unit():  # a token request, its transaction open (its token not yet signed)
             slot = _token_slot(lists)
@@ -166,9 +166,11 @@ def test_a_block_is_handed_out_at_most_its_hold_and_never_past_its_list(
     assert _token_slot(worker).list_id != first.list_id  # no index of it past its open_until
 
 
-def test_a_list_row_held_too_long_fails_the_grant_instead_of_hanging_it(lists: StatusLists, postgres_url: str) -> None:
+def test_a_list_row_held_too_long_fails_the_grant_instead_of_hanging_it(
+    lists: StatusLists, issuer_postgres_url: str
+) -> None:
     _token_slot(lists)
-    other = create_engine(postgres_url)
+    other = create_engine(issuer_postgres_url)
     try:
         with other.begin() as conn:
             conn.execute(text("SELECT id FROM status_lists FOR UPDATE"))  # held past the lock timeout
@@ -181,13 +183,13 @@ def test_a_list_row_held_too_long_fails_the_grant_instead_of_hanging_it(lists: S
 
 
 def test_a_token_request_waiting_too_long_for_the_list_is_answered_503(
-    app: Flask, postgres_url: str, caplog: pytest.LogCaptureFixture
+    app: Flask, issuer_postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = app.test_client()
     login = {"grant_type": "password", "client_id": "cli", "username": "alice", "password": "wonderland"}
     assert client.post("/token", data=login).status_code == 200  # the worker's first block, and alice
     app.extensions[statuslist.EXTENSION] = _worker(app.extensions[statuslist.EXTENSION])  # no block yet
-    other = create_engine(postgres_url)
+    other = create_engine(issuer_postgres_url)
     try:
         with other.begin() as conn:
             conn.execute(text("SELECT id FROM status_lists FOR UPDATE"))  # held past the lock timeout

@@ -35,7 +35,7 @@ def settings(on_postgresql: IssuerSettings) -> IssuerSettings:
 
 
 def test_a_refresh_racing_a_users_narrowing_gives_no_token_of_the_scope_they_lost(
-    app: Flask, postgres_url: str
+    app: Flask, issuer_postgres_url: str
 ) -> None:
     extensions.of(app).clients.add(Client(APP, frozenset({"password", "refresh_token"})))
     client = app.test_client()
@@ -46,7 +46,7 @@ def test_a_refresh_racing_a_users_narrowing_gives_no_token_of_the_scope_they_los
     with database.transaction() as conn:  # its next token takes a new row (a narrowing of its client forgot it)
         conn.execute(delete(status_grants))
     answers: dict[str, Any] = {}
-    other = create_engine(postgres_url)
+    other = create_engine(issuer_postgres_url)
     try:
         with other.begin() as held:
             held.execute(text("LOCK TABLE status_grants IN SHARE MODE"))  # the refresh waits at its insert
