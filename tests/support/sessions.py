@@ -8,7 +8,7 @@ from tests.support.stack import Stack
 _MAKE_SESSION = """
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
-from issuer import _session_secret
+from issuer.app import _session_secret
 from issuer.sessions import LoginSessions
 from issuer.settings import IssuerSettings
 settings = IssuerSettings.from_env()
