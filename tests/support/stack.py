@@ -340,9 +340,11 @@ class LoopbackStack(Stack):
     def start_reports(self) -> None:
         """Register the reports API and its client from the issuer CLI, start it, wait until it is ready."""
         public_url = self.reports.env["REPORTS_PUBLIC_URL"]
-        for command in reports_registration(public_url, f"{self.reports.url}/client-jwks.json"):
-            result = self.issuer_cli(*command)
-            assert result.returncode == 0, result.stderr
+        commands = reports_registration(public_url, f"{self.reports.url}/client-jwks.json")
+        # Side by side: neither registration needs the other, and each is a process start (CI time).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(commands)) as pool:
+            for result in pool.map(lambda command: self.issuer_cli(*command), commands):
+                assert result.returncode == 0, result.stderr
         self.reports.start().wait_answering("/readyz", timeout=30)
 
     def close(self) -> None:
