@@ -391,9 +391,12 @@ def test_one_replica_killed_under_traffic_fails_only_token_requests_in_flight_on
     assert [c for c in failed if c.kind in ("api", "report")] == []
     assert [c for c in failed if c not in in_flight] == [], "token requests failed that were not in flight at the kill"
     assert len(in_flight) <= 4  # one request at a time per user thread
-    # Each one the balancer's own answer, logged against the killed replica: counted, not guessed.
-    assert [c.outcome for c in in_flight] == ["502"] * len(in_flight), in_flight
-    assert len(aborted) == len(in_flight), aborted
+    # Each one the balancer's own 502, logged against the killed replica (counted, not guessed),
+    # or an answer cut short: a replica killed after its answer's head left has HAProxy forward
+    # the head, then close the client's connection mid-body (seen once in CI).
+    cut_short = [c for c in in_flight if c.outcome != "502"]
+    assert all(c.outcome.startswith(("ChunkedEncodingError", "ConnectionError")) for c in cut_short), in_flight
+    assert len(aborted) == len(in_flight) - len(cut_short), aborted
     assert down, "the balancer never took the killed replica out"
 
 

@@ -282,9 +282,11 @@ def test_connections_left_idle_make_room_at_the_limit_oldest_first(crowded_issue
         silent = [stack.enter_context(connect(crowded_issuer, b"")) for _ in range(20)]
         answer = requests.get(f"{crowded_issuer.url}/healthz", timeout=10)
         assert answer.status_code == 200
-        # The worker holds at most 7 waiting connections: the 14 oldest were closed, with
-        # nothing to answer, and the newest kept.
-        assert [closed_by_server(sock, within=0.3) for sock in silent] == [True] * 14 + [False] * 6
+        # The worker holds at most 7 waiting connections: the oldest were closed, with nothing
+        # to answer, and the newest kept. 14 of ours when a start-up probe's kept-alive
+        # connection was still there to go first; 15 when it had timed out already (a slow start).
+        went = [closed_by_server(sock, within=0.3) for sock in silent]
+        assert went in ([True] * 14 + [False] * 6, [True] * 15 + [False] * 5), went
         begun = stack.enter_context(connect(crowded_issuer, b"GET /healthz HTTP/1.1\r\n"))
         begun.sendall(b"Host: x\r\n\r\n")
         assert read_until(begun, b'{"status":"ok"}\n', 1).startswith(b"HTTP/1.1 200 OK")
