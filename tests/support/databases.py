@@ -200,7 +200,8 @@ def fresh_database(server_url: str, template: str | None = None) -> Iterator[str
     """Create an empty database on the server (a copy of `template`, if named), yield its URL, then drop it.
 
     A template made once (a schema, a first key) and copied per test spares each test the
-    migrations and a key generation: about 150 ms a test, a minute and a half of CI.
+    migrations and a key generation (the copy took 33 ms, the migrations 105 ms and a key
+    20-120 ms, measured on loopback).
     """
     name = f"test_{uuid.uuid4().hex[:16]}"
     create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
@@ -218,6 +219,11 @@ def fresh_database(server_url: str, template: str | None = None) -> Iterator[str
 def database_url(server_url: str, name: str) -> str:
     """Return the URL of database `name` on the server of `server_url`."""
     return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def database_name(url: str) -> str:
+    """Return the name of the database a URL of `database_url`'s form names."""
+    return url.rsplit("/", 1)[1]
 
 
 @contextmanager

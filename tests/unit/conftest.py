@@ -73,12 +73,16 @@ def clock() -> FakeClock:
 def issuer_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An issuer data directory with its schema and first (2048-bit) key, made once."""
     data_dir = tmp_path_factory.mktemp("issuer-template")
-    settings = IssuerSettings(data_dir=data_dir)
+    _schema_and_first_key(IssuerSettings(data_dir=data_dir))
+    return data_dir
+
+
+def _schema_and_first_key(settings: IssuerSettings) -> None:
+    """Bring `settings`' database to the current schema and give it its first signing key, as a first start does."""
     database = settings.database()
     database.upgrade()
     settings.key_store(database, settings.load_kek()).start(settings.legacy_key_dir)
     database.dispose()
-    return data_dir
 
 
 @pytest.fixture
@@ -103,7 +107,7 @@ def postgres_schema_template(postgres_server: str, tmp_path_factory: pytest.Temp
         made = Database.for_data_dir(url, tmp_path_factory.mktemp("schema-template"))
         made.upgrade()
         made.dispose()
-        yield url.rsplit("/", 1)[1]
+        yield databases.database_name(url)
 
 
 @pytest.fixture(scope="session")
@@ -122,11 +126,8 @@ def postgres_issuer_template(
             key_encryption_key=(issuer_data_template / KEK_FILE_NAME).read_text().strip(),
             session_secret="S" * 48,
         )
-        database = settings.database()
-        database.upgrade()
-        settings.key_store(database, settings.load_kek()).start(settings.legacy_key_dir)
-        database.dispose()
-        yield url.rsplit("/", 1)[1]
+        _schema_and_first_key(settings)
+        yield databases.database_name(url)
 
 
 @pytest.fixture
