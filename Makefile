@@ -34,9 +34,19 @@ USE_STAND_IN = stand_in() { if [ -z "$$(printenv $$1)" ] && docker image inspect
 	stand_in REDIS_IMAGE jwt-split-redis:bookworm; stand_in HAPROXY_IMAGE jwt-split-haproxy:bookworm; \
 	stand_in PROMETHEUS_IMAGE jwt-split-prometheus:bookworm
 
+# The unit and security suites run in-process and keep to their own servers and files, so
+# they run in TEST_WORKERS processes at once (pytest-xdist, a file to a process); the suites
+# that start stacks, containers and browsers run one test at a time, as their timings expect.
+TEST_WORKERS ?= 2
+IN_PARALLEL := tests/unit tests/security
+ONE_AT_A_TIME := $(foreach suite,$(IN_PARALLEL),--ignore=$(suite))
+# Both halves run even when the first fails; the target fails when either did.
+TWO_HALVES = $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(IN_PARALLEL); first=$$?; \
+	$(BIN)/pytest $(ONE_AT_A_TIME) $(1); second=$$?; [ $$first -eq 0 ] && [ $$second -eq 0 ]
+
 ## All tests: unit, loopback integration, containers, browser, PostgreSQL and Redis.
 test: install docker browser services
-	@$(USE_STAND_IN); $(BIN)/pytest
+	@$(USE_STAND_IN); $(call TWO_HALVES)
 
 ## A Docker engine and Compose v2 (installed and started by scripts/docker-setup where missing).
 docker:
@@ -57,7 +67,7 @@ demo: install docker
 
 ## Unit, loopback and browser tests only (no Docker).
 test-fast: install browser services
-	$(BIN)/pytest -m "not container"
+	@$(call TWO_HALVES,-m "not container")
 
 ## Scale out: three issuer replicas behind HAProxy, on PostgreSQL and Redis (compose.scale.yaml),
 ## started in the background; returns once every service is healthy.
