@@ -28,25 +28,13 @@ run: install
 # The stand-in images that scripts/docker-setup builds where no registry can be reached: the
 # Python base, the scale-out overlay's PostgreSQL, Redis and HAProxy, and the observability
 # overlay's Prometheus. Each is used when its variable is unset and the image exists here.
-USE_STAND_IN = stand_in() { if [ -z "$$(printenv $$1)" ] && docker image inspect $$2 >/dev/null 2>&1; then \
-	export "$$1=$$2"; fi; }; \
-	stand_in PYTHON_IMAGE jwt-split-python:bookworm; stand_in POSTGRES_IMAGE jwt-split-postgres:bookworm; \
-	stand_in REDIS_IMAGE jwt-split-redis:bookworm; stand_in HAPROXY_IMAGE jwt-split-haproxy:bookworm; \
-	stand_in PROMETHEUS_IMAGE jwt-split-prometheus:bookworm
+USE_STAND_IN = eval "$$(scripts/stand-in-images)"
 
-# The unit and security suites run in-process and keep to their own servers and files, so
-# they run in TEST_WORKERS processes at once (pytest-xdist, a file to a process); the suites
-# that start stacks, containers and browsers run one test at a time, as their timings expect.
-TEST_WORKERS ?= 2
-IN_PARALLEL := tests/unit tests/security
-ONE_AT_A_TIME := $(foreach suite,$(IN_PARALLEL),--ignore=$(suite))
-# Both halves run even when the first fails; the target fails when either did.
-TWO_HALVES = $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(IN_PARALLEL); first=$$?; \
-	$(BIN)/pytest $(ONE_AT_A_TIME) $(1); second=$$?; [ $$first -eq 0 ] && [ $$second -eq 0 ]
-
-## All tests: unit, loopback integration, containers, browser, PostgreSQL and Redis.
-test: install docker browser services
-	@$(USE_STAND_IN); $(call TWO_HALVES)
+## All tests: unit, loopback integration, containers, browser, PostgreSQL and Redis; the unit
+## and security suites in TEST_WORKERS processes (2) while Docker is prepared, then the rest
+## one test at a time (scripts/test).
+test: install browser services
+	@scripts/test
 
 ## A Docker engine and Compose v2 (installed and started by scripts/docker-setup where missing).
 docker:
@@ -67,7 +55,7 @@ demo: install docker
 
 ## Unit, loopback and browser tests only (no Docker).
 test-fast: install browser services
-	@$(call TWO_HALVES,-m "not container")
+	@scripts/test --no-docker -m "not container"
 
 ## Scale out: three issuer replicas behind HAProxy, on PostgreSQL and Redis (compose.scale.yaml),
 ## started in the background; returns once every service is healthy.
