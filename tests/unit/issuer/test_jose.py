@@ -206,7 +206,7 @@ def test_an_expired_id_token_is_refused(rsa_key: rsa.RSAPrivateKey) -> None:
     _refused(Reason.EXPIRED, lambda: jose.read(token, ID_TOKEN, _keys(rsa_key), issuer=ISSUER, audience="web"))
 
 
-@pytest.mark.parametrize("exp", [int(time.time()) - 86400, None])
+@pytest.mark.parametrize("exp", [int(time.time()) - 86400, None], ids=["a-day-ago", "none"])
 def test_an_end_session_hint_is_read_expired_or_without_exp(rsa_key: rsa.RSAPrivateKey, exp: int | None) -> None:
     now = int(time.time())
     token = sign(_id_claims(iat=now - 90000, exp=exp, aud="some-client"), rsa_key, typ="JWT")

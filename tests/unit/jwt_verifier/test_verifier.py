@@ -1038,7 +1038,9 @@ def test_verify_rejects_duplicate_members_and_non_numbers_even_when_signed(
     assert not isinstance(caught.value, TokenExpired)
 
 
-@pytest.mark.parametrize("exp", [str(int(time.time()) + 300), True, 10**400, 2**53])
+@pytest.mark.parametrize(
+    "exp", [str(int(time.time()) + 300), True, 10**400, 2**53], ids=["string", "boolean", "10**400", "2**53"]
+)
 def test_verify_rejects_time_claims_that_are_not_sane_numbers(
     keys: StaticKeys, rsa_key: rsa.RSAPrivateKey, exp: Any
 ) -> None:
