@@ -8,6 +8,7 @@ Nothing here imports pytest: the bench runs it from the repository root.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pwd
@@ -174,7 +175,13 @@ def stop_all(programs: Iterable[ChildProcess], signum: int = SIGTERM) -> None:
 
     At once, not one after another: a gunicorn master takes a second or more to stop (its
     workers notice at their next poll), and a stack has three.
+
+    The test process's idle connections to them are closed first: a gunicorn worker that is
+    stopping keeps a kept-alive connection open for up to 2 s, and the connections of finished
+    `requests` calls stay open while their responses sit in reference cycles, until the cyclic
+    garbage collector runs. Collecting first took a stack's stop from 2.6-2.8 s to 1.2-1.5 s.
     """
+    gc.collect()
     running = [program for program in programs if program.proc is not None]
     for program in running:
         program._ask_to_stop(signum)
