@@ -21,6 +21,7 @@ from sqlalchemy import insert, update
 from issuer.db import Database, authorization_codes, delete_in_batches, stamp, with_username
 from issuer.opaque import new_secret, secret_hash
 from issuer.tokens import Grant
+from issuer.users import parse_scope
 from shared.pkce import VERIFIER, s256
 
 CODE_TTL = 60
@@ -128,7 +129,9 @@ class AuthorizationCodes:
                 .where(authorization_codes.c.code_hash == row.code_hash)
                 .values(used_at=int(time.time()), family_id=family_id)
             )
-        grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience)
+        grant = Grant(
+            row.user_id, row.username, row.client_id, row.scope, row.audience, user_scopes=parse_scope(row.user_scope)
+        )
         return Redeemed(grant, family_id, row.session_hash, row.nonce)
 
     def spend(self, code: str) -> None:

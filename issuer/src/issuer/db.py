@@ -646,14 +646,15 @@ def stamp(conn: Connection, column: Column[int], *where: ColumnElement[bool], no
 
 
 def with_username(table: Table, key: Column[str], value: str | BindParameter[str]) -> Select[Any]:
-    """Select the row of `table` whose `key` is `value`, with its user's name, both locked for update.
+    """Select the row of `table` whose `key` is `value`, with its user's name and scopes, both locked for update.
 
-    The user's row is named first, and PostgreSQL locks a statement's rows in the order of its
-    FROM list: the user, then their token or code, as a user's deletion takes them (the user,
-    then the cascade to their rows). The other order deadlocked a refresh with `users delete`.
+    The user's scopes come as `user_scope`: the grant narrows to them without reading the user
+    again. The user's row is named first, and PostgreSQL locks a statement's rows in the order
+    of its FROM list: the user, then their token or code, as a user's deletion takes them (the
+    user, then the cascade to their rows). The other order deadlocked a refresh with `users delete`.
     """
     return (
-        select(table, users.c.username)
+        select(table, users.c.username, users.c.scope.label("user_scope"))
         .select_from(users)
         .join(table, users.c.id == table.c.user_id)
         .where(key == value)

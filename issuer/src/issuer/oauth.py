@@ -295,19 +295,22 @@ def _narrowed(
     audience = grant.audience or extensions.current().settings.audience
     api = extensions.current().apis.get(audience)
     _same_api(resource, audience, api, what)
-    user = extensions.current().users.get_by_id(grant.user_id)
-    if user is None or api is None:
+    user_scopes, username = grant.user_scopes, grant.username  # read with the grant's row, locked, if given
+    if user_scopes is None:
+        user = extensions.current().users.get_by_id(grant.user_id)
+        user_scopes, username = (None, grant.username) if user is None else (user.scopes, user.username)
+    if user_scopes is None or api is None:
         raise OAuthError("the user or the API no longer exists", error="invalid_grant")
     dpop.check_api(api)  # registered to require DPoP since: refused, and (inside the transaction) unspent
     if not client.may_ask_for(api.audience):
         raise OAuthError(f"the client may no longer get tokens for API {api.audience!r}", error="invalid_grant")
     held = parse_scope(grant.scope)
-    allowed = client.narrow((held & user.scopes & api.scopes) | oidc.kept_on_refresh(held, api.scopes))
+    allowed = client.narrow((held & user_scopes & api.scopes) | oidc.kept_on_refresh(held, api.scopes))
     kept = _for_api(" ".join(sorted(allowed)), api, error="invalid_grant")
     scope = _for_api(_scope(requested, allowed), api, error="invalid_grant")
     return (
-        Grant(user.id, user.username, grant.client_id, kept, grant.audience, grant.session_hash, grant.login),
-        Grant(user.id, user.username, grant.client_id, scope, grant.audience, grant.session_hash, grant.login),
+        Grant(grant.user_id, username, grant.client_id, kept, grant.audience, grant.session_hash, grant.login),
+        Grant(grant.user_id, username, grant.client_id, scope, grant.audience, grant.session_hash, grant.login),
     )
 
 

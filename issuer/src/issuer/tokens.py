@@ -26,6 +26,7 @@ from issuer.jose import ACCESS_TOKEN, ID_TOKEN, sign
 from issuer.keys import SigningKey
 from issuer.opaque import derived_secret, new_secret, secret_hash
 from issuer.statuslist import hold_new_grants, of_families, revoke_grants
+from issuer.users import parse_scope
 from jwt_verifier.jose import b64url_encode
 from shared import audit, metrics
 
@@ -54,6 +55,9 @@ class Grant:
     audience: str | None = None  # the API it is for; None: the default API (grants made before APIs existed)
     session_hash: str | None = None  # the browser login it came from (refresh grants only; for `sid`)
     login: Login | None = None  # what that login proved and when, as the refresh family recorded it
+    # The user's scopes as the grant's own transaction read them, with its row locked (a refresh
+    # token or a code read joined to its user): narrowing it needs no second read. None: not read.
+    user_scopes: frozenset[str] | None = field(default=None, compare=False)
 
     @property
     def subject(self) -> str:
@@ -305,7 +309,16 @@ class RefreshTokens:
             login = (
                 None if row.amr is None or row.auth_time is None else Login(assurance.decode(row.amr), row.auth_time)
             )
-            grant = Grant(row.user_id, row.username, row.client_id, row.scope, row.audience, row.session_hash, login)
+            grant = Grant(
+                row.user_id,
+                row.username,
+                row.client_id,
+                row.scope,
+                row.audience,
+                row.session_hash,
+                login,
+                user_scopes=parse_scope(row.user_scope),
+            )
             if row.used_at is not None:
                 # Whole seconds: a grace of 0 must mean none, not "the rest of the second of first use".
                 if self.reuse_grace > 0 and now - row.used_at <= self.reuse_grace:

@@ -155,6 +155,53 @@ def test_a_code_exchange_commits_once(app: Flask, client: FlaskClient) -> None:
     assert (exchanged.commits, exchanged.reported) == (1, 1)
 
 
+def _statements(app: Flask, client: FlaskClient, **form: str) -> tuple[TestResponse, list[str]]:
+    """POST a token request; return its response and every SQL statement it sent, as sent."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(" ".join(statement.split()))
+
+    engine = extensions.of(app).database.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = client.post("/token", data=form)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return response, sent
+
+
+def _reading_users(sent: list[str]) -> list[str]:
+    """Return the FROM clause (up to its join condition) of each statement in `sent` that reads `users`."""
+    reading = [statement for statement in sent if " users" in statement.partition(" WHERE ")[0]]
+    return [statement.partition(" FROM ")[2].partition(" WHERE ")[0].partition(" ON ")[0] for statement in reading]
+
+
+def test_a_refresh_and_a_code_exchange_read_their_user_once_with_their_token_or_code(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The user's scopes come with the statement that locks the token or code (joined, FOR UPDATE on PostgreSQL).
+
+    The grant narrowed to them with a second read of the user by id, one statement of a
+    refresh's five; the join already held the user's row.
+    """
+    login = {"grant_type": "password", "client_id": APP, "username": "alice", "password": "wonderland"}
+    refreshed, sent = _statements(
+        app,
+        client,
+        grant_type="refresh_token",
+        client_id=APP,
+        refresh_token=_ok(_post(app, client, **login))["refresh_token"],
+    )
+    assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
+    assert _reading_users(sent) == ["users JOIN refresh_tokens"]
+    code = get_code(client, WEB_REDIRECT_URI)
+    form = {"client_id": "resource-web", "code": code, "redirect_uri": WEB_REDIRECT_URI, "code_verifier": VERIFIER}
+    exchanged, sent = _statements(app, client, grant_type="authorization_code", **form)
+    assert exchanged.status_code == 200, exchanged.get_data(as_text=True)
+    assert _reading_users(sent) == ["users JOIN authorization_codes"]
+
+
 @pytest.fixture
 def service(app: Flask) -> Any:
     key = new_rsa_key()
