@@ -357,14 +357,37 @@ def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> No
     # and served it on one core while the others idled (wrk's 32 connections: 32 on one worker,
     # or 26 and 6; 2,600 requests a second instead of 4,400).
     service = _reports(tmp_path, "--keep-alive 30", workers=4)
-    burst: list[socket.socket] = []
     try:
         wait_until(lambda: service.log().count("Application startup complete") >= 4, timeout=30)
+        # Up to three bursts, each on connections of its own. Before, every burst left two or
+        # three of the four workers without any (32/0/0/0, 26/0/6/0): the first awake took it
+        # whole. Now each worker takes one per wake-up, but how many each gets is the
+        # scheduler's, and on a busy 2-core machine two workers once drained a burst before the
+        # other two ran ([21, 11, 0, 0] in a clean-clone CI run; [23, 4, 4, 1] another time).
+        spreads = []
+        for _ in range(3):
+            held = _burst(service, 32)
+            spreads.append(held)
+            if min(held) >= 1:
+                break
+        assert min(spreads[-1]) >= 1, f"a worker took none of any burst: {spreads}"
+    finally:
+        service.stop()
+
+
+def _burst(service: GunicornService, count: int) -> list[int]:
+    """Send `count` requests on new connections that wait in the accept queue for every worker at once.
+
+    Return how many of them each worker holds once all are answered; the connections are then
+    closed, and their server sides gone, before it returns.
+    """
+    burst: list[socket.socket] = []
+    try:
         workers = service.worker_pids()
         for pid in workers:  # the burst waits in the accept queue, as one that came faster than they wake
             os.kill(pid, signal.SIGSTOP)
         try:
-            for _ in range(32):
+            for _ in range(count):
                 burst.append(_connect(service))
                 burst[-1].sendall(HEALTHZ)
         finally:
@@ -374,10 +397,10 @@ def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> No
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         held = _established_per_worker(service)
         assert sum(held) == len(burst)
-        # Before, two or three of the four took none (32/0/0/0, 26/0/6/0); now each takes some
-        # (how many is the scheduler's: [23, 4, 4, 1] once on a busy 2-core CI machine).
-        assert min(held) >= 1, f"a worker took none of the burst: {held}"
+        return held
     finally:
         for sock in burst:
             sock.close()
-        service.stop()
+        wait_until(
+            lambda: sum(_established_per_worker(service)) == 0, timeout=10, what="the burst's connections to close"
+        )
